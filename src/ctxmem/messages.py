@@ -1,0 +1,462 @@
+"""Messages: frozen content blocks shaped like Anthropic's, and the provider conversions.
+
+A :class:`Message` is a role (``"user"`` or ``"assistant"``) and a tuple of blocks. Blocks
+carry the same ``type`` strings as the Anthropic Messages API (``text``, ``tool_use``,
+``tool_result``, ``thinking``, ``redacted_thinking``). There are no ids or timestamps in
+messages: those belong to session events. The system prompt is not a message; it travels
+beside the list, as in the Anthropic API.
+
+Every conversion to and from a provider's wire shape lives in this module:
+
+* :func:`to_anthropic` / :func:`from_anthropic` — Messages API ``messages`` params. Lossless.
+* :func:`to_openai` / :func:`from_openai` — Chat Completions messages (``tool_calls``, the
+  ``tool`` role, a leading ``system`` message). Text, tool calls and tool results round-trip
+  exactly. Chat Completions has no field for ``is_error`` or for thinking signatures; with
+  ``extensions=True`` (used by ctxmem's own JSONL export) they are kept in the extra keys
+  ``is_error``, ``reasoning_content`` and ``reasoning_signature`` so the round trip is
+  lossless; with the default ``extensions=False`` (what is sent to a server) thinking is
+  dropped and an error result is sent as plain text.
+
+Values are immutable by convention and by construction: dataclasses are frozen, block
+sequences are tuples. ``ToolUseBlock.input`` is a plain dict (JSON object) that nothing in
+ctxmem mutates; strategies share history without copying it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+from ctxmem.errors import InputError, InvalidConversationError
+
+Role: TypeAlias = Literal["user", "assistant"]
+ROLES: tuple[str, ...] = ("user", "assistant")
+
+
+@dataclass(frozen=True, slots=True)
+class TextBlock:
+    text: str
+    type: Literal["text"] = field(default="text", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingBlock:
+    thinking: str
+    signature: str = ""
+    type: Literal["thinking"] = field(default="thinking", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RedactedThinkingBlock:
+    data: str
+    type: Literal["redacted_thinking"] = field(default="redacted_thinking", init=False)
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class ToolUseBlock:
+    id: str
+    name: str
+    input: dict[str, Any]
+    type: Literal["tool_use"] = field(default="tool_use", init=False)
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.name, canonical_json(self.input)))
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResultBlock:
+    """The result of one tool call.
+
+    ``content`` is either a string or a tuple of :class:`TextBlock` (the two shapes the
+    Anthropic API accepts for text results); :attr:`text` gives the text either way.
+    """
+
+    tool_use_id: str
+    content: str | tuple[TextBlock, ...] = ""
+    is_error: bool = False
+    type: Literal["tool_result"] = field(default="tool_result", init=False)
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(b.text for b in self.content)
+
+
+ContentBlock: TypeAlias = TextBlock | ThinkingBlock | RedactedThinkingBlock | ToolUseBlock | ToolResultBlock
+BLOCK_TYPES: tuple[str, ...] = ("text", "thinking", "redacted_thinking", "tool_use", "tool_result")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: tuple[ContentBlock, ...]
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise InputError(f"unknown role {self.role!r}; expected 'user' or 'assistant'", field="role")
+        if not isinstance(self.content, tuple):
+            object.__setattr__(self, "content", tuple(self.content))
+
+    @classmethod
+    def user(cls, *content: str | ContentBlock) -> Message:
+        return cls("user", tuple(TextBlock(c) if isinstance(c, str) else c for c in content))
+
+    @classmethod
+    def assistant(cls, *content: str | ContentBlock) -> Message:
+        return cls("assistant", tuple(TextBlock(c) if isinstance(c, str) else c for c in content))
+
+    @property
+    def text(self) -> str:
+        """The concatenated text blocks (not thinking, not tool blocks)."""
+        return "".join(b.text for b in self.content if isinstance(b, TextBlock))
+
+    @property
+    def tool_uses(self) -> tuple[ToolUseBlock, ...]:
+        return tuple(b for b in self.content if isinstance(b, ToolUseBlock))
+
+    @property
+    def tool_results(self) -> tuple[ToolResultBlock, ...]:
+        return tuple(b for b in self.content if isinstance(b, ToolResultBlock))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def canonical_json(value: Any) -> str:
+    """Canonical JSON: sorted keys, no whitespace, UTF-8 kept. Used for hashing and counting."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def block_texts(block: ContentBlock) -> tuple[str, ...]:
+    """The texts of a block that count as *content tokens*.
+
+    text → its text; thinking → the thinking text; redacted thinking → its opaque data;
+    tool_use → the tool name and the canonical JSON of its input; tool_result → its text.
+    Everything else a provider sends (roles, ids, JSON punctuation) is *overhead*, modelled
+    separately by the token counter.
+    """
+    if isinstance(block, TextBlock):
+        return (block.text,)
+    if isinstance(block, ToolResultBlock):
+        return (block.text,)
+    if isinstance(block, ToolUseBlock):
+        return (block.name, canonical_json(block.input))
+    if isinstance(block, ThinkingBlock):
+        return (block.thinking,)
+    return (block.data,)
+
+
+def message_texts(message: Message) -> Iterator[str]:
+    for block in message.content:
+        yield from block_texts(block)
+
+
+# --------------------------------------------------------------------------- Anthropic
+
+
+def block_to_anthropic(block: ContentBlock) -> dict[str, Any]:
+    if isinstance(block, TextBlock):
+        return {"type": "text", "text": block.text}
+    if isinstance(block, ToolUseBlock):
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+    if isinstance(block, ToolResultBlock):
+        out: dict[str, Any] = {"type": "tool_result", "tool_use_id": block.tool_use_id}
+        if isinstance(block.content, str):
+            out["content"] = block.content
+        else:
+            out["content"] = [{"type": "text", "text": b.text} for b in block.content]
+        if block.is_error:
+            out["is_error"] = True
+        return out
+    if isinstance(block, ThinkingBlock):
+        return {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+    return {"type": "redacted_thinking", "data": block.data}
+
+
+def to_anthropic(messages: Iterable[Message]) -> list[dict[str, Any]]:
+    """Messages → the ``messages`` parameter of the Anthropic Messages API."""
+    return [
+        {"role": m.role, "content": [block_to_anthropic(b) for b in m.content]} for m in messages
+    ]
+
+
+def _require(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise InputError(f"missing {key!r} in {where}", field=key)
+    value = obj[key]
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise InputError(f"{key!r} in {where} must be {names}, got {type(value).__name__}", field=key)
+    return value
+
+
+def block_from_anthropic(obj: Any) -> ContentBlock:
+    if not isinstance(obj, Mapping):
+        raise InputError(f"a content block must be an object, got {type(obj).__name__}", field="content")
+    btype = obj.get("type")
+    if btype == "text":
+        return TextBlock(_require(obj, "text", str, "text block"))
+    if btype == "tool_use":
+        return ToolUseBlock(
+            id=_require(obj, "id", str, "tool_use block"),
+            name=_require(obj, "name", str, "tool_use block"),
+            input=dict(_require(obj, "input", dict, "tool_use block")),
+        )
+    if btype == "tool_result":
+        raw = obj.get("content", "")
+        content: str | tuple[TextBlock, ...]
+        if isinstance(raw, str):
+            content = raw
+        elif isinstance(raw, list):
+            parts = []
+            for part in raw:
+                if not isinstance(part, Mapping) or part.get("type") != "text":
+                    kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+                    raise InputError(
+                        f"tool_result content part of type {kind!r} is not supported; "
+                        "ctxmem stores text results only",
+                        field="content",
+                    )
+                parts.append(TextBlock(_require(part, "text", str, "tool_result text part")))
+            content = tuple(parts)
+        else:
+            raise InputError("tool_result 'content' must be a string or a list of text blocks", field="content")
+        is_error = obj.get("is_error", False)
+        if not isinstance(is_error, bool):
+            raise InputError("'is_error' must be true or false", field="is_error")
+        return ToolResultBlock(
+            tool_use_id=_require(obj, "tool_use_id", str, "tool_result block"),
+            content=content,
+            is_error=is_error,
+        )
+    if btype == "thinking":
+        return ThinkingBlock(
+            thinking=_require(obj, "thinking", str, "thinking block"),
+            signature=obj.get("signature") or "",
+        )
+    if btype == "redacted_thinking":
+        return RedactedThinkingBlock(_require(obj, "data", str, "redacted_thinking block"))
+    raise InputError(
+        f"unknown content block type {btype!r}; expected one of {', '.join(BLOCK_TYPES)}", field="type"
+    )
+
+
+def message_from_anthropic(obj: Any) -> Message:
+    if not isinstance(obj, Mapping):
+        raise InputError(f"a message must be a JSON object, got {type(obj).__name__}")
+    role = obj.get("role")
+    if role not in ROLES:
+        raise InputError(f"unknown role {role!r}; expected 'user' or 'assistant'", field="role")
+    raw = obj.get("content")
+    if isinstance(raw, str):
+        blocks: tuple[ContentBlock, ...] = (TextBlock(raw),)
+    elif isinstance(raw, list):
+        blocks = tuple(block_from_anthropic(b) for b in raw)
+    else:
+        raise InputError("'content' must be a string or a list of blocks", field="content")
+    return Message(role, blocks)
+
+
+def from_anthropic(messages: Iterable[Any]) -> list[Message]:
+    """The ``messages`` parameter of the Anthropic API → Messages (string content becomes one text block)."""
+    return [message_from_anthropic(m) for m in messages]
+
+
+# --------------------------------------------------------------------------- OpenAI
+
+
+def _openai_text(blocks: Sequence[TextBlock]) -> str | list[dict[str, Any]] | None:
+    if not blocks:
+        return None
+    if len(blocks) == 1:
+        return blocks[0].text
+    return [{"type": "text", "text": b.text} for b in blocks]
+
+
+def message_to_openai(message: Message, *, extensions: bool = False) -> list[dict[str, Any]]:
+    """One Message → one or more chat-completions messages.
+
+    A user message's tool results become ``tool`` messages, placed first (Anthropic requires
+    results to lead the user turn); any user text follows as a ``user`` message.
+    """
+    if message.role == "assistant":
+        texts = [b for b in message.content if isinstance(b, TextBlock)]
+        out: dict[str, Any] = {"role": "assistant", "content": _openai_text(texts)}
+        calls = [
+            {
+                "id": b.id,
+                "type": "function",
+                "function": {"name": b.name, "arguments": json.dumps(b.input, ensure_ascii=False)},
+            }
+            for b in message.content
+            if isinstance(b, ToolUseBlock)
+        ]
+        if calls:
+            out["tool_calls"] = calls
+        if extensions:
+            thinking = [b for b in message.content if isinstance(b, ThinkingBlock)]
+            if thinking:
+                out["reasoning_content"] = "".join(t.thinking for t in thinking)
+                out["reasoning_signature"] = thinking[0].signature if len(thinking) == 1 else [
+                    t.signature for t in thinking
+                ]
+                if len(thinking) > 1:
+                    out["reasoning_parts"] = [t.thinking for t in thinking]
+            redacted = [b.data for b in message.content if isinstance(b, RedactedThinkingBlock)]
+            if redacted:
+                out["redacted_reasoning"] = redacted
+        return [out]
+    result: list[dict[str, Any]] = []
+    for b in message.content:
+        if isinstance(b, ToolResultBlock):
+            tool: dict[str, Any] = {"role": "tool", "tool_call_id": b.tool_use_id}
+            if isinstance(b.content, str):
+                tool["content"] = b.content
+            else:
+                tool["content"] = [{"type": "text", "text": t.text} for t in b.content]
+            if extensions and b.is_error:
+                tool["is_error"] = True
+            result.append(tool)
+    texts = [b for b in message.content if isinstance(b, TextBlock)]
+    if texts or not result:
+        result.append({"role": "user", "content": _openai_text(texts) if texts else ""})
+    return result
+
+
+def to_openai(
+    messages: Iterable[Message], system: str | None = None, *, extensions: bool = False
+) -> list[dict[str, Any]]:
+    """Messages (+ optional system prompt) → chat-completions ``messages``."""
+    out: list[dict[str, Any]] = []
+    if system:
+        out.append({"role": "system", "content": system})
+    for m in messages:
+        out.extend(message_to_openai(m, extensions=extensions))
+    return out
+
+
+def _openai_content_blocks(raw: Any, where: str) -> tuple[TextBlock, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        return (TextBlock(raw),)
+    if isinstance(raw, list):
+        parts = []
+        for p in raw:
+            if not isinstance(p, Mapping) or p.get("type") != "text" or not isinstance(p.get("text"), str):
+                raise InputError(f"{where} content parts must be text parts", field="content")
+            parts.append(TextBlock(p["text"]))
+        return tuple(parts)
+    raise InputError(f"{where} 'content' must be a string, a list of parts or null", field="content")
+
+
+def from_openai(messages: Iterable[Any]) -> tuple[str | None, list[Message]]:
+    """Chat-completions ``messages`` → (system prompt, Messages).
+
+    ``tool`` messages and the ``user`` message that follows them merge into one user
+    Message (results first), which is the Anthropic shape. ``system``/``developer``
+    messages are joined into the system prompt.
+    """
+    system_parts: list[str] = []
+    out: list[Message] = []
+    pending_user: list[ContentBlock] = []
+
+    def flush_user() -> None:
+        if pending_user:
+            out.append(Message("user", tuple(pending_user)))
+            pending_user.clear()
+
+    for i, obj in enumerate(messages):
+        if not isinstance(obj, Mapping):
+            raise InputError(f"message {i} must be a JSON object, got {type(obj).__name__}")
+        role = obj.get("role")
+        if role in ("system", "developer"):
+            system_parts.append("".join(b.text for b in _openai_content_blocks(obj.get("content"), role)))
+        elif role == "tool":
+            raw = obj.get("content", "")
+            content: str | tuple[TextBlock, ...] = raw if isinstance(raw, str) else _openai_content_blocks(raw, "tool")
+            call_id = obj.get("tool_call_id")
+            if not isinstance(call_id, str):
+                raise InputError("a tool message needs a string 'tool_call_id'", field="tool_call_id")
+            pending_user.append(ToolResultBlock(call_id, content, bool(obj.get("is_error", False))))
+        elif role == "user":
+            pending_user.extend(_openai_content_blocks(obj.get("content"), "user"))
+            flush_user()
+        elif role == "assistant":
+            flush_user()
+            blocks: list[ContentBlock] = []
+            if "reasoning_content" in obj and obj["reasoning_content"] is not None:
+                sig = obj.get("reasoning_signature") or ""
+                parts = obj.get("reasoning_parts")
+                if isinstance(parts, list) and isinstance(sig, list):
+                    blocks.extend(ThinkingBlock(p, s) for p, s in zip(parts, sig, strict=True))
+                else:
+                    blocks.append(ThinkingBlock(obj["reasoning_content"], sig if isinstance(sig, str) else ""))
+            blocks.extend(RedactedThinkingBlock(d) for d in obj.get("redacted_reasoning") or ())
+            blocks.extend(_openai_content_blocks(obj.get("content"), "assistant"))
+            for call in obj.get("tool_calls") or ():
+                fn = call.get("function") if isinstance(call, Mapping) else None
+                if not isinstance(fn, Mapping) or not isinstance(call.get("id"), str):
+                    raise InputError("each tool call needs an 'id' and a 'function'", field="tool_calls")
+                args = fn.get("arguments") or "{}"
+                try:
+                    parsed = json.loads(args) if isinstance(args, str) else args
+                except json.JSONDecodeError as exc:
+                    raise InputError(
+                        f"tool call {call['id']!r} has arguments that are not valid JSON: {exc.msg}",
+                        field="tool_calls.function.arguments",
+                    ) from None
+                if not isinstance(parsed, dict):
+                    raise InputError("tool call arguments must be a JSON object", field="tool_calls.function.arguments")
+                blocks.append(ToolUseBlock(call["id"], str(fn.get("name", "")), parsed))
+            out.append(Message("assistant", tuple(blocks)))
+        else:
+            raise InputError(
+                f"unknown role {role!r}; expected system, developer, user, assistant or tool", field="role"
+            )
+    flush_user()
+    return ("\n\n".join(system_parts) if system_parts else None), out
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_conversation(messages: Sequence[Message], *, allow_pending: bool = False) -> None:
+    """Raise :class:`InvalidConversationError` if a provider would reject ``messages``.
+
+    Checks: every ``tool_result`` answers a ``tool_use`` of the assistant message right
+    before it; every ``tool_use`` is answered in the next message (unless ``allow_pending``
+    and it is the last message); tool ids are unique.
+    """
+    seen_ids: set[str] = set()
+    for i, m in enumerate(messages):
+        uses = m.tool_uses
+        for u in uses:
+            if u.id in seen_ids:
+                raise InvalidConversationError(f"tool_use id {u.id!r} appears twice", line=i + 1, field="id")
+            seen_ids.add(u.id)
+        if m.role == "user":
+            prev_ids = {u.id for u in messages[i - 1].tool_uses} if i > 0 and messages[i - 1].role == "assistant" else set()
+            for r in m.tool_results:
+                if r.tool_use_id not in prev_ids:
+                    raise InvalidConversationError(
+                        f"tool_result for {r.tool_use_id!r} has no tool_use in the preceding assistant message",
+                        line=i + 1,
+                        field="tool_use_id",
+                    )
+        if uses:
+            if i + 1 == len(messages):
+                if allow_pending:
+                    continue
+                raise InvalidConversationError(
+                    f"tool_use {uses[0].id!r} is never answered by a tool_result", line=i + 1, field="tool_use"
+                )
+            answered = {r.tool_use_id for r in messages[i + 1].tool_results}
+            missing = [u.id for u in uses if u.id not in answered]
+            if missing:
+                raise InvalidConversationError(
+                    f"tool_use {missing[0]!r} has no tool_result in the next message", line=i + 2, field="tool_use"
+                )
