@@ -460,3 +460,57 @@ def validate_conversation(messages: Sequence[Message], *, allow_pending: bool = 
                 raise InvalidConversationError(
                     f"tool_use {missing[0]!r} has no tool_result in the next message", line=i + 2, field="tool_use"
                 )
+
+
+# --------------------------------------------------------------------------- tools
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool the model may call: a name, a description and a JSON Schema for its input.
+
+    Shaped like an Anthropic tool definition; :func:`tool_to_openai` gives the
+    chat-completions ``function`` tool.
+    """
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.description, canonical_json(self.input_schema)))
+
+
+def tool_to_anthropic(tool: ToolSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": tool.name, "input_schema": tool.input_schema}
+    if tool.description:
+        out["description"] = tool.description
+    return out
+
+
+def tool_to_openai(tool: ToolSpec) -> dict[str, Any]:
+    fn: dict[str, Any] = {"name": tool.name, "parameters": tool.input_schema}
+    if tool.description:
+        fn["description"] = tool.description
+    return {"type": "function", "function": fn}
+
+
+def tool_from_anthropic(obj: Any) -> ToolSpec:
+    if not isinstance(obj, Mapping):
+        raise InputError(f"a tool must be an object, got {type(obj).__name__}", field="tools")
+    return ToolSpec(
+        name=_require(obj, "name", str, "tool"),
+        description=obj.get("description") or "",
+        input_schema=dict(_require(obj, "input_schema", dict, "tool")),
+    )
+
+
+def tool_from_openai(obj: Any) -> ToolSpec:
+    fn = obj.get("function") if isinstance(obj, Mapping) else None
+    if not isinstance(fn, Mapping) or obj.get("type") != "function":
+        raise InputError("a chat-completions tool must be {'type': 'function', 'function': {...}}", field="tools")
+    return ToolSpec(
+        name=_require(fn, "name", str, "tool function"),
+        description=fn.get("description") or "",
+        input_schema=dict(fn.get("parameters") or {"type": "object", "properties": {}}),
+    )

@@ -1,0 +1,361 @@
+"""The model-client contract: :class:`ModelClient`, :class:`Response`, :class:`Usage`.
+
+A client turns a list of :class:`~ctxmem.messages.Message` (plus a system prompt and tool
+specs) into one :class:`Response`. The contract is provider-neutral:
+
+* ``request`` is async (it does I/O); :func:`request_sync` and
+  :meth:`BaseClient.request_sync` are the sync wrappers for scripts, notebooks and the CLI.
+* :class:`Usage` uses *Anthropic semantics*: ``input_tokens`` counts only the uncached part
+  of the prompt; ``cache_read_tokens`` and ``cache_write_tokens`` are separate. The whole
+  prompt is :attr:`Usage.prompt_tokens`. Clients for APIs that report a total (OpenAI's
+  ``prompt_tokens`` includes ``cached_tokens``) subtract, so the sum is the same everywhere.
+* ``stop_reason`` uses Anthropic's vocabulary (``end_turn``, ``tool_use``, ``max_tokens``,
+  ``stop_sequence``, ``pause_turn``, ``refusal``); other APIs' reasons are mapped onto it.
+* Failures are :class:`~ctxmem.errors.ProviderError` and its subclasses. Two subclasses
+  defined here (:class:`ProviderTimeoutError`, :class:`MalformedResponseError`) belong in
+  ``ctxmem.errors`` and may move there; import them from ``ctxmem.clients``.
+
+Retries (429, 5xx, overloaded, dropped connections, timeouts) are the client's job and use
+:class:`RetryPolicy`: exponential backoff with jitter, honouring ``retry-after`` up to
+``max_delay``. Provider SDKs' own retry loops are switched off so there is one policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+
+from ctxmem.errors import ProviderError
+from ctxmem.messages import ContentBlock, Message, TextBlock, ToolSpec, ToolUseBlock
+
+T = TypeVar("T")
+
+StopReason = str
+"""One of ``end_turn``, ``tool_use``, ``max_tokens``, ``stop_sequence``, ``pause_turn``,
+``refusal``; a provider's unknown reason is passed through unchanged."""
+
+
+class ProviderTimeoutError(ProviderError):
+    """The provider did not answer within the client's timeout (after retries)."""
+
+
+class MalformedResponseError(ProviderError):
+    """The provider answered with something that is not a valid response (bad JSON, wrong shape)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens one request consumed. ``input_tokens`` excludes cache reads and writes."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The whole prompt: uncached input plus cache reads plus cache writes."""
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.output_tokens
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """One model answer: assistant content blocks, why it stopped, and what it cost."""
+
+    content: tuple[ContentBlock, ...]
+    stop_reason: StopReason
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    id: str | None = None
+
+    @property
+    def message(self) -> Message:
+        """The answer as an assistant :class:`Message`, ready to append to the history."""
+        return Message("assistant", self.content)
+
+    @property
+    def text(self) -> str:
+        return "".join(b.text for b in self.content if isinstance(b, TextBlock))
+
+    @property
+    def tool_uses(self) -> tuple[ToolUseBlock, ...]:
+        return tuple(b for b in self.content if isinstance(b, ToolUseBlock))
+
+
+@dataclass(frozen=True, slots=True)
+class CacheBreakpoints:
+    """Where to put prompt-cache breakpoints (Anthropic ``cache_control: ephemeral``).
+
+    ``system``: after the system prompt; ``tools``: after the last tool definition;
+    ``messages``: indices (negative counts from the end) of messages whose last cacheable
+    block gets a breakpoint. Anthropic allows at most four in one request; extra message
+    breakpoints are dropped from the front. APIs with automatic prefix caching ignore them.
+    """
+
+    system: bool = True
+    tools: bool = True
+    messages: tuple[int, ...] = (-1,)
+    ttl: Literal["5m", "1h"] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingConfig:
+    """Extended thinking: a token budget for the model's reasoning (Anthropic ``thinking``)."""
+
+    budget_tokens: int = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """Everything one ``request`` call was given; what doubles record and policies receive."""
+
+    messages: tuple[Message, ...]
+    system: str | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    max_tokens: int = 1024
+    temperature: float | None = None
+    cache_breakpoints: CacheBreakpoints | None = None
+    thinking: ThinkingConfig | None = None
+    model: str = ""
+
+
+@runtime_checkable
+class ModelClient(Protocol):
+    """What ctxmem needs from a model: one async request → one :class:`Response`."""
+
+    model: str
+
+    async def request(
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int,
+        temperature: float | None = None,
+        cache_breakpoints: CacheBreakpoints | None = None,
+        thinking: ThinkingConfig | None = None,
+    ) -> Response: ...
+
+
+@runtime_checkable
+class TokenCountingClient(ModelClient, Protocol):
+    """A client that can count a prompt's tokens exactly (the provider's own count)."""
+
+    async def count_tokens(
+        self,
+        messages: Sequence[Message],
+        system: str | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+    ) -> int: ...
+
+
+_sync_loop: asyncio.AbstractEventLoop | None = None
+_sync_lock = threading.Lock()
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    global _sync_loop
+    with _sync_lock:
+        if _sync_loop is None or _sync_loop.is_closed():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="ctxmem-sync-loop", daemon=True)
+            thread.start()
+            _sync_loop = loop
+        return _sync_loop
+
+
+def run_sync(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from sync code, and return its result.
+
+    Every sync call runs on one long-lived event loop in a daemon thread. Async HTTP
+    connection pools are bound to the loop they were opened on, so one loop lets
+    successive sync calls reuse connections (``asyncio.run`` per call would strand them),
+    and calling from inside a running loop (a notebook) cannot deadlock it.
+    """
+    future = asyncio.run_coroutine_threadsafe(coro_fn(), _background_loop())
+    return future.result()
+
+
+def request_sync(
+    client: ModelClient,
+    messages: Sequence[Message],
+    *,
+    max_tokens: int,
+    system: str | None = None,
+    tools: Sequence[ToolSpec] | None = None,
+    temperature: float | None = None,
+    cache_breakpoints: CacheBreakpoints | None = None,
+    thinking: ThinkingConfig | None = None,
+) -> Response:
+    """Sync wrapper around ``client.request`` for any :class:`ModelClient`."""
+    return run_sync(
+        lambda: client.request(
+            messages,
+            system=system,
+            tools=tools,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            cache_breakpoints=cache_breakpoints,
+            thinking=thinking,
+        )
+    )
+
+
+class BaseClient:
+    """Shared plumbing for the built-in clients: the sync wrapper and request recording."""
+
+    model: str = ""
+
+    async def request(
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tokens: int,
+        temperature: float | None = None,
+        cache_breakpoints: CacheBreakpoints | None = None,
+        thinking: ThinkingConfig | None = None,
+    ) -> Response:
+        raise NotImplementedError
+
+    def request_sync(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        system: str | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        temperature: float | None = None,
+        cache_breakpoints: CacheBreakpoints | None = None,
+        thinking: ThinkingConfig | None = None,
+    ) -> Response:
+        return request_sync(
+            self,
+            messages,
+            system=system,
+            tools=tools,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            cache_breakpoints=cache_breakpoints,
+            thinking=thinking,
+        )
+
+    def _model_request(
+        self,
+        messages: Sequence[Message],
+        system: str | None,
+        tools: Sequence[ToolSpec] | None,
+        max_tokens: int,
+        temperature: float | None,
+        cache_breakpoints: CacheBreakpoints | None,
+        thinking: ThinkingConfig | None,
+    ) -> ModelRequest:
+        return ModelRequest(
+            messages=tuple(messages),
+            system=system,
+            tools=tuple(tools or ()),
+            max_tokens=max_tokens,
+            temperature=temperature,
+            cache_breakpoints=cache_breakpoints,
+            thinking=thinking,
+            model=self.model,
+        )
+
+
+# --------------------------------------------------------------------------- retries
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff: ``initial_delay * multiplier**attempt``, capped, with jitter.
+
+    ``max_retries`` counts retries after the first attempt. A server's ``retry-after``
+    replaces the computed delay (still capped at ``max_delay``).
+    """
+
+    max_retries: int = 4
+    initial_delay: float = 1.0
+    max_delay: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.1
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None and retry_after >= 0:
+            return min(retry_after, self.max_delay)
+        base = min(self.initial_delay * self.multiplier**attempt, self.max_delay)
+        return base * (1 + random.uniform(-self.jitter, self.jitter))
+
+
+class Retryable(Exception):
+    """Internal signal: the attempt failed in a way worth retrying.
+
+    ``final`` is the ctxmem error to raise when retries run out.
+    """
+
+    def __init__(self, final: ProviderError, retry_after: float | None = None):
+        super().__init__(str(final))
+        self.final = final
+        self.retry_after = retry_after
+
+
+async def with_retries(
+    attempt_fn: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
+    """Call ``attempt_fn`` until it succeeds, raises a non-retryable error, or retries run out."""
+    attempt = 0
+    while True:
+        try:
+            return await attempt_fn()
+        except Retryable as exc:
+            if attempt >= policy.max_retries:
+                final = exc.final
+                if policy.max_retries:
+                    final.args = (f"{final.args[0]} (gave up after {attempt + 1} attempts)",)
+                raise final from exc.__cause__
+            await sleep(policy.delay(attempt, exc.retry_after))
+            attempt += 1
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms`` / ``retry-after`` (numeric form only), else None."""
+    if headers is None:
+        return None
+    for key, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(key)
+        if value is not None:
+            try:
+                return float(value) / scale
+            except ValueError:
+                return None
+    return None
