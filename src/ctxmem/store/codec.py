@@ -1,0 +1,119 @@
+"""How events map to rows: columns, a content-addressed blob, and the texts that count.
+
+Shared by every backend so that they store, hash and count identically.
+
+* ``message`` → blob = canonical JSON of its Anthropic-shaped blocks.
+* ``tool_call`` → blob = canonical JSON of the tool input; id and name in columns.
+* ``tool_result`` → blob = the output text itself (``fmt="text"``) or the canonical JSON of
+  its text parts (``fmt="blocks"``); the raw text is what FTS indexes and what identical
+  outputs share.
+* other kinds → no blob; their fields go to the ``meta`` JSON column.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ctxmem.events import (
+    Event,
+    MessageEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+    event_from_payload,
+    event_payload,
+)
+from ctxmem.messages import (
+    TextBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    block_from_anthropic,
+    block_texts,
+    block_to_anthropic,
+    canonical_json,
+)
+from ctxmem.store.base import content_hash
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    kind: str
+    role: str | None
+    tool_use_id: str | None
+    tool_name: str | None
+    is_error: bool
+    fmt: str | None
+    blob: str | None
+    blob_hash: str | None
+    meta: str | None
+    texts: tuple[str, ...]
+    is_tool_output: bool
+
+
+def encode_event(event: Event) -> Encoded:
+    if isinstance(event, MessageEvent):
+        blob = canonical_json([block_to_anthropic(b) for b in event.blocks])
+        texts = tuple(t for b in event.blocks for t in block_texts(b))
+        return Encoded("message", event.role, None, None, False, None, blob, content_hash(blob), None, texts, False)
+    if isinstance(event, ToolCallEvent):
+        u = event.tool_use
+        # The name is part of the blob so the memoized count (name + input) is keyed by both.
+        input_json = canonical_json(u.input)
+        blob = canonical_json([u.name, u.input])
+        return Encoded(
+            "tool_call", "assistant", u.id, u.name, False, None, blob, content_hash(blob), None, (u.name, input_json), False
+        )
+    if isinstance(event, ToolResultEvent):
+        r = event.result
+        if isinstance(r.content, str):
+            fmt, blob = "text", r.content
+        else:
+            fmt, blob = "blocks", canonical_json([b.text for b in r.content])
+        meta = json.dumps({"duration_s": event.duration_s}) if event.duration_s is not None else None
+        return Encoded(
+            "tool_result",
+            "user",
+            r.tool_use_id,
+            event.tool_name,
+            r.is_error,
+            fmt,
+            blob,
+            content_hash(blob),
+            meta,
+            (r.text,),
+            True,
+        )
+    return Encoded(event.kind, None, None, None, False, None, None, None, json.dumps(event_payload(event)), (), False)
+
+
+def decode_event(
+    kind: str,
+    role: str | None,
+    tool_use_id: str | None,
+    tool_name: str | None,
+    is_error: bool,
+    fmt: str | None,
+    blob: str | None,
+    meta: str | None,
+    starts_message: bool,
+) -> Event:
+    if kind == "message":
+        blocks = tuple(block_from_anthropic(b) for b in json.loads(blob or "[]"))
+        return MessageEvent(role, blocks, new_message=starts_message)  # type: ignore[arg-type]
+    if kind == "tool_call":
+        return ToolCallEvent(
+            ToolUseBlock(tool_use_id or "", tool_name or "", json.loads(blob or '["", {}]')[1]), new_message=starts_message
+        )
+    if kind == "tool_result":
+        content: Any = blob or ""
+        if fmt == "blocks":
+            content = tuple(TextBlock(t) for t in json.loads(content))
+        m = json.loads(meta) if meta else {}
+        return ToolResultEvent(
+            ToolResultBlock(tool_use_id or "", content, bool(is_error)),
+            tool_name=tool_name,
+            duration_s=m.get("duration_s"),
+            new_message=starts_message,
+        )
+    return event_from_payload(kind, json.loads(meta or "{}"))

@@ -1,0 +1,134 @@
+"""Named, append-only schema migrations for the SQLite store.
+
+Each migration is a function registered under a unique name, applied once, in order,
+inside the same write transaction that records it in ``_ctxmem_migrations``. Never edit or
+reorder a migration that has shipped: add a new one. Every column has a comment saying
+what it holds.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = []
+
+
+def migration(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Connection], None]:
+    if any(name == fn.__name__ for name, _ in MIGRATIONS):
+        raise RuntimeError(f"duplicate migration name {fn.__name__}")
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_sessions_events_blobs(conn: sqlite3.Connection) -> None:
+    _script(conn,
+        """
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,              -- opaque session id (uuid4 hex unless given)
+            created_at REAL NOT NULL,         -- unix seconds
+            title TEXT,                       -- optional human title
+            metadata TEXT NOT NULL DEFAULT '{}', -- JSON object of user metadata
+            tokenizers TEXT NOT NULL DEFAULT '[]', -- JSON list of tokenizer names counted on append
+            head_event_id INTEGER,            -- last event of the current chain; NULL while empty
+            tail_role TEXT,                   -- role of the chain's last content event (message boundaries)
+            parent_session_id TEXT,           -- the session this one was forked from
+            fork_event_id INTEGER             -- the event it was forked at
+        );
+        CREATE TABLE blobs (
+            id INTEGER PRIMARY KEY,           -- rowid, also the FTS rowid
+            hash TEXT NOT NULL UNIQUE,        -- sha256 hex of the UTF-8 text
+            size INTEGER NOT NULL,            -- length in characters
+            text TEXT NOT NULL                -- the content, stored once however often it recurs
+        );
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, -- global, increasing: ancestors have smaller ids
+            session_id TEXT NOT NULL,         -- the session that wrote it
+            parent_id INTEGER,                -- previous event in its chain (NULL for the first)
+            depth INTEGER NOT NULL,           -- number of events in the chain up to and including it
+            kind TEXT NOT NULL,               -- message | tool_call | tool_result | model_call | compaction | note
+            role TEXT,                        -- user | assistant for content events
+            starts_message INTEGER NOT NULL DEFAULT 0, -- 1 when it opens a new message in the view
+            tool_use_id TEXT,                 -- tool_call / tool_result: the tool_use id
+            tool_name TEXT,                   -- tool_call / tool_result: the tool's name
+            is_error INTEGER NOT NULL DEFAULT 0, -- tool_result: the tool failed
+            fmt TEXT,                         -- tool_result: 'text' or 'blocks' (list of text parts)
+            blob_id INTEGER REFERENCES blobs(id), -- content (see store/codec.py)
+            meta TEXT,                        -- JSON fields of non-content events, tool durations
+            created_at REAL NOT NULL          -- unix seconds
+        );
+        CREATE INDEX events_session ON events(session_id, id);
+        CREATE INDEX events_parent ON events(parent_id);
+        CREATE INDEX events_tool_use ON events(tool_use_id) WHERE tool_use_id IS NOT NULL;
+        CREATE INDEX events_blob ON events(blob_id);
+        """
+    )
+
+
+@migration
+def m002_tool_output_fts(conn: sqlite3.Connection) -> None:
+    # External-content FTS5 over tool outputs: the text lives once, in blobs.
+    conn.execute("CREATE VIRTUAL TABLE tool_output_fts USING fts5(text, content='blobs', content_rowid='id')")
+
+
+@migration
+def m003_token_counts(conn: sqlite3.Connection) -> None:
+    _script(conn,
+        """
+        CREATE TABLE token_counts (
+            hash TEXT NOT NULL,               -- blob hash of the counted content
+            tokenizer TEXT NOT NULL,          -- tokenizer id (e.g. tiktoken:o200k_base)
+            tokens INTEGER NOT NULL,          -- content tokens of that content
+            PRIMARY KEY (hash, tokenizer)
+        ) WITHOUT ROWID;
+        CREATE TABLE event_tokens (
+            event_id INTEGER NOT NULL,        -- the event
+            tokenizer TEXT NOT NULL,          -- tokenizer id
+            content INTEGER NOT NULL,         -- content tokens of this event
+            overhead INTEGER NOT NULL,        -- modelled overhead tokens of this event
+            cum_content INTEGER NOT NULL,     -- content tokens of the chain up to this event
+            cum_overhead INTEGER NOT NULL,    -- overhead tokens of the chain up to this event
+            PRIMARY KEY (event_id, tokenizer)
+        ) WITHOUT ROWID;
+        CREATE TABLE calibration (
+            id INTEGER PRIMARY KEY,
+            model TEXT NOT NULL,              -- model name the provider reported usage for
+            tokenizer TEXT NOT NULL,          -- tokenizer id we estimated with
+            estimated INTEGER NOT NULL,       -- our count of the request
+            reported INTEGER NOT NULL,        -- the provider's input tokens
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX calibration_model ON calibration(model, tokenizer, id);
+        """
+    )
+
+
+def _script(conn: sqlite3.Connection, sql: str) -> None:
+    # executescript() would COMMIT the caller's transaction; run statement by statement.
+    buf = ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            conn.execute(buf)
+            buf = ""
+    if buf.strip():
+        raise RuntimeError(f"incomplete SQL statement in migration: {buf!r}")
+
+
+def applied(conn: sqlite3.Connection) -> set[str]:
+    conn.execute("CREATE TABLE IF NOT EXISTS _ctxmem_migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    return {r[0] for r in conn.execute("SELECT name FROM _ctxmem_migrations")}
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply pending migrations; the caller holds a write transaction. Returns their names."""
+    done = applied(conn)
+    ran = []
+    for name, fn in MIGRATIONS:
+        if name not in done:
+            fn(conn)
+            conn.execute("INSERT INTO _ctxmem_migrations (name, applied_at) VALUES (?, ?)", (name, time.time()))
+            ran.append(name)
+    return ran

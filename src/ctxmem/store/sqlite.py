@@ -1,0 +1,645 @@
+"""The durable session store: one SQLite file through sqlite-utils.
+
+Design:
+
+* **WAL, synchronous=NORMAL.** A committed transaction survives the writer being killed
+  (SIGKILL, OOM) at any point; readers never block the writer. Power loss may drop the
+  last transactions, never corrupt the file.
+* **Every write is one ``BEGIN IMMEDIATE`` transaction.** Taking the write lock up front
+  means two processes never deadlock upgrading a read lock; a busy database is waited on
+  (``busy_timeout``) and the whole transaction retried with backoff, so "database is
+  locked" never reaches the caller unless it stays locked through every retry
+  (:class:`~ctxmem.errors.StoreBusyError`).
+* **Expensive work happens outside the lock.** Hashing, JSON encoding and tokenizing are
+  done before ``BEGIN``; inside it there are only inserts.
+* **Content-addressed blobs.** Identical tool outputs are stored once; FTS5 indexes each
+  tool output once.
+* **Counts.** Token counts are memoized per (content hash, tokenizer id). Each event keeps
+  its chain's running totals per tokenizer (``event_tokens``), so a session's total is one
+  row read, and an append costs one encode of the new content.
+* **Branches by parent pointer.** A session's view is the chain from its head back
+  through ``parent_id``; fork makes a new session whose head is an existing event; rewind
+  moves the head back. Nothing is deleted.
+
+``sqlite_utils.Database`` wraps the connection for schema introspection and ad-hoc queries
+(``store.db``); the hot paths use prepared statements on the same connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ctxmem.errors import (
+    EventNotFoundError,
+    InputError,
+    SessionNotFoundError,
+    StoreBusyError,
+    StoreError,
+)
+from ctxmem.events import Event, StoredEvent, pending_tool_uses
+from ctxmem.messages import ToolUseBlock
+from ctxmem.store.base import (
+    ChainView,
+    EventCounts,
+    SearchHit,
+    SessionInfo,
+    TokenTotals,
+)
+from ctxmem.store.codec import Encoded, decode_event, encode_event
+from ctxmem.store.counting import event_overhead
+from ctxmem.store.migrations import migrate
+from ctxmem.tokens import Tokenizer, get_tokenizer
+
+T = TypeVar("T")
+
+_CHAIN_CTE = """
+WITH RECURSIVE chain(id) AS (
+    SELECT ?
+    UNION ALL
+    SELECT e.parent_id FROM events e JOIN chain ON e.id = chain.id WHERE e.parent_id IS NOT NULL
+)
+"""
+_EVENT_COLS = (
+    "e.id, e.session_id, e.parent_id, e.kind, e.role, e.starts_message, e.tool_use_id, "
+    "e.tool_name, e.is_error, e.fmt, b.text, e.meta, e.created_at"
+)
+_IN_CHUNK = 500  # SQLite's bound-parameter limit is 32766; keep IN lists modest
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    msg = str(exc).lower()
+    return "locked" in msg or "busy" in msg
+
+
+class SQLiteStore:
+    """A :class:`~ctxmem.store.base.SessionStore` on one SQLite file (or ``":memory:"``)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = ":memory:",
+        *,
+        busy_timeout_ms: int = 5000,
+        max_attempts: int = 40,
+        synchronous: str = "NORMAL",
+    ):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.max_attempts = max_attempts
+        self._lock = threading.RLock()
+        try:
+            self.conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open session store {self.path}: {exc}") from exc
+        self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        self._retry(lambda: self._pragma_wal())
+        self.conn.execute(f"PRAGMA synchronous = {synchronous}")
+        self.conn.execute("PRAGMA foreign_keys = OFF")  # integrity is enforced by the write path
+        import sqlite_utils
+
+        self.db = sqlite_utils.Database(self.conn)
+        self._write(migrate)
+        self._tokenizers: dict[str, Tokenizer] = {}
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _pragma_wal(self) -> None:
+        if self.path != ":memory:":
+            mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{self.path}: could not enable WAL (journal_mode={mode})")
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        delay = 0.002
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or attempt == self.max_attempts:
+                    if _is_busy(exc):
+                        raise StoreBusyError(self.path, attempt) from exc
+                    raise StoreError(f"{self.path}: {exc}") from exc
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.25)
+        raise StoreBusyError(self.path, self.max_attempts)  # pragma: no cover
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one BEGIN IMMEDIATE transaction, retrying the whole thing when busy."""
+
+        def attempt() -> T:
+            with self._lock:
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(self.conn)
+                    self.conn.execute("COMMIT")
+                    return result
+                except BaseException:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise
+
+        return self._retry(attempt)
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        def run() -> list[tuple[Any, ...]]:
+            with self._lock:
+                return self.conn.execute(sql, params).fetchall()
+
+        return self._retry(run)
+
+    @contextmanager
+    def read_snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read across several queries (one read transaction)."""
+        with self._lock:
+            self.conn.execute("BEGIN")
+            try:
+                yield self.conn
+            finally:
+                self.conn.execute("COMMIT")
+
+    def tokenizer(self, name: str) -> Tokenizer:
+        tok = self._tokenizers.get(name)
+        if tok is None:
+            tok = self._tokenizers[name] = get_tokenizer(name)
+        return tok
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ sessions
+
+    @staticmethod
+    def _session_from_row(row: Sequence[Any]) -> SessionInfo:
+        return SessionInfo(
+            id=row[0],
+            created_at=row[1],
+            title=row[2],
+            metadata=json.loads(row[3]),
+            tokenizers=tuple(json.loads(row[4])),
+            head_event_id=row[5],
+            parent_session_id=row[6],
+            fork_event_id=row[7],
+        )
+
+    _SESSION_COLS = "id, created_at, title, metadata, tokenizers, head_event_id, parent_session_id, fork_event_id"
+
+    def create_session(
+        self,
+        *,
+        session_id: str | None = None,
+        title: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        tokenizers: Sequence[str] = (),
+    ) -> SessionInfo:
+        sid = session_id or uuid.uuid4().hex
+        for name in tokenizers:
+            self.tokenizer(name)  # fail now, with a clear error, not at the first append
+        meta = json.dumps(metadata or {}, sort_keys=True)
+        now = time.time()
+
+        def create(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO sessions (id, created_at, title, metadata, tokenizers) VALUES (?, ?, ?, ?, ?)",
+                    (sid, now, title, meta, json.dumps(list(tokenizers))),
+                )
+            except sqlite3.IntegrityError:
+                raise InputError(f"a session with id {sid!r} already exists", field="session_id") from None
+
+        self._write(create)
+        return self.get_session(sid)
+
+    def get_session(self, session_id: str) -> SessionInfo:
+        rows = self._read(f"SELECT {self._SESSION_COLS} FROM sessions WHERE id = ?", (session_id,))
+        if not rows:
+            raise SessionNotFoundError(session_id)
+        return self._session_from_row(rows[0])
+
+    def list_sessions(self) -> list[SessionInfo]:
+        rows = self._read(f"SELECT {self._SESSION_COLS} FROM sessions ORDER BY created_at, id")
+        return [self._session_from_row(r) for r in rows]
+
+    def event_count(self, session_id: str) -> int:
+        rows = self._read(
+            "SELECT e.depth FROM sessions s JOIN events e ON e.id = s.head_event_id WHERE s.id = ?", (session_id,)
+        )
+        return int(rows[0][0]) if rows else 0
+
+    # ------------------------------------------------------------------ appending
+
+    def _memo(self, hashes: Sequence[str], tokenizer_id: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        uniq = list(dict.fromkeys(hashes))
+        for i in range(0, len(uniq), _IN_CHUNK):
+            chunk = uniq[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for h, n in self._read(
+                f"SELECT hash, tokens FROM token_counts WHERE tokenizer = ? AND hash IN ({marks})",
+                (tokenizer_id, *chunk),
+            ):
+                out[h] = n
+        return out
+
+    def _content_counts(self, encoded: Sequence[Encoded], tok: Tokenizer) -> tuple[list[int], dict[str, int]]:
+        """Content tokens per encoded event, from the memo or one batched encode."""
+        memo, missing = self._memo_lookup(encoded, tok)
+        return self._finish_counts(encoded, tok, memo, missing)
+
+    def _memo_lookup(self, encoded: Sequence[Encoded], tok: Tokenizer) -> tuple[dict[str, int], dict[str, tuple[str, ...]]]:
+        hashes = [e.blob_hash for e in encoded if e.blob_hash is not None]
+        memo = self._memo(hashes, tok.id) if hashes else {}
+        missing: dict[str, tuple[str, ...]] = {}
+        for e in encoded:
+            if e.blob_hash is not None and e.blob_hash not in memo and e.blob_hash not in missing:
+                missing[e.blob_hash] = e.texts
+        return memo, missing
+
+    @staticmethod
+    def _finish_counts(
+        encoded: Sequence[Encoded], tok: Tokenizer, memo: dict[str, int], missing: dict[str, tuple[str, ...]]
+    ) -> tuple[list[int], dict[str, int]]:
+        """Tokenize what the memo lacks (no database access: safe in a worker thread)."""
+        new: dict[str, int] = {}
+        if missing:
+            flat: list[str] = []
+            spans: list[tuple[str, int]] = []
+            for h, texts in missing.items():
+                flat.extend(texts)
+                spans.append((h, len(texts)))
+            counts = tok.count_many(flat)
+            i = 0
+            for h, n in spans:
+                new[h] = sum(counts[i : i + n])
+                i += n
+        known = {**memo, **new}
+        return [known[e.blob_hash] if e.blob_hash is not None else 0 for e in encoded], new
+
+    def append(self, session_id: str, events: Sequence[Event], *, created_at: float | None = None) -> list[int]:
+        if not events:
+            return []
+        info = self.get_session(session_id)
+        encoded = [encode_event(e) for e in events]
+        new_flags = [bool(getattr(e, "new_message", False)) for e in events]
+        toks = [self.tokenizer(name) for name in info.tokenizers]
+        now = time.time() if created_at is None else created_at
+
+        plans = [(tok, *self._memo_lookup(encoded, tok)) for tok in toks]
+
+        def count_all() -> list[tuple[str, list[int], dict[str, int]]]:
+            return [(tok.id, *self._finish_counts(encoded, tok, memo, missing)) for tok, memo, missing in plans]
+
+        # Tokenizing happens before the write lock is taken. (Overlapping it with the inserts
+        # in a worker thread was measured: no gain on 2 cores, tiktoken holds the GIL.)
+        per_tok = count_all()
+
+        def write(conn: sqlite3.Connection) -> list[int]:
+            row = conn.execute("SELECT head_event_id, tail_role FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None:
+                raise SessionNotFoundError(session_id)
+            head, tail_role = row
+            blob_ids = self._put_blobs(conn, encoded)
+            depth = 0
+            if head is not None:
+                depth = conn.execute("SELECT depth FROM events WHERE id = ?", (head,)).fetchone()[0]
+            seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            next_id = (seq[0] if seq else 0) + 1
+            ids = list(range(next_id, next_id + len(encoded)))
+            rows = []
+            starts_flags = []
+            parent = head
+            for i, enc in enumerate(encoded):
+                starts = enc.role is not None and (new_flags[i] or enc.role != tail_role)
+                starts_flags.append(starts)
+                if enc.role is not None:
+                    tail_role = enc.role
+                depth += 1
+                rows.append((
+                    ids[i], session_id, parent, depth, enc.kind, enc.role, int(starts), enc.tool_use_id,
+                    enc.tool_name, int(enc.is_error), enc.fmt,
+                    blob_ids.get(enc.blob_hash) if enc.blob_hash else None, enc.meta, now,
+                ))
+                parent = ids[i]
+            conn.executemany(
+                "INSERT INTO events (id, session_id, parent_id, depth, kind, role, starts_message, tool_use_id, "
+                "tool_name, is_error, fmt, blob_id, meta, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            counted = per_tok
+            token_rows: list[tuple[int, str, int, int, int, int]] = []
+            overheads = [event_overhead(ev, s) for ev, s in zip(events, starts_flags, strict=True)]
+            for tid, counts, new in counted:
+                c = o = 0
+                if head is not None:
+                    r = conn.execute(
+                        "SELECT cum_content, cum_overhead FROM event_tokens WHERE event_id = ? AND tokenizer = ?",
+                        (head, tid),
+                    ).fetchone()
+                    c, o = (r[0], r[1]) if r else (0, 0)
+                for i, eid in enumerate(ids):
+                    c += counts[i]
+                    o += overheads[i]
+                    token_rows.append((eid, tid, counts[i], overheads[i], c, o))
+                if new:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO token_counts (hash, tokenizer, tokens) VALUES (?, ?, ?)",
+                        [(h, tid, n) for h, n in new.items()],
+                    )
+            if token_rows:
+                conn.executemany(
+                    "INSERT INTO event_tokens (event_id, tokenizer, content, overhead, cum_content, cum_overhead) "
+                    "VALUES (?,?,?,?,?,?)",
+                    token_rows,
+                )
+            conn.execute(
+                "UPDATE sessions SET head_event_id = ?, tail_role = ? WHERE id = ?", (parent, tail_role, session_id)
+            )
+            return ids
+
+        return self._write(write)
+
+    def _put_blobs(self, conn: sqlite3.Connection, encoded: Sequence[Encoded]) -> dict[str, int]:
+        """Insert blobs not yet stored (indexing new tool outputs in FTS); map hash → blob id."""
+        wanted: dict[str, Encoded] = {}
+        for e in encoded:
+            if e.blob_hash is not None and e.blob_hash not in wanted:
+                wanted[e.blob_hash] = e
+        if not wanted:
+            return {}
+        ids: dict[str, int] = {}
+        hashes = list(wanted)
+        for i in range(0, len(hashes), _IN_CHUNK):
+            chunk = hashes[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for bid, h in conn.execute(f"SELECT id, hash FROM blobs WHERE hash IN ({marks})", chunk):
+                ids[h] = bid
+        fresh = [(h, e) for h, e in wanted.items() if h not in ids]
+        if not fresh:
+            return ids
+        next_id = (conn.execute("SELECT max(id) FROM blobs").fetchone()[0] or 0) + 1
+        blob_rows = []
+        fts_rows: list[tuple[int, str]] = []
+        for k, (h, e) in enumerate(fresh):
+            assert e.blob is not None
+            bid = next_id + k
+            ids[h] = bid
+            blob_rows.append((bid, h, len(e.blob), e.blob))
+            if e.is_tool_output:
+                fts_rows.append((bid, e.texts[0]))
+        conn.executemany("INSERT INTO blobs (id, hash, size, text) VALUES (?, ?, ?, ?)", blob_rows)
+        if fts_rows:
+            conn.executemany("INSERT INTO tool_output_fts (rowid, text) VALUES (?, ?)", fts_rows)
+        return ids
+
+    # ------------------------------------------------------------------ reading
+
+    def _head(self, session_id: str) -> int | None:
+        rows = self._read("SELECT head_event_id FROM sessions WHERE id = ?", (session_id,))
+        if not rows:
+            raise SessionNotFoundError(session_id)
+        head: int | None = rows[0][0]
+        return head
+
+    @staticmethod
+    def _stored(row: Sequence[Any]) -> StoredEvent:
+        ev = decode_event(row[3], row[4], row[6], row[7], bool(row[8]), row[9], row[10], row[11], bool(row[5]))
+        return StoredEvent(id=row[0], session_id=row[1], parent_id=row[2], created_at=row[12], event=ev)
+
+    def chain(self, session_id: str, *, tokenizers: Sequence[str] = ()) -> ChainView:
+        info = self.get_session(session_id)
+        if info.head_event_id is None:
+            return ChainView(info, [], {name: [] for name in tokenizers})
+        for name in tokenizers:
+            self.totals(session_id, name)  # backfills counts for a tokenizer not tracked on append
+        with self.read_snapshot() as conn:
+            rows = conn.execute(
+                _CHAIN_CTE
+                + f"SELECT {_EVENT_COLS} FROM chain JOIN events e ON e.id = chain.id "
+                "LEFT JOIN blobs b ON b.id = e.blob_id ORDER BY e.id",
+                (info.head_event_id,),
+            ).fetchall()
+            counts: dict[str, list[EventCounts]] = {}
+            for name in tokenizers:
+                tid = self.tokenizer(name).id
+                crows = conn.execute(
+                    _CHAIN_CTE + "SELECT t.event_id, t.content, t.overhead, t.cum_content, t.cum_overhead "
+                    "FROM chain JOIN event_tokens t ON t.event_id = chain.id AND t.tokenizer = ? ORDER BY t.event_id",
+                    (info.head_event_id, tid),
+                ).fetchall()
+                counts[name] = [EventCounts(*r) for r in crows]
+        return ChainView(info, [self._stored(r) for r in rows], counts)
+
+    def event(self, event_id: int) -> StoredEvent:
+        rows = self._read(
+            f"SELECT {_EVENT_COLS} FROM events e LEFT JOIN blobs b ON b.id = e.blob_id WHERE e.id = ?", (event_id,)
+        )
+        if not rows:
+            raise EventNotFoundError(event_id)
+        return self._stored(rows[0])
+
+    def _chain_ids(self, head: int | None) -> list[int]:
+        if head is None:
+            return []
+        return [r[0] for r in self._read(_CHAIN_CTE + "SELECT id FROM chain ORDER BY id", (head,))]
+
+    def totals(self, session_id: str, tokenizer: str) -> TokenTotals:
+        tok = self.tokenizer(tokenizer)
+        head = self._head(session_id)
+        if head is None:
+            return TokenTotals(tokenizer, 0, 0, 0)
+        rows = self._read(
+            "SELECT t.cum_content, t.cum_overhead, e.depth FROM events e LEFT JOIN event_tokens t "
+            "ON t.event_id = e.id AND t.tokenizer = ? WHERE e.id = ?",
+            (tok.id, head),
+        )
+        if rows[0][0] is None:
+            self._backfill(head, tok)
+            return self.totals(session_id, tokenizer)
+        return TokenTotals(tokenizer, rows[0][0], rows[0][1], rows[0][2])
+
+    def _backfill(self, head: int, tok: Tokenizer) -> None:
+        """Count every event of the chain ending at ``head`` that has no counts for ``tok``."""
+        rows = self._read(
+            _CHAIN_CTE
+            + f"SELECT {_EVENT_COLS}, b.hash, t.cum_content, t.cum_overhead FROM chain JOIN events e ON e.id = chain.id "
+            "LEFT JOIN blobs b ON b.id = e.blob_id "
+            "LEFT JOIN event_tokens t ON t.event_id = e.id AND t.tokenizer = ? ORDER BY e.id",
+            (head, tok.id),
+        )
+        # Start after the last event that already has counts (an ancestor shared with a fork).
+        start = 0
+        cum = (0, 0)
+        for i, r in enumerate(rows):
+            if r[14] is not None:
+                start, cum = i + 1, (r[14], r[15])
+        todo = rows[start:]
+        if not todo:
+            return
+        stored = [self._stored(r[:13]) for r in todo]
+        encoded = [encode_event(s.event) for s in stored]
+        counts, new = self._content_counts(encoded, tok)
+        token_rows = []
+        c, o = cum
+        for s, n, r in zip(stored, counts, todo, strict=True):
+            ov = event_overhead(s.event, bool(r[5]))
+            c, o = c + n, o + ov
+            token_rows.append((s.id, tok.id, n, ov, c, o))
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR IGNORE INTO token_counts (hash, tokenizer, tokens) VALUES (?, ?, ?)",
+                [(h, tok.id, n) for h, n in new.items()],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO event_tokens (event_id, tokenizer, content, overhead, cum_content, cum_overhead) "
+                "VALUES (?,?,?,?,?,?)",
+                token_rows,
+            )
+
+        self._write(write)
+
+    def pending_tool_uses(self, session_id: str) -> list[ToolUseBlock]:
+        head = self._head(session_id)
+        if head is None:
+            return []
+        rows = self._read(
+            _CHAIN_CTE + f"SELECT {_EVENT_COLS} FROM chain JOIN events e ON e.id = chain.id "
+            "LEFT JOIN blobs b ON b.id = e.blob_id WHERE e.kind IN ('tool_call', 'tool_result') ORDER BY e.id",
+            (head,),
+        )
+        return pending_tool_uses(self._stored(r).event for r in rows)
+
+    # ------------------------------------------------------------------ branches
+
+    def _require_in_chain(self, session_id: str, event_id: int) -> None:
+        if event_id not in set(self._chain_ids(self._head(session_id))):
+            raise EventNotFoundError(event_id, session_id)
+
+    def _tail_role(self, conn: sqlite3.Connection, event_id: int | None) -> str | None:
+        if event_id is None:
+            return None
+        row = conn.execute(
+            _CHAIN_CTE + "SELECT e.role FROM chain JOIN events e ON e.id = chain.id "
+            "WHERE e.role IS NOT NULL ORDER BY e.id DESC LIMIT 1",
+            (event_id,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def fork(self, session_id: str, at_event_id: int, *, title: str | None = None) -> SessionInfo:
+        self._require_in_chain(session_id, at_event_id)
+        parent = self.get_session(session_id)
+        sid = uuid.uuid4().hex
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO sessions (id, created_at, title, metadata, tokenizers, head_event_id, tail_role, "
+                "parent_session_id, fork_event_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    sid,
+                    time.time(),
+                    title if title is not None else parent.title,
+                    json.dumps(parent.metadata, sort_keys=True),
+                    json.dumps(list(parent.tokenizers)),
+                    at_event_id,
+                    self._tail_role(conn, at_event_id),
+                    session_id,
+                    at_event_id,
+                ),
+            )
+
+        self._write(write)
+        return self.get_session(sid)
+
+    def rewind(self, session_id: str, to_event_id: int | None) -> SessionInfo:
+        """Move the head back to ``to_event_id`` (None: empty). Later events stay stored."""
+        if to_event_id is not None:
+            self._require_in_chain(session_id, to_event_id)
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE sessions SET head_event_id = ?, tail_role = ? WHERE id = ?",
+                (to_event_id, self._tail_role(conn, to_event_id), session_id),
+            )
+
+        self._write(write)
+        return self.get_session(session_id)
+
+    # ------------------------------------------------------------------ search, blobs, calibration
+
+    def search(self, query: str, *, session_id: str | None = None, limit: int = 10) -> list[SearchHit]:
+        """FTS5 search over tool outputs (FTS5 query syntax; bare words are ANDed)."""
+        try:
+            hits = self._read(
+                "SELECT rowid, snippet(tool_output_fts, 0, '[', ']', '…', 12), bm25(tool_output_fts) "
+                "FROM tool_output_fts WHERE tool_output_fts MATCH ? ORDER BY bm25(tool_output_fts) LIMIT ?",
+                (query, max(limit * 4, limit)),
+            )
+        except StoreError as exc:
+            raise InputError(f"bad search query {query!r}: {exc}", field="query") from None
+        allowed = set(self._chain_ids(self._head(session_id))) if session_id else None
+        out: list[SearchHit] = []
+        for blob_id, snippet, score in hits:
+            for eid, sid, tuid, tname in self._read(
+                "SELECT id, session_id, tool_use_id, tool_name FROM events WHERE blob_id = ? AND kind = 'tool_result' "
+                "ORDER BY id",
+                (blob_id,),
+            ):
+                if allowed is not None and eid not in allowed:
+                    continue
+                out.append(SearchHit(eid, sid, tuid, tname, snippet, -float(score)))
+                if len(out) >= limit:
+                    return out
+        return out
+
+    def tool_output(self, event_id: int) -> str:
+        rows = self._read(
+            "SELECT b.text FROM events e JOIN blobs b ON b.id = e.blob_id WHERE e.id = ? AND e.kind = 'tool_result'",
+            (event_id,),
+        )
+        if not rows:
+            raise EventNotFoundError(event_id)
+        ev = self.event(event_id).event
+        return ev.result.text if hasattr(ev, "result") else str(rows[0][0])
+
+    def blob_count(self) -> int:
+        return int(self._read("SELECT count(*) FROM blobs")[0][0])
+
+    def record_calibration(self, model: str, tokenizer: str, estimated: int, reported: int) -> None:
+        tid = self.tokenizer(tokenizer).id
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO calibration (model, tokenizer, estimated, reported, created_at) VALUES (?,?,?,?,?)",
+                (model, tid, estimated, reported, time.time()),
+            )
+
+        self._write(write)
+
+    def calibration_observations(self, model: str, tokenizer: str, limit: int = 50) -> list[tuple[int, int]]:
+        tid = self.tokenizer(tokenizer).id
+        rows = self._read(
+            "SELECT estimated, reported FROM calibration WHERE model = ? AND tokenizer = ? ORDER BY id DESC LIMIT ?",
+            (model, tid, limit),
+        )
+        return [(int(e), int(r)) for e, r in reversed(rows)]
+
+    def integrity_check(self) -> str:
+        return str(self._read("PRAGMA integrity_check")[0][0])

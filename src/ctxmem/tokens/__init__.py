@@ -1,0 +1,81 @@
+"""Tokens: the Tokenizer protocol, its backends, counting, budgets and calibration.
+
+Backends are found by name through the ``ctxmem.tokenizers`` entry-point group:
+
+* ``o200k_base``, ``cl100k_base``, ``p50k_base``, ``r50k_base`` — tiktoken (exact);
+* ``hf:PATH_OR_NAME`` — a Hugging Face ``tokenizer.json``, model folder or hub name (exact);
+* ``heuristic`` — a fast estimate that deliberately over-counts.
+
+Model names resolve too: ``gpt-4o`` → ``o200k_base`` (tiktoken's table).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from ctxmem.errors import TokenizerError, UnknownNameError
+from ctxmem.registry import Registry
+from ctxmem.tokens.base import EncodingTokenizer, Tokenizer
+from ctxmem.tokens.budget import Budget
+from ctxmem.tokens.calibration import Calibration
+from ctxmem.tokens.counting import (
+    ANTHROPIC_OVERHEAD,
+    DEFAULT_OVERHEAD,
+    OPENAI_OVERHEAD,
+    Count,
+    Overhead,
+    count_messages,
+    count_request,
+    count_tools,
+)
+
+TOKENIZERS = Registry(
+    "ctxmem.tokenizers",
+    "tokenizer",
+    {
+        "o200k_base": "ctxmem.tokens.tiktoken_backend:o200k_base",
+        "cl100k_base": "ctxmem.tokens.tiktoken_backend:cl100k_base",
+        "p50k_base": "ctxmem.tokens.tiktoken_backend:p50k_base",
+        "r50k_base": "ctxmem.tokens.tiktoken_backend:r50k_base",
+        "heuristic": "ctxmem.tokens.heuristic:heuristic",
+    },
+)
+
+
+@functools.lru_cache(maxsize=64)
+def get_tokenizer(name: str) -> Tokenizer:
+    """A tokenizer by name (see the module docstring). Cached: loading is costly."""
+    if name.startswith("hf:"):
+        from ctxmem.tokens.hf_backend import HFTokenizer
+
+        return HFTokenizer(name[3:])
+    if name not in TOKENIZERS:
+        try:
+            import tiktoken.model
+
+            encoding = tiktoken.model.encoding_name_for_model(name)
+        except (KeyError, ImportError):
+            raise UnknownNameError("tokenizer", name, [*TOKENIZERS.names(), "hf:<path or hub name>"]) from None
+        name = encoding
+    tok = TOKENIZERS.get(name)()
+    if not isinstance(tok, Tokenizer):
+        raise TokenizerError(f"tokenizer {name!r} does not implement the Tokenizer protocol")
+    return tok
+
+
+__all__ = [
+    "ANTHROPIC_OVERHEAD",
+    "DEFAULT_OVERHEAD",
+    "OPENAI_OVERHEAD",
+    "TOKENIZERS",
+    "Budget",
+    "Calibration",
+    "Count",
+    "EncodingTokenizer",
+    "Overhead",
+    "Tokenizer",
+    "count_messages",
+    "count_request",
+    "count_tools",
+    "get_tokenizer",
+]
