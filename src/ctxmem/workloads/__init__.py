@@ -1,0 +1,1 @@
+"""Workloads that drive ctxmem: agent tasks that produce long, realistic sessions."""

@@ -1,0 +1,314 @@
+"""The sandboxed child process of the correctness checker. Run as a script, never imported.
+
+``python -I _runner.py JOB.json RESULT.json``. The parent (``sandbox.py``) has already set
+the resource limits (address space, CPU time, file size) and the environment
+(``TRITON_INTERPRET=1`` before anything imports triton, one thread, a private HOME/TMPDIR).
+This script only needs the standard library, torch and triton: it must not import ctxmem,
+so the candidate cannot reach the library's state.
+
+Order matters:
+
+1. open the result file (later opens may be refused), import torch and triton, load the
+   pristine reference module from the package (not the workspace copy the agent can edit)
+   and compute every expected output;
+2. install the sandbox — a ``sys.addaudithook`` hook that refuses writes outside the
+   workspace, sockets, and spawning processes; audit hooks cannot be removed, and every
+   refusal is recorded even if the candidate catches the exception;
+3. load the candidate source and run it on each case with NaN-guarded buffers.
+
+The result is rewritten after every case, so a parent that kills the child on timeout
+still knows how far it got. This is a tripwire for an agent's mistakes, not a security
+boundary against hostile code (ctypes, for one, is not policed).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+import traceback
+from types import ModuleType
+from typing import IO, Any
+
+MEMORY_MARKERS = ("can't allocate memory", "DefaultCPUAllocator", "bad_alloc", "out of memory")
+PROCESS_EVENTS = frozenset(
+    {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
+     "os.forkpty", "pty.spawn", "os.startfile"}
+)
+# Events whose first argument is a path the candidate modifies.
+PATH_EVENTS = frozenset(
+    {"os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate", "os.utime",
+     "os.symlink", "os.link", "os.rename", "shutil.rmtree", "os.chflags", "os.lchflags"}
+)
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+class SandboxViolation(PermissionError):
+    pass
+
+
+class Sandbox:
+    def __init__(self, writable: list[str], protected: list[str]) -> None:
+        self.writable = [os.path.realpath(p) for p in writable]
+        self.protected = [os.path.realpath(p) for p in protected]
+        self.active = False
+        self.violations: list[dict[str, str]] = []
+
+    def _allowed(self, path: Any) -> bool:
+        try:
+            real = os.path.realpath(os.fsdecode(path))
+        except (TypeError, ValueError):
+            return False
+        if real == os.devnull:
+            return True
+
+        def under(roots: list[str]) -> bool:
+            return any(real == r or real.startswith(r + os.sep) for r in roots)
+
+        return under(self.writable) and not under(self.protected)
+
+    def _refuse(self, kind: str, detail: str) -> None:
+        self.violations.append({"kind": kind, "detail": detail})
+        raise SandboxViolation(f"sandbox: {kind} refused: {detail}")
+
+    def hook(self, event: str, args: tuple[Any, ...]) -> None:
+        if not self.active:
+            return
+        if event == "open":
+            path, mode, flags = args
+            if path is None or isinstance(path, int):
+                return
+            writing = bool(flags & _WRITE_FLAGS) if isinstance(flags, int) else (
+                isinstance(mode, str) and any(c in mode for c in "wax+")
+            )
+            if writing and not self._allowed(path):
+                self._refuse("file write outside the workspace", os.fsdecode(path))
+        elif event in PATH_EVENTS:
+            targets = [a for a in args[:2] if isinstance(a, str | bytes | os.PathLike)]
+            for target in targets[: 2 if event in ("os.rename", "os.symlink", "os.link") else 1]:
+                if not self._allowed(target):
+                    self._refuse(f"{event} outside the workspace", os.fsdecode(target))
+        elif event.startswith("socket."):
+            self._refuse("network access", f"{event}{args[1:3] if event == 'socket.__new__' else args}")
+        elif event in PROCESS_EVENTS:
+            self._refuse("starting a process", event)
+
+
+def _is_memory_error(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(m in text for m in MEMORY_MARKERS)
+
+
+def _exception_info(exc: BaseException, source_file: str, display: str) -> dict[str, Any]:
+    frames = traceback.extract_tb(exc.__traceback__)
+    # Start the traceback at the candidate's code: the runner's own frames are noise.
+    while frames and frames[0].filename == __file__:
+        frames = traceback.StackSummary.from_list(frames[1:])
+    text = "".join(["Traceback (most recent call last):\n", *traceback.format_list(frames),
+                    *traceback.format_exception_only(type(exc), exc)])
+    text = text.replace(source_file, display)
+    for prefix in sorted({p for p in sys.path if p.endswith("-packages")}, key=len, reverse=True):
+        text = text.replace(prefix + os.sep, "")
+    tail = text.rstrip("\n").splitlines()[-14:]
+    # The innermost frame in the candidate's file: where the agent should look.
+    where = None
+    for frame in frames:
+        if frame.filename == source_file:
+            where = {"line": frame.lineno, "function": frame.name, "code": frame.line}
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc).replace(source_file, display)[:2000],
+        "tail": "\n".join(tail),
+        "where": where,
+    }
+
+
+def _load_module(name: str, path: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _vm_status() -> dict[str, int]:
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmPeak", "VmHWM"):
+                    out[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+def main(job_path: str, result_path: str) -> int:
+    # -I ignores PYTHONDONTWRITEBYTECODE; the snapshot must not leave a __pycache__ behind.
+    sys.dont_write_bytecode = True
+    with open(job_path) as f:
+        job = json.load(f)
+    result_file: IO[str] = open(result_path, "w")  # noqa: SIM115 - kept open past the sandbox
+    result: dict[str, Any] = {"status": "starting", "cases": [], "violations": []}
+
+    def flush() -> None:
+        result_file.seek(0)
+        result_file.truncate()
+        json.dump(result, result_file)
+        result_file.flush()
+
+    flush()
+    started = time.perf_counter()
+    import torch
+    import triton  # noqa: F401 - imported before the sandbox closes, with TRITON_INTERPRET set
+
+    torch.set_num_threads(1)
+    result["import_seconds"] = round(time.perf_counter() - started, 3)
+
+    reference = _load_module("ctxmem_kernel_reference", job["reference_path"])
+    tolerances = job["tolerances"]
+    prepared = []
+    for case in job["cases"]:
+        inputs = reference.build_inputs(case)
+        # The expected output is computed in fp32 from the (possibly fp16) inputs.
+        model = reference.Model(*reference.init_args(case))
+        expected = model(*[inputs[n].float() if n in ("q", "k_new", "v_new", "k_pool", "v_pool")
+                           else inputs[n] for n in reference.INPUT_NAMES])
+        prepared.append((case, inputs, expected))
+
+    sandbox = Sandbox(job["writable"], job["protected"])
+    sys.addaudithook(sandbox.hook)
+    source_file, display = job["source_path"], job["display_name"]
+
+    def finish(status: str, error: dict[str, Any] | None = None) -> int:
+        if sandbox.violations:
+            status = "sandbox_violation"
+        result["status"] = status
+        result["violations"] = sandbox.violations
+        if error is not None:
+            result["error"] = error
+        result.update(_vm_status())
+        flush()
+        return 0
+
+    os.chdir(job["workspace"])
+    sandbox.active = True
+    try:
+        candidate = _load_module("candidate_kernel", source_file)
+    except SyntaxError as exc:
+        return finish("compile_error", _exception_info(exc, source_file, display))
+    except BaseException as exc:
+        kind = "memory_limit" if _is_memory_error(exc) else "error"
+        info = _exception_info(exc, source_file, display)
+        info["phase"] = "import"
+        return finish(kind, info)
+    entry = getattr(candidate, "launch", None) or getattr(candidate, "extend_attention", None)
+    if not callable(entry):
+        return finish("error", {"type": "InterfaceError", "phase": "import", "where": None,
+                                "message": f"{display} defines neither launch() nor "
+                                           "extend_attention()", "tail": ""})
+
+    config = job["config"]
+    guard_rows = int(job["guard_rows"])
+    for case, clean, expected in prepared:
+        entry_result = _run_case(torch, entry, case, clean, expected, config, guard_rows,
+                                 tolerances[case["dtype"]])
+        if "exception" in entry_result:
+            raised: BaseException = entry_result.pop("exception")
+            info = _exception_info(raised, source_file, display)
+            info["phase"] = f"case {case['name']}"
+            result["cases"].append(entry_result)
+            kind = "memory_limit" if _is_memory_error(raised) else "error"
+            if isinstance(raised, SyntaxError) or type(raised).__name__ == "CompilationError":
+                kind = "compile_error"
+            return finish(kind, info)
+        result["cases"].append(entry_result)
+        flush()
+    return finish("ok")
+
+
+def _guarded(torch: Any, src: Any, guard: int, fill: float | int) -> tuple[Any, Any]:
+    """A copy of ``src`` inside a flat buffer with ``guard`` poisoned elements each side."""
+    n = src.numel()
+    buf = torch.full((guard + n + guard,), fill, dtype=src.dtype)
+    view = buf[guard : guard + n].view(src.shape)
+    view.copy_(src)
+    return buf, view
+
+
+def _bits(torch: Any, t: Any) -> Any:
+    if t.dtype == torch.float16:
+        return t.view(torch.int16)
+    if t.dtype == torch.float32:
+        return t.view(torch.int32)
+    return t
+
+
+def _run_case(torch: Any, entry: Any, case: dict[str, Any], clean: dict[str, Any], expected: Any,
+              config: dict[str, Any], guard_rows: int, tol: dict[str, float]) -> dict[str, Any]:
+    row = case["num_q_heads"] * case["head_dim"]
+    guard = guard_rows * row
+    record: dict[str, Any] = {"name": case["name"], "passed": False, "numel": expected.numel()}
+    nan_rows = torch.isnan(clean["k_pool"][:, 0, 0]).nonzero()
+    poison_slot = int(nan_rows[0, 0]) if len(nan_rows) else 0
+    buffers = {}
+    views = {}
+    for name, t in clean.items():
+        fill: float | int = float("nan") if t.is_floating_point() else poison_slot
+        buffers[name], views[name] = _guarded(torch, t, guard, fill)
+    out_buf, out = _guarded(torch, torch.full_like(clean["q"], float("nan")), guard, float("nan"))
+    head_dim = case["head_dim"]
+    kwargs = dict(config)
+    kwargs.update(sm_scale=head_dim**-0.5, soft_cap=float(case["soft_cap"]),
+                  window=int(case["window"]))
+    t0 = time.perf_counter()
+    try:
+        entry(views["q"], views["k_new"], views["v_new"], out, views["k_pool"], views["v_pool"],
+              views["req_to_token"], views["req_idx"], views["prefix_lens"],
+              views["extend_lens"], views["extend_starts"], **kwargs)
+    except BaseException as exc:
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        record["exception"] = exc
+        return record
+    record["seconds"] = round(time.perf_counter() - t0, 3)
+
+    # Out-of-bounds writes: guard elements of the output that are no longer NaN, and any
+    # change at all in the inputs' buffers (guards or payload).
+    lo, hi = out_buf[:guard], out_buf[guard + out.numel():]
+    record["oob_writes"] = int((~torch.isnan(lo)).sum() + (~torch.isnan(hi)).sum())
+    modified = []
+    for name, buf in buffers.items():
+        ref_buf, _ = _guarded(torch, clean[name], guard,
+                              float("nan") if clean[name].is_floating_point() else poison_slot)
+        if not torch.equal(_bits(torch, buf), _bits(torch, ref_buf)):
+            modified.append(name)
+    record["inputs_modified"] = modified
+
+    got = out.float()
+    diff = (got - expected).abs()
+    ok = diff <= tol["atol"] + tol["rtol"] * expected.abs()
+    finite = torch.isfinite(diff)
+    record["nan_count"] = int(torch.isnan(got).sum())
+    record["mismatches"] = int((~ok).sum())
+    record["max_abs_err"] = float(diff[finite].max()) if bool(finite.any()) else None
+    if record["mismatches"]:
+        bad = (~ok).nonzero()[0].tolist()
+        record["first_mismatch"] = {"index": bad, "got": _num(got[tuple(bad)]),
+                                    "expected": _num(expected[tuple(bad)])}
+    record["passed"] = not record["mismatches"] and not record["oob_writes"] and not modified
+    return record
+
+
+def _num(x: Any) -> float | None:
+    value = float(x)
+    return value if value == value and abs(value) != float("inf") else None
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

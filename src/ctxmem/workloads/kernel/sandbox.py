@@ -1,0 +1,215 @@
+"""Run candidate kernel code in a limited child process.
+
+The child is ``python -I _runner.py JOB RESULT`` (see ``_runner.py`` for what happens
+inside). This module owns the process boundary:
+
+* **environment** — built from scratch: ``TRITON_INTERPRET=1`` (set before the child can
+  import triton), one compute thread, a bounded malloc arena count, and HOME / TMPDIR /
+  TRITON_CACHE_DIR inside the workspace's private state folder;
+* **limits** — ``resource.setrlimit`` in the child before it executes Python: address space
+  (:attr:`SandboxLimits.memory_mb`), CPU seconds, largest file, no core dumps;
+* **wall clock** — the child runs in its own session and the whole process group is killed
+  with SIGKILL when :attr:`SandboxLimits.timeout_s` passes;
+* **working directory** — the workspace root;
+* **classification** — the child's own report (``ok``, ``compile_error``, ``error``,
+  ``memory_limit``, ``sandbox_violation``) or, when it could not report, ``timeout`` or
+  ``crashed`` (with the signal), judged from the exit status and the stderr tail.
+
+Measured need (torch 2.13 CPU + triton 3.9 interpreter, the dev suite): about 0.85 GB of
+address space and 0.3 GB resident, so the 3 GiB default leaves room for real kernels while a
+20 GB allocation fails at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Status = Literal[
+    "ok", "compile_error", "error", "memory_limit", "sandbox_violation", "timeout", "crashed"
+]
+
+RUNNER = Path(__file__).with_name("_runner.py")
+_TAIL_BYTES = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxLimits:
+    """Limits of one sandboxed run."""
+
+    timeout_s: float = 120.0
+    memory_mb: int = 3072
+    file_size_mb: int = 64
+
+    @property
+    def cpu_s(self) -> int:
+        # A backstop for the wall clock; generous because the import alone costs CPU.
+        return int(self.timeout_s) + 10
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxOutcome:
+    status: Status
+    report: dict[str, Any]
+    returncode: int | None
+    wall_s: float
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _child_env(state_dir: Path) -> dict[str, str]:
+    home = state_dir / "home"
+    tmp = state_dir / "tmp"
+    for d in (home, tmp, state_dir / "triton"):
+        d.mkdir(parents=True, exist_ok=True)
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "TMPDIR": str(tmp),
+        "TRITON_INTERPRET": "1",
+        "TRITON_CACHE_DIR": str(state_dir / "triton"),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MALLOC_ARENA_MAX": "2",
+        "LC_ALL": "C.UTF-8",
+        # Belt and braces on top of the in-process socket refusal.
+        "no_proxy": "*",
+        "http_proxy": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+    }
+
+
+def _limiter(limits: SandboxLimits) -> Callable[[], None]:
+    memory = limits.memory_mb * 2**20
+    fsize = limits.file_size_mb * 2**20
+
+    def apply() -> None:  # runs in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 5))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        # Writing past the file-size limit should fail the write, not kill the child.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    return apply
+
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - _TAIL_BYTES))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def run_job(
+    job: dict[str, Any],
+    *,
+    workspace_root: Path,
+    state_dir: Path,
+    limits: SandboxLimits | None = None,
+) -> SandboxOutcome:
+    """Run one checker job in the sandbox and classify how it ended."""
+    limits = limits or SandboxLimits()
+    workspace_root = workspace_root.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    job = dict(job)
+    job["workspace"] = str(workspace_root)
+    job.setdefault("writable", [str(workspace_root)])
+    # The candidate may write scratch files in the workspace, but not the checker's state.
+    job.setdefault("protected", [str(state_dir)])
+    job["writable"] = [*job["writable"], str(state_dir / "tmp")]
+    job["protected"] = [p for p in job["protected"]]
+
+    with tempfile.TemporaryDirectory(prefix="ctxmem-sandbox-") as scratch:
+        scratch_dir = Path(scratch)
+        job_path = scratch_dir / "job.json"
+        result_path = scratch_dir / "result.json"
+        stdout_path = scratch_dir / "stdout.txt"
+        stderr_path = scratch_dir / "stderr.txt"
+        job_path.write_text(json.dumps(job))
+        started = time.monotonic()
+        with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", str(RUNNER), str(job_path), str(result_path)],
+                cwd=workspace_root,
+                env=_child_env(state_dir),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                preexec_fn=_limiter(limits),
+                start_new_session=True,
+            )
+            timed_out = False
+            try:
+                proc.wait(timeout=limits.timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(proc)
+            else:
+                # Nothing the candidate started may outlive the check.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        wall = time.monotonic() - started
+        try:
+            report = json.loads(result_path.read_text() or "{}")
+        except (OSError, ValueError):
+            report = {}
+        stdout_tail, stderr_tail = _tail(stdout_path), _tail(stderr_path)
+
+    rc = proc.returncode
+    reported = report.get("status")
+    status: Status
+    detail = ""
+    if timed_out:
+        status = "timeout"
+        detail = f"killed after {limits.timeout_s:g}s wall clock"
+    elif reported in ("ok", "compile_error", "error", "memory_limit", "sandbox_violation"):
+        status = reported
+    elif rc is not None and rc < 0 and -rc == signal.SIGXCPU:
+        status = "timeout"
+        detail = f"CPU time limit ({limits.cpu_s}s) exceeded"
+    elif any(m in stderr_tail for m in ("MemoryError", "bad_alloc", "can't allocate memory")):
+        status = "memory_limit"
+        detail = f"ran out of its {limits.memory_mb} MiB address-space limit"
+    else:
+        status = "crashed"
+        if rc is not None and rc < 0:
+            name = signal.Signals(-rc).name
+            detail = f"killed by {name}"
+            if -rc == signal.SIGSEGV:
+                detail += " (an out-of-bounds access the interpreter could not survive?)"
+        else:
+            detail = f"exited with status {rc} before reporting a result"
+    return SandboxOutcome(
+        status=status,
+        report=report,
+        returncode=rc,
+        wall_s=round(wall, 3),
+        stdout_tail=stdout_tail,
+        stderr_tail=stderr_tail,
+        detail=detail,
+    )
