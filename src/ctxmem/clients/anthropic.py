@@ -29,9 +29,10 @@ from ctxmem.clients.base import (
     BaseClient,
     CacheBreakpoints,
     MalformedResponseError,
+    ProviderTimeoutError,
     Response,
-    RetryPolicy,
     Retryable,
+    RetryPolicy,
     ThinkingConfig,
     Usage,
     parse_retry_after,
@@ -279,8 +280,6 @@ class AnthropicClient(BaseClient):
         sdk = self._sdk_module
         where = f"{self.base_url} (model {self.model})"
         if isinstance(exc, sdk.APITimeoutError):
-            from ctxmem.clients.base import ProviderTimeoutError
-
             return Retryable(
                 ProviderTimeoutError(
                     f"Anthropic request to {where} timed out after {self.timeout:g}s; "
@@ -306,7 +305,7 @@ class AnthropicClient(BaseClient):
                 return Retryable(RateLimitError(text, status=status, provider=PROVIDER), retry_after)
             if status == 413 or (status == 400 and "prompt is too long" in message.lower()):
                 return ContextLengthExceeded(
-                    text + ". Compact the context or use a model with a larger window.",
+                    text.rstrip(". ") + ". Compact the context or use a model with a larger window.",
                     status=status,
                     provider=PROVIDER,
                 )
