@@ -21,14 +21,17 @@ stay stored and reachable by id).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ctxmem.events import (
     CompactionEvent,
+    ContentEvent,
     Event,
     ModelCallEvent,
     NoteEvent,
     StoredEvent,
+    ToolCallEvent,
     ToolResultEvent,
     events_from_message,
     message_spans,
@@ -42,6 +45,7 @@ class Session:
     def __init__(self, store: SessionStore, session_id: str):
         self.store = store
         self.id = session_id
+        self._tool_names: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -69,16 +73,30 @@ class Session:
 
     # ------------------------------------------------------------------ recording
 
+    def _named(self, events: list[ContentEvent]) -> list[ContentEvent]:
+        # Tool results carry their tool's name (for search, reducers and reports): take it
+        # from the tool_use recorded through this handle or earlier in the same batch.
+        out: list[ContentEvent] = []
+        for ev in events:
+            if isinstance(ev, ToolCallEvent):
+                self._tool_names[ev.tool_use.id] = ev.tool_use.name
+            elif isinstance(ev, ToolResultEvent) and ev.tool_name is None:
+                name = self._tool_names.get(ev.result.tool_use_id)
+                if name is not None:
+                    ev = replace(ev, tool_name=name)
+            out.append(ev)
+        return out
+
     def record(self, message: Message) -> list[int]:
         """Record one message (split into content events, atomically). Returns event ids."""
-        return self.store.append(self.id, events_from_message(message))
+        return self.store.append(self.id, self._named(events_from_message(message)))
 
     def record_many(self, messages: Sequence[Message]) -> list[int]:
         """Record several messages in one transaction."""
-        events: list[Event] = []
+        events: list[ContentEvent] = []
         for m in messages:
             events.extend(events_from_message(m))
-        return self.store.append(self.id, events)
+        return self.store.append(self.id, self._named(events))
 
     def record_events(self, events: Sequence[Event]) -> list[int]:
         return self.store.append(self.id, events)
@@ -94,7 +112,7 @@ class Session:
     ) -> int:
         """Record one tool's output as soon as it finishes (it joins the results message)."""
         ev = ToolResultEvent(ToolResultBlock(tool_use_id, content, is_error), tool_name, duration_s)
-        return self.store.append(self.id, [ev])[0]
+        return self.store.append(self.id, self._named([ev]))[0]
 
     def record_model_call(self, model: str, **fields: Any) -> int:
         """Record a model request's usage: input/output/cache tokens, stop reason, latency."""

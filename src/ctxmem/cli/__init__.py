@@ -1,0 +1,37 @@
+"""The ``ctxmem`` command line: click, noun-verb groups.
+
+Every read command takes ``--json``. Errors print as one line on stderr and exit 1 (2 for
+usage errors), never as a traceback; ``CTXMEM_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from ctxmem.cli._common import CtxmemGroup
+from ctxmem.cli.demo import demo
+from ctxmem.cli.sessions import sessions
+
+
+@click.group(cls=CtxmemGroup)
+@click.version_option(package_name="ctxmem")
+def cli() -> None:
+    """ctxmem: memory and context management for long-running LLM agents."""
+
+
+cli.add_command(sessions)
+cli.add_command(demo)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    return cli.main(args=argv, prog_name="ctxmem", standalone_mode=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+__all__ = ["cli", "main", "os"]

@@ -1,0 +1,64 @@
+"""Shared CLI plumbing: the error boundary, the --db option, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ctxmem.errors import CtxmemError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def default_db() -> str:
+    """$CTXMEM_DB, else $XDG_DATA_HOME/ctxmem/sessions.db (~/.local/share/ctxmem/sessions.db)."""
+    if os.environ.get("CTXMEM_DB"):
+        return os.environ["CTXMEM_DB"]
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "ctxmem" / "sessions.db")
+
+
+class CtxmemGroup(click.Group):
+    """A group whose commands turn ctxmem errors into one clear line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CtxmemError as exc:
+            if os.environ.get("CTXMEM_DEBUG"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+def db_option(fn: F) -> F:
+    return click.option(
+        "--db",
+        "db_path",
+        default=default_db,
+        show_default="$CTXMEM_DB or ~/.local/share/ctxmem/sessions.db",
+        type=click.Path(dir_okay=False),
+        help="Session store (SQLite file).",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(fn)
+
+
+def echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+
+
+def table(rows: list[list[Any]], headers: list[str]) -> str:
+    cells = [headers] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,193 @@
+"""``ctxmem sessions``: import, list, show, export and search recorded sessions."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import click
+
+from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option, table
+from ctxmem.events import MessageEvent, ToolCallEvent, ToolResultEvent, messages_from_events
+from ctxmem.jsonl import FORMATS, export_lines, import_file
+from ctxmem.session import Session
+from ctxmem.store import SQLiteStore
+
+
+@click.group(cls=CtxmemGroup)
+def sessions() -> None:
+    """Recorded agent sessions."""
+
+
+@sessions.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="anthropic", show_default=True)
+@click.option(
+    "--tokenizer",
+    "tokenizers",
+    multiple=True,
+    default=("o200k_base",),
+    show_default=True,
+    help="Tokenizer to count with on import (repeatable): o200k_base, cl100k_base, heuristic, hf:PATH…",
+)
+@click.option("--title", default=None, help="A title for the session.")
+@db_option
+@json_option
+def import_cmd(file: str, fmt: str, tokenizers: tuple[str, ...], title: str | None, db_path: str, as_json: bool) -> None:
+    """Import a JSONL transcript (one message per line) as a new session."""
+    with SQLiteStore(db_path) as store:
+        t0 = time.perf_counter()
+        session = import_file(store, file, fmt=fmt, title=title, tokenizers=tokenizers)
+        elapsed = time.perf_counter() - t0
+        summary = _summary(session, tokenizers[0] if tokenizers else None)
+    summary["import_seconds"] = round(elapsed, 4)
+    if as_json:
+        echo_json(summary)
+    else:
+        tok = summary.get("tokens") or {}
+        click.echo(
+            f"imported {summary['messages']} messages ({summary['events']['total']} events) as session "
+            f"{summary['id']} in {elapsed:.2f}s"
+            + (f"; {tok['content']} content + {tok['overhead']} overhead tokens ({tok['tokenizer']})" if tok else "")
+        )
+
+
+@sessions.command("list")
+@db_option
+@json_option
+def list_cmd(db_path: str, as_json: bool) -> None:
+    """List sessions."""
+    with SQLiteStore(db_path) as store:
+        infos = store.list_sessions()
+        rows: list[dict[str, Any]] = [
+            {
+                "id": s.id,
+                "title": s.title,
+                "created_at": s.created_at,
+                "events": store.event_count(s.id),
+                "parent_session_id": s.parent_session_id,
+                "tokenizers": list(s.tokenizers),
+            }
+            for s in infos
+        ]
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no sessions")
+        return
+    click.echo(
+        table(
+            [
+                [
+                    r["id"],
+                    r["title"] or "",
+                    time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_at"])),
+                    r["events"],
+                    r["parent_session_id"] or "",
+                ]
+                for r in rows
+            ],
+            ["id", "title", "created", "events", "forked from"],
+        )
+    )
+
+
+def _summary(session: Session, tokenizer: str | None) -> dict[str, Any]:
+    info = session.info
+    view = session.chain()
+    kinds = Counter(se.kind for se in view.events)
+    tools = Counter(se.event.tool_use.name for se in view.events if isinstance(se.event, ToolCallEvent))
+    errors = sum(1 for se in view.events if isinstance(se.event, ToolResultEvent) and se.event.result.is_error)
+    messages = messages_from_events(se.event for se in view.events)
+    out: dict[str, Any] = {
+        "id": info.id,
+        "title": info.title,
+        "created_at": info.created_at,
+        "metadata": info.metadata,
+        "head_event_id": info.head_event_id,
+        "parent_session_id": info.parent_session_id,
+        "fork_event_id": info.fork_event_id,
+        "messages": len(messages),
+        "roles": dict(Counter(m.role for m in messages)),
+        "events": {"total": len(view.events), "by_kind": dict(sorted(kinds.items()))},
+        "tool_calls": dict(tools.most_common()),
+        "tool_errors": errors,
+        "thinking_blocks": sum(
+            1 for se in view.events if isinstance(se.event, MessageEvent) for b in se.event.blocks if b.type == "thinking"
+        ),
+        "pending_tool_uses": [{"id": u.id, "name": u.name} for u in session.pending_tool_uses()],
+    }
+    if tokenizer:
+        t = session.totals(tokenizer)
+        out["tokens"] = {"tokenizer": tokenizer, "content": t.content, "overhead": t.overhead, "total": t.total}
+    return out
+
+
+@sessions.command("show")
+@click.argument("session_id")
+@click.option("--tokenizer", default=None, help="Count tokens with this tokenizer (default: the session's first).")
+@db_option
+@json_option
+def show_cmd(session_id: str, tokenizer: str | None, db_path: str, as_json: bool) -> None:
+    """Event counts, token totals (content and overhead separately) and pending tool calls."""
+    with SQLiteStore(db_path) as store:
+        session = Session.open(store, session_id)
+        tok = tokenizer or (session.info.tokenizers[0] if session.info.tokenizers else None)
+        summary = _summary(session, tok)
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(f"session {summary['id']}" + (f"  ({summary['title']})" if summary["title"] else ""))
+    click.echo(f"messages: {summary['messages']}  {summary['roles']}")
+    click.echo(f"events:   {summary['events']['total']}  {summary['events']['by_kind']}")
+    if summary["tool_calls"]:
+        top = ", ".join(f"{k}×{v}" for k, v in list(summary["tool_calls"].items())[:8])
+        click.echo(f"tools:    {top}  ({summary['tool_errors']} errors)")
+    if "tokens" in summary:
+        t = summary["tokens"]
+        click.echo(f"tokens:   {t['content']} content + {t['overhead']} overhead = {t['total']} ({t['tokenizer']})")
+    if summary["pending_tool_uses"]:
+        ids = ", ".join(f"{p['name']}({p['id']})" for p in summary["pending_tool_uses"])
+        click.echo(f"pending:  {ids} never got a result (interrupted)")
+
+
+@sessions.command("export")
+@click.argument("session_id")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="anthropic", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, help="File (default stdout).")
+@db_option
+def export_cmd(session_id: str, fmt: str, output: str | None, db_path: str) -> None:
+    """Export a session as JSONL, one message per line."""
+    with SQLiteStore(db_path) as store:
+        session = Session.open(store, session_id)
+        lines = list(export_lines(session, fmt=fmt))  # type: ignore[arg-type]
+    data = "".join(line + "\n" for line in lines)
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(data)
+    else:
+        sys.stdout.write(data)
+
+
+@sessions.command("search")
+@click.argument("query")
+@click.option("--session", "session_id", default=None, help="Only this session's current chain.")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 1000))
+@db_option
+@json_option
+def search_cmd(query: str, session_id: str | None, limit: int, db_path: str, as_json: bool) -> None:
+    """Full-text search over tool outputs (SQLite FTS5 query syntax)."""
+    with SQLiteStore(db_path) as store:
+        hits = store.search(query, session_id=session_id, limit=limit)
+    if as_json:
+        echo_json([_hit(h) for h in hits])
+        return
+    for h in hits:
+        click.echo(f"event {h.event_id}  {h.tool_name or '?'}  {h.snippet.replace(chr(10), ' ')}")
+
+
+def _hit(h: Any) -> dict[str, Any]:
+    return {k: getattr(h, k) for k in ("event_id", "session_id", "tool_use_id", "tool_name", "snippet", "score")}
