@@ -11,11 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ctxmem.clients.base import RetryPolicy
 from ctxmem.clients.loopback import LoopbackServer
 from ctxmem.clients.testing import override_allow_model_requests
-
-FAST_RETRY = RetryPolicy(max_retries=3, initial_delay=0.001, max_delay=0.01)
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
