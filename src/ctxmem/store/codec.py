@@ -25,7 +25,9 @@ from ctxmem.events import (
     event_payload,
 )
 from ctxmem.messages import (
+    ContentBlock,
     TextBlock,
+    ThinkingBlock,
     ToolResultBlock,
     ToolUseBlock,
     block_from_anthropic,
@@ -87,6 +89,17 @@ def encode_event(event: Event) -> Encoded:
     return Encoded(event.kind, None, None, None, False, None, None, None, json.dumps(event_payload(event)), (), False)
 
 
+def _trusted_block(d: dict[str, Any]) -> ContentBlock:
+    # Blobs were written by encode_event from validated blocks: skip re-validation on the
+    # hot reload path; anything unexpected still goes through the validating decoder.
+    t = d.get("type")
+    if t == "text":
+        return TextBlock(d["text"])
+    if t == "thinking":
+        return ThinkingBlock(d["thinking"], d.get("signature") or "")
+    return block_from_anthropic(d)
+
+
 def decode_event(
     kind: str,
     role: str | None,
@@ -99,7 +112,7 @@ def decode_event(
     starts_message: bool,
 ) -> Event:
     if kind == "message":
-        blocks = tuple(block_from_anthropic(b) for b in json.loads(blob or "[]"))
+        blocks = tuple(_trusted_block(b) for b in json.loads(blob or "[]"))
         return MessageEvent(role, blocks, new_message=starts_message)  # type: ignore[arg-type]
     if kind == "tool_call":
         return ToolCallEvent(

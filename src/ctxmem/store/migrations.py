@@ -105,6 +105,13 @@ def m003_token_counts(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m004_sessions_linear(conn: sqlite3.Connection) -> None:
+    # 1 while the session's chain is exactly its own events in id order (never forked from
+    # another session, never rewound): its view is then an indexed range scan, not a walk.
+    conn.execute("ALTER TABLE sessions ADD COLUMN linear INTEGER NOT NULL DEFAULT 1")
+
+
 def _script(conn: sqlite3.Connection, sql: str) -> None:
     # executescript() would COMMIT the caller's transaction; run statement by statement.
     buf = ""

@@ -58,7 +58,7 @@ from ctxmem.store.base import (
 from ctxmem.store.codec import Encoded, decode_event, encode_event
 from ctxmem.store.counting import event_overhead
 from ctxmem.store.migrations import migrate
-from ctxmem.tokens import Tokenizer, get_tokenizer
+from ctxmem.tokens import Tokenizer, get_tokenizer, tokenizer_id
 
 T = TypeVar("T")
 
@@ -430,20 +430,37 @@ class SQLiteStore:
         for name in tokenizers:
             self.totals(session_id, name)  # backfills counts for a tokenizer not tracked on append
         with self.read_snapshot() as conn:
-            rows = conn.execute(
-                _CHAIN_CTE
-                + f"SELECT {_EVENT_COLS} FROM chain JOIN events e ON e.id = chain.id "
-                "LEFT JOIN blobs b ON b.id = e.blob_id ORDER BY e.id",
-                (info.head_event_id,),
-            ).fetchall()
+            linear = conn.execute("SELECT linear FROM sessions WHERE id = ?", (session_id,)).fetchone()[0]
+            if linear:
+                rows = conn.execute(
+                    f"SELECT {_EVENT_COLS} FROM events e LEFT JOIN blobs b ON b.id = e.blob_id "
+                    "WHERE e.session_id = ? AND e.id <= ? ORDER BY e.id",
+                    (session_id, info.head_event_id),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    _CHAIN_CTE
+                    + f"SELECT {_EVENT_COLS} FROM chain JOIN events e ON e.id = chain.id "
+                    "LEFT JOIN blobs b ON b.id = e.blob_id ORDER BY e.id",
+                    (info.head_event_id,),
+                ).fetchall()
             counts: dict[str, list[EventCounts]] = {}
             for name in tokenizers:
-                tid = self.tokenizer(name).id
-                crows = conn.execute(
-                    _CHAIN_CTE + "SELECT t.event_id, t.content, t.overhead, t.cum_content, t.cum_overhead "
-                    "FROM chain JOIN event_tokens t ON t.event_id = chain.id AND t.tokenizer = ? ORDER BY t.event_id",
-                    (info.head_event_id, tid),
-                ).fetchall()
+                tid = tokenizer_id(name)
+                if linear:
+                    crows = conn.execute(
+                        "SELECT t.event_id, t.content, t.overhead, t.cum_content, t.cum_overhead FROM events e "
+                        "JOIN event_tokens t ON t.event_id = e.id AND t.tokenizer = ? "
+                        "WHERE e.session_id = ? AND e.id <= ? ORDER BY e.id",
+                        (tid, session_id, info.head_event_id),
+                    ).fetchall()
+                else:
+                    crows = conn.execute(
+                        _CHAIN_CTE + "SELECT t.event_id, t.content, t.overhead, t.cum_content, t.cum_overhead "
+                        "FROM chain JOIN event_tokens t ON t.event_id = chain.id AND t.tokenizer = ? "
+                        "ORDER BY t.event_id",
+                        (info.head_event_id, tid),
+                    ).fetchall()
                 counts[name] = [EventCounts(*r) for r in crows]
         return ChainView(info, [self._stored(r) for r in rows], counts)
 
@@ -461,17 +478,17 @@ class SQLiteStore:
         return [r[0] for r in self._read(_CHAIN_CTE + "SELECT id FROM chain ORDER BY id", (head,))]
 
     def totals(self, session_id: str, tokenizer: str) -> TokenTotals:
-        tok = self.tokenizer(tokenizer)
+        tid = tokenizer_id(tokenizer)
         head = self._head(session_id)
         if head is None:
             return TokenTotals(tokenizer, 0, 0, 0)
         rows = self._read(
             "SELECT t.cum_content, t.cum_overhead, e.depth FROM events e LEFT JOIN event_tokens t "
             "ON t.event_id = e.id AND t.tokenizer = ? WHERE e.id = ?",
-            (tok.id, head),
+            (tid, head),
         )
         if rows[0][0] is None:
-            self._backfill(head, tok)
+            self._backfill(head, self.tokenizer(tokenizer))
             return self.totals(session_id, tokenizer)
         return TokenTotals(tokenizer, rows[0][0], rows[0][1], rows[0][2])
 
@@ -551,7 +568,7 @@ class SQLiteStore:
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO sessions (id, created_at, title, metadata, tokenizers, head_event_id, tail_role, "
-                "parent_session_id, fork_event_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                "parent_session_id, fork_event_id, linear) VALUES (?,?,?,?,?,?,?,?,?,0)",
                 (
                     sid,
                     time.time(),
@@ -575,7 +592,7 @@ class SQLiteStore:
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "UPDATE sessions SET head_event_id = ?, tail_role = ? WHERE id = ?",
+                "UPDATE sessions SET head_event_id = ?, tail_role = ?, linear = 0 WHERE id = ?",
                 (to_event_id, self._tail_role(conn, to_event_id), session_id),
             )
 

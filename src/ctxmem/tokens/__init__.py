@@ -63,6 +63,20 @@ def get_tokenizer(name: str) -> Tokenizer:
     return tok
 
 
+def tokenizer_id(name: str) -> str:
+    """The stable id of a tokenizer name, without loading it when that can be avoided.
+
+    Reading stored counts needs only the id; loading o200k_base costs ~0.3 s.
+    """
+    from ctxmem.tokens.tiktoken_backend import ENCODINGS
+
+    if name in ENCODINGS:
+        return f"tiktoken:{name}"
+    if name == "heuristic":
+        return "heuristic:v1"
+    return get_tokenizer(name).id
+
+
 __all__ = [
     "ANTHROPIC_OVERHEAD",
     "DEFAULT_OVERHEAD",
@@ -78,4 +92,5 @@ __all__ = [
     "count_request",
     "count_tools",
     "get_tokenizer",
+    "tokenizer_id",
 ]
