@@ -1,0 +1,1 @@
+"""ctxmem performance suites; run them all with ``python -m benchmarks``."""
