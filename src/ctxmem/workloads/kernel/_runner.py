@@ -229,6 +229,9 @@ def main(job_path: str, result_path: str) -> int:
                 kind = "compile_error"
             return finish(kind, info)
         result["cases"].append(entry_result)
+        if sandbox.violations:
+            # A refused action may have been swallowed; the check is void either way.
+            return finish("sandbox_violation")
         flush()
     return finish("ok")
 
