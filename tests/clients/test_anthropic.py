@@ -44,7 +44,7 @@ def file_reader_policy(req: ModelRequest) -> list[TextBlock | ThinkingBlock | To
 
 def client_for(server: LoopbackServer, **kw: object) -> AnthropicClient:
     kw.setdefault("retry", FAST_RETRY)
-    return AnthropicClient("claude-test", base_url=server.url, **kw)  # type: ignore[arg-type]
+    return AnthropicClient("claude-test", base_url=server.url, **kw)
 
 
 def run_tool_loop(client: AnthropicClient, *, thinking: ThinkingConfig | None = None) -> list[Message]:
@@ -103,7 +103,7 @@ def test_modified_thinking_is_rejected_like_the_provider() -> None:
         client = client_for(server)
         r = client.request_sync([Message.user("go")], tools=[READ], max_tokens=64)
         tampered = Message(
-            "assistant", (ThinkingBlock("I need something else", r.content[0].signature), *r.content[1:])  # type: ignore[union-attr]
+            "assistant", (ThinkingBlock("I need something else", r.content[0].signature), *r.content[1:])
         )
         with pytest.raises(ProviderError, match="Invalid `signature`") as info:
             client.request_sync(

@@ -40,7 +40,7 @@ def reader(req: ModelRequest) -> list[TextBlock | ThinkingBlock | ToolUseBlock]:
 
 def client_for(server: LoopbackServer, **kw: object) -> OpenAICompatClient:
     kw.setdefault("retry", FAST_RETRY)
-    return OpenAICompatClient("qwen3", base_url=server.openai_base_url, **kw)  # type: ignore[arg-type]
+    return OpenAICompatClient("qwen3", base_url=server.openai_base_url, **kw)
 
 
 def test_multi_turn_tool_exchange() -> None:

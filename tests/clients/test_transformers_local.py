@@ -23,7 +23,7 @@ def test_tiny_local_model_generates(tiny_model_dir: Path) -> None:
     msgs = [Message.user("the kernel compiles")]
     r = client.request_sync(msgs, max_tokens=6, system="be brief")
     assert 1 <= r.usage.output_tokens <= 6
-    assert r.usage.input_tokens == asyncio.run(client.count_tokens(msgs, "be brief"))  # type: ignore[attr-defined]
+    assert r.usage.input_tokens == asyncio.run(client.count_tokens(msgs, "be brief"))
     assert r.stop_reason in ("max_tokens", "end_turn", "tool_use")
     assert r.model == str(tiny_model_dir)
     # greedy decoding is deterministic

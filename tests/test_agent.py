@@ -1,0 +1,308 @@
+"""ctxmem.Agent: the loop, its stops, compaction on "context too long", resume, and real SDKs."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctxmem.agent import Agent, Tool, TruncateOldest
+from ctxmem.clients import ModelRequest, ScriptedClient, Usage
+from ctxmem.clients.anthropic import AnthropicClient
+from ctxmem.clients.base import MalformedResponseError, ProviderTimeoutError, RetryPolicy
+from ctxmem.clients.loopback import Fault, LoopbackServer
+from ctxmem.clients.openai_compat import OpenAICompatClient
+from ctxmem.clients.testing import override_allow_model_requests
+from ctxmem.errors import ConfigError, ContextLengthExceeded
+from ctxmem.events import CompactionEvent, ModelCallEvent, NoteEvent, ToolResultEvent
+from ctxmem.messages import Message, TextBlock, ToolUseBlock, validate_conversation
+from ctxmem.session import Session
+from ctxmem.store import MemoryStore, SQLiteStore
+from ctxmem.tokens import Budget
+
+FAST = RetryPolicy(max_retries=2, initial_delay=0.001, max_delay=0.01)
+_IDS = itertools.count()
+FILES = {"a.txt": "alpha " * 50, "b.txt": "beta " * 50, "c.txt": "gamma " * 50}
+
+
+@pytest.fixture(autouse=True)
+def _no_network() -> Any:
+    with override_allow_model_requests(False):
+        yield
+
+
+def read_file(args: dict[str, Any]) -> str:
+    return FILES[args["path"]]  # KeyError for a missing file becomes an is_error result
+
+
+READ = Tool(
+    "read_file", read_file, "Read a file", {"type": "object", "properties": {"path": {"type": "string"}}}
+)
+
+
+def reader_policy(req: ModelRequest) -> list[TextBlock | ToolUseBlock]:
+    """Read every file not yet read *in the visible context* (one call per turn), then report.
+
+    Tool ids come from a process-wide counter, so they stay unique even when a compacted
+    context makes the policy read a file again.
+    """
+    n_results = sum(len(m.tool_results) for m in req.messages)
+    seen = {u.input["path"] for m in req.messages for u in m.tool_uses}
+    todo = [p for p in sorted(FILES) if p not in seen]
+    if todo:
+        n = next(_IDS)
+        return [TextBlock(f"reading {todo[0]}"), ToolUseBlock(f"toolu_{n:04d}", "read_file", {"path": todo[0]})]
+    return [TextBlock(f"done after {n_results} visible results")]
+
+
+def model_calls(session: Session) -> list[ModelCallEvent]:
+    return [e.event for e in session.events() if isinstance(e.event, ModelCallEvent)]
+
+
+def test_scripted_tool_loop_records_everything() -> None:
+    session = Session.create(MemoryStore())
+    client = ScriptedClient(
+        [
+            [ToolUseBlock("t1", "read_file", {"path": "a.txt"}), ToolUseBlock("t2", "read_file", {"path": "nope"})],
+            [ToolUseBlock("t3", "grep", {})],
+            "finished",
+        ]
+    )
+    result = Agent(client, session, tools=[READ], system="sys").run_sync("go")
+    assert (result.stop_reason, result.turns, result.text) == ("end_turn", 3, "finished")
+    msgs = session.messages()
+    validate_conversation(msgs)
+    results = {r.tool_use_id: r for m in msgs for r in m.tool_results}
+    assert results["t1"].text == FILES["a.txt"] and not results["t1"].is_error
+    assert results["t2"].is_error and "KeyError" in results["t2"].text
+    assert results["t3"].is_error and "unknown tool 'grep'" in results["t3"].text
+    calls = model_calls(session)
+    assert len(calls) == 3 and all(c.input_tokens > 0 and c.estimated_input_tokens for c in calls)
+    assert result.usage == sum((Usage(c.input_tokens, c.output_tokens) for c in calls), Usage())
+    # requests carried the system prompt, the tool specs and a growing history
+    assert [len(r.messages) for r in client.requests] == [1, 3, 5]
+    assert client.requests[0].system == "sys" and client.requests[0].tools == (READ.spec,)
+    tool_events = [e.event for e in session.events() if isinstance(e.event, ToolResultEvent)]
+    assert [e.tool_name for e in tool_events] == ["read_file", "read_file", "grep"]
+
+
+def test_async_tools_and_json_outputs() -> None:
+    async def stats(args: dict[str, Any]) -> dict[str, int]:
+        return {"n": len(args)}
+
+    session = Session.create(MemoryStore())
+    client = ScriptedClient([[ToolUseBlock("t1", "stats", {"x": 1, "y": 2})], "ok"])
+    Agent(client, session, tools=[Tool("stats", stats)]).run_sync("go")
+    assert session.messages()[2].tool_results[0].text == '{"n": 2}'
+
+
+def test_stops_on_max_turns_tokens_and_cost() -> None:
+    def loop_forever(req: ModelRequest) -> list[ToolUseBlock]:
+        return [ToolUseBlock(f"t{len(req.messages)}", "read_file", {"path": "a.txt"})]
+
+    def agent(**kw: Any) -> Agent:
+        return Agent(ScriptedClient(policy=loop_forever), Session.create(MemoryStore()), tools=[READ], **kw)
+
+    r = agent(max_turns=3).run_sync("go")
+    assert (r.stop_reason, r.turns) == ("max_turns", 3)
+    r = agent(max_total_tokens=1).run_sync("go")
+    assert (r.stop_reason, r.turns) == ("token_budget", 1)
+    r = agent(max_cost=0.0005, cost_fn=lambda u, model: u.total_tokens * 1e-6).run_sync("go")
+    assert r.stop_reason == "cost_budget" and r.cost is not None and r.cost >= 0.0005
+    # a budget stop never leaves a tool call without its result
+    a = agent(max_total_tokens=1)
+    a.run_sync("go")
+    assert a.session.pending_tool_uses() == []
+    with pytest.raises(ConfigError, match="cost_fn"):
+        agent(max_cost=1.0)
+
+
+def test_context_too_long_compacts_once_and_retries() -> None:
+    session = Session.create(MemoryStore())
+    client = ScriptedClient(policy=reader_policy)
+    agent = Agent(client, session, tools=[READ], max_tokens=64)
+    agent.run_sync("read the files")
+    turns_before = len(client.requests)
+    client.enqueue(ContextLengthExceeded("prompt is too long: 999 tokens > 500 maximum", status=400), "summary ok")
+    result = agent.run_sync("now summarize")
+    assert result.stop_reason == "end_turn" and result.compactions == 1 and result.text == "summary ok"
+    [compaction] = [e.event for e in session.events() if isinstance(e.event, CompactionEvent)]
+    assert compaction.strategy == "truncate_oldest"
+    assert compaction.tokens_after < compaction.tokens_before and compaction.source_event_ids
+    assert "context too long" in (compaction.reason or "")
+    failed, retried = client.requests[turns_before:]
+    assert len(retried.messages) < len(failed.messages)
+    assert retried.messages[0] == Message.user("read the files")  # the task stays pinned
+    validate_conversation(retried.messages)
+    # the log is untouched: the full history is still there
+    assert len(session.messages()) == len(failed.messages) + 1
+
+
+def test_second_refusal_is_raised_and_the_session_is_intact() -> None:
+    session = Session.create(MemoryStore())
+    too_long = ContextLengthExceeded("prompt is too long", status=400)
+    client = ScriptedClient(policy=reader_policy)
+    agent = Agent(client, session, tools=[READ])
+    agent.run_sync("read")
+    before = session.messages()
+    client.enqueue(too_long, too_long)
+    with pytest.raises(ContextLengthExceeded):
+        agent.run_sync("again")
+    assert session.messages() == [*before, Message.user("again")]
+    assert sum(isinstance(e.event, CompactionEvent) for e in session.events()) == 1
+
+
+def test_truncate_oldest_cuts_only_at_safe_points() -> None:
+    msgs = [
+        Message.user("task"),
+        Message.assistant(ToolUseBlock("t1", "read_file", {})),
+        Message("user", (*Message.user("x" * 4000).content,)),
+        Message.assistant("short"),
+        Message.user("last"),
+    ]
+    out = TruncateOldest().build(msgs, Budget(200, reserve_output=10))
+    assert out == [msgs[0], msgs[3], msgs[4]]
+    assert TruncateOldest().build(msgs, Budget(100_000)) == msgs
+
+
+CRASH_SCRIPT = """
+import os, sys
+from ctxmem.agent import Agent, Tool
+from ctxmem.clients import ScriptedClient
+from ctxmem.messages import ToolUseBlock
+from ctxmem.session import Session
+from ctxmem.store import SQLiteStore
+
+store = SQLiteStore(sys.argv[1])
+session = Session.create(store, session_id="crash")
+def boom(args):
+    os._exit(17)  # the process dies mid-tool-call: no result is ever written
+client = ScriptedClient([[ToolUseBlock("t1", "bench", {"n": 1})]])
+Agent(client, session, tools=[Tool("bench", boom)]).run_sync("benchmark it")
+"""
+
+
+@pytest.mark.parametrize("on_resume", ["rerun", "fail"])
+def test_resume_after_a_crash_mid_tool_call(tmp_path: Path, on_resume: str) -> None:
+    db = tmp_path / "s.db"
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(CRASH_SCRIPT), str(db)], capture_output=True, text=True)
+    assert proc.returncode == 17, proc.stderr
+    store = SQLiteStore(str(db))
+    session = Session.open(store, "crash")
+    assert [u.id for u in session.pending_tool_uses()] == ["t1"]
+    ran: list[dict[str, Any]] = []
+
+    def bench(args: dict[str, Any]) -> str:
+        ran.append(args)
+        return "bench#1: 1.23 ms"
+
+    client = ScriptedClient(["resumed fine"])
+    result = Agent(client, session, tools=[Tool("bench", bench)], on_resume=on_resume).run_sync()  # type: ignore[arg-type]
+    assert result.text == "resumed fine"
+    assert session.pending_tool_uses() == []
+    [res] = session.messages()[2].tool_results
+    if on_resume == "rerun":
+        assert ran == [{"n": 1}] and res.text == "bench#1: 1.23 ms" and not res.is_error
+    else:
+        assert ran == [] and res.is_error and "interrupted" in res.text
+    notes = [e.event for e in session.events() if isinstance(e.event, NoteEvent)]
+    assert notes and "resumed: 1 unfinished" in notes[0].text
+    validate_conversation(client.requests[0].messages)
+    store.close()
+
+
+def test_calibration_observations_are_stored_and_reloaded() -> None:
+    store = MemoryStore()
+    session = Session.create(store)
+    client = ScriptedClient(policy=reader_policy)
+    agent = Agent(client, session, tools=[READ])
+    agent.run_sync("go")
+    n = agent.calibration.observations
+    assert n == len(client.requests) > 0
+    again = Agent(client, Session.create(store), tools=[READ])
+    assert again.calibration.observations == n
+    assert again.calibration.factor == pytest.approx(agent.calibration.factor)
+
+
+# ---------------------------------------------------------------- real SDKs, loopback server
+
+
+def _assert_cache_usage_in_store(session: Session) -> None:
+    calls = model_calls(session)
+    assert calls[0].cache_write_tokens > 0
+    assert all(c.cache_read_tokens > 0 for c in calls[1:])
+    assert all(c.request_id for c in calls)
+
+
+def test_anthropic_sdk_through_agent() -> None:
+    with LoopbackServer(reader_policy) as server:
+        session = Session.create(MemoryStore())
+        client = AnthropicClient("claude-test", base_url=server.url, retry=FAST)
+        result = Agent(client, session, tools=[READ], system="You read files.").run_sync("Read all files.")
+        assert result.stop_reason == "end_turn" and result.text == "done after 3 visible results"
+        assert len(server.requests) == 4 and not server.rejected
+        assert all(r.status == 200 for r in server.requests)
+        # what the store holds is what the server billed
+        assert [c.cache_read_tokens for c in model_calls(session)] == [r.usage.cache_read_tokens for r in server.requests if r.usage]
+        _assert_cache_usage_in_store(session)
+        validate_conversation(session.messages())
+
+
+def test_openai_sdk_through_agent() -> None:
+    with LoopbackServer(reader_policy) as server:
+        session = Session.create(MemoryStore())
+        client = OpenAICompatClient("qwen3", base_url=server.openai_base_url, retry=FAST)
+        result = Agent(client, session, tools=[READ], system="You read files.").run_sync("Read all files.")
+        assert result.text == "done after 3 visible results"
+        assert len(server.requests) == 4 and not server.rejected
+        calls = model_calls(session)
+        assert all(c.cache_read_tokens > 0 for c in calls[1:])  # automatic prefix caching
+
+
+def test_real_overflow_compacts_and_retries_through_the_sdk() -> None:
+    todo = sorted(FILES)
+
+    def read_each_once(req: ModelRequest) -> list[TextBlock | ToolUseBlock]:
+        # remembers what it read itself, so a compacted context does not make it re-read
+        if todo:
+            return [ToolUseBlock(f"toolu_{next(_IDS):04d}", "read_file", {"path": todo.pop(0)})]
+        return [TextBlock("all read")]
+
+    with LoopbackServer(read_each_once, window=500) as server:
+        session = Session.create(MemoryStore())
+        client = AnthropicClient("claude-test", base_url=server.url, retry=FAST)
+        result = Agent(client, session, tools=[READ], max_tokens=64).run_sync("Read all files.")
+        assert result.stop_reason == "end_turn" and result.compactions == 1
+        too_long = [r for r in server.requests if r.status == 400]
+        assert len(too_long) == 1 and "prompt is too long" in (too_long[0].error or "")
+        assert server.requests[-1].status == 200
+        assert sum(isinstance(e.event, CompactionEvent) for e in session.events()) == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"), [(Fault.malformed_json(), MalformedResponseError), (Fault.hang(5), ProviderTimeoutError)]
+)
+def test_bad_replies_leave_the_session_intact(fault: Fault, error: type[Exception]) -> None:
+    with LoopbackServer(reader_policy) as server:
+        session = Session.create(SQLiteStore(":memory:"))
+        client = AnthropicClient("claude-test", base_url=server.url, retry=RetryPolicy(max_retries=0), timeout=0.3)
+        agent = Agent(client, session, tools=[READ])
+        server.fail_next(Fault.server_error())  # one retryable failure first: still fine
+        client.retry = FAST
+        agent.max_turns = 1
+        agent.run_sync("Read all files.")
+        before = session.messages()
+        client.retry = RetryPolicy(max_retries=0)
+        server.fail_next(fault)
+        agent.max_turns = 5
+        with pytest.raises(error):
+            agent.run_sync()
+        assert session.messages() == before
+        server.fail_next()
+        agent.run_sync()  # and the run continues from where it stopped
+        assert session.messages()[-1].text == "done after 3 visible results"
