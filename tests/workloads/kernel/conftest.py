@@ -7,7 +7,7 @@ import pytest
 from ctxmem.workloads.kernel import CorrectnessChecker, SandboxLimits, Workspace
 
 # Generous for a loaded 2-core machine: importing torch + triton alone takes 1-3 s.
-FAST_LIMITS = SandboxLimits(timeout_s=60.0)
+TEST_LIMITS = SandboxLimits(timeout_s=60.0)
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def workspace(tmp_path: Path) -> Workspace:
 
 @pytest.fixture
 def checker(workspace: Workspace) -> CorrectnessChecker:
-    return CorrectnessChecker(workspace, limits=FAST_LIMITS)
+    return CorrectnessChecker(workspace, limits=TEST_LIMITS)
 
 
 @pytest.fixture

@@ -94,3 +94,15 @@ def test_the_checker_keeps_working_after_a_violation(checker: CorrectnessChecker
     assert "network access refused: socket.__new__" in bad.render()
     good = checker.check()
     assert good.passed and good.eval_id == bad.eval_id + 1
+
+
+def test_an_early_exit_is_reported_as_a_crash(checker: CorrectnessChecker) -> None:
+    result = checker.check(source=_launch("import os\nos._exit(3)"))
+    assert result.status == "crashed"
+    assert "CRASHED: exited with status 3 before reporting a result (0/6 cases finished)" in result.render()
+
+
+def test_a_segfault_is_reported_as_a_crash(checker: CorrectnessChecker) -> None:
+    result = checker.check(source=_launch("import ctypes\nctypes.string_at(0)"))
+    assert result.status == "crashed"
+    assert "CRASHED: killed by SIGSEGV" in result.render()

@@ -205,7 +205,7 @@ def render(r: CheckResult) -> str:
 
 
 def _verdict_lines(r: CheckResult) -> list[str]:
-    ran = len(r.cases)
+    ran = sum(not c.raised for c in r.cases)
     if r.status == "ok":
         failed = [c for c in r.cases if not c.passed]
         if not failed:

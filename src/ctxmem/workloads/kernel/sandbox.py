@@ -15,9 +15,15 @@ inside). This module owns the process boundary:
   ``memory_limit``, ``sandbox_violation``) or, when it could not report, ``timeout`` or
   ``crashed`` (with the signal), judged from the exit status and the stderr tail.
 
-Measured need (torch 2.13 CPU + triton 3.9 interpreter, the dev suite): about 0.85 GB of
-address space and 0.3 GB resident, so the 3 GiB default leaves room for real kernels while a
-20 GB allocation fails at once.
+Measured need (torch 2.13 CPU + triton 3.9 interpreter, dev and held-out suites): a peak of
+about 0.81 GB of address space (VmPeak) and 0.33 GB resident, so the 3 GiB default leaves
+room for real kernels while a 20 GB allocation fails at once. The child reports its VmPeak
+in every result (``CheckResult.extra``) so the figure can be re-measured.
+
+Refusals inside the child (writes outside the workspace, sockets, subprocesses) come from
+a ``sys.addaudithook`` hook rather than from monkeypatching ``socket.socket``: the hook sees
+every path to the C level (``socket.create_connection``, ``_socket``, ``os.open``, …) and
+cannot be uninstalled by the candidate.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,7 +73,6 @@ class SandboxOutcome:
     stdout_tail: str = ""
     stderr_tail: str = ""
     detail: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _child_env(state_dir: Path) -> dict[str, str]:
@@ -142,7 +147,6 @@ def run_job(
     # The candidate may write scratch files in the workspace, but not the checker's state.
     job.setdefault("protected", [str(state_dir)])
     job["writable"] = [*job["writable"], str(state_dir / "tmp")]
-    job["protected"] = [p for p in job["protected"]]
 
     with tempfile.TemporaryDirectory(prefix="ctxmem-sandbox-") as scratch:
         scratch_dir = Path(scratch)
