@@ -202,7 +202,7 @@ def test_resume_after_a_crash_mid_tool_call(tmp_path: Path, on_resume: str) -> N
         return "bench#1: 1.23 ms"
 
     client = ScriptedClient(["resumed fine"])
-    result = Agent(client, session, tools=[Tool("bench", bench)], on_resume=on_resume).run_sync()  # type: ignore[arg-type]
+    result = Agent(client, session, tools=[Tool("bench", bench)], on_resume=on_resume).run_sync()
     assert result.text == "resumed fine"
     assert session.pending_tool_uses() == []
     [res] = session.messages()[2].tool_results
@@ -306,3 +306,43 @@ def test_bad_replies_leave_the_session_intact(fault: Fault, error: type[Exceptio
         server.fail_next()
         agent.run_sync()  # and the run continues from where it stopped
         assert session.messages()[-1].text == "done after 3 visible results"
+
+
+# ---------------------------------------------------------------- examples
+
+
+def _load_example(name: str) -> Any:
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    sys.path.insert(0, str(root))
+    try:
+        spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(root))
+
+
+def calculator_policy(req: ModelRequest) -> list[TextBlock | ToolUseBlock]:
+    results = [r for m in req.messages for r in m.tool_results]
+    if not results:
+        return [ToolUseBlock("toolu_calc", "calculate", {"expression": "(12 * 34 + 5) / 7"})]
+    return [TextBlock(f"The answer is {results[-1].text}.")]
+
+
+@pytest.mark.parametrize("example", ["anthropic_agent", "openai_compatible_agent"])
+def test_examples_run_against_the_loopback_server(example: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    module = _load_example(example)
+    with LoopbackServer(calculator_policy) as server:
+        url = server.url if example == "anthropic_agent" else server.openai_base_url
+        result = module.main(["What is (12*34+5)/7?", "--base-url", url, "--db", str(tmp_path / "a.db")])
+        assert not server.rejected and len(server.requests) == 2
+    assert result.text == "The answer is 59.0."
+    assert "The answer is 59.0." in capsys.readouterr().out
+    store = SQLiteStore(str(tmp_path / "a.db"))
+    [info] = store.list_sessions()
+    assert len(Session.open(store, info.id).messages()) == 4
+    store.close()

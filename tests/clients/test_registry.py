@@ -14,7 +14,7 @@ from ctxmem.errors import ConfigError, UnknownNameError
 def test_get_client_specs() -> None:
     a = get_client("anthropic:claude-sonnet-4-5", api_key="k", base_url="http://127.0.0.1:9")
     assert isinstance(a, AnthropicClient) and a.model == "claude-sonnet-4-5"
-    assert get_client("anthropic", api_key="k").model == "claude-sonnet-4-5"
+    assert get_client("anthropic", api_key="k").model == "claude-sonnet-4-6"
     o = get_client("openai:qwen3:8b", base_url="http://localhost:11434/v1")
     assert isinstance(o, OpenAICompatClient) and o.model == "qwen3:8b" and o.base_url == "http://localhost:11434/v1"
     s = get_client("scripted", replies=["hi"])

@@ -51,7 +51,7 @@ CLIENTS = Registry(
 
 
 def get_client(spec: str, **kw: Any) -> ModelClient:
-    """Build a client from ``"prefix:model"`` (``"anthropic:claude-sonnet-4-5"``,
+    """Build a client from ``"prefix:model"`` (``"anthropic:claude-sonnet-4-6"``,
     ``"openai:qwen3"``, ``"local:/models/qwen"``, ``"scripted"``); ``kw`` go to its constructor.
 
     The model part may itself contain colons (``"openai:qwen3:8b"``). An unknown prefix
