@@ -1,0 +1,164 @@
+"""Shared machinery of the built-in strategies: the boundary grid and output assembly.
+
+Kept private: strategies import it, users never need to.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import accumulate
+
+from ctxmem.context.base import BuildRequest, BuiltContext, Report
+from ctxmem.context.history import History
+from ctxmem.messages import Message, TextBlock
+from ctxmem.tokens.counting import DEFAULT_OVERHEAD
+
+
+def grid_step(request: BuildRequest, fraction: float) -> int:
+    """Grid spacing in tokens: a fraction of the available budget (at least 1)."""
+    return max(1, int(request.budget.available * fraction))
+
+
+def snap_up(history: History, index: int, step: int) -> int:
+    """The first message index at or after ``index`` that starts on the token grid.
+
+    Grid points are the messages where the history's cumulative token position first
+    reaches a multiple of ``step``. The grid depends only on the (append-only) history, so
+    a boundary snapped to it stays put until the unsnapped boundary crosses the next
+    point: consecutive requests keep their prefix byte-identical in between.
+    """
+    if index <= 0:
+        return 0
+    pos = history.cum[index]
+    k = math.ceil(pos / step)
+    return min(len(history), bisect_left(history.cum, k * step))
+
+
+def snap_down(history: History, index: int, step: int) -> int:
+    if index <= 0:
+        return 0
+    pos = history.cum[index]
+    k = pos // step
+    return min(index, bisect_left(history.cum, k * step))
+
+
+@dataclass
+class Output:
+    """An output under construction: messages, their token counts, sections."""
+
+    messages: list[Message] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    sections: dict[str, int] = field(default_factory=dict)
+
+    def add(self, section: str, messages: Sequence[Message], counts: Sequence[int]) -> None:
+        self.messages.extend(messages)
+        self.counts.extend(counts)
+        self.sections[section] = self.sections.get(section, 0) + sum(counts)
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.counts)
+
+
+@dataclass
+class PrefixTracker:
+    """Remembers a strategy's previous output to report prompt-cache effects."""
+
+    _history_id: int = 0
+    _messages: list[Message] = field(default_factory=list)
+    _cum: list[int] = field(default_factory=lambda: [0])
+
+    def observe(self, request: BuildRequest, out: Output) -> tuple[int, bool, int]:
+        """(stable prefix tokens, cache invalidated, invalidated tokens) against the last build."""
+        fixed = request.fixed_tokens
+        same_history = self._history_id == id(request.history)
+        old = self._messages if same_history else []
+        k = 0
+        limit = min(len(old), len(out.messages))
+        new_msgs = out.messages
+        while k < limit and old[k] is new_msgs[k]:
+            k += 1
+        new_cum = list(accumulate(out.counts, initial=0))
+        stable = fixed + new_cum[k]
+        invalidated = bool(old) and k < len(old)
+        lost = (self._cum[-1] - self._cum[k]) if invalidated else 0
+        self._history_id = id(request.history)
+        self._messages = list(new_msgs)
+        self._cum = new_cum
+        return stable, invalidated, lost
+
+
+class PinnedCache:
+    """The pinned prefix with extra text appended to its last message, reused while the
+    extra text is unchanged so its identity (and the cache prefix) is stable."""
+
+    def __init__(self) -> None:
+        self._key: tuple[int, int, tuple[str, ...]] | None = None
+        self._value: tuple[list[Message], list[int]] = ([], [])
+
+    def get(self, request: BuildRequest, extra: tuple[str, ...]) -> tuple[list[Message], list[int]]:
+        h = request.history
+        p = request.pinned_count
+        key = (id(h), p, extra)
+        if key != self._key:
+            msgs = list(h.messages[:p])
+            counts = list(h.counts[:p])
+            if extra and msgs:
+                last = msgs[-1]
+                msgs[-1] = Message(last.role, last.content + tuple(TextBlock(t) for t in extra))
+                tok = request.tokenizer
+                counts[-1] += sum(tok.count(t) for t in extra) + DEFAULT_OVERHEAD.per_block * len(extra)
+            self._key = key
+            self._value = (msgs, counts)
+        return self._value
+
+
+def finish(
+    name: str,
+    request: BuildRequest,
+    out: Output,
+    tracker: PrefixTracker,
+    *,
+    tokens_in: int,
+    kept: Sequence[int] = (),
+    masked: Sequence[int] = (),
+    summarized: Sequence[int] = (),
+    dropped: Sequence[int] = (),
+    retrieved_event_ids: Sequence[int] = (),
+    breakpoints: Sequence[int] = (),
+    notes: Sequence[str] = (),
+    extra_tools: tuple[object, ...] = (),
+) -> BuiltContext:
+    fixed = request.fixed_tokens
+    tokens_out = fixed + out.tokens
+    stable, invalidated, lost = tracker.observe(request, out)
+    sections = {"system_and_tools": fixed, **out.sections}
+    report = Report(
+        strategy=name,
+        available=request.budget.available,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        sections=sections,
+        kept=kept,
+        masked=masked,
+        summarized=summarized,
+        dropped=dropped,
+        retrieved_event_ids=retrieved_event_ids,
+        stable_prefix_tokens=stable,
+        cache_invalidated=invalidated,
+        invalidated_tokens=lost,
+        headroom_tokens=max(0, request.budget.trigger - tokens_out),
+        notes=tuple(notes),
+    )
+    bps = tuple(sorted({b for b in breakpoints if 0 <= b < len(out.messages)}))[-3:]
+    return BuiltContext(
+        messages=out.messages,
+        report=report,
+        system=request.system,
+        tools=request.tools,
+        cache_breakpoints=bps,
+        extra_tools=extra_tools,  # type: ignore[arg-type]
+    )

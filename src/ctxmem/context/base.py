@@ -1,0 +1,187 @@
+"""The strategy contract: ``ContextStrategy.build(BuildRequest) -> BuiltContext``.
+
+A strategy reads a :class:`~ctxmem.context.history.History` (never mutating it) and returns
+the messages of the next request plus a :class:`Report` of what it did. Every output must:
+
+(a) fit ``request.budget.available`` as counted by the request's tokenizer, system prompt
+    and tool definitions included;
+(b) be valid for the provider (no orphan ``tool_result``, no ``tool_use`` without its
+    result, thinking kept with its tool loop, ends with a user message);
+(c) keep the pinned prefix (the first ``request.pinned`` messages: task, user rules) and
+    the pinned facts verbatim;
+(d) be deterministic for the same inputs;
+(e) say in its report what was kept, masked, summarized, retrieved and dropped, with
+    token counts per section.
+
+Strategies cut only at points every invariant allows (:mod:`ctxmem.context.invariants`).
+
+**Prompt-cache stability.** Providers cache a request's longest byte-identical prefix. A
+strategy that moves its boundary every turn rewrites early bytes every turn and turns
+every request into a cache miss. Built-in strategies therefore place boundaries on a
+fixed grid of absolute token positions in the history (``compaction_step``): between
+compactions the boundary does not move, so consecutive requests share their whole prefix
+and differ only by the appended turns. The report says how many tokens stay cached, how
+many a compaction invalidated, and how much headroom is left before the next one.
+
+Configs are frozen pydantic models with ``extra="forbid"``: a typo in a preset is an
+error naming the field, never a silent default.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from ctxmem.context.history import History
+from ctxmem.messages import Message, TextBlock, ToolSpec, tool_to_anthropic
+from ctxmem.tokens import Budget, Tokenizer
+from ctxmem.tokens.counting import DEFAULT_OVERHEAD
+
+
+class StrategyConfig(BaseModel):
+    """Base of every strategy config: frozen, unknown fields rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@functools.lru_cache(maxsize=256)
+def _text_tokens(tokenizer: Tokenizer, text: str) -> int:
+    return tokenizer.count(text)
+
+
+def _tool_tokens(tokenizer: Tokenizer, tools: tuple[ToolSpec, ...]) -> int:
+    from ctxmem.tokens import count_tools
+
+    return count_tools([tool_to_anthropic(t) for t in tools], tokenizer).total
+
+
+_tool_tokens_cached = functools.lru_cache(maxsize=64)(_tool_tokens)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything a strategy needs to build the next request's context."""
+
+    history: History
+    budget: Budget
+    system: str | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    #: leading messages kept verbatim (the task, user rules)
+    pinned: int = 1
+    #: facts kept verbatim at the head and restated at the tail (user constraints, limits)
+    pinned_facts: tuple[str, ...] = ()
+    #: where recall handles and retrieval read from (optional)
+    session: Any = None
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.history.tokenizer
+
+    @functools.cached_property
+    def fixed_tokens(self) -> int:
+        """Tokens every request pays before any message: per-request overhead, system, tools."""
+        n = DEFAULT_OVERHEAD.per_request
+        if self.system:
+            n += _text_tokens(self.tokenizer, self.system) + DEFAULT_OVERHEAD.per_message
+        if self.tools:
+            n += _tool_tokens_cached(self.tokenizer, self.tools)
+        return n
+
+    @property
+    def pinned_count(self) -> int:
+        """The pinned prefix, bounded by the history length."""
+        return min(self.pinned, len(self.history))
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a build did. Index ranges refer to ``request.history.messages``."""
+
+    strategy: str
+    available: int
+    tokens_in: int
+    tokens_out: int
+    sections: Mapping[str, int]
+    kept: Sequence[int] = ()
+    masked: Sequence[int] = ()
+    summarized: Sequence[int] = ()
+    dropped: Sequence[int] = ()
+    retrieved_event_ids: Sequence[int] = ()
+    #: tokens of the output prefix identical to this strategy's previous build (prompt cache)
+    stable_prefix_tokens: int = 0
+    #: True when this build rewrote bytes a previous request had sent (a compaction)
+    cache_invalidated: bool = False
+    #: tokens the provider must re-process because of that rewrite
+    invalidated_tokens: int = 0
+    #: tokens that can still be appended before the next compaction
+    headroom_tokens: int = 0
+    notes: Sequence[str] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        def rng(xs: Sequence[int]) -> Any:
+            if isinstance(xs, range):
+                return {"start": xs.start, "stop": xs.stop, "count": len(xs)} if len(xs) else []
+            return list(xs)
+
+        return {
+            "strategy": self.strategy,
+            "available": self.available,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "sections": dict(self.sections),
+            "kept": rng(self.kept),
+            "masked": rng(self.masked),
+            "summarized": rng(self.summarized),
+            "dropped": rng(self.dropped),
+            "retrieved_event_ids": list(self.retrieved_event_ids),
+            "stable_prefix_tokens": self.stable_prefix_tokens,
+            "cache_invalidated": self.cache_invalidated,
+            "invalidated_tokens": self.invalidated_tokens,
+            "headroom_tokens": self.headroom_tokens,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class BuiltContext:
+    messages: Sequence[Message]
+    report: Report
+    system: str | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    #: message indices after which a provider cache breakpoint belongs (at most 3; the
+    #: system/tools breakpoint is implied)
+    cache_breakpoints: tuple[int, ...] = ()
+    #: tools the strategy adds (e.g. ``recall`` for reversible masking)
+    extra_tools: tuple[ToolSpec, ...] = field(default=())
+
+    @property
+    def tokens(self) -> int:
+        return self.report.tokens_out
+
+
+@runtime_checkable
+class ContextStrategy(Protocol):
+    """Builds the context of the next request from the untouched history."""
+
+    name: ClassVar[str]
+    config: StrategyConfig
+
+    def build(self, request: BuildRequest) -> BuiltContext: ...
+
+
+def pinned_with_extras(
+    history: History, pinned: int, extra: Sequence[str], tokenizer: Tokenizer
+) -> tuple[list[Message], int]:
+    """The pinned prefix, with extra text blocks (summaries, facts, retrieved notes) appended
+    to its last message, and the tokens that adds. Pinned text itself stays verbatim."""
+    msgs = history.messages[:pinned]
+    if not extra or not msgs:
+        return list(msgs), 0
+    last = msgs[-1]
+    added = tuple(TextBlock(t) for t in extra)
+    extra_tokens = sum(_text_tokens(tokenizer, t) for t in extra) + DEFAULT_OVERHEAD.per_block * len(extra)
+    return [*msgs[:-1], Message(last.role, last.content + added)], extra_tokens

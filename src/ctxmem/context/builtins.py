@@ -1,0 +1,166 @@
+"""Full history ("dump") and the recent window.
+
+Both keep the pinned prefix and a suffix of the history. The window drops the oldest
+messages after the pinned prefix once the history passes the budget's trigger, cutting
+only where every invariant allows and only on the boundary grid, so its prefix stays
+byte-identical between compactions. Dump sends everything and is honest when it cannot:
+``ContextOverflowError(needed, available)``, or (``on_overflow = "truncate"``) the same
+safe cut as the window.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from ctxmem.context._assembly import Output, PinnedCache, PrefixTracker, finish, grid_step, snap_up
+from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
+from ctxmem.context.history import History
+from ctxmem.context.invariants import NoTrailingAssistant, SafeCuts
+from ctxmem.errors import ContextOverflowError
+
+
+class _CutsCache:
+    def __init__(self) -> None:
+        self._cuts: dict[tuple[int, int], SafeCuts] = {}
+
+    def get(self, history: History, pinned: int) -> SafeCuts:
+        key = (id(history), pinned)
+        cuts = self._cuts.get(key)
+        if cuts is None or cuts.history is not history:
+            if len(self._cuts) > 8:
+                self._cuts.clear()
+            cuts = self._cuts[key] = SafeCuts(history, pinned)
+        return cuts
+
+
+def suffix_start(
+    request: BuildRequest, cuts: SafeCuts, base: int, limit: int, step_fraction: float, strategy: str
+) -> int:
+    """Where the kept suffix starts so that ``base + suffix ≤ limit``, on the grid, at a safe cut."""
+    h = request.history
+    p = request.pinned_count
+    n = len(h)
+    room = limit - base
+    if h.tokens(p, n) <= room:
+        return p
+    s_min = bisect_left(h.cum, h.cum[n] - room, lo=p)
+    s = cuts.at_or_after(snap_up(h, s_min, grid_step(request, step_fraction)))
+    if s is None or base + h.tokens(s, n) > request.budget.available:
+        s_any = cuts.at_or_after(s_min)
+        if s_any is not None and base + h.tokens(s_any, n) <= request.budget.available:
+            return s_any
+        last = cuts.at_or_before(n)
+        needed = base + (h.tokens(last, n) if last is not None else h.tokens(p, n))
+        raise ContextOverflowError(
+            needed,
+            request.budget.available,
+            hint=(
+                f"{strategy}: no safe cut point fits (the last assistant turn and its tool loop must stay whole, "
+                "and the pinned prefix is kept verbatim). Raise the budget, pin less, or mask tool outputs."
+            ),
+        )
+    return s
+
+
+class DumpConfig(StrategyConfig):
+    on_overflow: Literal["raise", "truncate"] = Field(
+        "raise", description="Over budget: raise ContextOverflowError, or truncate at a safe cut point."
+    )
+    compaction_step: float = Field(
+        0.1, gt=0, le=1, description="Boundary grid (fraction of the budget) used when truncating."
+    )
+
+
+class Dump:
+    """The full history, verbatim."""
+
+    name: ClassVar[str] = "dump"
+    Config = DumpConfig
+
+    def __init__(self, config: DumpConfig | None = None, **params: object):
+        self.config = config or DumpConfig(**params)  # type: ignore[arg-type]
+        self._tracker = PrefixTracker()
+        self._pinned = PinnedCache()
+        self._cuts = _CutsCache()
+
+    def build(self, request: BuildRequest) -> BuiltContext:
+        h = request.history
+        NoTrailingAssistant().check(h)
+        p = request.pinned_count
+        n = len(h)
+        fixed = request.fixed_tokens
+        pinned_msgs, pinned_counts = self._pinned.get(request, request.pinned_facts)
+        base = fixed + sum(pinned_counts)
+        needed = base + h.tokens(p, n)
+        if needed > request.budget.available and self.config.on_overflow == "raise":
+            raise ContextOverflowError(needed, request.budget.available)
+        s = p
+        if needed > request.budget.available:
+            s = suffix_start(request, self._cuts.get(h, p), base, request.budget.trigger, self.config.compaction_step, self.name)
+        out = Output()
+        out.add("pinned", pinned_msgs, pinned_counts)
+        out.add("recent", h.messages[s:], h.counts[s:])
+        return finish(
+            self.name,
+            request,
+            out,
+            self._tracker,
+            tokens_in=fixed + h.total,
+            kept=range(s, n),
+            dropped=range(p, s),
+            breakpoints=(p - 1, len(out.messages) - 1),
+            notes=(f"truncated {s - p} messages at a safe cut",) if s > p else (),
+        )
+
+
+class WindowConfig(StrategyConfig):
+    keep_tokens: int | None = Field(
+        None, ge=1, description="Recent-history tokens to keep at most (default: all the budget's trigger allows)."
+    )
+    compaction_step: float = Field(
+        0.1, gt=0, le=1, description="Boundary grid as a fraction of the budget: larger means fewer, bigger cuts."
+    )
+
+
+class Window:
+    """The pinned prefix plus the most recent messages that fit."""
+
+    name: ClassVar[str] = "window"
+    Config = WindowConfig
+
+    def __init__(self, config: WindowConfig | None = None, **params: object):
+        self.config = config or WindowConfig(**params)  # type: ignore[arg-type]
+        self._tracker = PrefixTracker()
+        self._pinned = PinnedCache()
+        self._cuts = _CutsCache()
+
+    def build(self, request: BuildRequest) -> BuiltContext:
+        h = request.history
+        NoTrailingAssistant().check(h)
+        p = request.pinned_count
+        n = len(h)
+        fixed = request.fixed_tokens
+        pinned_msgs, pinned_counts = self._pinned.get(request, request.pinned_facts)
+        base = fixed + sum(pinned_counts)
+        if base > request.budget.available:
+            raise ContextOverflowError(base, request.budget.available, hint="the pinned content alone exceeds the budget.")
+        limit = request.budget.trigger
+        if self.config.keep_tokens is not None:
+            limit = min(limit, base + self.config.keep_tokens)
+        s = suffix_start(request, self._cuts.get(h, p), base, limit, self.config.compaction_step, self.name)
+        out = Output()
+        out.add("pinned", pinned_msgs, pinned_counts)
+        out.add("recent", h.messages[s:], h.counts[s:])
+        return finish(
+            self.name,
+            request,
+            out,
+            self._tracker,
+            tokens_in=fixed + h.total,
+            kept=range(s, n),
+            dropped=range(p, s),
+            breakpoints=(p - 1, len(out.messages) - 1),
+        )

@@ -1,0 +1,379 @@
+"""Observation masking: old tool outputs become short placeholders with a recall handle.
+
+Tool outputs are most of an agent's context and most of them matter only for a few
+turns. Masking replaces the output of older tool calls with a placeholder that names the
+tool, its size, an optional reduced gist (:mod:`ctxmem.context.reducers`) and a stable
+**handle**: the tool call's id. With ``reversible = true`` the build also offers a
+``recall`` tool (:class:`RecallTool`) that returns the exact original, a line range of
+it, or the lines matching a pattern. Nothing is lost: the history is untouched.
+
+Every call and result pair stays intact (only the result's text changes), so masking
+never breaks provider validity. The last ``keep_last`` tool-result messages are never
+masked.
+
+Modes:
+
+* ``tokens`` — mask oldest-first only as far as needed to get under the budget's
+  trigger. The masking boundary sits on the boundary grid, so consecutive requests keep a
+  byte-identical prefix until the next compaction.
+* ``turns`` — mask every output older than the last ``keep_last`` (snapped down to the
+  grid), whatever the budget: the SWE-agent style, cheapest per turn.
+
+Per-tool policies override the default: ``never`` (e.g. a ``read_file`` the agent edits
+from), ``always`` (noisy logs), and a per-tool reducer. If masking everything allowed
+still does not fit, ``on_overflow = "truncate"`` also drops the oldest messages at a safe
+cut; ``"raise"`` raises :class:`~ctxmem.errors.ContextOverflowError`.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from ctxmem.context._assembly import (
+    Output,
+    PinnedCache,
+    PrefixTracker,
+    finish,
+    grid_step,
+    snap_down,
+    snap_up,
+)
+from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
+from ctxmem.context.builtins import _CutsCache
+from ctxmem.context.history import History
+from ctxmem.context.invariants import NoTrailingAssistant
+from ctxmem.context.reducers import REDUCERS, get_reducer
+from ctxmem.errors import ContextOverflowError, InputError
+from ctxmem.messages import Message, ToolResultBlock, ToolSpec
+from ctxmem.tokens import count_messages
+
+
+class ToolPolicy(StrategyConfig):
+    mask: Literal["auto", "never", "always"] = Field(
+        "auto", description="auto: mask when the budget needs it; never: keep verbatim; always: mask once old."
+    )
+    reducer: str | None = Field(None, description="Reducer for this tool's placeholder (first_error, summary_line…).")
+
+    @field_validator("reducer")
+    @classmethod
+    def _known_reducer(cls, v: str | None) -> str | None:
+        if v is not None and v not in REDUCERS:
+            REDUCERS.get(v)  # raises UnknownNameError with "did you mean"
+        return v
+
+
+class MaskingConfig(StrategyConfig):
+    mode: Literal["tokens", "turns"] = Field("tokens", description="Mask as needed for the budget, or by age.")
+    keep_last: int = Field(3, ge=0, le=10_000, description="Most recent tool-result messages never masked.")
+    min_tokens: int = Field(
+        48, ge=0, description="Messages with fewer tokens than this are not worth masking."
+    )
+    reversible: bool = Field(True, description="Offer the recall tool that returns masked originals.")
+    reducer: str | None = Field(None, description="Default reducer for placeholders (None: handle only).")
+    tools: dict[str, ToolPolicy] = Field(default_factory=dict, description="Per-tool policies by tool name.")
+    on_overflow: Literal["raise", "truncate"] = Field(
+        "truncate", description="If masking is not enough: drop the oldest messages, or raise."
+    )
+    compaction_step: float = Field(0.1, gt=0, le=1, description="Boundary grid as a fraction of the budget.")
+
+    @field_validator("reducer")
+    @classmethod
+    def _known_reducer(cls, v: str | None) -> str | None:
+        if v is not None and v not in REDUCERS:
+            REDUCERS.get(v)
+        return v
+
+
+# ----------------------------------------------------------------------------- recall
+
+
+RECALL_TOOL = ToolSpec(
+    name="recall",
+    description=(
+        "Return the original output of an earlier tool call whose output was masked in the context. "
+        "Give the handle shown in the placeholder; optionally a line range like '10-40' or a regular "
+        "expression to return only matching lines."
+    ),
+    input_schema={
+        "type": "object",
+        "properties": {
+            "handle": {"type": "string", "description": "The handle from the masked placeholder."},
+            "lines": {"type": "string", "pattern": r"^\d+-\d+$", "description": "1-based inclusive range, e.g. '10-40'."},
+            "grep": {"type": "string", "description": "Regular expression; only matching lines are returned."},
+            "max_chars": {"type": "integer", "minimum": 100, "maximum": 200000, "description": "Cap on the reply size."},
+        },
+        "required": ["handle"],
+        "additionalProperties": False,
+    },
+)
+
+
+@dataclass
+class RecallTool:
+    """Runs ``recall``: the exact original output of a masked tool call, from the history
+    or, for outputs no longer in memory, from the session store."""
+
+    history: History | None = None
+    session: Any = None
+    spec: ToolSpec = field(default=RECALL_TOOL)
+
+    def original(self, handle: str) -> str:
+        if self.history is not None:
+            found = self.history.tool_result(handle)
+            if found is not None:
+                return found[1].text
+        if self.session is not None:
+            from ctxmem.events import ToolResultEvent
+
+            for se in reversed(self.session.events()):
+                ev = se.event
+                if isinstance(ev, ToolResultEvent) and ev.result.tool_use_id == handle:
+                    return ev.result.text
+        raise InputError(f"no tool output with handle {handle!r}; use a handle shown in a placeholder", field="handle")
+
+    def __call__(self, arguments: Mapping[str, Any]) -> str:
+        handle = arguments.get("handle")
+        if not isinstance(handle, str) or not handle:
+            raise InputError("recall needs a 'handle' string", field="handle")
+        text = self.original(handle)
+        lines = text.splitlines()
+        if arguments.get("lines"):
+            m = re.fullmatch(r"(\d+)-(\d+)", str(arguments["lines"]))
+            if not m or int(m.group(1)) < 1 or int(m.group(2)) < int(m.group(1)):
+                raise InputError("'lines' must look like '10-40' (1-based, start ≤ end)", field="lines")
+            a, b = int(m.group(1)), int(m.group(2))
+            text = "\n".join(f"{i}: {ln}" for i, ln in enumerate(lines[a - 1 : b], start=a))
+        if arguments.get("grep"):
+            try:
+                pat = re.compile(str(arguments["grep"]))
+            except re.error as exc:
+                raise InputError(f"'grep' is not a valid regular expression: {exc}", field="grep") from None
+            src = text.splitlines() if arguments.get("lines") else [f"{i}: {ln}" for i, ln in enumerate(lines, 1)]
+            text = "\n".join(ln for ln in src if pat.search(ln)) or "(no matching lines)"
+        cap = int(arguments.get("max_chars") or 50_000)
+        if len(text) > cap:
+            text = text[:cap] + f"\n… [{len(text) - cap} more characters; narrow with 'lines' or 'grep']"
+        return text
+
+
+# ----------------------------------------------------------------------------- masking
+
+
+@dataclass
+class _MaskState:
+    """Per-history cache: masked versions and savings of every maskable message."""
+
+    history: History
+    seen: int = 0
+    masked: list[Message | None] = field(default_factory=list)
+    masked_counts: list[int] = field(default_factory=list)
+    always: list[bool] = field(default_factory=list)
+    auto_cum: list[int] = field(default_factory=lambda: [0])  # prefix sums of auto savings
+    result_msgs: list[int] = field(default_factory=list)  # indices of tool-result messages
+    region_key: tuple[int, int] | None = None
+    region_msgs: list[Message] = field(default_factory=list)
+    region_counts: list[int] = field(default_factory=list)
+    region_masked: list[int] = field(default_factory=list)
+    region_upto: int = 0
+
+
+class Masking:
+    """Replace older tool outputs by placeholders with recall handles."""
+
+    name: ClassVar[str] = "masking"
+    Config = MaskingConfig
+
+    def __init__(self, config: MaskingConfig | None = None, **params: object):
+        self.config = config or MaskingConfig(**params)  # type: ignore[arg-type]
+        self._states: dict[int, _MaskState] = {}
+        self._tracker = PrefixTracker()
+        self._pinned = PinnedCache()
+        self._cuts = _CutsCache()
+
+    # -- placeholders -----------------------------------------------------------------
+
+    def _policy(self, tool: str | None) -> ToolPolicy:
+        return self.config.tools.get(tool or "", ToolPolicy(reducer=self.config.reducer))
+
+    def placeholder(self, block: ToolResultBlock, tool: str | None) -> str:
+        text = block.text
+        policy = self._policy(tool)
+        reducer = policy.reducer if policy.reducer is not None else self.config.reducer
+        gist = get_reducer(reducer)(text) if reducer else ""
+        n_lines = text.count("\n") + 1 if text else 0
+        head = f"[masked {tool or 'tool'} output: {len(text)} chars, {n_lines} lines; handle {block.tool_use_id}"
+        if self.config.reversible:
+            head += " (recall it with the recall tool)"
+        return head + ("]\n" + gist if gist else "]")
+
+    def _state(self, h: History) -> _MaskState:
+        st = self._states.get(id(h))
+        if st is None or st.history is not h:
+            if len(self._states) > 8:
+                self._states.clear()
+            st = self._states[id(h)] = _MaskState(h)
+        if st.seen < len(h):
+            self._extend(st)
+        return st
+
+    def _extend(self, st: _MaskState) -> None:
+        h = st.history
+        new_masked: list[tuple[int, Message]] = []
+        for i in range(st.seen, len(h)):
+            f = h.flags[i]
+            st.masked.append(None)
+            st.masked_counts.append(h.counts[i])
+            st.always.append(False)
+            if not f.tool_results:
+                continue
+            st.result_msgs.append(i)
+            if h.counts[i] < self.config.min_tokens:
+                continue
+            msg = h.messages[i]
+            blocks = []
+            changed = False
+            always = False
+            for b in msg.content:
+                if isinstance(b, ToolResultBlock):
+                    tool = h.tool_name(b.tool_use_id)
+                    pol = self._policy(tool)
+                    if pol.mask == "never":
+                        blocks.append(b)
+                        continue
+                    always = always or pol.mask == "always"
+                    blocks.append(ToolResultBlock(b.tool_use_id, self.placeholder(b, tool), b.is_error))
+                    changed = True
+                else:
+                    blocks.append(b)
+            if changed:
+                st.always[i] = always
+                new_masked.append((i, Message(msg.role, tuple(blocks))))
+        if new_masked:
+            counts = count_messages([m for _, m in new_masked], h.tokenizer)
+            for (i, m), c in zip(new_masked, counts, strict=True):
+                if c.total < h.counts[i]:
+                    st.masked[i] = m
+                    st.masked_counts[i] = c.total
+                else:
+                    st.always[i] = False
+        for i in range(st.seen, len(h)):
+            auto = 0 if st.masked[i] is None or st.always[i] else h.counts[i] - st.masked_counts[i]
+            st.auto_cum.append(st.auto_cum[-1] + auto)
+        st.seen = len(h)
+
+    # -- build ------------------------------------------------------------------------
+
+    def _region(self, st: _MaskState, s: int, b: int, k: int) -> tuple[list[Message], list[int], list[int]]:
+        """Output for history[s:k]: auto-masked before b, always-masked anywhere (cached, extended)."""
+        h = st.history
+        if st.region_key != (s, b) or st.region_upto > k:
+            st.region_key = (s, b)
+            st.region_msgs, st.region_counts, st.region_masked = [], [], []
+            st.region_upto = s
+        for i in range(st.region_upto, k):
+            m = st.masked[i]
+            if m is not None and (i < b or st.always[i]):
+                st.region_msgs.append(m)
+                st.region_counts.append(st.masked_counts[i])
+                st.region_masked.append(i)
+            else:
+                st.region_msgs.append(h.messages[i])
+                st.region_counts.append(h.counts[i])
+        st.region_upto = k
+        return st.region_msgs, st.region_counts, st.region_masked
+
+    def build(self, request: BuildRequest) -> BuiltContext:
+        h = request.history
+        NoTrailingAssistant().check(h)
+        cfg = self.config
+        st = self._state(h)
+        p = request.pinned_count
+        n = len(h)
+        fixed = request.fixed_tokens
+        pinned_msgs, pinned_counts = self._pinned.get(request, request.pinned_facts)
+        base = fixed + sum(pinned_counts)
+        if base > request.budget.available:
+            raise ContextOverflowError(base, request.budget.available, hint="the pinned content alone exceeds the budget.")
+        # k: first index of the protected tail (the last keep_last tool-result messages).
+        results_after_p = st.result_msgs[bisect_left(st.result_msgs, p) :]
+        if not cfg.keep_last:
+            k = n
+        elif len(results_after_p) >= cfg.keep_last:
+            k = max(p, results_after_p[-cfg.keep_last])
+        else:
+            k = p
+        step = grid_step(request, cfg.compaction_step)
+        always_saving = sum(
+            h.counts[i] - st.masked_counts[i] for i in range(p, k) if st.always[i] and st.masked[i] is not None
+        ) if any(st.always[p:k]) else 0
+        full = base + h.tokens(p, n)
+        trigger = request.budget.trigger
+        if cfg.mode == "turns":
+            b = max(p, snap_down(h, k, step))
+        else:
+            need = full - always_saving - trigger
+            if need <= 0:
+                b = p
+            else:
+                target = st.auto_cum[p] + need
+                b = min(k, bisect_left(st.auto_cum, target))
+                b = min(k, max(p, snap_up(h, b, step)))
+        region_msgs, region_counts, masked_idx = self._region(st, p, b, k)
+        total = base + sum(region_counts) + h.tokens(k, n)
+        s = p
+        notes: list[str] = []
+        if total > trigger and (total > request.budget.available or cfg.on_overflow == "truncate"):
+            if cfg.on_overflow == "raise" and total > request.budget.available:
+                raise ContextOverflowError(total, request.budget.available, hint="masking every allowed output is not enough.")
+            s = self._truncate(request, region_counts, k, base, trigger)
+            cut = s - p
+            region_msgs, region_counts = region_msgs[cut:], region_counts[cut:]
+            masked_idx = [i for i in masked_idx if i >= s]
+            notes.append(f"masking was not enough: dropped {cut} oldest messages at a safe cut")
+        out = Output()
+        out.add("pinned", pinned_msgs, pinned_counts)
+        out.add("masked_history", region_msgs, region_counts)
+        out.add("recent", h.messages[k:], h.counts[k:])
+        # cache breakpoint after the last masked message: the end of the compacted prefix
+        masked_end = (masked_idx[-1] - s + p) if masked_idx else p - 1
+        extra = (RECALL_TOOL,) if cfg.reversible and masked_idx else ()
+        return finish(
+            self.name,
+            request,
+            out,
+            self._tracker,
+            tokens_in=fixed + h.total,
+            kept=range(s, n),
+            masked=masked_idx,
+            dropped=range(p, s),
+            breakpoints=(p - 1, masked_end, len(out.messages) - 1),
+            notes=notes,
+            extra_tools=extra,
+        )
+
+    def _truncate(self, request: BuildRequest, region_counts: list[int], k: int, base: int, limit: int) -> int:
+        h = request.history
+        p = request.pinned_count
+        n = len(h)
+        # Token positions of the masked sequence, indexed like the history from p.
+        mcum = list(accumulate(region_counts + h.counts[k:n], initial=0))
+        room = limit - base
+        s_min = p + bisect_left(mcum, mcum[-1] - room)
+        cuts = self._cuts.get(h, p)
+        s = cuts.at_or_after(snap_up(h, s_min, grid_step(request, self.config.compaction_step)))
+        if s is None or base + mcum[-1] - mcum[s - p] > request.budget.available:
+            s = cuts.at_or_after(s_min)
+        if s is None or base + mcum[-1] - mcum[s - p] > request.budget.available:
+            raise ContextOverflowError(
+                base + mcum[-1] - mcum[max(0, min(len(mcum) - 1, s_min - p))],
+                request.budget.available,
+                hint="masking: no safe cut point fits; the last assistant turn and its results must stay whole.",
+            )
+        return s
