@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
+from ctxmem.errors import InvalidConversationError
 from ctxmem.messages import ContentBlock, Message, Role, ToolResultBlock, ToolUseBlock
 
 EventKind: TypeAlias = Literal["message", "tool_call", "tool_result", "model_call", "compaction", "note"]
@@ -121,7 +122,21 @@ def role_of(event: Event) -> Role | None:
 
 
 def events_from_message(message: Message) -> list[ContentEvent]:
-    """Split a message into content events, in block order (see the module docstring)."""
+    """Split a message into content events, in block order (see the module docstring).
+
+    Raises :class:`~ctxmem.errors.InvalidConversationError` for a ``tool_use`` in a user
+    message or a ``tool_result`` in an assistant message: tool events carry their role, so
+    storing such a block would silently move it to another message.
+    """
+    for b in message.content:
+        if (isinstance(b, ToolUseBlock) and message.role != "assistant") or (
+            isinstance(b, ToolResultBlock) and message.role != "user"
+        ):
+            raise InvalidConversationError(
+                f"a {b.type} block cannot appear in a {message.role} message "
+                f"({'tool_use belongs to assistant' if b.type == 'tool_use' else 'tool_result belongs to user'} messages)",
+                field="content",
+            )
     out: list[ContentEvent] = []
     run: list[ContentBlock] = []
 

@@ -113,6 +113,14 @@ def _validate(messages: Sequence[Message], lines: Sequence[int], source: str) ->
     seen: set[str] = set()
     for i, m in enumerate(messages):
         line = lines[i] if i < len(lines) else None
+        misplaced = m.tool_uses if m.role == "user" else m.tool_results
+        if misplaced:
+            raise InvalidConversationError(
+                f"a {misplaced[0].type} block cannot appear in a {m.role} message",
+                source=source,
+                line=line,
+                field="content",
+            )
         for r in m.tool_results:
             if r.tool_use_id not in prev_uses:
                 raise InvalidConversationError(

@@ -1,0 +1,147 @@
+"""Shared fixtures for the whole suite.
+
+* ``TIKTOKEN_CACHE_DIR`` points at ``<repo>/../shared/tokenizers/tiktoken-cache`` when that
+  folder exists and the variable is unset, so tiktoken loads its encodings offline. The
+  library itself never looks there.
+* Store fixtures: ``db_path`` (a fresh file), ``make_store`` / ``store`` parametrized over
+  the three backends every contract test runs on (SQLite on a real file, SQLite
+  ``":memory:"``, :class:`~ctxmem.store.MemoryStore`).
+* Tokenizer fixtures: ``o200k`` / ``cl100k`` (skip with the reason when the encoding cannot
+  be loaded) and ``deepseek_tokenizer_path`` (skip when ``../shared`` is absent).
+
+This folder is on ``sys.path`` (pytest's default rootdir-less conftest import), so test
+modules import the hypothesis strategies with ``from generators import ...``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DIR = REPO_ROOT.parent / "shared"
+TOKENIZERS_DIR = SHARED_DIR / "tokenizers"
+TIKTOKEN_CACHE = TOKENIZERS_DIR / "tiktoken-cache"
+DEEPSEEK_TOKENIZER = TOKENIZERS_DIR / "deepseek_tokenizer.json"
+
+if TIKTOKEN_CACHE.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(TIKTOKEN_CACHE)
+
+# Examples build real SQLite stores and real tokenizers: no per-example deadline, and the
+# function-scoped store fixtures are safe because every example opens a fresh session.
+# The default profile keeps the whole suite within a few minutes on two cores; set
+# CTXMEM_HYPOTHESIS_PROFILE=thorough for a deeper search (nightly, or after a change to
+# messages/events/store).
+settings.register_profile(
+    "ctxmem",
+    deadline=None,
+    max_examples=40,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.register_profile("thorough", parent=settings.get_profile("ctxmem"), max_examples=400)
+settings.load_profile(os.environ.get("CTXMEM_HYPOTHESIS_PROFILE", "ctxmem"))
+
+
+# --------------------------------------------------------------------------- stores
+
+STORE_KINDS = ("sqlite-file", "sqlite-memory", "memory")
+
+
+def _open_store(kind: str, path: Path) -> Any:
+    from ctxmem.store import MemoryStore, SQLiteStore
+
+    if kind == "sqlite-file":
+        return SQLiteStore(path)
+    if kind == "sqlite-memory":
+        return SQLiteStore(":memory:")
+    if kind == "memory":
+        return MemoryStore()
+    raise ValueError(kind)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """A path for a fresh SQLite database file (not created yet)."""
+    return tmp_path / "ctxmem.db"
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_store(store_kind: str, tmp_path: Path) -> Iterator[Callable[[], Any]]:
+    """A factory of fresh stores of the parametrized backend (each on its own file)."""
+    opened: list[Any] = []
+    counter = iter(range(1_000_000))
+
+    def factory() -> Any:
+        s = _open_store(store_kind, tmp_path / f"store-{next(counter)}.db")
+        opened.append(s)
+        return s
+
+    yield factory
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(make_store: Callable[[], Any]) -> Any:
+    """One fresh store of the parametrized backend."""
+    return make_store()
+
+
+@pytest.fixture
+def sqlite_store(db_path: Path) -> Iterator[Any]:
+    from ctxmem.store import SQLiteStore
+
+    s = SQLiteStore(db_path)
+    yield s
+    s.close()
+
+
+# --------------------------------------------------------------------------- tokenizers
+
+
+def load_tokenizer_or_skip(name: str) -> Any:
+    from ctxmem.errors import TokenizerError
+    from ctxmem.tokens import get_tokenizer
+
+    try:
+        return get_tokenizer(name)
+    except TokenizerError as exc:
+        pytest.skip(f"tiktoken encoding {name} cannot be loaded here (no cache, no network): {exc}")
+
+
+def tiktoken_encoding_or_skip(name: str) -> Any:
+    """tiktoken's own Encoding object, for independent reference counts."""
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception as exc:
+        pytest.skip(f"tiktoken encoding {name} cannot be loaded here (no cache, no network): {exc}")
+
+
+@pytest.fixture(scope="session")
+def o200k() -> Any:
+    return load_tokenizer_or_skip("o200k_base")
+
+
+@pytest.fixture(scope="session")
+def cl100k() -> Any:
+    return load_tokenizer_or_skip("cl100k_base")
+
+
+@pytest.fixture(scope="session")
+def deepseek_tokenizer_path() -> Path:
+    if not DEEPSEEK_TOKENIZER.is_file():
+        pytest.skip(f"{DEEPSEEK_TOKENIZER} is absent (the ../shared folder ships it offline)")
+    pytest.importorskip("tokenizers", reason="the HF backend needs the 'tokenizers' package (ctxmem[hf])")
+    return DEEPSEEK_TOKENIZER
