@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 
 from ctxmem.context.history import History
-from ctxmem.messages import Message, TextBlock, ToolSpec, tool_to_anthropic
+from ctxmem.messages import Message, ToolSpec, tool_to_anthropic
 from ctxmem.tokens import Budget, Tokenizer
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
 
@@ -48,18 +48,18 @@ class StrategyConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-@functools.lru_cache(maxsize=256)
-def _text_tokens(tokenizer: Tokenizer, text: str) -> int:
-    return tokenizer.count(text)
+_FIXED_CACHE: dict[tuple[str, object], int] = {}
 
 
-def _tool_tokens(tokenizer: Tokenizer, tools: tuple[ToolSpec, ...]) -> int:
-    from ctxmem.tokens import count_tools
-
-    return count_tools([tool_to_anthropic(t) for t in tools], tokenizer).total
-
-
-_tool_tokens_cached = functools.lru_cache(maxsize=64)(_tool_tokens)
+def _cached_count(tokenizer: Tokenizer, key: object, compute: Any) -> int:
+    # System prompts and tool lists repeat every turn: count each once per tokenizer.
+    k = (tokenizer.id, key)
+    n = _FIXED_CACHE.get(k)
+    if n is None:
+        if len(_FIXED_CACHE) > 512:
+            _FIXED_CACHE.clear()
+        n = _FIXED_CACHE[k] = int(compute())
+    return n
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,16 @@ class BuildRequest:
     @functools.cached_property
     def fixed_tokens(self) -> int:
         """Tokens every request pays before any message: per-request overhead, system, tools."""
+        from ctxmem.tokens import count_tools
+
+        tok = self.tokenizer
         n = DEFAULT_OVERHEAD.per_request
         if self.system:
-            n += _text_tokens(self.tokenizer, self.system) + DEFAULT_OVERHEAD.per_message
+            system = self.system
+            n += _cached_count(tok, system, lambda: tok.count(system)) + DEFAULT_OVERHEAD.per_message
         if self.tools:
-            n += _tool_tokens_cached(self.tokenizer, self.tools)
+            tools = self.tools
+            n += _cached_count(tok, tools, lambda: count_tools([tool_to_anthropic(t) for t in tools], tok).total)
         return n
 
     @property
@@ -171,17 +176,3 @@ class ContextStrategy(Protocol):
     config: StrategyConfig
 
     def build(self, request: BuildRequest) -> BuiltContext: ...
-
-
-def pinned_with_extras(
-    history: History, pinned: int, extra: Sequence[str], tokenizer: Tokenizer
-) -> tuple[list[Message], int]:
-    """The pinned prefix, with extra text blocks (summaries, facts, retrieved notes) appended
-    to its last message, and the tokens that adds. Pinned text itself stays verbatim."""
-    msgs = history.messages[:pinned]
-    if not extra or not msgs:
-        return list(msgs), 0
-    last = msgs[-1]
-    added = tuple(TextBlock(t) for t in extra)
-    extra_tokens = sum(_text_tokens(tokenizer, t) for t in extra) + DEFAULT_OVERHEAD.per_block * len(extra)
-    return [*msgs[:-1], Message(last.role, last.content + added)], extra_tokens

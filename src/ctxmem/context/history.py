@@ -102,7 +102,9 @@ class History:
         if not messages:
             return
         counts = [c.total for c in count_messages(messages, self.tokenizer)]
-        ids = [tuple(e) for e in event_ids] if event_ids is not None else [() for _ in messages]
+        ids: list[tuple[int, ...]] = (
+            [tuple(e) for e in event_ids] if event_ids is not None else [() for _ in messages]
+        )
         self._append(list(messages), counts, ids)
 
     def _append(self, messages: list[Message], counts: list[int], ids: list[tuple[int, ...]]) -> None:

@@ -51,7 +51,7 @@ from ctxmem.context.history import History
 from ctxmem.context.invariants import NoTrailingAssistant
 from ctxmem.context.reducers import REDUCERS, get_reducer
 from ctxmem.errors import ContextOverflowError, InputError
-from ctxmem.messages import Message, ToolResultBlock, ToolSpec
+from ctxmem.messages import ContentBlock, Message, ToolResultBlock, ToolSpec
 from ctxmem.tokens import count_messages
 
 
@@ -200,7 +200,7 @@ class Masking:
     # -- placeholders -----------------------------------------------------------------
 
     def _policy(self, tool: str | None) -> ToolPolicy:
-        return self.config.tools.get(tool or "", ToolPolicy(reducer=self.config.reducer))
+        return self.config.tools.get(tool or "") or ToolPolicy(mask="auto", reducer=self.config.reducer)
 
     def placeholder(self, block: ToolResultBlock, tool: str | None) -> str:
         text = block.text
@@ -237,7 +237,7 @@ class Masking:
             if h.counts[i] < self.config.min_tokens:
                 continue
             msg = h.messages[i]
-            blocks = []
+            blocks: list[ContentBlock] = []
             changed = False
             always = False
             for b in msg.content:
