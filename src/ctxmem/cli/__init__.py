@@ -6,15 +6,16 @@ usage errors), never as a traceback; ``CTXMEM_DEBUG=1`` shows the traceback.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 import click
 
 from ctxmem.cli._common import CtxmemGroup
+from ctxmem.cli.context import context
 from ctxmem.cli.demo import demo
 from ctxmem.cli.sessions import sessions
+from ctxmem.cli.strategies import strategies
 
 
 @click.group(cls=CtxmemGroup)
@@ -24,6 +25,8 @@ def cli() -> None:
 
 
 cli.add_command(sessions)
+cli.add_command(strategies)
+cli.add_command(context)
 cli.add_command(demo)
 
 
@@ -34,4 +37,4 @@ def main(argv: list[str] | None = None) -> Any:
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
-__all__ = ["cli", "main", "os"]
+__all__ = ["cli", "main"]

@@ -1,0 +1,93 @@
+"""``ctxmem context build``: the dry run users debug strategies with."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import click
+
+from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option
+from ctxmem.config import load_preset
+from ctxmem.context import BuildRequest, History
+from ctxmem.messages import to_anthropic
+from ctxmem.session import Session
+from ctxmem.store import SQLiteStore
+
+
+def probe_status(needle: str, rendered: str) -> str:
+    """verbatim | normalized | absent: is ``needle`` in the rendered context?"""
+    if needle in rendered:
+        return "verbatim"
+    norm = re.sub(r"\s+", " ", needle).strip().lower()
+    if norm and norm in re.sub(r"\s+", " ", rendered).lower():
+        return "normalized"
+    return "absent"
+
+
+@click.group(cls=CtxmemGroup)
+def context() -> None:
+    """Build contexts from recorded sessions."""
+
+
+@context.command("build")
+@click.option("--session", "session_id", required=True, help="Session id (ctxmem sessions list).")
+@click.option("--preset", required=True, help="Preset name or path to a .toml file (ctxmem strategies list).")
+@click.option("--budget", type=click.IntRange(min=1), default=None, help="Override the preset's context window.")
+@click.option("--tokenizer", default=None, help="Override the preset's tokenizer.")
+@click.option("--system", default=None, help="System prompt to budget for.")
+@click.option("--probe", "probes", multiple=True, help="Report whether this text survives in the context (repeatable).")
+@click.option("--messages/--no-messages", "with_messages", default=True, help="Include the messages in --json output.")
+@db_option
+@json_option
+def build_cmd(
+    session_id: str,
+    preset: str,
+    budget: int | None,
+    tokenizer: str | None,
+    system: str | None,
+    probes: tuple[str, ...],
+    with_messages: bool,
+    db_path: str,
+    as_json: bool,
+) -> None:
+    """Build the next request's context for a session with a preset, and report what it did."""
+    p = load_preset(preset)
+    tok = tokenizer or p.model.tokenizer
+    strategy = p.strategy()
+    with SQLiteStore(db_path) as store:
+        session = Session.open(store, session_id)
+        history = History.from_session(session, tok)
+        request = BuildRequest(history, p.budget(budget), system=system, pinned=p.model.pinned, session=session)
+        t0 = time.perf_counter()
+        built = strategy.build(request)
+        elapsed = time.perf_counter() - t0
+    rendered = "\n".join(
+        str(b) for m in to_anthropic(built.messages) for b in m["content"]
+    ) if probes else ""
+    out: dict[str, Any] = {
+        "session": session_id,
+        "preset": p.name,
+        "tokenizer": tok,
+        "build_ms": round(elapsed * 1000, 3),
+        "report": built.report.to_json(),
+        "cache_breakpoints": list(built.cache_breakpoints),
+        "extra_tools": [t.name for t in built.extra_tools],
+        "probes": {needle: probe_status(needle, rendered) for needle in probes},
+    }
+    if with_messages:
+        out["messages"] = to_anthropic(built.messages)
+    if as_json:
+        echo_json(out)
+        return
+    r = built.report
+    click.echo(f"{p.name} ({p.type}): {r.tokens_in} → {r.tokens_out} tokens of {r.available} available "
+               f"in {elapsed * 1000:.2f} ms")
+    click.echo("sections: " + ", ".join(f"{k}={v}" for k, v in r.sections.items()))
+    click.echo(f"kept {len(r.kept)}, masked {len(r.masked)}, summarized {len(r.summarized)}, dropped {len(r.dropped)} "
+               f"messages; headroom {r.headroom_tokens} tokens")
+    for note in r.notes:
+        click.echo(f"note: {note}")
+    for needle, status in out["probes"].items():
+        click.echo(f"probe {needle!r}: {status}")
