@@ -20,7 +20,7 @@ from ctxmem.clients.anthropic import AnthropicClient
 from ctxmem.session import Session
 from ctxmem.store import SQLiteStore
 
-OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+OPS: dict[type, Any] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
        ast.Pow: operator.pow, ast.USub: operator.neg}
 
 
@@ -29,11 +29,11 @@ def calculate(args: dict[str, Any]) -> str:
 
     def ev(node: ast.AST) -> float:
         if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-            return node.value
+            return float(node.value)
         if isinstance(node, ast.BinOp) and type(node.op) in OPS:
-            return OPS[type(node.op)](ev(node.left), ev(node.right))  # type: ignore[no-any-return]
+            return float(OPS[type(node.op)](ev(node.left), ev(node.right)))
         if isinstance(node, ast.UnaryOp) and type(node.op) in OPS:
-            return OPS[type(node.op)](ev(node.operand))  # type: ignore[no-any-return]
+            return float(OPS[type(node.op)](ev(node.operand)))
         raise ValueError(f"unsupported expression: {ast.dump(node)}")
 
     return str(ev(ast.parse(args["expression"], mode="eval").body))

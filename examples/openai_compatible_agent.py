@@ -10,16 +10,16 @@ The tool, the loop and the session are ctxmem's; only the client differs from
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from ctxmem.agent import Agent, AgentResult
 from ctxmem.clients.openai_compat import OpenAICompatClient
 from ctxmem.session import Session
 from ctxmem.store import SQLiteStore
 
-try:  # run as a script (python examples/…) or imported as examples.openai_compatible_agent
-    from anthropic_agent import CALCULATOR  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover
-    from examples.anthropic_agent import CALCULATOR  # type: ignore[import-not-found,unused-ignore]
+sys.path.insert(0, str(Path(__file__).parent))
+from anthropic_agent import CALCULATOR  # the tool is shared with the sibling example
 
 
 def main(argv: list[str] | None = None) -> AgentResult:
