@@ -602,29 +602,30 @@ class SQLiteStore:
     # ------------------------------------------------------------------ search, blobs, calibration
 
     def search(self, query: str, *, session_id: str | None = None, limit: int = 10) -> list[SearchHit]:
-        """FTS5 search over tool outputs (FTS5 query syntax; bare words are ANDed)."""
+        """FTS5 search over tool outputs (FTS5 query syntax; bare words are ANDed).
+
+        With ``session_id``, only tool results in that session's current chain are
+        searched: the chain is joined in SQL, so matches elsewhere never crowd them out.
+        """
+        select = (
+            "SELECT e.id, e.session_id, e.tool_use_id, e.tool_name, "
+            "snippet(tool_output_fts, 0, '[', ']', '…', 12), bm25(tool_output_fts) "
+            "FROM tool_output_fts JOIN events e ON e.blob_id = tool_output_fts.rowid AND e.kind = 'tool_result' "
+        )
+        order = "WHERE tool_output_fts MATCH ? ORDER BY bm25(tool_output_fts), e.id LIMIT ?"
+        if session_id is not None:
+            head = self._head(session_id)
+            if head is None:
+                return []
+            sql = _CHAIN_CTE + select + "JOIN chain ON chain.id = e.id " + order
+            params: tuple[Any, ...] = (head, query, limit)
+        else:
+            sql, params = select + order, (query, limit)
         try:
-            hits = self._read(
-                "SELECT rowid, snippet(tool_output_fts, 0, '[', ']', '…', 12), bm25(tool_output_fts) "
-                "FROM tool_output_fts WHERE tool_output_fts MATCH ? ORDER BY bm25(tool_output_fts) LIMIT ?",
-                (query, max(limit * 4, limit)),
-            )
+            hits = self._read(sql, params)
         except StoreError as exc:
             raise InputError(f"bad search query {query!r}: {exc}", field="query") from None
-        allowed = set(self._chain_ids(self._head(session_id))) if session_id else None
-        out: list[SearchHit] = []
-        for blob_id, snippet, score in hits:
-            for eid, sid, tuid, tname in self._read(
-                "SELECT id, session_id, tool_use_id, tool_name FROM events WHERE blob_id = ? AND kind = 'tool_result' "
-                "ORDER BY id",
-                (blob_id,),
-            ):
-                if allowed is not None and eid not in allowed:
-                    continue
-                out.append(SearchHit(eid, sid, tuid, tname, snippet, -float(score)))
-                if len(out) >= limit:
-                    return out
-        return out
+        return [SearchHit(eid, sid, tuid, tname, snippet, -float(score)) for eid, sid, tuid, tname, snippet, score in hits]
 
     def tool_output(self, event_id: int) -> str:
         rows = self._read(
