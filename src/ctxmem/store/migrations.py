@@ -112,6 +112,23 @@ def m004_sessions_linear(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE sessions ADD COLUMN linear INTEGER NOT NULL DEFAULT 1")
 
 
+@migration
+def m005_embedding_cache(conn: sqlite3.Connection) -> None:
+    # Embeddings of retrieval chunks (ctxmem.retrieval.cache), so a chunk is embedded once
+    # per (content, model) across processes and sessions sharing this file.
+    _script(conn,
+        """
+        CREATE TABLE embedding_cache (
+            hash TEXT NOT NULL,               -- sha256 hex of the embedded text (UTF-8)
+            embedder TEXT NOT NULL,           -- embedder id (model and every setting that changes vectors)
+            dim INTEGER NOT NULL,             -- vector length
+            vector BLOB NOT NULL,             -- dim little-endian float32 values, L2-normalized
+            PRIMARY KEY (hash, embedder)
+        ) WITHOUT ROWID;
+        """
+    )
+
+
 def _script(conn: sqlite3.Connection, sql: str) -> None:
     # executescript() would COMMIT the caller's transaction; run statement by statement.
     buf = ""

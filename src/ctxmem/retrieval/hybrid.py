@@ -1,0 +1,268 @@
+"""Hybrid retrieval over past tool calls: dense + lexical, fused by reciprocal rank.
+
+:class:`HybridRetriever` keeps, for one session, the documents built from its tool calls
+(:mod:`ctxmem.retrieval.documents`), their embeddings in a vector index, and a lexical
+index, and answers a free-text query with the chunks most likely to hold what it asks for.
+
+* **Dense**: the query's embedding against the chunk embeddings (cosine, through a
+  :class:`~ctxmem.retrieval.base.VectorIndex`: FAISS exact, then HNSW past a size
+  threshold; numpy exact without faiss). Embeddings go through a
+  :class:`~ctxmem.retrieval.cache.CachedEmbedder`, stored in the session's SQLite file
+  when there is one, so re-opening a session never re-embeds it.
+* **Lexical**: the store's FTS5 index over tool outputs when the session lives in a
+  :class:`~ctxmem.store.SQLiteStore`, else BM25 over the chunk texts.
+* **Fusion**: reciprocal rank fusion, ``score = Σ 1 / (rrf_k + rank)`` over the two ranked
+  lists (rank from 1, ``rrf_k`` = 60 as in Cormack et al. 2009) of the top ``candidates``
+  of each. RRF needs no score calibration between cosine and BM25. Ties are ordered by the
+  document's position in the session (earlier first), so results are deterministic.
+
+Indexing is incremental: :meth:`HybridRetriever.update` chunks and embeds only tool
+results it has not indexed yet, so calling it every turn costs one embedding batch of the
+new outputs. Event ids never change meaning, so an indexed result is never re-read. After a
+rewind or fork, results outside the current chain are filtered out, not deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ctxmem.errors import ConfigError, InputError
+from ctxmem.events import StoredEvent, ToolResultEvent
+from ctxmem.retrieval.base import Embedder, VectorIndex
+from ctxmem.retrieval.cache import CachedEmbedder, EmbeddingCache
+from ctxmem.retrieval.documents import ToolCallDocument, _events_of, iter_tool_call_documents
+from ctxmem.retrieval.index import IndexKind, make_index
+from ctxmem.retrieval.lexical import BM25Index, fts_event_hits, terms
+from ctxmem.store.base import ChainView, SessionStore
+
+if TYPE_CHECKING:
+    from ctxmem.session import Session
+    from ctxmem.store.sqlite import SQLiteStore
+
+LexicalKind = Literal["auto", "fts", "bm25", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalHit:
+    """One retrieved chunk with its fused score and where each retriever ranked it."""
+
+    document: ToolCallDocument
+    score: float
+    sources: tuple[str, ...]
+    dense_rank: int | None = None
+    dense_score: float | None = None
+    lexical_rank: int | None = None
+    lexical_score: float | None = None
+
+    @property
+    def event_id(self) -> int:
+        return self.document.event_id
+
+
+def rrf_fuse(rankings: dict[str, list[int]], k: int = 60) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion of ranked id lists; ties by ascending id. Returns (id, score)."""
+    scores: dict[int, float] = {}
+    for ranked in rankings.values():
+        for rank, doc in enumerate(ranked, start=1):
+            scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda ds: (-ds[1], ds[0]))
+
+
+def _is_sqlite(store: SessionStore | None) -> bool:
+    if store is None:
+        return False
+    from ctxmem.store.sqlite import SQLiteStore
+
+    return isinstance(store, SQLiteStore)
+
+
+class HybridRetriever:
+    """Dense + lexical retrieval over one session's tool calls (see the module docstring).
+
+    ``embedder``: an :class:`~ctxmem.retrieval.base.Embedder`, a registered name
+    (``"minilm"``, ``"hashing"``), ``"auto"`` (MiniLM when installed, else hashing) or
+    ``None`` for lexical only. Unless it already is one, it is wrapped in a
+    :class:`~ctxmem.retrieval.cache.CachedEmbedder` over ``cache`` — by default the
+    store's SQLite file when the store is a :class:`~ctxmem.store.SQLiteStore`, else memory.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder | str | None = "auto",
+        *,
+        store: SessionStore | None = None,
+        session_id: str | None = None,
+        cache: EmbeddingCache | SQLiteStore | None = None,
+        index: IndexKind | VectorIndex = "auto",
+        lexical: LexicalKind = "auto",
+        rrf_k: int = 60,
+        candidates: int = 50,
+        max_chars: int = 1000,
+        overlap_chars: int = 150,
+        header_chars: int = 300,
+    ):
+        if rrf_k < 1:
+            raise ConfigError("must be at least 1", field="rrf_k")
+        if candidates < 1:
+            raise ConfigError("must be at least 1", field="candidates")
+        if lexical not in ("auto", "fts", "bm25", "none"):
+            raise ConfigError(f"unknown lexical retriever {lexical!r}; expected auto, fts, bm25 or none", field="lexical")
+        self.store = store
+        self.session_id = session_id
+        if lexical == "auto":
+            lexical = "fts" if _is_sqlite(store) and session_id is not None else "bm25"
+        if lexical == "fts" and not (_is_sqlite(store) and session_id is not None):
+            raise ConfigError("FTS5 search needs a SQLiteStore and a session id", field="lexical")
+        if embedder is None and lexical == "none":
+            raise ConfigError("a retriever needs a dense or a lexical part", field="lexical")
+        self.lexical: Literal["fts", "bm25", "none"] = lexical
+        self.embedder: CachedEmbedder | None = None
+        self.index: VectorIndex | None = None
+        if embedder is not None:
+            if isinstance(embedder, str):
+                from ctxmem.retrieval import get_embedder
+
+                embedder = get_embedder(embedder)
+            if cache is None and _is_sqlite(store):
+                cache = store  # type: ignore[assignment]
+            self.embedder = embedder if isinstance(embedder, CachedEmbedder) else CachedEmbedder(embedder, cache)
+            self.index = make_index(self.embedder.dim, index) if isinstance(index, str) else index
+            if self.index.dim != self.embedder.dim:
+                raise ConfigError(
+                    f"index dimension {self.index.dim} != embedder dimension {self.embedder.dim}", field="index"
+                )
+        self.rrf_k = rrf_k
+        self.candidates = candidates
+        self.chunking = {"max_chars": max_chars, "overlap_chars": overlap_chars, "header_chars": header_chars}
+        self._docs: list[ToolCallDocument] = []
+        self._by_event: dict[int, list[int]] = {}
+        self._bm25 = BM25Index() if self.lexical == "bm25" else None
+        self._active: set[int] | None = None  # result event ids of the current chain
+
+    @classmethod
+    def for_session(cls, session: Session, embedder: Embedder | str | None = "auto", **options: Any) -> HybridRetriever:
+        """A retriever bound to a session (FTS5 and the embedding cache of its store)."""
+        return cls(embedder, store=session.store, session_id=session.id, **options)
+
+    # ------------------------------------------------------------------ indexing
+
+    @property
+    def documents(self) -> list[ToolCallDocument]:
+        """Indexed documents in indexing order (their position is their index id)."""
+        return list(self._docs)
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def update(self, source: Session | ChainView | Iterable[StoredEvent] | None = None) -> int:
+        """Index the tool results of ``source`` not indexed yet; returns the new chunk count.
+
+        ``source`` defaults to the bound session's current chain. It also becomes the set
+        of results searches may return (what a rewind or fork left out is filtered).
+        """
+        if source is None:
+            if self.store is None or self.session_id is None:
+                raise InputError("update() needs events, or a retriever bound to a session", field="source")
+            source = self.store.chain(self.session_id)
+        events = list(_events_of(source))
+        self._active = {se.id for se in events if isinstance(se.event, ToolResultEvent)}
+        new = list(iter_tool_call_documents(events, skip_event_ids=self._by_event.keys(), **self.chunking))  # type: ignore[arg-type]
+        if not new:
+            return 0
+        if self.embedder is not None and self.index is not None:
+            vectors = self.embedder.embed([d.text for d in new])
+            self.index.add(list(range(len(self._docs), len(self._docs) + len(new))), vectors)
+        for d in new:
+            pos = len(self._docs)
+            self._docs.append(d)
+            self._by_event.setdefault(d.event_id, []).append(pos)
+            if self._bm25 is not None:
+                self._bm25.add(pos, d.text)
+        return len(new)
+
+    # ------------------------------------------------------------------ search
+
+    def _allowed(self, pos: int, exclude: Collection[int]) -> bool:
+        eid = self._docs[pos].event_id
+        return (self._active is None or eid in self._active) and eid not in exclude
+
+    def _hidden(self, exclude: Collection[int]) -> int:
+        """How many indexed chunks a search must skip (to over-fetch by that much)."""
+        if self._active is None and not exclude:
+            return 0
+        return sum(1 for p in range(len(self._docs)) if not self._allowed(p, exclude))
+
+    def dense_search(self, query: str, k: int, *, exclude: Collection[int] = ()) -> list[tuple[int, float]]:
+        """Top ``k`` ``(position, cosine)`` by embedding."""
+        if self.embedder is None or self.index is None or not self._docs:
+            return []
+        fetch = min(len(self._docs), k + self._hidden(exclude))
+        scores, ids = self.index.search(self.embedder.embed([query]), fetch)
+        out = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0 and self._allowed(int(i), exclude)]
+        return out[:k]
+
+    def lexical_search(self, query: str, k: int, *, exclude: Collection[int] = ()) -> list[tuple[int, float]]:
+        """Top ``k`` ``(position, score)`` by FTS5 (one chunk per tool output) or BM25."""
+        if not self._docs:
+            return []
+        if self._bm25 is not None:
+            hidden = {p for p in range(len(self._docs)) if not self._allowed(p, exclude)}
+            return self._bm25.search(query, k, exclude=hidden)
+        if self.lexical != "fts":
+            return []
+        assert self.store is not None
+        qterms = list(dict.fromkeys(terms(query)))
+        out: list[tuple[int, float]] = []
+        limit = k + len(exclude)
+        for hit in fts_event_hits(self.store, query, session_id=self.session_id, limit=limit):
+            positions = self._by_event.get(hit.event_id)
+            if not positions or not self._allowed(positions[0], exclude):
+                continue  # not indexed yet (call update()), or excluded
+            out.append((self._best_chunk(positions, qterms), hit.score))
+            if len(out) >= k:
+                break
+        return out
+
+    def _best_chunk(self, positions: list[int], qterms: list[str]) -> int:
+        if len(positions) == 1:
+            return positions[0]
+
+        def matched(pos: int) -> int:
+            words = set(terms(self._docs[pos].text))
+            return sum(1 for t in qterms if t in words)
+
+        return max(positions, key=lambda p: (matched(p), -p))
+
+    def search(self, query: str, k: int = 10, *, exclude: Collection[int] = ()) -> list[RetrievalHit]:
+        """The ``k`` best chunks for ``query``, fused; ``exclude`` lists result event ids
+        to leave out (for instance those already visible in the context)."""
+        if k < 1:
+            raise InputError("k must be at least 1", field="k")
+        n = max(k, self.candidates)
+        dense = self.dense_search(query, n, exclude=exclude)
+        lexical = self.lexical_search(query, n, exclude=exclude)
+        rankings = {"dense": [p for p, _ in dense], "lexical": [p for p, _ in lexical]}
+        d_info = {p: (r, s) for r, (p, s) in enumerate(dense, start=1)}
+        l_info = {p: (r, s) for r, (p, s) in enumerate(lexical, start=1)}
+        hits: list[RetrievalHit] = []
+        for pos, score in rrf_fuse(rankings, self.rrf_k)[:k]:
+            dr, ds = d_info.get(pos, (None, None))
+            lr, ls = l_info.get(pos, (None, None))
+            sources = tuple(name for name, info in (("dense", dr), ("lexical", lr)) if info is not None)
+            hits.append(RetrievalHit(self._docs[pos], score, sources, dr, ds, lr, ls))
+        return hits
+
+    def describe(self) -> dict[str, Any]:
+        """What this retriever is made of and has done (for strategy reports)."""
+        kind = getattr(self.index, "kind", type(self.index).__name__ if self.index is not None else None)
+        return {
+            "embedder": self.embedder.id if self.embedder is not None else None,
+            "index": kind,
+            "lexical": self.lexical,
+            "documents": len(self._docs),
+            "tool_results": len(self._by_event),
+            "embedded": self.embedder.computed if self.embedder is not None else 0,
+            "embedding_cache_hits": self.embedder.hits if self.embedder is not None else 0,
+        }
