@@ -111,3 +111,13 @@ def test_results_are_cached_by_source_config_and_seed(
     assert checker.check(config=SMALL_TILES, seed=1).cached_from is None
     assert checker.check(config=SMALL_TILES | {"num_warps": 8}).cached_from is None
     assert checker.check(source=kernel_source + "\n# tweak\n", config=SMALL_TILES).cached_from is None
+
+
+def test_the_workspace_reference_copy_cannot_move_the_goalposts(
+    checker: CorrectnessChecker, workspace: Workspace, kernel_source: str
+) -> None:
+    # An agent that "fixes" the reference to match a buggy kernel gains nothing.
+    (workspace.root / "reference.py").write_text("raise SystemExit('tampered')\n")
+    assert checker.check().passed
+    broken = CATALOG[1].apply(kernel_source)
+    assert not checker.check(source=broken).passed

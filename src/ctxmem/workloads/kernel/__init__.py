@@ -6,6 +6,7 @@ the case generator, the sandboxed correctness checker and the file tools. Nothin
 imports torch or triton at module level: they are loaded only inside the sandbox child.
 """
 
+from ctxmem.workloads.kernel.bugs import BUGS, CATALOG, Bug
 from ctxmem.workloads.kernel.cases import CaseSpec, dev_cases, heldout_cases, suite
 from ctxmem.workloads.kernel.correctness import (
     DEFAULT_CONFIG,
@@ -15,22 +16,30 @@ from ctxmem.workloads.kernel.correctness import (
     CorrectnessChecker,
 )
 from ctxmem.workloads.kernel.sandbox import SandboxLimits, SandboxOutcome, run_job
+from ctxmem.workloads.kernel.tools import FILE_TOOL_SCHEMAS, FileTools, ToolOutput, tool_specs
 from ctxmem.workloads.kernel.workspace import PathEscapeError, Workspace, WorkspaceError
 
 __all__ = [
+    "BUGS",
+    "CATALOG",
     "DEFAULT_CONFIG",
+    "FILE_TOOL_SCHEMAS",
     "TOLERANCES",
+    "Bug",
     "CaseResult",
     "CaseSpec",
     "CheckResult",
     "CorrectnessChecker",
+    "FileTools",
     "PathEscapeError",
     "SandboxLimits",
     "SandboxOutcome",
+    "ToolOutput",
     "Workspace",
     "WorkspaceError",
     "dev_cases",
     "heldout_cases",
     "run_job",
     "suite",
+    "tool_specs",
 ]
