@@ -21,7 +21,16 @@ from pathlib import Path
 
 from benchmarks._harness import Row, fmt
 
-SUITES = ["benchmarks.bench_store"]
+SUITES = ["benchmarks.bench_store", "benchmarks.bench_context"]
+
+
+def fmt_ratio(ratio: float) -> str:
+    """ctxmem ÷ peer; below 0.1 also say how many times faster ctxmem is."""
+    if ratio != ratio:  # NaN
+        return "n/a"
+    if ratio < 0.1:
+        return f"{ratio:.2g}× ({1 / ratio:,.0f}× faster)"
+    return f"{ratio:.2f}×"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.extend(mod.run(quick=args.quick))
     header = ["suite", "metric", "ctxmem", "peer", "peer time", "ratio", "target", "note"]
     body = [
-        [r.suite, r.metric, fmt(r.ctxmem, r.unit), r.peer_name, fmt(r.peer, r.unit), f"{r.ratio:.2f}×", r.target, r.note]
+        [r.suite, r.metric, fmt(r.ctxmem, r.unit), r.peer_name, fmt(r.peer, r.unit), fmt_ratio(r.ratio), r.target, r.note]
         for r in rows
     ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]

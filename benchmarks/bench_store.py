@@ -97,7 +97,7 @@ def run(quick: bool = False) -> list[Row]:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, session TEXT, body TEXT)")
         nlat = []
-        for i, out in enumerate(outputs):
+        for out in outputs:
             body = json.dumps({"role": "user", "content": [{"type": "text", "text": out}]})
             t0 = time.perf_counter()
             conn.execute("BEGIN IMMEDIATE")
