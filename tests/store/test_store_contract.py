@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import tokenizer_doubles
-from generators import conversations, log_text, message_lists
 from hypothesis import given, settings
 
+import tokenizer_doubles
 from ctxmem.errors import EventNotFoundError, InputError, SessionNotFoundError
 from ctxmem.events import CompactionEvent, ModelCallEvent, NoteEvent, ToolCallEvent
 from ctxmem.messages import Message, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
@@ -20,6 +19,7 @@ from ctxmem.samples import synthetic_session
 from ctxmem.session import Session
 from ctxmem.store import SessionStore
 from ctxmem.tokens import count_messages, get_tokenizer
+from generators import conversations, log_text, message_lists
 
 
 def _expected_totals(messages: list[Message], tokenizer: Any) -> tuple[int, int]:
@@ -336,3 +336,26 @@ def test_tool_call_events_keep_their_input(store: Any) -> None:
     s.record(Message.assistant(use))
     ev = s.events()[0].event
     assert isinstance(ev, ToolCallEvent) and ev.tool_use == use
+
+
+def test_contents_with_equal_blob_text_but_different_meaning_are_counted_apart(store: Any) -> None:
+    # A string output that equals the stored form of other content (a list of text parts,
+    # a message's blocks, a tool call) must not share that content's memoized count.
+    msg = Message.user("alpha beta gamma delta")
+    msg_blob = '[{"text":"alpha beta gamma delta","type":"text"}]'
+    call = ToolUseBlock("c1", "grep", {"pattern": "x"})
+    call_blob = '["grep",{"pattern":"x"}]'
+    s = Session.create(store, tokenizers=["heuristic"])
+    s.record(msg)
+    s.record(Message.assistant(call))
+    s.record(Message.user(ToolResultBlock("c1", (TextBlock("one two"), TextBlock("three")))))
+    s.record(Message.assistant(ToolUseBlock("c2", "echo", {}), ToolUseBlock("c3", "echo", {}),
+                               ToolUseBlock("c4", "echo", {})))
+    s.record_tool_result("c2", '["one two","three"]')
+    s.record_tool_result("c3", msg_blob)
+    s.record_tool_result("c4", call_blob)
+    t = s.totals("heuristic")
+    assert (t.content, t.overhead) == _expected_totals(s.messages(), get_tokenizer("heuristic"))
+    # every tool output is searchable, even one whose text equals a message's stored form
+    assert [h.tool_use_id for h in store.search('"alpha beta"', session_id=s.id)] == ["c3"]
+    assert [h.tool_use_id for h in store.search("pattern", session_id=s.id)] == ["c4"]

@@ -8,6 +8,11 @@ Shared by every backend so that they store, hash and count identically.
   its text parts (``fmt="blocks"``); the raw text is what FTS indexes and what identical
   outputs share.
 * other kinds → no blob; their fields go to the ``meta`` JSON column.
+
+The blob hash (which also keys memoized token counts) is the SHA-256 of the text for a
+plain tool output, and of the text prefixed with its kind for every other blob: the same
+characters can mean different content (a tool output that happens to equal a message's
+stored JSON counts and indexes as that output, not as the message's texts).
 """
 
 from __future__ import annotations
@@ -53,18 +58,23 @@ class Encoded:
     is_tool_output: bool
 
 
+def _kind_hash(kind: str, blob: str) -> str:
+    return content_hash(f"{kind}\x00{blob}")
+
+
 def encode_event(event: Event) -> Encoded:
     if isinstance(event, MessageEvent):
         blob = canonical_json([block_to_anthropic(b) for b in event.blocks])
         texts = tuple(t for b in event.blocks for t in block_texts(b))
-        return Encoded("message", event.role, None, None, False, None, blob, content_hash(blob), None, texts, False)
+        return Encoded("message", event.role, None, None, False, None, blob, _kind_hash("message", blob), None, texts, False)
     if isinstance(event, ToolCallEvent):
         u = event.tool_use
         # The name is part of the blob so the memoized count (name + input) is keyed by both.
         input_json = canonical_json(u.input)
         blob = canonical_json([u.name, u.input])
         return Encoded(
-            "tool_call", "assistant", u.id, u.name, False, None, blob, content_hash(blob), None, (u.name, input_json), False
+            "tool_call", "assistant", u.id, u.name, False, None, blob, _kind_hash("tool_call", blob), None, (u.name, input_json),
+            False,
         )
     if isinstance(event, ToolResultEvent):
         r = event.result
@@ -81,7 +91,7 @@ def encode_event(event: Event) -> Encoded:
             r.is_error,
             fmt,
             blob,
-            content_hash(blob),
+            content_hash(blob) if fmt == "text" else _kind_hash("tool_result:blocks", blob),
             meta,
             (r.text,),
             True,
