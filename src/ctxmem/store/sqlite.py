@@ -57,7 +57,7 @@ from ctxmem.store.base import (
 )
 from ctxmem.store.codec import Encoded, decode_event, encode_event
 from ctxmem.store.counting import event_overhead
-from ctxmem.store.migrations import migrate
+from ctxmem.store.migrations import MIGRATIONS, migrate
 from ctxmem.tokens import Tokenizer, get_tokenizer, tokenizer_id
 
 T = TypeVar("T")
@@ -110,10 +110,21 @@ class SQLiteStore:
         import sqlite_utils
 
         self.db = sqlite_utils.Database(self.conn)
-        self._write(migrate)
+        if self._retry(self._needs_migration):
+            self._write(migrate)
         self._tokenizers: dict[str, Tokenizer] = {}
 
     # ------------------------------------------------------------------ plumbing
+
+    def _needs_migration(self) -> bool:
+        # A read: opening an up-to-date store must not wait for another process's write lock.
+        with self._lock:
+            if not self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_ctxmem_migrations'"
+            ).fetchone():
+                return True
+            done = {r[0] for r in self.conn.execute("SELECT name FROM _ctxmem_migrations")}
+        return any(name not in done for name, _ in MIGRATIONS)
 
     def _pragma_wal(self) -> None:
         if self.path != ":memory:":
@@ -133,6 +144,8 @@ class SQLiteStore:
                     raise StoreError(f"{self.path}: {exc}") from exc
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.25)
+            except sqlite3.Error as exc:  # constraint failures, corruption: still one error tree
+                raise StoreError(f"{self.path}: {type(exc).__name__}: {exc}") from exc
         raise StoreBusyError(self.path, self.max_attempts)  # pragma: no cover
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:

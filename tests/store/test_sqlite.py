@@ -1,0 +1,152 @@
+"""SQLite-specific behaviour: WAL, migrations, atomic writes, durability, large payloads."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctxmem.errors import StoreError
+from ctxmem.events import NoteEvent, ToolCallEvent, ToolResultEvent
+from ctxmem.messages import Message, ToolResultBlock, ToolUseBlock
+from ctxmem.samples import synthetic_session
+from ctxmem.session import Session
+from ctxmem.store import SQLiteStore
+from ctxmem.store.migrations import MIGRATIONS
+from ctxmem.tokens import count_messages, get_tokenizer
+from generators import log_text
+
+
+def test_wal_and_synchronous_normal(sqlite_store: SQLiteStore) -> None:
+    assert sqlite_store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert sqlite_store.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert sqlite_store.conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+
+
+def test_migrations_are_named_recorded_and_applied_once(db_path: Path) -> None:
+    names = [n for n, _ in MIGRATIONS]
+    assert len(names) == len(set(names))
+    assert names == sorted(names)  # numbered, applied in order
+    with SQLiteStore(db_path) as s:
+        recorded = [r[0] for r in s.conn.execute("SELECT name FROM _ctxmem_migrations ORDER BY rowid")]
+        assert recorded == names
+        Session.create(s, session_id="keep").record(Message.user("kept"))
+    with SQLiteStore(db_path) as s:  # reopening applies nothing twice and loses nothing
+        assert s.conn.execute("SELECT count(*) FROM _ctxmem_migrations").fetchone()[0] == len(names)
+        assert Session.open(s, "keep").messages() == [Message.user("kept")]
+        assert {"sessions", "events", "blobs", "token_counts", "event_tokens", "calibration"} <= set(
+            s.db.table_names()
+        )
+
+
+def test_reopen_gives_back_everything(db_path: Path, o200k: Any) -> None:
+    conv = synthetic_session(30, seed=11)
+    with SQLiteStore(db_path) as s:
+        sess = Session.create(s, title="run", metadata={"model": "x"}, tokenizers=["o200k_base"])
+        sess.record_many(conv[:-1])
+        sess.record(conv[-1])
+        before = sess.totals("o200k_base")
+        s.record_calibration("claude", "o200k_base", 1000, 1040)
+        fork = sess.fork(sess.events()[5].id)
+    with SQLiteStore(db_path) as s:
+        again = Session.open(s, sess.id)
+        assert again.messages() == conv
+        assert again.totals("o200k_base") == before
+        counts = count_messages(conv, o200k)
+        assert before.content == sum(c.content for c in counts)
+        assert again.info.title == "run" and again.info.metadata == {"model": "x"}
+        assert again.info.tokenizers == ("o200k_base",)
+        assert Session.open(s, fork.id).messages() == Session.open(s, fork.id).messages()
+        assert s.calibration_observations("claude", "o200k_base") == [(1000, 1040)]
+        assert s.integrity_check() == "ok"
+
+
+def test_append_is_atomic(sqlite_store: SQLiteStore) -> None:
+    s = Session.create(sqlite_store, tokenizers=["heuristic"])
+    s.record(Message.user("before"))
+    snapshot = {t: sqlite_store.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in ("events", "blobs", "token_counts", "event_tokens")}
+    # Fault injection inside the transaction: the third row of the batch fails to insert.
+    sqlite_store.conn.execute(
+        "CREATE TEMP TRIGGER fail_note BEFORE INSERT ON events WHEN NEW.kind = 'note' "
+        "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+    )
+    batch = [
+        ToolCallEvent(ToolUseBlock("t1", "compile", {"x": 1})),
+        ToolResultEvent(ToolResultBlock("t1", "a brand new output")),
+        NoteEvent("boom"),
+    ]
+    with pytest.raises(StoreError, match="injected failure"):  # in the error tree, not sqlite3's
+        sqlite_store.append(s.id, batch)
+    after = {t: sqlite_store.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in snapshot}
+    assert after == snapshot
+    assert s.messages() == [Message.user("before")]
+    assert sqlite_store.search("brand") == []
+    sqlite_store.conn.execute("DROP TRIGGER fail_note")
+    s.record_events(batch)  # the store is usable afterwards
+    assert [e.kind for e in s.events()] == ["message", "tool_call", "tool_result", "note"]
+
+
+def test_session_creation_with_a_bad_tokenizer_writes_nothing(sqlite_store: SQLiteStore) -> None:
+    from ctxmem.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError):
+        Session.create(sqlite_store, tokenizers=["o200k_bas"])
+    assert sqlite_store.list_sessions() == []
+
+
+@pytest.mark.slow
+def test_a_50mb_tool_output_is_stored_and_read_back(db_path: Path) -> None:
+    chunk = log_text(5, 20_000)
+    big = (chunk + "\n") * (50_000_000 // (len(chunk) + 1) + 1)
+    big = big[:50_000_000] + "\nFINAL_MARKER_zq9 done"
+    with SQLiteStore(db_path) as s:
+        sess = Session.create(s, tokenizers=["heuristic"])
+        sess.record(Message.assistant(ToolUseBlock("big", "dump_logs", {})))
+        eid = sess.record_tool_result("big", big, tool_name="dump_logs")
+        expected = get_tokenizer("heuristic").count(big)
+    with SQLiteStore(db_path) as s:
+        assert s.tool_output(eid) == big
+        msgs = Session.open(s, sess.id).messages()
+        assert msgs[-1].tool_results[0].text == big
+        assert [h.event_id for h in s.search("FINAL_MARKER_zq9")] == [eid]
+        t = Session.open(s, sess.id).totals("heuristic")
+        assert t.content == expected + sum(get_tokenizer("heuristic").count_many(["dump_logs", "{}"]))
+        assert s.integrity_check() == "ok"
+
+
+def test_busy_database_is_waited_on_not_raised(db_path: Path) -> None:
+    with SQLiteStore(db_path) as s:
+        sess = Session.create(s)
+    blocker = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")  # another connection holds the write lock briefly
+    import threading
+
+    timer = threading.Timer(0.3, lambda: blocker.execute("COMMIT"))
+    timer.start()
+    try:
+        with SQLiteStore(db_path, busy_timeout_ms=50, max_attempts=200) as s:
+            Session.open(s, sess.id).record(Message.user("waited"))
+            assert Session.open(s, sess.id).messages() == [Message.user("waited")]
+    finally:
+        timer.join()
+        blocker.close()
+
+
+def test_store_busy_error_after_every_retry(db_path: Path) -> None:
+    from ctxmem.errors import StoreBusyError
+
+    with SQLiteStore(db_path) as s:
+        sess = Session.create(s)
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with SQLiteStore(db_path, busy_timeout_ms=1, max_attempts=3) as s:
+            with pytest.raises(StoreBusyError) as exc:
+                Session.open(s, sess.id).record(Message.user("never"))
+            assert exc.value.attempts == 3 and "retry" in str(exc.value)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
