@@ -1,0 +1,240 @@
+"""JSONL import/export: lossless round trips, exact token totals, and bad input that changes nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+
+from conftest import tiktoken_encoding_or_skip
+from ctxmem.errors import InputError, InvalidConversationError, UnknownNameError
+from ctxmem.jsonl import export_lines, import_file, import_jsonl, parse_jsonl
+from ctxmem.messages import Message, ToolUseBlock, to_anthropic
+from ctxmem.samples import synthetic_session
+from ctxmem.session import Session
+from ctxmem.store import SQLiteStore
+from generators import conversations
+
+
+def _jsonl(objs: list[Any]) -> bytes:
+    return "\n".join(json.dumps(o, ensure_ascii=False) for o in objs).encode("utf-8") + b"\n"
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@settings(max_examples=20)
+@given(conv=conversations(max_turns=4, allow_pending=True))
+def test_anthropic_export_import_round_trip(store: Any, conv: list[Message]) -> None:
+    s = Session.create(store, metadata={"system": "You are terse."})
+    s.record_many(conv)
+    data = "\n".join(export_lines(s)).encode()
+    again = import_jsonl(store, data, source="x.jsonl")
+    assert again.messages() == conv
+    assert again.info.metadata["system"] == "You are terse."
+    assert again.info.metadata["source"] == "x.jsonl"
+
+
+@settings(max_examples=20)
+@given(conv=conversations(max_turns=4, openai_compatible=True, allow_pending=True))
+def test_openai_export_import_round_trip(store: Any, conv: list[Message]) -> None:
+    s = Session.create(store, metadata={"system": "sys"})
+    s.record_many(conv)
+    data = "\n".join(export_lines(s, fmt="openai")).encode()
+    again = import_jsonl(store, data, fmt="openai")
+    assert again.messages() == conv
+    assert again.info.metadata["system"] == "sys"
+
+
+def test_blank_lines_and_string_content_are_accepted() -> None:
+    data = b'\n{"system": "be kind"}\n\n{"role": "user", "content": "hi"}\n   \n'
+    assert parse_jsonl(data) == ("be kind", [Message.user("hi")])
+
+
+def test_a_final_unanswered_tool_use_imports_as_pending(sqlite_store: SQLiteStore) -> None:
+    data = _jsonl([
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t9", "name": "compile", "input": {}}]},
+    ])
+    s = import_jsonl(sqlite_store, data)
+    assert s.pending_tool_uses() == [ToolUseBlock("t9", "compile", {})]
+
+
+# --------------------------------------------------------------------------- bad input
+
+_GOOD = [
+    {"role": "user", "content": "task"},
+    {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "ls", "input": {}}]},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "a b"}]},
+]
+
+
+def _bad_cases() -> list[Any]:
+    good = _jsonl(_GOOD)
+    lines = good.split(b"\n")
+    return [
+        pytest.param(good + b'{"role": "user", "content": "unterminated\n', "anthropic", InputError, 4, None,
+                     "malformed JSON", id="malformed-json"),
+        pytest.param(_jsonl([*_GOOD, {"role": "robot", "content": "beep"}]), "anthropic", InputError, 4, "role",
+                     "robot", id="unknown-role"),
+        pytest.param(_jsonl([*_GOOD, {"role": "assistant", "content": "ok"},
+                             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "nope", "content": "x"}]}]),
+                     "anthropic", InvalidConversationError, 5, "tool_use_id", "nope", id="orphan-tool-result"),
+        pytest.param(lines[0] + b"\n" + lines[1][:-2] + b' "\xff\xfe"}]}\n' + lines[2] + b"\n", "anthropic",
+                     InputError, 2, None, "UTF-8", id="invalid-utf8"),
+        pytest.param(_jsonl([*_GOOD, {"role": "user", "content": [{"type": "image", "source": {}}]}]), "anthropic",
+                     InputError, 4, "type", "image", id="unknown-block"),
+        pytest.param(_jsonl([*_GOOD, {"role": "user", "content": [{"type": "tool_use", "id": "u", "name": "x",
+                                                                     "input": {}}]}]),
+                     "anthropic", InvalidConversationError, 4, "content", "tool_use", id="tool-use-in-user-message"),
+        pytest.param(_jsonl([{"role": "user", "content": "q"}, {"role": "wizard", "content": "x"}]), "openai",
+                     InputError, 2, "role", "wizard", id="openai-unknown-role"),
+        pytest.param(_jsonl([{"role": "user", "content": "q"}, {"role": "tool", "tool_call_id": "zz", "content": "r"}]),
+                     "openai", InvalidConversationError, 2, "tool_use_id", "zz", id="openai-orphan-tool-result"),
+        pytest.param(_jsonl([{"role": "user", "content": "q"},
+                             {"role": "assistant", "tool_calls": [{"id": "a", "type": "function",
+                                                                   "function": {"name": "f", "arguments": "{bad"}}]}]),
+                     "openai", InputError, 2, "tool_calls.function.arguments", "not valid JSON", id="openai-bad-arguments"),
+        pytest.param(b'{"role": "user", "content": "q"}\n[1, 2]\n', "openai", InputError, 2, None, "object",
+                     id="openai-not-an-object"),
+    ]
+
+
+def _snapshot(store: SQLiteStore) -> tuple[Any, ...]:
+    tables = ("sessions", "events", "blobs", "token_counts", "event_tokens")
+    counts = tuple(store.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables)
+    sessions = [(i.id, i.head_event_id, Session(store, i.id).messages()) for i in store.list_sessions()]
+    return counts, sessions
+
+
+@pytest.mark.parametrize(("data", "fmt", "exc_type", "line", "field", "needle"), _bad_cases())
+def test_bad_input_names_line_and_field_and_changes_nothing(
+    tmp_path: Path, db_path: Path, data: bytes, fmt: str, exc_type: type, line: int, field: str | None, needle: str
+) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(data)
+    with SQLiteStore(db_path) as store:
+        existing = Session.create(store, title="existing", tokenizers=["heuristic"])
+        existing.record_many(synthetic_session(3, seed=2))
+        before = _snapshot(store)
+        with pytest.raises(exc_type) as exc:
+            import_file(store, path, fmt=fmt, tokenizers=["heuristic"])  # type: ignore[arg-type]
+        err = exc.value
+        assert err.line == line and err.field == field
+        assert str(path) in str(err) and f"line {line}" in str(err) and needle in str(err)
+        assert _snapshot(store) == before  # no partial session, nothing lost
+        assert store.integrity_check() == "ok"
+
+
+def test_unknown_tokenizer_says_did_you_mean_and_changes_nothing(sqlite_store: SQLiteStore) -> None:
+    Session.create(sqlite_store, session_id="keep").record(Message.user("kept"))
+    before = _snapshot(sqlite_store)
+    with pytest.raises(UnknownNameError) as exc:
+        import_jsonl(sqlite_store, _jsonl(_GOOD), tokenizers=["o200k_bse"])
+    assert exc.value.name == "o200k_bse"
+    assert "Did you mean 'o200k_base'" in str(exc.value)
+    assert _snapshot(sqlite_store) == before
+
+
+def test_unknown_format_is_an_input_error() -> None:
+    with pytest.raises(InputError) as exc:
+        parse_jsonl(b"", fmt="xml")  # type: ignore[arg-type]
+    assert exc.value.field == "format"
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from ctxmem.cli import main; sys.exit(main())", *args],
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_cli_bad_input_is_one_clear_line(tmp_path: Path, db_path: Path) -> None:
+    pytest.importorskip("ctxmem.cli", reason="the CLI is not written yet")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(_jsonl([*_GOOD, {"role": "robot", "content": "x"}]))
+    r = _cli("sessions", "import", str(bad), "--db", str(db_path), "--tokenizer", "heuristic")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "line 4" in r.stderr and "role" in r.stderr
+    r = _cli("sessions", "show", "nosuch", "--db", str(db_path), "--json")
+    assert r.returncode == 1 and "nosuch" in r.stderr and "Traceback" not in r.stderr
+
+
+# --------------------------------------------------------------------------- exact count
+
+
+def _independent_content_tokens(jsonl: bytes, enc: Any) -> tuple[int, int]:
+    """Content tokens straight from the JSON lines with tiktoken (see messages.block_texts)."""
+    texts: list[str] = []
+    n_messages = 0
+    for raw in jsonl.decode("utf-8").splitlines():
+        obj = json.loads(raw)
+        if "role" not in obj:
+            continue
+        n_messages += 1
+        for b in obj["content"]:
+            if b["type"] == "text":
+                texts.append(b["text"])
+            elif b["type"] == "thinking":
+                texts.append(b["thinking"])
+            elif b["type"] == "tool_use":
+                texts.append(b["name"])
+                texts.append(json.dumps(b["input"], sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+            elif b["type"] == "tool_result":
+                c = b["content"]
+                texts.append(c if isinstance(c, str) else "\n".join(p["text"] for p in c))
+            else:
+                raise AssertionError(b["type"])
+    return sum(len(enc.encode(t)) for t in texts), n_messages
+
+
+@pytest.fixture(scope="module")
+def million_token_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("session") / "session.jsonl"
+    path.write_bytes(_jsonl(to_anthropic(synthetic_session(1200, seed=42))))
+    return path
+
+
+@pytest.mark.slow
+def test_million_token_session_totals_are_exact(million_token_jsonl: Path, db_path: Path) -> None:
+    enc = tiktoken_encoding_or_skip("o200k_base")
+    expected, n_messages = _independent_content_tokens(million_token_jsonl.read_bytes(), enc)
+    assert n_messages == 2401 and expected > 800_000
+    with SQLiteStore(db_path) as store:
+        s = import_file(store, million_token_jsonl, tokenizers=["o200k_base"])
+        assert s.totals("o200k_base").content == expected
+        assert s.totals("cl100k_base").content > 0  # an untracked tokenizer is backfilled
+    with SQLiteStore(db_path) as store:  # and the totals persist
+        assert Session.open(store, s.id).totals("o200k_base").content == expected
+
+
+@pytest.mark.slow
+def test_cli_show_reports_the_exact_content_total(million_token_jsonl: Path, db_path: Path) -> None:
+    pytest.importorskip("ctxmem.cli", reason="the CLI is not written yet")
+    enc = tiktoken_encoding_or_skip("o200k_base")
+    expected, n_messages = _independent_content_tokens(million_token_jsonl.read_bytes(), enc)
+    r = _cli("sessions", "import", str(million_token_jsonl), "--db", str(db_path), "--json")
+    assert r.returncode == 0, r.stderr
+    sid = json.loads(r.stdout)["id"]
+    r = _cli("sessions", "show", sid, "--json", "--tokenizer", "o200k_base", "--db", str(db_path))
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["tokens"]["tokenizer"] == "o200k_base"
+    assert shown["tokens"]["content"] == expected
+    assert shown["tokens"]["overhead"] > 0
+    assert shown["tokens"]["total"] == expected + shown["tokens"]["overhead"]
+    assert shown["messages"] == n_messages
+    r = _cli("sessions", "export", sid, "--db", str(db_path))
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(x) for x in r.stdout.splitlines()] == [
+        json.loads(x) for x in million_token_jsonl.read_text().splitlines()
+    ]
