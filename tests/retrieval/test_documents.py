@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
-from conftest import PLANTED_OUTPUT, planted_session
+from retrieval_helpers import PLANTED_OUTPUT, planted_session
 
 from ctxmem.errors import ConfigError
 from ctxmem.events import ToolCallEvent, ToolResultEvent
@@ -15,7 +17,7 @@ from ctxmem.store import MemoryStore, SQLiteStore
 def test_chunks_cover_the_text_within_bounds_with_overlap(text: str) -> None:
     spans = chunk_spans(text, max_chars=1000, overlap_chars=150)
     assert spans[0][0] == 0 and spans[-1][1] == len(text)
-    for (a, b), (c, d) in zip(spans, spans[1:], strict=False):
+    for (a, b), (c, d) in itertools.pairwise(spans):
         assert c < b, "consecutive chunks overlap"
         assert c > a, "chunking makes progress"
         assert d > b

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from conftest import CountingEmbedder
+from retrieval_helpers import CountingEmbedder
 
 from ctxmem.retrieval import CachedEmbedder, MemoryEmbeddingCache, SQLiteEmbeddingCache
 from ctxmem.store import SQLiteStore

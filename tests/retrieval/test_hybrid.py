@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import PLANTED_QUESTION, CountingEmbedder, planted_session
+from retrieval_helpers import PLANTED_QUESTION, CountingEmbedder, planted_session
 
 from ctxmem.errors import ConfigError
 from ctxmem.messages import Message, ToolResultBlock, ToolUseBlock
