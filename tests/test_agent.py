@@ -11,16 +11,18 @@ from typing import Any
 
 import pytest
 
-from ctxmem.agent import Agent, Tool, TruncateOldest
+from ctxmem.agent import Agent, Tool
 from ctxmem.clients import ModelRequest, ScriptedClient, Usage
 from ctxmem.clients.anthropic import AnthropicClient
 from ctxmem.clients.base import MalformedResponseError, ProviderTimeoutError, RetryPolicy
 from ctxmem.clients.loopback import Fault, LoopbackServer
 from ctxmem.clients.openai_compat import OpenAICompatClient
 from ctxmem.clients.testing import override_allow_model_requests
+from ctxmem.context import BuildRequest, History
+from ctxmem.context.builtins import Window
 from ctxmem.errors import ConfigError, ContextLengthExceeded
 from ctxmem.events import CompactionEvent, ModelCallEvent, NoteEvent, ToolResultEvent
-from ctxmem.messages import Message, TextBlock, ToolUseBlock, validate_conversation
+from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock, validate_conversation
 from ctxmem.session import Session
 from ctxmem.store import MemoryStore, SQLiteStore
 from ctxmem.tokens import Budget
@@ -132,7 +134,7 @@ def test_context_too_long_compacts_once_and_retries() -> None:
     result = agent.run_sync("now summarize")
     assert result.stop_reason == "end_turn" and result.compactions == 1 and result.text == "summary ok"
     [compaction] = [e.event for e in session.events() if isinstance(e.event, CompactionEvent)]
-    assert compaction.strategy == "truncate_oldest"
+    assert compaction.strategy == "window"
     assert compaction.tokens_after < compaction.tokens_before and compaction.source_event_ids
     assert "context too long" in (compaction.reason or "")
     failed, retried = client.requests[turns_before:]
@@ -157,17 +159,18 @@ def test_second_refusal_is_raised_and_the_session_is_intact() -> None:
     assert sum(isinstance(e.event, CompactionEvent) for e in session.events()) == 1
 
 
-def test_truncate_oldest_cuts_only_at_safe_points() -> None:
+def test_default_fallback_cuts_only_at_safe_points() -> None:
     msgs = [
         Message.user("task"),
         Message.assistant(ToolUseBlock("t1", "read_file", {})),
-        Message("user", (*Message.user("x" * 4000).content,)),
+        Message("user", (ToolResultBlock("t1", "x " * 4000),)),
         Message.assistant("short"),
         Message.user("last"),
     ]
-    out = TruncateOldest().build(msgs, Budget(200, reserve_output=10))
-    assert out == [msgs[0], msgs[3], msgs[4]]
-    assert TruncateOldest().build(msgs, Budget(100_000)) == msgs
+    history = History.from_messages(msgs, "heuristic")
+    out = Window().build(BuildRequest(history, Budget(200, reserve_output=10))).messages
+    assert list(out) == [msgs[0], msgs[3], msgs[4]]
+    assert list(Window().build(BuildRequest(history, Budget(100_000))).messages) == msgs
 
 
 CRASH_SCRIPT = """

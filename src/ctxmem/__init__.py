@@ -5,6 +5,17 @@ everything else is internal. Importing ctxmem is cheap: heavy dependencies (tikt
 torch, triton, faiss, transformers, provider SDKs) load only where they are used.
 """
 
+from ctxmem.agent import Agent, AgentResult, Tool
+from ctxmem.clients import ModelClient, Response, Usage, get_client
+from ctxmem.config import Preset, load_preset
+from ctxmem.context import (
+    BuildRequest,
+    BuiltContext,
+    ContextStrategy,
+    History,
+    Report,
+    make_strategy,
+)
 from ctxmem.errors import (
     ConfigError,
     ContextLengthExceeded,
@@ -35,6 +46,7 @@ from ctxmem.messages import (
     TextBlock,
     ThinkingBlock,
     ToolResultBlock,
+    ToolSpec,
     ToolUseBlock,
     from_anthropic,
     from_openai,
@@ -44,20 +56,34 @@ from ctxmem.messages import (
 )
 from ctxmem.session import Session
 from ctxmem.store import MemoryStore, SessionStore, SQLiteStore, TokenTotals
-from ctxmem.tokens import Budget, Calibration, Count, Tokenizer, count_messages, count_request, get_tokenizer
+from ctxmem.tokens import (
+    Budget,
+    Calibration,
+    Count,
+    Tokenizer,
+    count_messages,
+    count_request,
+    get_tokenizer,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agent",
+    "AgentResult",
     "Budget",
+    "BuildRequest",
+    "BuiltContext",
     "Calibration",
     "CompactionEvent",
     "ConfigError",
     "ContentBlock",
     "ContextLengthExceeded",
     "ContextOverflowError",
+    "ContextStrategy",
     "Count",
     "CtxmemError",
+    "History",
     "InputError",
     "InvalidConversationError",
     "MemoryStore",
@@ -65,9 +91,13 @@ __all__ = [
     "MessageEvent",
     "MissingDependencyError",
     "ModelCallEvent",
+    "ModelClient",
     "NoteEvent",
+    "Preset",
     "ProviderError",
     "RedactedThinkingBlock",
+    "Report",
+    "Response",
     "SQLiteStore",
     "Session",
     "SessionNotFoundError",
@@ -79,16 +109,22 @@ __all__ = [
     "TokenTotals",
     "Tokenizer",
     "TokenizerError",
+    "Tool",
     "ToolCallEvent",
     "ToolResultBlock",
     "ToolResultEvent",
+    "ToolSpec",
     "ToolUseBlock",
     "UnknownNameError",
+    "Usage",
     "count_messages",
     "count_request",
     "from_anthropic",
     "from_openai",
+    "get_client",
     "get_tokenizer",
+    "load_preset",
+    "make_strategy",
     "to_anthropic",
     "to_openai",
     "validate_conversation",

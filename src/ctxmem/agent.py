@@ -9,10 +9,14 @@
 
 Every step is recorded before the next begins, so the session is always a faithful log:
 
-1. **Build** the context from the session's messages with the *strategy* (anything with
-   ``build(messages, budget)`` returning messages, or an object with ``.messages``, such as
-   a ``BuiltContext``; default: the full history). The result is checked with
-   :func:`~ctxmem.messages.validate_conversation` before it is sent.
+1. **Build** the context with the session's *strategy* (any
+   :class:`~ctxmem.context.ContextStrategy`; default: the full history, truncated at a safe
+   cut point if it outgrows the window). The agent keeps a
+   :class:`~ctxmem.context.History` of the session and extends it with what it records, so
+   a turn counts only its new messages. The result is checked with
+   :func:`~ctxmem.messages.validate_conversation` before it is sent; the strategy's cache
+   breakpoints are passed to the client. A strategy that offers a ``recall`` tool
+   (reversible masking) gets it run by the agent against the session.
 2. **Request**; record the assistant message and a ``model_call`` event (usage, stop reason,
    latency, our estimate of the prompt) in one transaction.
 3. **Run** each requested tool and record its result as soon as it finishes. A tool that
@@ -27,9 +31,9 @@ Every step is recorded before the next begins, so the session is always a faithf
 *fallback* under a budget shrunk to ``shrink`` × the tokens it just sent, records a
 ``compaction`` event (tokens before/after, the event ids it left out, the reason) and
 retries once. A second refusal is raised. The fallback, under the shrunk budget, stays in
-use for the rest of the run (the provider has told us where its limit is). The default fallback, :class:`TruncateOldest`, keeps the first message (the task)
-and the longest recent suffix that starts at an assistant message (a safe cut: no tool
-result loses its call) and fits.
+use for the rest of the run (the provider has told us where its limit is). The default
+fallback is the recent :class:`~ctxmem.context.builtins.Window`: the pinned task plus the
+most recent messages that fit, cut only where every invariant allows.
 
 **Resume.** A new Agent on an existing session first accounts for tool calls that never
 got a result (a crash between the call and its result): with ``on_resume="rerun"`` known
@@ -38,11 +42,8 @@ was interrupted. A ``note`` event records what was done. Nothing is silently dro
 
 **Calibration.** Each reply's reported prompt size is paired with the agent's own estimate
 (``tokenizer``, default the over-counting heuristic) and stored with
-``store.record_calibration``; prompt estimates for the budget use the corrected count.
-
-Assumptions while ``ctxmem.context`` is being written: the strategy seam is the small
-:class:`ContextBuilder` protocol below; a strategy that records its own compaction events
-may do so through the session it is given at construction.
+``store.record_calibration``; when the provider counts more than we do, the window handed
+to the strategy shrinks by that factor, so the budget holds in the provider's tokens.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from ctxmem.clients.base import (
     CacheBreakpoints,
@@ -64,17 +65,21 @@ from ctxmem.clients.base import (
     Usage,
     run_sync,
 )
-from ctxmem.errors import ConfigError, ContextLengthExceeded
+from ctxmem.context import BuildRequest, BuiltContext, ContextStrategy, History
+from ctxmem.context.builtins import Dump, Window
+from ctxmem.context.masking import RECALL_TOOL, RecallTool
+from ctxmem.errors import ConfigError, ContextLengthExceeded, CtxmemError
 from ctxmem.events import CompactionEvent, ModelCallEvent, events_from_message
 from ctxmem.messages import (
     Message,
+    ToolResultBlock,
     ToolSpec,
     ToolUseBlock,
     tool_to_anthropic,
     validate_conversation,
 )
 from ctxmem.session import Session
-from ctxmem.tokens import Budget, Calibration, Tokenizer, count_request, get_tokenizer
+from ctxmem.tokens import Budget, Calibration, count_request, get_tokenizer
 
 ToolFn = Callable[[dict[str, Any]], Any]
 
@@ -95,54 +100,6 @@ class Tool:
     @property
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.description, self.input_schema)
-
-
-class ContextBuilder(Protocol):
-    """The seam to context strategies: messages in, the messages to send out."""
-
-    def build(self, messages: Sequence[Message], budget: Budget) -> Any: ...
-
-
-class FullHistory:
-    """Send everything (the default strategy)."""
-
-    name = "full_history"
-
-    def build(self, messages: Sequence[Message], budget: Budget) -> list[Message]:
-        return list(messages)
-
-
-class TruncateOldest:
-    """Keep the first message and the longest suffix starting at an assistant message that fits.
-
-    Counting uses ``tokenizer`` (content plus modelled overhead). If nothing but the first
-    message fits, the last assistant turn and what follows are kept anyway (the smallest
-    valid context); the provider will say if that is still too long.
-    """
-
-    name = "truncate_oldest"
-
-    def __init__(self, tokenizer: Tokenizer | str = "heuristic"):
-        self.tokenizer = get_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
-
-    def build(self, messages: Sequence[Message], budget: Budget) -> list[Message]:
-        if len(messages) <= 2:
-            return list(messages)
-        head = [messages[0]]
-        cuts = [i for i in range(1, len(messages)) if messages[i].role == "assistant"]
-        if not cuts:
-            return list(messages)
-        for i in cuts:  # earliest cut first: the longest suffix that fits wins
-            candidate = head + list(messages[i:])
-            if count_request(candidate, self.tokenizer).total <= budget.available:
-                return candidate
-        return head + list(messages[cuts[-1] :])
-
-
-def _messages_of(built: Any) -> list[Message]:
-    if hasattr(built, "messages"):
-        built = built.messages
-    return list(built)
 
 
 @dataclass(frozen=True)
@@ -172,8 +129,9 @@ class Agent:
         *,
         tools: Sequence[Tool] = (),
         system: str | None = None,
-        strategy: ContextBuilder | None = None,
-        fallback: ContextBuilder | None = None,
+        strategy: ContextStrategy | None = None,
+        fallback: ContextStrategy | None = None,
+        pinned: int = 1,
         context_window: int = 200_000,
         max_tokens: int = 4096,
         max_turns: int = 50,
@@ -198,9 +156,11 @@ class Agent:
         self.session = session
         self.tools = {t.name: t for t in tools}
         self.system = system
-        self.strategy: ContextBuilder = strategy or FullHistory()
-        self.fallback: ContextBuilder = fallback or TruncateOldest(tokenizer)
+        self.strategy: ContextStrategy = strategy or Dump(on_overflow="truncate")
+        self.fallback: ContextStrategy = fallback or Window()
+        self.context_window = context_window
         self.budget = Budget(context_window, reserve_output=max_tokens)
+        self.pinned = pinned
         self.max_tokens = max_tokens
         self.max_turns = max_turns
         self.max_total_tokens = max_total_tokens
@@ -218,9 +178,15 @@ class Agent:
         self.calibration = Calibration(self.model, self.tokenizer.id)
         for est, rep in session.store.calibration_observations(self.model, tokenizer):
             self.calibration.observe(est, rep)
-        self._active: ContextBuilder = self.strategy
-        self._active_budget = self.budget
-        self._specs = [t.spec for t in tools]
+        self._active: ContextStrategy = self.strategy
+        self._active_window: int | None = None  # set when the provider refused a larger context
+        self._history: History | None = None
+        self._unsynced: list[tuple[Message, list[int]]] = []
+        if "recall" not in self.tools and any(
+            getattr(getattr(s, "config", None), "reversible", False) for s in (self.strategy, self.fallback)
+        ):
+            self.tools["recall"] = Tool("recall", self._recall, RECALL_TOOL.description, RECALL_TOOL.input_schema)
+        self._specs = [t.spec for t in self.tools.values()]
 
     # ------------------------------------------------------------------ running
 
@@ -231,7 +197,8 @@ class Agent:
         """Resume pending tool calls, record ``prompt`` (if any), and loop until a stop."""
         await self.resume()
         if prompt is not None:
-            self.session.record(Message.user(prompt) if isinstance(prompt, str) else prompt)
+            message = Message.user(prompt) if isinstance(prompt, str) else prompt
+            self._unsynced.append((message, self.session.record(message)))
         usage = Usage()
         turns = 0
         compactions = 0
@@ -261,10 +228,11 @@ class Agent:
         pending = self.session.pending_tool_uses()
         if not pending:
             return []
+        self._history = None  # results may join a partly answered message: reload after
         rerun = [u for u in pending if self.on_resume == "rerun" and u.name in self.tools]
         for use in pending:
             if use in rerun:
-                await self._run_tool(use)
+                await self._run_tool(use, [])
             else:
                 self.session.record_tool_result(
                     use.id,
@@ -278,6 +246,7 @@ class Agent:
             f"marked {len(pending) - len(rerun)} failed",
             "resume",
         )
+        self._history, self._unsynced = None, []
         return [u.id for u in pending]
 
     # ------------------------------------------------------------------ one turn
@@ -286,7 +255,9 @@ class Agent:
         tools = [tool_to_anthropic(t) for t in self._specs]
         return count_request(messages, self.tokenizer, system=self.system, tools=tools).total
 
-    async def _send(self, context: Sequence[Message]) -> tuple[Response, int, float]:
+    async def _send(
+        self, context: Sequence[Message], breakpoints: CacheBreakpoints | None
+    ) -> tuple[Response, int, float]:
         validate_conversation(context)
         estimate = self._estimate(context)
         start = time.monotonic()
@@ -296,44 +267,81 @@ class Agent:
             tools=self._specs or None,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
-            cache_breakpoints=self.cache_breakpoints,
+            cache_breakpoints=breakpoints,
             thinking=self.thinking,
         )
         return response, estimate, time.monotonic() - start
 
+    def _sync_history(self) -> History:
+        """The session's history, extended with what this agent recorded since the last turn."""
+        if self._history is None:
+            self._history = History.from_session(self.session, self.tokenizer_name)
+            self._unsynced = []
+        elif self._unsynced:
+            self._history.extend([m for m, _ in self._unsynced], event_ids=[ids for _, ids in self._unsynced])
+            self._unsynced = []
+        return self._history
+
+    def _budget(self, window: int | None = None) -> Budget:
+        """The strategy's budget, in our tokenizer's units, corrected by calibration."""
+        window = window or self._active_window or self.context_window
+        factor = max(1.0, self.calibration.factor)
+        return Budget(max(self.max_tokens + 1, int(window / factor)), reserve_output=self.max_tokens)
+
+    def _build(self, strategy: ContextStrategy, history: History, budget: Budget) -> BuiltContext:
+        request = BuildRequest(
+            history, budget, system=self.system, tools=tuple(self._specs), pinned=self.pinned, session=self.session
+        )
+        return strategy.build(request)
+
+    def _breakpoints(self, built: BuiltContext) -> CacheBreakpoints | None:
+        if self.cache_breakpoints is None or not built.cache_breakpoints:
+            return self.cache_breakpoints
+        return replace(self.cache_breakpoints, messages=tuple(built.cache_breakpoints))
+
     async def _request_turn(self) -> tuple[Response, int]:
-        spans = self.session.messages_with_ids()
-        history = [m for m, _ in spans]
-        context = _messages_of(self._active.build(history, self._active_budget))
+        history = self._sync_history()
+        built = self._build(self._active, history, self._budget())
+        context = list(built.messages)
         compacted = 0
         try:
-            response, estimate, latency = await self._send(context)
+            response, estimate, latency = await self._send(context, self._breakpoints(built))
         except ContextLengthExceeded as exc:
             before = self._estimate(context)
             target = max(1, int(before * self.shrink))
-            shrunk = Budget(target + self.max_tokens, reserve_output=self.max_tokens)
-            smaller = _messages_of(self.fallback.build(history, shrunk))
+            window = target + self.max_tokens
+            try:
+                smaller_built = self._build(self.fallback, history, self._budget(window))
+            except CtxmemError as inner:
+                raise ContextLengthExceeded(
+                    f"{exc} (the fallback {self.fallback.name!r} could not make the context smaller: {inner})",
+                    status=exc.status,
+                    provider=exc.provider,
+                ) from exc
+            smaller = list(smaller_built.messages)
             if smaller == context:
                 raise ContextLengthExceeded(
-                    f"{exc} (the fallback {type(self.fallback).__name__} could not make the context smaller)",
+                    f"{exc} (the fallback {self.fallback.name!r} could not make the context smaller)",
                     status=exc.status,
                     provider=exc.provider,
                 ) from exc
             kept = {id(m) for m in smaller}
-            dropped = tuple(i for m, ids in spans if id(m) not in kept for i in ids)
+            dropped = tuple(
+                i for m, ids in zip(history.messages, history.event_ids, strict=True) if id(m) not in kept for i in ids
+            )
             self.session.record_compaction(
                 CompactionEvent(
-                    strategy=getattr(self.fallback, "name", type(self.fallback).__name__),
+                    strategy=self.fallback.name,
                     tokens_before=before,
                     tokens_after=self._estimate(smaller),
                     source_event_ids=dropped,
                     reason=f"provider: context too long; retrying once. {exc}",
                 )
             )
-            self._active, self._active_budget = self.fallback, shrunk
+            self._active, self._active_window = self.fallback, window
             compacted = 1
             context = smaller
-            response, estimate, latency = await self._send(context)
+            response, estimate, latency = await self._send(context, self._breakpoints(smaller_built))
         self._record(response, estimate, latency)
         return response, compacted
 
@@ -354,13 +362,20 @@ class Agent:
             request_id=response.id,
         )
         # the reply and its usage land together or not at all
-        self.session.record_events([call, *events_from_message(response.message)])
+        ids = self.session.record_events([call, *events_from_message(response.message)])
+        self._unsynced.append((response.message, ids[1:]))
 
     async def _run_tools(self, uses: Sequence[ToolUseBlock]) -> None:
+        blocks: list[ToolResultBlock] = []
+        ids: list[int] = []
         for use in uses:
-            await self._run_tool(use)
+            blocks.append(await self._run_tool(use, ids))
+        self._unsynced.append((Message("user", tuple(blocks)), ids))
 
-    async def _run_tool(self, use: ToolUseBlock) -> None:
+    def _recall(self, arguments: dict[str, Any]) -> str:
+        return RecallTool(self._history, self.session)(arguments)
+
+    async def _run_tool(self, use: ToolUseBlock, ids: list[int]) -> ToolResultBlock:
         tool = self.tools.get(use.name)
         start = time.monotonic()
         is_error = False
@@ -379,13 +394,16 @@ class Agent:
             except Exception as exc:
                 output = f"{use.name} failed: {type(exc).__name__}: {exc}"
                 is_error = True
-        self.session.record_tool_result(
-            use.id, output, is_error=is_error, tool_name=use.name, duration_s=round(time.monotonic() - start, 6)
+        ids.append(
+            self.session.record_tool_result(
+                use.id, output, is_error=is_error, tool_name=use.name, duration_s=round(time.monotonic() - start, 6)
+            )
         )
+        return ToolResultBlock(use.id, output, is_error)
 
     def _cost(self, usage: Usage) -> float:
         return self.cost_fn(usage, self.model) if self.cost_fn is not None else math.nan
 
     def __repr__(self) -> str:
         return f"Agent(model={self.model!r}, session={self.session.id!r}, tools={sorted(self.tools)})"
-__all__ = ["Agent", "AgentResult", "ContextBuilder", "FullHistory", "Tool", "ToolFn", "TruncateOldest"]
+__all__ = ["Agent", "AgentResult", "Tool", "ToolFn"]

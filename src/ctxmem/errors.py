@@ -20,6 +20,8 @@ data a caller needs (as attributes) and a message that says how to fix the probl
     └── ProviderError                    a model provider answered with an error
         ├── ContextLengthExceeded        the provider said the prompt is too long
         ├── RateLimitError               429 / overloaded, after retries
+        ├── ProviderTimeoutError         no answer within the timeout, after retries
+        ├── MalformedResponseError       an answer that is not a valid response
         └── NetworkBlockedError          a test tried to reach the network
 
 Messages are written for the person reading a one-line CLI error: what went wrong, where,
@@ -174,6 +176,14 @@ class RateLimitError(ProviderError):
     """Rate limited or overloaded, after all retries."""
 
 
+class ProviderTimeoutError(ProviderError):
+    """The provider did not answer within the client's timeout (after retries)."""
+
+
+class MalformedResponseError(ProviderError):
+    """The provider answered with something that is not a valid response (bad JSON, wrong shape)."""
+
+
 class NetworkBlockedError(ProviderError):
     """A request tried to reach a real provider while requests are disallowed (tests)."""
 
@@ -186,9 +196,11 @@ __all__ = [
     "EventNotFoundError",
     "InputError",
     "InvalidConversationError",
+    "MalformedResponseError",
     "MissingDependencyError",
     "NetworkBlockedError",
     "ProviderError",
+    "ProviderTimeoutError",
     "RateLimitError",
     "SessionNotFoundError",
     "StoreBusyError",

@@ -11,9 +11,9 @@ specs) into one :class:`Response`. The contract is provider-neutral:
   ``prompt_tokens`` includes ``cached_tokens``) subtract, so the sum is the same everywhere.
 * ``stop_reason`` uses Anthropic's vocabulary (``end_turn``, ``tool_use``, ``max_tokens``,
   ``stop_sequence``, ``pause_turn``, ``refusal``); other APIs' reasons are mapped onto it.
-* Failures are :class:`~ctxmem.errors.ProviderError` and its subclasses. Two subclasses
-  defined here (:class:`ProviderTimeoutError`, :class:`MalformedResponseError`) belong in
-  ``ctxmem.errors`` and may move there; import them from ``ctxmem.clients``.
+* Failures are :class:`~ctxmem.errors.ProviderError` and its subclasses
+  (:class:`~ctxmem.errors.ProviderTimeoutError`, :class:`~ctxmem.errors.MalformedResponseError`,
+  …), all in :mod:`ctxmem.errors`.
 
 Retries (429, 5xx, overloaded, dropped connections, timeouts) are the client's job and use
 :class:`RetryPolicy`: exponential backoff with jitter, honouring ``retry-after`` up to
@@ -29,7 +29,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
+from ctxmem.errors import MalformedResponseError as MalformedResponseError  # re-exported
 from ctxmem.errors import ProviderError
+from ctxmem.errors import ProviderTimeoutError as ProviderTimeoutError  # re-exported
 from ctxmem.messages import ContentBlock, Message, TextBlock, ToolSpec, ToolUseBlock
 
 T = TypeVar("T")
@@ -37,14 +39,6 @@ T = TypeVar("T")
 StopReason = str
 """One of ``end_turn``, ``tool_use``, ``max_tokens``, ``stop_sequence``, ``pause_turn``,
 ``refusal``; a provider's unknown reason is passed through unchanged."""
-
-
-class ProviderTimeoutError(ProviderError):
-    """The provider did not answer within the client's timeout (after retries)."""
-
-
-class MalformedResponseError(ProviderError):
-    """The provider answered with something that is not a valid response (bad JSON, wrong shape)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,6 @@ Kept private: strategies import it, users never need to.
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,18 +22,22 @@ def grid_step(request: BuildRequest, fraction: float) -> int:
 
 
 def snap_up(history: History, index: int, step: int) -> int:
-    """The first message index at or after ``index`` that starts on the token grid.
+    """The first grid point at or after message ``index``.
 
-    Grid points are the messages where the history's cumulative token position first
-    reaches a multiple of ``step``. The grid depends only on the (append-only) history, so
-    a boundary snapped to it stays put until the unsnapped boundary crosses the next
-    point: consecutive requests keep their prefix byte-identical in between.
+    Message ``i`` is a grid point when its start position ``cum[i]`` is the first message
+    start at or after some multiple of ``step`` tokens (``cum[i-1] < m·step ≤ cum[i]``). The
+    grid depends only on the (append-only) history, so a boundary snapped to it stays put
+    until the unsnapped boundary passes the next grid point: consecutive requests keep a
+    byte-identical prefix in between. Messages larger than ``step`` are all grid points,
+    so snapping never skips more than one grid cell.
     """
     if index <= 0:
         return 0
-    pos = history.cum[index]
-    k = math.ceil(pos / step)
-    return min(len(history), bisect_left(history.cum, k * step))
+    c, prev = history.cum[index], history.cum[index - 1]
+    m = c // step
+    if m * step > prev:
+        return index
+    return min(len(history), bisect_left(history.cum, (m + 1) * step))
 
 
 def snap_down(history: History, index: int, step: int) -> int:

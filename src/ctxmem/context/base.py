@@ -173,6 +173,8 @@ class ContextStrategy(Protocol):
     """Builds the context of the next request from the untouched history."""
 
     name: ClassVar[str]
-    config: StrategyConfig
+
+    @property
+    def config(self) -> StrategyConfig: ...
 
     def build(self, request: BuildRequest) -> BuiltContext: ...
