@@ -1,8 +1,9 @@
 """Retrieval test helpers: a counting embedder (a real embedder that counts what it embeds)
 and a synthetic session with a fact planted in an early tool output.
 
-Imported by the tests as ``from retrieval_helpers import ...`` (a unique module name: every
-test folder has its own ``conftest``)."""
+Imported as ``from retrieval_helpers import ...``. There is deliberately no conftest.py in
+this folder: other test modules do ``from conftest import ...`` expecting tests/conftest.py,
+and a second conftest module on ``sys.path`` would shadow it."""
 
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ from ctxmem.retrieval import CachedEmbedder, MemoryEmbeddingCache, SQLiteEmbeddi
 from ctxmem.store import SQLiteStore
 
 
-def test_memory_cache_embeds_each_distinct_text_once(counting: CountingEmbedder) -> None:
+def test_memory_cache_embeds_each_distinct_text_once() -> None:
+    counting = CountingEmbedder()
     cached = CachedEmbedder(counting)
     assert isinstance(cached.cache, MemoryEmbeddingCache)
     first = cached.embed(["a b c", "d e f", "a b c"])

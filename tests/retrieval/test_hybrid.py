@@ -61,7 +61,8 @@ def test_each_retriever_alone_and_exclusion(tmp_path: Path) -> None:
             HybridRetriever(HashingEmbedder(), store=MemoryStore(), session_id="x", lexical="fts")
 
 
-def test_incremental_indexing_embeds_only_new_documents(tmp_path: Path, counting: CountingEmbedder) -> None:
+def test_incremental_indexing_embeds_only_new_documents(tmp_path: Path) -> None:
+    counting = CountingEmbedder()
     with SQLiteStore(tmp_path / "s.db") as store:
         session = Session.create(store)
         msgs = synthetic_session(30, seed=2)
