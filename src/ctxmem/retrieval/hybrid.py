@@ -139,7 +139,7 @@ class HybridRetriever:
         self._docs: list[ToolCallDocument] = []
         self._by_event: dict[int, list[int]] = {}
         self._bm25 = BM25Index() if self.lexical == "bm25" else None
-        self._active: set[int] | None = None  # result event ids of the current chain
+        self._inactive: set[int] = set()  # positions of chunks outside the current chain
 
     @classmethod
     def for_session(cls, session: Session, embedder: Embedder | str | None = "auto", **options: Any) -> HybridRetriever:
@@ -167,7 +167,8 @@ class HybridRetriever:
                 raise InputError("update() needs events, or a retriever bound to a session", field="source")
             source = self.store.chain(self.session_id)
         events = list(_events_of(source))
-        self._active = {se.id for se in events if isinstance(se.event, ToolResultEvent)}
+        active = {se.id for se in events if isinstance(se.event, ToolResultEvent)}
+        self._inactive = {p for eid, ps in self._by_event.items() if eid not in active for p in ps}
         new = list(iter_tool_call_documents(events, skip_event_ids=self._by_event.keys(), **self.chunking))  # type: ignore[arg-type]
         if not new:
             return 0
@@ -184,41 +185,38 @@ class HybridRetriever:
 
     # ------------------------------------------------------------------ search
 
-    def _allowed(self, pos: int, exclude: Collection[int]) -> bool:
-        eid = self._docs[pos].event_id
-        return (self._active is None or eid in self._active) and eid not in exclude
-
-    def _hidden(self, exclude: Collection[int]) -> int:
-        """How many indexed chunks a search must skip (to over-fetch by that much)."""
-        if self._active is None and not exclude:
-            return 0
-        return sum(1 for p in range(len(self._docs)) if not self._allowed(p, exclude))
+    def _hidden(self, exclude: Collection[int]) -> set[int]:
+        """Positions a search must skip: outside the current chain, or excluded events."""
+        if not exclude:
+            return self._inactive
+        return self._inactive | {p for eid in exclude for p in self._by_event.get(eid, ())}
 
     def dense_search(self, query: str, k: int, *, exclude: Collection[int] = ()) -> list[tuple[int, float]]:
         """Top ``k`` ``(position, cosine)`` by embedding."""
         if self.embedder is None or self.index is None or not self._docs:
             return []
-        fetch = min(len(self._docs), k + self._hidden(exclude))
+        hidden = self._hidden(exclude)
+        fetch = min(len(self._docs), k + len(hidden))
         scores, ids = self.index.search(self.embedder.embed([query]), fetch)
-        out = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0 and self._allowed(int(i), exclude)]
+        out = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0 and int(i) not in hidden]
         return out[:k]
 
     def lexical_search(self, query: str, k: int, *, exclude: Collection[int] = ()) -> list[tuple[int, float]]:
         """Top ``k`` ``(position, score)`` by FTS5 (one chunk per tool output) or BM25."""
         if not self._docs:
             return []
+        hidden = self._hidden(exclude)
         if self._bm25 is not None:
-            hidden = {p for p in range(len(self._docs)) if not self._allowed(p, exclude)}
             return self._bm25.search(query, k, exclude=hidden)
         if self.lexical != "fts":
             return []
         assert self.store is not None
         qterms = list(dict.fromkeys(terms(query)))
         out: list[tuple[int, float]] = []
-        limit = k + len(exclude)
+        limit = k + len(exclude)  # the store already restricts hits to the session's chain
         for hit in fts_event_hits(self.store, query, session_id=self.session_id, limit=limit):
             positions = self._by_event.get(hit.event_id)
-            if not positions or not self._allowed(positions[0], exclude):
+            if not positions or positions[0] in hidden:
                 continue  # not indexed yet (call update()), or excluded
             out.append((self._best_chunk(positions, qterms), hit.score))
             if len(out) >= k:
