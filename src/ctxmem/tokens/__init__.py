@@ -73,7 +73,7 @@ def tokenizer_id(name: str) -> str:
     if name in ENCODINGS:
         return f"tiktoken:{name}"
     if name == "heuristic":
-        return "heuristic:v1"
+        return "heuristic:v2"
     return get_tokenizer(name).id
 
 
