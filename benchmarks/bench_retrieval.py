@@ -7,8 +7,9 @@ clusters ≈ 0) — the shape of real text embeddings, where chunks about the sa
 gather. Queries are fresh draws from the same mixture. *Uniformly random* unit vectors are
 deliberately not the headline: in 384 dimensions they have no neighbourhood structure (the
 true 10th neighbour is barely closer than a random vector), which defeats every graph
-index — measured here at 100K with M=32, efConstruction=200: recall@10 0.19 / 0.32 / 0.49 /
-0.71 at efSearch 64 / 128 / 256 / 512. Real embeddings are not like that.
+index — measured at 100K with M=32, efConstruction=200: recall@10 0.19 / 0.32 / 0.49 /
+0.71 at efSearch 64 / 128 / 256 / 512, where the clustered set gets ≥ 0.999 at 64. Real
+embeddings are not like that.
 
 Rows (ctxmem vs peer, same data, same process):
 
