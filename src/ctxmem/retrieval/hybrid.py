@@ -140,6 +140,7 @@ class HybridRetriever:
         self._by_event: dict[int, list[int]] = {}
         self._bm25 = BM25Index() if self.lexical == "bm25" else None
         self._inactive: set[int] = set()  # positions of chunks outside the current chain
+        self._query_memo: dict[str, Any] = {}
 
     @classmethod
     def for_session(cls, session: Session, embedder: Embedder | str | None = "auto", **options: Any) -> HybridRetriever:
@@ -191,13 +192,25 @@ class HybridRetriever:
             return self._inactive
         return self._inactive | {p for eid in exclude for p in self._by_event.get(eid, ())}
 
+    def _query_vector(self, query: str) -> Any:
+        # Queries bypass the persistent cache (a search must not write to the store); a
+        # small in-process memo serves probes repeated turn after turn.
+        assert self.embedder is not None
+        vec = self._query_memo.get(query)
+        if vec is None:
+            vec = self.embedder.inner.embed([query])
+            if len(self._query_memo) >= 1024:
+                self._query_memo.clear()
+            self._query_memo[query] = vec
+        return vec
+
     def dense_search(self, query: str, k: int, *, exclude: Collection[int] = ()) -> list[tuple[int, float]]:
         """Top ``k`` ``(position, cosine)`` by embedding."""
         if self.embedder is None or self.index is None or not self._docs:
             return []
         hidden = self._hidden(exclude)
         fetch = min(len(self._docs), k + len(hidden))
-        scores, ids = self.index.search(self.embedder.embed([query]), fetch)
+        scores, ids = self.index.search(self._query_vector(query), fetch)
         out = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0 and int(i) not in hidden]
         return out[:k]
 
