@@ -6,11 +6,12 @@
   ``hnsw_threshold`` vectors; when an add crosses the threshold the vectors are moved into
   an ``IndexHNSWFlat`` graph (inner product) and later adds go to the graph. HNSW answers
   in well under a millisecond at 100K chunks where exact search takes tens. Defaults
-  (M=16, efConstruction=100, efSearch=128), measured at 100K×384 clustered vectors on a
-  shared 2-core CPU (``benchmarks/bench_retrieval.py``): recall@10 0.9997 at 0.3 ms per
-  query, build 27 s. efSearch=64 gave the same recall at half the latency; 128 is kept
-  as margin for real embeddings. M=32/efConstruction=200 bought no recall for a 4× slower
-  build.
+  (M=16, efConstruction=100, efSearch=256) were chosen on a shared 2-core CPU: at
+  100K×384 clustered vectors (``benchmarks/bench_retrieval.py``) efSearch 64/128 already
+  reach recall@10 0.9997 at 0.16/0.32 ms per query, build 27 s; on a harder set (the
+  recall test: 8K×64, noise larger than the cluster spread) efSearch 128 gives 0.961 and
+  256 gives 0.998, while M=32/efConstruction=200 at efSearch 128 gives 0.989 for a 4×
+  slower build. So: a cheap graph, searched wider.
 
 Both keep caller ids in their own ``int64`` array (position → id), so any ids work and
 the FAISS index never needs ``IndexIDMap``. Results are ordered by score, then ascending
@@ -141,7 +142,7 @@ class FaissIndex:
         hnsw_threshold: int = 20_000,
         m: int = 16,
         ef_construction: int = 100,
-        ef_search: int = 128,
+        ef_search: int = 256,
     ):
         self._faiss = require_faiss()
         np_ = require_numpy()
