@@ -1,0 +1,638 @@
+"""Sweeps: strategy presets × budgets on a workload → score, dollars, tokens, latency, Pareto.
+
+Every (preset, budget) cell replays one session with :func:`ctxmem.tune.replay.replay_cost`
+(so dollars, tokens sent, cache hits and the per-turn build latency come from the same
+model as ``ctxmem tune cost``) and scores it with probes run on the contexts the strategy
+actually built:
+
+``needles``
+    Session needles: unguessable facts (``needle-3: the calibration key is 5f0c…``)
+    planted at fixed depths in the tool results of a synthetic session. At probe points
+    (half-way, three quarters, the last turn) each needle planted earlier either survives
+    verbatim in the built context or not. Score = recall over (needle, probe) pairs; the
+    cell also reports recall by needle depth at the last turn.
+``kernel``
+    The kernel-optimization workload in context mode, approximated: the natural facts of a
+    tool-heavy kernel session (``Hardware limit`` lines of ``OutOfResources`` errors,
+    ``geomean speedup`` lines of benchmarks, compiler error lines) are probed at every
+    evaluation turn (a ``compile``/``check``/``benchmark``/``autotune``/``profile`` call).
+    Score = fact retention (mean fraction of earlier facts still visible verbatim);
+    ``waste_per_100`` = evaluations per 100 made while the most recent hardware-limit fact
+    was no longer visible (an agent that cannot see the limit re-hits it). The session is
+    :func:`ctxmem.samples.synthetic_session`: the workload's scripted, context-conditioned
+    policy (``ctxmem.workloads.kernel``) has no session generator yet; when it lands, its
+    sessions and its own waste/regret scores replace this proxy.
+
+A fact counts as visible when its message is in the built context unchanged (identity with
+the history's message), or when its exact text appears in a message the strategy rewrote
+(a masked placeholder whose reducer kept the line, a summary).
+
+The Pareto front minimizes dollars and maximizes score. :func:`recommend` picks a cell for
+an objective (``max-recall-under-cost<=5``, ``min-cost-at-recall>=0.9``, ``max-recall``,
+``min-cost``) and :func:`write_preset` writes it as a preset TOML that
+:func:`ctxmem.config.load_preset` validates. :func:`plot_pareto` draws the front (PNG,
+matplotlib with the Agg backend, imported only when plotting).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ctxmem.config import load_preset
+from ctxmem.context import BuiltContext, History
+from ctxmem.errors import ConfigError, InputError, MissingDependencyError
+from ctxmem.messages import Message, ToolResultBlock, ToolUseBlock, message_texts
+from ctxmem.samples import synthetic_session
+from ctxmem.tune.prices import Price
+from ctxmem.tune.replay import CostReport, TurnContext, replay_cost
+
+Workload = Literal["needles", "kernel"]
+WORKLOADS: tuple[str, ...] = ("needles", "kernel")
+EVAL_TOOLS = frozenset({"compile", "check", "benchmark", "autotune", "profile"})
+NEEDLE_DEPTHS: tuple[float, ...] = (0.02, 0.1, 0.25, 0.4, 0.6)
+PROBE_POINTS: tuple[float, ...] = (0.5, 0.75, 1.0)
+
+
+# ----------------------------------------------------------------------------- sizes
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]i?)?\s*$")
+
+
+def parse_tokens(text: str) -> int:
+    """``32k`` → 32,000, ``1m`` → 1,000,000 (decimal); ``32Ki`` → 32,768; plain integers as is."""
+    m = _SIZE.match(text)
+    if not m:
+        raise InputError(f"not a token count: {text!r} (use e.g. 32k, 128000, 1m, 32Ki)", field="budgets")
+    value = float(m.group(1))
+    unit = (m.group(2) or "").lower()
+    mult = {"": 1, "k": 1000, "m": 1_000_000, "ki": 1024, "mi": 1024**2}[unit]
+    n = int(value * mult)
+    if n <= 0:
+        raise InputError(f"a budget must be positive: {text!r}", field="budgets")
+    return n
+
+
+def token_label(n: int) -> str:
+    if n % 1_000_000 == 0:
+        return f"{n // 1_000_000}m"
+    if n % 1000 == 0:
+        return f"{n // 1000}k"
+    if n % 1024 == 0:
+        return f"{n // 1024}ki"
+    return str(n)
+
+
+# ----------------------------------------------------------------------------- facts
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A text that should stay visible: where it entered the history, and its label."""
+
+    message_index: int
+    text: str
+    label: str
+    depth: float = 0.0
+
+
+def plant_needles(
+    messages: Sequence[Message], *, seed: int = 0, depths: Sequence[float] = NEEDLE_DEPTHS
+) -> tuple[list[Message], list[Fact]]:
+    """Append one unguessable needle line to the first tool result at or after each depth."""
+    rng = random.Random(f"needles-{seed}")
+    out = list(messages)
+    facts: list[Fact] = []
+    n = len(out)
+    used: set[int] = set()
+    for k, d in enumerate(depths):
+        start = min(n - 1, max(1, int(d * n)))
+        idx = next((i for i in range(start, n) if i not in used and any(
+            isinstance(b, ToolResultBlock) for b in out[i].content)), None)
+        if idx is None:
+            continue
+        used.add(idx)
+        needle = f"needle-{k}: the calibration key is {rng.getrandbits(64):016x}"
+        blocks = list(out[idx].content)
+        j = next(j for j, b in enumerate(blocks) if isinstance(b, ToolResultBlock))
+        b = blocks[j]
+        assert isinstance(b, ToolResultBlock)
+        blocks[j] = ToolResultBlock(b.tool_use_id, b.text + "\n" + needle, b.is_error)
+        out[idx] = Message(out[idx].role, tuple(blocks))
+        facts.append(Fact(idx, needle, f"needle-{k}", depth=d))
+    return out, facts
+
+
+_FACT_PATTERNS = (
+    ("limit", re.compile(r"^.*Hardware limit: \d+.*$", re.M)),
+    ("speedup", re.compile(r"^geomean speedup: .*$", re.M)),
+    ("error", re.compile(r"^.*(?:CompilationError|NameError): .*$", re.M)),
+)
+
+
+def kernel_facts(messages: Sequence[Message]) -> list[Fact]:
+    """The natural facts of a kernel session's tool outputs (limits, speedups, errors)."""
+    facts: list[Fact] = []
+    n = max(1, len(messages))
+    for i, m in enumerate(messages):
+        for b in m.content:
+            if not isinstance(b, ToolResultBlock):
+                continue
+            text = b.text
+            for label, pat in _FACT_PATTERNS:
+                for hit in pat.finditer(text):
+                    facts.append(Fact(i, hit.group(0), label, depth=i / n))
+    return facts
+
+
+class Visibility:
+    """Is a fact visible in a built context? Identity with the history message, else text."""
+
+    def __init__(self, history: History, built: BuiltContext):
+        self.history = history
+        self.ids = {id(m) for m in built.messages}
+        hist_ids = {id(m) for m in history.messages}
+        self._rewritten = [m for m in built.messages if id(m) not in hist_ids]
+        self._text: str | None = None
+
+    def __call__(self, fact: Fact) -> bool:
+        if fact.message_index < len(self.history) and id(self.history.messages[fact.message_index]) in self.ids:
+            return True
+        if self._text is None:
+            self._text = "\n".join(t for m in self._rewritten for t in message_texts(m))
+        return fact.text in self._text
+
+
+# ----------------------------------------------------------------------------- cells
+
+
+@dataclass
+class Cell:
+    """One (preset, budget) of a sweep."""
+
+    preset: str
+    budget: int
+    score: float | None
+    dollars: float
+    tokens_sent: int
+    peak_context: int
+    cache_hit_ratio: float
+    build_ms_median: float
+    turns: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.preset}@{token_label(self.budget)}"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.score is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "preset": self.preset,
+            "budget": self.budget,
+            "score": None if self.score is None else round(self.score, 4),
+            "dollars": round(self.dollars, 6),
+            "tokens_sent": self.tokens_sent,
+            "peak_context": self.peak_context,
+            "cache_hit_ratio": round(self.cache_hit_ratio, 4),
+            "build_ms_median": round(self.build_ms_median, 4),
+            "turns": self.turns,
+            "metrics": self.metrics,
+            "error": self.error,
+        }
+
+
+class _NeedleProbe:
+    def __init__(self, facts: list[Fact], probe_turns: set[int], last_turn: int):
+        self.facts = facts
+        self.probe_turns = probe_turns
+        self.last_turn = last_turn
+        self.hits: list[bool] = []
+        self.final: dict[str, bool] = {}
+
+    def __call__(self, tc: TurnContext) -> None:
+        if tc.turn not in self.probe_turns:
+            return
+        vis = Visibility(tc.history, tc.built)
+        for f in self.facts:
+            if f.message_index < tc.message_index:
+                seen = vis(f)
+                self.hits.append(seen)
+                if tc.turn == self.last_turn:
+                    self.final[f.label] = seen
+
+    def score(self) -> float | None:
+        return sum(self.hits) / len(self.hits) if self.hits else None
+
+    def metrics(self, facts: list[Fact]) -> dict[str, Any]:
+        return {
+            "probes": len(self.hits),
+            "recall_by_depth": {f"{f.depth:g}": self.final.get(f.label) for f in facts},
+        }
+
+
+class _KernelProbe:
+    def __init__(self, messages: Sequence[Message], facts: list[Fact]):
+        self.facts = sorted(facts, key=lambda f: f.message_index)
+        self.eval_turns = {
+            i for i, m in enumerate(messages)
+            if m.role == "assistant" and any(isinstance(b, ToolUseBlock) and b.name in EVAL_TOOLS for b in m.content)
+        }
+        self.retention: list[float] = []
+        self.limit_probes = 0
+        self.limit_misses = 0
+
+    def __call__(self, tc: TurnContext) -> None:
+        if tc.message_index not in self.eval_turns:
+            return
+        earlier = [f for f in self.facts if f.message_index < tc.message_index]
+        if not earlier:
+            return
+        vis = Visibility(tc.history, tc.built)
+        seen = [vis(f) for f in earlier]
+        self.retention.append(sum(seen) / len(seen))
+        limits = [(f, s) for f, s in zip(earlier, seen, strict=True) if f.label == "limit"]
+        if limits:
+            self.limit_probes += 1
+            self.limit_misses += 0 if limits[-1][1] else 1
+
+    def score(self) -> float | None:
+        return statistics.fmean(self.retention) if self.retention else None
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "facts": len(self.facts),
+            "eval_probes": len(self.retention),
+            "waste_per_100": round(100 * self.limit_misses / self.limit_probes, 2) if self.limit_probes else None,
+            "session": "ctxmem.samples.synthetic_session (kernel workload generator not available yet)",
+        }
+
+
+@dataclass
+class SweepResult:
+    workload: str
+    model: str
+    cells: list[Cell]
+    session: dict[str, Any]
+    objective: str | None = None
+    recommendation: Cell | None = None
+    preset_path: str | None = None
+    plot_path: str | None = None
+
+    def front(self) -> list[Cell]:
+        return pareto_front(self.cells)
+
+    def to_json(self) -> dict[str, Any]:
+        front = {c.key for c in self.front()}
+        return {
+            "workload": self.workload,
+            "model": self.model,
+            "session": self.session,
+            "cells": [{**c.to_json(), "pareto": c.key in front} for c in self.cells],
+            "front": [c.key for c in self.front()],
+            "objective": self.objective,
+            "recommendation": self.recommendation.to_json() if self.recommendation else None,
+            "preset_path": self.preset_path,
+            "plot_path": self.plot_path,
+        }
+
+
+def _session_for(workload: str, turns: int, seed: int, output_scale: float) -> tuple[list[Message], list[Fact]]:
+    msgs = synthetic_session(turns, seed, output_scale=output_scale)
+    if workload == "needles":
+        return plant_needles(msgs, seed=seed)
+    if workload == "kernel":
+        return msgs, kernel_facts(msgs)
+    raise ConfigError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}", field="workload")
+
+
+def run_cell(
+    workload: str,
+    messages: Sequence[Message],
+    facts: list[Fact],
+    preset: str,
+    budget: int,
+    price: Price,
+    **replay_kwargs: Any,
+) -> Cell:
+    """Replay one (preset, budget) with the workload's probes and score it."""
+    n_turns = sum(1 for m in messages[1:] if m.role == "assistant")
+    probe: Callable[[TurnContext], None]
+    if workload == "needles":
+        probe_turns = {max(0, round(f * n_turns) - 1) for f in PROBE_POINTS}
+        needle_probe = _NeedleProbe(facts, probe_turns, n_turns - 1)
+        probe = needle_probe
+    else:
+        kernel_probe = _KernelProbe(messages, facts)
+        probe = kernel_probe
+    report: CostReport = replay_cost(messages, preset, price, budget=budget, on_build=probe, **replay_kwargs)
+    if workload == "needles":
+        score = needle_probe.score()
+        metrics = needle_probe.metrics(facts)
+    else:
+        score = kernel_probe.score()
+        metrics = kernel_probe.metrics()
+    metrics["cache_read"] = report.cache_read
+    metrics["cache_write"] = report.cache_write
+    error = None
+    if report.overflow:
+        error = f"context overflow at {report.overflow.split(':')[0]}"
+        score = None
+    return Cell(
+        preset=preset, budget=budget, score=score, dollars=report.dollars, tokens_sent=report.tokens_sent,
+        peak_context=report.peak_context, cache_hit_ratio=report.hit_ratio, build_ms_median=report.build_ms_median,
+        turns=len(report.turns), metrics=metrics, error=error,
+    )
+
+
+def run_sweep(
+    workload: str,
+    presets: Sequence[str],
+    budgets: Sequence[int],
+    price: Price,
+    *,
+    turns: int = 300,
+    seed: int = 0,
+    output_scale: float = 1.0,
+    progress: Callable[[Cell], None] | None = None,
+    **replay_kwargs: Any,
+) -> SweepResult:
+    """Every preset × budget on one session of the workload."""
+    if not presets or not budgets:
+        raise ConfigError("a sweep needs at least one preset and one budget", field="presets")
+    for p in presets:
+        load_preset(p)  # fail before any work on a bad name
+    messages, facts = _session_for(workload, turns, seed, output_scale)
+    if not facts:
+        raise InputError(
+            f"the {workload} session (turns={turns}, output_scale={output_scale:g}) has no facts to probe; "
+            "use more turns or output_scale=1 (scaling down cuts the lines the probes look for)",
+            field="turns",
+        )
+    cells: list[Cell] = []
+    for p in presets:
+        for b in budgets:
+            try:
+                cell = run_cell(workload, messages, facts, p, b, price, **replay_kwargs)
+            except ConfigError as exc:  # e.g. a budget smaller than the preset's reserve allows
+                cell = Cell(p, b, None, 0.0, 0, 0, 0.0, 0.0, 0, error=str(exc))
+            cells.append(cell)
+            if progress is not None:
+                progress(cell)
+    session = {"generator": "ctxmem.samples.synthetic_session", "turns": turns, "seed": seed,
+               "output_scale": output_scale, "messages": len(messages), "facts": len(facts)}
+    return SweepResult(workload, price.name, cells, session)
+
+
+# ----------------------------------------------------------------------------- Pareto, objectives
+
+
+def pareto_front(cells: Sequence[Cell]) -> list[Cell]:
+    """Cells no other cell beats on both axes (lower dollars, higher score), cheapest first."""
+    ok = [c for c in cells if c.ok]
+    front = []
+    for n, c in enumerate(ok):
+        assert c.score is not None
+        # Ties on both axes keep one cell: the smallest budget (then the first listed).
+        dominated = any(
+            o is not c and o.score is not None and o.dollars <= c.dollars and o.score >= c.score
+            and (o.dollars < c.dollars or o.score > c.score or (o.budget, m) < (c.budget, n))
+            for m, o in enumerate(ok)
+        )
+        if not dominated:
+            front.append(c)
+    return sorted(front, key=lambda c: (c.dollars, -(c.score or 0.0)))
+
+
+@dataclass(frozen=True)
+class Objective:
+    kind: Literal["max-score-under-cost", "min-cost-at-score", "max-score", "min-cost"]
+    limit: float | None = None
+    text: str = ""
+
+
+_OBJ = re.compile(
+    r"^(?P<kind>max-(?:recall|score)-under-cost|min-cost-at-(?:recall|score)|max-(?:recall|score)|min-cost)"
+    r"\s*(?:(?:<=|>=|=|:)\s*(?P<limit>[0-9.eE+-]+))?$"
+)
+
+
+def parse_objective(text: str) -> Objective:
+    """``max-recall-under-cost<=5``, ``min-cost-at-recall>=0.9``, ``max-recall``, ``min-cost``."""
+    m = _OBJ.match(text.strip())
+    usage = ("use max-recall-under-cost<=DOLLARS, min-cost-at-recall>=SCORE, max-recall or min-cost "
+             "('score' may replace 'recall')")
+    if not m:
+        raise InputError(f"unknown objective {text!r}; {usage}", field="objective")
+    kind = m.group("kind").replace("recall", "score")
+    limit = float(m.group("limit")) if m.group("limit") else None
+    if kind in ("max-score-under-cost", "min-cost-at-score") and limit is None:
+        raise InputError(f"objective {text!r} needs a limit; {usage}", field="objective")
+    if kind in ("max-score", "min-cost") and limit is not None:
+        raise InputError(f"objective {text!r} takes no limit; {usage}", field="objective")
+    return Objective(kind, limit, text.strip())  # type: ignore[arg-type]
+
+
+def recommend(cells: Sequence[Cell], objective: Objective | str) -> Cell:
+    """The cell that best meets the objective (ties: cheaper, then higher score, then smaller budget)."""
+    obj = parse_objective(objective) if isinstance(objective, str) else objective
+    ok = [c for c in cells if c.ok]
+    if not ok:
+        raise ConfigError("no cell of the sweep completed; nothing to recommend", field="objective")
+
+    def cheap(c: Cell) -> tuple[float, float, int]:
+        return (c.dollars, -(c.score or 0.0), c.budget)
+
+    def good(c: Cell) -> tuple[float, float, int]:
+        return (-(c.score or 0.0), c.dollars, c.budget)
+
+    if obj.kind == "max-score":
+        return min(ok, key=good)
+    if obj.kind == "min-cost":
+        return min(ok, key=cheap)
+    assert obj.limit is not None
+    if obj.kind == "max-score-under-cost":
+        fit = [c for c in ok if c.dollars <= obj.limit]
+        if not fit:
+            cheapest = min(ok, key=cheap)
+            raise ConfigError(f"no cell costs ≤ ${obj.limit:g}; the cheapest is {cheapest.key} at "
+                              f"${cheapest.dollars:.4f}. Raise the limit.", field="objective")
+        return min(fit, key=good)
+    fit = [c for c in ok if (c.score or 0.0) >= obj.limit]
+    if not fit:
+        best = min(ok, key=good)
+        raise ConfigError(f"no cell reaches a score ≥ {obj.limit:g}; the best is {best.key} at {best.score:.3f}. "
+                          "Lower the target or add larger budgets.", field="objective")
+    return min(fit, key=cheap)
+
+
+# ----------------------------------------------------------------------------- preset output
+
+
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise ConfigError(f"cannot write {type(v).__name__} values to a preset", field="params")
+
+
+def to_toml(data: Mapping[str, Any], _prefix: str = "") -> str:
+    """A small TOML writer for preset documents (scalars, lists, nested tables)."""
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if v is not None and not isinstance(v, Mapping)]
+    for k, v in data.items():
+        if isinstance(v, Mapping):
+            name = f"{_prefix}.{_toml_key(k)}" if _prefix else _toml_key(k)
+            body = to_toml(v, name)
+            lines.append("")
+            lines.append(f"[{name}]")
+            if body:
+                lines.append(body)
+    return "\n".join(lines).strip("\n")
+
+
+def write_preset(cell: Cell, out_dir: str | Path, *, workload: str, objective: str, model: str) -> Path:
+    """Write the recommended cell as a preset TOML and validate it with ``load_preset``."""
+    base = load_preset(cell.preset)
+    budget = base.budget(cell.budget)
+    name = f"tuned-{workload}-{cell.preset}-{token_label(cell.budget)}"
+    doc: dict[str, Any] = {
+        "description": (
+            f"{base.description} — tuned: {cell.preset} at {token_label(cell.budget)} for {objective} on the "
+            f"{workload} workload (score {cell.score:.3f}, ${cell.dollars:.4f} with {model})"
+        ),
+        "type": base.type,
+        "tokenizer": base.model.tokenizer,
+        "pinned": base.model.pinned,
+        "budget": {"context_window": budget.context_window, "reserve_output": budget.reserve_output,
+                   "threshold": budget.threshold},
+        "params": dict(base.model.params),
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.toml"
+    header = f"# Written by `ctxmem tune sweep` (workload {workload}, objective {objective}).\n"
+    path.write_text(header + to_toml(doc) + "\n", encoding="utf-8")
+    load_preset(path)  # validates: type, params, budget
+    return path
+
+
+# ----------------------------------------------------------------------------- plot
+
+
+def plot_pareto(result: SweepResult, path: str | Path) -> Path:
+    """Score vs dollars for every cell, the Pareto front as a line, the pick starred (PNG)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingDependencyError("matplotlib", "plots", "Plotting the Pareto front") from None
+    cells = [c for c in result.cells if c.ok]
+    front = result.front()
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    presets = sorted({c.preset for c in cells})
+    cmap = plt.get_cmap("tab10")
+    budgets = sorted({c.budget for c in cells}) or [1]
+    for k, p in enumerate(presets):
+        pts = [c for c in cells if c.preset == p]
+        ax.scatter([c.dollars for c in pts], [c.score or 0.0 for c in pts], color=cmap(k % 10), label=p, alpha=0.8,
+                   s=[30 + 90 * budgets.index(c.budget) / max(1, len(budgets) - 1) for c in pts])
+        for c in pts:
+            ax.annotate(token_label(c.budget), (c.dollars, c.score or 0.0), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    if front:
+        ax.step([c.dollars for c in front], [c.score or 0.0 for c in front], where="post", color="black", lw=1,
+                label="Pareto front")
+    if result.recommendation is not None and result.recommendation.ok:
+        r = result.recommendation
+        ax.scatter([r.dollars], [r.score or 0.0], marker="*", s=300, facecolor="none", edgecolor="red", lw=1.5,
+                   label=f"pick: {r.key}")
+    dollars = [c.dollars for c in cells if c.dollars > 0]
+    if dollars and max(dollars) / min(dollars) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"dollars per session ({result.model}, prompt caching)")
+    ax.set_ylabel("recall" if result.workload == "needles" else "fact retention")
+    ax.set_title(f"ctxmem tune sweep: {result.workload} — presets × budgets"
+                 + (f" (objective {result.objective})" if result.objective else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def sweep_to_dir(
+    workload: str,
+    presets: Sequence[str],
+    budgets: Sequence[int],
+    price: Price,
+    out_dir: str | Path,
+    *,
+    objective: str | None = None,
+    plot: bool = True,
+    **kwargs: Any,
+) -> SweepResult:
+    """Run a sweep and write ``sweep.json``, ``pareto.png`` and the recommended preset to ``out_dir``."""
+    obj = parse_objective(objective) if objective else None  # reject a bad objective before the work
+    result = run_sweep(workload, presets, budgets, price, **kwargs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if obj is not None:
+        result.objective = obj.text
+        result.recommendation = recommend(result.cells, obj)
+        result.preset_path = str(write_preset(result.recommendation, out, workload=workload, objective=obj.text,
+                                              model=price.name))
+    if plot:
+        result.plot_path = str(plot_pareto(result, out / "pareto.png"))
+    (out / "sweep.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
+    return result
+
+
+__all__ = [
+    "NEEDLE_DEPTHS",
+    "PROBE_POINTS",
+    "WORKLOADS",
+    "Cell",
+    "Fact",
+    "Objective",
+    "SweepResult",
+    "Visibility",
+    "kernel_facts",
+    "pareto_front",
+    "parse_objective",
+    "parse_tokens",
+    "plant_needles",
+    "plot_pareto",
+    "recommend",
+    "run_cell",
+    "run_sweep",
+    "sweep_to_dir",
+    "to_toml",
+    "token_label",
+    "write_preset",
+]
