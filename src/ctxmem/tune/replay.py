@@ -226,7 +226,7 @@ class CostReport:
         idx = sorted({*range(step - 1, n, step), n - 1})
         return [
             {"turn": self.turns[i].turn + 1, "cum_tokens_sent": self.turns[i].cum_tokens_sent,
-             "cum_dollars": round(self.turns[i].cum_dollars, 6)}
+             "cum_dollars": round(self.turns[i].cum_dollars, 9)}
             for i in idx
         ]
 
