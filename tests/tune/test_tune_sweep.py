@@ -1,0 +1,132 @@
+"""Sweeps: ≥ 4 presets × 4 budgets write a Pareto plot and a recommended preset that validates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ctxmem.config import load_preset
+from ctxmem.errors import ConfigError, InputError
+from ctxmem.tune.prices import load_prices
+from ctxmem.tune.sweep import (
+    Cell,
+    pareto_front,
+    parse_objective,
+    parse_tokens,
+    plant_needles,
+    recommend,
+    sweep_to_dir,
+    to_toml,
+)
+
+PRESETS = ["dump-truncate-200k", "window-200k", "masking-200k", "masking-turns-128k"]
+BUDGETS = [6_000, 12_000, 24_000, 96_000]
+
+
+def _cell(preset: str, budget: int, score: float | None, dollars: float) -> Cell:
+    return Cell(preset, budget, score, dollars, 0, 0, 0.0, 0.0, 1)
+
+
+@pytest.mark.parametrize("workload", ["needles", "kernel"])
+def test_sweep_writes_plot_json_and_a_valid_recommended_preset(tmp_path: Path, workload: str) -> None:
+    price = load_prices(user=False).get("claude-sonnet-4-5")
+    result = sweep_to_dir(workload, PRESETS, BUDGETS, price, tmp_path, objective="max-recall", turns=50, seed=2)
+    assert len(result.cells) == 16
+    ok = [c for c in result.cells if c.ok]
+    assert len(ok) >= 12
+    for c in ok:
+        assert c.score is not None and 0.0 <= c.score <= 1.0
+        assert c.dollars > 0 and c.tokens_sent > 0 and c.build_ms_median > 0
+        assert c.peak_context <= c.budget
+    png = Path(result.plot_path or "")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((tmp_path / "sweep.json").read_text())
+    assert len(data["cells"]) == 16 and data["front"]
+    rec = result.recommendation
+    assert rec is not None and rec.score == max(c.score or 0 for c in ok)
+    preset = load_preset(result.preset_path or "")
+    assert preset.type == load_preset(rec.preset).type
+    assert preset.budget().context_window == rec.budget
+    assert preset.model.params == load_preset(rec.preset).model.params
+    assert preset.strategy() is not None
+    if workload == "needles":
+        # the largest budget keeps the whole (small) session: every needle survives verbatim
+        assert max(c.score or 0 for c in ok if c.budget == 96_000) == 1.0
+        # and the smallest window forgets early needles
+        small = next(c for c in ok if c.preset == "window-200k" and c.budget == 6_000)
+        assert (small.score or 0) < 1.0
+    else:
+        assert all("waste_per_100" in c.metrics for c in ok)
+
+
+def test_pareto_front_is_exactly_the_non_dominated_cells() -> None:
+    cells = [
+        _cell("a", 1, 0.5, 1.0),
+        _cell("b", 1, 0.9, 2.0),
+        _cell("c", 1, 0.4, 1.5),  # dominated by a
+        _cell("d", 1, 1.0, 5.0),
+        _cell("e", 1, 0.9, 3.0),  # dominated by b
+        _cell("f", 1, None, 0.1),  # failed cell: never on the front
+        _cell("g", 2, 0.5, 1.0),  # ties with a at a larger budget
+    ]
+    assert [c.preset for c in pareto_front(cells)] == ["a", "b", "d"]
+
+
+def test_objectives() -> None:
+    cells = [_cell("a", 1, 0.5, 1.0), _cell("b", 1, 0.9, 2.0), _cell("d", 1, 1.0, 5.0)]
+    assert recommend(cells, "min-cost-at-recall>=0.9").preset == "b"
+    assert recommend(cells, "max-recall-under-cost<=4").preset == "b"
+    assert recommend(cells, "max-recall-under-cost:1.5").preset == "a"
+    assert recommend(cells, "max-score").preset == "d"
+    assert recommend(cells, "min-cost").preset == "a"
+    with pytest.raises(ConfigError, match="no cell reaches a score ≥ 1.1"):
+        recommend(cells, "min-cost-at-recall>=1.1")
+    with pytest.raises(ConfigError, match=r"no cell costs ≤ \$0.5; the cheapest is a@1"):
+        recommend(cells, "max-recall-under-cost<=0.5")
+    for bad in ("fastest", "min-cost-at-recall", "max-recall<=3"):
+        with pytest.raises(InputError):
+            parse_objective(bad)
+
+
+def test_budget_parsing_and_needles() -> None:
+    assert [parse_tokens(x) for x in ("32k", "1m", "128000", "32Ki")] == [32_000, 1_000_000, 128_000, 32_768]
+    with pytest.raises(InputError):
+        parse_tokens("big")
+    from ctxmem.samples import synthetic_session
+
+    msgs = synthetic_session(40, seed=1)
+    planted, facts = plant_needles(msgs, seed=1)
+    assert len(facts) == 5 and len(planted) == len(msgs)
+    for f in facts:
+        assert f.text in planted[f.message_index].content[0].text  # type: ignore[union-attr]
+        assert planted[f.message_index] is not msgs[f.message_index]
+
+
+def test_toml_writer_round_trips() -> None:
+    import tomllib
+
+    doc = {"description": 'say "hi" — ok', "type": "masking", "budget": {"context_window": 1, "threshold": 0.9},
+           "params": {"keep_last": 3, "reversible": True, "tools": {"compile": {"reducer": "first_error"}},
+                      "odd key": [1, 2]}}
+    assert tomllib.loads(to_toml(doc)) == doc
+
+
+def test_bad_sweeps_fail_before_work(tmp_path: Path) -> None:
+    price = load_prices(user=False).get("claude-sonnet-4-5")
+    with pytest.raises(InputError, match="unknown objective"):
+        sweep_to_dir("needles", PRESETS, BUDGETS, price, tmp_path, objective="best")
+    with pytest.raises(ConfigError, match="unknown preset 'windw-200k'"):
+        sweep_to_dir("needles", ["windw-200k"], BUDGETS, price, tmp_path)
+    with pytest.raises(ConfigError, match="unknown workload"):
+        sweep_to_dir("niah", PRESETS, BUDGETS, price, tmp_path)
+
+
+def test_import_ctxmem_tune_loads_neither_numpy_nor_matplotlib() -> None:
+    code = ("import sys, ctxmem, ctxmem.tune, ctxmem.cli.tune; "
+            "print(sorted(m for m in ('numpy', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
