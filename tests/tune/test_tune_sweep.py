@@ -83,7 +83,7 @@ def test_objectives() -> None:
     assert recommend(cells, "max-recall-under-cost:1.5").preset == "a"
     assert recommend(cells, "max-score").preset == "d"
     assert recommend(cells, "min-cost").preset == "a"
-    with pytest.raises(ConfigError, match="no cell reaches a score ≥ 1.1"):
+    with pytest.raises(ConfigError, match=r"no cell reaches a score ≥ 1\.1"):
         recommend(cells, "min-cost-at-recall>=1.1")
     with pytest.raises(ConfigError, match=r"no cell costs ≤ \$0.5; the cheapest is a@1"):
         recommend(cells, "max-recall-under-cost<=0.5")

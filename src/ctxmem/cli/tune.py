@@ -152,12 +152,16 @@ def sweep_cmd(
     as_json: bool,
 ) -> None:
     """Sweep presets × budgets on a workload; write the Pareto plot and a recommended preset."""
+    from ctxmem.config import load_preset
     from ctxmem.tune.prices import load_prices
-    from ctxmem.tune.sweep import Cell, parse_tokens, sweep_to_dir
+    from ctxmem.tune.sweep import Cell, parse_objective, parse_tokens, sweep_to_dir
 
     price = load_prices(prices_file).get(model)
     names = _split(presets, "presets")
     sizes = [parse_tokens(b) for b in _split(budgets, "budgets")]
+    parse_objective(objective)  # bad input fails before the progress bar starts
+    for name in names:
+        load_preset(name)
     total = len(names) * len(sizes)
     bar: Any = click.progressbar(length=total, label="sweep", file=sys.stderr, show_pos=True)
     with bar:

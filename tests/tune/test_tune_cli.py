@@ -1,0 +1,114 @@
+"""``ctxmem tune``: cost, sweep, kv and prices through click, with --json and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from ctxmem.cli._common import CtxmemGroup
+from ctxmem.cli.tune import tune
+from ctxmem.samples import synthetic_session
+from ctxmem.session import Session
+from ctxmem.store import SQLiteStore
+
+
+@click.group(cls=CtxmemGroup)
+def root() -> None:
+    """Stands in for the ctxmem group until `tune` is registered there."""
+
+
+root.add_command(tune)
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    r = CliRunner().invoke(root, list(args))
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_cost_on_a_stored_session_json(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    with SQLiteStore(db) as store:
+        session = Session.create(store, tokenizers=["o200k_base"])
+        session.record_many(synthetic_session(20, seed=4, output_scale=0.3))
+    code, out, err = run("tune", "cost", "--session", session.id, "--db", str(db), "--presets",
+                         "dump-1m,window-32k", "--price-model", "gpt-4.1", "--json", "--pace", "10")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["source"] == f"session {session.id}" and data["price"]["name"] == "gpt-4.1"
+    labels = [r["label"] for r in data["reports"]]
+    assert labels == ["dump-1m (no cache)", "dump-1m", "window-32k (no cache)", "window-32k"]
+    assert all(r["turns"] == 20 and r["curve"] for r in data["reports"])
+    assert data["reports"][1]["dollars"] < data["reports"][0]["dollars"]
+
+
+def test_cost_table_on_a_synthetic_session() -> None:
+    code, out, err = run("tune", "cost", "--synthetic", "30", "--presets", "dump-1m,masking-turns-128k",
+                         "--caching", "on", "--pace", "5")
+    assert code == 0, err
+    assert "dump-1m" in out and "masking-turns-128k" in out and "dollars" in out and "$" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tune", "cost", "--synthetic", "3", "--presets", "dump-1m", "--price-model", "gpt-4.2"],
+         "unknown priced model 'gpt-4.2'. Did you mean 'gpt-4.1'"),
+        (["tune", "cost", "--presets", "dump-1m"], "exactly one of --session ID or --synthetic TURNS"),
+        (["tune", "cost", "--synthetic", "3", "--presets", "dumpp-1m"], "unknown preset 'dumpp-1m'"),
+        (["tune", "sweep", "--workload", "needles", "--out", "x", "--objective", "cheapest"], "unknown objective"),
+    ],
+)
+def test_errors_are_one_line(args: list[str], message: str) -> None:
+    code, _out, err = run(*args)
+    assert code == 1
+    assert err.startswith("error: ") and message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_missing_session(tmp_path: Path) -> None:
+    code, _, err = run("tune", "cost", "--session", "nope", "--db", str(tmp_path / "s.db"), "--presets", "dump-1m")
+    assert code == 1 and "no session 'nope'" in err
+
+
+def test_sweep_cli(tmp_path: Path) -> None:
+    out_dir = tmp_path / "sweep"
+    code, out, err = run("tune", "sweep", "--workload", "needles", "--turns", "24", "--budgets", "4k,8k,16k,64k",
+                         "--objective", "max-recall", "--out", str(out_dir), "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert len(data["cells"]) == 16
+    assert Path(data["plot_path"]).is_file() and Path(data["preset_path"]).is_file()
+    from ctxmem.config import load_preset
+
+    assert load_preset(data["preset_path"]).budget().context_window == data["recommendation"]["budget"]
+
+
+def test_kv_cli(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
+                               "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                               "vocab_size": 128256, "max_position_embeddings": 131072}))
+    code, out, err = run("tune", "kv", "--config", str(cfg), "--gpu-mem", "24GiB", "--kv-dtype", "q8_0",
+                         "--weights-gib", "16", "--context", "32k", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["full_bytes_per_token"] == 69_632
+    # (24 − 16 − 1) GiB / 69,632 bytes
+    assert data["max_context"] == 7 * 1024**3 // 69_632
+    assert data["memory_at_context"]["kv_cache"] == 32_000 * 69_632 and data["fits"] is True
+    code, out, err = run("tune", "kv", "--config", str(cfg), "--gpu-mem", "24GiB", "--kv-dtype", "q8_0")
+    assert code == 0 and "max context on 24.00 GiB" in out
+    code, _, err = run("tune", "kv", "--config", str(cfg), "--gpu-mem", "12GiB")
+    assert code == 1 and "weights alone take 14.96 GiB" in err
+
+
+def test_prices_cli() -> None:
+    code, out, _ = run("tune", "prices")
+    assert code == 0 and "qwen3.6-max" in out and "claude-sonnet-4-5" in out
+    code, out, _ = run("tune", "prices", "--json")
+    models = {m["name"]: m for m in json.loads(out)["models"]}
+    assert models["qwen3.6-max"]["input"] == 1.3 and models["qwen3.6-max"]["source"]
