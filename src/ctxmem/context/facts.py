@@ -1,0 +1,290 @@
+"""Must-keep facts: what a summary may not lose, extracted deterministically.
+
+A summary (LLM or extractive) is lossy by design. Some details are cheap to keep and
+expensive to lose: the file an agent edits, a hardware limit it ran into, the id of the
+benchmark that produced the best result, a constraint the user stated. :func:`extract_facts`
+finds them with regular expressions — no model, same input → same facts — and
+:func:`missing_facts` says which of them a summary dropped, so the fidelity guard
+(:class:`ctxmem.context.summarize.FidelityGuard`) can re-pin them verbatim.
+
+Kinds, in priority order (the cap keeps the higher kinds first):
+
+=============  ================================================================
+``constraint`` a sentence of a user *text* message with must/never/always/keep/don't/only/limit
+``best``       the best speedup (geomean preferred) seen so far, with its id and message
+``error``      an error signature: exception class + the head of its message
+``id``         run ids (``eval#12``, ``bench#7``) and commit shas
+``path``       file paths (``kernel.py``, ``src/a/b.py``, ``/abs/path``)
+``number``     numbers with units (``3.41x``, ``12.5 ms``, ``96 KiB``) and big integers (``101376``)
+=============  ================================================================
+
+Only *informative* lines of tool outputs are scanned for numbers and ids (headers, error
+lines, summary lines): a 40-row benchmark table has one line worth keeping, its geomean.
+Text the user or the assistant wrote is scanned whole.
+
+Matching is normalized (NFKC, case-folded, whitespace collapsed, markdown backticks and
+emphasis removed), so ``**Kernel.py**`` in a summary matches the fact ``kernel.py``. A
+``best`` fact matches when its value and its id both appear.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
+
+FactKind: TypeAlias = Literal["constraint", "best", "error", "id", "path", "number"]
+KIND_PRIORITY: tuple[FactKind, ...] = ("constraint", "best", "error", "id", "path", "number")
+DEFAULT_MAX_FACTS = 48
+_MAX_FACT_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One must-keep fact: its verbatim text, its kind, and the message it came from."""
+
+    text: str
+    kind: FactKind
+    #: index of the message (in the sequence given to :func:`extract_facts`, plus ``start``)
+    message_index: int
+
+
+# ----------------------------------------------------------------------------- patterns
+
+_EXT = (
+    r"py|pyi|md|rst|txt|json|jsonl|toml|yaml|yml|cfg|ini|csv|tsv|log|cu|cuh|c|cc|cpp|h|hpp|rs|go|js|ts|"
+    r"tsx|jsx|sh|sql|ipynb|lock|html|css|proto|ptx|mlir|ll"
+)
+_PATH = re.compile(
+    rf"(?<![\w/.-])(?:(?:~|\.{{1,2}})?/(?:[\w.-]+/)+[\w.-]+|(?:[\w.-]+/)*[\w-][\w.-]*\.(?:{_EXT}))(?![\w/])"
+)
+_ID = re.compile(r"\b[A-Za-z][\w-]*#\d+\b")
+_SHA = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,40}\b")
+_UNIT = re.compile(
+    r"(?<![\w.])\d+(?:\.\d+)?(?:e[-+]?\d+)?\s?"
+    r"(?:x|×|ms|us|µs|ns|s|KiB|MiB|GiB|KB|MB|GB|TB|B|bytes|%|tokens|TFLOPS|GFLOPS|GB/s|TB/s|registers)(?![\w/])"
+)
+_BIGINT = re.compile(r"(?<![\w.#])\d{4,}(?![\w.])")
+_ERROR = re.compile(
+    r"(?:^|[\s(])((?:[A-Za-z_][\w]*\.)*(?:[A-Z]\w*(?:Error|Exception|Exceeded|Failure|Interrupt)|OutOfResources|"
+    r"Traceback|panic|fatal error|error(?=:)))\b:?\s*(.*)"
+)
+_CONSTRAINT = re.compile(r"\b(must|never|always|keep|don'?t|do not|only|limit|limits|at most|at least)\b", re.I)
+_INFORMATIVE = re.compile(
+    r"(error|exception|outofresources|traceback|geomean|geometric|summary|total|overall|best|"
+    r"speedup:|limit)",
+    re.I,
+)
+_COMMIT = re.compile(r"\bcommit|\bHEAD\b", re.I)
+_SPEEDUP = re.compile(r"(geomean|geometric mean)?[^\n]*?speedup[^\n\d]*?(\d+(?:\.\d+)?)\s?x", re.I)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def _clip(text: str, limit: int = _MAX_FACT_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def error_signature(line: str) -> str | None:
+    """``ExceptionClass: message head`` of an error line, or None if the line has no error."""
+    m = _ERROR.search(line)
+    if not m:
+        return None
+    cls, rest = m.group(1), m.group(2).strip()
+    if cls == "Traceback":
+        return None  # the exception line that follows is the signature
+    # The head of the message: up to its first sentence end, so the detail stays short.
+    head = re.split(r"(?<=[.!?])\s", rest, maxsplit=1)[0] if rest else ""
+    return _clip(f"{cls}: {head}" if head else cls)
+
+
+@dataclass(frozen=True, slots=True)
+class Best:
+    """The best speedup seen: value, the line it came from, the run id, the message."""
+
+    value: float
+    #: the value as written (``3.40``), so a summary quoting it matches
+    raw: str
+    text: str
+    run_id: str | None
+    message_index: int
+    geomean: bool
+
+    def describe(self) -> str:
+        where = f"{self.run_id}, " if self.run_id else ""
+        label = "geomean speedup" if self.geomean else "speedup"
+        return f"best {label} so far: {self.raw}x ({where}message {self.message_index})"
+
+
+def speedups(text: str) -> list[tuple[float, str, bool, str]]:
+    """(value, value as written, is_geomean, line) for each summary speedup of a text (table rows are skipped
+    when a geomean line exists)."""
+    lines = text.splitlines()
+    found = []
+    for ln in lines:
+        m = _SPEEDUP.search(ln)
+        if m:
+            found.append((float(m.group(2)), m.group(2), bool(m.group(1)), ln.strip()))
+    geo = [f for f in found if f[2]]
+    return geo if geo else [f for f in found if "best" in f[3].lower() or len(found) == 1]
+
+
+def better(old: Best | None, value: float, geomean: bool) -> bool:
+    if old is None:
+        return True
+    if geomean != old.geomean:
+        return geomean  # a geomean beats any single-row speedup
+    return value > old.value
+
+
+def run_id(text: str) -> str | None:
+    """The run id (``bench#7``) in the first line of a tool output, if any."""
+    head = text.lstrip().split("\n", 1)[0]
+    m = _ID.search(head)
+    return m.group(0) if m else None
+
+
+# ----------------------------------------------------------------------------- extraction
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.facts: list[Fact] = []
+        self._seen: set[tuple[str, str]] = set()
+
+    def add(self, text: str, kind: FactKind, index: int) -> None:
+        text = _clip(text.strip().strip(",;:"))
+        if not text:
+            return
+        key = (kind if kind != "number" else "id", normalize(text))
+        if key in self._seen or ("id", key[1]) in self._seen:
+            return
+        self._seen.add(key)
+        self.facts.append(Fact(text, kind, index))
+
+
+def _scan_numbers(c: _Collector, text: str, index: int, *, shas: bool = True) -> None:
+    for m in _ID.finditer(text):
+        c.add(m.group(0), "id", index)
+    if shas:
+        for m in _SHA.finditer(text):
+            c.add(m.group(0), "id", index)
+    for m in _UNIT.finditer(text):
+        c.add(m.group(0), "number", index)
+    for m in _BIGINT.finditer(text):
+        c.add(m.group(0), "number", index)
+
+
+def _scan_paths(c: _Collector, text: str, index: int) -> None:
+    for m in _PATH.finditer(text):
+        path = m.group(0).rstrip(".")
+        if not re.fullmatch(r"[\d./]+", path):  # dates, versions, ratios
+            c.add(path, "path", index)
+
+
+def _scan_errors(c: _Collector, text: str, index: int) -> None:
+    for ln in text.splitlines():
+        sig = error_signature(ln)
+        if sig:
+            c.add(sig, "error", index)
+
+
+def _scan_tool_output(c: _Collector, text: str, index: int) -> None:
+    lines = text.splitlines()
+    informative = [ln for k, ln in enumerate(lines) if k == 0 or _INFORMATIVE.search(ln)]
+    _scan_errors(c, "\n".join(informative), index)
+    _scan_paths(c, text, index)
+    for k, ln in enumerate(informative):
+        # A git log lists many shas; the newest (first line) and ones named a commit matter.
+        _scan_numbers(c, ln, index, shas=k == 0 or _COMMIT.search(ln) is not None)
+
+
+def extract_facts(
+    messages: Sequence[Message], *, start: int = 0, max_facts: int = DEFAULT_MAX_FACTS
+) -> list[Fact]:
+    """The must-keep facts of ``messages``, de-duplicated, capped, in message order.
+
+    ``start`` offsets ``Fact.message_index`` (pass the span's index in the history). When
+    there are more than ``max_facts``, higher-priority kinds win (see the module
+    docstring); within a kind, earlier facts win. The result is ordered by message index,
+    then by kind priority.
+    """
+    c = _Collector()
+    best: Best | None = None
+    for k, msg in enumerate(messages):
+        i = start + k
+        for b in msg.content:
+            if isinstance(b, TextBlock):
+                if msg.role == "user":
+                    for sentence in _SENTENCE.split(b.text):
+                        if _CONSTRAINT.search(sentence):
+                            c.add(sentence, "constraint", i)
+                _scan_errors(c, b.text, i)
+                _scan_paths(c, b.text, i)
+                _scan_numbers(c, b.text, i)
+            elif isinstance(b, ToolUseBlock):
+                for v in _strings(b.input):
+                    _scan_paths(c, v, i)
+                    _scan_numbers(c, v, i)
+            elif isinstance(b, ToolResultBlock):
+                text = b.text
+                _scan_tool_output(c, text, i)
+                for value, raw, geo, line in speedups(text):
+                    if better(best, value, geo):
+                        best = Best(value, raw, line, run_id(text), i, geo)
+    facts = c.facts
+    if best is not None:
+        facts.append(Fact(best.describe(), "best", best.message_index))
+    return cap_facts(facts, max_facts)
+
+
+def cap_facts(facts: Sequence[Fact], max_facts: int) -> list[Fact]:
+    """At most ``max_facts``, higher-priority kinds first, then re-ordered by message."""
+    rank = {k: r for r, k in enumerate(KIND_PRIORITY)}
+    chosen = sorted(range(len(facts)), key=lambda j: (rank[facts[j].kind], j))[: max(0, max_facts)]
+    return [facts[j] for j in sorted(chosen, key=lambda j: (facts[j].message_index, rank[facts[j].kind], j))]
+
+
+def _strings(value: object) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+
+
+# ----------------------------------------------------------------------------- matching
+
+
+_MARKUP = re.compile(r"[`*_]{1,3}")
+
+
+def normalize(text: str) -> str:
+    """Case-folded, NFKC, whitespace collapsed, markdown emphasis and backticks removed."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = _MARKUP.sub("", text)
+    return " ".join(text.split()).strip(" .,;:")
+
+
+_BEST_KEYS = re.compile(r"\d+(?:\.\d+)?x|[a-z][\w-]*#\d+", re.I)
+
+
+def fact_keys(fact: Fact) -> tuple[str, ...]:
+    """What must appear (normalized) in a text for the fact to count as kept."""
+    if fact.kind == "best":
+        keys = tuple(normalize(k) for k in _BEST_KEYS.findall(fact.text))
+        return keys or (normalize(fact.text),)
+    return (normalize(fact.text),)
+
+
+def missing_facts(facts: Iterable[Fact], summary_text: str) -> list[Fact]:
+    """The facts whose keys do not all appear in ``summary_text`` (normalized matching)."""
+    hay = normalize(summary_text)
+    return [f for f in facts if not all(k in hay for k in fact_keys(f))]

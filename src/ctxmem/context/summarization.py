@@ -1,0 +1,629 @@
+"""Rolling, hierarchical summarization with provenance, a fidelity guard and a safe fallback.
+
+Once the history passes the budget's trigger, the messages between the pinned prefix and
+a cut point ``s`` are replaced by a summary placed after the pinned content (appended as
+a text block to the last pinned message, or prepended to the first kept message when
+nothing is pinned); ``messages[s:]`` are kept verbatim. ``s`` is a safe cut
+(:class:`~ctxmem.context.invariants.SafeCuts`) snapped to the boundary grid, so it moves
+only at compactions: between them every build sends a byte-identical prefix and calls
+no summarizer.
+
+**Hierarchy.** The summarized span is split into chunks of about ``chunk_tokens`` on a
+grid of absolute token positions, so a chunk, once complete, never changes. Each chunk
+is summarized once (the last, partial chunk again at each compaction). When the joined
+summaries exceed the summary budget, aligned groups of ``fanout`` summaries are
+summarized together, level by level (like digits of a number: leaves 0–3 become one
+level-1 summary, 0–15 one level-2 summary…), until they fit; a last resort merges
+everything into one. Every summary is cached per (span start, span end, summarizer id,
+limits) in the strategy instance, keyed by the span's content fingerprint, not by the
+History object, so a history reloaded from the store hits the same cache.
+
+**Fidelity.** After each summary, the must-keep facts of its span (paths, numbers, ids,
+error signatures, user constraints, the best result; :mod:`ctxmem.context.facts`) that it
+dropped are appended verbatim (:class:`~ctxmem.context.summarize.FidelityGuard`).
+
+**Provenance.** ``Report.summarized`` holds the summarized message indices, and a note
+lists their source event ids (``History.event_ids``); :attr:`Summarization.last_summary`
+keeps them too. With ``request.session`` set, each new summary is recorded once as a
+:class:`~ctxmem.events.CompactionEvent` (strategy, tokens before/after, source event ids,
+summary), so any context sent can be rebuilt from the log.
+
+**Failure.** A summarizer that raises or replies with nothing never costs history: the
+failure is recorded (a report note, and a note event when a session is given) and the
+strategy falls back — ``extractive`` summarizes the span offline instead, ``window`` and
+``masking`` delegate the build to those strategies. A failed span is retried at the next
+compaction, not on every build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from ctxmem.context._assembly import Output, PrefixTracker, finish, grid_step, snap_up
+from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
+from ctxmem.context.builtins import Window, WindowConfig, _CutsCache
+from ctxmem.context.facts import Fact, cap_facts
+from ctxmem.context.history import History
+from ctxmem.context.invariants import NoTrailingAssistant, SafeCuts
+from ctxmem.context.masking import Masking, MaskingConfig
+from ctxmem.context.summarize import (
+    SUMMARY_MARKER,
+    ExtractiveSummarizer,
+    FidelityGuard,
+    LLMSummarizer,
+    SummarizationError,
+    Summarizer,
+    clip_to_tokens,
+)
+from ctxmem.errors import ConfigError, ContextOverflowError
+from ctxmem.messages import Message, TextBlock
+from ctxmem.tokens import Tokenizer
+from ctxmem.tokens.counting import DEFAULT_OVERHEAD
+
+#: tokens kept for the summary block's header line
+HEADER_TOKENS = 40
+#: below this, a summary node is not worth writing (the budget is too small)
+MIN_NODE_TOKENS = 24
+
+
+class SummarizationConfig(StrategyConfig):
+    summarizer: Literal["extractive", "llm"] = Field(
+        "extractive", description="Who writes summaries: offline extractive, or an LLM (pass client= to the strategy)."
+    )
+    fallback: Literal["extractive", "window", "masking"] = Field(
+        "extractive", description="When the summarizer fails: summarize extractively, or build as window/masking."
+    )
+    chunk_tokens: int = Field(8000, ge=64, le=1_000_000, description="History tokens summarized per chunk.")
+    chunk_summary_tokens: int = Field(
+        400, ge=MIN_NODE_TOKENS, le=100_000, description="Most tokens of one summary, re-pinned facts included."
+    )
+    summary_tokens: int = Field(
+        2000, ge=MIN_NODE_TOKENS + HEADER_TOKENS, le=200_000, description="Most tokens of the whole summary block."
+    )
+    summary_fraction: float = Field(
+        0.25, gt=0, le=0.9, description="The summary block's cap as a fraction of the available budget."
+    )
+    fanout: int = Field(4, ge=2, le=64, description="Summaries merged into one at each level of the hierarchy.")
+    fidelity_guard: bool = Field(True, description="Re-pin must-keep facts a summary dropped.")
+    fact_tokens: int = Field(160, ge=0, le=100_000, description="Most tokens of re-pinned facts per summary.")
+    max_facts: int = Field(16, ge=0, le=1000, description="Most facts re-pinned per summary.")
+    compaction_step: float = Field(
+        0.2, gt=0, le=1, description="Boundary grid as a fraction of the budget: larger means rarer compactions."
+    )
+    instructions: str | None = Field(None, description="LLM summarizer instructions (default: a built-in prompt).")
+    max_result_chars: int = Field(
+        4000, ge=200, le=1_000_000, description="Characters of each tool output shown to the LLM summarizer."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SummarizationConfig:
+        if self.chunk_summary_tokens + HEADER_TOKENS > self.summary_tokens:
+            raise ValueError(
+                f"summary_tokens ({self.summary_tokens}) must leave room for one summary "
+                f"(chunk_summary_tokens {self.chunk_summary_tokens}) plus a {HEADER_TOKENS}-token header"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class SummaryNode:
+    """One summary of ``messages[start:end]`` at a level of the hierarchy (0: a chunk)."""
+
+    start: int
+    end: int
+    level: int
+    text: str
+    tokens: int
+    facts: tuple[Fact, ...]
+    repinned: tuple[Fact, ...]
+    summarizer_id: str
+    #: why the configured summarizer was not used (None: it was)
+    failure: str | None = None
+    #: the boundary at which it failed (retried at another boundary)
+    failed_at: int | None = None
+    #: the summaries it merged (empty for a chunk)
+    children: tuple[SummaryNode, ...] = ()
+
+
+@dataclass(frozen=True)
+class SummaryBlock:
+    """The summary placed in a context: its text, nodes and provenance."""
+
+    start: int
+    end: int
+    text: str
+    tokens: int
+    nodes: tuple[SummaryNode, ...]
+    level: int
+    event_ids: tuple[int, ...]
+    failures: tuple[str, ...] = ()
+
+    @property
+    def repinned(self) -> tuple[Fact, ...]:
+        return tuple(f for n in self.nodes for f in n.repinned)
+
+
+class _Fallback(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def id_ranges(ids: Sequence[int]) -> str:
+    """``1-4,7,9-12``: a compact, exact rendering of sorted event ids."""
+    out: list[str] = []
+    xs = sorted(set(ids))
+    k = 0
+    while k < len(xs):
+        j = k
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        out.append(str(xs[k]) if j == k else f"{xs[k]}-{xs[j]}")
+        k = j + 1
+    return ",".join(out)
+
+
+@dataclass
+class _Limits:
+    cap: int  # tokens of the whole block text
+    node: int  # tokens of one node, facts included
+    facts: int  # tokens of one node's re-pinned facts
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return (self.cap, self.node, self.facts)
+
+
+@dataclass
+class _Placement:
+    key: tuple[Any, ...] | None = None
+    msgs: list[Message] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    extra_tokens: int = 0
+
+
+class Summarization:
+    """Rolling, hierarchical summaries of older history; recent messages verbatim."""
+
+    name: ClassVar[str] = "summarization"
+    Config = SummarizationConfig
+
+    def __init__(
+        self,
+        config: SummarizationConfig | None = None,
+        *,
+        client: Any = None,
+        summarizer: Summarizer | None = None,
+        **params: object,
+    ):
+        self.config = config or SummarizationConfig(**params)  # type: ignore[arg-type]
+        cfg = self.config
+        if summarizer is not None:
+            self.summarizer: Summarizer = summarizer
+        elif cfg.summarizer == "llm":
+            if client is None:
+                raise ConfigError(
+                    "summarizer = 'llm' needs a model client: Summarization(config, client=...)", field="summarizer"
+                )
+            self.summarizer = LLMSummarizer(client, instructions=cfg.instructions, max_result_chars=cfg.max_result_chars)
+        else:
+            self.summarizer = ExtractiveSummarizer()
+        self._extractive = ExtractiveSummarizer()
+        self._nodes: dict[tuple[Any, ...], SummaryNode] = {}
+        self._blocks: dict[tuple[Any, ...], SummaryBlock] = {}
+        self._failed: dict[tuple[Any, ...], str] = {}
+        self._recorded: set[tuple[str, int, str]] = set()
+        self._noted: set[tuple[str, str]] = set()
+        self._tracker = PrefixTracker()
+        self._cuts = _CutsCache()
+        self._placement = _Placement()
+        self._window: Window | None = None
+        self._masking: Masking | None = None
+        #: the summary of the last build (None when it summarized nothing)
+        self.last_summary: SummaryBlock | None = None
+        #: summarizer calls made by this instance (the configured one and the fallback)
+        self.calls = 0
+
+    # -- limits and keys ---------------------------------------------------------------
+
+    def _limits(self, request: BuildRequest) -> _Limits | None:
+        cfg = self.config
+        cap = min(cfg.summary_tokens, int(request.budget.available * cfg.summary_fraction))
+        node = min(cfg.chunk_summary_tokens, cap - HEADER_TOKENS)
+        if node < MIN_NODE_TOKENS:
+            return None
+        facts = min(cfg.fact_tokens, node // 2) if cfg.fidelity_guard else 0
+        return _Limits(cap, node, facts)
+
+    def _guard(self, limits: _Limits) -> FidelityGuard:
+        return FidelityGuard(max_facts=self.config.max_facts, max_tokens=limits.facts)
+
+    @staticmethod
+    def _fingerprint(h: History, a: int, b: int) -> tuple[Any, ...]:
+        # Content identity of messages[a:b] without reading all of it: positions, total
+        # tokens, and the first and last messages (their hashes are cached by Python).
+        return (a, b, h.cum[b] - h.cum[a], hash(h.messages[a]), hash(h.messages[b - 1]), h.event_ids[a], h.event_ids[b - 1])
+
+    # -- summarizing -------------------------------------------------------------------
+
+    def _run(
+        self, summarizer: Summarizer, msgs: Sequence[Message], max_tokens: int, tok: Tokenizer, prior: str | None
+    ) -> str:
+        self.calls += 1
+        text = summarizer.summarize(msgs, max_tokens=max_tokens, tokenizer=tok, prior=prior)
+        if not isinstance(text, str) or not text.strip():
+            raise SummarizationError(f"{summarizer.id} returned an empty summary")
+        return text
+
+    def _node(
+        self,
+        key: tuple[Any, ...],
+        h: History,
+        start: int,
+        end: int,
+        level: int,
+        msgs: Sequence[Message],
+        facts: Sequence[Fact],
+        prior: str | None,
+        limits: _Limits,
+        boundary: int,
+        children: tuple[SummaryNode, ...] = (),
+    ) -> SummaryNode:
+        cached = self._nodes.get(key)
+        if cached is not None and (cached.failure is None or cached.failed_at == boundary):
+            return cached
+        tok = h.tokenizer
+        guard = self._guard(limits)
+        max_summary = max(1, limits.node - limits.facts - (4 if limits.facts else 0))
+        failure = None
+        used = self.summarizer.id
+        try:
+            text = self._run(self.summarizer, msgs, max_summary, tok, prior)
+        except Exception as exc:  # any summarizer failure: history must survive it
+            failure = f"{self.summarizer.id} failed on messages {start}-{end - 1}: {type(exc).__name__}: {exc}"
+            if self.config.fallback != "extractive" or isinstance(self.summarizer, ExtractiveSummarizer):
+                raise _Fallback(failure) from exc
+            used = self._extractive.id
+            text = self._run(self._extractive, msgs, max_summary, tok, prior)
+        text = clip_to_tokens(text.strip(), tok, max_summary)
+        repinned: tuple[Fact, ...] = ()
+        if limits.facts:
+            g = guard.apply(text, facts, tok)
+            text, repinned = g.text, g.repinned
+        text = clip_to_tokens(text, tok, limits.node)
+        node = SummaryNode(
+            start, end, level, text, tok.count(text), tuple(facts), repinned, used, failure,
+            boundary if failure else None, children,
+        )
+        if len(self._nodes) > 4096:
+            self._nodes.clear()
+        self._nodes[key] = node
+        return node
+
+    def _leaves(self, h: History, p: int, s: int) -> list[tuple[int, int, bool]]:
+        """Chunks covering [p, s): (start, end, complete). Chunk ends are the first messages
+        at or past multiples of ``chunk_tokens`` from the pinned prefix, a grid fixed by the
+        append-only history, so a complete chunk never changes; the last one may be partial."""
+        step = self.config.chunk_tokens
+        base = h.cum[p]
+        spans: list[tuple[int, int, bool]] = []
+        a = p
+        while a < s:
+            k = (h.cum[a] - base) // step + 1
+            b = bisect_left(h.cum, base + k * step, lo=a + 1)
+            if b > s:
+                spans.append((a, s, False))
+                break
+            spans.append((a, b, True))
+            a = b
+        return spans
+
+    def _leaf(self, h: History, a: int, b: int, prior: str | None, limits: _Limits, boundary: int) -> SummaryNode:
+        extra = (self.summarizer.id, limits.key, self.config.max_facts, hash(prior))
+        key = ("leaf", self._fingerprint(h, a, b), *extra)
+        cached = self._nodes.get(key)
+        if cached is not None and (cached.failure is None or cached.failed_at == boundary):
+            return cached
+        msgs = h.messages[a:b]
+        facts = self._guard(limits).facts(msgs, start=a) if limits.facts else ()
+        return self._node(key, h, a, b, 0, msgs, facts, prior, limits, boundary)
+
+    def _merge(self, h: History, children: Sequence[SummaryNode], level: int, limits: _Limits, boundary: int) -> SummaryNode:
+        a, b = children[0].start, children[-1].end
+        key = ("merge", level, self._fingerprint(h, a, b), tuple(c.text for c in children), self.summarizer.id, limits.key)
+        cached = self._nodes.get(key)
+        if cached is not None and (cached.failure is None or cached.failed_at == boundary):
+            return cached
+        msgs = [Message.user(f"{SUMMARY_MARKER} {c.start}-{c.end - 1}]\n{c.text}") for c in children]
+        facts = cap_facts([f for c in children for f in c.facts], self._guard(limits).extract_cap)
+        return self._node(key, h, a, b, level, msgs, facts, None, limits, boundary, tuple(children))
+
+    def _block(self, request: BuildRequest, p: int, s: int, limits: _Limits) -> SummaryBlock:
+        h = request.history
+        key = ("block", self._fingerprint(h, p, s), self.summarizer.id, limits.key, self.config.fanout,
+               self.config.chunk_tokens, self.config.max_facts)
+        cached = self._blocks.get(key)
+        if cached is not None:
+            return cached
+        tok = h.tokenizer
+        spans = self._leaves(h, p, s)
+        leaves: list[SummaryNode] = []
+        prior: str | None = None
+        for a, b, _ in spans:
+            leaf = self._leaf(h, a, b, prior, limits, s)
+            leaves.append(leaf)
+            prior = leaf.text
+        n_complete = sum(1 for *_, done in spans if done)
+        complete, partial = leaves[:n_complete], leaves[n_complete:]
+        fan = self.config.fanout
+        memo: dict[tuple[int, int], SummaryNode] = {}
+
+        def node(level: int, j: int) -> SummaryNode:
+            # level-`level` node over complete leaves [j * fan**level, (j + 1) * fan**level)
+            if level == 0:
+                return complete[j]
+            got = memo.get((level, j))
+            if got is None:
+                kids = [node(level - 1, j * fan + c) for c in range(fan)]
+                got = memo[(level, j)] = self._merge(h, kids, level, limits, s)
+            return got
+
+        def decompose(top: int) -> list[SummaryNode]:
+            out: list[SummaryNode] = []
+            pos = 0
+            for level in range(top, -1, -1):
+                size = fan**level
+                while pos + size <= len(complete):
+                    out.append(node(level, pos // size))
+                    pos += size
+            return out + partial
+
+        def render(nodes: Sequence[SummaryNode]) -> str:
+            who = ", ".join(sorted({n.summarizer_id.split(":", 1)[0] for n in nodes}))
+            head = f"[Summary of earlier messages {p}-{s - 1} ({who}); the originals are in the session log]"
+            return head + "\n\n" + "\n\n".join(n.text for n in nodes)
+
+        top = 0
+        while fan**top < max(1, len(complete)):
+            top += 1
+        chosen: list[SummaryNode] | None = None
+        level = 0
+        for level in range(top + 1):
+            nodes = decompose(level)
+            if sum(n.tokens for n in nodes) + HEADER_TOKENS <= limits.cap * 2 and tok.count(render(nodes)) <= limits.cap:
+                chosen = nodes
+                break
+        if chosen is None:
+            nodes = decompose(top)
+            root = self._merge(h, nodes, top + 1, limits, s) if len(nodes) > 1 else nodes[0]
+            chosen, level = [root], top + 1
+        text = render(chosen)
+        if tok.count(text) > limits.cap:
+            text = clip_to_tokens(text, tok, limits.cap)
+        event_ids = tuple(e for ids in h.event_ids[p:s] for e in ids)
+        failures = tuple(n.failure for n in self._walk(chosen) if n.failure)
+        block = SummaryBlock(p, s, text, tok.count(text), tuple(chosen), level, event_ids, tuple(dict.fromkeys(failures)))
+        if len(self._blocks) > 256:
+            self._blocks.clear()
+        self._blocks[key] = block
+        return block
+
+    def _walk(self, nodes: Sequence[SummaryNode]) -> list[SummaryNode]:
+        out: list[SummaryNode] = []
+        for n in nodes:
+            out.extend(self._walk(n.children))
+            out.append(n)
+        return out
+
+    # -- cut point ---------------------------------------------------------------------
+
+    def _cut(self, request: BuildRequest, cuts: SafeCuts, base: int) -> int:
+        h = request.history
+        p = request.pinned_count
+        n = len(h)
+        avail = request.budget.available
+
+        def allowed(s: int | None) -> bool:
+            if s is None or s <= p:
+                return False
+            if s == n and (p == 0 or h.flags[p - 1].role != "user"):
+                return False  # the context would end without a user message
+            return base + h.tokens(s, n) <= avail
+
+        room = request.budget.trigger - base
+        s_min = bisect_left(h.cum, h.cum[n] - room, lo=p) if room > 0 else n
+        s_min = max(s_min, p + 1)
+        s = cuts.at_or_after(snap_up(h, s_min, grid_step(request, self.config.compaction_step)))
+        if allowed(s):
+            assert s is not None
+            return s
+        for cand in (cuts.at_or_after(min(s_min, n)), cuts.at_or_before(n - 1)):
+            if allowed(cand):
+                assert cand is not None
+                return cand
+        last = cuts.at_or_before(n - 1 if p == 0 else n)
+        needed = base + h.tokens(last if last is not None and last > p else p, n)
+        raise ContextOverflowError(
+            max(needed, avail + 1),
+            avail,
+            hint=(
+                "summarization: no safe cut point leaves room for the summary and the recent messages (the last "
+                "assistant turn and its tool loop must stay whole). Raise the budget, lower summary_tokens, "
+                "or pin less."
+            ),
+        )
+
+    # -- placement ---------------------------------------------------------------------
+
+    def _place(self, request: BuildRequest, s: int, texts: tuple[str, ...]) -> _Placement:
+        h = request.history
+        p = request.pinned_count
+        key = (id(h), p, s if p == 0 else -1, texts)
+        pl = self._placement
+        if pl.key == key:
+            return pl
+        tok = request.tokenizer
+        extra = sum(tok.count(t) for t in texts) + DEFAULT_OVERHEAD.per_block * len(texts)
+        msgs = list(h.messages[:p])
+        counts = list(h.counts[:p])
+        if texts and p:
+            last = msgs[-1]
+            msgs[-1] = Message(last.role, last.content + tuple(TextBlock(t) for t in texts))
+            counts[-1] += extra
+        elif texts and s < len(h):
+            # Nothing pinned: the summary opens the first kept message (a user text message).
+            first = h.messages[s]
+            msgs.append(Message(first.role, tuple(TextBlock(t) for t in texts) + first.content))
+            counts.append(h.counts[s] + extra)
+        else:
+            extra = 0
+        self._placement = _Placement(key, msgs, counts, extra)
+        return self._placement
+
+    # -- build -------------------------------------------------------------------------
+
+    def build(self, request: BuildRequest) -> BuiltContext:
+        h = request.history
+        NoTrailingAssistant().check(h)
+        p = request.pinned_count
+        n = len(h)
+        fixed = request.fixed_tokens
+        tok = request.tokenizer
+        facts = request.pinned_facts
+        facts_cost = sum(tok.count(t) + DEFAULT_OVERHEAD.per_block for t in facts) if (p and facts) else 0
+        base = fixed + h.tokens(0, p) + facts_cost
+        avail = request.budget.available
+        if base > avail:
+            raise ContextOverflowError(base, avail, hint="the pinned content alone exceeds the budget.")
+        notes: list[str] = []
+        block: SummaryBlock | None = None
+        s = p
+        if base + h.tokens(p, n) > request.budget.trigger:
+            limits = self._limits(request)
+            reserve = limits.cap + DEFAULT_OVERHEAD.per_block if limits else 0
+            s = self._cut(request, self._cuts.get(h, p), base + reserve)
+            if limits is None:
+                notes.append(f"budget too small for a summary: dropped messages {p}-{s - 1} at a safe cut")
+            else:
+                fkey = (self._fingerprint(h, p, s), self.summarizer.id)
+                if fkey in self._failed:
+                    return self._fall_back(request, self._failed[fkey], new=False)
+                try:
+                    block = self._block(request, p, s, limits)
+                except _Fallback as exc:
+                    self._failed[fkey] = exc.reason
+                    return self._fall_back(request, exc.reason, new=True)
+        self.last_summary = block
+        # Pinned facts live on the pinned prefix (as in the other strategies): none without one.
+        texts = (*(facts if p else ()), *((block.text,) if block else ()))
+        pl = self._place(request, s, texts)
+        out = Output()
+        summary_cost = (tok.count(block.text) + DEFAULT_OVERHEAD.per_block) if block else 0
+        if p:
+            out.add("pinned", pl.msgs, pl.counts)
+            out.sections["pinned"] -= summary_cost
+            out.add("recent", h.messages[s:], h.counts[s:])
+        else:
+            out.add("recent", pl.msgs, pl.counts)
+            out.add("recent", h.messages[s + len(pl.msgs):], h.counts[s + len(pl.msgs):])
+            out.sections["recent"] -= summary_cost
+        if block:
+            out.sections["summary"] = summary_cost
+        if block is not None:
+            notes.extend(self._notes(block))
+        kept = range(s, n)
+        built = finish(
+            self.name,
+            request,
+            out,
+            self._tracker,
+            tokens_in=fixed + h.total,
+            kept=kept,
+            summarized=range(p, s) if block else (),
+            dropped=() if block else range(p, s),
+            breakpoints=(p - 1 if p else 0, len(out.messages) - 1),
+            notes=notes,
+        )
+        if block is not None and request.session is not None:
+            self._record(request, block, built)
+        return built
+
+    def _notes(self, block: SummaryBlock) -> list[str]:
+        notes = [
+            f"summarized messages {block.start}-{block.end - 1} into {len(block.nodes)} summaries "
+            f"(level {block.level}, {block.tokens} tokens)",
+            f"source_event_ids: {id_ranges(block.event_ids)}" if block.event_ids else "source_event_ids: (none)",
+        ]
+        repinned = block.repinned
+        if repinned:
+            kinds = sorted({f.kind for f in repinned})
+            notes.append(f"fidelity guard re-pinned {len(repinned)} facts ({', '.join(kinds)})")
+        notes.extend(f"summarizer failure, fell back to extractive: {f}" for f in block.failures)
+        return notes
+
+    # -- recording and fallback --------------------------------------------------------
+
+    def _record(self, request: BuildRequest, block: SummaryBlock, built: BuiltContext) -> None:
+        from ctxmem.events import CompactionEvent
+
+        session = request.session
+        key = (str(getattr(session, "id", id(session))), hash(block.event_ids), block.text)
+        if key in self._recorded:
+            return
+        self._recorded.add(key)
+        for f in block.failures:
+            self._note(session, f)
+        ev = CompactionEvent(
+            strategy=self.name,
+            tokens_before=built.report.tokens_in,
+            tokens_after=built.report.tokens_out,
+            source_event_ids=block.event_ids,
+            summary=block.text,
+            reason=(
+                f"summarized messages {block.start}-{block.end - 1} with {self.summarizer.id} "
+                f"({len(block.nodes)} summaries, level {block.level})"
+            ),
+        )
+        # Another instance may have recorded this very compaction already (a rebuild).
+        for se in reversed(session.events()):
+            old = se.event
+            if isinstance(old, CompactionEvent) and old.strategy == ev.strategy and old.summary == ev.summary and (
+                old.source_event_ids == ev.source_event_ids
+            ):
+                return
+        session.record_compaction(ev)
+
+    def _note(self, session: Any, text: str) -> None:
+        key = (str(getattr(session, "id", id(session))), text)
+        if session is None or key in self._noted:
+            return
+        self._noted.add(key)
+        session.note(text, "summarization", "failure")
+
+    def _fall_back(self, request: BuildRequest, reason: str, *, new: bool) -> BuiltContext:
+        cfg = self.config
+        if new and request.session is not None:
+            self._note(request.session, reason)
+        strategy: Window | Masking
+        if cfg.fallback == "masking":
+            if self._masking is None:
+                self._masking = Masking(MaskingConfig.model_validate({"compaction_step": cfg.compaction_step}))
+            strategy = self._masking
+        else:
+            if self._window is None:
+                self._window = Window(WindowConfig.model_validate({"compaction_step": cfg.compaction_step}))
+            strategy = self._window
+        built = strategy.build(request)
+        self.last_summary = None
+        report = dataclasses.replace(
+            built.report,
+            strategy=self.name,
+            notes=(*built.report.notes, f"summarizer failure, fell back to {strategy.name}: {reason}"),
+        )
+        return dataclasses.replace(built, report=report)
