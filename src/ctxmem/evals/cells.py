@@ -28,6 +28,7 @@ never truncating it silently.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from bisect import bisect_left
@@ -40,7 +41,7 @@ from ctxmem.evals.haystack import build_document, encoded_haystack
 from ctxmem.evals.needles import NeedleSet, extract_values, make_needles
 from ctxmem.evals.readers import question_block
 from ctxmem.evals.sources import get_source
-from ctxmem.messages import Message, TextBlock, ToolResultBlock, canonical_json
+from ctxmem.messages import ContentBlock, Message, TextBlock, ToolResultBlock, canonical_json
 from ctxmem.tokens import Tokenizer, get_tokenizer
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD, count_messages
 
@@ -103,6 +104,7 @@ class Cell:
         return asdict(self)
 
 
+@functools.lru_cache(maxsize=64)
 def _preset_digest(preset: str) -> str:
     if preset == "none":
         return "none"
@@ -317,7 +319,7 @@ def _with_lines(block: ToolResultBlock, lines: list[str], where: float) -> ToolR
 
 
 def _trim_results(msg: Message, frac: float) -> Message:
-    blocks = []
+    blocks: list[ContentBlock] = []
     for b in msg.content:
         if isinstance(b, ToolResultBlock):
             t = b.text
@@ -389,8 +391,8 @@ def _agent_cell(cell: Cell, tok: Tokenizer, needles: NeedleSet) -> BuiltCell:
             blocks[bi] = _with_lines(b, [text], where)
         prefix[mi] = Message(prefix[mi].role, tuple(blocks))
     changed = sorted(by_msg)
-    for mi, c in zip(changed, count_messages([prefix[mi] for mi in changed], tok), strict=True):
-        pc[mi] = c.total
+    for mi, cnt in zip(changed, count_messages([prefix[mi] for mi in changed], tok), strict=True):
+        pc[mi] = cnt.total
     history_msgs = prefix + tail
     history_counts = pc + tail_counts
     length_tokens = sum(history_counts)

@@ -194,7 +194,7 @@ def make_needles(family: str, depth: float, seed: int, *, distractors: int = 3, 
                          "contains", wrong=wrong)
     if family == "multivalue":
         vals = [value] + [_code(rng) for _ in range(values - 1)]
-        depths = [depth] + other_depths[: values - 1]
+        depths = [depth, *other_depths[:values - 1]]
         ins = tuple(Insert(_fact(adj, noun, v, one_of=True), d) for v, d in zip(vals, depths, strict=True))
         return NeedleSet(family, _question(adj, noun, multi=True), tuple(vals), ins, "set_f1", multi=True)
     # nonliteral

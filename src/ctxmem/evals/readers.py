@@ -47,9 +47,7 @@ from ctxmem.messages import (
 QUESTION_PREFIX = "Question:"
 
 _STOP = frozenset(
-    "a an the is are was were be been of to in on at for by with from and or what which who whom whose "
-    "list every all any value values person someone answer only if it its this that document does not "
-    "contain reply exactly found now do did has have had as into about".split()
+    ["a", "an", "the", "is", "are", "was", "were", "be", "been", "of", "to", "in", "on", "at", "for", "by", "with", "from", "and", "or", "what", "which", "who", "whom", "whose", "list", "every", "all", "any", "value", "values", "person", "someone", "answer", "only", "if", "it", "its", "this", "that", "document", "does", "not", "contain", "reply", "exactly", "found", "now", "do", "did", "has", "have", "had", "as", "into", "about"]
 )
 _WORD = re.compile(r"[a-z0-9]+")
 _SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")

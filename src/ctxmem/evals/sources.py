@@ -92,9 +92,13 @@ _LOG_EVENTS = (
 class Source(Protocol):
     """A haystack source: a stable id and an iterator of units (see the module docstring)."""
 
-    #: stable identity: everything that changes the text (kind, seed, file hashes, version)
-    id: str
-    name: str
+    @property
+    def id(self) -> str:
+        """Stable identity: everything that changes the text (kind, seed, file hashes, version)."""
+        ...
+
+    @property
+    def name(self) -> str: ...
 
     def units(self) -> Iterator[str]: ...
 
@@ -211,10 +215,8 @@ def split_units(text: str) -> list[str]:
     units: list[str] = []
     start = 0
     for m in _SENTENCE_END.finditer(text):
-        if m.group() == "\n":
-            cut = m.end()  # the newline ends the unit before the cut
-        else:
-            cut = m.start()  # the spaces start the next unit
+        # a newline ends the unit before the cut; spaces after a sentence start the next one
+        cut = m.end() if m.group() == "\n" else m.start()
         if cut > start:
             units.append(text[start:cut])
             start = cut
@@ -279,7 +281,14 @@ class FolderSource:
 
 def render_messages_as_text(messages: list[object]) -> str:
     """A transcript as plain text: one ``[role]`` header per message, tool calls and results."""
-    from ctxmem.messages import Message, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock, canonical_json
+    from ctxmem.messages import (
+        Message,
+        TextBlock,
+        ThinkingBlock,
+        ToolResultBlock,
+        ToolUseBlock,
+        canonical_json,
+    )
 
     lines: list[str] = []
     for m in messages:

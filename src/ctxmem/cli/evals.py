@@ -1,0 +1,335 @@
+"""``ctxmem eval``: needle-in-a-haystack grids over models and context strategies.
+
+Commands:
+
+* ``eval run`` — the general grid (every axis a comma list), results in ``--db``,
+  optionally a report (``--report DIR``);
+* ``eval niah`` — the classic model grid, everything under ``--out DIR``
+  (``DIR/results.db`` + the report);
+* ``eval session-needles`` — needles inside tool results of an agent session (a recorded
+  ``--session``, a ``--jsonl`` transcript, or ``--workload synthetic``) across presets;
+* ``eval report`` — PNGs + ``index.html`` from a results database (or a ``--out`` folder);
+* ``eval show`` — per-group accuracy, effective lengths and run history (``--json``).
+
+Before a run the cost estimate is printed; ``--budget`` caps spending; ``--dry-run``
+stops after the estimate. A rerun with the same arguments skips finished cells and
+retries errored ones. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ctxmem.cli._common import CtxmemGroup, echo_json, json_option, table
+from ctxmem.errors import ConfigError
+
+
+def default_eval_db() -> str:
+    return os.environ.get("CTXMEM_EVAL_DB") or "ctxmem-eval.db"
+
+
+def _csv(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ConfigError("needs at least one value", field="axis")
+    return items
+
+
+def _seeds(text: str) -> list[int]:
+    out: list[int] = []
+    for part in _csv(text):
+        a, sep, b = part.partition("-")
+        try:
+            out.extend(range(int(a), int(b) + 1) if sep else [int(a)])
+        except ValueError:
+            raise ConfigError(f"bad seeds {text!r}: use 0,1,2 or 0-9", field="seeds") from None
+    return out
+
+
+def _prices(items: tuple[str, ...]) -> dict[str, Any]:
+    from ctxmem.evals.runner import ModelPrice
+
+    out = {}
+    for item in items:
+        name, _, rest = item.partition("=")
+        try:
+            inp, out_ = (float(x) for x in rest.split(","))
+        except ValueError:
+            raise ConfigError(f"bad price {item!r}: use MODEL=INPUT,OUTPUT in $ per million tokens",
+                              field="price") from None
+        out[name] = ModelPrice(inp, out_)
+    return out
+
+
+class _Bar:
+    """A dependency-free progress bar on stderr (silent when stderr is not a terminal and quiet)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, done: int, total: int, status: str) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * done / max(1, total))
+        detail = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {detail}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _common_run_options(fn: Any) -> Any:
+    opts = [
+        click.option("--depths", default="0,0.25,0.5,0.75,1", show_default=True,
+                     help="Needle depths: fractions (0,0.5,1) or percents (0,50,100)."),
+        click.option("--needles", default="literal", show_default=True,
+                     help="Needle families: literal, multikey, multivalue, nonliteral, absent, nocontext."),
+        click.option("--seeds", default="0", show_default=True, help="Seeds (trials per cell): 0,1,2 or 0-9."),
+        click.option("--tokenizer", default="o200k_base", show_default=True,
+                     help="Tokenizer that measures length (o200k_base, cl100k_base, hf:PATH…)."),
+        click.option("--window", type=click.IntRange(min=1), default=None,
+                     help="The model's context window in tokens (known models have a default)."),
+        click.option("--max-tokens", type=click.IntRange(min=1), default=64, show_default=True,
+                     help="Output tokens reserved for the answer."),
+        click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+                     help="Requests in flight at once."),
+        click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="At most this many requests per second."),
+        click.option("--budget", type=click.FloatRange(min=0), default=None, help="Stop before spending more dollars."),
+        click.option("--price", "price_items", multiple=True,
+                     help="MODEL=INPUT,OUTPUT dollars per million tokens (overrides ctxmem's price table)."),
+        click.option("--judge", default=None, help="Also grade answers with this model (client spec)."),
+        click.option("--dry-run", is_flag=True, help="Print the plan and cost estimate, run nothing."),
+        click.option("--progress/--no-progress", default=True, help="Progress bar on stderr."),
+        json_option,
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def _execute(
+    *, sources: list[str], lengths: str, depths: str, needles: str, presets: list[str], models: list[str],
+    seeds: str, tokenizer: str, window: int | None, max_tokens: int, db: str, report: str | None,
+    concurrency: int, rate: float | None, budget: float | None, price_items: tuple[str, ...],
+    judge: str | None, dry_run: bool, progress: bool, as_json: bool,
+) -> None:
+    from ctxmem.evals.grid import expand, parse_depths, parse_lengths
+    from ctxmem.evals.readers import get_reader
+    from ctxmem.evals.runner import plan, run_sync
+    from ctxmem.evals.scoring import LLMJudge
+    from ctxmem.evals.store import ResultStore
+    from ctxmem.tokens import get_tokenizer
+
+    get_tokenizer(tokenizer)  # an unknown tokenizer fails here, before anything else
+    cells = expand(
+        sources=sources, lengths=parse_lengths(lengths), depths=parse_depths(depths), needles=_csv(needles),
+        presets=presets, models=models, seeds=_seeds(seeds), tokenizer=tokenizer, window=window,
+        max_tokens=max_tokens,
+    )
+    prices = _prices(price_items)
+    grid = {"sources": sources, "lengths": lengths, "depths": depths, "needles": needles, "presets": presets,
+            "models": models, "seeds": seeds, "tokenizer": tokenizer, "window": window}
+    with ResultStore(db) as store:
+        pending, skipped, est = plan(cells, store, prices)
+        if not as_json or dry_run:
+            msg = (f"{len(cells)} cells: {skipped} already finished, {len(pending)} to run; estimated "
+                   f"{est.prompt_tokens:,} prompt + {est.output_tokens:,} output tokens, ${est.dollars:.4f}"
+                   + (f" (unpriced: {', '.join(est.unpriced)})" if est.unpriced else ""))
+            if budget is not None:
+                msg += f"; budget cap ${budget:.2f}"
+            click.echo(msg, err=as_json)
+        if dry_run:
+            if as_json:
+                echo_json({"cells": len(cells), "skipped": skipped, "pending": len(pending), "estimate": est.to_json()})
+            return
+        bar = _Bar(progress and sys.stderr.isatty())
+        judge_obj = LLMJudge(get_reader(judge)) if judge else None
+        summary = run_sync(cells, get_reader, store, concurrency=concurrency, rate=rate, budget_usd=budget,
+                           prices=prices, judge=judge_obj, progress=bar, grid=grid)
+        out: dict[str, Any] = {"db": db, **summary.to_json()}
+        if report:
+            from ctxmem.evals.report import write_report
+
+            rows = store.rows()
+            if any(r["status"] == "done" for r in rows):
+                out["report"] = str(write_report(rows, report))
+    if as_json:
+        echo_json(out)
+        return
+    click.echo(f"run {summary.run_id[:8]}: {summary.done} done, {summary.refused} refused, {summary.errors} errors, "
+               f"{summary.skipped} skipped (finished earlier), {summary.cached} answers from cache, "
+               f"${summary.dollars:.4f} spent" + (" — stopped at the budget cap" if summary.stopped_by_budget else ""))
+    for m in summary.error_messages[:5]:
+        click.echo(f"error: {m}", err=True)
+    if out.get("report"):
+        click.echo(f"report: {out['report']}")
+    if summary.errors:
+        sys.exit(1)
+
+
+@click.group("eval", cls=CtxmemGroup)
+def eval_group() -> None:
+    """Needle-in-a-haystack evaluation of models and context strategies."""
+
+
+@eval_group.command("run")
+@click.option("--sources", default="prose", show_default=True,
+              help="Haystacks: prose, code, log, folder:PATH, session:JSONL|DB#ID (as text), "
+                   "agent (synthetic tool-heavy session), agent:JSONL|DB#ID (needles in its tool results).")
+@click.option("--lengths", default="4k,16k,64k", show_default=True, help="Lengths in tokens: 1k,4k,128k,1m.")
+@click.option("--presets", default="none", show_default=True,
+              help="Strategy presets (ctxmem strategies list), or none for the raw context.")
+@click.option("--models", "--reader", "models", default="extractive", show_default=True,
+              help="Readers: extractive, extractive-embedding, or client specs (anthropic:MODEL, openai:MODEL…).")
+@click.option("--db", default=default_eval_db, show_default="$CTXMEM_EVAL_DB or ./ctxmem-eval.db",
+              type=click.Path(dir_okay=False), help="Results database (SQLite).")
+@click.option("--report", default=None, type=click.Path(file_okay=False), help="Write the report into this folder.")
+@_common_run_options
+def run_cmd(sources: str, lengths: str, presets: str, models: str, db: str, report: str | None, **kw: Any) -> None:
+    """Run a grid: sources × lengths × depths × needles × presets × models × seeds."""
+    _execute(sources=_csv(sources), lengths=lengths, presets=_csv(presets), models=_csv(models), db=db,
+             report=report, **kw)
+
+
+@eval_group.command("niah")
+@click.option("--model", "models", multiple=True, default=("extractive",), show_default=True,
+              help="Reader (repeatable): extractive, extractive-embedding, anthropic:MODEL, openai:MODEL…")
+@click.option("--source", "sources", multiple=True, default=("prose",), show_default=True,
+              help="Haystack source (repeatable): prose, code, log, folder:PATH, session:JSONL.")
+@click.option("--lengths", default="1k,2k,4k,8k,16k,32k,64k,128k", show_default=True, help="Lengths in tokens.")
+@click.option("--strategy", "presets", multiple=True, default=("none",), show_default=True,
+              help="Strategy preset (repeatable), or none.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for results.db and the report.")
+@_common_run_options
+def niah_cmd(models: tuple[str, ...], sources: tuple[str, ...], lengths: str, presets: tuple[str, ...],
+             out_dir: str, **kw: Any) -> None:
+    """The classic length × depth grid; results and report under --out."""
+    _execute(sources=list(sources), lengths=lengths, presets=list(presets), models=list(models),
+             db=str(Path(out_dir) / "results.db"), report=out_dir, **kw)
+
+
+@eval_group.command("session-needles")
+@click.option("--session", "session_id", default=None, help="A recorded session id (in --sessions-db).")
+@click.option("--sessions-db", default=None, type=click.Path(dir_okay=False),
+              help="Session store holding --session (default: $CTXMEM_DB or ~/.local/share/ctxmem/sessions.db).")
+@click.option("--jsonl", default=None, type=click.Path(dir_okay=False, exists=True), help="A JSONL transcript.")
+@click.option("--workload", type=click.Choice(["synthetic", "kernel"]), default=None,
+              help="Generate the session: synthetic (ctxmem.samples) or kernel (the kernel workload, when available).")
+@click.option("--lengths", default="8k,16k,32k,64k", show_default=True, help="Session lengths in tokens.")
+@click.option("--strategy", "presets", multiple=True, default=("dump-1m", "window-32k", "masking-turns-128k"),
+              show_default=True, help="Strategy preset (repeatable).")
+@click.option("--model", "models", multiple=True, default=("extractive",), show_default=True, help="Reader (repeatable).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for results.db and the report.")
+@_common_run_options
+def session_needles_cmd(session_id: str | None, sessions_db: str | None, jsonl: str | None, workload: str | None,
+                        lengths: str, presets: tuple[str, ...], models: tuple[str, ...], out_dir: str,
+                        **kw: Any) -> None:
+    """Needles inside tool results of an agent session, placed by tool-call index, across strategies."""
+    chosen = [x for x in (session_id, jsonl, workload) if x]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --session, --jsonl or --workload")
+    if session_id:
+        from ctxmem.cli._common import default_db
+
+        source = f"agent:{sessions_db or default_db()}#{session_id}"
+    elif jsonl:
+        source = f"agent:{jsonl}"
+    elif workload == "kernel":
+        raise ConfigError("the kernel workload has no session generator yet; record one and pass --session, "
+                          "or use --workload synthetic", field="workload")
+    else:
+        source = "agent"
+    _execute(sources=[source], lengths=lengths, presets=list(presets), models=list(models),
+             db=str(Path(out_dir) / "results.db"), report=out_dir, **kw)
+
+
+@eval_group.command("report")
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
+@click.option("--db", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Results database (default: DIRECTORY/results.db).")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Where to write the report (default: DIRECTORY).")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap resamples for effective-length intervals.")
+def report_cmd(directory: str | None, db: str | None, out_dir: str | None, n_boot: int) -> None:
+    """Write PNG figures and a self-contained index.html from a results database."""
+    from ctxmem.evals.report import write_report
+    from ctxmem.evals.store import ResultStore
+
+    if db is None:
+        if directory is None:
+            raise click.UsageError("give DIRECTORY (holding results.db) or --db")
+        db = str(Path(directory) / "results.db")
+        if not Path(db).is_file():
+            raise ConfigError(f"no results database {db}; pass --db", field="db")
+    out = out_dir or directory
+    if out is None:
+        raise click.UsageError("give --out DIR (or DIRECTORY)")
+    with ResultStore(db) as store:
+        index = write_report(store.rows(), out, n_boot=n_boot)
+    click.echo(f"report: {index}")
+
+
+@eval_group.command("show")
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
+@click.option("--db", default=None, type=click.Path(dir_okay=False),
+              help="Results database (default: DIRECTORY/results.db, else $CTXMEM_EVAL_DB or ./ctxmem-eval.db).")
+@click.option("--by", default="model,preset,source,needle,length", show_default=True, help="Group accuracy by these.")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True)
+@json_option
+def show_cmd(directory: str | None, db: str | None, by: str, n_boot: int, as_json: bool) -> None:
+    """Accuracy per group (Wilson intervals), effective lengths, refused/errored cells."""
+    from ctxmem.evals.analysis import cell_table, effective_lengths
+    from ctxmem.evals.store import ResultStore
+
+    path = db or (str(Path(directory) / "results.db") if directory else default_eval_db())
+    if not Path(path).is_file():
+        raise ConfigError(f"no results database {path}", field="db")
+    keys = _csv(by)
+    with ResultStore(path) as store:
+        rows = store.rows()
+        runs = store.runs()
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    groups = cell_table(rows, keys)
+    eff = effective_lengths(rows, n_boot=n_boot)
+    problems = [{"status": r["status"], "cell": r["cell"], "error": r["error"]} for r in rows if r["status"] != "done"]
+    if as_json:
+        echo_json({"db": path, "status": counts, "groups": groups, "effective_length": eff,
+                   "problems": problems, "runs": runs})
+        return
+    click.echo(f"{path}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    click.echo(table([[*(g[k] for k in keys), g["n"], f"{g['accuracy']:.3f}", f"[{g['low']:.2f}, {g['high']:.2f}]",
+                       " ".join(f"{k}={v}" for k, v in sorted(g["labels"].items()))] for g in groups],
+                     [*keys, "n", "accuracy", "wilson95", "labels"]))
+    if eff:
+        click.echo("")
+        click.echo(table([[e["model"], e["preset"], _ci(e["ruler"]), _ci(e["nolima"]),
+                           f"{e['nolima']['base_score']:.3f}"] for e in eff],
+                         ["model", "preset", "effective (RULER 85.6)", "effective (NoLiMa 85% base)", "base"]))
+    for p in problems[:20]:
+        c = p["cell"]
+        click.echo(f"{p['status']}: {c['source']} {c['length']} depth={c['depth']} {c['needle']} {c['preset']} "
+                   f"{c['model']}: {p['error']}")
+
+
+def _ci(d: dict[str, Any]) -> str:
+    def f(x: Any) -> str:
+        return "none" if x is None else str(x)
+
+    return f"{f(d['point'])} [{f(d['low'])}, {f(d['high'])}]"
+
+
+__all__ = ["eval_group"]

@@ -1,0 +1,342 @@
+"""Running a grid: resume, response cache, bounded concurrency, rate limit, cost cap.
+
+:func:`run` (async) and :func:`run_sync` take cells, a reader per model, and a
+:class:`~ctxmem.evals.store.ResultStore`:
+
+1. every cell is resolved and keyed (:func:`~ctxmem.evals.cells.cell_key`); cells whose
+   stored status is ``done`` or ``refused`` are skipped, ``error`` ones are retried;
+2. :func:`estimate` prices the pending cells (prompt ≈ the cell's request tokens, output
+   = ``max_tokens``) from a per-model price table (``prices=`` in $/MTok, else
+   :mod:`ctxmem.tune.prices` when it knows the model; offline readers cost 0); the CLI
+   shows it before anything runs;
+3. cells run concurrently, at most ``concurrency`` requests in flight (an
+   ``asyncio.Semaphore``) and at most ``rate`` request starts per second; building a cell
+   and the SQLite writes run off the event loop;
+4. each request is looked up in the response cache first (keyed by the reader's model and
+   a hash of the canonical request); a miss is sent and cached;
+5. the **budget cap**: before a request is sent, its estimated cost is reserved against
+   ``budget_usd``; if the reservation would pass the cap, nothing more is started and the
+   run ends with ``stopped_by_budget``. Actual costs (from the response's ``Usage``)
+   replace the estimates as answers arrive. A cap with an unpriced model is refused up
+   front: it could not be enforced.
+6. each finished cell is written at once (a killed run keeps its finished cells); its
+   row carries the answer, score, rule scores, optional judge verdict, survival, fate,
+   label, tokens, usage and cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ctxmem.clients.base import Usage
+from ctxmem.errors import ConfigError, CtxmemError
+from ctxmem.evals.attribution import label
+from ctxmem.evals.cells import BuiltCell, Cell, CellRefusedError, build_cell, cell_key, resolve
+from ctxmem.evals.scoring import LLMJudge, score_needles
+from ctxmem.evals.store import ResultStore
+from ctxmem.messages import canonical_json, to_anthropic
+
+Progress = Callable[[int, int, str], None]
+"""``progress(done, total, status)`` after each finished cell."""
+
+OFFLINE_PREFIXES = ("extractive", "scripted", "function")
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """Dollars per million tokens (a simple table; :mod:`ctxmem.tune.prices` is the full model)."""
+
+    input: float
+    output: float
+
+    def dollars(self, usage: Usage) -> float:
+        return (usage.prompt_tokens * self.input + usage.output_tokens * self.output) / 1e6
+
+
+def price_for(model: str, prices: Mapping[str, ModelPrice] | None = None) -> ModelPrice | None:
+    """The price of a reader: ``prices`` first, then ctxmem's price table; None if unknown."""
+    if prices and model in prices:
+        return prices[model]
+    if model.startswith(OFFLINE_PREFIXES):
+        return ModelPrice(0.0, 0.0)
+    name = model.partition(":")[2] or model
+    if prices and name in prices:
+        return prices[name]
+    try:
+        from ctxmem.tune.prices import load_prices
+
+        table = load_prices(user=True)
+        if name in table:
+            p = table.get(name).model
+            return ModelPrice(p.input, p.output)
+    except (ImportError, CtxmemError):
+        pass
+    return None
+
+
+@dataclass
+class Estimate:
+    cells: int
+    prompt_tokens: int
+    output_tokens: int
+    dollars: float
+    unpriced: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cells": self.cells, "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens,
+                "dollars": round(self.dollars, 6), "unpriced_models": self.unpriced}
+
+
+def _prompt_estimate(cell: Cell) -> int:
+    n = cell.length
+    if cell.preset != "none":
+        from ctxmem.config import load_preset
+
+        n = min(n, load_preset(cell.preset).budget().available)
+    return n if cell.needle != "nocontext" else 64
+
+
+def estimate(cells: Sequence[Cell], prices: Mapping[str, ModelPrice] | None = None) -> Estimate:
+    """What the cells would cost (see the module docstring)."""
+    prompt = output = 0
+    dollars = 0.0
+    unpriced: set[str] = set()
+    for c in cells:
+        p_tok = _prompt_estimate(c)
+        prompt += p_tok
+        output += c.max_tokens
+        p = price_for(c.model, prices)
+        if p is None:
+            unpriced.add(c.model)
+        else:
+            dollars += p.dollars(Usage(p_tok, c.max_tokens))
+    return Estimate(len(cells), prompt, output, dollars, sorted(unpriced))
+
+
+def plan(
+    cells: Sequence[Cell], store: ResultStore, prices: Mapping[str, ModelPrice] | None = None
+) -> tuple[list[tuple[str, Cell, dict[str, Any]]], int, Estimate]:
+    """(pending cells with keys and resolved configs, cells already finished, cost estimate)."""
+    resolved: dict[str, tuple[Cell, dict[str, Any]]] = {}
+    for c in cells:
+        r = resolve(c)
+        resolved.setdefault(cell_key(r), (c, r))
+    statuses = store.statuses(list(resolved))
+    pending = [(k, c, r) for k, (c, r) in resolved.items() if statuses.get(k) not in ("done", "refused")]
+    return pending, len(resolved) - len(pending), estimate([c for _, c, _ in pending], prices)
+
+
+class RateLimiter:
+    """At most ``rate`` starts per second, spaced evenly (None: unlimited)."""
+
+    def __init__(self, rate: float | None):
+        self.interval = 1.0 / rate if rate else 0.0
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            delay = self._next - now
+            self._next = max(now, self._next) + self.interval
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    total: int
+    skipped: int = 0
+    done: int = 0
+    refused: int = 0
+    errors: int = 0
+    not_started: int = 0
+    cached: int = 0
+    dollars: float = 0.0
+    stopped_by_budget: bool = False
+    estimate: dict[str, Any] = field(default_factory=dict)
+    error_messages: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def request_hash(built: BuiltCell) -> str:
+    payload = canonical_json({"system": built.system, "messages": to_anthropic(built.messages),
+                              "max_tokens": built.cell.max_tokens})
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class _Budget:
+    def __init__(self, cap: float | None):
+        self.cap = cap
+        self.spent = 0.0
+        self.reserved = 0.0
+        self.stopped = False
+
+    def reserve(self, amount: float) -> bool:
+        if self.cap is None:
+            return True
+        if self.stopped or self.spent + self.reserved + amount > self.cap:
+            self.stopped = True
+            return False
+        self.reserved += amount
+        return True
+
+    def settle(self, reserved: float, actual: float) -> None:
+        self.reserved -= reserved if self.cap is not None else 0.0
+        self.spent += actual
+
+
+async def run(
+    cells: Sequence[Cell],
+    readers: Mapping[str, Any] | Callable[[str], Any],
+    store: ResultStore,
+    *,
+    concurrency: int = 4,
+    rate: float | None = None,
+    budget_usd: float | None = None,
+    prices: Mapping[str, ModelPrice] | None = None,
+    judge: LLMJudge | None = None,
+    progress: Progress | None = None,
+    grid: Mapping[str, Any] | None = None,
+) -> RunSummary:
+    """Run every cell not already finished in ``store`` (see the module docstring)."""
+    if concurrency < 1:
+        raise ConfigError("must be at least 1", field="concurrency")
+    pending, skipped, est = await asyncio.to_thread(plan, cells, store, prices)
+    run_id = uuid.uuid4().hex
+    summary = RunSummary(run_id, len(pending) + skipped, skipped=skipped, estimate=est.to_json())
+    if budget_usd is not None and est.unpriced:
+        raise ConfigError(
+            f"no price for {', '.join(est.unpriced)}: a budget cap cannot be enforced. "
+            "Add the model to the price table (ctxmem.tune.prices) or pass prices=",
+            field="budget",
+        )
+    await asyncio.to_thread(store.start_run, run_id, dict(grid or {"cells": summary.total}))
+    sem = asyncio.Semaphore(concurrency)
+    limiter = RateLimiter(rate)
+    budget = _Budget(budget_usd)
+    reader_cache: dict[str, Any] = {}
+    finished = 0
+
+    def reader_for(model: str) -> Any:
+        if model not in reader_cache:
+            reader_cache[model] = readers[model] if isinstance(readers, Mapping) else readers(model)
+        return reader_cache[model]
+
+    async def one(key: str, cell: Cell, res: dict[str, Any]) -> None:
+        nonlocal finished
+        t0 = time.perf_counter()
+        base = {"key": key, "run_id": run_id, "source": cell.source, "length": cell.length, "depth": cell.depth,
+                "needle": cell.needle, "preset": cell.preset, "model": cell.model, "seed": cell.seed,
+                "tokenizer": cell.tokenizer, "cell": cell.to_json(), "resolved": res}
+        status = "error"
+        try:
+            row = await _evaluate(cell, base, reader_for, store, sem, limiter, budget, prices, judge)
+            if row is None:
+                summary.not_started += 1
+                return
+            status = row["status"]
+            summary.cached += int(row.get("cached") or 0)
+        except CellRefusedError as exc:
+            status = "refused"
+            row = {**base, "status": "refused", "label": "refused", "error": str(exc),
+                   "info": {"needed": exc.needed, "available": exc.available}}
+        except Exception as exc:  # one failing cell must not lose the others
+            row = {**base, "status": "error", "error": f"{type(exc).__name__}: {exc}"}
+            summary.error_messages.append(f"{cell.source}/{cell.length}/{cell.depth}/{cell.needle}: {row['error']}")
+        row["elapsed_s"] = time.perf_counter() - t0
+        await asyncio.to_thread(store.put, row)
+        if status == "done":
+            summary.done += 1
+        elif status == "refused":
+            summary.refused += 1
+        else:
+            summary.errors += 1
+        summary.dollars += float(row.get("cost") or 0.0)
+        finished += 1
+        if progress is not None:
+            progress(finished, len(pending), status)
+
+    try:
+        await asyncio.gather(*(one(k, c, r) for k, c, r in pending))
+    finally:
+        summary.stopped_by_budget = budget.stopped
+        await asyncio.to_thread(store.finish_run, run_id, summary.to_json())
+    return summary
+
+
+async def _evaluate(
+    cell: Cell,
+    base: dict[str, Any],
+    reader_for: Callable[[str], Any],
+    store: ResultStore,
+    sem: asyncio.Semaphore,
+    limiter: RateLimiter,
+    budget: _Budget,
+    prices: Mapping[str, ModelPrice] | None,
+    judge: LLMJudge | None,
+) -> dict[str, Any] | None:
+    built = await asyncio.to_thread(build_cell, cell)
+    reader = reader_for(cell.model)
+    model_id = str(getattr(reader, "model", cell.model))
+    rh = request_hash(built)
+    hit = await asyncio.to_thread(store.cached_response, model_id, rh)
+    price = price_for(cell.model, prices)
+    cached = hit is not None
+    if hit is not None:
+        text, usage_d = hit
+        usage = Usage(**usage_d)
+        cost = 0.0  # already paid when it was cached
+    else:
+        reserve = price.dollars(Usage(built.request_tokens, cell.max_tokens)) if price else 0.0
+        if not budget.reserve(reserve):
+            return None
+        try:
+            async with sem:
+                await limiter.wait()
+                resp = await reader.request(built.messages, system=built.system, max_tokens=cell.max_tokens,
+                                            temperature=0.0)
+        except BaseException:
+            budget.settle(reserve, 0.0)
+            raise
+        text, usage = resp.text, resp.usage
+        cost = price.dollars(usage) if price else 0.0
+        budget.settle(reserve, cost)
+        await asyncio.to_thread(store.cache_response, model_id, rh, text, usage.to_dict())
+    s = score_needles(built.needles, text)
+    verdict: int | None = None
+    if judge is not None:
+        ok, _judge_usage = await judge.judge(built.needles.question, built.needles.answers, text)
+        verdict = int(ok)
+    return {
+        **base,
+        "status": "done",
+        "response": text,
+        "score": s.score,
+        "correct": int(s.correct),
+        "survival": built.survival,
+        "fate": built.fate,
+        "label": label(s.correct, built.survival, built.fate),
+        "rules": {**s.rules, "chose_distractor": s.chose_distractor},
+        "judge": verdict,
+        "info": {**built.info(), "answers": list(built.needles.answers), "question": built.needles.question},
+        "usage": usage.to_dict(),
+        "cost": cost if price is not None else None,
+        "cached": int(cached),
+    }
+
+
+def run_sync(*args: Any, **kwargs: Any) -> RunSummary:
+    """Sync wrapper of :func:`run` for the CLI and scripts."""
+    return asyncio.run(run(*args, **kwargs))
