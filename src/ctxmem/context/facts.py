@@ -68,7 +68,7 @@ _UNIT = re.compile(
     r"(?<![\w.])\d+(?:\.\d+)?(?:e[-+]?\d+)?\s?"
     r"(?:x|×|ms|us|µs|ns|s|KiB|MiB|GiB|KB|MB|GB|TB|B|bytes|%|tokens|TFLOPS|GFLOPS|GB/s|TB/s|registers)(?![\w/])"
 )
-_BIGINT = re.compile(r"(?<![\w.#])\d{4,}(?![\w.])")
+_BIGINT = re.compile(r"(?<![\w.#])\d{4,}(?!\w|\.\d)")
 _ERROR = re.compile(
     r"(?:^|[\s(])((?:[A-Za-z_][\w]*\.)*(?:[A-Z]\w*(?:Error|Exception|Exceeded|Failure|Interrupt)|OutOfResources|"
     r"Traceback|panic|fatal error|error(?=:)))\b:?\s*(.*)"
@@ -80,7 +80,8 @@ _INFORMATIVE = re.compile(
     re.I,
 )
 _COMMIT = re.compile(r"\bcommit|\bHEAD\b", re.I)
-_SPEEDUP = re.compile(r"(geomean|geometric mean)?[^\n]*?speedup[^\n\d]*?(\d+(?:\.\d+)?)\s?x", re.I)
+_SPEEDUP = re.compile(r"speedup[^\n\d]*?(\d+(?:\.\d+)?)\s?x", re.I)
+_GEOMEAN = re.compile(r"geomean|geometric", re.I)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -123,12 +124,13 @@ class Best:
 def speedups(text: str) -> list[tuple[float, str, bool, str]]:
     """(value, value as written, is_geomean, line) for each summary speedup of a text (table rows are skipped
     when a geomean line exists)."""
-    lines = text.splitlines()
+    if "speedup" not in text.lower():
+        return []
     found = []
-    for ln in lines:
-        m = _SPEEDUP.search(ln)
+    for ln in text.splitlines():
+        m = _SPEEDUP.search(ln) if "speedup" in ln.lower() else None
         if m:
-            found.append((float(m.group(2)), m.group(2), bool(m.group(1)), ln.strip()))
+            found.append((float(m.group(1)), m.group(1), bool(_GEOMEAN.search(ln)), ln.strip()))
     geo = [f for f in found if f[2]]
     return geo if geo else [f for f in found if "best" in f[3].lower() or len(found) == 1]
 

@@ -1,0 +1,199 @@
+"""A deterministic task ledger: what the agent has done, built from its tool events.
+
+An agent deep into a long session loses track of the bookkeeping a summary rarely keeps
+exactly: how often it compiled, which errors keep coming back, which files it touched,
+which benchmark gave the best number. The ledger is that bookkeeping, computed from the
+history's tool calls and results with no model:
+
+* calls per tool, and the last status of each tool (ok / its error signature / its
+  summary line);
+* errors seen: unique signatures (numbers normalized, so ``Required: 204800`` and
+  ``Required: 286720`` are one signature), with count, first and last message;
+* files touched (paths in tool inputs and in edit results), in first-touch order;
+* evaluation and benchmark ids (``eval#12``, ``bench#7``), in order;
+* the best result so far (the best geomean speedup, else the best speedup line), with
+  its run id and message.
+
+:class:`LedgerBuilder` is incremental — :meth:`LedgerBuilder.update` reads only the
+messages appended since its last call — so a pipeline can refresh the ledger every turn
+for the cost of the new messages. :func:`render_ledger` writes it as compact text within
+an exact token cap, most useful lines first (best result, recurring errors, last
+statuses, counts, files, ids).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ctxmem.context.facts import _ID, _PATH, Best, better, error_signature, run_id, speedups
+from ctxmem.context.history import History
+from ctxmem.context.reducers import summary_line
+from ctxmem.context.summarize import clip_line, fit_lines
+from ctxmem.messages import Message, ToolResultBlock, ToolUseBlock
+from ctxmem.tokens import Tokenizer
+
+_DIGITS = re.compile(r"\d+")
+_PATH_KEYS = ("path", "file", "filename", "file_path", "target", "paths", "files")
+_EDITED = re.compile(r"^(?:edited|wrote|created|modified|deleted|updated)\s+([^\s:]+)", re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSeen:
+    """One error signature: how often, where first and last, and its latest wording."""
+
+    signature: str
+    example: str
+    tool: str
+    count: int
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class TaskLedger:
+    """The ledger of ``messages[:upto]``; message indices refer to the history."""
+
+    upto: int
+    tool_calls: dict[str, int]
+    errors: tuple[ErrorSeen, ...]
+    files: tuple[str, ...]
+    run_ids: tuple[str, ...]
+    best: Best | None
+    #: tool → (status text, message index)
+    last_status: dict[str, tuple[str, int]]
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.tool_calls.values())
+
+
+@dataclass
+class LedgerBuilder:
+    """Builds a :class:`TaskLedger` incrementally from an append-only message list."""
+
+    _seen: int = 0
+    _names: dict[str, str] = field(default_factory=dict)
+    _calls: dict[str, int] = field(default_factory=dict)
+    _errors: dict[str, list[object]] = field(default_factory=dict)  # sig → [example, tool, count, first, last]
+    _files: dict[str, None] = field(default_factory=dict)
+    _ids: dict[str, None] = field(default_factory=dict)
+    _best: Best | None = None
+    _status: dict[str, tuple[str, int]] = field(default_factory=dict)
+    _source: int | None = None
+
+    def update(self, history: History | Sequence[Message]) -> TaskLedger:
+        """Read the messages appended since the last call and return the ledger."""
+        msgs = history.messages if isinstance(history, History) else history
+        if (self._source is not None and self._source != id(history)) or len(msgs) < self._seen:
+            fresh = LedgerBuilder()  # another history: start over
+            self.__dict__.update(fresh.__dict__)
+        self._source = id(history)
+        for i in range(self._seen, len(msgs)):
+            self._read(i, msgs[i])
+        self._seen = len(msgs)
+        return self.ledger()
+
+    def _read(self, i: int, m: Message) -> None:
+        for b in m.content:
+            if isinstance(b, ToolUseBlock):
+                self._names[b.id] = b.name
+                self._calls[b.name] = self._calls.get(b.name, 0) + 1
+                self._paths_from_input(b.input)
+            elif isinstance(b, ToolResultBlock):
+                self._result(i, b)
+
+    def _paths_from_input(self, value: object, key: str = "") -> None:
+        if isinstance(value, str):
+            if key in _PATH_KEYS or _PATH.fullmatch(value.strip()):
+                for mt in _PATH.finditer(value):
+                    self._files.setdefault(mt.group(0).rstrip("."), None)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                self._paths_from_input(v, str(k).lower())
+        elif isinstance(value, list | tuple):
+            for v in value:
+                self._paths_from_input(v, key)
+
+    def _result(self, i: int, b: ToolResultBlock) -> None:
+        tool = self._names.get(b.tool_use_id, "tool")
+        text = b.text
+        lines = text.splitlines()
+        sig = None
+        for ln in lines:
+            sig = error_signature(ln)
+            if sig:
+                break
+        if sig is None and b.is_error:
+            sig = clip_line(next((ln for ln in lines if ln.strip()), "(empty error output)"), 160)
+        if sig is not None:
+            key = _DIGITS.sub("#", sig)
+            e = self._errors.get(key)
+            if e is None:
+                self._errors[key] = [sig, tool, 1, i, i]
+            else:
+                e[0], e[2], e[4] = sig, int(e[2]) + 1, i  # type: ignore[call-overload]
+            self._status[tool] = (f"error: {sig}", i)
+        else:
+            self._status[tool] = (clip_line(summary_line(text), 160) if text.strip() else "ok (empty output)", i)
+        head = lines[0] if lines else ""
+        for mt in _ID.finditer(head):
+            self._ids.setdefault(mt.group(0), None)
+        edited = _EDITED.match(head.strip())
+        if edited and _PATH.fullmatch(edited.group(1)):
+            self._files.setdefault(edited.group(1), None)
+        for value, raw, geo, line in speedups(text):
+            if better(self._best, value, geo):
+                self._best = Best(value, raw, line, run_id(text), i, geo)
+
+    def ledger(self) -> TaskLedger:
+        errors = tuple(
+            ErrorSeen(k, str(e[0]), str(e[1]), int(e[2]), int(e[3]), int(e[4]))  # type: ignore[call-overload]
+            for k, e in self._errors.items()
+        )
+        return TaskLedger(
+            upto=self._seen,
+            tool_calls=dict(self._calls),
+            errors=errors,
+            files=tuple(self._files),
+            run_ids=tuple(self._ids),
+            best=self._best,
+            last_status=dict(self._status),
+        )
+
+
+def build_ledger(messages: History | Sequence[Message]) -> TaskLedger:
+    """The ledger of a whole history (or message list), from scratch."""
+    return LedgerBuilder().update(messages)
+
+
+def render_ledger(ledger: TaskLedger, tokenizer: Tokenizer, max_tokens: int, *, max_items: int = 12) -> str:
+    """The ledger as compact text, at most ``max_tokens`` (exact), most useful lines first.
+
+    Lines are kept in a fixed section order; when the cap bites, lower-priority lines go
+    first (ids, then files, then counts, then older statuses and rarer errors).
+    """
+    header = f"Task ledger (messages 0-{ledger.upto - 1}, {ledger.total_calls} tool calls):"
+    cands: list[tuple[float, str]] = []
+    if ledger.best is not None:
+        cands.append((100.0, ledger.best.describe()))
+    errors = sorted(ledger.errors, key=lambda e: (-e.count, -e.last))[:max_items]
+    for e in sorted(errors, key=lambda e: e.first):
+        # recurring errors rank above the last statuses, one-off errors below them
+        score = (80.0 if e.count > 1 else 55.0) - errors.index(e) * 0.1
+        times = f" ×{e.count}" if e.count > 1 else ""
+        cands.append((score, f"error{times} ({e.tool}, messages {e.first}-{e.last}): {e.example}"))
+    statuses = sorted(ledger.last_status.items(), key=lambda kv: kv[1][1])
+    for k, (tool, (status, i)) in enumerate(statuses):
+        cands.append((60.0 + k * 0.01, f"last {tool} (message {i}): {status}"))
+    if ledger.tool_calls:
+        counts = ", ".join(f"{t}×{n}" for t, n in sorted(ledger.tool_calls.items(), key=lambda kv: (-kv[1], kv[0])))
+        cands.append((50.0, f"calls: {counts}"))
+    if ledger.files:
+        cands.append((40.0, "files: " + ", ".join(ledger.files[:max_items * 2])))
+    if ledger.run_ids:
+        recent = ledger.run_ids[-max_items:]
+        more = f" (+{len(ledger.run_ids) - len(recent)} earlier)" if len(ledger.run_ids) > len(recent) else ""
+        cands.append((30.0, "runs: " + ", ".join(recent) + more))
+    return fit_lines(cands, tokenizer, max_tokens, header=header)

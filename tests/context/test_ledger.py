@@ -1,0 +1,73 @@
+"""The task ledger: built from tool events, incremental, rendered within an exact cap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ctxmem.context import History
+from ctxmem.context.ledger import LedgerBuilder, build_ledger, render_ledger
+from ctxmem.messages import Message, ToolResultBlock, ToolUseBlock
+from ctxmem.samples import synthetic_session
+
+
+def _oor(required: int) -> str:
+    return (
+        f"[compile] ok\ntriton.runtime.errors.OutOfResources: out of resource: shared memory, Required: {required}, "
+        "Hardware limit: 101376. Reduce num_stages."
+    )
+
+
+def _turn(i: int, tool: str, inp: dict[str, Any], out: str, err: bool = False) -> list[Message]:
+    tid = f"t{i}"
+    return [
+        Message.assistant(ToolUseBlock(tid, tool, inp)),
+        Message("user", (ToolResultBlock(tid, out, is_error=err),)),
+    ]
+
+
+def _history() -> list[Message]:
+    msgs = [Message.user("Optimize kernel.py.")]
+    msgs += _turn(1, "compile", {"path": "kernel.py"}, _oor(204800), err=True)
+    msgs += _turn(2, "edit_file", {"path": "kernel.py", "old": "a", "new": "b"}, "edited kernel.py: replaced 3 lines")
+    msgs += _turn(3, "compile", {"path": "kernel.py"}, _oor(286720), err=True)
+    msgs += _turn(4, "benchmark", {"target": "bench.py"}, "bench#7 (sim)\nrow 1.0 0.5 2.00x\ngeomean speedup: 3.41x")
+    msgs += _turn(5, "check", {}, "eval#12 correctness\nall 24 cases PASS")
+    msgs += _turn(6, "benchmark", {"target": "bench.py"}, "bench#9 (sim)\ngeomean speedup: 2.10x")
+    msgs += _turn(7, "compile", {"path": "kernel.py"}, "[compile] compiled in 1.2s: 0 spills")
+    return msgs
+
+
+def test_ledger_counts_errors_files_ids_best_and_status() -> None:
+    led = build_ledger(_history())
+    assert led.tool_calls == {"compile": 3, "edit_file": 1, "benchmark": 2, "check": 1}
+    [err] = led.errors  # numbers normalized: one signature
+    assert err.count == 2 and (err.first, err.last) == (2, 6) and err.tool == "compile"
+    assert "Required: 286720" in err.example and "Hardware limit: 101376" in err.example
+    assert led.files[:2] == ("kernel.py", "bench.py")
+    assert led.run_ids == ("bench#7", "eval#12", "bench#9")
+    assert led.best is not None and led.best.raw == "3.41" and led.best.run_id == "bench#7"
+    assert led.best.message_index == 8
+    assert led.last_status["compile"][0].startswith("no error") or "compiled" in led.last_status["compile"][0]
+    assert led.last_status["benchmark"] == ("bench#9 (sim) … geomean speedup: 2.10x", 12)
+
+
+def test_incremental_updates_equal_a_rebuild(o200k: Any) -> None:
+    msgs = synthetic_session(40, seed=4)
+    h = History.from_messages(msgs[:11], o200k)
+    builder = LedgerBuilder()
+    for k in range(11, len(msgs) + 1, 7):
+        h.extend(msgs[len(h) : k])
+        assert builder.update(h) == build_ledger(msgs[:k])
+    assert builder.update(msgs[:5]) == build_ledger(msgs[:5])  # another source starts over
+
+
+def test_render_fits_the_cap_exactly_and_keeps_the_best_first(o200k: Any) -> None:
+    led = build_ledger(synthetic_session(150, seed=1))
+    for cap in (40, 120, 400, 2000):
+        text = render_ledger(led, o200k, cap)
+        assert o200k.count(text) <= cap
+        assert render_ledger(led, o200k, cap) == text
+    text = render_ledger(led, o200k, 120)
+    assert text.splitlines()[1].startswith("best geomean speedup so far:")
+    big = render_ledger(led, o200k, 2000)
+    assert "calls: " in big and "files: " in big and "runs: " in big and "last compile" in big
