@@ -13,8 +13,8 @@ Kinds, in priority order (the cap keeps the higher kinds first):
 ``constraint`` a sentence of a user *text* message with must/never/always/keep/don't/only/limit
 ``best``       the best speedup (geomean preferred) seen so far, with its id and message
 ``error``      an error signature: exception class + the head of its message
-``id``         run ids (``eval#12``, ``bench#7``) and commit shas
 ``path``       file paths (``kernel.py``, ``src/a/b.py``, ``/abs/path``)
+``id``         run ids (``eval#12``, ``bench#7``) and commit shas
 ``number``     numbers with units (``3.41x``, ``12.5 ms``, ``96 KiB``) and big integers (``101376``)
 =============  ================================================================
 
@@ -38,7 +38,7 @@ from typing import Literal, TypeAlias
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
 
 FactKind: TypeAlias = Literal["constraint", "best", "error", "id", "path", "number"]
-KIND_PRIORITY: tuple[FactKind, ...] = ("constraint", "best", "error", "id", "path", "number")
+KIND_PRIORITY: tuple[FactKind, ...] = ("constraint", "best", "error", "path", "id", "number")
 DEFAULT_MAX_FACTS = 48
 _MAX_FACT_CHARS = 200
 

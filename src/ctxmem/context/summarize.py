@@ -228,8 +228,11 @@ class ExtractiveSummarizer:
                 elif isinstance(b, ToolResultBlock):
                     self._result_lines(b, tool_names.get(b.tool_use_id, "tool"), add)
         if calls:
-            summary = ", ".join(f"{name}×{n}" for name, n in sorted(calls.items()))
-            out.insert(0, (7.0, f"{len(messages)} messages; tool calls: {summary}"))
+            overview = f"{len(messages)} messages; tool calls: " + ", ".join(
+                f"{name}×{n}" for name, n in sorted(calls.items())
+            )
+            if normalize(overview) not in seen:
+                out.insert(0, (7.0, overview))
         return out
 
     def _result_lines(self, b: ToolResultBlock, tool: str, add: Any) -> None:
