@@ -62,7 +62,8 @@ class UnknownNameError(ConfigError):
         close = get_close_matches(name, self.known, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         listing = ", ".join(self.known) if self.known else "(none registered)"
-        super().__init__(f"unknown {kind} {name!r}.{hint} Known {kind}s: {listing}.")
+        plural = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+        super().__init__(f"unknown {kind} {name!r}.{hint} Known {plural}: {listing}.")
 
 
 class MissingDependencyError(CtxmemError, ImportError):

@@ -33,6 +33,8 @@ def snap_up(history: History, index: int, step: int) -> int:
     """
     if index <= 0:
         return 0
+    if index >= len(history):
+        return len(history)
     c, prev = history.cum[index], history.cum[index - 1]
     m = c // step
     if m * step > prev:
@@ -55,6 +57,13 @@ class Output:
     messages: list[Message] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
     sections: dict[str, int] = field(default_factory=dict)
+    #: tokens outside the messages the build adds (e.g. a tool definition it offers)
+    extra: int = 0
+
+    def add_extra(self, section: str, tokens: int) -> None:
+        if tokens:
+            self.extra += tokens
+            self.sections[section] = self.sections.get(section, 0) + tokens
 
     def add(self, section: str, messages: Sequence[Message], counts: Sequence[int]) -> None:
         self.messages.extend(messages)
@@ -63,7 +72,7 @@ class Output:
 
     @property
     def tokens(self) -> int:
-        return sum(self.counts)
+        return sum(self.counts) + self.extra
 
 
 @dataclass
@@ -84,7 +93,7 @@ class PrefixTracker:
         new_msgs = out.messages
         while k < limit and old[k] is new_msgs[k]:
             k += 1
-        new_cum = list(accumulate(out.counts, initial=0))
+        new_cum = list(accumulate(out.counts, initial=out.extra))
         stable = fixed + new_cum[k]
         invalidated = bool(old) and k < len(old)
         lost = (self._cum[-1] - self._cum[k]) if invalidated else 0

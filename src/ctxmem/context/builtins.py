@@ -11,6 +11,7 @@ safe cut as the window.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -37,32 +38,60 @@ class _CutsCache:
 
 
 def suffix_start(
-    request: BuildRequest, cuts: SafeCuts, base: int, limit: int, step_fraction: float, strategy: str
+    request: BuildRequest,
+    cuts: SafeCuts,
+    base: int,
+    limit: int,
+    step_fraction: float,
+    strategy: str,
+    cum: Sequence[int] | None = None,
 ) -> int:
-    """Where the kept suffix starts so that ``base + suffix ≤ limit``, on the grid, at a safe cut."""
+    """Where the kept suffix starts so that ``base + suffix ≤ limit``, on the grid, at a safe cut.
+
+    ``cum`` gives the token position of each history index in the *output* (default: the
+    history's own prefix sums); strategies that shrink messages before cutting (masking)
+    pass theirs. The grid is always the history's, so it does not move when they do.
+    """
     h = request.history
     p = request.pinned_count
     n = len(h)
+    cum = h.cum if cum is None else cum
     room = limit - base
-    if h.tokens(p, n) <= room:
+
+    def tail(c: int) -> int:
+        return cum[n] - cum[c]
+
+    if tail(p) <= room:
         return p
-    s_min = bisect_left(h.cum, h.cum[n] - room, lo=p)
-    s = cuts.at_or_after(snap_up(h, s_min, grid_step(request, step_fraction)))
-    if s is None or base + h.tokens(s, n) > request.budget.available:
-        s_any = cuts.at_or_after(s_min)
-        if s_any is not None and base + h.tokens(s_any, n) <= request.budget.available:
-            return s_any
-        last = cuts.at_or_before(n)
-        needed = base + (h.tokens(last, n) if last is not None else h.tokens(p, n))
-        raise ContextOverflowError(
-            needed,
-            request.budget.available,
-            hint=(
-                f"{strategy}: no safe cut point fits (the last assistant turn and its tool loop must stay whole, "
-                "and the pinned prefix is kept verbatim). Raise the budget, pin less, or mask tool outputs."
-            ),
-        )
-    return s
+    s_min = min(n, bisect_left(cum, cum[n] - room, lo=p))
+    available = request.budget.available
+
+    def fits(c: int | None) -> bool:
+        return c is not None and base + tail(c) <= available
+
+    # On the grid first (prefix stability), then the first safe cut after the minimum,
+    # then the last one before it (over the soft trigger but within the hard limit),
+    # then no cut at all if the whole history is within the hard limit.
+    for candidate in (
+        cuts.at_or_after(snap_up(h, s_min, grid_step(request, step_fraction))),
+        cuts.at_or_after(s_min),
+        cuts.at_or_before(s_min),
+    ):
+        if fits(candidate):
+            assert candidate is not None
+            return candidate
+    if base + tail(p) <= available:
+        return p
+    options = [c for c in (cuts.at_or_after(s_min), cuts.at_or_before(s_min)) if c is not None]
+    needed = base + min((tail(c) for c in options), default=tail(p))
+    raise ContextOverflowError(
+        needed,
+        available,
+        hint=(
+            f"{strategy}: no safe cut point fits (the last assistant turn and its tool loop must stay whole, "
+            "and the pinned prefix is kept verbatim). Raise the budget, pin less, or mask tool outputs."
+        ),
+    )
 
 
 class DumpConfig(StrategyConfig):

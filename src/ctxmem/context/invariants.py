@@ -152,11 +152,19 @@ class SafeCuts:
                 upper = min(upper, b)
         return upper
 
+    def _end_ok(self) -> bool:
+        """May everything after the pinned prefix be dropped? Only if the prefix itself
+        is a valid request: non-empty and ending with a user message."""
+        p = self.pinned
+        return 0 < p <= len(self.history) and self.history.flags[p - 1].role == "user" and self._upper() == len(
+            self.history
+        )
+
     def points(self) -> list[int]:
         self._refresh()
         upper = self._upper()
         pts = self._safe[: bisect_right(self._safe, upper)]
-        if upper == len(self.history) and len(self.history) >= self.pinned:
+        if self._end_ok():
             pts = [*pts, len(self.history)]  # dropping everything after the pinned prefix
         return pts
 
@@ -168,7 +176,7 @@ class SafeCuts:
         if k < len(self._safe) and self._safe[k] <= upper:
             return self._safe[k]
         n = len(self.history)
-        if upper == n and x <= n:
+        if x <= n and self._end_ok():
             return n
         return None
 
@@ -176,7 +184,7 @@ class SafeCuts:
         """The largest safe cut point ≤ x (None if there is none)."""
         self._refresh()
         x = min(x, self._upper())
-        if x == len(self.history) and x >= self.pinned and self._upper() == x:
+        if x == len(self.history) and self._end_ok():
             return x
         k = bisect_right(self._safe, x)
         return self._safe[k - 1] if k else None

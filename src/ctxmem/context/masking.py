@@ -31,7 +31,6 @@ import re
 from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from itertools import accumulate
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
@@ -45,14 +44,14 @@ from ctxmem.context._assembly import (
     snap_down,
     snap_up,
 )
-from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
-from ctxmem.context.builtins import _CutsCache
+from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig, _cached_count
+from ctxmem.context.builtins import _CutsCache, suffix_start
 from ctxmem.context.history import History
 from ctxmem.context.invariants import NoTrailingAssistant
 from ctxmem.context.reducers import REDUCERS, get_reducer
 from ctxmem.errors import ContextOverflowError, InputError
-from ctxmem.messages import ContentBlock, Message, ToolResultBlock, ToolSpec
-from ctxmem.tokens import count_messages
+from ctxmem.messages import ContentBlock, Message, ToolResultBlock, ToolSpec, tool_to_anthropic
+from ctxmem.tokens import count_messages, count_tools
 
 
 class ToolPolicy(StrategyConfig):
@@ -176,6 +175,9 @@ class _MaskState:
     masked_counts: list[int] = field(default_factory=list)
     always: list[bool] = field(default_factory=list)
     auto_cum: list[int] = field(default_factory=lambda: [0])  # prefix sums of auto savings
+    #: prefix sums of every message at its smallest (masked where maskable): only grows as the
+    #: history grows, so a truncation point computed on it moves forward, never back
+    min_cum: list[int] = field(default_factory=lambda: [0])
     result_msgs: list[int] = field(default_factory=list)  # indices of tool-result messages
     region_key: tuple[int, int] | None = None
     region_msgs: list[Message] = field(default_factory=list)
@@ -266,6 +268,7 @@ class Masking:
         for i in range(st.seen, len(h)):
             auto = 0 if st.masked[i] is None or st.always[i] else h.counts[i] - st.masked_counts[i]
             st.auto_cum.append(st.auto_cum[-1] + auto)
+            st.min_cum.append(st.min_cum[-1] + st.masked_counts[i])
         st.seen = len(h)
 
     # -- build ------------------------------------------------------------------------
@@ -298,7 +301,8 @@ class Masking:
         n = len(h)
         fixed = request.fixed_tokens
         pinned_msgs, pinned_counts = self._pinned.get(request, request.pinned_facts)
-        base = fixed + sum(pinned_counts)
+        recall_cost = self._recall_cost(request)
+        base = fixed + recall_cost + sum(pinned_counts)
         if base > request.budget.available:
             raise ContextOverflowError(base, request.budget.available, hint="the pinned content alone exceeds the budget.")
         # k: first index of the protected tail (the last keep_last tool-result messages).
@@ -310,40 +314,49 @@ class Masking:
         else:
             k = p
         step = grid_step(request, cfg.compaction_step)
+        # The masking boundary b lives on the grid too: it may not pass the protected tail
+        # snapped down, so it moves only at grid points, not each time a result leaves
+        # the last keep_last.
+        k_grid = max(p, snap_down(h, k, step))
         always_saving = sum(
             h.counts[i] - st.masked_counts[i] for i in range(p, k) if st.always[i] and st.masked[i] is not None
         ) if any(st.always[p:k]) else 0
         full = base + h.tokens(p, n)
         trigger = request.budget.trigger
         if cfg.mode == "turns":
-            b = max(p, snap_down(h, k, step))
+            b = k_grid
         else:
             need = full - always_saving - trigger
             if need <= 0:
                 b = p
             else:
-                target = st.auto_cum[p] + need
-                b = min(k, bisect_left(st.auto_cum, target))
-                b = min(k, max(p, snap_up(h, b, step)))
-        region_msgs, region_counts, masked_idx = self._region(st, p, b, k)
-        total = base + sum(region_counts) + h.tokens(k, n)
+                b = min(k_grid, max(p, snap_up(h, min(n, bisect_left(st.auto_cum, st.auto_cum[p] + need)), step)))
+        # Planned size from history index i on: masked sizes before b, full sizes after. An
+        # upper bound of the output (always-masked outputs after b only shrink it) that,
+        # between moves of b, only grows with the history: a cut measured on it moves
+        # forward, never back, and only at grid points.
+        planned = base + (st.min_cum[b] - st.min_cum[p]) + (h.cum[n] - h.cum[b])
         s = p
         notes: list[str] = []
-        if total > trigger and (total > request.budget.available or cfg.on_overflow == "truncate"):
-            if cfg.on_overflow == "raise" and total > request.budget.available:
-                raise ContextOverflowError(total, request.budget.available, hint="masking every allowed output is not enough.")
-            s = self._truncate(request, region_counts, k, base, trigger)
-            cut = s - p
-            region_msgs, region_counts = region_msgs[cut:], region_counts[cut:]
-            masked_idx = [i for i in masked_idx if i >= s]
-            notes.append(f"masking was not enough: dropped {cut} oldest messages at a safe cut")
+        if planned > trigger and (cfg.on_overflow == "truncate" or planned > request.budget.available):
+            if cfg.on_overflow == "raise":
+                raise ContextOverflowError(
+                    planned, request.budget.available, hint="masking every allowed output is not enough."
+                )
+            s = self._truncate(request, st, b, base, trigger)
+            notes.append(f"masking was not enough: dropped {s - p} oldest messages at a safe cut")
+        region_msgs, region_counts, masked_idx = self._region(st, s, b, k) if s < k else ([], [], [])
+        tail_start = max(k, s)  # the cut may reach into the protected tail
         out = Output()
+        out.add_extra("recall_tool", recall_cost)
         out.add("pinned", pinned_msgs, pinned_counts)
         out.add("masked_history", region_msgs, region_counts)
-        out.add("recent", h.messages[k:], h.counts[k:])
+        out.add("recent", h.messages[tail_start:], h.counts[tail_start:])
         # cache breakpoint after the last masked message: the end of the compacted prefix
         masked_end = (masked_idx[-1] - s + p) if masked_idx else p - 1
-        extra = (RECALL_TOOL,) if cfg.reversible and masked_idx else ()
+        # Offered whenever reversible, masked or not: a tool list that changes when masking
+        # starts would invalidate the provider's cache of everything after it.
+        extra = (RECALL_TOOL,) if recall_cost else ()
         return finish(
             self.name,
             request,
@@ -351,29 +364,28 @@ class Masking:
             self._tracker,
             tokens_in=fixed + h.total,
             kept=range(s, n),
-            masked=masked_idx,
+            masked=tuple(masked_idx),
             dropped=range(p, s),
             breakpoints=(p - 1, masked_end, len(out.messages) - 1),
             notes=notes,
             extra_tools=extra,
         )
 
-    def _truncate(self, request: BuildRequest, region_counts: list[int], k: int, base: int, limit: int) -> int:
+    def _recall_cost(self, request: BuildRequest) -> int:
+        """Tokens of the recall tool's definition when this build may add it (budgeted up front)."""
+        if not self.config.reversible or any(t.name == RECALL_TOOL.name for t in request.tools):
+            return 0
+        tok = request.tokenizer
+        return _cached_count(
+            tok, ("recall-tool", RECALL_TOOL.name), lambda: count_tools([tool_to_anthropic(RECALL_TOOL)], tok).total
+        )
+
+    def _truncate(self, request: BuildRequest, st: _MaskState, b: int, base: int, limit: int) -> int:
+        """Drop the oldest messages at a safe cut (see suffix_start), measured on the planned sizes."""
         h = request.history
         p = request.pinned_count
-        n = len(h)
-        # Token positions of the masked sequence, indexed like the history from p.
-        mcum = list(accumulate(region_counts + h.counts[k:n], initial=0))
-        room = limit - base
-        s_min = p + bisect_left(mcum, mcum[-1] - room)
-        cuts = self._cuts.get(h, p)
-        s = cuts.at_or_after(snap_up(h, s_min, grid_step(request, self.config.compaction_step)))
-        if s is None or base + mcum[-1] - mcum[s - p] > request.budget.available:
-            s = cuts.at_or_after(s_min)
-        if s is None or base + mcum[-1] - mcum[s - p] > request.budget.available:
-            raise ContextOverflowError(
-                base + mcum[-1] - mcum[max(0, min(len(mcum) - 1, s_min - p))],
-                request.budget.available,
-                hint="masking: no safe cut point fits; the last assistant turn and its results must stay whole.",
-            )
-        return s
+        shift = st.min_cum[b] - h.cum[b]
+        cum = [*st.min_cum[: b + 1], *(c + shift for c in h.cum[b + 1 :])]
+        return suffix_start(
+            request, self._cuts.get(h, p), base, limit, self.config.compaction_step, self.name, cum=cum
+        )

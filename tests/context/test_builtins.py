@@ -1,0 +1,187 @@
+"""Dump, window and masking on long sessions: cache stability, recall, reducers, presets, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from ctxmem.cli import cli
+from ctxmem.config import load_preset, parse_preset
+from ctxmem.context import BuildRequest, History, check_output, make_strategy
+from ctxmem.context.masking import RECALL_TOOL, RecallTool
+from ctxmem.context.reducers import first_error, head_tail, summary_line
+from ctxmem.errors import (
+    ConfigError,
+    ContextOverflowError,
+    InputError,
+    InvalidConversationError,
+    UnknownNameError,
+)
+from ctxmem.jsonl import import_jsonl
+from ctxmem.messages import Message, ToolResultBlock, ToolUseBlock, to_anthropic
+from ctxmem.samples import synthetic_session
+from ctxmem.store import SQLiteStore
+from ctxmem.tokens import Budget
+
+FACT = "hidden limit: SIMX shared memory is 101376 bytes"
+
+
+@pytest.fixture(scope="module")
+def long_session() -> list[Message]:
+    msgs = synthetic_session(300, seed=5)
+    # plant a fact in an early tool result (a sizeable one: tiny outputs are never masked)
+    i = next(i for i in range(2, len(msgs), 2) if len(msgs[i].tool_results[0].text) > 1500)
+    assert i < 20
+    block = msgs[i].tool_results[0]
+    msgs[i] = Message("user", (ToolResultBlock(block.tool_use_id, f"{block.text}\n{FACT}"), *msgs[i].content[1:]))
+    return msgs
+
+
+def _grow(strategy: Any, msgs: list[Message], tok: Any, budget: Budget, start: int) -> list[Any]:
+    history = History.from_messages(msgs[:start], tok)
+    outs = []
+    for i in range(start, len(msgs), 2):
+        history.extend(msgs[i : i + 2])
+        outs.append(strategy.build(BuildRequest(history, budget)))
+    return outs
+
+
+@pytest.mark.parametrize("name", ["window", "masking"])
+def test_prefix_is_byte_stable_between_compactions(name: str, long_session: list[Message], o200k: Any) -> None:
+    strategy = make_strategy(name, {"compaction_step": 0.2})
+    budget = Budget(60_000, 1_000, 0.9)
+    outs = _grow(strategy, long_session, o200k, budget, start=301)
+    compactions = 0
+    for prev, cur in zip(outs, outs[1:], strict=False):
+        a = json.dumps(to_anthropic(prev.messages))
+        b = json.dumps(to_anthropic(cur.messages))
+        if cur.report.cache_invalidated:
+            compactions += 1
+            assert cur.report.invalidated_tokens > 0
+        else:
+            # only appended turns differ: the whole previous request is a prefix of this one
+            assert b.startswith(a[:-1])
+            assert cur.report.stable_prefix_tokens >= prev.report.tokens_out
+    # compactions are rare: the boundary moves on the grid, not every turn
+    assert 0 < compactions < len(outs) // 4
+
+
+def test_masking_hands_out_recall_handles_that_return_the_original(long_session: list[Message], o200k: Any) -> None:
+    history = History.from_messages(long_session, o200k)
+    out = make_strategy("masking", {"reducer": "first_error"}).build(BuildRequest(history, Budget(60_000, 2_000, 0.9)))
+    assert RECALL_TOOL in out.extra_tools and out.report.masked
+    masked_msg = out.messages[out.report.masked[0] - out.report.kept[0] + 1]
+    block = next(b for b in masked_msg.content if isinstance(b, ToolResultBlock))
+    handle = block.tool_use_id
+    assert f"handle {handle}" in block.text
+    _, original = history.tool_result(handle)  # type: ignore[misc]
+    recall = RecallTool(history)
+    assert recall({"handle": handle}) == original.text
+    lines = original.text.splitlines()
+    assert recall({"handle": handle, "lines": "2-3"}) == f"2: {lines[1]}\n3: {lines[2]}"
+    word = lines[0].split()[0]
+    hits = recall({"handle": handle, "grep": word}).splitlines()
+    assert hits and all(word in ln for ln in hits)
+    assert len(hits) == sum(word in ln for ln in lines)
+    with pytest.raises(InputError, match="handle"):
+        recall({"handle": "nope"})
+    with pytest.raises(InputError, match="lines"):
+        recall({"handle": handle, "lines": "9-2"})
+
+
+def test_recall_reads_from_the_store_when_the_history_is_gone(tmp_path: Path, long_session: list[Message]) -> None:
+    with SQLiteStore(tmp_path / "s.db") as store:
+        i = next(i for i, m in enumerate(long_session) if any(FACT in r.text for r in m.tool_results))
+        handle = long_session[i].tool_results[0].tool_use_id
+        data = "\n".join(json.dumps(m) for m in to_anthropic(long_session[: i + 1])).encode()
+        session = import_jsonl(store, data)
+        assert FACT in RecallTool(None, session)({"handle": handle})
+
+
+def test_reducers_keep_the_gist() -> None:
+    log = "[compile] target simx\nwarning: x\n  File \"kernel.py\", line 12\nNameError: name 'acc' is not defined"
+    assert "NameError" in first_error(log) and "line 12" in first_error(log)
+    assert first_error("all good\ndone").startswith("no error lines")
+    table = "bench#4 (simulated)\nshape ref cand\na 1 2\ngeomean speedup: 3.41x"
+    assert summary_line(table) == "bench#4 (simulated) … geomean speedup: 3.41x"
+    assert head_tail("\n".join(str(i) for i in range(10))) == "0 | 1 | 2 | … 4 lines … | 7 | 8 | 9"
+
+
+def test_dump_is_honest_about_overflow(long_session: list[Message], o200k: Any) -> None:
+    history = History.from_messages(long_session, o200k)
+    with pytest.raises(ContextOverflowError) as info:
+        make_strategy("dump", {}).build(BuildRequest(history, Budget(20_000, 1_000)))
+    assert info.value.needed > info.value.available == 19_000
+    out = make_strategy("dump", {"on_overflow": "truncate"}).build(BuildRequest(history, Budget(20_000, 1_000)))
+    check_output(out.messages)
+    assert out.report.dropped and out.report.tokens_out <= 19_000
+
+
+def test_budget_smaller_than_the_pinned_content_is_a_clear_error(o200k: Any) -> None:
+    msgs = [Message.user("x " * 500), Message.assistant("ok"), Message.user("go")]
+    history = History.from_messages(msgs, o200k)
+    for name in ("window", "masking"):
+        with pytest.raises(ContextOverflowError, match="pinned"):
+            make_strategy(name, {}).build(BuildRequest(history, Budget(300, 10)))
+
+
+def test_history_ending_with_an_assistant_turn_is_refused(o200k: Any) -> None:
+    msgs = [Message.user("task"), Message.assistant(ToolUseBlock("t1", "compile", {}))]
+    with pytest.raises(InvalidConversationError, match="pending tool calls t1"):
+        make_strategy("window", {}).build(BuildRequest(History.from_messages(msgs, o200k), Budget(1000)))
+
+
+def test_presets_name_the_file_and_field(tmp_path: Path) -> None:
+    good = load_preset("masking-200k")
+    assert good.type == "masking" and good.budget().context_window == 200_000
+    with pytest.raises(ConfigError, match="x.toml: field 'type': unknown strategy 'maskin'. Did you mean 'masking'"):
+        parse_preset({"type": "maskin", "budget": {"context_window": 1000}}, name="x", source="x.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('type = "window"\n[budget]\ncontext_window = 1000\n[params]\nkeep_tokns = 5\n')
+    with pytest.raises(ConfigError) as info:
+        load_preset(bad)
+    assert str(bad) in str(info.value) and "keep_tokns" in str(info.value)
+    bad.write_text('type = "window"\n[budget]\ncontext_window = 1000\n[params]\ncompaction_step = 7\n')
+    with pytest.raises(ConfigError, match="compaction_step"):
+        load_preset(bad)
+    bad.write_text('type = "window"\n[budget]\ncontext_window = -5\n')
+    with pytest.raises(ConfigError, match="budget.context_window"):
+        load_preset(bad)
+    bad.write_text('type = "masking"\n[budget]\ncontext_window = 1000\n[params]\nreducer = "first_eror"\n')
+    with pytest.raises(ConfigError, match="first_error"):
+        load_preset(bad)
+    with pytest.raises(UnknownNameError, match="window-200k"):
+        load_preset("window-200")
+
+
+def test_context_build_reports_a_planted_fact_per_preset(tmp_path: Path, long_session: list[Message]) -> None:
+    db = tmp_path / "s.db"
+    with SQLiteStore(db) as store:
+        data = "\n".join(json.dumps(m) for m in to_anthropic(long_session)).encode()
+        sid = import_jsonl(store, data, tokenizers=["o200k_base"]).id
+    runner = CliRunner()
+    expected = {"dump-1m": "verbatim", "window-32k": "absent", "masking-turns-128k": "absent"}
+    for preset, status in expected.items():
+        res = runner.invoke(
+            cli,
+            ["context", "build", "--session", sid, "--preset", preset, "--db", str(db), "--json", "--probe", FACT,
+             "--no-messages"],
+        )
+        assert res.exit_code == 0, res.output
+        report = json.loads(res.output)
+        assert report["probes"][FACT] == status, preset
+        assert report["report"]["tokens_out"] <= report["report"]["available"]
+    res = runner.invoke(cli, ["context", "build", "--session", sid, "--preset", "nope", "--db", str(db)])
+    assert res.exit_code == 1 and "unknown preset" in res.output
+
+
+def test_strategies_list_shows_types_and_presets() -> None:
+    res = CliRunner().invoke(cli, ["strategies", "list", "--json"])
+    assert res.exit_code == 0
+    data = json.loads(res.output)
+    assert {"dump", "window", "masking"} <= {t["type"] for t in data["types"]}
+    assert "masking-200k" in {p["name"] for p in data["presets"]}
