@@ -156,6 +156,8 @@ def _execute(
         summary = run_sync(cells, get_reader, store, concurrency=concurrency, rate=rate, budget_usd=budget,
                            prices=prices, judge=judge_obj, progress=bar, grid=grid)
         out: dict[str, Any] = {"db": db, **summary.to_json()}
+        refusals = [r["error"] for r in store.rows(status="refused") if r["run_id"] == summary.run_id]
+        out["refusals"] = refusals
         if report:
             from ctxmem.evals.report import write_report
 
@@ -168,6 +170,8 @@ def _execute(
     click.echo(f"run {summary.run_id[:8]}: {summary.done} done, {summary.refused} refused, {summary.errors} errors, "
                f"{summary.skipped} skipped (finished earlier), {summary.cached} answers from cache, "
                f"${summary.dollars:.4f} spent" + (" — stopped at the budget cap" if summary.stopped_by_budget else ""))
+    for m in out["refusals"][:3]:
+        click.echo(f"refused: {m}", err=True)
     for m in summary.error_messages[:5]:
         click.echo(f"error: {m}", err=True)
     if out.get("report"):

@@ -134,6 +134,10 @@ def bootstrap(
 # --------------------------------------------------------------------------- tables from rows
 
 
+def _sort_key(key: tuple[Any, ...]) -> tuple[tuple[int, Any], ...]:
+    return tuple((0, x) if isinstance(x, int | float) else (1, str(x)) for x in key)
+
+
 def group(rows: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> dict[tuple[Any, ...], list[Mapping[str, Any]]]:
     out: dict[tuple[Any, ...], list[Mapping[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -149,7 +153,7 @@ def scored(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 def cell_table(rows: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
     """Accuracy per group with a Wilson interval and the miss labels counted."""
     out = []
-    for k, rs in sorted(group(scored(rows), keys).items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+    for k, rs in sorted(group(scored(rows), keys).items(), key=lambda kv: _sort_key(kv[0])):
         n = len(rs)
         s = sum(float(r["score"]) for r in rs)
         lo, hi = wilson(s, n)
@@ -176,7 +180,7 @@ def effective_lengths(
 
     out = []
     rows = [r for r in scored(rows) if r.get("needle") not in CONTROLS]
-    for k, rs in sorted(group(rows, by).items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+    for k, rs in sorted(group(rows, by).items(), key=lambda kv: _sort_key(kv[0])):
         per_len: dict[int, list[float]] = defaultdict(list)
         for r in rs:
             per_len[int(r["length"])].append(float(r["score"]))
