@@ -56,10 +56,7 @@ def _cases() -> list[tuple[str, dict[str, Any]]]:
 def _ready(conv: list[Message]) -> list[Message]:
     """A history a request can be built from: it must end with a user message."""
     if conv[-1].role == "assistant":
-        if conv[-1].tool_uses:
-            conv = conv[:-1]
-        else:
-            conv = [*conv, Message.user("continue")]
+        conv = conv[:-1] if conv[-1].tool_uses else [*conv, Message.user("continue")]
     return conv
 
 
