@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchmarks._harness import Row, fmt
 
-SUITES = ["benchmarks.bench_store", "benchmarks.bench_context"]
+SUITES = ["benchmarks.bench_store", "benchmarks.bench_context", "benchmarks.bench_retrieval"]
 
 
 def fmt_ratio(ratio: float) -> str:

@@ -16,6 +16,7 @@ from ctxmem.cli.context import context
 from ctxmem.cli.demo import demo
 from ctxmem.cli.sessions import sessions
 from ctxmem.cli.strategies import strategies
+from ctxmem.cli.tune import tune
 
 
 @click.group(cls=CtxmemGroup)
@@ -27,6 +28,7 @@ def cli() -> None:
 cli.add_command(sessions)
 cli.add_command(strategies)
 cli.add_command(context)
+cli.add_command(tune)
 cli.add_command(demo)
 
 
