@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from ctxmem.clients.base import ModelRequest
@@ -19,12 +21,13 @@ from ctxmem.context.summarize import (
     LLMSummarizer,
     SummarizationError,
 )
-from ctxmem.errors import ConfigError, ProviderError
+from ctxmem.errors import ConfigError, ContextOverflowError, ProviderError
 from ctxmem.events import CompactionEvent, NoteEvent
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolSpec, tool_to_anthropic
 from ctxmem.samples import synthetic_session
 from ctxmem.session import Session
 from ctxmem.tokens import Budget, count_request
+from generators import conversations, huge_outputs, tool_outputs
 
 SYSTEM = "You optimize GPU kernels. Never change the reference."
 TOOLS = (ToolSpec("compile", "Compile the kernel", {"type": "object", "properties": {"path": {"type": "string"}}}),)
@@ -267,3 +270,41 @@ def test_config_is_validated() -> None:
     with pytest.raises(ValidationError):
         SummarizationConfig(fallback="drop")  # type: ignore[arg-type]
     assert all(f.description for f in SummarizationConfig.model_fields.values())
+
+
+# ----------------------------------------------------------------------------- contract
+
+
+@settings(max_examples=60)
+@given(
+    conv=conversations(min_turns=1, max_turns=8, outputs=st.one_of(tool_outputs(), huge_outputs(20, 120))),
+    window=st.integers(150, 6000),
+    pinned=st.integers(0, 2),
+    facts=st.lists(st.sampled_from(["limit: 101376 bytes smem", "keep atol 2e-3"]), max_size=2, unique=True),
+    params=st.sampled_from(
+        [{}, {"chunk_tokens": 64, "chunk_summary_tokens": 24, "summary_tokens": 64, "fanout": 2, "compaction_step": 0.05}]
+    ),
+)
+def test_summarization_keeps_the_strategy_contract(
+    o200k: Any, conv: list[Message], window: int, pinned: int, facts: list[str], params: dict[str, Any]
+) -> None:
+    if conv[-1].role == "assistant":
+        conv = conv[:-1] if conv[-1].tool_uses else [*conv, Message.user("continue")]
+    assume(conv)
+    h = History.from_messages(conv, o200k)
+    budget = Budget(window, reserve_output=min(64, window // 4), threshold=0.9)
+    req = BuildRequest(h, budget, system=SYSTEM, tools=TOOLS, pinned=pinned, pinned_facts=tuple(facts))
+    strat = Summarization(SummarizationConfig(**params))
+    try:
+        out = strat.build(req)
+    except ContextOverflowError as exc:
+        assert exc.needed > exc.available == budget.available
+        return
+    assert_valid(out, req)
+    p = req.pinned_count
+    if p:
+        for fact in facts:
+            assert TextBlock(fact) in out.messages[p - 1].content
+    assert list(Summarization(SummarizationConfig(**params)).build(req).messages) == list(out.messages)
+    calls = strat.calls
+    assert list(strat.build(req).messages) == list(out.messages) and strat.calls == calls
