@@ -329,6 +329,25 @@ def show_cmd(directory: str | None, db: str | None, by: str, n_boot: int, as_jso
                    f"{c['model']}: {p['error']}")
 
 
+@eval_group.command("bench")
+@click.option("--length", default="1m", show_default=True, help="Cell length in tokens.")
+@click.option("--tokenizer", default="o200k_base", show_default=True)
+@click.option("--source", default="prose", show_default=True)
+@json_option
+def bench_cmd(length: str, tokenizer: str, source: str, as_json: bool) -> None:
+    """Time building one cell by splicing vs re-encoding the whole context (the original harness)."""
+    from ctxmem.evals.bench import bench_cell_build
+    from ctxmem.evals.grid import parse_length
+
+    r = bench_cell_build(parse_length(length), tokenizer=tokenizer, source=source)
+    if as_json:
+        echo_json(r)
+        return
+    click.echo(f"{r['length']:,}-token {source} cell in {tokenizer}: one-time encode {r['one_time_encode_s']} s; "
+               f"splice {r['splice_ms_median']} ms vs naive re-encode {r['naive_ms_median']} ms "
+               f"({r['speedup']}x); claimed {r['claimed_tokens']:,} tokens, re-encoded {r['real_tokens']:,}")
+
+
 def _ci(d: dict[str, Any]) -> str:
     def f(x: Any) -> str:
         return "none" if x is None else str(x)
