@@ -9,8 +9,10 @@
 * Tokenizer fixtures: ``o200k`` / ``cl100k`` (skip with the reason when the encoding cannot
   be loaded) and ``deepseek_tokenizer_path`` (skip when ``../shared`` is absent).
 
-This folder is on ``sys.path`` (pytest's default rootdir-less conftest import), so test
-modules import the hypothesis strategies with ``from generators import ...``.
+This folder is on ``sys.path`` (pytest inserts the folder of a conftest.py that is not in a
+package), so test modules import the hypothesis strategies with ``from generators import
+...`` and the helpers with ``from support import ...``. Never ``from conftest import``:
+several folders have a conftest.py and only one of them is the module named ``conftest``.
 """
 
 from __future__ import annotations
@@ -23,11 +25,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DIR = REPO_ROOT.parent / "shared"
-TOKENIZERS_DIR = SHARED_DIR / "tokenizers"
-TIKTOKEN_CACHE = TOKENIZERS_DIR / "tiktoken-cache"
-DEEPSEEK_TOKENIZER = TOKENIZERS_DIR / "deepseek_tokenizer.json"
+from support import DEEPSEEK_TOKENIZER, TIKTOKEN_CACHE, load_tokenizer_or_skip
 
 if TIKTOKEN_CACHE.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
     os.environ["TIKTOKEN_CACHE_DIR"] = str(TIKTOKEN_CACHE)
@@ -107,26 +105,6 @@ def sqlite_store(db_path: Path) -> Iterator[Any]:
 
 
 # --------------------------------------------------------------------------- tokenizers
-
-
-def load_tokenizer_or_skip(name: str) -> Any:
-    from ctxmem.errors import TokenizerError
-    from ctxmem.tokens import get_tokenizer
-
-    try:
-        return get_tokenizer(name)
-    except TokenizerError as exc:
-        pytest.skip(f"tiktoken encoding {name} cannot be loaded here (no cache, no network): {exc}")
-
-
-def tiktoken_encoding_or_skip(name: str) -> Any:
-    """tiktoken's own Encoding object, for independent reference counts."""
-    import tiktoken
-
-    try:
-        return tiktoken.get_encoding(name)
-    except Exception as exc:
-        pytest.skip(f"tiktoken encoding {name} cannot be loaded here (no cache, no network): {exc}")
 
 
 @pytest.fixture(scope="session")

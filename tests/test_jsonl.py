@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
-from conftest import tiktoken_encoding_or_skip
 from ctxmem.errors import InputError, InvalidConversationError, UnknownNameError
 from ctxmem.jsonl import export_lines, import_file, import_jsonl, parse_jsonl
 from ctxmem.messages import Message, ToolUseBlock, to_anthropic
@@ -19,6 +18,7 @@ from ctxmem.samples import synthetic_session
 from ctxmem.session import Session
 from ctxmem.store import SQLiteStore
 from generators import conversations
+from support import tiktoken_encoding_or_skip
 
 
 def _jsonl(objs: list[Any]) -> bytes:

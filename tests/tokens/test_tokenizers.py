@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import REPO_ROOT, tiktoken_encoding_or_skip
 from ctxmem.errors import ConfigError, TokenizerError, UnknownNameError
 from ctxmem.messages import Message, ToolUseBlock, message_texts
 from ctxmem.samples import synthetic_session
@@ -29,6 +28,7 @@ from ctxmem.tokens import (
     tokenizer_id,
 )
 from generators import log_text, texts
+from support import REPO_ROOT, tiktoken_encoding_or_skip
 
 PROSE = (
     "Agents now run for hours against models with million-token windows. A window that large "
