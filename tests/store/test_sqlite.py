@@ -150,3 +150,22 @@ def test_store_busy_error_after_every_retry(db_path: Path) -> None:
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
+
+
+def test_totals_cost_the_same_queries_whatever_the_history_length(sqlite_store: SQLiteStore) -> None:
+    # O(1): reading a tracked total is a fixed set of statements, not a walk of the chain.
+    def statements_for_totals(n_turns: int) -> list[str]:
+        s = Session.create(sqlite_store, tokenizers=["heuristic"])
+        s.record_many(synthetic_session(n_turns, seed=n_turns))
+        s.record(Message.assistant("one more"))  # a single append after the bulk
+        seen: list[str] = []
+        sqlite_store.conn.set_trace_callback(seen.append)
+        try:
+            s.totals("heuristic")
+        finally:
+            sqlite_store.conn.set_trace_callback(None)
+        return seen
+
+    short, long = statements_for_totals(2), statements_for_totals(300)
+    assert len(short) == len(long) <= 4
+    assert not any("RECURSIVE" in q for q in long)
