@@ -17,12 +17,22 @@ Order matters:
 3. load the candidate source and run it on each case with NaN-guarded buffers.
 
 The result is rewritten after every case, so a parent that kills the child on timeout
-still knows how far it got. This is a tripwire for an agent's mistakes, not a security
+still knows how far it got.
+
+``python -I _runner.py --serve`` is the *warm worker* (see ``worker.py``): it imports torch
+and triton once, then reads one request per line on stdin and, for each, forks a child that
+runs exactly the one-shot path above (``main``) with its own stdout/stderr files and
+environment, in its own process group. The server itself never loads candidate code or
+installs the audit hook, so every candidate starts from the same pristine, already-imported
+state; a child that crashes takes only itself down, and one that overruns its wall clock is
+killed (with its group) by the server, which replies with a JSON line: the child's return
+code (negative for a signal) and whether it timed out. This is a tripwire for an agent's mistakes, not a security
 boundary against hostile code (ctypes, for one, is not policed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -313,5 +323,87 @@ def _num(x: Any) -> float | None:
     return value if value == value and abs(value) != float("inf") else None
 
 
+def _run_forked(request: dict[str, Any]) -> int:
+    """In the forked child: redirect stdio, take the job's environment, run ``main``."""
+    rc = 1
+    try:
+        os.setpgid(0, 0)
+        for fd, key in ((1, "stdout"), (2, "stderr")):
+            target = os.open(request[key], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.dup2(target, fd)
+            os.close(target)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        import tempfile
+
+        tempfile.tempdir = None  # TMPDIR changed
+        os.chdir(request["cwd"])
+        rc = main(request["job"], request["result"])
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        rc = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BaseException):
+                stream.flush()
+    return rc
+
+
+def _wait(pid: int, timeout: float) -> tuple[int, bool]:
+    """Wait for child ``pid`` up to ``timeout`` seconds; kill its group when it overruns."""
+    import select
+    import signal
+
+    pidfd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    timed_out = not ready
+    if timed_out:
+        for target in (-pid, pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    # Nothing the candidate started may outlive the check.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    return os.waitstatus_to_exitcode(status), timed_out
+
+
+def serve() -> int:
+    sys.dont_write_bytecode = True
+    # The protocol owns the original stdout; anything else printed goes to stderr's file.
+    channel = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    started = time.perf_counter()
+    import torch
+    import triton  # noqa: F401 - TRITON_INTERPRET=1 is already in the environment
+
+    torch.set_num_threads(1)
+    channel.write(json.dumps({"ready": True,
+                              "import_seconds": round(time.perf_counter() - started, 3)}) + "\n")
+    channel.flush()
+    for line in sys.stdin.buffer:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        t0 = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(_run_forked(request))
+        returncode, timed_out = _wait(pid, float(request["timeout"]))
+        channel.write(json.dumps({"returncode": returncode, "timed_out": timed_out,
+                                  "wall_s": round(time.monotonic() - t0, 3)}) + "\n")
+        channel.flush()
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--serve"]:
+        sys.exit(serve())
     sys.exit(main(sys.argv[1], sys.argv[2]))

@@ -11,6 +11,8 @@ Two suites per seed:
 
 * ``dev_cases(seed)`` — what the ``check`` tool runs; the agent sees these results.
 * ``heldout_cases(seed)`` — other seeds and shapes, run only at submit.
+* ``compile_cases(seed)`` — one tiny case: what the ``compile`` tool launches to see that
+  the kernel imports, traces and runs at all.
 
 bf16 is deliberately absent: the Triton interpreter computes it wrongly without an error.
 Everything here is plain Python (no torch), so building a suite is free.
@@ -23,7 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 Dtype = Literal["float16", "float32"]
-Split = Literal["dev", "heldout"]
+Split = Literal["dev", "heldout", "compile"]
 
 # Bump when the generator changes what a (seed, split) produces: it is part of cache keys.
 CASES_VERSION = 1
@@ -154,9 +156,18 @@ def heldout_cases(seed: int) -> list[CaseSpec]:
     return _build(_HELDOUT_PLAN, random.Random(f"ctxmem-kernel-heldout:{seed}"))
 
 
+def compile_cases(seed: int) -> list[CaseSpec]:
+    """One tiny GQA case (an empty prefix and a single new token included)."""
+    return [CaseSpec(name="compile_smoke", num_q_heads=4, num_kv_heads=2, head_dim=32,
+                     prefix_lens=(0, 7), extend_lens=(5, 1), dtype="float16", soft_cap=0.0,
+                     window=0, seed=seed)]
+
+
 def suite(seed: int, split: Split = "dev") -> list[CaseSpec]:
     if split == "dev":
         return dev_cases(seed)
     if split == "heldout":
         return heldout_cases(seed)
-    raise ValueError(f"unknown split {split!r}; use 'dev' or 'heldout'")
+    if split == "compile":
+        return compile_cases(seed)
+    raise ValueError(f"unknown split {split!r}; use 'dev', 'heldout' or 'compile'")

@@ -349,9 +349,13 @@ def _from_payload(payload: dict[str, Any], eval_id: int, cached_from: int | None
 class CorrectnessChecker:
     """Checks kernels of one workspace; owns its result cache and ``eval#`` counter."""
 
-    def __init__(self, workspace: Workspace, *, limits: SandboxLimits | None = None):
+    def __init__(self, workspace: Workspace, *, limits: SandboxLimits | None = None,
+                 warm: bool = True):
         self.workspace = workspace
         self.limits = limits or SandboxLimits()
+        # Send checks to the process-wide warm worker (worker.py); it falls back to a
+        # one-shot child by itself when it cannot serve.
+        self.warm = warm
         self.cache = ResultCache(workspace.state_dir / "results.sqlite")
         self._reference = asset_path("reference.py")
 
@@ -381,13 +385,18 @@ class CorrectnessChecker:
         seed: int = 0,
         split: Split = "dev",
         use_cache: bool = True,
+        counter: str = "eval",
     ) -> CheckResult:
-        """Check ``path`` in the workspace (or ``source``, shown under the name ``path``)."""
+        """Check ``path`` in the workspace (or ``source``, shown under the name ``path``).
+
+        ``counter`` names the id sequence the evaluation draws from (``eval`` for checks;
+        the ``compile`` tool uses its own, so compiles do not consume ``eval#`` ids).
+        """
         if source is None:
             source = self.workspace.resolve(path, must_exist=True).read_text()
         cfg: dict[str, ConfigValue] = dict(DEFAULT_CONFIG if config is None else config)
         key = self.cache_key(source, cfg, seed, split)
-        eval_id = self.cache.next_id("eval")
+        eval_id = self.cache.next_id(counter)
         if use_cache:
             hit = self.cache.get(key)
             if hit is not None:
@@ -415,7 +424,8 @@ class CorrectnessChecker:
             "guard_rows": max([128, *numeric_blocks]),
         }
         outcome = run_job(job, workspace_root=self.workspace.root,
-                          state_dir=self.workspace.state_dir, limits=self.limits)
+                          state_dir=self.workspace.state_dir, limits=self.limits,
+                          warm=self.warm)
         report = outcome.report
         error = report.get("error")
         if error is None and outcome.status in ("crashed", "memory_limit") and outcome.stderr_tail:

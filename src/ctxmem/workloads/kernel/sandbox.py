@@ -136,8 +136,13 @@ def run_job(
     workspace_root: Path,
     state_dir: Path,
     limits: SandboxLimits | None = None,
+    warm: bool = False,
 ) -> SandboxOutcome:
-    """Run one checker job in the sandbox and classify how it ended."""
+    """Run one checker job in the sandbox and classify how it ended.
+
+    ``warm=True`` sends the job to the process-wide warm worker for ``limits``
+    (``worker.py``), falling back to a one-shot child when the worker is unavailable.
+    """
     limits = limits or SandboxLimits()
     workspace_root = workspace_root.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -156,35 +161,59 @@ def run_job(
         stderr_path = scratch_dir / "stderr.txt"
         job_path.write_text(json.dumps(job))
         started = time.monotonic()
-        with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", str(RUNNER), str(job_path), str(result_path)],
-                cwd=workspace_root,
-                env=_child_env(state_dir),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                preexec_fn=_limiter(limits),
-                start_new_session=True,
+        reply = None
+        if warm:
+            from ctxmem.workloads.kernel.worker import shared_worker
+
+            reply = shared_worker(limits).run(
+                job_path=job_path, result_path=result_path, stdout_path=stdout_path,
+                stderr_path=stderr_path, env=_child_env(state_dir), cwd=workspace_root,
+                timeout_s=limits.timeout_s,
             )
-            timed_out = False
-            try:
-                proc.wait(timeout=limits.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill_group(proc)
-            else:
-                # Nothing the candidate started may outlive the check.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+        if reply is not None:
+            rc: int | None = reply.returncode
+            timed_out = reply.timed_out
+        else:
+            rc, timed_out = _one_shot(job_path, result_path, stdout_path, stderr_path,
+                                      workspace_root, state_dir, limits)
         wall = time.monotonic() - started
         try:
             report = json.loads(result_path.read_text() or "{}")
         except (OSError, ValueError):
             report = {}
         stdout_tail, stderr_tail = _tail(stdout_path), _tail(stderr_path)
+    return _classify(rc, timed_out, report, limits, wall, stdout_tail, stderr_tail)
 
-    rc = proc.returncode
+
+def _one_shot(job_path: Path, result_path: Path, stdout_path: Path, stderr_path: Path,
+              workspace_root: Path, state_dir: Path, limits: SandboxLimits) -> tuple[int | None, bool]:
+    """A fresh child for one job: its return code and whether it was killed on timeout."""
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", str(RUNNER), str(job_path), str(result_path)],
+            cwd=workspace_root,
+            env=_child_env(state_dir),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            preexec_fn=_limiter(limits),
+            start_new_session=True,
+        )
+        timed_out = False
+        try:
+            proc.wait(timeout=limits.timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc)
+        else:
+            # Nothing the candidate started may outlive the check.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, timed_out
+
+
+def _classify(rc: int | None, timed_out: bool, report: dict[str, Any], limits: SandboxLimits,
+              wall: float, stdout_tail: str, stderr_tail: str) -> SandboxOutcome:
     reported = report.get("status")
     status: Status
     detail = ""
