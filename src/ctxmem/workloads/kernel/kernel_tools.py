@@ -1,0 +1,638 @@
+"""All tools of the kernel workload behind one dispatcher: ``KernelTools.call(name, input)``.
+
+Files (``list_files``, ``read_file``, ``edit_file``, ``write_file``, from ``tools.py``) plus:
+
+=================  ===========================================================================
+``compile``        import and launch the candidate on one tiny case in the sandboxed
+                   interpreter; Triton-style ``CompilationError`` / traceback on failure;
+                   then SIMX-1's resource check: ``OutOfResources`` over the shared-memory
+                   limit, register-spill warnings, registers and shared memory per head_dim
+``check``          correctness on the dev suite (``eval#N``), ``CorrectnessChecker.check``
+``benchmark``      ``bench#N``: time per benchmark shape, reference time, speedup, geomean
+``autotune``       ``tune#N``: price every config of a space; ``OutOfResources`` lines for
+                   the ones that do not fit; the best config
+``profile``        ``prof#N``: profiler metrics of one shape (occupancy and its limiter,
+                   registers, spills, shared memory, DRAM bandwidth, gather stalls, tail)
+``git_commit``     ``git add -A`` + commit (deterministic shas, see ``gitrepo.py``)
+``git_log``        one line per commit
+``git_diff``       the working tree against HEAD or a revision
+``git_checkout``   restore files (default: all) from a revision; HEAD does not move
+``submit``         held-out correctness (``eval#N``) + final benchmark (``bench#N``);
+                   the final speedup is 0 when the held-out suite fails
+=================  ===========================================================================
+
+Decisions:
+
+* **Config.** Every kernel tool takes an optional ``config`` object. The config used is
+  ``DEFAULT_CONFIG``, replaced by the kernel's module-level ``CONFIG`` dict when it has one,
+  updated with the call's ``config``. The same dict goes to the kernel (``launch(...,
+  **config)``) and to SIMX-1, so what is checked is what is timed.
+* **Benchmark does not refuse** an unchecked or failing kernel — a real benchmark would
+  not know — but it prints the correctness status of this exact source and config from
+  the checker's cache (``eval#N PASSED`` / ``FAILED`` / ``not checked``). Only ``submit``
+  enforces correctness. It does refuse a kernel SIMX-1 cannot "compile": unparsable
+  source, an unknown ``ARCH``, an invalid launch parameter, or ``OutOfResources``.
+* **Errors.** ``is_error`` is true when the tool could not do its job as asked: bad
+  arguments, a missing file, an unknown revision, a kernel that does not compile or does
+  not fit (compile/benchmark/profile/autotune with no valid config). A kernel that
+  compiles but fails correctness is a normal result (the check did its job).
+* **Determinism.** In SIMX mode outputs depend only on the seed, the workspace files and
+  the calls made: no wall times, no absolute paths, ids from per-workspace counters.
+* **GPU mode** (``device="gpu"``, or ``"auto"`` with CUDA present): ``benchmark`` and
+  ``submit`` time the candidate and the baseline kernel with ``triton.testing.do_bench`` in
+  a child process and print the same table with ``gpu`` in place of ``simulated``.
+  ``compile`` resource checks, ``autotune`` and ``profile`` stay on SIMX-1 (labelled so).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from ctxmem.errors import InputError
+from ctxmem.messages import ToolSpec
+from ctxmem.workloads.kernel.correctness import (
+    DEFAULT_CONFIG,
+    CheckResult,
+    ConfigValue,
+    CorrectnessChecker,
+    config_text,
+)
+from ctxmem.workloads.kernel.gitrepo import GitRepo
+from ctxmem.workloads.kernel.sandbox import SandboxLimits
+from ctxmem.workloads.kernel.simx import (
+    BENCH_SHAPES,
+    DEVICE_NAME,
+    REFERENCE_CONFIG,
+    BenchShape,
+    InvalidConfig,
+    KernelMeta,
+    KernelSourceError,
+    Simx,
+    normalize_config,
+    parse_kernel,
+)
+from ctxmem.workloads.kernel.tools import (
+    FILE_TOOL_SCHEMAS,
+    FileTools,
+    ToolArgumentError,
+    validate_arguments,
+)
+from ctxmem.workloads.kernel.workspace import KERNEL_FILE, Workspace, WorkspaceError, asset_path
+
+DeviceMode = Literal["simx", "gpu", "auto"]
+MAX_AUTOTUNE_CONFIGS = 256
+DEFAULT_PROFILE_SHAPE = "mixed_extend"
+
+_PATH = {"type": "string", "description": f"Kernel file relative to the workspace (default {KERNEL_FILE})."}
+_CONFIG = {
+    "type": "object",
+    "description": "Launch config overrides, e.g. {\"BLOCK_M\": 64, \"num_stages\": 2}. Defaults: "
+    "the kernel's module-level CONFIG dict if any, else BLOCK_M=32 BLOCK_N=32 num_warps=4 "
+    "num_stages=1. Passed to launch() as keyword arguments.",
+}
+
+
+def _schema(name: str, description: str, properties: dict[str, Any],
+            required: tuple[str, ...] = ()) -> dict[str, Any]:
+    spec: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        spec["required"] = list(required)
+    return {"name": name, "description": description, "input_schema": spec}
+
+
+KERNEL_TOOL_SCHEMAS: tuple[dict[str, Any], ...] = (
+    _schema("compile", "Compile the kernel: import it and launch it once on a tiny case in the "
+            "Triton interpreter, then check it against the target device's resource limits. "
+            "Reports compile errors, out-of-resource errors and register spills.",
+            {"path": _PATH, "config": _CONFIG}),
+    _schema("check", "Check correctness on the development suite in the Triton interpreter "
+            "against the reference (result id eval#N).", {"path": _PATH, "config": _CONFIG}),
+    _schema("benchmark", "Time the kernel on the benchmark shapes against the reference kernel "
+            "(result id bench#N): per-shape times, speedups and the geomean speedup.",
+            {"path": _PATH, "config": _CONFIG}),
+    _schema("autotune", "Time every config of a search space (the cartesian product of the "
+            "given value lists, applied over the base config) and report the best (tune#N).",
+            {"path": _PATH, "config": _CONFIG,
+             "space": {"type": "object", "description": "Lists of values per launch parameter, "
+                       "e.g. {\"BLOCK_M\": [32, 64], \"num_stages\": [1, 2]}."},
+             "max_configs": {"type": "integer", "minimum": 1,
+                             "description": f"Refuse spaces larger than this (default 64, at most "
+                             f"{MAX_AUTOTUNE_CONFIGS})."}},
+            ("space",)),
+    _schema("profile", "Profile the kernel on one benchmark shape (result id prof#N): occupancy, "
+            "registers, spills, shared memory, DRAM bandwidth, gather stalls, tail effect.",
+            {"path": _PATH, "config": _CONFIG,
+             "shape": {"type": "string", "description": "Benchmark shape name (default "
+                       f"{DEFAULT_PROFILE_SHAPE}): " + ", ".join(s.name for s in BENCH_SHAPES)}}),
+    _schema("git_commit", "Commit every change in the workspace (git add -A; git commit).",
+            {"message": {"type": "string", "description": "Commit message."}}, ("message",)),
+    _schema("git_log", "Show the commit history, newest first (one line per commit).",
+            {"max_count": {"type": "integer", "minimum": 1, "description": "At most this many (default 20)."}}),
+    _schema("git_diff", "Show changes of the working tree against HEAD (or against `rev`).",
+            {"rev": {"type": "string", "description": "Revision to compare with (default HEAD)."},
+             "path": {"type": "string", "description": "Limit the diff to this file."}}),
+    _schema("git_checkout", "Restore files from a revision into the working tree (HEAD does not "
+            "move); commit afterwards to record the revert.",
+            {"rev": {"type": "string", "description": "Commit sha (or prefix), HEAD~N, …"},
+             "path": {"type": "string", "description": "Only this file (default: every file)."}},
+            ("rev",)),
+    _schema("submit", "Submit the kernel: correctness on held-out seeds and shapes, then the final "
+            "benchmark. The final speedup is 0 if any held-out case fails.",
+            {"path": _PATH, "config": _CONFIG}),
+)
+
+ALL_TOOL_SCHEMAS: tuple[dict[str, Any], ...] = FILE_TOOL_SCHEMAS + KERNEL_TOOL_SCHEMAS
+
+
+def kernel_tool_specs() -> list[ToolSpec]:
+    """Every tool of the workload (files, kernel, git, submit) as ``ToolSpec``."""
+    return [ToolSpec(s["name"], s["description"], s["input_schema"]) for s in ALL_TOOL_SCHEMAS]
+
+
+class ToolFailure(InputError):
+    """The tool could not do its job; the message is the tool's whole output."""
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _sha8(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _geomean(xs: list[float]) -> float:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else 0.0
+
+
+class KernelTools:
+    """The kernel workload's tools over one workspace, for one seed."""
+
+    schemas = ALL_TOOL_SCHEMAS
+
+    def __init__(self, workspace: Workspace, *, seed: int = 0, device: DeviceMode = "simx",
+                 limits: SandboxLimits | None = None, warm: bool = True):
+        self.workspace = workspace
+        self.seed = seed
+        if device == "auto":
+            device = "gpu" if _cuda_available() else "simx"
+        self.device: Literal["simx", "gpu"] = "gpu" if device == "gpu" else "simx"
+        self.files = FileTools(workspace)
+        self.checker = CorrectnessChecker(workspace, limits=limits, warm=warm)
+        self.simx = Simx(seed)
+        self.git = GitRepo(workspace)
+        self.last_submission: dict[str, Any] | None = None
+        self._handlers: dict[str, Callable[..., str]] = {
+            "compile": self.compile,
+            "check": self.check,
+            "benchmark": self.benchmark,
+            "autotune": self.autotune,
+            "profile": self.profile,
+            "git_commit": self.git_commit,
+            "git_log": self.git_log,
+            "git_diff": self.git_diff,
+            "git_checkout": self.git_checkout,
+            "submit": self.submit,
+        }
+
+    @staticmethod
+    def specs() -> list[ToolSpec]:
+        return kernel_tool_specs()
+
+    def call(self, name: str, arguments: Mapping[str, Any]) -> tuple[str, bool]:
+        """Run tool ``name``: ``(text, is_error)``. Never raises for the agent's mistakes."""
+        if name in self.files._handlers:
+            out = self.files.call(name, arguments)
+            return out.text, out.is_error
+        schema = next((s for s in KERNEL_TOOL_SCHEMAS if s["name"] == name), None)
+        if schema is None:
+            known = ", ".join(s["name"] for s in self.schemas)
+            return f"error: unknown tool {name!r}; known tools: {known}", True
+        try:
+            validate_arguments(schema, arguments)
+            return self._handlers[name](**arguments), False
+        except ToolFailure as exc:
+            return str(exc), True
+        except (ToolArgumentError, WorkspaceError) as exc:
+            return f"error: {exc}", True
+
+    # -- shared steps -------------------------------------------------------------------
+
+    def _load(self, path: str, config: Mapping[str, Any] | None
+              ) -> tuple[str, KernelMeta | None, dict[str, ConfigValue], str | None]:
+        """Source, its ARCH/CONFIG (None if unreadable), the merged config, a parse error."""
+        source = self.workspace.resolve(path, must_exist=True).read_text()
+        meta: KernelMeta | None = None
+        problem: str | None = None
+        try:
+            meta = parse_kernel(source)
+        except SyntaxError as exc:
+            problem = _syntax_error(exc, path)
+        except KernelSourceError as exc:
+            problem = f"{path}: {exc}"
+        base: dict[str, ConfigValue] = dict(DEFAULT_CONFIG)
+        if meta is not None and meta.config is not None:
+            base = dict(meta.config)
+        if config:
+            for key, value in config.items():
+                if not isinstance(value, int | float | str | bool):
+                    raise ToolArgumentError(f"config value {key}={value!r} must be a number, string or boolean")
+            base.update(config)
+        return source, meta, base, problem
+
+    def _header(self, prefix: str, path: str, source: str, meta: KernelMeta | None,
+                cfg: Mapping[str, ConfigValue]) -> str:
+        arch = meta.arch if meta is not None else "?"
+        return f"{prefix} · {path} (sha {_sha8(source)}) · ARCH={arch} · {config_text(cfg)}"
+
+    def _simx_config(self, meta: KernelMeta, cfg: Mapping[str, ConfigValue]
+                     ) -> tuple[dict[str, int], list[str]]:
+        try:
+            return normalize_config(meta.arch, cfg)
+        except InvalidConfig as exc:
+            raise ToolFailure(f"error: invalid launch config for {DEVICE_NAME}: {exc}") from exc
+
+    def _fit_or_fail(self, header: str, path: str, source: str, meta: KernelMeta,
+                     scfg: Mapping[str, int]) -> None:
+        oor = self.simx.out_of_resources(meta.arch, scfg)
+        if oor is not None:
+            raise ToolFailure("\n".join([header, _device_line("simulated"),
+                                         *_oor_traceback(path, source, oor.line())]))
+
+    def _correctness_line(self, source: str, cfg: Mapping[str, ConfigValue]) -> str:
+        hit = self.checker.cache.get(self.checker.cache_key(source, cfg, self.seed, "dev"))
+        if hit is None:
+            return "correctness: not checked for this source and config (run check)"
+        eval_id, payload = hit
+        cases = payload.get("cases", [])
+        passed = (payload.get("status") == "ok" and len(cases) == payload.get("cases_total")
+                  and all(c.get("passed") for c in cases))
+        if passed:
+            return f"correctness: eval#{eval_id} PASSED (this source and config, dev suite)"
+        return f"correctness: eval#{eval_id} FAILED — these are timings of an incorrect kernel"
+
+    # -- compile --------------------------------------------------------------------------
+
+    def compile(self, path: str = KERNEL_FILE, config: Mapping[str, Any] | None = None) -> str:
+        source, meta, cfg, problem = self._load(path, config)
+        header = f"compile · {path} (sha {_sha8(source)}) · {config_text(cfg)}"
+        if problem is not None:
+            raise ToolFailure(f"{header}\n{problem}")
+        assert meta is not None
+        header = self._header("compile", path, source, meta, cfg)
+        scfg, notes = self._simx_config(meta, cfg)
+        result = self.checker.check(path, source=source, config=cfg, seed=self.seed,
+                                    split="compile", counter="compile")
+        if result.status != "ok" or any(c.raised for c in result.cases):
+            raise ToolFailure("\n".join([header, *_compile_failure(result, source)]))
+        self._fit_or_fail(header, path, source, meta, scfg)
+        lines = [header, "tiny launch in the Triton interpreter: ok (values not checked; run check)"]
+        lines += notes
+        target = []
+        for head_dim in sorted({s.head_dim for s in BENCH_SHAPES}):
+            res = self.simx.resources(meta.arch, scfg, head_dim)
+            target.append(f"head_dim {head_dim}: {min(res.regs, self.simx.device.reg_cap)} registers, "
+                          f"{res.spill_bytes} bytes spill stores, {res.smem} bytes shared memory")
+            cliff = self.simx.device.quirk("spill_cliff")
+            cliff_hit = cliff is not None and scfg["BLOCK_N"] * head_dim > cliff.get("threshold")
+            if res.spilled_regs or cliff_hit:
+                lines.append(
+                    f"warning: simx-as: _extend_attention_kernel (head_dim={head_dim}): "
+                    f"{res.spill_bytes} bytes spill stores, {res.spill_bytes} bytes spill loads"
+                    + (f" ({res.regs} registers needed, {self.simx.device.reg_cap} available)"
+                       if res.spilled_regs else " (K tile does not stay in registers)")
+                )
+        lines.append(f"{DEVICE_NAME} target (simulated): " + "; ".join(target))
+        return "\n".join(lines)
+
+    # -- check ------------------------------------------------------------------------------
+
+    def check(self, path: str = KERNEL_FILE, config: Mapping[str, Any] | None = None) -> str:
+        source, _, cfg, _ = self._load(path, config)
+        return self.checker.check(path, source=source, config=cfg, seed=self.seed, split="dev").render()
+
+    # -- benchmark --------------------------------------------------------------------------
+
+    def benchmark(self, path: str = KERNEL_FILE, config: Mapping[str, Any] | None = None) -> str:
+        text, _ = self._benchmark(path, config)
+        return text
+
+    def _benchmark(self, path: str, config: Mapping[str, Any] | None) -> tuple[str, float]:
+        source, meta, cfg, problem = self._load(path, config)
+        bench_id = self.checker.cache.next_id("bench")
+        if problem is not None:
+            raise ToolFailure(f"bench#{bench_id} · {path} (sha {_sha8(source)})\n{problem}")
+        assert meta is not None
+        header = self._header(f"bench#{bench_id}", path, source, meta, cfg)
+        scfg, notes = self._simx_config(meta, cfg)
+        if self.device == "gpu":
+            rows, device_name = self._gpu_times(path, source, cfg)
+            label = "gpu"
+        else:
+            self._fit_or_fail(header, path, source, meta, scfg)
+            rows = [(s, ref, t) for s, ref, t in self.simx.speedups(meta.arch, scfg)]
+            device_name, label = DEVICE_NAME, "simulated"
+        lines = [header, _device_line(label, device_name), self._correctness_line(source, cfg), *notes, ""]
+        lines.append(f"{'shape':<16} {'batch':>5} {'heads':>6} {'dim':>4} {'prefix':>7} "
+                     f"{'extend':>7} {'reference_us':>13} {'kernel_us':>10} {'speedup':>8}")
+        speedups = []
+        for shape, ref, t in rows:
+            speedups.append(ref / t)
+            lines.append(
+                f"{shape.name:<16} {len(shape.prefix_lens):>5} "
+                f"{f'{shape.num_q_heads}/{shape.num_kv_heads}':>6} {shape.head_dim:>4} "
+                f"{sum(shape.prefix_lens):>7} {sum(shape.extend_lens):>7} {ref:>13.1f} "
+                f"{t:>10.1f} {ref / t:>7.2f}x"
+            )
+        geo = _geomean(speedups)
+        lines.append("")
+        lines.append(f"geomean speedup {geo:.2f}x over the reference kernel "
+                     f"(baseline, {config_text(REFERENCE_CONFIG)}) · {label}")
+        return "\n".join(lines), geo
+
+    def _gpu_times(self, path: str, source: str, cfg: Mapping[str, ConfigValue]
+                   ) -> tuple[list[tuple[BenchShape, float, float]], str]:
+        with tempfile.TemporaryDirectory(prefix="ctxmem-gpu-") as scratch:
+            d = Path(scratch)
+            src = d / "candidate.py"
+            src.write_text(source)
+            job = {"source_path": str(src), "reference_path": str(asset_path("reference.py")),
+                   "baseline_path": str(asset_path("extend_attention.py")),
+                   "shapes": [s.case_dict(self.seed) for s in BENCH_SHAPES],
+                   "config": dict(cfg), "reference_config": dict(REFERENCE_CONFIG)}
+            (d / "job.json").write_text(json.dumps(job))
+            runner = Path(__file__).with_name("_gpu_bench.py")
+            try:
+                subprocess.run([sys.executable, "-I", str(runner), str(d / "job.json"), str(d / "result.json")],
+                               cwd=self.workspace.root, timeout=600, capture_output=True, check=False)
+                report = json.loads((d / "result.json").read_text())
+            except (subprocess.TimeoutExpired, OSError, ValueError) as exc:
+                raise ToolFailure(f"error: GPU benchmark of {path} did not finish: {type(exc).__name__}") from exc
+        if report.get("status") != "ok":
+            raise ToolFailure(f"error: GPU benchmark of {path} failed\n{report.get('tail', report.get('error', ''))}")
+        by_name = {s.name: s for s in BENCH_SHAPES}
+        rows = [(by_name[r["name"]], 1000.0 * r["reference_ms"], 1000.0 * r["ms"]) for r in report["shapes"]]
+        return rows, str(report.get("device_name", "CUDA GPU"))
+
+    # -- autotune ---------------------------------------------------------------------------
+
+    def autotune(self, space: Mapping[str, Any], path: str = KERNEL_FILE,
+                 config: Mapping[str, Any] | None = None, max_configs: int = 64) -> str:
+        source, meta, cfg, problem = self._load(path, config)
+        tune_id = self.checker.cache.next_id("tune")
+        if problem is not None:
+            raise ToolFailure(f"tune#{tune_id} · {path} (sha {_sha8(source)})\n{problem}")
+        assert meta is not None
+        for key, values in space.items():
+            if not isinstance(values, list) or not values:
+                raise ToolArgumentError(f"autotune: space[{key!r}] must be a non-empty list")
+        keys = list(space)
+        size = math.prod(len(space[k]) for k in keys)
+        limit = min(max_configs, MAX_AUTOTUNE_CONFIGS)
+        if size > limit:
+            raise ToolArgumentError(f"autotune: the space has {size} configs, over max_configs={limit}; "
+                                    "narrow it")
+        header = (f"tune#{tune_id} · {path} (sha {_sha8(source)}) · ARCH={meta.arch} · "
+                  f"{size} configs over base {config_text(cfg)}")
+        lines = [header, _device_line("simulated"), ""]
+        best: tuple[float, dict[str, ConfigValue]] | None = None
+        for i, values in enumerate(itertools.product(*(space[k] for k in keys)), start=1):
+            trial: dict[str, ConfigValue] = {**cfg, **dict(zip(keys, values, strict=True))}
+            shown = " ".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
+            try:
+                scfg, _ = normalize_config(meta.arch, trial)
+            except InvalidConfig as exc:
+                lines.append(f"{i:>4}  {shown:<52} invalid: {exc}")
+                continue
+            oor = self.simx.out_of_resources(meta.arch, scfg)
+            if oor is not None:
+                lines.append(f"{i:>4}  {shown:<52} {oor.line().split(': ', 1)[1].split('. ')[0]}")
+                continue
+            geo = self.simx.geomean_speedup(meta.arch, scfg)
+            total = sum(t for _, _, t in self.simx.speedups(meta.arch, scfg))
+            lines.append(f"{i:>4}  {shown:<52} {total:>9.1f} us total  {geo:>6.2f}x geomean")
+            if best is None or geo > best[0]:
+                best = (geo, trial)
+        lines.append("")
+        if best is None:
+            raise ToolFailure("\n".join([*lines, "no valid config in the space"]))
+        lines.append(f"best config: {config_text(best[1])} · {best[0]:.2f}x geomean speedup "
+                     "(correctness not checked: run check with this config)")
+        return "\n".join(lines)
+
+    # -- profile ----------------------------------------------------------------------------
+
+    def profile(self, path: str = KERNEL_FILE, config: Mapping[str, Any] | None = None,
+                shape: str = DEFAULT_PROFILE_SHAPE) -> str:
+        by_name = {s.name: s for s in BENCH_SHAPES}
+        if shape not in by_name:
+            raise ToolArgumentError(f"profile: unknown shape {shape!r}; shapes: {', '.join(by_name)}")
+        source, meta, cfg, problem = self._load(path, config)
+        prof_id = self.checker.cache.next_id("prof")
+        if problem is not None:
+            raise ToolFailure(f"prof#{prof_id} · {path} (sha {_sha8(source)})\n{problem}")
+        assert meta is not None
+        header = self._header(f"prof#{prof_id}", path, source, meta, cfg) + f" · shape {shape}"
+        scfg, notes = self._simx_config(meta, cfg)
+        self._fit_or_fail(header, path, source, meta, scfg)
+        dev = self.simx.device
+        c = self.simx.cost(by_name[shape], meta.arch, scfg)
+        res = c.resources
+        busy = max(c.time_us - c.overhead_us, 1e-9)
+        achieved_tbs = c.dram_bytes / (c.time_us * 1e-6) / 1e12
+        peak_tbs = dev.dram_gbps / 1000
+        tflops = c.flops / (c.time_us * 1e-6) / 1e12
+        rows = [
+            ("duration", f"{c.time_us:.1f} us (launch and prologue {c.overhead_us:.1f} us)"),
+            ("grid", f"{c.programs} programs · {c.slots} slots ({dev.compute_units} CUs x "
+                     f"{res.occupancy} blocks/CU) · {c.waves:.2f} waves"),
+            ("tail utilization", f"{100 * c.utilization:.1f}% of the last wave's slots busy"
+             if c.utilization < 1 or meta.arch not in ("persistent_grid", "combined")
+             else "100.0% (persistent grid)"),
+            ("occupancy", f"{res.occupancy} blocks/CU, {res.occupancy * scfg['num_warps']} warps/CU "
+                          f"(limited by {res.limiter})"),
+            ("registers", f"{min(res.regs, dev.reg_cap)} per thread · spilled {res.spill_bytes} bytes/program"),
+            ("shared memory", f"{res.smem} bytes/block"),
+            ("compute", f"{c.compute_us:.1f} us busy · MMA efficiency {100 * c.compute_eff:.1f}% · "
+                        f"{tflops:.1f} TFLOP/s achieved"),
+            ("memory", f"{c.memory_us:.1f} us busy · {achieved_tbs:.2f} TB/s achieved of "
+                       f"{peak_tbs:.2f} TB/s peak ({100 * achieved_tbs / peak_tbs:.1f}%)"),
+            ("gather stalls", f"{c.gather_us:.1f} us ({100 * c.gather_us / max(c.memory_us, 1e-9):.1f}% "
+                              "of memory time) on index-table (req_to_token) loads"),
+            ("longest program", f"{c.longest_us:.1f} us ({100 * c.longest_us / busy:.1f}% of the kernel body)"),
+            ("bound", c.bound),
+        ]
+        lines = [header, _device_line("simulated"), *notes, ""]
+        lines += [f"  {k:<18} {v}" for k, v in rows]
+        warnings = []
+        if res.spilled_regs:
+            warnings.append(f"register spills: {res.regs} registers needed per thread, cap reached")
+        if c.spill_cliff:
+            warnings.append(f"local-memory traffic: the K tile (BLOCK_N x head_dim = "
+                            f"{scfg['BLOCK_N'] * by_name[shape].head_dim}) is spilled")
+        if c.bank_conflict:
+            warnings.append(f"shared-memory bank conflicts: 4-way on K/V tile loads "
+                            f"(head_dim {by_name[shape].head_dim}, BLOCK_N {scfg['BLOCK_N']})")
+        if dev.quirk("stages_cap") is not None and scfg["num_stages"] > 2:
+            warnings.append(f"pipeline: num_stages={scfg['num_stages']} issued, 2 in flight "
+                            "(deeper stages only cost shared memory)")
+        if dev.quirk("warp_serialize") is not None and scfg["num_warps"] == 8 and scfg["BLOCK_M"] <= 32:
+            warnings.append("warp scheduling: 8 warps on a BLOCK_M <= 32 tile serialize")
+        if warnings:
+            lines.append("")
+            lines += [f"  warning: {w}" for w in warnings]
+        return "\n".join(lines)
+
+    # -- git --------------------------------------------------------------------------------
+
+    def git_commit(self, message: str) -> str:
+        if not message.strip():
+            raise ToolArgumentError("git_commit: the message must not be empty")
+        status = self.git.git("status", "--porcelain")
+        if status.ok and not status.output.strip():
+            raise ToolFailure("nothing to commit, working tree clean")
+        result = self.git.commit(message)
+        if not result.ok:
+            raise ToolFailure(f"git commit failed:\n{result.output}")
+        sha = self.git.head() or ""
+        stat = self.git.git("show", "--stat", "--format=", "HEAD").output
+        return f"[main {sha[:7]}] {message.splitlines()[0]}\n{stat}".rstrip()
+
+    def git_log(self, max_count: int = 20) -> str:
+        result = self.git.git("log", f"--max-count={max_count}", "--format=%h %s")
+        if not result.ok:
+            raise ToolFailure(f"git log failed:\n{result.output}")
+        total = self.git.commit_count()
+        more = f"\n… {total - max_count} older commits" if total > max_count else ""
+        return result.output + more
+
+    def git_diff(self, rev: str = "HEAD", path: str | None = None) -> str:
+        if self.git.resolve(rev) is None:
+            raise ToolFailure(f"error: unknown revision {rev!r}; see git_log")
+        args = ["diff", rev, "--"]
+        if path is not None:
+            self.workspace.resolve(path)
+            args.append(path)
+        result = self.git.git(*args)
+        if not result.ok:
+            raise ToolFailure(f"git diff failed:\n{result.output}")
+        return result.output or f"no changes against {rev}"
+
+    def git_checkout(self, rev: str, path: str | None = None) -> str:
+        sha = self.git.resolve(rev)
+        if sha is None:
+            raise ToolFailure(f"error: unknown revision {rev!r}; see git_log")
+        if path is not None:
+            self.workspace.resolve(path)
+        result = self.git.git("checkout", sha, "--", path or ".")
+        if not result.ok:
+            raise ToolFailure(f"git checkout failed:\n{result.output}")
+        what = path or "all files"
+        return (f"restored {what} from {sha[:7]} ({self.git.subject(sha)}); HEAD is unchanged — "
+                "commit to record it")
+
+    # -- submit -----------------------------------------------------------------------------
+
+    def submit(self, path: str = KERNEL_FILE, config: Mapping[str, Any] | None = None) -> str:
+        source, meta, cfg, problem = self._load(path, config)
+        lines = [f"submission · {path} (sha {_sha8(source)}) · ARCH={meta.arch if meta else '?'} · "
+                 f"{config_text(cfg)}"]
+        heldout = self.checker.check(path, source=source, config=cfg, seed=self.seed, split="heldout")
+        verdict = "PASSED" if heldout.passed else "FAILED"
+        lines.append(f"held-out correctness: {heldout.eval_ref} {verdict} "
+                     f"({len(heldout.cases)}/{heldout.cases_total} cases ran)")
+        speedup = 0.0
+        bench_ref = None
+        if not heldout.passed:
+            lines.append(heldout.render())
+            reason = "held-out correctness failed"
+        else:
+            reason = ""
+            try:
+                text, speedup = self._benchmark(path, config)
+                bench_ref = text.split(" ", 1)[0]
+                lines += ["", text]
+            except ToolFailure as exc:
+                lines += ["", str(exc)]
+                reason = "the final benchmark failed"
+        del problem  # reported through the held-out check and the benchmark
+        lines.append("")
+        lines.append(f"SCORE: final speedup {speedup:.2f}x" + (f" ({reason})" if reason else ""))
+        self.last_submission = {"source_sha": _sha8(source), "config": dict(cfg),
+                                "heldout": heldout.eval_ref, "heldout_passed": heldout.passed,
+                                "benchmark": bench_ref, "speedup": round(speedup, 4),
+                                "device": self.device}
+        return "\n".join(lines)
+
+
+# -- rendering helpers -----------------------------------------------------------------------
+
+
+def _device_line(label: str, name: str = DEVICE_NAME) -> str:
+    if label == "simulated":
+        return f"device: {name} · simulated (times from the {DEVICE_NAME} cost model, not measured)"
+    return f"device: {name} · gpu (times from triton.testing.do_bench, median)"
+
+
+def _syntax_error(exc: SyntaxError, path: str) -> str:
+    lines = [f'  File "{path}", line {exc.lineno}']
+    if exc.text:
+        lines.append("    " + exc.text.rstrip("\n").strip())
+        if exc.offset:
+            indent = len(exc.text) - len(exc.text.lstrip())
+            lines.append("    " + " " * max(0, exc.offset - 1 - indent) + "^")
+    lines.append(f"SyntaxError: {exc.msg}")
+    return "\n".join(lines)
+
+
+def _launch_line(source: str) -> int | None:
+    for i, line in enumerate(source.splitlines(), start=1):
+        if re.search(r"\[\s*grid\s*\]\s*\(", line):
+            return i
+    return None
+
+
+def _oor_traceback(path: str, source: str, line: str) -> list[str]:
+    out = ["Traceback (most recent call last):"]
+    at = _launch_line(source)
+    if at is not None:
+        out += [f'  File "{path}", line {at}, in launch', "    " + source.splitlines()[at - 1].strip()]
+    out += ['  File "triton/runtime/jit.py", in run', "    kernel = self.compile(src, target=target, options=options.__dict__)",
+            '  File "triton/compiler/compiler.py", in _init_handles', "    raise OutOfResources(self.metadata.shared, max_shared, \"shared memory\")",
+            line]
+    return out
+
+
+def _compile_failure(result: CheckResult, source: str) -> list[str]:
+    err = result.error or {}
+    if result.status == "compile_error":
+        return ["COMPILE ERROR", err.get("tail") or err.get("message", "")]
+    if result.status == "error":
+        where = err.get("where")
+        tail = err.get("tail", "")
+        if where and "triton/" in tail:
+            code = where.get("code") or ""
+            lines = source.splitlines()
+            raw = lines[where["line"] - 1] if 0 < where["line"] <= len(lines) else code
+            col = len(raw) - len(raw.lstrip())
+            return [f"triton.compiler.errors.CompilationError: at {where['line']}:{col}:",
+                    raw.rstrip(), " " * col + "^",
+                    f"{err.get('type', 'Error')}('{err.get('message', '')}')"]
+        return ["ERROR while launching the kernel on the compile case", tail or err.get("message", "")]
+    # timeouts, crashes, memory limits, sandbox violations: the checker's own words
+    return result.render().splitlines()[3:]
