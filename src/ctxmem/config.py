@@ -72,10 +72,11 @@ class Preset:
         reserve = min(b.reserve_output, max(0, window // 4))
         return Budget(window, reserve, b.threshold)
 
-    def strategy(self) -> Any:
+    def strategy(self, **deps: Any) -> Any:
+        """The preset's strategy; ``deps`` are run-time objects such as ``client=`` for LLM summaries."""
         from ctxmem.context import make_strategy
 
-        return make_strategy(self.model.type, self.model.params, source=str(self.path or self.name))
+        return make_strategy(self.model.type, self.model.params, source=str(self.path or self.name), **deps)
 
 
 def preset_dirs() -> list[Path]:
@@ -106,7 +107,14 @@ def parse_preset(data: dict[str, Any], *, name: str, source: str) -> Preset:
             STRATEGIES.get(model.type)
         except UnknownNameError as exc:
             raise ConfigError(str(exc), source=source, field="type") from None
-    make_strategy(model.type, model.params, source=source)  # validates params now, naming the field
+    # validate params now, naming the field (LLM-backed presets are checked without a client)
+    cls = STRATEGIES.get(model.type)
+    try:
+        cls.Config(**model.params)
+    except ValidationError as exc:
+        raise config_error(exc, source) from None
+    if model.type != "summarization" or model.params.get("summarizer") != "llm":
+        make_strategy(model.type, model.params, source=source)
     return Preset(name, Path(source) if Path(source).exists() else None, model)
 
 

@@ -42,6 +42,12 @@ PARAM_SETS: dict[str, list[dict[str, Any]]] = {
         {"mode": "turns", "keep_last": 1, "reducer": "first_error"},
         {"reversible": False, "tools": {"compile": {"mask": "never"}, "check": {"mask": "always"}}},
     ],
+    "summarization": [{}, {"chunk_tokens": 64, "chunk_summary_tokens": 24, "summary_tokens": 64, "fanout": 2}],
+    "pipeline": [
+        {},
+        {"core": "summarization", "core_params": {"chunk_tokens": 64, "chunk_summary_tokens": 24, "summary_tokens": 64}},
+        {"core": "window", "retriever": "lexical", "ledger_tokens": 0},
+    ],
 }
 
 

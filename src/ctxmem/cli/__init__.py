@@ -14,6 +14,7 @@ import click
 from ctxmem.cli._common import CtxmemGroup
 from ctxmem.cli.context import context
 from ctxmem.cli.demo import demo
+from ctxmem.cli.evals import eval_group
 from ctxmem.cli.sessions import sessions
 from ctxmem.cli.strategies import strategies
 from ctxmem.cli.tune import tune
@@ -29,6 +30,7 @@ cli.add_command(sessions)
 cli.add_command(strategies)
 cli.add_command(context)
 cli.add_command(tune)
+cli.add_command(eval_group)
 cli.add_command(demo)
 
 

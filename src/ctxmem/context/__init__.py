@@ -26,6 +26,8 @@ STRATEGIES = Registry(
         "dump": "ctxmem.context.builtins:Dump",
         "window": "ctxmem.context.builtins:Window",
         "masking": "ctxmem.context.masking:Masking",
+        "summarization": "ctxmem.context.summarization:Summarization",
+        "pipeline": "ctxmem.context.pipeline:Pipeline",
     },
 )
 
@@ -40,8 +42,14 @@ def config_error(exc: ValidationError, source: str | None) -> ConfigError:
     return ConfigError(msg, source=source, field=loc)
 
 
-def make_strategy(type_name: str, params: Mapping[str, Any] | None = None, *, source: str | None = None) -> Any:
-    """Instantiate a registered strategy from its type name and parameters."""
+def make_strategy(
+    type_name: str, params: Mapping[str, Any] | None = None, *, source: str | None = None, **deps: Any
+) -> Any:
+    """Instantiate a registered strategy from its type name and parameters.
+
+    ``deps`` are run-time objects a preset cannot hold (an LLM ``client=`` for
+    summarization), passed to the constructor as keywords.
+    """
     cls = STRATEGIES.get(type_name)
     config_cls = getattr(cls, "Config", None)
     if config_cls is None:
@@ -50,7 +58,7 @@ def make_strategy(type_name: str, params: Mapping[str, Any] | None = None, *, so
         config = config_cls(**dict(params or {}))
     except ValidationError as exc:
         raise config_error(exc, source) from None
-    return cls(config)
+    return cls(config, **deps)
 
 
 __all__ = [

@@ -1,0 +1,265 @@
+"""The pipeline: a core strategy plus a ledger, retrieved outputs and restated facts, under
+one hierarchical budget.
+
+Sections, in request order, and who pays for them::
+
+    system + tools                 fixed; counted first
+    pinned prefix + pinned facts   verbatim (facts appended to the last pinned message)
+    summary / masked history       the core strategy: masking, summarization or window
+    recent messages                the core strategy's verbatim tail
+    tail: ledger                   ≤ ledger_tokens   — what happened so far, from tool events
+    tail: retrieved                ≤ retrieval_tokens — earlier outputs the core left out
+    tail: facts restated           the pinned facts again, next to the question
+    reserved output                the budget's reserve_output
+
+The tail blocks are reserved from the budget up front (the core builds under what is
+left) and appended to the last user message, so the head of the request — pinned
+content, summaries, masked history — keeps the core's prompt-cache stability: only the
+last message changes from turn to turn, which it does anyway.
+
+Retrieval asks for earlier tool outputs relevant to the current step (the last assistant
+text and tool calls) among those the core masked or dropped; outputs still verbatim in
+the context are excluded. With a session in a SQLite store it searches FTS5 over the
+store; without one, BM25 over the history's tool outputs. ``retriever = "hybrid"`` adds
+dense embeddings (:mod:`ctxmem.retrieval`), cached by content hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from ctxmem.context._assembly import PrefixTracker
+from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
+from ctxmem.context.history import History
+from ctxmem.context.ledger import LedgerBuilder, render_ledger
+from ctxmem.context.summarize import clip_to_tokens
+from ctxmem.errors import ConfigError, ContextOverflowError
+from ctxmem.events import StoredEvent, ToolCallEvent, ToolResultEvent
+from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
+from ctxmem.tokens import Budget
+from ctxmem.tokens.counting import DEFAULT_OVERHEAD
+
+
+class PipelineConfig(StrategyConfig):
+    core: Literal["masking", "summarization", "window"] = Field(
+        "masking", description="The strategy that shapes the history: masking, summarization or window."
+    )
+    core_params: dict[str, Any] = Field(default_factory=dict, description="The core strategy's own Config fields.")
+    ledger_tokens: int = Field(400, ge=0, le=100_000, description="Tail budget for the task ledger (0: no ledger).")
+    retrieval_tokens: int = Field(
+        1200, ge=0, le=200_000, description="Tail budget for retrieved earlier outputs (0: no retrieval)."
+    )
+    retrieval_k: int = Field(3, ge=1, le=50, description="Earlier outputs retrieved per turn.")
+    retriever: Literal["lexical", "hybrid"] = Field(
+        "lexical", description="lexical: FTS5/BM25 only; hybrid: plus dense embeddings (slower, cached)."
+    )
+    restate_facts: bool = Field(True, description="Restate the pinned facts at the tail, next to the question.")
+    tail_fraction: float = Field(
+        0.25, gt=0, le=0.5, description="Most of the budget the tail (ledger + retrieval) may take on small budgets."
+    )
+
+
+class Pipeline:
+    """A core strategy with a ledger, retrieved outputs and restated facts at the tail."""
+
+    name: ClassVar[str] = "pipeline"
+    Config = PipelineConfig
+
+    def __init__(self, config: PipelineConfig | None = None, *, client: Any = None, **params: object):
+        self.config = config or PipelineConfig(**params)  # type: ignore[arg-type]
+        from ctxmem.context import STRATEGIES, config_error
+
+        cls = STRATEGIES.get(self.config.core)
+        try:
+            core_config = cls.Config(**self.config.core_params)
+        except Exception as exc:  # pydantic ValidationError
+            from pydantic import ValidationError
+
+            if isinstance(exc, ValidationError):
+                err = config_error(exc, None)
+                raise ConfigError(str(err), field=f"core_params.{err.field}" if err.field else "core_params") from None
+            raise
+        self.core = cls(core_config, client=client) if self.config.core == "summarization" else cls(core_config)
+        self._ledgers: dict[int, LedgerBuilder] = {}
+        self._retrievers: dict[int, tuple[Any, int]] = {}
+        self._tracker = PrefixTracker()
+
+    # ------------------------------------------------------------------ tail pieces
+
+    def _ledger_text(self, history: History, tokens: int, request: BuildRequest) -> str:
+        if tokens <= 0:
+            return ""
+        lb = self._ledgers.get(id(history))
+        if lb is None:
+            if len(self._ledgers) > 8:
+                self._ledgers.clear()
+            lb = self._ledgers[id(history)] = LedgerBuilder()
+        ledger = lb.update(history)
+        return render_ledger(ledger, request.tokenizer, tokens)
+
+    def _retriever(self, request: BuildRequest) -> Any:
+        from ctxmem.retrieval import HybridRetriever
+
+        h = request.history
+        entry = self._retrievers.get(id(h))
+        if entry is None:
+            if len(self._retrievers) > 4:
+                self._retrievers.clear()
+            embedder = "hashing" if self.config.retriever == "hybrid" else None
+            session = request.session
+            if session is not None and all(h.event_ids):
+                retriever = HybridRetriever.for_session(session, embedder=embedder)
+            else:
+                retriever = HybridRetriever(embedder, lexical="bm25")
+            entry = (retriever, 0)
+        retriever, seen = entry
+        if seen < len(h):
+            retriever.update(_history_events(h, seen))
+            entry = (retriever, len(h))
+        self._retrievers[id(h)] = entry
+        return retriever
+
+    def _retrieved_text(self, request: BuildRequest, core: BuiltContext, tokens: int) -> tuple[str, tuple[int, ...]]:
+        if tokens <= 0:
+            return "", ()
+        h = request.history
+        r = core.report
+        masked = set(r.masked)
+        verbatim = [i for i in r.kept if i not in masked]
+        if not r.masked and not r.dropped and not r.summarized:
+            return "", ()  # everything is still in the context verbatim
+        query = _query(h)
+        if not query.strip():
+            return "", ()
+        retriever = self._retriever(request)
+        exclude = {eid for i in verbatim for eid in _result_ids(h, i)}
+        hits = retriever.search(query, k=self.config.retrieval_k, exclude=exclude)
+        if not hits:
+            return "", ()
+        lines = ["Earlier tool outputs that may matter now (recall a handle for the full text):"]
+        for hit in hits:
+            d = hit.document
+            snippet = " ".join(d.text.split())[:600]
+            lines.append(f"- [{d.tool_name} · handle {d.tool_use_id}] {snippet}")
+        text = clip_to_tokens("\n".join(lines), request.tokenizer, tokens)
+        return text, tuple(hit.event_id for hit in hits)
+
+    # ------------------------------------------------------------------ build
+
+    def build(self, request: BuildRequest) -> BuiltContext:
+        cfg = self.config
+        tok = request.tokenizer
+        facts = request.pinned_facts if cfg.restate_facts else ()
+        facts_text = "Keep in mind: " + " · ".join(facts) if facts else ""
+        facts_tokens = (tok.count(facts_text) + DEFAULT_OVERHEAD.per_block) if facts_text else 0
+        per_block = DEFAULT_OVERHEAD.per_block
+        b = request.budget
+        # Hierarchical budget: the tail's caps shrink with small budgets so the core keeps most.
+        cap = int(b.available * cfg.tail_fraction)
+        total_cfg = cfg.ledger_tokens + cfg.retrieval_tokens
+        scale = min(1.0, cap / total_cfg) if total_cfg else 1.0
+        ledger_cap = int(cfg.ledger_tokens * scale)
+        retrieval_cap = int(cfg.retrieval_tokens * scale)
+        reserve = facts_tokens + (ledger_cap + per_block if ledger_cap else 0) + (
+            retrieval_cap + per_block if retrieval_cap else 0
+        )
+        if reserve >= b.available - request.fixed_tokens:
+            raise ContextOverflowError(
+                reserve + request.fixed_tokens, b.available, hint="the restated facts alone exceed the budget."
+            )
+        inner = dataclasses.replace(
+            request, budget=Budget(b.context_window - reserve, b.reserve_output, b.threshold)
+        )
+        try:
+            core = self.core.build(inner)
+        except ContextOverflowError as exc:
+            raise ContextOverflowError(exc.needed + reserve, b.available, hint=f"pipeline core {cfg.core}: {exc}") from None
+        msgs = list(core.messages)
+        if not msgs or msgs[-1].role != "user":
+            return core  # the core found nothing to append to (cannot happen for valid histories)
+        ledger = self._ledger_text(request.history, ledger_cap, request)
+        retrieved, retrieved_ids = self._retrieved_text(request, core, retrieval_cap)
+        tail = [t for t in (ledger, retrieved, facts_text) if t]
+        sections = dict(core.report.sections)
+        added = 0
+        for name, text in (("ledger", ledger), ("retrieved", retrieved), ("facts_restated", facts_text)):
+            if text:
+                n = tok.count(text) + per_block
+                sections[name] = n
+                added += n
+        if tail:
+            last = msgs[-1]
+            msgs[-1] = Message(last.role, last.content + tuple(TextBlock(t) for t in tail))
+        report = dataclasses.replace(
+            core.report,
+            strategy=self.name,
+            available=b.available,
+            tokens_out=core.report.tokens_out + added,
+            sections=sections,
+            retrieved_event_ids=retrieved_ids,
+            headroom_tokens=max(0, b.trigger - core.report.tokens_out - added),
+            notes=(*core.report.notes, f"core: {cfg.core}"),
+        )
+        return dataclasses.replace(core, messages=msgs, report=report)
+
+
+def _query(h: History) -> str:
+    """What the agent is doing now: the last assistant turn's text and tool calls."""
+    for i in range(len(h) - 1, max(-1, len(h) - 6), -1):
+        m = h.messages[i]
+        if m.role == "assistant":
+            parts = [b.text for b in m.content if isinstance(b, TextBlock)]
+            parts += [f"{b.name} {' '.join(str(v) for v in b.input.values())}" for b in m.content if isinstance(b, ToolUseBlock)]
+            return " ".join(parts)
+    return h.messages[-1].text if h.messages else ""
+
+
+def _result_ids(h: History, i: int) -> list[int]:
+    """Retrieval ids of the tool results in message i (see :func:`_history_events`)."""
+    ids = h.event_ids[i]
+    if ids:
+        return list(ids)
+    return [_synthetic_id(i, j) for j in range(len(h.messages[i].content))]
+
+
+def _synthetic_id(i: int, j: int) -> int:
+    return (i + 1) * 1024 + j
+
+
+def _block_events(m: Message) -> list[int]:
+    """For each block, the index of the event it was recorded in (see
+    :func:`ctxmem.events.events_from_message`: a run of non-tool blocks is one event)."""
+    out: list[int] = []
+    k = -1
+    in_run = False
+    for block in m.content:
+        if isinstance(block, ToolUseBlock | ToolResultBlock):
+            k += 1
+            in_run = False
+        elif not in_run:
+            k += 1
+            in_run = True
+        out.append(k)
+    return out
+
+
+def _history_events(h: History, start: int) -> Iterator[StoredEvent]:
+    """Tool calls and results of messages[start:] as stored events (ids from the store when
+    the history came from one, else synthetic ids unique per message and block)."""
+    for i in range(start, len(h)):
+        m = h.messages[i]
+        ids = h.event_ids[i]
+        where = _block_events(m) if ids else []
+        for j, block in enumerate(m.content):
+            eid = ids[where[j]] if ids and where[j] < len(ids) else _synthetic_id(i, j)
+            if isinstance(block, ToolUseBlock):
+                yield StoredEvent(eid, "", None, 0.0, ToolCallEvent(block))
+            elif isinstance(block, ToolResultBlock):
+                yield StoredEvent(eid, "", None, 0.0, ToolResultEvent(block, h.tool_name(block.tool_use_id)))
+
+
+__all__ = ["Pipeline", "PipelineConfig"]
