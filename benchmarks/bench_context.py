@@ -33,7 +33,7 @@ from ctxmem.messages import (
 from ctxmem.samples import synthetic_session
 from ctxmem.tokens import Budget, get_tokenizer
 
-PRESETS = ("window-200k", "masking-200k")
+PRESETS = ("window-200k", "masking-200k", "pipeline-200k", "summarize-128k")
 
 
 def _to_langchain(msgs: list[Message]) -> list[Any]:

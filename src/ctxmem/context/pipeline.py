@@ -118,7 +118,7 @@ class Pipeline:
             entry = (retriever, 0)
         retriever, seen = entry
         if seen < len(h):
-            retriever.update(_history_events(h, seen))
+            retriever.update(_history_events(h, seen), append_only=True)
             entry = (retriever, len(h))
         self._retrievers[id(h)] = entry
         return retriever
@@ -136,8 +136,15 @@ class Pipeline:
         if not query.strip():
             return "", ()
         retriever = self._retriever(request)
-        exclude = {eid for i in verbatim for eid in _result_ids(h, i)}
-        hits = retriever.search(query, k=self.config.retrieval_k, exclude=exclude)
+        # only messages holding tool results matter: their ids are what the retriever indexes
+        exclude = {eid for i in verbatim if h.flags[i].tool_results for eid in _result_ids(h, i)}
+        found = retriever.search(query, k=self.config.retrieval_k * 3, exclude=exclude)
+        hits, seen_events = [], set()
+        for hit in found:  # one chunk per tool output: k distinct outputs
+            if hit.event_id not in seen_events:
+                seen_events.add(hit.event_id)
+                hits.append(hit)
+        hits = hits[: self.config.retrieval_k]
         if not hits:
             return "", ()
         lines = ["Earlier tool outputs that may matter now (recall a handle for the full text):"]

@@ -157,19 +157,24 @@ class HybridRetriever:
     def __len__(self) -> int:
         return len(self._docs)
 
-    def update(self, source: Session | ChainView | Iterable[StoredEvent] | None = None) -> int:
+    def update(
+        self, source: Session | ChainView | Iterable[StoredEvent] | None = None, *, append_only: bool = False
+    ) -> int:
         """Index the tool results of ``source`` not indexed yet; returns the new chunk count.
 
         ``source`` defaults to the bound session's current chain. It also becomes the set
-        of results searches may return (what a rewind or fork left out is filtered).
+        of results searches may return (what a rewind or fork left out is filtered) —
+        unless ``append_only``: then ``source`` holds only events appended since the last
+        update, and everything indexed stays searchable (an agent loop's per-turn update).
         """
         if source is None:
             if self.store is None or self.session_id is None:
                 raise InputError("update() needs events, or a retriever bound to a session", field="source")
             source = self.store.chain(self.session_id)
         events = list(_events_of(source))
-        active = {se.id for se in events if isinstance(se.event, ToolResultEvent)}
-        self._inactive = {p for eid, ps in self._by_event.items() if eid not in active for p in ps}
+        if not append_only:
+            active = {se.id for se in events if isinstance(se.event, ToolResultEvent)}
+            self._inactive = {p for eid, ps in self._by_event.items() if eid not in active for p in ps}
         new = list(iter_tool_call_documents(events, skip_event_ids=self._by_event.keys(), **self.chunking))  # type: ignore[arg-type]
         if not new:
             return 0

@@ -26,6 +26,7 @@ from ctxmem.store.base import SearchHit, SessionStore
 
 _TERM = re.compile(r"[^\W_]+", re.UNICODE)
 MAX_QUERY_TERMS = 32
+MAX_SCORED_TERMS = 8
 
 
 def terms(text: str) -> list[str]:
@@ -58,6 +59,8 @@ class BM25Index:
         self._postings: dict[str, list[tuple[int, int]]] = {}
         self._lengths: dict[int, int] = {}
         self._total = 0
+        self._np: dict[str, Any] = {}
+        self._len_arr: Any = None
 
     def __len__(self) -> int:
         return len(self._lengths)
@@ -71,23 +74,72 @@ class BM25Index:
         for t, tf in Counter(toks).items():
             self._postings.setdefault(t, []).append((doc_id, tf))
 
+    def _arrays(self, term: str, posting: list[tuple[int, int]]) -> Any:
+        """The posting as (doc ids, term frequencies) numpy arrays, rebuilt when it grew."""
+        import numpy as np
+
+        cached = self._np.get(term)
+        have = cached[0] if cached is not None else 0
+        if have != len(posting):
+            # postings only grow: convert just the new tail
+            tail = posting[have:]
+            docs = np.fromiter((d for d, _ in tail), dtype=np.int64, count=len(tail))
+            tfs = np.fromiter((tf for _, tf in tail), dtype=np.float64, count=len(tail))
+            if cached is not None:
+                docs, tfs = np.concatenate((cached[1], docs)), np.concatenate((cached[2], tfs))
+            cached = self._np[term] = (len(posting), docs, tfs)
+        assert cached is not None
+        return cached[1], cached[2]
+
     def search(self, query: str, k: int, *, exclude: Any = frozenset()) -> list[tuple[int, float]]:
         """Top ``k`` ``(doc_id, score)``, best first; ``exclude`` is a container of doc ids."""
         n = len(self._lengths)
         if n == 0 or k < 1:
             return []
         avgdl = self._total / n or 1.0
-        scores: dict[int, float] = {}
         k1, b = self.k1, self.b
+        # Score only the most selective terms: a term in most documents adds almost the
+        # same to every score (tiny idf) and costs a pass over its whole posting list.
+        candidates = []
         for t in dict.fromkeys(terms(query)):
             posting = self._postings.get(t)
-            if not posting:
-                continue
-            df = len(posting)
+            if posting and (len(posting) <= n // 2 or n < 8):
+                candidates.append((len(posting), t, posting))
+        candidates.sort(key=lambda c: (c[0], c[1]))
+        candidates = candidates[:MAX_SCORED_TERMS]
+        if not candidates:
+            return []
+        try:
+            import numpy as np
+        except ImportError:
+            np = None  # type: ignore[assignment]
+        if np is not None and max(self._lengths) == n - 1 and min(self._lengths) == 0:
+            # Vectorized: doc ids are 0..n-1 (how HybridRetriever numbers chunks).
+            have = 0 if self._len_arr is None else len(self._len_arr)
+            if have != n:
+                new = np.fromiter((self._lengths[i] for i in range(have, n)), dtype=np.float64, count=n - have)
+                self._len_arr = new if self._len_arr is None else np.concatenate((self._len_arr, new))
+            norm = k1 * (1 - b + b * self._len_arr / avgdl)
+            scores = np.zeros(n)
+            for df, t, posting in candidates:
+                idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+                docs, tfs = self._arrays(t, posting)
+                scores[docs] += idf * tfs * (k1 + 1) / (tfs + norm[docs])
+            if exclude:
+                ex = np.fromiter((d for d in exclude if 0 <= d < n), dtype=np.int64)
+                scores[ex] = 0.0
+            hits = np.flatnonzero(scores > 0)
+            if not len(hits):
+                return []
+            # best first, ties by ascending id: sort by (-score, id)
+            order = np.lexsort((hits, -scores[hits]))[:k]
+            return [(int(hits[i]), float(scores[hits[i]])) for i in order]
+        scores_d: dict[int, float] = {}
+        for df, _t, posting in candidates:
             idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
             for doc, tf in posting:
                 dl = self._lengths[doc]
-                scores[doc] = scores.get(doc, 0.0) + idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
-        ranked = ((s, d) for d, s in scores.items() if d not in exclude)
+                scores_d[doc] = scores_d.get(doc, 0.0) + idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
+        ranked = ((s, d) for d, s in scores_d.items() if d not in exclude)
         top = heapq.nsmallest(k, ranked, key=lambda sd: (-sd[0], sd[1]))
         return [(d, s) for s, d in top]
