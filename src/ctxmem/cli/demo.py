@@ -1,9 +1,10 @@
 """``ctxmem demo``: the main job on the embedded defaults, offline.
 
-Today it records a bundled, deterministic million-token kernel-tuning session into the
-SQLite store, then summarizes it: events, tools, token accounting (content vs overhead,
-exact where the tokenizer is available), content-addressed storage, reload time and an FTS
-lookup. It grows as the strategies, the workload and the evaluator land.
+It records a bundled, deterministic million-token kernel-tuning session into the SQLite
+store, summarizes it (events, tools, token accounting with content separate from
+overhead, exact where the tokenizer is available, content-addressed storage, reload time,
+an FTS lookup), then builds the next request's context under each shipped strategy preset
+and shows what each keeps, masks, summarizes and drops. Everything runs offline.
 """
 
 from __future__ import annotations
@@ -21,6 +22,44 @@ from ctxmem.messages import to_anthropic
 from ctxmem.samples import synthetic_session
 from ctxmem.store import SQLiteStore
 from ctxmem.tokens import get_tokenizer
+
+DEMO_PRESETS = ("dump-1m", "window-200k", "masking-200k", "summarize-128k", "pipeline-200k")
+
+
+def _compare_presets(db_path: str, session_id: str, tokenizer: str, presets: tuple[str, ...]) -> list[dict[str, object]]:
+    """Build the next context of the session with each preset; what each keeps and costs."""
+    from ctxmem.config import load_preset
+    from ctxmem.context import BuildRequest, History
+    from ctxmem.errors import CtxmemError
+    from ctxmem.session import Session
+
+    out: list[dict[str, object]] = []
+    with SQLiteStore(db_path) as store:
+        session = Session.open(store, session_id)
+        history = History.from_session(session, tokenizer)
+        for name in presets:
+            preset = load_preset(name)
+            try:
+                strategy = preset.strategy()
+                t0 = time.perf_counter()
+                built = strategy.build(BuildRequest(history, preset.budget(), pinned=preset.model.pinned))
+                ms = (time.perf_counter() - t0) * 1000
+            except CtxmemError as exc:
+                out.append({"preset": name, "error": str(exc).split(". ")[0]})
+                continue
+            r = built.report
+            out.append(
+                {
+                    "preset": name,
+                    "tokens_out": r.tokens_out,
+                    "kept": len(r.kept),
+                    "masked": len(r.masked),
+                    "summarized": len(r.summarized),
+                    "dropped": len(r.dropped),
+                    "build_ms": round(ms, 1),
+                }
+            )
+    return out
 
 
 def _pick_tokenizer(preferred: str) -> tuple[str, str | None]:
@@ -74,11 +113,25 @@ def demo(db_path: str, turns: int, seed: int, tokenizer: str, as_json: bool) -> 
         "fts_hits_OutOfResources": len(hits),
         "note": note,
     }
+    strategies = _compare_presets(db_path, session.id, tok, DEMO_PRESETS)
+    summary["strategies"] = strategies
     if as_json:
         echo_json(summary)
         return
-    rows = [[k, v] for k, v in summary.items() if v is not None]
+    rows = [[k, v] for k, v in summary.items() if v is not None and k != "strategies"]
     click.echo(table(rows, ["demo", "value"]))
+    click.echo("\nThe next request's context under each preset (ctxmem context build --preset NAME):")
+    click.echo(
+        table(
+            [
+                [s["preset"], s["tokens_out"], s["kept"], s["masked"], s["summarized"], s["dropped"], s["build_ms"]]
+                if "error" not in s
+                else [s["preset"], s["error"], "", "", "", "", ""]
+                for s in strategies
+            ],
+            ["preset", "tokens", "kept", "masked", "summarized", "dropped", "build ms"],
+        )
+    )
     if hits:
         click.echo(f"\nfirst FTS hit (event {hits[0].event_id}, {hits[0].tool_name}): {hits[0].snippet.replace(chr(10), ' ')}")
     click.echo(f"\nExplore it: ctxmem sessions show {session.id} --db {db_path}")
