@@ -187,3 +187,11 @@ def test_strategies_list_shows_types_and_presets() -> None:
     data = json.loads(res.output)
     assert {"dump", "window", "masking"} <= {t["type"] for t in data["types"]}
     assert "masking-200k" in {p["name"] for p in data["presets"]}
+
+
+def test_every_preset_file_is_listed_in_the_strategies_index() -> None:
+    folder = Path(__file__).resolve().parents[2] / "strategies"
+    index = (folder / "README.md").read_text()
+    for f in sorted(folder.glob("*.toml")):
+        assert f"({f.name})" in index, f"{f.name} is missing from strategies/README.md"
+        load_preset(f)
