@@ -630,9 +630,13 @@ def _compile_failure(result: CheckResult, source: str) -> list[str]:
             lines = source.splitlines()
             raw = lines[where["line"] - 1] if 0 < where["line"] <= len(lines) else code
             col = len(raw) - len(raw.lstrip())
+            kind, message = err.get("type", "Error"), err.get("message", "")
+            # The interpreter wraps the real error: InterpreterError("ValueError('...')").
+            while inner := re.match(r"""^(\w+)\((["'])(.*)\2\)$""", message, re.S):
+                kind, message = inner[1], inner[3]
+            last = f"{kind}: {message}"
             return [f"triton.compiler.errors.CompilationError: at {where['line']}:{col}:",
-                    raw.rstrip(), " " * col + "^",
-                    f"{err.get('type', 'Error')}('{err.get('message', '')}')"]
+                    raw.rstrip(), " " * col + "^", last]
         return ["ERROR while launching the kernel on the compile case", tail or err.get("message", "")]
     # timeouts, crashes, memory limits, sandbox violations: the checker's own words
     return result.render().splitlines()[3:]
