@@ -48,6 +48,7 @@ from ctxmem.errors import (
 )
 from ctxmem.events import Event, StoredEvent, pending_tool_uses
 from ctxmem.messages import ToolUseBlock
+from ctxmem.store import parallel_count
 from ctxmem.store.base import (
     ChainView,
     EventCounts,
@@ -288,9 +289,13 @@ class SQLiteStore:
 
     @staticmethod
     def _finish_counts(
-        encoded: Sequence[Encoded], tok: Tokenizer, memo: dict[str, int], missing: dict[str, tuple[str, ...]]
+        encoded: Sequence[Encoded],
+        tok: Tokenizer,
+        memo: dict[str, int],
+        missing: dict[str, tuple[str, ...]],
+        counted: Callable[[], list[int]] | None = None,
     ) -> tuple[list[int], dict[str, int]]:
-        """Tokenize what the memo lacks (no database access: safe in a worker thread)."""
+        """Tokenize what the memo lacks (or take ``counted()``: the same texts, counted elsewhere)."""
         new: dict[str, int] = {}
         if missing:
             flat: list[str] = []
@@ -298,7 +303,7 @@ class SQLiteStore:
             for h, texts in missing.items():
                 flat.extend(texts)
                 spans.append((h, len(texts)))
-            counts = tok.count_many(flat)
+            counts = counted() if counted is not None else tok.count_many(flat)
             i = 0
             for h, n in spans:
                 new[h] = sum(counts[i : i + n])
@@ -316,13 +321,18 @@ class SQLiteStore:
         now = time.time() if created_at is None else created_at
 
         plans = [(tok, *self._memo_lookup(encoded, tok)) for tok in toks]
+        # A bulk append counts on a second core (a forked child, see parallel_count) while
+        # this process writes; small appends count here, before the write lock is taken.
+        pending = [
+            parallel_count.start(tok, [t for texts in missing.values() for t in texts]) if missing else None
+            for tok, _, missing in plans
+        ]
 
         def count_all() -> list[tuple[str, list[int], dict[str, int]]]:
-            return [(tok.id, *self._finish_counts(encoded, tok, memo, missing)) for tok, memo, missing in plans]
-
-        # Tokenizing happens before the write lock is taken. (Overlapping it with the inserts
-        # in a worker thread was measured: no gain on 2 cores, tiktoken holds the GIL.)
-        per_tok = count_all()
+            return [
+                (tok.id, *self._finish_counts(encoded, tok, memo, missing, counted))
+                for (tok, memo, missing), counted in zip(plans, pending, strict=True)
+            ]
 
         def write(conn: sqlite3.Connection) -> list[int]:
             row = conn.execute("SELECT head_event_id, tail_role FROM sessions WHERE id = ?", (session_id,)).fetchone()
@@ -356,7 +366,7 @@ class SQLiteStore:
                 "tool_name, is_error, fmt, blob_id, meta, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
-            counted = per_tok
+            counted = count_all()
             token_rows: list[tuple[int, str, int, int, int, int]] = []
             overheads = [event_overhead(ev, s) for ev, s in zip(events, starts_flags, strict=True)]
             for tid, counts, new in counted:
