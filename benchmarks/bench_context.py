@@ -61,7 +61,7 @@ def run(quick: bool = False) -> list[Row]:
     from langchain_core.messages import BaseMessage, trim_messages
 
     turns = 150 if quick else 1200
-    msgs = synthetic_session(turns, seed=11)
+    msgs = synthetic_session(turns, seed=11, output_scale=1.16)
     tok = get_tokenizer("o200k_base")
     enc = tiktoken.get_encoding("o200k_base")
     window = 25_000 if quick else 200_000

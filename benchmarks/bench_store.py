@@ -41,7 +41,7 @@ def run(quick: bool = False) -> list[Row]:
     import tiktoken
 
     turns = 120 if quick else 1200
-    msgs = synthetic_session(turns, seed=7)
+    msgs = synthetic_session(turns, seed=7, output_scale=1.16)
     data = "\n".join(json.dumps(o, ensure_ascii=False) for o in to_anthropic(msgs)).encode()
     texts = [t for m in msgs for t in message_texts(m)]
     enc = tiktoken.get_encoding(TOKENIZER)

@@ -200,7 +200,7 @@ def _independent_content_tokens(jsonl: bytes, enc: Any) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def million_token_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("session") / "session.jsonl"
-    path.write_bytes(_jsonl(to_anthropic(synthetic_session(1200, seed=42))))
+    path.write_bytes(_jsonl(to_anthropic(synthetic_session(1200, seed=42, output_scale=1.25))))
     return path
 
 
@@ -208,7 +208,7 @@ def million_token_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_million_token_session_totals_are_exact(million_token_jsonl: Path, db_path: Path) -> None:
     enc = tiktoken_encoding_or_skip("o200k_base")
     expected, n_messages = _independent_content_tokens(million_token_jsonl.read_bytes(), enc)
-    assert n_messages == 2401 and expected > 800_000
+    assert n_messages == 2401 and expected > 1_000_000
     with SQLiteStore(db_path) as store:
         s = import_file(store, million_token_jsonl, tokenizers=["o200k_base"])
         assert s.totals("o200k_base").content == expected

@@ -5,15 +5,16 @@ task, then turns of assistant reasoning + tool calls (sometimes parallel, someti
 thinking block) answered by tool outputs shaped like real ones (source listings, compiler
 errors, correctness tables, benchmark tables, profiler metrics, git logs), with occasional
 error results and repeated identical outputs. Roughly 420 o200k tokens per message on
-average, so ``turns=1200`` gives about 2,400 messages and 1M tokens.
+average, so ``turns=1200`` gives 2,401 messages and 0.88M tokens; ``output_scale=1.16``
+makes the same session 1.0M tokens (its tool outputs run on).
 
 It is generated here from a seed; nothing is copied from real sessions.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Callable
 
 from ctxmem.messages import Message, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 
@@ -135,9 +136,13 @@ def synthetic_session(turns: int = 1200, seed: int = 0, *, output_scale: float =
     ``output_scale`` multiplies tool-output sizes (1.0 ≈ 1M o200k tokens at 1200 turns).
     """
     rng = random.Random(seed)
-    scaled: Callable[[str], str] = (lambda s: s) if output_scale == 1.0 else (
-        lambda s: (s * max(1, round(output_scale)))[: max(1, int(len(s) * output_scale))]
-    )
+    def scaled(s: str) -> str:
+        # Longer outputs repeat their own lines (like a log that goes on); shorter ones are cut.
+        if output_scale == 1.0 or not s:
+            return s
+        target = max(1, int(len(s) * output_scale))
+        return ("\n".join([s] * math.ceil(output_scale)))[:target]
+
     msgs = [Message.user(
         "Optimize the Triton extend-attention kernel in kernel.py for the SIMX-1 accelerator. "
         "Keep it correct (atol 2e-3, rtol 1e-2) and report the best speedup with its commit."

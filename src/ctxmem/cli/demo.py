@@ -74,14 +74,17 @@ def _pick_tokenizer(preferred: str) -> tuple[str, str | None]:
 @click.option("--db", "db_path", default="ctxmem-demo.db", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--turns", default=1200, show_default=True, type=click.IntRange(1, 100_000), help="Agent turns.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--output-scale", default=1.16, show_default=True, type=click.FloatRange(0.05, 10), help="Tool-output size factor."
+)
 @click.option("--tokenizer", default="o200k_base", show_default=True)
 @json_option
-def demo(db_path: str, turns: int, seed: int, tokenizer: str, as_json: bool) -> None:
+def demo(db_path: str, turns: int, seed: int, output_scale: float, tokenizer: str, as_json: bool) -> None:
     """Record and summarize a bundled million-token agent session (offline)."""
     tok, note = _pick_tokenizer(tokenizer)
     if note and not as_json:
         click.echo(f"note: {note}", err=True)
-    msgs = synthetic_session(turns, seed)
+    msgs = synthetic_session(turns, seed, output_scale=output_scale)
     data = "\n".join(json.dumps(m, ensure_ascii=False) for m in to_anthropic(msgs)).encode()
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     with SQLiteStore(db_path) as store:
