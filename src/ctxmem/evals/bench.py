@@ -24,16 +24,32 @@ NEEDLE = "The archive code assigned to the amber falcon is QX7-48213."
 
 
 def naive_build(tok: EncodingTokenizer, haystack_text: str, length: int, depth: float) -> str:
-    """The re-encode method: encode the whole text, cut to length, insert at depth, decode."""
+    """The re-encode method, step for step as the original NIAH harness builds a cell.
+
+    1. ``encode_and_trim``: encode the whole haystack text, cut to ``length``, decode;
+    2. ``insert_needle``: encode that context again and the needle, cut room for the
+       needle, back off from the depth to the previous sentence end (re-slicing the token
+       list at each step, as the harness does), splice, decode;
+    3. the harness then measures the final context by encoding it once more.
+
+    Conservative: the original also re-reads and re-encodes its growing source text per
+    cell before step 1 (several more full encodes at 1M tokens); that is not counted here.
+    """
     ids = tok.encode(haystack_text)
+    context = tok.decode(ids[:length]) if len(ids) > length else haystack_text
     needle_ids = tok.encode(" " + NEEDLE)
-    body = ids[: length - len(needle_ids)]
-    at = int(len(body) * depth)
-    # back off to the previous sentence end, as the original harness does
+    context_ids = tok.encode(context)
+    if len(context_ids) + len(needle_ids) > length:
+        context_ids = context_ids[: length - len(needle_ids)]
+    at = int(len(context_ids) * depth)
+    new_ids = context_ids[:at]
     period = tok.encode(".")
-    while at > 0 and body[at - 1] not in period:
+    while new_ids and new_ids[-1] not in period:
         at -= 1
-    return tok.decode(body[:at] + needle_ids + body[at:])
+        new_ids = context_ids[:at]
+    text = tok.decode(new_ids + needle_ids + context_ids[at:])
+    tok.encode(text)  # the harness logs the final context length in tokens
+    return text
 
 
 def bench_cell_build(length: int = 1_000_000, *, tokenizer: str = "o200k_base", source: str = "prose",
