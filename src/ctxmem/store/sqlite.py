@@ -56,7 +56,7 @@ from ctxmem.store.base import (
     SessionInfo,
     TokenTotals,
 )
-from ctxmem.store.codec import Encoded, decode_event, encode_event
+from ctxmem.store.codec import Encoded, decode_event, decode_rows, encode_event
 from ctxmem.store.counting import event_overhead
 from ctxmem.store.migrations import MIGRATIONS, migrate
 from ctxmem.tokens import Tokenizer, get_tokenizer, tokenizer_id
@@ -485,7 +485,7 @@ class SQLiteStore:
                         (info.head_event_id, tid),
                     ).fetchall()
                 counts[name] = [EventCounts(*r) for r in crows]
-        return ChainView(info, [self._stored(r) for r in rows], counts)
+        return ChainView(info, decode_rows(rows), counts)
 
     def event(self, event_id: int) -> StoredEvent:
         rows = self._read(
