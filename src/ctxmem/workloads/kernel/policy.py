@@ -483,7 +483,7 @@ class ScriptedPolicy:
         if target is None:
             out = yield Action(f"No progress ({win:.2f}x). Which commit was best? Look at the log.", "git_log",
                                {"max_count": 10})
-            target = parse_facts(out.text).best_commit
+            target = _knowledge_of(out.text).best_commit
         if target is not None:
             yield Action(f"No progress ({win:.2f}x vs {target[1]:.2f}x): restore the best commit {target[0]}.",
                          "git_checkout", {"rev": target[0]})
@@ -608,11 +608,17 @@ class ScriptedPolicy:
         target = know.best_commit
         if target is None:
             out = yield Action("Before submitting: which commit is best?", "git_log", {"max_count": 10})
-            target = parse_facts(out.text).best_commit
+            target = _knowledge_of(out.text).best_commit
         if target is not None:
             yield Action(f"Restore the best commit {target[0]} ({target[1]:.2f}x) before submitting.",
                          "git_checkout", {"rev": target[0]})
         yield Action("Submit the kernel.", "submit", {})
+
+
+def _knowledge_of(text: str) -> Knowledge:
+    k = Knowledge()
+    k.add(parse_facts(text))
+    return k
 
 
 def _cfg_text(cfg: Mapping[str, Any]) -> str:

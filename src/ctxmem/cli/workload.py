@@ -1,0 +1,133 @@
+"""``ctxmem workload kernel run|compare``: the kernel-optimization workload from the command line.
+
+``run`` records one run (scripted policy in any mode, or an LLM through ``--model``) in the
+store and prints its score table; ``compare`` runs the scripted policy in context mode once
+per preset and prints one row per preset. Progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option, table
+from ctxmem.errors import InputError
+
+
+@click.group("workload", cls=CtxmemGroup)
+def workload() -> None:
+    """Driving workloads that produce long, realistic agent sessions."""
+
+
+@workload.group("kernel", cls=CtxmemGroup)
+def kernel() -> None:
+    """The kernel-optimization workload (Triton extend attention on SIMX-1)."""
+
+
+def _rows(results: list[Any], label: str) -> str:
+    from ctxmem.workloads.kernel.scores import TABLE_COLUMNS, table_row
+
+    rows = [[getattr(r, label), *table_row(r.scores)] for r in results]
+    return table(rows, [label, *(name for name, _ in TABLE_COLUMNS)])
+
+
+def _progress_runner(label: str, fn: Any, total: int) -> Any:
+    with click.progressbar(length=total, label=label, file=click.get_text_stream("stderr")) as bar:
+        state = {"n": 0}
+
+        def progress(done: int, _total: int) -> None:
+            bar.update(done - state["n"])
+            state["n"] = done
+
+        return fn(progress)
+
+
+@kernel.command("run")
+@click.option("--policy", type=click.Choice(["scripted", "llm"]), default="scripted", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--mode", default="oracle", show_default=True, help="oracle | amnesic-K | context | quitter")
+@click.option("--strategy", "preset", default="pipeline-200k", show_default=True, help="Preset name or TOML path.")
+@click.option("--device", type=click.Choice(["simx", "gpu"]), default="simx", show_default=True)
+@click.option("--scale", type=click.Choice(["small", "full"]), default="small", show_default=True)
+@click.option("--max-calls", type=int, default=None, help="Stop (and submit) within this many tool calls.")
+@click.option("--window", type=int, default=None, help="Override the preset's context window (tokens).")
+@click.option("--model", default=None, help="LLM policy: a client spec such as anthropic:claude-sonnet-4-5.")
+@db_option
+@json_option
+def run_cmd(policy: str, seed: int, mode: str, preset: str, device: str, scale: str, max_calls: int | None,
+            window: int | None, model: str | None, db_path: str, as_json: bool) -> None:
+    """Run the workload once, record the session, print its scores."""
+    from ctxmem.store import SQLiteStore
+    from ctxmem.workloads.kernel.policy import parse_mode
+    from ctxmem.workloads.kernel.run import DEFAULT_MAX_CALLS, run_llm, run_scripted
+
+    try:
+        parse_mode(mode)
+    except ValueError as exc:
+        raise InputError(str(exc), field="mode") from None
+    store = SQLiteStore(db_path)
+    try:
+        if policy == "llm":
+            if not model:
+                raise InputError("--policy llm needs --model (e.g. anthropic:claude-sonnet-4-5)", field="model")
+            from ctxmem.clients import get_client
+
+            result = run_llm(store, get_client(model), seed=seed, preset=preset, max_calls=max_calls or 50,
+                             device=device, window=window)  # type: ignore[arg-type]
+        else:
+            total = max_calls or DEFAULT_MAX_CALLS[scale]
+            result = _progress_runner(
+                f"kernel {mode} · {preset}",
+                lambda progress: run_scripted(store, seed=seed, mode=mode, preset=preset, scale=scale,  # type: ignore[arg-type]
+                                              max_calls=max_calls, device=device, window=window,  # type: ignore[arg-type]
+                                              progress=progress),
+                total)
+    finally:
+        store.close()
+    if as_json:
+        echo_json(result.to_json())
+        return
+    click.echo(f"session {result.session_id} · {result.scores['tool_calls']} calls · "
+               f"{result.history_tokens} o200k tokens · {result.scores['evaluations']} evaluations · "
+               f"{result.wall_s:.1f} s")
+    click.echo(_rows([result], "mode"))
+
+
+@kernel.command("compare")
+@click.option("--presets", required=True, help="Comma-separated preset names or TOML paths.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--mode", default="context", show_default=True, help="Policy mode for every preset.")
+@click.option("--scale", type=click.Choice(["small", "full"]), default="small", show_default=True)
+@click.option("--max-calls", type=int, default=None)
+@click.option("--window", type=int, default=None, help="Override every preset's context window (tokens).")
+@db_option
+@json_option
+def compare_cmd(presets: str, seed: int, mode: str, scale: str, max_calls: int | None, window: int | None,
+                db_path: str, as_json: bool) -> None:
+    """Run the scripted policy once per preset (context mode by default); one row per preset."""
+    from ctxmem.store import SQLiteStore
+    from ctxmem.workloads.kernel.run import DEFAULT_MAX_CALLS, run_scripted
+
+    names = [p.strip() for p in presets.split(",") if p.strip()]
+    if not names:
+        raise InputError("--presets is empty", field="presets")
+    store = SQLiteStore(db_path)
+    results = []
+    try:
+        for name in names:
+            results.append(_progress_runner(
+                f"kernel {mode} · {name}",
+                lambda progress, name=name: run_scripted(store, seed=seed, mode=mode, preset=name,
+                                                         scale=scale,  # type: ignore[arg-type]
+                                                         max_calls=max_calls, window=window, progress=progress),
+                max_calls or DEFAULT_MAX_CALLS[scale]))
+    finally:
+        store.close()
+    if as_json:
+        echo_json([r.to_json() for r in results])
+        return
+    click.echo(_rows(results, "preset"))
+
+
+__all__ = ["workload"]
