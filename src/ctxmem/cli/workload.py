@@ -7,6 +7,7 @@ per preset and prints one row per preset. Progress bars go to stderr.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -33,7 +34,7 @@ def _rows(results: list[Any], label: str) -> str:
 
 
 def _progress_runner(label: str, fn: Any, total: int) -> Any:
-    with click.progressbar(length=total, label=label, file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
         state = {"n": 0}
 
         def progress(done: int, _total: int) -> None:

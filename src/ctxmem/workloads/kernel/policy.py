@@ -269,10 +269,10 @@ SCALES: dict[str, ScaleParams] = {
     "small": ScaleParams(ladder=(("baseline", 1), ("unified_loop", 1), ("head_packing", 2)),
                          autotunes=1, autotune_size=24, explore=2, confirm=1, profiles=1,
                          max_refinement=0, read_reference=False, bug_rate=0.6),
-    "full": ScaleParams(ladder=(("baseline", 2), ("unified_loop", 2), ("head_packing", 3), ("split_kv", 3),
-                                ("persistent_grid", 2), ("combined", 4)),
-                        autotunes=3, autotune_size=48, explore=10, confirm=3, profiles=3,
-                        max_refinement=12, read_reference=True, bug_rate=0.45),
+    "full": ScaleParams(ladder=(("baseline", 3), ("unified_loop", 3), ("head_packing", 4), ("split_kv", 4),
+                                ("persistent_grid", 3), ("combined", 5)),
+                        autotunes=3, autotune_size=64, explore=18, confirm=4, profiles=4,
+                        max_refinement=14, read_reference=True, bug_rate=0.5),
 }
 SUBSPACES: tuple[tuple[str, ...], ...] = (
     ("BLOCK_M", "BLOCK_N", "num_stages"), ("num_warps", "num_stages", "BLOCK_M"),
@@ -317,7 +317,7 @@ class ScriptedPolicy:
             return None
         self._view = view
         try:
-            action = next(self._gen) if not self._started else self._gen.send(self._pending)
+            action = next(self._gen) if not self._started or self._pending is None else self._gen.send(self._pending)
         except StopIteration:
             self._done = True
             return None
@@ -452,8 +452,8 @@ class ScriptedPolicy:
             if explored >= self.scale.explore:
                 break
             know = self.know()
-            key = config_key(arch, cfg)
-            if key is None or key in know.measured or key in found or not self._fits(arch, cfg, know):
+            ckey = config_key(arch, cfg)
+            if ckey is None or ckey in know.measured or ckey in found or not self._fits(arch, cfg, know):
                 continue
             explored += 1
             out = yield Action(f"Explore {_cfg_text(cfg)}: not measured yet as far as I can see.",

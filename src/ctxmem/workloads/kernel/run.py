@@ -296,9 +296,10 @@ def score_inputs_from_session(session: Session, preset: Preset, window: int | No
                 calls.append(CallRecord(t, name, args, text, b.is_error, note))
                 tracker.observe(turn=t, message_index=len(h) - 1, token_position=h.cum[len(h) - 1], tool=name,
                                 text=text, source="tool")
-    built = builder.build()
-    if built is not None:
-        probes += tracker.probe(built.messages, turn=turn, history_tokens=builder.history.total)
+    if messages and messages[-1].role == "user":
+        built = builder.build()
+        if built is not None:
+            probes += tracker.probe(built.messages, turn=turn, history_tokens=builder.history.total)
     return calls, probes, builds, builder.history.total
 
 

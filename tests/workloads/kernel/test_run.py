@@ -1,0 +1,77 @@
+"""Recorded runs: byte-identical sessions per seed, read-only probes, oracle beats amnesic, LLM mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ctxmem.clients import ModelRequest
+from ctxmem.clients.anthropic import AnthropicClient
+from ctxmem.clients.base import RetryPolicy
+from ctxmem.clients.loopback import LoopbackServer
+from ctxmem.clients.testing import override_allow_model_requests
+from ctxmem.jsonl import export_lines
+from ctxmem.messages import TextBlock, ToolUseBlock
+from ctxmem.session import Session
+from ctxmem.store import MemoryStore, SQLiteStore
+from ctxmem.workloads.kernel import SandboxLimits
+from ctxmem.workloads.kernel.run import run_llm, run_scripted
+
+LIMITS = SandboxLimits(timeout_s=60.0)
+
+
+def test_same_seed_gives_the_identical_session_and_probes_do_not_append(tmp_path: Path) -> None:
+    exports = []
+    for name in ("a", "b"):
+        store = SQLiteStore(tmp_path / f"{name}.db")
+        r = run_scripted(store, seed=1, mode="oracle", preset="window-200k", max_calls=25, limits=LIMITS)
+        session = Session.open(store, r.session_id)
+        exports.append("\n".join(export_lines(session)))
+        # probes ran, and the session holds exactly the task plus three events per call
+        assert r.probes and len(session.events()) == 1 + 3 * len(r.calls)
+        stamps = [e.created_at for e in session.events()]
+        assert stamps == sorted(stamps) and stamps[0] == 1_700_000_000.0 + 1_000_000
+        store.close()
+    assert exports[0] == exports[1]
+    assert '"toolu_0001_00001"' in exports[0]
+
+
+def test_oracle_beats_amnesic(tmp_path: Path) -> None:
+    scores = {}
+    for mode in ("oracle", "amnesic-4"):
+        r = run_scripted(MemoryStore(), seed=0, mode=mode, preset="window-200k", max_calls=80, limits=LIMITS)
+        scores[mode] = r.scores
+    o, a = scores["oracle"], scores["amnesic-4"]
+    assert o["wasted_per_100"] == 0 and a["wasted_per_100"] > 0
+    assert o["final_speedup"] >= a["final_speedup"] and o["final_speedup"] > 1.0
+    assert a["limit_violations"] > 0 and o["limit_violations"] == 0
+
+
+FAST = RetryPolicy(max_retries=1, initial_delay=0.001, max_delay=0.01)
+SCRIPT: list[tuple[str, dict[str, Any]]] = [
+    ("read_file", {"path": "HARNESS.md"}),
+    ("compile", {"config": {"BLOCK_N": 128, "num_stages": 4}}),
+    ("benchmark", {"config": {"BLOCK_M": 64, "BLOCK_N": 64}}),
+    ("submit", {}),
+]
+
+
+def model(req: ModelRequest) -> list[TextBlock | ToolUseBlock]:
+    done = sum(len(m.tool_results) for m in req.messages)
+    if done < len(SCRIPT):
+        name, args = SCRIPT[done]
+        return [TextBlock(f"step {done + 1}: {name}"), ToolUseBlock(f"toolu_llm_{done}", name, args)]
+    return [TextBlock("Submitted.")]
+
+
+def test_llm_mode_through_the_anthropic_sdk_and_the_loopback_server() -> None:
+    with override_allow_model_requests(False), LoopbackServer(model) as server:
+        client = AnthropicClient("claude-test", base_url=server.url, retry=FAST)
+        store = MemoryStore()
+        r = run_llm(store, client, seed=0, preset="masking-200k", max_calls=10, limits=LIMITS)
+        assert not server.rejected and len(server.requests) == len(SCRIPT) + 1
+    assert [c.tool for c in r.calls] == [name for name, _ in SCRIPT]
+    assert r.calls[1].is_error and "Hardware limit" in r.calls[1].output
+    assert r.submission is not None and r.scores["final_speedup"] > 0
+    assert r.scores["evaluations"] == 3 and r.scores["tool_calls"] == 4
+    assert r.extra["stop_reason"] == "end_turn"
