@@ -269,9 +269,9 @@ SCALES: dict[str, ScaleParams] = {
     "small": ScaleParams(ladder=(("baseline", 1), ("unified_loop", 1), ("head_packing", 2)),
                          autotunes=1, autotune_size=24, explore=2, confirm=1, profiles=1,
                          max_refinement=0, read_reference=False, bug_rate=0.6),
-    "full": ScaleParams(ladder=(("baseline", 3), ("unified_loop", 3), ("head_packing", 4), ("split_kv", 4),
-                                ("persistent_grid", 3), ("combined", 5)),
-                        autotunes=3, autotune_size=64, explore=18, confirm=4, profiles=4,
+    "full": ScaleParams(ladder=(("baseline", 2), ("unified_loop", 2), ("head_packing", 3), ("split_kv", 3),
+                                ("persistent_grid", 2), ("combined", 5)),
+                        autotunes=4, autotune_size=64, explore=52, confirm=6, profiles=4,
                         max_refinement=14, read_reference=True, bug_rate=0.5),
 }
 SUBSPACES: tuple[tuple[str, ...], ...] = (
@@ -423,6 +423,9 @@ class ScriptedPolicy:
         out = yield Action(f"Round {r + 1}: work on the {arch} design ({DESIGN_NOTES[arch]}). "
                            "Read the current kernel first.", "read_file", {"path": "kernel.py"})
         self._signature = "PACK: int = 1" in out.text  # what the file says, not what I remember
+        if self.scale.read_reference:
+            yield Action("Re-read the reference: what exactly must the new design preserve?", "read_file",
+                         {"path": "reference.py"})
         yield from self._declare(arch, base_cfg)
         bug = self._draw_bug(rng, base_cfg)  # a restructuring edit that may carry a catalog bug
         if bug is not None:
@@ -436,6 +439,9 @@ class ScriptedPolicy:
             space = self._space(arch, subspaces[i % len(subspaces)], base_cfg, self.know())
             if space is None:
                 continue
+            if self.scale.read_reference:
+                yield Action(f"Before searching {' x '.join(space)}: re-read the kernel to see which "
+                             "loops these parameters shape.", "read_file", {"path": "kernel.py"})
             out = yield Action(f"Autotune {' x '.join(space)} around {_cfg_text(base_cfg)}.", "autotune",
                                {"space": space, "config": base_cfg, "max_configs": 256})
             found.update(parse_facts(out.text).measured)
@@ -476,6 +482,8 @@ class ScriptedPolicy:
             yield from self._declare(arch, win_cfg, reason=f"Keep {_cfg_text(win_cfg)} as the default CONFIG.")
             yield Action("Re-check the kernel exactly as it will be committed.", "check", {})
             yield Action("Review the change before committing.", "git_diff", {})
+            if self.scale.read_reference:
+                yield Action("Re-read the whole kernel once more before the commit.", "read_file", {"path": "kernel.py"})
             yield Action(f"Progress: {win:.2f}x beats {believed:.2f}x. Commit.", "git_commit",
                          {"message": f"{arch}: {win:.2f}x geomean ({_cfg_text(win_cfg)})"})
             return True
