@@ -18,6 +18,7 @@ from ctxmem.cli.evals import eval_group
 from ctxmem.cli.sessions import sessions
 from ctxmem.cli.strategies import strategies
 from ctxmem.cli.tune import tune
+from ctxmem.cli.workload import workload
 
 
 @click.group(cls=CtxmemGroup)
@@ -31,6 +32,7 @@ cli.add_command(strategies)
 cli.add_command(context)
 cli.add_command(tune)
 cli.add_command(eval_group)
+cli.add_command(workload)
 cli.add_command(demo)
 
 
