@@ -211,7 +211,14 @@ class Pipeline:
             headroom_tokens=max(0, b.trigger - core.report.tokens_out - added),
             notes=(*core.report.notes, f"core: {cfg.core}"),
         )
-        return dataclasses.replace(core, messages=msgs, report=report)
+        breakpoints = core.cache_breakpoints
+        if tail and len(msgs) >= 2:
+            # The last message carries this turn's tail and will be rewritten next turn: a
+            # cache breakpoint on it would never be read. Put it on the message before, the
+            # end of what the next request shares with this one.
+            last = len(msgs) - 1
+            breakpoints = tuple(sorted({b if b != last else last - 1 for b in breakpoints} | {last - 1}))[-3:]
+        return dataclasses.replace(core, messages=msgs, report=report, cache_breakpoints=breakpoints)
 
 
 def _query(h: History) -> str:
