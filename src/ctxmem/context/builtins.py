@@ -10,6 +10,7 @@ safe cut as the window.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Sequence
 from typing import ClassVar, Literal
@@ -94,77 +95,23 @@ def suffix_start(
     )
 
 
-class DumpConfig(StrategyConfig):
-    on_overflow: Literal["raise", "truncate"] = Field(
-        "raise", description="Over budget: raise ContextOverflowError, or truncate at a safe cut point."
-    )
-    compaction_step: float = Field(
-        0.1, gt=0, le=1, description="Boundary grid (fraction of the budget) used when truncating."
-    )
+class _Suffix(ABC):
+    """Shared by Dump and Window: the pinned prefix plus the history from a cut point."""
 
+    name: ClassVar[str]
 
-class Dump:
-    """The full history, verbatim."""
-
-    name: ClassVar[str] = "dump"
-    Config = DumpConfig
-
-    def __init__(self, config: DumpConfig | None = None, **params: object):
-        self.config = config or DumpConfig(**params)  # type: ignore[arg-type]
+    def __init__(self) -> None:
         self._tracker = PrefixTracker()
         self._pinned = PinnedCache()
         self._cuts = _CutsCache()
 
-    def build(self, request: BuildRequest) -> BuiltContext:
-        h = request.history
-        NoTrailingAssistant().check(h)
-        p = request.pinned_count
-        n = len(h)
-        fixed = request.fixed_tokens
-        pinned_msgs, pinned_counts = self._pinned.get(request, request.pinned_facts)
-        base = fixed + sum(pinned_counts)
-        needed = base + h.tokens(p, n)
-        if needed > request.budget.available and self.config.on_overflow == "raise":
-            raise ContextOverflowError(needed, request.budget.available)
-        s = p
-        if needed > request.budget.available:
-            s = suffix_start(request, self._cuts.get(h, p), base, request.budget.trigger, self.config.compaction_step, self.name)
-        out = Output()
-        out.add("pinned", pinned_msgs, pinned_counts)
-        out.add("recent", h.messages[s:], h.counts[s:])
-        return finish(
-            self.name,
-            request,
-            out,
-            self._tracker,
-            tokens_in=fixed + h.total,
-            kept=range(s, n),
-            dropped=range(p, s),
-            breakpoints=(p - 1, len(out.messages) - 1),
-            notes=(f"truncated {s - p} messages at a safe cut",) if s > p else (),
-        )
+    @abstractmethod
+    def _limit(self, request: BuildRequest, base: int, needed: int) -> int | None:
+        """The token limit to cut to, or None to keep everything after the pinned prefix."""
 
-
-class WindowConfig(StrategyConfig):
-    keep_tokens: int | None = Field(
-        None, ge=1, description="Recent-history tokens to keep at most (default: all the budget's trigger allows)."
-    )
-    compaction_step: float = Field(
-        0.1, gt=0, le=1, description="Boundary grid as a fraction of the budget: larger means fewer, bigger cuts."
-    )
-
-
-class Window:
-    """The pinned prefix plus the most recent messages that fit."""
-
-    name: ClassVar[str] = "window"
-    Config = WindowConfig
-
-    def __init__(self, config: WindowConfig | None = None, **params: object):
-        self.config = config or WindowConfig(**params)  # type: ignore[arg-type]
-        self._tracker = PrefixTracker()
-        self._pinned = PinnedCache()
-        self._cuts = _CutsCache()
+    @abstractmethod
+    def _step(self) -> float:
+        """The boundary grid as a fraction of the budget."""
 
     def build(self, request: BuildRequest) -> BuiltContext:
         h = request.history
@@ -176,10 +123,8 @@ class Window:
         base = fixed + sum(pinned_counts)
         if base > request.budget.available:
             raise ContextOverflowError(base, request.budget.available, hint="the pinned content alone exceeds the budget.")
-        limit = request.budget.trigger
-        if self.config.keep_tokens is not None:
-            limit = min(limit, base + self.config.keep_tokens)
-        s = suffix_start(request, self._cuts.get(h, p), base, limit, self.config.compaction_step, self.name)
+        limit = self._limit(request, base, base + h.tokens(p, n))
+        s = p if limit is None else suffix_start(request, self._cuts.get(h, p), base, limit, self._step(), self.name)
         out = Output()
         out.add("pinned", pinned_msgs, pinned_counts)
         out.add("recent", h.messages[s:], h.counts[s:])
@@ -192,4 +137,64 @@ class Window:
             kept=range(s, n),
             dropped=range(p, s),
             breakpoints=(p - 1, len(out.messages) - 1),
+            notes=(f"dropped {s - p} oldest messages at a safe cut",) if s > p else (),
         )
+
+
+class DumpConfig(StrategyConfig):
+    on_overflow: Literal["raise", "truncate"] = Field(
+        "raise", description="Over budget: raise ContextOverflowError, or truncate at a safe cut point."
+    )
+    compaction_step: float = Field(
+        0.1, gt=0, le=1, description="Boundary grid (fraction of the budget) used when truncating."
+    )
+
+
+class Dump(_Suffix):
+    """The full history, verbatim."""
+
+    name: ClassVar[str] = "dump"
+    Config = DumpConfig
+
+    def __init__(self, config: DumpConfig | None = None, **params: object):
+        super().__init__()
+        self.config = config or DumpConfig(**params)  # type: ignore[arg-type]
+
+    def _step(self) -> float:
+        return self.config.compaction_step
+
+    def _limit(self, request: BuildRequest, base: int, needed: int) -> int | None:
+        if needed <= request.budget.available:
+            return None
+        if self.config.on_overflow == "raise":
+            raise ContextOverflowError(needed, request.budget.available)
+        return request.budget.trigger
+
+
+class WindowConfig(StrategyConfig):
+    keep_tokens: int | None = Field(
+        None, ge=1, description="Recent-history tokens to keep at most (default: all the budget's trigger allows)."
+    )
+    compaction_step: float = Field(
+        0.1, gt=0, le=1, description="Boundary grid as a fraction of the budget: larger means fewer, bigger cuts."
+    )
+
+
+class Window(_Suffix):
+    """The pinned prefix plus the most recent messages that fit."""
+
+    name: ClassVar[str] = "window"
+    Config = WindowConfig
+
+    def __init__(self, config: WindowConfig | None = None, **params: object):
+        super().__init__()
+        self.config = config or WindowConfig(**params)  # type: ignore[arg-type]
+
+    def _step(self) -> float:
+        return self.config.compaction_step
+
+    def _limit(self, request: BuildRequest, base: int, needed: int) -> int | None:
+        limit = request.budget.trigger
+        if self.config.keep_tokens is not None:
+            limit = min(limit, base + self.config.keep_tokens)
+        return limit
