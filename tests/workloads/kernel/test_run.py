@@ -47,6 +47,23 @@ def test_oracle_beats_amnesic(tmp_path: Path) -> None:
     assert a["limit_violations"] > 0 and o["limit_violations"] == 0
 
 
+def test_full_scale_checks_every_candidate_for_real_before_timing_it() -> None:
+    r = run_scripted(MemoryStore(), seed=0, mode="oracle", preset="window-200k", scale="full", max_calls=110,
+                     limits=LIMITS)
+    checked: dict[str, str] = {}
+    timed = 0
+    for c in r.calls:
+        if c.tool == "check" and "config" in c.input:
+            checked[repr(sorted(c.input["config"].items()))] = c.output
+        if c.tool == "benchmark" and c.reasoning.startswith(("Explore", "Confirm")):
+            timed += 1
+            prior = checked.get(repr(sorted(c.input["config"].items())))
+            assert prior is not None and "PASSED" in prior
+            assert "correctness: eval#" in c.output and "PASSED" in c.output
+    real = [c for c in r.calls if c.tool == "check" and "result reused" not in c.output]
+    assert timed >= 10 and len(real) >= timed
+
+
 FAST = RetryPolicy(max_retries=1, initial_delay=0.001, max_delay=0.01)
 SCRIPT: list[tuple[str, dict[str, Any]]] = [
     ("read_file", {"path": "HARNESS.md"}),

@@ -13,7 +13,9 @@ The policy plays the agent of DESIGN.md §4 against :class:`~ctxmem.workloads.ke
    restructuring edit that carries a catalog bug (:mod:`.bugs`), a compile/fix loop, a
    correctness loop (failing ``check`` → read, diff, diagnose, fix, re-check), a config
    search (``autotune`` over sub-spaces, ``benchmark`` of the best and of explored
-   candidates, ``check`` of the winner with its config), a ``profile``, then ``git_commit``
+   candidates — at full scale each one first passes a real ``check`` with its config, so
+   every timing it acts on is of a kernel known correct — and ``check`` of the winner with
+   its config), a ``profile``, then ``git_commit``
    on progress or ``git_checkout`` of the best commit otherwise. Five rounds without
    progress end the run; it ends with ``submit``.
 
@@ -263,6 +265,7 @@ class ScaleParams:
     max_refinement: int  # refinement rounds after the ladder
     read_reference: bool
     bug_rate: float
+    check_candidates: bool = False  # check every candidate (with its config) before benchmarking it
 
 
 SCALES: dict[str, ScaleParams] = {
@@ -271,8 +274,8 @@ SCALES: dict[str, ScaleParams] = {
                          max_refinement=0, read_reference=False, bug_rate=0.6),
     "full": ScaleParams(ladder=(("baseline", 2), ("unified_loop", 2), ("head_packing", 3), ("split_kv", 3),
                                 ("persistent_grid", 2), ("combined", 5)),
-                        autotunes=4, autotune_size=64, explore=52, confirm=6, profiles=4,
-                        max_refinement=14, read_reference=True, bug_rate=0.5),
+                        autotunes=4, autotune_size=64, explore=20, confirm=6, profiles=4,
+                        max_refinement=14, read_reference=True, bug_rate=0.5, check_candidates=True),
 }
 SUBSPACES: tuple[tuple[str, ...], ...] = (
     ("BLOCK_M", "BLOCK_N", "num_stages"), ("num_warps", "num_stages", "BLOCK_M"),
@@ -450,6 +453,12 @@ class ScriptedPolicy:
             if key in self.know().benched:
                 continue
             cfg = dict(key[1])
+            if self.scale.check_candidates:
+                out = yield Action(f"The autotuner likes {_cfg_text(cfg)}; its timings mean nothing unless the "
+                                   "kernel is correct with it. Check it first.", "check", {"config": cfg})
+                if "PASSED" not in out.text:
+                    found.pop(key, None)
+                    continue
             out = yield Action(f"Confirm the autotuner's pick {_cfg_text(cfg)} with a full benchmark.",
                                "benchmark", {"config": cfg})
             found.update(parse_facts(out.text).measured)
@@ -462,8 +471,12 @@ class ScriptedPolicy:
             if ckey is None or ckey in know.measured or ckey in found or not self._fits(arch, cfg, know):
                 continue
             explored += 1
-            out = yield Action(f"Explore {_cfg_text(cfg)}: not measured yet as far as I can see.",
-                               "benchmark", {"config": cfg})
+            if self.scale.check_candidates:
+                out = yield Action(f"Candidate {_cfg_text(cfg)}: not measured yet as far as I can see. "
+                                   "Correctness first, with this config.", "check", {"config": cfg})
+                if "PASSED" not in out.text:
+                    continue
+            out = yield Action(f"Explore {_cfg_text(cfg)}: time it.", "benchmark", {"config": cfg})
             found.update(parse_facts(out.text).measured)
         if not found:
             return False
