@@ -30,6 +30,13 @@ from support import DEEPSEEK_TOKENIZER, TIKTOKEN_CACHE, load_tokenizer_or_skip
 if TIKTOKEN_CACHE.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
     os.environ["TIKTOKEN_CACHE_DIR"] = str(TIKTOKEN_CACHE)
 
+# The whole suite is network-free: model clients refuse any host but loopback (the guard
+# reads this variable at import, and subprocesses the tests start inherit it), and the HF
+# libraries never try the hub.
+os.environ["CTXMEM_ALLOW_MODEL_REQUESTS"] = "0"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 # Examples build real SQLite stores and real tokenizers: no per-example deadline, and the
 # function-scoped store fixtures are safe because every example opens a fresh session.
 # The default profile keeps the whole suite within a few minutes on two cores; set
@@ -43,6 +50,15 @@ settings.register_profile(
 )
 settings.register_profile("thorough", parent=settings.get_profile("ctxmem"), max_examples=400)
 settings.load_profile(os.environ.get("CTXMEM_HYPOTHESIS_PROFILE", "ctxmem"))
+
+
+@pytest.fixture(autouse=True)
+def _no_model_requests() -> Iterator[None]:
+    """Every test runs with the network guard on (a test may lift it inside a ``with``)."""
+    from ctxmem.clients.testing import override_allow_model_requests
+
+    with override_allow_model_requests(False):
+        yield
 
 
 # --------------------------------------------------------------------------- stores

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import subprocess
 import sys
 import textwrap
@@ -12,30 +13,31 @@ from typing import Any
 import pytest
 
 from ctxmem.agent import Agent, Tool
-from ctxmem.clients import ModelRequest, ScriptedClient, Usage
+from ctxmem.clients import ModelRequest, Response, ScriptedClient, Usage
 from ctxmem.clients.anthropic import AnthropicClient
 from ctxmem.clients.base import MalformedResponseError, ProviderTimeoutError, RetryPolicy
 from ctxmem.clients.loopback import Fault, LoopbackServer
 from ctxmem.clients.openai_compat import OpenAICompatClient
-from ctxmem.clients.testing import override_allow_model_requests
 from ctxmem.context import BuildRequest, History
 from ctxmem.context.builtins import Window
 from ctxmem.errors import ConfigError, ContextLengthExceeded
 from ctxmem.events import CompactionEvent, ModelCallEvent, NoteEvent, ToolResultEvent
-from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock, validate_conversation
+from ctxmem.messages import (
+    Message,
+    TextBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    tool_to_anthropic,
+    validate_conversation,
+)
 from ctxmem.session import Session
 from ctxmem.store import MemoryStore, SQLiteStore
 from ctxmem.tokens import Budget
+from ctxmem.tokens.counting import count_request
 
 FAST = RetryPolicy(max_retries=2, initial_delay=0.001, max_delay=0.01)
 _IDS = itertools.count()
 FILES = {"a.txt": "alpha " * 50, "b.txt": "beta " * 50, "c.txt": "gamma " * 50}
-
-
-@pytest.fixture(autouse=True)
-def _no_network() -> Any:
-    with override_allow_model_requests(False):
-        yield
 
 
 def read_file(args: dict[str, Any]) -> str:
@@ -230,6 +232,50 @@ def test_calibration_observations_are_stored_and_reloaded() -> None:
     again = Agent(client, Session.create(store), tools=[READ])
     assert again.calibration.observations == n
     assert again.calibration.factor == pytest.approx(agent.calibration.factor)
+
+
+def test_calibration_shrinks_the_budget_so_requests_fit_the_providers_count(o200k: Any) -> None:
+    """A provider that counts 1.6x what o200k counts, with a hard window in its own units.
+
+    Uncalibrated, the agent would fill its window by our count and send requests the
+    provider counts ~1.6x over (each rejected, then compacted). Calibrated from the usage it
+    receives, it shrinks the strategy's budget by the learned factor: no request is ever
+    refused, yet the window is used and history really is cut.
+    """
+    window, ratio = 6_000, 1.6
+    chunk = " ".join(f"w{i}" for i in range(300))
+    ids = itertools.count()
+
+    def provider(req: ModelRequest) -> Response:
+        tools = [tool_to_anthropic(t) for t in req.tools]
+        counted = math.ceil(ratio * count_request(req.messages, o200k, system=req.system, tools=tools).total)
+        if counted + req.max_tokens > window:
+            raise ContextLengthExceeded(f"prompt is too long: {counted} tokens > {window}", provider="test")
+        n = next(ids)
+        return Response(
+            content=(ToolUseBlock(f"t{n}", "dump", {}),), stop_reason="tool_use", usage=Usage(counted, 5)
+        )
+
+    def dump(args: dict[str, Any]) -> str:
+        return chunk
+
+    session = Session.create(MemoryStore())
+    client = ScriptedClient(policy=provider)
+    agent = Agent(client, session, tools=[Tool("dump", dump)], context_window=window, max_tokens=200,
+                  max_turns=40, tokenizer="o200k_base", strategy=Window())
+    result = agent.run_sync("go")
+    assert (result.stop_reason, result.turns) == ("max_turns", 40)
+    # the learned factor is the provider's count over ours (well above 1 here)
+    factor = agent.calibration.factor
+    assert factor == pytest.approx(ratio, rel=0.01) and agent.calibration.observations == 40
+    assert agent._budget().context_window == int(window / factor)
+    calls = model_calls(session)
+    reported = [c.input_tokens for c in calls]
+    assert len(reported) == 40 and max(reported) + 200 <= window  # nothing was ever refused
+    assert not [e for e in session.events() if isinstance(e.event, CompactionEvent)]
+    assert max(reported) > 0.75 * window  # the window is used, not over-trimmed
+    # history outgrew the window and was cut: the last request carried far less than all of it
+    assert len(client.requests[-1].messages) < len(session.messages()) / 2
 
 
 # ---------------------------------------------------------------- real SDKs, loopback server

@@ -1,7 +1,7 @@
-"""Fixtures for the client tests: the network guard, a loopback server, a tiny local model.
+"""Fixtures for the client tests: a loopback server and a tiny local model.
 
-The guard fixture is autouse here; the lead may lift it into ``tests/conftest.py`` so every
-test runs with real hosts blocked.
+The network guard is on for every test of the suite (an autouse fixture in
+``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from ctxmem.clients.loopback import LoopbackServer
-from ctxmem.clients.testing import override_allow_model_requests
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
@@ -21,12 +20,6 @@ CHATML = (
     "<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-
-@pytest.fixture(autouse=True)
-def _block_model_requests() -> Iterator[None]:
-    with override_allow_model_requests(False):
-        yield
 
 
 @pytest.fixture
