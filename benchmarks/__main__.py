@@ -5,8 +5,10 @@
     python -m benchmarks --json out.json
 
 Each row times ctxmem and a peer in the same process, back to back, and prints the
-ratio ctxmem / peer (below 1 means ctxmem is faster). Timings are medians of repeated
-runs; the machine is shared, so compare ratios, not absolute numbers.
+ratio ctxmem / peer (below 1 means ctxmem is faster), the issue's target for that row and
+whether it was met in this run (targets are for the full sizes; ``--quick`` rows are only a
+smoke test). Timings are medians of repeated runs; the machine is shared, so compare ratios,
+not absolute numbers.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         mod = importlib.import_module(name if name.startswith("benchmarks.") else f"benchmarks.{name}")
         print(f"running {mod.__name__} …", file=sys.stderr, flush=True)
         rows.extend(mod.run(quick=args.quick))
-    header = ["suite", "metric", "ctxmem", "peer", "peer time", "ratio", "target", "note"]
+    header = ["suite", "metric", "ctxmem", "peer", "peer time", "ratio", "target", "met", "note"]
     body = [
-        [r.suite, r.metric, fmt(r.ctxmem, r.unit), r.peer_name, fmt(r.peer, r.unit), fmt_ratio(r.ratio), r.target, r.note]
+        [r.suite, r.metric, fmt(r.ctxmem, r.unit), r.peer_name, fmt(r.peer, r.unit), fmt_ratio(r.ratio), r.target,
+         {True: "yes", False: "**no**", None: ""}[r.met], r.note]
         for r in rows
     ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
           + (" (quick)" if args.quick else ""))
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps([r.__dict__ | {"ratio": r.ratio} for r in rows], indent=2))
+        Path(args.json_path).write_text(json.dumps([r.__dict__ | {"ratio": r.ratio, "met": r.met} for r in rows], indent=2))
     return 0
 
 
