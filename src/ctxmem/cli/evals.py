@@ -345,7 +345,9 @@ def bench_cmd(length: str, tokenizer: str, source: str, as_json: bool) -> None:
         return
     click.echo(f"{r['length']:,}-token {source} cell in {tokenizer}: one-time encode {r['one_time_encode_s']} s; "
                f"splice {r['splice_ms_median']} ms vs naive re-encode {r['naive_ms_median']} ms "
-               f"({r['speedup']}x); claimed {r['claimed_tokens']:,} tokens, re-encoded {r['real_tokens']:,}")
+               f"({r['speedup']}x, {r['naive_encodes']} full encodes per naive cell); claimed {r['claimed_tokens']:,} "
+               f"tokens, re-encoded {r['real_tokens']:,} (naive: {r['naive_claimed_tokens']:,} / "
+               f"{r['naive_real_tokens']:,})")
 
 
 def _ci(d: dict[str, Any]) -> str:
