@@ -103,6 +103,9 @@ def demo(db_path: str, turns: int, seed: int, output_scale: float, tokenizer: st
     summary = {
         "db": db_path,
         "session": session.id,
+        "turns": turns,
+        "seed": seed,
+        "output_scale": output_scale,
         "messages": len(msgs),
         "events": len(view.events),
         "tool_results": tool_results,
