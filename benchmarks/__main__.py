@@ -23,7 +23,7 @@ from pathlib import Path
 
 from benchmarks._harness import Row, fmt
 
-SUITES = ["benchmarks.bench_store", "benchmarks.bench_context", "benchmarks.bench_retrieval"]
+SUITES = ["benchmarks.bench_store", "benchmarks.bench_context", "benchmarks.bench_retrieval", "benchmarks.bench_evals"]
 
 
 def fmt_ratio(ratio: float) -> str:
