@@ -18,9 +18,10 @@ from ctxmem.clients.anthropic import AnthropicClient
 from ctxmem.clients.base import MalformedResponseError, ProviderTimeoutError, RetryPolicy
 from ctxmem.clients.loopback import Fault, LoopbackServer
 from ctxmem.clients.openai_compat import OpenAICompatClient
+from ctxmem.config import load_preset
 from ctxmem.context import BuildRequest, History
 from ctxmem.context.builtins import Window
-from ctxmem.errors import ConfigError, ContextLengthExceeded
+from ctxmem.errors import ConfigError, ContextLengthExceeded, UnknownNameError
 from ctxmem.events import CompactionEvent, ModelCallEvent, NoteEvent, ToolResultEvent
 from ctxmem.messages import (
     Message,
@@ -219,6 +220,28 @@ def test_resume_after_a_crash_mid_tool_call(tmp_path: Path, on_resume: str) -> N
     assert notes and "resumed: 1 unfinished" in notes[0].text
     validate_conversation(client.requests[0].messages)
     store.close()
+
+
+def test_strategy_by_preset_name_or_from_the_session_metadata() -> None:
+    from ctxmem.context.masking import Masking
+
+    store = MemoryStore()
+    by_name = Agent(ScriptedClient(["ok"]), Session.create(store), strategy="masking-200k")
+    assert isinstance(by_name.strategy, Masking) and "recall" in by_name.tools
+    # a session created with a preset resumes under it, with no strategy= passed
+    session = Session.create(store, metadata={"strategy": "window-32k"})
+    again = Agent(ScriptedClient(["ok"]), Session.open(store, session.id))
+    assert isinstance(again.strategy, Window)
+    assert again.strategy.config == load_preset("window-32k").strategy().config
+    # an explicit strategy wins over the session's
+    assert isinstance(Agent(ScriptedClient(["ok"]), session, strategy="masking-200k").strategy, Masking)
+    # nothing anywhere: the truncating full history
+    plain = Agent(ScriptedClient(["ok"]), Session.create(store))
+    assert type(plain.strategy).__name__ == "Dump"
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'masking-200k'"):
+        Agent(ScriptedClient(["ok"]), Session.create(store), strategy="maskin-200k")
+    with pytest.raises(ConfigError, match=r"metadata\['strategy'\]"):
+        Agent(ScriptedClient(["ok"]), Session.create(store, metadata={"strategy": 3}))
 
 
 def test_calibration_observations_are_stored_and_reloaded() -> None:

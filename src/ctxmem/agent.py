@@ -9,9 +9,12 @@
 
 Every step is recorded before the next begins, so the session is always a faithful log:
 
-1. **Build** the context with the session's *strategy* (any
-   :class:`~ctxmem.context.ContextStrategy`; default: the full history, truncated at a safe
-   cut point if it outgrows the window). The agent keeps a
+1. **Build** the context with the session's *strategy*: any
+   :class:`~ctxmem.context.ContextStrategy`, or a preset name or TOML path
+   (``strategy="masking-200k"``). Without one, the session's own ``metadata["strategy"]``
+   preset is used, so a session created with ``metadata={"strategy": "pipeline-200k"}``
+   resumes under the same strategy; failing that, the full history, truncated at a safe cut
+   point if it outgrows the window. The agent keeps a
    :class:`~ctxmem.context.History` of the session and extends it with what it records, so
    a turn counts only its new messages. The result is checked with
    :func:`~ctxmem.messages.validate_conversation` before it is sent; the strategy's cache
@@ -129,7 +132,7 @@ class Agent:
         *,
         tools: Sequence[Tool] = (),
         system: str | None = None,
-        strategy: ContextStrategy | None = None,
+        strategy: ContextStrategy | str | None = None,
         fallback: ContextStrategy | None = None,
         pinned: int = 1,
         context_window: int = 200_000,
@@ -156,7 +159,7 @@ class Agent:
         self.session = session
         self.tools = {t.name: t for t in tools}
         self.system = system
-        self.strategy: ContextStrategy = strategy or Dump(on_overflow="truncate")
+        self.strategy: ContextStrategy = _resolve_strategy(strategy, session)
         self.fallback: ContextStrategy = fallback or Window()
         self.context_window = context_window
         self.budget = Budget(context_window, reserve_output=max_tokens)
@@ -407,3 +410,24 @@ class Agent:
     def __repr__(self) -> str:
         return f"Agent(model={self.model!r}, session={self.session.id!r}, tools={sorted(self.tools)})"
 __all__ = ["Agent", "AgentResult", "Tool", "ToolFn"]
+
+
+def _resolve_strategy(strategy: ContextStrategy | str | None, session: Session) -> ContextStrategy:
+    """The strategy object for ``strategy``: as given, a preset by name or path, the
+    session's ``metadata["strategy"]`` preset, or the truncating full history."""
+    if strategy is None:
+        strategy = session.info.metadata.get("strategy")
+        if strategy is not None and not isinstance(strategy, str):
+            raise ConfigError(
+                f"session {session.id} has metadata['strategy'] = {strategy!r}; it must be a preset "
+                "name or path (ctxmem strategies list)",
+                field="metadata.strategy",
+            )
+    if strategy is None:
+        return Dump(on_overflow="truncate")
+    if isinstance(strategy, str):
+        from ctxmem.config import load_preset
+
+        built: ContextStrategy = load_preset(strategy).strategy()
+        return built
+    return strategy
