@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from ctxmem.workloads.kernel import CorrectnessChecker, SandboxLimits, Workspace
 
@@ -103,6 +110,110 @@ def test_an_early_exit_is_reported_as_a_crash(checker: CorrectnessChecker) -> No
 
 
 def test_a_segfault_is_reported_as_a_crash(checker: CorrectnessChecker) -> None:
-    result = checker.check(source=_launch("import ctypes\nctypes.string_at(0)"))
+    # A real SIGSEGV without ctypes (which the sandbox refuses, see below).
+    result = checker.check(source=_launch("import faulthandler\nfaulthandler._sigsegv()"))
     assert result.status == "crashed"
     assert "CRASHED: killed by SIGSEGV" in result.render()
+
+
+def test_writing_outside_through_ctypes_libc_is_stopped(checker: CorrectnessChecker, tmp_path: Path) -> None:
+    outside = tmp_path / "via_libc.txt"
+    source = _launch(
+        "import ctypes, os\n"
+        "for lib in (lambda: ctypes.CDLL('libc.so.6'), lambda: ctypes.CDLL(None),\n"
+        "            lambda: ctypes.pythonapi):\n"
+        "    try:\n"
+        "        libc = lib()\n"
+        f"        fd = libc.open({str(outside).encode()!r}, os.O_WRONLY | os.O_CREAT, 0o644)\n"
+        "        libc.write(fd, b'pwned', 5)\n"
+        "    except BaseException:\n"
+        "        pass  # swallowing the refusal does not hide it\n"
+    )
+    result = checker.check(source=source)
+    assert result.status == "sandbox_violation", result.render()
+    kinds = {v["kind"] for v in result.violations}
+    assert kinds == {"native code through ctypes"}, result.violations
+    assert "ctypes.dlopen('libc.so.6'" in result.render()
+    assert any("ctypes.dlsym" in v["detail"] for v in result.violations)  # pythonapi.open
+    assert not outside.exists()
+
+
+def test_a_socket_through_ctypes_is_stopped(checker: CorrectnessChecker) -> None:
+    source = _launch(
+        "import ctypes\n"
+        "try:\n"
+        "    libc = ctypes.CDLL('libc.so.6')\n"
+        "    fd = libc.socket(2, 1, 0)  # AF_INET, SOCK_STREAM\n"
+        "    open('fd.txt', 'w').write(str(fd))\n"
+        "except BaseException:\n"
+        "    pass\n"
+    )
+    result = checker.check(source=source)
+    assert result.status == "sandbox_violation", result.render()
+    assert result.violations[0]["kind"] == "native code through ctypes"
+    assert not (checker.workspace.root / "fd.txt").exists()
+
+
+def test_signalling_another_process_is_refused(checker: CorrectnessChecker) -> None:
+    result = checker.check(source=_launch("import os\ntry:\n    os.kill(os.getppid(), 0)\n"
+                                          "except BaseException:\n    pass"))
+    assert result.status == "sandbox_violation"
+    assert "signalling another process refused: os.kill" in result.render()
+
+
+def test_every_result_says_which_layers_were_active(checker: CorrectnessChecker) -> None:
+    result = checker.check()
+    assert result.passed, result.render()
+    layers = result.extra["isolation"]
+    assert set(layers) == {"network", "filesystem", "no_new_privs", "audit_hook"}
+    assert layers["audit_hook"] == "installed"
+    if os.geteuid() == 0:  # as root (this container) every OS layer must be in force
+        assert not [v for v in layers.values() if v.startswith("unavailable")], layers
+        assert layers["filesystem"].startswith("read-only mount namespace"), layers
+
+
+# The OS layer on its own, without the audit hook: raw libc calls in an isolated child.
+_ISOLATED_CHILD = """
+import ctypes, json, os, socket, sys
+from ctxmem.workloads.kernel._runner import isolate
+ws, outside, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+report = isolate([ws], [os.path.join(ws, ".ctxmem")])
+libc = ctypes.CDLL(None, use_errno=True)
+def libc_write(path):
+    fd = libc.open(path.encode(), os.O_WRONLY | os.O_CREAT, 0o644)
+    return "ok" if fd >= 0 else os.strerror(ctypes.get_errno())
+fd = libc.socket(2, 1, 0)
+addr = (ctypes.c_ubyte * 16)(2, 0, port >> 8, port & 255, 127, 0, 0, 1)
+rc = libc.connect(fd, addr, 16)
+connect = "ok" if rc == 0 else os.strerror(ctypes.get_errno())
+print(json.dumps({"report": report, "outside": libc_write(outside),
+                  "inside": libc_write(os.path.join(ws, "scratch.txt")),
+                  "private": libc_write(os.path.join(ws, ".ctxmem", "x")),
+                  "connect": connect}))
+"""
+
+
+def test_the_os_layer_stops_raw_libc_writes_and_connections(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / ".ctxmem").mkdir(parents=True)
+    outside = tmp_path / "outside.txt"
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    with listener:
+        proc = subprocess.run([sys.executable, "-c", _ISOLATED_CHILD, str(ws), str(outside),
+                               str(port)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    if any(v.startswith("unavailable") for v in got["report"].values()):
+        pytest.skip(f"OS isolation not permitted here: {got['report']}")
+    assert got["inside"] == "ok"
+    assert got["outside"] == "Read-only file system"
+    assert got["private"] == "Read-only file system"
+    assert got["connect"] == "Network is unreachable"
+    assert not outside.exists()
+    assert (ws / "scratch.txt").exists()
+    # The host's own mounts are untouched.
+    probe = tmp_path / "host_can_still_write.txt"
+    probe.write_text("x")

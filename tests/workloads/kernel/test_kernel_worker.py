@@ -47,7 +47,7 @@ def test_worker_survives_a_loop_and_a_crash(tmp_path: Path) -> None:
     assert "TIMEOUT: killed after 10s wall clock (0/6 cases finished before the kill)" in timed_out.render()
     assert checker.check(source=checker.workspace.root.joinpath("kernel.py").read_text() + "\n#1\n").passed
     assert worker.starts == starts + 1  # recycled after the timeout
-    crash = "import ctypes\n\ndef launch(*args, **kwargs):\n    ctypes.string_at(0)\n"
+    crash = "import faulthandler\n\ndef launch(*args, **kwargs):\n    faulthandler._sigsegv()\n"
     crashed = checker.check(source=crash)
     assert crashed.status == "crashed" and "CRASHED: killed by SIGSEGV" in crashed.render()
     exited = checker.check(source="import os\n\ndef launch(*a, **k):\n    os._exit(3)\n")

@@ -26,13 +26,35 @@ environment, in its own process group. The server itself never loads candidate c
 installs the audit hook, so every candidate starts from the same pristine, already-imported
 state; a child that crashes takes only itself down, and one that overruns its wall clock is
 killed (with its group) by the server, which replies with a JSON line: the child's return
-code (negative for a signal) and whether it timed out. This is a tripwire for an agent's mistakes, not a security
-boundary against hostile code (ctypes, for one, is not policed).
+code (negative for a signal) and whether it timed out.
+
+Two layers stand between the candidate and the machine, and every result says which of
+them were active (``result["isolation"]``):
+
+* **the OS layer** (:func:`isolate`, applied first thing in ``main`` while the process is
+  still single-threaded): a private network namespace, which has no interface but a downed
+  loopback, so no connection can be made even through raw syscalls; a private mount
+  namespace in which every mount is read-only except bind mounts of the workspace and the
+  sandbox's TMPDIR (and the harness's private state inside the workspace stays read-only);
+  and ``PR_SET_NO_NEW_PRIVS``. Each step needs privileges (root, or unprivileged user
+  namespaces); when one is refused, the reason is recorded and the check still runs;
+* **the audit hook** (``Sandbox``): refuses, and records, file writes outside the workspace,
+  sockets, starting processes, signalling other processes, and every use of ``ctypes``
+  that could reach native code (``dlopen``/``dlsym``, calling a foreign function, reading
+  or writing raw memory). It sees the candidate's Python, so it reports *what* was tried
+  even where the OS layer would have stopped it anyway.
+
+What is still not covered: a candidate can write to file descriptors it inherits (its own
+result file among them) with ``os.write``, and a path-bound Unix socket is reachable
+through the read-only mounts if ``ctypes`` is ever let through. Memory, CPU and wall-clock
+limits are set by the parent (``sandbox.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import importlib.util
 import json
 import os
@@ -53,6 +75,113 @@ PATH_EVENTS = frozenset(
      "os.symlink", "os.link", "os.rename", "shutil.rmtree", "os.chflags", "os.lchflags"}
 )
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+# ctypes events that reach native code or raw memory: loading a library or symbol, calling
+# a foreign function, and building objects over arbitrary addresses.
+CTYPES_EVENTS = frozenset(
+    {"ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.call_function",
+     "ctypes.cdata", "ctypes.cdata/buffer", "ctypes.string_at", "ctypes.wstring_at",
+     "ctypes.addressof"}
+)
+SIGNAL_EVENTS = frozenset({"os.kill", "os.killpg", "signal.pthread_kill"})
+
+# Linux constants (include/uapi/linux/sched.h, mount.h, prctl.h); the syscall number of
+# mount_setattr is 442 on every architecture (it was added after the tables were unified).
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+SYS_MOUNT_SETATTR = 442
+AT_FDCWD, AT_RECURSIVE = -100, 0x8000
+MOUNT_ATTR_RDONLY = 1
+PR_SET_NO_NEW_PRIVS = 38
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)} ({errno.errorcode.get(err, err)})")
+
+
+def _mount(libc: Any, source: str | None, target: str, flags: int) -> None:
+    _check(libc.mount(source and os.fsencode(source), os.fsencode(target), None,
+                      ctypes.c_ulong(flags), None), f"mount {target}")
+
+
+def _all_read_only(libc: Any) -> str:
+    """Make every mount in this (private) namespace read-only; say how."""
+    attr = _MountAttr(attr_set=MOUNT_ATTR_RDONLY)
+    rc = libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), b"/",
+                      ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr),
+                      ctypes.c_size_t(ctypes.sizeof(attr)))
+    if rc == 0:
+        return "mount_setattr"
+    # Older kernels: remount each mount point read-only, parents first.
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in points:
+        point = point.encode().decode("unicode_escape")  # \040 and friends
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+        with contextlib.suppress(OSError):
+            flags |= os.statvfs(point).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        with contextlib.suppress(OSError):
+            _mount(libc, None, point, flags)
+    return "remount"
+
+
+def isolate(writable: list[str], protected: list[str]) -> dict[str, str]:
+    """Cut this process off at the OS level; return ``{layer: what happened}``.
+
+    Must run while the process has a single thread (``CLONE_NEWUSER`` demands it, and the
+    namespaces of other threads would not change). Every step degrades on its own: the
+    value of each layer is either what is in force or ``"unavailable: <reason>"``.
+    """
+    report: dict[str, str] = {}
+    libc = _libc()
+    if libc.unshare(ctypes.c_int(CLONE_NEWNET)) == 0:
+        report["network"] = "private network namespace (no interfaces up)"
+    else:
+        first = os.strerror(ctypes.get_errno())
+        # Unprivileged: a user namespace grants the capabilities for the others.
+        if libc.unshare(ctypes.c_int(CLONE_NEWUSER | CLONE_NEWNET)) == 0:
+            report["network"] = "private network namespace (no interfaces up), in a user namespace"
+        else:
+            report["network"] = (f"unavailable: unshare(CLONE_NEWNET): {first}; with "
+                                 f"CLONE_NEWUSER: {os.strerror(ctypes.get_errno())}")
+    try:
+        _check(libc.unshare(ctypes.c_int(CLONE_NEWNS)), "unshare(CLONE_NEWNS)")
+        # Nothing done from here on may propagate back to the host's mounts.
+        _mount(libc, None, "/", MS_REC | MS_PRIVATE)
+        how = _all_read_only(libc)
+        # Deeper paths last, so the workspace's private state (read-only) sits on the
+        # writable workspace, and the sandbox's TMPDIR (writable) on the private state.
+        modes = {os.path.realpath(p): True for p in writable if os.path.isdir(p)}
+        modes.update({os.path.realpath(p): False for p in protected if os.path.isdir(p)})
+        for path in sorted(modes, key=lambda p: (p.count(os.sep), p)):
+            _mount(libc, path, path, MS_BIND | MS_REC)
+            flags = MS_REMOUNT | MS_BIND | (0 if modes[path] else MS_RDONLY)
+            flags |= os.statvfs(path).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            _mount(libc, None, path, flags)
+        writable_now = sorted(p for p, w in modes.items() if w)
+        report["filesystem"] = (f"read-only mount namespace ({how}); writable: "
+                                + ", ".join(writable_now))
+    except OSError as exc:
+        report["filesystem"] = f"unavailable: {exc}"
+    if libc.prctl(ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), ctypes.c_ulong(0),
+                  ctypes.c_ulong(0), ctypes.c_ulong(0)) == 0:
+        report["no_new_privs"] = "set"
+    else:
+        report["no_new_privs"] = f"unavailable: {os.strerror(ctypes.get_errno())}"
+    return report
 
 
 class SandboxViolation(PermissionError):
@@ -104,6 +233,18 @@ class Sandbox:
             self._refuse("network access", f"{event}{args[1:3] if event == 'socket.__new__' else args}")
         elif event in PROCESS_EVENTS:
             self._refuse("starting a process", event)
+        elif event in CTYPES_EVENTS:
+            self._refuse("native code through ctypes", f"{event}{_brief(args)}")
+        elif event in SIGNAL_EVENTS:
+            pid = args[0] if event != "signal.pthread_kill" else None
+            if event == "signal.pthread_kill" or pid not in (0, os.getpid()):
+                self._refuse("signalling another process", f"{event}{_brief(args)}")
+
+
+def _brief(args: tuple[Any, ...]) -> str:
+    text = repr(tuple(a if isinstance(a, str | bytes | int | None) else type(a).__name__
+                      for a in args))
+    return text[:200]
 
 
 def _is_memory_error(exc: BaseException) -> bool:
@@ -173,6 +314,10 @@ def main(job_path: str, result_path: str) -> int:
         json.dump(result, result_file)
         result_file.flush()
 
+    # The OS layer goes first, while this process has one thread; files already open (the
+    # result, stdout, stderr) stay writable, nothing else outside the workspace does.
+    result["isolation"] = (isolate(job["writable"], job["protected"]) if job.get("isolate", True)
+                           else {"os_layer": "off (job asked for none)"})
     flush()
     started = time.perf_counter()
     import torch
@@ -194,6 +339,7 @@ def main(job_path: str, result_path: str) -> int:
 
     sandbox = Sandbox(job["writable"], job["protected"])
     sys.addaudithook(sandbox.hook)
+    result["isolation"]["audit_hook"] = "installed"
     source_file, display = job["source_path"], job["display_name"]
 
     def finish(status: str, error: dict[str, Any] | None = None) -> int:

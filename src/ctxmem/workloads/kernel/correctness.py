@@ -448,7 +448,8 @@ class CorrectnessChecker:
             detail=outcome.detail,
             wall_s=outcome.wall_s,
             memory_mb=self.limits.memory_mb,
-            extra={k: report[k] for k in ("VmPeak", "VmHWM", "import_seconds") if k in report},
+            extra={k: report[k] for k in ("VmPeak", "VmHWM", "import_seconds", "isolation")
+                   if k in report},
         )
         if use_cache and result.status in _CACHEABLE:
             payload = result.to_dict()

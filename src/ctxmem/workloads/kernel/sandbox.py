@@ -20,10 +20,16 @@ about 0.81 GB of address space (VmPeak) and 0.33 GB resident, so the 3 GiB defau
 room for real kernels while a 20 GB allocation fails at once. The child reports its VmPeak
 in every result (``CheckResult.extra``) so the figure can be re-measured.
 
-Refusals inside the child (writes outside the workspace, sockets, subprocesses) come from
-a ``sys.addaudithook`` hook rather than from monkeypatching ``socket.socket``: the hook sees
-every path to the C level (``socket.create_connection``, ``_socket``, ``os.open``, …) and
-cannot be uninstalled by the candidate.
+Inside the child two layers apply (see ``_runner.py``): an OS layer — private network
+namespace with no interface up, a mount namespace where everything but the workspace and
+the sandbox TMPDIR is read-only, ``PR_SET_NO_NEW_PRIVS`` — which holds even against raw
+syscalls; and a ``sys.addaudithook`` hook that refuses and records writes outside the
+workspace, sockets, subprocesses, signals to other processes and any ``ctypes`` route to
+native code. The hook sees every path to the C level (``socket.create_connection``,
+``_socket``, ``os.open``, ``ctypes.CDLL``, …) and cannot be uninstalled by the candidate.
+Which layers were in force is reported with every result (``CheckResult.extra["isolation"]``);
+where the OS refuses a namespace (no root, no user namespaces) the reason is recorded there
+and the hook alone remains.
 """
 
 from __future__ import annotations
