@@ -11,6 +11,7 @@ import pytest
 from ctxmem.errors import InputError, UnknownNameError
 from ctxmem.evals.attribution import fate, label, survival, worst
 from ctxmem.evals.cells import Cell, CellRefusedError, build_cell, cell_key, resolve
+from ctxmem.evals.haystack import NeedleUnplaceableError
 from ctxmem.evals.needles import NONLITERAL, make_needles
 from ctxmem.evals.readers import _STOP, ExtractiveReader
 from ctxmem.evals.scoring import score_needles
@@ -140,3 +141,38 @@ def test_multivalue_set_f1() -> None:
     assert s.correct and s.score == 1.0
     half = score_needles(built.needles, ", ".join(built.needles.answers[:2]))
     assert half.score == pytest.approx(2 * 1.0 * 0.5 / 1.5)
+
+
+def test_multivalue_has_near_miss_distractors_that_cost_precision() -> None:
+    ns = make_needles("multivalue", 0.3, 4)
+    needles = [i for i in ns.inserts if i.role == "needle"]
+    dis = [i for i in ns.inserts if i.role == "distractor"]
+    assert len(needles) == 4 and len(dis) == 3 and len(ns.wrong) == 3
+    assert not set(ns.wrong) & set(ns.answers)
+    key = re.search(r"assigned to the (\w+) (\w+) is", needles[0].text)
+    assert key is not None
+    adj, noun = key.groups()
+    for d in dis:  # a near miss: same sentence shape, shares exactly one key word with the target
+        m = re.search(r"^One archive code assigned to the (\w+) (\w+) is ([A-Z]{2}\d-\d{5})\.$", d.text)
+        assert m is not None and (m.group(1) == adj) != (m.group(2) == noun) and m.group(3) in ns.wrong
+    # the revision changes the key, so results stored before the distractors are not reused
+    c = Cell("log", 6_000, 0.3, "multivalue", seed=4)
+    assert resolve(c)["needle_revision"] == 2 and "needle_revision" not in resolve(Cell("log", 6_000, 0.3, "literal"))
+    built = build_cell(c)
+    assert all(v in built.messages[0].content[0].text for v in ns.wrong)  # placed in the document
+    right = score_needles(ns, ", ".join(ns.answers))
+    fooled = score_needles(ns, ", ".join([*ns.answers, *ns.wrong]))
+    assert right.correct and not right.chose_distractor
+    assert fooled.chose_distractor and not fooled.correct and fooled.score == pytest.approx(2 * (4 / 7) / (4 / 7 + 1))
+
+
+def test_natural_needles_need_an_agent_session_and_short_cells_are_unplaceable() -> None:
+    with pytest.raises(InputError, match="natural needles"):
+        build_cell(Cell("prose", 4_000, 0.5, "natural"))
+    with pytest.raises(InputError, match="natural needles"):
+        make_needles("natural", 0.5, 0)
+    # the synthetic agent session has no kernel facts: unplaceable (refused by the runner)
+    with pytest.raises(NeedleUnplaceableError, match="no natural needle"):
+        build_cell(Cell("agent", 6_000, 0.5, "natural"))
+    with pytest.raises(NeedleUnplaceableError, match=r"needles need|no room"):
+        build_cell(Cell("prose", 30, 0.5, "multikey"))

@@ -137,3 +137,70 @@ def test_dry_run_estimates_and_runs_nothing(tmp_path: Path) -> None:
     assert plan["pending"] == 4 and plan["estimate"]["dollars"] > 0 and plan["estimate"]["unpriced_models"] == []
     with ResultStore(db) as store:
         assert store.rows() == []
+
+
+def test_unplaceable_needle_is_refused_for_good_and_other_cells_are_kept(tmp_path: Path) -> None:
+    """A length too short for the needle is refused (not an error): a rerun skips it, and
+    --dry-run says up front which cells will be refused."""
+    db = tmp_path / "r.db"
+    args = ["run", "--lengths", "20,2k", "--depths", "0,100", "--needles", "literal,multikey", "--db", str(db),
+            "--no-progress"]
+    res = invoke(*args, "--dry-run", "--json")
+    plan = json.loads(res.stdout)
+    assert plan["pending"] == 8
+    refused = plan["will_refuse"]
+    assert len(refused) == 4 and {r["cell"]["length"] for r in refused} == {20}
+    assert all("needles need" in r["reason"] or "no room" in r["reason"] for r in refused)
+    res = invoke(*args, "--dry-run")
+    assert "4 of the 8 cells to run will be refused" in res.output and "will refuse prose 20" in res.output
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output  # refusals are outcomes, not errors
+    assert "4 done, 4 refused, 0 errors" in res.output
+    with ResultStore(db) as store:
+        rows = store.rows()
+    assert {(r["length"], r["status"]) for r in rows} == {(20, "refused"), (2000, "done")}
+    assert all(r["correct"] == 1 for r in rows if r["status"] == "done")
+    res = invoke(*args)
+    assert "0 to run" in res.output and "8 skipped" in res.output  # refused cells are not retried
+    res = invoke(*args, "--dry-run", "--json")
+    assert json.loads(res.stdout)["will_refuse"] == []
+
+
+def test_session_needles_on_a_recorded_kernel_workload_run(tmp_path: Path) -> None:
+    """--workload kernel records a scripted kernel run once (small, 30 calls) and asks planted
+    literal needles and natural ones (facts of its own tool results) across strategies."""
+    out = tmp_path / "kernel"
+    window = tmp_path / "window-8k.toml"
+    window.write_text('type = "window"\n[budget]\ncontext_window = 8192\nreserve_output = 1024\n', encoding="utf-8")
+    args = ["session-needles", "--workload", "kernel", "--kernel-calls", "30", "--lengths", "6k,12k,400k",
+            "--depths", "0,50,100", "--strategy", "dump-1m", "--strategy", str(window), "--out", str(out),
+            "--no-progress"]
+    res = CliRunner().invoke(eval_group, [*args[:-1], "--strategy", "window-8kk", "--no-progress"])
+    assert res.exit_code == 1 and "unknown preset 'window-8kk'" in res.output and "recording" not in res.output
+    res = invoke(*args, "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    # 2 lengths × 3 depths × {literal, natural} × 2 presets run; the 400k cells exceed the session: refused
+    assert summary["done"] == 24 and summary["refused"] == 12 and summary["errors"] == 0
+    assert list(out.glob("kernel-small-seed0-calls30.db"))
+    with ResultStore(out / "results.db") as store:
+        rows = store.rows(status="done")
+    assert all(r["source"].startswith("agent:") and "#kernel-" in r["source"] for r in rows)
+    natural = [r for r in rows if r["needle"] == "natural"]
+    facts = {r["info"]["placed"][0]["fact"] for r in natural}
+    assert len(facts) >= 2  # different depths pick different facts by tool-call index
+    for r in natural:
+        p = r["info"]["placed"][0]
+        assert p["tool_call"] < p["calls"] and r["info"]["answers"][0]
+        if r["preset"] == "dump-1m":
+            assert r["survival"] == "verbatim" and r["fate"] == "kept"
+    assert {r["preset"] for r in rows} == {"dump-1m", str(window)}
+    # the strategies differ: window-8k drops early needles of the 12k session, dump keeps all
+    dump = [r["correct"] for r in rows if r["needle"] == "literal" and r["preset"] == "dump-1m"]
+    assert all(dump)
+    win = [r for r in rows if r["preset"] == str(window) and r["length"] == 12_000 and r["depth"] == 0.0
+           and r["needle"] == "literal"]
+    assert win and all(r["survival"] == "absent" and r["fate"] == "dropped" for r in win)
+    # a rerun reuses the recorded run and resumes: nothing to record or run
+    res = invoke(*args)
+    assert "recording" not in res.output and "0 to run" in res.output

@@ -7,12 +7,15 @@ Commands:
 * ``eval niah`` — the classic model grid, everything under ``--out DIR``
   (``DIR/results.db`` + the report);
 * ``eval session-needles`` — needles inside tool results of an agent session (a recorded
-  ``--session``, a ``--jsonl`` transcript, or ``--workload synthetic``) across presets;
+  ``--session``, a ``--jsonl`` transcript, ``--workload synthetic``, or ``--workload
+  kernel``: a scripted kernel-workload run recorded under ``--out``, with the ``natural``
+  needle family asking about facts of its own tool results) across presets;
 * ``eval report`` — PNGs + ``index.html`` from a results database (or a ``--out`` folder);
 * ``eval show`` — per-group accuracy, effective lengths and run history (``--json``).
 
 Before a run the cost estimate is printed; ``--budget`` caps spending; ``--dry-run``
-stops after the estimate. A rerun with the same arguments skips finished cells and
+stops after the estimate and lists the cells that will be refused (each is built, no
+reader is called). A rerun with the same arguments skips finished and refused cells and
 retries errored ones. Progress goes to stderr.
 """
 
@@ -148,8 +151,17 @@ def _execute(
                 msg += f"; budget cap ${budget:.2f}"
             click.echo(msg, err=as_json)
         if dry_run:
+            from ctxmem.evals.runner import refusals as find_refusals
+
+            will = find_refusals(pending)
             if as_json:
-                echo_json({"cells": len(cells), "skipped": skipped, "pending": len(pending), "estimate": est.to_json()})
+                echo_json({"cells": len(cells), "skipped": skipped, "pending": len(pending), "estimate": est.to_json(),
+                           "will_refuse": [{"cell": c.to_json(), "reason": why} for c, why in will]})
+            else:
+                click.echo(f"{len(will)} of the {len(pending)} cells to run will be refused"
+                           + (":" if will else ""))
+                for c, why in will[:10]:
+                    click.echo(f"  will refuse {c.source} {c.length} depth={c.depth} {c.needle} {c.preset}: {why}")
             return
         bar = _Bar(progress and sys.stderr.isatty())
         judge_obj = LLMJudge(get_reader(judge)) if judge else None
@@ -228,8 +240,16 @@ def niah_cmd(models: tuple[str, ...], sources: tuple[str, ...], lengths: str, pr
               help="Session store holding --session (default: $CTXMEM_DB or ~/.local/share/ctxmem/sessions.db).")
 @click.option("--jsonl", default=None, type=click.Path(dir_okay=False, exists=True), help="A JSONL transcript.")
 @click.option("--workload", type=click.Choice(["synthetic", "kernel"]), default=None,
-              help="Generate the session: synthetic (ctxmem.samples) or kernel (the kernel workload, when available).")
-@click.option("--lengths", default="8k,16k,32k,64k", show_default=True, help="Session lengths in tokens.")
+              help="Generate the session: synthetic (ctxmem.samples) or kernel (a scripted kernel-workload run, "
+                   "recorded once under --out and reused).")
+@click.option("--kernel-scale", type=click.Choice(["small", "full"]), default="small", show_default=True,
+              help="Kernel workload scale: small (~80 calls, ~50k tokens) or full (≥1,000 calls, ~1M tokens).")
+@click.option("--kernel-seed", type=int, default=0, show_default=True, help="Kernel workload seed.")
+@click.option("--kernel-calls", type=click.IntRange(min=8), default=None,
+              help="Stop the kernel run after this many tool calls (default: the scale's).")
+@click.option("--lengths", default=None,
+              help="Session lengths in tokens [default: 8k,16k,32k,64k; kernel small 8k,16k,32k; "
+                   "kernel full 32k,128k,512k].")
 @click.option("--strategy", "presets", multiple=True, default=("dump-1m", "window-32k", "masking-turns-128k"),
               show_default=True, help="Strategy preset (repeatable).")
 @click.option("--model", "models", multiple=True, default=("extractive",), show_default=True, help="Reader (repeatable).")
@@ -237,12 +257,18 @@ def niah_cmd(models: tuple[str, ...], sources: tuple[str, ...], lengths: str, pr
               help="Folder for results.db and the report.")
 @_common_run_options
 def session_needles_cmd(session_id: str | None, sessions_db: str | None, jsonl: str | None, workload: str | None,
-                        lengths: str, presets: tuple[str, ...], models: tuple[str, ...], out_dir: str,
-                        **kw: Any) -> None:
-    """Needles inside tool results of an agent session, placed by tool-call index, across strategies."""
+                        kernel_scale: str, kernel_seed: int, kernel_calls: int | None, lengths: str | None,
+                        presets: tuple[str, ...], models: tuple[str, ...], out_dir: str, **kw: Any) -> None:
+    """Needles inside tool results of an agent session, placed by tool-call index, across strategies.
+
+    With --workload kernel the needle families default to literal,natural: planted literal
+    needles, and natural ones — facts of the run's own tool results (shared-memory limit,
+    device, tolerances, …) chosen by tool-call index.
+    """
     chosen = [x for x in (session_id, jsonl, workload) if x]
     if len(chosen) != 1:
         raise click.UsageError("give exactly one of --session, --jsonl or --workload")
+    default_lengths = "8k,16k,32k,64k"
     if session_id:
         from ctxmem.cli._common import default_db
 
@@ -250,12 +276,51 @@ def session_needles_cmd(session_id: str | None, sessions_db: str | None, jsonl: 
     elif jsonl:
         source = f"agent:{jsonl}"
     elif workload == "kernel":
-        raise ConfigError("the kernel workload has no session generator yet; record one and pass --session, "
-                          "or use --workload synthetic", field="workload")
+        from ctxmem.config import load_preset
+
+        for p in presets:  # a bad name fails before the recording, not after it
+            if p != "none":
+                load_preset(p)
+        source = _kernel_session(Path(out_dir), kernel_scale, kernel_seed, kernel_calls,
+                                 progress=kw["progress"] and sys.stderr.isatty())
+        default_lengths = "8k,16k,32k" if kernel_scale == "small" else "32k,128k,512k"
+        if click.get_current_context().get_parameter_source("needles") == click.core.ParameterSource.DEFAULT:
+            kw["needles"] = "literal,natural"
     else:
         source = "agent"
-    _execute(sources=[source], lengths=lengths, presets=list(presets), models=list(models),
+    _execute(sources=[source], lengths=lengths or default_lengths, presets=list(presets), models=list(models),
              db=str(Path(out_dir) / "results.db"), report=out_dir, **kw)
+
+
+def _kernel_session(out_dir: Path, scale: str, seed: int, calls: int | None, *, progress: bool) -> str:
+    """``agent:DB#ID`` of a scripted kernel run (oracle memory), recorded once under ``out_dir``.
+
+    The run is deterministic for (scale, seed, calls), so a database already holding it is
+    reused; a rerun of the same grid then resumes instead of recording again.
+    """
+    from ctxmem.store import SQLiteStore
+    from ctxmem.workloads.kernel.run import run_scripted
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    db = out_dir / f"kernel-{scale}-seed{seed}" f"{f'-calls{calls}' if calls else ''}.db"
+    with SQLiteStore(str(db)) as store:
+        found = [s for s in store.list_sessions() if s.metadata.get("workload") == "kernel"]
+        if found:
+            return f"agent:{db}#{found[0].id}"
+        click.echo(f"recording a {scale} kernel-workload run (seed {seed}) into {db} …", err=True)
+
+        def bar(done: int, total: int) -> None:
+            if progress:
+                sys.stderr.write(f"\r  {done}/{total} tool calls")
+                sys.stderr.flush()
+
+        result = run_scripted(store, seed=seed, mode="oracle", scale=scale,  # type: ignore[arg-type]
+                              max_calls=calls, progress=bar)
+        if progress:
+            sys.stderr.write("\n")
+        click.echo(f"  {len(result.calls)} tool calls, {result.history_tokens:,} tokens (session {result.session_id})",
+                   err=True)
+        return f"agent:{db}#{result.session_id}"
 
 
 @eval_group.command("report")

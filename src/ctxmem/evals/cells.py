@@ -23,7 +23,13 @@ cell instead of reusing a stale result.
 
 In both cases a request that would not fit the model's window (context + ``max_tokens``)
 raises :class:`CellRefusedError`: the runner records the cell as refused with the numbers,
-never truncating it silently.
+never truncating it silently. A cell whose needles cannot be placed (a length too short
+for them, a session shorter than the length, no tool results, no natural fact) raises
+:class:`~ctxmem.evals.haystack.NeedleUnplaceableError`; it is refused as well — the same
+config can never succeed, so a rerun does not retry it.
+
+The ``natural`` needle family (agent sources) plants nothing: the cell asks about a fact
+already in the session's tool results, chosen by tool-call index (:func:`_natural_cell`).
 """
 
 from __future__ import annotations
@@ -37,11 +43,18 @@ from typing import Any
 
 from ctxmem.errors import ContextOverflowError, InputError
 from ctxmem.evals.attribution import fate, render, survival, worst
-from ctxmem.evals.haystack import build_document, encoded_haystack
-from ctxmem.evals.needles import NeedleSet, extract_values, make_needles
+from ctxmem.evals.haystack import NeedleUnplaceableError, build_document, encoded_haystack
+from ctxmem.evals.needles import REVISIONS, Insert, NeedleSet, extract_values, make_needles
 from ctxmem.evals.readers import question_block
 from ctxmem.evals.sources import get_source
-from ctxmem.messages import ContentBlock, Message, TextBlock, ToolResultBlock, canonical_json
+from ctxmem.messages import (
+    ContentBlock,
+    Message,
+    TextBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    canonical_json,
+)
 from ctxmem.tokens import Tokenizer, get_tokenizer
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD, count_messages
 
@@ -133,7 +146,7 @@ def _source_id(spec: str) -> str:
 
 def resolve(cell: Cell) -> dict[str, Any]:
     """The fully resolved config of a cell: everything its result depends on."""
-    return {
+    resolved = {
         "version": EVAL_VERSION,
         "source": cell.source,
         "source_id": _source_id(cell.source),
@@ -147,6 +160,9 @@ def resolve(cell: Cell) -> dict[str, Any]:
         "tokenizer": get_tokenizer(cell.tokenizer).id,
         "max_tokens": cell.max_tokens,
     }
+    if cell.needle in REVISIONS:  # only revised families change key, so other stored results stay valid
+        resolved["needle_revision"] = REVISIONS[cell.needle]
+    return resolved
 
 
 def cell_key(resolved: dict[str, Any]) -> str:
@@ -329,25 +345,22 @@ def _trim_results(msg: Message, frac: float) -> Message:
     return Message(msg.role, tuple(blocks))
 
 
-def _agent_cell(cell: Cell, tok: Tokenizer, needles: NeedleSet) -> BuiltCell:
-    import random
+def _agent_prefix(cell: Cell, tok: Tokenizer, reserve: int) -> tuple[list[Message], list[int]]:
+    """The session cut to ``cell.length - reserve`` tokens, ending with tool results.
 
-    qblock = question_block(needles.question, multi=needles.multi)
-    tail = [Message.assistant("Before continuing, I will answer the question about earlier tool output."),
-            Message.user(qblock.strip())]
-    tail_counts = [c.total for c in count_messages(tail, tok)]
-    needle_max = sum(tok.count("\n" + i.text) + 1 for i in needles.inserts)
-    budget = cell.length - sum(tail_counts) - needle_max
+    The smallest prefix ending with a tool-results message that reaches the budget, with
+    that message's results trimmed (binary search on a character fraction) to fit.
+    """
+    budget = cell.length - reserve
     msgs, counts, cum = _agent_base(cell.source, tok, cell.length)
     if budget <= counts[0]:
-        raise InputError(f"length {cell.length} is too short for an agent session cell", field="length")
+        raise NeedleUnplaceableError(f"length {cell.length} is too short for an agent session cell "
+                                     f"(the first message alone is {counts[0]} tokens)", field="length")
     if cum[-1] < budget:
-        raise InputError(
+        raise NeedleUnplaceableError(
             f"the session {cell.source!r} holds {cum[-1]} tokens in {tok.name}; the length {cell.length} needs more",
             field="length",
         )
-    # Smallest prefix ending with a tool-results message that reaches the budget, then
-    # trim that message's results (binary search on a character fraction) to fit.
     n = bisect_left(cum, budget)
     while n < len(msgs) and not msgs[n - 1].tool_results:
         n += 1
@@ -368,9 +381,105 @@ def _agent_cell(cell: Cell, tok: Tokenizer, needles: NeedleSet) -> BuiltCell:
             prefix, pc = prefix[:-2], pc[:-2]
         else:
             prefix[-1], pc[-1] = best
+    return prefix, pc
+
+
+def _tool_calls(prefix: list[Message]) -> list[tuple[int, int]]:
     calls = [(mi, bi) for mi, m in enumerate(prefix) for bi, b in enumerate(m.content) if isinstance(b, ToolResultBlock)]
     if not calls:
-        raise InputError(f"session {cell.source!r} has no tool results to place a needle in", field="source")
+        raise NeedleUnplaceableError("the session has no tool results to place a needle in", field="source")
+    return calls
+
+
+def _question_tail(tok: Tokenizer, needles: NeedleSet) -> tuple[list[Message], list[int]]:
+    qblock = question_block(needles.question, multi=needles.multi)
+    tail = [Message.assistant("Before continuing, I will answer the question about earlier tool output."),
+            Message.user(qblock.strip())]
+    return tail, [c.total for c in count_messages(tail, tok)]
+
+
+def _finish_agent_cell(cell: Cell, tok: Tokenizer, needles: NeedleSet, history_msgs: list[Message],
+                       history_counts: list[int], needle_msgs: list[int], placed: list[dict[str, Any]],
+                       notes: list[str] | None = None) -> BuiltCell:
+    length_tokens = sum(history_counts)
+    out, report, _ = _apply_strategy(cell, tok, history_msgs, history_counts)
+    request_tokens = report.tokens_out if report is not None else DEFAULT_OVERHEAD.per_request + length_tokens
+    _check_window(cell, request_tokens, f"a {cell.length}-token agent-session cell after preset {cell.preset!r}")
+    rendered = render(out)
+    folded = " ".join(rendered.split()).lower()
+    natural = needles.family == "natural"
+    stat = worst([survival(i.text, rendered, value=needles.answers[0] if natural else _value(i.text), folded=folded)
+                  for i in needles.needles])
+    fates = [
+        fate(mi, dropped=report.dropped, masked=report.masked, summarized=report.summarized) if report else "kept"
+        for mi in needle_msgs
+    ]
+    order = {"dropped": 0, "summarized": 1, "masked": 2, "kept": 3}
+    f = min(fates, key=lambda x: order[x]) if fates else "kept"
+    return BuiltCell(cell, needles, out, None, length_tokens, request_tokens, stat, f, placed,
+                     report.to_json() if report is not None else None, list(notes or []))
+
+
+def _natural_cell(cell: Cell, tok: Tokenizer) -> BuiltCell:
+    """A natural needle: a fact already in the session's tool results, chosen by tool-call index.
+
+    Candidates are the first appearance of each fact the kernel workload's needle specs
+    recognise (:data:`ctxmem.workloads.kernel.needles.NEEDLES`, tool-output facts) within
+    the cut session; the cell asks about the one whose tool call is nearest to
+    ``round(depth × (calls - 1))``. Nothing is planted; a fact the session repeats later
+    is noted (a strategy may drop the first appearance and keep a repeat).
+    """
+    from ctxmem.workloads.kernel.needles import NEEDLES
+
+    specs = [s for s in NEEDLES if s.source == "tool" and s.name != "best_commit"]
+    tails = {s.name: _question_tail(tok, NeedleSet("natural", s.question, ("",), (), "contains")) for s in specs}
+    prefix, pc = _agent_prefix(cell, tok, max(sum(c) for _, c in tails.values()))
+    calls = _tool_calls(prefix)
+    names = {b.id: b.name for m in prefix for b in m.content if isinstance(b, ToolUseBlock)}
+    first: dict[str, tuple[int, str, str]] = {}  # spec → (call index, evidence line, truth)
+    repeats: dict[str, int] = {}
+    for ci, (mi, bi) in enumerate(calls):
+        b = prefix[mi].content[bi]
+        assert isinstance(b, ToolResultBlock)
+        for spec in specs:
+            if spec.tools and names.get(b.tool_use_id) not in spec.tools:
+                continue
+            m = spec.pattern.search(b.text)
+            if m is None:
+                continue
+            if spec.name in first:
+                repeats[spec.name] = repeats.get(spec.name, 0) + int(spec.answer(m) == first[spec.name][2])
+                continue
+            start = b.text.rfind("\n", 0, m.start()) + 1
+            end = b.text.find("\n", m.end())
+            first[spec.name] = (ci, b.text[start: end if end >= 0 else len(b.text)].strip(), spec.answer(m))
+    if not first:
+        raise NeedleUnplaceableError(
+            f"no natural needle (kernel-workload fact) in the tool results of the first {cell.length} tokens of "
+            f"{cell.source!r}", field="needle")
+    target = round(cell.depth * (len(calls) - 1))
+    name = min(first, key=lambda k: (abs(first[k][0] - target), first[k][0], k))
+    ci, evidence, truth = first[name]
+    spec = next(s for s in specs if s.name == name)
+    mi = calls[ci][0]
+    achieved = round(ci / max(1, len(calls) - 1), 6)
+    needles = NeedleSet("natural", spec.question, (truth,), (Insert(evidence, achieved, "needle"),), "contains")
+    tail, tail_counts = tails[name]
+    placed = [{"role": "needle", "fact": name, "requested_depth": cell.depth, "tool_call": ci, "calls": len(calls),
+               "message": mi, "depth": achieved, "repeats_later": repeats.get(name, 0)}]
+    notes = [f"natural needle {name!r} at tool call {ci} of {len(calls)}"]
+    if repeats.get(name):
+        notes.append(f"the session repeats this fact in {repeats[name]} later tool result(s)")
+    return _finish_agent_cell(cell, tok, needles, prefix + tail, pc + tail_counts, [mi], placed, notes)
+
+
+def _agent_cell(cell: Cell, tok: Tokenizer, needles: NeedleSet) -> BuiltCell:
+    import random
+
+    tail, tail_counts = _question_tail(tok, needles)
+    needle_max = sum(tok.count("\n" + i.text) + 1 for i in needles.inserts)
+    prefix, pc = _agent_prefix(cell, tok, sum(tail_counts) + needle_max)
+    calls = _tool_calls(prefix)
     rng = random.Random(f"agent-place:{cell.seed}")
     by_msg: dict[int, list[tuple[int, str, float]]] = {}
     needle_msgs: list[int] = []
@@ -393,23 +502,7 @@ def _agent_cell(cell: Cell, tok: Tokenizer, needles: NeedleSet) -> BuiltCell:
     changed = sorted(by_msg)
     for mi, cnt in zip(changed, count_messages([prefix[mi] for mi in changed], tok), strict=True):
         pc[mi] = cnt.total
-    history_msgs = prefix + tail
-    history_counts = pc + tail_counts
-    length_tokens = sum(history_counts)
-    out, report, _ = _apply_strategy(cell, tok, history_msgs, history_counts)
-    request_tokens = report.tokens_out if report is not None else DEFAULT_OVERHEAD.per_request + length_tokens
-    _check_window(cell, request_tokens, f"a {cell.length}-token agent-session cell after preset {cell.preset!r}")
-    rendered = render(out)
-    folded = " ".join(rendered.split()).lower()
-    stat = worst([survival(i.text, rendered, value=_value(i.text), folded=folded) for i in needles.needles])
-    fates = [
-        fate(mi, dropped=report.dropped, masked=report.masked, summarized=report.summarized) if report else "kept"
-        for mi in needle_msgs
-    ]
-    order = {"dropped": 0, "summarized": 1, "masked": 2, "kept": 3}
-    f = min(fates, key=lambda x: order[x]) if fates else "kept"
-    return BuiltCell(cell, needles, out, None, length_tokens, request_tokens, stat, f, placed,
-                     report.to_json() if report is not None else None)
+    return _finish_agent_cell(cell, tok, needles, prefix + tail, pc + tail_counts, needle_msgs, placed)
 
 
 def build_cell(cell: Cell) -> BuiltCell:
@@ -417,6 +510,12 @@ def build_cell(cell: Cell) -> BuiltCell:
     if cell.length <= 0:
         raise InputError("length must be a positive number of tokens", field="length")
     tok = get_tokenizer(cell.tokenizer)
+    if cell.needle == "natural":
+        if not cell.is_agent:
+            raise InputError("natural needles are facts of an agent session's tool results; use an agent source "
+                             "(agent:FILE.jsonl, agent:DB#SESSION, or eval session-needles --workload kernel)",
+                             field="needle")
+        return _natural_cell(cell, tok)
     needles = make_needles(cell.needle, cell.depth, cell.seed)
     if cell.is_agent:
         if not needles.with_context:

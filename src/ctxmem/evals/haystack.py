@@ -39,6 +39,14 @@ from ctxmem.tokens import EncodingTokenizer, Tokenizer
 _GROW_BATCH = 2048  # units counted per batch when growing
 
 
+class NeedleUnplaceableError(InputError):
+    """A cell's needles cannot be placed at its length (or its session lacks what it needs).
+
+    The outcome cannot change on a rerun with the same config, so the runner records the
+    cell as ``refused`` (permanent), not as an error to retry.
+    """
+
+
 @dataclass
 class EncodedHaystack:
     """A source's units, their token counts in one tokenizer, and prefix sums. Grows only."""
@@ -163,7 +171,7 @@ def build_document(
     tok = haystack.tokenizer
     budget = target - reserved
     if budget <= 0:
-        raise InputError(f"target length {target} leaves no room for a document ({reserved} tokens reserved)",
+        raise NeedleUnplaceableError(f"target length {target} leaves no room for a document ({reserved} tokens reserved)",
                          field="length")
     # Needle sentences formatted for a mid-line boundary have one more leading space; count
     # both shapes once so the fill can account for whichever the boundary needs.
@@ -173,7 +181,7 @@ def build_document(
         needle_max += max(tok.count_many([" " + s, s + "\n", " " + s + "\n", s]))
     fill = budget - needle_max
     if fill <= 0:
-        raise InputError(
+        raise NeedleUnplaceableError(
             f"needles need {needle_max} tokens but the target length {target} leaves {budget}: "
             "use a longer length or fewer needles",
             field="length",

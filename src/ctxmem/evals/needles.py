@@ -13,8 +13,10 @@ the scorer that decides. Families, all seeded and deterministic:
     (``amber heron``, ``copper falcon``), each with its own value. A correct answer names
     the target value and none of the distractor values.
 ``multivalue``
-    Several values for one key spread through the document; the question asks for all of
-    them and the score is set-F1.
+    Several values for one key spread through the document, plus near-miss distractors
+    written the same way for keys sharing one key word (``One archive code assigned to the
+    amber heron is …``); the question asks for every value of the target key and the score
+    is set-F1, so a distractor value in the answer costs precision (and is flagged).
 ``nonliteral``
     One of the authored associative needles below: the needle and the question share no
     content word (``… skiing the slopes above Zermatt`` / ``Which person knows the Swiss
@@ -23,6 +25,11 @@ the scorer that decides. Families, all seeded and deterministic:
     Control: near-miss distractors but no needle; the right answer is ``NOT FOUND``.
 ``nocontext``
     Control: the literal question with no document at all; measures guessing (should be 0).
+``natural``
+    Nothing is planted: the needle is a fact that occurs naturally in an agent session's
+    tool results (the kernel workload's shared-memory limit, device, tolerances, …; see
+    :mod:`ctxmem.workloads.kernel.needles`), chosen by tool-call index in
+    :mod:`ctxmem.evals.cells`. Agent sources only.
 
 Key words and names come from lists disjoint from the haystack generators' vocabulary,
 and values are drawn from a per-cell RNG, so neither the haystack nor a model's prior can
@@ -35,7 +42,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from ctxmem.errors import UnknownNameError
+from ctxmem.errors import InputError, UnknownNameError
 
 NOT_FOUND = "NOT FOUND"
 
@@ -93,7 +100,11 @@ NONLITERAL: tuple[tuple[str, str], ...] = (
      "Who is an archaeologist?"),
 )
 
-FAMILIES = ("literal", "multikey", "multivalue", "nonliteral", "absent", "nocontext")
+#: Families whose generated needles changed after results may have been stored: the
+#: revision enters the cell's resolved config (and key), so old results are not reused.
+REVISIONS: dict[str, int] = {"multivalue": 2}
+
+FAMILIES = ("literal", "multikey", "multivalue", "nonliteral", "absent", "nocontext", "natural")
 CONTROLS = ("absent", "nocontext")
 
 
@@ -177,6 +188,9 @@ def make_needles(family: str, depth: float, seed: int, *, distractors: int = 3, 
     rng = random.Random(f"needles:{family}:{seed}")
     if family not in FAMILIES:
         raise UnknownNameError("needle family", family, FAMILIES)
+    if family == "natural":
+        raise InputError("natural needles are facts found in an agent session's tool results; "
+                         "they are chosen when the cell is built (use an agent source)", field="needle")
     adj, noun = _key(rng)
     value = _code(rng)
     other_depths = [rng.random() for _ in range(max(distractors, values))]
@@ -196,7 +210,13 @@ def make_needles(family: str, depth: float, seed: int, *, distractors: int = 3, 
         vals = [value] + [_code(rng) for _ in range(values - 1)]
         depths = [depth, *other_depths[:values - 1]]
         ins = tuple(Insert(_fact(adj, noun, v, one_of=True), d) for v, d in zip(vals, depths, strict=True))
-        return NeedleSet(family, _question(adj, noun, multi=True), tuple(vals), ins, "set_f1", multi=True)
+        # near misses drawn after everything above, so the needles themselves are unchanged
+        keys = _near_misses(rng, adj, noun, distractors)
+        wrong = tuple(_code(rng) for _ in keys)
+        dis = tuple(Insert(_fact(a, n, v, one_of=True), rng.random(), "distractor")
+                    for (a, n), v in zip(keys, wrong, strict=True))
+        return NeedleSet(family, _question(adj, noun, multi=True), tuple(vals), ins + dis, "set_f1", wrong=wrong,
+                         multi=True)
     # nonliteral
     template, question = NONLITERAL[rng.randrange(len(NONLITERAL))]
     name = _name(rng)

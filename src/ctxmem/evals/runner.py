@@ -4,7 +4,9 @@
 :class:`~ctxmem.evals.store.ResultStore`:
 
 1. every cell is resolved and keyed (:func:`~ctxmem.evals.cells.cell_key`); cells whose
-   stored status is ``done`` or ``refused`` are skipped, ``error`` ones are retried;
+   stored status is ``done`` or ``refused`` are skipped, ``error`` ones are retried
+   (a cell that cannot fit the window or whose needles cannot be placed is ``refused``:
+   it could never succeed with the same config); :func:`refusals` finds those up front;
 2. :func:`estimate` prices the pending cells (prompt ≈ the cell's request tokens, output
    = ``max_tokens``) from a per-model price table (``prices=`` in $/MTok, else
    :mod:`ctxmem.tune.prices` when it knows the model; offline readers cost 0); the CLI
@@ -38,6 +40,7 @@ from ctxmem.clients.base import Usage
 from ctxmem.errors import ConfigError, CtxmemError
 from ctxmem.evals.attribution import label
 from ctxmem.evals.cells import BuiltCell, Cell, CellRefusedError, build_cell, cell_key, resolve
+from ctxmem.evals.haystack import NeedleUnplaceableError
 from ctxmem.evals.scoring import LLMJudge, score_needles
 from ctxmem.evals.store import ResultStore
 from ctxmem.messages import canonical_json, to_anthropic
@@ -130,6 +133,18 @@ def plan(
     statuses = store.statuses(list(resolved))
     pending = [(k, c, r) for k, (c, r) in resolved.items() if statuses.get(k) not in ("done", "refused")]
     return pending, len(resolved) - len(pending), estimate([c for _, c, _ in pending], prices)
+
+
+def refusals(pending: Sequence[tuple[str, Cell, dict[str, Any]]]) -> list[tuple[Cell, str]]:
+    """The pending cells that will be refused, with the reason: each is built (no reader is
+    called), so the answer is exact — a window overflow or needles that cannot be placed."""
+    out: list[tuple[Cell, str]] = []
+    for _key, c, _res in pending:
+        try:
+            build_cell(c)
+        except (CellRefusedError, NeedleUnplaceableError) as exc:
+            out.append((c, str(exc)))
+    return out
 
 
 class RateLimiter:
@@ -252,6 +267,9 @@ async def run(
             status = "refused"
             row = {**base, "status": "refused", "label": "refused", "error": str(exc),
                    "info": {"needed": exc.needed, "available": exc.available}}
+        except NeedleUnplaceableError as exc:  # permanent for this config: refused, not retried
+            status = "refused"
+            row = {**base, "status": "refused", "label": "refused", "error": str(exc), "info": {"unplaceable": True}}
         except Exception as exc:  # one failing cell must not lose the others
             row = {**base, "status": "error", "error": f"{type(exc).__name__}: {exc}"}
             summary.error_messages.append(f"{cell.source}/{cell.length}/{cell.depth}/{cell.needle}: {row['error']}")
