@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -229,3 +230,38 @@ def test_side_by_side_full_history_is_quadratic_and_caching_makes_writes_linear(
     summary = cached.to_json(per_turn=True)
     assert summary["turns"] == 160 and len(summary["per_turn"]) == 160
     assert summary["curve"][-1]["cum_dollars"] == pytest.approx(cached.dollars, rel=1e-6)
+
+
+def test_side_by_side_with_pipeline_ordering_and_crossover() -> None:
+    """Full history without caching, with caching, masking and the pipeline on one session.
+
+    Tokens: full history (either way) ≫ masking > pipeline. Dollars: no cache is the most
+    expensive; with caching full history's dollars still grow quadratically (cache reads)
+    while masking and the pipeline grow linearly — so on a short session cached full
+    history is cheapest, and on a session three times as long it is the most expensive of
+    the cached three."""
+    price = load_prices(user=False).get("claude-sonnet-4-5")
+
+    def side_by_side(turns: int) -> dict[str, Any]:
+        rec = Recording(synthetic_session(turns, seed=7, output_scale=0.5))
+        no_cache, cached = compare(rec, ["dump-1m"], price, caching="both", pace_s=20)
+        masking = replay_cost(rec, "masking-200k", price, budget=16_000, pace_s=20)
+        pipeline = replay_cost(rec, "pipeline-200k", price, budget=16_000, pace_s=20)
+        return {"no_cache": no_cache, "cached": cached, "masking": masking, "pipeline": pipeline}
+
+    short, long = side_by_side(160), side_by_side(480)
+    for runs in (short, long):
+        nc, c, m, p = runs["no_cache"], runs["cached"], runs["masking"], runs["pipeline"]
+        assert nc.tokens_sent == c.tokens_sent > 3 * m.tokens_sent
+        assert m.tokens_sent > p.tokens_sent and p.peak_context <= m.peak_context <= 16_000
+        assert nc.dollars > max(c.dollars, m.dollars, p.dollars)
+        g_nc, g_c, g_m, g_p = nc.growth(), c.growth(), m.growth(), p.growth()
+        assert 1.8 < g_nc["tokens_sent"] < 2.2 and 1.8 < g_nc["dollars"] < 2.2  # quadratic
+        assert 1.6 < g_c["dollars"] < 2.2  # cache reads keep cached full history quadratic in dollars
+        assert g_m["tokens_sent"] < 1.3 and g_p["tokens_sent"] < 1.3  # bounded: linear
+        assert g_p["dollars"] < 1.3 < g_c["dollars"]
+    assert short["cached"].dollars < min(short["masking"].dollars, short["pipeline"].dollars)
+    assert long["cached"].dollars > max(long["masking"].dollars, long["pipeline"].dollars)
+    # tokens: the gap grows with length (quadratic vs linear)
+    assert long["cached"].tokens_sent / long["pipeline"].tokens_sent > 2 * (
+        short["cached"].tokens_sent / short["pipeline"].tokens_sent)
