@@ -14,6 +14,7 @@ from ctxmem.errors import ConfigError, InputError
 from ctxmem.tune.prices import load_prices
 from ctxmem.tune.sweep import (
     Cell,
+    kernel_score,
     pareto_front,
     parse_objective,
     parse_tokens,
@@ -31,7 +32,7 @@ def _cell(preset: str, budget: int, score: float | None, dollars: float) -> Cell
     return Cell(preset, budget, score, dollars, 0, 0, 0.0, 0.0, 1)
 
 
-@pytest.mark.parametrize("workload", ["needles", "kernel"])
+@pytest.mark.parametrize("workload", ["needles"])
 def test_sweep_writes_plot_json_and_a_valid_recommended_preset(tmp_path: Path, workload: str) -> None:
     price = load_prices(user=False).get("claude-sonnet-4-5")
     result = sweep_to_dir(workload, PRESETS, BUDGETS, price, tmp_path, objective="max-recall", turns=50, seed=2)
@@ -53,14 +54,43 @@ def test_sweep_writes_plot_json_and_a_valid_recommended_preset(tmp_path: Path, w
     assert preset.budget().context_window == rec.budget
     assert preset.model.params == load_preset(rec.preset).model.params
     assert preset.strategy() is not None
-    if workload == "needles":
-        # the largest budget keeps the whole (small) session: every needle survives verbatim
-        assert max(c.score or 0 for c in ok if c.budget == 96_000) == 1.0
-        # and the smallest window forgets early needles
-        small = next(c for c in ok if c.preset == "window-200k" and c.budget == 6_000)
-        assert (small.score or 0) < 1.0
-    else:
-        assert all("waste_per_100" in c.metrics for c in ok)
+    # the largest budget keeps the whole (small) session: every needle survives verbatim
+    assert max(c.score or 0 for c in ok if c.budget == 96_000) == 1.0
+    # and the smallest window forgets early needles
+    small = next(c for c in ok if c.preset == "window-200k" and c.budget == 6_000)
+    assert (small.score or 0) < 1.0
+
+
+def test_kernel_sweep_runs_the_real_workload_in_context_mode(tmp_path: Path) -> None:
+    """2 presets × 2 budgets of real kernel-workload runs (30 calls each), scored with the
+    workload's waste, regret and recall; Pareto plot and a preset that validates."""
+    price = load_prices(user=False).get("claude-sonnet-4-5")
+    result = sweep_to_dir("kernel", ["window-32k", "masking-turns-128k"], [6_000, 32_000], price, tmp_path,
+                          objective="max-recall", kernel_calls=30)
+    assert len(result.cells) == 4 and all(c.ok for c in result.cells)
+    assert result.session["generator"].startswith("ctxmem.workloads.kernel.run.run_scripted")
+    for c in result.cells:
+        m = c.metrics
+        for k in ("wasted_per_100", "regret", "recall", "final_speedup", "evaluations"):
+            assert m[k] is not None, k
+        assert c.score == pytest.approx(kernel_score(m))
+        assert 0.0 <= (c.score or 0) <= 1.0 and 0 < m["tool_calls"] <= 30
+        assert c.dollars > 0 and c.peak_context <= c.budget
+    by = {(c.preset, c.budget): c for c in result.cells}
+    # the policy decides from the built context: a 6k window forgets facts a 32k one keeps
+    assert by["window-32k", 6_000].metrics["recall"] < by["window-32k", 32_000].metrics["recall"]
+    assert by["window-32k", 6_000].tokens_sent < by["window-32k", 32_000].tokens_sent
+    assert Path(result.plot_path or "").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rec = result.recommendation
+    assert rec is not None and rec.score == max(c.score or 0 for c in result.cells)
+    preset = load_preset(result.preset_path or "")
+    assert preset.budget().context_window == rec.budget and preset.type == load_preset(rec.preset).type
+
+
+def test_kernel_score_discounts_recall_by_regret_and_waste() -> None:
+    assert kernel_score({"recall": 1.0, "regret": 0.0, "wasted_per_100": 0.0}) == 1.0
+    assert kernel_score({"recall": 0.8, "regret": 0.5, "wasted_per_100": 25.0}) == pytest.approx(0.8 * 0.5 * 0.75)
+    assert kernel_score({"recall": None, "regret": 0.0, "wasted_per_100": 0.0}) is None
 
 
 def test_pareto_front_is_exactly_the_non_dominated_cells() -> None:

@@ -134,6 +134,10 @@ def cost_cmd(
 @click.option("--turns", default=300, show_default=True, type=click.IntRange(4, 100_000),
               help="Turns of the workload session.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--kernel-scale", type=click.Choice(["small", "full"]), default="small", show_default=True,
+              help="kernel workload: scale of each run (small ~80 calls, full ≥1,000 calls).")
+@click.option("--kernel-calls", type=click.IntRange(min=8), default=None,
+              help="kernel workload: stop each run after this many tool calls (default: the scale's).")
 @click.option("--caching/--no-caching", default=True, show_default=True)
 @click.option("--plot/--no-plot", default=True, show_default=True)
 @json_option
@@ -147,11 +151,18 @@ def sweep_cmd(
     prices_file: str | None,
     turns: int,
     seed: int,
+    kernel_scale: str,
+    kernel_calls: int | None,
     caching: bool,
     plot: bool,
     as_json: bool,
 ) -> None:
-    """Sweep presets × budgets on a workload; write the Pareto plot and a recommended preset."""
+    """Sweep presets × budgets on a workload; write the Pareto plot and a recommended preset.
+
+    needles: a synthetic session with planted needles, replayed per cell. kernel: one real
+    kernel-workload run per cell in context mode (the agent decides from what the preset
+    keeps), scored by recall × (1 − regret) × (1 − waste).
+    """
     from ctxmem.config import load_preset
     from ctxmem.tune.prices import load_prices
     from ctxmem.tune.sweep import Cell, parse_objective, parse_tokens, sweep_to_dir
@@ -169,7 +180,8 @@ def sweep_cmd(
             bar.update(1)
 
         result = sweep_to_dir(workload, names, sizes, price, out_dir, objective=objective, plot=plot, turns=turns,
-                              seed=seed, caching=caching, progress=progress)
+                              seed=seed, caching=caching, progress=progress, kernel_scale=kernel_scale,
+                              kernel_calls=kernel_calls)
     if as_json:
         echo_json(result.to_json())
         return

@@ -12,16 +12,18 @@ actually built:
     verbatim in the built context or not. Score = recall over (needle, probe) pairs; the
     cell also reports recall by needle depth at the last turn.
 ``kernel``
-    The kernel-optimization workload in context mode, approximated: the natural facts of a
-    tool-heavy kernel session (``Hardware limit`` lines of ``OutOfResources`` errors,
-    ``geomean speedup`` lines of benchmarks, compiler error lines) are probed at every
-    evaluation turn (a ``compile``/``check``/``benchmark``/``autotune``/``profile`` call).
-    Score = fact retention (mean fraction of earlier facts still visible verbatim);
-    ``waste_per_100`` = evaluations per 100 made while the most recent hardware-limit fact
-    was no longer visible (an agent that cannot see the limit re-hits it). The session is
-    :func:`ctxmem.samples.synthetic_session`: the workload's scripted, context-conditioned
-    policy (``ctxmem.workloads.kernel``) has no session generator yet; when it lands, its
-    sessions and its own waste/regret scores replace this proxy.
+    The kernel-optimization workload (:mod:`ctxmem.workloads.kernel`) run for real in
+    **context mode** once per cell: the scripted policy decides only from the context the
+    cell's preset builds at the cell's budget (:func:`ctxmem.workloads.kernel.run.run_scripted`,
+    ``scale="small"`` by default), so a strategy that forgets the shared-memory limit or a
+    diagnosed bug makes the agent waste evaluations. The cell is scored with the workload's
+    own scores (:mod:`ctxmem.workloads.kernel.scores`): ``wasted_per_100``, ``regret``
+    (best seen vs submitted speedup), probe ``recall``, final speedup — all in the cell's
+    metrics. The Pareto score is ``recall × (1 − regret) × (1 − wasted_per_100 / 100)``:
+    the fraction of facts still answerable, discounted by what forgetting cost the run.
+    Dollars, tokens and cache hits come from replaying the recorded session with
+    :func:`ctxmem.tune.replay.replay_cost` (same system prompt and tools), like every
+    other workload.
 
 A fact counts as visible when its message is in the built context unchanged (identity with
 the history's message), or when its exact text appears in a message the strategy rewrote
@@ -39,7 +41,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,14 +49,13 @@ from typing import Any, Literal
 from ctxmem.config import load_preset
 from ctxmem.context import BuiltContext, History
 from ctxmem.errors import ConfigError, InputError, MissingDependencyError
-from ctxmem.messages import Message, ToolResultBlock, ToolUseBlock, message_texts
+from ctxmem.messages import Message, ToolResultBlock, message_texts
 from ctxmem.samples import synthetic_session
 from ctxmem.tune.prices import Price
 from ctxmem.tune.replay import CostReport, TurnContext, replay_cost
 
 Workload = Literal["needles", "kernel"]
 WORKLOADS: tuple[str, ...] = ("needles", "kernel")
-EVAL_TOOLS = frozenset({"compile", "check", "benchmark", "autotune", "profile"})
 NEEDLE_DEPTHS: tuple[float, ...] = (0.02, 0.1, 0.25, 0.4, 0.6)
 PROBE_POINTS: tuple[float, ...] = (0.5, 0.75, 1.0)
 
@@ -243,43 +243,6 @@ class _NeedleProbe:
         }
 
 
-class _KernelProbe:
-    def __init__(self, messages: Sequence[Message], facts: list[Fact]):
-        self.facts = sorted(facts, key=lambda f: f.message_index)
-        self.eval_turns = {
-            i for i, m in enumerate(messages)
-            if m.role == "assistant" and any(isinstance(b, ToolUseBlock) and b.name in EVAL_TOOLS for b in m.content)
-        }
-        self.retention: list[float] = []
-        self.limit_probes = 0
-        self.limit_misses = 0
-
-    def __call__(self, tc: TurnContext) -> None:
-        if tc.message_index not in self.eval_turns:
-            return
-        earlier = [f for f in self.facts if f.message_index < tc.message_index]
-        if not earlier:
-            return
-        vis = Visibility(tc.history, tc.built)
-        seen = [vis(f) for f in earlier]
-        self.retention.append(sum(seen) / len(seen))
-        limits = [(f, s) for f, s in zip(earlier, seen, strict=True) if f.label == "limit"]
-        if limits:
-            self.limit_probes += 1
-            self.limit_misses += 0 if limits[-1][1] else 1
-
-    def score(self) -> float | None:
-        return statistics.fmean(self.retention) if self.retention else None
-
-    def metrics(self) -> dict[str, Any]:
-        return {
-            "facts": len(self.facts),
-            "eval_probes": len(self.retention),
-            "waste_per_100": round(100 * self.limit_misses / self.limit_probes, 2) if self.limit_probes else None,
-            "session": "ctxmem.samples.synthetic_session (kernel workload generator not available yet)",
-        }
-
-
 @dataclass
 class SweepResult:
     workload: str
@@ -310,12 +273,62 @@ class SweepResult:
 
 
 def _session_for(workload: str, turns: int, seed: int, output_scale: float) -> tuple[list[Message], list[Fact]]:
-    msgs = synthetic_session(turns, seed, output_scale=output_scale)
-    if workload == "needles":
-        return plant_needles(msgs, seed=seed)
-    if workload == "kernel":
-        return msgs, kernel_facts(msgs)
-    raise ConfigError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}", field="workload")
+    if workload != "needles":
+        raise ConfigError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}", field="workload")
+    return plant_needles(synthetic_session(turns, seed, output_scale=output_scale), seed=seed)
+
+
+def kernel_score(scores: Mapping[str, Any]) -> float | None:
+    """The Pareto score of a kernel run: recall × (1 − regret) × (1 − wasted_per_100 / 100)."""
+    recall = scores.get("recall")
+    if recall is None:
+        return None
+    return float(recall) * (1.0 - float(scores.get("regret") or 0.0)) * (
+        1.0 - float(scores.get("wasted_per_100") or 0.0) / 100.0)
+
+
+def run_kernel_cell(
+    preset: str,
+    budget: int,
+    price: Price,
+    *,
+    seed: int = 0,
+    scale: str = "small",
+    max_calls: int | None = None,
+    **replay_kwargs: Any,
+) -> Cell:
+    """One real kernel-workload run in context mode at ``preset`` × ``budget``, scored and priced."""
+    from ctxmem.session import Session
+    from ctxmem.store import MemoryStore
+    from ctxmem.workloads.kernel.kernel_tools import kernel_tool_specs
+    from ctxmem.workloads.kernel.run import SYSTEM, run_scripted
+
+    if scale not in ("small", "full"):
+        raise ConfigError(f"unknown kernel scale {scale!r}; choose small or full", field="scale")
+    store = MemoryStore()
+    run = run_scripted(store, seed=seed, mode="context", preset=preset, scale=scale,  # type: ignore[arg-type]
+                       max_calls=max_calls, window=budget)
+    messages = Session.open(store, run.session_id).messages()
+    report: CostReport = replay_cost(messages, preset, price, budget=budget, system=SYSTEM,
+                                     tools=tuple(kernel_tool_specs()), **replay_kwargs)
+    sc = run.scores
+    keep = ("final_speedup", "best_seen", "regret", "tool_calls", "evaluations", "wasted", "wasted_per_100",
+            "limit_violations", "repeated_config", "over_known_limit", "reintroduced_bug", "probes", "recall",
+            "answered", "recall_by_distance", "heldout_passed")
+    metrics: dict[str, Any] = {k: sc.get(k) for k in keep}
+    metrics["waste_per_100"] = sc.get("wasted_per_100")
+    metrics.update(cache_read=report.cache_read, cache_write=report.cache_write, history_tokens=run.history_tokens,
+                   session=f"kernel workload, scripted policy in context mode, scale {scale}, seed {seed}")
+    score = kernel_score(sc)
+    error = None
+    if report.overflow:
+        error = f"context overflow at {report.overflow.split(':')[0]}"
+        score = None
+    return Cell(
+        preset=preset, budget=budget, score=score, dollars=report.dollars, tokens_sent=report.tokens_sent,
+        peak_context=report.peak_context, cache_hit_ratio=report.hit_ratio, build_ms_median=report.build_ms_median,
+        turns=len(report.turns), metrics=metrics, error=error,
+    )
 
 
 def run_cell(
@@ -327,23 +340,16 @@ def run_cell(
     price: Price,
     **replay_kwargs: Any,
 ) -> Cell:
-    """Replay one (preset, budget) with the workload's probes and score it."""
+    """Replay one (preset, budget) of the needles workload with its probes and score it."""
+    if workload != "needles":
+        raise ConfigError(f"run_cell replays the needles workload; got {workload!r} (kernel cells: run_kernel_cell)",
+                          field="workload")
     n_turns = sum(1 for m in messages[1:] if m.role == "assistant")
-    probe: Callable[[TurnContext], None]
-    if workload == "needles":
-        probe_turns = {max(0, round(f * n_turns) - 1) for f in PROBE_POINTS}
-        needle_probe = _NeedleProbe(facts, probe_turns, n_turns - 1)
-        probe = needle_probe
-    else:
-        kernel_probe = _KernelProbe(messages, facts)
-        probe = kernel_probe
+    probe_turns = {max(0, round(f * n_turns) - 1) for f in PROBE_POINTS}
+    probe = _NeedleProbe(facts, probe_turns, n_turns - 1)
     report: CostReport = replay_cost(messages, preset, price, budget=budget, on_build=probe, **replay_kwargs)
-    if workload == "needles":
-        score = needle_probe.score()
-        metrics = needle_probe.metrics(facts)
-    else:
-        score = kernel_probe.score()
-        metrics = kernel_probe.metrics()
+    score = probe.score()
+    metrics = probe.metrics(facts)
     metrics["cache_read"] = report.cache_read
     metrics["cache_write"] = report.cache_write
     error = None
@@ -366,33 +372,51 @@ def run_sweep(
     turns: int = 300,
     seed: int = 0,
     output_scale: float = 1.0,
+    kernel_scale: str = "small",
+    kernel_calls: int | None = None,
     progress: Callable[[Cell], None] | None = None,
     **replay_kwargs: Any,
 ) -> SweepResult:
-    """Every preset × budget on one session of the workload."""
+    """Every preset × budget on the workload (``turns``/``output_scale``: needles session;
+    ``kernel_scale``/``kernel_calls``: the kernel runs)."""
     if not presets or not budgets:
         raise ConfigError("a sweep needs at least one preset and one budget", field="presets")
+    if workload not in WORKLOADS:
+        raise ConfigError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}", field="workload")
+    if workload == "kernel" and kernel_scale not in ("small", "full"):
+        raise ConfigError(f"unknown kernel scale {kernel_scale!r}; choose small or full", field="kernel_scale")
     for p in presets:
         load_preset(p)  # fail before any work on a bad name
-    messages, facts = _session_for(workload, turns, seed, output_scale)
-    if not facts:
-        raise InputError(
-            f"the {workload} session (turns={turns}, output_scale={output_scale:g}) has no facts to probe; "
-            "use more turns or output_scale=1 (scaling down cuts the lines the probes look for)",
-            field="turns",
-        )
+    messages: list[Message] = []
+    facts: list[Fact] = []
+    if workload == "needles":
+        messages, facts = _session_for(workload, turns, seed, output_scale)
+        if not facts:
+            raise InputError(
+                f"the {workload} session (turns={turns}, output_scale={output_scale:g}) has no facts to probe; "
+                "use more turns or output_scale=1 (scaling down cuts the lines the probes look for)",
+                field="turns",
+            )
     cells: list[Cell] = []
     for p in presets:
         for b in budgets:
             try:
-                cell = run_cell(workload, messages, facts, p, b, price, **replay_kwargs)
+                if workload == "kernel":
+                    cell = run_kernel_cell(p, b, price, seed=seed, scale=kernel_scale, max_calls=kernel_calls,
+                                           **replay_kwargs)
+                else:
+                    cell = run_cell(workload, messages, facts, p, b, price, **replay_kwargs)
             except ConfigError as exc:  # e.g. a budget smaller than the preset's reserve allows
                 cell = Cell(p, b, None, 0.0, 0, 0, 0.0, 0.0, 0, error=str(exc))
             cells.append(cell)
             if progress is not None:
                 progress(cell)
-    session = {"generator": "ctxmem.samples.synthetic_session", "turns": turns, "seed": seed,
-               "output_scale": output_scale, "messages": len(messages), "facts": len(facts)}
+    if workload == "kernel":
+        session: dict[str, Any] = {"generator": "ctxmem.workloads.kernel.run.run_scripted (context mode)",
+                                   "scale": kernel_scale, "max_calls": kernel_calls, "seed": seed}
+    else:
+        session = {"generator": "ctxmem.samples.synthetic_session", "turns": turns, "seed": seed,
+                   "output_scale": output_scale, "messages": len(messages), "facts": len(facts)}
     return SweepResult(workload, price.name, cells, session)
 
 
@@ -573,7 +597,7 @@ def plot_pareto(result: SweepResult, path: str | Path) -> Path:
     if dollars and max(dollars) / min(dollars) > 20:
         ax.set_xscale("log")
     ax.set_xlabel(f"dollars per session ({result.model}, prompt caching)")
-    ax.set_ylabel("recall" if result.workload == "needles" else "fact retention")
+    ax.set_ylabel("recall" if result.workload == "needles" else "recall × (1 − regret) × (1 − waste)")
     ax.set_title(f"ctxmem tune sweep: {result.workload} — presets × budgets"
                  + (f" (objective {result.objective})" if result.objective else ""))
     ax.grid(alpha=0.3)
@@ -623,6 +647,7 @@ __all__ = [
     "SweepResult",
     "Visibility",
     "kernel_facts",
+    "kernel_score",
     "pareto_front",
     "parse_objective",
     "parse_tokens",
@@ -630,6 +655,7 @@ __all__ = [
     "plot_pareto",
     "recommend",
     "run_cell",
+    "run_kernel_cell",
     "run_sweep",
     "sweep_to_dir",
     "to_toml",
