@@ -2,7 +2,12 @@
 
 ``run`` records one run (scripted policy in any mode, or an LLM through ``--model``) in the
 store and prints its score table; ``compare`` runs the scripted policy in context mode once
-per preset and prints one row per preset. Progress bars go to stderr.
+per preset and prints one row per preset, under reference rows for the ``oracle`` and
+``amnesic-K`` modes (same seed, scale and window), so a strategy's waste and recall sit
+between the policy that remembers everything and one that remembers only its last K turns.
+At small scale the session is about 50k o200k tokens, so compare defaults to a 20k window:
+under a 200k window nothing is ever cut and every preset gives the same row. Progress bars
+go to stderr.
 """
 
 from __future__ import annotations
@@ -95,40 +100,66 @@ def run_cmd(policy: str, seed: int, mode: str, preset: str, device: str, scale: 
     click.echo(_rows([result], "mode"))
 
 
+DEFAULT_PRESETS = "dump-truncate-200k,window-200k,masking-200k,pipeline-200k"
+
+
 @kernel.command("compare")
-@click.option("--presets", required=True, help="Comma-separated preset names or TOML paths.")
+@click.option("--presets", default=DEFAULT_PRESETS, show_default=True,
+              help="Comma-separated preset names or TOML paths.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--mode", default="context", show_default=True, help="Policy mode for every preset.")
+@click.option("--reference", default="oracle,amnesic-8", show_default=True,
+              help="Reference modes run once (with the first preset) for comparison; '' for none.")
 @click.option("--scale", type=click.Choice(["small", "full"]), default="small", show_default=True)
 @click.option("--max-calls", type=int, default=None)
-@click.option("--window", type=int, default=None, help="Override every preset's context window (tokens).")
+@click.option("--window", type=int, default=None,
+              help="Context window (tokens) for every row. Default: 20000 at small scale (the ~50k-token "
+                   "small session must overflow it for the presets to differ), the presets' own at full "
+                   "scale; 0 keeps the presets' own.")
 @db_option
 @json_option
-def compare_cmd(presets: str, seed: int, mode: str, scale: str, max_calls: int | None, window: int | None,
-                db_path: str, as_json: bool) -> None:
-    """Run the scripted policy once per preset (context mode by default); one row per preset."""
+def compare_cmd(presets: str, seed: int, mode: str, reference: str, scale: str, max_calls: int | None,
+                window: int | None, db_path: str, as_json: bool) -> None:
+    """Reference rows (oracle, amnesic-K) and one row per preset, same seed, scale and window."""
     from ctxmem.store import SQLiteStore
-    from ctxmem.workloads.kernel.run import DEFAULT_MAX_CALLS, run_scripted
+    from ctxmem.workloads.kernel.policy import parse_mode
+    from ctxmem.workloads.kernel.run import COMPARE_WINDOW, DEFAULT_MAX_CALLS, run_scripted
 
     names = [p.strip() for p in presets.split(",") if p.strip()]
     if not names:
         raise InputError("--presets is empty", field="presets")
+    references = [m.strip() for m in reference.split(",") if m.strip()]
+    for m in [mode, *references]:
+        try:
+            parse_mode(m)
+        except ValueError as exc:
+            raise InputError(str(exc), field="mode") from None
+    if window is None:
+        window = COMPARE_WINDOW[scale]
+    window = window or None
+    plan = [("reference", m, names[0]) for m in references] + [("preset", mode, name) for name in names]
     store = SQLiteStore(db_path)
     results = []
     try:
-        for name in names:
+        for _role, row_mode, name in plan:
             results.append(_progress_runner(
-                f"kernel {mode} · {name}",
-                lambda progress, name=name: run_scripted(store, seed=seed, mode=mode, preset=name,
-                                                         scale=scale,  # type: ignore[arg-type]
-                                                         max_calls=max_calls, window=window, progress=progress),
+                f"kernel {row_mode} · {name}",
+                lambda progress, name=name, row_mode=row_mode: run_scripted(
+                    store, seed=seed, mode=row_mode, preset=name, scale=scale,  # type: ignore[arg-type]
+                    max_calls=max_calls, window=window, progress=progress),
                 max_calls or DEFAULT_MAX_CALLS[scale]))
     finally:
         store.close()
     if as_json:
-        echo_json([r.to_json() for r in results])
+        echo_json([{**r.to_json(), "role": role, "window": window}
+                   for (role, _, _), r in zip(plan, results, strict=True)])
         return
-    click.echo(_rows(results, "preset"))
+    from ctxmem.workloads.kernel.scores import TABLE_COLUMNS, table_row
+
+    click.echo(f"seed {seed} · {scale} scale · window "
+               f"{f'{window:,} tokens' if window else 'of each preset'}")
+    rows = [[r.mode, r.preset, *table_row(r.scores)] for r in results]
+    click.echo(table(rows, ["mode", "preset", *(n for n, _ in TABLE_COLUMNS)]))
 
 
 __all__ = ["workload"]

@@ -43,15 +43,48 @@ def test_run_records_and_prints_the_score_table(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "unknown mode" in bad.output
 
 
-def test_compare_presets_differ_in_waste_and_recall(tmp_path: Path) -> None:
-    presets = write_presets(tmp_path / "presets")
-    names = ",".join(presets[k] for k in ("dump-truncate", "window", "masking", "pipeline"))
-    res = CliRunner().invoke(workload, ["kernel", "compare", "--presets", names, "--db", str(tmp_path / "c.db"),
-                                        "--json"])
+def test_compare_has_reference_rows_and_presets_that_differ(tmp_path: Path) -> None:
+    """The default compare: oracle and amnesic-8 rows, then the four shipped 200k presets at the
+    small-scale window (20k: the ~50k-token small session must overflow it).
+
+    Oracle must beat amnesic-K (less waste, at least the same speedup). The presets fall in three
+    behaviours that must differ pairwise in waste *and* recall: the newest-suffix family
+    (dump-truncate and window keep the same suffix once over the limit; dump-truncate only waits
+    for the hard limit before its first cut, so the two differ in prompt tokens alone), masking
+    (old tool outputs masked, more turns kept) and the pipeline.
+    """
+    res = CliRunner().invoke(workload, ["kernel", "compare", "--db", str(tmp_path / "c.db"), "--json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.output[res.output.index("["):])
-    assert len(rows) == 4
-    waste = {r["scores"]["wasted_per_100"] for r in rows}
-    recall = {r["scores"]["recall"] for r in rows}
-    assert len(waste) >= 2 and len(recall) >= 2
+    assert [(r["role"], r["mode"]) for r in rows] == [
+        ("reference", "oracle"), ("reference", "amnesic-8"), *[("preset", "context")] * 4]
+    assert {r["window"] for r in rows} == {20_000} and {r["seed"] for r in rows} == {0}
+    oracle, amnesic = (rows[0]["scores"], rows[1]["scores"])
+    assert oracle["wasted_per_100"] < amnesic["wasted_per_100"]
+    assert oracle["final_speedup"] >= amnesic["final_speedup"]
+    by = {r["preset"]: r["scores"] for r in rows[2:]}
+    assert set(by) == {"dump-truncate-200k", "window-200k", "masking-200k", "pipeline-200k"}
+    assert by["dump-truncate-200k"]["prompt_tokens"] != by["window-200k"]["prompt_tokens"]
+    families = [by["window-200k"], by["masking-200k"], by["pipeline-200k"]]
+    for i, a in enumerate(families):
+        for b in families[i + 1:]:
+            assert a["wasted_per_100"] != b["wasted_per_100"], (a, b)
+            assert a["recall"] != b["recall"], (a, b)
     assert all(r["scores"]["tool_calls"] > 50 for r in rows)
+
+
+def test_compare_table_and_a_preset_of_ones_own(tmp_path: Path) -> None:
+    presets = write_presets(tmp_path / "presets")
+    res = CliRunner().invoke(workload, ["kernel", "compare", "--presets", presets["window"], "--reference",
+                                        "oracle", "--window", "0", "--max-calls", "30",
+                                        "--db", str(tmp_path / "t.db")])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    lines = lines[next(i for i, ln in enumerate(lines) if ln.startswith("seed 0 · small scale")):]
+    assert "window of each preset" in lines[0]
+    assert lines[1].split()[:3] == ["mode", "preset", "speedup"]
+    assert lines[3].split()[:2] == ["oracle", "window-12k"]
+    assert lines[4].split()[:2] == ["context", "window-12k"]
+    bad = CliRunner().invoke(workload, ["kernel", "compare", "--reference", "amnesic-0", "--db",
+                                        str(tmp_path / "t.db")])
+    assert bad.exit_code == 1 and "positive K" in bad.output

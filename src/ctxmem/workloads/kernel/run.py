@@ -54,6 +54,11 @@ TASK = ("Optimize kernel.py (Triton extend attention) in this workspace for the 
         "comes from the target device. Commit progress with git, and submit your best kernel at the end.")
 DEFAULT_MAX_CALLS: dict[str, int] = {"small": 120, "full": 1400}
 PROBE_EVERY: dict[str, int] = {"small": 15, "full": 100}
+# ``compare``'s window: the small session (~50k o200k tokens) fits any shipped preset's
+# window whole, so every strategy would send the same context; 20k makes each one act
+# (dump-truncate and window then still differ only in when they first cut, i.e. prompt
+# tokens — both keep the newest suffix that fits). Full scale keeps the presets' own.
+COMPARE_WINDOW: dict[str, int | None] = {"small": 20_000, "full": None}
 Device = Literal["simx", "gpu"]
 Progress = Callable[[int, int], None]
 
@@ -303,4 +308,4 @@ def score_inputs_from_session(session: Session, preset: Preset, window: int | No
     return calls, probes, builds, builder.history.total
 
 
-__all__ = ["SYSTEM", "TASK", "RunResult", "run_llm", "run_scripted", "score_inputs_from_session"]
+__all__ = ["COMPARE_WINDOW", "SYSTEM", "TASK", "RunResult", "run_llm", "run_scripted", "score_inputs_from_session"]
