@@ -50,3 +50,55 @@ def test_disabled_by_env_and_for_small_inputs(o200k: Any, texts: list[str], monk
     monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
     monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "0")
     assert not parallel_count.enabled(o200k, texts)
+
+
+def test_cancel_reaps_the_child(o200k: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
+    counting = parallel_count.start(o200k, texts)
+    assert counting.forked
+    pid = counting._pid
+    assert pid is not None
+    counting.cancel()
+    with pytest.raises(ChildProcessError):  # reaped: no zombie left behind
+        os.waitpid(pid, os.WNOHANG)
+    counting.cancel()  # idempotent
+
+
+def _chain_counts(store: Any, sid: str) -> list[tuple[int, int, int, int]]:
+    view = store.chain(sid, tokenizers=["o200k_base"])
+    return [(c.content, c.overhead, c.cum_content, c.cum_overhead) for c in view.counts["o200k_base"]]
+
+
+def test_bulk_append_counted_on_a_second_core_equals_inline_and_memo(
+    o200k: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ctxmem.session import Session
+    from ctxmem.store import SQLiteStore
+    from ctxmem.store.codec import encode_event
+
+    msgs = synthetic_session(40, seed=5)
+    forks: list[int] = []
+    real_start = parallel_count.start
+
+    def spy(tok: Any, texts: list[str]) -> parallel_count.Counting:
+        c = real_start(tok, texts)
+        forks.append(int(c.forked))
+        return c
+
+    monkeypatch.setattr(parallel_count, "start", spy)
+    results = []
+    for parallel in ("1", "0"):
+        monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", parallel)
+        monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
+        with SQLiteStore(tmp_path / f"p{parallel}.db") as store:
+            s = Session.create(store, tokenizers=["o200k_base"])
+            s.record_many(msgs)
+            again = Session.create(store, tokenizers=["o200k_base"])  # the memo is full now
+            again.record_many(msgs)
+            results.append((_chain_counts(store, s.id), _chain_counts(store, again.id)))
+            # each event's content count is its texts counted one by one
+            expected = [sum(o200k.count(t) for t in encode_event(se.event).texts) for se in s.events()]
+            assert [c[0] for c in results[-1][0]] == expected
+    assert forks == [1, 1]  # two bulk appends forked; the serial store never called start
+    (par_first, par_again), (ser_first, ser_again) = results
+    assert par_first == ser_first == par_again == ser_again

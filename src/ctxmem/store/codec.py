@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ctxmem.events import (
     Event,
@@ -40,13 +39,14 @@ from ctxmem.messages import (
     block_from_anthropic,
     block_texts,
     block_to_anthropic,
-    canonical_json,
 )
 from ctxmem.store.base import content_hash
 
 
-@dataclass(frozen=True, slots=True)
-class Encoded:
+class Encoded(NamedTuple):
+    """One event as rows see it. A NamedTuple, not a frozen dataclass: just as immutable,
+    and built ~6x faster (a bulk import builds one per event)."""
+
     kind: str
     role: str | None
     tool_use_id: str | None
@@ -60,20 +60,41 @@ class Encoded:
     is_tool_output: bool
 
 
+#: one encoder, built once: ``json.dumps`` with these arguments builds a new encoder per
+#: call, which was a third of encode_event's time; the output is identical to
+#: :func:`ctxmem.messages.canonical_json` (same class, same arguments).
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _kind_hash(kind: str, blob: str) -> str:
     return content_hash(f"{kind}\x00{blob}")
 
 
-def encode_event(event: Event) -> Encoded:
+def event_texts(event: Event) -> tuple[str, ...]:
+    """The texts of an event that count as content tokens (``encode_event(event).texts``),
+    without building its blob: what a bulk append hands to the counter before encoding."""
     if isinstance(event, MessageEvent):
-        blob = canonical_json([block_to_anthropic(b) for b in event.blocks])
-        texts = tuple(t for b in event.blocks for t in block_texts(b))
+        return tuple(t for b in event.blocks for t in block_texts(b))
+    if isinstance(event, ToolCallEvent):
+        return (event.tool_use.name, _canonical(event.tool_use.input))
+    if isinstance(event, ToolResultEvent):
+        return (event.result.text,)
+    return ()
+
+
+def encode_event(event: Event, texts: tuple[str, ...] | None = None) -> Encoded:
+    """``texts``, when given, must be ``event_texts(event)`` (reused, not recomputed)."""
+    if isinstance(event, MessageEvent):
+        blob = _canonical([block_to_anthropic(b) for b in event.blocks])
+        if texts is None:
+            texts = tuple(t for b in event.blocks for t in block_texts(b))
         return Encoded("message", event.role, None, None, False, None, blob, _kind_hash("message", blob), None, texts, False)
     if isinstance(event, ToolCallEvent):
         u = event.tool_use
         # The name is part of the blob so the memoized count (name + input) is keyed by both.
-        input_json = canonical_json(u.input)
-        blob = canonical_json([u.name, u.input])
+        # canonical_json([name, input]) spelled out, so the input is encoded once.
+        input_json = _canonical(u.input) if texts is None else texts[1]
+        blob = "[" + _canonical(u.name) + "," + input_json + "]"
         return Encoded(
             "tool_call", "assistant", u.id, u.name, False, None, blob, _kind_hash("tool_call", blob), None, (u.name, input_json),
             False,
@@ -83,7 +104,7 @@ def encode_event(event: Event) -> Encoded:
         if isinstance(r.content, str):
             fmt, blob = "text", r.content
         else:
-            fmt, blob = "blocks", canonical_json([b.text for b in r.content])
+            fmt, blob = "blocks", _canonical([b.text for b in r.content])
         meta = json.dumps({"duration_s": event.duration_s}) if event.duration_s is not None else None
         return Encoded(
             "tool_result",
@@ -95,7 +116,7 @@ def encode_event(event: Event) -> Encoded:
             blob,
             content_hash(blob) if fmt == "text" else _kind_hash("tool_result:blocks", blob),
             meta,
-            (r.text,),
+            (r.text,) if texts is None else texts,
             True,
         )
     return Encoded(event.kind, None, None, None, False, None, None, None, json.dumps(event_payload(event)), (), False)

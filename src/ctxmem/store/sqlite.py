@@ -56,7 +56,7 @@ from ctxmem.store.base import (
     SessionInfo,
     TokenTotals,
 )
-from ctxmem.store.codec import Encoded, decode_event, decode_rows, encode_event
+from ctxmem.store.codec import Encoded, decode_event, decode_rows, encode_event, event_texts
 from ctxmem.store.counting import event_overhead
 from ctxmem.store.migrations import MIGRATIONS, migrate
 from ctxmem.tokens import Tokenizer, get_tokenizer, tokenizer_id
@@ -311,29 +311,73 @@ class SQLiteStore:
         known = {**memo, **new}
         return [known[e.blob_hash] if e.blob_hash is not None else 0 for e in encoded], new
 
+    @staticmethod
+    def _spread_counts(encoded: Sequence[Encoded], by_text: dict[str, int]) -> tuple[list[int], dict[str, int]]:
+        """Content tokens per encoded event from counts per distinct text; and per blob hash."""
+        per_hash: dict[str, int] = {}
+        out: list[int] = []
+        for e in encoded:
+            h = e.blob_hash
+            if h is None:
+                out.append(0)
+                continue
+            n = per_hash.get(h)
+            if n is None:
+                ts = e.texts
+                n = per_hash[h] = by_text[ts[0]] if len(ts) == 1 else sum(by_text[t] for t in ts)
+            out.append(n)
+        return out, per_hash
+
     def append(self, session_id: str, events: Sequence[Event], *, created_at: float | None = None) -> list[int]:
         if not events:
             return []
         info = self.get_session(session_id)
-        encoded = [encode_event(e) for e in events]
-        new_flags = [bool(getattr(e, "new_message", False)) for e in events]
         toks = [self.tokenizer(name) for name in info.tokenizers]
         now = time.time() if created_at is None else created_at
+        new_flags = [bool(getattr(e, "new_message", False)) for e in events]
 
-        plans = [(tok, *self._memo_lookup(encoded, tok)) for tok in toks]
         # A bulk append counts on a second core (a forked child, see parallel_count) while
-        # this process writes; small appends count here, before the write lock is taken.
-        pending = [
-            parallel_count.start(tok, [t for texts in missing.values() for t in texts]) if missing else None
-            for tok, _, missing in plans
-        ]
+        # this process encodes, hashes and writes: the child starts first, on the distinct
+        # texts (the memo is not consulted: counts are deterministic, so a memoized count
+        # is only work the second core repeats). Small appends count here from the memo or
+        # one batched encode, before the write lock is taken.
+        texts = [event_texts(e) for e in events]
+        early: dict[int, tuple[list[str], parallel_count.Counting]] = {}
+        if toks:
+            distinct = list(dict.fromkeys(t for ts in texts for t in ts))
+            for k, tok in enumerate(toks):
+                if parallel_count.enabled(tok, distinct):
+                    early[k] = (distinct, parallel_count.start(tok, distinct))
+        try:
+            encoded = [encode_event(e, ts) for e, ts in zip(events, texts, strict=True)]
+            counted_here = {
+                k: self._content_counts(encoded, tok) for k, tok in enumerate(toks) if k not in early
+            }
 
-        def count_all() -> list[tuple[str, list[int], dict[str, int]]]:
-            return [
-                (tok.id, *self._finish_counts(encoded, tok, memo, missing, counted))
-                for (tok, memo, missing), counted in zip(plans, pending, strict=True)
-            ]
+            def count_all() -> list[tuple[str, list[int], dict[str, int]]]:
+                out = []
+                for k, tok in enumerate(toks):
+                    if k in early:
+                        distinct, result = early[k]
+                        out.append((tok.id, *self._spread_counts(encoded, dict(zip(distinct, result(), strict=True)))))
+                    else:
+                        out.append((tok.id, *counted_here[k]))
+                return out
 
+            return self._append_encoded(session_id, events, encoded, new_flags, now, count_all)
+        finally:
+            for _, counting in early.values():
+                counting.cancel()  # a no-op once the counts were collected
+
+    def _append_encoded(
+        self,
+        session_id: str,
+        events: Sequence[Event],
+        encoded: Sequence[Encoded],
+        new_flags: Sequence[bool],
+        now: float,
+        count_all: Callable[[], list[tuple[str, list[int], dict[str, int]]]],
+    ) -> list[int]:
         def write(conn: sqlite3.Connection) -> list[int]:
             row = conn.execute("SELECT head_event_id, tail_role FROM sessions WHERE id = ?", (session_id,)).fetchone()
             if row is None:
