@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -40,3 +42,31 @@ def test_tool_call_blob_is_canonical_json_of_name_and_input(name: str, value: An
     assert enc.blob == canonical_json([name, {"x": value}])
     assert enc.blob_hash == content_hash("tool_call\x00" + canonical_json([name, {"x": value}]))
     assert json.loads(enc.blob) == [name, {"x": value}]
+
+
+def test_fast_reload_constructors_build_the_same_objects() -> None:
+    import gc
+
+    from ctxmem.events import StoredEvent, ToolResultEvent
+    from ctxmem.messages import ToolResultBlock
+    from ctxmem.store import codec
+    from ctxmem.store.base import EventCounts
+
+    assert codec._makers is not None  # the classes still have the shape the makers expect
+    stored, text_result, counts = codec._makers
+    ev = text_result("toolu_1", "out", True, "compile", False)
+    assert ev == ToolResultEvent(ToolResultBlock("toolu_1", "out", True), "compile", None, False)
+    assert hash(ev) == hash(ToolResultEvent(ToolResultBlock("toolu_1", "out", True), "compile", None, False))
+    assert stored(3, "s", 2, 1.5, ev) == StoredEvent(3, "s", 2, 1.5, ev)
+    assert counts(3, 10, 4, 100, 40) == EventCounts(3, 10, 4, 100, 40)
+    assert repr(counts(3, 10, 4, 100, 40)) == repr(EventCounts(3, 10, 4, 100, 40))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ev.tool_name = "x"  # type: ignore[misc]
+    gc.disable()
+    with codec.gc_paused():
+        assert not gc.isenabled()
+    assert not gc.isenabled()  # left disabled, as it was
+    gc.enable()
+    with pytest.raises(RuntimeError), codec.gc_paused():
+        raise RuntimeError
+    assert gc.isenabled()

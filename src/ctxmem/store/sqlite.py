@@ -56,7 +56,15 @@ from ctxmem.store.base import (
     SessionInfo,
     TokenTotals,
 )
-from ctxmem.store.codec import Encoded, decode_event, decode_rows, encode_event, event_texts
+from ctxmem.store.codec import (
+    Encoded,
+    decode_counts,
+    decode_event,
+    decode_rows,
+    encode_event,
+    event_texts,
+    gc_paused,
+)
 from ctxmem.store.counting import event_overhead
 from ctxmem.store.migrations import MIGRATIONS, migrate
 from ctxmem.tokens import Tokenizer, get_tokenizer, tokenizer_id
@@ -496,7 +504,7 @@ class SQLiteStore:
             return ChainView(info, [], {name: [] for name in tokenizers})
         for name in tokenizers:
             self.totals(session_id, name)  # backfills counts for a tokenizer not tracked on append
-        with self.read_snapshot() as conn:
+        with self.read_snapshot() as conn, gc_paused():
             linear = conn.execute("SELECT linear FROM sessions WHERE id = ?", (session_id,)).fetchone()[0]
             if linear:
                 rows = conn.execute(
@@ -528,8 +536,9 @@ class SQLiteStore:
                         "ORDER BY t.event_id",
                         (info.head_event_id, tid),
                     ).fetchall()
-                counts[name] = [EventCounts(*r) for r in crows]
-        return ChainView(info, decode_rows(rows), counts)
+                counts[name] = decode_counts(crows)
+            events = decode_rows(rows)
+        return ChainView(info, events, counts)
 
     def event(self, event_id: int) -> StoredEvent:
         rows = self._read(
