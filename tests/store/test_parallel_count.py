@@ -22,6 +22,7 @@ def texts() -> list[str]:
 
 def test_child_counts_equal_inline_counts(o200k: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
+    monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "1")  # fork whatever the machine's load
     assert parallel_count.enabled(o200k, texts)
     result = parallel_count.start(o200k, texts)
     assert result() == o200k.count_many(texts)
@@ -41,19 +42,35 @@ class _FailsInChild(TiktokenTokenizer):
 
 def test_a_failing_child_falls_back_to_the_parent(o200k: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
+    monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "1")
     tok = _FailsInChild(os.getpid())
     assert parallel_count.start(tok, texts)() == o200k.count_many(texts)
 
 
 def test_disabled_by_env_and_for_small_inputs(o200k: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "1")
     assert not parallel_count.enabled(o200k, texts[:3])  # under MIN_CHARS
     monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
+    assert parallel_count.enabled(o200k, texts)
     monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "0")
     assert not parallel_count.enabled(o200k, texts)
 
 
+def test_auto_mode_forks_only_beside_an_idle_core(o200k: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
+    monkeypatch.delenv("CTXMEM_PARALLEL_COUNT", raising=False)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (float(cores), 0.0, 0.0))  # every core busy
+    assert not parallel_count.idle_core()
+    assert not parallel_count.enabled(o200k, texts)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert parallel_count.idle_core() == (cores > 1)
+    assert parallel_count.enabled(o200k, texts) == (cores > 1)
+
+
 def test_cancel_reaps_the_child(o200k: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
+    monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "1")
     counting = parallel_count.start(o200k, texts)
     assert counting.forked
     pid = counting._pid
@@ -87,7 +104,7 @@ def test_bulk_append_counted_on_a_second_core_equals_inline_and_memo(
 
     monkeypatch.setattr(parallel_count, "start", spy)
     results = []
-    for parallel in ("1", "0"):
+    for parallel in ("1", "0"):  # "1": fork whatever the load
         monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", parallel)
         monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
         with SQLiteStore(tmp_path / f"p{parallel}.db") as store:
