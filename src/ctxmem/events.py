@@ -121,6 +121,14 @@ def role_of(event: Event) -> Role | None:
     return None
 
 
+def _misplaced(b: ToolUseBlock | ToolResultBlock, role: str) -> InvalidConversationError:
+    return InvalidConversationError(
+        f"a {b.type} block cannot appear in a {role} message "
+        f"({'tool_use belongs to assistant' if b.type == 'tool_use' else 'tool_result belongs to user'} messages)",
+        field="content",
+    )
+
+
 def events_from_message(message: Message) -> list[ContentEvent]:
     """Split a message into content events, in block order (see the module docstring).
 
@@ -128,33 +136,30 @@ def events_from_message(message: Message) -> list[ContentEvent]:
     message or a ``tool_result`` in an assistant message: tool events carry their role, so
     storing such a block would silently move it to another message.
     """
-    for b in message.content:
-        if (isinstance(b, ToolUseBlock) and message.role != "assistant") or (
-            isinstance(b, ToolResultBlock) and message.role != "user"
-        ):
-            raise InvalidConversationError(
-                f"a {b.type} block cannot appear in a {message.role} message "
-                f"({'tool_use belongs to assistant' if b.type == 'tool_use' else 'tool_result belongs to user'} messages)",
-                field="content",
-            )
+    role = message.role
     out: list[ContentEvent] = []
     run: list[ContentBlock] = []
-
-    def flush() -> None:
-        if run:
-            out.append(MessageEvent(message.role, tuple(run), new_message=not out))
-            run.clear()
-
+    # One pass: a misplaced block raises when reached (before anything is returned, so the
+    # first misplaced block in order is the one reported, as a separate check would).
     for b in message.content:
         if isinstance(b, ToolUseBlock):
-            flush()
+            if role != "assistant":
+                raise _misplaced(b, role)
+            if run:
+                out.append(MessageEvent(role, tuple(run), new_message=not out))
+                run = []
             out.append(ToolCallEvent(b, new_message=not out))
         elif isinstance(b, ToolResultBlock):
-            flush()
+            if role != "user":
+                raise _misplaced(b, role)
+            if run:
+                out.append(MessageEvent(role, tuple(run), new_message=not out))
+                run = []
             out.append(ToolResultEvent(b, new_message=not out))
         else:
             run.append(b)
-    flush()
+    if run:
+        out.append(MessageEvent(role, tuple(run), new_message=not out))
     if not out:  # an empty message still marks a message boundary
         out.append(MessageEvent(message.role, (), new_message=True))
     return out

@@ -19,7 +19,15 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from ctxmem.errors import InputError, InvalidConversationError
-from ctxmem.messages import Message, from_openai, message_from_anthropic, to_anthropic, to_openai
+from ctxmem.messages import (
+    Message,
+    ToolResultBlock,
+    ToolUseBlock,
+    from_openai,
+    message_from_anthropic,
+    to_anthropic,
+    to_openai,
+)
 from ctxmem.session import Session
 from ctxmem.store.base import SessionStore
 from ctxmem.store.codec import gc_paused
@@ -113,8 +121,16 @@ def _validate(messages: Sequence[Message], lines: Sequence[int], source: str) ->
     prev_uses: set[str] = set()
     seen: set[str] = set()
     for i, m in enumerate(messages):
+        # One pass over the blocks (the tool_uses/tool_results properties build a tuple each).
+        uses: list[ToolUseBlock] = []
+        results: list[ToolResultBlock] = []
+        for b in m.content:
+            if isinstance(b, ToolUseBlock):
+                uses.append(b)
+            elif isinstance(b, ToolResultBlock):
+                results.append(b)
         line = lines[i] if i < len(lines) else None
-        misplaced = m.tool_uses if m.role == "user" else m.tool_results
+        misplaced = uses if m.role == "user" else results
         if misplaced:
             raise InvalidConversationError(
                 f"a {misplaced[0].type} block cannot appear in a {m.role} message",
@@ -122,7 +138,7 @@ def _validate(messages: Sequence[Message], lines: Sequence[int], source: str) ->
                 line=line,
                 field="content",
             )
-        for r in m.tool_results:
+        for r in results:
             if r.tool_use_id not in prev_uses:
                 raise InvalidConversationError(
                     f"tool_result for {r.tool_use_id!r} has no matching tool_use in the preceding assistant "
@@ -131,15 +147,15 @@ def _validate(messages: Sequence[Message], lines: Sequence[int], source: str) ->
                     line=line,
                     field="tool_use_id",
                 )
-        for u in m.tool_uses:
+        for u in uses:
             if u.id in seen:
                 raise InvalidConversationError(
                     f"tool_use id {u.id!r} is used twice; ids must be unique", source=source, line=line, field="id"
                 )
             seen.add(u.id)
         if m.role == "assistant":
-            prev_uses = {u.id for u in m.tool_uses}
-        elif not m.tool_results:
+            prev_uses = {u.id for u in uses}
+        elif not results:
             prev_uses = set()
 
 
