@@ -19,8 +19,6 @@ from ctxmem.workloads.kernel.simx import (
     parse_kernel,
 )
 
-BASELINE_TUNED = 3.3  # not pinned: what tuning the original kernel alone buys
-
 
 def _all_times(sim: Simx) -> list[float]:
     out = []
@@ -53,16 +51,26 @@ def test_hidden_limits_are_in_range(seed: int) -> None:
     assert 2 <= len(d.quirks) <= 3
 
 
-@pytest.mark.parametrize("seed", [0, 1, 7])
+@pytest.mark.parametrize("seed", range(10))
 def test_ladder_best_configs_land_on_the_plateaus(seed: int) -> None:
+    """Each rung's best valid config lands within its plateau's seeded jitter (±4%), and the
+    untuned baseline's best (never scaled) stays in 2.5–3.6×.
+
+    Measured over seeds 0–9: baseline 2.67–3.53×, unified_loop 3.97–4.24×, head packing
+    4.85–5.11×, split-KV and persistent grid 7.01–7.59×, combined 9.61–10.30×.
+    """
     sim = Simx(seed)
     assert sim.geomean_speedup("baseline", REFERENCE_CONFIG | {"PACK": 1, "SPLITS": 1}) == pytest.approx(1.0)
     best = {}
     for arch in ARCHS:
         valid = [c for c in iter_space(arch) if sim.out_of_resources(arch, c) is None]
         best[arch] = max(sim.geomean_speedup(arch, c) for c in valid)
-        target = PLATEAUS[arch] or BASELINE_TUNED
-        assert best[arch] == pytest.approx(target, rel=0.15), (arch, best[arch])
+    assert 2.5 <= best["baseline"] <= 3.6, best
+    for arch in ARCHS[1:]:
+        plateau = PLATEAUS[arch]
+        assert plateau is not None
+        assert plateau * 0.96 - 1e-3 <= best[arch] <= plateau * 1.04 + 1e-3, (arch, best[arch])
+    assert best["unified_loop"] >= 1.2 * best["baseline"] - 1e-3  # the ladder always climbs
     # The ladder climbs, and only the combination breaks through 7.3x.
     assert best["baseline"] < best["unified_loop"] < best["head_packing"]
     assert best["head_packing"] < min(best["split_kv"], best["persistent_grid"])

@@ -36,6 +36,26 @@ def test_same_seed_gives_the_identical_session_and_probes_do_not_append(tmp_path
     assert '"toolu_0001_00001"' in exports[0]
 
 
+def test_context_mode_is_byte_identical_across_runs(tmp_path: Path) -> None:
+    """Context mode decides from what the strategy rendered; with a window the strategy has to cut
+    (12k, under the ~25k tokens of 40 calls) the whole chain must still be deterministic."""
+    exports, results = [], []
+    for name in ("a", "b"):
+        store = SQLiteStore(tmp_path / f"ctx-{name}.db")
+        r = run_scripted(store, seed=2, mode="context", preset="masking-200k", window=12_000, max_calls=40,
+                         limits=LIMITS)
+        exports.append("\n".join(export_lines(Session.open(store, r.session_id))))
+        results.append(r)
+        store.close()
+    assert len(results[0].calls) >= 38
+    assert exports[0] == exports[1]
+    assert results[0].scores == results[1].scores
+    assert [p.to_json() for p in results[0].probes] == [p.to_json() for p in results[1].probes]
+    assert results[0].builds == results[1].builds
+    # the strategy did cut: some built context is smaller than the history it came from
+    assert min(t for t, _ in results[0].builds[-5:]) < results[0].history_tokens
+
+
 def test_oracle_beats_amnesic(tmp_path: Path) -> None:
     scores = {}
     for mode in ("oracle", "amnesic-4"):

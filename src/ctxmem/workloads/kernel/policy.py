@@ -3,9 +3,10 @@
 The policy plays the agent of DESIGN.md §4 against :class:`~ctxmem.workloads.kernel.KernelTools`:
 
 1. **Orientation** — list and read the files (HARNESS.md, the kernel, the reference), the
-   git log, a first ``compile``/``check``/``benchmark``/``profile``, and two probing
+   git log, a first ``compile``/``check``/``benchmark``/``profile``, and three probing
    compiles that reveal the device's limits (a deep pipeline that runs out of shared
-   memory, a large tile that spills registers).
+   memory, a large tile that spills registers, wide K/V tiles over a small query tile that
+   meet the spill cliff where the device has one).
 2. **Redesign rounds** over the architecture ladder (``baseline`` tuning, ``unified_loop``,
    ``head_packing``, ``split_kv``, ``persistent_grid``, ``combined``, then refinement of
    the best design). A round: read the kernel, an edit that declares the rung's design the
@@ -415,6 +416,8 @@ class ScriptedPolicy:
                      {"config": {"BLOCK_N": 128, "num_stages": 4}})
         yield Action("Probe the register file with a large tile at two warps.", "compile",
                      {"config": {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 2}})
+        yield Action("Probe the K tile alone: wide K/V tiles with a small query tile, so registers are "
+                     "not the limit.", "compile", {"config": {"BLOCK_M": 32, "BLOCK_N": 128, "num_warps": 4}})
         yield Action("Profile the decode-like shape: many short extends over long prefixes.", "profile",
                      {"shape": "spec_decode"})
 
