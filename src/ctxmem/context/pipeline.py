@@ -157,6 +157,25 @@ class Pipeline:
 
     # ------------------------------------------------------------------ build
 
+    def _core_build(
+        self, request: BuildRequest, facts_tokens: int, ledger_cap: int, retrieval_cap: int
+    ) -> tuple[BuiltContext, int]:
+        """The core's build under the budget minus the tail reserved for the given caps."""
+        per_block = DEFAULT_OVERHEAD.per_block
+        b = request.budget
+        reserve = facts_tokens + (ledger_cap + per_block if ledger_cap else 0) + (
+            retrieval_cap + per_block if retrieval_cap else 0
+        )
+        if reserve + request.fixed_tokens > b.available:
+            raise ContextOverflowError(reserve + request.fixed_tokens, b.available, hint="the pipeline's tail does not fit.")
+        inner = dataclasses.replace(request, budget=Budget(b.context_window - reserve, b.reserve_output, b.threshold))
+        try:
+            return self.core.build(inner), reserve
+        except ContextOverflowError as exc:
+            raise ContextOverflowError(
+                exc.needed + reserve, b.available, hint=f"pipeline core {self.config.core}: {exc}"
+            ) from None
+
     def build(self, request: BuildRequest) -> BuiltContext:
         cfg = self.config
         tok = request.tokenizer
@@ -171,20 +190,20 @@ class Pipeline:
         scale = min(1.0, cap / total_cfg) if total_cfg else 1.0
         ledger_cap = int(cfg.ledger_tokens * scale)
         retrieval_cap = int(cfg.retrieval_tokens * scale)
-        reserve = facts_tokens + (ledger_cap + per_block if ledger_cap else 0) + (
-            retrieval_cap + per_block if retrieval_cap else 0
-        )
-        if reserve >= b.available - request.fixed_tokens:
+        fixed = request.fixed_tokens
+        if fixed + facts_tokens > b.available:
             raise ContextOverflowError(
-                reserve + request.fixed_tokens, b.available, hint="the restated facts alone exceed the budget."
+                fixed + facts_tokens, b.available, hint="the restated facts alone exceed the budget."
             )
-        inner = dataclasses.replace(
-            request, budget=Budget(b.context_window - reserve, b.reserve_output, b.threshold)
-        )
         try:
-            core = self.core.build(inner)
-        except ContextOverflowError as exc:
-            raise ContextOverflowError(exc.needed + reserve, b.available, hint=f"pipeline core {cfg.core}: {exc}") from None
+            core, _ = self._core_build(request, facts_tokens, ledger_cap, retrieval_cap)
+        except ContextOverflowError:
+            if not (ledger_cap or retrieval_cap):
+                raise
+            # The ledger and retrieved outputs are optional: when the core's mandatory
+            # content does not fit next to them, build without them.
+            ledger_cap = retrieval_cap = 0
+            core, _ = self._core_build(request, facts_tokens, 0, 0)
         msgs = list(core.messages)
         if not msgs or msgs[-1].role != "user":
             return core  # the core found nothing to append to (cannot happen for valid histories)
@@ -216,8 +235,8 @@ class Pipeline:
             # The last message carries this turn's tail and will be rewritten next turn: a
             # cache breakpoint on it would never be read. Put it on the message before, the
             # end of what the next request shares with this one.
-            last = len(msgs) - 1
-            breakpoints = tuple(sorted({b if b != last else last - 1 for b in breakpoints} | {last - 1}))[-3:]
+            end = len(msgs) - 1
+            breakpoints = tuple(sorted({b if b != end else end - 1 for b in breakpoints} | {end - 1}))[-3:]
         return dataclasses.replace(core, messages=msgs, report=report, cache_breakpoints=breakpoints)
 
 

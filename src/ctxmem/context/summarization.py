@@ -507,7 +507,15 @@ class Summarization:
         if base + h.tokens(p, n) > request.budget.trigger:
             limits = self._limits(request)
             reserve = limits.cap + DEFAULT_OVERHEAD.per_block if limits else 0
-            s = self._cut(request, self._cuts.get(h, p), base + reserve)
+            cuts = self._cuts.get(h, p)
+            try:
+                s = self._cut(request, cuts, base + reserve)
+            except ContextOverflowError:
+                if limits is None:
+                    raise
+                # No room for a summary next to the mandatory tail: cut without one.
+                limits = None
+                s = p if base + h.tokens(p, n) <= avail else self._cut(request, cuts, base)
             if limits is None:
                 notes.append(f"budget too small for a summary: dropped messages {p}-{s - 1} at a safe cut")
             else:
