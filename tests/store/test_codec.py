@@ -47,13 +47,22 @@ def test_tool_call_blob_is_canonical_json_of_name_and_input(name: str, value: An
 def test_fast_reload_constructors_build_the_same_objects() -> None:
     import gc
 
-    from ctxmem.events import StoredEvent, ToolResultEvent
-    from ctxmem.messages import ToolResultBlock
+    from ctxmem.events import MessageEvent, StoredEvent, ToolCallEvent, ToolResultEvent
+    from ctxmem.messages import TextBlock, ToolResultBlock
     from ctxmem.store import codec
     from ctxmem.store.base import EventCounts
 
     assert codec._makers is not None  # the classes still have the shape the makers expect
-    stored, text_result, counts = codec._makers
+    fast, plain = codec._makers, codec._plain_makers()
+    for make in (fast, plain):
+        call = make.tool_call("toolu_2", "bash", {"cmd": "ls", "n": [1, 2.5]}, True)
+        assert call == ToolCallEvent(ToolUseBlock("toolu_2", "bash", {"cmd": "ls", "n": [1, 2.5]}), True)
+        assert hash(call) == hash(ToolCallEvent(ToolUseBlock("toolu_2", "bash", {"cmd": "ls", "n": [1, 2.5]}), True))
+        msg = make.message("assistant", (make.text("hi"), make.text("")), False)
+        assert msg == MessageEvent("assistant", (TextBlock("hi"), TextBlock("")), False)
+        assert repr(msg) == repr(MessageEvent("assistant", (TextBlock("hi"), TextBlock("")), False))
+        assert make.text_result("t", "o", False, None, True) == ToolResultEvent(ToolResultBlock("t", "o"), None, None, True)
+    stored, text_result, counts = fast.stored, fast.text_result, fast.counts
     ev = text_result("toolu_1", "out", True, "compile", False)
     assert ev == ToolResultEvent(ToolResultBlock("toolu_1", "out", True), "compile", None, False)
     assert hash(ev) == hash(ToolResultEvent(ToolResultBlock("toolu_1", "out", True), "compile", None, False))

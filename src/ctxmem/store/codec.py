@@ -130,7 +130,7 @@ def _trusted_block(d: dict[str, Any]) -> ContentBlock:
     # hot reload path; anything unexpected still goes through the validating decoder.
     t = d.get("type")
     if t == "text":
-        return TextBlock(d["text"])
+        return _make.text(d["text"])
     if t == "thinking":
         return ThinkingBlock(d["thinking"], d.get("signature") or "")
     return block_from_anthropic(d)
@@ -159,7 +159,16 @@ def _slot_setters(cls: type, names: Sequence[str]) -> list[Callable[[Any, Any], 
     return [cls.__dict__[n].__set__ for n in names]
 
 
-def _fast_makers() -> tuple[Callable[..., StoredEvent], Callable[..., Event], Callable[..., EventCounts]] | None:
+class _Makers(NamedTuple):
+    stored: Callable[..., StoredEvent]
+    text_result: Callable[..., Event]
+    counts: Callable[..., EventCounts]
+    tool_call: Callable[..., Event]
+    message: Callable[..., Event]
+    text: Callable[[str], ContentBlock]
+
+
+def _fast_makers() -> _Makers | None:
     """Constructors for the objects a reload builds by the thousand, bypassing the frozen
     dataclasses' generated ``__init__`` (one ``object.__setattr__`` call per field, about
     half of decode time): same fields, same values, same objects (tested equal). None if a
@@ -168,13 +177,21 @@ def _fast_makers() -> tuple[Callable[..., StoredEvent], Callable[..., Event], Ca
     te = _slot_setters(ToolResultEvent, ("result", "tool_name", "duration_s", "new_message", "kind"))
     tb = _slot_setters(ToolResultBlock, ("tool_use_id", "content", "is_error", "type"))
     ec = _slot_setters(EventCounts, ("event_id", "content", "overhead", "cum_content", "cum_overhead"))
-    if se is None or te is None or tb is None or ec is None:
+    ce = _slot_setters(ToolCallEvent, ("tool_use", "new_message", "kind"))
+    ub = _slot_setters(ToolUseBlock, ("id", "name", "input", "type"))
+    me = _slot_setters(MessageEvent, ("role", "blocks", "new_message", "kind"))
+    xb = _slot_setters(TextBlock, ("text", "type"))
+    if se is None or te is None or tb is None or ec is None or ce is None or ub is None or me is None or xb is None:
         return None  # pragma: no cover
     new = object.__new__
     s_id, s_sid, s_parent, s_created, s_event = se
     e_result, e_name, e_duration, e_new, e_kind = te
     b_id, b_content, b_error, b_type = tb
     c_id, c_content, c_overhead, c_cc, c_co = ec
+    ce_use, ce_new, ce_kind = ce
+    u_id, u_name, u_input, u_type = ub
+    m_role, m_blocks, m_new, m_kind = me
+    x_text, x_type = xb
 
     def stored(id: int, session_id: str, parent_id: int | None, created_at: float, event: Event) -> StoredEvent:
         o = new(StoredEvent)
@@ -208,15 +225,50 @@ def _fast_makers() -> tuple[Callable[..., StoredEvent], Callable[..., Event], Ca
         c_co(o, cum_overhead)
         return o
 
-    return stored, text_result, counts
+    def tool_call(id: str, name: str, input: dict[str, Any], starts: bool) -> Event:
+        u = new(ToolUseBlock)
+        u_id(u, id)
+        u_name(u, name)
+        u_input(u, input)
+        u_type(u, "tool_use")
+        e = new(ToolCallEvent)
+        ce_use(e, u)
+        ce_new(e, starts)
+        ce_kind(e, "tool_call")
+        return e
+
+    def message(role: str, blocks: tuple[ContentBlock, ...], starts: bool) -> Event:
+        e = new(MessageEvent)
+        m_role(e, role)
+        m_blocks(e, blocks)
+        m_new(e, starts)
+        m_kind(e, "message")
+        return e
+
+    def text(value: str) -> ContentBlock:
+        b = new(TextBlock)
+        x_text(b, value)
+        x_type(b, "text")
+        return b
+
+    return _Makers(stored, text_result, counts, tool_call, message, text)
 
 
-def _plain_text_result(tool_use_id: str, content: str, is_error: bool, tool_name: str | None, starts: bool) -> Event:
-    return ToolResultEvent(ToolResultBlock(tool_use_id, content, is_error), tool_name, None, starts)
+def _plain_makers() -> _Makers:
+    def text_result(tool_use_id: str, content: str, is_error: bool, tool_name: str | None, starts: bool) -> Event:
+        return ToolResultEvent(ToolResultBlock(tool_use_id, content, is_error), tool_name, None, starts)
+
+    def tool_call(id: str, name: str, input: dict[str, Any], starts: bool) -> Event:
+        return ToolCallEvent(ToolUseBlock(id, name, input), starts)
+
+    def message(role: Any, blocks: tuple[ContentBlock, ...], starts: bool) -> Event:
+        return MessageEvent(role, blocks, starts)
+
+    return _Makers(StoredEvent, text_result, EventCounts, tool_call, message, TextBlock)
 
 
 _makers = _fast_makers()
-_stored, _text_result, _counts = _makers or (StoredEvent, _plain_text_result, EventCounts)
+_make = _makers or _plain_makers()
 
 
 @contextmanager
@@ -235,7 +287,7 @@ def gc_paused() -> Iterator[None]:
 
 def decode_counts(rows: Sequence[Sequence[Any]]) -> list[EventCounts]:
     """Rows of (event_id, content, overhead, cum_content, cum_overhead) → EventCounts."""
-    make = _counts
+    make = _make.counts
     return [make(*r) for r in rows]
 
 
@@ -248,18 +300,17 @@ def decode_rows(rows: Sequence[Sequence[Any]]) -> list[StoredEvent]:
     loads = _loads
     json_loads = _json_loads
     trusted = _trusted_block
-    stored = _stored
-    text_result = _text_result
+    make = _make
+    stored, text_result, tool_call, message = make.stored, make.text_result, make.tool_call, make.message
     for row in rows:
         kind = row[3]
         starts = bool(row[5])
         if kind == "tool_result" and row[9] == "text" and row[11] is None:
             ev: Event = text_result(row[6] or "", row[10] or "", bool(row[8]), row[7], starts)
         elif kind == "tool_call":
-            name_input = json_loads(row[10] or '["", {}]')
-            ev = ToolCallEvent(ToolUseBlock(row[6] or "", row[7] or "", name_input[1]), starts)
+            ev = tool_call(row[6] or "", row[7] or "", json_loads(row[10] or '["", {}]')[1], starts)
         elif kind == "message":
-            ev = MessageEvent(row[4], tuple(trusted(b) for b in loads(row[10] or "[]")), starts)
+            ev = message(row[4], tuple(trusted(b) for b in loads(row[10] or "[]")), starts)
         else:
             ev = decode_event(kind, row[4], row[6], row[7], bool(row[8]), row[9], row[10], row[11], starts)
         append(stored(row[0], row[1], row[2], row[12], ev))

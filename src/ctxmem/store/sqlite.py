@@ -506,7 +506,21 @@ class SQLiteStore:
             self.totals(session_id, name)  # backfills counts for a tokenizer not tracked on append
         with self.read_snapshot() as conn, gc_paused():
             linear = conn.execute("SELECT linear FROM sessions WHERE id = ?", (session_id,)).fetchone()[0]
-            if linear:
+            counts: dict[str, list[EventCounts]] = {}
+            if linear and tokenizers:
+                # One range scan for the events and the first tokenizer's counts (columns
+                # 13-16 after _EVENT_COLS; decode_rows reads only the first 13).
+                rows = conn.execute(
+                    f"SELECT {_EVENT_COLS}, t.content, t.overhead, t.cum_content, t.cum_overhead "
+                    "FROM events e LEFT JOIN blobs b ON b.id = e.blob_id "
+                    "LEFT JOIN event_tokens t ON t.event_id = e.id AND t.tokenizer = ? "
+                    "WHERE e.session_id = ? AND e.id <= ? ORDER BY e.id",
+                    (tokenizer_id(tokenizers[0]), session_id, info.head_event_id),
+                ).fetchall()
+                counts[tokenizers[0]] = decode_counts(
+                    [(r[0], r[13], r[14], r[15], r[16]) for r in rows if r[13] is not None]
+                )
+            elif linear:
                 rows = conn.execute(
                     f"SELECT {_EVENT_COLS} FROM events e LEFT JOIN blobs b ON b.id = e.blob_id "
                     "WHERE e.session_id = ? AND e.id <= ? ORDER BY e.id",
@@ -519,8 +533,9 @@ class SQLiteStore:
                     "LEFT JOIN blobs b ON b.id = e.blob_id ORDER BY e.id",
                     (info.head_event_id,),
                 ).fetchall()
-            counts: dict[str, list[EventCounts]] = {}
             for name in tokenizers:
+                if name in counts:
+                    continue
                 tid = tokenizer_id(name)
                 if linear:
                     crows = conn.execute(
