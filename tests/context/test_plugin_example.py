@@ -8,14 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_strategy_properties import _ready, assert_contract
+from test_strategy_properties import assert_mostly_real, run_examples
 
 from ctxmem.context import STRATEGIES, BuildRequest, History, make_strategy
 from ctxmem.messages import Message, ToolResultBlock, ToolUseBlock
 from ctxmem.tokens import Budget
-from generators import conversations
 
 PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "plugin_strategy"
 
@@ -37,11 +35,9 @@ def test_plugin_is_found_by_name_with_did_you_mean() -> None:
         make_strategy("keep_eror", {})
 
 
-@settings(max_examples=20)
-@given(conv=conversations(min_turns=1, max_turns=7), window=st.integers(150, 5000), pinned=st.integers(0, 2))
-def test_plugin_keeps_the_contract(o200k: Any, conv: list[Message], window: int, pinned: int) -> None:
-    conv = _ready(conv)
-    assert_contract(lambda: make_strategy("keep_errors", {}), conv, window, o200k, pinned, ())
+def test_plugin_keeps_the_contract(o200k: Any) -> None:
+    outcomes = run_examples(lambda: make_strategy("keep_errors", {}), ((), 0), o200k, st.integers(0, 2))
+    assert_mostly_real(outcomes)
 
 
 def test_dropped_errors_are_kept_as_pinned_facts(o200k: Any) -> None:

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from ctxmem.context import BuildRequest, BuiltContext, StrategyConfig
 from ctxmem.context.builtins import Window, WindowConfig
+from ctxmem.errors import ContextOverflowError
 from ctxmem.messages import ToolResultBlock
 
 
@@ -50,6 +51,9 @@ class KeepErrors:
         if not errors:
             return first
         facts = (*request.pinned_facts, *errors[: self.config.max_errors])
-        built = self._window.build(dataclasses.replace(request, pinned_facts=facts))
+        try:
+            built = self._window.build(dataclasses.replace(request, pinned_facts=facts))
+        except ContextOverflowError:
+            return first  # no room for the error lines next to the mandatory tail: plain window
         report = dataclasses.replace(built.report, strategy=self.name, notes=(*built.report.notes, f"kept {len(facts) - len(request.pinned_facts)} dropped errors"))
         return dataclasses.replace(built, report=report)
