@@ -73,15 +73,23 @@ def idle_core() -> bool:
     return cores > 1 and cores - load >= 0.5
 
 
-def enabled(tok: Tokenizer, texts: Sequence[str]) -> bool:
-    mode = os.environ.get("CTXMEM_PARALLEL_COUNT", "auto")
+def possible(tok: Tokenizer) -> bool:
+    """Whether ``tok`` could ever be counted in a child here (setting, platform, tokenizer):
+    the cheap checks, before anyone collects the texts to count."""
     return (
-        sum(map(len, texts)) >= MIN_CHARS  # first: rejects a small append at once
-        and mode != "0"
+        os.environ.get("CTXMEM_PARALLEL_COUNT", "auto") != "0"
         and hasattr(os, "fork")
         and sys.platform != "win32"
         and _fork_safe(tok)
-        and (mode == "1" or idle_core())
+    )
+
+
+def enabled(tok: Tokenizer, texts: Sequence[str]) -> bool:
+    """Whether :func:`start` will fork for these texts."""
+    return (
+        sum(map(len, texts)) >= MIN_CHARS
+        and possible(tok)
+        and (os.environ.get("CTXMEM_PARALLEL_COUNT") == "1" or idle_core())  # last: reads the load
     )
 
 

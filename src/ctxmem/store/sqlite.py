@@ -349,15 +349,19 @@ class SQLiteStore:
         # texts (the memo is not consulted: counts are deterministic, so a memoized count
         # is only work the second core repeats). Small appends count here from the memo or
         # one batched encode, before the write lock is taken.
-        texts = [event_texts(e) for e in events]
         early: dict[int, tuple[list[str], parallel_count.Counting]] = {}
-        if toks:
+        texts: list[tuple[str, ...]] | None = None
+        if any(parallel_count.possible(tok) for tok in toks):
+            texts = [event_texts(e) for e in events]
             distinct = list(dict.fromkeys(t for ts in texts for t in ts))
             for k, tok in enumerate(toks):
                 if parallel_count.enabled(tok, distinct):
                     early[k] = (distinct, parallel_count.start(tok, distinct))
         try:
-            encoded = [encode_event(e, ts) for e, ts in zip(events, texts, strict=True)]
+            if texts is None:
+                encoded = [encode_event(e) for e in events]
+            else:
+                encoded = [encode_event(e, ts) for e, ts in zip(events, texts, strict=True)]
             counted_here = {
                 k: self._content_counts(encoded, tok) for k, tok in enumerate(toks) if k not in early
             }
