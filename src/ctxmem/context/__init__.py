@@ -32,14 +32,30 @@ STRATEGIES = Registry(
 )
 
 
-def config_error(exc: ValidationError, source: str | None) -> ConfigError:
-    """The first pydantic error as a ConfigError naming the field (dotted) and the fix."""
+def validation_detail(exc: ValidationError) -> tuple[str | None, str]:
+    """The first pydantic error as (dotted field, message with the fix)."""
     err = exc.errors()[0]
     loc = ".".join(str(x) for x in err["loc"]) or None
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown field; remove it or check its spelling"
+    return loc, msg
+
+
+def config_error(exc: ValidationError, source: str | None, *, prefix: str | None = None) -> ConfigError:
+    """The first pydantic error as a ConfigError naming the field (dotted, under ``prefix``) and the fix."""
+    loc, msg = validation_detail(exc)
+    if prefix:
+        loc = f"{prefix}.{loc}" if loc else prefix
     return ConfigError(msg, source=source, field=loc)
+
+
+def _with_source(exc: ConfigError, source: str) -> ConfigError:
+    """The same error, naming the file it came from (the field stays, said once)."""
+    text = str(exc)
+    head = f"field {exc.field!r}: " if exc.field else ""
+    message = text[len(head) :] if head and text.startswith(head) else text
+    return ConfigError(message, source=source, field=exc.field)
 
 
 def make_strategy(
@@ -58,7 +74,12 @@ def make_strategy(
         config = config_cls(**dict(params or {}))
     except ValidationError as exc:
         raise config_error(exc, source) from None
-    return cls(config, **deps)
+    try:
+        return cls(config, **deps)
+    except ConfigError as exc:  # nested configs (a pipeline's core_params) are checked here
+        if source is None or exc.source is not None:
+            raise
+        raise _with_source(exc, source) from None
 
 
 __all__ = [

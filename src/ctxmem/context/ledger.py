@@ -120,11 +120,7 @@ class LedgerBuilder:
         tool = self._names.get(b.tool_use_id, "tool")
         text = b.text
         lines = text.splitlines()
-        sig = None
-        for ln in lines:
-            sig = error_signature(ln)
-            if sig:
-                break
+        sig = _first_error_signature(text)
         if sig is None and b.is_error:
             sig = clip_line(next((ln for ln in lines if ln.strip()), "(empty error output)"), 160)
         if sig is not None:
@@ -161,6 +157,32 @@ class LedgerBuilder:
             best=self._best,
             last_status=dict(self._status),
         )
+
+
+#: every alternative of the error pattern contains one of these: a line without any cannot match
+_ERROR_HINT = re.compile(r"Error|Exception|Exceeded|Failure|Interrupt|OutOfResources|Traceback|panic|error")
+
+
+def _first_error_signature(text: str) -> str | None:
+    """The signature of the first error line (as a per-line scan would find it), reading only
+    the lines that hold an error word."""
+    pos, end = 0, len(text)
+    while pos < end:
+        m = _ERROR_HINT.search(text, pos)
+        if m is None:
+            return None
+        start = max(text.rfind("\n", 0, m.start()), text.rfind("\r", 0, m.start())) + 1
+        stop = len(text)
+        for sep in ("\n", "\r"):
+            k = text.find(sep, m.start())
+            if k != -1:
+                stop = min(stop, k)
+        for line in text[start:stop].splitlines():  # other line breaks (\v, \f, \u2028…) split it too
+            sig = error_signature(line)
+            if sig:
+                return sig
+        pos = stop + 1
+    return None
 
 
 def build_ledger(messages: History | Sequence[Message]) -> TaskLedger:

@@ -21,16 +21,18 @@ Retrieval asks for earlier tool outputs relevant to the current step (the last a
 text and tool calls) among those the core masked or dropped; outputs still verbatim in
 the context are excluded. With a session in a SQLite store it searches FTS5 over the
 store; without one, BM25 over the history's tool outputs. ``retriever = "hybrid"`` adds
-dense embeddings (:mod:`ctxmem.retrieval`), cached by content hash.
+dense embeddings (:mod:`ctxmem.retrieval`; ``embedder`` picks hashing, MiniLM or the
+best installed), cached by content hash.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from ctxmem.context._assembly import PrefixTracker
 from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
@@ -40,8 +42,37 @@ from ctxmem.context.summarize import clip_to_tokens
 from ctxmem.errors import ConfigError, ContextOverflowError
 from ctxmem.events import StoredEvent, ToolCallEvent, ToolResultEvent
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
-from ctxmem.tokens import Budget
+from ctxmem.tokens import Budget, Tokenizer
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
+
+
+class _MemoTokenizer:
+    """Counts of the short texts the tail repeats turn after turn (ledger lines, retrieved
+    snippets, restated facts), memoized by text; everything else goes to the tokenizer."""
+
+    def __init__(self, inner: Tokenizer):
+        self.inner = inner
+        self.id = inner.id
+        self._counts: dict[str, int] = {}
+
+    def count(self, text: str) -> int:
+        n = self._counts.get(text)
+        if n is None:
+            if len(self._counts) > 4096:
+                self._counts.clear()
+            n = self._counts[text] = self.inner.count(text)
+        return n
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._counts]
+        if missing:
+            if len(self._counts) > 4096:
+                self._counts.clear()
+            self._counts.update(zip(missing, self.inner.count_many(missing), strict=True))
+        return [self._counts[t] for t in texts]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 class PipelineConfig(StrategyConfig):
@@ -56,6 +87,13 @@ class PipelineConfig(StrategyConfig):
     retrieval_k: int = Field(3, ge=1, le=50, description="Earlier outputs retrieved per turn.")
     retriever: Literal["lexical", "hybrid"] = Field(
         "lexical", description="lexical: FTS5/BM25 only; hybrid: plus dense embeddings (slower, cached)."
+    )
+    embedder: Literal["hashing", "minilm", "auto"] = Field(
+        "hashing",
+        description=(
+            "Dense embedder of the hybrid retriever: hashing (numpy, fast), minilm (all-MiniLM-L6-v2, "
+            "needs its packages), auto (minilm when installed, else hashing)."
+        ),
     )
     restate_facts: bool = Field(True, description="Restate the pinned facts at the tail, next to the question.")
     tail_fraction: float = Field(
@@ -76,17 +114,16 @@ class Pipeline:
         cls = STRATEGIES.get(self.config.core)
         try:
             core_config = cls.Config(**self.config.core_params)
-        except Exception as exc:  # pydantic ValidationError
-            from pydantic import ValidationError
-
-            if isinstance(exc, ValidationError):
-                err = config_error(exc, None)
-                raise ConfigError(str(err), field=f"core_params.{err.field}" if err.field else "core_params") from None
-            raise
+        except ValidationError as exc:
+            raise config_error(exc, None, prefix="core_params") from None
+        except ConfigError as exc:  # a validator's own error (an unknown reducer name)
+            raise ConfigError(str(exc), field="core_params") from None
         self.core = cls(core_config, client=client) if self.config.core == "summarization" else cls(core_config)
         self._ledgers: dict[int, LedgerBuilder] = {}
         self._retrievers: dict[int, tuple[Any, int]] = {}
         self._tracker = PrefixTracker()
+        self._exclude: tuple[tuple[int, int, int, int], int, set[int]] | None = None
+        self._counts: _MemoTokenizer | None = None
 
     # ------------------------------------------------------------------ tail pieces
 
@@ -99,7 +136,7 @@ class Pipeline:
                 self._ledgers.clear()
             lb = self._ledgers[id(history)] = LedgerBuilder()
         ledger = lb.update(history)
-        return render_ledger(ledger, request.tokenizer, tokens)
+        return render_ledger(ledger, self._memo(request.tokenizer), tokens)
 
     def _retriever(self, request: BuildRequest) -> Any:
         from ctxmem.retrieval import HybridRetriever
@@ -109,7 +146,7 @@ class Pipeline:
         if entry is None:
             if len(self._retrievers) > 4:
                 self._retrievers.clear()
-            embedder = "hashing" if self.config.retriever == "hybrid" else None
+            embedder = self.config.embedder if self.config.retriever == "hybrid" else None
             session = request.session
             if session is not None and all(h.event_ids):
                 retriever = HybridRetriever.for_session(session, embedder=embedder)
@@ -128,16 +165,13 @@ class Pipeline:
             return "", ()
         h = request.history
         r = core.report
-        masked = set(r.masked)
-        verbatim = [i for i in r.kept if i not in masked]
         if not r.masked and not r.dropped and not r.summarized:
             return "", ()  # everything is still in the context verbatim
         query = _query(h)
         if not query.strip():
             return "", ()
         retriever = self._retriever(request)
-        # only messages holding tool results matter: their ids are what the retriever indexes
-        exclude = {eid for i in verbatim if h.flags[i].tool_results for eid in _result_ids(h, i)}
+        exclude = self._excluded(h, r)
         found = retriever.search(query, k=self.config.retrieval_k * 3, exclude=exclude)
         hits, seen_events = [], set()
         for hit in found:  # one chunk per tool output: k distinct outputs
@@ -152,8 +186,37 @@ class Pipeline:
             d = hit.document
             snippet = " ".join(d.text.split())[:600]
             lines.append(f"- [{d.tool_name} · handle {d.tool_use_id}] {snippet}")
-        text = clip_to_tokens("\n".join(lines), request.tokenizer, tokens)
+        text = clip_to_tokens("\n".join(lines), self._memo(request.tokenizer), tokens)
         return text, tuple(hit.event_id for hit in hits)
+
+    def _excluded(self, h: History, r: Any) -> set[int]:
+        """Retrieval ids of the tool results still verbatim in the context (kept, not masked).
+
+        Kept incrementally: between compactions the core keeps ``range(s, n)`` with the same
+        masked messages before the new ones, so only the appended messages are read.
+        """
+        masked: tuple[int, ...] = tuple(r.masked)
+        kept = r.kept
+        if not (isinstance(kept, range) and kept.step == 1 and kept.stop == len(h)):
+            gone = set(masked)
+            return {eid for i in kept if i not in gone and h.flags[i].tool_results for eid in _result_ids(h, i)}
+        key = (id(h), kept.start, hash(masked), len(masked))
+        ex = self._exclude
+        if ex is None or ex[0] != key or ex[1] > kept.stop:
+            ex = (key, kept.start, set())
+        upto, ids = ex[1], ex[2]
+        if upto < kept.stop:
+            gone = set(masked[bisect_left(masked, upto) :]) if masked else set()
+            for i in range(upto, kept.stop):
+                if i not in gone and h.flags[i].tool_results:  # ids the retriever indexes
+                    ids.update(_result_ids(h, i))
+        self._exclude = (key, kept.stop, ids)
+        return ids
+
+    def _memo(self, tok: Tokenizer) -> _MemoTokenizer:
+        if self._counts is None or self._counts.id != tok.id:
+            self._counts = _MemoTokenizer(tok)
+        return self._counts
 
     # ------------------------------------------------------------------ build
 
@@ -181,7 +244,8 @@ class Pipeline:
         tok = request.tokenizer
         facts = request.pinned_facts if cfg.restate_facts else ()
         facts_text = "Keep in mind: " + " · ".join(facts) if facts else ""
-        facts_tokens = (tok.count(facts_text) + DEFAULT_OVERHEAD.per_block) if facts_text else 0
+        memo = self._memo(tok)
+        facts_tokens = (memo.count(facts_text) + DEFAULT_OVERHEAD.per_block) if facts_text else 0
         per_block = DEFAULT_OVERHEAD.per_block
         b = request.budget
         # Hierarchical budget: the tail's caps shrink with small budgets so the core keeps most.
@@ -214,7 +278,7 @@ class Pipeline:
         added = 0
         for name, text in (("ledger", ledger), ("retrieved", retrieved), ("facts_restated", facts_text)):
             if text:
-                n = tok.count(text) + per_block
+                n = memo.count(text) + per_block
                 sections[name] = n
                 added += n
         if tail:
