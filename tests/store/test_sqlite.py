@@ -25,6 +25,25 @@ def test_wal_and_synchronous_normal(sqlite_store: SQLiteStore) -> None:
     assert sqlite_store.conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
 
 
+def test_new_files_get_8k_pages_and_old_files_keep_theirs(tmp_path: Path) -> None:
+    from ctxmem.store.sqlite import PAGE_SIZE
+
+    with SQLiteStore(tmp_path / "new.db") as s:
+        assert s.conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 8192
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE unrelated (x)")
+    conn.close()
+    with SQLiteStore(old) as s:
+        Session.create(s, session_id="k").record(Message.user("kept"))
+    with SQLiteStore(old) as s:
+        assert s.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+        assert Session.open(s, "k").messages() == [Message.user("kept")]
+        assert s.integrity_check() == "ok"
+
+
 def test_migrations_are_named_recorded_and_applied_once(db_path: Path) -> None:
     names = [n for n, _ in MIGRATIONS]
     assert len(names) == len(set(names))

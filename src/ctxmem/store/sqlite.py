@@ -83,6 +83,7 @@ _EVENT_COLS = (
     "e.tool_name, e.is_error, e.fmt, b.text, e.meta, e.created_at"
 )
 _IN_CHUNK = 500  # SQLite's bound-parameter limit is 32766; keep IN lists modest
+PAGE_SIZE = 8192  # bytes per page of a newly created store file
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -113,6 +114,10 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open session store {self.path}: {exc}") from exc
         self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        # 8 KiB pages for a new file (a no-op on an existing one, whose page size is fixed
+        # once written): a 1M-token import writes half as many WAL frames; measured import
+        # CPU 221 -> 212 ms and wall 233 -> 213 ms, single appends 128 -> 140 µs (medians of 9).
+        self.conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         self._retry(lambda: self._pragma_wal())
         self.conn.execute(f"PRAGMA synchronous = {synchronous}")
         self.conn.execute("PRAGMA foreign_keys = OFF")  # integrity is enforced by the write path
