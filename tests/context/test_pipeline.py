@@ -1,0 +1,184 @@
+"""The pipeline: a core strategy plus ledger, retrieved outputs and restated facts at the tail.
+
+Real tokenizer (o200k), real BM25/hybrid retrieval, synthetic kernel sessions with a fact
+planted in an early tool output.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from typing import Any
+
+import pytest
+
+from ctxmem.config import parse_preset
+from ctxmem.context import BuildRequest, History, check_output, make_strategy
+from ctxmem.errors import ConfigError
+from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock, to_anthropic
+from ctxmem.samples import synthetic_session
+from ctxmem.tokens import Budget
+from ctxmem.tokens.counting import DEFAULT_OVERHEAD
+
+FACT = "zorblax quota: SIMX shared memory is 101376 bytes per block"
+PINNED_FACTS = ("keep atol 2e-3", "never edit reference.py")
+LEDGER_HEAD = "Task ledger"
+RETRIEVED_HEAD = "Earlier tool outputs that may matter now"
+
+
+@pytest.fixture(scope="module")
+def session() -> list[Message]:
+    msgs = synthetic_session(160, seed=5)
+    i = next(i for i in range(2, len(msgs), 2) if len(msgs[i].tool_results[0].text) > 1500)
+    block = msgs[i].tool_results[0]
+    msgs[i] = Message("user", (ToolResultBlock(block.tool_use_id, f"{block.text}\n{FACT}"), *msgs[i].content[1:]))
+    # the agent's current step asks about the planted fact (the retrieval query)
+    msgs += [
+        Message.assistant("What was the zorblax quota for shared memory?", ToolUseBlock("toolu_q", "bash", {"cmd": "zorblax"})),
+        Message.user(ToolResultBlock("toolu_q", "command not found: zorblax")),
+    ]
+    return msgs
+
+
+def _planted_handle(msgs: list[Message]) -> str:
+    i = next(i for i, m in enumerate(msgs) if any(FACT in r.text for r in m.tool_results))
+    return msgs[i].tool_results[0].tool_use_id
+
+
+def _tail(out: Any) -> list[str]:
+    return [b.text for b in out.messages[-1].content if isinstance(b, TextBlock)]
+
+
+def _build(params: dict[str, Any], msgs: list[Message], tok: Any, budget: Budget, **kw: Any) -> Any:
+    req = BuildRequest(History.from_messages(msgs, tok), budget, pinned_facts=PINNED_FACTS, **kw)
+    return make_strategy("pipeline", params).build(req)
+
+
+@pytest.mark.parametrize("core", ["window", "masking"])
+def test_retrieves_a_planted_early_fact_the_core_left_out(core: str, session: list[Message], o200k: Any) -> None:
+    budget = Budget(30_000, 1_000, 0.9)
+    history = History.from_messages(session, o200k)
+    alone = make_strategy(core, {}).build(BuildRequest(history, budget, pinned_facts=PINNED_FACTS))
+    rendered = json.dumps(to_anthropic(alone.messages))
+    assert "SIMX shared memory is 101376" not in rendered  # the core alone lost it (dropped or masked)
+    out = make_strategy("pipeline", {"core": core}).build(BuildRequest(history, budget, pinned_facts=PINNED_FACTS))
+    check_output(out.messages)
+    retrieved = next(t for t in _tail(out) if t.startswith(RETRIEVED_HEAD))
+    assert FACT in retrieved and f"handle {_planted_handle(session)}" in retrieved
+    assert out.report.retrieved_event_ids and out.report.sections["retrieved"] > 0
+
+
+@pytest.mark.parametrize("core", ["window", "masking", "summarization"])
+def test_tail_sections_ledger_facts_and_caps(core: str, session: list[Message], o200k: Any) -> None:
+    for window in (3_000, 8_000, 60_000):
+        budget = Budget(window, 200, 0.9)
+        params = {"core": core, "ledger_tokens": 400, "retrieval_tokens": 1200, "tail_fraction": 0.2}
+        out = _build(params, session, o200k, budget)
+        check_output(out.messages)
+        s = out.report.sections
+        assert out.report.tokens_out <= budget.available
+        # hierarchical budget: the tail's caps scale down to tail_fraction of the budget
+        scale = min(1.0, int(budget.available * 0.2) / 1600)
+        per_block = DEFAULT_OVERHEAD.per_block
+        assert s.get("ledger", 0) <= int(400 * scale) + per_block
+        assert s.get("retrieved", 0) <= int(1200 * scale) + per_block
+        tail = _tail(out)
+        assert tail[-1] == "Keep in mind: " + " · ".join(PINNED_FACTS)  # facts restated last, verbatim
+        assert s["facts_restated"] == o200k.count(tail[-1]) + per_block
+        assert any(t.startswith(LEDGER_HEAD) for t in tail), "ledger missing"
+        ledger = next(t for t in tail if t.startswith(LEDGER_HEAD))
+        assert s["ledger"] == o200k.count(ledger) + per_block
+        assert f"last bash (message {len(session) - 1}): command not found: zorblax" in ledger
+        # pinned facts also stay at the head, on the pinned task
+        assert all(TextBlock(f) in out.messages[0].content for f in PINNED_FACTS)
+
+
+def test_retrieval_never_repeats_outputs_still_verbatim(session: list[Message], o200k: Any) -> None:
+    history = History.from_messages(session, o200k)
+    strategy = make_strategy("pipeline", {"core": "masking", "retrieval_k": 5})
+    for window in (20_000, 40_000, 80_000):
+        out = strategy.build(BuildRequest(history, Budget(window, 500, 0.9)))
+        verbatim = {
+            b.tool_use_id
+            for m in out.messages[:-1]
+            for b in m.content
+            if isinstance(b, ToolResultBlock) and not b.text.startswith("[masked")
+        } | {r.tool_use_id for r in out.messages[-1].tool_results if not r.text.startswith("[masked")}
+        tail = _tail(out)
+        retrieved = next((t for t in tail if t.startswith(RETRIEVED_HEAD)), "")
+        handles = set(re.findall(r"handle (toolu_\w+)\]", retrieved))
+        assert handles, f"nothing retrieved at {window}"
+        assert handles.isdisjoint(verbatim)
+
+
+def test_prefix_is_byte_identical_between_builds_and_breakpoints_skip_the_tail(
+    session: list[Message], o200k: Any
+) -> None:
+    strategy = make_strategy("pipeline", {"core": "masking", "core_params": {"compaction_step": 0.2}})
+    budget = Budget(40_000, 1_000, 0.9)
+    history = History.from_messages(session[:101], o200k)
+    outs = []
+    for i in range(101, len(session), 2):
+        history.extend(session[i : i + 2])
+        outs.append(strategy.build(BuildRequest(history, budget, pinned_facts=PINNED_FACTS)))
+    stable = 0
+    for prev, cur in itertools.pairwise(outs):
+        last = len(cur.messages) - 1
+        assert last not in cur.cache_breakpoints and last - 1 in cur.cache_breakpoints
+        if not cur.report.cache_invalidated:
+            stable += 1
+            # everything but the tail-carrying last message is byte-identical, then appended turns
+            a = json.dumps(to_anthropic(prev.messages[:-1]))
+            b = json.dumps(to_anthropic(cur.messages))
+            assert b.startswith(a[:-1])
+            assert cur.report.stable_prefix_tokens >= prev.report.tokens_out - prev.report.sections.get("ledger", 0) - (
+                prev.report.sections.get("retrieved", 0) + prev.report.sections.get("facts_restated", 0)
+            ) - 200
+    assert stable >= len(outs) // 2
+
+
+@pytest.mark.parametrize("name", ["window", "masking"])
+def test_window_and_masking_mark_breakpoints(name: str, session: list[Message], o200k: Any) -> None:
+    history = History.from_messages(session, o200k)
+    out = make_strategy(name, {}).build(BuildRequest(history, Budget(30_000, 1_000, 0.9), pinned=1))
+    bps = out.cache_breakpoints
+    assert 0 in bps and len(out.messages) - 1 in bps and len(bps) <= 3
+    if name == "masking":
+        assert out.report.masked
+        end = max(i for i, m in enumerate(out.messages) if any(r.text.startswith("[masked") for r in m.tool_results))
+        assert end in bps  # the end of the compacted prefix
+
+
+def test_embedder_is_configurable(session: list[Message], o200k: Any) -> None:
+    from ctxmem.retrieval import minilm_available
+
+    out_budget = Budget(30_000, 1_000, 0.9)
+    history = History.from_messages(session, o200k)
+    p = make_strategy("pipeline", {"retriever": "hybrid", "embedder": "hashing"})
+    p.build(BuildRequest(history, out_budget))
+    (retriever, _), = p._retrievers.values()
+    assert retriever.describe()["embedder"].startswith("hashing")
+    with pytest.raises(ConfigError, match="embedder"):
+        make_strategy("pipeline", {"embedder": "bert"})
+    if not minilm_available():
+        pytest.skip("MiniLM packages are not installed")
+    m = make_strategy("pipeline", {"retriever": "hybrid", "embedder": "minilm"})
+    out = m.build(BuildRequest(history, out_budget))
+    (retriever, _), = m._retrievers.values()
+    assert "minilm" in retriever.describe()["embedder"].lower()
+    assert FACT in next(t for t in _tail(out) if t.startswith(RETRIEVED_HEAD))
+
+
+def test_core_params_errors_name_the_file_and_the_field_once() -> None:
+    data = {"type": "pipeline", "budget": {"context_window": 1000}, "params": {"core_params": {"keep_lst": 3}}}
+    with pytest.raises(ConfigError) as info:
+        parse_preset(data, name="p", source="presets/p.toml")
+    msg = str(info.value)
+    assert msg == "presets/p.toml: field 'core_params.keep_lst': unknown field; remove it or check its spelling"
+    assert msg.count("field") == 2  # "field '…'" once, and "unknown field"
+    data["params"] = {"core_params": {"reducer": "first_eror"}}
+    with pytest.raises(ConfigError, match=re.escape("presets/p.toml: field 'core_params': unknown reducer 'first_eror'")):
+        parse_preset(data, name="p", source="presets/p.toml")
+    with pytest.raises(ConfigError, match=re.escape("x.toml: field 'core_params.keep_last'")):
+        make_strategy("pipeline", {"core_params": {"keep_last": -1}}, source="x.toml")
