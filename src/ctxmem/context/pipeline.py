@@ -64,10 +64,10 @@ class _MemoTokenizer:
         return n
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
+        if len(self._counts) > 4096:  # bound the memo before looking up, never between
+            self._counts.clear()
         missing = [t for t in dict.fromkeys(texts) if t not in self._counts]
         if missing:
-            if len(self._counts) > 4096:
-                self._counts.clear()
             self._counts.update(zip(missing, self.inner.count_many(missing), strict=True))
         return [self._counts[t] for t in texts]
 
