@@ -113,7 +113,7 @@ class TurnCost:
     uncached: int
     output_tokens: int
     expired: bool
-    #: this request rewrote bytes the previous one had sent (a compaction)
+    #: this request rewrote bytes the previous one had marked stable (a compaction)
     invalidated: bool
     build_s: float
     summarizer_calls: int
@@ -400,6 +400,7 @@ def replay_cost(
     prev_entries: list[int] = []  # token positions of the previous request's cache entries
     prev_t: float | None = None
     prev_total = 0
+    prev_stable = 0  # tokens of the previous request up to its last message breakpoint
     prev_summarized = 0
     cum_dollars = 0.0
     cum_sent = 0
@@ -437,7 +438,11 @@ def replay_cost(
         else:
             k = _common_prefix(prev_msgs, built.messages)
             shared = head_tokens + cum[k]
-        invalidated = prev_head is not None and shared < prev_total
+        # A compaction rewrote bytes the previous request had marked as stable: everything up
+        # to its last message breakpoint (or all of it, when it marked none). What follows
+        # the last breakpoint is declared volatile by the strategy (the pipeline's restated
+        # tail, say) and rewriting it is not a compaction.
+        invalidated = prev_head is not None and shared < prev_stable
         expired = prev_t is not None and (at - prev_t) > ttl_s
         # This request's cache entries (token positions), for reads now and by the next request.
         entries = sorted({head_tokens, *(head_tokens + cum[b + 1] for b in built.cache_breakpoints
@@ -476,6 +481,8 @@ def replay_cost(
             on_build(TurnContext(turn, i, history, built))
         prev_msgs, prev_head, prev_head_tokens = built.messages, head, head_tokens
         prev_entries, prev_t, prev_total = entries, at, total
+        marks = [head_tokens + cum[b + 1] for b in built.cache_breakpoints if 0 <= b < len(counts)]
+        prev_stable = max(marks) if marks else total
         turn += 1
     return report
 
