@@ -399,7 +399,6 @@ def replay_cost(
     prev_head_tokens = 0
     prev_entries: list[int] = []  # token positions of the previous request's cache entries
     prev_t: float | None = None
-    prev_total = 0
     prev_stable = 0  # tokens of the previous request up to its last message breakpoint
     prev_summarized = 0
     cum_dollars = 0.0
@@ -480,7 +479,7 @@ def replay_cost(
         if on_build is not None:
             on_build(TurnContext(turn, i, history, built))
         prev_msgs, prev_head, prev_head_tokens = built.messages, head, head_tokens
-        prev_entries, prev_t, prev_total = entries, at, total
+        prev_entries, prev_t = entries, at
         marks = [head_tokens + cum[b + 1] for b in built.cache_breakpoints if 0 <= b < len(counts)]
         prev_stable = max(marks) if marks else total
         turn += 1
