@@ -182,3 +182,42 @@ def test_core_params_errors_name_the_file_and_the_field_once() -> None:
         parse_preset(data, name="p", source="presets/p.toml")
     with pytest.raises(ConfigError, match=re.escape("x.toml: field 'core_params.keep_last'")):
         make_strategy("pipeline", {"core_params": {"keep_last": -1}}, source="x.toml")
+
+
+@pytest.mark.parametrize(
+    ("name", "params"), [("window", {}), ("dump", {"on_overflow": "truncate"}), ("masking", {"keep_last": 2})]
+)
+def test_boundary_moves_are_recorded_as_compactions(
+    name: str, params: dict[str, Any], session: list[Message], o200k: Any, tmp_path: Any
+) -> None:
+    from ctxmem.events import CompactionEvent
+    from ctxmem.jsonl import import_jsonl
+    from ctxmem.session import Session
+    from ctxmem.store import SQLiteStore
+
+    with SQLiteStore(tmp_path / "s.db") as store:
+        data = "\n".join(json.dumps(m) for m in to_anthropic(session)).encode()
+        sess = Session.open(store, import_jsonl(store, data, tokenizers=["o200k_base"]).id)
+        full = History.from_session(sess, "o200k_base")
+        budget = Budget(30_000, 1_000, 0.9)
+        strategy = make_strategy(name, {**params, "compaction_step": 0.2})
+        start = 121
+        history = History.from_messages(full.messages[:start], o200k, event_ids=full.event_ids[:start])
+        outs = []
+        for i in range(start, len(full), 2):
+            history.extend(full.messages[i : i + 2], event_ids=full.event_ids[i : i + 2])
+            outs.append(strategy.build(BuildRequest(history, budget, session=sess)))
+        # boundary moves: the first build that compacts, then every build that rewrote the prefix
+        moves = int(bool(outs[0].report.dropped or outs[0].report.masked)) + sum(
+            o.report.cache_invalidated for o in outs[1:]
+        )
+        events = [se.event for se in sess.events() if isinstance(se.event, CompactionEvent)]
+        assert events and all(e.strategy == name for e in events)
+        assert 0 < len(events) <= moves and len(events) < len(outs) // 2  # on boundary moves, not every turn
+        final = outs[-1].report
+        gone = {e for i in (*final.dropped, *final.masked) for e in history.event_ids[i]}
+        assert set(events[-1].source_event_ids) <= gone
+        assert events[-1].tokens_before > events[-1].tokens_after
+        # a fresh instance rebuilding the same state records nothing new
+        make_strategy(name, {**params, "compaction_step": 0.2}).build(BuildRequest(history, budget, session=sess))
+        assert len([se for se in sess.events() if isinstance(se.event, CompactionEvent)]) == len(events)

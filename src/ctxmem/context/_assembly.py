@@ -174,3 +174,44 @@ def finish(
         cache_breakpoints=bps,
         extra_tools=extra_tools,  # type: ignore[arg-type]
     )
+
+
+class CompactionRecorder:
+    """Records a :class:`~ctxmem.events.CompactionEvent` in the request's session when a
+    strategy's boundary moves (messages dropped or masked), once per boundary: builds that
+    keep the same boundary, and rebuilds by another instance, record nothing."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, ...]] = {}
+
+    def record(
+        self, name: str, request: BuildRequest, built: BuiltContext, source_event_ids: Sequence[int], reason: str
+    ) -> bool:
+        from ctxmem.events import CompactionEvent
+
+        session = request.session
+        ids = tuple(source_event_ids)
+        if session is None or not ids or not hasattr(session, "record_compaction"):
+            return False
+        key = str(getattr(session, "id", id(session)))
+        if self._last.get(key) == ids:
+            return False
+        if len(self._last) > 64:
+            self._last.clear()
+        self._last[key] = ids
+        for se in reversed(session.events()):
+            old = se.event
+            if isinstance(old, CompactionEvent) and old.strategy == name:
+                if old.source_event_ids == ids:
+                    return False  # already recorded (a rebuild, or another instance)
+                break
+        session.record_compaction(
+            CompactionEvent(
+                strategy=name,
+                tokens_before=built.report.tokens_in,
+                tokens_after=built.report.tokens_out,
+                source_event_ids=ids,
+                reason=reason,
+            )
+        )
+        return True

@@ -17,7 +17,15 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from ctxmem.context._assembly import Output, PinnedCache, PrefixTracker, finish, grid_step, snap_up
+from ctxmem.context._assembly import (
+    CompactionRecorder,
+    Output,
+    PinnedCache,
+    PrefixTracker,
+    finish,
+    grid_step,
+    snap_up,
+)
 from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
 from ctxmem.context.history import History
 from ctxmem.context.invariants import NoTrailingAssistant, SafeCuts
@@ -104,6 +112,7 @@ class _Suffix(ABC):
         self._tracker = PrefixTracker()
         self._pinned = PinnedCache()
         self._cuts = _CutsCache()
+        self._recorder = CompactionRecorder()
 
     @abstractmethod
     def _limit(self, request: BuildRequest, base: int, needed: int) -> int | None:
@@ -128,7 +137,7 @@ class _Suffix(ABC):
         out = Output()
         out.add("pinned", pinned_msgs, pinned_counts)
         out.add("recent", h.messages[s:], h.counts[s:])
-        return finish(
+        built = finish(
             self.name,
             request,
             out,
@@ -139,6 +148,10 @@ class _Suffix(ABC):
             breakpoints=(p - 1, len(out.messages) - 1),
             notes=(f"dropped {s - p} oldest messages at a safe cut",) if s > p else (),
         )
+        if s > p and request.session is not None:
+            ids = [e for ids in h.event_ids[p:s] for e in ids]
+            self._recorder.record(self.name, request, built, ids, f"dropped messages {p}-{s - 1} at a safe cut")
+        return built
 
 
 class DumpConfig(StrategyConfig):

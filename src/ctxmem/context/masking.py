@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from ctxmem.context._assembly import (
+    CompactionRecorder,
     Output,
     PinnedCache,
     PrefixTracker,
@@ -198,6 +199,7 @@ class Masking:
         self._tracker = PrefixTracker()
         self._pinned = PinnedCache()
         self._cuts = _CutsCache()
+        self._recorder = CompactionRecorder()
 
     # -- placeholders -----------------------------------------------------------------
 
@@ -357,7 +359,7 @@ class Masking:
         # Offered whenever reversible, masked or not: a tool list that changes when masking
         # starts would invalidate the provider's cache of everything after it.
         extra = (RECALL_TOOL,) if recall_cost else ()
-        return finish(
+        built = finish(
             self.name,
             request,
             out,
@@ -370,6 +372,16 @@ class Masking:
             notes=notes,
             extra_tools=extra,
         )
+        # The compaction is the boundary (b, and s when truncating): outputs masked by an
+        # "always" policy after b come and go with the turns and are not a boundary move.
+        behind = masked_idx[: bisect_left(masked_idx, b)]
+        if request.session is not None and (s > p or behind):
+            ids = [e for i in (*range(p, s), *behind) for e in h.event_ids[i]]
+            reason = f"masked {len(behind)} tool outputs before message {b}" + (
+                f", dropped messages {p}-{s - 1}" if s > p else ""
+            )
+            self._recorder.record(self.name, request, built, ids, reason)
+        return built
 
     def _recall_cost(self, request: BuildRequest) -> int:
         """Tokens of the recall tool's definition when this build may add it (budgeted up front)."""
