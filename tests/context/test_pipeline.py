@@ -221,3 +221,30 @@ def test_boundary_moves_are_recorded_as_compactions(
         # a fresh instance rebuilding the same state records nothing new
         make_strategy(name, {**params, "compaction_step": 0.2}).build(BuildRequest(history, budget, session=sess))
         assert len([se for se in sess.events() if isinstance(se.event, CompactionEvent)]) == len(events)
+
+
+def test_planted_fact_status_for_every_preset(session: list[Message], o200k: Any) -> None:
+    """Every shipped preset, at a budget that forces compaction, reports where the fact is."""
+    from ctxmem.config import available_presets, load_preset
+    from ctxmem.context.probe import probe_status
+
+    history = History.from_messages(session, o200k)
+    handle = _planted_handle(session)
+    expected = {
+        "dump-1m": "verbatim",  # the whole history fits 1M
+        "dump-truncate-200k": "absent",  # dropped at a safe cut
+        "window-200k": "absent",
+        "window-32k": "absent",
+        # masked, but its head_tail gist keeps the output's last line, where the fact is
+        "masking-200k": "verbatim",
+        "masking-turns-128k": f"masked (handle {handle})",  # handle only: recallable
+        "pipeline-200k": "verbatim",  # masked by the core, brought back by retrieval
+        "summarize-128k": "absent",  # the extractive summary does not keep this line
+    }
+    assert set(expected) == set(available_presets())
+    for name, status in expected.items():
+        preset = load_preset(name)
+        window = 1_000_000 if name == "dump-1m" else 60_000
+        out = preset.strategy().build(BuildRequest(history, preset.budget(window), pinned=preset.model.pinned))
+        assert probe_status(FACT, out, history) == status, name
+        assert out.report.tokens_out <= out.report.available
