@@ -24,7 +24,7 @@ rewind or fork, results outside the current chain are filtered out, not deleted.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -223,9 +223,10 @@ class HybridRetriever:
         """Top ``k`` ``(position, score)`` by FTS5 (one chunk per tool output) or BM25."""
         if not self._docs:
             return []
-        hidden = self._hidden(exclude)
         if self._bm25 is not None:
-            return self._bm25.search(query, k, exclude=hidden)
+            # asked only about documents that scored: no per-search set of every excluded chunk
+            return self._bm25.search(query, k, exclude=_Hidden(self._inactive, exclude, self._docs))
+        hidden = self._hidden(exclude)
         if self.lexical != "fts":
             return []
         assert self.store is not None
@@ -282,3 +283,18 @@ class HybridRetriever:
             "embedded": self.embedder.computed if self.embedder is not None else 0,
             "embedding_cache_hits": self.embedder.hits if self.embedder is not None else 0,
         }
+
+
+class _Hidden:
+    """Membership in "outside the chain, or a chunk of an excluded result event", answered
+    per position without materializing the set."""
+
+    __slots__ = ("_docs", "_exclude", "_inactive")
+
+    def __init__(self, inactive: set[int], exclude: Collection[int], docs: Sequence[Any]):
+        self._inactive, self._exclude, self._docs = inactive, exclude, docs
+
+    def __contains__(self, pos: object) -> bool:
+        return pos in self._inactive or (
+            isinstance(pos, int) and 0 <= pos < len(self._docs) and self._docs[pos].event_id in self._exclude
+        )

@@ -61,6 +61,9 @@ class BM25Index:
         self._total = 0
         self._np: dict[str, Any] = {}
         self._len_arr: Any = None
+        self._norm: tuple[int, int, Any] | None = None  # (n, total, per-document length norm)
+        self._min_id: int | None = None
+        self._max_id: int | None = None
 
     def __len__(self) -> int:
         return len(self._lengths)
@@ -70,29 +73,68 @@ class BM25Index:
             raise ValueError(f"document {doc_id} is already indexed")
         toks = terms(text)
         self._lengths[doc_id] = len(toks)
+        self._min_id = doc_id if self._min_id is None else min(self._min_id, doc_id)
+        self._max_id = doc_id if self._max_id is None else max(self._max_id, doc_id)
         self._total += len(toks)
         for t, tf in Counter(toks).items():
             self._postings.setdefault(t, []).append((doc_id, tf))
 
     def _arrays(self, term: str, posting: list[tuple[int, int]]) -> Any:
-        """The posting as (doc ids, term frequencies) numpy arrays, rebuilt when it grew."""
+        """The posting as (doc ids, term frequencies) numpy arrays, extended when it grew.
+
+        Postings only grow, so each term keeps buffers with spare capacity (doubling): a
+        turn that adds a few documents converts just those, never re-copies the whole list.
+        """
         import numpy as np
 
         cached = self._np.get(term)
         have = cached[0] if cached is not None else 0
         if have != len(posting):
-            # postings only grow: convert just the new tail
             tail = posting[have:]
-            docs = np.fromiter((d for d, _ in tail), dtype=np.int64, count=len(tail))
-            tfs = np.fromiter((tf for _, tf in tail), dtype=np.float64, count=len(tail))
-            if cached is not None:
-                docs, tfs = np.concatenate((cached[1], docs)), np.concatenate((cached[2], tfs))
-            cached = self._np[term] = (len(posting), docs, tfs)
+            need = len(posting)
+            if cached is None or need > len(cached[1]):
+                cap = max(16, 2 * need)
+                docs, tfs = np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.float64)
+                if cached is not None:
+                    docs[:have], tfs[:have] = cached[1][:have], cached[2][:have]
+            else:
+                docs, tfs = cached[1], cached[2]
+            docs[have:need] = np.fromiter((d for d, _ in tail), dtype=np.int64, count=len(tail))
+            tfs[have:need] = np.fromiter((tf for _, tf in tail), dtype=np.float64, count=len(tail))
+            cached = self._np[term] = (need, docs, tfs)
         assert cached is not None
-        return cached[1], cached[2]
+        return cached[1][: cached[0]], cached[2][: cached[0]]
+
+    @staticmethod
+    def _take(np: Any, hits: Any, scores: Any, k: int, exclude: Any) -> list[tuple[int, float]]:
+        out: list[tuple[int, float]] = []
+        for i in np.lexsort((hits, -scores[hits])):
+            doc = int(hits[i])
+            if doc in exclude:
+                continue
+            out.append((doc, float(scores[doc])))
+            if len(out) == k:
+                break
+        return out
+
+    def _length_norm(self, np: Any, n: int, avgdl: float) -> Any:
+        """``k1 * (1 - b + b * dl / avgdl)`` per document, recomputed only when the index grew."""
+        if self._norm is not None and self._norm[0] == n and self._norm[1] == self._total:
+            return self._norm[2]
+        have = 0 if self._len_arr is None else len(self._len_arr)
+        if have != n:
+            new = np.fromiter((self._lengths[i] for i in range(have, n)), dtype=np.float64, count=n - have)
+            self._len_arr = new if self._len_arr is None else np.concatenate((self._len_arr, new))
+        norm = self.k1 * (1 - self.b + self.b * self._len_arr / avgdl)
+        self._norm = (n, self._total, norm)
+        return norm
 
     def search(self, query: str, k: int, *, exclude: Any = frozenset()) -> list[tuple[int, float]]:
-        """Top ``k`` ``(doc_id, score)``, best first; ``exclude`` is a container of doc ids."""
+        """Top ``k`` ``(doc_id, score)``, best first; ``exclude`` is a container of doc ids.
+
+        ``exclude`` is only asked about documents that scored, best first, so a large one
+        (every output still verbatim in the context) costs nothing per search.
+        """
         n = len(self._lengths)
         if n == 0 or k < 1:
             return []
@@ -113,27 +155,28 @@ class BM25Index:
             import numpy as np
         except ImportError:
             np = None  # type: ignore[assignment]
-        if np is not None and max(self._lengths) == n - 1 and min(self._lengths) == 0:
+        if np is not None and self._min_id == 0 and self._max_id == n - 1:
             # Vectorized: doc ids are 0..n-1 (how HybridRetriever numbers chunks).
-            have = 0 if self._len_arr is None else len(self._len_arr)
-            if have != n:
-                new = np.fromiter((self._lengths[i] for i in range(have, n)), dtype=np.float64, count=n - have)
-                self._len_arr = new if self._len_arr is None else np.concatenate((self._len_arr, new))
-            norm = k1 * (1 - b + b * self._len_arr / avgdl)
+            norm = self._length_norm(np, n, avgdl)
             scores = np.zeros(n)
             for df, t, posting in candidates:
                 idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
                 docs, tfs = self._arrays(t, posting)
                 scores[docs] += idf * tfs * (k1 + 1) / (tfs + norm[docs])
-            if exclude:
-                ex = np.fromiter((d for d in exclude if 0 <= d < n), dtype=np.int64)
-                scores[ex] = 0.0
             hits = np.flatnonzero(scores > 0)
             if not len(hits):
                 return []
-            # best first, ties by ascending id: sort by (-score, id)
-            order = np.lexsort((hits, -scores[hits]))[:k]
-            return [(int(hits[i]), float(scores[hits[i]])) for i in order]
+            # best first, ties by ascending id: sort by (-score, id); skip excluded ones.
+            # Sort only the best few first; excluded documents can crowd the top, so widen
+            # to the full sort when the few run out.
+            few = 4 * k + 16
+            if len(hits) > few:
+                cut = -np.partition(-scores[hits], few - 1)[few - 1]  # the few-th best score
+                top = hits[scores[hits] >= cut]
+                out = self._take(np, top, scores, k, exclude)
+                if len(out) == k or len(top) == len(hits):
+                    return out
+            return self._take(np, hits, scores, k, exclude)
         scores_d: dict[int, float] = {}
         for df, _t, posting in candidates:
             idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
