@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from ctxmem.cli import cli
-from ctxmem.config import load_preset, parse_preset
+from ctxmem.config import available_presets, load_preset, parse_preset
 from ctxmem.context import BuildRequest, History, check_output, make_strategy
 from ctxmem.context.masking import RECALL_TOOL, RecallTool
 from ctxmem.context.reducers import first_error, head_tail, summary_line
@@ -166,7 +166,18 @@ def test_context_build_reports_a_planted_fact_per_preset(tmp_path: Path, long_se
         data = "\n".join(json.dumps(m) for m in to_anthropic(long_session)).encode()
         sid = import_jsonl(store, data, tokenizers=["o200k_base"]).id
     runner = CliRunner()
-    expected = {"dump-1m": "verbatim", "window-32k": "absent", "masking-turns-128k": "absent"}
+    planted = next(b.tool_use_id for m in long_session for b in m.tool_results if FACT in b.text)
+    expected = {
+        "dump-1m": "verbatim",  # the whole session fits
+        "dump-truncate-200k": "absent",  # cut at a safe point
+        "window-200k": "absent",
+        "window-32k": "absent",
+        "masking-200k": "verbatim",  # masked, but its head_tail gist keeps the last line
+        "masking-turns-128k": f"masked (handle {planted})",  # recallable through its handle
+        "pipeline-200k": "verbatim",  # retrieval brings the early output back
+        "summarize-128k": "absent",  # the extractive summary drops this line
+    }
+    assert set(expected) == set(available_presets())
     for preset, status in expected.items():
         res = runner.invoke(
             cli,
@@ -195,3 +206,17 @@ def test_every_preset_file_is_listed_in_the_strategies_index() -> None:
     for f in sorted(folder.glob("*.toml")):
         assert f"({f.name})" in index, f"{f.name} is missing from strategies/README.md"
         load_preset(f)
+
+
+def test_probe_reads_texts_not_their_repr(o200k: Any) -> None:
+    from ctxmem.context.builtins import Dump
+    from ctxmem.context.probe import probe_status
+
+    needle = 'error: "smem" over limit\n  at line 42'  # quotes and a newline, as tool output has
+    msgs = [Message.user("go"), Message.assistant("x", ToolUseBlock("t1", "compile", {})),
+            Message("user", (ToolResultBlock("t1", f"log\n{needle}\nend"),))]
+    history = History.from_messages(msgs, o200k)
+    built = Dump().build(BuildRequest(history, Budget(10_000, reserve_output=100)))
+    assert probe_status(needle, built, history) == "verbatim"
+    assert probe_status('error: "smem" over limit at line 42', built, history) == "normalized"
+    assert probe_status("not in there", built, history) == "absent"

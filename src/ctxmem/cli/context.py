@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -11,19 +10,10 @@ import click
 from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option
 from ctxmem.config import load_preset
 from ctxmem.context import BuildRequest, History
+from ctxmem.context.probe import probe_status
 from ctxmem.messages import to_anthropic
 from ctxmem.session import Session
 from ctxmem.store import SQLiteStore
-
-
-def probe_status(needle: str, rendered: str) -> str:
-    """verbatim | normalized | absent: is ``needle`` in the rendered context?"""
-    if needle in rendered:
-        return "verbatim"
-    norm = re.sub(r"\s+", " ", needle).strip().lower()
-    if norm and norm in re.sub(r"\s+", " ", rendered).lower():
-        return "normalized"
-    return "absent"
 
 
 @click.group(cls=CtxmemGroup)
@@ -63,9 +53,6 @@ def build_cmd(
         t0 = time.perf_counter()
         built = strategy.build(request)
         elapsed = time.perf_counter() - t0
-    rendered = "\n".join(
-        str(b) for m in to_anthropic(built.messages) for b in m["content"]
-    ) if probes else ""
     out: dict[str, Any] = {
         "session": session_id,
         "preset": p.name,
@@ -74,7 +61,7 @@ def build_cmd(
         "report": built.report.to_json(),
         "cache_breakpoints": list(built.cache_breakpoints),
         "extra_tools": [t.name for t in built.extra_tools],
-        "probes": {needle: probe_status(needle, rendered) for needle in probes},
+        "probes": {needle: probe_status(needle, built, history) for needle in probes},
     }
     if with_messages:
         out["messages"] = to_anthropic(built.messages)

@@ -6,7 +6,7 @@ import re
 
 from ctxmem.context.base import BuiltContext
 from ctxmem.context.history import History
-from ctxmem.messages import ToolResultBlock, to_anthropic
+from ctxmem.messages import ToolResultBlock, message_texts
 
 
 def _norm(text: str) -> str:
@@ -19,7 +19,7 @@ def probe_status(needle: str, built: BuiltContext, history: History) -> str:
     ``masked`` means the text is no longer in the context but sits in a tool output that
     masking replaced by a placeholder whose handle the agent can recall.
     """
-    rendered = "\n".join(str(b) for m in to_anthropic(list(built.messages)) for b in m["content"])
+    rendered = "\n".join(t for m in built.messages for t in message_texts(m))
     if needle in rendered:
         return "verbatim"
     norm = _norm(needle)
