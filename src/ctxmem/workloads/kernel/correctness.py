@@ -2,7 +2,8 @@
 
 :class:`CorrectnessChecker.check` snapshots the candidate source, runs it in the sandbox
 (``sandbox.py``) on a seed's suite of cases (``cases.py``) against the pristine reference,
-and returns a :class:`CheckResult`: a status, one :class:`CaseResult` per case that ran
+and returns a :class:`CheckResult` — judged in a process the candidate never runs in, from
+the raw buffers it left (see ``_runner.py``): a status, one :class:`CaseResult` per case that ran
 (max abs error, mismatch count, NaNs, out-of-bounds writes, modified inputs), the error
 text when the candidate raised, and the sandbox's verdict when it was stopped.
 :meth:`CheckResult.render` prints it the way a correctness tool would, under a stable id
@@ -29,7 +30,7 @@ from ctxmem.workloads.kernel.cases import CASES_VERSION, CaseSpec, Split, suite
 from ctxmem.workloads.kernel.sandbox import SandboxLimits, Status, run_job
 from ctxmem.workloads.kernel.workspace import KERNEL_FILE, Workspace, asset_path
 
-CHECKER_VERSION = 1
+CHECKER_VERSION = 2  # 2: verdicts judged outside the candidate's process
 
 ConfigValue = int | float | str | bool
 

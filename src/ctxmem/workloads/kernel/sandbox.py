@@ -1,19 +1,26 @@
 """Run candidate kernel code in a limited child process.
 
 The child is ``python -I _runner.py JOB RESULT`` (see ``_runner.py`` for what happens
-inside). This module owns the process boundary:
+inside): a supervisor that forks the candidate's process and a judge. The verdict in
+RESULT comes from the judge, a process the candidate never runs in; the candidate's
+process only leaves raw output buffers and an account of the run, whose claims of pass or
+fail are ignored. This module owns the process boundary:
 
 * **environment** — built from scratch: ``TRITON_INTERPRET=1`` (set before the child can
   import triton), one compute thread, a bounded malloc arena count, and HOME / TMPDIR /
   TRITON_CACHE_DIR inside the workspace's private state folder;
 * **limits** — ``resource.setrlimit`` in the child before it executes Python: address space
   (:attr:`SandboxLimits.memory_mb`), CPU seconds, largest file, no core dumps;
-* **wall clock** — the child runs in its own session and the whole process group is killed
-  with SIGKILL when :attr:`SandboxLimits.timeout_s` passes;
+* **wall clock** — the supervisor kills the candidate's process group with SIGKILL when
+  :attr:`SandboxLimits.timeout_s` passes (and the judge still reports the cases finished by
+  then); the supervisor runs in its own session, killed as a whole
+  :data:`ONE_SHOT_GRACE_S` later should it hang;
 * **working directory** — the workspace root;
-* **classification** — the child's own report (``ok``, ``compile_error``, ``error``,
-  ``memory_limit``, ``sandbox_violation``) or, when it could not report, ``timeout`` or
-  ``crashed`` (with the signal), judged from the exit status and the stderr tail.
+* **classification** — the judge's status (``ok``, ``compile_error``, ``error``,
+  ``memory_limit``, ``sandbox_violation``) or, when the candidate's process ended without
+  one, ``timeout`` or ``crashed`` (with the signal), from that process's exit status (in
+  ``RESULT["child"]``, or the warm server's reply) and the stderr tail; a judge that failed
+  is ``crashed`` with the harness's error.
 
 Measured need (torch 2.13 CPU + triton 3.9 interpreter, dev and held-out suites): a peak of
 about 0.81 GB of address space (VmPeak) and 0.33 GB resident, so the 3 GiB default leaves
@@ -54,6 +61,9 @@ Status = Literal[
 
 RUNNER = Path(__file__).with_name("_runner.py")
 _TAIL_BYTES = 8192
+# How long past the job's timeout a one-shot supervisor may take (importing torch and
+# triton, judging the outputs) before it is killed.
+ONE_SHOT_GRACE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +168,8 @@ def run_job(
     # The candidate may write scratch files in the workspace, but not the checker's state.
     job.setdefault("protected", [str(state_dir)])
     job["writable"] = [*job["writable"], str(state_dir / "tmp")]
+    # The supervisor (one-shot or warm) enforces the wall clock on the candidate's process.
+    job["timeout_s"] = limits.timeout_s
 
     with tempfile.TemporaryDirectory(prefix="ctxmem-sandbox-") as scratch:
         scratch_dir = Path(scratch)
@@ -187,6 +199,12 @@ def run_job(
             report = json.loads(result_path.read_text() or "{}")
         except (OSError, ValueError):
             report = {}
+        if not isinstance(report, dict):
+            report = {}
+        child = report.get("child")
+        if reply is None and isinstance(child, dict) and not timed_out:
+            # One-shot: the supervisor's own exit says little; the candidate's process's does.
+            rc, timed_out = int(child.get("returncode", rc or 0)), bool(child.get("timed_out"))
         stdout_tail, stderr_tail = _tail(stdout_path), _tail(stderr_path)
     return _classify(rc, timed_out, report, limits, wall, stdout_tail, stderr_tail)
 
@@ -207,7 +225,9 @@ def _one_shot(job_path: Path, result_path: Path, stdout_path: Path, stderr_path:
         )
         timed_out = False
         try:
-            proc.wait(timeout=limits.timeout_s)
+            # The supervisor kills the candidate's process at timeout_s itself; this is the
+            # backstop for the supervisor (its import, the judge) hanging.
+            proc.wait(timeout=limits.timeout_s + ONE_SHOT_GRACE_S)
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_group(proc)
@@ -223,7 +243,11 @@ def _classify(rc: int | None, timed_out: bool, report: dict[str, Any], limits: S
     reported = report.get("status")
     status: Status
     detail = ""
-    if timed_out:
+    if isinstance(report.get("harness_error"), str):
+        # The judge itself failed: a harness bug, never the candidate's pass.
+        status = "crashed"
+        detail = "the harness could not judge this run: " + report["harness_error"][-500:]
+    elif timed_out:
         status = "timeout"
         detail = f"killed after {limits.timeout_s:g}s wall clock"
     elif reported in ("ok", "compile_error", "error", "memory_limit", "sandbox_violation"):

@@ -3,10 +3,12 @@
 A one-shot check spends about half its time importing torch and triton in a fresh child.
 :class:`WarmWorker` starts ``python -I _runner.py --serve`` once — with the same
 environment, resource limits and process-group isolation as the one-shot child (see
-``sandbox.py``) — and sends it one request per check over a pipe. The server forks a
-child per request that runs the unchanged one-shot code path (``_runner.main``): the audit
-hook, the NaN guard bands and the result file are the same, only the import is already
-done. So results are identical to the one-shot path; only ``import_seconds`` differs.
+``sandbox.py``) — and sends it one request per check over a pipe. The server runs the
+one-shot path's :func:`_runner.supervise` per request: it forks the candidate's process
+(audit hook, NaN guard bands, raw outputs) and then the judge, which computes the expected
+outputs and the verdict; the server itself never loads candidate code nor computes an
+expected output, so no child inherits one, and both children close the server's pipes.
+So results are identical to the one-shot path; only ``import_seconds`` differs (0.0).
 
 Lifecycle:
 
