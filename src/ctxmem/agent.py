@@ -291,9 +291,11 @@ class Agent:
         factor = max(1.0, self.calibration.factor)
         return Budget(max(self.max_tokens + 1, int(window / factor)), reserve_output=self.max_tokens)
 
-    def _build(self, strategy: ContextStrategy, history: History, budget: Budget) -> BuiltContext:
+    def _build(self, strategy: ContextStrategy, history: History, budget: Budget, *, record: bool = True) -> BuiltContext:
+        # record=False: the agent records this compaction itself (with the provider's reason)
         request = BuildRequest(
-            history, budget, system=self.system, tools=tuple(self._specs), pinned=self.pinned, session=self.session
+            history, budget, system=self.system, tools=tuple(self._specs), pinned=self.pinned,
+            session=self.session if record else None,
         )
         return strategy.build(request)
 
@@ -314,7 +316,7 @@ class Agent:
             target = max(1, int(before * self.shrink))
             window = target + self.max_tokens
             try:
-                smaller_built = self._build(self.fallback, history, self._budget(window))
+                smaller_built = self._build(self.fallback, history, self._budget(window), record=False)
             except CtxmemError as inner:
                 raise ContextLengthExceeded(
                     f"{exc} (the fallback {self.fallback.name!r} could not make the context smaller: {inner})",
