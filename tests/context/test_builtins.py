@@ -165,6 +165,7 @@ def test_context_build_reports_a_planted_fact_per_preset(tmp_path: Path, long_se
     with SQLiteStore(db) as store:
         data = "\n".join(json.dumps(m) for m in to_anthropic(long_session)).encode()
         sid = import_jsonl(store, data, tokenizers=["o200k_base"]).id
+        n_events = store.event_count(sid)
     runner = CliRunner()
     planted = next(b.tool_use_id for m in long_session for b in m.tool_results if FACT in b.text)
     expected = {
@@ -190,6 +191,8 @@ def test_context_build_reports_a_planted_fact_per_preset(tmp_path: Path, long_se
         assert report["report"]["tokens_out"] <= report["report"]["available"]
     res = runner.invoke(cli, ["context", "build", "--session", sid, "--preset", "nope", "--db", str(db)])
     assert res.exit_code == 1 and "unknown preset" in res.output
+    with SQLiteStore(db) as store:  # a dry run: eight compacting builds wrote nothing
+        assert store.event_count(sid) == n_events
 
 
 def test_strategies_list_shows_types_and_presets() -> None:

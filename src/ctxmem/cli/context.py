@@ -49,7 +49,9 @@ def build_cmd(
     with SQLiteStore(db_path) as store:
         session = Session.open(store, session_id)
         history = History.from_session(session, tok)
-        request = BuildRequest(history, p.budget(budget), system=system, pinned=p.model.pinned, session=session)
+        # a dry run: the session is read (recall handles, retrieval), never written
+        request = BuildRequest(history, p.budget(budget), system=system, pinned=p.model.pinned, session=session,
+                               record=False)
         t0 = time.perf_counter()
         built = strategy.build(request)
         elapsed = time.perf_counter() - t0

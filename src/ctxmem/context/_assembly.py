@@ -191,7 +191,7 @@ class CompactionRecorder:
 
         session = request.session
         ids = tuple(source_event_ids)
-        if session is None or not ids or not hasattr(session, "record_compaction"):
+        if session is None or not request.record or not ids or not hasattr(session, "record_compaction"):
             return False
         key = str(getattr(session, "id", id(session)))
         if self._last.get(key) == ids:

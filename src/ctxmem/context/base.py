@@ -74,8 +74,11 @@ class BuildRequest:
     pinned: int = 1
     #: facts kept verbatim at the head and restated at the tail (user constraints, limits)
     pinned_facts: tuple[str, ...] = ()
-    #: where recall handles and retrieval read from (optional)
+    #: where recall handles and retrieval read from (optional), and where compactions,
+    #: summaries and summarizer failures are recorded
     session: Any = None
+    #: record compactions in ``session`` (False for a dry run: read it, never write it)
+    record: bool = True
 
     @property
     def tokenizer(self) -> Tokenizer:

@@ -558,7 +558,7 @@ class Summarization:
             breakpoints=(p - 1 if p else 0, len(out.messages) - 1),
             notes=notes,
         )
-        if block is not None and request.session is not None:
+        if block is not None and request.session is not None and request.record:
             self._record(request, block, built)
         return built
 
@@ -616,7 +616,7 @@ class Summarization:
 
     def _fall_back(self, request: BuildRequest, reason: str, *, new: bool) -> BuiltContext:
         cfg = self.config
-        if new and request.session is not None:
+        if new and request.session is not None and request.record:
             self._note(request.session, reason)
         strategy: Window | Masking
         if cfg.fallback == "masking":
