@@ -12,7 +12,11 @@ Files (``list_files``, ``read_file``, ``edit_file``, ``write_file``, from ``tool
 ``autotune``       ``tune#N``: price every config of a space; ``OutOfResources`` lines for
                    the ones that do not fit; the best config
 ``profile``        ``prof#N``: profiler metrics of one shape (occupancy and its limiter,
-                   registers, spills, shared memory, DRAM bandwidth, gather stalls, tail)
+                   registers, spills, shared memory, DRAM bandwidth, gather stalls, tail),
+                   then Nsight-Compute-style sections derived from the cost model
+                   (``profile_report.py``): speed of light, memory and shared-memory
+                   workload, compute pipes, instructions, launch, occupancy, scheduler,
+                   warp stalls, source-line hotspots — all labelled simulated
 ``git_commit``     ``git add -A`` + commit (deterministic shas, see ``gitrepo.py``)
 ``git_log``        one line per commit
 ``git_diff``       the working tree against HEAD or a revision
@@ -67,6 +71,7 @@ from ctxmem.workloads.kernel.correctness import (
     config_text,
 )
 from ctxmem.workloads.kernel.gitrepo import GitRepo
+from ctxmem.workloads.kernel.profile_report import profile_sections
 from ctxmem.workloads.kernel.sandbox import SandboxLimits
 from ctxmem.workloads.kernel.simx import (
     BENCH_SHAPES,
@@ -454,9 +459,10 @@ class KernelTools:
         c = self.simx.cost(by_name[shape], meta.arch, scfg)
         res = c.resources
         busy = max(c.time_us - c.overhead_us, 1e-9)
-        achieved_tbs = c.dram_bytes / (c.time_us * 1e-6) / 1e12
+        k = self.simx.scale(meta.arch)  # effective work: the rung's design efficiency (simx.py)
+        achieved_tbs = c.dram_bytes / k / (c.time_us * 1e-6) / 1e12
         peak_tbs = dev.dram_gbps / 1000
-        tflops = c.flops / (c.time_us * 1e-6) / 1e12
+        tflops = c.flops / k / (c.time_us * 1e-6) / 1e12
         rows = [
             ("duration", f"{c.time_us:.1f} us (launch and prologue {c.overhead_us:.1f} us)"),
             ("grid", f"{c.programs} programs · {c.slots} slots ({dev.compute_units} CUs x "
@@ -496,6 +502,8 @@ class KernelTools:
         if warnings:
             lines.append("")
             lines += [f"  warning: {w}" for w in warnings]
+        lines += profile_sections(dev, by_name[shape], meta.arch, scfg, c, k, source,
+                                  persistent=meta.arch in ("persistent_grid", "combined"))
         return "\n".join(lines)
 
     # -- git --------------------------------------------------------------------------------

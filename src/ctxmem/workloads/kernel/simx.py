@@ -379,6 +379,15 @@ class ShapeCost:
     bank_conflict: bool
     spill_cliff: bool
     resources: Resources
+    # the profiler's breakdown (raw model units: bytes and keys before the rung's scale)
+    kv_bytes: float = 0.0  # K/V bytes from DRAM after L2 reuse, without the gather excess
+    qo_bytes: float = 0.0
+    split_bytes: float = 0.0
+    spill_traffic: float = 0.0
+    keys_total: float = 0.0  # Σ keys over one head-program's tiles, all requests
+    prefix_keys: float = 0.0
+    head_programs: int = 0
+    slow: float = 1.0  # compute slowdown from spills and quirks
 
 
 def normalize_config(arch: str, config: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
@@ -471,6 +480,16 @@ def _stage_gain(device: Device, arch: str, stages: int) -> float:
     return gain
 
 
+def occupancy_limits(device: Device, regs: int, smem: int, warps: int) -> dict[str, int]:
+    """Blocks per CU each resource allows (``regs`` per thread as allocated, capped)."""
+    return {
+        "shared memory": device.smem_per_cu // max(smem, 1),
+        "registers": device.regs_per_cu // (regs * 32 * warps),
+        "warps": device.max_warps_per_cu // warps,
+        "blocks": device.max_blocks_per_cu,
+    }
+
+
 @functools.lru_cache(maxsize=65536)
 def _resources(device: Device, arch: str, bm: int, bn: int, warps: int, stages: int,
                head_dim: int) -> Resources:
@@ -482,13 +501,7 @@ def _resources(device: Device, arch: str, bm: int, bn: int, warps: int, stages: 
     if cliff is not None and bn * head_dim > cliff.get("threshold"):
         spill_bytes += bn * head_dim * 2
     smem = stages * bn * head_dim * 2 * 2 + bm * head_dim * 2 + stages * bn * 4
-    used_regs = min(regs, device.reg_cap)
-    limits = {
-        "shared memory": device.smem_per_cu // max(smem, 1),
-        "registers": device.regs_per_cu // (used_regs * threads),
-        "warps": device.max_warps_per_cu // warps,
-        "blocks": device.max_blocks_per_cu,
-    }
+    limits = occupancy_limits(device, min(regs, device.reg_cap), smem, warps)
     limiter = min(limits, key=lambda k: (limits[k], list(limits).index(k)))
     return Resources(regs=regs, spilled_regs=spilled, spill_bytes=spill_bytes, smem=smem,
                      occupancy=max(1, limits[limiter]), limiter=limiter)
@@ -580,6 +593,8 @@ def _shape_cost(device: Device, shape: BenchShape, arch: str, bm: int, bn: int, 
         flops=flops, dram_bytes=dram_bytes, gather_bytes=gather_extra, gather_us=gather_us,
         compute_eff=compute_eff, memory_eff=memory_eff, longest_us=longest_us, bound=bound,
         bank_conflict=bank_conflict, spill_cliff=spill_cliff, resources=res,
+        kv_bytes=kv_bytes, qo_bytes=qo_bytes, split_bytes=split_bytes, spill_traffic=spill_traffic,
+        keys_total=keys_total, prefix_keys=prefix_keys, head_programs=head_programs, slow=slow,
     )
 
 
@@ -593,7 +608,9 @@ def _scaled(raw: ShapeCost, k: float) -> ShapeCost:
         dram_bytes=raw.dram_bytes, gather_bytes=raw.gather_bytes, gather_us=raw.gather_us / k,
         compute_eff=raw.compute_eff, memory_eff=raw.memory_eff, longest_us=raw.longest_us / k,
         bound=raw.bound, bank_conflict=raw.bank_conflict, spill_cliff=raw.spill_cliff,
-        resources=raw.resources,
+        resources=raw.resources, kv_bytes=raw.kv_bytes, qo_bytes=raw.qo_bytes,
+        split_bytes=raw.split_bytes, spill_traffic=raw.spill_traffic, keys_total=raw.keys_total,
+        prefix_keys=raw.prefix_keys, head_programs=raw.head_programs, slow=raw.slow,
     )
 
 
