@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 import math
 import re
+from array import array
 from collections import Counter
 from typing import Any
 
@@ -56,10 +57,11 @@ class BM25Index:
     def __init__(self, *, k1: float = 1.2, b: float = 0.75):
         self.k1 = k1
         self.b = b
-        self._postings: dict[str, list[tuple[int, int]]] = {}
+        # term -> (doc ids, term frequencies) as typed arrays: appended in C on add, read
+        # by numpy without conversion (np.frombuffer) on search
+        self._postings: dict[str, tuple[array[int], array[float]]] = {}
         self._lengths: dict[int, int] = {}
         self._total = 0
-        self._np: dict[str, Any] = {}
         self._len_arr: Any = None
         self._norm: tuple[int, int, Any] | None = None  # (n, total, per-document length norm)
         self._min_id: int | None = None
@@ -77,33 +79,20 @@ class BM25Index:
         self._max_id = doc_id if self._max_id is None else max(self._max_id, doc_id)
         self._total += len(toks)
         for t, tf in Counter(toks).items():
-            self._postings.setdefault(t, []).append((doc_id, tf))
+            posting = self._postings.get(t)
+            if posting is None:
+                posting = self._postings[t] = (array("q"), array("d"))
+            posting[0].append(doc_id)
+            posting[1].append(tf)
 
-    def _arrays(self, term: str, posting: list[tuple[int, int]]) -> Any:
-        """The posting as (doc ids, term frequencies) numpy arrays, extended when it grew.
+    @staticmethod
+    def _arrays(posting: tuple[array[int], array[float]]) -> Any:
+        """The posting as (doc ids, term frequencies) numpy views: no copy, no conversion.
 
-        Postings only grow, so each term keeps buffers with spare capacity (doubling): a
-        turn that adds a few documents converts just those, never re-copies the whole list.
-        """
+        The views live only for one search (a typed array cannot grow while viewed)."""
         import numpy as np
 
-        cached = self._np.get(term)
-        have = cached[0] if cached is not None else 0
-        if have != len(posting):
-            tail = posting[have:]
-            need = len(posting)
-            if cached is None or need > len(cached[1]):
-                cap = max(16, 2 * need)
-                docs, tfs = np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.float64)
-                if cached is not None:
-                    docs[:have], tfs[:have] = cached[1][:have], cached[2][:have]
-            else:
-                docs, tfs = cached[1], cached[2]
-            docs[have:need] = np.fromiter((d for d, _ in tail), dtype=np.int64, count=len(tail))
-            tfs[have:need] = np.fromiter((tf for _, tf in tail), dtype=np.float64, count=len(tail))
-            cached = self._np[term] = (need, docs, tfs)
-        assert cached is not None
-        return cached[1][: cached[0]], cached[2][: cached[0]]
+        return np.frombuffer(posting[0], dtype=np.int64), np.frombuffer(posting[1], dtype=np.float64)
 
     @staticmethod
     def _take(np: Any, hits: Any, scores: Any, k: int, exclude: Any) -> list[tuple[int, float]]:
@@ -145,8 +134,8 @@ class BM25Index:
         candidates = []
         for t in dict.fromkeys(terms(query)):
             posting = self._postings.get(t)
-            if posting and (len(posting) <= n // 2 or n < 8):
-                candidates.append((len(posting), t, posting))
+            if posting and (len(posting[0]) <= n // 2 or n < 8):
+                candidates.append((len(posting[0]), t, posting))
         candidates.sort(key=lambda c: (c[0], c[1]))
         candidates = candidates[:MAX_SCORED_TERMS]
         if not candidates:
@@ -159,9 +148,9 @@ class BM25Index:
             # Vectorized: doc ids are 0..n-1 (how HybridRetriever numbers chunks).
             norm = self._length_norm(np, n, avgdl)
             scores = np.zeros(n)
-            for df, t, posting in candidates:
+            for df, _t, posting in candidates:
                 idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
-                docs, tfs = self._arrays(t, posting)
+                docs, tfs = self._arrays(posting)
                 scores[docs] += idf * tfs * (k1 + 1) / (tfs + norm[docs])
             hits = np.flatnonzero(scores > 0)
             if not len(hits):
@@ -180,7 +169,7 @@ class BM25Index:
         scores_d: dict[int, float] = {}
         for df, _t, posting in candidates:
             idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
-            for doc, tf in posting:
+            for doc, tf in zip(posting[0], posting[1], strict=True):
                 dl = self._lengths[doc]
                 scores_d[doc] = scores_d.get(doc, 0.0) + idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
         ranked = ((s, d) for d, s in scores_d.items() if d not in exclude)
