@@ -44,8 +44,8 @@ def _compare_presets(db_path: str, session_id: str, tokenizer: str, presets: tup
                 t0 = time.perf_counter()
                 built = strategy.build(BuildRequest(history, preset.budget(), pinned=preset.model.pinned))
                 ms = (time.perf_counter() - t0) * 1000
-            except CtxmemError as exc:
-                out.append({"preset": name, "error": str(exc).split(". ")[0]})
+            except CtxmemError as exc:  # dump-1m: an honest overflow, never a silent cut
+                out.append({"preset": name, "error": f"{type(exc).__name__}: {str(exc).split('. ')[0]}"})
                 continue
             r = built.report
             out.append(
@@ -135,9 +135,10 @@ def demo(db_path: str, turns: int, seed: int, output_scale: float, tokenizer: st
                 else [s["preset"], s["error"], "", "", "", "", ""]
                 for s in strategies
             ],
-            ["preset", "tokens", "kept", "masked", "summarized", "dropped", "build ms"],
+            ["preset", "tokens", "kept", "masked", "summarized", "dropped", "first build ms"],
         )
     )
+    click.echo("(a first build indexes the whole session; later turns extend it: see `python -m benchmarks`)")
     if hits:
         click.echo(f"\nfirst FTS hit (event {hits[0].event_id}, {hits[0].tool_name}): {hits[0].snippet.replace(chr(10), ' ')}")
     click.echo(f"\nExplore it: ctxmem sessions show {session.id} --db {db_path}")
