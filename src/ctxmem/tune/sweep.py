@@ -319,16 +319,7 @@ def run_kernel_cell(
     metrics["waste_per_100"] = sc.get("wasted_per_100")
     metrics.update(cache_read=report.cache_read, cache_write=report.cache_write, history_tokens=run.history_tokens,
                    session=f"kernel workload, scripted policy in context mode, scale {scale}, seed {seed}")
-    score = kernel_score(sc)
-    error = None
-    if report.overflow:
-        error = f"context overflow at {report.overflow.split(':')[0]}"
-        score = None
-    return Cell(
-        preset=preset, budget=budget, score=score, dollars=report.dollars, tokens_sent=report.tokens_sent,
-        peak_context=report.peak_context, cache_hit_ratio=report.hit_ratio, build_ms_median=report.build_ms_median,
-        turns=len(report.turns), metrics=metrics, error=error,
-    )
+    return _cell(preset, budget, kernel_score(sc), report, metrics)
 
 
 def run_cell(
@@ -352,14 +343,16 @@ def run_cell(
     metrics = probe.metrics(facts)
     metrics["cache_read"] = report.cache_read
     metrics["cache_write"] = report.cache_write
-    error = None
-    if report.overflow:
-        error = f"context overflow at {report.overflow.split(':')[0]}"
-        score = None
+    return _cell(preset, budget, score, report, metrics)
+
+
+def _cell(preset: str, budget: int, score: float | None, report: CostReport, metrics: dict[str, Any]) -> Cell:
+    """A sweep cell from a replay's cost report; an overflowing replay has no score."""
+    error = f"context overflow at {report.overflow.split(':')[0]}" if report.overflow else None
     return Cell(
-        preset=preset, budget=budget, score=score, dollars=report.dollars, tokens_sent=report.tokens_sent,
-        peak_context=report.peak_context, cache_hit_ratio=report.hit_ratio, build_ms_median=report.build_ms_median,
-        turns=len(report.turns), metrics=metrics, error=error,
+        preset=preset, budget=budget, score=None if error else score, dollars=report.dollars,
+        tokens_sent=report.tokens_sent, peak_context=report.peak_context, cache_hit_ratio=report.hit_ratio,
+        build_ms_median=report.build_ms_median, turns=len(report.turns), metrics=metrics, error=error,
     )
 
 
