@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from ctxmem.cli import cli
 from ctxmem.config import available_presets, load_preset, parse_preset
-from ctxmem.context import BuildRequest, History, check_output, make_strategy
+from ctxmem.context import STRATEGIES, BuildRequest, History, check_output, make_strategy
 from ctxmem.context.masking import RECALL_TOOL, RecallTool
 from ctxmem.context.reducers import first_error, head_tail, summary_line
 from ctxmem.errors import (
@@ -126,9 +126,13 @@ def test_dump_is_honest_about_overflow(long_session: list[Message], o200k: Any) 
 def test_budget_smaller_than_the_pinned_content_is_a_clear_error(o200k: Any) -> None:
     msgs = [Message.user("x " * 500), Message.assistant("ok"), Message.user("go")]
     history = History.from_messages(msgs, o200k)
-    for name in ("window", "masking"):
-        with pytest.raises(ContextOverflowError, match="pinned"):
-            make_strategy(name, {}).build(BuildRequest(history, Budget(300, 10)))
+    strategies = [(name, make_strategy(name, {})) for name in STRATEGIES.names()]
+    strategies.append(("dump truncate", make_strategy("dump", {"on_overflow": "truncate"})))
+    strategies += [(p, load_preset(p).strategy()) for p in available_presets()]
+    for name, strategy in strategies:  # never a silent fallback to an empty or cut task
+        with pytest.raises(ContextOverflowError, match="pinned content alone exceeds the budget") as err:
+            strategy.build(BuildRequest(history, Budget(300, 10)))
+        assert err.value.needed > err.value.available == 290, name
 
 
 def test_history_ending_with_an_assistant_turn_is_refused(o200k: Any) -> None:
