@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -49,3 +51,29 @@ def test_dropped_errors_are_kept_as_pinned_facts(o200k: Any) -> None:
     out = make_strategy("keep_errors", {}).build(BuildRequest(History.from_messages(msgs, o200k), Budget(2000, 100)))
     assert 5 in out.report.dropped
     assert "earlier failure (t2): OutOfResources: shared memory 2" in out.messages[0].content[-1].text
+
+
+def test_an_installed_plugin_is_discovered_through_its_entry_point(tmp_path: Path) -> None:
+    """What `pip install examples/plugin_strategy` leaves on sys.path — the package and a
+    dist-info with the pyproject's entry point — is enough: a fresh process finds the
+    strategy by name without any registration call."""
+    meta = tomllib.loads((PLUGIN / "pyproject.toml").read_text())["project"]
+    site = tmp_path / "site"
+    dist = site / f"{meta['name'].replace('-', '_')}-{meta['version']}.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n")
+    eps = "\n".join(f"{k} = {v}" for k, v in meta["entry-points"]["ctxmem.strategies"].items())
+    (dist / "entry_points.txt").write_text(f"[ctxmem.strategies]\n{eps}\n")
+    code = (
+        "from ctxmem.context import STRATEGIES, make_strategy\n"
+        "s = make_strategy('keep_errors', {'max_errors': 2})\n"
+        "print(type(s).__module__, s.config.max_errors, 'keep_errors' in STRATEGIES.names())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{PLUGIN}"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["ctxmem_keep_errors", "2", "True"]
+    # without the dist-info the name is unknown (the test is not passing by accident)
+    env["PYTHONPATH"] = str(PLUGIN)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode != 0 and "keep_errors" in r.stderr
