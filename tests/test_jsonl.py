@@ -238,3 +238,99 @@ def test_cli_show_reports_the_exact_content_total(million_token_jsonl: Path, db_
     assert [json.loads(x) for x in r.stdout.splitlines()] == [
         json.loads(x) for x in million_token_jsonl.read_text().splitlines()
     ]
+
+
+# --------------------------------------------------------------------------- the bulk import path
+
+
+def _stored_rows(store: SQLiteStore, session_id: str) -> tuple[Any, ...]:
+    """Everything a session's import wrote, with ids made relative and times dropped."""
+    conn = store.conn
+    first = conn.execute("SELECT min(id) FROM events WHERE session_id = ?", (session_id,)).fetchone()[0] or 0
+    events = conn.execute(
+        "SELECT e.id - ?, e.parent_id - ?, e.depth, e.kind, e.role, e.starts_message, e.tool_use_id, e.tool_name, "
+        "e.is_error, e.fmt, b.hash, b.size, b.text, e.meta FROM events e LEFT JOIN blobs b ON b.id = e.blob_id "
+        "WHERE e.session_id = ? ORDER BY e.id",
+        (first, first, session_id),
+    ).fetchall()
+    tokens = conn.execute(
+        "SELECT t.event_id - ?, t.tokenizer, t.content, t.overhead, t.cum_content, t.cum_overhead FROM event_tokens t "
+        "JOIN events e ON e.id = t.event_id WHERE e.session_id = ? ORDER BY t.event_id, t.tokenizer",
+        (first, session_id),
+    ).fetchall()
+    memo = conn.execute("SELECT hash, tokenizer, tokens FROM token_counts ORDER BY hash, tokenizer").fetchall()
+    fts = conn.execute(
+        "SELECT b.hash FROM tool_output_fts f JOIN blobs b ON b.id = f.rowid WHERE tool_output_fts MATCH 'a OR the OR x' "
+        "ORDER BY b.hash"
+    ).fetchall()
+    info = store.get_session(session_id)
+    return events, tokens, memo, fts, info.metadata, info.tokenizers
+
+
+def _import_both_ways(tmp_path: Path, data: bytes, tokenizers: list[str]) -> tuple[Any, Any, bool]:
+    """(rows of import_jsonl, rows of parse_jsonl + record_many, whether the bulk path took it)."""
+    from ctxmem.jsonl import _encode_fast
+
+    with SQLiteStore(tmp_path / "fast.db") as a, SQLiteStore(tmp_path / "slow.db") as b:
+        fast = import_jsonl(a, data, tokenizers=tokenizers)
+        system, msgs = parse_jsonl(data)
+        meta: dict[str, Any] = {"source": "<input>"}
+        if system is not None:
+            meta["system"] = system
+        slow = Session.create(b, metadata=meta, tokenizers=tokenizers)
+        slow.record_many(msgs)
+        assert fast._tool_names == slow._tool_names
+        assert fast.messages() == msgs
+        return _stored_rows(a, fast.id), _stored_rows(b, slow.id), _encode_fast(data) is not None
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_bulk_import_stores_exactly_what_record_many_stores(tmp_path: Path, seed: int) -> None:
+    tiktoken_encoding_or_skip("o200k_base")
+    msgs = synthetic_session(25 * seed, seed=seed)
+    data = _jsonl([{"system": "be brief"}, *to_anthropic(msgs)])
+    fast, slow, took = _import_both_ways(tmp_path, data, ["o200k_base", "heuristic"])
+    assert took
+    assert fast == slow
+
+
+_UNUSUAL = [
+    {"role": "user", "content": "plain string content"},
+    {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+        {"type": "thinking", "thinking": "no signature"},
+        {"type": "thinking", "thinking": "null signature", "signature": None},
+        {"type": "redacted_thinking", "data": "opaque"},
+        {"type": "text", "text": "calling", "cache_control": {"type": "ephemeral"}},
+        {"type": "tool_use", "id": "a1", "name": "run", "input": {"x": 1.5, "big": 123456789012345678901234567890,
+                                                                 "neg": -9223372036854775809, "z": [1e300, -0.0]}},
+        {"type": "tool_use", "id": "a2", "name": "ls", "input": {"unicode": "é✓😀", "nested": {"b": [1, {"c": None}]}}},
+        {"type": "text", "text": "after"},
+    ]},
+    {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "a1", "content": [{"type": "text", "text": "part 1"},
+                                                                 {"type": "text", "text": "part 2"}]},
+        {"type": "tool_result", "tool_use_id": "a2", "content": "failed", "is_error": True},
+        {"type": "text", "text": "thanks"},
+    ]},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "a2"}]},  # results may follow results
+    {"role": "assistant", "content": []},
+    {"role": "user", "content": "x", "extra": {"ignored": 18446744073709551616}},
+    {"role": "assistant", "content": [{"type": "tool_use", "id": "a3", "name": "run", "input": {}}]},
+]
+
+
+def test_bulk_import_of_unusual_but_valid_lines_matches_record_many(tmp_path: Path) -> None:
+    data = _jsonl(_UNUSUAL) + b"\r\n\n" + b'{"role":"user","content":"dup","content":"last wins"}\r\n'
+    data += b'{"role": "assistant", "content": [{"type": "tool_use", "id": "a4", "name": "n", "input": {"s": "\\ud83d\\ude00", "f": NaN}}]}\n'
+    fast, slow, took = _import_both_ways(tmp_path, data, ["heuristic"])
+    assert took
+    assert fast == slow
+
+
+@pytest.mark.parametrize(("data", "fmt", "exc_type", "line", "field", "needle"), _bad_cases())
+def test_bulk_path_declines_every_bad_case(data: bytes, fmt: str, exc_type: type, line: int, field: str | None,
+                                           needle: str) -> None:
+    from ctxmem.jsonl import _encode_fast
+
+    assert _encode_fast(data) is None  # the validating path reports the error

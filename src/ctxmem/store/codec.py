@@ -44,6 +44,7 @@ from ctxmem.messages import (
     block_to_anthropic,
 )
 from ctxmem.store.base import EventCounts, content_hash
+from ctxmem.tokens.counting import DEFAULT_OVERHEAD
 
 
 class Encoded(NamedTuple):
@@ -123,6 +124,158 @@ def encode_event(event: Event, texts: tuple[str, ...] | None = None) -> Encoded:
             True,
         )
     return Encoded(event.kind, None, None, None, False, None, None, None, json.dumps(event_payload(event)), (), False)
+
+
+class NotSimple(Exception):
+    """Raised by :func:`encode_anthropic_message` for anything it does not handle itself
+    (an invalid or unusual message): the caller takes the validating path instead."""
+
+
+class InexactNumbers(NotSimple):
+    """A tool input holds a float: raised when the caller asked for it (``no_floats``),
+    because its parser may not read numbers exactly as ``json.loads`` does."""
+
+
+def _has_float(v: Any) -> bool:
+    t = type(v)
+    if t is float:
+        return True
+    if t is dict:
+        return any(_has_float(x) for x in v.values())
+    if t is list:
+        return any(_has_float(x) for x in v)
+    return False
+
+
+_PER_BLOCK = DEFAULT_OVERHEAD.per_block
+_TOOL_USE_OVERHEAD = DEFAULT_OVERHEAD.block(ToolUseBlock("", "", {}))
+_TOOL_RESULT_OVERHEAD = DEFAULT_OVERHEAD.block(ToolResultBlock(""))
+_TOOL_ERROR_OVERHEAD = DEFAULT_OVERHEAD.block(ToolResultBlock("", "", True))
+_THINKING_OVERHEAD = DEFAULT_OVERHEAD.block(ThinkingBlock(""))
+
+
+def encode_anthropic_message(
+    obj: Any,
+    out: list[Encoded],
+    new_flags: list[bool],
+    bases: list[int],
+    tool_names: dict[str, str],
+    prev_uses: set[str],
+    seen: set[str],
+    no_floats: bool = False,
+) -> set[str]:
+    """Encode one parsed Anthropic message straight into rows, as
+    ``encode_event`` of each event of ``events_from_message(message_from_anthropic(obj))``
+    (tool results named as ``Session`` names them, from ``tool_names``) would: the bulk
+    import path, which builds no Message, block or event objects. Appends to ``out``,
+    ``new_flags`` and ``bases`` (``event_overhead(event, False)``); returns the next
+    ``prev_uses`` (the checks of ``ctxmem.jsonl._validate``). With ``no_floats``, a tool
+    input holding a float raises :class:`InexactNumbers` (the caller re-parses the line).
+
+    Only plainly valid messages are handled: anything else (a wrong type, a missing field,
+    a misplaced or orphan tool block, a reused id, an unusual value) raises
+    :class:`NotSimple` *before* anything is appended for it, and the caller falls back to
+    the validating path, which stores the same rows or raises the precise error."""
+    if type(obj) is not dict:
+        raise NotSimple
+    role = obj.get("role")
+    raw = obj.get("content")
+    if role not in ("user", "assistant"):
+        raise NotSimple
+    if type(raw) is str:
+        raw = [{"type": "text", "text": raw}]
+    elif type(raw) is not list:
+        raise NotSimple
+    # First pass: validate and normalise every block (nothing is appended on failure).
+    parts: list[tuple[str, Any]] = []
+    uses: list[str] = []
+    has_results = False
+    for b in raw:
+        if type(b) is not dict:
+            raise NotSimple
+        t = b.get("type")
+        if t == "text":
+            text = b.get("text")
+            if type(text) is not str:
+                raise NotSimple
+            parts.append(("b", ({"type": "text", "text": text}, text, _PER_BLOCK)))
+        elif t == "tool_use":
+            uid, name, inp = b.get("id"), b.get("name"), b.get("input")
+            if role != "assistant" or type(uid) is not str or type(name) is not str or type(inp) is not dict:
+                raise NotSimple
+            if uid in seen or uid in uses:
+                raise NotSimple
+            if no_floats and _has_float(inp):
+                raise InexactNumbers
+            uses.append(uid)
+            parts.append(("u", (uid, name, inp)))
+        elif t == "tool_result":
+            tid, content, is_error = b.get("tool_use_id"), b.get("content", ""), b.get("is_error", False)
+            if role != "user" or type(tid) is not str or type(is_error) is not bool or tid not in prev_uses:
+                raise NotSimple
+            if type(content) is str:
+                parts.append(("r", (tid, "text", content, content, is_error)))
+            elif type(content) is list:
+                texts = []
+                for part in content:
+                    if type(part) is not dict or part.get("type") != "text" or type(part.get("text")) is not str:
+                        raise NotSimple
+                    texts.append(part["text"])
+                parts.append(("r", (tid, "blocks", _canonical(texts), "\n".join(texts), is_error)))
+            else:
+                raise NotSimple
+            has_results = True
+        elif t == "thinking":
+            thinking, sig = b.get("thinking"), b.get("signature") or ""
+            if type(thinking) is not str or type(sig) is not str:
+                raise NotSimple
+            parts.append(("b", ({"type": "thinking", "thinking": thinking, "signature": sig}, thinking, _THINKING_OVERHEAD)))
+        elif t == "redacted_thinking":
+            data = b.get("data")
+            if type(data) is not str:
+                raise NotSimple
+            parts.append(("b", ({"type": "redacted_thinking", "data": data}, data, _PER_BLOCK)))
+        else:
+            raise NotSimple
+    # Second pass: the events, as events_from_message splits the message.
+    first = len(out)
+    run: list[tuple[dict[str, Any], str, int]] = []
+
+    def flush() -> None:
+        blob = _canonical([d for d, _, _ in run])
+        out.append(Encoded("message", role, None, None, False, None, blob, _kind_hash("message", blob), None,
+                           tuple(x for _, x, _ in run), False))
+        new_flags.append(len(out) - 1 == first)
+        bases.append(sum(n for _, _, n in run))
+        run.clear()
+
+    for kind, v in parts:
+        if kind == "b":
+            run.append(v)
+            continue
+        if run:
+            flush()
+        if kind == "u":
+            uid, name, inp = v
+            input_json = _canonical(inp)
+            blob = "[" + _canonical(name) + "," + input_json + "]"
+            out.append(Encoded("tool_call", "assistant", uid, name, False, None, blob, _kind_hash("tool_call", blob), None,
+                               (name, input_json), False))
+            bases.append(_TOOL_USE_OVERHEAD)
+            tool_names[uid] = name
+        else:
+            tid, fmt, blob, text, is_error = v
+            out.append(Encoded("tool_result", "user", tid, tool_names.get(tid), is_error, fmt, blob,
+                               content_hash(blob) if fmt == "text" else _kind_hash("tool_result:blocks", blob), None,
+                               (text,), True))
+            bases.append(_TOOL_ERROR_OVERHEAD if is_error else _TOOL_RESULT_OVERHEAD)
+        new_flags.append(len(out) - 1 == first)
+    if run or len(out) == first:  # an empty message still marks a message boundary
+        flush()
+    seen.update(uses)
+    if role == "assistant":
+        return set(uses)
+    return prev_uses if has_results else set()
 
 
 def _trusted_block(d: dict[str, Any]) -> ContentBlock:

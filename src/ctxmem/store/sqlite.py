@@ -68,6 +68,7 @@ from ctxmem.store.codec import (
 from ctxmem.store.counting import event_overhead
 from ctxmem.store.migrations import MIGRATIONS, migrate
 from ctxmem.tokens import Tokenizer, get_tokenizer, tokenizer_id
+from ctxmem.tokens.counting import DEFAULT_OVERHEAD
 
 T = TypeVar("T")
 
@@ -348,6 +349,8 @@ class SQLiteStore:
         toks = [self.tokenizer(name) for name in info.tokenizers]
         now = time.time() if created_at is None else created_at
         new_flags = [bool(getattr(e, "new_message", False)) for e in events]
+        # Overhead of each event without the per-message share (added where it starts one).
+        bases = [event_overhead(ev, False) for ev in events]
 
         # A bulk append counts on a second core (a forked child, see parallel_count) while
         # this process encodes, hashes and writes: the child starts first, on the distinct
@@ -358,40 +361,83 @@ class SQLiteStore:
         texts: list[tuple[str, ...]] | None = None
         if any(parallel_count.possible(tok) for tok in toks):
             texts = [event_texts(e) for e in events]
-            distinct = list(dict.fromkeys(t for ts in texts for t in ts))
-            for k, tok in enumerate(toks):
-                if parallel_count.enabled(tok, distinct):
-                    early[k] = (distinct, parallel_count.start(tok, distinct))
+            early = self._start_early(toks, texts)
         try:
             if texts is None:
                 encoded = [encode_event(e) for e in events]
             else:
                 encoded = [encode_event(e, ts) for e, ts in zip(events, texts, strict=True)]
-            counted_here = {
-                k: self._content_counts(encoded, tok) for k, tok in enumerate(toks) if k not in early
-            }
-
-            def count_all() -> list[tuple[str, list[int], dict[str, int]]]:
-                out = []
-                for k, tok in enumerate(toks):
-                    if k in early:
-                        distinct, result = early[k]
-                        out.append((tok.id, *self._spread_counts(encoded, dict(zip(distinct, result(), strict=True)))))
-                    else:
-                        out.append((tok.id, *counted_here[k]))
-                return out
-
-            return self._append_encoded(session_id, events, encoded, new_flags, now, count_all)
+            return self._append_encoded(session_id, encoded, new_flags, bases, now, self._counter(toks, encoded, early))
         finally:
             for _, counting in early.values():
                 counting.cancel()  # a no-op once the counts were collected
 
+    def append_encoded(
+        self,
+        session_id: str,
+        encoded: Sequence[Encoded],
+        new_flags: Sequence[bool],
+        bases: Sequence[int],
+        *,
+        created_at: float | None = None,
+    ) -> list[int]:
+        """Append events already encoded (the bulk import path, see ``ctxmem.jsonl``):
+        ``encoded[i]`` must be ``encode_event(ev)`` of the event it stands for,
+        ``new_flags[i]`` its ``new_message`` and ``bases[i]`` ``event_overhead(ev, False)``;
+        stored exactly as :meth:`append` of those events stores them."""
+        if not encoded:
+            return []
+        info = self.get_session(session_id)
+        toks = [self.tokenizer(name) for name in info.tokenizers]
+        now = time.time() if created_at is None else created_at
+        early: dict[int, tuple[list[str], parallel_count.Counting]] = {}
+        if any(parallel_count.possible(tok) for tok in toks):
+            early = self._start_early(toks, [e.texts for e in encoded])
+        try:
+            return self._append_encoded(session_id, encoded, new_flags, bases, now, self._counter(toks, encoded, early))
+        finally:
+            for _, counting in early.values():
+                counting.cancel()
+
+    @staticmethod
+    def _start_early(
+        toks: Sequence[Tokenizer], texts: Sequence[tuple[str, ...]]
+    ) -> dict[int, tuple[list[str], parallel_count.Counting]]:
+        early: dict[int, tuple[list[str], parallel_count.Counting]] = {}
+        distinct = list(dict.fromkeys(t for ts in texts for t in ts))
+        for k, tok in enumerate(toks):
+            if parallel_count.enabled(tok, distinct):
+                early[k] = (distinct, parallel_count.start(tok, distinct))
+        return early
+
+    def _counter(
+        self,
+        toks: Sequence[Tokenizer],
+        encoded: Sequence[Encoded],
+        early: dict[int, tuple[list[str], parallel_count.Counting]],
+    ) -> Callable[[], list[tuple[str, list[int], dict[str, int]]]]:
+        """Count here what no child counts (before the write lock); the returned function
+        gives (tokenizer id, content tokens per event, new memo rows) per tokenizer."""
+        counted_here = {k: self._content_counts(encoded, tok) for k, tok in enumerate(toks) if k not in early}
+
+        def count_all() -> list[tuple[str, list[int], dict[str, int]]]:
+            out = []
+            for k, tok in enumerate(toks):
+                if k in early:
+                    distinct, result = early[k]
+                    out.append((tok.id, *self._spread_counts(encoded, dict(zip(distinct, result(), strict=True)))))
+                else:
+                    out.append((tok.id, *counted_here[k]))
+            return out
+
+        return count_all
+
     def _append_encoded(
         self,
         session_id: str,
-        events: Sequence[Event],
         encoded: Sequence[Encoded],
         new_flags: Sequence[bool],
+        bases: Sequence[int],
         now: float,
         count_all: Callable[[], list[tuple[str, list[int], dict[str, int]]]],
     ) -> list[int]:
@@ -429,7 +475,8 @@ class SQLiteStore:
             )
             counted = count_all()
             token_rows: list[tuple[int, str, int, int, int, int]] = []
-            overheads = [event_overhead(ev, s) for ev, s in zip(events, starts_flags, strict=True)]
+            per_message = DEFAULT_OVERHEAD.per_message  # event_overhead(ev, s) == base + (per_message if s)
+            overheads = [b + per_message if s else b for b, s in zip(bases, starts_flags, strict=True)]
             for tid, counts, new in counted:
                 c = o = 0
                 if head is not None:
