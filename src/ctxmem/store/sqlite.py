@@ -307,21 +307,16 @@ class SQLiteStore:
         tok: Tokenizer,
         memo: dict[str, int],
         missing: dict[str, tuple[str, ...]],
-        counted: Callable[[], list[int]] | None = None,
     ) -> tuple[list[int], dict[str, int]]:
-        """Tokenize what the memo lacks (or take ``counted()``: the same texts, counted elsewhere)."""
+        """Tokenize what the memo lacks: each distinct text once, in one batch."""
         new: dict[str, int] = {}
         if missing:
-            flat: list[str] = []
-            spans: list[tuple[str, int]] = []
+            # Each distinct text once (a tool's name recurs in every call to it).
+            flat = list(dict.fromkeys(t for texts in missing.values() for t in texts))
+            counts = tok.count_many(flat)
+            by_text = dict(zip(flat, counts, strict=True))
             for h, texts in missing.items():
-                flat.extend(texts)
-                spans.append((h, len(texts)))
-            counts = counted() if counted is not None else tok.count_many(flat)
-            i = 0
-            for h, n in spans:
-                new[h] = sum(counts[i : i + n])
-                i += n
+                new[h] = by_text[texts[0]] if len(texts) == 1 else sum(by_text[t] for t in texts)
         known = {**memo, **new}
         return [known[e.blob_hash] if e.blob_hash is not None else 0 for e in encoded], new
 
