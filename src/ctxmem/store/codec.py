@@ -70,6 +70,24 @@ class Encoded(NamedTuple):
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
+_json_str: Callable[[str], str] = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.py_encode_basestring
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _make_canonical_fast() -> Callable[[Any], str]:
+    """``_canonical`` for parsed JSON values, without building a C encoder per call (what
+    ``JSONEncoder.encode`` does): the same C encoder and arguments, made once. No circular
+    check (parsed JSON cannot be circular; a too-deep value raises RecursionError all the
+    same), so the encoder keeps no state between calls."""
+    if _c_make_encoder is None:  # pragma: no cover - CPython has the C accelerator
+        return _canonical
+    enc = _c_make_encoder(None, json.JSONEncoder().default, _json_str, None, ":", ",", True, False, True)
+    return lambda value: "".join(enc(value, 0))
+
+
+_canonical_fast = _make_canonical_fast()
+
+
 def _kind_hash(kind: str, blob: str) -> str:
     return content_hash(f"{kind}\x00{blob}")
 
@@ -198,7 +216,7 @@ def encode_anthropic_message(
             text = b.get("text")
             if type(text) is not str:
                 raise NotSimple
-            parts.append(("b", ('{"text":' + _canonical(text) + ',"type":"text"}', text, _PER_BLOCK)))
+            parts.append(("b", ('{"text":' + _json_str(text) + ',"type":"text"}', text, _PER_BLOCK)))
         elif t == "tool_use":
             uid, name, inp = b.get("id"), b.get("name"), b.get("input")
             if role != "assistant" or type(uid) is not str or type(name) is not str or type(inp) is not dict:
@@ -221,7 +239,7 @@ def encode_anthropic_message(
                     if type(part) is not dict or part.get("type") != "text" or type(part.get("text")) is not str:
                         raise NotSimple
                     texts.append(part["text"])
-                parts.append(("r", (tid, "blocks", _canonical(texts), "\n".join(texts), is_error)))
+                parts.append(("r", (tid, "blocks", _canonical_fast(texts), "\n".join(texts), is_error)))
             else:
                 raise NotSimple
             has_results = True
@@ -230,7 +248,7 @@ def encode_anthropic_message(
             if type(thinking) is not str or type(sig) is not str:
                 raise NotSimple
             parts.append(("b", (
-                '{"signature":' + _canonical(sig) + ',"thinking":' + _canonical(thinking) + ',"type":"thinking"}',
+                '{"signature":' + _json_str(sig) + ',"thinking":' + _json_str(thinking) + ',"type":"thinking"}',
                 thinking,
                 _THINKING_OVERHEAD,
             )))
@@ -238,7 +256,7 @@ def encode_anthropic_message(
             data = b.get("data")
             if type(data) is not str:
                 raise NotSimple
-            parts.append(("b", ('{"data":' + _canonical(data) + ',"type":"redacted_thinking"}', data, _PER_BLOCK)))
+            parts.append(("b", ('{"data":' + _json_str(data) + ',"type":"redacted_thinking"}', data, _PER_BLOCK)))
         else:
             raise NotSimple
     # Second pass: the events, as events_from_message splits the message.
@@ -263,8 +281,8 @@ def encode_anthropic_message(
             flush()
         if kind == "u":
             uid, name, inp = v
-            input_json = _canonical(inp)
-            blob = "[" + _canonical(name) + "," + input_json + "]"
+            input_json = _canonical_fast(inp)
+            blob = "[" + _json_str(name) + "," + input_json + "]"
             out.append(Encoded("tool_call", "assistant", uid, name, False, None, blob, _kind_hash("tool_call", blob), None,
                                (name, input_json), False))
             bases.append(_TOOL_USE_OVERHEAD)
