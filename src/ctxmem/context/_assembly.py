@@ -8,7 +8,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import compress, count, islice
+from operator import is_not
 
 from ctxmem.context.base import BuildRequest, BuiltContext, Report
 from ctxmem.context.history import History
@@ -81,25 +82,23 @@ class PrefixTracker:
 
     _history_id: int = 0
     _messages: list[Message] = field(default_factory=list)
-    _cum: list[int] = field(default_factory=lambda: [0])
+    _counts: list[int] = field(default_factory=list)
 
     def observe(self, request: BuildRequest, out: Output) -> tuple[int, bool, int]:
         """(stable prefix tokens, cache invalidated, invalidated tokens) against the last build."""
         fixed = request.fixed_tokens
         same_history = self._history_id == id(request.history)
         old = self._messages if same_history else []
-        k = 0
-        limit = min(len(old), len(out.messages))
         new_msgs = out.messages
-        while k < limit and old[k] is new_msgs[k]:
-            k += 1
-        new_cum = list(accumulate(out.counts, initial=out.extra))
-        stable = fixed + new_cum[k]
+        # first index where the outputs differ (by identity), scanned in C
+        k = next(compress(count(), map(is_not, old, new_msgs)), min(len(old), len(new_msgs)))
+        counts = out.counts
+        stable = fixed + out.extra + (sum(counts) if k == len(counts) else sum(islice(counts, k)))
         invalidated = bool(old) and k < len(old)
-        lost = (self._cum[-1] - self._cum[k]) if invalidated else 0
+        lost = sum(islice(self._counts, k, None)) if invalidated else 0
         self._history_id = id(request.history)
         self._messages = list(new_msgs)
-        self._cum = new_cum
+        self._counts = list(counts)
         return stable, invalidated, lost
 
 

@@ -38,7 +38,7 @@ from ctxmem.context._assembly import PrefixTracker
 from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
 from ctxmem.context.history import History
 from ctxmem.context.ledger import LedgerBuilder, render_ledger
-from ctxmem.context.summarize import clip_to_tokens
+from ctxmem.context.summarize import clip_to_tokens, joined_count
 from ctxmem.errors import ConfigError, ContextOverflowError
 from ctxmem.events import StoredEvent, ToolCallEvent, ToolResultEvent
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
@@ -70,6 +70,17 @@ class _MemoTokenizer:
         if missing:
             self._counts.update(zip(missing, self.inner.count_many(missing), strict=True))
         return [self._counts[t] for t in texts]
+
+    def count_joined(self, text: str, lines: Sequence[str]) -> int:
+        """The count of ``text == "\n".join(lines)``, exact, from the memoized line counts
+        where the tokenizer allows (:func:`~ctxmem.context.summarize.joined_count`)."""
+        n = self._counts.get(text)
+        if n is None:
+            n = joined_count(self, lines)
+            if len(self._counts) > 4096:
+                self._counts.clear()
+            self._counts[text] = n
+        return n
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -41,7 +41,13 @@ def first_error(text: str) -> str:
     return f"no error lines in {len(lines)} lines; last: {last}"
 
 
+_SUMMARY_WORDS = ("geomean", "geometric", "summary", "total", "overall", "mean", "median", "speedup", "passed", "failed", "best")
+_ASCII_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e"  # what str.splitlines splits ASCII text at
+
+
 def summary_line(text: str) -> str:
+    if text.isascii():
+        return _summary_line_ascii(text)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not lines:
         return "(empty output)"
@@ -49,6 +55,26 @@ def summary_line(text: str) -> str:
     if summary == lines[0]:
         return summary
     return f"{lines[0]} … {summary}"
+
+
+def _summary_line_ascii(text: str) -> str:
+    """:func:`summary_line` of ASCII text, without a regex pass per line: on ASCII, the
+    case-insensitive ``_SUMMARY`` matches exactly where a lower-cased word occurs, so the last
+    matching line is the line holding the last occurrence of any of the words."""
+    first = next((s for ln in text.splitlines() if (s := ln.strip())), None)
+    if first is None:
+        return "(empty output)"
+    low = text.lower()
+    pos = max(low.rfind(w) for w in _SUMMARY_WORDS)
+    if pos < 0:
+        summary = next(s for ln in reversed(text.splitlines()) if (s := ln.strip()))
+    else:
+        start = max(text.rfind(c, 0, pos) for c in _ASCII_BREAKS) + 1
+        end = min((e for c in _ASCII_BREAKS if (e := text.find(c, pos)) != -1), default=len(text))
+        summary = text[start:end].strip()
+    if summary == first:
+        return summary
+    return f"{first} … {summary}"
 
 
 def head_tail(text: str) -> str:

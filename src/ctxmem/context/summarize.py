@@ -91,6 +91,82 @@ def clip_line(text: str, limit: int = _MAX_LINE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+# Pre-tokenizer patterns (tiktoken ``pat_str``) under which a text's token count is the sum
+# of the counts of its "\n"-joined lines, each counted with its joining newline. Why: BPE
+# merges only within a pre-token, and under these patterns the pre-token holding a joining
+# "\n" ends right after it whenever the next line has no "\r"/"\n", is not all whitespace
+# (Python's ``isspace`` covers Unicode White_Space, the regex's ``\s``) and does not start
+# with "/" (o200k's punctuation run absorbs "[\r\n/]*"): the only alternatives that can
+# consume "\n" are the whitespace ones, where the newline alternative (``\s*[\r\n]+`` /
+# ``\s*[\r\n]``) comes first and, backtracking to the last newline of the whitespace run —
+# which ends inside the next line — ends at it, and the punctuation run's newline suffix.
+# A match ending before the "\n" looks at most one character past its end (``(?!\S)``),
+# the same "\n" in both texts; ``\s++$`` (cl100k) ends at the same "\n" when the line
+# stands alone. Other encodings (p50k/r50k's ``\s+(?!\S)`` splits " \n" differently) and
+# other tokenizers are always counted whole. tests/context/test_joined_count.py fuzzes it.
+_NEWLINE_ADDITIVE_PATTERNS = frozenset(
+    {
+        # o200k_base
+        "|".join(
+            [
+                r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+                r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+                r"""\p{N}{1,3}""",
+                r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+                r"""\s*[\r\n]+""",
+                r"""\s+(?!\S)""",
+                r"""\s+""",
+            ]
+        ),
+        # cl100k_base
+        r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
+    }
+)
+_ADDITIVE: dict[str, bool] = {}
+
+
+def newline_additive(tokenizer: Tokenizer) -> bool:
+    """Whether counts of "\n"-joined lines add up exactly (see ``_NEWLINE_ADDITIVE_PATTERNS``):
+    only for tiktoken encodings whose pre-tokenizer pattern is one of those checked."""
+    tid = str(getattr(tokenizer, "id", ""))
+    known = _ADDITIVE.get(tid)
+    if known is None:
+        inner = getattr(tokenizer, "inner", tokenizer)  # a memo around the tokenizer
+        from ctxmem.tokens.tiktoken_backend import TiktokenTokenizer
+
+        pat = getattr(getattr(inner, "_enc", None), "_pat_str", None) if type(inner) is TiktokenTokenizer else None
+        known = _ADDITIVE[tid] = pat in _NEWLINE_ADDITIVE_PATTERNS
+    return known
+
+
+def joined_count(tokenizer: Tokenizer, lines: Sequence[str]) -> int:
+    """The exact count of ``"\n".join(lines)``.
+
+    From per-line counts (``line + "\n"``, the last line bare) when the tokenizer's
+    pre-tokenizer provably splits after each joining newline (:func:`newline_additive`)
+    and the lines allow it: no "\r" or "\n" inside, every line after the first with a
+    non-whitespace character and not starting with "/". Pays off with a memoizing tokenizer
+    (lines repeat from turn to turn, the joined text does not); otherwise the joined text
+    is counted.
+    """
+    if len(lines) > 1 and newline_additive(tokenizer) and _joinable(lines):
+        return sum(tokenizer.count_many([*(ln + "\n" for ln in lines[:-1]), lines[-1]]))
+    return tokenizer.count("\n".join(lines))
+
+
+def _joinable(lines: Sequence[str]) -> bool:
+    if "\n" in lines[0] or "\r" in lines[0]:
+        return False
+    return all(ln and ln[0] != "/" and not ln.isspace() and "\n" not in ln and "\r" not in ln for ln in lines[1:])
+
+
+def _count_text(tokenizer: Tokenizer, text: str, lines: Sequence[str]) -> int:
+    """``tokenizer.count(text)`` where ``text == "\n".join(lines)``, through the tokenizer's
+    own ``count_joined`` when it has one (the pipeline's memo: per-line counts, exact)."""
+    fast = getattr(tokenizer, "count_joined", None)
+    return int(fast(text, lines)) if fast is not None else tokenizer.count(text)
+
+
 def fit_lines(
     candidates: Sequence[tuple[float, str]], tokenizer: Tokenizer, max_tokens: int, *, header: str = ""
 ) -> str:
@@ -114,16 +190,16 @@ def fit_lines(
             used += counts[j]
     chosen.sort()
 
-    def render(sel: list[int]) -> str:
-        body = "\n".join(lines[j] for j in sel)
-        return f"{header}\n{body}" if header and body else (header or body)
+    def render(sel: list[int]) -> tuple[str, list[str]]:
+        parts = ([header] if header else []) + [lines[j] for j in sel]
+        return "\n".join(parts), parts
 
-    text = render(chosen)
+    text, parts = render(chosen)
     # Counts of lines are not additive in every BPE; drop the lowest-scored until exact.
-    while chosen and tokenizer.count(text) > max_tokens:
+    while chosen and _count_text(tokenizer, text, parts) > max_tokens:
         worst = min(chosen, key=lambda j: (candidates[j][0], -j))
         chosen.remove(worst)
-        text = render(chosen)
+        text, parts = render(chosen)
     return text
 
 
@@ -131,9 +207,12 @@ def clip_to_tokens(text: str, tokenizer: Tokenizer, max_tokens: int) -> str:
     """The longest prefix of whole lines (then characters) within ``max_tokens``."""
     if max_tokens <= 0:
         return ""
-    if tokenizer.count(text) <= max_tokens:
-        return text
     lines = text.splitlines()
+    if "\n".join(lines) == text:  # lines joined by "\n" only: countable line by line
+        if _count_text(tokenizer, text, lines) <= max_tokens:
+            return text
+    elif tokenizer.count(text) <= max_tokens:
+        return text
     lo, hi = 0, len(lines)
     while lo < hi:  # largest k with lines[:k] fitting
         mid = (lo + hi + 1) // 2

@@ -258,6 +258,10 @@ class HybridRetriever:
         if k < 1:
             raise InputError("k must be at least 1", field="k")
         n = max(k, self.candidates)
+        if self.embedder is None and self._bm25 is not None:
+            # One ranking: fusion keeps its order (scores 1/(rrf_k + rank) strictly fall), and
+            # BM25's top k is a prefix of its top n, so the k best need only k candidates.
+            n = k
         dense = self.dense_search(query, n, exclude=exclude)
         lexical = self.lexical_search(query, n, exclude=exclude)
         rankings = {"dense": [p for p, _ in dense], "lexical": [p for p, _ in lexical]}
