@@ -227,3 +227,26 @@ def test_probe_reads_texts_not_their_repr(o200k: Any) -> None:
     assert probe_status(needle, built, history) == "verbatim"
     assert probe_status('error: "smem" over limit at line 42', built, history) == "normalized"
     assert probe_status("not in there", built, history) == "absent"
+
+
+def test_a_strategy_reused_across_histories_never_serves_a_dead_historys_state(o200k: Any) -> None:
+    """Per-history caches are keyed by History.uid, which (unlike id()) is never reused after
+    a History is garbage-collected: a new history that lands at the old address still gets
+    builds equal to a fresh instance's."""
+    import gc
+
+    sessions = [synthetic_session(40, seed=s) for s in (1, 2, 3)]
+    budget = Budget(6_000, 500)
+    for name in ("masking", "window", "pipeline", "summarization"):
+        reused = make_strategy(name, {})
+        ids, uids = set(), set()
+        for msgs in sessions:
+            h = History.from_messages(msgs, o200k)
+            ids.add(id(h))
+            uids.add(h.uid)
+            got = reused.build(BuildRequest(h, budget))
+            want = make_strategy(name, {}).build(BuildRequest(h, budget))
+            assert list(got.messages) == list(want.messages), name
+            del h
+            gc.collect()
+        assert len(uids) == len(sessions)

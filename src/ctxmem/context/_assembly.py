@@ -87,7 +87,7 @@ class PrefixTracker:
     def observe(self, request: BuildRequest, out: Output) -> tuple[int, bool, int]:
         """(stable prefix tokens, cache invalidated, invalidated tokens) against the last build."""
         fixed = request.fixed_tokens
-        same_history = self._history_id == id(request.history)
+        same_history = self._history_id == request.history.uid
         old = self._messages if same_history else []
         new_msgs = out.messages
         # first index where the outputs differ (by identity), scanned in C
@@ -96,7 +96,7 @@ class PrefixTracker:
         stable = fixed + out.extra + (sum(counts) if k == len(counts) else sum(islice(counts, k)))
         invalidated = bool(old) and k < len(old)
         lost = sum(islice(self._counts, k, None)) if invalidated else 0
-        self._history_id = id(request.history)
+        self._history_id = request.history.uid
         self._messages = list(new_msgs)
         self._counts = list(counts)
         return stable, invalidated, lost
@@ -113,7 +113,7 @@ class PinnedCache:
     def get(self, request: BuildRequest, extra: tuple[str, ...]) -> tuple[list[Message], list[int]]:
         h = request.history
         p = request.pinned_count
-        key = (id(h), p, extra)
+        key = (h.uid, p, extra)
         if key != self._key:
             msgs = list(h.messages[:p])
             counts = list(h.counts[:p])

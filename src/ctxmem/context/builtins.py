@@ -37,7 +37,7 @@ class _CutsCache:
         self._cuts: dict[tuple[int, int], SafeCuts] = {}
 
     def get(self, history: History, pinned: int) -> SafeCuts:
-        key = (id(history), pinned)
+        key = (history.uid, pinned)
         cuts = self._cuts.get(key)
         if cuts is None or cuts.history is not history:
             if len(self._cuts) > 8:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, count
 from typing import TYPE_CHECKING
 
 from ctxmem.messages import (
@@ -55,6 +55,9 @@ def _flags(m: Message) -> Flags:
     return Flags(m.role, tuple(uses), tuple(results), thinking)
 
 
+_UIDS = count(1)
+
+
 @dataclass
 class History:
     """Messages + exact per-message token counts + prefix sums. Append-only."""
@@ -65,8 +68,11 @@ class History:
     event_ids: list[tuple[int, ...]] = field(default_factory=list)
     flags: list[Flags] = field(default_factory=list)
     cum: list[int] = field(default_factory=lambda: [0])
-    #: bumped on every extend: strategies key their caches on (id(history), version)
+    #: bumped on every extend: strategies key their caches on (uid, version)
     version: int = 0
+    #: unique for the life of the process (unlike id(), never reused after this History
+    #: is garbage-collected): what per-history caches in strategies are keyed on
+    uid: int = field(default_factory=lambda: next(_UIDS), repr=False, compare=False)
     _tool_names: dict[str, str] = field(default_factory=dict, repr=False)
     _results: dict[str, tuple[int, ToolResultBlock]] = field(default_factory=dict, repr=False)
 

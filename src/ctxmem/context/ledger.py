@@ -86,10 +86,11 @@ class LedgerBuilder:
     def update(self, history: History | Sequence[Message]) -> TaskLedger:
         """Read the messages appended since the last call and return the ledger."""
         msgs = history.messages if isinstance(history, History) else history
-        if (self._source is not None and self._source != id(history)) or len(msgs) < self._seen:
+        source = history.uid if isinstance(history, History) else id(history)
+        if (self._source is not None and self._source != source) or len(msgs) < self._seen:
             fresh = LedgerBuilder()  # another history: start over
             self.__dict__.update(fresh.__dict__)
-        self._source = id(history)
+        self._source = source
         for i in range(self._seen, len(msgs)):
             self._read(i, msgs[i])
         self._seen = len(msgs)

@@ -218,11 +218,11 @@ class Masking:
         return head + ("]\n" + gist if gist else "]")
 
     def _state(self, h: History) -> _MaskState:
-        st = self._states.get(id(h))
+        st = self._states.get(h.uid)
         if st is None or st.history is not h:
             if len(self._states) > 8:
                 self._states.clear()
-            st = self._states[id(h)] = _MaskState(h)
+            st = self._states[h.uid] = _MaskState(h)
         if st.seen < len(h):
             self._extend(st)
         return st

@@ -141,11 +141,11 @@ class Pipeline:
     def _ledger_text(self, history: History, tokens: int, request: BuildRequest) -> str:
         if tokens <= 0:
             return ""
-        lb = self._ledgers.get(id(history))
+        lb = self._ledgers.get(history.uid)
         if lb is None:
             if len(self._ledgers) > 8:
                 self._ledgers.clear()
-            lb = self._ledgers[id(history)] = LedgerBuilder()
+            lb = self._ledgers[history.uid] = LedgerBuilder()
         ledger = lb.update(history)
         return render_ledger(ledger, self._memo(request.tokenizer), tokens)
 
@@ -153,7 +153,7 @@ class Pipeline:
         from ctxmem.retrieval import HybridRetriever
 
         h = request.history
-        entry = self._retrievers.get(id(h))
+        entry = self._retrievers.get(h.uid)
         if entry is None:
             if len(self._retrievers) > 4:
                 self._retrievers.clear()
@@ -168,7 +168,7 @@ class Pipeline:
         if seen < len(h):
             retriever.update(_history_events(h, seen), append_only=True)
             entry = (retriever, len(h))
-        self._retrievers[id(h)] = entry
+        self._retrievers[h.uid] = entry
         return retriever
 
     def _retrieved_text(self, request: BuildRequest, core: BuiltContext, tokens: int) -> tuple[str, tuple[int, ...]]:
@@ -211,7 +211,7 @@ class Pipeline:
         if not (isinstance(kept, range) and kept.step == 1 and kept.stop == len(h)):
             gone = set(masked)
             return {eid for i in kept if i not in gone and h.flags[i].tool_results for eid in _result_ids(h, i)}
-        key = (id(h), kept.start, hash(masked), len(masked))
+        key = (h.uid, kept.start, hash(masked), len(masked))
         ex = self._exclude
         if ex is None or ex[0] != key or ex[1] > kept.stop:
             ex = (key, kept.start, set())

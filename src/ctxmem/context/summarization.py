@@ -464,7 +464,7 @@ class Summarization:
     def _place(self, request: BuildRequest, s: int, texts: tuple[str, ...]) -> _Placement:
         h = request.history
         p = request.pinned_count
-        key = (id(h), p, s if p == 0 else -1, texts)
+        key = (h.uid, p, s if p == 0 else -1, texts)
         pl = self._placement
         if pl.key == key:
             return pl
