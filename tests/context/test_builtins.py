@@ -239,10 +239,9 @@ def test_a_strategy_reused_across_histories_never_serves_a_dead_historys_state(o
     budget = Budget(6_000, 500)
     for name in ("masking", "window", "pipeline", "summarization"):
         reused = make_strategy(name, {})
-        ids, uids = set(), set()
+        uids = set()
         for msgs in sessions:
             h = History.from_messages(msgs, o200k)
-            ids.add(id(h))
             uids.add(h.uid)
             got = reused.build(BuildRequest(h, budget))
             want = make_strategy(name, {}).build(BuildRequest(h, budget))

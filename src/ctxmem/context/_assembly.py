@@ -181,7 +181,8 @@ class CompactionRecorder:
     keep the same boundary, and rebuilds by another instance, record nothing."""
 
     def __init__(self) -> None:
-        self._last: dict[str, tuple[int, ...]] = {}
+        # per session: the source ids of the last compaction of this strategy in its log
+        self._last: dict[str, tuple[int, ...] | None] = {}
 
     def record(
         self, name: str, request: BuildRequest, built: BuiltContext, source_event_ids: Sequence[int], reason: str
@@ -193,17 +194,19 @@ class CompactionRecorder:
         if session is None or not request.record or not ids or not hasattr(session, "record_compaction"):
             return False
         key = str(getattr(session, "id", id(session)))
-        if self._last.get(key) == ids:
-            return False
-        if len(self._last) > 64:
-            self._last.clear()
+        if key not in self._last:
+            # First sight of this session: read its log once for what an earlier instance
+            # (a rebuild, a resumed run) already recorded; afterwards this recorder knows.
+            if len(self._last) > 64:
+                self._last.clear()
+            self._last[key] = next(
+                (se.event.source_event_ids for se in reversed(session.events())
+                 if isinstance(se.event, CompactionEvent) and se.event.strategy == name),
+                None,
+            )
+        if self._last[key] == ids:
+            return False  # already recorded
         self._last[key] = ids
-        for se in reversed(session.events()):
-            old = se.event
-            if isinstance(old, CompactionEvent) and old.strategy == name:
-                if old.source_event_ids == ids:
-                    return False  # already recorded (a rebuild, or another instance)
-                break
         session.record_compaction(
             CompactionEvent(
                 strategy=name,
