@@ -87,6 +87,20 @@ def test_sweep_cli(tmp_path: Path) -> None:
     assert load_preset(data["preset_path"]).budget().context_window == data["recommendation"]["budget"]
 
 
+def test_sweep_with_an_unmet_objective_still_writes_its_results(tmp_path: Path) -> None:
+    out_dir = tmp_path / "sweep"
+    code, out, err = run("tune", "sweep", "--workload", "needles", "--turns", "12", "--budgets", "4k,8k",
+                         "--presets", "window-32k", "--objective", "min-cost-at-recall>=1.5",
+                         "--out", str(out_dir), "--no-plot")
+    assert code == 1
+    assert "objective min-cost-at-recall>=1.5 not met" in err and "Traceback" not in err
+    assert "window-32k" in out and str(out_dir / "sweep.json") in out
+    data = json.loads((out_dir / "sweep.json").read_text())
+    assert len(data["cells"]) == 2 and data["recommendation"] is None
+    assert "no cell reaches a score" in data["objective_unmet"]
+    assert not list(out_dir.glob("*.toml"))
+
+
 def test_kv_cli(tmp_path: Path) -> None:
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps({"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,

@@ -187,3 +187,39 @@ def test_sizes_and_rows() -> None:
     assert parse_size("24576MiB") == 24 * GiB
     assert row_bytes(1024, "q8_0") == 1088 and row_bytes(1024, "q4_0") == 576
     assert row_bytes(40, "q8_0") == 68  # partial blocks are whole blocks
+
+
+# A Qwen3-Next-style hybrid config: transformers derives layer_types from
+# full_attention_interval (default 4) — only every 4th layer keeps a KV cache.
+QWEN3_NEXT_STYLE: dict[str, Any] = {
+    "architectures": ["Qwen3NextForCausalLM"], "model_type": "qwen3_next", "hidden_size": 4096,
+    "intermediate_size": 12288, "num_hidden_layers": 64, "num_attention_heads": 32, "num_key_value_heads": 4,
+    "head_dim": 256, "full_attention_interval": 4, "vocab_size": 151936, "max_position_embeddings": 131072,
+    "torch_dtype": "bfloat16",
+}
+
+
+def test_qwen3_next_interval_hybrid(tmp_path: Path) -> None:
+    path = write(tmp_path, "qwen3next", QWEN3_NEXT_STYLE)
+    lay = layout_from_config(path)
+    assert (lay.count("full"), lay.count("linear"), lay.count("sliding")) == (16, 48, 0)
+    assert lay.layer_kinds[:4] == ("linear", "linear", "linear", "full")
+    # 16 layers × (K + V) × 4 heads × 256 dims × 2 bytes (bf16)
+    assert estimate(path, kv_dtype="bf16").full_bytes_per_token == 16 * 2 * 4 * 256 * 2 == 65_536
+    # the interval defaults to 4 for these model types when the config omits it
+    cfg = {k: v for k, v in QWEN3_NEXT_STYLE.items() if k != "full_attention_interval"}
+    assert layout_from_config(write(tmp_path, "noint", cfg)).count("full") == 16
+    # an explicit layer_types still wins
+    cfg = {**QWEN3_NEXT_STYLE, "layer_types": ["full_attention"] * 64}
+    assert layout_from_config(write(tmp_path, "explicit", cfg)).count("full") == 64
+
+
+def test_bare_gpu_mem_is_gib_and_position_limit_does_not_fit(tmp_path: Path) -> None:
+    assert parse_size("24") == 24 * GiB
+    assert parse_size("1234B") == 1234
+    path = write(tmp_path, "llama", LLAMA3_8B)
+    data = estimate(path, gpu_mem="1TiB", weights_gib=16).to_json(256_000)
+    assert data["memory_fits"] is True
+    assert data["fits"] is False and data["beyond_position_limit"] is True
+    assert "131,072" in data["note"]
+    assert estimate(path, gpu_mem="1TiB", weights_gib=16).to_json(100_000)["fits"] is True

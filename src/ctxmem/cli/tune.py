@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -184,6 +185,8 @@ def sweep_cmd(
                               kernel_calls=kernel_calls)
     if as_json:
         echo_json(result.to_json())
+        if result.unmet:
+            sys.exit(1)
         return
     front = {c.key for c in result.front()}
     rows = [[c.key, "-" if c.score is None else f"{c.score:.3f}", f"${c.dollars:.4f}", f"{c.tokens_sent:,}",
@@ -196,12 +199,17 @@ def sweep_cmd(
         click.echo(f"preset: {result.preset_path}")
     if result.plot_path:
         click.echo(f"plot: {result.plot_path}")
+    click.echo(f"results: {Path(out_dir) / 'sweep.json'}")
+    if result.unmet:
+        click.echo(f"error: objective {result.objective} not met: {result.unmet} "
+                   "(every cell's results are written above; no preset was recommended)", err=True)
+        sys.exit(1)
 
 
 @tune.command("kv")
 @click.option("--config", "config_path", required=True, type=click.Path(),
               help="A transformers config.json (or the folder holding it).")
-@click.option("--gpu-mem", default=None, help="GPU memory, e.g. 24GiB, 80GB (GB is decimal, GiB binary).")
+@click.option("--gpu-mem", default=None, help="GPU memory, e.g. 24GiB, 80GB (GB is decimal, GiB binary; a bare 24 means 24 GiB).")
 @click.option("--kv-dtype", default="fp16", show_default=True, help="fp32, fp16, bf16, fp8, q8_0 or q4_0.")
 @click.option("--weights-gib", type=click.FloatRange(min=0), default=None,
               help="Weight memory in GiB (default: estimated from the config).")
@@ -253,8 +261,15 @@ def kv_cmd(
                    else f"max context on {data['gpu_gib']:.2f} GiB: {data['limited_by']}")
     if ctx is not None:
         mem = est.memory_at(ctx)
-        fits = "" if "fits" not in data else (" — fits" if data["fits"] else " — does NOT fit")
+        if "fits" not in data:
+            fits = ""
+        elif data.get("beyond_position_limit"):
+            fits = " — does NOT fit: past the model's position limit"
+        else:
+            fits = " — fits" if data["fits"] else " — does NOT fit"
         click.echo(f"at {ctx:,} tokens: KV {mem['kv_cache'] / GiB:.2f} GiB, total {mem['total'] / GiB:.2f} GiB{fits}")
+        if data.get("note"):
+            click.echo(f"note: {data['note']}")
 
 
 @tune.command("prices")

@@ -20,8 +20,10 @@ attention is treated as a window of ``attention_chunk_size``; ``linear_attention
 keep a constant-size state and no KV cache), else from the model family's rule: Gemma 2
 alternates sliding and full (even layers slide), Gemma 3 makes every
 ``sliding_window_pattern``-th layer full (default 6), Qwen2-style configs slide layers at
-index ≥ ``max_window_layers`` only when ``use_sliding_window`` is true, and a Mistral-style
-``sliding_window`` without that switch applies to every layer.
+index ≥ ``max_window_layers`` only when ``use_sliding_window`` is true, a Mistral-style
+``sliding_window`` without that switch applies to every layer, and the Qwen3-Next / Qwen3.5
+hybrids (``full_attention_interval``, default 4, as transformers derives it) make every
+interval-th layer full attention and the others linear: 64 layers → 16 with a KV cache.
 
 **KV dtypes**: fp32 (4 bytes), fp16/bf16 (2), fp8 (1), and llama.cpp's block formats:
 ``q8_0`` stores 32 values in 34 bytes (32 int8 + an fp16 scale), ``q4_0`` 32 values in 18
@@ -91,15 +93,19 @@ def row_bytes(values: int, dtype: str) -> int:
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.I)
 
 
-def parse_size(text: str | float | int) -> int:
-    """Bytes from ``24GiB``, ``24G`` (binary), ``24GB`` (decimal), ``80000MiB`` or a number of bytes."""
+def parse_size(text: str | float | int, *, bare_unit: str = "gib") -> int:
+    """Bytes from ``24GiB``, ``24G`` (binary), ``24GB`` (decimal), ``80000MiB`` or ``1234B``.
+
+    A bare number (``24``) is read in ``bare_unit`` — GiB by default, because a GPU's memory
+    is what this parses and nobody means 24 bytes. Write ``B`` for bytes.
+    """
     if isinstance(text, int | float):
         return int(text)
     m = _SIZE.match(text)
     if not m:
         raise InputError(f"not a memory size: {text!r} (use e.g. 24GiB, 80GB, 24576MiB)", field="gpu_mem")
     value = float(m.group(1))
-    unit = (m.group(2) or "b").lower()
+    unit = (m.group(2) or bare_unit).lower()
     powers = {"k": 1, "m": 2, "g": 3, "t": 4}
     if unit == "b":
         return int(value)
@@ -160,6 +166,10 @@ def _pos_int(cfg: Mapping[str, Any], key: str, source: str, *, required: bool = 
     return v
 
 
+#: model types whose configs give ``full_attention_interval`` instead of ``layer_types``
+_INTERVAL_HYBRIDS = frozenset({"qwen3_next", "qwen3_5", "qwen3_5_moe", "qwen3_5_text", "qwen3_5_moe_text"})
+
+
 def _layer_kinds(cfg: Mapping[str, Any], n: int, model_type: str, source: str) -> tuple[tuple[LayerKind, ...], int | None]:
     window = cfg.get("sliding_window")
     kinds: list[LayerKind]
@@ -182,6 +192,12 @@ def _layer_kinds(cfg: Mapping[str, Any], n: int, model_type: str, source: str) -
             else:
                 raise ConfigError(f"unknown layer type {t!r} (known: full_attention, sliding_attention, "
                                   "chunked_attention, linear_attention)", source=source, field="layer_types")
+    elif model_type in _INTERVAL_HYBRIDS or "full_attention_interval" in cfg:
+        # Qwen3-Next / Qwen3.5 hybrids: transformers derives ``layer_types`` from the interval
+        # (default 4): every interval-th layer is full attention, the rest are linear
+        # (Gated DeltaNet) layers with a constant-size state and no KV cache.
+        interval = _pos_int(cfg, "full_attention_interval", source, required=False) or 4
+        kinds = ["linear" if (i + 1) % interval else "full" for i in range(n)]
     elif model_type == "gemma2":
         kinds = ["sliding" if i % 2 == 0 else "full" for i in range(n)]
     elif model_type in ("gemma3", "gemma3_text"):
@@ -424,8 +440,15 @@ class KVEstimate:
             out["context"] = context
             out["memory_at_context"] = {k: v for k, v in mem.items()}
             out["memory_at_context_gib"] = {k: round(v / GiB, 3) for k, v in mem.items()}
+            limit = lay.max_position_embeddings
+            beyond = limit is not None and context > limit
+            if beyond:
+                out["beyond_position_limit"] = True
+                out["note"] = (f"{context:,} tokens is past the model's position limit of {limit:,} "
+                               "(max_position_embeddings): it cannot attend that far without RoPE scaling")
             if self.gpu_bytes is not None:
-                out["fits"] = mem["total"] <= self.gpu_bytes
+                out["memory_fits"] = mem["total"] <= self.gpu_bytes
+                out["fits"] = out["memory_fits"] and not beyond
         return out
 
 

@@ -253,6 +253,8 @@ class SweepResult:
     recommendation: Cell | None = None
     preset_path: str | None = None
     plot_path: str | None = None
+    #: why no cell met the objective (the results are written all the same)
+    unmet: str | None = None
 
     def front(self) -> list[Cell]:
         return pareto_front(self.cells)
@@ -269,6 +271,7 @@ class SweepResult:
             "recommendation": self.recommendation.to_json() if self.recommendation else None,
             "preset_path": self.preset_path,
             "plot_path": self.plot_path,
+            "objective_unmet": self.unmet,
         }
 
 
@@ -614,16 +617,25 @@ def sweep_to_dir(
     plot: bool = True,
     **kwargs: Any,
 ) -> SweepResult:
-    """Run a sweep and write ``sweep.json``, ``pareto.png`` and the recommended preset to ``out_dir``."""
+    """Run a sweep and write ``sweep.json``, ``pareto.png`` and the recommended preset to ``out_dir``.
+
+    The cells are written whatever the objective says: a sweep is expensive (a kernel cell
+    runs a whole agent), so when no cell meets the objective ``result.unmet`` says why and
+    only the recommended preset is missing.
+    """
     obj = parse_objective(objective) if objective else None  # reject a bad objective before the work
     result = run_sweep(workload, presets, budgets, price, **kwargs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if obj is not None:
         result.objective = obj.text
-        result.recommendation = recommend(result.cells, obj)
-        result.preset_path = str(write_preset(result.recommendation, out, workload=workload, objective=obj.text,
-                                              model=price.name))
+        try:
+            result.recommendation = recommend(result.cells, obj)
+        except ConfigError as exc:
+            result.unmet = str(exc).removeprefix("field 'objective': ")
+        else:
+            result.preset_path = str(write_preset(result.recommendation, out, workload=workload,
+                                                  objective=obj.text, model=price.name))
     if plot:
         result.plot_path = str(plot_pareto(result, out / "pareto.png"))
     (out / "sweep.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
