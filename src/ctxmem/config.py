@@ -19,20 +19,34 @@ A preset file::
 Presets are found by path, or by name in (first hit wins): the folders in
 ``$CTXMEM_PRESETS`` (colon-separated), the presets shipped in the package, and the
 ``strategies/`` folder of a source checkout. Every error names the file and the field.
+
+**One way from a preset to a request.** :meth:`Preset.builder` returns a
+:class:`ContextBuilder`: the strategy, the budget, the tokenizer that counts it, the
+pinned count and the run-time dependencies the strategy declares
+(:meth:`~ctxmem.context.StrategyConfig.dependencies`, e.g. an LLM summarizer's client).
+The Agent, ``ctxmem context build``, the demo, the evaluator, the tuner's replay and the
+kernel workload all build their requests through it, so a preset means the same thing
+everywhere: its window, its tokenizer, its pinned prefix.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ctxmem.errors import ConfigError, UnknownNameError
 from ctxmem.tokens import Budget
+
+if TYPE_CHECKING:
+    from ctxmem.context import BuildRequest, BuiltContext, ContextStrategy, History, SessionLike
+    from ctxmem.messages import ToolSpec
+    from ctxmem.session import Session
 
 
 class BudgetModel(BaseModel):
@@ -72,11 +86,169 @@ class Preset:
         reserve = min(b.reserve_output, max(0, window // 4))
         return Budget(window, reserve, b.threshold)
 
-    def strategy(self, **deps: Any) -> Any:
-        """The preset's strategy; ``deps`` are run-time objects such as ``client=`` for LLM summaries."""
+    @property
+    def source(self) -> str:
+        return str(self.path or self.name)
+
+    @property
+    def tokenizer_set(self) -> bool:
+        """True when the file names its tokenizer (else ``o200k_base`` is only a default)."""
+        return "tokenizer" in self.model.model_fields_set
+
+    def dependencies(self) -> dict[str, str]:
+        """What the strategy declares it needs at run time (keyword → ``"agent"`` or a client spec)."""
+        from ctxmem.context import STRATEGIES
+
+        deps: dict[str, str] = STRATEGIES.get(self.model.type).Config(**self.model.params).dependencies()
+        return deps
+
+    def strategy(self, *, client: Any = None, **deps: Any) -> Any:
+        """The preset's strategy with its declared dependencies resolved.
+
+        A dependency given in ``deps`` is used as is; otherwise a declared ``"agent"``
+        takes ``client`` and a declared client spec is built with
+        :func:`ctxmem.clients.get_client`. A missing one is a ConfigError naming the field.
+        """
         from ctxmem.context import make_strategy
 
-        return make_strategy(self.model.type, self.model.params, source=str(self.path or self.name), **deps)
+        resolved: dict[str, Any] = {}
+        for name, spec in self.dependencies().items():
+            if name in deps:
+                resolved[name] = deps[name]
+            elif spec == "agent":
+                if client is None:
+                    raise ConfigError(
+                        f"this preset's strategy needs {name}= (summarizer_model = 'agent' uses the caller's "
+                        "client): pass client=, use it through Agent(client, session, preset=...), or set "
+                        "summarizer_model to a client spec such as 'anthropic:claude-haiku-4-5'",
+                        source=self.source,
+                        field="params.summarizer_model",
+                    )
+                resolved[name] = client
+            else:
+                from ctxmem.clients import get_client
+
+                try:
+                    resolved[name] = get_client(spec)
+                except UnknownNameError as exc:
+                    raise ConfigError(str(exc), source=self.source, field="params.summarizer_model") from None
+        return make_strategy(self.model.type, self.model.params, source=self.source, **resolved)
+
+    def builder(
+        self,
+        *,
+        context_window: int | None = None,
+        tokenizer: str | None = None,
+        pinned: int | None = None,
+        reserve_output: int | None = None,
+        client: Any = None,
+        **deps: Any,
+    ) -> ContextBuilder:
+        """A :class:`ContextBuilder` for this preset; each argument overrides the file.
+
+        ``reserve_output`` raises the reserve to at least that many tokens (an Agent's
+        ``max_tokens``); ``client`` and ``deps`` resolve the strategy's dependencies
+        (see :meth:`strategy`).
+        """
+        budget = self.budget(context_window)
+        if reserve_output is not None and reserve_output > budget.reserve_output:
+            if reserve_output >= budget.context_window:
+                raise ConfigError(
+                    f"max_tokens {reserve_output} leaves no input room in a {budget.context_window}-token window",
+                    source=self.source,
+                    field="budget.reserve_output",
+                )
+            budget = Budget(budget.context_window, reserve_output, budget.threshold)
+        return ContextBuilder(
+            self.strategy(client=client, **deps),
+            budget,
+            tokenizer or self.model.tokenizer,
+            self.model.pinned if pinned is None else pinned,
+            name=self.name,
+        )
+
+
+@dataclass
+class ContextBuilder:
+    """A strategy with everything it needs to build requests: the one owner of that step.
+
+    Made by :meth:`Preset.builder` (or directly, from a strategy object). It holds the
+    strategy instance, whose per-history caches make consecutive builds incremental, so
+    keep one builder per agent loop.
+    """
+
+    strategy: ContextStrategy
+    budget: Budget
+    #: the tokenizer name that counts the budget (a History must use the same)
+    tokenizer: str = "o200k_base"
+    pinned: int = 1
+    name: str = "custom"
+    pinned_facts: tuple[str, ...] = field(default=())
+
+    def history(self, session: Session) -> History:
+        """The session's history, counted with this builder's tokenizer (stored counts)."""
+        from ctxmem.context import History
+
+        return History.from_session(session, self.tokenizer)
+
+    def request(
+        self,
+        history: History,
+        *,
+        system: str | None = None,
+        tools: Sequence[ToolSpec] = (),
+        session: SessionLike | None = None,
+        record: bool = True,
+        expect_input: bool = False,
+        budget: Budget | None = None,
+    ) -> BuildRequest:
+        """The :class:`~ctxmem.context.BuildRequest` for ``history`` under this builder's settings."""
+        from ctxmem.context import BuildRequest
+        from ctxmem.tokens import tokenizer_id
+
+        if history.tokenizer.id != tokenizer_id(self.tokenizer):
+            raise ConfigError(
+                f"the history is counted with {history.tokenizer.name!r} but this builder's budget is in "
+                f"{self.tokenizer!r} tokens; load it with builder.history(session)",
+                field="tokenizer",
+            )
+        return BuildRequest(
+            history,
+            budget or self.budget,
+            system=system,
+            tools=tuple(tools),
+            pinned=self.pinned,
+            pinned_facts=self.pinned_facts,
+            session=session,
+            record=record,
+            expect_input=expect_input,
+        )
+
+    def build(
+        self,
+        source: Session | History,
+        *,
+        system: str | None = None,
+        tools: Sequence[ToolSpec] = (),
+        session: SessionLike | None = None,
+        record: bool = True,
+        expect_input: bool = False,
+        budget: Budget | None = None,
+    ) -> BuiltContext:
+        """Build the next request's context from a session (loaded with its stored counts)
+        or from a :class:`~ctxmem.context.History` (``session`` then names where recall
+        and retrieval read and compactions are recorded). ``record=False`` is a dry run."""
+        from ctxmem.context import History
+
+        if isinstance(source, History):
+            history = source
+        else:
+            history, session = self.history(source), session or source
+        request = self.request(
+            history, system=system, tools=tools, session=session, record=record, expect_input=expect_input,
+            budget=budget,
+        )
+        return self.strategy.build(request)
 
 
 def preset_dirs() -> list[Path]:
@@ -107,13 +279,20 @@ def parse_preset(data: dict[str, Any], *, name: str, source: str) -> Preset:
             STRATEGIES.get(model.type)
         except UnknownNameError as exc:
             raise ConfigError(str(exc), source=source, field="type") from None
-    # validate params now, naming the field (LLM-backed presets are checked without a client)
+    # validate params now, naming the field; a strategy that declares run-time
+    # dependencies (an LLM client) is built when they are given, by Preset.strategy
     cls = STRATEGIES.get(model.type)
     try:
-        cls.Config(**model.params)
+        config = cls.Config(**model.params)
     except ValidationError as exc:
         raise config_error(exc, source) from None
-    if model.type != "summarization" or model.params.get("summarizer") != "llm":
+    except ConfigError as exc:
+        raise ConfigError(str(exc), source=source, field=exc.field) from None
+    try:
+        needs = config.dependencies()
+    except (ValidationError, ConfigError):
+        needs = {}  # a nested config error: make_strategy reports it, naming the field
+    if not needs:
         make_strategy(model.type, model.params, source=source)
     return Preset(name, Path(source) if Path(source).exists() else None, model)
 

@@ -4,6 +4,10 @@ See :mod:`ctxmem.context.base` for the contract. Strategies are found by name th
 the ``ctxmem.strategies`` entry-point group (built-ins are registered the same way as
 plugins); :func:`make_strategy` builds one from a type name and its parameters, with
 errors that name the field.
+
+Tools a built context names (``BuiltContext.extra_tools``, e.g. ``recall`` for masked
+outputs) are run by :func:`run_context_tool`, which the Agent and raw-SDK loops
+(:mod:`ctxmem.wire`) share: whoever offers the tool can execute it.
 """
 
 from __future__ import annotations
@@ -13,10 +17,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ctxmem.context.base import BuildRequest, BuiltContext, ContextStrategy, Report, StrategyConfig
+from ctxmem.context.base import (
+    BuildRequest,
+    BuiltContext,
+    ContextStrategy,
+    Report,
+    SessionLike,
+    StrategyConfig,
+)
 from ctxmem.context.history import History
 from ctxmem.context.invariants import DEFAULT_INVARIANTS, Invariant, SafeCuts, check_output
-from ctxmem.errors import ConfigError
+from ctxmem.errors import ConfigError, InputError
 from ctxmem.registry import Registry
 
 STRATEGIES = Registry(
@@ -82,7 +93,29 @@ def make_strategy(
         raise _with_source(exc, source) from None
 
 
+#: tools a strategy may name in ``extra_tools``, each run by :func:`run_context_tool`
+CONTEXT_TOOLS: tuple[str, ...] = ("recall",)
+
+
+def run_context_tool(
+    name: str, arguments: Mapping[str, Any], *, history: History | None = None, session: SessionLike | None = None
+) -> str:
+    """Run a tool a built context offered (see ``BuiltContext.extra_tools``).
+
+    ``recall`` returns the original output behind a masked placeholder's handle, from
+    ``history`` when it is still in memory, else from ``session``'s log. Raises
+    :class:`~ctxmem.errors.InputError` naming the argument for bad input or an unknown
+    handle, and for a tool name no strategy offers.
+    """
+    if name == "recall":
+        from ctxmem.context.masking import RecallTool
+
+        return RecallTool(history, session)(arguments)
+    raise InputError(f"no context tool {name!r}; context tools are {', '.join(CONTEXT_TOOLS)}", field="name")
+
+
 __all__ = [
+    "CONTEXT_TOOLS",
     "DEFAULT_INVARIANTS",
     "STRATEGIES",
     "BuildRequest",
@@ -92,8 +125,10 @@ __all__ = [
     "Invariant",
     "Report",
     "SafeCuts",
+    "SessionLike",
     "StrategyConfig",
     "check_output",
     "config_error",
     "make_strategy",
+    "run_context_tool",
 ]

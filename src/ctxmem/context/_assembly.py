@@ -191,9 +191,9 @@ class CompactionRecorder:
 
         session = request.session
         ids = tuple(source_event_ids)
-        if session is None or not request.record or not ids or not hasattr(session, "record_compaction"):
+        if session is None or not request.record or not ids:
             return False
-        key = str(getattr(session, "id", id(session)))
+        key = session.id
         if key not in self._last:
             # First sight of this session: read its log once for what an earlier instance
             # (a rebuild, a resumed run) already recorded; afterwards this recorder knows.

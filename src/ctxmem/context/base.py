@@ -6,7 +6,9 @@ the messages of the next request plus a :class:`Report` of what it did. Every ou
 (a) fit ``request.budget.available`` as counted by the request's tokenizer, system prompt
     and tool definitions included;
 (b) be valid for the provider (no orphan ``tool_result``, no ``tool_use`` without its
-    result, thinking kept with its tool loop, ends with a user message);
+    result, thinking kept with its tool loop, ends with a user message — or, when the
+    caller says the next input is coming (``request.expect_input``), with the final
+    assistant turn the caller will follow with that input);
 (c) keep the pinned prefix (the first ``request.pinned`` messages: task, user rules) and
     the pinned facts verbatim;
 (d) be deterministic for the same inputs;
@@ -25,6 +27,21 @@ many a compaction invalidated, and how much headroom is left before the next one
 
 Configs are frozen pydantic models with ``extra="forbid"``: a typo in a preset is an
 error naming the field, never a silent default.
+
+**Dependencies.** What a strategy needs at run time beyond its config (an LLM client for
+summaries) it *declares* through :meth:`StrategyConfig.dependencies`; the preset's
+:class:`~ctxmem.config.ContextBuilder` resolves the declared names and passes them to the
+constructor, so nothing outside the strategy matches on its parameters.
+
+**Tools a context names.** A strategy whose output refers to something the model must
+fetch (a masked output's recall handle) lists the tool in ``BuiltContext.extra_tools``;
+whoever sends the context offers those tools and runs them with
+:func:`ctxmem.context.run_context_tool`.
+
+**The session.** ``BuildRequest.session`` is any :class:`SessionLike` (the
+:class:`~ctxmem.session.Session` façade satisfies it): strategies read recall originals
+and retrieval documents from it and record compactions and failure notes into it, keyed
+by its ``id``.
 """
 
 from __future__ import annotations
@@ -32,7 +49,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -41,11 +58,51 @@ from ctxmem.messages import Message, ToolSpec, tool_to_anthropic
 from ctxmem.tokens import Budget, Tokenizer
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
 
+if TYPE_CHECKING:
+    from ctxmem.events import CompactionEvent, StoredEvent
+    from ctxmem.store.base import SessionStore
+
 
 class StrategyConfig(BaseModel):
     """Base of every strategy config: frozen, unknown fields rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def dependencies(self) -> dict[str, str]:
+        """Run-time objects this configuration needs, by constructor keyword.
+
+        The value says where the object comes from: ``"agent"`` for the caller's own
+        (the Agent's client), or a spec the builder resolves (a client spec such as
+        ``"anthropic:claude-haiku-4-5"``). Empty for strategies that need nothing.
+        """
+        return {}
+
+
+@runtime_checkable
+class SessionLike(Protocol):
+    """What a strategy may use of a session (:class:`~ctxmem.session.Session` has it all)."""
+
+    @property
+    def id(self) -> str:
+        """The session id: the key of every per-session cache in a strategy."""
+        ...
+
+    @property
+    def store(self) -> SessionStore:
+        """The store behind the session (full-text search for retrieval)."""
+        ...
+
+    def events(self) -> list[StoredEvent]:
+        """The session's events, oldest first (recall reads originals no longer in memory)."""
+        ...
+
+    def record_compaction(self, event: CompactionEvent) -> int:
+        """Append a compaction event; returns its id. Raises StoreError when the write fails."""
+        ...
+
+    def note(self, text: str, *tags: str) -> int:
+        """Append a note event (a summarizer failure); returns its id."""
+        ...
 
 
 _FIXED_CACHE: dict[tuple[str, object], int] = {}
@@ -76,9 +133,12 @@ class BuildRequest:
     pinned_facts: tuple[str, ...] = ()
     #: where recall handles and retrieval read from (optional), and where compactions,
     #: summaries and summarizer failures are recorded
-    session: Any = None
+    session: SessionLike | None = None
     #: record compactions in ``session`` (False for a dry run: read it, never write it)
     record: bool = True
+    #: the caller will append the next user input itself: a history ending in a final
+    #: assistant turn (no pending tool calls) is built as is instead of refused
+    expect_input: bool = False
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -103,6 +163,19 @@ class BuildRequest:
     def pinned_count(self) -> int:
         """The pinned prefix, bounded by the history length."""
         return min(self.pinned, len(self.history))
+
+    def check_end(self) -> None:
+        """Raise InvalidConversationError when the history cannot end a request.
+
+        A trailing assistant message is refused unless ``expect_input`` is set and it has
+        no pending tool calls (those need their results, whatever comes next).
+        """
+        from ctxmem.context.invariants import NoTrailingAssistant
+
+        h = self.history
+        if self.expect_input and h.messages and not h.flags[-1].tool_uses:
+            return
+        NoTrailingAssistant().check(h)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from ctxmem.context._assembly import (
 )
 from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
 from ctxmem.context.history import History
-from ctxmem.context.invariants import NoTrailingAssistant, SafeCuts
+from ctxmem.context.invariants import SafeCuts
 from ctxmem.errors import ContextOverflowError
 
 
@@ -124,7 +124,7 @@ class _Suffix(ABC):
 
     def build(self, request: BuildRequest) -> BuiltContext:
         h = request.history
-        NoTrailingAssistant().check(h)
+        request.check_end()
         p = request.pinned_count
         n = len(h)
         fixed = request.fixed_tokens

@@ -48,7 +48,6 @@ from ctxmem.context._assembly import (
 from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig, _cached_count
 from ctxmem.context.builtins import _CutsCache, suffix_start
 from ctxmem.context.history import History
-from ctxmem.context.invariants import NoTrailingAssistant
 from ctxmem.context.reducers import REDUCERS, get_reducer
 from ctxmem.errors import ContextOverflowError, InputError
 from ctxmem.messages import ContentBlock, Message, ToolResultBlock, ToolSpec, tool_to_anthropic
@@ -296,7 +295,7 @@ class Masking:
 
     def build(self, request: BuildRequest) -> BuiltContext:
         h = request.history
-        NoTrailingAssistant().check(h)
+        request.check_end()
         cfg = self.config
         st = self._state(h)
         p = request.pinned_count

@@ -111,6 +111,12 @@ class PipelineConfig(StrategyConfig):
         0.25, gt=0, le=0.5, description="Most of the budget the tail (ledger + retrieval) may take on small budgets."
     )
 
+    def dependencies(self) -> dict[str, str]:
+        from ctxmem.context import STRATEGIES
+
+        deps: dict[str, str] = STRATEGIES.get(self.core).Config(**self.core_params).dependencies()
+        return deps
+
 
 class Pipeline:
     """A core strategy with a ledger, retrieved outputs and restated facts at the tail."""

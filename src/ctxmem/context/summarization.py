@@ -50,7 +50,7 @@ from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
 from ctxmem.context.builtins import Window, WindowConfig, _CutsCache
 from ctxmem.context.facts import Fact, cap_facts
 from ctxmem.context.history import History
-from ctxmem.context.invariants import NoTrailingAssistant, SafeCuts
+from ctxmem.context.invariants import SafeCuts
 from ctxmem.context.masking import Masking, MaskingConfig
 from ctxmem.context.summarize import (
     SUMMARY_MARKER,
@@ -96,10 +96,16 @@ class SummarizationConfig(StrategyConfig):
     compaction_step: float = Field(
         0.2, gt=0, le=1, description="Boundary grid as a fraction of the budget: larger means rarer compactions."
     )
+    summarizer_model: str = Field(
+        "agent", description="The LLM summarizer's client: 'agent' (the caller's own client) or a client spec."
+    )
     instructions: str | None = Field(None, description="LLM summarizer instructions (default: a built-in prompt).")
     max_result_chars: int = Field(
         4000, ge=200, le=1_000_000, description="Characters of each tool output shown to the LLM summarizer."
     )
+
+    def dependencies(self) -> dict[str, str]:
+        return {"client": self.summarizer_model} if self.summarizer == "llm" else {}
 
     @model_validator(mode="after")
     def _consistent(self) -> SummarizationConfig:
@@ -199,9 +205,11 @@ class Summarization:
         config: SummarizationConfig | None = None,
         *,
         client: Any = None,
-        summarizer: Summarizer | None = None,
+        summarizer: Summarizer | str | None = None,
         **params: object,
     ):
+        if isinstance(summarizer, str):  # Summarization(summarizer="llm") means the config field
+            params["summarizer"], summarizer = summarizer, None
         self.config = config or SummarizationConfig(**params)  # type: ignore[arg-type]
         cfg = self.config
         if summarizer is not None:
@@ -209,7 +217,8 @@ class Summarization:
         elif cfg.summarizer == "llm":
             if client is None:
                 raise ConfigError(
-                    "summarizer = 'llm' needs a model client: Summarization(config, client=...)", field="summarizer"
+                    "summarizer = 'llm' needs a model client: Summarization(config, client=...), or "
+                    "preset.builder(client=...) / Agent(client, session, preset=...)", field="summarizer"
                 )
             self.summarizer = LLMSummarizer(client, instructions=cfg.instructions, max_result_chars=cfg.max_result_chars)
         else:
@@ -490,7 +499,7 @@ class Summarization:
 
     def build(self, request: BuildRequest) -> BuiltContext:
         h = request.history
-        NoTrailingAssistant().check(h)
+        request.check_end()
         p = request.pinned_count
         n = len(h)
         fixed = request.fixed_tokens
@@ -581,7 +590,8 @@ class Summarization:
         from ctxmem.events import CompactionEvent
 
         session = request.session
-        key = (str(getattr(session, "id", id(session))), hash(block.event_ids), block.text)
+        assert session is not None  # build() records only with a session
+        key = (session.id, hash(block.event_ids), block.text)
         if key in self._recorded:
             return
         self._recorded.add(key)
@@ -608,9 +618,9 @@ class Summarization:
         session.record_compaction(ev)
 
     def _note(self, session: Any, text: str) -> None:
-        key = (str(getattr(session, "id", id(session))), text)
-        if session is None or key in self._noted:
+        if session is None or (session.id, text) in self._noted:
             return
+        key = (session.id, text)
         self._noted.add(key)
         session.note(text, "summarization", "failure")
 

@@ -38,6 +38,7 @@ from ctxmem.retrieval.lexical import BM25Index, fts_event_hits, terms
 from ctxmem.store.base import ChainView, SessionStore
 
 if TYPE_CHECKING:
+    from ctxmem.context.base import SessionLike
     from ctxmem.session import Session
     from ctxmem.store.sqlite import SQLiteStore
 
@@ -143,7 +144,7 @@ class HybridRetriever:
         self._query_memo: dict[str, Any] = {}
 
     @classmethod
-    def for_session(cls, session: Session, embedder: Embedder | str | None = "auto", **options: Any) -> HybridRetriever:
+    def for_session(cls, session: SessionLike, embedder: Embedder | str | None = "auto", **options: Any) -> HybridRetriever:
         """A retriever bound to a session (FTS5 and the embedding cache of its store)."""
         return cls(embedder, store=session.store, session_id=session.id, **options)
 
