@@ -86,7 +86,9 @@ def test_unknown_tokenizer_name_says_did_you_mean() -> None:
     assert "Did you mean" not in str(exc.value) and "o200k_base" in str(exc.value)
 
 
-def test_missing_encoding_offline_names_the_remedy(tmp_path: Path) -> None:
+def test_missing_tiktoken_file_offline_names_the_remedy(tmp_path: Path) -> None:
+    """The tiktoken engine (forced with ``tiktoken:``) cannot download offline and says what
+    to provide; the default ``o200k_base`` still counts exactly, through quicktok."""
     empty = tmp_path / "empty-cache"
     empty.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}
@@ -96,12 +98,15 @@ def test_missing_encoding_offline_names_the_remedy(tmp_path: Path) -> None:
     code = (
         "from ctxmem.errors import TokenizerError\n"
         "from ctxmem.tokens import get_tokenizer\n"
-        "try:\n    get_tokenizer('o200k_base')\nexcept TokenizerError as e:\n    print('ERR', e)\n"
+        "t = get_tokenizer('o200k_base')\n"
+        "print(type(t).__name__, t.id, t.count('hello world'))\n"
+        "try:\n    get_tokenizer('tiktoken:o200k_base')\nexcept TokenizerError as e:\n    print('ERR', e)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("ERR ")
-    msg = r.stdout
+    first, _, msg = r.stdout.partition("\n")
+    assert first == "QuicktokTokenizer tiktoken:o200k_base 2"
+    assert msg.startswith("ERR ")
     assert "o200k_base" in msg and "TIKTOKEN_CACHE_DIR" in msg and str(empty) in msg
     assert "fb374d419588a4632f3f557e76b4b70aebbca790" in msg  # the exact cache file name to provide
 

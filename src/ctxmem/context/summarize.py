@@ -132,9 +132,10 @@ def newline_additive(tokenizer: Tokenizer) -> bool:
     known = _ADDITIVE.get(tid)
     if known is None:
         inner = getattr(tokenizer, "inner", tokenizer)  # a memo around the tokenizer
+        from ctxmem.tokens.quicktok_backend import QuicktokTokenizer
         from ctxmem.tokens.tiktoken_backend import TiktokenTokenizer
 
-        pat = getattr(getattr(inner, "_enc", None), "_pat_str", None) if type(inner) is TiktokenTokenizer else None
+        pat = inner.pre_tokenizer if type(inner) in (TiktokenTokenizer, QuicktokTokenizer) else None
         known = _ADDITIVE[tid] = pat in _NEWLINE_ADDITIVE_PATTERNS
     return known
 

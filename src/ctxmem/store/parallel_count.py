@@ -51,12 +51,13 @@ _DEADLINE_PER_MCHAR = 20.0
 
 
 def _fork_safe(tok: Tokenizer) -> bool:
-    # tiktoken encodes on the calling thread; HF tokenizers run a rayon thread pool that
-    # does not survive fork, so they are counted in the parent.
+    # tiktoken and quicktok (count by count) encode on the calling thread; HF tokenizers
+    # run a rayon thread pool that does not survive fork, so they are counted in the parent.
     from ctxmem.tokens.heuristic import HeuristicTokenizer
+    from ctxmem.tokens.quicktok_backend import QuicktokTokenizer
     from ctxmem.tokens.tiktoken_backend import TiktokenTokenizer
 
-    return isinstance(tok, TiktokenTokenizer | HeuristicTokenizer)
+    return isinstance(tok, TiktokenTokenizer | QuicktokTokenizer | HeuristicTokenizer)
 
 
 def idle_core() -> bool:

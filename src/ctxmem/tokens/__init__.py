@@ -2,11 +2,16 @@
 
 Backends are found by name through the ``ctxmem.tokenizers`` entry-point group:
 
-* ``o200k_base``, ``cl100k_base``, ``p50k_base``, ``r50k_base`` — tiktoken (exact);
+* ``o200k_base``, ``cl100k_base`` — exact; through quicktok (C++, vocabularies bundled,
+  works offline) when installed, else tiktoken; ``tiktoken:o200k_base`` forces tiktoken;
+* ``qwen3``, ``llama3`` — quicktok's Qwen (1.5–3) and Llama-3 vocabularies (exact);
+* ``p50k_base``, ``r50k_base`` — tiktoken (exact);
 * ``hf:PATH_OR_NAME`` — a Hugging Face ``tokenizer.json``, model folder or hub name (exact);
 * ``heuristic`` — a fast estimate that deliberately over-counts.
 
 Model names resolve too: ``gpt-4o`` → ``o200k_base`` (tiktoken's table).
+:func:`tokenizer_for_model` maps any model name (Claude, OpenAI, Qwen, DeepSeek, Llama) to
+a tokenizer name and says whether it counts exactly (see :mod:`ctxmem.tokens.models`).
 """
 
 from __future__ import annotations
@@ -28,13 +33,16 @@ from ctxmem.tokens.counting import (
     count_request,
     count_tools,
 )
+from ctxmem.tokens.models import tokenizer_for_model
 
 TOKENIZERS = Registry(
     "ctxmem.tokenizers",
     "tokenizer",
     {
-        "o200k_base": "ctxmem.tokens.tiktoken_backend:o200k_base",
-        "cl100k_base": "ctxmem.tokens.tiktoken_backend:cl100k_base",
+        "o200k_base": "ctxmem.tokens.quicktok_backend:o200k_base",
+        "cl100k_base": "ctxmem.tokens.quicktok_backend:cl100k_base",
+        "qwen3": "ctxmem.tokens.quicktok_backend:qwen3",
+        "llama3": "ctxmem.tokens.quicktok_backend:llama3",
         "p50k_base": "ctxmem.tokens.tiktoken_backend:p50k_base",
         "r50k_base": "ctxmem.tokens.tiktoken_backend:r50k_base",
         "heuristic": "ctxmem.tokens.heuristic:heuristic",
@@ -49,6 +57,10 @@ def get_tokenizer(name: str) -> Tokenizer:
         from ctxmem.tokens.hf_backend import HFTokenizer
 
         return HFTokenizer(name[3:])
+    if name.startswith("tiktoken:"):  # the reference engine, whatever is preferred
+        from ctxmem.tokens.tiktoken_backend import TiktokenTokenizer
+
+        return TiktokenTokenizer(name[len("tiktoken:") :])
     if name not in TOKENIZERS:
         try:
             import tiktoken.model
@@ -72,6 +84,10 @@ def tokenizer_id(name: str) -> str:
 
     if name in ENCODINGS:
         return f"tiktoken:{name}"
+    if name.startswith("tiktoken:") and name[len("tiktoken:") :] in ENCODINGS:
+        return name
+    if name in ("qwen3", "llama3"):
+        return f"quicktok:{name}"
     if name == "heuristic":
         return "heuristic:v2"
     return get_tokenizer(name).id
@@ -92,5 +108,6 @@ __all__ = [
     "count_request",
     "count_tools",
     "get_tokenizer",
+    "tokenizer_for_model",
     "tokenizer_id",
 ]

@@ -7,7 +7,10 @@ exact file and where to put it.
 
 Counting uses ``encode_ordinary``: special-token strings inside content (``<|endoftext|>``
 pasted into a tool output) are counted as ordinary text instead of raising, which is what
-providers do with user content. ``count_many`` uses tiktoken's threaded batch encoder.
+providers do with user content. Long runs of one character are shortened before they
+reach tiktoken's merge loop, which is quadratic in a pre-token's length (see
+:mod:`ctxmem.tokens.runs`). tiktoken is the reference engine; ``o200k_base`` and
+``cl100k_base`` load through quicktok when it is installed (:mod:`.quicktok_backend`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ctxmem.errors import MissingDependencyError, TokenizerError
+from ctxmem.tokens.runs import RunSplitter
 
 ENCODINGS = ("o200k_base", "cl100k_base", "p50k_base", "r50k_base")
 _BLOB_URLS = {
@@ -82,6 +86,11 @@ class TiktokenTokenizer:
             self._count = lambda text: memoryview(buf(text, empty)).nbytes >> 2
         else:
             self._count = lambda text: len(self._encode(text))
+        #: the pre-tokenizer regex of this encoding
+        self.pre_tokenizer: str | None = getattr(self._enc, "_pat_str", None)
+        splitter = RunSplitter.for_encoding(encoding, self._count)
+        if splitter is not None:
+            self._count = splitter.count
 
     def count(self, text: str) -> int:
         return self._count(text)
