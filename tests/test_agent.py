@@ -226,8 +226,12 @@ def test_strategy_by_preset_name_or_from_the_session_metadata() -> None:
     from ctxmem.context.masking import Masking
 
     store = MemoryStore()
-    by_name = Agent(ScriptedClient(["ok"]), Session.create(store), strategy="masking-200k")
-    assert isinstance(by_name.strategy, Masking) and "recall" in by_name.tools
+    client = ScriptedClient(["ok"])
+    by_name = Agent(client, Session.create(store), strategy="masking-200k")
+    assert isinstance(by_name.strategy, Masking) and by_name.context_window == 200_000
+    # the strategy names the recall tool in its output; the agent offers it with the request
+    by_name.run_sync("hi")
+    assert [t.name for t in client.requests[0].tools] == ["recall"]
     # a session created with a preset resumes under it, with no strategy= passed
     session = Session.create(store, metadata={"strategy": "window-32k"})
     again = Agent(ScriptedClient(["ok"]), Session.open(store, session.id))
@@ -291,7 +295,9 @@ def test_calibration_shrinks_the_budget_so_requests_fit_the_providers_count(o200
     # the learned factor is the provider's count over ours (well above 1 here)
     factor = agent.calibration.factor
     assert factor == pytest.approx(ratio, rel=0.01) and agent.calibration.observations == 40
-    assert agent._budget().context_window == int(window / factor)
+    # only the input part is divided by the factor; the reply's reserve stays whole
+    assert agent._budget().available == int((window - 200) / factor)
+    assert agent._budget().reserve_output == 200
     calls = model_calls(session)
     reported = [c.input_tokens for c in calls]
     assert len(reported) == 40 and max(reported) + 200 <= window  # nothing was ever refused

@@ -3,35 +3,57 @@
 :class:`Agent` ties a :class:`~ctxmem.session.Session`, a context builder, a
 :class:`~ctxmem.clients.ModelClient` and a set of :class:`Tool` together::
 
-    agent = Agent(client, session, tools=[Tool("read_file", read_file, "Read a file", schema)],
-                  system="You optimize kernels.", context_window=200_000)
+    agent = Agent(client, session, preset="pipeline-200k",
+                  tools=[Tool("read_file", read_file, "Read a file", schema)],
+                  system="You optimize kernels.")
     result = agent.run_sync("Make the kernel faster.")
 
 Every step is recorded before the next begins, so the session is always a faithful log:
 
-1. **Build** the context with the session's *strategy*: any
-   :class:`~ctxmem.context.ContextStrategy`, or a preset name or TOML path
-   (``strategy="masking-200k"``). Without one, the session's own ``metadata["strategy"]``
-   preset is used, so a session created with ``metadata={"strategy": "pipeline-200k"}``
-   resumes under the same strategy; failing that, the full history, truncated at a safe cut
-   point if it outgrows the window. The agent keeps a
-   :class:`~ctxmem.context.History` of the session and extends it with what it records, so
-   a turn counts only its new messages. The result is checked with
+1. **Build** the context through a :class:`~ctxmem.config.ContextBuilder`. ``preset=`` (a
+   name, a TOML path, a :class:`~ctxmem.config.Preset` or a ready builder) is honoured in
+   full: its window, reserve, threshold, pinned count and tokenizer, with the strategy's
+   declared dependencies resolved (``summarizer = "llm"`` with ``summarizer_model =
+   "agent"`` summarizes through this agent's client). ``strategy=`` keeps working: a
+   string there is a preset too; a strategy object is used with ``context_window``
+   (default 200,000). Without either, the session's own ``metadata["strategy"]`` preset
+   is used (a resumed run keeps its strategy); failing that, the full history, truncated
+   at a safe cut point if it outgrows the window. Explicit ``context_window=``,
+   ``tokenizer=`` and ``pinned=`` override the preset.
+   The agent keeps a :class:`~ctxmem.context.History` of the session and extends it with
+   what it records, so a turn counts only its new messages. The result is checked with
    :func:`~ctxmem.messages.validate_conversation` before it is sent; the strategy's cache
-   breakpoints are passed to the client. A strategy that offers a ``recall`` tool
-   (reversible masking) gets it run by the agent against the session.
-2. **Request**; record the assistant message and a ``model_call`` event (usage, stop reason,
+   breakpoints are passed to the client.
+2. **Offer what the context promises.** The tools a built context names
+   (``BuiltContext.extra_tools``: ``recall`` wherever masked outputs carry handles) are
+   offered with the agent's own and run with :func:`~ctxmem.context.run_context_tool`
+   against the history and the session.
+3. **Request**; record the assistant message and a ``model_call`` event (usage, stop reason,
    latency, our estimate of the prompt) in one transaction.
-3. **Run** each requested tool and record its result as soon as it finishes. A tool that
+4. **Run** each requested tool and record its result as soon as it finishes. A tool that
    raises, or an unknown tool name, gives an ``is_error`` result: the model sees the error.
-4. **Stop** on any stop reason but ``tool_use``/``pause_turn`` (``end_turn``, ``max_tokens``,
+5. **Stop** on any stop reason but ``tool_use``/``pause_turn`` (``end_turn``, ``max_tokens``,
    ``refusal``…), after ``max_turns`` requests, or before a request once ``max_total_tokens``
    or ``max_cost`` (needs ``cost_fn``) is reached. Budgets are checked only between turns,
    so no tool call is ever left without its result.
 
+**Counting.** Exact by default: the model's own tokenizer when the model → tokenizer map
+(:func:`ctxmem.tokens.tokenizer_for_model`) knows it and it loads, else ``o200k_base``; the
+heuristic only when nothing exact loads, and then the agent warns once, loudly. The
+per-turn estimate is the built context's ``tokens_out``, summed by the strategy from
+memoized per-message counts: appending a block encodes it once, and no turn re-tokenizes
+the request (``benchmarks/bench_agent.py`` measures the difference).
+
+**Calibration.** Each reply's reported prompt size is paired with that estimate and
+stored with ``store.record_calibration`` per (model, tokenizer). The factor learns in both
+directions within a safety band (:class:`~ctxmem.tokens.Calibration`); the input budget
+handed to the strategy is the window's input part divided by it, so the budget holds in
+the provider's tokens and an over-counting tokenizer does not leave the window unused.
+
 **Context too long.** When the provider raises
 :class:`~ctxmem.errors.ContextLengthExceeded`, the agent rebuilds the context with its
-*fallback* under a budget shrunk to ``shrink`` × the tokens it just sent, records a
+*fallback* under an input budget of ``shrink`` × the tokens it just sent (only the input
+part shrinks: the reply's reserve is kept, so the budget cannot underflow), records a
 ``compaction`` event (tokens before/after, the event ids it left out, the reason) and
 retries once. A second refusal is raised. The fallback, under the shrunk budget, stays in
 use for the rest of the run (the provider has told us where its limit is). The default
@@ -42,11 +64,6 @@ most recent messages that fit, cut only where every invariant allows.
 got a result (a crash between the call and its result): with ``on_resume="rerun"`` known
 tools are run again; otherwise (or for unknown tools) an ``is_error`` result says the call
 was interrupted. A ``note`` event records what was done. Nothing is silently dropped.
-
-**Calibration.** Each reply's reported prompt size is paired with the agent's own estimate
-(``tokenizer``, default the over-counting heuristic) and stored with
-``store.record_calibration``; when the provider counts more than we do, the window handed
-to the strategy shrinks by that factor, so the budget holds in the provider's tokens.
 """
 
 from __future__ import annotations
@@ -54,11 +71,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import math
+import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ctxmem.clients.base import (
     CacheBreakpoints,
@@ -68,21 +88,24 @@ from ctxmem.clients.base import (
     Usage,
     run_sync,
 )
-from ctxmem.context import BuildRequest, BuiltContext, ContextStrategy, History
+from ctxmem.context import CONTEXT_TOOLS, BuiltContext, ContextStrategy, History, run_context_tool
 from ctxmem.context.builtins import Dump, Window
-from ctxmem.context.masking import RECALL_TOOL, RecallTool
-from ctxmem.errors import ConfigError, ContextLengthExceeded, CtxmemError
+from ctxmem.errors import ConfigError, ContextLengthExceeded, CtxmemError, TokenizerError
 from ctxmem.events import CompactionEvent, ModelCallEvent, events_from_message
 from ctxmem.messages import (
     Message,
     ToolResultBlock,
     ToolSpec,
     ToolUseBlock,
-    tool_to_anthropic,
     validate_conversation,
 )
 from ctxmem.session import Session
-from ctxmem.tokens import Budget, Calibration, count_request, get_tokenizer
+from ctxmem.tokens import Budget, Calibration, get_tokenizer
+
+if TYPE_CHECKING:
+    from ctxmem.config import ContextBuilder, Preset
+
+log = logging.getLogger("ctxmem.agent")
 
 ToolFn = Callable[[dict[str, Any]], Any]
 
@@ -132,16 +155,17 @@ class Agent:
         *,
         tools: Sequence[Tool] = (),
         system: str | None = None,
+        preset: str | os.PathLike[str] | Preset | ContextBuilder | None = None,
         strategy: ContextStrategy | str | None = None,
         fallback: ContextStrategy | None = None,
-        pinned: int = 1,
-        context_window: int = 200_000,
+        pinned: int | None = None,
+        context_window: int | None = None,
         max_tokens: int = 4096,
         max_turns: int = 50,
         max_total_tokens: int | None = None,
         max_cost: float | None = None,
         cost_fn: Callable[[Usage, str], float] | None = None,
-        tokenizer: str = "heuristic",
+        tokenizer: str | None = None,
         shrink: float = 0.6,
         on_resume: Literal["rerun", "fail"] = "rerun",
         cache_breakpoints: CacheBreakpoints | None = CacheBreakpoints(),  # noqa: B008 (frozen)
@@ -152,6 +176,8 @@ class Agent:
             raise ConfigError("max_cost needs cost_fn= (a function of Usage and model name)", field="max_cost")
         if not 0 < shrink < 1:
             raise ConfigError("must be in (0, 1)", field="shrink")
+        if preset is not None and strategy is not None:
+            raise ConfigError("give preset= or strategy=, not both", field="strategy")
         names = [t.name for t in tools]
         if len(set(names)) != len(names):
             raise ConfigError(f"tool names must be unique, got {names}", field="tools")
@@ -159,12 +185,19 @@ class Agent:
         self.session = session
         self.tools = {t.name: t for t in tools}
         self.system = system
-        self.strategy: ContextStrategy = _resolve_strategy(strategy, session)
-        self.fallback: ContextStrategy = fallback or Window()
-        self.context_window = context_window
-        self.budget = Budget(context_window, reserve_output=max_tokens)
-        self.pinned = pinned
+        model = getattr(client, "model", "") or type(client).__name__
+        self.model = str(model)
         self.max_tokens = max_tokens
+        self.builder: ContextBuilder = _resolve_builder(
+            preset if preset is not None else strategy, session, client,
+            model=self.model, tokenizer=tokenizer, context_window=context_window, pinned=pinned,
+            max_tokens=max_tokens,
+        )
+        self.strategy: ContextStrategy = self.builder.strategy
+        self.fallback: ContextStrategy = fallback or Window()
+        self.budget = self.builder.budget
+        self.context_window = self.budget.context_window
+        self.pinned = self.builder.pinned
         self.max_turns = max_turns
         self.max_total_tokens = max_total_tokens
         self.max_cost = max_cost
@@ -174,22 +207,23 @@ class Agent:
         self.cache_breakpoints = cache_breakpoints
         self.temperature = temperature
         self.thinking = thinking
-        self.tokenizer_name = tokenizer
-        self.tokenizer = get_tokenizer(tokenizer)
-        model = getattr(client, "model", "") or type(client).__name__
-        self.model = str(model)
-        self.calibration = Calibration(self.model, self.tokenizer.id)
-        for est, rep in session.store.calibration_observations(self.model, tokenizer):
+        self.tokenizer_name = self.builder.tokenizer
+        self.tokenizer = get_tokenizer(self.tokenizer_name)
+        from ctxmem.tokens import tokenizer_for_model
+
+        # exact only when it is the model's own tokenizer (o200k for Claude is a stand-in)
+        own = tokenizer_for_model(self.model)
+        exact = self.tokenizer.exact and own == (self.tokenizer_name, True)
+        self.calibration = Calibration.for_tokenizer(self.model, self.tokenizer.id, exact=exact)
+        for est, rep in session.store.calibration_observations(self.model, self.tokenizer_name):
             self.calibration.observe(est, rep)
         self._active: ContextStrategy = self.strategy
-        self._active_window: int | None = None  # set when the provider refused a larger context
+        self._fallback_input: int | None = None  # our tokens, set when the provider refused
         self._history: History | None = None
         self._unsynced: list[tuple[Message, list[int]]] = []
-        if "recall" not in self.tools and any(
-            getattr(getattr(s, "config", None), "reversible", False) for s in (self.strategy, self.fallback)
-        ):
-            self.tools["recall"] = Tool("recall", self._recall, RECALL_TOOL.description, RECALL_TOOL.input_schema)
         self._specs = [t.spec for t in self.tools.values()]
+        #: tools the built contexts named (e.g. recall): offered with the agent's own, run by ctxmem
+        self.context_tools: dict[str, ToolSpec] = {}
 
     # ------------------------------------------------------------------ running
 
@@ -232,7 +266,7 @@ class Agent:
         if not pending:
             return []
         self._history = None  # results may join a partly answered message: reload after
-        rerun = [u for u in pending if self.on_resume == "rerun" and u.name in self.tools]
+        rerun = [u for u in pending if self.on_resume == "rerun" and (u.name in self.tools or u.name in CONTEXT_TOOLS)]
         for use in pending:
             if use in rerun:
                 await self._run_tool(use, [])
@@ -254,26 +288,30 @@ class Agent:
 
     # ------------------------------------------------------------------ one turn
 
-    def _estimate(self, messages: Sequence[Message]) -> int:
-        tools = [tool_to_anthropic(t) for t in self._specs]
-        return count_request(messages, self.tokenizer, system=self.system, tools=tools).total
+    def _offered(self, built: BuiltContext) -> list[ToolSpec]:
+        """The agent's tools plus those the context names (its own win on a name clash)."""
+        extra = [t for t in built.extra_tools if t.name not in self.tools]
+        for t in extra:
+            self.context_tools[t.name] = t
+        return [*self._specs, *extra]
 
     async def _send(
-        self, context: Sequence[Message], breakpoints: CacheBreakpoints | None
-    ) -> tuple[Response, int, float]:
+        self, built: BuiltContext, breakpoints: CacheBreakpoints | None
+    ) -> tuple[Response, float]:
+        context = list(built.messages)
         validate_conversation(context)
-        estimate = self._estimate(context)
         start = time.monotonic()
+        offered = self._offered(built)
         response = await self.client.request(
             context,
             system=self.system,
-            tools=self._specs or None,
+            tools=offered or None,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             cache_breakpoints=breakpoints,
             thinking=self.thinking,
         )
-        return response, estimate, time.monotonic() - start
+        return response, time.monotonic() - start
 
     def _sync_history(self) -> History:
         """The session's history, extended with what this agent recorded since the last turn."""
@@ -285,17 +323,27 @@ class Agent:
             self._unsynced = []
         return self._history
 
-    def _budget(self, window: int | None = None) -> Budget:
-        """The strategy's budget, in our tokenizer's units, corrected by calibration."""
-        window = window or self._active_window or self.context_window
-        factor = max(1.0, self.calibration.factor)
-        return Budget(max(self.max_tokens + 1, int(window / factor)), reserve_output=self.max_tokens)
+    def _budget(self, input_tokens: int | None = None) -> Budget:
+        """The strategy's budget in our tokenizer's units.
+
+        ``input_tokens`` (ours) caps the input after a refusal; otherwise the window's input
+        part is divided by the calibration factor. Only the input part scales: the reply's
+        reserve stays whole, so the budget never underflows.
+        """
+        b = self.budget
+        if input_tokens is None:
+            input_tokens = self._fallback_input
+        if input_tokens is None:
+            ours = int(b.available / self.calibration.factor)
+            threshold = b.threshold
+        else:
+            ours, threshold = input_tokens, 1.0
+        return Budget(max(1, ours) + b.reserve_output, reserve_output=b.reserve_output, threshold=threshold)
 
     def _build(self, strategy: ContextStrategy, history: History, budget: Budget, *, record: bool = True) -> BuiltContext:
         # record=False: the agent records this compaction itself (with the provider's reason)
-        request = BuildRequest(
-            history, budget, system=self.system, tools=tuple(self._specs), pinned=self.pinned,
-            session=self.session if record else None,
+        request = self.builder.request(
+            history, system=self.system, tools=self._specs, session=self.session, record=record, budget=budget
         )
         return strategy.build(request)
 
@@ -307,30 +355,27 @@ class Agent:
     async def _request_turn(self) -> tuple[Response, int]:
         history = self._sync_history()
         built = self._build(self._active, history, self._budget())
-        context = list(built.messages)
         compacted = 0
         try:
-            response, estimate, latency = await self._send(context, self._breakpoints(built))
+            response, latency = await self._send(built, self._breakpoints(built))
         except ContextLengthExceeded as exc:
-            before = self._estimate(context)
+            before = built.report.tokens_out
             target = max(1, int(before * self.shrink))
-            window = target + self.max_tokens
             try:
-                smaller_built = self._build(self.fallback, history, self._budget(window), record=False)
+                smaller = self._build(self.fallback, history, self._budget(target), record=False)
             except CtxmemError as inner:
                 raise ContextLengthExceeded(
                     f"{exc} (the fallback {self.fallback.name!r} could not make the context smaller: {inner})",
                     status=exc.status,
                     provider=exc.provider,
                 ) from exc
-            smaller = list(smaller_built.messages)
-            if smaller == context:
+            if list(smaller.messages) == list(built.messages):
                 raise ContextLengthExceeded(
                     f"{exc} (the fallback {self.fallback.name!r} could not make the context smaller)",
                     status=exc.status,
                     provider=exc.provider,
                 ) from exc
-            kept = {id(m) for m in smaller}
+            kept = {id(m) for m in smaller.messages}
             dropped = tuple(
                 i for m, ids in zip(history.messages, history.event_ids, strict=True) if id(m) not in kept for i in ids
             )
@@ -338,16 +383,16 @@ class Agent:
                 CompactionEvent(
                     strategy=self.fallback.name,
                     tokens_before=before,
-                    tokens_after=self._estimate(smaller),
+                    tokens_after=smaller.report.tokens_out,
                     source_event_ids=dropped,
                     reason=f"provider: context too long; retrying once. {exc}",
                 )
             )
-            self._active, self._active_window = self.fallback, window
+            self._active, self._fallback_input = self.fallback, target
             compacted = 1
-            context = smaller
-            response, estimate, latency = await self._send(context, self._breakpoints(smaller_built))
-        self._record(response, estimate, latency)
+            built = smaller
+            response, latency = await self._send(built, self._breakpoints(built))
+        self._record(response, built.report.tokens_out, latency)
         return response, compacted
 
     def _record(self, response: Response, estimate: int, latency: float) -> None:
@@ -377,20 +422,26 @@ class Agent:
             blocks.append(await self._run_tool(use, ids))
         self._unsynced.append((Message("user", tuple(blocks)), ids))
 
-    def _recall(self, arguments: dict[str, Any]) -> str:
-        return RecallTool(self._history, self.session)(arguments)
+    def _context_tool(self, name: str) -> Callable[[dict[str, Any]], str]:
+        def run(arguments: dict[str, Any]) -> str:
+            return run_context_tool(name, arguments, history=self._history, session=self.session)
+
+        return run
 
     async def _run_tool(self, use: ToolUseBlock, ids: list[int]) -> ToolResultBlock:
         tool = self.tools.get(use.name)
+        fn: ToolFn | None = tool.fn if tool is not None else None
+        if fn is None and (use.name in self.context_tools or use.name in CONTEXT_TOOLS):
+            fn = self._context_tool(use.name)
         start = time.monotonic()
         is_error = False
-        if tool is None:
-            known = ", ".join(sorted(self.tools)) or "(none)"
+        if fn is None:
+            known = ", ".join(sorted({*self.tools, *self.context_tools})) or "(none)"
             output = f"unknown tool {use.name!r}; available tools: {known}"
             is_error = True
         else:
             try:
-                result = tool.fn(dict(use.input))
+                result = fn(dict(use.input))
                 if inspect.isawaitable(result):
                     result = await result
                 output = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
@@ -411,25 +462,96 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"Agent(model={self.model!r}, session={self.session.id!r}, tools={sorted(self.tools)})"
-__all__ = ["Agent", "AgentResult", "Tool", "ToolFn"]
 
 
-def _resolve_strategy(strategy: ContextStrategy | str | None, session: Session) -> ContextStrategy:
-    """The strategy object for ``strategy``: as given, a preset by name or path, the
-    session's ``metadata["strategy"]`` preset, or the truncating full history."""
-    if strategy is None:
-        strategy = session.info.metadata.get("strategy")
-        if strategy is not None and not isinstance(strategy, str):
+__all__ = ["Agent", "AgentResult", "Tool", "ToolFn", "choose_tokenizer"]
+
+
+_WARNED: set[str] = set()
+
+
+def choose_tokenizer(model: str, preferred: str | None = None) -> tuple[str, bool]:
+    """The tokenizer an agent counts with, and whether it is the model's own.
+
+    ``preferred`` when given (an explicit choice must load); else the model's own via
+    :func:`ctxmem.tokens.tokenizer_for_model` when it loads; else ``o200k_base`` (a stand-in
+    for models whose tokenizer is unknown or not public, calibrated against usage); the
+    heuristic only when nothing exact loads, with a loud warning (once per model).
+    """
+    if preferred is not None:
+        tok = get_tokenizer(preferred)
+        return preferred, tok.exact
+    from ctxmem.tokens import tokenizer_for_model
+
+    own, own_exact = tokenizer_for_model(model)
+    candidates = [(own, own_exact)] + ([("o200k_base", False)] if own != "o200k_base" else [])
+    failures: list[str] = []
+    for name, exact in candidates:
+        try:
+            return name, exact and get_tokenizer(name).exact
+        except (TokenizerError, CtxmemError, OSError) as exc:
+            failures.append(f"{name}: {str(exc).split('. ')[0]}")
+    message = (
+        f"ctxmem: no exact tokenizer could be loaded for model {model!r} ({'; '.join(failures)}). "
+        "Counting with the HEURISTIC estimate, which over-counts (about 1.8x o200k on code and logs): "
+        "budgets are approximate until calibration against the provider's usage corrects them. "
+        "Make o200k_base available (TIKTOKEN_CACHE_DIR) or pass tokenizer=."
+    )
+    if model not in _WARNED:
+        _WARNED.add(model)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        log.warning(message)
+    return "heuristic", False
+
+
+def _resolve_builder(
+    spec: str | os.PathLike[str] | Preset | ContextBuilder | ContextStrategy | None,
+    session: Session,
+    client: ModelClient,
+    *,
+    model: str,
+    tokenizer: str | None,
+    context_window: int | None,
+    pinned: int | None,
+    max_tokens: int,
+) -> ContextBuilder:
+    """The builder for ``spec``: a builder as given (explicit overrides refused), a preset
+    (by object, name or path: honoured in full), a strategy object, the session's
+    ``metadata["strategy"]`` preset, or the truncating full history."""
+    from ctxmem.config import ContextBuilder, Preset, load_preset
+
+    if isinstance(spec, ContextBuilder):
+        if tokenizer is not None or context_window is not None or pinned is not None:
             raise ConfigError(
-                f"session {session.id} has metadata['strategy'] = {strategy!r}; it must be a preset "
+                "a ContextBuilder already holds its window, tokenizer and pinned count; "
+                "pass those to preset.builder(...) instead",
+                field="preset",
+            )
+        return spec
+    if spec is None:
+        meta = session.info.metadata.get("strategy")
+        if meta is not None and not isinstance(meta, str):
+            raise ConfigError(
+                f"session {session.id} has metadata['strategy'] = {meta!r}; it must be a preset "
                 "name or path (ctxmem strategies list)",
                 field="metadata.strategy",
             )
-    if strategy is None:
-        return Dump(on_overflow="truncate")
-    if isinstance(strategy, str):
-        from ctxmem.config import load_preset
-
-        built: ContextStrategy = load_preset(strategy).strategy()
-        return built
-    return strategy
+        spec = meta
+    if isinstance(spec, str | os.PathLike):
+        spec = load_preset(spec)
+    if isinstance(spec, Preset):
+        tok, _ = choose_tokenizer(model, tokenizer or (spec.model.tokenizer if spec.tokenizer_set else None))
+        return spec.builder(
+            context_window=context_window, tokenizer=tok, pinned=pinned, reserve_output=max_tokens, client=client
+        )
+    strategy: ContextStrategy = Dump(on_overflow="truncate") if spec is None else spec
+    window = context_window or 200_000
+    if max_tokens >= window:
+        raise ConfigError(f"max_tokens {max_tokens} leaves no input room in a {window}-token window", field="max_tokens")
+    return ContextBuilder(
+        strategy,
+        Budget(window, reserve_output=max_tokens),
+        choose_tokenizer(model, tokenizer)[0],
+        1 if pinned is None else pinned,
+        name=getattr(strategy, "name", "custom"),
+    )

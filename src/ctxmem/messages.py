@@ -9,6 +9,10 @@ beside the list, as in the Anthropic API.
 Every conversion to and from a provider's wire shape lives in this module:
 
 * :func:`to_anthropic` / :func:`from_anthropic` — Messages API ``messages`` params. Lossless.
+  ``from_anthropic`` also takes the SDK's own objects (an ``anthropic.types.Message``
+  returned by ``messages.create``, its content blocks), so a raw-SDK loop can record a
+  response as it comes; :func:`from_openai` likewise takes the ``openai`` SDK's message
+  objects. Anything with a pydantic ``model_dump`` is read through it.
 * :func:`to_openai` / :func:`from_openai` — Chat Completions messages (``tool_calls``, the
   ``tool`` role, a leading ``system`` message). Text, tool calls and tool results round-trip
   exactly. Chat Completions has no field for ``is_error`` or for thinking signatures; with
@@ -193,7 +197,18 @@ def _require(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wh
     return value
 
 
+def _plain(obj: Any) -> Any:
+    """An SDK object (pydantic: ``anthropic``/``openai`` types) as its JSON dict; else as is."""
+    if isinstance(obj, Mapping):
+        return obj
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json", exclude_none=True)
+    return obj
+
+
 def block_from_anthropic(obj: Any) -> ContentBlock:
+    obj = _plain(obj)
     if not isinstance(obj, Mapping):
         raise InputError(f"a content block must be an object, got {type(obj).__name__}", field="content")
     btype = obj.get("type")
@@ -245,6 +260,9 @@ def block_from_anthropic(obj: Any) -> ContentBlock:
 
 
 def message_from_anthropic(obj: Any) -> Message:
+    """One Messages API message: a ``{"role", "content"}`` dict or an SDK ``Message``
+    (a response's extra fields — id, model, usage — are ignored here)."""
+    obj = _plain(obj)
     if not isinstance(obj, Mapping):
         raise InputError(f"a message must be a JSON object, got {type(obj).__name__}")
     role = obj.get("role")
@@ -260,8 +278,12 @@ def message_from_anthropic(obj: Any) -> Message:
     return Message(role, blocks)
 
 
-def from_anthropic(messages: Iterable[Any]) -> list[Message]:
-    """The ``messages`` parameter of the Anthropic API → Messages (string content becomes one text block)."""
+def from_anthropic(messages: Iterable[Any] | Any) -> list[Message]:
+    """The ``messages`` parameter of the Anthropic API → Messages (string content becomes one
+    text block). Items may be dicts or SDK objects; a single SDK ``Message`` (what
+    ``client.messages.create`` returns) is accepted on its own too."""
+    if not isinstance(messages, Mapping) and getattr(messages, "role", None) in ROLES:
+        return [message_from_anthropic(messages)]
     return [message_from_anthropic(m) for m in messages]
 
 
@@ -369,7 +391,8 @@ def from_openai(messages: Iterable[Any]) -> tuple[str | None, list[Message]]:
             out.append(Message("user", tuple(pending_user)))
             pending_user.clear()
 
-    for i, obj in enumerate(messages):
+    for i, raw_obj in enumerate(messages):
+        obj = _plain(raw_obj)
         if not isinstance(obj, Mapping):
             raise InputError(f"message {i} must be a JSON object, got {type(obj).__name__}")
         role = obj.get("role")
