@@ -17,6 +17,10 @@ and the reader's correctness. A miss then gets exactly one label:
                          (normalized) inside a summarized or masked message
 ``missed-by-model``      the needle reached the reader verbatim (or the cell is a
                          control) and the answer was still wrong
+``reader-cannot-answer`` the needle survived but the reader is blind to its family by
+                         design (the offline lexical reader and non-literal or
+                         natural needles): a miss that says nothing about the
+                         strategy or a model
 =======================  ==========================================================
 
 A correct answer is labelled ``correct``; a refused cell (too long for the window) is
@@ -31,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from ctxmem.messages import Message, message_texts
 
 SURVIVAL = ("verbatim", "normalized", "absent", "n/a")
-LABELS = ("correct", "dropped-by-strategy", "distorted-by-summary", "missed-by-model")
+LABELS = ("correct", "dropped-by-strategy", "distorted-by-summary", "missed-by-model", "reader-cannot-answer")
 _RANK = {"absent": 0, "normalized": 1, "verbatim": 2, "n/a": 3}
 
 
@@ -81,12 +85,17 @@ def fate(index: int | None, *, dropped: Sequence[int], masked: Sequence[int], su
     return "kept"
 
 
-def label(correct: bool, survived: str, fate_: str) -> str:
-    """One label per cell (see the module docstring)."""
+def label(correct: bool, survived: str, fate_: str, *, reader_blind: bool = False) -> str:
+    """One label per cell (see the module docstring).
+
+    ``reader_blind``: the reader cannot answer this needle family by design
+    (:func:`ctxmem.evals.readers.blind_families`), so a surviving needle it missed is
+    ``reader-cannot-answer``, never a model's miss.
+    """
     if correct:
         return "correct"
     if survived == "absent":
         return "distorted-by-summary" if fate_ == "summarized" else "dropped-by-strategy"
     if survived == "normalized" and fate_ in ("summarized", "masked"):
         return "distorted-by-summary"
-    return "missed-by-model"
+    return "reader-cannot-answer" if reader_blind else "missed-by-model"

@@ -210,6 +210,46 @@ class ExtractiveReader(BaseClient):
 
 READERS = ("extractive", "extractive-lexical", "extractive-embedding")
 
+#: needle families each offline reader cannot answer by design (see the module docstring)
+_BLIND = {
+    "lexical": frozenset({"nonliteral", "natural"}),
+    "embedding": frozenset({"natural"}),
+}
+
+
+def reader_kind(spec: str) -> str:
+    """``lexical`` or ``embedding`` for the offline extractive readers, else ``model``."""
+    if spec in ("extractive", "extractive-lexical"):
+        return "lexical"
+    if spec == "extractive-embedding" or spec.startswith("extractive-embedding:"):
+        return "embedding"
+    return "model"
+
+
+def blind_families(spec: str) -> frozenset[str]:
+    """Needle families the reader ``spec`` cannot answer by design (empty for models).
+
+    The lexical reader answers from sentences sharing the question's words, so a
+    non-literal needle (no shared words) or a natural one (a fact phrased by a tool, asked
+    in other words) is out of its reach; the embedding reader bridges some associations but
+    not a natural fact's free-form question. A miss there is the reader's, not the
+    strategy's — the report marks those cells instead of counting them as forgetting.
+    """
+    return _BLIND.get(reader_kind(spec), frozenset())
+
+
+def reader_description(spec: str) -> str:
+    """One line for a report: what the reader is and what its accuracy means."""
+    kind = reader_kind(spec)
+    if kind == "lexical":
+        return ("offline lexical extractive reader (a baseline, not a model): answers a literal needle whenever "
+                "it survives, so its accuracy measures the strategy's survival; blind to non-literal and natural "
+                "needles")
+    if kind == "embedding":
+        return ("offline embedding extractive reader (a baseline, not a model): bridges some associations, is "
+                "fooled by near misses; blind to natural needles")
+    return "model reader (answers from the built context)"
+
 
 def get_reader(spec: str, **kw: Any) -> Any:
     """A reader from a spec: ``extractive[-lexical|-embedding]`` or any client spec

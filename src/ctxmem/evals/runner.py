@@ -41,6 +41,7 @@ from ctxmem.errors import ConfigError, CtxmemError
 from ctxmem.evals.attribution import label
 from ctxmem.evals.cells import BuiltCell, Cell, CellRefusedError, build_cell, cell_key, resolve
 from ctxmem.evals.haystack import NeedleUnplaceableError
+from ctxmem.evals.readers import blind_families
 from ctxmem.evals.scoring import LLMJudge, score_needles
 from ctxmem.evals.store import ResultStore
 from ctxmem.messages import canonical_json, to_anthropic
@@ -345,7 +346,8 @@ async def _evaluate(
         "correct": int(s.correct),
         "survival": built.survival,
         "fate": built.fate,
-        "label": label(s.correct, built.survival, built.fate),
+        "label": label(s.correct, built.survival, built.fate,
+                       reader_blind=cell.needle in blind_families(cell.model)),
         "rules": {**s.rules, "chose_distractor": s.chose_distractor},
         "judge": verdict,
         "info": {**built.info(), "answers": list(built.needles.answers), "question": built.needles.question},
