@@ -1,0 +1,676 @@
+"""Instrumented runs of a candidate kernel: the measured work that SIMX-1 prices.
+
+SIMX-1 (``simx.py``) never reads what a kernel *declares*. It prices what the kernel *does*
+on the six benchmark shapes, as counted here while the candidate runs in the Triton
+interpreter:
+
+* **per launch** — the kernel's name, its grid (so the number of programs launched), the
+  ``num_warps``/``num_stages`` it was launched with, and the shapes of every ``tl.dot``
+  (which give the shared memory and registers a tile needs);
+* **per sampled program** — bytes moved by ``tl.load``/``tl.store`` counting only the
+  elements their masks enable, the same bytes rounded up to 32-byte sectors of contiguous
+  runs (a gather through the index table moves whole sectors for scattered rows), the
+  number of such runs, ``tl.dot`` FLOPs per dot shape, elementwise element-operations,
+  transcendental element-operations (exp, log, sqrt, ...), reduction elements and atomics;
+* **outside the kernels** — every torch operation the launch wrapper performs, with the
+  bytes it reads and writes (``TorchFunctionMode``), priced as its own device kernel.
+
+**Sampling.** A benchmark grid has up to ~10^4 programs and the interpreter runs about a
+thousand tile iterations a second, so programs are *sampled* from each launch's real grid:
+in a seeded random order (the seed depends only on the shape and the grid, never on the
+device), until ``MAX_PROGRAMS`` ran or ``OP_BUDGET`` interpreter operations were spent
+(at least ``MIN_PROGRAMS``). Totals are ``programs × mean(sampled)``; the longest sampled
+program stands in for the grid's longest. Counts are deterministic, independent of the
+SIMX seed, and cached by (source hash, config, shape) by the caller.
+
+**Trust.** The instrumentation runs in the candidate's own process (inside the sandbox),
+so its counts are evidence from an untrusted place. Four things keep them honest:
+
+1. :func:`screen_source` (run by the trusted parent before any measurement, and again in
+   the child) refuses source that could reach the instrumentation or compute the answer
+   some other way: imports other than ``torch``/``triton``/``math``/``typing``; any
+   attribute starting with ``_`` (``__class__``, ``__globals__``, ``tl._...``);
+   ``getattr``/``setattr``/``globals``/``vars``/``eval``/``exec``/``open``/``__import__``
+   and friends; ``gc``, ``sys``, ``builtins``, ``inspect``, ``ctypes``; ``triton``
+   attributes other than ``jit``/``cdiv``/``next_power_of_2``/``language``;
+   ``torch`` attributes outside an allow-list of allocation and index arithmetic (no
+   ``torch.sys``, ``torch.ops``, ``torch.nn``, ``torch.matmul``); the ``@`` operator and
+   matmul/einsum/softmax/copy_ methods. Without these routes the candidate cannot name the
+   hooks, the counters or the interpreter.
+2. At run time, torch calls on float tensors that do attention-shaped work (matmul, bmm,
+   einsum, softmax, sdpa, linear, ...) are refused, as is any in-place torch write to an
+   input tensor and any ``tl.store``/atomic into an input buffer (restoring an input it
+   overwrote is refused, not just hidden from the bit-exact input check).
+3. The parent cross-checks the counts against floors it computes itself from the shape
+   (:func:`work_floors`): the stores must cover ``out``, the dot FLOPs must reach the causal
+   attention's FLOPs, and the loads must reach the bytes of Q and of the unique K/V rows.
+   Counts under a floor mean the kernel did not do the computation on that shape (a
+   shape-detecting shortcut, or tampering): the measurement is refused.
+4. Counts only ever *add* time: every term of the device model is non-decreasing in every
+   count, so a candidate can raise its score only by lowering counts — which needs one of
+   the routes closed by (1) or lands under a floor in (3).
+
+What stays open, said plainly: the floors are the ideal work, so a kernel that tampered
+with counts while staying above them could still gain up to the gap between its honest
+work and the ideal; no route to the counters is known past the screen.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+MAX_PROGRAMS = 48
+MIN_PROGRAMS = 4
+OP_BUDGET = 1_500  # interpreter operations per launch (about 1 s of interpreter time)
+LOOP_SAMPLES = 4  # iterations run per loop: the first, the last and two seeded ones between
+SECTOR = 32
+
+ALLOWED_IMPORTS = frozenset({"torch", "triton", "triton.language", "math", "typing", "__future__"})
+REFUSED_NAMES = frozenset({
+    "__import__", "eval", "exec", "compile", "open", "globals", "locals", "vars", "getattr",
+    "setattr", "delattr", "breakpoint", "input", "memoryview", "type", "object", "super", "id",
+    "dir", "help", "exit", "quit", "sys", "os", "gc", "builtins", "importlib", "inspect",
+    "ctypes", "__builtins__", "classmethod", "staticmethod", "property",
+})
+TRITON_ALLOWED = frozenset({"jit", "cdiv", "next_power_of_2", "language"})
+TL_REFUSED = frozenset({"core", "semantic", "runtime", "standard"})
+TORCH_ALLOWED = frozenset({
+    "empty", "empty_like", "zeros", "zeros_like", "full", "full_like", "ones", "ones_like",
+    "arange", "tensor", "as_tensor", "cumsum", "repeat_interleave", "argsort", "sort", "cat",
+    "stack", "minimum", "maximum", "clamp", "where", "float16", "float32", "float64",
+    "bfloat16", "int8", "int16", "int32", "int64", "bool", "Tensor", "dtype", "device", "Size",
+    "cuda", "div", "floor_divide", "remainder",
+})
+TORCH_CUDA_ALLOWED = frozenset({"get_device_properties", "current_device", "is_available"})
+REFUSED_METHODS = frozenset({
+    "matmul", "mm", "bmm", "einsum", "baddbmm", "addmm", "addbmm", "softmax", "log_softmax",
+    "scaled_dot_product_attention", "linear", "tensordot", "inner", "outer", "mv", "copy_",
+    "set_", "untyped_storage", "storage", "register_hook", "apply_", "map_", "numpy",
+    "autotune", "heuristics",
+})
+# Torch functions that do attention-shaped work when given float tensors.
+REFUSED_TORCH_FUNCS = frozenset({
+    "matmul", "mm", "bmm", "einsum", "baddbmm", "addmm", "addbmm", "softmax", "log_softmax",
+    "scaled_dot_product_attention", "linear", "tensordot", "inner", "outer", "mv", "dot",
+    "__matmul__", "__rmatmul__", "chain_matmul", "multi_dot", "_softmax",
+})
+# Torch functions that only read metadata or allocate without touching memory.
+FREE_TORCH_FUNCS = frozenset({
+    "stride", "size", "dim", "numel", "element_size", "is_contiguous", "data_ptr",
+    "__get__", "empty", "empty_like", "new_empty", "item", "__len__", "__index__",
+    "__int__", "__bool__", "__format__", "__repr__", "get_device", "is_floating_point",
+    "__hash__", "__eq__",
+})
+INPUT_NAMES = ("q", "k_new", "v_new", "out", "k_pool", "v_pool", "req_to_token", "req_idx",
+               "prefix_lens", "extend_lens", "extend_starts")
+DATA_INPUTS = ("q", "k_new", "v_new", "k_pool", "v_pool", "req_to_token", "req_idx",
+               "prefix_lens", "extend_lens", "extend_starts")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    line: int
+    message: str
+
+    def text(self, path: str = "kernel.py") -> str:
+        return f"{path}:{self.line}: {self.message}"
+
+
+def _attr_chain(node: ast.expr) -> list[str] | None:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return parts[::-1]
+    return None
+
+
+def screen_source(source: str) -> list[Refusal]:
+    """Static refusals of a candidate source (see the module docstring, point 1)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []  # the compile step reports syntax errors itself
+    out: list[Refusal] = []
+    aliases = {"torch": "torch", "triton": "triton", "math": "math"}
+
+    def refuse(node: ast.AST, msg: str) -> None:
+        out.append(Refusal(getattr(node, "lineno", 0), msg))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name not in ALLOWED_IMPORTS:
+                    refuse(node, f"import {a.name} is refused: a kernel may import only "
+                           "torch, triton, triton.language, math and typing")
+                aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if mod not in ALLOWED_IMPORTS or node.level:
+                refuse(node, f"from {mod} import ... is refused: a kernel may import only "
+                       "torch, triton, triton.language, math and typing")
+            elif mod in ("torch", "triton"):
+                for a in node.names:
+                    allowed = TORCH_ALLOWED if mod == "torch" else TRITON_ALLOWED
+                    if a.name not in allowed:
+                        refuse(node, f"from {mod} import {a.name} is refused")
+        elif isinstance(node, ast.Name) and node.id in REFUSED_NAMES:
+            refuse(node, f"{node.id!r} is refused in a kernel (it could reach the harness)")
+        elif isinstance(node, ast.Attribute):
+            if node.attr.startswith("_"):
+                refuse(node, f"attribute {node.attr!r} is refused: private and dunder "
+                       "attributes are off limits in a kernel")
+                continue
+            if node.attr in REFUSED_METHODS:
+                refuse(node, f".{node.attr} is refused: the kernel must be computed by "
+                       "Triton kernels, not torch")
+                continue
+            chain = _attr_chain(node)
+            if chain is None or len(chain) < 2:
+                continue
+            root = aliases.get(chain[0])
+            if root == "torch":
+                if chain[1] not in TORCH_ALLOWED:
+                    refuse(node, f"torch.{chain[1]} is refused: the launch wrapper may only "
+                           "allocate and do index arithmetic on the lengths (allowed: "
+                           + ", ".join(sorted(TORCH_ALLOWED)) + ")")
+                elif chain[1] == "cuda" and len(chain) > 2 and chain[2] not in TORCH_CUDA_ALLOWED:
+                    refuse(node, f"torch.cuda.{chain[2]} is refused")
+            elif root == "triton":
+                if chain[1] not in TRITON_ALLOWED:
+                    refuse(node, f"triton.{chain[1]} is refused (allowed: triton.jit, "
+                           "triton.cdiv, triton.next_power_of_2, triton.language)")
+                elif chain[1] == "language" and len(chain) > 2 and chain[2] in TL_REFUSED:
+                    refuse(node, f"triton.language.{chain[2]} is refused")
+            elif root == "triton.language" and chain[1] in TL_REFUSED:
+                refuse(node, f"tl.{chain[1]} is refused")
+        elif isinstance(node, ast.BinOp | ast.AugAssign) and isinstance(node.op, ast.MatMult):
+            refuse(node, "the @ operator is refused: the kernel must be computed by Triton kernels")
+    # de-duplicate, keep order
+    seen: set[tuple[int, str]] = set()
+    uniq = []
+    for r in sorted(out, key=lambda r: r.line):
+        if (r.line, r.message) not in seen:
+            seen.add((r.line, r.message))
+            uniq.append(r)
+    return uniq
+
+
+# -- the floors the parent checks -----------------------------------------------------------
+
+
+def work_floors(case: dict[str, Any]) -> dict[str, float]:
+    """Least work any correct kernel does on a shape (fp16): stores, FLOPs, load bytes."""
+    hq, hkv, d = int(case["num_q_heads"]), int(case["num_kv_heads"]), int(case["head_dim"])
+    total = sum(case["extend_lens"])
+    pairs = sum(p * e + e * (e + 1) / 2 for p, e in zip(case["prefix_lens"], case["extend_lens"], strict=True))
+    keys = sum(p + e for p, e in zip(case["prefix_lens"], case["extend_lens"], strict=True))
+    return {
+        "store_bytes": 2.0 * total * hq * d,
+        "dot_flops": 4.0 * pairs * hq * d,
+        "load_bytes": 2.0 * total * hq * d + 2.0 * 2 * keys * hkv * d,
+    }
+
+
+# -- the child side: hooks and the sampled grid executor ------------------------------------
+
+
+class _Program:
+    __slots__ = ("atomics", "dot_flops", "elem", "ld_bytes", "ld_runs", "ld_sector_bytes", "ops",
+                 "reduce", "st_bytes", "st_runs", "st_sector_bytes", "trans")
+
+    def __init__(self) -> None:
+        self.ops = 0
+        self.ld_bytes = self.ld_sector_bytes = self.ld_runs = 0
+        self.st_bytes = self.st_sector_bytes = self.st_runs = 0
+        self.dot_flops = 0
+        self.elem = self.trans = self.reduce = self.atomics = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: int(getattr(self, k)) for k in self.__slots__}
+
+
+class _Recorder:
+    """Counters of the program being run, plus what a launch reveals."""
+
+    def __init__(self) -> None:
+        self.program: _Program | None = None
+        self.weight = 1.0  # how many real loop iterations the running iteration stands for
+        self.salt = ""
+        self.dot_sites: dict[str, int] = {}
+        self.max_tile = 0
+        self.input_ranges: list[tuple[str, int, int]] = []
+        self.violations: list[str] = []
+
+
+def _runs(np: Any, addrs: Any, itemsize: int) -> tuple[int, int]:
+    """(contiguous runs, bytes rounded up to sectors per run) of a set of addresses."""
+    if addrs.size == 0:
+        return 0, 0
+    a = np.unique(addrs)
+    breaks = np.flatnonzero(np.diff(a) != itemsize)
+    starts = np.concatenate(([0], breaks + 1))
+    ends = np.concatenate((breaks, [a.size - 1]))
+    lo = a[starts] // SECTOR
+    hi = (a[ends] + itemsize - 1) // SECTOR
+    return int(starts.size), int((hi - lo + 1).sum()) * SECTOR
+
+
+TRANSCENDENTAL = ("create_exp", "create_exp2", "create_log", "create_log2", "create_sqrt",
+                  "create_precise_sqrt", "create_rsqrt", "create_sin", "create_cos", "create_erf",
+                  "create_fdiv", "create_precise_divf")
+
+
+def _install_hooks(rec: _Recorder) -> None:
+    import numpy as np
+    from triton.runtime import interpreter as interp
+
+    builder = interp.interpreter_builder
+    cls = type(builder)
+
+    def wrap_generic(name: str, kind: str) -> None:
+        orig = getattr(cls, name)
+
+        def hooked(self: Any, *args: Any, **kwargs: Any) -> Any:
+            res = orig(self, *args, **kwargs)
+            prog = rec.program
+            if prog is not None:
+                prog.ops += 1
+                size = int(getattr(getattr(res, "data", None), "size", 1) or 1)
+                if kind == "trans":
+                    prog.trans += int(size * rec.weight)
+                elif kind == "elem" and size > 1:
+                    prog.elem += int(size * rec.weight)
+            return res
+
+        setattr(builder, name, hooked.__get__(builder))
+
+    for name in dir(cls):
+        if not name.startswith("create_") or name in (
+                "create_masked_load", "create_masked_store", "create_load", "create_store",
+                "create_dot", "create_get_program_id", "create_get_num_programs"):
+            continue
+        if name.startswith(("create_atomic", "create_descriptor", "create_make_tensor_descriptor")):
+            continue
+        wrap_generic(name, "trans" if name in TRANSCENDENTAL else "elem")
+
+    orig_load = cls.create_masked_load
+    orig_store = cls.create_masked_store
+    orig_dot = cls.create_dot
+
+    def masked_load(self: Any, ptrs: Any, mask: Any, other: Any, *a: Any) -> Any:
+        res = orig_load(self, ptrs, mask, other, *a)
+        prog = rec.program
+        if prog is not None:
+            itemsize = res.data.dtype.itemsize
+            addrs = ptrs.data[mask.data] if mask is not None else ptrs.data.ravel()
+            prog.ops += 1
+            w = rec.weight
+            prog.ld_bytes += int(addrs.size * itemsize * w)
+            runs, sect = _runs(np, addrs.astype(np.int64).ravel(), itemsize)
+            prog.ld_runs += int(runs * w)
+            prog.ld_sector_bytes += int(sect * w)
+            rec.max_tile = max(rec.max_tile, int(res.data.size))
+        return res
+
+    def masked_store(self: Any, ptrs: Any, value: Any, mask: Any, *a: Any) -> Any:
+        prog = rec.program
+        if prog is not None:
+            addrs = (ptrs.data[mask.data] if mask is not None else ptrs.data.ravel()).astype(np.int64)
+            itemsize = value.data.dtype.itemsize
+            prog.ops += 1
+            w = rec.weight
+            prog.st_bytes += int(addrs.size * itemsize * w)
+            runs, sect = _runs(np, addrs.ravel(), itemsize)
+            prog.st_runs += int(runs * w)
+            prog.st_sector_bytes += int(sect * w)
+            if addrs.size:
+                lo, hi = int(addrs.min()), int(addrs.max())
+                for name, start, end in rec.input_ranges:
+                    if lo < end and hi >= start and bool(((addrs >= start) & (addrs < end)).any()):
+                        rec.violations.append(f"a tl.store writes into the input tensor {name!r}")
+        return orig_store(self, ptrs, value, mask, *a)
+
+    def dot(self: Any, a: Any, b: Any, d: Any, *rest: Any) -> Any:
+        prog = rec.program
+        if prog is not None:
+            m, k = a.data.shape[-2], a.data.shape[-1]
+            n = b.data.shape[-1]
+            flops = 2 * m * n * k * int(math.prod(a.data.shape[:-2]) or 1)
+            prog.ops += 1
+            flops = int(flops * rec.weight)
+            prog.dot_flops += flops
+            key = f"{m}x{k}x{n}:{a.data.dtype.itemsize * 8}"
+            rec.dot_sites[key] = rec.dot_sites.get(key, 0) + flops
+        return orig_dot(self, a, b, d, *rest)
+
+    def atomic(name: str) -> None:
+        orig = getattr(cls, name)
+
+        def hooked(self: Any, *args: Any, **kwargs: Any) -> Any:
+            prog = rec.program
+            if prog is not None:
+                prog.ops += 1
+                prog.atomics += int(rec.weight)
+                ptr = next((x for x in args if hasattr(x, "data") and getattr(x.data, "dtype", None) is not None
+                            and x.data.dtype.kind in "ui"), None)
+                if ptr is not None:
+                    addrs = ptr.data.astype(np.int64).ravel()
+                    prog.st_bytes += int(addrs.size) * 4
+                    prog.st_sector_bytes += int(addrs.size) * SECTOR
+                    for nm, start, end in rec.input_ranges:
+                        if bool(((addrs >= start) & (addrs < end)).any()):
+                            rec.violations.append(f"an atomic writes into the input tensor {nm!r}")
+            return orig(self, *args, **kwargs)
+
+        setattr(builder, name, hooked.__get__(builder))
+
+    for name in dir(cls):
+        if name.startswith("create_atomic"):
+            atomic(name)
+    for name in dir(cls):
+        if name.startswith(("create_descriptor", "create_make_tensor_descriptor")):
+            def refused(self: Any, *args: Any, _n: str = name, **kwargs: Any) -> Any:
+                raise RuntimeError(f"{_n[7:]}: tensor descriptors are not supported by {_device()}")
+            setattr(builder, name, refused.__get__(builder))
+
+    builder.create_masked_load = masked_load.__get__(builder)
+    builder.create_masked_store = masked_store.__get__(builder)
+    builder.create_dot = dot.__get__(builder)
+
+
+def _sampled_range(rec: _Recorder) -> Any:
+    """``range`` for the measured run: runs LOOP_SAMPLES iterations of a long loop.
+
+    The first and last iterations (the ragged edges) run, plus seeded ones between them;
+    each middle one stands for its share of the skipped iterations (``rec.weight``). The
+    outputs of a measured run are discarded (correctness is judged elsewhere), so the
+    skipped iterations only need to be counted, not computed.
+    """
+    calls = [0]
+
+    def sampled(*args: Any) -> Iterator[Any]:
+        ints = [int(a) for a in args]
+        full = range(*ints)
+        n = len(full)
+        outer = rec.weight
+        if n <= LOOP_SAMPLES:
+            yield from full
+            return
+        calls[0] += 1
+        middle = n - 2
+        k = LOOP_SAMPLES - 2
+        rng = random.Random(f"{rec.salt}:{calls[0]}:{n}")
+        picks = sorted(1 + (i * middle) // k + rng.randrange(max(1, middle // k)) for i in range(k))
+        plan = [(0, 1.0)] + [(i, middle / k) for i in picks] + [(n - 1, 1.0)]
+        try:
+            for i, w in plan:
+                rec.weight = outer * w
+                yield full[i]
+        finally:
+            rec.weight = outer
+
+    return sampled
+
+
+def _device() -> str:
+    return "the SIMX-1 measurement"
+
+
+def _sample_order(n: int, key: str) -> Iterator[int]:
+    rng = random.Random(hashlib.sha256(key.encode()).hexdigest())
+    order = list(range(n))
+    rng.shuffle(order)
+    yield from order
+
+
+class _Launches:
+    """Replaces the interpreter's grid executor while a shape is measured."""
+
+    def __init__(self, rec: _Recorder, shape_name: str, salt: str = ""):
+        self.rec = rec
+        self.salt = salt
+        self.shape_name = shape_name
+        self.launches: list[dict[str, Any]] = []
+
+    def run(self, fn_obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any], grid: Any) -> None:
+        import inspect
+
+        from triton.runtime import interpreter as interp
+
+        rec = self.rec
+        num_warps = int(kwargs.pop("num_warps", 4) or 4)
+        num_stages = int(kwargs.pop("num_stages", 3) or 3)
+        kwargs.pop("warmup", None)
+        fn = fn_obj.rewrite()
+        ex = interp.GridExecutor(fn, fn_obj.arg_names, grid)
+        argspec = inspect.getfullargspec(fn)
+        kwargs = {k: v for k, v in kwargs.items() if k in argspec.args or k in argspec.kwonlyargs}
+        args_hst, kwargs_hst = ex._init_args_hst(args, kwargs)
+        scope = interp._patch_lang(fn)
+        sampled = _sampled_range(rec)
+        scope.set_attr(interp.tl, "range", sampled)
+        module_globals = fn.__globals__
+        had_range = "range" in module_globals
+        old_range = module_globals.get("range")
+        module_globals["range"] = sampled
+        try:
+            call = inspect.getcallargs(fn, *args_hst, **kwargs_hst)
+            call = {n: a if n in ex.constexprs else interp._implicit_cvt(a) for n, a in call.items()}
+            g = grid(call) if callable(grid) else grid
+            g = tuple(int(x) for x in g) + (1,) * (3 - len(g))
+            interp.interpreter_builder.set_grid_dim(*g)
+            n = g[0] * g[1] * g[2]
+            rec.dot_sites = {}
+            rec.max_tile = 0
+            programs: list[dict[str, int]] = []
+            spent = 0
+            key = f"{self.shape_name}:{fn_obj.__name__}:{g}:{len(self.launches)}"
+            rec_salt = f"{self.salt}:{key}"
+            for idx in _sample_order(n, key):
+                if len(programs) >= MAX_PROGRAMS or (len(programs) >= MIN_PROGRAMS and spent >= OP_BUDGET):
+                    break
+                x = idx % g[0]
+                y = (idx // g[0]) % g[1]
+                z = idx // (g[0] * g[1])
+                interp.interpreter_builder.set_grid_idx(x, y, z)
+                rec.program = _Program()
+                rec.salt = f"{rec_salt}:{idx}"
+                try:
+                    fn(**call)
+                finally:
+                    prog, rec.program = rec.program, None
+                spent += prog.ops
+                programs.append(prog.as_dict())
+        finally:
+            scope.restore()
+            if had_range:
+                module_globals["range"] = old_range
+            else:
+                module_globals.pop("range", None)
+        ex._restore_args_dev(args, args_hst, kwargs, kwargs_hst)
+        self.launches.append({
+            "kernel": fn_obj.__name__, "grid": list(g), "programs": n, "sampled": len(programs),
+            "num_warps": num_warps, "num_stages": num_stages, "dot_sites": dict(rec.dot_sites),
+            "max_tile": rec.max_tile, "per_program": programs,
+        })
+
+
+class _TorchCounter:
+    """Torch work outside the kernels, and refusals of attention-by-torch / input writes."""
+
+    def __init__(self, inputs: dict[str, Any]):
+        self.ops: list[dict[str, Any]] = []
+        self.violations: list[str] = []
+        self.paused = False
+        self.inputs = inputs
+        self._ptrs = {t.untyped_storage().data_ptr(): name for name, t in inputs.items()}
+
+    def _name_of(self, t: Any) -> str | None:
+        try:
+            return self._ptrs.get(t.untyped_storage().data_ptr())
+        except (RuntimeError, AttributeError):
+            return None
+
+    def mode(self) -> Any:
+        import torch
+        from torch.overrides import TorchFunctionMode
+
+        counter = self
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+                kwargs = kwargs or {}
+                if counter.paused:
+                    return func(*args, **kwargs)
+                name = getattr(func, "__name__", str(func))
+                flat = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+                for a in args:
+                    if isinstance(a, list | tuple):
+                        flat += [x for x in a if isinstance(x, torch.Tensor)]
+                if name in REFUSED_TORCH_FUNCS and any(t.is_floating_point() for t in flat):
+                    counter.violations.append(f"torch {name} on float tensors: the kernel must be "
+                                              "computed by Triton kernels")
+                written = [counter._name_of(args[0])] if (name.endswith("_") and not name.endswith("__")
+                                                         and args and isinstance(args[0], torch.Tensor)) else []
+                if name == "__setitem__" and args and isinstance(args[0], torch.Tensor):
+                    written.append(counter._name_of(args[0]))
+                if isinstance(kwargs.get("out"), torch.Tensor):
+                    written.append(counter._name_of(kwargs["out"]))
+                for w in written:
+                    if w is not None and w != "out":
+                        counter.violations.append(f"torch {name} writes the input tensor {w!r}")
+                result = func(*args, **kwargs)
+                if name not in FREE_TORCH_FUNCS:
+                    outs = result if isinstance(result, list | tuple) else [result]
+                    nbytes = sum(t.numel() * t.element_size() for t in flat)
+                    nbytes += sum(t.numel() * t.element_size() for t in outs if isinstance(t, torch.Tensor))
+                    if nbytes:
+                        counter.ops.append({"op": name, "bytes": int(nbytes)})
+                return result
+
+        return Mode()
+
+
+def measure_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Measure one candidate on the requested benchmark shapes (runs in the sandbox).
+
+    ``job``: ``source_path`` (the candidate), ``reference_path`` (the pristine reference,
+    for ``build_inputs``), ``config`` (keyword arguments of ``launch``) and ``cases``
+    (benchmark shapes as case dicts). Returns ``{"status": "ok", "shapes": {name: {...}}}``
+    or ``{"status": "refused"|"error", "message": ...}``.
+    """
+    import importlib.util
+    import os
+    import traceback
+
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return {"status": "error", "message": "TRITON_INTERPRET=1 must be set before triton is imported"}
+    source = open(job["source_path"]).read()  # noqa: SIM115 - trusted side
+    refusals = screen_source(source)
+    if refusals:
+        return {"status": "refused", "message": "\n".join(r.text() for r in refusals)}
+    import torch
+    from triton.runtime import interpreter as interp
+
+    spec = importlib.util.spec_from_file_location("ctxmem_kernel_reference_m", job["reference_path"])
+    assert spec is not None and spec.loader is not None
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+
+    rec = _Recorder()
+    _install_hooks(rec)
+    current: dict[str, _Launches] = {}
+    counter_ref: dict[str, _TorchCounter] = {}
+
+    def run(self: Any, *args: Any, grid: Any, warmup: bool = False, **kwargs: Any) -> Any:
+        if warmup:
+            return None
+        counter = counter_ref.get("c")
+        if counter is not None:
+            counter.paused = True
+        try:
+            current["l"].run(self, args, dict(kwargs), grid)
+        finally:
+            if counter is not None:
+                counter.paused = False
+        return None
+
+    patched: set[Any] = set()
+
+    def device_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # The stock call re-patches the language on every device-function call (~6 ms);
+        # once per function is enough for a measured run.
+        if self.fn not in patched:
+            patched.add(self.fn)
+            interp._patch_lang(self.fn)
+        fn = self.rewrite()
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            raise interp.InterpreterError(repr(e)) from e
+
+    interp.InterpretedFunction.run = run  # type: ignore[method-assign]
+    interp.InterpretedFunction.__call__ = device_call  # type: ignore[method-assign]
+    try:
+        kspec = importlib.util.spec_from_file_location("ctxmem_candidate_measured", job["source_path"])
+        assert kspec is not None and kspec.loader is not None
+        module = importlib.util.module_from_spec(kspec)
+        kspec.loader.exec_module(module)
+        entry = getattr(module, "launch", None) or getattr(module, "extend_attention", None)
+        if entry is None:
+            return {"status": "error", "message": "kernel.py defines neither launch() nor extend_attention()"}
+    except Exception as exc:  # the candidate's import failed
+        return {"status": "error", "message": f"{type(exc).__name__}: {exc}"}
+
+    shapes: dict[str, Any] = {}
+    for case in job["cases"]:
+        tensors = reference.build_inputs(case)
+        tensors["out"] = torch.full_like(tensors["q"], float("nan"))
+        rec.input_ranges = [
+            (name, t.untyped_storage().data_ptr(), t.untyped_storage().data_ptr() + t.untyped_storage().nbytes())
+            for name, t in tensors.items() if name != "out"
+        ]
+        rec.violations = []
+        current["l"] = _Launches(rec, case["name"], str(job.get("salt", "")))
+        counter = _TorchCounter(tensors)
+        counter_ref["c"] = counter
+        args = [tensors[n] for n in INPUT_NAMES]
+        sm_scale = 1.0 / math.sqrt(int(case["head_dim"]))
+        try:
+            with counter.mode():
+                entry(*args, sm_scale=sm_scale, soft_cap=0.0, window=0, **job["config"])
+        except Exception as exc:
+            tail = traceback.format_exc().splitlines()[-3:]
+            return {"status": "error", "message": f"{case['name']}: {type(exc).__name__}: {exc}",
+                    "tail": "\n".join(tail)}
+        finally:
+            counter_ref.pop("c", None)
+        violations = sorted(set(rec.violations + counter.violations))
+        if violations:
+            return {"status": "refused", "message": f"{case['name']}: " + "; ".join(violations)}
+        shapes[case["name"]] = {"launches": current["l"].launches, "torch": counter.ops}
+    return {"status": "ok", "shapes": shapes}
+
+
+def _main() -> int:  # pragma: no cover - exercised through the sandbox
+    import sys
+
+    job = json.loads(open(sys.argv[1]).read())  # noqa: SIM115
+    result = measure_job(job)
+    with open(sys.argv[2], "w") as f:
+        json.dump(result, f)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(_main())

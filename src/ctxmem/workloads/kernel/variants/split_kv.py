@@ -1,0 +1,259 @@
+# mypy: allow-untyped-defs
+"""Extend attention in Triton — rung 3: split-KV, then a reduce.
+
+Same contract as the baseline (see ``reference.py``), the unified key loop of rung 1 and
+the GQA head packing of rung 2. A tile's key range is cut into ``SPLITS`` chunks of whole
+``BLOCK_N`` tiles, one program each, so a few tokens over a long prefix (decode-like
+batches) no longer leave most of the device idle behind one long program. Each split
+writes its unnormalized accumulator, running max and running sum to fp32 scratch; a second
+kernel combines the splits of every (token, head) row with the log-sum-exp rule and writes
+``out``. A split with no visible key writes max ``-inf`` and sum 0, which the reduce skips.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _soft_cap(s, cap):
+    x = s / cap
+    return cap * (1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0))
+
+
+@triton.jit
+def _online_softmax_step(s, visible, m_i, l_i, acc, v):
+    s = tl.where(visible, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp(m_i - m_shift)
+    p = tl.exp(s - m_shift[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _extend_attention_kernel(
+    Q, K_new, V_new, Mid_o, Mid_ml, K_pool, V_pool,
+    Req_to_token, Req_idx, Prefix_lens, Extend_lens, Extend_starts,
+    sm_scale, soft_cap, window,
+    stride_q_t, stride_q_h,
+    stride_kn_t, stride_kn_h,
+    stride_vn_t, stride_vn_h,
+    stride_mid_s, stride_mid_t, stride_mid_h,
+    stride_kp_t, stride_kp_h,
+    stride_vp_t, stride_vp_h,
+    stride_table_row,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    GROUP: tl.constexpr,
+    PACK: tl.constexpr,
+    SPLITS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    USE_CAP: tl.constexpr,
+    USE_WINDOW: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    b = tl.program_id(1)
+    hg = tl.program_id(2) // SPLITS  # which PACK-sized slice of the query heads
+    split = tl.program_id(2) % SPLITS  # which chunk of the key range
+    TOKENS: tl.constexpr = BLOCK_M // PACK
+    kv_h = (hg * PACK) // GROUP
+
+    extend_len = tl.load(Extend_lens + b)
+    m_start = pid_m * TOKENS
+    if m_start >= extend_len:
+        return
+    prefix_len = tl.load(Prefix_lens + b)
+    row_start = tl.load(Extend_starts + b)
+    table_row = tl.load(Req_idx + b).to(tl.int64)
+
+    rows = tl.arange(0, BLOCK_M)
+    heads = hg * PACK + rows // TOKENS  # query head of each row
+    offs_m = m_start + rows % TOKENS  # index of each row's query among the new tokens
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_m = offs_m < extend_len
+    mask_d = offs_d < HEAD_DIM
+    rows_q = (row_start + offs_m).to(tl.int64)
+    q = tl.load(
+        Q + rows_q[:, None] * stride_q_t + heads[:, None] * stride_q_h + offs_d[None, :],
+        mask=mask_m[:, None] & mask_d[None, :],
+        other=0.0,
+    )
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    q_pos = prefix_len + offs_m  # absolute position of each query
+
+    # Keys in position order: the prefix, then the new tokens up to the block's causal edge.
+    kv_end = prefix_len + tl.minimum(extend_len, m_start + TOKENS)
+    lo = 0
+    if USE_WINDOW:
+        first_visible = tl.maximum(prefix_len + m_start - window + 1, 0)
+        lo = (first_visible // BLOCK_N) * BLOCK_N
+    tiles = (kv_end - lo + BLOCK_N - 1) // BLOCK_N
+    chunk = ((tiles + SPLITS - 1) // SPLITS) * BLOCK_N
+    split_lo = lo + split * chunk
+    split_hi = tl.minimum(split_lo + chunk, kv_end)
+    for start_n in range(split_lo, split_hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)  # absolute key positions
+        in_prefix = offs_n < prefix_len
+        in_new = (offs_n >= prefix_len) & (offs_n < kv_end)
+        slots = tl.load(
+            Req_to_token + table_row * stride_table_row + offs_n, mask=in_prefix, other=0
+        ).to(tl.int64)
+        rows_k = (row_start + offs_n - prefix_len).to(tl.int64)
+        k = tl.load(
+            K_pool + slots[None, :] * stride_kp_t + kv_h * stride_kp_h + offs_d[:, None],
+            mask=in_prefix[None, :] & mask_d[:, None],
+            other=0.0,
+        ) + tl.load(
+            K_new + rows_k[None, :] * stride_kn_t + kv_h * stride_kn_h + offs_d[:, None],
+            mask=in_new[None, :] & mask_d[:, None],
+            other=0.0,
+        )
+        s = tl.dot(q, k, input_precision=DOT_PRECISION) * sm_scale
+        if USE_CAP:
+            s = _soft_cap(s, soft_cap)
+        visible = mask_m[:, None] & (offs_n[None, :] < kv_end) & (offs_n[None, :] <= q_pos[:, None])
+        if USE_WINDOW:
+            visible = visible & (offs_n[None, :] > q_pos[:, None] - window)
+        v = tl.load(
+            V_pool + slots[:, None] * stride_vp_t + kv_h * stride_vp_h + offs_d[None, :],
+            mask=in_prefix[:, None] & mask_d[None, :],
+            other=0.0,
+        ) + tl.load(
+            V_new + rows_k[:, None] * stride_vn_t + kv_h * stride_vn_h + offs_d[None, :],
+            mask=in_new[:, None] & mask_d[None, :],
+            other=0.0,
+        )
+        m_i, l_i, acc = _online_softmax_step(s, visible, m_i, l_i, acc, v)
+
+    # Partial results of this split: unnormalized accumulator, running max and sum.
+    mid = split * stride_mid_s + rows_q[:, None] * stride_mid_t + heads[:, None] * stride_mid_h
+    tl.store(Mid_o + mid + offs_d[None, :], acc, mask=mask_m[:, None] & mask_d[None, :])
+    ml = split * stride_mid_s + rows_q * stride_mid_t + heads * stride_mid_h
+    tl.store(Mid_ml + ml, m_i, mask=mask_m)
+    tl.store(Mid_ml + ml + 1, l_i, mask=mask_m)
+
+
+@triton.jit
+def _reduce_splits_kernel(
+    Mid_o, Mid_ml, Out, total,
+    stride_mid_s, stride_mid_t, stride_mid_h,
+    stride_o_t, stride_o_h,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    SPLITS: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
+    offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    h = tl.program_id(1)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_t = offs_t < total
+    mask_d = offs_d < HEAD_DIM
+    rows = offs_t.to(tl.int64)
+    m = tl.full([BLOCK_T], float("-inf"), dtype=tl.float32)
+    for s in tl.static_range(SPLITS):
+        ml = s * stride_mid_s + rows * stride_mid_t + h * stride_mid_h
+        m = tl.maximum(m, tl.load(Mid_ml + ml, mask=mask_t, other=float("-inf")))
+    m_shift = tl.where(m == float("-inf"), 0.0, m)
+    l_sum = tl.zeros([BLOCK_T], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
+    for s in tl.static_range(SPLITS):
+        ml = s * stride_mid_s + rows * stride_mid_t + h * stride_mid_h
+        m_s = tl.load(Mid_ml + ml, mask=mask_t, other=float("-inf"))
+        l_s = tl.load(Mid_ml + ml + 1, mask=mask_t, other=0.0)
+        scale = tl.exp(m_s - m_shift)
+        o_s = tl.load(
+            Mid_o + ml[:, None] + offs_d[None, :], mask=mask_t[:, None] & mask_d[None, :], other=0.0
+        )
+        l_sum += l_s * scale
+        acc += o_s * scale[:, None]
+    l_safe = tl.where(l_sum > 0.0, l_sum, 1.0)
+    out = acc / l_safe[:, None]
+    tl.store(
+        Out + rows[:, None] * stride_o_t + h * stride_o_h + offs_d[None, :],
+        out.to(Out.dtype.element_ty),
+        mask=mask_t[:, None] & mask_d[None, :],
+    )
+
+
+def extend_attention(
+    q, k_new, v_new, out, k_pool, v_pool,
+    req_to_token, req_idx, prefix_lens, extend_lens, extend_starts,
+    *,
+    sm_scale=None,
+    soft_cap=0.0,
+    window=0,
+    max_extend=None,
+    BLOCK_M=32,
+    BLOCK_N=32,
+    num_warps=4,
+    num_stages=1,
+    PACK=2,
+    SPLITS=2,
+):
+    """Write extend attention for every new token into ``out`` and return it."""
+    total, num_q_heads, head_dim = q.shape
+    num_kv_heads = k_new.shape[1]
+    if num_q_heads % num_kv_heads:
+        raise ValueError(f"{num_q_heads} query heads is not a multiple of {num_kv_heads} kv heads")
+    batch = prefix_lens.shape[0]
+    if max_extend is None:
+        max_extend = int(extend_lens.max().item()) if batch else 0
+    if sm_scale is None:
+        sm_scale = head_dim**-0.5
+    if total == 0 or max_extend == 0:
+        return out
+    group = num_q_heads // num_kv_heads
+    pack = 1
+    while pack * 2 <= PACK and group % (pack * 2) == 0 and BLOCK_M % (pack * 2) == 0:
+        pack *= 2
+    block_d = triton.next_power_of_2(head_dim)
+    # Scratch per split: the accumulator [SPLITS, total, heads, block_d] and (max, sum) pairs.
+    mid_o = torch.empty((SPLITS, total, num_q_heads, block_d), dtype=torch.float32, device=q.device)
+    mid_ml = torch.empty((SPLITS, total, num_q_heads, block_d), dtype=torch.float32, device=q.device)
+    grid = (triton.cdiv(max_extend, BLOCK_M // pack), batch, (num_q_heads // pack) * SPLITS)
+    _extend_attention_kernel[grid](
+        q, k_new, v_new, mid_o, mid_ml, k_pool, v_pool,
+        req_to_token, req_idx, prefix_lens, extend_lens, extend_starts,
+        sm_scale, soft_cap, window,
+        q.stride(0), q.stride(1),
+        k_new.stride(0), k_new.stride(1),
+        v_new.stride(0), v_new.stride(1),
+        mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
+        k_pool.stride(0), k_pool.stride(1),
+        v_pool.stride(0), v_pool.stride(1),
+        req_to_token.stride(0),
+        HEAD_DIM=head_dim,
+        BLOCK_D=block_d,
+        GROUP=group,
+        PACK=pack,
+        SPLITS=SPLITS,
+        BLOCK_M=BLOCK_M,
+        BLOCK_N=BLOCK_N,
+        USE_CAP=soft_cap > 0,
+        USE_WINDOW=window > 0,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=num_warps,
+        num_stages=num_stages,
+    )
+    _reduce_splits_kernel[(triton.cdiv(total, 16), num_q_heads)](
+        mid_o, mid_ml, out, total,
+        mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
+        out.stride(0), out.stride(1),
+        HEAD_DIM=head_dim,
+        BLOCK_D=block_d,
+        SPLITS=SPLITS,
+        BLOCK_T=16,
+        num_warps=4,
+    )
+    return out
+
+
+launch = extend_attention

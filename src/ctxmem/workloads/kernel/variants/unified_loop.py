@@ -1,0 +1,184 @@
+# mypy: allow-untyped-defs
+"""Extend attention in Triton — rung 1 of the ladder: one loop over prefix and new keys.
+
+Same contract as the baseline (see ``reference.py``). Instead of two loops (the gathered
+prefix, then the new tokens), one loop walks the request's keys in position order
+``0 .. P + E``: position ``j < P`` is gathered from the pool through the index table, the
+others come from ``k_new``/``v_new``. A block pays for one ragged edge tile instead of two,
+and the loop body is the same for every tile, so the compiler can pipeline it end to end.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _soft_cap(s, cap):
+    x = s / cap
+    return cap * (1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0))
+
+
+@triton.jit
+def _online_softmax_step(s, visible, m_i, l_i, acc, v):
+    s = tl.where(visible, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp(m_i - m_shift)
+    p = tl.exp(s - m_shift[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _extend_attention_kernel(
+    Q, K_new, V_new, Out, K_pool, V_pool,
+    Req_to_token, Req_idx, Prefix_lens, Extend_lens, Extend_starts,
+    sm_scale, soft_cap, window,
+    stride_q_t, stride_q_h,
+    stride_kn_t, stride_kn_h,
+    stride_vn_t, stride_vn_h,
+    stride_o_t, stride_o_h,
+    stride_kp_t, stride_kp_h,
+    stride_vp_t, stride_vp_h,
+    stride_table_row,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    GROUP: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    USE_CAP: tl.constexpr,
+    USE_WINDOW: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    b = tl.program_id(1)
+    h = tl.program_id(2)
+    kv_h = h // GROUP
+
+    extend_len = tl.load(Extend_lens + b)
+    m_start = pid_m * BLOCK_M
+    if m_start >= extend_len:
+        return
+    prefix_len = tl.load(Prefix_lens + b)
+    row_start = tl.load(Extend_starts + b)
+    table_row = tl.load(Req_idx + b).to(tl.int64)
+
+    offs_m = m_start + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_m = offs_m < extend_len
+    mask_d = offs_d < HEAD_DIM
+    rows_q = (row_start + offs_m).to(tl.int64)
+    q = tl.load(
+        Q + rows_q[:, None] * stride_q_t + h * stride_q_h + offs_d[None, :],
+        mask=mask_m[:, None] & mask_d[None, :],
+        other=0.0,
+    )
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    q_pos = prefix_len + offs_m  # absolute position of each query
+
+    # Keys in position order: the prefix, then the new tokens up to the block's causal edge.
+    kv_end = prefix_len + tl.minimum(extend_len, m_start + BLOCK_M)
+    lo = 0
+    if USE_WINDOW:
+        first_visible = tl.maximum(prefix_len + m_start - window + 1, 0)
+        lo = (first_visible // BLOCK_N) * BLOCK_N
+    for start_n in range(lo, kv_end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)  # absolute key positions
+        in_prefix = offs_n < prefix_len
+        in_new = (offs_n >= prefix_len) & (offs_n < kv_end)
+        slots = tl.load(
+            Req_to_token + table_row * stride_table_row + offs_n, mask=in_prefix, other=0
+        ).to(tl.int64)
+        rows_k = (row_start + offs_n - prefix_len).to(tl.int64)
+        k = tl.load(
+            K_pool + slots[None, :] * stride_kp_t + kv_h * stride_kp_h + offs_d[:, None],
+            mask=in_prefix[None, :] & mask_d[:, None],
+            other=0.0,
+        ) + tl.load(
+            K_new + rows_k[None, :] * stride_kn_t + kv_h * stride_kn_h + offs_d[:, None],
+            mask=in_new[None, :] & mask_d[:, None],
+            other=0.0,
+        )
+        s = tl.dot(q, k, input_precision=DOT_PRECISION) * sm_scale
+        if USE_CAP:
+            s = _soft_cap(s, soft_cap)
+        visible = mask_m[:, None] & (offs_n[None, :] < kv_end) & (offs_n[None, :] <= q_pos[:, None])
+        if USE_WINDOW:
+            visible = visible & (offs_n[None, :] > q_pos[:, None] - window)
+        v = tl.load(
+            V_pool + slots[:, None] * stride_vp_t + kv_h * stride_vp_h + offs_d[None, :],
+            mask=in_prefix[:, None] & mask_d[None, :],
+            other=0.0,
+        ) + tl.load(
+            V_new + rows_k[:, None] * stride_vn_t + kv_h * stride_vn_h + offs_d[None, :],
+            mask=in_new[:, None] & mask_d[None, :],
+            other=0.0,
+        )
+        m_i, l_i, acc = _online_softmax_step(s, visible, m_i, l_i, acc, v)
+
+    l_safe = tl.where(l_i > 0.0, l_i, 1.0)
+    out = acc / l_safe[:, None]
+    tl.store(
+        Out + rows_q[:, None] * stride_o_t + h * stride_o_h + offs_d[None, :],
+        out.to(Out.dtype.element_ty),
+        mask=mask_m[:, None] & mask_d[None, :],
+    )
+
+
+def extend_attention(
+    q, k_new, v_new, out, k_pool, v_pool,
+    req_to_token, req_idx, prefix_lens, extend_lens, extend_starts,
+    *,
+    sm_scale=None,
+    soft_cap=0.0,
+    window=0,
+    max_extend=None,
+    BLOCK_M=32,
+    BLOCK_N=32,
+    num_warps=4,
+    num_stages=1,
+):
+    """Write extend attention for every new token into ``out`` and return it."""
+    total, num_q_heads, head_dim = q.shape
+    num_kv_heads = k_new.shape[1]
+    if num_q_heads % num_kv_heads:
+        raise ValueError(f"{num_q_heads} query heads is not a multiple of {num_kv_heads} kv heads")
+    batch = prefix_lens.shape[0]
+    if max_extend is None:
+        max_extend = int(extend_lens.max().item()) if batch else 0
+    if sm_scale is None:
+        sm_scale = head_dim**-0.5
+    if total == 0 or max_extend == 0:
+        return out
+    grid = (triton.cdiv(max_extend, BLOCK_M), batch, num_q_heads)
+    _extend_attention_kernel[grid](
+        q, k_new, v_new, out, k_pool, v_pool,
+        req_to_token, req_idx, prefix_lens, extend_lens, extend_starts,
+        sm_scale, soft_cap, window,
+        q.stride(0), q.stride(1),
+        k_new.stride(0), k_new.stride(1),
+        v_new.stride(0), v_new.stride(1),
+        out.stride(0), out.stride(1),
+        k_pool.stride(0), k_pool.stride(1),
+        v_pool.stride(0), v_pool.stride(1),
+        req_to_token.stride(0),
+        HEAD_DIM=head_dim,
+        BLOCK_D=triton.next_power_of_2(head_dim),
+        GROUP=num_q_heads // num_kv_heads,
+        BLOCK_M=BLOCK_M,
+        BLOCK_N=BLOCK_N,
+        USE_CAP=soft_cap > 0,
+        USE_WINDOW=window > 0,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=num_warps,
+        num_stages=num_stages,
+    )
+    return out
+
+
+launch = extend_attention
