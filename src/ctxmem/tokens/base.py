@@ -8,8 +8,10 @@ encode batches in native threads).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar, runtime_checkable
+
+_T = TypeVar("_T")
 
 
 @runtime_checkable
@@ -35,3 +37,27 @@ class EncodingTokenizer(Tokenizer, Protocol):
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, ids: Sequence[int]) -> str: ...
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD and surrogate pairs joined.
+
+    tiktoken's own rule for text that UTF-8 cannot encode (``encode_ordinary`` retries with
+    exactly this); backends apply it so every engine counts such text the same way.
+    """
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def surrogate_safe(fn: Callable[[str], _T]) -> Callable[[str], _T]:
+    """``fn`` retried on :func:`replace_lone_surrogates` of its text when the engine refuses
+    it (UTF-8 cannot encode a lone surrogate; engines raise UnicodeEncodeError or TypeError)."""
+
+    def safe(text: str) -> _T:
+        try:
+            return fn(text)
+        except (UnicodeEncodeError, TypeError):
+            if not isinstance(text, str):
+                raise
+            return fn(replace_lone_surrogates(text))
+
+    return safe

@@ -18,7 +18,7 @@ Names and ids:
   without quicktok they raise :class:`~ctxmem.errors.MissingDependencyError`.
 
 Counting treats special-token strings (``<|endoftext|>`` pasted into content) as ordinary
-text, like tiktoken's ``encode_ordinary``; ``count_many`` counts text by text on the
+text, like tiktoken's ``encode_ordinary``, and lone surrogates as U+FFFD (tiktoken's rule); ``count_many`` counts text by text on the
 calling thread (no thread pool), which keeps the tokenizer fork-safe for
 :mod:`ctxmem.store.parallel_count` and was as fast as quicktok's threaded batch on 2 cores.
 Long runs of one character are split before they reach the engine (see
@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ctxmem.errors import MissingDependencyError, TokenizerError
+from ctxmem.tokens.base import surrogate_safe
 from ctxmem.tokens.runs import RunSplitter, pattern_for
 
 #: quicktok encodings ctxmem exposes, by ctxmem name
@@ -79,7 +80,8 @@ class QuicktokTokenizer:
         self._enc = _load(encoding)
         #: the pre-tokenizer regex of this encoding (identical to tiktoken's for o200k/cl100k)
         self.pre_tokenizer: str | None = pattern_for(encoding)
-        raw: Callable[[str], int] = self._enc.count
+        raw: Callable[[str], int] = surrogate_safe(self._enc.count)
+        self._encode: Callable[[str], list[int]] = surrogate_safe(self._enc.encode_ordinary)
         self._splitter = RunSplitter.for_encoding(encoding, raw) if self.pre_tokenizer else None
         self._count: Callable[[str], int] = self._splitter.count if self._splitter is not None else raw
 
@@ -91,7 +93,7 @@ class QuicktokTokenizer:
         return [count(t) for t in texts]
 
     def encode(self, text: str) -> list[int]:
-        return list(self._enc.encode_ordinary(text))
+        return list(self._encode(text))
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._enc.decode(list(ids)))

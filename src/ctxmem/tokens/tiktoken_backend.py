@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ctxmem.errors import MissingDependencyError, TokenizerError
+from ctxmem.tokens.base import surrogate_safe
 from ctxmem.tokens.runs import RunSplitter
 
 ENCODINGS = ("o200k_base", "cl100k_base", "p50k_base", "r50k_base")
@@ -83,7 +84,8 @@ class TiktokenTokenizer:
         self._count: Callable[[str], int]
         if buf is not None and memoryview(buf("a <|endoftext|>", set())).nbytes == 4 * len(self._encode("a <|endoftext|>")):
             empty: frozenset[str] = frozenset()
-            self._count = lambda text: memoryview(buf(text, empty)).nbytes >> 2
+            # the buffer API raises on lone surrogates where encode_ordinary would replace them
+            self._count = surrogate_safe(lambda text: memoryview(buf(text, empty)).nbytes >> 2)
         else:
             self._count = lambda text: len(self._encode(text))
         #: the pre-tokenizer regex of this encoding

@@ -1,0 +1,118 @@
+"""quicktok against tiktoken (the reference), differentially, over arbitrary Unicode.
+
+The differential tests run whenever both engines are installed and tiktoken's encoding
+files can be loaded (they skip with that reason otherwise); the offline tests need
+nothing but quicktok.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ctxmem.tokens import get_tokenizer, tokenizer_id
+from ctxmem.tokens.quicktok_backend import QuicktokTokenizer
+from support import tiktoken_encoding_or_skip
+
+quicktok = pytest.importorskip("quicktok", reason="quicktok-v1 is not installed")
+
+ENCODINGS = ["o200k_base", "cl100k_base"]
+
+# Any code point, lone surrogates included (tiktoken replaces them with U+FFFD).
+any_char = st.characters(codec=None, categories=None)
+# Pieces that stress the pre-tokenizer: scripts, marks, digits, contractions, whitespace mixes.
+pieces = st.sampled_from(
+    [
+        " ",
+        "  ",
+        "\n",
+        "\r\n",
+        "\t",
+        " \n ",
+        "'s",
+        "'LL",
+        "n't",
+        "123",
+        "4567",
+        "٣٤",
+        "Ⅻ",
+        "é",
+        "e\u0301",
+        "中文",
+        "日本語",
+        "한국어",
+        "Привет",
+        "عربى",
+        "🚀",
+        "👩‍💻",
+        "🇫🇷",
+        "<|endoftext|>",
+        "<|im_start|>",
+        "//",
+        "/*",
+        "->",
+        "...",
+        "\u2028",
+        "\u00a0",
+        "\x00",
+        "ABCdef",
+        "camelCase",
+        "HTTPServer",
+    ]
+)
+unicode_text = st.lists(st.one_of(st.text(any_char, max_size=12), pieces), max_size=40).map("".join)
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+@given(text=unicode_text)
+def test_quicktok_gives_tiktoken_ids_on_arbitrary_unicode(name: str, text: str) -> None:
+    ref = tiktoken_encoding_or_skip(name)
+    tok = get_tokenizer(name)
+    assert isinstance(tok, QuicktokTokenizer)
+    expected = ref.encode_ordinary(text)
+    assert tok.encode(text) == expected
+    assert tok.count(text) == len(expected)
+    assert tok.count_many([text, text[::-1]]) == [len(expected), len(ref.encode_ordinary(text[::-1]))]
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_quicktok_and_tiktoken_share_the_id_and_decode(name: str) -> None:
+    ref = tiktoken_encoding_or_skip(name)
+    fast, slow = get_tokenizer(name), get_tokenizer(f"tiktoken:{name}")
+    assert type(slow).__name__ == "TiktokenTokenizer"
+    assert fast.id == slow.id == tokenizer_id(name) == tokenizer_id(f"tiktoken:{name}") == f"tiktoken:{name}"
+    text = "naïve café — 🚀 <|endoftext|> 12345\n\tdef f(): return 'x'\n"
+    assert fast.decode(fast.encode(text)) == ref.decode(ref.encode_ordinary(text)) == text
+
+
+def test_qwen3_and_llama3_load_from_the_wheel() -> None:
+    qwen, llama = get_tokenizer("qwen3"), get_tokenizer("llama3")
+    assert (qwen.id, llama.id) == ("quicktok:qwen3", "quicktok:llama3")
+    assert (tokenizer_id("qwen3"), tokenizer_id("llama3")) == (qwen.id, llama.id)
+    text = "Hello world! 你好，世界 def f(x): return x ** 2\n"
+    for tok in (qwen, llama):
+        assert tok.exact and tok.decode(tok.encode(text)) == text
+        assert tok.count(text) == len(tok.encode(text)) > 5
+    # Qwen's vocabulary splits digits one by one; Llama 3's groups them in threes.
+    assert qwen.count("1234567") == 7 and llama.count("1234567") == 3
+
+
+def test_exact_o200k_offline_with_an_empty_tiktoken_cache(tmp_path: Path) -> None:
+    """No network (a dead proxy), no tiktoken file: o200k_base still counts exactly."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}
+    env.update(TIKTOKEN_CACHE_DIR=str(tmp_path), HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+    code = (
+        "from ctxmem.tokens import get_tokenizer\n"
+        "t = get_tokenizer('o200k_base'); c = get_tokenizer('cl100k_base')\n"
+        "print(type(t).__name__, t.id, t.exact, t.count('hello world, 12345'), c.count('hello world, 12345'))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["QuicktokTokenizer", "tiktoken:o200k_base", "True", "6", "6"]
+    assert list(tmp_path.iterdir()) == []  # nothing was downloaded or written
