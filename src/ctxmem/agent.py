@@ -397,6 +397,7 @@ class Agent:
 
     def _record(self, response: Response, estimate: int, latency: float) -> None:
         u = response.usage
+        corrected = self.calibration.correct(estimate)  # what we expected, before this reply teaches us
         if u.prompt_tokens > 0:
             self.calibration.observe(estimate, u.prompt_tokens)
             self.session.store.record_calibration(self.model, self.tokenizer_name, estimate, u.prompt_tokens)
@@ -408,7 +409,7 @@ class Agent:
             cache_write_tokens=u.cache_write_tokens,
             stop_reason=response.stop_reason,
             latency_s=round(latency, 6),
-            estimated_input_tokens=self.calibration.correct(estimate),
+            estimated_input_tokens=corrected,
             request_id=response.id,
         )
         # the reply and its usage land together or not at all
