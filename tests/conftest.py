@@ -6,8 +6,10 @@
 * Store fixtures: ``db_path`` (a fresh file), ``make_store`` / ``store`` parametrized over
   the three backends every contract test runs on (SQLite on a real file, SQLite
   ``":memory:"``, :class:`~ctxmem.store.MemoryStore`).
-* Tokenizer fixtures: ``o200k`` / ``cl100k`` (skip with the reason when the encoding cannot
-  be loaded) and ``deepseek_tokenizer_path`` (skip when ``../shared`` is absent).
+* Tokenizer fixtures: ``o200k`` / ``cl100k`` (through quicktok offline, so they load on a
+  fresh machine without network or ``../shared``; skip with the reason only where no engine
+  can load them) and ``deepseek_tokenizer_path`` (skip when ``../shared`` is absent: that
+  file is not redistributed in any package).
 
 This folder is on ``sys.path`` (pytest inserts the folder of a conftest.py that is not in a
 package), so test modules import the hypothesis strategies with ``from generators import

