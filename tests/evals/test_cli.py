@@ -204,3 +204,26 @@ def test_session_needles_on_a_recorded_kernel_workload_run(tmp_path: Path) -> No
     # a rerun reuses the recorded run and resumes: nothing to record or run
     res = invoke(*args)
     assert "recording" not in res.output and "0 to run" in res.output
+
+
+def test_readers_are_checked_before_any_cell_is_priced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    out = tmp_path / "o"
+    res = invoke("niah", "--out", str(out), "--model", "gpt-4o", "--lengths", "1k", "--no-progress")
+    assert res.exit_code == 1 and "names no provider" in res.output and "openai:gpt-4o" in res.output
+    assert "estimated" not in res.output and "Traceback" not in res.output
+    res = invoke("niah", "--out", str(out), "--model", "openai:gpt-4o", "--lengths", "1k", "--no-progress")
+    assert res.exit_code == 1 and "no API key for 'openai:gpt-4o': set OPENAI_API_KEY" in res.output
+    assert "estimated" not in res.output
+
+
+def test_dry_run_does_not_price_cells_that_will_be_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-used")
+    args = ["--model", "openai:gpt-4.1", "--depths", "0,100", "--window", "32000", "--dry-run", "--json",
+            "--no-progress"]
+    small = json.loads(invoke("niah", "--out", str(tmp_path / "a"), "--lengths", "1k", *args).stdout)
+    both = json.loads(invoke("niah", "--out", str(tmp_path / "b"), "--lengths", "1k,64k", *args).stdout)
+    assert len(both["will_refuse"]) == 2 and both["pending"] == 4
+    assert both["estimate"]["prompt_tokens"] == small["estimate"]["prompt_tokens"] > 0
+    assert both["estimate"]["dollars"] == small["estimate"]["dollars"] > 0

@@ -139,10 +139,19 @@ def _execute(
         max_tokens=max_tokens,
     )
     prices = _prices(price_items)
+    _preflight([*models, *([judge] if judge else [])])  # a bad reader fails here, before any cell is priced
     grid = {"sources": sources, "lengths": lengths, "depths": depths, "needles": needles, "presets": presets,
             "models": models, "seeds": seeds, "tokenizer": tokenizer, "window": window}
     with ResultStore(db) as store:
         pending, skipped, est = plan(cells, store, prices)
+        will: list[Any] = []
+        if dry_run:
+            from ctxmem.evals.runner import estimate
+            from ctxmem.evals.runner import refusals as find_refusals
+
+            will = find_refusals(pending)
+            refused_ids = {id(c) for c, _ in will}
+            est = estimate([c for _, c, _ in pending if id(c) not in refused_ids], prices)  # refused cells cost nothing
         if not as_json or dry_run:
             msg = (f"{len(cells)} cells: {skipped} already finished, {len(pending)} to run; estimated "
                    f"{est.prompt_tokens:,} prompt + {est.output_tokens:,} output tokens, ${est.dollars:.4f}"
@@ -151,9 +160,6 @@ def _execute(
                 msg += f"; budget cap ${budget:.2f}"
             click.echo(msg, err=as_json)
         if dry_run:
-            from ctxmem.evals.runner import refusals as find_refusals
-
-            will = find_refusals(pending)
             if as_json:
                 echo_json({"cells": len(cells), "skipped": skipped, "pending": len(pending), "estimate": est.to_json(),
                            "will_refuse": [{"cell": c.to_json(), "reason": why} for c, why in will]})
@@ -190,6 +196,27 @@ def _execute(
         click.echo(f"report: {out['report']}")
     if summary.errors:
         sys.exit(1)
+
+
+def _preflight(specs: list[str]) -> None:
+    """Build every reader once before the grid starts: an unknown spec, a model name without
+    a provider or a missing API key is one clear error now, not a failure in every cell."""
+    from ctxmem.errors import InputError, UnknownNameError
+    from ctxmem.evals.readers import READERS, get_reader
+
+    for spec in dict.fromkeys(specs):
+        try:
+            reader = get_reader(spec)
+        except UnknownNameError:
+            if ":" not in spec and spec not in READERS:
+                raise InputError(
+                    f"model {spec!r} names no provider: write it as PROVIDER:MODEL, e.g. openai:{spec} or "
+                    f"anthropic:{spec}; offline readers: {', '.join(READERS)}", field="model") from None
+            raise
+        if getattr(reader, "api_key", "set") is None:
+            env = "ANTHROPIC_API_KEY" if spec.startswith("anthropic:") else "OPENAI_API_KEY"
+            raise InputError(f"no API key for {spec!r}: set {env} (or use an offline reader: "
+                             f"{', '.join(READERS)})", field="model")
 
 
 @click.group("eval", cls=CtxmemGroup)
