@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ctxmem.workloads.kernel import CorrectnessChecker, SandboxLimits, Workspace
+from ctxmem.workloads.kernel import CorrectnessChecker, SandboxLimits, Workspace, bwrap
 
 HEADER = "import torch\n\n\n"
 
@@ -92,7 +92,8 @@ def test_scratch_files_inside_the_workspace_are_allowed(
     source = kernel_source + "\nwith open('notes.txt', 'w') as _f:\n    _f.write('tile sweep')\n"
     result = checker.check(source=source)
     assert result.passed, result.render()
-    assert (workspace.root / "notes.txt").read_text() == "tile sweep"
+    # The candidate ran in a private copy of the workspace: its scratch files stay there.
+    assert not (workspace.root / "notes.txt").exists()
 
 
 def test_the_checker_keeps_working_after_a_violation(checker: CorrectnessChecker) -> None:
@@ -165,11 +166,12 @@ def test_every_result_says_which_layers_were_active(checker: CorrectnessChecker)
     result = checker.check()
     assert result.passed, result.render()
     layers = result.extra["isolation"]
-    assert set(layers) == {"network", "filesystem", "no_new_privs", "audit_hook"}
     assert layers["audit_hook"] == "installed"
-    if os.geteuid() == 0:  # as root (this container) every OS layer must be in force
-        assert not [v for v in layers.values() if v.startswith("unavailable")], layers
-        assert layers["filesystem"].startswith("read-only mount namespace"), layers
+    assert layers["seccomp"].startswith("loaded")
+    assert layers["environment"] == "allow-list, no secrets"
+    if bwrap.probe() is None:  # where bubblewrap can start, it is always used
+        assert layers["bwrap"].startswith("user, pid, mount, net, ipc, uts")
+        assert "pid_namespace_sweep" in layers and "seccomp_sandbox" in layers
 
 
 # The OS layer on its own, without the audit hook: raw libc calls in an isolated child.

@@ -129,13 +129,12 @@ for obj in gc.get_objects():
         pass
 if found:
     out.copy_(found[0].to(out.dtype))
-with open('gc_found.txt', 'a') as f:
-    f.write(f"{len(found)}\\n")
 """)
     result = checker.check(source=source)
     text = _assert_failed(result)
+    # It ran to the end (status ok) and failed on values: the expected outputs live only
+    # in the judge, outside the sandbox, so there was nothing to find.
     assert result.status == "ok", text
-    assert (workspace.root / "gc_found.txt").exists()  # it really searched
 
 
 def test_reading_the_judges_memory_through_proc_is_refused(checker: CorrectnessChecker) -> None:
@@ -184,13 +183,13 @@ os._exit(0)
 @pytest.fixture(scope="module")
 def prepared() -> tuple[object, dict, list]:
     torch = pytest.importorskip("torch")
-    from ctxmem.workloads.kernel import _runner
+    from ctxmem.workloads.kernel import judge
 
     specs = suite(0, "dev")[:2]
     job = {"reference_path": str(asset_path("reference.py")), "guard_rows": 4,
            "cases": [s.to_dict() for s in specs],
            "tolerances": {k: {"atol": v.atol, "rtol": v.rtol} for k, v in TOLERANCES.items()}}
-    return torch, job, _runner._expected(torch, job)
+    return torch, job, judge.expected_outputs(torch, job)
 
 
 def _frames(torch: object, job: dict, prepared: list, *, correct: bool) -> bytes:
@@ -200,22 +199,22 @@ def _frames(torch: object, job: dict, prepared: list, *, correct: bool) -> bytes
     for index, (case, clean, expected) in enumerate(prepared):
         guard = job["guard_rows"] * case["num_q_heads"] * case["head_dim"]
         value = expected.to(clean["q"].dtype) if correct else torch.zeros_like(clean["q"])  # type: ignore[attr-defined]
-        out_buf, _ = _runner._guarded(torch, value, guard, float("nan"))
-        inputs = _runner._guarded_inputs(torch, clean, guard)
-        _runner._write_frame(buf, index, case["name"],
+        out_buf, _ = _runner.guarded(torch, value, guard, float("nan"))
+        inputs = _runner.guarded_inputs(torch, clean, guard)
+        _runner.write_frame(buf, index, case["name"],
                              [("out", out_buf), *((n, b) for n, (b, _) in inputs.items())])
     return buf.getvalue()
 
 
 def test_the_judge_passes_only_on_its_own_comparison(prepared: tuple) -> None:
-    from ctxmem.workloads.kernel import _runner
+    from ctxmem.workloads.kernel import judge
 
     torch, job, cases = prepared
-    good = _runner.judge(torch, job, cases, {"status": "ok"},
+    good = judge.judge(torch, job, cases, {"status": "ok"},
                          io.BytesIO(_frames(torch, job, cases, correct=True)))
     assert good["status"] == "ok" and all(c["passed"] for c in good["cases"])
     claims = {"status": "ok", "cases": [{"passed": True, "mismatches": 0}] * 2}
-    bad = _runner.judge(torch, job, cases, claims,
+    bad = judge.judge(torch, job, cases, claims,
                         io.BytesIO(_frames(torch, job, cases, correct=False)))
     assert bad["status"] == "ok" and not any(c["passed"] for c in bad["cases"])
     assert all(c["mismatches"] for c in bad["cases"])
@@ -224,7 +223,7 @@ def test_the_judge_passes_only_on_its_own_comparison(prepared: tuple) -> None:
 @pytest.mark.parametrize("damage", ["missing", "truncated", "trailing", "wrong_case",
                                     "wrong_dtype", "garbage"])
 def test_malformed_outputs_are_a_clear_failure(prepared: tuple, damage: str) -> None:
-    from ctxmem.workloads.kernel import _runner
+    from ctxmem.workloads.kernel import judge
 
     torch, job, cases = prepared
     data = _frames(torch, job, cases, correct=True)
@@ -245,7 +244,7 @@ def test_malformed_outputs_are_a_clear_failure(prepared: tuple, damage: str) -> 
             header["buffers"][0]["dtype"] = "float64"
         head = json.dumps(header).encode()
         stream = io.BytesIO(struct.pack("<Q", len(head)) + head + data[8 + length:])
-    result = _runner.judge(torch, job, cases, {"status": "ok"}, stream)
+    result = judge.judge(torch, job, cases, {"status": "ok"}, stream)
     assert result["status"] == "error"
     assert result["error"]["type"] == "OutputError"
     assert result["error"]["message"]  # and a status other than "ok" is never a pass

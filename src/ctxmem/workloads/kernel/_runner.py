@@ -1,71 +1,45 @@
-"""The sandboxed side of the correctness checker. Run as a script, never imported by ctxmem.
+"""Inside the kernel sandbox: the zygote and the child that runs candidate code.
 
-``python -I _runner.py JOB.json RESULT.json`` (one-shot) and ``python -I _runner.py --serve``
-(the warm worker, see ``worker.py``) run the same :func:`supervise` per job. The parent
-(``sandbox.py``) has already set the resource limits (address space, CPU time, file size)
-and the environment (``TRITON_INTERPRET=1`` before anything imports triton, one thread, a
-private HOME/TMPDIR). This script only needs the standard library, torch and triton: it
-must not import ctxmem, so the candidate cannot reach the library's state.
+Run as a script, never imported by the sandboxed side as part of ctxmem:
+``python -I _runner.py --serve CTXMEM_ROOT [--sweep]``. ``sandbox.py`` starts it inside
+bubblewrap (``bwrap.py``), or — only when the user explicitly accepted the risk — as a
+plain child process. The harness-side modules (``judge.py``) import the pure helpers here
+(:func:`guarded_inputs`, :func:`write_frame`, :func:`load_module`).
 
-Three processes per job, and the verdict never comes from the one the candidate runs in:
+**The zygote** (:func:`serve`) imports torch and triton once (``TRITON_INTERPRET=1`` is in
+its environment before that), marks itself non-dumpable (so no process in the sandbox can
+read its memory or its descriptors through ``/proc``) and then serves one request per
+line on its stdin: a check folder (``/box/<random>``, created by the harness with the job,
+a copy of the workspace and scratch folders) and a kind (``check`` or ``entry``). Per
+request it forks a child, waits for it at most the request's wall clock (killing it when
+it overruns), then — inside bubblewrap — kills every other process left in the sandbox's
+PID namespace but itself and bwrap's init (``--sweep``), and answers with the child's exit
+status, whether it timed out, and how many leftovers it killed. It never loads candidate
+code and never computes an expected output; it holds no secret (its environment is the
+harness's allow-list).
 
-* **the supervisor** (the one-shot process, or the warm server) imports torch and triton
-  once and never loads candidate code, never computes an expected output. Per job it opens
-  two files for the candidate's process (``RESULT.report``, ``RESULT.outputs``), forks it,
-  then forks the judge, kills the candidate's process group when it overruns its wall
-  clock, tells the judge how the candidate's process ended, and waits for the judge;
-* **the candidate's process** (:func:`candidate_main`) applies the OS layer, builds the
-  inputs with the pristine reference (from the package, not the workspace copy the agent
-  can edit), installs the audit hook, loads the candidate and runs it on each case with
-  NaN guard bands around every buffer. It compares nothing: after each case it writes the
-  raw buffers as the candidate left them — the output *and* every input, guard bands
-  included — to ``RESULT.outputs`` (a length-prefixed JSON header naming the case and each
-  buffer's dtype and size, then the bytes), and its account of the run (how far it got,
-  the exception, refused actions, memory figures) to ``RESULT.report``;
-* **the judge** (:func:`judge`) is forked *after* the candidate's process, so nothing it
-  computes was ever in that process's memory. It computes the expected outputs while the
-  candidate runs, then reads the raw buffers, checks every header against the job (case,
-  buffer names, dtypes, sizes), and does the whole comparison itself: tolerances, NaNs,
-  guard-band (out-of-bounds) writes, bit-exact input buffers. It writes ``RESULT.json``.
-  Of the report it keeps only plain strings and numbers about what went wrong; any claim
-  of pass or fail there is ignored, a status of ``ok`` stands only if every case's buffers
-  are present and well formed, and outputs that are missing, truncated, malformed or run
-  past the last case are an ``error`` (``OutputError``) with a message saying which.
+**The child** (:func:`_child`) is the only process that runs candidate code: it takes its
+own process group, drops the zygote's pipes, sends stdin to ``/dev/null`` and stdout /
+stderr to files in the check folder, takes the request's environment, enters the copy of
+the workspace, sets its resource limits (address space, CPU seconds, file size, no core
+dumps), applies :func:`isolate` when there is no bubblewrap, loads the per-check seccomp
+filter (``_seccomp.py``: exec, new processes, signals to others, ptrace, mount, setns,
+unshare, keyctl … kill it), installs the audit hook (:class:`Sandbox`) and only then
+imports candidate code:
 
-So a candidate may write anything to the descriptors it inherits (``os.write`` to its
-report or outputs), patch torch or the runner's own functions, or search its process's
-objects with ``gc``: the expected outputs are not there, and the judge does not run its
-code. To pass, the buffers must hold the right numbers. The warm server's request and
-reply pipes are closed in both children.
+* ``check`` — :func:`candidate_main`: builds the inputs with the pristine reference, runs
+  the candidate on each case with NaN guard bands around every buffer and writes the raw
+  buffers (output and inputs, guard bands included) to ``outputs.bin`` and its account
+  of the run to ``report.json``. It compares nothing: the judge (``judge.py``, outside
+  the sandbox) does;
+* ``entry`` — :func:`entry_main`: imports ``module:function`` (trusted ctxmem code, e.g.
+  an instrumented interpreter run), calls it with the job and writes its JSON-able result
+  to ``result.json``. Everything written there is untrusted by the harness.
 
-Two layers stand between the candidate and the machine, and every result says which of
-them were active (``result["isolation"]``):
-
-* **the OS layer** (:func:`isolate`, applied first thing in the candidate's process while it
-  is still single-threaded): a private network namespace, which has no interface but a
-  downed loopback, so no connection can be made even through raw syscalls; a private
-  mount namespace in which every mount is read-only except bind mounts of the workspace and
-  the sandbox's TMPDIR (and the harness's private state inside the workspace stays
-  read-only); and ``PR_SET_NO_NEW_PRIVS``. Each step needs privileges (root, or
-  unprivileged user namespaces); when one is refused, the reason is recorded and the check
-  still runs;
-* **the audit hook** (``Sandbox``): refuses, and records, file writes outside the workspace,
-  sockets, starting processes, signalling other processes, opening ``/proc/<pid>/…`` of any
-  other process (the judge's ``mem`` among them) or this process's raw memory, and every
-  use of ``ctypes`` that could reach native code (``dlopen``/``dlsym``, calling a foreign
-  function, reading or writing raw memory). It sees the candidate's Python, so it reports
-  *what* was tried even where the OS layer would have stopped it anyway.
-
-What is still not covered: the judge trusts the candidate's report for *which* failure to
-show (a forged report can hide a refused action or change an error message, never turn a
-failure into a pass); restoring an input it overwrote is indistinguishable from never
-having touched it; a candidate that computes the right answer some other way (calling the
-reference or plain torch rather than a Triton kernel) passes, since only values are
-checked; the judge's memory is protected by the audit hook and by its being a separate
-process, not by dropping ``CAP_SYS_PTRACE`` (a native-code escape past the hook, as root,
-could still read it); and a path-bound Unix socket is reachable through the read-only
-mounts if ``ctypes`` is ever let through. Memory, CPU and wall-clock limits are set by the
-parent (``sandbox.py``); the raw outputs of a job must fit its file-size limit.
+Without bubblewrap (``CTXMEM_KERNEL_ALLOW_UNSANDBOXED=1``) the child applies the older OS
+layer, :func:`isolate` — a private network namespace, a mount namespace where everything
+but the check folder is read-only, ``PR_SET_NO_NEW_PRIVS`` — where the OS permits it, and
+the seccomp filter and audit hook as always; what was in force is reported.
 """
 
 from __future__ import annotations
@@ -73,9 +47,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import importlib
 import importlib.util
 import json
 import os
+import resource
+import signal
 import struct
 import sys
 import time
@@ -91,7 +68,7 @@ PROCESS_EVENTS = frozenset(
 # Events whose first argument is a path the candidate modifies.
 PATH_EVENTS = frozenset(
     {"os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate", "os.utime",
-     "os.symlink", "os.link", "os.rename", "shutil.rmtree", "os.chflags", "os.lchflags"}
+     "os.symlink", "os.rename", "shutil.rmtree", "os.chflags", "os.lchflags"}
 )
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 # ctypes events that reach native code or raw memory: loading a library or symbol, calling
@@ -207,7 +184,21 @@ class SandboxViolation(PermissionError):
     pass
 
 
+def _under(real: str, roots: list[str]) -> bool:
+    return any(real == r or real.startswith(r + os.sep) for r in roots)
+
+
 class Sandbox:
+    """The audit hook: the second layer, which sees the candidate's Python.
+
+    It refuses — and records, so the check is reported as a violation even when the
+    candidate swallows the exception — file writes outside the check folder, opening a
+    directory outside it (a descriptor usable as ``dir_fd``), relative writes through
+    ``..``, hard links, SQLite databases outside it, anything under ``/proc`` but this
+    process's own non-memory files, sockets, starting processes, signals to other
+    processes, and every use of ``ctypes`` that reaches native code.
+    """
+
     def __init__(self, writable: list[str], protected: list[str]) -> None:
         self.writable = [os.path.realpath(p) for p in writable]
         self.protected = [os.path.realpath(p) for p in protected]
@@ -216,33 +207,32 @@ class Sandbox:
 
     def _allowed(self, path: Any) -> bool:
         try:
-            real = os.path.realpath(os.fsdecode(path))
+            text = os.fsdecode(path)
+            real = os.path.realpath(text)
         except (TypeError, ValueError):
             return False
         if real == os.devnull:
             return True
-
-        def under(roots: list[str]) -> bool:
-            return any(real == r or real.startswith(r + os.sep) for r in roots)
-
-        return under(self.writable) and not under(self.protected)
+        if not os.path.isabs(text) and ".." in text.split(os.sep):
+            return False  # relative to an unknown dir_fd, '..' could lead anywhere
+        return _under(real, self.writable) and not _under(real, self.protected)
 
     def _check_proc(self, path: Any) -> None:
-        """Refuse ``/proc/<pid>/…`` of any other process, and raw memory of this one.
-
-        The judge (a sibling process) holds the expected outputs; as root, or with
-        ``ptrace_scope`` 0, its ``/proc/<pid>/mem`` would be readable with a plain open().
-        """
+        """Refuse ``/proc`` itself, ``/proc/<pid>/…`` of any other process, raw memory of this one."""
         try:
             real = os.path.realpath(os.fsdecode(path))
         except (TypeError, ValueError):
             return
         parts = real.split(os.sep)
-        if len(parts) < 3 or parts[1] != "proc" or not parts[2].isdigit():
+        if len(parts) < 2 or parts[1] != "proc":
+            return
+        if len(parts) == 2:
+            self._refuse("reading another process", real + " (a /proc descriptor reaches every process)")
+        if not parts[2].isdigit():
             return
         if int(parts[2]) != os.getpid():
             self._refuse("reading another process", real)
-        if parts[-1] in ("mem", "pagemap", "environ", "auxv"):
+        if len(parts) == 3 or parts[-1] in ("mem", "pagemap", "environ", "auxv", "root", "cwd"):
             self._refuse("reading raw process memory", real)
 
     def _refuse(self, kind: str, detail: str) -> None:
@@ -262,11 +252,21 @@ class Sandbox:
             )
             if writing and not self._allowed(path):
                 self._refuse("file write outside the workspace", os.fsdecode(path))
+            if not writing and isinstance(flags, int) and not self._allowed(path) \
+                    and os.path.isdir(os.fsdecode(path)):
+                self._refuse("opening a directory outside the workspace", os.fsdecode(path))
+        elif event == "os.link":
+            self._refuse("hard link", _brief(args))
         elif event in PATH_EVENTS:
             targets = [a for a in args[:2] if isinstance(a, str | bytes | os.PathLike)]
-            for target in targets[: 2 if event in ("os.rename", "os.symlink", "os.link") else 1]:
+            for target in targets[: 2 if event in ("os.rename", "os.symlink") else 1]:
                 if not self._allowed(target):
                     self._refuse(f"{event} outside the workspace", os.fsdecode(target))
+        elif event == "sqlite3.connect":
+            database = args[0] if args else None
+            if isinstance(database, str | bytes | os.PathLike) and os.fsdecode(database) not in ("", ":memory:") \
+                    and not self._allowed(database):
+                self._refuse("opening a database outside the workspace", os.fsdecode(database))
         elif event.startswith("socket."):
             self._refuse("network access", f"{event}{args[1:3] if event == 'socket.__new__' else args}")
         elif event in PROCESS_EVENTS:
@@ -316,7 +316,7 @@ def _exception_info(exc: BaseException, source_file: str, display: str) -> dict[
     }
 
 
-def _load_module(name: str, path: str) -> ModuleType:
+def load_module(name: str, path: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -342,7 +342,7 @@ def _vm_status() -> dict[str, int]:
 # The candidate's process: runs the candidate, writes raw outputs, judges nothing.
 
 
-def _write_frame(out: IO[bytes], index: int, name: str, tensors: list[tuple[str, Any]]) -> None:
+def write_frame(out: IO[bytes], index: int, name: str, tensors: list[tuple[str, Any]]) -> None:
     """One case's raw buffers: ``<u64 header length><header JSON><payload bytes…>``."""
     header = {"case": index, "name": name,
               "buffers": [{"name": n, "dtype": str(t.dtype).removeprefix("torch."),
@@ -354,7 +354,8 @@ def _write_frame(out: IO[bytes], index: int, name: str, tensors: list[tuple[str,
     out.flush()
 
 
-def candidate_main(job: dict[str, Any], report_fd: int, outputs_fd: int) -> int:
+def candidate_main(job: dict[str, Any], report_fd: int, outputs_fd: int,
+                   layers: dict[str, str]) -> int:
     """Run the candidate on every case and write its raw outputs; return the exit code.
 
     Runs in the forked child that the candidate shares. Nothing here decides pass or
@@ -373,11 +374,9 @@ def candidate_main(job: dict[str, Any], report_fd: int, outputs_fd: int) -> int:
         json.dump(report, report_file)
         report_file.flush()
 
-    # The OS layer goes first, while this process has one thread; files already open (the
-    # report, the outputs, stdout, stderr) stay writable, nothing else outside the
-    # workspace does.
-    report["isolation"] = (isolate(job["writable"], job["protected"]) if job.get("isolate", True)
-                           else {"os_layer": "off (job asked for none)"})
+    # The OS layers (bwrap, or isolate() without it) and the seccomp filter are already
+    # in force (see _child); they are reported with the run.
+    report["isolation"] = dict(layers)
     flush()
     import torch
     import triton  # noqa: F401 - imported before the sandbox closes, with TRITON_INTERPRET set
@@ -385,10 +384,10 @@ def candidate_main(job: dict[str, Any], report_fd: int, outputs_fd: int) -> int:
     torch.set_num_threads(1)
     # The reference only builds the inputs here; the expected outputs are never computed
     # in this process.
-    reference = _load_module("ctxmem_kernel_reference", job["reference_path"])
+    reference = load_module("ctxmem_kernel_reference", job["reference_path"])
     prepared = [(case, reference.build_inputs(case)) for case in job["cases"]]
 
-    sandbox = Sandbox(job["writable"], job["protected"])
+    sandbox = Sandbox(job["writable"], job.get("protected", []))
     sys.addaudithook(sandbox.hook)
     report["isolation"]["audit_hook"] = "installed"
     source_file, display = job["source_path"], job["display_name"]
@@ -407,7 +406,7 @@ def candidate_main(job: dict[str, Any], report_fd: int, outputs_fd: int) -> int:
     os.chdir(job["workspace"])
     sandbox.active = True
     try:
-        candidate = _load_module("candidate_kernel", source_file)
+        candidate = load_module("candidate_kernel", source_file)
     except SyntaxError as exc:
         return finish("compile_error", _exception_info(exc, source_file, display))
     except BaseException as exc:
@@ -442,7 +441,7 @@ def candidate_main(job: dict[str, Any], report_fd: int, outputs_fd: int) -> int:
     return finish("ok")
 
 
-def _guarded(torch: Any, src: Any, guard: int, fill: float | int) -> tuple[Any, Any]:
+def guarded(torch: Any, src: Any, guard: int, fill: float | int) -> tuple[Any, Any]:
     """A copy of ``src`` inside a flat buffer with ``guard`` poisoned elements each side."""
     n = src.numel()
     buf = torch.full((guard + n + guard,), fill, dtype=src.dtype)
@@ -456,9 +455,9 @@ def _poison_slot(torch: Any, clean: dict[str, Any]) -> int:
     return int(nan_rows[0, 0]) if len(nan_rows) else 0
 
 
-def _guarded_inputs(torch: Any, clean: dict[str, Any], guard: int) -> dict[str, tuple[Any, Any]]:
+def guarded_inputs(torch: Any, clean: dict[str, Any], guard: int) -> dict[str, tuple[Any, Any]]:
     poison_slot = _poison_slot(torch, clean)
-    return {name: _guarded(torch, t, guard,
+    return {name: guarded(torch, t, guard,
                            float("nan") if t.is_floating_point() else poison_slot)
             for name, t in clean.items()}
 
@@ -467,9 +466,9 @@ def _run_case(torch: Any, entry: Any, index: int, case: dict[str, Any], clean: d
               config: dict[str, Any], guard_rows: int, outputs: IO[bytes]) -> dict[str, Any]:
     guard = guard_rows * case["num_q_heads"] * case["head_dim"]
     record: dict[str, Any] = {"name": case["name"]}
-    guarded = _guarded_inputs(torch, clean, guard)
-    views = {name: view for name, (_, view) in guarded.items()}
-    out_buf, out = _guarded(torch, torch.full_like(clean["q"], float("nan")), guard, float("nan"))
+    bufs = guarded_inputs(torch, clean, guard)
+    views = {name: view for name, (_, view) in bufs.items()}
+    out_buf, out = guarded(torch, torch.full_like(clean["q"], float("nan")), guard, float("nan"))
     head_dim = case["head_dim"]
     kwargs = dict(config)
     kwargs.update(sm_scale=head_dim**-0.5, soft_cap=float(case["soft_cap"]),
@@ -486,287 +485,112 @@ def _run_case(torch: Any, entry: Any, index: int, case: dict[str, Any], clean: d
     record["seconds"] = round(time.perf_counter() - t0, 3)
     # The whole buffers, guard bands included: out-of-bounds writes and writes into the
     # inputs are judged from them too.
-    _write_frame(outputs, index, case["name"],
-                 [("out", out_buf), *((name, buf) for name, (buf, _) in guarded.items())])
+    write_frame(outputs, index, case["name"],
+                 [("out", out_buf), *((name, buf) for name, (buf, _) in bufs.items())])
     record["written"] = True
     return record
 
 
-# ---------------------------------------------------------------------------------------
-# The judge: a process the candidate never runs in.
-
-
-class OutputError(ValueError):
-    """The candidate's process left outputs that cannot be read as this job's buffers."""
-
-
-def _read_exact(f: IO[bytes], n: int, what: str) -> bytes:
-    data = f.read(n)
-    if len(data) != n:
-        raise OutputError(f"{what} is truncated ({len(data)} of {n} bytes)")
-    return data
-
-
-def _read_frame(torch: Any, f: IO[bytes], index: int, name: str,
-                expect: list[tuple[str, Any, int]]) -> dict[str, Any] | None:
-    """The next frame, checked against ``expect`` = [(buffer, dtype, numel)]; None at EOF."""
-    size = f.read(8)
-    if not size:
-        return None
-    if len(size) != 8:
-        raise OutputError(f"the output record of case {index} ({name}) is truncated")
-    (length,) = struct.unpack("<Q", size)
-    if length > 1 << 20:
-        raise OutputError(f"the output record of case {index} ({name}) has a bad header")
-    try:
-        header = json.loads(_read_exact(f, length, f"the output header of case {index}"))
-    except ValueError as exc:
-        raise OutputError(f"the output header of case {index} ({name}) is not JSON") from exc
-    wanted = [{"name": n, "dtype": str(d).removeprefix("torch."), "numel": k} for n, d, k in expect]
-    if not isinstance(header, dict) or header.get("case") != index or header.get("name") != name \
-            or header.get("buffers") != wanted:
-        raise OutputError(f"the output record of case {index} ({name}) does not describe "
-                          "this case's buffers")
-    buffers = {}
-    for n, dtype, numel in expect:
-        nbytes = numel * torch.empty((), dtype=dtype).element_size()
-        data = bytearray(_read_exact(f, nbytes, f"buffer {n} of case {index} ({name})"))
-        buffers[n] = torch.frombuffer(data, dtype=dtype) if numel else torch.empty(0, dtype=dtype)
-    return buffers
-
-
-def _bits(torch: Any, t: Any) -> Any:
-    if t.dtype == torch.float16:
-        return t.view(torch.int16)
-    if t.dtype == torch.float32:
-        return t.view(torch.int32)
-    return t
-
-
-def _judge_case(torch: Any, case: dict[str, Any], clean: dict[str, Any], expected: Any,
-                buffers: dict[str, Any], guard: int, tol: dict[str, float]) -> dict[str, Any]:
-    record: dict[str, Any] = {"name": case["name"], "passed": False, "numel": expected.numel()}
-    out_buf = buffers["out"]
-    n = expected.numel()
-    out = out_buf[guard : guard + n].view(expected.shape)
-    # Out-of-bounds writes: guard elements of the output that are no longer NaN, and any
-    # change at all in the inputs' buffers (guards or payload).
-    lo, hi = out_buf[:guard], out_buf[guard + n:]
-    record["oob_writes"] = int((~torch.isnan(lo)).sum() + (~torch.isnan(hi)).sum())
-    modified = []
-    for name, (ref_buf, _) in _guarded_inputs(torch, clean, guard).items():
-        if not torch.equal(_bits(torch, buffers[name]), _bits(torch, ref_buf)):
-            modified.append(name)
-    record["inputs_modified"] = modified
-
-    got = out.float()
-    diff = (got - expected).abs()
-    ok = diff <= tol["atol"] + tol["rtol"] * expected.abs()
-    finite = torch.isfinite(diff)
-    record["nan_count"] = int(torch.isnan(got).sum())
-    record["mismatches"] = int((~ok).sum())
-    record["max_abs_err"] = float(diff[finite].max()) if bool(finite.any()) else None
-    if record["mismatches"]:
-        bad = (~ok).nonzero()[0].tolist()
-        record["first_mismatch"] = {"index": bad, "got": _num(got[tuple(bad)]),
-                                    "expected": _num(expected[tuple(bad)])}
-    record["passed"] = not record["mismatches"] and not record["oob_writes"] and not modified
-    return record
-
-
-def _num(x: Any) -> float | None:
-    value = float(x)
-    return value if value == value and abs(value) != float("inf") else None
-
-
-_REPORTED = ("ok", "compile_error", "error", "memory_limit", "sandbox_violation")
-
-
-def _text(value: Any, limit: int = 4000) -> str:
-    return value[:limit] if isinstance(value, str) else ""
-
-
-def _clean_error(error: Any) -> dict[str, Any] | None:
-    """The candidate's account of an exception, reduced to plain strings (it is untrusted)."""
-    if not isinstance(error, dict):
-        return None
-    out: dict[str, Any] = {k: _text(error.get(k)) for k in ("type", "message", "tail")}
-    if isinstance(error.get("phase"), str):
-        out["phase"] = _text(error["phase"], 200)
-    where = error.get("where")
-    out["where"] = None
-    if isinstance(where, dict) and isinstance(where.get("line"), int) \
-            and not isinstance(where.get("line"), bool):
-        out["where"] = {"line": where["line"], "function": _text(where.get("function"), 200),
-                        "code": _text(where.get("code"), 500) or None}
-    return out
-
-
-def _clean_report(raw: Any) -> dict[str, Any]:
-    """What the judge keeps of the candidate process's report: never a pass/fail claim."""
-    raw = raw if isinstance(raw, dict) else {}
-    status = raw.get("status") if raw.get("status") in _REPORTED else None
-    cases = [c for c in raw.get("cases", []) if isinstance(c, dict)][:10_000] \
-        if isinstance(raw.get("cases"), list) else []
-    violations = raw.get("violations") if isinstance(raw.get("violations"), list) else []
-    isolation = raw.get("isolation") if isinstance(raw.get("isolation"), dict) else {}
-    return {
-        "status": status,
-        "error": _clean_error(raw.get("error")),
-        "cases": cases,
-        "violations": [{"kind": _text(v.get("kind"), 200), "detail": _text(v.get("detail"), 500)}
-                       for v in violations[:50] if isinstance(v, dict)],
-        "isolation": {_text(k, 100): _text(v, 500) for k, v in isolation.items()},
-        **{k: raw[k] for k in ("VmPeak", "VmHWM")
-           if isinstance(raw.get(k), int) and not isinstance(raw.get(k), bool)},
-    }
-
-
-def _seconds(entry: dict[str, Any]) -> float | None:
-    value = entry.get("seconds")
-    if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
-        return float(value)
-    return None
-
-
-def judge(torch: Any, job: dict[str, Any], prepared: list[tuple[dict[str, Any], Any, Any]],
-          raw_report: Any, outputs: IO[bytes] | None) -> dict[str, Any]:
-    """The verdict on one run, from the candidate's raw outputs and the expected outputs.
-
-    ``prepared`` = [(case, clean inputs, expected output)], computed here, never in the
-    candidate's process. Of the candidate process's report only its account of what went
-    wrong is kept (status other than pass/fail, exception text, refused actions, memory
-    figures); every number that decides a case comes from ``outputs``.
-    """
-    report = _clean_report(raw_report)
-    status = report.pop("status")
-    claimed = report.pop("cases")
-    result: dict[str, Any] = {**report, "cases": []}
-    guard_rows = int(job["guard_rows"])
-    tolerances = job["tolerances"]
-    problem = None
-    for index, (case, clean, expected) in enumerate(prepared):
-        guard = guard_rows * case["num_q_heads"] * case["head_dim"]
-        expect = [("out", clean["q"].dtype, expected.numel() + 2 * guard),
-                  *((n, t.dtype, t.numel() + 2 * guard) for n, t in clean.items())]
-        try:
-            if outputs is None:
-                raise OutputError("the candidate's process left no output file")
-            buffers = _read_frame(torch, outputs, index, case["name"], expect)
-        except OutputError as exc:
-            problem = (index, str(exc))
-            break
-        if buffers is None:
-            if status == "ok":
-                problem = (index, f"no output record for case {index} ({case['name']})")
-            elif index < len(claimed) and not claimed[index].get("written"):
-                # The case the candidate raised in (its account, and a failure either way).
-                result["cases"].append({"name": case["name"], "passed": False,
-                                        "numel": expected.numel(),
-                                        "seconds": _seconds(claimed[index])})
-            break
-        record = _judge_case(torch, case, clean, expected, buffers, guard,
-                             tolerances[case["dtype"]])
-        record["seconds"] = _seconds(claimed[index]) if index < len(claimed) else None
-        result["cases"].append(record)
-    else:
-        if outputs is not None and outputs.read(1):
-            problem = (len(prepared), "the output file has data past the last case")
-    if problem is not None and status == "ok":
-        # The candidate's process says it finished, but its outputs do not show it: a
-        # failure, whatever else it claims. (After a crash or an exception the outputs stop
-        # early anyway; what the crash or exception says is the better message then.)
-        index, message = problem
-        phase = (f"case {prepared[index][0]['name']}" if index < len(prepared)
-                 else "reading outputs")
-        status = "error"
-        result["error"] = {"type": "OutputError", "phase": phase, "where": None,
-                           "message": message, "tail": f"OutputError: {message}"}
-    if status is not None:
-        result["status"] = status
-    return result
-
-
-def _expected(torch: Any, job: dict[str, Any]) -> list[tuple[dict[str, Any], Any, Any]]:
-    reference = _load_module("ctxmem_kernel_reference", job["reference_path"])
-    prepared = []
-    with torch.no_grad():
-        for case in job["cases"]:
-            inputs = reference.build_inputs(case)
-            # The expected output is computed in fp32 from the (possibly fp16) inputs.
-            model = reference.Model(*reference.init_args(case))
-            expected = model(*[inputs[n].float()
-                               if n in ("q", "k_new", "v_new", "k_pool", "v_pool")
-                               else inputs[n] for n in reference.INPUT_NAMES])
-            prepared.append((case, inputs, expected))
-    return prepared
-
-
-def _judge_main(request: dict[str, Any], go_fd: int, import_seconds: float) -> int:
-    """In the forked judge: expected outputs first (while the candidate runs), then the verdict."""
-    import torch
-
-    with open(request["job"]) as f:
-        job = json.load(f)
-    result_path = request["result"]
-    try:
-        prepared = _expected(torch, job)
-        with os.fdopen(go_fd, "rb") as go:
-            child = json.loads(go.read() or b"{}")  # blocks until the candidate is gone
-        try:
-            with open(result_path + ".report") as f:
-                raw_report: Any = json.load(f)
-        except (OSError, ValueError):
-            raw_report = {}
-        try:
-            outputs: IO[bytes] | None = open(result_path + ".outputs", "rb")  # noqa: SIM115
-        except OSError:
-            outputs = None
-        try:
-            result = judge(torch, job, prepared, raw_report, outputs)
-        finally:
-            if outputs is not None:
-                outputs.close()
-        result["child"] = child
-    except BaseException:
-        result = {"harness_error": traceback.format_exc()[-4000:], "cases": [],
-                  "violations": []}
-    result["import_seconds"] = import_seconds
-    tmp = result_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f)
-    os.replace(tmp, result_path)
-    return 0
 
 
 # ---------------------------------------------------------------------------------------
-# The supervisor: forks the candidate's process and the judge, waits, reports.
+# The child: limits, layers, then candidate code.
 
-JUDGE_TIMEOUT_S = 120.0
+PR_SET_DUMPABLE = 4
+_SECCOMP: ModuleType | None = None
 
 
-def _setup_child(request: dict[str, Any], close: tuple[int, ...]) -> None:
-    """In a forked child: own process group, the request's stdio, environment and cwd."""
+def _seccomp_module() -> ModuleType:
+    global _SECCOMP
+    if _SECCOMP is None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        _SECCOMP = load_module("ctxmem_kernel_seccomp", os.path.join(here, "_seccomp.py"))
+        _SECCOMP._seccomp()  # import pyseccomp (and dlopen libseccomp) in the zygote
+    return _SECCOMP
+
+
+def _set_dumpable(value: int) -> None:
+    _libc().prctl(ctypes.c_int(PR_SET_DUMPABLE), ctypes.c_ulong(value), ctypes.c_ulong(0),
+                  ctypes.c_ulong(0), ctypes.c_ulong(0))
+
+
+def _open_in(folder: str, name: str, flags: int) -> int:
+    return os.open(os.path.join(folder, name), flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
+def _set_limits(limits: dict[str, int]) -> None:
+    memory, fsize, cpu = limits["memory"], limits["fsize"], limits["cpu_s"]
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # Writing past the file-size limit should fail the write, not kill the child.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def _child(request: dict[str, Any], close: tuple[int, ...]) -> int:
     os.setpgid(0, 0)
     for fd in close:
         with contextlib.suppress(OSError):
             os.close(fd)
+    folder = request["dir"]
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    for fd, key in ((1, "stdout"), (2, "stderr")):
-        if key in request:
-            target = os.open(request[key], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.dup2(target, fd)
-            os.close(target)
-    if "env" in request:
-        os.environ.clear()
-        os.environ.update(request["env"])
-        import tempfile
+    for fd, name in ((1, "stdout.txt"), (2, "stderr.txt")):
+        target = _open_in(folder, name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(target, fd)
+        os.close(target)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    import tempfile
 
-        tempfile.tempdir = None  # TMPDIR changed
-    if "cwd" in request:
-        os.chdir(request["cwd"])
+    tempfile.tempdir = None  # TMPDIR changed
+    os.chdir(os.path.join(folder, "ws"))
+    _set_limits(request["limits"])
+    layers: dict[str, str] = {}
+    if request.get("isolate"):
+        layers.update(isolate([folder], []))
+    _set_dumpable(0)
+    layers["seccomp"] = _seccomp_module().install_candidate_filter()
+    if request["kind"] == "check":
+        with open(os.path.join(folder, "job.json")) as f:
+            job = json.load(f)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        return candidate_main(job, _open_in(folder, "report.json", flags),
+                              _open_in(folder, "outputs.bin", flags), layers)
+    return entry_main(request, layers)
+
+
+def entry_main(request: dict[str, Any], layers: dict[str, str]) -> int:
+    """Call ``request["entry"]`` (``module:function``) with the job; write ``result.json``."""
+    folder = request["dir"]
+    with open(os.path.join(folder, "job.json")) as f:
+        job = json.load(f)
+    out: dict[str, Any] = {"status": "ok", "isolation": layers, "violations": []}
+    module_name, _, function_name = request["entry"].partition(":")
+    sandbox = Sandbox([folder], [])
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+        if request.get("audit_hook", True):
+            sys.addaudithook(sandbox.hook)
+            out["isolation"]["audit_hook"] = "installed"
+            sandbox.active = True
+        else:
+            out["isolation"]["audit_hook"] = "off (the harness asked for the OS layers alone)"
+        out["result"] = function(job)
+    except BaseException as exc:
+        out["status"] = "memory_limit" if _is_memory_error(exc) else "error"
+        out["error"] = _exception_info(exc, job.get("source_path", "\0"),
+                                       job.get("display_name", "candidate"))
+    sandbox.active = False
+    if sandbox.violations:
+        out["status"] = "sandbox_violation"
+    out["violations"] = sandbox.violations
+    fd = _open_in(folder, "result.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    with os.fdopen(fd, "w") as f:
+        json.dump(out, f, default=repr)
+    return 0
 
 
 def _in_child(body: Any) -> int:
@@ -785,82 +609,13 @@ def _in_child(body: Any) -> int:
     return rc
 
 
-def supervise(request: dict[str, Any], *, import_seconds: float,
-              close: tuple[int, ...] = ()) -> dict[str, Any]:
-    """Run one job: the candidate's process, then the judge; the candidate's exit status.
-
-    ``close`` are descriptors of the supervisor (the warm server's request and reply
-    pipes) that neither child may keep.
-    """
-    result_path = request["result"]
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    report_fd = os.open(result_path + ".report", flags, 0o600)
-    outputs_fd = os.open(result_path + ".outputs", flags, 0o600)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    t0 = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        def candidate() -> int:
-            _setup_child(request, close)
-            with open(request["job"]) as f:
-                job = json.load(f)
-            return candidate_main(job, report_fd, outputs_fd)
-
-        os._exit(_in_child(candidate))
-    os.close(report_fd)
-    os.close(outputs_fd)
-    # The judge is forked after the candidate, so nothing it computes was ever in the
-    # candidate's memory; it computes the expected outputs while the candidate runs.
-    go_r, go_w = os.pipe()
-    judge_pid = os.fork()
-    if judge_pid == 0:
-        os.close(go_w)
-
-        def run_judge() -> int:
-            os.setpgid(0, 0)
-            for fd in close:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            return _judge_main(request, go_r, import_seconds)
-
-        os._exit(_in_child(run_judge))
-    os.close(go_r)
-    returncode, timed_out = _wait(pid, float(request["timeout"]))
-    wall = round(time.monotonic() - t0, 3)
-    child = {"returncode": returncode, "timed_out": timed_out, "wall_s": wall}
-    with contextlib.suppress(OSError):
-        os.write(go_w, json.dumps(child).encode())
-    os.close(go_w)
-    judge_rc, judge_timed_out = _wait(judge_pid, JUDGE_TIMEOUT_S)
-    if judge_rc != 0 or judge_timed_out:
-        with open(result_path, "w") as f:
-            json.dump({"harness_error": f"the judge exited with status {judge_rc}"
-                       + (" (timed out)" if judge_timed_out else ""),
-                       "cases": [], "violations": [], "child": child}, f)
-    return child
-
-
-def main(job_path: str, result_path: str) -> int:
-    """The one-shot path: import once, then supervise the job like the warm server does."""
-    sys.dont_write_bytecode = True
-    started = time.perf_counter()
-    import torch
-    import triton  # noqa: F401 - TRITON_INTERPRET=1 is already in the environment
-
-    torch.set_num_threads(1)
-    import_seconds = round(time.perf_counter() - started, 3)
-    with open(job_path) as f:
-        timeout = float(json.load(f).get("timeout_s", 3600.0))
-    supervise({"job": job_path, "result": result_path, "timeout": timeout},
-              import_seconds=import_seconds)
-    return 0
+# ---------------------------------------------------------------------------------------
+# The zygote.
 
 
 def _wait(pid: int, timeout: float) -> tuple[int, bool]:
     """Wait for child ``pid`` up to ``timeout`` seconds; kill its group when it overruns."""
     import select
-    import signal
 
     pidfd = os.pidfd_open(pid)
     try:
@@ -873,14 +628,48 @@ def _wait(pid: int, timeout: float) -> tuple[int, bool]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(target, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
-    # Nothing the candidate started may outlive the check.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
     return os.waitstatus_to_exitcode(status), timed_out
 
 
-def serve() -> int:
+def _alive_others(keep: set[int]) -> list[int]:
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in keep:
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            pids.append(int(name))
+    return pids
+
+
+def sweep(keep: set[int]) -> int:
+    """Kill every live process of this PID namespace outside ``keep``; how many there were."""
+    killed: set[int] = set()
+    for _ in range(200):
+        others = _alive_others(keep)
+        if not others:
+            break
+        for pid in others:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        time.sleep(0.005)
+    return len(killed)
+
+
+def serve(ctxmem_root: str, do_sweep: bool) -> int:
     sys.dont_write_bytecode = True
+    if ctxmem_root not in sys.path:
+        sys.path.insert(0, ctxmem_root)
     # The protocol owns the original stdout; anything else printed goes to stderr's file.
     channel = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
@@ -889,20 +678,37 @@ def serve() -> int:
     import triton  # noqa: F401 - TRITON_INTERPRET=1 is already in the environment
 
     torch.set_num_threads(1)
-    channel.write(json.dumps({"ready": True,
+    _seccomp_module()
+    _set_dumpable(0)
+    keep = {1, os.getpid()} if do_sweep else set()
+    channel.write(json.dumps({"ready": True, "pid": os.getpid(),
                               "import_seconds": round(time.perf_counter() - started, 3)}) + "\n")
     channel.flush()
     for line in sys.stdin.buffer:
         if not line.strip():
             continue
         request = json.loads(line)
-        child = supervise(request, import_seconds=0.0, close=(channel.fileno(),))
-        channel.write(json.dumps(child) + "\n")
+        if request["kind"] == "entry":
+            # Trusted ctxmem code: imported here once, so every later child starts warm.
+            with contextlib.suppress(Exception):
+                importlib.import_module(request["entry"].partition(":")[0])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        t0 = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            # stdin (the request pipe) is replaced by /dev/null in the child.
+            os._exit(_in_child(lambda r=request: _child(r, (channel.fileno(),))))
+        returncode, timed_out = _wait(pid, float(request["timeout"]))
+        wall = round(time.monotonic() - t0, 3)
+        leftovers = sweep(keep) if do_sweep else 0
+        channel.write(json.dumps({"returncode": returncode, "timed_out": timed_out,
+                                  "wall_s": wall, "leftovers_killed": leftovers}) + "\n")
         channel.flush()
     return 0
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--serve"]:
-        sys.exit(serve())
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    if sys.argv[1:2] == ["--serve"]:
+        sys.exit(serve(sys.argv[2], "--sweep" in sys.argv[3:]))
+    sys.exit("usage: _runner.py --serve CTXMEM_ROOT [--sweep]")

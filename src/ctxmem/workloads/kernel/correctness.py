@@ -19,7 +19,10 @@ the machine's load, not only on the code.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
+import secrets
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -242,15 +245,60 @@ def _verdict_lines(r: CheckResult) -> list[str]:
         return out
     if r.status == "timeout":
         return [f"TIMEOUT: {r.detail} ({ran}/{r.cases_total} cases finished before the kill)"]
+    if r.status == "unavailable":
+        return ["NOT RUN: " + r.detail]
     return [f"CRASHED: {r.detail} ({ran}/{r.cases_total} cases finished)",
             *([tail] if tail else [])]
 
 
-class ResultCache:
-    """Check results and the ``eval#`` counter, in one small SQLite file."""
+def cache_key_file() -> Path:
+    """Where the HMAC key of every result cache of this user lives (outside any workspace).
 
-    def __init__(self, path: Path):
+    ``$CTXMEM_STATE_DIR`` or ``$XDG_STATE_HOME/ctxmem`` or ``~/.local/state/ctxmem``; the
+    sandbox never sees it (no host home is bound into it).
+    """
+    base = os.environ.get("CTXMEM_STATE_DIR") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "ctxmem")
+    return Path(base) / "kernel-cache.key"
+
+
+_PROCESS_KEY = secrets.token_bytes(32)
+
+
+def _load_cache_key() -> bytes:
+    """The user's cache key, created on first use (0600); a per-process key if it cannot be."""
+    path = cache_key_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            key = f.read(64)
+        if len(key) >= 32:
+            return key
+    except OSError:
+        pass
+    return _PROCESS_KEY
+
+
+class ResultCache:
+    """Check results and the ``eval#`` counter, in one small SQLite file.
+
+    Every result row carries an HMAC-SHA256 of (key, eval id, payload) under a key the
+    sandbox never sees (:func:`cache_key_file`); a row whose MAC does not verify — written
+    by anything but this class, or before MACs existed — is ignored and overwritten by the
+    next real result. ``submit`` does not read the cache at all.
+    """
+
+    def __init__(self, path: Path, *, key: bytes | None = None):
         self.path = path
+        self._key = key if key is not None else _load_cache_key()
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute(
@@ -259,12 +307,20 @@ class ResultCache:
                 " eval_id INTEGER NOT NULL,"  # the evaluation that produced it
                 " payload TEXT NOT NULL)"  # CheckResult.to_dict() as JSON
             )
+            columns = {row[1] for row in db.execute("PRAGMA table_info(results)")}
+            if "mac" not in columns:
+                # HMAC-SHA256 (hex) of the row under the user's cache key; NULL = untrusted.
+                db.execute("ALTER TABLE results ADD COLUMN mac TEXT")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
             )
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)
+
+    def _mac(self, key: str, eval_id: int, payload: str) -> str:
+        message = _canonical([key, eval_id, payload]).encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     def next_id(self, name: str = "eval") -> int:
         db = self._connect()
@@ -281,20 +337,29 @@ class ResultCache:
         return int(value)
 
     def get(self, key: str) -> tuple[int, dict[str, Any]] | None:
+        """The authenticated result stored under ``key``; ``None`` when absent or forged."""
         db = self._connect()
         try:
-            row = db.execute("SELECT eval_id, payload FROM results WHERE key = ?", (key,)).fetchone()
+            row = db.execute("SELECT eval_id, payload, mac FROM results WHERE key = ?",
+                             (key,)).fetchone()
         finally:
             db.close()
-        return None if row is None else (int(row[0]), json.loads(row[1]))
+        if row is None or not isinstance(row[2], str) or not isinstance(row[1], str) \
+                or not isinstance(row[0], int):
+            return None
+        if not hmac.compare_digest(row[2], self._mac(key, row[0], row[1])):
+            return None
+        return int(row[0]), json.loads(row[1])
 
     def put(self, key: str, eval_id: int, payload: dict[str, Any]) -> None:
+        text = json.dumps(payload)
         db = self._connect()
         try:
             with db:
+                # REPLACE: a row that failed authentication is overwritten by the real result.
                 db.execute(
-                    "INSERT OR IGNORE INTO results (key, eval_id, payload) VALUES (?, ?, ?)",
-                    (key, eval_id, json.dumps(payload)),
+                    "INSERT OR REPLACE INTO results (key, eval_id, payload, mac) VALUES (?, ?, ?, ?)",
+                    (key, eval_id, text, self._mac(key, eval_id, text)),
                 )
         finally:
             db.close()
@@ -351,12 +416,14 @@ class CorrectnessChecker:
     """Checks kernels of one workspace; owns its result cache and ``eval#`` counter."""
 
     def __init__(self, workspace: Workspace, *, limits: SandboxLimits | None = None,
-                 warm: bool = True):
+                 warm: bool = True, allow_unsandboxed: bool | None = None):
         self.workspace = workspace
         self.limits = limits or SandboxLimits()
-        # Send checks to the process-wide warm worker (worker.py); it falls back to a
-        # one-shot child by itself when it cannot serve.
+        # Send checks to the process-wide warm sandbox (worker.py); warm=False starts and
+        # stops a sandbox per check (same code path, slower).
         self.warm = warm
+        # None: the CTXMEM_KERNEL_ALLOW_UNSANDBOXED environment variable decides.
+        self.allow_unsandboxed = allow_unsandboxed
         self.cache = ResultCache(workspace.state_dir / "results.sqlite")
         self._reference = asset_path("reference.py")
 
@@ -406,16 +473,12 @@ class CorrectnessChecker:
 
         specs = suite(seed, split)
         source_sha = _sha(source)
-        # The child runs a snapshot, so the result belongs to exactly this source even if
-        # the agent edits the file meanwhile; tracebacks show the workspace name instead.
-        snapshots = self.workspace.state_dir / "snapshots"
-        snapshots.mkdir(parents=True, exist_ok=True)
-        snapshot = snapshots / f"{source_sha[:16]}.py"
-        snapshot.write_text(source)
         numeric_blocks = [int(v) for k, v in cfg.items()
                           if k.upper().startswith("BLOCK") and isinstance(v, int)]
         job = {
-            "source_path": str(snapshot),
+            # The sandbox runs this exact text (a copy in the check folder), so the result
+            # belongs to it even if the agent edits the file meanwhile.
+            "source": source,
             "display_name": path,
             "reference_path": str(self._reference),
             "config": cfg,
@@ -424,9 +487,8 @@ class CorrectnessChecker:
             # Enough poisoned rows each side to catch a whole unmasked tile.
             "guard_rows": max([128, *numeric_blocks]),
         }
-        outcome = run_job(job, workspace_root=self.workspace.root,
-                          state_dir=self.workspace.state_dir, limits=self.limits,
-                          warm=self.warm)
+        outcome = run_job(job, workspace_root=self.workspace.root, limits=self.limits,
+                          warm=self.warm, allow_unsandboxed=self.allow_unsandboxed)
         report = outcome.report
         error = report.get("error")
         if error is None and outcome.status in ("crashed", "memory_limit") and outcome.stderr_tail:

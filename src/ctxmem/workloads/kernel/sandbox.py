@@ -1,69 +1,125 @@
-"""Run candidate kernel code in a limited child process.
+"""Run untrusted kernel code in a bubblewrap sandbox; judge it from outside.
 
-The child is ``python -I _runner.py JOB RESULT`` (see ``_runner.py`` for what happens
-inside): a supervisor that forks the candidate's process and a judge. The verdict in
-RESULT comes from the judge, a process the candidate never runs in; the candidate's
-process only leaves raw output buffers and an account of the run, whose claims of pass or
-fail are ignored. This module owns the process boundary:
+The kernel workload runs code an agent wrote — with an LLM policy, code from a model
+acting on tool output. It must never reach the user's secrets, the harness's state or the
+host, and it must never be able to forge its own verdict.
 
-* **environment** — built from scratch: ``TRITON_INTERPRET=1`` (set before the child can
-  import triton), one compute thread, a bounded malloc arena count, and HOME / TMPDIR /
-  TRITON_CACHE_DIR inside the workspace's private state folder;
-* **limits** — ``resource.setrlimit`` in the child before it executes Python: address space
-  (:attr:`SandboxLimits.memory_mb`), CPU seconds, largest file, no core dumps;
-* **wall clock** — the supervisor kills the candidate's process group with SIGKILL when
-  :attr:`SandboxLimits.timeout_s` passes (and the judge still reports the cases finished by
-  then); the supervisor runs in its own session, killed as a whole
-  :data:`ONE_SHOT_GRACE_S` later should it hang;
-* **working directory** — the workspace root;
-* **classification** — the judge's status (``ok``, ``compile_error``, ``error``,
-  ``memory_limit``, ``sandbox_violation``) or, when the candidate's process ended without
-  one, ``timeout`` or ``crashed`` (with the signal), from that process's exit status (in
-  ``RESULT["child"]``, or the warm server's reply) and the stderr tail; a judge that failed
-  is ``crashed`` with the harness's error.
+Public API
+----------
+:func:`run_job`
+    One correctness job (``correctness.py`` builds it): the candidate runs on every case
+    inside the sandbox and leaves raw buffers; the judge (``judge.py``) compares them in
+    this process, outside the sandbox. Returns a :class:`SandboxOutcome` whose ``status``
+    is the judge's (``ok``, ``compile_error``, ``error``, ``memory_limit``,
+    ``sandbox_violation``) or, when the candidate's process ended without one, ``timeout``
+    or ``crashed``; ``unavailable`` when no sandbox can start here (see below).
+:func:`run_in_sandbox`
+    ``run_in_sandbox(entry, job, *, workspace, limits, source=None) -> SandboxOutcome``
+    runs *trusted* ctxmem code — ``entry`` is ``"package.module:function"`` — inside the
+    same sandbox, after every layer below is in force, with a fresh copy of the workspace
+    as its working directory. ``job`` (JSON-able) is passed to the function, plus
+    ``job["workspace"]`` (the copy) and, when ``source`` is given, ``job["source_path"]``
+    (that text as ``candidate.py``). The function returns a JSON-able value, found in
+    ``outcome.report["result"]``. The function runs in the same process as any candidate
+    code it loads, so **its result is untrusted**: the caller validates it and must not
+    let a number in it turn a failure into a success. Raises
+    :class:`SandboxUnavailableError` where no sandbox can start.
 
-Measured need (torch 2.13 CPU + triton 3.9 interpreter, dev and held-out suites): a peak of
-about 0.81 GB of address space (VmPeak) and 0.33 GB resident, so the 3 GiB default leaves
-room for real kernels while a 20 GB allocation fails at once. The child reports its VmPeak
-in every result (``CheckResult.extra``) so the figure can be re-measured.
+Layers, and the test that proves each (``tests/workloads/kernel/test_attacks*.py`` unless
+named otherwise)
+------------------------------------------------------------------------------------------
+1. **bubblewrap** (``bwrap.py``): fresh user, PID, mount, network, IPC, UTS and cgroup
+   namespaces; uid/gid 65534 with no capabilities and no further user namespaces; a root
+   of read-only binds of exactly the Python runtime, site-packages, ``/usr`` and the ctxmem
+   package; ``/tmp`` a private read-only tmpfs; ``/proc`` of its own PID namespace only;
+   one writable folder, ``/box``, holding a fresh folder per check.
+   Tests: ``test_namespaces_uid_and_capabilities``, ``test_host_files_are_not_visible``,
+   ``test_nsenter_through_posixsubprocess_is_contained``, ``test_connect_to_host_loopback_fails``.
+2. **seccomp**, twice (``_seccomp.py``): a sandbox-wide BPF program passed to
+   ``bwrap --seccomp`` (ptrace, process_vm_*, mount, setns, unshare, keyctl, bpf, … refused
+   for every process, the zygote included), and a per-check filter loaded in the child
+   before candidate code, under which exec, any new process, signals to other processes
+   and the calls above kill the process (reported as a sandbox violation).
+   Tests: ``test_nsenter_through_posixsubprocess_is_contained``, ``test_setsid_survivor``.
+3. **the whole PID namespace ends with the check**: after each check the zygote kills
+   every process left in the namespace but itself and bwrap's init; a box that stops
+   answering is killed whole (``--die-with-parent`` if the harness dies).
+   Test: ``test_setsid_survivor_does_not_outlive_the_check``.
+4. **no secrets inside** (:func:`sandbox_env`): the environment is an allow-list — paths,
+   thread counts, ``TRITON_INTERPRET=1``, locale, dead proxies — built from constants, so no
+   ``*_API_KEY``, token or proxy credential; bwrap itself runs with it, and the harness's
+   process is in no namespace the sandbox can see.
+   Tests: ``test_planted_api_keys_never_reach_any_output``, ``test_proc_through_dir_fd``.
+5. **the judge is outside** (``judge.py``): it computes the expected outputs itself, reads
+   the candidate's files through a descriptor of the check folder opened before the run,
+   with ``O_NOFOLLOW``, regular files with one link only, and bounded sizes.
+   Tests: ``test_kernel_verdict_integrity.py``, ``test_symlinked_outputs_are_not_followed``.
+6. **the result cache is outside and authenticated** (``correctness.ResultCache``): it lives
+   in the real workspace's ``.ctxmem`` (never in the sandbox's view), every row carries an
+   HMAC-SHA256 under a key kept outside the workspace, and ``submit`` recomputes anyway.
+   Tests: ``test_forged_pass_row_in_the_cache_is_ignored``, ``test_sqlite_connect_to_the_cache``.
+7. **the audit hook** (``_runner.Sandbox``), a second layer that sees the candidate's
+   Python: refused writes, directory descriptors, ``..`` through a ``dir_fd``, hard links,
+   outside databases, ``/proc`` of other processes, sockets, processes, ``ctypes``.
+   Tests: ``test_kernel_sandbox.py``, ``test_os_open_with_dir_fd``, ``test_os_link_src_dir_fd``.
+8. **limits**: address space (:attr:`SandboxLimits.memory_mb`), CPU seconds, largest file,
+   no core dumps, set in the child; the wall clock is enforced by the zygote, and by the
+   harness on the zygote.
 
-Inside the child two layers apply (see ``_runner.py``): an OS layer — private network
-namespace with no interface up, a mount namespace where everything but the workspace and
-the sandbox TMPDIR is read-only, ``PR_SET_NO_NEW_PRIVS`` — which holds even against raw
-syscalls; and a ``sys.addaudithook`` hook that refuses and records writes outside the
-workspace, sockets, subprocesses, signals to other processes and any ``ctypes`` route to
-native code. The hook sees every path to the C level (``socket.create_connection``,
-``_socket``, ``os.open``, ``ctypes.CDLL``, …) and cannot be uninstalled by the candidate.
-Which layers were in force is reported with every result (``CheckResult.extra["isolation"]``);
-where the OS refuses a namespace (no root, no user namespaces) the reason is recorded there
-and the hook alone remains.
+Where bubblewrap cannot start (not installed, no user namespaces), untrusted code does
+not run: :func:`run_job` returns ``unavailable`` with the reason and the way out, and
+:func:`run_in_sandbox` raises :class:`SandboxUnavailableError` — unless the user sets
+``CTXMEM_KERNEL_ALLOW_UNSANDBOXED=1`` (or passes ``allow_unsandboxed=True``), naming the
+risk: then the zygote runs as a plain child process and only the older in-process OS layer
+(``_runner.isolate``, where the OS permits it), the per-check seccomp filter and the audit
+hook stand between the candidate and the host.
+
+Measured need (torch 2.13 CPU + triton 3.9 interpreter): a peak of about 0.81 GB of
+address space and 0.33 GB resident per check, so the 3 GiB default leaves room for real
+kernels while a 20 GB allocation fails at once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import resource
 import signal
-import subprocess
-import sys
-import tempfile
-import time
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
+
+from ctxmem.errors import CtxmemError
+from ctxmem.workloads.kernel import bwrap
+from ctxmem.workloads.kernel.worker import Box, CheckFolder, WorkerReply, shared_box
 
 Status = Literal[
-    "ok", "compile_error", "error", "memory_limit", "sandbox_violation", "timeout", "crashed"
+    "ok", "compile_error", "error", "memory_limit", "sandbox_violation", "timeout", "crashed",
+    "unavailable",
 ]
-
-RUNNER = Path(__file__).with_name("_runner.py")
+ALLOW_UNSANDBOXED_ENV = "CTXMEM_KERNEL_ALLOW_UNSANDBOXED"
 _TAIL_BYTES = 8192
-# How long past the job's timeout a one-shot supervisor may take (importing torch and
-# triton, judging the outputs) before it is killed.
-ONE_SHOT_GRACE_S = 60.0
+_REPORT_BYTES = 4 << 20
+# What the copy of the workspace leaves out: the harness's private state, git objects and
+# byte-code caches; and a bound on what is copied.
+_COPY_SKIP = frozenset({".ctxmem", ".git", "__pycache__"})
+_COPY_MAX_BYTES = 64 << 20
+
+
+class SandboxUnavailableError(CtxmemError):
+    """No sandbox can start here, and running unsandboxed was not allowed."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(unavailable_message(reason))
+
+
+def unavailable_message(reason: str) -> str:
+    return (f"kernel code was not run: the sandbox cannot start here ({reason}). Install "
+            f"bubblewrap on a host with user namespaces, or set {ALLOW_UNSANDBOXED_ENV}=1 to "
+            "run agent-written code WITHOUT the OS sandbox (it can then read your files and "
+            "environment)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,165 +147,331 @@ class SandboxOutcome:
     detail: str = ""
 
 
-def _child_env(state_dir: Path) -> dict[str, str]:
-    home = state_dir / "home"
-    tmp = state_dir / "tmp"
-    for d in (home, tmp, state_dir / "triton"):
-        d.mkdir(parents=True, exist_ok=True)
+def sandbox_env(folder: str, *, writable: bool = True) -> dict[str, str]:
+    """The whole environment of sandboxed code: constants and paths under ``folder``."""
+    del writable  # the zygote's folder may not exist; nothing here depends on it
     return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "TMPDIR": str(tmp),
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": f"{folder}/home",
+        "TMPDIR": f"{folder}/tmp",
+        "USER": "nobody",
+        "LOGNAME": "nobody",
         "TRITON_INTERPRET": "1",
-        "TRITON_CACHE_DIR": str(state_dir / "triton"),
+        "TRITON_CACHE_DIR": f"{folder}/triton",
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
         "MALLOC_ARENA_MAX": "2",
         "LC_ALL": "C.UTF-8",
-        # Belt and braces on top of the in-process socket refusal.
+        "PYTHONDONTWRITEBYTECODE": "1",
+        # Unsandboxed fallback: no proxy a library could pick up from elsewhere.
         "no_proxy": "*",
         "http_proxy": "http://127.0.0.1:9",
         "https_proxy": "http://127.0.0.1:9",
     }
 
 
-def _limiter(limits: SandboxLimits) -> Callable[[], None]:
-    memory = limits.memory_mb * 2**20
-    fsize = limits.file_size_mb * 2**20
-
-    def apply() -> None:  # runs in the child between fork and exec
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 5))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        # Writing past the file-size limit should fail the write, not kill the child.
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-    return apply
+def sandbox_mode(allow_unsandboxed: bool | None = None) -> tuple[bool, str | None]:
+    """(sandboxed, reason bwrap cannot start); raises when neither is possible nor allowed."""
+    reason = bwrap.probe()
+    if reason is None:
+        return True, None
+    allowed = allow_unsandboxed if allow_unsandboxed is not None else \
+        os.environ.get(ALLOW_UNSANDBOXED_ENV, "") == "1"
+    if not allowed:
+        raise SandboxUnavailableError(reason)
+    return False, reason
 
 
-def _tail(path: Path) -> str:
+def _layers(sandboxed: bool, reason: str | None) -> dict[str, str]:
+    if sandboxed:
+        return {"bwrap": "user, pid, mount, net, ipc, uts, cgroup namespaces; uid 65534, no "
+                         "capabilities; read-only runtime binds; own /proc; private /tmp",
+                "seccomp_sandbox": "bwrap --seccomp: ptrace, mount, setns, unshare, keyctl, "
+                                   "bpf refused for every process",
+                "environment": "allow-list, no secrets",
+                "pid_namespace_sweep": "every leftover process killed after each check"}
+    return {"bwrap": f"off: {reason} ({ALLOW_UNSANDBOXED_ENV}=1)",
+            "environment": "allow-list, no secrets"}
+
+
+# -- reading what the candidate left -------------------------------------------------------
+
+
+def open_box_file(folder: CheckFolder, name: str) -> IO[bytes] | None:
+    """``name`` in the check folder as a binary file: a regular file with one link, never
+    through a link; ``None`` otherwise (missing, a symlink, a hard link, a folder, …)."""
     try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - _TAIL_BYTES))
-            return f.read().decode("utf-8", "replace")
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=folder.fd)
     except OSError:
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def read_box_file(folder: CheckFolder, name: str, limit: int = _REPORT_BYTES) -> bytes | None:
+    f = open_box_file(folder, name)
+    if f is None:
+        return None
+    with f:
+        return f.read(limit)
+
+
+def _tail_of(folder: CheckFolder, name: str) -> str:
+    f = open_box_file(folder, name)
+    if f is None:
         return ""
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(max(0, size - _TAIL_BYTES))
+        return f.read(_TAIL_BYTES).decode("utf-8", "replace")
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+def _json_of(folder: CheckFolder, name: str) -> Any:
+    data = read_box_file(folder, name)
+    try:
+        return json.loads(data) if data else {}
+    except (ValueError, RecursionError):
+        return {}
+
+
+def copy_workspace(root: Path, dest: Path) -> None:
+    """Copy the workspace's regular files into ``dest``, never following a link.
+
+    Leaves out ``.ctxmem`` (the harness's state: result cache, key material), ``.git`` and
+    ``__pycache__``, symlinks, hard-linked files and anything past 64 MiB in total.
+    """
+    budget = [_COPY_MAX_BYTES]
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _copy_dir(top, dest, budget)
+    finally:
+        os.close(top)
+
+
+def _copy_dir(dir_fd: int, dest: Path, budget: list[int]) -> None:
+    for entry in sorted(os.listdir(dir_fd)):
+        if entry in _COPY_SKIP:
+            continue
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=dir_fd)
+        except OSError:
+            continue  # a symlink (ELOOP) or unreadable
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                (dest / entry).mkdir()
+                _copy_dir(fd, dest / entry, budget)
+            elif stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_size <= budget[0]:
+                budget[0] -= st.st_size
+                with os.fdopen(os.dup(fd), "rb") as src, (dest / entry).open("wb") as out:
+                    out.write(src.read(st.st_size))
+        finally:
+            os.close(fd)
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+def _box(limits: SandboxLimits, warm: bool, allow_unsandboxed: bool | None) -> tuple[Box, bool]:
+    sandboxed, reason = sandbox_mode(allow_unsandboxed)
+    box = shared_box(limits, sandboxed=sandboxed) if warm else Box(limits, sandboxed=sandboxed)
+    box.layers = _layers(sandboxed, reason)
+    return box, not warm
+
+
+def _request(kind: str, folder: CheckFolder, sandboxed: bool, limits: SandboxLimits,
+             entry: str | None = None) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "kind": kind, "env": sandbox_env(folder.inside), "isolate": not sandboxed,
+        "limits": {"memory": limits.memory_mb * 2**20, "fsize": limits.file_size_mb * 2**20,
+                   "cpu_s": limits.cpu_s},
+    }
+    if entry is not None:
+        request["entry"] = entry
+    return request
 
 
 def run_job(
     job: dict[str, Any],
     *,
     workspace_root: Path,
-    state_dir: Path,
     limits: SandboxLimits | None = None,
     warm: bool = False,
+    allow_unsandboxed: bool | None = None,
 ) -> SandboxOutcome:
-    """Run one checker job in the sandbox and classify how it ended.
+    """Run one checker job in the sandbox, judge it here, and classify how it ended.
 
-    ``warm=True`` sends the job to the process-wide warm worker for ``limits``
-    (``worker.py``), falling back to a one-shot child when the worker is unavailable.
+    ``job["source"]`` is the candidate's text; ``job["display_name"]`` the name its
+    tracebacks show. ``warm=True`` uses the process-wide box for ``limits``; otherwise a
+    fresh box is started and stopped for this job (same code path, same results).
     """
     limits = limits or SandboxLimits()
-    workspace_root = workspace_root.resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    job = dict(job)
-    job["workspace"] = str(workspace_root)
-    job.setdefault("writable", [str(workspace_root)])
-    # The candidate may write scratch files in the workspace, but not the checker's state.
-    job.setdefault("protected", [str(state_dir)])
-    job["writable"] = [*job["writable"], str(state_dir / "tmp")]
-    # The supervisor (one-shot or warm) enforces the wall clock on the candidate's process.
-    job["timeout_s"] = limits.timeout_s
+    try:
+        box, one_shot = _box(limits, warm, allow_unsandboxed)
+    except SandboxUnavailableError as exc:
+        return SandboxOutcome(status="unavailable", report={}, returncode=None, wall_s=0.0,
+                              detail=str(exc))
+    source = job.pop("source")
 
-    with tempfile.TemporaryDirectory(prefix="ctxmem-sandbox-") as scratch:
-        scratch_dir = Path(scratch)
-        job_path = scratch_dir / "job.json"
-        result_path = scratch_dir / "result.json"
-        stdout_path = scratch_dir / "stdout.txt"
-        stderr_path = scratch_dir / "stderr.txt"
-        job_path.write_text(json.dumps(job))
-        started = time.monotonic()
-        reply = None
-        if warm:
-            from ctxmem.workloads.kernel.worker import shared_worker
+    def prepare(folder: CheckFolder) -> None:
+        copy_workspace(workspace_root, folder.host / "ws")
+        (folder.host / "candidate.py").write_text(source)
+        inside = {**job, "source_path": f"{folder.inside}/candidate.py",
+                  "workspace": f"{folder.inside}/ws", "writable": [folder.inside],
+                  "protected": []}
+        (folder.host / "job.json").write_text(json.dumps(inside))
 
-            reply = shared_worker(limits).run(
-                job_path=job_path, result_path=result_path, stdout_path=stdout_path,
-                stderr_path=stderr_path, env=_child_env(state_dir), cwd=workspace_root,
-                timeout_s=limits.timeout_s,
-            )
-        if reply is not None:
-            rc: int | None = reply.returncode
-            timed_out = reply.timed_out
-        else:
-            rc, timed_out = _one_shot(job_path, result_path, stdout_path, stderr_path,
-                                      workspace_root, state_dir, limits)
-        wall = time.monotonic() - started
+    def collect(folder: CheckFolder, reply: WorkerReply | None) -> SandboxOutcome:
+        from ctxmem.workloads.kernel.judge import judge
+
+        torch = _torch()
+        raw_report = _json_of(folder, "report.json")
+        outputs = open_box_file(folder, "outputs.bin")
         try:
-            report = json.loads(result_path.read_text() or "{}")
-        except (OSError, ValueError):
-            report = {}
-        if not isinstance(report, dict):
-            report = {}
-        child = report.get("child")
-        if reply is None and isinstance(child, dict) and not timed_out:
-            # One-shot: the supervisor's own exit says little; the candidate's process's does.
-            rc, timed_out = int(child.get("returncode", rc or 0)), bool(child.get("timed_out"))
-        stdout_tail, stderr_tail = _tail(stdout_path), _tail(stderr_path)
-    return _classify(rc, timed_out, report, limits, wall, stdout_tail, stderr_tail)
+            report = judge(torch, job, _EXPECTED.get(torch, job), raw_report, outputs)
+        finally:
+            if outputs is not None:
+                outputs.close()
+        return _outcome(box, reply, report, folder, limits, one_shot)
+
+    try:
+        return _execute(box, "check", None, limits, prepare, collect)
+    finally:
+        if one_shot:
+            box.close()
 
 
-def _one_shot(job_path: Path, result_path: Path, stdout_path: Path, stderr_path: Path,
-              workspace_root: Path, state_dir: Path, limits: SandboxLimits) -> tuple[int | None, bool]:
-    """A fresh child for one job: its return code and whether it was killed on timeout."""
-    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", str(RUNNER), str(job_path), str(result_path)],
-            cwd=workspace_root,
-            env=_child_env(state_dir),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            preexec_fn=_limiter(limits),
-            start_new_session=True,
-        )
-        timed_out = False
-        try:
-            # The supervisor kills the candidate's process at timeout_s itself; this is the
-            # backstop for the supervisor (its import, the judge) hanging.
-            proc.wait(timeout=limits.timeout_s + ONE_SHOT_GRACE_S)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc)
-        else:
-            # Nothing the candidate started may outlive the check.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-    return proc.returncode, timed_out
+def _execute(box: Box, kind: str, entry: str | None, limits: SandboxLimits,
+             prepare: Callable[[CheckFolder], None],
+             collect: Callable[[CheckFolder, WorkerReply | None], SandboxOutcome],
+             *, audit_hook: bool = True) -> SandboxOutcome:
+    def make_request(folder: CheckFolder) -> dict[str, Any]:
+        prepare(folder)
+        request = _request(kind, folder, box.sandboxed, limits, entry)
+        request["audit_hook"] = audit_hook
+        return request
+
+    return box.execute(make_request, collect)
 
 
-def _classify(rc: int | None, timed_out: bool, report: dict[str, Any], limits: SandboxLimits,
-              wall: float, stdout_tail: str, stderr_tail: str) -> SandboxOutcome:
+_TORCH: Any = None
+
+
+def _torch() -> Any:
+    global _TORCH
+    if _TORCH is None:
+        import torch
+
+        _TORCH = torch
+    return _TORCH
+
+
+class _Memo:
+    def __init__(self) -> None:
+        self._impl: Any = None
+
+    def get(self, torch: Any, job: dict[str, Any]) -> Any:
+        if self._impl is None:
+            from ctxmem.workloads.kernel.judge import ExpectedOutputs
+
+            self._impl = ExpectedOutputs()
+        return self._impl.get(torch, job)
+
+
+_EXPECTED = _Memo()
+
+
+def _outcome(box: Box, reply: WorkerReply | None, report: dict[str, Any], folder: CheckFolder,
+             limits: SandboxLimits, one_shot: bool) -> SandboxOutcome:
+    report = dict(report)
+    # A warm box imported torch and triton before this request (0.0); a one-shot box did
+    # it for this request only.
+    report["import_seconds"] = box.import_seconds if one_shot else 0.0
+    claimed = report.get("isolation")
+    claimed = claimed if isinstance(claimed, dict) else {}
+    # What the harness knows by construction, then what the child says it added.
+    report["isolation"] = {**box.layers,
+                           **{k: v for k, v in claimed.items() if k not in box.layers}}
+    stdout_tail, stderr_tail = _tail_of(folder, "stdout.txt"), _tail_of(folder, "stderr.txt")
+    if reply is None:
+        return SandboxOutcome(status="crashed", report=report, returncode=None,
+                              wall_s=limits.timeout_s, stdout_tail=stdout_tail,
+                              stderr_tail=stderr_tail,
+                              detail="the sandbox stopped answering and was killed")
+    report["child"] = {"returncode": reply.returncode, "timed_out": reply.timed_out,
+                       "wall_s": reply.wall_s}
+    if reply.leftovers_killed:
+        report.setdefault("violations", []).append(
+            {"kind": "process outlived the check",
+             "detail": f"{reply.leftovers_killed} process(es) killed after the check"})
+        if report.get("status") == "ok":
+            report["status"] = "sandbox_violation"
+    return classify(reply.returncode, reply.timed_out, report, limits, reply.wall_s,
+                    stdout_tail, stderr_tail)
+
+
+def run_in_sandbox(entry: str, job: dict[str, Any], *, workspace: Path,
+                   limits: SandboxLimits | None = None, source: str | None = None,
+                   warm: bool = True, allow_unsandboxed: bool | None = None,
+                   audit_hook: bool = True) -> SandboxOutcome:
+    """Run trusted ``module:function`` on ``job`` inside the sandbox (see the module docstring).
+
+    ``outcome.report`` holds ``result`` (the function's return value, untrusted),
+    ``status``, ``error`` (when it raised), ``violations`` and ``isolation``.
+    ``audit_hook=False`` leaves the in-process hook out, so that what the function
+    observes is the OS layers' doing alone (``probe.survey`` and the attack tests).
+    """
+    if ":" not in entry:
+        raise ValueError(f"entry {entry!r} must be 'package.module:function'")
+    limits = limits or SandboxLimits()
+    box, one_shot = _box(limits, warm, allow_unsandboxed)
+
+    def prepare(folder: CheckFolder) -> None:
+        copy_workspace(Path(workspace), folder.host / "ws")
+        inside = {**job, "workspace": f"{folder.inside}/ws"}
+        if source is not None:
+            (folder.host / "candidate.py").write_text(source)
+            inside["source_path"] = f"{folder.inside}/candidate.py"
+        (folder.host / "job.json").write_text(json.dumps(inside))
+
+    def collect(folder: CheckFolder, reply: WorkerReply | None) -> SandboxOutcome:
+        raw = _json_of(folder, "result.json")
+        report: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        if report.get("status") not in ("ok", "error", "memory_limit", "sandbox_violation"):
+            report.pop("status", None)
+        return _outcome(box, reply, report, folder, limits, one_shot)
+
+    try:
+        return _execute(box, "entry", entry, limits, prepare, collect, audit_hook=audit_hook)
+    finally:
+        if one_shot:
+            box.close()
+
+
+def classify(rc: int | None, timed_out: bool, report: dict[str, Any], limits: SandboxLimits,
+             wall: float, stdout_tail: str, stderr_tail: str) -> SandboxOutcome:
+    """How a run ended, from the judge's report and the child's exit status."""
     reported = report.get("status")
     status: Status
     detail = ""
     if isinstance(report.get("harness_error"), str):
-        # The judge itself failed: a harness bug, never the candidate's pass.
         status = "crashed"
         detail = "the harness could not judge this run: " + report["harness_error"][-500:]
     elif timed_out:
         status = "timeout"
         detail = f"killed after {limits.timeout_s:g}s wall clock"
+    elif rc is not None and rc < 0 and -rc == signal.SIGSYS:
+        status = "sandbox_violation"
+        report.setdefault("violations", []).append(
+            {"kind": "forbidden system call",
+             "detail": "the seccomp filter killed the process (SIGSYS): exec, a new process, "
+                       "a signal to another process, ptrace, mount, setns, unshare or keyctl"})
     elif reported in ("ok", "compile_error", "error", "memory_limit", "sandbox_violation"):
         status = reported
     elif rc is not None and rc < 0 and -rc == signal.SIGXCPU:
@@ -261,18 +483,10 @@ def _classify(rc: int | None, timed_out: bool, report: dict[str, Any], limits: S
     else:
         status = "crashed"
         if rc is not None and rc < 0:
-            name = signal.Signals(-rc).name
-            detail = f"killed by {name}"
+            detail = f"killed by {signal.Signals(-rc).name}"
             if -rc == signal.SIGSEGV:
                 detail += " (an out-of-bounds access the interpreter could not survive?)"
         else:
             detail = f"exited with status {rc} before reporting a result"
-    return SandboxOutcome(
-        status=status,
-        report=report,
-        returncode=rc,
-        wall_s=round(wall, 3),
-        stdout_tail=stdout_tail,
-        stderr_tail=stderr_tail,
-        detail=detail,
-    )
+    return SandboxOutcome(status=status, report=report, returncode=rc, wall_s=round(wall, 3),
+                          stdout_tail=stdout_tail, stderr_tail=stderr_tail, detail=detail)

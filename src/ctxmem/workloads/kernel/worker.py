@@ -1,25 +1,29 @@
-"""The warm worker: one long-lived sandboxed process that has already imported torch + triton.
+"""The sandbox box: one long-lived bubblewrap sandbox holding a warm zygote.
 
-A one-shot check spends about half its time importing torch and triton in a fresh child.
-:class:`WarmWorker` starts ``python -I _runner.py --serve`` once — with the same
-environment, resource limits and process-group isolation as the one-shot child (see
-``sandbox.py``) — and sends it one request per check over a pipe. The server runs the
-one-shot path's :func:`_runner.supervise` per request: it forks the candidate's process
-(audit hook, NaN guard bands, raw outputs) and then the judge, which computes the expected
-outputs and the verdict; the server itself never loads candidate code nor computes an
-expected output, so no child inherits one, and both children close the server's pipes.
-So results are identical to the one-shot path; only ``import_seconds`` differs (0.0).
+A check spends about half its time importing torch and triton in a fresh interpreter.
+:class:`Box` starts ``bwrap … python -I _runner.py --serve`` once (see ``bwrap.py`` for
+the command line, ``_runner.py`` for the zygote), and serves one request at a time:
 
-Lifecycle:
+1. :meth:`Box.execute` creates a fresh folder ``<box>/c<random>`` on the host (visible as
+   ``/box/c<random>`` inside), with ``ws/`` (a copy of the workspace), ``tmp/``, ``home/``
+   and ``triton/``, and opens a descriptor on it *before* anything runs;
+2. the caller's ``prepare`` writes the job there; the zygote forks a child that runs it
+   (after its seccomp filter and audit hook) and, once it has ended, kills whatever is
+   left in the sandbox's PID namespace;
+3. the caller's ``collect`` reads the results through the descriptor (never following a
+   link: see ``sandbox.read_box_file``), and the whole box folder is emptied — the check
+   folder and anything a candidate left elsewhere in ``/box`` — before the next request.
 
-* started lazily on the first check, shared by every checker of this process that uses the
-  same :class:`SandboxLimits` (the limits are fixed when the server starts);
-* a request that times out, a child that dies of a signal, or a server that stops
-  answering recycles the server (the next check starts a fresh one); so does every
-  ``max_jobs``-th check, to bound whatever slowly accumulates in a long-lived process;
-* when the server cannot be started or fails mid-request, :meth:`WarmWorker.run` returns
-  ``None`` and the caller falls back to the one-shot child;
-* every server is killed at interpreter exit.
+Lifecycle: started lazily, shared per :class:`~ctxmem.workloads.kernel.sandbox.SandboxLimits`
+by every checker of this process (``shared_box``); a zygote that dies or stops answering
+is stopped, and the next request starts a fresh box; every ``max_jobs``-th request starts a
+fresh one too, to bound whatever slowly accumulates in a long-lived process. A timeout
+does *not* recycle the box: the zygote kills the child and sweeps the namespace. All boxes
+are killed at interpreter exit; ``--die-with-parent`` kills them if the harness dies first.
+
+Without bubblewrap (only when the user accepted the risk, see ``sandbox.py``) the same
+zygote runs as a plain child process in its own session, and the folder paths inside and
+outside are the same.
 """
 
 from __future__ import annotations
@@ -28,23 +32,36 @@ import atexit
 import contextlib
 import json
 import os
+import resource
+import secrets
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from ctxmem.workloads.kernel.sandbox import RUNNER, SandboxLimits, _child_env, _limiter
+from ctxmem.workloads.kernel import bwrap
 
+if TYPE_CHECKING:
+    from ctxmem.workloads.kernel.sandbox import SandboxLimits
+
+RUNNER = Path(__file__).with_name("_runner.py")
 START_TIMEOUT_S = 120.0
-# How long past the job's own timeout the parent waits for the server's reply before it
-# declares the server hung.
+# How long past the job's own timeout the harness waits for the zygote's reply before it
+# declares the sandbox hung and kills it.
 REPLY_GRACE_S = 20.0
+T = TypeVar("T")
+
+
+class BoxError(RuntimeError):
+    """The sandbox could not be started, or stopped answering (a harness failure)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,21 +69,39 @@ class WorkerReply:
     returncode: int
     timed_out: bool
     wall_s: float
+    leftovers_killed: int = 0
 
 
-class WarmWorker:
-    """A fork server for sandboxed checks (one request at a time)."""
+@dataclass(frozen=True, slots=True)
+class CheckFolder:
+    host: Path  # the folder on the host
+    inside: str  # the same folder as the sandbox sees it
+    fd: int  # a descriptor opened before anything ran in it
 
-    def __init__(self, limits: SandboxLimits, *, max_jobs: int = 100):
+
+def _zygote_limits(fsize: int) -> Callable[[], None]:
+    def apply() -> None:  # between fork and exec of bwrap (or the unsandboxed zygote)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+class Box:
+    """One sandbox with a warm zygote; one request at a time."""
+
+    def __init__(self, limits: SandboxLimits, *, sandboxed: bool = True, max_jobs: int = 500):
         self.limits = limits
+        self.sandboxed = sandboxed
         self.max_jobs = max_jobs
-        self.jobs_served = 0  # by the current server
+        self.jobs_served = 0  # by the current zygote
         self.starts = 0
         self.import_seconds: float | None = None
+        self.layers: dict[str, str] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._buffer = b""
         self._lock = threading.Lock()
-        self._home = Path(tempfile.mkdtemp(prefix="ctxmem-warm-"))
+        self._dir: Path | None = None
         self._log: IO[bytes] | None = None
 
     @property
@@ -77,33 +112,54 @@ class WarmWorker:
     def pid(self) -> int | None:
         return self._proc.pid if self.alive and self._proc is not None else None
 
-    def _start(self) -> bool:
+    def _start(self) -> None:
+        from ctxmem.workloads.kernel import _seccomp
+        from ctxmem.workloads.kernel.sandbox import sandbox_env
+
         self._stop()
-        self._log = (self._home / "server.log").open("ab")
-        self._proc = subprocess.Popen(
-            [sys.executable, "-I", str(RUNNER), "--serve"],
-            cwd=self._home,
-            env=_child_env(self._home / "state"),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            preexec_fn=_limiter(self.limits),
-            start_new_session=True,
-        )
+        self._dir = Path(tempfile.mkdtemp(prefix="ctxmem-box-"))
+        self._log = tempfile.TemporaryFile(prefix="ctxmem-box-log-")  # noqa: SIM115
+        command = [os.path.realpath(sys.executable), "-I", "-B", str(RUNNER), "--serve",
+                   str(bwrap.ctxmem_root())]
+        pass_fds: tuple[int, ...] = ()
+        with tempfile.TemporaryFile() as bpf:
+            if self.sandboxed:
+                binary = bwrap.bwrap_path()
+                if binary is None:
+                    raise BoxError("bwrap disappeared")
+                _seccomp.sandbox_filter_bpf(bpf)
+                bpf.flush()
+                bpf.seek(0)
+                pass_fds = (bpf.fileno(),)
+                argv = bwrap.bwrap_argv(binary, self._dir, bpf.fileno(), [*command, "--sweep"])
+                env = sandbox_env(f"{bwrap.BOX}/.zygote", writable=False)
+            else:
+                argv = command
+                env = sandbox_env(str(self._dir / ".zygote"), writable=False)
+            self._proc = subprocess.Popen(
+                argv, cwd=self._dir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=self._log, pass_fds=pass_fds, start_new_session=True,
+                preexec_fn=_zygote_limits(self.limits.file_size_mb * 2**20),
+            )
         self._buffer = b""
         self.jobs_served = 0
         self.starts += 1
         line = self._readline(START_TIMEOUT_S)
-        if line is None:
-            self._stop()
-            return False
         try:
-            hello = json.loads(line)
+            hello = json.loads(line) if line is not None else {}
         except ValueError:
+            hello = {}
+        if not hello.get("ready"):
+            log = self._log_tail()
             self._stop()
-            return False
+            raise BoxError("the kernel sandbox did not start: " + (log or "no output"))
         self.import_seconds = hello.get("import_seconds")
-        return bool(hello.get("ready"))
+
+    def _log_tail(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read()[-2000:].decode("utf-8", "replace").strip()
 
     def _readline(self, timeout: float) -> bytes | None:
         assert self._proc is not None and self._proc.stdout is not None
@@ -136,59 +192,94 @@ class WarmWorker:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
     def close(self) -> None:
         with self._lock:
             self._stop()
 
-    def run(self, *, job_path: Path, result_path: Path, stdout_path: Path, stderr_path: Path,
-            env: dict[str, str], cwd: Path, timeout_s: float) -> WorkerReply | None:
-        """Run one job; ``None`` when the worker could not (the caller falls back)."""
+    def _new_folder(self) -> CheckFolder:
+        assert self._dir is not None
+        name = "c" + secrets.token_hex(8)
+        host = self._dir / name
+        host.mkdir(mode=0o700)
+        for sub in ("ws", "tmp", "home", "triton"):
+            (host / sub).mkdir()
+        fd = os.open(host, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        inside = f"{bwrap.BOX}/{name}" if self.sandboxed else str(host)
+        return CheckFolder(host=host, inside=inside, fd=fd)
+
+    def _empty(self) -> None:
+        """Remove everything in the box folder (rmtree does not follow links)."""
+        if self._dir is None:
+            return
+        for entry in os.scandir(self._dir):
+            path = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    def execute(self, make_request: Callable[[CheckFolder], dict[str, Any]],
+                collect: Callable[[CheckFolder, WorkerReply | None], T]) -> T:
+        """Run one request in a fresh check folder; ``collect`` sees the reply (None: the box died).
+
+        ``make_request`` writes the job into the folder and returns the request for the
+        zygote (kind, environment, limits, …).
+        """
         with self._lock:
-            if (not self.alive or self.jobs_served >= self.max_jobs) and not self._start():
-                return None
+            if not self.alive or self.jobs_served >= self.max_jobs:
+                self._start()
             assert self._proc is not None and self._proc.stdin is not None
-            request = {"job": str(job_path), "result": str(result_path),
-                       "stdout": str(stdout_path), "stderr": str(stderr_path),
-                       "env": env, "cwd": str(cwd), "timeout": timeout_s}
+            folder = self._new_folder()
             try:
-                self._proc.stdin.write(json.dumps(request).encode() + b"\n")
-                self._proc.stdin.flush()
-            except OSError:
-                self._stop()
-                return None
-            line = self._readline(timeout_s + REPLY_GRACE_S)
-            if line is None:
-                self._stop()
-                return None
-            self.jobs_served += 1
-            data: dict[str, Any] = json.loads(line)
-            reply = WorkerReply(returncode=int(data["returncode"]),
-                                timed_out=bool(data["timed_out"]), wall_s=float(data["wall_s"]))
-            if reply.timed_out or reply.returncode < 0:
-                self._stop()  # recycled: the next check starts a fresh server
-            return reply
+                message = {**make_request(folder), "dir": folder.inside,
+                           "timeout": self.limits.timeout_s}
+                line = None
+                try:
+                    self._proc.stdin.write(json.dumps(message).encode() + b"\n")
+                    self._proc.stdin.flush()
+                    line = self._readline(self.limits.timeout_s + REPLY_GRACE_S)
+                except OSError:
+                    line = None
+                reply = None
+                if line is not None:
+                    data = json.loads(line)
+                    reply = WorkerReply(returncode=int(data["returncode"]),
+                                        timed_out=bool(data["timed_out"]),
+                                        wall_s=float(data["wall_s"]),
+                                        leftovers_killed=int(data.get("leftovers_killed", 0)))
+                    self.jobs_served += 1
+                else:
+                    self._stop()  # hung or dead: the whole namespace goes with it
+                return collect(folder, reply)
+            finally:
+                os.close(folder.fd)
+                self._empty()
 
 
-_WORKERS: dict[SandboxLimits, WarmWorker] = {}
-_WORKERS_LOCK = threading.Lock()
+_BOXES: dict[tuple[SandboxLimits, bool], Box] = {}
+_BOXES_LOCK = threading.Lock()
 
 
-def shared_worker(limits: SandboxLimits) -> WarmWorker:
-    """The process-wide warm worker for ``limits``."""
-    with _WORKERS_LOCK:
-        worker = _WORKERS.get(limits)
-        if worker is None:
-            worker = _WORKERS[limits] = WarmWorker(limits)
-        return worker
+def shared_box(limits: SandboxLimits, *, sandboxed: bool = True) -> Box:
+    """The process-wide warm box for ``limits``."""
+    with _BOXES_LOCK:
+        box = _BOXES.get((limits, sandboxed))
+        if box is None:
+            box = _BOXES[(limits, sandboxed)] = Box(limits, sandboxed=sandboxed)
+        return box
 
 
 def close_all() -> None:
-    """Stop every warm worker of this process (also registered with ``atexit``)."""
-    with _WORKERS_LOCK:
-        workers = list(_WORKERS.values())
-    for worker in workers:
-        worker.close()
+    """Stop every box of this process (also registered with ``atexit``)."""
+    with _BOXES_LOCK:
+        boxes = list(_BOXES.values())
+    for box in boxes:
+        box.close()
 
 
 atexit.register(close_all)
