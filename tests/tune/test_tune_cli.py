@@ -45,6 +45,18 @@ def test_cost_on_a_stored_session_json(tmp_path: Path) -> None:
     assert data["reports"][1]["dollars"] < data["reports"][0]["dollars"]
 
 
+def test_a_note_shared_by_every_preset_is_said_once(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    with SQLiteStore(db) as store:
+        session = Session.create(store, tokenizers=["o200k_base"])
+        session.record_many(synthetic_session(12, seed=4, output_scale=0.3))  # one bulk write: no spacing
+    code, out, err = run("tune", "cost", "--session", session.id, "--db", str(db), "--presets",
+                         "dump-1m,window-32k,masking-200k")
+    assert code == 0, err
+    notes = [line for line in out.splitlines() if line.startswith("note")]
+    assert notes == ["note: recorded timestamps carry no spacing (bulk import?): assumed a pace instead"], out
+
+
 def test_cost_table_on_a_synthetic_session() -> None:
     code, out, err = run("tune", "cost", "--synthetic", "30", "--presets", "dump-1m,masking-turns-128k",
                          "--caching", "on", "--pace", "5")

@@ -115,9 +115,14 @@ def cost_cmd(
     click.echo(table(rows, ["preset", "tokens sent", "cache read", "cache write", "hit", "peak", "compactions",
                             "dollars", "growth", "note"]))
     click.echo("growth: exponent k of cumulative tokens sent ∝ turns^k over the second half (2 = quadratic)")
+    # A note that applies to every preset (the pace assumed for a bulk import, a model
+    # without a prompt cache) is said once, not once per row.
+    said: dict[str, list[str]] = {}
     for r in reports:
         for n in r.notes:
-            click.echo(f"note ({r.label}): {n}")
+            said.setdefault(n, []).append(r.label)
+    for n, labels in said.items():
+        click.echo(f"note: {n}" if len(labels) == len(reports) else f"note ({', '.join(labels)}): {n}")
 
 
 @tune.command("sweep")
