@@ -31,6 +31,18 @@ def kernel() -> None:
     """The kernel-optimization workload (Triton extend attention on SIMX-1)."""
 
 
+def require_kernel_deps() -> None:
+    """Stop before starting when the kernel extras are missing: without torch and triton
+    every correctness check would fail and the run would score 0 with no warning."""
+    import importlib.util
+
+    from ctxmem.errors import MissingDependencyError
+
+    for package in ("torch", "triton", "numpy"):
+        if importlib.util.find_spec(package) is None:
+            raise MissingDependencyError(package, "kernels", "The kernel workload (its checks run the Triton interpreter)")
+
+
 def _rows(results: list[Any], label: str) -> str:
     from ctxmem.workloads.kernel.scores import TABLE_COLUMNS, table_row
 
@@ -64,6 +76,7 @@ def _progress_runner(label: str, fn: Any, total: int) -> Any:
 def run_cmd(policy: str, seed: int, mode: str, preset: str, device: str, scale: str, max_calls: int | None,
             window: int | None, model: str | None, db_path: str, as_json: bool) -> None:
     """Run the workload once, record the session, print its scores."""
+    require_kernel_deps()
     from ctxmem.store import SQLiteStore
     from ctxmem.workloads.kernel.policy import parse_mode
     from ctxmem.workloads.kernel.run import DEFAULT_MAX_CALLS, run_llm, run_scripted
@@ -121,6 +134,7 @@ DEFAULT_PRESETS = "dump-truncate-200k,window-200k,masking-200k,pipeline-200k"
 def compare_cmd(presets: str, seed: int, mode: str, reference: str, scale: str, max_calls: int | None,
                 window: int | None, db_path: str, as_json: bool) -> None:
     """Reference rows (oracle, amnesic-K) and one row per preset, same seed, scale and window."""
+    require_kernel_deps()
     from ctxmem.store import SQLiteStore
     from ctxmem.workloads.kernel.policy import parse_mode
     from ctxmem.workloads.kernel.run import COMPARE_WINDOW, DEFAULT_MAX_CALLS, run_scripted
