@@ -54,7 +54,10 @@ def test_each_retriever_alone_and_exclusion(tmp_path: Path) -> None:
             top = r.search(PLANTED_QUESTION, k=3)
             assert top[0].document.tool_use_id == "toolu_planted" and top[0].sources == (source,)
             excluded = r.search(PLANTED_QUESTION, k=3, exclude={top[0].event_id})
-            assert all(h.event_id != top[0].event_id for h in excluded) and len(excluded) == 3
+            # the same ranking without the excluded output (lexical scores only the query's
+            # selective terms, so fewer than k outputs may match at all)
+            wider = [h.document.key for h in r.search(PLANTED_QUESTION, k=4) if h.event_id != top[0].event_id]
+            assert excluded and [h.document.key for h in excluded] == wider[:3]
         with pytest.raises(ConfigError, match="dense or a lexical"):
             HybridRetriever(None, lexical="none")
         with pytest.raises(ConfigError, match="SQLiteStore"):

@@ -202,3 +202,106 @@ def test_totals_cost_the_same_queries_whatever_the_history_length(sqlite_store: 
     short, long = statements_for_totals(2), statements_for_totals(300)
     assert len(short) == len(long) <= 4
     assert not any("RECURSIVE" in q for q in long)
+
+
+# --------------------------------------------------------------------------- chain membership
+
+
+def _result(i: int, text: str) -> list[Message]:
+    return [
+        Message("assistant", (ToolUseBlock(f"t{i}", "read_file", {"path": f"f{i}"}),)),
+        Message("user", (ToolResultBlock(f"t{i}", text),)),
+    ]
+
+
+def _walk(store: SQLiteStore, session_id: str) -> list[int]:
+    """The chain by parent pointers, the slow reference the membership ranges must match."""
+    head = store.get_session(session_id).head_event_id
+    out = []
+    while head is not None:
+        out.append(head)
+        head = store.conn.execute("SELECT parent_id FROM events WHERE id = ?", (head,)).fetchone()[0]
+    return sorted(out)
+
+
+def test_search_membership_follows_forks_and_rewinds_without_walking_the_chain(sqlite_store: SQLiteStore) -> None:
+    a = Session.create(sqlite_store)
+    a.record_many(_result(0, "alpha zeta") + _result(1, "beta zeta"))
+    b = a.fork(a.events()[1].id)  # after "alpha": b shares it, not "beta"
+    b.record_many(_result(2, "gamma zeta"))
+    a.record_many(_result(3, "delta zeta"))
+    rewound_to = a.events()[3].id  # a keeps alpha and beta, drops delta
+    a.rewind(rewound_to)
+    a.record_many(_result(4, "epsilon zeta"))
+    c = b.fork(b.events()[-1].id)
+    c.rewind(c.events()[1].id)  # back into a's part
+    c.record_many(_result(5, "eta zeta"))
+    expect = {a.id: ["t0", "t1", "t4"], b.id: ["t0", "t2"], c.id: ["t0", "t5"]}
+    for s in (a, b, c):
+        assert [e.id for e in s.events()] == _walk(sqlite_store, s.id)
+        seen: list[str] = []
+        sqlite_store.conn.set_trace_callback(seen.append)
+        try:
+            hits = sqlite_store.search("zeta", session_id=s.id, limit=50)
+        finally:
+            sqlite_store.conn.set_trace_callback(None)
+        assert sorted(h.tool_use_id or "" for h in hits) == expect[s.id]
+        assert not any("RECURSIVE" in q for q in seen)
+        assert {u.id for u in sqlite_store.pending_tool_uses(s.id)} == set()
+    with pytest.raises(Exception, match="no event"):
+        c.rewind(a.events()[-1].id)  # "epsilon" is a's, never in c's chain
+
+
+def test_a_store_forked_before_membership_gets_its_chains_backfilled(db_path: Path) -> None:
+    # Build a file with every migration up to m006, fork and rewind through raw SQL (the
+    # old code paths), then let the current store migrate it.
+    from ctxmem.store.migrations import _script, split_runs
+
+    with SQLiteStore(db_path) as s:
+        a = Session.create(s)
+        a.record_many(_result(0, "alpha") + _result(1, "beta") + _result(2, "gamma"))
+        ids = [e.id for e in a.events()]
+        b = a.fork(ids[3])
+        b.record_many(_result(3, "delta"))
+        a.rewind(ids[1])
+        a.record_many(_result(4, "epsilon"))
+        want = {x.id: [e.id for e in x.events()] for x in (a, b)}
+        # forget the membership, as a file written before m007 would lack it
+        s.conn.execute("DELETE FROM chain_segments")
+        s.conn.execute("UPDATE sessions SET tail_floor = 0")
+        s.conn.execute("DELETE FROM _ctxmem_migrations WHERE name = 'm007_chain_segments'")
+        s.conn.execute("DROP TABLE chain_segments")
+        s.conn.execute("ALTER TABLE sessions DROP COLUMN tail_floor")
+        assert split_runs(s.conn, []) == [] and callable(_script)
+    with SQLiteStore(db_path) as s:
+        for sid, chain in want.items():
+            assert [e.id for e in Session.open(s, sid).events()] == chain == _walk(s, sid)
+        assert [h.tool_use_id for h in s.search("epsilon", session_id=a.id)] == ["t4"]
+        assert s.search("delta", session_id=a.id) == []
+
+
+def test_search_snippets_only_when_asked(sqlite_store: SQLiteStore) -> None:
+    s = Session.create(sqlite_store)
+    s.record_many(_result(0, "the shared memory limit is 101376 bytes"))
+    [hit] = sqlite_store.search('"shared"', session_id=s.id)
+    assert "[shared]" in hit.snippet
+    [bare] = sqlite_store.search('"shared"', session_id=s.id, snippets=False)
+    assert bare.snippet == "" and (bare.event_id, bare.score) == (hit.event_id, hit.score)
+
+
+def test_document_frequencies_are_a_function_of_the_file(db_path: Path) -> None:
+    from ctxmem.store.sqlite import _epoch_floor
+
+    grid = [_epoch_floor(n) for n in range(0, 2000)]
+    assert grid == sorted(grid) and all(b <= n for n, b in enumerate(grid)) and grid[100] < 100
+    with SQLiteStore(db_path) as s:
+        sess = Session.create(s)
+        for i in range(120):
+            sess.record_many(_result(i, f"common word{i % 7} rare{i}"))
+        n, df = s.document_frequencies(["common", "WORD3", "rare5", "absent"])
+        assert 100 < n <= 120  # outputs up to the epoch boundary (tool inputs are not indexed)
+        assert df == {"common": n, "word3": sum(1 for i in range(n) if i % 7 == 3), "rare5": 1, "absent": 0}
+        sess.record_many(_result(120, "common rare5"))
+        after = s.document_frequencies(["rare5", "common"])
+    with SQLiteStore(db_path) as fresh:  # a fresh process gets the same answer
+        assert fresh.document_frequencies(["rare5", "common"]) == after

@@ -142,6 +142,7 @@ class HybridRetriever:
         self._bm25 = BM25Index() if self.lexical == "bm25" else None
         self._inactive: set[int] = set()  # positions of chunks outside the current chain
         self._query_memo: dict[str, Any] = {}
+        self._chunk_terms: dict[int, frozenset[str]] = {}  # position -> its terms (see _best_chunk)
 
     @classmethod
     def for_session(cls, session: SessionLike, embedder: Embedder | str | None = "auto", **options: Any) -> HybridRetriever:
@@ -234,7 +235,7 @@ class HybridRetriever:
         qterms = list(dict.fromkeys(terms(query)))
         out: list[tuple[int, float]] = []
         limit = k + len(exclude)  # the store already restricts hits to the session's chain
-        for hit in fts_event_hits(self.store, query, session_id=self.session_id, limit=limit):
+        for hit in fts_event_hits(self.store, query, session_id=self.session_id, limit=limit, snippets=False):
             positions = self._by_event.get(hit.event_id)
             if not positions or positions[0] in hidden:
                 continue  # not indexed yet (call update()), or excluded
@@ -248,7 +249,11 @@ class HybridRetriever:
             return positions[0]
 
         def matched(pos: int) -> int:
-            words = set(terms(self._docs[pos].text))
+            words = self._chunk_terms.get(pos)
+            if words is None:  # memoized: the same outputs are hit turn after turn
+                if len(self._chunk_terms) > 4096:
+                    self._chunk_terms.clear()
+                words = self._chunk_terms[pos] = frozenset(terms(self._docs[pos].text))
             return sum(1 for t in qterms if t in words)
 
         return max(positions, key=lambda p: (matched(p), -p))
@@ -259,9 +264,10 @@ class HybridRetriever:
         if k < 1:
             raise InputError("k must be at least 1", field="k")
         n = max(k, self.candidates)
-        if self.embedder is None and self._bm25 is not None:
+        if self.embedder is None:
             # One ranking: fusion keeps its order (scores 1/(rrf_k + rank) strictly fall), and
-            # BM25's top k is a prefix of its top n, so the k best need only k candidates.
+            # the lexical top k (BM25 or FTS5) is a prefix of its top n, so the k best need
+            # only k candidates.
             n = k
         dense = self.dense_search(query, n, exclude=exclude)
         lexical = self.lexical_search(query, n, exclude=exclude)

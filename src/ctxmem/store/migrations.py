@@ -138,6 +138,64 @@ def m006_drop_unused_event_indexes(conn: sqlite3.Connection) -> None:
     conn.execute("DROP INDEX IF EXISTS events_tool_use")
 
 
+@migration
+def m007_chain_segments(conn: sqlite3.Connection) -> None:
+    # Per-session chain membership a query joins on the events_session index instead of
+    # walking parent pointers: a session-restricted FTS search on a 1M-token session took
+    # 1,160 ms with the recursive chain join, 10 ms with membership by range.
+    # A session's chain is the union of its frozen segments (written at fork and rewind,
+    # the chain's prefix then) and its own tail: its events with tail_floor < id <= head.
+    _script(conn,
+        """
+        CREATE TABLE chain_segments (
+            session_id TEXT NOT NULL,         -- the session whose chain this segment is part of
+            seg_session TEXT NOT NULL,        -- every event written by this session ...
+            lo INTEGER NOT NULL,              -- ... with lo <= id ...
+            hi INTEGER NOT NULL,              -- ... and id <= hi is in the chain
+            PRIMARY KEY (session_id, lo)
+        ) WITHOUT ROWID;
+        ALTER TABLE sessions ADD COLUMN tail_floor INTEGER NOT NULL DEFAULT 0; -- own events above this id (up to the head) are the chain's tail
+        """
+    )
+    # Sessions already forked or rewound: their whole chain becomes frozen segments (runs of
+    # one writer's events holding no event of that writer outside the chain).
+    top = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+    rows = conn.execute("SELECT id, head_event_id FROM sessions WHERE linear = 0").fetchall()
+    for sid, head in rows:
+        conn.execute("UPDATE sessions SET tail_floor = ? WHERE id = ?", (top, sid))
+        if head is None:
+            continue
+        chain = conn.execute(
+            "WITH RECURSIVE chain(id) AS (SELECT ? UNION ALL SELECT e.parent_id FROM events e "
+            "JOIN chain ON e.id = chain.id WHERE e.parent_id IS NOT NULL) "
+            "SELECT e.session_id, e.id FROM chain JOIN events e ON e.id = chain.id ORDER BY e.id",
+            (head,),
+        ).fetchall()
+        for seg_session, lo, hi in split_runs(conn, chain):
+            conn.execute(
+                "INSERT INTO chain_segments (session_id, seg_session, lo, hi) VALUES (?, ?, ?, ?)",
+                (sid, seg_session, lo, hi),
+            )
+
+
+def split_runs(conn: sqlite3.Connection, chain: list[tuple[str, int]]) -> list[tuple[str, int, int]]:
+    """Segments ``(writer, lo, hi)`` covering exactly the chain ``[(writer, id), ...]``
+    (ascending ids): a run of one writer is split where that writer has an event between
+    two consecutive chain events (a rewound-away event)."""
+    out: list[tuple[str, int, int]] = []
+    for writer, eid in chain:
+        if out and out[-1][0] == writer:
+            last = out[-1][2]
+            gap = conn.execute(
+                "SELECT 1 FROM events WHERE session_id = ? AND id > ? AND id < ? LIMIT 1", (writer, last, eid)
+            ).fetchone()
+            if gap is None:
+                out[-1] = (writer, out[-1][1], eid)
+                continue
+        out.append((writer, eid, eid))
+    return out
+
+
 def _script(conn: sqlite3.Connection, sql: str) -> None:
     # executescript() would COMMIT the caller's transaction; run statement by statement.
     buf = ""
