@@ -1,42 +1,59 @@
-"""Context suite: building a 200K context from a 1M-token, ~2,400-message tool-heavy history.
+"""Context suite: every preset building the next context over a real SQLite session.
 
-Peers, in the same run:
+The path timed is the one an :class:`~ctxmem.Agent` runs: a 1M-token, ~2,400-message
+tool-heavy session is imported into a SQLite file (``import_jsonl``, as ``ctxmem sessions
+import`` does); each preset gets its own copy of that file, opens it
+(:meth:`~ctxmem.config.Preset.builder` → ``builder.history(session)``, the stored counts),
+builds once (the *cold* first build), then runs turns of "record one round (assistant
+tool call + its result) into the session, extend the history with the recorded event ids,
+build the next context with the session attached" — so retrieval searches the store's
+FTS5 index restricted to the session, compactions are recorded into it, recall reads it.
 
-* **LangChain** ``trim_messages(strategy="last")`` with a tiktoken per-message counter
-  (the issue's reference: about 1.6 s per call here) — it re-counts every message on
-  every call.
-* **naive** — what a loop without ctxmem does: recount the whole history with tiktoken
-  every turn and drop the oldest messages until it fits.
+Peers, in the same process, **alternating turn by turn** with the presets (load on a
+shared machine hits every contender alike):
 
-ctxmem's figure is the median per-turn build while the history grows one turn at a time
-(the steady state of an agent loop: counts are cached, boundaries move only at
-compactions), plus a whole-session replay: one build at every turn from the first.
+* **LangChain** ``trim_messages(strategy="last")`` with an exact tiktoken counter: it
+  re-counts every message on every call (the issue's reference);
+* the same with a **5-line memoized counter** (per message object), what a competent user
+  writes — beating the first is easy, this one is the real bar.
+
+Every built context is checked outside the timing: it must fit the preset's budget as
+recounted from scratch by its tokenizer (``count_messages``, not the strategy's own
+report) and pass :func:`~ctxmem.messages.validate_conversation` (every ``tool_use`` with
+its result). The notes give the violation counts, the cold first build and the session
+load (``builder.history``) time.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
+import tempfile
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from benchmarks._harness import Row, timed
-from ctxmem.config import load_preset
-from ctxmem.context import BuildRequest, History
+from benchmarks._harness import Row
+from ctxmem.config import available_presets, load_preset
+from ctxmem.errors import ContextOverflowError
 from ctxmem.messages import (
     Message,
     TextBlock,
     ThinkingBlock,
     ToolResultBlock,
     ToolUseBlock,
-    message_texts,
+    validate_conversation,
 )
 from ctxmem.samples import synthetic_session
-from ctxmem.tokens import Budget, get_tokenizer
+from ctxmem.tokens import count_messages, get_tokenizer
 
-PRESETS = ("window-200k", "masking-200k", "pipeline-200k", "summarize-128k")
+TOKENIZER = "o200k_base"
 
 
-def _to_langchain(msgs: list[Message]) -> list[Any]:
+def _to_langchain(msgs: Sequence[Message]) -> list[Any]:
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
     out: list[Any] = []
@@ -56,21 +73,109 @@ def _to_langchain(msgs: list[Message]) -> list[Any]:
     return out
 
 
-def run(quick: bool = False) -> list[Row]:
+@dataclass
+class Contender:
+    """One preset on its own copy of the session: builder, session, history, timings."""
+
+    name: str
+    builder: Any
+    session: Any
+    store: Any
+    history: Any
+    load_s: float
+    cold_s: float
+    turns: list[float] = field(default_factory=list)
+    over_budget: int = 0
+    unpaired: int = 0
+    checked: int = 0
+
+    def check(self, built: Any, tok: Any) -> None:
+        self.checked += 1
+        budget = self.builder.budget
+        if sum(c.total for c in count_messages(built.messages, tok)) > budget.available:
+            self.over_budget += 1
+        try:
+            validate_conversation(built.messages)
+        except Exception:
+            self.unpaired += 1
+
+    def turn(self, pair: Sequence[Message]) -> Any:
+        ids = [self.session.record(m) for m in pair]
+        self.history.extend(list(pair), event_ids=ids)
+        t0 = time.perf_counter()
+        built = self.builder.build(self.history, session=self.session)
+        self.turns.append(time.perf_counter() - t0)
+        return built
+
+
+def import_session(msgs: Sequence[Message], db: Path) -> str:
+    """Import ``msgs`` as JSONL into a fresh SQLite file, the way ``sessions import`` does."""
+    import json
+
+    from ctxmem.jsonl import import_jsonl
+    from ctxmem.messages import to_anthropic
+    from ctxmem.store import SQLiteStore
+
+    data = "\n".join(json.dumps(o, ensure_ascii=False) for o in to_anthropic(msgs)).encode()
+    with SQLiteStore(db) as store:
+        return import_jsonl(store, data, tokenizers=[TOKENIZER]).id
+
+
+def open_contender(name: str, base_db: Path, session_id: str, tmp: Path) -> Contender | str:
+    """A preset over its own copy of the imported session, loaded and built once (cold).
+    Returns a one-line reason instead when the preset refuses the session."""
+    from ctxmem.session import Session
+    from ctxmem.store import SQLiteStore
+
+    db = tmp / f"{name}.db"
+    shutil.copy(base_db, db)
+    preset = load_preset(name)
+    builder = preset.builder()
+    store = SQLiteStore(db)
+    session = Session.open(store, session_id)
+    t0 = time.perf_counter()
+    history = builder.history(session)
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    try:
+        built = builder.build(history, session=session)
+    except ContextOverflowError as exc:
+        store.close()
+        return f"refuses a {history.total / 1e6:.2f}M-token session: ContextOverflowError({exc.needed}, {exc.available})"
+    cold_s = time.perf_counter() - t0
+    c = Contender(name, builder, session, store, history, load_s, cold_s)
+    c.check(built, get_tokenizer(builder.tokenizer))
+    return c
+
+
+def run_turns(
+    contenders: Sequence[Contender],
+    extra: Sequence[Message],
+    peers: dict[str, Callable[[Sequence[Message]], None]],
+) -> dict[str, list[float]]:
+    """Alternate: for each round, every contender then every peer takes its turn."""
+    peer_times: dict[str, list[float]] = {p: [] for p in peers}
+    toks = {c.name: get_tokenizer(c.builder.tokenizer) for c in contenders}
+    for k in range(0, len(extra) - 1, 2):
+        pair = extra[k : k + 2]
+        for c in contenders:
+            built = c.turn(pair)
+            c.check(built, toks[c.name])
+        for name, step in peers.items():
+            t0 = time.perf_counter()
+            step(pair)
+            peer_times[name].append(time.perf_counter() - t0)
+    return peer_times
+
+
+def langchain_peers(base: Sequence[Message], max_tokens: int) -> dict[str, Callable[[Sequence[Message]], None]]:
+    """``trim_messages`` with an exact tiktoken counter, and with that counter memoized."""
     import tiktoken
     from langchain_core.messages import BaseMessage, trim_messages
 
-    turns = 150 if quick else 1200
-    msgs = synthetic_session(turns, seed=11, output_scale=1.16)
-    tok = get_tokenizer("o200k_base")
-    enc = tiktoken.get_encoding("o200k_base")
-    window = 25_000 if quick else 200_000
-    rows: list[Row] = []
+    enc = tiktoken.get_encoding(TOKENIZER)
 
-    # LangChain peer: trim_messages with a tiktoken per-message counter.
-    lc_msgs = _to_langchain(msgs)
-
-    def lc_count(batch: list[BaseMessage]) -> int:
+    def exact(batch: Sequence[BaseMessage]) -> int:
         n = 0
         for m in batch:
             content = m.content if isinstance(m.content, str) else str(m.content)
@@ -79,49 +184,68 @@ def run(quick: bool = False) -> list[Row]:
                 n += len(enc.encode_ordinary(str(call["args"]))) + len(enc.encode_ordinary(call["name"]))
         return n
 
-    def lc_trim() -> None:
-        trim_messages(lc_msgs, max_tokens=int(window * 0.9), token_counter=lc_count, strategy="last", start_on="human",
-                      include_system=False, allow_partial=False)
+    # The 5-line memoized counter a competent user writes (messages are never mutated).
+    memo: dict[int, int] = {}
 
-    lc_s = timed(lc_trim, repeat=1 if not quick else 2)
+    def memoized(batch: Sequence[BaseMessage]) -> int:
+        for m in batch:
+            if id(m) not in memo:
+                memo[id(m)] = exact([m])
+        return sum(memo[id(m)] for m in batch)
 
-    # Naive peer: recount everything, drop oldest until it fits.
-    def naive() -> None:
-        counts = [3 + sum(len(enc.encode_ordinary(t)) for t in message_texts(m)) for m in msgs]
-        total, i = sum(counts), 1
-        while total > window * 0.9 and i < len(counts):
-            total -= counts[i]
-            i += 1
+    def peer(counter: Callable[[Sequence[BaseMessage]], int]) -> Callable[[Sequence[Message]], None]:
+        msgs = _to_langchain(base)
 
-    naive_s = timed(naive, repeat=2)
+        def step(pair: Sequence[Message]) -> None:
+            msgs.extend(_to_langchain(pair))  # the loop appends the new round, then trims
+            trim_messages(msgs, max_tokens=max_tokens, token_counter=counter, strategy="last", start_on="human",
+                          include_system=False, allow_partial=False)
 
-    # ctxmem: per-turn builds as the history grows (steady state), and a whole replay.
-    grow = 40 if quick else 100
-    for preset_name in PRESETS:
-        preset = load_preset(preset_name)
-        budget = Budget(window, preset.budget().reserve_output if not quick else 2000, preset.budget().threshold)
-        strategy = preset.strategy()
-        history = History.from_messages(msgs[: len(msgs) - 2 * grow], tok)
-        strategy.build(BuildRequest(history, budget))  # first build fills per-history caches
-        times = []
-        for k in range(grow):
-            start = len(msgs) - 2 * grow + 2 * k
-            history.extend(msgs[start : start + 2])
-            t0 = time.perf_counter()
-            strategy.build(BuildRequest(history, budget))
-            times.append(time.perf_counter() - t0)
-        per_turn = statistics.median(times)
-        rows.append(Row("context", f"{preset_name}: per-turn build", per_turn, "LangChain trim_messages", lc_s, "s",
-                        "≤ 1 ms, ≥ 1000× faster", note=f"naive recount {naive_s * 1000:.0f} ms"))
+        return step
 
-        # Whole-session replay: a build at every turn, counting each message once.
-        fresh = load_preset(preset_name).strategy()
-        replay_history = History.from_messages(msgs[:1], tok)
-        t0 = time.perf_counter()
-        for i in range(1, len(msgs), 2):
-            replay_history.extend(msgs[i : i + 2])
-            fresh.build(BuildRequest(replay_history, budget))
-        replay_s = time.perf_counter() - t0
-        rows.append(Row("context", f"{preset_name}: replay {len(msgs) // 2} turns", replay_s, "naive × turns",
-                        naive_s * (len(msgs) // 2), "s", "≤ 3 s", note="includes counting each message once"))
+    return {"trim_messages (exact counter)": peer(exact), "trim_messages (memoized counter)": peer(memoized)}
+
+
+def run(quick: bool = False) -> list[Row]:
+    turns = 150 if quick else 1200
+    grow = 10 if quick else 50
+    msgs = synthetic_session(turns + grow, seed=11, output_scale=1.16)
+    base, extra = msgs[: len(msgs) - 2 * grow], msgs[len(msgs) - 2 * grow :]
+    presets = sorted(available_presets())
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        base_db = tmp / "base.db"
+        sid = import_session(base, base_db)
+        contenders: list[Contender] = []
+        refused: dict[str, str] = {}
+        for name in presets:
+            got = open_contender(name, base_db, sid, tmp)
+            if isinstance(got, str):
+                refused[name] = got
+            else:
+                contenders.append(got)
+        window = load_preset("window-200k").builder().budget.available
+        peers = langchain_peers(base, window)
+        peer_times = run_turns(contenders, extra, peers)
+        lc_exact = statistics.median(peer_times["trim_messages (exact counter)"])
+        lc_memo = statistics.median(peer_times["trim_messages (memoized counter)"])
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        total = contenders[0].history.total if contenders else 0
+        for c in contenders:
+            per_turn = statistics.median(c.turns)
+            note = (f"vs memoized trim_messages {per_turn / lc_memo:.2g}× ({lc_memo * 1000:.2f} ms); "
+                    f"cold first build {c.cold_s * 1000:.0f} ms, session load {c.load_s * 1000:.0f} ms; "
+                    f"{c.over_budget} over budget, {c.unpaired} unpaired in {c.checked} builds; "
+                    f"max {max(c.turns) * 1000:.1f} ms; {total / 1e6:.2f}M tokens, load avg {load:.1f}")
+            rows.append(Row("context", f"{c.name}: session-backed per-turn build", per_turn,
+                            "trim_messages (exact counter)", lc_exact, "s", "≤ 2 ms", note=note))
+            rows.append(Row("context", f"{c.name}: cold first build", c.cold_s, "trim_messages (exact counter)",
+                            lc_exact, "s", "≤ 150 ms", note=f"session load {c.load_s * 1000:.0f} ms before it"))
+            c.store.close()
+        for name, why in refused.items():
+            rows.append(Row("context", f"{name}: session-backed", float("nan"), "—", float("nan"), "s", note=why))
+        rows.append(Row("context", "trim_messages (memoized counter) per turn", lc_memo,
+                        "trim_messages (exact counter)", lc_exact, "s",
+                        note="the peer's own best: a 5-line per-message memo"))
     return rows
