@@ -15,6 +15,7 @@ from ctxmem.cli._common import CtxmemGroup
 from ctxmem.cli.context import context
 from ctxmem.cli.demo import demo
 from ctxmem.cli.evals import eval_group
+from ctxmem.cli.mcp import mcp
 from ctxmem.cli.sessions import sessions
 from ctxmem.cli.strategies import strategies
 from ctxmem.cli.tune import tune
@@ -34,6 +35,7 @@ cli.add_command(tune)
 cli.add_command(eval_group)
 cli.add_command(workload)
 cli.add_command(demo)
+cli.add_command(mcp)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -1,0 +1,177 @@
+"""What every integration shares: opening a store, and building a preset's context for a loop.
+
+**Stores.** An integration takes a store object (anything implementing
+:class:`~ctxmem.store.SessionStore`), a path to a SQLite file, or a URL: ``sqlite:///path``
+(``sqlite:////abs/path``), ``sqlite://:memory:`` or ``memory://`` for a throwaway store.
+
+**Building for someone else's loop.** ctxmem's strategies require the history to end with
+a user turn (a request always does). A host loop such as the Agents SDK asks for the
+history *before* it appends the new user input, so the stored history usually ends with
+the previous run's final assistant reply. :class:`LoopBuilder` builds such a history as:
+the strategy's context over everything up to the last user turn, under a budget reduced by
+the size of the trailing assistant reply, followed by that reply verbatim (it is the most
+recent turn; any strategy keeps it). No synthetic message is ever inserted. A trailing
+assistant turn with *unanswered* tool calls cannot be sent to any provider and raises
+:class:`~ctxmem.errors.InvalidConversationError`.
+
+The strategy and its per-history caches live as long as the builder; the History is
+extended incrementally while the stored chain only grows, and rebuilt after a rewind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ctxmem.config import Preset, load_preset
+from ctxmem.context import BuildRequest, BuiltContext, History
+from ctxmem.errors import ConfigError, InvalidConversationError
+from ctxmem.messages import Message, ToolSpec
+from ctxmem.session import Session
+from ctxmem.store.base import SessionStore
+from ctxmem.tokens import Budget
+
+
+def open_store(store: SessionStore | str | os.PathLike[str]) -> SessionStore:
+    """A store object as is; a path or ``sqlite:///``/``memory://`` URL opened (see module doc)."""
+    if not isinstance(store, str | os.PathLike):
+        if not all(hasattr(store, m) for m in ("append", "chain", "create_session", "rewind")):
+            raise ConfigError(
+                f"store must be a SessionStore, a SQLite path or a store URL, got {type(store).__name__}",
+                field="store",
+            )
+        return store
+    text = os.fspath(store)
+    from ctxmem.store import MemoryStore, SQLiteStore
+
+    if text in ("memory://", "sqlite://:memory:", ":memory:"):
+        return MemoryStore() if text == "memory://" else SQLiteStore(":memory:")
+    if "://" in text:
+        scheme, _, rest = text.partition("://")
+        if scheme != "sqlite":
+            raise ConfigError(
+                f"unsupported store URL scheme {scheme!r}; use sqlite:///path/to/file.db or memory://",
+                field="store",
+            )
+        # sqlite:///rel.db → rel.db ; sqlite:////abs.db → /abs.db
+        path = rest[1:] if rest.startswith("/") else rest
+        text = path
+    Path(text).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteStore(str(Path(text).expanduser()))
+
+
+def open_or_create(store: SessionStore, session_id: str, **create: Any) -> Session:
+    """The session with this id, created (with ``create`` keyword arguments) when missing."""
+    from ctxmem.errors import SessionNotFoundError
+
+    try:
+        return Session.open(store, session_id)
+    except SessionNotFoundError:
+        return Session.create(store, session_id=session_id, **create)
+
+
+def resolve_preset(preset: Preset | str | os.PathLike[str] | None) -> Preset | None:
+    if preset is None or isinstance(preset, Preset):
+        return preset
+    return load_preset(preset)
+
+
+@dataclass
+class LoopBuild:
+    """A build for a host loop: the built context, plus the verbatim trailing assistant turn."""
+
+    built: BuiltContext
+    history: History
+    #: the trailing assistant message appended after the built context (None if none)
+    tail: Message | None
+    #: index of ``tail`` in the stored messages
+    tail_index: int | None
+
+    @property
+    def messages(self) -> list[Message]:
+        return [*self.built.messages, *([self.tail] if self.tail is not None else [])]
+
+
+class LoopBuilder:
+    """Builds a preset's context over a session for a host loop (see the module docstring)."""
+
+    def __init__(
+        self,
+        preset: Preset,
+        *,
+        context_window: int | None = None,
+        tokenizer: str | None = None,
+        system: str | None = None,
+        tools: Sequence[ToolSpec] = (),
+        record: bool = True,
+        **deps: Any,
+    ):
+        self.preset = preset
+        self.strategy = preset.strategy(**deps)
+        self.budget = preset.budget(context_window)
+        self.tokenizer = tokenizer or preset.model.tokenizer
+        self.system = system
+        self.tools = tuple(tools)
+        self.record = record
+        self._history: History | None = None
+
+    def _history_for(self, messages: list[Message], ids: list[tuple[int, ...]]) -> History:
+        h = self._history
+        n = len(h) if h is not None else 0
+        # the stored chain only grew since the last build: count just the new messages (the
+        # last messages' event ids match; a rewind or a grown last message changes them)
+        if h is not None and n <= len(messages) and all(
+            h.event_ids[i] == ids[i] and h.messages[i] == messages[i] for i in range(max(0, n - 3), n)
+        ):
+            h.extend(messages[n:], event_ids=ids[n:])
+            return h
+        h = History.from_messages(messages, self.tokenizer, event_ids=ids)
+        self._history = h
+        return h
+
+    def build(self, session: Session | None, messages: Sequence[Message],
+              event_ids: Sequence[Sequence[int]] | None = None, *, system: str | None = None) -> LoopBuild:
+        msgs = list(messages)
+        ids: list[tuple[int, ...]] = [tuple(e) for e in event_ids] if event_ids is not None else [() for _ in msgs]
+        tail: Message | None = None
+        tail_index: int | None = None
+        budget: Budget = self.budget
+        if msgs and msgs[-1].role == "assistant":
+            last = msgs[-1]
+            if last.tool_uses:
+                raise InvalidConversationError(
+                    f"the history ends with unanswered tool calls ({', '.join(u.id for u in last.tool_uses)}); "
+                    "record their results before asking for the next context",
+                    line=len(msgs),
+                )
+            tail, tail_index = last, len(msgs) - 1
+            from ctxmem.tokens import count_messages
+
+            tail_tokens = count_messages([last], get_tok(self.tokenizer))[0].total
+            window = max(1, budget.context_window - tail_tokens)
+            budget = Budget(window, min(budget.reserve_output, max(0, window - 1)), budget.threshold)
+            msgs, ids = msgs[:-1], ids[:-1]
+        history = self._history_for(msgs, ids)
+        request = BuildRequest(
+            history,
+            budget,
+            system=system if system is not None else self.system,
+            tools=self.tools,
+            pinned=self.preset.model.pinned,
+            session=session,
+            record=self.record and session is not None,
+        )
+        built = self.strategy.build(request)
+        return LoopBuild(built, history, tail, tail_index)
+
+
+def get_tok(name: str) -> Any:
+    from ctxmem.tokens import get_tokenizer
+
+    return get_tokenizer(name)
+
+
+__all__ = ["LoopBuild", "LoopBuilder", "open_or_create", "open_store", "resolve_preset"]

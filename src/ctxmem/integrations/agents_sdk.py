@@ -1,0 +1,274 @@
+"""A ctxmem session as an OpenAI Agents SDK ``Session``.
+
+::
+
+    from agents import Agent, Runner
+    from ctxmem.integrations.agents_sdk import CtxmemSession
+
+    session = CtxmemSession("user-42", store="agent.db")            # path, URL or store object
+    await Runner.run(agent, "Find the bug.", session=session)
+    await Runner.run(agent, "Now fix it.", session=session)         # sees the first run
+
+It implements the SDK's ``Session`` protocol (``session_id``, ``session_settings``,
+``get_items(limit)``, ``add_items``, ``pop_item``, ``clear_session``), with the semantics the
+SDK documents for its own ``SQLiteSession``, on top of ctxmem's append-only store.
+
+**Storage: lossless, and useful to ctxmem.** Each Responses-API item is recorded as the
+content events it maps to (:mod:`ctxmem.integrations.responses`: a ``function_call`` is a
+tool call, a ``function_call_output`` a tool result, …), so the session can be exported,
+searched, recalled and compacted like any other; *and* as a ``note`` event (tag
+``responses_item``) holding the item's exact JSON and how many content events it produced.
+All events of one ``add_items`` call are appended in one transaction. ``get_items`` returns
+the stored items exactly as added (ids, statuses, annotations, reasoning
+``encrypted_content``, item types ctxmem has no block for).
+
+**get_items.** ``get_items()`` returns every item, oldest first; ``get_items(limit=n)`` the
+latest ``n`` (``0`` → none; a negative limit → all, as ``SQLiteSession``). ``limit=None``
+falls back to ``session_settings.limit``.
+
+*With a preset* (``CtxmemSession(..., preset="masking-200k")``), ``get_items()`` without a
+limit returns what the preset builds within its budget (``context_window=`` overrides the
+preset's window; leave room there for the agent's instructions and tools, which the
+session does not see), as valid SDK input: every message the strategy kept unchanged comes
+back as its original items, the rest (masked tool outputs, summaries) converted with
+:func:`~ctxmem.integrations.responses.to_responses`; system/developer items lead. A history
+that ends with the previous run's final assistant reply — what the SDK has when it calls
+``get_items`` before appending the new input — is built as the strategy's context up to
+the last user turn plus that reply verbatim (:class:`~ctxmem.integrations._common.LoopBuilder`),
+never by inserting a fake turn. ``get_items(limit=n)`` always returns stored items verbatim:
+the SDK reads bounded tails to verify its own writes. The default is ``preset=None``:
+every stored item, verbatim, like ``SQLiteSession``.
+
+**History is never destroyed.** ``pop_item`` is a rewind: the session head moves back to
+before the item's events, which stay stored and reachable by id; a note records the head
+it moved from. ``clear_session`` starts a new branch: the head moves to empty,
+the previous branch is kept as a fork of the session at its old head (sharing its
+events, copying nothing); a note names it and :meth:`CtxmemSession.branches` lists every
+branch set aside so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from ctxmem.config import Preset
+from ctxmem.errors import InputError
+from ctxmem.events import (
+    ContentEvent,
+    Event,
+    MessageEvent,
+    NoteEvent,
+    StoredEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+    message_spans,
+)
+from ctxmem.integrations._common import LoopBuilder, open_or_create, open_store, resolve_preset
+from ctxmem.integrations.responses import item_blocks, to_responses
+from ctxmem.messages import TextBlock, ToolResultBlock, ToolUseBlock
+from ctxmem.session import Session
+from ctxmem.store.base import SessionStore
+
+ITEM_TAG = "responses_item"
+CLEAR_TAG = "agents_sdk.clear_session"
+POP_TAG = "agents_sdk.pop_item"
+
+
+def _item_note(ev: StoredEvent) -> dict[str, Any] | None:
+    e = ev.event
+    if isinstance(e, NoteEvent) and ITEM_TAG in e.tags:
+        data: dict[str, Any] = json.loads(e.text)
+        return data
+    return None
+
+
+def _content_events(item: Any, index: int, tool_names: dict[str, str]) -> list[ContentEvent]:
+    role, blocks = item_blocks(item, index, strict=False)
+    if role is None or role == "system":
+        return []
+    out: list[ContentEvent] = []
+    for b in blocks:
+        # new_message=False throughout: consecutive items of one role form one message
+        # (a response's reasoning, text and calls; a turn's tool outputs and user text)
+        if isinstance(b, ToolUseBlock):
+            tool_names[b.id] = b.name
+            out.append(ToolCallEvent(b, new_message=False))
+        elif isinstance(b, ToolResultBlock):
+            out.append(ToolResultEvent(b, tool_names.get(b.tool_use_id), new_message=False))
+        else:
+            out.append(MessageEvent(role, (b,), new_message=False))  # type: ignore[arg-type]
+    return out
+
+
+class CtxmemSession:
+    """The Agents SDK ``Session`` protocol over a ctxmem session (see the module docstring)."""
+
+    def __init__(
+        self,
+        session_id: str,
+        store: SessionStore | str | os.PathLike[str] = "memory://",
+        *,
+        preset: Preset | str | None = None,
+        context_window: int | None = None,
+        session_settings: Any = None,
+        title: str | None = None,
+    ):
+        self.session_id = session_id
+        self.store = open_store(store)
+        self.session_settings = session_settings
+        self.preset = resolve_preset(preset)
+        meta: dict[str, Any] = {"source": "openai-agents"}
+        if self.preset is not None:
+            meta["strategy"] = self.preset.name
+        self.session: Session = open_or_create(self.store, session_id, title=title, metadata=meta)
+        self._builder = LoopBuilder(self.preset, context_window=context_window) if self.preset else None
+        self._lock = asyncio.Lock()
+        self.last_report: Any = None
+
+    # ------------------------------------------------------------------ protocol
+
+    async def get_items(self, limit: int | None = None) -> list[Any]:
+        """Stored items (``limit``: the latest n), or with a preset and no limit the built context."""
+        if limit is None and self.session_settings is not None:
+            limit = getattr(self.session_settings, "limit", None)
+        async with self._lock:
+            if limit is None and self._builder is not None:
+                return await asyncio.to_thread(self._built_items)
+            return await asyncio.to_thread(self._stored_items, limit)
+
+    async def add_items(self, items: list[Any]) -> None:
+        """Append items (and their content events) in one transaction."""
+        if not items:
+            return
+        async with self._lock:
+            await asyncio.to_thread(self._add, list(items))
+
+    async def pop_item(self) -> Any | None:
+        """Rewind past the most recent item and return it (None when there is none)."""
+        async with self._lock:
+            return await asyncio.to_thread(self._pop)
+
+    async def clear_session(self) -> None:
+        """Start a new, empty branch; the old one stays stored (see :meth:`branches`)."""
+        async with self._lock:
+            await asyncio.to_thread(self._clear)
+
+    # ------------------------------------------------------------------ beyond the protocol
+
+    def branches(self) -> list[str]:
+        """Sessions holding the branches ``clear_session`` set aside (oldest first).
+
+        Each is a fork of this session at its head before the clear: open it with
+        ``CtxmemSession(branch_id, store=session.store)`` to read its items.
+        """
+        out: list[str] = []
+        for se in self.store.chain(self.session_id).events:
+            e = se.event
+            if isinstance(e, NoteEvent) and CLEAR_TAG in e.tags:
+                out.extend(t.split("=", 1)[1] for t in e.tags if t.startswith("branch="))
+        return out
+
+    # ------------------------------------------------------------------ implementation
+
+    def _events(self) -> list[StoredEvent]:
+        return self.store.chain(self.session_id).events
+
+    def _stored_items(self, limit: int | None) -> list[Any]:
+        items = [n["item"] for se in self._events() if (n := _item_note(se)) is not None]
+        if limit is None or limit < 0:
+            return items
+        return items[-limit:] if limit else []
+
+    def _add(self, items: list[Any]) -> None:
+        tool_names: dict[str, str] = {}
+        if any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items):
+            for se in self._events():
+                if isinstance(se.event, ToolCallEvent):
+                    tool_names[se.event.tool_use.id] = se.event.tool_use.name
+        events: list[Event] = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                # the SDK hands plain dicts; pydantic models (openai types) are accepted too
+                dump = getattr(item, "model_dump", None)
+                if dump is None:
+                    raise InputError(f"item {i} must be a JSON object, got {type(item).__name__}", field="items")
+                item = dump(exclude_unset=True, mode="json")
+            content = _content_events(item, i, tool_names)
+            try:
+                text = json.dumps({"item": item, "events": len(content)}, ensure_ascii=False)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"item {i} is not JSON-serializable: {exc}", field="items") from None
+            events.extend(content)
+            events.append(NoteEvent(text, (ITEM_TAG,)))
+        self.store.append(self.session_id, events)
+
+    def _pop(self) -> Any | None:
+        events = self._events()
+        for j in range(len(events) - 1, -1, -1):
+            note = _item_note(events[j])
+            if note is None:
+                continue
+            first = j - int(note["events"])
+            head = events[-1].id
+            target = events[first - 1].id if first > 0 else None
+            self.store.rewind(self.session_id, target)
+            self.store.append(self.session_id, [NoteEvent(f"pop_item: rewound from event {head}",
+                                                          (POP_TAG, f"previous_head={head}"))])
+            return note["item"]
+        return None
+
+    def _clear(self) -> None:
+        head = self.store.get_session(self.session_id).head_event_id
+        if head is None:
+            return
+        earlier = self.branches()
+        branch = self.store.fork(self.session_id, head, title=f"{self.session_id} before clear_session").id
+        self.store.rewind(self.session_id, None)
+        tags = (CLEAR_TAG, *(f"branch={b}" for b in [*earlier, branch]))
+        self.store.append(self.session_id, [NoteEvent(f"clear_session: the previous items are in session {branch}",
+                                                      tags)])
+
+    def _built_items(self) -> list[Any]:
+        assert self._builder is not None
+        events = self._events()
+        spans = list(message_spans(events))
+        messages = [m for m, _ in spans]
+        ids = [tuple(e) for _, e in spans]
+        msg_of_event = {eid: k for k, (_, eids) in enumerate(spans) for eid in eids}
+        by_message: dict[int, list[Any]] = {}
+        system_items: list[Any] = []
+        system_texts: list[str] = []
+        current = 0
+        for j, se in enumerate(events):
+            note = _item_note(se)
+            if note is None:
+                continue
+            item, n = note["item"], int(note["events"])
+            role, blocks = item_blocks(item, j, strict=False)
+            if role == "system":
+                system_items.append(item)
+                system_texts.append("".join(b.text for b in blocks if isinstance(b, TextBlock)))
+                continue
+            if n:
+                current = msg_of_event[events[j - n].id]
+            by_message.setdefault(current, []).append(item)
+        session = self.session
+        built = self._builder.build(session, messages, ids, system="\n\n".join(system_texts) or None)
+        self.last_report = built.built.report
+        index = {id(m): k for k, m in enumerate(built.history.messages)}
+        out: list[Any] = list(system_items)
+        for m in built.built.messages:
+            k = index.get(id(m))
+            if k is not None and built.history.messages[k] is m and k in by_message:
+                out.extend(by_message[k])
+            else:
+                out.extend(to_responses([m]))
+        if built.tail is not None and built.tail_index is not None:
+            out.extend(by_message.get(built.tail_index) or to_responses([built.tail]))
+        return out
+
+
+__all__ = ["CtxmemSession"]

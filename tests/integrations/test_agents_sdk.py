@@ -1,0 +1,160 @@
+"""CtxmemSession against the real OpenAI Agents SDK and the loopback OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+pytest.importorskip("agents")
+
+from agents import Agent, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
+from openai import AsyncOpenAI
+
+from ctxmem.clients.base import ModelRequest
+from ctxmem.clients.loopback import LoopbackServer
+from ctxmem.integrations.agents_sdk import CtxmemSession
+from ctxmem.jsonl import export_lines
+from ctxmem.messages import Message, ToolUseBlock, from_anthropic, validate_conversation
+from ctxmem.store import SQLiteStore
+
+set_tracing_disabled(True)
+
+
+@function_tool
+def read_log(name: str) -> str:
+    """Read a build log by name."""
+    # a long, repetitive tool output: what masking exists for
+    return f"log {name}: " + " ".join(f"line{i} compiled ok" for i in range(400)) + f" SECRET-{name}"
+
+
+class Policy:
+    """Answers each question with one tool call, then a final answer naming what it saw."""
+
+    def __init__(self) -> None:
+        self.requests: list[ModelRequest] = []
+        self.n = 0
+
+    def __call__(self, request: ModelRequest) -> Any:
+        self.requests.append(request)
+        self.n += 1
+        last = request.messages[-1]
+        if last.tool_results:
+            return f"done with {last.tool_results[0].tool_use_id}"
+        return Message.assistant(ToolUseBlock(f"call_{self.n}", "read_log", {"name": f"run{self.n}"}))
+
+
+def make_agent(server: LoopbackServer) -> Agent:
+    client = AsyncOpenAI(base_url=server.openai_base_url, api_key="test-key", max_retries=0)
+    model = OpenAIChatCompletionsModel(model="gpt-loopback", openai_client=client)
+    return Agent(name="builder", instructions="You read logs.", tools=[read_log], model=model)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_runner_runs_share_history_and_the_session_exports(tmp_path: Any) -> None:
+    policy = Policy()
+    db = tmp_path / "agents.db"
+    with LoopbackServer(policy=policy) as server:
+        agent = make_agent(server)
+        session = CtxmemSession("user-1", store=db)
+
+        async def three_runs() -> list[Any]:
+            return [await Runner.run(agent, q, session=session)
+                    for q in ("first question", "second question", "third question")]
+
+        for result in run(three_runs()):
+            assert result.final_output.startswith("done with call_")
+        assert not server.rejected
+    # the third run's first request carried both earlier runs: questions, tool calls, outputs
+    third = policy.requests[4]
+    texts = json.dumps([m.text for m in third.messages])
+    assert "first question" in texts and "second question" in texts and "third question" in texts
+    assert any(r.tool_use_id == "call_1" for m in third.messages for r in m.tool_results)
+    items = run(session.get_items())
+    assert [i.get("type", "message") for i in items].count("function_call") == 3
+    assert items[0] == {"content": "first question", "role": "user"}
+    # a fresh store handle on the same file sees the same session; it exports as Anthropic JSONL
+    with SQLiteStore(str(db)) as store:
+        reopened = CtxmemSession("user-1", store=store)
+        assert run(reopened.get_items()) == items
+        lines = list(export_lines(reopened.session))
+    exported = from_anthropic(json.loads(line) for line in lines)
+    validate_conversation(exported)
+    assert [m.role for m in exported] == ["user", "assistant", "user", "assistant"] * 3
+    assert exported[1].tool_uses[0].name == "read_log"
+    assert "SECRET-run1" in exported[2].tool_results[0].text
+
+
+def test_protocol_semantics_and_history_is_never_destroyed() -> None:
+    s = CtxmemSession("p", store="memory://")
+    assert run(s.get_items()) == [] and run(s.pop_item()) is None
+    items = [
+        {"role": "user", "content": "hi"},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": '{"x": 1}', "id": "fc_1"},
+        {"type": "function_call_output", "call_id": "c1", "output": "out"},
+        {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"type": "search"}},
+        {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed",
+         "content": [{"type": "output_text", "text": "bye", "annotations": [{"type": "url_citation"}]}]},
+    ]
+    run(s.add_items(items[:2]))
+    run(s.add_items(items[2:]))
+    assert run(s.get_items()) == items  # verbatim, item types ctxmem has no block for included
+    assert run(s.get_items(limit=2)) == items[-2:]
+    assert run(s.get_items(limit=0)) == [] and run(s.get_items(limit=-1)) == items
+    assert run(s.pop_item()) == items[-1]
+    assert run(s.get_items()) == items[:-1]
+    assert [m.role for m in s.session.messages()] == ["user", "assistant", "user"]
+    popped_head = s.store.chain("p").events[-1]
+    assert "pop_item" in popped_head.event.text  # type: ignore[union-attr]
+    run(s.clear_session())
+    assert run(s.get_items()) == [] and run(s.pop_item()) is None
+    (branch,) = s.branches()
+    assert run(CtxmemSession(branch, store=s.store).get_items()) == items[:-1]  # the cleared branch was kept
+    run(s.add_items([{"role": "user", "content": "again"}]))
+    run(s.clear_session())
+    assert len(s.branches()) == 2 and run(s.get_items()) == []
+
+
+def test_bad_items_are_refused_with_one_clear_error() -> None:
+    from ctxmem.errors import InputError
+
+    s = CtxmemSession("bad", store="memory://")
+    with pytest.raises(InputError, match="item 1"):
+        run(s.add_items([{"role": "user", "content": "ok"}, {"type": "function_call", "call_id": "c", "name": "f",
+                                                               "arguments": "{not json"}]))
+    assert run(s.get_items()) == []  # nothing half-written
+
+
+def test_preset_builds_the_context_and_a_trailing_reply_does_not_break_the_next_run() -> None:
+    policy = Policy()
+    with LoopbackServer(policy=policy) as server:
+        agent = make_agent(server)
+        session = CtxmemSession("masked", store="memory://", preset="masking-200k", context_window=12000)
+
+        async def six_runs() -> None:
+            for k in range(6):
+                await Runner.run(agent, f"question {k}", session=session)
+
+        run(six_runs())
+        assert not server.rejected
+        # the stored history ends with the last run's answer; get_items is still valid input
+        stored = run(session.get_items(limit=-1))
+        built = run(session.get_items())
+        assert stored[-1]["role"] == "assistant" and built[-1] == stored[-1]
+        assert len(json.dumps(built)) < len(json.dumps(stored))
+        report = session.last_report
+        assert report is not None and report.tokens_out <= report.available < report.tokens_in
+        assert len(report.masked) + len(report.dropped) > 0
+        # the model saw masked outputs for old calls and the newest verbatim
+        last = policy.requests[-1]
+        validate_conversation(last.messages)
+        outputs = [r.text for m in last.messages for r in m.tool_results]
+        assert "SECRET-run11" in outputs[-1]  # the newest output verbatim
+        assert " ".join(outputs).count("SECRET-run") < 6  # older ones masked or left out
+        # bounded reads (the SDK's own write checks) stay verbatim
+        assert run(session.get_items(limit=3)) == stored[-3:]

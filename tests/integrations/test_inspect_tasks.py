@@ -1,0 +1,66 @@
+"""ctxmem's Inspect AI tasks, found through Inspect's entry point and run offline with mockllm."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("inspect_ai")
+
+from inspect_ai import eval as inspect_eval
+from inspect_ai.log import list_eval_logs, read_eval_log
+
+INSPECT = shutil.which("inspect") or str(Path(sys.executable).with_name("inspect"))
+
+
+def test_inspect_eval_cli_finds_ctxmem_niah_and_samples_carry_the_preset(tmp_path: Path) -> None:
+    env = {**os.environ, "INSPECT_LOG_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [INSPECT, "eval", "ctxmem/niah", "--model", "mockllm/model", "--limit", "4",
+         "-T", "preset=window-32k", "-T", "lengths=1k,2k", "-T", "depths=0,1",
+         "--log-dir", str(tmp_path), "--display", "none"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (info,) = list_eval_logs(str(tmp_path))
+    log = read_eval_log(info)
+    assert log.status == "success" and log.eval.task == "ctxmem/niah"
+    assert log.eval.task_args["preset"] == "window-32k"
+    assert log.samples is not None and len(log.samples) == 4
+    for s in log.samples:
+        assert s.metadata["preset"] == "window-32k"
+        score = s.scores["needle_scorer"]
+        # mockllm answers a fixed sentence: every needle reached it and it missed them all
+        assert score.value == "I" and score.metadata["preset"] == "window-32k"
+        assert score.metadata["survival"] == "verbatim" and score.metadata["attribution"] == "missed-by-model"
+        assert s.store["ctxmem"]["request_tokens"] > 900
+        haystack = s.messages[0].text
+        assert len(haystack) > 3000 and s.metadata["cell"]["length"] in (1000, 2000)
+    metrics = {name: m.value for sc in log.results.scores for name, m in sc.metrics.items()}
+    assert metrics["accuracy"] == 0 and metrics["survived"] == 1 and metrics["missed_by_model"] == 1
+
+
+def test_a_preset_that_drops_the_needle_is_blamed_not_the_model(tmp_path: Path) -> None:
+    from ctxmem.integrations.inspect import session_needles
+
+    preset = tmp_path / "tiny-window.toml"
+    preset.write_text(
+        'type = "window"\n[budget]\ncontext_window = 2500\nreserve_output = 100\n', encoding="utf-8"
+    )
+    kept = tmp_path / "roomy.toml"
+    kept.write_text('type = "dump"\n[budget]\ncontext_window = 100000\n', encoding="utf-8")
+    logs = inspect_eval(
+        [session_needles(lengths="6k", depths="0", preset=str(preset)),
+         session_needles(lengths="6k", depths="0", preset=str(kept))],
+        model="mockllm/model", log_dir=str(tmp_path / "logs"), display="none",
+    )
+    dropped, roomy = (log.samples[0].scores["needle_scorer"].metadata for log in logs)  # type: ignore[index]
+    assert dropped["survival"] == "absent" and dropped["attribution"] == "dropped-by-strategy"
+    assert roomy["survival"] == "verbatim" and roomy["attribution"] == "missed-by-model"
+    metrics = {n: m.value for n, m in logs[0].results.scores[0].metrics.items()}  # type: ignore[union-attr]
+    assert metrics["dropped_by_strategy"] == 1 and metrics["survived"] == 0

@@ -1,0 +1,137 @@
+"""``ctxmem mcp serve`` driven by the official MCP SDK's own stdio client."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mcp")
+
+import anyio
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from ctxmem import Message, Session, SQLiteStore, ToolUseBlock
+from ctxmem.errors import InputError
+from ctxmem.integrations.mcp import MemoryFiles
+
+CTXMEM = shutil.which("ctxmem") or str(Path(sys.executable).with_name("ctxmem"))
+LOG = "\n".join(f"step {i}: ok" for i in range(60)) + "\nerror: shared memory limit 101376 bytes exceeded\n"
+
+
+def make_db(path: Path) -> str:
+    with SQLiteStore(str(path)) as store:
+        s = Session.create(store, session_id="run-1", title="kernel run", tokenizers=["o200k_base"])
+        s.record(Message.user("Optimize the kernel."))
+        for k in range(8):
+            s.record(Message.assistant(ToolUseBlock(f"toolu_{k}", "compile", {"attempt": k})))
+            s.record_tool_result(f"toolu_{k}", LOG if k == 2 else f"attempt {k}: " + "compiled fine " * 300)
+            s.record(Message.assistant(f"Attempt {k} done."))
+            s.record(Message.user("Continue."))
+        return s.id
+
+
+def text_of(result: Any) -> str:
+    assert not result.is_error, result.content
+    return "".join(getattr(c, "text", "") for c in result.content)
+
+
+def payload(result: Any) -> Any:
+    if result.structured_content is not None:
+        data = result.structured_content
+        return data.get("result", data) if isinstance(data, dict) and set(data) == {"result"} else data
+    return json.loads(text_of(result))
+
+
+async def session_calls(args: list[str], calls: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[Any]]:
+    params = StdioServerParameters(
+        # the console script a user (or an MCP host's config) runs
+        command=CTXMEM, args=["mcp", "serve", *args],
+        env={k: v for k, v in os.environ.items() if k.startswith(("TIKTOKEN", "HF_", "PYTHON", "CTXMEM", "PATH"))},
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
+        await client.initialize()
+        tools = await client.list_tools()
+        results = [await client.call_tool(name, arguments) for name, arguments in calls]
+    return sorted(t.name for t in tools.tools), results
+
+
+def test_stdio_server_lists_and_answers_its_tools(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    sid = make_db(db)
+    names, (listing, found, recalled, grepped, built, view, refused) = anyio.run(session_calls, [
+        "--db", str(db)], [
+        ("list_sessions", {}),
+        ("search", {"query": "shared memory", "session_id": sid}),
+        ("recall", {"session_id": sid, "handle": "toolu_2", "lines": "2-3"}),
+        ("recall", {"session_id": sid, "handle": "toolu_2", "grep": "limit \\d+"}),
+        ("build_context", {"session_id": sid, "preset": "masking-200k", "context_window": 6000}),
+        ("memory", {"session_id": sid, "command": "view", "path": "/memories"}),
+        ("memory", {"session_id": sid, "command": "create", "path": "/memories/notes.md", "file_text": "x"}),
+    ])
+    assert names == ["build_context", "list_sessions", "memory", "recall", "search"]
+    sessions = payload(listing)
+    assert [s["id"] for s in sessions] == [sid] and sessions[0]["title"] == "kernel run"
+    hits = payload(found)["hits"]
+    assert [h["handle"] for h in hits] == ["toolu_2"] and "shared" in hits[0]["snippet"]
+    assert text_of(recalled) == "2: step 1: ok\n3: step 2: ok"
+    assert text_of(grepped) == "61: error: shared memory limit 101376 bytes exceeded"
+    report = payload(built)
+    r = report["report"]
+    assert r["tokens_out"] <= r["available"] < r["tokens_in"] and (r["masked"] or r["dropped"])
+    assert report["messages"][0]["content"][0]["text"] == "Optimize the kernel."
+    assert text_of(view).startswith("Directory /memories")
+    assert refused.is_error and "read-only" in text_of_error(refused)
+    # a read-only server never wrote the store: the same events as before
+    with SQLiteStore(str(db)) as store:
+        assert all(se.kind != "compaction" for se in store.chain(sid).events)
+    assert not (tmp_path / "s-memories" / sid / "notes.md").exists()
+
+
+def text_of_error(result: Any) -> str:
+    return "".join(getattr(c, "text", "") for c in result.content)
+
+
+def test_memory_commands_with_writes_allowed(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    sid = make_db(db)
+    mem = tmp_path / "mem"
+    _, results = anyio.run(session_calls, ["--db", str(db), "--allow-writes", "--memory-dir", str(mem)], [
+        ("memory", {"session_id": sid, "command": "create", "path": "/memories/notes/a.md",
+                    "file_text": "limit: 96KB\nbest: v3\n"}),
+        ("memory", {"session_id": sid, "command": "str_replace", "path": "/memories/notes/a.md",
+                    "old_str": "96KB", "new_str": "99KB"}),
+        ("memory", {"session_id": sid, "command": "insert", "path": "/memories/notes/a.md",
+                    "insert_line": 1, "insert_text": "device: SIMX-1"}),
+        ("memory", {"session_id": sid, "command": "rename", "old_path": "/memories/notes/a.md",
+                    "new_path": "/memories/facts.md"}),
+        ("memory", {"session_id": sid, "command": "view", "path": "/memories/facts.md"}),
+        ("memory", {"session_id": sid, "command": "view", "path": "/memories/../../s.db"}),
+        ("memory", {"session_id": "../x", "command": "view", "path": "/memories"}),
+        ("memory", {"session_id": sid, "command": "delete", "path": "/memories/facts.md"}),
+    ])
+    assert all(not r.is_error for r in results[:5])
+    assert text_of(results[4]) == "     1\tlimit: 99KB\n     2\tdevice: SIMX-1\n     3\tbest: v3"
+    assert results[5].is_error and "may not contain" in text_of_error(results[5])
+    assert results[6].is_error and "safe folder name" in text_of_error(results[6])
+    assert not results[7].is_error and not (mem / sid / "facts.md").exists()
+
+
+def test_memory_paths_cannot_escape_through_symlinks(tmp_path: Path) -> None:
+    mem = MemoryFiles(tmp_path / "mem", writable=True)
+    mem.run("s1", "create", {"path": "/memories/ok.txt", "file_text": "fine"})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "mem" / "s1" / "link").symlink_to(outside)
+    with pytest.raises(InputError, match="escapes"):
+        mem.run("s1", "create", {"path": "/memories/link/evil.txt", "file_text": "x"})
+    with pytest.raises(InputError, match="must start with /memories"):
+        mem.run("s1", "view", {"path": "/etc/passwd"})
+    assert not list(outside.iterdir())
+    assert mem.run("s1", "view", {"path": "/memories/ok.txt"}) == "     1\tfine"
