@@ -59,9 +59,9 @@ def test_escaping_symlinks_are_refused(workspace: Workspace, tools: FileTools, t
     assert tools.call("edit_file", {"path": "link.txt", "old": "secret", "new": "gone"}).is_error
     assert (outside / "secret.txt").read_text() == "secret"
     assert not (outside / "new.txt").exists() and not (tmp_path / "missing.txt").exists()
-    # A link that stays inside is fine.
+    # No link is followed, even one that stays inside: every component is opened O_NOFOLLOW.
     os.symlink(workspace.root / "HARNESS.md", workspace.root / "rules.md")
-    assert not tools.call("read_file", {"path": "rules.md"}).is_error
+    assert tools.call("read_file", {"path": "rules.md"}).is_error
 
 
 def test_private_state_is_out_of_reach(workspace: Workspace, tools: FileTools) -> None:

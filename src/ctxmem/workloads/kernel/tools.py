@@ -196,10 +196,7 @@ class FileTools:
         return "\n".join(f"{name:<{width}}  {size}".rstrip() for name, size in rows)
 
     def read_file(self, path: str, start_line: int | None = None, end_line: int | None = None) -> str:
-        target = self.workspace.resolve(path, must_exist=True)
-        if target.is_dir():
-            raise WorkspaceError(f"{path} is a folder; use list_files")
-        lines = target.read_text().splitlines()
+        lines = self.workspace.read_text(path).splitlines()
         first = start_line or 1
         last = min(end_line or len(lines), len(lines), first + MAX_READ_LINES - 1)
         if lines and first > len(lines):
@@ -213,10 +210,9 @@ class FileTools:
         return f"{header}\n{body}{more}" if lines else header
 
     def edit_file(self, path: str, old: str, new: str) -> str:
-        target = self.workspace.resolve(path, must_exist=True)
         if not old:
             raise WorkspaceError("edit_file: `old` must not be empty; use write_file to replace a whole file")
-        text = target.read_text()
+        text = self.workspace.read_text(path)
         count = text.count(old)
         if count == 0:
             raise WorkspaceError(
@@ -231,7 +227,7 @@ class FileTools:
         at = text.index(old)
         first_line = text.count("\n", 0, at) + 1
         updated = text[:at] + new + text[at + len(old):]
-        target.write_text(updated)
+        self.workspace.write_text(path, updated)
         old_n, new_n = old.count("\n") + 1, new.count("\n") + 1
         return (
             f"edited {path}: replaced {old_n} line(s) at line {first_line} with {new_n} line(s); "
@@ -241,11 +237,6 @@ class FileTools:
     def write_file(self, path: str, content: str) -> str:
         if len(content.encode()) > MAX_WRITE_BYTES:
             raise WorkspaceError(f"write_file: content over {MAX_WRITE_BYTES} bytes")
-        target = self.workspace.resolve(path)
-        if target.is_dir():
-            raise WorkspaceError(f"{path} is a folder")
-        existed = target.exists()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
+        existed = self.workspace.write_text(path, content)
         verb = "overwrote" if existed else "created"
         return f"{verb} {path}: {len(content.splitlines())} lines, sha {_short_sha(content)}"

@@ -8,15 +8,27 @@ Layout of a fresh workspace::
     HARNESS.md       the rules of the task
     .ctxmem/         the harness's private state: result cache, snapshots, sandbox HOME/TMP
 
-Every path a tool receives goes through :meth:`Workspace.resolve`, which refuses absolute
-paths, ``..`` components, the private ``.ctxmem`` folder, and symlinks whose target lies
-outside the workspace. Refusals are :class:`PathEscapeError` with a message the agent can
-act on.
+Every path a tool receives goes through the workspace, which refuses absolute paths,
+``..`` components, the private ``.ctxmem`` folder, symbolic links anywhere on the path and
+regular files with more than one link. The checks are not made on path strings: every
+component is opened with ``O_NOFOLLOW`` relative to the descriptor of the folder before it
+(``openat``), starting from the root, so the real parent of what is read or written is
+always inside the workspace — a symlink (whatever its target, relative or absolute) stops
+the walk, and a hard link to a file elsewhere is refused before a byte is read or written.
+:meth:`Workspace.read_text` and :meth:`Workspace.write_text` read and write through the
+descriptors of that walk; :meth:`Workspace.resolve` makes the same walk and returns the
+path, for callers that only list or name files. Refusals are :class:`PathEscapeError` with
+a message the agent can act on.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
@@ -83,8 +95,8 @@ class Workspace:
     def state_dir(self) -> Path:
         return self.root / STATE_DIR
 
-    def resolve(self, path: str, *, must_exist: bool = False) -> Path:
-        """The absolute path of ``path`` (relative to the root), or :class:`PathEscapeError`."""
+    def _parts(self, path: str) -> list[str]:
+        """Lexical checks; the path's components (empty for the root itself)."""
         if not isinstance(path, str) or not path.strip():
             raise PathEscapeError(str(path), "empty path")
         if "\x00" in path:
@@ -97,17 +109,121 @@ class Workspace:
         parts = [p for p in pure.parts if p != "."]
         if parts and parts[0] == STATE_DIR:
             raise PathEscapeError(path, f"{STATE_DIR}/ is the harness's private state")
-        candidate = self.root.joinpath(*parts)
-        # resolve() follows every symlink on the way, so a link anywhere in the path that
-        # leads outside shows up here.
-        real = candidate.resolve()
-        if real != self.root and not real.is_relative_to(self.root):
-            raise PathEscapeError(path, "it is a symlink (or goes through one) that leaves the workspace")
-        if real.is_relative_to(self.state_dir):
-            raise PathEscapeError(path, f"it leads into {STATE_DIR}/, the harness's private state")
-        if must_exist and not real.exists():
-            raise WorkspaceError(f"no such file: {path}")
-        return candidate
+        return parts
+
+    @contextmanager
+    def _parent(self, path: str, *, create: bool = False) -> Iterator[tuple[int, str | None]]:
+        """(descriptor of the real parent folder, last component) — None for the root."""
+        parts = self._parts(path)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for i, part in enumerate(parts[:-1]):
+                try:
+                    nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                  dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise WorkspaceError(f"no such file: {path}") from None
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                    nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                  dir_fd=fd)
+                except OSError as exc:
+                    where = "/".join(parts[: i + 1])
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        # O_DIRECTORY|O_NOFOLLOW on a symlink fails with ENOTDIR: look.
+                        link = stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode)
+                        kind = "a symlink" if link else "not a folder"
+                        raise PathEscapeError(path, f"{where} is {kind}; the file tools do "
+                                                    "not follow links") from None
+                    raise
+                os.close(fd)
+                fd = nfd
+            yield fd, (parts[-1] if parts else None)
+        finally:
+            os.close(fd)
+
+    def _check_final(self, path: str, st: os.stat_result) -> None:
+        if stat.S_ISLNK(st.st_mode):
+            raise PathEscapeError(path, "it is a symlink; the file tools do not follow links")
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            raise PathEscapeError(path, f"it has {st.st_nlink} hard links (one may lead outside "
+                                        "the workspace); copy the file instead")
+
+    def resolve(self, path: str, *, must_exist: bool = False) -> Path:
+        """The absolute path of ``path`` (relative to the root), or :class:`PathEscapeError`.
+
+        Walks every existing component with ``O_NOFOLLOW`` (see the module docstring).
+        """
+        parts = self._parts(path)
+        try:
+            with self._parent(path) as (fd, name):
+                if name is not None:
+                    try:
+                        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        if must_exist:
+                            raise WorkspaceError(f"no such file: {path}") from None
+                    else:
+                        self._check_final(path, st)
+        except WorkspaceError as exc:
+            if must_exist or isinstance(exc, PathEscapeError):
+                raise
+        return self.root.joinpath(*parts)
+
+    def read_text(self, path: str) -> str:
+        """The text of the regular file ``path``, read through the descriptor walk."""
+        with self._parent(path) as (fd, name):
+            if name is None:
+                raise WorkspaceError(f"{path} is a folder; use list_files")
+            try:
+                ffd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                              dir_fd=fd)
+            except FileNotFoundError:
+                raise WorkspaceError(f"no such file: {path}") from None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise PathEscapeError(path, "it is a symlink; the file tools do not "
+                                                "follow links") from None
+                raise
+            with os.fdopen(ffd, "rb") as f:
+                st = os.fstat(f.fileno())
+                if stat.S_ISDIR(st.st_mode):
+                    raise WorkspaceError(f"{path} is a folder; use list_files")
+                if not stat.S_ISREG(st.st_mode):
+                    raise PathEscapeError(path, "it is not a regular file")
+                self._check_final(path, st)
+                return f.read().decode()
+
+    def write_text(self, path: str, content: str) -> bool:
+        """Create or overwrite the regular file ``path``; whether it existed before."""
+        data = content.encode()
+        with self._parent(path, create=True) as (fd, name):
+            if name is None:
+                raise WorkspaceError(f"{path} is a folder")
+            flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            existed = True
+            try:
+                try:
+                    ffd = os.open(name, flags, dir_fd=fd)
+                except FileNotFoundError:
+                    existed = False
+                    ffd = os.open(name, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise PathEscapeError(path, "it is a symlink; the file tools do not "
+                                                "follow links") from None
+                if exc.errno == errno.EISDIR:
+                    raise WorkspaceError(f"{path} is a folder") from None
+                raise
+            with os.fdopen(ffd, "wb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise PathEscapeError(path, "it is not a regular file")
+                # Checked before truncating: a hard link is refused with its target intact.
+                self._check_final(path, st)
+                f.truncate(0)
+                f.write(data)
+        return existed
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
