@@ -206,7 +206,8 @@ class ContextBuilder:
         from ctxmem.context import BuildRequest
         from ctxmem.tokens import tokenizer_id
 
-        if history.tokenizer.id != tokenizer_id(self.tokenizer):
+        tok = history.tokenizer
+        if tok.name != self.tokenizer and tok.id != tokenizer_id(self.tokenizer):
             raise ConfigError(
                 f"the history is counted with {history.tokenizer.name!r} but this builder's budget is in "
                 f"{self.tokenizer!r} tokens; load it with builder.history(session)",

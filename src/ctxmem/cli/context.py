@@ -9,7 +9,6 @@ import click
 
 from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option
 from ctxmem.config import load_preset
-from ctxmem.context import BuildRequest, History
 from ctxmem.context.probe import probe_status
 from ctxmem.messages import to_anthropic
 from ctxmem.session import Session
@@ -27,6 +26,11 @@ def context() -> None:
 @click.option("--budget", type=click.IntRange(min=1), default=None, help="Override the preset's context window.")
 @click.option("--tokenizer", default=None, help="Override the preset's tokenizer.")
 @click.option("--system", default=None, help="System prompt to budget for.")
+@click.option(
+    "--summarizer-model",
+    default=None,
+    help="Client spec for an LLM summarizer (summarizer = 'llm'), e.g. anthropic:claude-haiku-4-5.",
+)
 @click.option("--probe", "probes", multiple=True, help="Report whether this text survives in the context (repeatable).")
 @click.option("--messages/--no-messages", "with_messages", default=True, help="Include the messages in --json output.")
 @db_option
@@ -37,6 +41,7 @@ def build_cmd(
     budget: int | None,
     tokenizer: str | None,
     system: str | None,
+    summarizer_model: str | None,
     probes: tuple[str, ...],
     with_messages: bool,
     db_path: str,
@@ -44,16 +49,21 @@ def build_cmd(
 ) -> None:
     """Build the next request's context for a session with a preset, and report what it did."""
     p = load_preset(preset)
-    tok = tokenizer or p.model.tokenizer
-    strategy = p.strategy()
+    deps: dict[str, Any] = {}
+    if summarizer_model is not None:
+        from ctxmem.clients import get_client
+
+        if "client" not in p.dependencies():
+            raise click.UsageError(f"--summarizer-model: preset {p.name!r} has no LLM summarizer (summarizer = 'llm')")
+        deps["client"] = get_client(summarizer_model)
+    builder = p.builder(context_window=budget, tokenizer=tokenizer, **deps)
+    tok = builder.tokenizer
     with SQLiteStore(db_path) as store:
         session = Session.open(store, session_id)
-        history = History.from_session(session, tok)
-        # a dry run: the session is read (recall handles, retrieval), never written
-        request = BuildRequest(history, p.budget(budget), system=system, pinned=p.model.pinned, session=session,
-                               record=False)
+        history = builder.history(session)
         t0 = time.perf_counter()
-        built = strategy.build(request)
+        # a dry run: the session is read (recall handles, retrieval), never written
+        built = builder.build(history, system=system, session=session, record=False)
         elapsed = time.perf_counter() - t0
     out: dict[str, Any] = {
         "session": session_id,

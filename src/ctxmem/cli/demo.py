@@ -29,7 +29,7 @@ DEMO_PRESETS = ("dump-1m", "window-200k", "masking-200k", "summarize-128k", "pip
 def _compare_presets(db_path: str, session_id: str, tokenizer: str, presets: tuple[str, ...]) -> list[dict[str, object]]:
     """Build the next context of the session with each preset; what each keeps and costs."""
     from ctxmem.config import load_preset
-    from ctxmem.context import BuildRequest, History
+    from ctxmem.context import History
     from ctxmem.errors import CtxmemError
     from ctxmem.session import Session
 
@@ -38,11 +38,10 @@ def _compare_presets(db_path: str, session_id: str, tokenizer: str, presets: tup
         session = Session.open(store, session_id)
         history = History.from_session(session, tokenizer)
         for name in presets:
-            preset = load_preset(name)
             try:
-                strategy = preset.strategy()
+                builder = load_preset(name).builder(tokenizer=tokenizer)
                 t0 = time.perf_counter()
-                built = strategy.build(BuildRequest(history, preset.budget(), pinned=preset.model.pinned))
+                built = builder.build(history)
                 ms = (time.perf_counter() - t0) * 1000
             except CtxmemError as exc:  # dump-1m: an honest overflow, never a silent cut
                 out.append({"preset": name, "error": f"{type(exc).__name__}: {str(exc).split('. ')[0]}"})

@@ -214,7 +214,7 @@ def _apply_strategy(
 ) -> tuple[list[Message], Any, Any]:
     """Run the cell's preset over a history; returns (messages, report, history)."""
     from ctxmem.config import load_preset
-    from ctxmem.context import BuildRequest, History
+    from ctxmem.context import History
 
     history = History(tok)
     # History.extend would re-count every message; the counts are already known
@@ -224,10 +224,11 @@ def _apply_strategy(
         return list(messages), None, history
     preset = load_preset(cell.preset)
     window = model_window(cell.model, cell.window)
-    budget = preset.budget(min(preset.model.budget.context_window, window))
-    request = BuildRequest(history, budget, pinned=preset.model.pinned if pinned is None else pinned)
+    builder = preset.builder(
+        context_window=min(preset.model.budget.context_window, window), tokenizer=tok.name, pinned=pinned
+    )
     try:
-        built = preset.strategy().build(request)
+        built = builder.build(history)
     except ContextOverflowError as exc:
         raise CellRefusedError(exc.needed, exc.available, what=f"preset {preset.name!r} cannot fit the input") from None
     return list(built.messages), built.report, history

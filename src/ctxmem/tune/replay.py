@@ -61,8 +61,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ctxmem.config import Preset, load_preset
-from ctxmem.context import BuildRequest, BuiltContext, History
+from ctxmem.config import ContextBuilder, Preset, load_preset
+from ctxmem.context import BuiltContext, History
 from ctxmem.errors import ConfigError, ContextOverflowError
 from ctxmem.messages import Message, ToolSpec
 from ctxmem.tokens import Budget, Tokenizer, count_messages, get_tokenizer
@@ -311,21 +311,23 @@ def _common_prefix(a: Sequence[Message], b: Sequence[Message]) -> int:
 
 def _resolve(
     strategy: Any, budget: Budget | int | None, tokenizer: str | Tokenizer | None, pinned: int | None
-) -> tuple[Any, Budget, Tokenizer, int, str]:
-    """(strategy, budget, tokenizer, pinned, preset name) from a preset or a strategy object."""
+) -> tuple[ContextBuilder, Tokenizer, str]:
+    """(builder, tokenizer, preset name) from a preset or a strategy object."""
     if isinstance(strategy, str):
         strategy = load_preset(strategy)
+    tok = tokenizer or (strategy.model.tokenizer if isinstance(strategy, Preset) else "o200k_base")
+    tk = get_tokenizer(tok) if isinstance(tok, str) else tok
     if isinstance(strategy, Preset):
         p = strategy
-        b = budget if isinstance(budget, Budget) else p.budget(budget)
-        tok = tokenizer or p.model.tokenizer
-        return p.strategy(), b, get_tokenizer(tok) if isinstance(tok, str) else tok, (
-            p.model.pinned if pinned is None else pinned), p.name
+        builder = p.builder(context_window=None if isinstance(budget, Budget) else budget, tokenizer=tk.name,
+                            pinned=pinned)
+        if isinstance(budget, Budget):
+            builder.budget = budget
+        return builder, tk, p.name
     if not isinstance(budget, Budget):
         raise ConfigError("a strategy object needs an explicit Budget (or pass a preset)", field="budget")
-    tok = tokenizer or "o200k_base"
-    return strategy, budget, get_tokenizer(tok) if isinstance(tok, str) else tok, 1 if pinned is None else pinned, getattr(
-        strategy, "name", type(strategy).__name__)
+    name = getattr(strategy, "name", type(strategy).__name__)
+    return ContextBuilder(strategy, budget, tk.name, 1 if pinned is None else pinned, name=name), tk, name
 
 
 def replay_cost(
@@ -354,7 +356,8 @@ def replay_cost(
     stops the replay; the report keeps the turns so far and says where it stopped.
     """
     rec = recording if isinstance(recording, Recording) else Recording(list(recording))
-    strat, bud, tok, pin, preset_name = _resolve(strategy, budget, tokenizer, pinned)
+    builder, tok, preset_name = _resolve(strategy, budget, tokenizer, pinned)
+    strat, bud = builder.strategy, builder.budget
     msgs = rec.messages
     mode: str = cache_mode
     if mode == "auto":
@@ -414,7 +417,7 @@ def replay_cost(
         history.extend(msgs[pos:i])
         pos = i
         at = turn * pace_s if pace_s is not None else float(times[i - 1]) - float(times[0])  # type: ignore[index]
-        request = BuildRequest(history, bud, system=system, tools=tools, pinned=pin)
+        request = builder.request(history, system=system, tools=tools)
         t0 = time.perf_counter()
         try:
             built = strat.build(request)

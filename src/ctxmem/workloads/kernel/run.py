@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ctxmem.config import Preset, load_preset
-from ctxmem.context import BuildRequest, BuiltContext, History
+from ctxmem.context import BuiltContext, History
 from ctxmem.errors import ContextOverflowError
 from ctxmem.events import ToolResultEvent, events_from_message
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
@@ -106,16 +106,15 @@ class _Builder:
     """The preset's strategy over an incrementally extended History."""
 
     def __init__(self, preset: Preset, window: int | None):
-        self.strategy = preset.strategy()
-        self.budget: Budget = preset.budget(window)
-        self.pinned = preset.model.pinned
+        self.builder = preset.builder(context_window=window, tokenizer=TOKENIZER)
+        self.strategy = self.builder.strategy
+        self.budget: Budget = self.builder.budget
         self.tools = tuple(kernel_tool_specs())
         self.history = History.from_messages([], TOKENIZER)
 
     def build(self) -> BuiltContext | None:
         try:
-            return self.strategy.build(BuildRequest(self.history, self.budget, system=SYSTEM, tools=self.tools,
-                                                    pinned=self.pinned))
+            return self.builder.build(self.history, system=SYSTEM, tools=self.tools)
         except ContextOverflowError:
             return None
 
@@ -250,7 +249,7 @@ def run_llm(
         return fn
 
     agent_tools = [Tool(s.name, wrap(s.name), s.description, s.input_schema) for s in kernel_tool_specs()]
-    agent = Agent(client, session, tools=agent_tools, system=SYSTEM, strategy=loaded.strategy(),
+    agent = Agent(client, session, tools=agent_tools, system=SYSTEM, preset=loaded,
                   context_window=budget.context_window, max_turns=max_calls, tokenizer=TOKENIZER)
     try:
         outcome = agent.run_sync(TASK)
