@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
-from ctxmem.errors import InputError, InvalidConversationError, UnknownNameError
+from ctxmem.errors import InputError, InvalidConversationError, StoreError, UnknownNameError
 from ctxmem.jsonl import export_lines, import_file, import_jsonl, parse_jsonl
-from ctxmem.messages import Message, ToolUseBlock, to_anthropic
+from ctxmem.messages import Message, ToolUseBlock, to_anthropic, to_openai
 from ctxmem.samples import synthetic_session
 from ctxmem.session import Session
 from ctxmem.store import SQLiteStore
@@ -92,6 +92,14 @@ def _bad_cases() -> list[Any]:
         pytest.param(_jsonl([*_GOOD, {"role": "user", "content": [{"type": "tool_use", "id": "u", "name": "x",
                                                                      "input": {}}]}]),
                      "anthropic", InvalidConversationError, 4, "content", "tool_use", id="tool-use-in-user-message"),
+        pytest.param(_jsonl([*_GOOD[:2], {"role": "user", "content": [
+                                 {"type": "tool_result", "tool_use_id": "t1", "content": "a"},
+                                 {"type": "tool_result", "tool_use_id": "t1", "content": "b"}]}]),
+                     "anthropic", InvalidConversationError, 3, "tool_use_id", "already has a result",
+                     id="second-result-for-one-call"),
+        pytest.param(_jsonl([*_GOOD, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1"}]}]),
+                     "anthropic", InvalidConversationError, 4, "tool_use_id", "already has a result",
+                     id="second-result-in-a-later-message"),
         pytest.param(_jsonl([{"role": "user", "content": "q"}, {"role": "wizard", "content": "x"}]), "openai",
                      InputError, 2, "role", "wizard", id="openai-unknown-role"),
         pytest.param(_jsonl([{"role": "user", "content": "q"}, {"role": "tool", "tool_call_id": "zz", "content": "r"}]),
@@ -102,7 +110,50 @@ def _bad_cases() -> list[Any]:
                      "openai", InputError, 2, "tool_calls.function.arguments", "not valid JSON", id="openai-bad-arguments"),
         pytest.param(b'{"role": "user", "content": "q"}\n[1, 2]\n', "openai", InputError, 2, None, "object",
                      id="openai-not-an-object"),
+        # values ctxmem cannot store: the line and the path of the value, never a traceback
+        pytest.param(good + _call_line(b'{"x": "ok", "y": ["\\ud800"]}'), "anthropic", InputError, 4,
+                     "content[0].input.y[0]", "lone surrogate", id="lone-surrogate-in-tool-input"),
+        pytest.param(good + b'{"role": "user", "content": [{"type": "text", "text": "a\\udc00b"}]}\n', "anthropic",
+                     InputError, 4, "content[0].text", "lone surrogate", id="lone-surrogate-in-text"),
+        pytest.param(good + b'{"role": "user", "content": "x", "meta": {"\\ud800k": 1}}\n', "anthropic",
+                     InputError, 4, 'meta["\\ud800k"]', "in the key", id="lone-surrogate-in-a-key"),
+        pytest.param(good + _call_line(b'{"x": NaN}'), "anthropic", InputError, 4, "content[0].input.x", "NaN",
+                     id="nan-in-tool-input"),
+        pytest.param(good + _call_line(b'{"x": {"y": [1, -Infinity]}}'), "anthropic", InputError, 4,
+                     "content[0].input.x.y[1]", "-Infinity", id="infinity-in-tool-input"),
+        pytest.param(good + _call_line(b'{"big": 1e999}'), "anthropic", InputError, 4, "content[0].input.big",
+                     "Infinity", id="overflowing-number"),
+        pytest.param(good + _call_line(b'{"x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"), "anthropic", InputError, 4,
+                     "content[0].input.x[0][0][0]…(×255)", "deeper than 256", id="10000-deep-tool-input"),
+        pytest.param(good + _call_line(b'{"x": ' + b"[" * 300 + b"]" * 300 + b"}"), "anthropic", InputError, 4,
+                     "content[0].input.x[0][0][0]…(×255)", "deeper than 256", id="300-deep-tool-input"),
+        pytest.param(good + b'{"role": "user", "content": "x", "extra": ' + b"{\"k\": " * 10_000 + b"1"
+                     + b"}" * 10_000 + b"}\n", "anthropic", InputError, 4, "extra.k.k.k…(×258)",
+                     "deeper than 256", id="10000-deep-object-anywhere"),
+        pytest.param(b"\xff\xfe" + "{}\n".encode("utf-16-le"), "anthropic", InputError, 1, None, "UTF-16",
+                     id="utf16-bom"),
+        pytest.param(_jsonl([{"role": "user", "content": "q"}]) + _openai_call(b'{\\"x\\": NaN}'), "openai",
+                     InputError, 2, "tool_calls[0].function.arguments.x", "NaN", id="openai-nan-in-arguments"),
+        pytest.param(_jsonl([{"role": "user", "content": "q"}]) + _openai_call(b'{\\"x\\": \\"\\\\ud800\\"}'), "openai",
+                     InputError, 2, "tool_calls[0].function.arguments.x", "lone surrogate",
+                     id="openai-surrogate-in-arguments"),
+        pytest.param(_jsonl([{"role": "user", "content": "q"}])
+                     + _openai_call(b'{\\"x\\": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"), "openai",
+                     InputError, 2, "tool_calls[0].function.arguments.x[0][0][0]…(×255)", "deeper than 256",
+                     id="openai-10000-deep-arguments"),
+        pytest.param(json.dumps({"role": "user", "content": "q\ud800"}).encode() + b"\n", "openai", InputError, 1, "content",
+                     "lone surrogate", id="openai-surrogate-in-content"),
     ]
+
+
+def _call_line(input_json: bytes, call_id: bytes = b"t2") -> bytes:
+    return (b'{"role": "assistant", "content": [{"type": "tool_use", "id": "' + call_id + b'", "name": "run", "input": '
+            + input_json + b"}]}\n")
+
+
+def _openai_call(arguments: bytes) -> bytes:
+    return (b'{"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", '
+            b'"function": {"name": "run", "arguments": "' + arguments + b'"}}]}\n')
 
 
 def _snapshot(store: SQLiteStore) -> tuple[Any, ...]:
@@ -147,6 +198,65 @@ def test_unknown_format_is_an_input_error() -> None:
     assert exc.value.field == "format"
 
 
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        (b"", "the file is empty"),
+        (b"\xef\xbb\xbf", "the file is empty"),
+        (b"\n  \n\t\r\n", "only blank lines"),
+        (b'{"system": "you are terse"}\n\n', "only a system prompt"),
+    ],
+    ids=["empty", "bom-only", "blank-lines", "system-only"],
+)
+@pytest.mark.parametrize("fmt", ["anthropic", "openai"])
+def test_a_file_without_messages_says_so_and_creates_nothing(sqlite_store: SQLiteStore, data: bytes, what: str,
+                                                             fmt: str) -> None:
+    if fmt == "openai" and b"system" in data:
+        data = b'{"role": "system", "content": "you are terse"}\n'
+    before = _snapshot(sqlite_store)
+    with pytest.raises(InputError) as exc:
+        import_jsonl(sqlite_store, data, source="t.jsonl", fmt=fmt)  # type: ignore[arg-type]
+    assert "no messages to import" in str(exc.value) and what in str(exc.value) and "nothing was imported" in str(exc.value)
+    assert str(exc.value).startswith("t.jsonl: ")
+    assert _snapshot(sqlite_store) == before and sqlite_store.list_sessions() == []
+
+
+@pytest.mark.parametrize("fmt", ["anthropic", "openai"])
+def test_a_utf8_bom_is_accepted(sqlite_store: SQLiteStore, fmt: str) -> None:
+    conv = synthetic_session(2, seed=5)
+    body = _jsonl(to_anthropic(conv)) if fmt == "anthropic" else _jsonl(to_openai(conv))
+    s = import_jsonl(sqlite_store, b"\xef\xbb\xbf" + body, fmt=fmt)  # type: ignore[arg-type]
+    assert s.messages() == conv
+    with pytest.raises(InputError):  # only at the start of the file: elsewhere it is not JSON
+        import_jsonl(sqlite_store, body + b"\xef\xbb\xbf" + body, fmt=fmt)  # type: ignore[arg-type]
+    assert len(sqlite_store.list_sessions()) == 1
+
+
+def test_the_session_and_its_events_are_one_write(sqlite_store: SQLiteStore) -> None:
+    """The import creates the session with its events in one transaction: a failure inside
+    that transaction (here: the id is taken) leaves no session and no event behind."""
+    Session.create(sqlite_store, session_id="taken")
+    before = _snapshot(sqlite_store)
+    for fmt, body in (("anthropic", _jsonl(_GOOD)), ("openai", _jsonl(to_openai(synthetic_session(2, seed=1))))):
+        with pytest.raises(InputError) as exc:
+            import_jsonl(sqlite_store, body, fmt=fmt, session_id="taken", tokenizers=["heuristic"])  # type: ignore[arg-type]
+        assert exc.value.field == "session_id"
+        assert _snapshot(sqlite_store) == before
+
+
+def test_nan_is_never_stored_and_export_is_strict_json(sqlite_store: SQLiteStore) -> None:
+    with pytest.raises(InputError):
+        import_jsonl(sqlite_store, _jsonl(_GOOD[:1]) + _call_line(b'{"x": NaN}'))
+    s = import_jsonl(sqlite_store, _jsonl(_GOOD[:1]) + _call_line(b'{"x": 1.5}'))
+    # a NaN written by an older ctxmem (straight into the table): export names it, never writes invalid JSON
+    sqlite_store.conn.execute(
+        "UPDATE blobs SET text = '[\"run\",{\"x\":NaN}]' WHERE id = (SELECT blob_id FROM events WHERE kind = 'tool_call')"
+    )
+    with pytest.raises(StoreError) as exc:
+        list(export_lines(Session.open(sqlite_store, s.id)))
+    assert "line 2" in str(exc.value) and "content[0].input.x" in str(exc.value) and "NaN" in str(exc.value)
+
+
 # --------------------------------------------------------------------------- the CLI
 
 
@@ -167,6 +277,30 @@ def test_cli_bad_input_is_one_clear_line(tmp_path: Path, db_path: Path) -> None:
     assert r.stderr.strip().count("\n") == 0 and "line 4" in r.stderr and "role" in r.stderr
     r = _cli("sessions", "show", "nosuch", "--db", str(db_path), "--json")
     assert r.returncode == 1 and "nosuch" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_refuses_unstorable_files_in_one_line_and_creates_nothing(tmp_path: Path, db_path: Path) -> None:
+    """A real ``ctxmem`` process per file: exit 1, one line naming line and field, no traceback,
+    no session (the 10,000-deep line is the RecursionError case)."""
+    pytest.importorskip("ctxmem.cli", reason="the CLI is not written yet")
+    good = _jsonl(_GOOD)
+    cases = {
+        "surrogate.jsonl": (good + _call_line(b'{"x": "\\ud800"}'), "line 4 field 'content[0].input.x'"),
+        "deep.jsonl": (good + _call_line(b'{"x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"),
+                       "line 4 field 'content[0].input.x[0][0][0]…(×255)'"),
+        "nan.jsonl": (good + _call_line(b'{"x": NaN}'), "line 4 field 'content[0].input.x'"),
+        "empty.jsonl": (b"\n\n", "no messages to import"),
+    }
+    for name, (data, needle) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        r = _cli("sessions", "import", str(tmp_path / name), "--db", str(db_path), "--tokenizer", "heuristic")
+        assert r.returncode == 1, (name, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+        assert needle in r.stderr, r.stderr
+        assert "fix" in r.stderr or name == "empty.jsonl", r.stderr
+    with SQLiteStore(db_path) as store:
+        assert store.list_sessions() == []
+        assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
 
 
 # --------------------------------------------------------------------------- exact count
@@ -279,7 +413,6 @@ def _import_both_ways(tmp_path: Path, data: bytes, tokenizers: list[str]) -> tup
             meta["system"] = system
         slow = Session.create(b, metadata=meta, tokenizers=tokenizers)
         slow.record_many(msgs)
-        assert fast._tool_names == slow._tool_names
         assert fast.messages() == msgs
         return _stored_rows(a, fast.id), _stored_rows(b, slow.id), _encode_fast(data) is not None
 
@@ -310,10 +443,10 @@ _UNUSUAL = [
     {"role": "user", "content": [
         {"type": "tool_result", "tool_use_id": "a1", "content": [{"type": "text", "text": "part 1"},
                                                                  {"type": "text", "text": "part 2"}]},
-        {"type": "tool_result", "tool_use_id": "a2", "content": "failed", "is_error": True},
         {"type": "text", "text": "thanks"},
     ]},
-    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "a2"}]},  # results may follow results
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "a2", "content": "failed",
+                                  "is_error": True}]},  # results may follow results
     {"role": "assistant", "content": []},
     {"role": "user", "content": "x", "extra": {"ignored": 18446744073709551616}},
     {"role": "assistant", "content": [{"type": "tool_use", "id": "a3", "name": "run", "input": {}}]},
@@ -322,7 +455,7 @@ _UNUSUAL = [
 
 def test_bulk_import_of_unusual_but_valid_lines_matches_record_many(tmp_path: Path) -> None:
     data = _jsonl(_UNUSUAL) + b"\r\n\n" + b'{"role":"user","content":"dup","content":"last wins"}\r\n'
-    data += b'{"role": "assistant", "content": [{"type": "tool_use", "id": "a4", "name": "n", "input": {"s": "\\ud83d\\ude00", "f": NaN}}]}\n'
+    data += b'{"role": "assistant", "content": [{"type": "tool_use", "id": "a4", "name": "n", "input": {"s": "\\ud83d\\ude00", "f": null}}]}\n'
     fast, slow, took = _import_both_ways(tmp_path, data, ["heuristic"])
     assert took
     assert fast == slow

@@ -5,20 +5,44 @@ Messages API. An optional first line ``{"system": "..."}`` carries the system pr
 in the session's metadata). OpenAI format: each line is one chat-completions message; the
 tool results of one turn are consecutive ``tool`` lines, and a ``system`` line may lead.
 
-Import is all-or-nothing: the whole file is read, decoded and validated before one
-transaction writes it, so a bad file leaves the store exactly as it was. Errors name the
-file, the line and the field: invalid UTF-8, malformed JSON, an unknown role, a
-``tool_result`` whose ``tool_use`` is not in the preceding assistant message.
+Import is all-or-nothing: the whole file is read, decoded and validated first, then the
+session and all its events are written in **one** transaction
+(``SessionStore.create_session(events=...)``), so a bad file, or a SIGKILL at any moment,
+leaves the store with the whole session or without it. Errors are one
+:class:`~ctxmem.errors.InputError` naming the file, the line and the field (``x.jsonl:line
+7 field 'content[1].input.x': ...; fix: ...``), never a traceback:
+
+* invalid UTF-8, malformed JSON, an unknown role, a ``tool_result`` whose ``tool_use`` is
+  not in the preceding assistant message, a reused ``tool_use`` id;
+* values ctxmem refuses to store (``ctxmem.events.json_problem``): a lone surrogate
+  (``"\\ud800"``), NaN or Infinity, nesting deeper than ``ctxmem.events.MAX_DEPTH`` levels
+  (a 10,000-deep line makes ``json`` raise RecursionError; the path is then found with a
+  flat scan);
+* no message at all: an empty file, blank lines only, or a system prompt only. Nothing is
+  created (the CLI says so and exits 1).
+
+A UTF-8 byte-order mark at the start of the file is skipped; a UTF-16/32 one is reported.
+Export writes strict JSON (``allow_nan=False``): a NaN stored by an older ctxmem is an
+error naming the message and field, never an invalid line.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-from ctxmem.errors import InputError, InvalidConversationError
+from ctxmem.errors import InputError, InvalidConversationError, StoreError
+from ctxmem.events import (
+    MAX_DEPTH,
+    check_message,
+    deep_path,
+    format_path,
+    json_problem,
+    surrogate_at,
+)
 from ctxmem.messages import (
     Message,
     ToolResultBlock,
@@ -28,7 +52,7 @@ from ctxmem.messages import (
     to_anthropic,
     to_openai,
 )
-from ctxmem.session import Session
+from ctxmem.session import Session, check_session_fields
 from ctxmem.store.base import SessionStore
 from ctxmem.store.codec import Encoded, InexactNumbers, encode_anthropic_message, gc_paused
 
@@ -42,24 +66,109 @@ Format = Literal["anthropic", "openai"]
 FORMATS: tuple[str, ...] = ("anthropic", "openai")
 
 
-def _lines(data: bytes, source: str) -> Iterator[tuple[int, Any]]:
+#: Where a line too deep for the parser is reported: a tool input of MAX_DEPTH levels sits
+#: under the message, its content list and its block (Anthropic), or under
+#: tool_calls/call/function (OpenAI). A line the parser reads is checked for depth where
+#: it is stored (the tool inputs, ``check_message``), as the bulk path checks it.
+_LINE_DEPTH = {"anthropic": MAX_DEPTH + 3, "openai": MAX_DEPTH + 4}
+_UTF8_BOM = b"\xef\xbb\xbf"
+_OTHER_BOMS = ((b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe\x00\x00", "UTF-32"), (b"\xfe\xff", "UTF-16"),
+               (b"\xff\xfe", "UTF-16"))
+
+
+def _strip_bom(data: bytes, source: str) -> bytes:
+    """Skip a UTF-8 byte-order mark (valid, and common from Windows editors); refuse the
+    marks of other encodings with the fix."""
+    if data.startswith(_UTF8_BOM):
+        return data[len(_UTF8_BOM):]
+    for bom, name in _OTHER_BOMS:
+        if data.startswith(bom):
+            raise InputError(
+                f"the file is {name} (it starts with a {name} byte-order mark); re-encode it as UTF-8",
+                source=source,
+                line=1,
+            )
+    return data
+
+
+def _parse_line(raw: bytes, lineno: int, source: str, max_depth: int) -> Any:
+    """One JSON line, refused with the line and field for anything ctxmem cannot store."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"invalid UTF-8 at byte {exc.start} of the line; re-encode the file as UTF-8",
+            source=source,
+            line=lineno,
+        ) from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON at column {exc.colno}: {exc.msg}", source=source, line=lineno) from None
+    except RecursionError:  # nesting deep enough to exhaust the parser's stack
+        _refuse_depth(text, source, lineno, max_depth)
+    _refuse_problem(json_problem(obj, max_depth=sys.maxsize), source, lineno)
+    return obj
+
+
+def _refuse_depth(text: str, source: str, lineno: int, max_depth: int, prefix: str = "") -> None:
+    path = deep_path(text, max_depth)
+    raise InputError(
+        f"JSON nested deeper than {MAX_DEPTH} levels cannot be stored (it could not be read back); "
+        "fix: flatten the value or pass it as a string",
+        source=source,
+        line=lineno,
+        field=format_path(path or (), prefix) or None,
+    )
+
+
+def _refuse_problem(problem: tuple[tuple[str | int, ...], str] | None, source: str, lineno: int, prefix: str = "") -> None:
+    if problem is not None:
+        raise InputError(problem[1], source=source, line=lineno, field=format_path(problem[0], prefix) or None)
+
+
+def _lines(data: bytes, source: str, max_depth: int = _LINE_DEPTH["anthropic"]) -> Iterator[tuple[int, Any]]:
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                f"invalid UTF-8 at byte {exc.start} of the line; re-encode the file as UTF-8",
-                source=source,
-                line=lineno,
-            ) from None
-        try:
-            yield lineno, json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"malformed JSON at column {exc.colno}: {exc.msg}", source=source, line=lineno
-            ) from None
+        yield lineno, _parse_line(raw, lineno, source, max_depth)
+
+
+def _check_openai_arguments(obj: Any, source: str, lineno: int) -> None:
+    """Tool-call arguments are JSON inside a string: parse and check them as a tool input
+    (``from_openai`` would hit RecursionError or keep a NaN)."""
+    calls = obj.get("tool_calls") if isinstance(obj, dict) else None
+    if not isinstance(calls, list):
+        return
+    for k, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        args = fn.get("arguments") if isinstance(fn, dict) else None
+        prefix = f"tool_calls[{k}].function.arguments"
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except RecursionError:
+                _refuse_depth(args, source, lineno, MAX_DEPTH, prefix)
+            except json.JSONDecodeError:
+                continue  # from_openai reports it
+        if isinstance(args, dict | list):
+            _refuse_problem(json_problem(args), source, lineno, prefix)
+
+
+def _nothing_to_import(data: bytes, system: str | None, source: str) -> InputError:
+    if not data:
+        what = "the file is empty"
+    elif not data.strip():
+        what = "it holds only blank lines"
+    elif system is not None:
+        what = "it holds only a system prompt"
+    else:
+        what = "it holds no message"
+    return InputError(
+        f"no messages to import: {what}; nothing was imported (a transcript needs at least one user or "
+        "assistant line)",
+        source=source,
+    )
 
 
 def parse_jsonl(
@@ -68,6 +177,7 @@ def parse_jsonl(
     """Decode and validate a JSONL transcript into (system prompt, messages)."""
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; expected anthropic or openai", field="format")
+    data = _strip_bom(data, source)
     system: str | None = None
     messages: list[Message] = []
     lines: list[int] = []  # source line of each message, for error messages
@@ -86,7 +196,8 @@ def parse_jsonl(
     else:
         objs: list[Any] = []
         starts: list[int] = []
-        for lineno, obj in _lines(data, source):
+        for lineno, obj in _lines(data, source, _LINE_DEPTH["openai"]):
+            _check_openai_arguments(obj, source, lineno)
             objs.append(obj)
             starts.append(lineno)
         # Convert one line at a time so an error names its line; then merge the whole list.
@@ -98,7 +209,21 @@ def parse_jsonl(
         system, messages = from_openai(objs)
         lines = _openai_message_lines(objs, starts)
     _validate(messages, lines, source)
+    _check_content(messages, lines, source, fmt)
     return system, messages
+
+
+def _check_content(messages: Sequence[Message], lines: Sequence[int], source: str, fmt: str) -> None:
+    """The check ``Session.record`` makes (the depth of each tool input), here so that the
+    error names the line. OpenAI tool-call arguments were checked on their line already."""
+    if fmt != "anthropic":
+        return
+    for i, m in enumerate(messages):
+        try:
+            check_message(m)
+        except InputError as exc:
+            raise InputError(exc.reason, source=source, line=lines[i] if i < len(lines) else None,
+                             field=exc.field) from None
 
 
 def _openai_message_lines(objs: Sequence[Any], starts: Sequence[int]) -> list[int]:
@@ -126,6 +251,7 @@ def _validate(messages: Sequence[Message], lines: Sequence[int], source: str) ->
     """Orphan results are errors; a final unanswered tool_use is allowed (an interrupted session)."""
     prev_uses: set[str] = set()
     seen: set[str] = set()
+    answered: set[str] = set()
     for i, m in enumerate(messages):
         # One pass over the blocks (the tool_uses/tool_results properties build a tuple each).
         uses: list[ToolUseBlock] = []
@@ -153,6 +279,15 @@ def _validate(messages: Sequence[Message], lines: Sequence[int], source: str) ->
                     line=line,
                     field="tool_use_id",
                 )
+            if r.tool_use_id in answered:
+                raise InvalidConversationError(
+                    f"tool_use {r.tool_use_id!r} already has a result; a tool call is answered once "
+                    "(drop the second result)",
+                    source=source,
+                    line=line,
+                    field="tool_use_id",
+                )
+            answered.add(r.tool_use_id)
         for u in uses:
             if u.id in seen:
                 raise InvalidConversationError(
@@ -175,7 +310,9 @@ def _encode_fast(data: bytes) -> tuple[str | None, list[Encoded], list[bool], li
     Lines are parsed with orjson when it is installed; where it could read a value
     differently from ``json.loads`` it fails (NaN, lone surrogates, invalid UTF-8: that line
     is parsed by json) or yields a float (an integer past 64 bits): a line whose tool input
-    holds a float is parsed again by json, so every stored number is json's reading.
+    holds a float is parsed again by json, so every stored number is json's reading. A
+    line parsed by json is checked with ``json_problem`` (surrogates, NaN): any problem
+    sends the whole file to the validating path, which names it.
     """
     system: str | None = None
     encoded: list[Encoded] = []
@@ -184,6 +321,7 @@ def _encode_fast(data: bytes) -> tuple[str | None, list[Encoded], list[bool], li
     names: dict[str, str] = {}
     prev: set[str] = set()
     seen: set[str] = set()
+    answered: set[str] = set()
     fast = _fast_loads
     for raw in data.split(b"\n"):
         if not raw.strip():
@@ -198,17 +336,21 @@ def _encode_fast(data: bytes) -> tuple[str | None, list[Encoded], list[bool], li
                 obj = json.loads(raw.decode("utf-8"))
             except Exception:  # bad UTF-8 or JSON, too deep: the validating path reports it
                 return None
+            if json_problem(obj, max_depth=sys.maxsize) is not None:
+                return None
         if type(obj) is dict and len(obj) == 1 and "system" in obj:
             if type(obj["system"]) is not str:
                 return None
             system = obj["system"]
             continue
         try:
-            prev = encode_anthropic_message(obj, encoded, flags, bases, names, prev, seen, no_floats=fast is not None and parsed)
+            prev = encode_anthropic_message(
+                obj, encoded, flags, bases, names, prev, seen, no_floats=fast is not None and parsed, answered=answered
+            )
         except InexactNumbers:
             try:
                 obj = json.loads(raw.decode("utf-8"))
-                prev = encode_anthropic_message(obj, encoded, flags, bases, names, prev, seen)
+                prev = encode_anthropic_message(obj, encoded, flags, bases, names, prev, seen, answered=answered)
             except Exception:
                 return None
         except Exception:  # NotSimple, or anything unexpected: the validating path decides
@@ -227,49 +369,75 @@ def import_jsonl(
     tokenizers: Sequence[str] = (),
     metadata: dict[str, Any] | None = None,
 ) -> Session:
-    """Parse, validate, then store a transcript as a new session in one transaction."""
+    """Parse and validate a transcript, then store it as a new session: the session and all
+    its events in one transaction (a crash leaves all of it or none). Raises
+    :class:`~ctxmem.errors.InputError` naming the line and field, or saying there is no
+    message to import; nothing is written then."""
+    data = _strip_bom(data, source)
     # The import builds ~20 objects per message, none of them cyclic: pausing the cyclic GC
     # spares collections that would traverse every object the process holds.
     with gc_paused():
-        append_encoded = getattr(store, "append_encoded", None)
-        fast = _encode_fast(data) if fmt == "anthropic" and append_encoded is not None else None
+        bulk = fmt == "anthropic" and callable(getattr(store, "append_encoded", None))
+        fast = _encode_fast(data) if bulk else None
         messages: list[Message] = []
         if fast is None:
             system, messages = parse_jsonl(data, fmt=fmt, source=source)
+            empty = not messages
         else:
-            system = fast[0]
+            system, empty = fast[0], not fast[1]
+        if empty:
+            raise _nothing_to_import(data, system, source)
         meta = dict(metadata or {})
-        meta.setdefault("source", os.path.basename(source))
+        meta.setdefault("source", _display_name(source))
         if system is not None:
             meta["system"] = system
-        session = Session.create(store, session_id=session_id, title=title, metadata=meta, tokenizers=tokenizers)
         if fast is None:
-            session.record_many(messages)
-        else:
-            assert append_encoded is not None
-            _, encoded, flags, bases, names = fast
-            session._tool_names.update(names)  # as record_many leaves them
-            append_encoded(session.id, encoded, flags, bases)
-    return session
+            return Session.create(
+                store, session_id=session_id, title=title, metadata=meta, tokenizers=tokenizers, messages=messages
+            )
+        check_session_fields(session_id, title, meta)
+        _, encoded, flags, bases, _names = fast
+        info = store.create_session(  # type: ignore[call-arg]  # SQLiteStore's bulk form
+            session_id=session_id, title=title, metadata=meta, tokenizers=tokenizers, encoded=(encoded, flags, bases)
+        )
+        return Session(store, info.id)
+
+
+def _display_name(source: str) -> str:
+    """The file's base name as text: bytes of a non-UTF-8 file name (surrogate escapes) are
+    shown as U+FFFD, so the metadata stays valid text."""
+    name = os.path.basename(source)
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if surrogate_at(name) >= 0 else name
 
 
 def import_file(store: SessionStore, path: str | os.PathLike[str], **kw: Any) -> Session:
+    """:func:`import_jsonl` of a file (``source`` is its path)."""
     with open(path, "rb") as fh:
         data = fh.read()
     return import_jsonl(store, data, source=str(path), **kw)
 
 
 def export_lines(session: Session, *, fmt: Format = "anthropic") -> Iterator[str]:
-    """The session's messages as JSONL lines (no trailing newline on each)."""
+    """The session's messages as JSONL lines (no trailing newline on each), strict JSON.
+
+    Raises :class:`~ctxmem.errors.StoreError` naming the message and field if the session
+    holds a value JSON cannot spell (a NaN stored before imports refused it)."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; expected anthropic or openai", field="format")
     system = session.info.metadata.get("system")
     messages = session.messages()
     if fmt == "anthropic":
-        if system is not None:
-            yield json.dumps({"system": system}, ensure_ascii=False)
-        for obj in to_anthropic(messages):
-            yield json.dumps(obj, ensure_ascii=False)
-    elif fmt == "openai":
-        for obj in to_openai(messages, system, extensions=True):
-            yield json.dumps(obj, ensure_ascii=False)
+        objs: list[Any] = ([{"system": system}] if system is not None else []) + to_anthropic(messages)
     else:
-        raise InputError(f"unknown format {fmt!r}; expected anthropic or openai", field="format")
+        objs = to_openai(messages, system, extensions=True)
+    for k, obj in enumerate(objs):
+        try:
+            yield json.dumps(obj, ensure_ascii=False, allow_nan=False)
+        except ValueError:
+            problem = json_problem(obj, max_depth=sys.maxsize)
+            where = format_path(problem[0]) if problem else "?"
+            raise StoreError(
+                f"session {session.id}: exported line {k + 1}, field {where!r}: "
+                f"{problem[1] if problem else 'not valid JSON'} (stored by an older ctxmem, before such values were "
+                "refused); fork or rewind the session before that message to export the rest"
+            ) from None

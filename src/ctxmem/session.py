@@ -16,35 +16,170 @@ chain. Everything an agent loop needs goes through here::
 The session is append-only: nothing here edits or deletes an event. ``fork`` starts a new
 session that shares history up to an event; ``rewind`` moves the head back (later events
 stay stored and reachable by id).
+
+**Writes are validated at the door**, before anything is written; a refused write leaves
+the store exactly as it was and raises an :class:`~ctxmem.errors.InputError` whose
+``field`` names the offending value:
+
+* content that could not be stored or exported (``ctxmem.events.check_message``): lone
+  surrogates, NaN/infinite numbers, JSON nested deeper than ``ctxmem.events.MAX_DEPTH``,
+  values that are not JSON;
+* tool ids that would make the conversation invalid
+  (:class:`~ctxmem.errors.InvalidConversationError`): a ``tool_result`` whose id no
+  ``tool_use`` of the chain carries, a second result for the same id, a ``tool_use`` id
+  the chain already holds.
+
+The tool-id check reads the chain's tool events once per handle, then only what was
+appended since (``SessionStore.tool_events(after_event_id=...)``), so it stays cheap on a
+long session and sees what other handles and processes appended. Two writers answering
+the *same* call at the same instant can both pass it (the check and the write are two
+steps); ctxmem's own loops answer each call from one place.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from ctxmem.errors import EventNotFoundError, InputError, InvalidConversationError
 from ctxmem.events import (
     CompactionEvent,
-    ContentEvent,
     Event,
     ModelCallEvent,
     NoteEvent,
     StoredEvent,
     ToolCallEvent,
     ToolResultEvent,
+    check_block,
+    check_event,
+    check_message,
     events_from_message,
+    format_path,
+    json_problem,
     message_spans,
     messages_from_events,
+    surrogate_at,
 )
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
 from ctxmem.store.base import ChainView, SessionInfo, SessionStore, TokenTotals
 
 
+class _ToolLedger:
+    """What one handle knows of its chain's tool ids: every tool_use id (→ tool name) and
+    every answered id, read up to ``head``. ``ready`` is False until first read."""
+
+    __slots__ = ("answered", "head", "names", "ready")
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.answered: set[str] = set()
+        self.head: int | None = None
+        self.ready = False
+
+    def sync(self, store: SessionStore, session_id: str) -> None:
+        """Catch up with the chain: only the tool events after ``head``, or all of them
+        on the first call and after a rewind took ``head`` out of the chain."""
+        if self.ready and self.head is not None:
+            try:
+                head, refs = store.tool_events(session_id, after_event_id=self.head)
+            except EventNotFoundError:
+                self.ready = False
+        if not self.ready or self.head is None:
+            head, refs = store.tool_events(session_id)
+            self.names.clear()
+            self.answered.clear()
+        for ref in refs:
+            if ref.kind == "tool_call":
+                self.names[ref.tool_use_id] = ref.tool_name or ""
+            else:
+                self.answered.add(ref.tool_use_id)
+        self.head, self.ready = head, True
+
+    def pending(self) -> list[str]:
+        return [i for i in self.names if i not in self.answered]
+
+    def admit(self, events: Sequence[Event], fields: Sequence[str]) -> list[Event]:
+        """Check the batch's tool ids against the chain (and earlier events of the batch)
+        and name its tool results; raise before anything is written. ``fields[k]`` is the
+        error path prefix of the k-th tool event of the batch."""
+        out: list[Event] = []
+        calls: dict[str, str] = {}
+        answered: set[str] = set()
+        k = 0
+        for ev in events:
+            if isinstance(ev, ToolCallEvent):
+                uid = ev.tool_use.id
+                if uid in self.names or uid in calls:
+                    raise InvalidConversationError(
+                        f"tool_use id {uid!r} is already used in this session; give each tool call a fresh id",
+                        field=fields[k] + "id",
+                    )
+                calls[uid] = ev.tool_use.name
+                k += 1
+            elif isinstance(ev, ToolResultEvent):
+                tid = ev.result.tool_use_id
+                name = calls.get(tid, self.names.get(tid))
+                if name is None:
+                    pending = [*self.pending(), *(c for c in calls if c not in answered)]
+                    waiting = (
+                        "calls waiting for a result: " + ", ".join(repr(p) for p in pending[-5:])
+                        if pending else "no call is waiting for a result"
+                    )
+                    raise InvalidConversationError(
+                        f"tool_result for {tid!r} answers no tool_use of this session ({waiting}); "
+                        "record the assistant message with that tool_use first, or fix the id",
+                        field=fields[k] + "tool_use_id",
+                    )
+                if tid in self.answered or tid in answered:
+                    raise InvalidConversationError(
+                        f"tool_use {tid!r} already has a result; a tool call is answered once "
+                        "(record a new tool_use to run the tool again)",
+                        field=fields[k] + "tool_use_id",
+                    )
+                answered.add(tid)
+                if ev.tool_name is None and name:  # == replace(ev, tool_name=name), without its overhead
+                    ev = ToolResultEvent(ev.result, name, ev.duration_s, ev.new_message)
+                k += 1
+            out.append(ev)
+        return out
+
+
+def _tool_fields(message: Message, prefix: str = "") -> list[str]:
+    """Error path prefix of each tool block of ``message``, in block (= event) order."""
+    return [f"{prefix}content[{i}]." for i, b in enumerate(message.content) if isinstance(b, ToolUseBlock | ToolResultBlock)]
+
+
+def check_session_fields(session_id: str | None, title: str | None, metadata: dict[str, Any] | None) -> None:
+    """Refuse a session id, title or metadata that could not be stored and read back."""
+    for name, value in (("session_id", session_id), ("title", title)):
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise InputError(f"must be a string, got {type(value).__name__}", field=name)
+        at = surrogate_at(value)
+        if at >= 0:
+            raise InputError(f"holds a lone surrogate at character {at}; fix: remove it", field=name)
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise InputError(f"must be a dict, got {type(metadata).__name__}", field="metadata")
+        problem = json_problem(metadata)
+        if problem is not None:
+            raise InputError(problem[1], field=format_path(problem[0], "metadata"))
+
+
 class Session:
+    """A handle on one session of a store: record events, view messages, fork, rewind.
+
+    Create one with :meth:`create` (optionally with its first messages, atomically) or
+    :meth:`open`. Several handles (and processes) may write the same session; every
+    write is one transaction, validated first (see the module docstring).
+    """
+
     def __init__(self, store: SessionStore, session_id: str):
         self.store = store
         self.id = session_id
-        self._tool_names: dict[str, str] = {}
+        self._ledger = _ToolLedger()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -57,12 +192,24 @@ class Session:
         title: str | None = None,
         metadata: dict[str, Any] | None = None,
         tokenizers: Sequence[str] = (),
+        messages: Sequence[Message] = (),
     ) -> Session:
-        info = store.create_session(session_id=session_id, title=title, metadata=metadata, tokenizers=tokenizers)
+        """A new session; with ``messages``, created holding them in one transaction (the
+        session exists with all of them or not at all). Raises ``InputError`` for invalid
+        messages, metadata or a taken id, before anything is written."""
+        check_session_fields(session_id, title, metadata)
+        events: list[Event] = []
+        if messages:
+            events = _ToolLedger().admit(*_message_events(messages))
+        info = store.create_session(
+            session_id=session_id or uuid.uuid4().hex, title=title, metadata=metadata, tokenizers=tokenizers,
+            events=events,
+        )
         return cls(store, info.id)
 
     @classmethod
     def open(cls, store: SessionStore, session_id: str) -> Session:
+        """A handle on an existing session. Raises ``SessionNotFoundError``."""
         store.get_session(session_id)  # raises SessionNotFoundError
         return cls(store, session_id)
 
@@ -72,33 +219,37 @@ class Session:
 
     # ------------------------------------------------------------------ recording
 
-    def _named(self, events: list[ContentEvent]) -> list[ContentEvent]:
-        # Tool results carry their tool's name (for search, reducers and reports): take it
-        # from the tool_use recorded through this handle or earlier in the same batch.
-        out: list[ContentEvent] = []
-        for ev in events:
-            if isinstance(ev, ToolCallEvent):
-                self._tool_names[ev.tool_use.id] = ev.tool_use.name
-            elif isinstance(ev, ToolResultEvent) and ev.tool_name is None:
-                name = self._tool_names.get(ev.result.tool_use_id)
-                if name is not None:  # == replace(ev, tool_name=name), without its overhead
-                    ev = ToolResultEvent(ev.result, name, ev.duration_s, ev.new_message)
-            out.append(ev)
-        return out
+    def _append(self, events: Sequence[Event], fields: Sequence[str]) -> list[int]:
+        """Validate tool ids against the chain (when the batch has tool events), then append."""
+        if any(isinstance(ev, ToolCallEvent | ToolResultEvent) for ev in events):
+            self._ledger.sync(self.store, self.id)
+            events = self._ledger.admit(events, fields)
+        return self.store.append(self.id, events)
 
     def record(self, message: Message) -> list[int]:
-        """Record one message (split into content events, atomically). Returns event ids."""
-        return self.store.append(self.id, self._named(events_from_message(message)))
+        """Record one message (split into content events, atomically). Returns event ids.
+
+        Raises ``InputError`` (``field`` like ``content[1].input.x``) for content that could
+        not be stored, and ``InvalidConversationError`` for a tool_result that answers no
+        pending tool_use; nothing is written then."""
+        check_message(message)
+        return self._append(events_from_message(message), _tool_fields(message))
 
     def record_many(self, messages: Sequence[Message]) -> list[int]:
-        """Record several messages in one transaction."""
-        events: list[ContentEvent] = []
-        for m in messages:
-            events.extend(events_from_message(m))
-        return self.store.append(self.id, self._named(events))
+        """Record several messages in one transaction (all or none; errors name
+        ``[k].content[i]...``, k the message's index)."""
+        return self._append(*_message_events(messages))
 
     def record_events(self, events: Sequence[Event]) -> list[int]:
-        return self.store.append(self.id, events)
+        """Record events as they are (one transaction), validated like messages."""
+        fields: list[str] = []
+        for k, ev in enumerate(events):
+            check_event(ev, f"[{k}].")
+            if isinstance(ev, ToolCallEvent):
+                fields.append(f"[{k}].tool_use.")
+            elif isinstance(ev, ToolResultEvent):
+                fields.append(f"[{k}].result.")
+        return self._append(events, fields)
 
     def record_tool_result(
         self,
@@ -109,20 +260,32 @@ class Session:
         tool_name: str | None = None,
         duration_s: float | None = None,
     ) -> int:
-        """Record one tool's output as soon as it finishes (it joins the results message)."""
-        ev = ToolResultEvent(ToolResultBlock(tool_use_id, content, is_error), tool_name, duration_s)
-        return self.store.append(self.id, self._named([ev]))[0]
+        """Record one tool's output as soon as it finishes (it joins the results message).
+
+        ``tool_use_id`` must be a tool_use of this session that has no result yet, else
+        ``InvalidConversationError`` (``field="tool_use_id"``) and nothing is written."""
+        block = ToolResultBlock(tool_use_id, content, is_error)
+        check_block(block)
+        ev = ToolResultEvent(block, tool_name, duration_s)
+        check_event(ev)
+        return self._append([ev], [""])[0]
 
     def record_model_call(self, model: str, **fields: Any) -> int:
         """Record a model request's usage: input/output/cache tokens, stop reason, latency."""
-        return self.store.append(self.id, [ModelCallEvent(model, **fields)])[0]
+        ev = ModelCallEvent(model, **fields)
+        check_event(ev)
+        return self.store.append(self.id, [ev])[0]
 
     def record_compaction(self, event: CompactionEvent) -> int:
+        """Record that a strategy compacted the context (the log itself is not edited)."""
+        check_event(event)
         return self.store.append(self.id, [event])[0]
 
     def note(self, text: str, *tags: str) -> int:
-        return self.store.append(self.id, [NoteEvent(text, tags)])[0]
-
+        """Attach free text (and tags) to the session."""
+        ev = NoteEvent(text, tags)
+        check_event(ev)
+        return self.store.append(self.id, [ev])[0]
     # ------------------------------------------------------------------ viewing
 
     def chain(self, *, tokenizers: Sequence[str] = ()) -> ChainView:
@@ -150,10 +313,25 @@ class Session:
     # ------------------------------------------------------------------ branches
 
     def fork(self, at_event_id: int, *, title: str | None = None) -> Session:
+        """A new session sharing this one's history up to ``at_event_id`` (one transaction)."""
         return Session(self.store, self.store.fork(self.id, at_event_id, title=title).id)
 
     def rewind(self, to_event_id: int | None) -> None:
+        """Move the head back to ``to_event_id`` (None: empty); later events stay stored."""
         self.store.rewind(self.id, to_event_id)
+        self._ledger = _ToolLedger()
 
     def __repr__(self) -> str:
         return f"Session({self.id!r})"
+
+
+def _message_events(messages: Sequence[Message]) -> tuple[list[Event], list[str]]:
+    """Content-check messages and split them into events, with each tool event's error path."""
+    events: list[Event] = []
+    fields: list[str] = []
+    for k, m in enumerate(messages):
+        prefix = f"[{k}]."
+        check_message(m, prefix)
+        events.extend(events_from_message(m))
+        fields.extend(_tool_fields(m, prefix))
+    return events, fields

@@ -12,8 +12,19 @@ import pytest
 from hypothesis import given, settings
 
 import tokenizer_doubles
-from ctxmem.errors import EventNotFoundError, InputError, SessionNotFoundError
-from ctxmem.events import CompactionEvent, ModelCallEvent, NoteEvent, ToolCallEvent
+from ctxmem.errors import (
+    EventNotFoundError,
+    InputError,
+    InvalidConversationError,
+    SessionNotFoundError,
+)
+from ctxmem.events import (
+    CompactionEvent,
+    ModelCallEvent,
+    NoteEvent,
+    ToolCallEvent,
+    events_from_message,
+)
 from ctxmem.messages import Message, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from ctxmem.samples import synthetic_session
 from ctxmem.session import Session
@@ -48,11 +59,39 @@ def test_record_then_view_gives_back_the_conversation(store: Any, conv: list[Mes
     assert s.pending_tool_uses() == expected_pending
 
 
+def _door_refuses(msgs: list[Message]) -> bool:
+    """Independently of ctxmem.session: does this list reuse a tool_use id, answer an id no
+    earlier tool_use carries, or answer one id twice? (What the door refuses.)"""
+    calls: set[str] = set()
+    answered: set[str] = set()
+    for m in msgs:
+        for b in m.content:
+            if isinstance(b, ToolUseBlock):
+                if b.id in calls:
+                    return True
+                calls.add(b.id)
+            elif isinstance(b, ToolResultBlock):
+                if b.tool_use_id not in calls or b.tool_use_id in answered:
+                    return True
+                answered.add(b.tool_use_id)
+    return False
+
+
 @settings(max_examples=25)
 @given(msgs=message_lists(max_size=6))
 def test_record_then_view_any_messages(store: Any, msgs: list[Message]) -> None:
+    """Any block layout round-trips through the store (the store itself trusts its input);
+    through the Session door, exactly the lists with bad tool ids are refused, whole."""
+    door = Session.create(store)
+    if _door_refuses(msgs):
+        with pytest.raises(InvalidConversationError):
+            door.record_many(msgs)
+        assert door.events() == []
+    else:
+        door.record_many(msgs)
+        assert door.messages() == msgs
     s = Session.create(store, tokenizers=["heuristic"])
-    s.record_many(msgs)
+    store.append(s.id, [ev for m in msgs for ev in events_from_message(m)])
     assert s.messages() == msgs
     # provenance: each message's events, in order, and nothing else
     spans = s.messages_with_ids()

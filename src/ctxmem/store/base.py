@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ctxmem.events import Event, StoredEvent
 from ctxmem.messages import ToolUseBlock
@@ -81,9 +81,26 @@ class ChainView:
     counts: dict[str, list[EventCounts]] = field(default_factory=dict)
 
 
+class ToolEventRef(NamedTuple):
+    """A ``tool_call`` or ``tool_result`` event of a chain, without its content."""
+
+    event_id: int
+    kind: str  # "tool_call" | "tool_result"
+    tool_use_id: str
+    tool_name: str | None
+
+
 @runtime_checkable
 class SessionStore(Protocol):
-    """Where sessions live. Every method is atomic: it fully happens or not at all."""
+    """Where sessions live. Every method is atomic: it fully happens or not at all.
+
+    Stores trust what they are given: the door is :class:`~ctxmem.session.Session`, which
+    validates events (``ctxmem.events.check_event``) and tool ids before calling
+    :meth:`append` or :meth:`create_session`. Code that calls a store directly must hand it
+    validated events. Errors: :class:`~ctxmem.errors.SessionNotFoundError`,
+    :class:`~ctxmem.errors.EventNotFoundError`, :class:`~ctxmem.errors.StoreError` (and,
+    from the SQLite store, :class:`~ctxmem.errors.StoreBusyError` after every retry).
+    """
 
     def create_session(
         self,
@@ -92,32 +109,84 @@ class SessionStore(Protocol):
         title: str | None = None,
         metadata: dict[str, Any] | None = None,
         tokenizers: Sequence[str] = (),
-    ) -> SessionInfo: ...
-
-    def get_session(self, session_id: str) -> SessionInfo: ...
-
-    def list_sessions(self) -> list[SessionInfo]: ...
-
-    def append(self, session_id: str, events: Sequence[Event], *, created_at: float | None = None) -> list[int]:
-        """Append events to the session's head in one transaction; returns their ids."""
+        events: Sequence[Event] = (),
+    ) -> SessionInfo:
+        """Create a session (a fresh uuid4 hex id unless ``session_id`` is given) whose first
+        events are ``events``, in **one** transaction: after a crash the session exists
+        with all of them or does not exist (an import relies on this). ``metadata`` must be
+        JSON. ``tokenizers`` are counted on every append (each must load, or
+        :class:`~ctxmem.errors.TokenizerError`/:class:`~ctxmem.errors.UnknownNameError` is
+        raised before anything is written). Raises :class:`~ctxmem.errors.InputError`
+        (``field="session_id"``) if the id is taken."""
         ...
 
-    def chain(self, session_id: str, *, tokenizers: Sequence[str] = ()) -> ChainView: ...
+    def get_session(self, session_id: str) -> SessionInfo:
+        """The session's current state. Raises :class:`~ctxmem.errors.SessionNotFoundError`."""
+        ...
 
-    def totals(self, session_id: str, tokenizer: str) -> TokenTotals: ...
+    def list_sessions(self) -> list[SessionInfo]:
+        """Every session, oldest first (ties by id)."""
+        ...
 
-    def pending_tool_uses(self, session_id: str) -> list[ToolUseBlock]: ...
+    def append(self, session_id: str, events: Sequence[Event], *, created_at: float | None = None) -> list[int]:
+        """Append events to the session's head in one transaction; returns their ids (in
+        order, increasing). ``created_at`` (epoch seconds) defaults to now. An empty list
+        writes nothing and returns ``[]``. Raises ``SessionNotFoundError``."""
+        ...
 
-    def fork(self, session_id: str, at_event_id: int, *, title: str | None = None) -> SessionInfo: ...
+    def chain(self, session_id: str, *, tokenizers: Sequence[str] = ()) -> ChainView:
+        """The current chain (head back through parent pointers, returned oldest first),
+        with per-event counts for each of ``tokenizers`` (counted now if not tracked)."""
+        ...
 
-    def rewind(self, session_id: str, to_event_id: int | None) -> SessionInfo: ...
+    def totals(self, session_id: str, tokenizer: str) -> TokenTotals:
+        """Running content/overhead totals of the current chain: O(1) for a tokenizer the
+        session tracks, a one-time backfill otherwise."""
+        ...
 
-    def search(self, query: str, *, session_id: str | None = None, limit: int = 10) -> list[SearchHit]: ...
+    def pending_tool_uses(self, session_id: str) -> list[ToolUseBlock]:
+        """Tool calls of the current chain with no result, in call order."""
+        ...
 
-    def tool_output(self, event_id: int) -> str: ...
+    def tool_events(
+        self, session_id: str, *, after_event_id: int | None = None
+    ) -> tuple[int | None, list[ToolEventRef]]:
+        """(head event id, the chain's tool_call/tool_result events oldest first), read in
+        one consistent snapshot. With ``after_event_id``, only the events after it, which
+        costs what those events cost (how a :class:`~ctxmem.session.Session` keeps its
+        view of tool ids current); raises :class:`~ctxmem.errors.EventNotFoundError` when
+        that event is no longer in the chain (a rewind), and the caller reads it all."""
+        ...
 
-    def record_calibration(self, model: str, tokenizer: str, estimated: int, reported: int) -> None: ...
+    def fork(self, session_id: str, at_event_id: int, *, title: str | None = None) -> SessionInfo:
+        """A new session whose head is ``at_event_id`` (an event of this session's chain,
+        else ``EventNotFoundError``); it shares the history up to there and copies the
+        metadata and tokenizers. One transaction."""
+        ...
 
-    def calibration_observations(self, model: str, tokenizer: str, limit: int = 50) -> list[tuple[int, int]]: ...
+    def rewind(self, session_id: str, to_event_id: int | None) -> SessionInfo:
+        """Move the head back to ``to_event_id`` (an event of the current chain, else
+        ``EventNotFoundError``; None empties the view). Later events stay stored and
+        reachable by id (a fork at one of them brings them back)."""
+        ...
 
-    def close(self) -> None: ...
+    def search(self, query: str, *, session_id: str | None = None, limit: int = 10) -> list[SearchHit]:
+        """Tool outputs matching ``query``, best first (only the session's current chain
+        when ``session_id`` is given). A malformed query raises ``InputError``."""
+        ...
+
+    def tool_output(self, event_id: int) -> str:
+        """The full text of a ``tool_result`` event. Raises ``EventNotFoundError``."""
+        ...
+
+    def record_calibration(self, model: str, tokenizer: str, estimated: int, reported: int) -> None:
+        """Keep one (estimated, provider-reported) input-token observation."""
+        ...
+
+    def calibration_observations(self, model: str, tokenizer: str, limit: int = 50) -> list[tuple[int, int]]:
+        """The last ``limit`` observations for (model, tokenizer), oldest first."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's resources; the handle is unusable afterwards."""
+        ...

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from ctxmem.events import (
+    MAX_DEPTH,
     Event,
     MessageEvent,
     StoredEvent,
@@ -154,15 +155,18 @@ class InexactNumbers(NotSimple):
     because its parser may not read numbers exactly as ``json.loads`` does."""
 
 
-def _has_float(v: Any) -> bool:
+def _check_input(v: Any, depth: int, no_floats: bool) -> None:
+    """Raise :class:`NotSimple` for a tool input nested deeper than ``MAX_DEPTH`` (the
+    validating path refuses it, naming the field) and, with ``no_floats``,
+    :class:`InexactNumbers` for one holding a float. Recursion stops at ``MAX_DEPTH``."""
     t = type(v)
-    if t is float:
-        return True
-    if t is dict:
-        return any(_has_float(x) for x in v.values())
-    if t is list:
-        return any(_has_float(x) for x in v)
-    return False
+    if t is dict or t is list:
+        if depth >= MAX_DEPTH:
+            raise NotSimple
+        for x in v.values() if t is dict else v:
+            _check_input(x, depth + 1, no_floats)
+    elif t is float and no_floats:
+        raise InexactNumbers
 
 
 _PER_BLOCK = DEFAULT_OVERHEAD.per_block
@@ -181,6 +185,7 @@ def encode_anthropic_message(
     prev_uses: set[str],
     seen: set[str],
     no_floats: bool = False,
+    answered: set[str] | None = None,
 ) -> set[str]:
     """Encode one parsed Anthropic message straight into rows, as
     ``encode_event`` of each event of ``events_from_message(message_from_anthropic(obj))``
@@ -189,6 +194,10 @@ def encode_anthropic_message(
     ``new_flags`` and ``bases`` (``event_overhead(event, False)``); returns the next
     ``prev_uses`` (the checks of ``ctxmem.jsonl._validate``). With ``no_floats``, a tool
     input holding a float raises :class:`InexactNumbers` (the caller re-parses the line).
+    ``answered`` collects the ids with a result (a second result for one is not simple).
+    The caller guarantees strings without lone surrogates and finite numbers (orjson
+    refuses both; a line parsed by ``json`` is checked with ``ctxmem.events.json_problem``);
+    a tool input nested deeper than ``MAX_DEPTH`` raises :class:`NotSimple` here.
 
     Only plainly valid messages are handled: anything else (a wrong type, a missing field,
     a misplaced or orphan tool block, a reused id, an unusual value) raises
@@ -223,13 +232,14 @@ def encode_anthropic_message(
                 raise NotSimple
             if uid in seen or uid in uses:
                 raise NotSimple
-            if no_floats and _has_float(inp):
-                raise InexactNumbers
+            _check_input(inp, 0, no_floats)
             uses.append(uid)
             parts.append(("u", (uid, name, inp)))
         elif t == "tool_result":
             tid, content, is_error = b.get("tool_use_id"), b.get("content", ""), b.get("is_error", False)
             if role != "user" or type(tid) is not str or type(is_error) is not bool or tid not in prev_uses:
+                raise NotSimple
+            if answered is not None and (tid in answered or any(p[0] == "r" and p[1][0] == tid for p in parts)):
                 raise NotSimple
             if type(content) is str:
                 parts.append(("r", (tid, "text", content, content, is_error)))
@@ -297,6 +307,8 @@ def encode_anthropic_message(
     if run or len(out) == first:  # an empty message still marks a message boundary
         flush()
     seen.update(uses)
+    if answered is not None:
+        answered.update(v[0] for k, v in parts if k == "r")
     if role == "assistant":
         return set(uses)
     return prev_uses if has_results else set()

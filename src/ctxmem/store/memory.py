@@ -26,7 +26,14 @@ from ctxmem.events import (
     role_of,
 )
 from ctxmem.messages import ToolUseBlock
-from ctxmem.store.base import ChainView, EventCounts, SearchHit, SessionInfo, TokenTotals
+from ctxmem.store.base import (
+    ChainView,
+    EventCounts,
+    SearchHit,
+    SessionInfo,
+    TokenTotals,
+    ToolEventRef,
+)
 from ctxmem.store.codec import encode_event
 from ctxmem.store.counting import event_overhead
 from ctxmem.tokens import Tokenizer, get_tokenizer
@@ -68,7 +75,10 @@ class MemoryStore:
         title: str | None = None,
         metadata: dict[str, Any] | None = None,
         tokenizers: Sequence[str] = (),
+        events: Sequence[Event] = (),
     ) -> SessionInfo:
+        """The session and its first ``events`` together: if the append fails, the session
+        is removed again, so it exists with all of them or not at all."""
         for name in tokenizers:
             self.tokenizer(name)
         with self._lock:
@@ -78,7 +88,13 @@ class MemoryStore:
             info = SessionInfo(sid, time.time(), title, dict(metadata or {}), None, tokenizers=tuple(tokenizers))
             self._sessions[sid] = info
             self._tail_role[sid] = None
-            return info
+            if events:
+                try:
+                    self.append(sid, events, created_at=info.created_at)
+                except BaseException:
+                    del self._sessions[sid], self._tail_role[sid]
+                    raise
+            return self._sessions[sid]
 
     def get_session(self, session_id: str) -> SessionInfo:
         try:
@@ -122,6 +138,22 @@ class MemoryStore:
         return ec
 
     def append(self, session_id: str, events: Sequence[Event], *, created_at: float | None = None) -> list[int]:
+        """All or nothing, like a transaction: if encoding or counting fails part way, the
+        rows, counts and head written so far are taken back."""
+        with self._lock:
+            info = self.get_session(session_id)
+            next_id, tail = self._next_id, self._tail_role[session_id]
+            try:
+                return self._append(session_id, events, created_at)
+            except BaseException:
+                for eid in range(next_id, self._next_id):
+                    self._events.pop(eid, None)
+                    for name in info.tokenizers:
+                        self._counts.pop((eid, self.tokenizer(name).id), None)
+                self._next_id, self._sessions[session_id], self._tail_role[session_id] = next_id, info, tail
+                raise
+
+    def _append(self, session_id: str, events: Sequence[Event], created_at: float | None) -> list[int]:
         with self._lock:
             info = self.get_session(session_id)
             head = info.head_event_id
@@ -189,6 +221,26 @@ class MemoryStore:
 
     def pending_tool_uses(self, session_id: str) -> list[ToolUseBlock]:
         return pending_tool_uses(r.stored.event for r in self._chain_rows(self.get_session(session_id).head_event_id))
+
+    def tool_events(
+        self, session_id: str, *, after_event_id: int | None = None
+    ) -> tuple[int | None, list[ToolEventRef]]:
+        with self._lock:
+            head = self.get_session(session_id).head_event_id
+            rows = self._chain_rows(head)
+            if after_event_id is not None:
+                ids = [r.stored.id for r in rows]
+                if after_event_id not in ids:
+                    raise EventNotFoundError(after_event_id, session_id)
+                rows = rows[ids.index(after_event_id) + 1 :]
+            out = []
+            for r in rows:
+                ev = r.stored.event
+                if isinstance(ev, ToolCallEvent):
+                    out.append(ToolEventRef(r.stored.id, "tool_call", ev.tool_use.id, ev.tool_use.name))
+                elif isinstance(ev, ToolResultEvent):
+                    out.append(ToolEventRef(r.stored.id, "tool_result", ev.result.tool_use_id, ev.tool_name))
+            return head, out
 
     def _require_in_chain(self, session_id: str, event_id: int) -> None:
         ids = {r.stored.id for r in self._chain_rows(self.get_session(session_id).head_event_id)}
