@@ -55,6 +55,7 @@ from ctxmem.store.base import (
     SearchHit,
     SessionInfo,
     TokenTotals,
+    ToolEventRef,
 )
 from ctxmem.store.codec import (
     Encoded,
@@ -248,7 +249,13 @@ class SQLiteStore:
         title: str | None = None,
         metadata: dict[str, Any] | None = None,
         tokenizers: Sequence[str] = (),
+        events: Sequence[Event] = (),
+        encoded: tuple[Sequence[Encoded], Sequence[bool], Sequence[int]] | None = None,
     ) -> SessionInfo:
+        """See :meth:`SessionStore.create_session`: the session row and ``events`` are one
+        transaction. ``encoded`` (SQLite only, the bulk import path of ``ctxmem.jsonl``):
+        the first events already encoded, as (encoded, new_flags, bases) of
+        :meth:`append_encoded`, written the same way, in the same transaction."""
         sid = session_id or uuid.uuid4().hex
         for name in tokenizers:
             self.tokenizer(name)  # fail now, with a clear error, not at the first append
@@ -264,7 +271,12 @@ class SQLiteStore:
             except sqlite3.IntegrityError:
                 raise InputError(f"a session with id {sid!r} already exists", field="session_id") from None
 
-        self._write(create)
+        if encoded is not None and encoded[0]:
+            self._append_encoded_to(sid, tokenizers, *encoded, now, create)
+        elif events:
+            self._append_events(sid, tokenizers, events, now, create)
+        else:
+            self._write(create)
         return self.get_session(sid)
 
     def get_session(self, session_id: str) -> SessionInfo:
@@ -352,7 +364,19 @@ class SQLiteStore:
         if not events:
             return []
         info = self.get_session(session_id)
-        toks = [self.tokenizer(name) for name in info.tokenizers]
+        return self._append_events(session_id, info.tokenizers, events, created_at)
+
+    def _append_events(
+        self,
+        session_id: str,
+        tokenizers: Sequence[str],
+        events: Sequence[Event],
+        created_at: float | None,
+        create: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> list[int]:
+        """Append to a session tracking ``tokenizers``; ``create`` (the session's INSERT)
+        runs first in the same transaction (:meth:`create_session` with events)."""
+        toks = [self.tokenizer(name) for name in tokenizers]
         now = time.time() if created_at is None else created_at
         new_flags = [bool(getattr(e, "new_message", False)) for e in events]
         # Overhead of each event without the per-message share (added where it starts one).
@@ -373,7 +397,9 @@ class SQLiteStore:
                 encoded = [encode_event(e) for e in events]
             else:
                 encoded = [encode_event(e, ts) for e, ts in zip(events, texts, strict=True)]
-            return self._append_encoded(session_id, encoded, new_flags, bases, now, self._counter(toks, encoded, early))
+            return self._append_encoded(
+                session_id, encoded, new_flags, bases, now, self._counter(toks, encoded, early), create
+            )
         finally:
             for _, counting in early.values():
                 counting.cancel()  # a no-op once the counts were collected
@@ -394,13 +420,27 @@ class SQLiteStore:
         if not encoded:
             return []
         info = self.get_session(session_id)
-        toks = [self.tokenizer(name) for name in info.tokenizers]
+        return self._append_encoded_to(session_id, info.tokenizers, encoded, new_flags, bases, created_at)
+
+    def _append_encoded_to(
+        self,
+        session_id: str,
+        tokenizers: Sequence[str],
+        encoded: Sequence[Encoded],
+        new_flags: Sequence[bool],
+        bases: Sequence[int],
+        created_at: float | None,
+        create: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> list[int]:
+        toks = [self.tokenizer(name) for name in tokenizers]
         now = time.time() if created_at is None else created_at
         early: dict[int, tuple[list[str], parallel_count.Counting]] = {}
         if any(parallel_count.possible(tok) for tok in toks):
             early = self._start_early(toks, [e.texts for e in encoded])
         try:
-            return self._append_encoded(session_id, encoded, new_flags, bases, now, self._counter(toks, encoded, early))
+            return self._append_encoded(
+                session_id, encoded, new_flags, bases, now, self._counter(toks, encoded, early), create
+            )
         finally:
             for _, counting in early.values():
                 counting.cancel()
@@ -446,8 +486,11 @@ class SQLiteStore:
         bases: Sequence[int],
         now: float,
         count_all: Callable[[], list[tuple[str, list[int], dict[str, int]]]],
+        create: Callable[[sqlite3.Connection], None] | None = None,
     ) -> list[int]:
         def write(conn: sqlite3.Connection) -> list[int]:
+            if create is not None:  # a new session and its first events: one transaction
+                create(conn)
             row = conn.execute("SELECT head_event_id, tail_role FROM sessions WHERE id = ?", (session_id,)).fetchone()
             if row is None:
                 raise SessionNotFoundError(session_id)
@@ -745,6 +788,48 @@ class SQLiteStore:
             mparams,
         )
         return pending_tool_uses(self._stored(r).event for r in rows)
+
+    def tool_events(
+        self, session_id: str, *, after_event_id: int | None = None
+    ) -> tuple[int | None, list[ToolEventRef]]:
+        """See :meth:`SessionStore.tool_events`. A linear session reads an id range of its
+        own events; otherwise the chain is walked from the head down to ``after_event_id``
+        only (ids ascend along a chain), so catching up costs what was appended since."""
+
+        def run() -> tuple[int | None, list[ToolEventRef]]:
+            with self.read_snapshot() as conn:
+                row = conn.execute("SELECT head_event_id, linear FROM sessions WHERE id = ?", (session_id,)).fetchone()
+                if row is None:
+                    raise SessionNotFoundError(session_id)
+                head, linear = row
+                lo = after_event_id or 0
+                if head is None or (after_event_id is not None and after_event_id > head):
+                    if after_event_id is not None:
+                        raise EventNotFoundError(after_event_id, session_id)
+                    return head, []
+                if linear:
+                    if after_event_id is not None:
+                        owner = conn.execute("SELECT session_id FROM events WHERE id = ?", (after_event_id,)).fetchone()
+                        if owner is None or owner[0] != session_id:
+                            raise EventNotFoundError(after_event_id, session_id)
+                    rows = conn.execute(
+                        "SELECT id, kind, tool_use_id, tool_name FROM events WHERE session_id = ? AND id > ? "
+                        "AND id <= ? AND kind IN ('tool_call', 'tool_result') ORDER BY id",
+                        (session_id, lo, head),
+                    ).fetchall()
+                    return head, [ToolEventRef(*r) for r in rows]
+                rows = conn.execute(
+                    "WITH RECURSIVE chain(id) AS (SELECT ?1 UNION ALL SELECT e.parent_id FROM events e "
+                    "JOIN chain ON e.id = chain.id WHERE e.parent_id IS NOT NULL AND e.parent_id >= ?2) "
+                    "SELECT e.id, e.kind, e.tool_use_id, e.tool_name FROM chain JOIN events e ON e.id = chain.id "
+                    "ORDER BY e.id",
+                    (head, lo),
+                ).fetchall()
+                if after_event_id is not None and (not rows or rows[0][0] != after_event_id):
+                    raise EventNotFoundError(after_event_id, session_id)
+                return head, [ToolEventRef(*r) for r in rows if r[0] > lo and r[1] in ("tool_call", "tool_result")]
+
+        return self._retry(run)
 
     # ------------------------------------------------------------------ branches
 
