@@ -11,31 +11,28 @@ from typing import Any
 
 import click
 
-from ctxmem.cli._common import CtxmemGroup
-from ctxmem.cli.context import context
-from ctxmem.cli.demo import demo
-from ctxmem.cli.evals import eval_group
-from ctxmem.cli.mcp import mcp
-from ctxmem.cli.sessions import sessions
-from ctxmem.cli.strategies import strategies
-from ctxmem.cli.tune import tune
-from ctxmem.cli.workload import workload
+from ctxmem.cli._common import LazyGroup
+
+# Subcommands load when invoked, not at start-up: each pulls in its part of the library
+# (sessions: the store and JSONL import; eval: the evaluator; workload: torch/triton
+# probes), and ``ctxmem --help`` lists them from the short help given here (the first
+# line of each command's docstring; tests/test_cli_startup.py checks they agree).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sessions": ("ctxmem.cli.sessions:sessions", "Recorded agent sessions."),
+    "strategies": ("ctxmem.cli.strategies:strategies", "Context strategies and presets."),
+    "context": ("ctxmem.cli.context:context", "Build contexts from recorded sessions."),
+    "tune": ("ctxmem.cli.tune:tune", "Cost models, budget sweeps and KV-cache estimates."),
+    "eval": ("ctxmem.cli.evals:eval_group", "Needle-in-a-haystack evaluation of models and context strategies."),
+    "workload": ("ctxmem.cli.workload:workload", "Driving workloads that produce long, realistic agent sessions."),
+    "demo": ("ctxmem.cli.demo:demo", "Record and summarize a bundled million-token agent session (offline)."),
+    "mcp": ("ctxmem.cli.mcp:mcp", "Serve the session store to MCP hosts (Claude Desktop, Claude Code, agent SDKs)."),
+}
 
 
-@click.group(cls=CtxmemGroup)
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS)
 @click.version_option(package_name="ctxmem")
 def cli() -> None:
     """ctxmem: memory and context management for long-running LLM agents."""
-
-
-cli.add_command(sessions)
-cli.add_command(strategies)
-cli.add_command(context)
-cli.add_command(tune)
-cli.add_command(eval_group)
-cli.add_command(workload)
-cli.add_command(demo)
-cli.add_command(mcp)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -37,6 +37,44 @@ class CtxmemGroup(click.Group):
             sys.exit(1)
 
 
+class LazyGroup(CtxmemGroup):
+    """A group whose subcommands are imported only when run (``lazy_commands``: name ->
+    ("module:attribute", short help)); listing them in ``--help`` imports nothing."""
+
+    def __init__(self, *args: Any, lazy_commands: dict[str, tuple[str, str]] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_commands and cmd_name not in self.commands:
+            import importlib
+
+            target = self.lazy_commands[cmd_name][0]
+            module, attr = target.split(":")
+            cmd = getattr(importlib.import_module(module), attr)
+            self.add_command(cmd, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max((len(n) for n in names), default=0)
+        rows = []
+        for name in names:
+            if name in self.lazy_commands and name not in self.commands:
+                help_text = self.lazy_commands[name][1]
+                rows.append((name, help_text if len(help_text) <= limit else help_text[: limit - 3].rstrip() + "..."))
+            else:
+                cmd = super().get_command(ctx, name)
+                if cmd is not None and not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 def db_option(fn: F) -> F:
     return click.option(
         "--db",
