@@ -82,7 +82,7 @@ def test_unmappable_items_raise_naming_the_item_or_are_skipped() -> None:
     with pytest.raises(InputError, match="item 1: item type 'web_search_call'"):
         from_responses(items)
     assert from_responses(items, strict=False) == (None, [Message.user("hi")])
-    with pytest.raises(InputError, match="item 0: .*input_image"):
+    with pytest.raises(InputError, match=r"item 0: .*input_image"):
         from_responses([{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}])
     with pytest.raises(InputError, match="item 0: function_call 'c' arguments are not valid JSON"):
         from_responses([{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{"}])

@@ -1,0 +1,297 @@
+"""LangChain v1 / LangGraph: record the graph's messages, hand the model a preset's context.
+
+A drop-in for ``trim_messages``: the graph state keeps every message, ctxmem keeps them in
+a durable session, and the model sees what the preset builds within its budget::
+
+    from langchain.agents import create_agent
+    from ctxmem.integrations.langchain import CtxmemMiddleware
+
+    memory = CtxmemMiddleware("masking-200k", store="agent.db", session_id="run-7")
+    agent = create_agent(model, tools=tools, middleware=[memory])
+
+    # LangGraph's prebuilt agent, where trim_messages went:
+    agent = create_react_agent(model, tools, pre_model_hook=memory.pre_model_hook)
+
+**Middleware** (``wrap_model_call``/``awrap_model_call``): before each model call, the
+request's messages are converted (:func:`from_langchain`) and whatever is new is recorded
+into the session; the preset builds the context over the session (system prompt and tool
+schemas counted in the budget), and the model is called with that context
+(:func:`to_langchain`) — the graph state is never edited. ``after_agent`` records the
+final answer. **pre_model_hook** does the same for ``create_react_agent``, returning
+``{"llm_input_messages": ...}`` (the state is untouched, as with ``trim_messages``).
+
+**Session per thread.** With ``session_id=None`` the session is the LangGraph
+``thread_id`` of the run (``config={"configurable": {"thread_id": ...}}``), else
+``"default"``. If the graph's messages stop being an extension of what was recorded (a
+``RemoveMessage``, a rewritten state), the session is rewound to the common prefix —
+later events stay stored — and recording continues from there.
+
+**Conversion.** ``HumanMessage`` ↔ user text; ``AIMessage`` ↔ assistant text, ``tool_calls``
+↔ ``tool_use`` blocks, Anthropic-style ``thinking`` content parts ↔ thinking blocks;
+``ToolMessage`` ↔ ``tool_result`` (``status="error"`` ↔ ``is_error``); ``SystemMessage``
+↔ the system prompt. Tool messages and the human text after them form one user message
+(results first). ``from_langchain(to_langchain(messages, system)) == (system, messages)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ctxmem.config import Preset
+from ctxmem.errors import InputError, MissingDependencyError
+from ctxmem.integrations._common import LoopBuilder, open_or_create, open_store, resolve_preset
+from ctxmem.messages import (
+    ContentBlock,
+    Message,
+    RedactedThinkingBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolSpec,
+    ToolUseBlock,
+)
+from ctxmem.session import Session
+from ctxmem.store.base import SessionStore
+
+try:
+    from langchain.agents.middleware import AgentMiddleware
+    from langchain_core.messages import (
+        AIMessage,
+        BaseMessage,
+        HumanMessage,
+        SystemMessage,
+        ToolMessage,
+    )
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("langchain", "langchain", "ctxmem.integrations.langchain") from exc
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _texts(content: Any, where: str, i: int) -> list[ContentBlock]:
+    if isinstance(content, str):
+        return [TextBlock(content)] if content else []
+    out: list[ContentBlock] = []
+    for part in content or ():
+        if isinstance(part, str):
+            out.append(TextBlock(part))
+        elif isinstance(part, dict) and part.get("type") == "text":
+            out.append(TextBlock(str(part.get("text", ""))))
+        elif isinstance(part, dict) and part.get("type") == "thinking":
+            out.append(ThinkingBlock(str(part.get("thinking", "")), str(part.get("signature") or "")))
+        elif isinstance(part, dict) and part.get("type") == "redacted_thinking":
+            out.append(RedactedThinkingBlock(str(part.get("data", ""))))
+        elif isinstance(part, dict) and part.get("type") in ("tool_use", "tool_call"):
+            continue  # the same calls are in AIMessage.tool_calls
+        else:
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            raise InputError(f"message {i}: {where} content part {kind!r} has no ctxmem equivalent (text only)",
+                             field="content")
+    return out
+
+
+def from_langchain(messages: Sequence[Any]) -> tuple[str | None, list[Message]]:
+    """LangChain messages → (system prompt, ctxmem Messages). See the module docstring."""
+    system: list[str] = []
+    out: list[Message] = []
+    role: str | None = None
+    blocks: list[ContentBlock] = []
+
+    def flush() -> None:
+        if role is not None:
+            out.append(Message(role, tuple(blocks)))  # type: ignore[arg-type]
+
+    for i, m in enumerate(messages):
+        if isinstance(m, SystemMessage):
+            system.append("".join(b.text for b in _texts(m.content, "system", i) if isinstance(b, TextBlock)))
+            continue
+        if isinstance(m, AIMessage):
+            new_role = "assistant"
+            bs = _texts(m.content, "ai", i)
+            bs.extend(ToolUseBlock(str(c["id"]), c["name"], dict(c.get("args") or {})) for c in m.tool_calls)
+        elif isinstance(m, ToolMessage):
+            new_role = "user"
+            content = m.content if isinstance(m.content, str) else tuple(
+                b for b in _texts(m.content, "tool", i) if isinstance(b, TextBlock))
+            bs = [ToolResultBlock(str(m.tool_call_id), content, m.status == "error")]
+        elif isinstance(m, HumanMessage):
+            new_role = "user"
+            bs = _texts(m.content, "human", i)
+        else:
+            raise InputError(f"message {i}: unsupported message type {type(m).__name__}", field="type")
+        # an AI message always starts a new assistant turn; tool results and human text
+        # after them share one user turn
+        if new_role != role or new_role == "assistant":
+            flush()
+            role, blocks = new_role, []
+        blocks.extend(bs)
+    flush()
+    return ("\n\n".join(system) if system else None), out
+
+
+def to_langchain(messages: Sequence[Message], system: str | None = None) -> list[BaseMessage]:
+    """ctxmem Messages (+ system prompt) → LangChain messages."""
+    out: list[BaseMessage] = [SystemMessage(content=system)] if system else []
+    names: dict[str, str] = {}
+    for m in messages:
+        if m.role == "assistant":
+            parts: list[Any] = []
+            for b in m.content:
+                if isinstance(b, TextBlock):
+                    parts.append({"type": "text", "text": b.text})
+                elif isinstance(b, ThinkingBlock):
+                    parts.append({"type": "thinking", "thinking": b.thinking, "signature": b.signature})
+                elif isinstance(b, RedactedThinkingBlock):
+                    parts.append({"type": "redacted_thinking", "data": b.data})
+            calls = [{"id": b.id, "name": b.name, "args": b.input, "type": "tool_call"} for b in m.tool_uses]
+            names.update((b.id, b.name) for b in m.tool_uses)
+            content: Any = parts[0]["text"] if len(parts) == 1 and parts[0]["type"] == "text" else parts
+            out.append(AIMessage(content=content if parts else "", tool_calls=calls))
+            continue
+        texts: list[TextBlock] = []
+        for b in m.content:
+            if isinstance(b, ToolResultBlock):
+                c: Any = b.content if isinstance(b.content, str) else [
+                    {"type": "text", "text": t.text} for t in b.content]
+                out.append(ToolMessage(content=c, tool_call_id=b.tool_use_id, name=names.get(b.tool_use_id),
+                                       status="error" if b.is_error else "success"))
+            elif isinstance(b, TextBlock):
+                texts.append(b)
+        if texts or not m.tool_results:
+            out.append(HumanMessage(content=texts[0].text if len(texts) == 1 else [
+                {"type": "text", "text": t.text} for t in texts]))
+    return out
+
+
+def _tool_specs(tools: Sequence[Any]) -> tuple[ToolSpec, ...]:
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    specs = []
+    for t in tools:
+        try:
+            fn = convert_to_openai_tool(t)["function"]
+        except Exception:  # provider-native tool dicts: counted by the provider, not here
+            continue
+        specs.append(ToolSpec(fn["name"], fn.get("description", ""), fn.get("parameters") or {}))
+    return tuple(specs)
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+class CtxmemMiddleware(AgentMiddleware):
+    """Records the graph's messages into ctxmem and gives the model the preset's context."""
+
+    def __init__(
+        self,
+        preset: Preset | str,
+        store: SessionStore | str | os.PathLike[str] = "memory://",
+        *,
+        session_id: str | None = None,
+        context_window: int | None = None,
+        record_compactions: bool = True,
+    ):
+        super().__init__()
+        resolved = resolve_preset(preset)
+        assert resolved is not None
+        self.preset: Preset = resolved
+        self.store = open_store(store)
+        self.session_id = session_id
+        self.context_window = context_window
+        self.record_compactions = record_compactions
+        self._builders: dict[str, LoopBuilder] = {}
+        self._recorded: dict[str, list[Message]] = {}
+        #: the last build's report (what was kept, masked, dropped), for inspection
+        self.last_report: Any = None
+
+    # ------------------------------------------------------------------ core
+
+    def _sid(self) -> str:
+        if self.session_id is not None:
+            return self.session_id
+        try:
+            from langgraph.config import get_config
+
+            thread = get_config().get("configurable", {}).get("thread_id")
+        except Exception:
+            thread = None
+        return str(thread) if thread is not None else "default"
+
+    def session(self, session_id: str | None = None) -> Session:
+        """The ctxmem session of ``session_id`` (default: this run's, see the module docstring)."""
+        sid = session_id or self._sid()
+        return open_or_create(self.store, sid, metadata={"source": "langchain", "strategy": self.preset.name})
+
+    def record(self, messages: Sequence[Any], session_id: str | None = None) -> tuple[Session, str | None]:
+        """Record what is new in ``messages`` (LangChain messages); returns (session, system)."""
+        session = self.session(session_id)
+        system, msgs = from_langchain(messages)
+        done = self._recorded.get(session.id)
+        if done is None:
+            done = self._recorded[session.id] = session.messages()
+        k = 0
+        while k < min(len(done), len(msgs)) and done[k] == msgs[k]:
+            k += 1
+        if k < len(done):
+            # the graph's messages diverged from the record: rewind to the common prefix
+            spans = session.messages_with_ids()
+            session.rewind(spans[k - 1][1][-1] if k else None)
+            session.note(f"langchain: state diverged after message {k}; rewound and re-recorded", "langchain")
+            del done[k:]
+        if msgs[k:]:
+            session.record_many(msgs[k:])
+            done.extend(msgs[k:])
+        return session, system
+
+    def context(self, messages: Sequence[Any], *, tools: Sequence[Any] = (),
+                session_id: str | None = None) -> list[BaseMessage]:
+        """Record ``messages`` and return the preset's context for the next model call."""
+        session, system = self.record(messages, session_id)
+        builder = self._builders.get(session.id)
+        if builder is None:
+            builder = self._builders[session.id] = LoopBuilder(
+                self.preset, context_window=self.context_window, record=self.record_compactions)
+        builder.tools = _tool_specs(tools)
+        spans = session.messages_with_ids()
+        lb = builder.build(session, [m for m, _ in spans], [e for _, e in spans], system=system)
+        self.last_report = lb.built.report
+        return to_langchain(lb.messages)
+
+    # ------------------------------------------------------------------ LangChain v1 hooks
+
+    def _request(self, request: Any) -> Any:
+        system = getattr(request, "system_message", None)
+        msgs = ([system] if system is not None else []) + list(request.messages)
+        built = self.context(msgs, tools=list(request.tools or ()))
+        return request.override(messages=built)
+
+    def wrap_model_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        return handler(self._request(request))
+
+    async def awrap_model_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        import asyncio
+
+        return await handler(await asyncio.to_thread(self._request, request))
+
+    def after_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        self.record(state["messages"])
+        return None
+
+    async def aafter_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        import asyncio
+
+        await asyncio.to_thread(self.record, state["messages"])
+        return None
+
+    # ------------------------------------------------------------------ LangGraph prebuilt
+
+    def pre_model_hook(self, state: Any) -> dict[str, Any]:
+        """``create_react_agent(..., pre_model_hook=middleware.pre_model_hook)``."""
+        messages = state["messages"] if isinstance(state, dict) else state.messages
+        return {"llm_input_messages": self.context(messages)}
+
+
+__all__ = ["CtxmemMiddleware", "from_langchain", "to_langchain"]

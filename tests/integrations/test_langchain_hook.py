@@ -1,0 +1,117 @@
+"""CtxmemMiddleware in LangChain v1's create_agent and LangGraph's create_react_agent."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langchain.agents")
+
+from langchain.agents import create_agent
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import tool
+from pydantic import Field
+
+from ctxmem.integrations.langchain import CtxmemMiddleware, from_langchain, to_langchain
+from ctxmem.messages import Message, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
+from ctxmem.tokens import count_messages, get_tokenizer
+
+
+@tool
+def read_log(name: str) -> str:
+    """Read a build log."""
+    return f"log {name}: " + " ".join(f"line{i} compiled ok" for i in range(300)) + f" SECRET-{name}"
+
+
+class ScriptedChat(GenericFakeChatModel):
+    """langchain_core's fake chat model, remembering what it was sent (bind_tools is a no-op)."""
+
+    seen: list[list[Any]] = Field(default_factory=list)
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+        self.seen.append(list(messages))
+        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+
+def script(turns: int) -> list[AIMessage]:
+    replies = []
+    for k in range(turns):
+        replies.append(AIMessage(content="", tool_calls=[{"id": f"call_{k}", "name": "read_log",
+                                                          "args": {"name": f"run{k}"}, "type": "tool_call"}]))
+        replies.append(AIMessage(content=f"done {k}"))
+    return replies
+
+
+def tokens(messages: list[Any]) -> int:
+    _, msgs = from_langchain(messages)
+    return sum(c.total for c in count_messages(msgs, get_tokenizer("o200k_base")))
+
+
+def test_create_agent_records_everything_and_the_model_sees_the_compacted_context() -> None:
+    turns = 8
+    model = ScriptedChat(messages=iter(script(turns)))
+    model.seen = []
+    memory = CtxmemMiddleware("masking-200k", store="memory://", session_id="lc", context_window=7000)
+    agent = create_agent(model, tools=[read_log], system_prompt="You read logs.", middleware=[memory])
+    state: dict[str, Any] = {"messages": []}
+    for k in range(turns):
+        state = agent.invoke({"messages": [*state["messages"], HumanMessage(f"question {k}")]})
+    # the graph state is untouched: every message, every full tool output
+    assert len(state["messages"]) == 4 * turns
+    assert sum("SECRET-run" in str(m.content) for m in state["messages"] if isinstance(m, ToolMessage)) == turns
+    # the ctxmem session recorded the same conversation, final answer included
+    recorded = memory.session("lc").messages()
+    assert recorded == from_langchain(state["messages"])[1]
+    # the last model call got the preset's context: within budget, newest output verbatim
+    last = model.seen[-1]
+    assert isinstance(last[0], SystemMessage) and last[0].content == "You read logs."
+    assert tokens(last) < tokens(state["messages"]) and memory.last_report.tokens_out <= memory.last_report.available
+    outputs = [str(m.content) for m in last if isinstance(m, ToolMessage)]
+    assert "SECRET-run7" in outputs[-1]
+    assert sum("SECRET-run" in o for o in outputs) < turns  # older outputs masked or left out
+    assert len(memory.last_report.masked) + len(memory.last_report.dropped) > 0
+    ids = {c["id"] for m in last if isinstance(m, AIMessage) for c in m.tool_calls}
+    assert all(m.tool_call_id in ids for m in last if isinstance(m, ToolMessage))  # pairs intact
+
+
+def test_pre_model_hook_in_create_react_agent() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from langgraph.prebuilt import create_react_agent
+    turns = 6
+    model = ScriptedChat(messages=iter(script(turns)))
+    model.seen = []
+    memory = CtxmemMiddleware("window-32k", store="memory://", context_window=4000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        agent = create_react_agent(model, [read_log], pre_model_hook=memory.pre_model_hook)
+    state: dict[str, Any] = {"messages": []}
+    for k in range(turns):
+        state = agent.invoke({"messages": [*state["messages"], HumanMessage(f"q{k}")]},
+                             config={"configurable": {"thread_id": "t-1"}})
+    assert len(state["messages"]) == 4 * turns
+    assert tokens(model.seen[-1]) <= 4000 < tokens(state["messages"])
+    assert memory.last_report.dropped  # the window dropped old turns for the model only
+    assert len(memory.session("t-1").messages()) >= 4 * turns - 1  # thread id names the session
+
+
+def test_conversion_round_trips_both_ways() -> None:
+    messages = [
+        Message.user("Compile it."),
+        Message.assistant(ThinkingBlock("plan", "sig"), TextBlock("Compiling."),
+                          ToolUseBlock("c1", "compile", {"path": "k.py"}), ToolUseBlock("c2", "check", {})),
+        Message("user", (ToolResultBlock("c1", "ok"), ToolResultBlock("c2", "bad", is_error=True),
+                         TextBlock("Continue."))),
+        Message.assistant("Done."),
+    ]
+    lc = to_langchain(messages, system="Be brief.")
+    assert [type(m).__name__ for m in lc] == ["SystemMessage", "HumanMessage", "AIMessage", "ToolMessage",
+                                              "ToolMessage", "HumanMessage", "AIMessage"]
+    assert lc[4].status == "error" and lc[3].name == "compile"
+    assert from_langchain(lc) == ("Be brief.", messages)
