@@ -244,6 +244,23 @@ def test_the_session_and_its_events_are_one_write(sqlite_store: SQLiteStore) -> 
         assert _snapshot(sqlite_store) == before
 
 
+@pytest.mark.parametrize("fmt", ["anthropic", "openai"])
+def test_a_failure_after_the_events_are_written_takes_the_session_back(sqlite_store: SQLiteStore, fmt: str) -> None:
+    """Fault injection at the last insert of the import's transaction (the running totals):
+    the session row and every event row written before it are rolled back with it."""
+    conv = synthetic_session(3, seed=4)
+    body = _jsonl(to_anthropic(conv)) if fmt == "anthropic" else _jsonl(to_openai(conv))
+    sqlite_store.conn.execute(
+        "CREATE TEMP TRIGGER fail_totals BEFORE INSERT ON event_tokens BEGIN SELECT RAISE(ABORT, 'injected'); END"
+    )
+    with pytest.raises(StoreError, match="injected"):
+        import_jsonl(sqlite_store, body, fmt=fmt, tokenizers=["heuristic"])  # type: ignore[arg-type]
+    assert sqlite_store.list_sessions() == []
+    assert [sqlite_store.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("events", "blobs")] == [0, 0]
+    sqlite_store.conn.execute("DROP TRIGGER fail_totals")
+    assert import_jsonl(sqlite_store, body, fmt=fmt, tokenizers=["heuristic"]).messages() == conv  # type: ignore[arg-type]
+
+
 def test_nan_is_never_stored_and_export_is_strict_json(sqlite_store: SQLiteStore) -> None:
     with pytest.raises(InputError):
         import_jsonl(sqlite_store, _jsonl(_GOOD[:1]) + _call_line(b'{"x": NaN}'))

@@ -398,3 +398,42 @@ def test_contents_with_equal_blob_text_but_different_meaning_are_counted_apart(s
     # every tool output is searchable, even one whose text equals a message's stored form
     assert [h.tool_use_id for h in store.search('"alpha beta"', session_id=s.id)] == ["c3"]
     assert [h.tool_use_id for h in store.search("pattern", session_id=s.id)] == ["c4"]
+
+
+def test_tool_events_full_and_since_an_event(store: Any) -> None:
+    from ctxmem.store.base import ToolEventRef
+
+    s = Session.create(store)
+    assert store.tool_events(s.id) == (None, [])
+    s.record(Message.user("go"))
+    ids = s.record(Message.assistant("x", ToolUseBlock("a", "run", {}), ToolUseBlock("b", "ls", {})))
+    ra = s.record_tool_result("a", "out")
+    head, refs = store.tool_events(s.id)
+    assert head == ra
+    assert refs == [ToolEventRef(ids[1], "tool_call", "a", "run"), ToolEventRef(ids[2], "tool_call", "b", "ls"),
+                    ToolEventRef(ra, "tool_result", "a", "run")]
+    assert store.tool_events(s.id, after_event_id=ids[1]) == (ra, refs[1:])
+    assert store.tool_events(s.id, after_event_id=ra) == (ra, [])
+    fork = s.fork(ids[2])
+    rb = fork.record_tool_result("b", "fork")
+    assert store.tool_events(fork.id) == (rb, [*refs[:2], ToolEventRef(rb, "tool_result", "b", "ls")])
+    assert store.tool_events(fork.id, after_event_id=ids[0]) == (rb, [*refs[:2], ToolEventRef(rb, "tool_result", "b", "ls")])
+    with pytest.raises(EventNotFoundError):  # on the parent's branch, not the fork's
+        store.tool_events(fork.id, after_event_id=ra)
+    s.rewind(ids[1])
+    with pytest.raises(EventNotFoundError):  # rewound away
+        store.tool_events(s.id, after_event_id=ra)
+    assert store.tool_events(s.id) == (ids[1], refs[:1])
+    with pytest.raises(SessionNotFoundError):
+        store.tool_events("nosuch")
+
+
+def test_create_session_with_events_is_one_write(store: Any) -> None:
+    evs = [ev for m in (Message.user("a"), Message.assistant(ToolUseBlock("t", "run", {}))) for ev in events_from_message(m)]
+    info = store.create_session(session_id="one", tokenizers=["heuristic"], events=evs)
+    assert info.head_event_id is not None
+    assert [e.event for e in store.chain("one").events] == evs
+    before = (store.list_sessions(), len(store.chain("one").events))
+    with pytest.raises(InputError):  # the id is taken: neither the session nor its events
+        store.create_session(session_id="one", events=evs)
+    assert (store.list_sessions(), len(store.chain("one").events)) == before

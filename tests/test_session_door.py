@@ -1,0 +1,235 @@
+"""Session writes are validated at the door: a refused write raises a ctxmem error that
+names the field, and writes nothing. Run on every backend (the ``store`` fixture).
+
+Two families: content that could not be stored or exported (lone surrogates, NaN and
+infinities, 10,000-deep nesting, values that are not JSON), through every recording
+method; and tool ids that would make the conversation invalid (a result for an unknown
+id, a second result, a reused tool_use id), including writes made by another handle and
+branches made by fork and rewind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from ctxmem.errors import CtxmemError, InputError, InvalidConversationError
+from ctxmem.events import MAX_DEPTH, CompactionEvent, ModelCallEvent, NoteEvent, ToolCallEvent, ToolResultEvent
+from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
+from ctxmem.session import Session
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    top: dict[str, Any] = {}
+    cur = top
+    for _ in range(levels - 1):
+        nxt: dict[str, Any] = {}
+        cur["x"] = nxt
+        cur = nxt
+    return top
+
+
+# (bad tool input, the path inside it that must be named, a word of the reason)
+_BAD_INPUTS = [
+    pytest.param({"a": "ok", "b": ["fine", "x\ud800y"]}, "b[1]", "lone surrogate", id="lone-surrogate"),
+    pytest.param({"\udfffkey": 1}, '["\\udfffkey"]', "in the key", id="surrogate-in-key"),
+    pytest.param({"v": float("nan")}, "v", "NaN", id="nan"),
+    pytest.param({"v": [1.0, float("-inf")]}, "v[1]", "-Infinity", id="infinity"),
+    pytest.param(_deep(10_000), "x.x.x…(×256)", f"deeper than {MAX_DEPTH}", id="10000-deep"),
+    pytest.param(_deep(MAX_DEPTH + 1), "x.x.x…(×256)", f"deeper than {MAX_DEPTH}", id="one-level-too-deep"),
+    pytest.param({"t": (1, 2)}, "t", "tuple", id="tuple"),
+    pytest.param({"k": {3: "x"}}, "k", "not a string", id="int-key"),
+    pytest.param({"b": b"bytes"}, "b", "bytes", id="bytes"),
+]
+
+
+def _events(s: Session) -> list[Any]:
+    return [(e.id, e.event) for e in s.events()]
+
+
+def _started(store: Any) -> Session:
+    s = Session.create(store, tokenizers=["heuristic"])
+    s.record(Message.user("go"))
+    s.record(Message.assistant("calling", ToolUseBlock("t1", "run", {"n": 1})))
+    return s
+
+
+@pytest.mark.parametrize(("bad", "path", "needle"), _BAD_INPUTS)
+def test_unstorable_tool_input_is_refused_with_its_path_and_nothing_is_written(
+    store: Any, bad: dict[str, Any], path: str, needle: str
+) -> None:
+    s = _started(store)
+    before = _events(s)
+    writes: list[tuple[str, Callable[[], object]]] = [
+        ("content[1].input.", lambda: s.record(Message.assistant("x", ToolUseBlock("t2", "run", bad)))),
+        ("[1].content[0].input.", lambda: s.record_many([Message.user(ToolResultBlock("t1", "ok")),
+                                                       Message.assistant(ToolUseBlock("t2", "run", bad))])),
+        ("[0].tool_use.input.", lambda: s.record_events([ToolCallEvent(ToolUseBlock("t2", "run", bad))])),
+    ]
+    for prefix, write in writes:
+        with pytest.raises(InputError) as exc:
+            write()
+        expected = prefix + path if not path.startswith("[") else prefix.rstrip(".") + path
+        assert exc.value.field == expected, (exc.value.field, expected)
+        assert needle in str(exc.value) and "fix" in str(exc.value)
+        assert _events(s) == before
+    assert [u.id for u in s.pending_tool_uses()] == ["t1"]
+    s.record_tool_result("t1", "the session still works")
+
+
+@pytest.mark.parametrize(
+    ("write", "field", "needle"),
+    [
+        pytest.param(lambda s: s.record(Message.user("a\ud800b")), "content[0].text", "lone surrogate", id="text"),
+        pytest.param(lambda s: s.record(Message.user(TextBlock(42))), "content[0].text", "string", id="text-not-str"),  # type: ignore[arg-type]
+        pytest.param(lambda s: s.record_tool_result("t1", "out\udc80put"), "content", "lone surrogate",
+                     id="tool-output"),
+        pytest.param(lambda s: s.record_tool_result("t1", (TextBlock("ok"), TextBlock("\ud800"))), "content[1].text",
+                     "lone surrogate", id="tool-output-parts"),
+        pytest.param(lambda s: s.record_tool_result("t1", "ok", duration_s=float("nan")), "duration_s", "NaN",
+                     id="duration-nan"),
+        pytest.param(lambda s: s.record_tool_result("t1", "ok", tool_name="r\ud800"), "tool_name", "lone surrogate",
+                     id="tool-name"),
+        pytest.param(lambda s: s.record_model_call("m", latency_s=float("inf")), "latency_s", "Infinity",
+                     id="latency-inf"),
+        pytest.param(lambda s: s.record_model_call("m", input_tokens=1.5), "input_tokens", "integer",
+                     id="tokens-not-int"),
+        pytest.param(lambda s: s.note("n\ud800"), "text", "lone surrogate", id="note"),
+        pytest.param(lambda s: s.note("ok", "t\udfff"), "tags[0]", "lone surrogate", id="note-tag"),
+        pytest.param(lambda s: s.record_compaction(CompactionEvent("mask", 10, 5, summary="\ud800")), "summary",
+                     "lone surrogate", id="compaction-summary"),
+        pytest.param(lambda s: s.record_events([NoteEvent("ok"), ModelCallEvent("m\ud800")]), "[1].model",
+                     "lone surrogate", id="events-batch"),
+    ],
+)
+def test_every_recording_method_refuses_unstorable_values(
+    store: Any, write: Callable[[Session], object], field: str, needle: str
+) -> None:
+    s = _started(store)
+    before = _events(s)
+    with pytest.raises(InputError) as exc:
+        write(s)
+    assert exc.value.field == field
+    assert needle in str(exc.value)
+    assert _events(s) == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"title": "t\ud800"}, "title"),
+        ({"metadata": {"k": float("nan")}}, "metadata.k"),
+        ({"metadata": {"deep": _deep(10_000)}}, "metadata.deep.x.x.x…(×255)"),
+        ({"session_id": "s\udfff"}, "session_id"),
+    ],
+    ids=["title", "metadata-nan", "metadata-deep", "session-id"],
+)
+def test_create_refuses_unstorable_session_fields(store: Any, kwargs: dict[str, Any], field: str) -> None:
+    before = store.list_sessions()
+    with pytest.raises(InputError) as exc:
+        Session.create(store, **kwargs)
+    assert exc.value.field == field
+    assert store.list_sessions() == before
+
+
+def test_no_bare_python_error_escapes_the_live_api(store: Any) -> None:
+    """What the issue measured: a bare UnicodeEncodeError and a RecursionError."""
+    s = _started(store)
+    for bad in (Message.assistant(ToolUseBlock("t9", "x", {"s": "\ud800"})),
+                Message.assistant(ToolUseBlock("t9", "x", _deep(10_000)))):
+        with pytest.raises(CtxmemError) as exc:
+            s.record(bad)
+        assert not isinstance(exc.value, UnicodeError | RecursionError)
+        assert exc.value.field  # type: ignore[attr-defined]
+
+
+def test_create_with_messages_is_all_or_nothing(store: Any) -> None:
+    msgs = [Message.user("go"), Message.assistant(ToolUseBlock("a", "run", {})), Message.user(ToolResultBlock("a", "x"))]
+    s = Session.create(store, messages=msgs, tokenizers=["heuristic"])
+    assert s.messages() == msgs and s.pending_tool_uses() == []
+    before = store.list_sessions()
+    for bad in ([*msgs, Message.user(ToolResultBlock("a", "again"))],
+                [*msgs, Message.assistant(ToolUseBlock("b", "run", {"x": float("nan")}))]):
+        with pytest.raises(InputError):
+            Session.create(store, messages=bad)
+    assert store.list_sessions() == before
+
+
+# --------------------------------------------------------------------------- tool ids
+
+
+def test_a_result_for_an_unknown_id_is_refused_and_nothing_is_written(store: Any) -> None:
+    s = _started(store)
+    before = _events(s)
+    with pytest.raises(InvalidConversationError) as exc:
+        s.record_tool_result("nope", "x")
+    assert exc.value.field == "tool_use_id"
+    assert "'nope'" in str(exc.value) and "'t1'" in str(exc.value)  # names what is waiting
+    with pytest.raises(InvalidConversationError) as exc:
+        s.record(Message.user(ToolResultBlock("t1", "fine"), ToolResultBlock("nope", "x")))
+    assert exc.value.field == "content[1].tool_use_id"
+    assert _events(s) == before  # not even the valid first block
+    s.record_tool_result("t1", "ok")
+    assert s.messages()[-1] == Message.user(ToolResultBlock("t1", "ok"))  # messages() stays provider-valid
+
+
+def test_a_second_result_for_the_same_id_is_refused(store: Any) -> None:
+    s = _started(store)
+    s.record_tool_result("t1", "first", tool_name="run")
+    before = _events(s)
+    for write in (lambda: s.record_tool_result("t1", "second"),
+                  lambda: s.record(Message.user(ToolResultBlock("t1", "second"))),
+                  lambda: s.record_events([ToolResultEvent(ToolResultBlock("t1", "second"))])):
+        with pytest.raises(InvalidConversationError) as exc:
+            write()
+        assert "already has a result" in str(exc.value)
+    s.record(Message.assistant(ToolUseBlock("t2", "run", {})))
+    with pytest.raises(InvalidConversationError):  # twice in one batch
+        s.record(Message.user(ToolResultBlock("t2", "a"), ToolResultBlock("t2", "b")))
+    assert [u.id for u in s.pending_tool_uses()] == ["t2"]
+    assert len(_events(s)) == len(before) + 1
+
+
+def test_a_reused_tool_use_id_is_refused(store: Any) -> None:
+    s = _started(store)
+    with pytest.raises(InvalidConversationError) as exc:
+        s.record(Message.assistant("again", ToolUseBlock("t1", "run", {})))
+    assert exc.value.field == "content[1].id"
+    with pytest.raises(InvalidConversationError):
+        s.record(Message.assistant(ToolUseBlock("t5", "a", {}), ToolUseBlock("t5", "b", {})))
+    assert [u.id for u in s.pending_tool_uses()] == ["t1"]
+
+
+def test_the_check_sees_what_other_handles_wrote(store: Any) -> None:
+    a = _started(store)
+    b = Session.open(store, a.id)
+    b.record_tool_result("t1", "from b")  # b learns t1 from the chain; the result gets its name
+    assert [e.event.tool_name for e in b.events() if e.kind == "tool_result"] == ["run"]
+    with pytest.raises(InvalidConversationError):
+        a.record_tool_result("t1", "from a")  # a's view catches up with b's write
+    b.record(Message.assistant(ToolUseBlock("t2", "check", {})))
+    a.record_tool_result("t2", "a answers b's call")  # and with b's call
+    with pytest.raises(InvalidConversationError):
+        b.record_tool_result("t2", "twice")
+    assert a.pending_tool_uses() == [] and len(a.events()) == len(b.events())
+
+
+def test_rewind_and_fork_change_what_a_result_may_answer(store: Any) -> None:
+    s = _started(store)
+    mark = s.events()[-1].id  # the assistant message with t1
+    s.record_tool_result("t1", "done")
+    s.record(Message.assistant(ToolUseBlock("t2", "run", {})))
+    other = Session.open(store, s.id)
+    other.record_tool_result("t2", "done")
+    fork = s.fork(mark)  # t1 is pending again on the fork, t2 never happened there
+    with pytest.raises(InvalidConversationError):
+        fork.record_tool_result("t2", "x")
+    fork.record_tool_result("t1", "the fork's own answer")
+    other.rewind(mark)  # another handle rewinds: s must notice
+    with pytest.raises(InvalidConversationError):
+        s.record_tool_result("t2", "rewound away")
+    s.record_tool_result("t1", "answered again after the rewind")
+    assert s.pending_tool_uses() == [] and fork.pending_tool_uses() == []
+    assert s.messages()[-1] == Message.user(ToolResultBlock("t1", "answered again after the rewind"))
