@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 
 from ctxmem.errors import CtxmemError, InputError, InvalidConversationError
-from ctxmem.events import MAX_DEPTH, CompactionEvent, ModelCallEvent, NoteEvent, ToolCallEvent, ToolResultEvent
+from ctxmem.events import (
+    MAX_DEPTH,
+    CompactionEvent,
+    ModelCallEvent,
+    NoteEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+)
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
 from ctxmem.session import Session
 
