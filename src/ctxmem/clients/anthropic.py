@@ -25,6 +25,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from ctxmem._redact import redact, redact_error, redact_url, url_secrets
 from ctxmem.clients.base import (
     BaseClient,
     CacheBreakpoints,
@@ -152,7 +153,19 @@ class AnthropicClient(BaseClient):
         self._sdk_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
-        return f"AnthropicClient(model={self.model!r}, base_url={self.base_url!r})"
+        return f"AnthropicClient(model={self.model!r}, base_url={self.safe_url!r})"
+
+    @property
+    def safe_url(self) -> str:
+        """``base_url`` without its ``user:password@`` (what error texts show)."""
+        return redact_url(self.base_url)
+
+    def _secrets(self) -> list[str | None]:
+        return [self.api_key, *url_secrets(self.base_url), *self.default_headers.values()]
+
+    def _redact(self, text: object) -> str:
+        """Every error text of this client passes here (see :mod:`ctxmem._redact`)."""
+        return redact(text, self._secrets())
 
     def _client(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -185,7 +198,7 @@ class AnthropicClient(BaseClient):
         cache_breakpoints: CacheBreakpoints | None = None,
         thinking: ThinkingConfig | None = None,
     ) -> Response:
-        check_network_allowed(self.base_url, PROVIDER)
+        check_network_allowed(self.safe_url, PROVIDER)
         params = build_params(
             self.model,
             messages,
@@ -203,7 +216,7 @@ class AnthropicClient(BaseClient):
             except CtxmemError:
                 raise
             except Exception as exc:
-                raise self._translate(exc) from exc
+                raise self._translate(exc) from None
             return self._parse(raw)
 
         return await with_retries(attempt, self.retry)
@@ -215,7 +228,7 @@ class AnthropicClient(BaseClient):
         tools: Sequence[ToolSpec] | None = None,
     ) -> int:
         """The provider's exact input-token count for this prompt (``/v1/messages/count_tokens``)."""
-        check_network_allowed(self.base_url, PROVIDER)
+        check_network_allowed(self.safe_url, PROVIDER)
         params = build_params(
             self.model,
             messages,
@@ -233,11 +246,11 @@ class AnthropicClient(BaseClient):
             except CtxmemError:
                 raise
             except Exception as exc:
-                raise self._translate(exc) from exc
+                raise self._translate(exc) from None
             tokens = getattr(raw, "input_tokens", None)
             if not isinstance(tokens, int):
                 raise MalformedResponseError(
-                    f"count_tokens reply from {self.base_url} has no integer input_tokens", provider=PROVIDER
+                    f"count_tokens reply from {self.safe_url} has no integer input_tokens", provider=PROVIDER
                 )
             return tokens
 
@@ -246,12 +259,11 @@ class AnthropicClient(BaseClient):
     # ------------------------------------------------------------------ mapping
 
     def _parse(self, raw: Any) -> Response:
-        where = f"reply from {self.base_url} (model {self.model})"
+        where = f"reply from {self.safe_url} (model {self.model})"
         content = getattr(raw, "content", None)
         if not isinstance(content, list):
             raise MalformedResponseError(
-                f"malformed {where}: expected a message with a 'content' list, got "
-                f"{_describe(raw)}",
+                self._redact(f"malformed {where}: expected a message with a 'content' list, got {_describe(raw)}"),
                 provider=PROVIDER,
             )
         try:
@@ -259,7 +271,7 @@ class AnthropicClient(BaseClient):
                 block_from_anthropic(b.model_dump(mode="json") if hasattr(b, "model_dump") else b) for b in content
             )
         except CtxmemError as exc:
-            raise MalformedResponseError(f"malformed {where}: {exc}", provider=PROVIDER) from None
+            raise MalformedResponseError(self._redact(f"malformed {where}: {exc}"), provider=PROVIDER) from None
         u = getattr(raw, "usage", None)
         usage = Usage(
             input_tokens=int(getattr(u, "input_tokens", 0) or 0),
@@ -276,9 +288,17 @@ class AnthropicClient(BaseClient):
         )
 
     def _translate(self, exc: Exception) -> Exception:
-        """An SDK exception → a ctxmem error, or :class:`Retryable` wrapping one."""
+        """An SDK exception → a ctxmem error (or :class:`Retryable` wrapping one) whose text
+        carries no credential. The SDK exception itself is not chained (``from None``): its
+        text and its request object hold the URL and the auth headers."""
+        err = self._translate_sdk(exc)
+        if err is exc:  # not an SDK error: re-raised as is, with a redacted message
+            return redact_error(exc, self._secrets())  # type: ignore[return-value]
+        return redact_error(err, self._secrets())  # type: ignore[return-value]
+
+    def _translate_sdk(self, exc: Exception) -> Exception:
         sdk = self._sdk_module
-        where = f"{self.base_url} (model {self.model})"
+        where = f"{self.safe_url} (model {self.model})"
         if isinstance(exc, sdk.APITimeoutError):
             return Retryable(
                 ProviderTimeoutError(

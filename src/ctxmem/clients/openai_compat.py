@@ -30,6 +30,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from ctxmem._redact import redact, redact_error, redact_url, url_secrets
 from ctxmem.clients.base import (
     BaseClient,
     CacheBreakpoints,
@@ -118,7 +119,19 @@ class OpenAICompatClient(BaseClient):
         self._sdk_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
-        return f"OpenAICompatClient(model={self.model!r}, base_url={self.base_url!r})"
+        return f"OpenAICompatClient(model={self.model!r}, base_url={self.safe_url!r})"
+
+    @property
+    def safe_url(self) -> str:
+        """``base_url`` without its ``user:password@`` (what error texts show)."""
+        return redact_url(self.base_url)
+
+    def _secrets(self) -> list[str | None]:
+        return [self.api_key, *url_secrets(self.base_url), *self.default_headers.values()]
+
+    def _redact(self, text: object) -> str:
+        """Every error text of this client passes here (see :mod:`ctxmem._redact`)."""
+        return redact(text, self._secrets())
 
     def _client(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -170,7 +183,7 @@ class OpenAICompatClient(BaseClient):
         cache_breakpoints: CacheBreakpoints | None = None,
         thinking: ThinkingConfig | None = None,
     ) -> Response:
-        check_network_allowed(self.base_url, PROVIDER)
+        check_network_allowed(self.safe_url, PROVIDER)
         params = self.build_params(
             messages, system=system, tools=tools, max_tokens=max_tokens, temperature=temperature
         )
@@ -181,7 +194,7 @@ class OpenAICompatClient(BaseClient):
             except CtxmemError:
                 raise
             except Exception as exc:
-                raise self._translate(exc) from exc
+                raise self._translate(exc) from None
             return self._parse(raw)
 
         return await with_retries(attempt, self.retry)
@@ -189,13 +202,15 @@ class OpenAICompatClient(BaseClient):
     # ------------------------------------------------------------------ mapping
 
     def _parse(self, raw: Any) -> Response:
-        where = f"reply from {self.base_url} (model {self.model})"
+        where = f"reply from {self.safe_url} (model {self.model})"
         choices = getattr(raw, "choices", None)
         if not isinstance(choices, list) or not choices or getattr(choices[0], "message", None) is None:
             text = repr(raw)
             raise MalformedResponseError(
-                f"malformed {where}: expected a chat completion with choices[0].message, got "
-                f"{text if len(text) <= 120 else text[:117] + '...'}",
+                self._redact(
+                    f"malformed {where}: expected a chat completion with choices[0].message, got "
+                    f"{text if len(text) <= 120 else text[:117] + '...'}"
+                ),
                 provider=PROVIDER,
             )
         choice = choices[0]
@@ -205,7 +220,7 @@ class OpenAICompatClient(BaseClient):
         try:
             _, parsed = from_openai([wire])
         except CtxmemError as exc:
-            raise MalformedResponseError(f"malformed {where}: {exc}", provider=PROVIDER) from None
+            raise MalformedResponseError(self._redact(f"malformed {where}: {exc}"), provider=PROVIDER) from None
         content = parsed[0].content if parsed else ()
         finish = getattr(choice, "finish_reason", None) or "stop"
         stop = FINISH_REASONS.get(finish, finish)
@@ -229,8 +244,17 @@ class OpenAICompatClient(BaseClient):
         )
 
     def _translate(self, exc: Exception) -> Exception:
+        """An SDK exception → a ctxmem error (or :class:`Retryable` wrapping one) whose text
+        carries no credential. The SDK exception itself is not chained (``from None``): its
+        text and its request object hold the URL and the auth headers."""
+        err = self._translate_sdk(exc)
+        if err is exc:  # not an SDK error: re-raised as is, with a redacted message
+            return redact_error(exc, self._secrets())  # type: ignore[return-value]
+        return redact_error(err, self._secrets())  # type: ignore[return-value]
+
+    def _translate_sdk(self, exc: Exception) -> Exception:
         sdk = self._sdk_module
-        where = f"{self.base_url} (model {self.model})"
+        where = f"{self.safe_url} (model {self.model})"
         if isinstance(exc, sdk.APITimeoutError):
             return Retryable(
                 ProviderTimeoutError(
