@@ -16,7 +16,8 @@ for the layers and the tests that prove them):
   ``/run``, ``/var``, no workspace);
 * ``--proc /proc`` — a ``/proc`` of the sandbox's own PID namespace only (the harness and
   every other host process are invisible); ``--dev /dev`` — a minimal ``/dev``;
-* ``/tmp`` — a private tmpfs, remounted read-only; each check gets its own scratch folder;
+* ``/tmp`` — a private tmpfs, remounted read-only, and so is bwrap's own root (``/etc``,
+  ``/``): nothing a check writes outside its folder can be read by a later one;
 * ``/box`` — the one writable bind: a host folder private to this sandbox, holding one
   fresh folder per check (the job, a copy of the workspace, scratch space, the outputs);
 * ``--seccomp FD`` — the sandbox-wide filter (``_seccomp.py``);
@@ -84,10 +85,12 @@ def bwrap_argv(binary: str, box_dir: Path, seccomp_fd: int | None, command: list
             argv += ["--ro-bind", path, path]
     if os.path.exists("/etc/ld.so.cache"):
         argv += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    # /tmp first: a runtime that lives under /tmp (a virtual environment, say) is bound on it.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for d in _runtime_dirs():
         argv += ["--ro-bind", d, d]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--remount-ro", "/tmp",
-             "--bind", str(box_dir), BOX, "--chdir", BOX]
+    argv += ["--remount-ro", "/tmp", "--bind", str(box_dir), BOX, "--remount-ro", "/",
+             "--chdir", BOX]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
     return [*argv, "--", *command]
