@@ -23,7 +23,8 @@ from pathlib import Path
 
 from benchmarks._harness import Row, fmt
 
-SUITES = ["benchmarks.bench_store", "benchmarks.bench_context", "benchmarks.bench_retrieval", "benchmarks.bench_evals"]
+SUITES = ["benchmarks.bench_store", "benchmarks.bench_context", "benchmarks.bench_retrieval", "benchmarks.bench_evals",
+          "benchmarks.bench_agent"]
 
 
 def fmt_ratio(ratio: float) -> str:

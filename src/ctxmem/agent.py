@@ -354,7 +354,9 @@ class Agent:
 
     async def _request_turn(self) -> tuple[Response, int]:
         history = self._sync_history()
-        built = self._build(self._active, history, self._budget())
+        # Built off the event loop: a strategy may call a model itself (an LLM summary
+        # through the sync client wrapper, which needs the loop this coroutine runs on).
+        built = await asyncio.to_thread(self._build, self._active, history, self._budget())
         compacted = 0
         try:
             response, latency = await self._send(built, self._breakpoints(built))
@@ -362,7 +364,9 @@ class Agent:
             before = built.report.tokens_out
             target = max(1, int(before * self.shrink))
             try:
-                smaller = self._build(self.fallback, history, self._budget(target), record=False)
+                smaller = await asyncio.to_thread(
+                    self._build, self.fallback, history, self._budget(target), record=False
+                )
             except CtxmemError as inner:
                 raise ContextLengthExceeded(
                     f"{exc} (the fallback {self.fallback.name!r} could not make the context smaller: {inner})",

@@ -1,0 +1,171 @@
+"""Preset.builder() -> ContextBuilder: the one way a preset becomes a request.
+
+Covers the builder's settings, declared dependencies (an LLM summarizer's client, from the
+Agent or from a client spec), summaries through an Agent with fallback on failure, the
+``expect_input`` build for a history ending in the model's answer, and the session protocol.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ctxmem.agent import Agent
+from ctxmem.cli import cli
+from ctxmem.clients import ModelRequest, ScriptedClient
+from ctxmem.config import ContextBuilder, load_preset
+from ctxmem.context import History, SessionLike
+from ctxmem.context.summarization import Summarization
+from ctxmem.errors import ConfigError, InvalidConversationError, ProviderError
+from ctxmem.events import CompactionEvent, NoteEvent
+from ctxmem.jsonl import import_jsonl
+from ctxmem.messages import Message, ToolUseBlock, to_anthropic
+from ctxmem.samples import synthetic_session
+from ctxmem.session import Session
+from ctxmem.store import MemoryStore, SQLiteStore
+
+LLM_PRESET = """
+type = "summarization"
+tokenizer = "o200k_base"
+[budget]
+context_window = 12000
+reserve_output = 1000
+threshold = 0.9
+[params]
+summarizer = "llm"
+chunk_tokens = 2000
+chunk_summary_tokens = 200
+summary_tokens = 1200
+"""
+
+
+def _preset(tmp_path: Path, text: str, name: str = "llm-12k") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _long_session(tmp_path: Path, turns: int = 40) -> tuple[SQLiteStore, Session]:
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    data = "\n".join(json.dumps(m) for m in to_anthropic(synthetic_session(turns, 3))).encode()
+    return store, import_jsonl(store, data, tokenizers=["o200k_base"])
+
+
+def test_builder_holds_the_presets_settings_and_overrides() -> None:
+    p = load_preset("window-32k")
+    b = p.builder()
+    assert isinstance(b, ContextBuilder) and b.name == "window-32k"
+    assert (b.budget.context_window, b.budget.reserve_output, b.tokenizer, b.pinned) == (32768, 2048, "o200k_base", 1)
+    b2 = p.builder(context_window=20_000, tokenizer="cl100k_base", pinned=2, reserve_output=4096)
+    assert (b2.budget.context_window, b2.budget.reserve_output, b2.tokenizer, b2.pinned) == (20_000, 4096, "cl100k_base", 2)
+    with pytest.raises(ConfigError, match="no input room"):
+        p.builder(context_window=1000, reserve_output=1000)
+    # a history counted with another tokenizer is refused, naming the fix
+    history = History.from_messages([Message.user("hi")], "cl100k_base")
+    with pytest.raises(ConfigError, match=r"builder.history\(session\)"):
+        b.build(history)
+
+
+def test_the_session_satisfies_the_strategy_protocol() -> None:
+    assert isinstance(Session.create(MemoryStore()), SessionLike)
+
+
+def test_llm_presets_declare_their_client_and_are_validated_without_one(tmp_path: Path) -> None:
+    p = load_preset(_preset(tmp_path, LLM_PRESET))
+    assert p.dependencies() == {"client": "agent"}
+    with pytest.raises(ConfigError, match=r"params.summarizer_model.*pass client="):
+        p.builder()
+    built = p.builder(client=ScriptedClient(["x"]))
+    assert isinstance(built.strategy, Summarization)
+    # a client spec in the preset is built by the builder itself
+    spec = load_preset(_preset(tmp_path, LLM_PRESET.replace('summarizer = "llm"', 'summarizer = "llm"\nsummarizer_model = "scripted"'), "spec"))
+    assert spec.dependencies() == {"client": "scripted"}
+    assert isinstance(spec.builder().strategy, Summarization)
+    with pytest.raises(ConfigError, match="summarizer_model"):
+        load_preset(_preset(tmp_path, LLM_PRESET.replace('summarizer = "llm"', 'summarizer = "llm"\nsummarizer_model = "nope:x"'), "bad")).builder()
+    # a pipeline declares what its core needs
+    pipe = _preset(tmp_path, 'type = "pipeline"\n[budget]\ncontext_window = 60000\n[params]\ncore = "summarization"\n'
+                   '[params.core_params]\nsummarizer = "llm"\n', "pipe")
+    assert load_preset(pipe).dependencies() == {"client": "agent"}
+    # the keyword a user reaches for is the config field, with a clear error, not AttributeError
+    with pytest.raises(ConfigError, match="needs a model client"):
+        Summarization(summarizer="llm")
+
+
+def _summarizing_policy(fail: bool) -> tuple[list[ModelRequest], object]:
+    seen: list[ModelRequest] = []
+
+    def policy(req: ModelRequest) -> str:
+        if len(req.messages) == 1:  # the summarizer's single prompt message
+            seen.append(req)
+            if fail:
+                raise ProviderError("summarizer down", provider="test")
+            return "LLM-SUMMARY: the agent tuned BLOCK_M and hit a shared-memory limit."
+        return "done"
+
+    return seen, policy
+
+
+def test_agent_summarizes_through_its_own_client(tmp_path: Path) -> None:
+    store, session = _long_session(tmp_path)
+    with store:
+        seen, policy = _summarizing_policy(fail=False)
+        client = ScriptedClient(policy=policy)  # type: ignore[arg-type]
+        result = Agent(client, session, preset=str(_preset(tmp_path, LLM_PRESET))).run_sync()
+        assert result.stop_reason == "end_turn" and seen, "the preset's LLM summarizer used the agent's client"
+        sent = client.requests[-1]
+        assert "LLM-SUMMARY" in to_anthropic(sent.messages).__repr__()
+        summaries = [e.event for e in session.events() if isinstance(e.event, CompactionEvent) and e.event.summary]
+        assert summaries and "LLM-SUMMARY" in (summaries[-1].summary or "")
+
+
+def test_a_summarizer_failure_falls_back_and_is_recorded(tmp_path: Path) -> None:
+    store, session = _long_session(tmp_path)
+    with store:
+        seen, policy = _summarizing_policy(fail=True)
+        client = ScriptedClient(policy=policy)  # type: ignore[arg-type]
+        result = Agent(client, session, preset=str(_preset(tmp_path, LLM_PRESET))).run_sync()
+        assert result.stop_reason == "end_turn" and seen
+        notes = [e.event for e in session.events() if isinstance(e.event, NoteEvent)]
+        assert any("summarizer down" in n.text and "failure" in n.tags for n in notes)
+        # the context was still built (extractive fallback) and fits the window
+        assert "LLM-SUMMARY" not in repr(to_anthropic(client.requests[-1].messages))
+
+
+def test_context_build_takes_a_summarizer_model(tmp_path: Path) -> None:
+    store, session = _long_session(tmp_path)
+    store.close()
+    preset = str(_preset(tmp_path, LLM_PRESET))
+    runner = CliRunner()
+    args = ["context", "build", "--session", session.id, "--preset", preset, "--db", str(tmp_path / "s.db"), "--json",
+            "--no-messages"]
+    bad = runner.invoke(cli, args)
+    assert bad.exit_code != 0 and "summarizer_model" in bad.output and "Traceback" not in bad.output
+    ok = runner.invoke(cli, [*args, "--summarizer-model", "scripted"])
+    # the scripted client has no replies queued: the failure falls back (extractive) and is reported
+    assert ok.exit_code == 0, ok.output
+    report = json.loads(ok.output)["report"]
+    assert report["summarized"] and any("fell back to extractive" in n for n in report["notes"])
+    wrong = runner.invoke(cli, ["context", "build", "--session", session.id, "--preset", "window-32k",
+                                 "--db", str(tmp_path / "s.db"), "--summarizer-model", "scripted"])
+    assert wrong.exit_code != 0 and "no LLM summarizer" in wrong.output
+
+
+def test_a_history_ending_in_the_answer_builds_when_input_is_coming(tmp_path: Path) -> None:
+    session = Session.create(MemoryStore())
+    session.record(Message.user("task"))
+    session.record(Message.assistant("the answer"))
+    for name in ("window-32k", "masking-200k", "summarize-128k", "pipeline-200k", "dump-1m"):
+        b = load_preset(name).builder()
+        with pytest.raises(InvalidConversationError, match="ends with an assistant message"):
+            b.build(session)
+        built = b.build(session, expect_input=True)
+        assert [m.role for m in built.messages] == ["user", "assistant"], name
+    # pending tool calls still need their results, whatever comes next
+    session.record(Message.user("next"))
+    session.record(Message.assistant(ToolUseBlock("t1", "read_file", {"path": "a"})))
+    with pytest.raises(InvalidConversationError, match="pending tool calls"):
+        load_preset("window-32k").builder().build(session, expect_input=True)
