@@ -68,6 +68,62 @@ def test_openai_format_in_and_out(tmp_path: Path, conv: list[Any]) -> None:
     assert [json.loads(x) for x in anth.splitlines()] == to_anthropic(msgs)
 
 
+def test_events_fork_and_rewind(tmp_path: Path, conv: list[Any]) -> None:
+    db = str(tmp_path / "s.db")
+    src = _write(tmp_path / "a.jsonl", to_anthropic(conv))
+    sid = json.loads(run("sessions", "import", str(src), "--db", db, "--tokenizer", "heuristic", "--json").output)["id"]
+    events = json.loads(run("sessions", "events", sid, "--db", db, "--last", "0", "--json").output)
+    assert [e["id"] for e in events] == sorted(e["id"] for e in events) and len(events) > 8
+    call = next(e for e in events if e["kind"] == "tool_call")  # fork right after a tool call: it is pending there
+    table_lines = run("sessions", "events", sid, "--db", db, "--last", "3").output.splitlines()
+    assert table_lines[0].split() == ["id", "kind", "role", "content"]
+    assert [int(line.split()[0]) for line in table_lines[2:]] == [e["id"] for e in events[-3:]]
+    forked = json.loads(run("sessions", "fork", sid, "--at", str(call["id"]), "--title", "b", "--db", db,
+                            "--json").output)
+    assert (forked["parent_session_id"], forked["fork_event_id"], forked["title"]) == (sid, call["id"], "b")
+    assert forked["events"] == events.index(call) + 1
+    assert call["detail"].split("(")[1].rstrip(")") in [p["id"] for p in forked["pending_tool_uses"]]
+    fork_export = [json.loads(x) for x in run("sessions", "export", forked["id"], "--db", db).output.splitlines()]
+    full_export = [json.loads(x) for x in run("sessions", "export", sid, "--db", db).output.splitlines()]
+    assert fork_export[:-1] == full_export[: len(fork_export) - 1]  # the shared history, untouched
+    text = run("sessions", "fork", sid, "--at", str(call["id"]), "--db", db).output
+    assert text.startswith(f"forked {sid} at event {call['id']} as session ") and "pending:" in text
+    # rewind: the head moves back, later events stay stored (a fork at one brings it back)
+    mid = events[len(events) // 2]["id"]
+    rewound = json.loads(run("sessions", "rewind", sid, "--to", str(mid), "--db", db, "--json").output)
+    assert (rewound["head_event_id"], rewound["events"], rewound["events_before"]) == (
+        mid, [e["id"] for e in events].index(mid) + 1, len(events))
+    back = json.loads(run("sessions", "fork", sid, "--at", str(mid), "--db", db, "--json").output)
+    assert back["events"] == rewound["events"]
+    # errors: one line, exit 1, nothing changed
+    for args in (("rewind", sid, "--to", str(events[-1]["id"])), ("fork", sid, "--at", "999999"),
+                 ("rewind", "nosuch", "--to", "1"), ("fork", "nosuch", "--at", "1")):
+        r = run("sessions", *args, "--db", db, ok=False)
+        assert r.exit_code == 1 and r.output.startswith("error: ") and r.output.count("\n") == 1, r.output
+        assert "Traceback" not in r.output
+    assert "ctxmem sessions events" in run("sessions", "rewind", sid, "--to", "999999", "--db", db, ok=False).output
+    assert json.loads(run("sessions", "show", sid, "--db", db, "--json").output)["head_event_id"] == mid
+    assert len(json.loads(run("sessions", "list", "--db", db, "--json").output)) == 4
+
+
+def test_import_refusals_exit_1_and_create_nothing(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    cases = {
+        "empty.jsonl": (b"", "no messages to import: the file is empty"),
+        "blank.jsonl": (b"\n \n", "only blank lines"),
+        "system.jsonl": (b'{"system": "s"}\n', "only a system prompt"),
+        "nan.jsonl": (b'{"role": "user", "content": "q"}\n{"role": "assistant", "content": [{"type": "tool_use", '
+                      b'"id": "a", "name": "f", "input": {"x": NaN}}]}\n', "line 2 field 'content[0].input.x'"),
+    }
+    for name, (data, needle) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        r = run("sessions", "import", str(tmp_path / name), "--db", db, "--tokenizer", "heuristic", ok=False)
+        assert r.exit_code == 1 and needle in r.output and r.output.count("\n") == 1, r.output
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + b'{"role": "user", "content": "hello"}\n')
+    run("sessions", "import", str(tmp_path / "bom.jsonl"), "--db", db, "--tokenizer", "heuristic")
+    assert len(json.loads(run("sessions", "list", "--db", db, "--json").output)) == 1
+
+
 def test_list_on_an_empty_store(tmp_path: Path) -> None:
     assert json.loads(run("sessions", "list", "--db", str(tmp_path / "e.db"), "--json").output) == []
     assert "no sessions" in run("sessions", "list", "--db", str(tmp_path / "e.db")).output

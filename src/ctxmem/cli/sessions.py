@@ -1,15 +1,24 @@
-"""``ctxmem sessions``: import, list, show, export and search recorded sessions."""
+"""``ctxmem sessions``: import, list, show, events, export, search, fork and rewind.
+
+Every command prints one clear line and exits 1 on a ctxmem error (bad file, unknown
+session or event), never a traceback. ``import`` writes the whole session in one
+transaction or nothing; ``fork`` and ``rewind`` are one transaction each, so a process
+killed at any moment leaves each either done or not started.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 
 from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option, table
+from ctxmem.errors import EventNotFoundError
 from ctxmem.events import MessageEvent, ToolCallEvent, ToolResultEvent, messages_from_events
 from ctxmem.jsonl import FORMATS, export_lines, import_file
 from ctxmem.session import Session
@@ -36,7 +45,15 @@ def sessions() -> None:
 @db_option
 @json_option
 def import_cmd(file: str, fmt: str, tokenizers: tuple[str, ...], title: str | None, db_path: str, as_json: bool) -> None:
-    """Import a JSONL transcript (one message per line) as a new session."""
+    """Import a JSONL transcript (one message per line) as a new session.
+
+    All or nothing: the file is validated first, then the session and its events are
+    written in one transaction. A bad line (malformed JSON, a lone surrogate, NaN,
+    nesting deeper than 256 levels, an orphan tool result, ...) prints one line naming
+    the line and field and exits 1. A file with no message (empty, blank lines only, a
+    system prompt only) prints "no messages to import" and exits 1: nothing is created.
+    A UTF-8 byte-order mark is accepted.
+    """
     with SQLiteStore(db_path) as store:
         t0 = time.perf_counter()
         session = import_file(store, file, fmt=fmt, title=title, tokenizers=tokenizers)
@@ -191,3 +208,126 @@ def search_cmd(query: str, session_id: str | None, limit: int, db_path: str, as_
 
 def _hit(h: Any) -> dict[str, Any]:
     return {k: getattr(h, k) for k in ("event_id", "session_id", "tool_use_id", "tool_name", "snippet", "score")}
+
+
+def _event_row(se: Any) -> dict[str, Any]:
+    ev = se.event
+    row: dict[str, Any] = {"id": se.id, "parent_id": se.parent_id, "kind": se.kind, "role": None, "detail": ""}
+    if isinstance(ev, MessageEvent):
+        row["role"] = ev.role
+        row["detail"] = " ".join(getattr(b, "text", "") or getattr(b, "thinking", "") for b in ev.blocks)
+    elif isinstance(ev, ToolCallEvent):
+        row["role"] = "assistant"
+        row["detail"] = f"{ev.tool_use.name}({ev.tool_use.id})"
+    elif isinstance(ev, ToolResultEvent):
+        row["role"] = "user"
+        row["detail"] = f"{ev.tool_name or '?'}({ev.result.tool_use_id}){' error' if ev.result.is_error else ''}: " + (
+            ev.result.text
+        )
+    else:
+        row["detail"] = str(getattr(ev, "text", None) or getattr(ev, "model", None) or getattr(ev, "strategy", ""))
+    return row
+
+
+@sessions.command("events")
+@click.argument("session_id")
+@click.option("--last", "last", type=click.IntRange(0, None), default=20, show_default=True,
+              help="Show the last N events of the current chain (0: all).")
+@db_option
+@json_option
+def events_cmd(session_id: str, last: int, db_path: str, as_json: bool) -> None:
+    """The events of a session's current chain, with the ids fork and rewind take."""
+    with SQLiteStore(db_path) as store:
+        events = Session.open(store, session_id).events()
+    rows = [_event_row(se) for se in (events[-last:] if last else events)]
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no events")
+        return
+    click.echo(table([[r["id"], r["kind"], r["role"] or "", _preview(r["detail"])] for r in rows],
+                     ["id", "kind", "role", "content"]))
+
+
+def _preview(text: str, width: int = 70) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _branch_summary(store: SQLiteStore, info: Any) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "title": info.title,
+        "head_event_id": info.head_event_id,
+        "parent_session_id": info.parent_session_id,
+        "fork_event_id": info.fork_event_id,
+        "events": store.event_count(info.id),
+        "pending_tool_uses": [{"id": u.id, "name": u.name} for u in store.pending_tool_uses(info.id)],
+    }
+
+
+@sessions.command("fork")
+@click.argument("session_id")
+@click.option("--at", "at_event", type=int, required=True,
+              help="An event id of the session's current chain (see: ctxmem sessions events ID).")
+@click.option("--title", default=None, help="Title of the new session (default: the parent's).")
+@db_option
+@json_option
+def fork_cmd(session_id: str, at_event: int, title: str | None, db_path: str, as_json: bool) -> None:
+    """Start a new session that shares SESSION_ID's history up to event --at.
+
+    One transaction: the new session exists complete or not at all. The parent is not
+    changed. Exits 1 with one line if the session or the event is unknown.
+    """
+    with SQLiteStore(db_path) as store, _event_hint(session_id):
+        info = Session.open(store, session_id).fork(at_event, title=title).info
+        out = _branch_summary(store, info)
+    if as_json:
+        echo_json(out)
+        return
+    click.echo(f"forked {session_id} at event {at_event} as session {out['id']} ({out['events']} events)"
+               + _pending_note(out))
+
+
+@sessions.command("rewind")
+@click.argument("session_id")
+@click.option("--to", "to_event", type=int, required=True,
+              help="An event id of the session's current chain: it becomes the head.")
+@db_option
+@json_option
+def rewind_cmd(session_id: str, to_event: int, db_path: str, as_json: bool) -> None:
+    """Move SESSION_ID's head back to event --to (one transaction).
+
+    Later events are not deleted: they stay stored, reachable by id (fork at one of them
+    to bring that branch back). Exits 1 with one line if the event is not in the chain.
+    """
+    with SQLiteStore(db_path) as store, _event_hint(session_id):
+        session = Session.open(store, session_id)
+        before = store.event_count(session_id)
+        session.rewind(to_event)
+        out = _branch_summary(store, session.info)
+    out["events_before"] = before
+    if as_json:
+        echo_json(out)
+        return
+    click.echo(f"rewound {session_id} to event {to_event}: {out['events']} events in view (was {before}; "
+               "later events stay stored)" + _pending_note(out))
+
+
+@contextmanager
+def _event_hint(session_id: str) -> Iterator[None]:
+    """An unknown event id: say where the ids are listed (one line, exit 1)."""
+    try:
+        yield
+    except EventNotFoundError as exc:
+        click.echo(f"error: no event {exc.event_id} in the current chain of session {session_id!r}; list its "
+                   f"event ids with: ctxmem sessions events {session_id} --last 0", err=True)
+        sys.exit(1)
+
+
+def _pending_note(out: dict[str, Any]) -> str:
+    pending = out["pending_tool_uses"]
+    if not pending:
+        return ""
+    return "; pending: " + ", ".join(f"{p['name']}({p['id']})" for p in pending) + " (no result in this branch yet)"
