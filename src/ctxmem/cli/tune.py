@@ -52,6 +52,8 @@ def tune() -> None:
 @click.option("--budget", default=None, help="Override every preset's context window (e.g. 200k).")
 @click.option("--batch", is_flag=True, help="Apply the provider's batch discount.")
 @click.option("--per-turn", is_flag=True, help="Include every turn in --json output.")
+@click.option("--anthropic-native", is_flag=True,
+              help="Also price each masking preset as Anthropic server-side clearing (clear_tool_uses_20250919).")
 @db_option
 @json_option
 def cost_cmd(
@@ -68,6 +70,7 @@ def cost_cmd(
     budget: str | None,
     batch: bool,
     per_turn: bool,
+    anthropic_native: bool,
     db_path: str,
     as_json: bool,
 ) -> None:
@@ -94,6 +97,11 @@ def cost_cmd(
         recording = Recording(synthetic_session(synthetic_turns, seed), source=f"synthetic(turns={synthetic_turns}, seed={seed})")
     reports = compare(recording, names, price, caching=caching, budget=window, ttl=ttl,  # type: ignore[arg-type]
                       cache_mode=cache_mode, pace_s=pace, batch=batch)
+    if anthropic_native:  # the server-side equivalent of each masking preset, replayed the same way
+        from ctxmem.integrations.anthropic_native import native_reports
+
+        reports += native_reports(recording, names, price, caching=caching, budget=window, ttl=ttl,
+                                  cache_mode=cache_mode, pace_s=pace, batch=batch)
     if as_json:
         echo_json({
             "source": recording.source,
@@ -126,7 +134,11 @@ def cost_cmd(
 
 
 @tune.command("sweep")
-@click.option("--workload", type=click.Choice(["kernel", "needles"]), required=True)
+@click.option("--workload", required=True,
+              help="A registered workload: kernel, synthetic or a plugin (`ctxmem workload list`).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="A workload setting (repeatable), e.g. --set scale=small --set max_calls=30 (kernel), "
+                   "--set turns=300 (synthetic).")
 @click.option("--presets", default="dump-truncate-200k,window-200k,masking-200k,masking-turns-128k",
               show_default=True, help="Comma-separated preset names or paths.")
 @click.option("--budgets", default="32k,64k,128k,200k", show_default=True,
@@ -137,42 +149,37 @@ def cost_cmd(
               help="Folder for sweep.json, pareto.png and the recommended preset.")
 @click.option("--price-model", "model", default="claude-sonnet-4-5", show_default=True)
 @click.option("--prices", "prices_file", default=None, type=click.Path(dir_okay=False))
-@click.option("--turns", default=300, show_default=True, type=click.IntRange(4, 100_000),
-              help="Turns of the workload session.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--kernel-scale", type=click.Choice(["small", "full"]), default="small", show_default=True,
-              help="kernel workload: scale of each run (small ~80 calls, full ≥1,000 calls).")
-@click.option("--kernel-calls", type=click.IntRange(min=8), default=None,
-              help="kernel workload: stop each run after this many tool calls (default: the scale's).")
 @click.option("--caching/--no-caching", default=True, show_default=True)
 @click.option("--plot/--no-plot", default=True, show_default=True)
 @json_option
 def sweep_cmd(
     workload: str,
+    settings: tuple[str, ...],
     presets: str,
     budgets: str,
     objective: str,
     out_dir: str,
     model: str,
     prices_file: str | None,
-    turns: int,
     seed: int,
-    kernel_scale: str,
-    kernel_calls: int | None,
     caching: bool,
     plot: bool,
     as_json: bool,
 ) -> None:
     """Sweep presets × budgets on a workload; write the Pareto plot and a recommended preset.
 
-    needles: a synthetic session with planted needles, replayed per cell. kernel: one real
-    kernel-workload run per cell in context mode (the agent decides from what the preset
-    keeps), scored by recall × (1 − regret) × (1 − waste).
+    Each cell runs the workload once in context mode (the agent decides from what the
+    preset keeps at the cell's budget) and scores it with the workload's own score:
+    synthetic — needle recall; kernel — recall × (1 − regret) × (1 − waste).
     """
     from ctxmem.config import load_preset
     from ctxmem.tune.prices import load_prices
     from ctxmem.tune.sweep import Cell, parse_objective, parse_tokens, sweep_to_dir
+    from ctxmem.workloads import get_workload, parse_settings
 
+    wl = get_workload(workload, parse_settings(settings))  # unknown names and bad settings fail first
+    wl.check()
     price = load_prices(prices_file).get(model)
     names = _split(presets, "presets")
     sizes = [parse_tokens(b) for b in _split(budgets, "budgets")]
@@ -185,9 +192,8 @@ def sweep_cmd(
         def progress(_: Cell) -> None:
             bar.update(1)
 
-        result = sweep_to_dir(workload, names, sizes, price, out_dir, objective=objective, plot=plot, turns=turns,
-                              seed=seed, caching=caching, progress=progress, kernel_scale=kernel_scale,
-                              kernel_calls=kernel_calls)
+        result = sweep_to_dir(wl, names, sizes, price, out_dir, objective=objective, plot=plot, seed=seed,
+                              caching=caching, progress=progress)
     if as_json:
         echo_json(result.to_json())
         if result.unmet:
