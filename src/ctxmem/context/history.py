@@ -8,7 +8,8 @@ per-message structural flags the invariants need. It only grows: :meth:`extend` 
 the new messages and nothing else.
 
 Counts come from the session store when the history is loaded from a session (the store
-keeps them per event), or from one batched tokenizer call when built from messages.
+keeps them per event; the tokenizer itself is loaded only when something is counted), or
+from one batched tokenizer call when built from messages.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ctxmem.messages import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from ctxmem.tokens import Tokenizer, count_messages, get_tokenizer
+from ctxmem.tokens import Tokenizer, count_messages, get_tokenizer, tokenizer_id
 
 if TYPE_CHECKING:
     from ctxmem.session import Session
@@ -60,9 +61,14 @@ _UIDS = count(1)
 
 @dataclass
 class History:
-    """Messages + exact per-message token counts + prefix sums. Append-only."""
+    """Messages + exact per-message token counts + prefix sums. Append-only.
 
-    tokenizer: Tokenizer
+    ``History(tokenizer)`` takes a tokenizer, or its name: a name is loaded on the first
+    use of :attr:`tokenizer` (loading o200k_base costs 1-3 s; a history loaded from a
+    session has its counts without it).
+    """
+
+    _tok: Tokenizer | str
     messages: list[Message] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
     event_ids: list[tuple[int, ...]] = field(default_factory=list)
@@ -92,7 +98,7 @@ class History:
 
         view = session.chain(tokenizers=[tokenizer])
         per_event = {c.event_id: c.content + c.overhead for c in view.counts[tokenizer]}
-        h = cls(get_tokenizer(tokenizer))
+        h = cls(tokenizer)  # loaded when first used: the counts come from the store
         msgs: list[Message] = []
         counts: list[int] = []
         ids: list[tuple[int, ...]] = []
@@ -102,6 +108,18 @@ class History:
             ids.append(tuple(eids))
         h._append(msgs, counts, ids)
         return h
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        tok = self._tok
+        if isinstance(tok, str):
+            tok = self._tok = get_tokenizer(tok)
+        return tok
+
+    @property
+    def tokenizer_id(self) -> str:
+        """The tokenizer's id, without loading it."""
+        return tokenizer_id(self._tok) if isinstance(self._tok, str) else self._tok.id
 
     def extend(self, messages: Sequence[Message], *, event_ids: Sequence[Sequence[int]] | None = None) -> None:
         """Append messages, counting only them (one batched tokenizer call)."""
