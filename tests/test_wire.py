@@ -1,0 +1,151 @@
+"""ctxmem.wire: raw SDK loops (anthropic, openai packages) against the loopback server.
+
+The real SDKs send what :func:`anthropic_request` / :func:`openai_request` return; the
+loopback server validates every request the way the providers do (tool pairing, cache
+breakpoints, window) and bills usage; :func:`record_response` records the SDK's own reply
+objects; :func:`run_tool` runs ``recall`` against the session.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctxmem import wire
+from ctxmem.clients import ModelRequest
+from ctxmem.clients.loopback import LoopbackServer
+from ctxmem.errors import InputError, InvalidConversationError
+from ctxmem.events import ModelCallEvent
+from ctxmem.jsonl import import_jsonl
+from ctxmem.messages import (
+    Message,
+    TextBlock,
+    ToolSpec,
+    ToolUseBlock,
+    from_anthropic,
+    from_openai,
+    to_anthropic,
+    validate_conversation,
+)
+from ctxmem.samples import synthetic_session
+from ctxmem.session import Session
+from ctxmem.store import MemoryStore, SQLiteStore
+
+READ = ToolSpec("read_file", "Read a file", {"type": "object", "properties": {"path": {"type": "string"}}})
+FILES = {"a.txt": "alpha " * 40, "b.txt": "beta " * 40}
+
+
+def read_file(path: str) -> str:
+    return FILES[path]
+
+
+def reader(req: ModelRequest) -> Any:
+    done = {u.input.get("path") for m in req.messages for u in m.tool_uses}
+    todo = [p for p in sorted(FILES) if p not in done]
+    if todo:
+        return [ToolUseBlock(f"toolu_{len(done)}", "read_file", {"path": todo[0]})]
+    return "all read"
+
+
+def test_a_raw_anthropic_loop_in_a_few_lines() -> None:
+    anthropic = pytest.importorskip("anthropic")
+    with LoopbackServer(reader) as server:
+        client = anthropic.Anthropic(base_url=server.url, api_key="test", max_retries=0)
+        session = Session.create(MemoryStore())
+        session.record(Message.user("Read every file."))
+        for _ in range(5):
+            params = wire.anthropic_request(session, "masking-200k", system="You read files.", tools=[READ])
+            reply = wire.record_response(session, client.messages.create(model="claude-test", max_tokens=512, **params))
+            if not reply.tool_uses:
+                break
+            for use in reply.tool_uses:
+                session.record_tool_result(use.id, wire.run_tool(session, use, {"read_file": read_file}), tool_name=use.name)
+        assert reply.text == "all read" and not server.rejected and len(server.requests) == 3
+        sent = server.requests[0].body
+        # tools: the caller's plus the recall tool the masking context names, cache-marked
+        assert [t["name"] for t in sent["tools"]] == ["read_file", "recall"]
+        assert sent["tools"][-1]["cache_control"] == {"type": "ephemeral"}
+        assert sent["system"][0]["cache_control"] == {"type": "ephemeral"}
+        assert any("cache_control" in b for m in sent["messages"] for b in m["content"])
+        calls = [e.event for e in session.events() if isinstance(e.event, ModelCallEvent)]
+        assert len(calls) == 3 and all(c.request_id and c.estimated_input_tokens for c in calls)
+        assert calls[1].cache_read_tokens > 0  # the breakpoints were honoured by the server
+        validate_conversation(session.messages())
+
+
+def test_a_raw_openai_loop() -> None:
+    openai = pytest.importorskip("openai")
+    with LoopbackServer(reader) as server:
+        client = openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
+        session = Session.create(MemoryStore())
+        session.record(Message.user("Read every file."))
+        for _ in range(5):
+            params = wire.openai_request(session, "window-32k", system="You read files.", tools=[READ])
+            assert params["messages"][0] == {"role": "system", "content": "You read files."}
+            reply = wire.record_response(session, client.chat.completions.create(model="qwen3", max_tokens=256, **params))
+            if not reply.tool_uses:
+                break
+            for use in reply.tool_uses:
+                session.record_tool_result(use.id, wire.run_tool(session, use, {"read_file": read_file}), tool_name=use.name)
+        assert reply.text == "all read" and not server.rejected
+        assert [t["function"]["name"] for t in server.requests[0].body["tools"]] == ["read_file"]  # window: no recall
+
+
+def test_recall_through_the_wire_returns_the_masked_original(tmp_path: Path) -> None:
+    data = "\n".join(json.dumps(m) for m in to_anthropic(synthetic_session(300, 5))).encode()
+    with SQLiteStore(str(tmp_path / "s.db")) as store:
+        session = import_jsonl(store, data, tokenizers=["o200k_base"])
+        params = wire.anthropic_request(session, "masking-200k")
+        assert [t["name"] for t in params["tools"]] == ["recall"]
+        masked = [b for m in params["messages"] for b in m["content"]
+                  if b["type"] == "tool_result" and isinstance(b["content"], str) and b["content"].startswith("[masked")]
+        assert masked
+        handle = masked[0]["tool_use_id"]
+        original = next(r.text for m in session.messages() for r in m.tool_results if r.tool_use_id == handle)
+        out = wire.run_tool(session, {"type": "tool_use", "id": "r1", "name": "recall", "input": {"handle": handle}})
+        assert out == original and len(out) > len(masked[0]["content"])
+        bad = wire.run_tool(session, ToolUseBlock("r2", "recall", {"handle": "missing"}))
+        assert wire.is_error_output(bad) and "missing" in bad
+        assert wire.is_error_output(wire.run_tool(session, ToolUseBlock("r3", "nope", {}), {}))
+
+
+def test_expect_input_sends_a_history_that_ends_in_the_answer() -> None:
+    session = Session.create(MemoryStore())
+    session.record(Message.user("hi"))
+    session.record(Message.assistant("hello"))
+    with pytest.raises(InvalidConversationError):
+        wire.anthropic_request(session, "window-32k")
+    params = wire.anthropic_request(session, "window-32k", expect_input=True, cache_breakpoints=None)
+    assert [m["role"] for m in params["messages"]] == ["user", "assistant"]
+    assert not any("cache_control" in b for m in params["messages"] for b in m["content"])
+
+
+def test_sdk_objects_convert_as_they_come() -> None:
+    types = pytest.importorskip("anthropic.types")
+    msg = types.Message(
+        id="msg_1", type="message", role="assistant", model="claude-test", stop_reason="tool_use",
+        stop_sequence=None, usage=types.Usage(input_tokens=10, output_tokens=3, cache_read_input_tokens=4),
+        content=[types.TextBlock(type="text", text="let me look"),
+                 types.ToolUseBlock(type="tool_use", id="t1", name="read_file", input={"path": "a.txt"})],
+    )
+    expected = Message("assistant", (TextBlock("let me look"), ToolUseBlock("t1", "read_file", {"path": "a.txt"})))
+    assert from_anthropic(msg) == [expected] and from_anthropic([msg]) == [expected]
+    r = wire.response_from_sdk(msg)
+    assert (r.stop_reason, r.usage.input_tokens, r.usage.cache_read_tokens, r.id) == ("tool_use", 10, 4, "msg_1")
+    chat = pytest.importorskip("openai.types.chat")
+    completion = chat.ChatCompletion(
+        id="c1", object="chat.completion", created=0, model="qwen3",
+        choices=[{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None,
+            "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a.txt"}'}}]}}],
+        usage={"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
+    )
+    r2 = wire.response_from_sdk(completion)
+    assert r2.tool_uses == (ToolUseBlock("t1", "read_file", {"path": "a.txt"}),) and r2.usage.input_tokens == 20
+    _, msgs = from_openai([completion.choices[0].message])
+    assert msgs[0].tool_uses == r2.tool_uses
+    with pytest.raises(InputError, match="expected an Anthropic Message"):
+        wire.response_from_sdk(42)
