@@ -70,6 +70,13 @@ class Registry:
         self._loaded[name] = obj
         return obj
 
+    def source(self, name: str) -> str:
+        """Who registered ``name``: ``ctxmem`` (built-in), a distribution's name, or ``runtime``."""
+        refs = self._discover()
+        if name not in refs:
+            raise UnknownNameError(self.kind, name, refs)
+        return refs[name][1]
+
     def register(self, name: str, ref: str) -> None:
         """Register an object reference (``module:attr``) at run time (tests, notebooks)."""
         refs = self._discover()

@@ -71,7 +71,9 @@ def test_cost_table_on_a_synthetic_session() -> None:
          "unknown priced model 'gpt-4.2'. Did you mean 'gpt-4.1'"),
         (["tune", "cost", "--presets", "dump-1m"], "exactly one of --session ID or --synthetic TURNS"),
         (["tune", "cost", "--synthetic", "3", "--presets", "dumpp-1m"], "unknown preset 'dumpp-1m'"),
-        (["tune", "sweep", "--workload", "needles", "--out", "x", "--objective", "cheapest"], "unknown objective"),
+        (["tune", "sweep", "--workload", "synthetic", "--out", "x", "--objective", "cheapest"], "unknown objective"),
+        (["tune", "sweep", "--workload", "needles", "--out", "x"], "unknown workload 'needles'"),
+        (["tune", "sweep", "--workload", "synthetic", "--set", "turnz=3", "--out", "x"], "field 'turnz'"),
     ],
 )
 def test_errors_are_one_line(args: list[str], message: str) -> None:
@@ -88,7 +90,7 @@ def test_missing_session(tmp_path: Path) -> None:
 
 def test_sweep_cli(tmp_path: Path) -> None:
     out_dir = tmp_path / "sweep"
-    code, out, err = run("tune", "sweep", "--workload", "needles", "--turns", "24", "--budgets", "4k,8k,16k,64k",
+    code, out, err = run("tune", "sweep", "--workload", "synthetic", "--set", "turns=24", "--budgets", "4k,8k,16k,64k",
                          "--objective", "max-recall", "--out", str(out_dir), "--json")
     assert code == 0, err
     data = json.loads(out)
@@ -101,7 +103,7 @@ def test_sweep_cli(tmp_path: Path) -> None:
 
 def test_sweep_with_an_unmet_objective_still_writes_its_results(tmp_path: Path) -> None:
     out_dir = tmp_path / "sweep"
-    code, out, err = run("tune", "sweep", "--workload", "needles", "--turns", "12", "--budgets", "4k,8k",
+    code, out, err = run("tune", "sweep", "--workload", "synthetic", "--set", "turns=12", "--budgets", "4k,8k",
                          "--presets", "window-32k", "--objective", "min-cost-at-recall>=1.5",
                          "--out", str(out_dir), "--no-plot")
     assert code == 1

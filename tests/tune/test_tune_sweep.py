@@ -14,15 +14,15 @@ from ctxmem.errors import ConfigError, InputError
 from ctxmem.tune.prices import load_prices
 from ctxmem.tune.sweep import (
     Cell,
-    kernel_score,
     pareto_front,
     parse_objective,
     parse_tokens,
-    plant_needles,
     recommend,
     sweep_to_dir,
     to_toml,
 )
+from ctxmem.workloads.kernel.workload import kernel_score
+from ctxmem.workloads.synthetic.workload import plant_needles
 
 PRESETS = ["dump-truncate-200k", "window-200k", "masking-200k", "masking-turns-128k"]
 BUDGETS = [6_000, 12_000, 24_000, 96_000]
@@ -32,10 +32,11 @@ def _cell(preset: str, budget: int, score: float | None, dollars: float) -> Cell
     return Cell(preset, budget, score, dollars, 0, 0, 0.0, 0.0, 1)
 
 
-@pytest.mark.parametrize("workload", ["needles"])
+@pytest.mark.parametrize("workload", ["synthetic"])
 def test_sweep_writes_plot_json_and_a_valid_recommended_preset(tmp_path: Path, workload: str) -> None:
     price = load_prices(user=False).get("claude-sonnet-4-5")
-    result = sweep_to_dir(workload, PRESETS, BUDGETS, price, tmp_path, objective="max-recall", turns=50, seed=2)
+    result = sweep_to_dir(workload, PRESETS, BUDGETS, price, tmp_path, objective="max-recall", seed=2,
+                          settings={"turns": 50})
     assert len(result.cells) == 16
     ok = [c for c in result.cells if c.ok]
     assert len(ok) >= 12
@@ -66,9 +67,9 @@ def test_kernel_sweep_runs_the_real_workload_in_context_mode(tmp_path: Path) -> 
     workload's waste, regret and recall; Pareto plot and a preset that validates."""
     price = load_prices(user=False).get("claude-sonnet-4-5")
     result = sweep_to_dir("kernel", ["window-32k", "masking-turns-128k"], [6_000, 32_000], price, tmp_path,
-                          objective="max-recall", kernel_calls=30)
+                          objective="max-recall", settings={"max_calls": 30})
     assert len(result.cells) == 4 and all(c.ok for c in result.cells)
-    assert result.session["generator"].startswith("ctxmem.workloads.kernel.run.run_scripted")
+    assert result.session["workload"] == "kernel" and result.session["settings"]["max_calls"] == 30
     for c in result.cells:
         m = c.metrics
         for k in ("wasted_per_100", "regret", "recall", "final_speedup", "evaluations"):
@@ -148,9 +149,9 @@ def test_toml_writer_round_trips() -> None:
 def test_bad_sweeps_fail_before_work(tmp_path: Path) -> None:
     price = load_prices(user=False).get("claude-sonnet-4-5")
     with pytest.raises(InputError, match="unknown objective"):
-        sweep_to_dir("needles", PRESETS, BUDGETS, price, tmp_path, objective="best")
+        sweep_to_dir("synthetic", PRESETS, BUDGETS, price, tmp_path, objective="best")
     with pytest.raises(ConfigError, match="unknown preset 'windw-200k'"):
-        sweep_to_dir("needles", ["windw-200k"], BUDGETS, price, tmp_path)
+        sweep_to_dir("synthetic", ["windw-200k"], BUDGETS, price, tmp_path)
     with pytest.raises(ConfigError, match="unknown workload"):
         sweep_to_dir("niah", PRESETS, BUDGETS, price, tmp_path)
 

@@ -1,6 +1,11 @@
-"""``ctxmem workload kernel run|compare``: the kernel-optimization workload from the command line.
+"""``ctxmem workload list|run``: every registered workload; ``workload kernel run|compare``.
 
-``run`` records one run (scripted policy in any mode, or an LLM through ``--model``) in the
+``workload list`` names every workload in the ``ctxmem.workloads`` entry-point group
+(built-ins and plugins alike) with its settings, modes and score columns; ``workload run
+NAME [--set key=value …]`` records one run of any of them through the
+:class:`~ctxmem.workloads.Workload` protocol and prints its scores.
+
+The ``kernel`` group is the kernel workload's own, kept for its richer options: ``run`` records one run (scripted policy in any mode, or an LLM through ``--model``) in the
 store and prints its score table; ``compare`` runs the scripted policy in context mode once
 per preset and prints one row per preset, under reference rows for the ``oracle`` and
 ``amnesic-K`` modes (same seed, scale and window), so a strategy's waste and recall sit
@@ -24,6 +29,58 @@ from ctxmem.errors import InputError
 @click.group("workload", cls=CtxmemGroup)
 def workload() -> None:
     """Driving workloads that produce long, realistic agent sessions."""
+
+
+@workload.command("list")
+@json_option
+def list_cmd(as_json: bool) -> None:
+    """Every registered workload: name, settings, modes, score columns, who registered it."""
+    from ctxmem.workloads import WORKLOADS, describe
+
+    data = [describe(name) for name in WORKLOADS.names()]
+    if as_json:
+        echo_json(data)
+        return
+    rows = [[d["name"], d["source"], ", ".join(d["modes"]), ", ".join(d["settings"]), d["description"]]
+            for d in data]
+    click.echo(table(rows, ["workload", "from", "modes", "settings (--set)", "description"]))
+
+
+@workload.command("run")
+@click.argument("name")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="A workload setting (repeatable); `ctxmem workload list` shows each workload's.")
+@click.option("--preset", "--strategy", "preset", default=None,
+              help="Preset name or TOML path the agent's context comes from.")
+@click.option("--mode", default=None, help="The workload's mode (default: its first; see `workload list`).")
+@click.option("--window", default=None, help="Override the preset's context window (e.g. 32k).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@db_option
+@json_option
+def generic_run_cmd(name: str, settings: tuple[str, ...], preset: str | None, mode: str | None,
+                    window: str | None, seed: int, db_path: str, as_json: bool) -> None:
+    """Record one run of any registered workload and print its scores."""
+    from ctxmem.store import SQLiteStore
+    from ctxmem.tune.sweep import parse_tokens
+    from ctxmem.workloads import get_workload, parse_settings
+
+    wl = get_workload(name, parse_settings(settings))
+    wl.check()  # missing extras stop here, before anything is recorded (the workload checks its mode)
+    if preset is not None:
+        from ctxmem.config import load_preset
+
+        load_preset(preset)
+    size = parse_tokens(window) if window else None
+    with SQLiteStore(db_path) as store:
+        run = _progress_runner(f"{name} {mode or wl.modes[0]}",
+                               lambda progress: wl.run(store, preset=preset, window=size, seed=seed, mode=mode,
+                                                       progress=progress), 1)
+    if as_json:
+        echo_json(run.to_json())
+        return
+    click.echo(f"session {run.session_id} · workload {name} · mode {run.mode} · {run.history_tokens:,} tokens"
+               + (f" · score {run.score:.3f}" if run.score is not None else ""))
+    click.echo(table([[run.scores.get(key) for _, key in wl.score_columns]], [h for h, _ in wl.score_columns]))
 
 
 @workload.group("kernel", cls=CtxmemGroup)
@@ -54,7 +111,9 @@ def _progress_runner(label: str, fn: Any, total: int) -> Any:
     with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
         state = {"n": 0}
 
-        def progress(done: int, _total: int) -> None:
+        def progress(done: int, total_now: int) -> None:
+            if total_now and bar.length != total_now:
+                bar.length = total_now
             bar.update(done - state["n"])
             state["n"] = done
 

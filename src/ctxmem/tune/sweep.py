@@ -1,33 +1,15 @@
-"""Sweeps: strategy presets × budgets on a workload → score, dollars, tokens, latency, Pareto.
+"""Sweeps: strategy presets × budgets on any workload → score, dollars, tokens, latency, Pareto.
 
-Every (preset, budget) cell replays one session with :func:`ctxmem.tune.replay.replay_cost`
-(so dollars, tokens sent, cache hits and the per-turn build latency come from the same
-model as ``ctxmem tune cost``) and scores it with probes run on the contexts the strategy
-actually built:
-
-``needles``
-    Session needles: unguessable facts (``needle-3: the calibration key is 5f0c…``)
-    planted at fixed depths in the tool results of a synthetic session. At probe points
-    (half-way, three quarters, the last turn) each needle planted earlier either survives
-    verbatim in the built context or not. Score = recall over (needle, probe) pairs; the
-    cell also reports recall by needle depth at the last turn.
-``kernel``
-    The kernel-optimization workload (:mod:`ctxmem.workloads.kernel`) run for real in
-    **context mode** once per cell: the scripted policy decides only from the context the
-    cell's preset builds at the cell's budget (:func:`ctxmem.workloads.kernel.run.run_scripted`,
-    ``scale="small"`` by default), so a strategy that forgets the shared-memory limit or a
-    diagnosed bug makes the agent waste evaluations. The cell is scored with the workload's
-    own scores (:mod:`ctxmem.workloads.kernel.scores`): ``wasted_per_100``, ``regret``
-    (best seen vs submitted speedup), probe ``recall``, final speedup — all in the cell's
-    metrics. The Pareto score is ``recall × (1 − regret) × (1 − wasted_per_100 / 100)``:
-    the fraction of facts still answerable, discounted by what forgetting cost the run.
-    Dollars, tokens and cache hits come from replaying the recorded session with
-    :func:`ctxmem.tune.replay.replay_cost` (same system prompt and tools), like every
-    other workload.
-
-A fact counts as visible when its message is in the built context unchanged (identity with
-the history's message), or when its exact text appears in a message the strategy rewrote
-(a masked placeholder whose reducer kept the line, a summary).
+Every (preset, budget) cell runs the workload once in **context mode** through the
+:class:`~ctxmem.workloads.Workload` protocol — the agent decides only from what the cell's
+preset builds at the cell's budget, so a strategy that forgets shows in the workload's own
+score (:attr:`~ctxmem.workloads.WorkloadRun.score`, in [0, 1]) — and prices the recorded
+session with :func:`ctxmem.tune.replay.replay_cost` (same system prompt and tools as the
+run), so dollars, tokens sent, cache hits and the per-turn build latency come from the same
+model as ``ctxmem tune cost``. The workload is found by name in the ``ctxmem.workloads``
+entry-point group: ``synthetic`` (needle recall on a planted transcript), ``kernel`` (the
+kernel agent's recall × (1 − regret) × (1 − waste)), or any plugin; this module imports
+none of them.
 
 The Pareto front minimizes dollars and maximizes score. :func:`recommend` picks a cell for
 an objective (``max-recall-under-cost<=5``, ``min-cost-at-recall>=0.9``, ``max-recall``,
@@ -39,7 +21,6 @@ matplotlib with the Agg backend, imported only when plotting).
 from __future__ import annotations
 
 import json
-import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,18 +28,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ctxmem.config import load_preset
-from ctxmem.context import BuiltContext, History
 from ctxmem.errors import ConfigError, InputError, MissingDependencyError
-from ctxmem.messages import Message, ToolResultBlock, message_texts
-from ctxmem.samples import synthetic_session
 from ctxmem.tune.prices import Price
-from ctxmem.tune.replay import CostReport, TurnContext, replay_cost
-
-Workload = Literal["needles", "kernel"]
-WORKLOADS: tuple[str, ...] = ("needles", "kernel")
-NEEDLE_DEPTHS: tuple[float, ...] = (0.02, 0.1, 0.25, 0.4, 0.6)
-PROBE_POINTS: tuple[float, ...] = (0.5, 0.75, 1.0)
-
+from ctxmem.tune.replay import CostReport, replay_cost
+from ctxmem.workloads.base import Workload
 
 # ----------------------------------------------------------------------------- sizes
 
@@ -88,86 +61,6 @@ def token_label(n: int) -> str:
     if n % 1024 == 0:
         return f"{n // 1024}ki"
     return str(n)
-
-
-# ----------------------------------------------------------------------------- facts
-
-
-@dataclass(frozen=True)
-class Fact:
-    """A text that should stay visible: where it entered the history, and its label."""
-
-    message_index: int
-    text: str
-    label: str
-    depth: float = 0.0
-
-
-def plant_needles(
-    messages: Sequence[Message], *, seed: int = 0, depths: Sequence[float] = NEEDLE_DEPTHS
-) -> tuple[list[Message], list[Fact]]:
-    """Append one unguessable needle line to the first tool result at or after each depth."""
-    rng = random.Random(f"needles-{seed}")
-    out = list(messages)
-    facts: list[Fact] = []
-    n = len(out)
-    used: set[int] = set()
-    for k, d in enumerate(depths):
-        start = min(n - 1, max(1, int(d * n)))
-        idx = next((i for i in range(start, n) if i not in used and any(
-            isinstance(b, ToolResultBlock) for b in out[i].content)), None)
-        if idx is None:
-            continue
-        used.add(idx)
-        needle = f"needle-{k}: the calibration key is {rng.getrandbits(64):016x}"
-        blocks = list(out[idx].content)
-        j = next(j for j, b in enumerate(blocks) if isinstance(b, ToolResultBlock))
-        b = blocks[j]
-        assert isinstance(b, ToolResultBlock)
-        blocks[j] = ToolResultBlock(b.tool_use_id, b.text + "\n" + needle, b.is_error)
-        out[idx] = Message(out[idx].role, tuple(blocks))
-        facts.append(Fact(idx, needle, f"needle-{k}", depth=d))
-    return out, facts
-
-
-_FACT_PATTERNS = (
-    ("limit", re.compile(r"^.*Hardware limit: \d+.*$", re.M)),
-    ("speedup", re.compile(r"^geomean speedup: .*$", re.M)),
-    ("error", re.compile(r"^.*(?:CompilationError|NameError): .*$", re.M)),
-)
-
-
-def kernel_facts(messages: Sequence[Message]) -> list[Fact]:
-    """The natural facts of a kernel session's tool outputs (limits, speedups, errors)."""
-    facts: list[Fact] = []
-    n = max(1, len(messages))
-    for i, m in enumerate(messages):
-        for b in m.content:
-            if not isinstance(b, ToolResultBlock):
-                continue
-            text = b.text
-            for label, pat in _FACT_PATTERNS:
-                for hit in pat.finditer(text):
-                    facts.append(Fact(i, hit.group(0), label, depth=i / n))
-    return facts
-
-
-class Visibility:
-    """Is a fact visible in a built context? Identity with the history message, else text."""
-
-    def __init__(self, history: History, built: BuiltContext):
-        self.history = history
-        self.ids = {id(m) for m in built.messages}
-        hist_ids = {id(m) for m in history.messages}
-        self._rewritten = [m for m in built.messages if id(m) not in hist_ids]
-        self._text: str | None = None
-
-    def __call__(self, fact: Fact) -> bool:
-        if fact.message_index < len(self.history) and id(self.history.messages[fact.message_index]) in self.ids:
-            return True
-        if self._text is None:
-            self._text = "\n".join(t for m in self._rewritten for t in message_texts(m))
-        return fact.text in self._text
 
 
 # ----------------------------------------------------------------------------- cells
@@ -214,35 +107,6 @@ class Cell:
         }
 
 
-class _NeedleProbe:
-    def __init__(self, facts: list[Fact], probe_turns: set[int], last_turn: int):
-        self.facts = facts
-        self.probe_turns = probe_turns
-        self.last_turn = last_turn
-        self.hits: list[bool] = []
-        self.final: dict[str, bool] = {}
-
-    def __call__(self, tc: TurnContext) -> None:
-        if tc.turn not in self.probe_turns:
-            return
-        vis = Visibility(tc.history, tc.built)
-        for f in self.facts:
-            if f.message_index < tc.message_index:
-                seen = vis(f)
-                self.hits.append(seen)
-                if tc.turn == self.last_turn:
-                    self.final[f.label] = seen
-
-    def score(self) -> float | None:
-        return sum(self.hits) / len(self.hits) if self.hits else None
-
-    def metrics(self, facts: list[Fact]) -> dict[str, Any]:
-        return {
-            "probes": len(self.hits),
-            "recall_by_depth": {f"{f.depth:g}": self.final.get(f.label) for f in facts},
-        }
-
-
 @dataclass
 class SweepResult:
     workload: str
@@ -275,78 +139,30 @@ class SweepResult:
         }
 
 
-def _session_for(workload: str, turns: int, seed: int, output_scale: float) -> tuple[list[Message], list[Fact]]:
-    if workload != "needles":
-        raise ConfigError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}", field="workload")
-    return plant_needles(synthetic_session(turns, seed, output_scale=output_scale), seed=seed)
-
-
-def kernel_score(scores: Mapping[str, Any]) -> float | None:
-    """The Pareto score of a kernel run: recall × (1 − regret) × (1 − wasted_per_100 / 100)."""
-    recall = scores.get("recall")
-    if recall is None:
-        return None
-    return float(recall) * (1.0 - float(scores.get("regret") or 0.0)) * (
-        1.0 - float(scores.get("wasted_per_100") or 0.0) / 100.0)
-
-
-def run_kernel_cell(
+def run_workload_cell(
+    workload: Workload,
     preset: str,
     budget: int,
     price: Price,
     *,
     seed: int = 0,
-    scale: str = "small",
-    max_calls: int | None = None,
     **replay_kwargs: Any,
 ) -> Cell:
-    """One real kernel-workload run in context mode at ``preset`` × ``budget``, scored and priced."""
+    """One run of ``workload`` in context mode at ``preset`` × ``budget``, scored and priced."""
     from ctxmem.session import Session
     from ctxmem.store import MemoryStore
-    from ctxmem.workloads.kernel.kernel_tools import kernel_tool_specs
-    from ctxmem.workloads.kernel.run import SYSTEM, run_scripted
 
-    if scale not in ("small", "full"):
-        raise ConfigError(f"unknown kernel scale {scale!r}; choose small or full", field="scale")
     store = MemoryStore()
-    run = run_scripted(store, seed=seed, mode="context", preset=preset, scale=scale,  # type: ignore[arg-type]
-                       max_calls=max_calls, window=budget)
+    run = workload.run(store, preset=preset, window=budget, seed=seed, mode="context")
     messages = Session.open(store, run.session_id).messages()
-    report: CostReport = replay_cost(messages, preset, price, budget=budget, system=SYSTEM,
-                                     tools=tuple(kernel_tool_specs()), **replay_kwargs)
-    sc = run.scores
-    keep = ("final_speedup", "best_seen", "regret", "tool_calls", "evaluations", "wasted", "wasted_per_100",
-            "limit_violations", "repeated_config", "over_known_limit", "reintroduced_bug", "probes", "recall",
-            "answered", "recall_by_distance", "heldout_passed")
-    metrics: dict[str, Any] = {k: sc.get(k) for k in keep}
-    metrics["waste_per_100"] = sc.get("wasted_per_100")
+    report: CostReport = replay_cost(messages, preset, price, budget=budget, system=run.system,
+                                     tools=tuple(run.tools), **replay_kwargs)
+    metrics: dict[str, Any] = {**run.scores, **run.metrics}
+    if "wasted_per_100" in metrics:
+        metrics.setdefault("waste_per_100", metrics["wasted_per_100"])
     metrics.update(cache_read=report.cache_read, cache_write=report.cache_write, history_tokens=run.history_tokens,
-                   session=f"kernel workload, scripted policy in context mode, scale {scale}, seed {seed}")
-    return _cell(preset, budget, kernel_score(sc), report, metrics)
-
-
-def run_cell(
-    workload: str,
-    messages: Sequence[Message],
-    facts: list[Fact],
-    preset: str,
-    budget: int,
-    price: Price,
-    **replay_kwargs: Any,
-) -> Cell:
-    """Replay one (preset, budget) of the needles workload with its probes and score it."""
-    if workload != "needles":
-        raise ConfigError(f"run_cell replays the needles workload; got {workload!r} (kernel cells: run_kernel_cell)",
-                          field="workload")
-    n_turns = sum(1 for m in messages[1:] if m.role == "assistant")
-    probe_turns = {max(0, round(f * n_turns) - 1) for f in PROBE_POINTS}
-    probe = _NeedleProbe(facts, probe_turns, n_turns - 1)
-    report: CostReport = replay_cost(messages, preset, price, budget=budget, on_build=probe, **replay_kwargs)
-    score = probe.score()
-    metrics = probe.metrics(facts)
-    metrics["cache_read"] = report.cache_read
-    metrics["cache_write"] = report.cache_write
-    return _cell(preset, budget, score, report, metrics)
+                   session=f"{workload.name} workload in context mode, seed {seed}")
+    return _cell(preset, budget, run.score, report, metrics)
 
 
 def _cell(preset: str, budget: int, score: float | None, report: CostReport, metrics: dict[str, Any]) -> Cell:
@@ -360,60 +176,39 @@ def _cell(preset: str, budget: int, score: float | None, report: CostReport, met
 
 
 def run_sweep(
-    workload: str,
+    workload: str | Workload,
     presets: Sequence[str],
     budgets: Sequence[int],
     price: Price,
     *,
-    turns: int = 300,
     seed: int = 0,
-    output_scale: float = 1.0,
-    kernel_scale: str = "small",
-    kernel_calls: int | None = None,
+    settings: Mapping[str, Any] | None = None,
     progress: Callable[[Cell], None] | None = None,
     **replay_kwargs: Any,
 ) -> SweepResult:
-    """Every preset × budget on the workload (``turns``/``output_scale``: needles session;
-    ``kernel_scale``/``kernel_calls``: the kernel runs)."""
+    """Every preset × budget on ``workload`` (a registered name, configured from
+    ``settings``, or a :class:`~ctxmem.workloads.Workload` object)."""
+    from ctxmem.workloads import get_workload
+
     if not presets or not budgets:
         raise ConfigError("a sweep needs at least one preset and one budget", field="presets")
-    if workload not in WORKLOADS:
-        raise ConfigError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}", field="workload")
-    if workload == "kernel" and kernel_scale not in ("small", "full"):
-        raise ConfigError(f"unknown kernel scale {kernel_scale!r}; choose small or full", field="kernel_scale")
+    wl = get_workload(workload, settings) if isinstance(workload, str) else workload
+    wl.check()
     for p in presets:
         load_preset(p)  # fail before any work on a bad name
-    messages: list[Message] = []
-    facts: list[Fact] = []
-    if workload == "needles":
-        messages, facts = _session_for(workload, turns, seed, output_scale)
-        if not facts:
-            raise InputError(
-                f"the {workload} session (turns={turns}, output_scale={output_scale:g}) has no facts to probe; "
-                "use more turns or output_scale=1 (scaling down cuts the lines the probes look for)",
-                field="turns",
-            )
     cells: list[Cell] = []
     for p in presets:
         for b in budgets:
             try:
-                if workload == "kernel":
-                    cell = run_kernel_cell(p, b, price, seed=seed, scale=kernel_scale, max_calls=kernel_calls,
-                                           **replay_kwargs)
-                else:
-                    cell = run_cell(workload, messages, facts, p, b, price, **replay_kwargs)
+                cell = run_workload_cell(wl, p, b, price, seed=seed, **replay_kwargs)
             except ConfigError as exc:  # e.g. a budget smaller than the preset's reserve allows
                 cell = Cell(p, b, None, 0.0, 0, 0, 0.0, 0.0, 0, error=str(exc))
             cells.append(cell)
             if progress is not None:
                 progress(cell)
-    if workload == "kernel":
-        session: dict[str, Any] = {"generator": "ctxmem.workloads.kernel.run.run_scripted (context mode)",
-                                   "scale": kernel_scale, "max_calls": kernel_calls, "seed": seed}
-    else:
-        session = {"generator": "ctxmem.samples.synthetic_session", "turns": turns, "seed": seed,
-                   "output_scale": output_scale, "messages": len(messages), "facts": len(facts)}
-    return SweepResult(workload, price.name, cells, session)
+    session: dict[str, Any] = {"workload": wl.name, "settings": wl.config.model_dump(mode="json"), "seed": seed,
+                               "mode": "context"}
+    return SweepResult(wl.name, price.name, cells, session)
 
 
 # ----------------------------------------------------------------------------- Pareto, objectives
@@ -607,7 +402,7 @@ def plot_pareto(result: SweepResult, path: str | Path) -> Path:
 
 
 def sweep_to_dir(
-    workload: str,
+    workload: str | Workload,
     presets: Sequence[str],
     budgets: Sequence[int],
     price: Price,
@@ -634,7 +429,7 @@ def sweep_to_dir(
         except ConfigError as exc:
             result.unmet = str(exc).removeprefix("field 'objective': ")
         else:
-            result.preset_path = str(write_preset(result.recommendation, out, workload=workload,
+            result.preset_path = str(write_preset(result.recommendation, out, workload=result.workload,
                                                   objective=obj.text, model=price.name))
     if plot:
         result.plot_path = str(plot_pareto(result, out / "pareto.png"))
@@ -643,25 +438,16 @@ def sweep_to_dir(
 
 
 __all__ = [
-    "NEEDLE_DEPTHS",
-    "PROBE_POINTS",
-    "WORKLOADS",
     "Cell",
-    "Fact",
     "Objective",
     "SweepResult",
-    "Visibility",
-    "kernel_facts",
-    "kernel_score",
     "pareto_front",
     "parse_objective",
     "parse_tokens",
-    "plant_needles",
     "plot_pareto",
     "recommend",
-    "run_cell",
-    "run_kernel_cell",
     "run_sweep",
+    "run_workload_cell",
     "sweep_to_dir",
     "to_toml",
     "token_label",
