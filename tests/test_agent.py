@@ -426,3 +426,121 @@ def test_examples_run_against_the_loopback_server(example: str, tmp_path: Path, 
     [info] = store.list_sessions()
     assert len(Session.open(store, info.id).messages()) == 4
     store.close()
+
+
+# ---------------------------------------------------------------- counting and calibration
+
+
+def test_fallback_budget_after_a_refusal_never_underflows() -> None:
+    """max_tokens=4096 with a calibration factor above 1 used to leave a 1-token fallback budget."""
+    store = MemoryStore()
+    for _ in range(5):  # the provider has counted 1.5x what we count, persisted for this model
+        store.record_calibration("scripted", "o200k_base", 1000, 1500)
+    session = Session.create(store)
+    client = ScriptedClient(policy=reader_policy)
+    agent = Agent(client, session, tools=[READ], max_tokens=4096, context_window=200_000, tokenizer="o200k_base")
+    assert agent.calibration.factor == pytest.approx(1.5)
+    agent.run_sync("read the files")
+    client.enqueue(ContextLengthExceeded("prompt is too long", status=400), "summary ok")
+    result = agent.run_sync("now summarize")
+    assert result.stop_reason == "end_turn" and result.compactions == 1
+    sent = client.requests[-2]
+    estimate = [e.event for e in session.events() if isinstance(e.event, CompactionEvent)][-1].tokens_before
+    fallback = agent._budget()
+    # the input part shrank to shrink x what was sent; the reply's reserve is whole
+    assert fallback.reserve_output == 4096 and fallback.available == int(estimate * agent.shrink)
+    assert len(client.requests[-1].messages) <= len(sent.messages)
+
+
+def test_calibration_learns_both_ways_within_its_band() -> None:
+    from ctxmem.tokens import Calibration
+
+    exact = Calibration.for_tokenizer("m", "tiktoken:o200k_base", exact=True)
+    exact.observe(1000, 600)
+    assert exact.factor == 1.0  # one reply is not enough to send more than we count
+    exact.observe(1000, 600)
+    exact.observe(1000, 600)
+    assert exact.ratio == pytest.approx(0.6) and exact.factor == pytest.approx(0.8)  # the band's floor
+    estimate = Calibration.for_tokenizer("m", "heuristic:v2", exact=False)
+    for _ in range(3):
+        estimate.observe(1840, 1000)  # the heuristic over-counts kernel content ~1.84x
+    assert estimate.factor == pytest.approx(1000 / 1840)
+    up = Calibration.for_tokenizer("m", "tiktoken:o200k_base", exact=True)
+    up.observe(1000, 1300)
+    assert up.factor == pytest.approx(1.3)  # upward at once: it is the safe side
+    up.observe(1000, 9000)
+    assert up.factor == 2.0  # but never past the band
+
+
+def test_an_over_counting_tokenizer_is_calibrated_down_so_the_window_is_used() -> None:
+    """The heuristic with a provider that counts ~0.55x of it: after calibration the input
+    budget handed to the strategy is larger than the window's input part."""
+    store = MemoryStore()
+    for _ in range(3):
+        store.record_calibration("scripted", "heuristic", 1840, 1000)
+    agent = Agent(ScriptedClient(["ok"]), Session.create(store), tokenizer="heuristic", context_window=60_000,
+                  max_tokens=1000)
+    assert agent._budget().available > 59_000 * 1.5
+
+
+def test_the_agent_counts_exactly_by_default_and_warns_once_when_it_cannot(monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    from ctxmem import agent as agent_mod
+    from ctxmem.errors import TokenizerError
+
+    assert agent_mod.choose_tokenizer("gpt-4o") == ("o200k_base", True)
+    assert agent_mod.choose_tokenizer("claude-sonnet-4-6")[0] == "o200k_base"  # a stand-in, calibrated
+    assert Agent(ScriptedClient(["ok"]), Session.create(MemoryStore())).tokenizer_name == "o200k_base"
+    assert Agent(ScriptedClient(["ok"]), Session.create(MemoryStore()), tokenizer="cl100k_base").tokenizer_name == "cl100k_base"
+    real = agent_mod.get_tokenizer
+
+    def offline(name: str) -> Any:
+        if name != "heuristic":
+            raise TokenizerError(f"cannot load tiktoken encoding {name!r}. Offline")
+        return real(name)
+
+    monkeypatch.setattr(agent_mod, "get_tokenizer", offline)
+    monkeypatch.setattr(agent_mod, "_WARNED", set())
+    with pytest.warns(RuntimeWarning, match="HEURISTIC"):
+        assert agent_mod.choose_tokenizer("some-model") == ("heuristic", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert agent_mod.choose_tokenizer("some-model") == ("heuristic", False)  # said once
+
+
+def test_each_appended_block_is_encoded_once(o200k: Any) -> None:
+    """Thirty turns: a tool output is tokenized once, when it is appended — never recounted."""
+    seen: list[str] = []
+
+    class Spy:
+        id, name, exact = o200k.id, o200k.name, True
+
+        def count(self, text: str) -> int:
+            seen.append(text)
+            return int(o200k.count(text))
+
+        def count_many(self, texts: Any) -> list[int]:
+            seen.extend(texts)
+            return list(o200k.count_many(texts))
+
+    outputs = [f"result {i}: " + " ".join(f"v{i}_{k}" for k in range(200)) for i in range(30)]
+    ids = itertools.count()
+
+    def policy(req: ModelRequest) -> Any:
+        n = next(ids)
+        return [ToolUseBlock(f"t{n}", "emit", {"i": n})] if n < 30 else "done"
+
+    session = Session.create(MemoryStore())
+    agent = Agent(ScriptedClient(policy=policy), session, tools=[Tool("emit", lambda a: outputs[a["i"]])],
+                  strategy="window-200k", max_turns=40)
+    history = agent._sync_history()
+    spy = Spy()
+    agent.tokenizer = spy  # type: ignore[assignment]  # whatever the agent counts with is watched
+    try:
+        history.tokenizer = spy  # type: ignore[misc]
+    except AttributeError:
+        history._tok = spy  # type: ignore[assignment,attr-defined]
+    result = agent.run_sync("go")
+    assert result.turns == 31
+    assert all(seen.count(out) == 1 for out in outputs), [seen.count(o) for o in outputs]

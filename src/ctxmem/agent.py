@@ -493,7 +493,8 @@ def choose_tokenizer(model: str, preferred: str | None = None) -> tuple[str, boo
     failures: list[str] = []
     for name, exact in candidates:
         try:
-            return name, exact and get_tokenizer(name).exact
+            loaded = get_tokenizer(name)
+            return name, exact and loaded.exact
         except (TokenizerError, CtxmemError, OSError) as exc:
             failures.append(f"{name}: {str(exc).split('. ')[0]}")
     message = (
