@@ -24,7 +24,7 @@ from pathlib import Path
 from benchmarks._harness import Row, fmt
 
 SUITES = ["benchmarks.bench_store", "benchmarks.bench_context", "benchmarks.bench_retrieval", "benchmarks.bench_evals",
-          "benchmarks.bench_agent"]
+          "benchmarks.bench_agent", "benchmarks.bench_tokens"]
 
 
 def fmt_ratio(ratio: float) -> str:
