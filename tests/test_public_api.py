@@ -14,6 +14,7 @@ EXPECTED = {
     "ContentBlock",
     "ContextLengthExceeded",
     "ContextOverflowError",
+    "ContextBuilder",
     "ContextStrategy",
     "Count",
     "CtxmemError",
@@ -34,6 +35,7 @@ EXPECTED = {
     "Response",
     "SQLiteStore",
     "Session",
+    "SessionLike",
     "SessionNotFoundError",
     "SessionStore",
     "StoreError",
@@ -59,6 +61,7 @@ EXPECTED = {
     "get_tokenizer",
     "load_preset",
     "make_strategy",
+    "run_context_tool",
     "to_anthropic",
     "to_openai",
     "validate_conversation",
@@ -75,3 +78,9 @@ def test_every_name_resolves_and_errors_share_one_root() -> None:
         obj = getattr(ctxmem, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, ctxmem.CtxmemError), name
+
+
+def test_raw_sdk_helpers_are_a_public_module() -> None:
+    from ctxmem import wire
+
+    assert {"anthropic_request", "openai_request", "record_response", "run_tool"} <= set(wire.__all__)

@@ -11,14 +11,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ctxmem.agent import Agent, AgentResult, Tool
     from ctxmem.clients import ModelClient, Response, Usage, get_client
-    from ctxmem.config import Preset, load_preset
+    from ctxmem.config import ContextBuilder, Preset, load_preset
     from ctxmem.context import (
         BuildRequest,
         BuiltContext,
         ContextStrategy,
         History,
         Report,
+        SessionLike,
         make_strategy,
+        run_context_tool,
     )
     from ctxmem.errors import (
         ConfigError,
@@ -83,6 +85,7 @@ _LAZY: dict[str, str] = {
     "CompactionEvent": "ctxmem.events",
     "ConfigError": "ctxmem.errors",
     "ContentBlock": "ctxmem.messages",
+    "ContextBuilder": "ctxmem.config",
     "ContextLengthExceeded": "ctxmem.errors",
     "ContextOverflowError": "ctxmem.errors",
     "ContextStrategy": "ctxmem.context",
@@ -105,6 +108,7 @@ _LAZY: dict[str, str] = {
     "Response": "ctxmem.clients",
     "SQLiteStore": "ctxmem.store",
     "Session": "ctxmem.session",
+    "SessionLike": "ctxmem.context",
     "SessionNotFoundError": "ctxmem.errors",
     "SessionStore": "ctxmem.store",
     "StoreError": "ctxmem.errors",
@@ -130,6 +134,7 @@ _LAZY: dict[str, str] = {
     "get_tokenizer": "ctxmem.tokens",
     "load_preset": "ctxmem.config",
     "make_strategy": "ctxmem.context",
+    "run_context_tool": "ctxmem.context",
     "to_anthropic": "ctxmem.messages",
     "to_openai": "ctxmem.messages",
     "validate_conversation": "ctxmem.messages",
@@ -162,6 +167,7 @@ __all__ = [
     "CompactionEvent",
     "ConfigError",
     "ContentBlock",
+    "ContextBuilder",
     "ContextLengthExceeded",
     "ContextOverflowError",
     "ContextStrategy",
@@ -184,6 +190,7 @@ __all__ = [
     "Response",
     "SQLiteStore",
     "Session",
+    "SessionLike",
     "SessionNotFoundError",
     "SessionStore",
     "StoreError",
@@ -209,6 +216,7 @@ __all__ = [
     "get_tokenizer",
     "load_preset",
     "make_strategy",
+    "run_context_tool",
     "to_anthropic",
     "to_openai",
     "validate_conversation",
