@@ -164,7 +164,9 @@ class LoopBuilder:
             session=session,
             record=self.record and session is not None,
         )
-        built = self.strategy.build(request)
+        from ctxmem.integrations.otel import record_build
+
+        built = record_build(self.preset.name, request, lambda: self.strategy.build(request))
         return LoopBuild(built, history, tail, tail_index)
 
 
