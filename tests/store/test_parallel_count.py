@@ -10,7 +10,6 @@ import pytest
 from ctxmem.messages import message_texts
 from ctxmem.samples import synthetic_session
 from ctxmem.store import parallel_count
-from ctxmem.tokens.tiktoken_backend import TiktokenTokenizer
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -29,21 +28,24 @@ def test_child_counts_equal_inline_counts(o200k: Any, texts: list[str], monkeypa
     assert result() == o200k.count_many(texts)  # memoized: a retried transaction may ask twice
 
 
-class _FailsInChild(TiktokenTokenizer):
-    def __init__(self, parent: int):
-        super().__init__("o200k_base")
-        self.parent = parent
+def _fails_in_child(base: type, parent: int) -> Any:
+    """A tokenizer of ``base`` (the default o200k engine: quicktok offline, tiktoken without
+    it) whose count_many raises in any process but ``parent``."""
 
-    def count_many(self, texts: Any) -> list[int]:
-        if os.getpid() != self.parent:
-            raise RuntimeError("child failure")
-        return super().count_many(texts)
+    class FailsInChild(base):  # type: ignore[misc,valid-type]
+        def count_many(self, texts: Any) -> list[int]:
+            if os.getpid() != parent:
+                raise RuntimeError("child failure")
+            return list(super().count_many(texts))
+
+    return FailsInChild("o200k_base")
 
 
 def test_a_failing_child_falls_back_to_the_parent(o200k: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
     monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "1")
-    tok = _FailsInChild(os.getpid())
+    tok = _fails_in_child(type(o200k), os.getpid())
+    assert parallel_count.possible(tok)
     assert parallel_count.start(tok, texts)() == o200k.count_many(texts)
 
 
