@@ -4,9 +4,9 @@ For code that calls the ``anthropic`` or ``openai`` SDK itself instead of using
 :class:`~ctxmem.agent.Agent`::
 
     import anthropic
-    from ctxmem import Message, Session, open_store, wire
+    from ctxmem import Message, Session, SQLiteStore, wire
 
-    client, session = anthropic.Anthropic(), Session.create(open_store("sqlite:///run.db"))
+    client, session = anthropic.Anthropic(), Session.create(SQLiteStore("run.db"))
     session.record(Message.user("Make the kernel faster."))
     while True:
         params = wire.anthropic_request(session, "masking-200k", system=SYSTEM, tools=TOOLS)
@@ -16,7 +16,7 @@ For code that calls the ``anthropic`` or ``openai`` SDK itself instead of using
             break
         for use in reply.tool_uses:
             out = wire.run_tool(session, use, MY_TOOLS)   # recall is ctxmem's, the rest yours
-            session.record_tool_result(use.id, out, tool_name=use.name)
+            session.record_tool_result(use.id, out, is_error=wire.is_error_output(out), tool_name=use.name)
 
 * :func:`anthropic_request` / :func:`openai_request` build the next context of a session
   with a preset (by name, path, :class:`~ctxmem.config.Preset` or a ready
