@@ -178,9 +178,10 @@ def test_context_build_reports_a_planted_fact_per_preset(tmp_path: Path, long_se
         "window-200k": "absent",
         "window-32k": "absent",
         "masking-200k": "verbatim",  # masked, but its head_tail gist keeps the last line
-        "masking-turns-128k": f"masked (handle {planted})",  # recallable through its handle
+        # masked, but its line is salient: the facts section keeps it verbatim (with its handle)
+        "masking-turns-128k": "verbatim",
         "pipeline-200k": "verbatim",  # retrieval brings the early output back
-        "summarize-128k": "absent",  # the extractive summary drops this line
+        "summarize-128k": "verbatim",  # the extractive summary drops it; the facts section keeps it
     }
     assert set(expected) == set(available_presets())
     for preset, status in expected.items():
@@ -193,6 +194,9 @@ def test_context_build_reports_a_planted_fact_per_preset(tmp_path: Path, long_se
         report = json.loads(res.output)
         assert report["probes"][FACT] == status, preset
         assert report["report"]["tokens_out"] <= report["report"]["available"]
+    # the facts section names where the line came from: the recall handle of its tool output
+    res = runner.invoke(cli, ["context", "build", "--session", sid, "--preset", "masking-turns-128k", "--db", str(db), "--json"])
+    assert res.exit_code == 0 and f"recall {planted}] {FACT}" in res.output
     res = runner.invoke(cli, ["context", "build", "--session", sid, "--preset", "nope", "--db", str(db)])
     assert res.exit_code == 1 and "unknown preset" in res.output
     with SQLiteStore(db) as store:  # a dry run: eight compacting builds wrote nothing

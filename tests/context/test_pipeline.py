@@ -16,7 +16,7 @@ import pytest
 from ctxmem.config import parse_preset
 from ctxmem.context import BuildRequest, History, check_output, make_strategy
 from ctxmem.errors import ConfigError
-from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock, to_anthropic
+from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock, message_texts, to_anthropic
 from ctxmem.samples import synthetic_session
 from ctxmem.tokens import Budget
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
@@ -237,9 +237,10 @@ def test_planted_fact_status_for_every_preset(session: list[Message], o200k: Any
         "window-32k": "absent",
         # masked, but its head_tail gist keeps the output's last line, where the fact is
         "masking-200k": "verbatim",
-        "masking-turns-128k": f"masked (handle {handle})",  # handle only: recallable
-        "pipeline-200k": "verbatim",  # masked by the core, brought back by retrieval
-        "summarize-128k": "absent",  # the extractive summary does not keep this line
+        # handle-only placeholders, but the line is salient: the facts section keeps it
+        "masking-turns-128k": "verbatim",
+        "pipeline-200k": "verbatim",  # masked by the core, kept by its facts section and retrieval
+        "summarize-128k": "verbatim",  # the extractive summary drops this line; the facts section keeps it
     }
     assert set(expected) == set(available_presets())
     for name, status in expected.items():
@@ -248,3 +249,7 @@ def test_planted_fact_status_for_every_preset(session: list[Message], o200k: Any
         out = preset.strategy().build(BuildRequest(history, preset.budget(window), pinned=preset.model.pinned))
         assert probe_status(FACT, out, history) == status, name
         assert out.report.tokens_out <= out.report.available
+        if name in ("masking-turns-128k", "summarize-128k"):
+            # provenance: the fact's line names the handle of the output it came from
+            text = "\n".join(t for m in out.messages for t in message_texts(m))
+            assert f"recall {handle}] {FACT}" in text, name

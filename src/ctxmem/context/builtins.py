@@ -29,6 +29,7 @@ from ctxmem.context._assembly import (
 from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
 from ctxmem.context.history import History
 from ctxmem.context.invariants import SafeCuts
+from ctxmem.context.memory import Carry, split_sections
 from ctxmem.errors import ContextOverflowError
 
 
@@ -113,6 +114,7 @@ class _Suffix(ABC):
         self._pinned = PinnedCache()
         self._cuts = _CutsCache()
         self._recorder = CompactionRecorder()
+        self._carry = Carry()
 
     @abstractmethod
     def _limit(self, request: BuildRequest, base: int, needed: int) -> int | None:
@@ -132,10 +134,20 @@ class _Suffix(ABC):
         base = fixed + sum(pinned_counts)
         if base > request.budget.available:
             raise ContextOverflowError(base, request.budget.available, hint="the pinned content alone exceeds the budget.")
-        limit = self._limit(request, base, base + h.tokens(p, n))
-        s = p if limit is None else suffix_start(request, self._cuts.get(h, p), base, limit, self._step(), self.name)
+        def cut(extra: int) -> tuple[int, int]:
+            limit = self._limit(request, base + extra, base + extra + h.tokens(p, n))
+            at = p if limit is None else suffix_start(request, self._cuts.get(h, p), base + extra, limit, self._step(), self.name)
+            return at, at
+
+        # Instructions of dropped user messages are carried (ctxmem.context.memory), held back first.
+        settled = self._carry.settle(request, cut)
+        s = cut(settled.extra)[0]
+        carried = self._carry.carried(request, settled)
+        if carried.texts:
+            pinned_msgs, pinned_counts = self._pinned.get(request, (*request.pinned_facts, *carried.texts))
         out = Output()
         out.add("pinned", pinned_msgs, pinned_counts)
+        split_sections(out.sections, carried)
         out.add("recent", h.messages[s:], h.counts[s:])
         built = finish(
             self.name,
@@ -146,7 +158,7 @@ class _Suffix(ABC):
             kept=range(s, n),
             dropped=range(p, s),
             breakpoints=(p - 1, len(out.messages) - 1),
-            notes=(f"dropped {s - p} oldest messages at a safe cut",) if s > p else (),
+            notes=((f"dropped {s - p} oldest messages at a safe cut", *carried.notes()) if s > p else ()),
         )
         if s > p and request.session is not None:
             ids = [e for ids in h.event_ids[p:s] for e in ids]

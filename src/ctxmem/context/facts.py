@@ -11,7 +11,9 @@ Kinds, in priority order (the cap keeps the higher kinds first):
 
 =============  ================================================================
 ``constraint`` a sentence of a user *text* message with must/never/always/keep/don't/only/limit
-``best``       the best speedup (geomean preferred) seen so far, with its id and message
+``best``       the best value of the profile's metric seen so far, with its id and message
+``salient``    a tool-output line the salience scorer ranks high (:mod:`ctxmem.context.salience`);
+               added by the caller, kept when its specific tokens all appear
 ``error``      an error signature: exception class + the head of its message
 ``path``       file paths (``kernel.py``, ``src/a/b.py``, ``/abs/path``)
 ``id``         run ids (``eval#12``, ``bench#7``) and commit shas
@@ -37,8 +39,8 @@ from typing import Literal, TypeAlias
 
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
 
-FactKind: TypeAlias = Literal["constraint", "best", "error", "id", "path", "number"]
-KIND_PRIORITY: tuple[FactKind, ...] = ("constraint", "best", "error", "path", "id", "number")
+FactKind: TypeAlias = Literal["constraint", "best", "salient", "error", "id", "path", "number"]
+KIND_PRIORITY: tuple[FactKind, ...] = ("constraint", "best", "salient", "error", "path", "id", "number")
 DEFAULT_MAX_FACTS = 48
 _MAX_FACT_CHARS = 200
 
@@ -278,8 +280,20 @@ def normalize(text: str) -> str:
 _BEST_KEYS = re.compile(r"\d+(?:\.\d+)?x|[a-z][\w-]*#\d+", re.I)
 
 
+def _specific(text: str) -> list[str]:
+    """The tokens of a line a paraphrase must keep: paths, ids, hashes, numbers with units,
+    large integers (what a summary quoting the fact has to reproduce exactly)."""
+    out = [m.group(0).rstrip(".") for m in _PATH.finditer(text)]
+    out += [m.group(0) for m in _ID.finditer(text)] + _SHA.findall(text)
+    out += [m.group(0) for m in _UNIT.finditer(text)] + [m.group(0) for m in _BIGINT.finditer(text)]
+    return list(dict.fromkeys(out))
+
+
 def fact_keys(fact: Fact) -> tuple[str, ...]:
     """What must appear (normalized) in a text for the fact to count as kept."""
+    if fact.kind == "salient":
+        specific = _specific(fact.text)
+        return tuple(normalize(k) for k in specific) if specific else (normalize(fact.text),)
     if fact.kind == "best":
         keys = tuple(normalize(k) for k in _BEST_KEYS.findall(fact.text))
         return keys or (normalize(fact.text),)

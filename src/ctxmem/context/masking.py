@@ -48,6 +48,8 @@ from ctxmem.context._assembly import (
 from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig, _cached_count
 from ctxmem.context.builtins import _CutsCache, suffix_start
 from ctxmem.context.history import History
+from ctxmem.context.memory import Carry, split_sections
+from ctxmem.context.profile import FactProfile
 from ctxmem.context.reducers import REDUCERS, get_reducer
 from ctxmem.errors import ContextOverflowError, InputError
 from ctxmem.messages import ContentBlock, Message, ToolResultBlock, ToolSpec, tool_to_anthropic
@@ -81,6 +83,14 @@ class MaskingConfig(StrategyConfig):
         "truncate", description="If masking is not enough: drop the oldest messages, or raise."
     )
     compaction_step: float = Field(0.1, gt=0, le=1, description="Boundary grid as a fraction of the budget.")
+    carry_instructions: bool = Field(
+        True, description="Carry the instructions of dropped user messages in a standing-instructions section."
+    )
+    facts_tokens: int = Field(
+        0, ge=0, le=200_000, description="Cap of the facts section (salient lines of masked outputs); 0: none."
+    )
+    facts_fraction: float = Field(0.1, gt=0, le=0.5, description="The facts section's cap as a fraction of the budget.")
+    fact_profile: str = Field("generic", description="Fact profile (ctxmem.fact_profiles entry point) for salience.")
 
     @field_validator("reducer")
     @classmethod
@@ -192,13 +202,20 @@ class Masking:
     name: ClassVar[str] = "masking"
     Config = MaskingConfig
 
-    def __init__(self, config: MaskingConfig | None = None, **params: object):
+    def __init__(self, config: MaskingConfig | None = None, *, fact_profile: FactProfile | None = None, **params: object):
         self.config = config or MaskingConfig(**params)  # type: ignore[arg-type]
         self._states: dict[int, _MaskState] = {}
         self._tracker = PrefixTracker()
         self._pinned = PinnedCache()
         self._cuts = _CutsCache()
         self._recorder = CompactionRecorder()
+        cfg = self.config
+        self._carry = Carry(
+            instructions=cfg.carry_instructions,
+            facts_tokens=cfg.facts_tokens,
+            facts_fraction=cfg.facts_fraction,
+            profile=fact_profile if fact_profile is not None else cfg.fact_profile,
+        )
 
     # -- placeholders -----------------------------------------------------------------
 
@@ -322,35 +339,55 @@ class Masking:
         always_saving = sum(
             h.counts[i] - st.masked_counts[i] for i in range(p, k) if st.always[i] and st.masked[i] is not None
         ) if any(st.always[p:k]) else 0
-        full = base + h.tokens(p, n)
         trigger = request.budget.trigger
-        if cfg.mode == "turns":
-            b = k_grid
-        else:
-            need = full - always_saving - trigger
-            if need <= 0:
-                b = p
+
+        def plan(extra: int) -> tuple[int, int, list[str]]:
+            """(mask boundary b, truncation point s, notes) with ``extra`` tokens held back."""
+            base_x = base + extra
+            if cfg.mode == "turns":
+                b = k_grid
             else:
-                b = min(k_grid, max(p, snap_up(h, min(n, bisect_left(st.auto_cum, st.auto_cum[p] + need)), step)))
-        # Planned size from history index i on: masked sizes before b, full sizes after. An
-        # upper bound of the output (always-masked outputs after b only shrink it) that,
-        # between moves of b, only grows with the history: a cut measured on it moves
-        # forward, never back, and only at grid points.
-        planned = base + (st.min_cum[b] - st.min_cum[p]) + (h.cum[n] - h.cum[b])
-        s = p
-        notes: list[str] = []
-        if planned > trigger and (cfg.on_overflow == "truncate" or planned > request.budget.available):
-            if cfg.on_overflow == "raise":
-                raise ContextOverflowError(
-                    planned, request.budget.available, hint="masking every allowed output is not enough."
-                )
-            s = self._truncate(request, st, b, base, trigger)
-            notes.append(f"masking was not enough: dropped {s - p} oldest messages at a safe cut")
+                need = base_x + h.tokens(p, n) - always_saving - trigger
+                if need <= 0:
+                    b = p
+                else:
+                    b = min(k_grid, max(p, snap_up(h, min(n, bisect_left(st.auto_cum, st.auto_cum[p] + need)), step)))
+            # Planned size from history index i on: masked sizes before b, full sizes after. An
+            # upper bound of the output (always-masked outputs after b only shrink it) that,
+            # between moves of b, only grows with the history: a cut measured on it moves
+            # forward, never back, and only at grid points.
+            planned = base_x + (st.min_cum[b] - st.min_cum[p]) + (h.cum[n] - h.cum[b])
+            s = p
+            notes: list[str] = []
+            if planned > trigger and (cfg.on_overflow == "truncate" or planned > request.budget.available):
+                if cfg.on_overflow == "raise":
+                    raise ContextOverflowError(
+                        planned, request.budget.available, hint="masking every allowed output is not enough."
+                    )
+                s = self._truncate(request, st, b, base_x, trigger)
+                notes.append(f"masking was not enough: dropped {s - p} oldest messages at a safe cut")
+            return b, s, notes
+
+        planned_at: dict[int, tuple[int, int, list[str]]] = {}
+
+        def stops(extra: int) -> tuple[int, int]:
+            b, s, _notes = planned_at[extra] = plan(extra)
+            return s, max(b, s)
+
+        # The carried sections (dropped user instructions, facts of masked outputs) are held
+        # back from the budget before the boundaries are chosen.
+        settled = self._carry.settle(request, stops)
+        b, s, notes = planned_at.get(settled.extra) or plan(settled.extra)
+        carried = self._carry.carried(request, settled)
+        if carried.texts:
+            pinned_msgs, pinned_counts = self._pinned.get(request, (*request.pinned_facts, *carried.texts))
+            notes.extend(carried.notes())
         region_msgs, region_counts, masked_idx = self._region(st, s, b, k) if s < k else ([], [], [])
         tail_start = max(k, s)  # the cut may reach into the protected tail
         out = Output()
         out.add_extra("recall_tool", recall_cost)
         out.add("pinned", pinned_msgs, pinned_counts)
+        split_sections(out.sections, carried)
         out.add("masked_history", region_msgs, region_counts)
         out.add("recent", h.messages[tail_start:], h.counts[tail_start:])
         # cache breakpoint after the last masked message: the end of the compacted prefix

@@ -52,6 +52,9 @@ from ctxmem.context.facts import Fact, cap_facts
 from ctxmem.context.history import History
 from ctxmem.context.invariants import SafeCuts
 from ctxmem.context.masking import Masking, MaskingConfig
+from ctxmem.context.memory import Carried, Carry, Settled, split_sections
+from ctxmem.context.profile import FactProfile
+from ctxmem.context.salience import SalienceIndex
 from ctxmem.context.summarize import (
     SUMMARY_MARKER,
     ExtractiveSummarizer,
@@ -99,6 +102,17 @@ class SummarizationConfig(StrategyConfig):
     summarizer_model: str = Field(
         "agent", description="The LLM summarizer's client: 'agent' (the caller's own client) or a client spec."
     )
+    carry_instructions: bool = Field(
+        True, description="Carry the instructions of summarized user messages in a standing-instructions section."
+    )
+    facts_tokens: int = Field(
+        0, ge=0, le=200_000, description="Cap of the facts section (salient lines of summarized outputs); 0: none."
+    )
+    facts_fraction: float = Field(0.1, gt=0, le=0.5, description="The facts section's cap as a fraction of the budget.")
+    salient_facts: int = Field(
+        8, ge=0, le=200, description="Salient lines per summarized chunk the fidelity guard checks and re-pins."
+    )
+    fact_profile: str = Field("generic", description="Fact profile (ctxmem.fact_profiles entry point).")
     instructions: str | None = Field(None, description="LLM summarizer instructions (default: a built-in prompt).")
     max_result_chars: int = Field(
         4000, ge=200, le=1_000_000, description="Characters of each tool output shown to the LLM summarizer."
@@ -206,6 +220,7 @@ class Summarization:
         *,
         client: Any = None,
         summarizer: Summarizer | str | None = None,
+        fact_profile: FactProfile | None = None,
         **params: object,
     ):
         if isinstance(summarizer, str):  # Summarization(summarizer="llm") means the config field
@@ -224,6 +239,12 @@ class Summarization:
         else:
             self.summarizer = ExtractiveSummarizer()
         self._extractive = ExtractiveSummarizer()
+        self._carry = Carry(
+            instructions=cfg.carry_instructions,
+            facts_tokens=cfg.facts_tokens,
+            facts_fraction=cfg.facts_fraction,
+            profile=fact_profile if fact_profile is not None else cfg.fact_profile,
+        )
         self._nodes: dict[tuple[Any, ...], SummaryNode] = {}
         self._blocks: dict[tuple[Any, ...], SummaryBlock] = {}
         self._failed: dict[tuple[Any, ...], str] = {}
@@ -340,7 +361,16 @@ class Summarization:
         if cached is not None and (cached.failure is None or cached.failed_at == boundary):
             return cached
         msgs = h.messages[a:b]
-        facts = self._guard(limits).facts(msgs, start=a) if limits.facts else ()
+        facts: tuple[Fact, ...] = ()
+        if limits.facts:
+            facts = self._guard(limits).facts(msgs, start=a)
+            if self.config.salient_facts:
+                # The span's most salient tool-output lines, scored on the span alone (so a
+                # chunk's summary is the same whatever came after it): an LLM summary that
+                # drops them gets them re-pinned.
+                index = SalienceIndex.of_messages(msgs, start=a, profile=self._carry.profile)
+                top = index.facts(a, b, limit=self.config.salient_facts)
+                facts = (*(Fact(f.text, "salient", f.message_index) for f in top), *facts)
         return self._node(key, h, a, b, 0, msgs, facts, prior, limits, boundary)
 
     def _merge(self, h: History, children: Sequence[SummaryNode], level: int, limits: _Limits, boundary: int) -> SummaryNode:
@@ -512,19 +542,33 @@ class Summarization:
             raise ContextOverflowError(base, avail, hint="the pinned content alone exceeds the budget.")
         notes: list[str] = []
         block: SummaryBlock | None = None
+        settled: Settled | None = None
         s = p
         if base + h.tokens(p, n) > request.budget.trigger:
-            limits = self._limits(request)
-            reserve = limits.cap + DEFAULT_OVERHEAD.per_block if limits else 0
+            limits0 = self._limits(request)
+            reserve = limits0.cap + DEFAULT_OVERHEAD.per_block if limits0 else 0
             cuts = self._cuts.get(h, p)
-            try:
-                s = self._cut(request, cuts, base + reserve)
-            except ContextOverflowError:
-                if limits is None:
-                    raise
-                # No room for a summary next to the mandatory tail: cut without one.
-                limits = None
-                s = p if base + h.tokens(p, n) <= avail else self._cut(request, cuts, base)
+            chosen: dict[int, tuple[int, _Limits | None]] = {}
+
+            def choose(extra: int) -> tuple[int, int]:
+                lim = limits0
+                try:
+                    cut = self._cut(request, cuts, base + extra + reserve)
+                except ContextOverflowError:
+                    if lim is None:
+                        raise
+                    # No room for a summary next to the mandatory tail: cut without one.
+                    lim = None
+                    fits = base + extra + h.tokens(p, n) <= avail
+                    cut = p if fits else self._cut(request, cuts, base + extra)
+                chosen[extra] = (cut, lim)
+                return cut, cut
+
+            # Standing instructions and facts of the summarized span are held back first.
+            settled = self._carry.settle(request, choose)
+            if settled.extra not in chosen:
+                choose(settled.extra)
+            s, limits = chosen[settled.extra]
             if limits is None:
                 notes.append(f"budget too small for a summary: dropped messages {p}-{s - 1} at a safe cut")
             else:
@@ -538,7 +582,9 @@ class Summarization:
                     return self._fall_back(request, exc.reason, new=True)
         self.last_summary = block
         # Pinned facts live on the pinned prefix (as in the other strategies): none without one.
-        texts = (*(facts if p else ()), *((block.text,) if block else ()))
+        carried = self._carry.carried(request, settled) if s > p and settled is not None else Carried()
+        notes.extend(carried.notes())
+        texts = (*(facts if p else ()), *carried.texts, *((block.text,) if block else ()))
         pl = self._place(request, s, texts)
         out = Output()
         summary_cost = (tok.count(block.text) + DEFAULT_OVERHEAD.per_block) if block else 0
@@ -550,6 +596,7 @@ class Summarization:
             out.add("recent", pl.msgs, pl.counts)
             out.add("recent", h.messages[s + len(pl.msgs):], h.counts[s + len(pl.msgs):])
             out.sections["recent"] -= summary_cost
+        split_sections(out.sections, carried, "pinned" if p else "recent")
         if block:
             out.sections["summary"] = summary_cost
         if block is not None:

@@ -1,0 +1,200 @@
+"""What a compacting strategy carries for what it leaves out: standing instructions and facts.
+
+:class:`Carry` is the one object the strategies share for this (window and dump carry
+instructions; masking, summarization and the pipeline's core carry both). Given the
+boundary of a build — messages before ``stop`` are dropped, masked or summarized — it
+returns the texts to append to the pinned prefix:
+
+1. the **standing instructions** of the user messages before ``stop``
+   (:mod:`ctxmem.context.instructions`), never capped; and
+2. the **facts** section: the most salient lines of the tool outputs before ``stop``
+   (:mod:`ctxmem.context.salience`) within ``facts_tokens`` (at most ``facts_fraction`` of
+   the available budget).
+
+Both depend only on the boundary, so between compactions they are byte-identical and the
+pinned prefix keeps its prompt cache. Strategies reserve their cost before choosing the
+boundary with :meth:`Carry.settle`: a boundary that moves further drops more user
+messages, so the reservation is re-checked until it stops growing (user messages are
+few, so this converges in one or two rounds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ctxmem.context.base import BuildRequest
+from ctxmem.context.instructions import InstructionIndex
+from ctxmem.context.profile import FactProfile, get_profile
+from ctxmem.context.salience import SalienceIndex, SalientFact
+from ctxmem.tokens.counting import DEFAULT_OVERHEAD
+
+
+@dataclass(frozen=True)
+class Carried:
+    """The carried sections of one build."""
+
+    texts: tuple[str, ...] = ()
+    instructions_tokens: int = 0
+    instructions: int = 0
+    facts_tokens: int = 0
+    facts: tuple[SalientFact, ...] = ()
+    #: what the budget could not hold ("" when everything was carried)
+    dropped: str = ""
+
+    @property
+    def tokens(self) -> int:
+        return self.instructions_tokens + self.facts_tokens
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.instructions:
+            out.append(f"carried {self.instructions} standing user instructions ({self.instructions_tokens} tokens)")
+        if self.facts:
+            out.append(f"kept {len(self.facts)} salient facts from left-out tool outputs ({self.facts_tokens} tokens)")
+        if self.dropped:
+            out.append(f"the budget cannot hold the {self.dropped} of the left-out messages next to the content that must stay")
+        return out
+
+
+class Carry:
+    """Standing instructions and salient facts for a strategy's left-out span."""
+
+    def __init__(
+        self,
+        *,
+        instructions: bool = True,
+        facts_tokens: int = 0,
+        facts_fraction: float = 0.1,
+        profile: FactProfile | str | None = None,
+    ):
+        self.instructions = instructions
+        self.facts_tokens = facts_tokens
+        self.facts_fraction = facts_fraction
+        self.profile = get_profile(profile)
+        self._instr: dict[int, InstructionIndex] = {}
+        self._salience: dict[int, SalienceIndex] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.instructions or self.facts_tokens > 0
+
+    def facts_cap(self, request: BuildRequest) -> int:
+        if self.facts_tokens <= 0:
+            return 0
+        return max(0, min(self.facts_tokens, int(request.budget.available * self.facts_fraction)))
+
+    def _index(self, request: BuildRequest) -> tuple[InstructionIndex | None, SalienceIndex | None]:
+        h = request.history
+        ii = si = None
+        if self.instructions:
+            ii = self._instr.get(h.uid)
+            if ii is None:
+                if len(self._instr) > 8:
+                    self._instr.clear()
+                ii = self._instr[h.uid] = InstructionIndex()
+            ii.update(h)
+        if self.facts_tokens > 0:
+            si = self._salience.get(h.uid)
+            if si is None:
+                if len(self._salience) > 8:
+                    self._salience.clear()
+                si = self._salience[h.uid] = SalienceIndex(self.profile)
+            si.update(h)
+        return ii, si
+
+    def instructions_cost(self, request: BuildRequest, stop: int) -> int:
+        """Tokens of the instructions section for messages[pinned:stop] (0 when none)."""
+        ii, _ = self._index(request)
+        p = request.pinned_count
+        if ii is None or stop <= p:
+            return 0
+        text, n = ii.section(p, stop, request.tokenizer)
+        return request.tokenizer.count(text) + DEFAULT_OVERHEAD.per_block if n else 0
+
+    def reserve(self, request: BuildRequest, instr_stop: int, facts_stop: int, *, facts: bool = True) -> int:
+        """What to hold back for the carried sections at these boundaries (facts at their cap)."""
+        if request.pinned_count == 0:
+            return 0
+        cap = self.facts_cap(request) + DEFAULT_OVERHEAD.per_block if facts and self.facts_tokens > 0 else 0
+        return self.instructions_cost(request, instr_stop) + (cap if facts_stop > request.pinned_count else 0)
+
+    def settle(self, request: BuildRequest, plan: Callable[[int], tuple[int, int]]) -> Settled:
+        """Run ``plan(extra) -> (instr_stop, facts_stop)`` until the reservation covers its
+        own boundaries.
+
+        When the carried sections cannot fit next to the content a strategy must keep (the
+        pinned prefix and the last tool loop), the facts go first, then the instructions,
+        and the result says so (a report note, never a silent loss): the strategy still
+        builds whenever its minimal request fits.
+        """
+        from ctxmem.errors import ContextOverflowError
+
+        stops = plan(0)
+        if not self.enabled or request.pinned_count == 0:
+            return Settled(*stops, 0, "none")
+        for level, facts in (("full", True), ("instructions", False)):
+            extra = 0
+            at = stops
+            try:
+                for _ in range(6):
+                    need = self.reserve(request, *at, facts=facts)
+                    if need <= extra:
+                        break
+                    extra = need
+                    at = plan(extra)
+                return Settled(*at, extra, level)
+            except ContextOverflowError:
+                continue
+        return Settled(*stops, 0, "none")
+
+    def carried(self, request: BuildRequest, settled: Settled) -> Carried:
+        """The sections for a settled build (nothing without a pinned prefix to hold them)."""
+        p = request.pinned_count
+        instr_stop, facts_stop = settled.instr_stop, settled.facts_stop
+        if p == 0 or not self.enabled:
+            return Carried()
+        if settled.level == "none":
+            lost = self.instructions_cost(request, instr_stop) if self.instructions else 0
+            return Carried(dropped="standing instructions and facts" if lost else "")
+        ii, si = self._index(request)
+        tok = request.tokenizer
+        texts: list[str] = []
+        itok = n_instr = ftok = 0
+        facts: tuple[SalientFact, ...] = ()
+        if ii is not None and instr_stop > p:
+            text, n_instr = ii.section(p, instr_stop, tok)
+            if text:
+                texts.append(text)
+                itok = tok.count(text) + DEFAULT_OVERHEAD.per_block
+        if si is not None and facts_stop > p and settled.level == "full":
+            text, facts = si.section(p, facts_stop, tok, self.facts_cap(request))
+            if text:
+                texts.append(text)
+                ftok = tok.count(text) + DEFAULT_OVERHEAD.per_block
+        dropped = "facts" if settled.level != "full" and self.facts_tokens > 0 and facts_stop > p else ""
+        return Carried(tuple(texts), itok, n_instr, ftok, facts, dropped)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """Boundaries chosen with the carried sections held back, and what could be carried."""
+
+    instr_stop: int
+    facts_stop: int
+    extra: int
+    #: "full" (instructions and facts), "instructions" (no room for facts), "none"
+    level: str
+
+
+def split_sections(sections: dict[str, int], carried: Carried, into: str = "pinned") -> None:
+    """Move the carried sections' tokens out of ``into`` into their own report sections."""
+    if carried.instructions_tokens:
+        sections[into] -= carried.instructions_tokens
+        sections["instructions"] = carried.instructions_tokens
+    if carried.facts_tokens:
+        sections[into] -= carried.facts_tokens
+        sections["facts"] = carried.facts_tokens
+
+
+__all__ = ["Carried", "Carry", "Settled", "split_sections"]

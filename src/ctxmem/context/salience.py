@@ -1,0 +1,391 @@
+"""Salience: which lines of tool output will matter later, found without a model or a word list.
+
+A strategy that masks, summarizes or drops old tool outputs keeps a short **facts**
+section instead: the lines of those outputs most likely to be needed again, verbatim,
+each with its source event id and a recall handle (the tool call's id). This module
+scores the lines; :class:`SalienceIndex` keeps the scores incrementally (each appended
+message is read once) and :meth:`SalienceIndex.section` renders the best lines of a
+history span within an exact token cap.
+
+A line's score adds four kinds of evidence, none tied to one workload's vocabulary:
+
+* **rarity in the session** — routine output repeats its *shape* (the line with numbers,
+  hashes and quoted values blanked) and its *lead* (the first words of the shape): a
+  compile log's hundredth ``warning: …`` is routine, a one-off ``root cause: …`` is not.
+  Counts are over every tool-output line of the session so far.
+* **specificity** — paths, hashes, numbers with units, large integers, dotted or
+  snake_case identifiers, ``key=value`` pairs, test ids: what a paraphrase loses.
+* **cue patterns of durable knowledge** — generic English markers of a fact that stays
+  true: root cause / caused by, limit / maximum / exceeds, must / never / do not,
+  decision / decided, regression / first bad commit, erratum / workaround / caveat,
+  tolerance, known issue, golden / reference data. A workload's
+  :class:`~ctxmem.context.profile.FactProfile` may add its own ``cue_words``.
+* **later references** — a specific token of the line (a path, a hash, an identifier with
+  digits) that a later message mentions again: the agent came back to it.
+
+Lines that look like source code (operator-dense, ``def``/``import``/braces, indentation
+plus assignment), table rows (mostly numbers) and very short lines are not candidates.
+Repeated shapes are de-duplicated (the best-scored instance wins), so one limit hit forty
+times costs one line.
+
+Cost: :meth:`SalienceIndex.update` reads only the messages appended since its last call
+(one pass of a few regular expressions per line); :meth:`SalienceIndex.section` scores the
+candidates of the span (a few thousand in a 1M-token session) and is cached per
+(span, cap), so a strategy pays for it only when its boundary moves.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ctxmem.context.facts import _PATH
+from ctxmem.context.history import History
+from ctxmem.context.profile import GENERIC, FactProfile
+from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
+from ctxmem.tokens import Tokenizer
+
+FACTS_SECTION_HEADER = "Facts from earlier tool outputs no longer shown (verbatim; source event, recall handle):"
+#: a fact line longer than this is clipped (with an ellipsis) in the section
+MAX_FACT_CHARS = 320
+#: candidates scoring below this are never shown, whatever room is left
+MIN_SCORE = 3.0
+#: a line whose first five words (numbers blanked) were seen more often than this is routine
+ROUTINE = 8
+
+# ----------------------------------------------------------------------------- features
+
+_SHAPE_SUB = re.compile(r"0x[0-9a-f]+|\b(?=[0-9a-f]*\d)[0-9a-f]{6,40}\b|\d+(?:[.,:]\d+)*(?:e[-+]?\d+)?|'[^']*'|\"[^\"]*\"")
+_WORD = re.compile(r"[a-z#][a-z#_'-]*")
+_SHA = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,40}\b")
+_UNIT = re.compile(
+    r"(?<![\w.])\d+(?:\.\d+)?(?:e[-+]?\d+)?\s?(?:x|×|ms|us|µs|ns|s|sec|min|h|KiB|MiB|GiB|KB|MB|GB|TB|B|bytes|%|"
+    r"tokens|rows|GFLOPS|TFLOPS|GB/s|TB/s|registers|regs|threads|warps|req/s|rps|qps|Hz|MHz|GHz|W|V|°C)(?![\w/])",
+    re.I,
+)
+_SCI = re.compile(r"(?<![\w.])\d+(?:\.\d+)?e[-+]?\d+(?![\w.])", re.I)
+_BIGINT = re.compile(r"(?<![\w.#])\d{4,}(?![\w])")
+_IDENT = re.compile(r"\b(?:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|[a-z]+_[a-z0-9_]+|[A-Z][a-z]+[A-Z]\w+|[A-Z]{2,}_[A-Z0-9_]+)\b")
+_KEYVAL = re.compile(r"\b\w+\s?[=:]\s?[-\w.]*\d")
+_TESTID = re.compile(r"::\w+")
+_CUE_STRONG = re.compile(
+    r"\b(root[- ]cause\w*|caused by|culprit|first bad|bisect\w*|regress\w*|errat(?:um|a)|workaround|"
+    r"known issue|caveat|never|must(?:n't)?|do not|don'?t|always|decid\w*|decision|chose|chosen|going forward|"
+    r"from now on|tolerances?|limits?|limited|maximum|at most|at least|exceed\w*|cliff|golden|ground truth|"
+    r"constraint\w*|required|requires|not supported|unsupported|deprecated|quirk\w*|gotcha|pitfall|"
+    r"because|due to|turns out|important)\b",
+    re.I,
+)
+_CUE_WEAK = re.compile(
+    r"\b(note|warning|fail\w*|error|wrong|instead|only|reference|baseline|threshold|cap|budget|ceiling|"
+    r"drops?|slow\w*|stall\w*|spike|saturat\w*|broken|flaky|mismatch\w*|nan|overflow\w*|leak\w*|"
+    r"fixed|fix|resolved|conclusion|finding|verified|confirmed|record\w*)\b",
+    re.I,
+)
+_CODE_START = re.compile(
+    r"^\s*(?:def |class |import |from \S+ import|return\b|@\w|if .*:$|for .*:$|while .*:$|elif |else:|try:|"
+    r"except\b|with .*:$|[{}]\s*$|#include|fn |let |const |var |public |private )"
+)
+_ASSIGN = re.compile(r"^\s+[\w.\[\], ]+\s*[-+*/]?=\s*\S")
+_SYMBOLS = frozenset("()[]{}=+*/<>;,&|%")
+_COMMENT = re.compile(r"^\s*(?:#+|//+|--)\s+")
+
+
+def shape(line: str) -> str:
+    """The line with numbers, hashes and quoted values blanked, lower-cased: what routine
+    output repeats."""
+    return " ".join(_SHAPE_SUB.sub("#", line.lower()).split())
+
+
+def lead(shaped: str, n: int = 2) -> str:
+    """The first ``n`` words of a shape: a log's template (``warning: …``, ``INFO worker …``)."""
+    words = shaped.split(None, n)
+    return " ".join(words[:n])
+
+
+def tail(shaped: str, n: int = 4) -> str:
+    """The last ``n`` words of a shape: templates that vary in the middle end alike
+    (``… near the register limit in loop at line #``)."""
+    words = shaped.rsplit(None, n)
+    return "\x00" + " ".join(words[-n:])
+
+
+def is_code(line: str) -> bool:
+    """Source code, not prose: a statement opener, an indented assignment, or dense operators."""
+    if _COMMENT.match(line):
+        return False
+    if _CODE_START.match(line) or _ASSIGN.match(line):
+        return True
+    s = line.strip()
+    n = sum(1 for ch in s if ch in _SYMBOLS)
+    return len(s) > 0 and n / len(s) > 0.09 and (line.startswith((" ", "\t")) or s.endswith((")", ",", ":", ";", "{")))
+
+
+def is_table_row(line: str) -> bool:
+    """Mostly numbers: a row of a table (its header or summary line is kept by other means)."""
+    toks = line.split()
+    if len(toks) < 4:
+        return False
+    numeric = sum(1 for t in toks if any(ch.isdigit() for ch in t) and sum(ch.isalpha() for ch in t) <= 2)
+    return numeric / len(toks) >= 0.5
+
+
+def anchors(line: str) -> list[str]:
+    """Tokens specific enough that a later mention means a reference to this line."""
+    out = [m.group(0).rstrip(".") for m in _PATH.finditer(line)]
+    out += _SHA.findall(line)
+    out += [m.group(0) for m in _BIGINT.finditer(line) if len(m.group(0)) >= 5]
+    out += [t for t in _IDENT.findall(line) if any(ch.isdigit() for ch in t) or ("_" in t and len(t) >= 8)]
+    return out
+
+
+def static_score(line: str, cues: re.Pattern[str] | None = None) -> float:
+    """Specificity + cue evidence of one line (rarity and references are added at selection)."""
+    s = 0.0
+    paths = len(_PATH.findall(line))
+    s += min(2, paths) * 1.2
+    s += min(2, len(_SHA.findall(line))) * 1.0
+    units = len(_UNIT.findall(line)) + len(_SCI.findall(line))
+    s += min(3, units) * 0.7
+    s += min(2, len(_BIGINT.findall(line))) * 0.4
+    s += min(3, len(_IDENT.findall(line))) * 0.3
+    s += min(2, len(_KEYVAL.findall(line))) * 0.3
+    s += 0.8 if _TESTID.search(line) else 0.0
+    strong = len(set(m.group(0).lower() for m in _CUE_STRONG.finditer(line)))
+    weak = len(set(m.group(0).lower() for m in _CUE_WEAK.finditer(line)))
+    s += min(2, strong) * 1.6 + min(2, weak) * 0.5
+    if cues is not None and cues.search(line):
+        s += 1.0
+    words = len(line.split())
+    if words < 4:
+        s -= 1.0
+    elif words >= 7:
+        s += 0.4  # a sentence states something; a bare label rarely does
+    return s
+
+
+# ----------------------------------------------------------------------------- index
+
+
+def block_events(m: Message) -> list[int]:
+    """For each block of a message, the index of the session event it was recorded in: each
+    tool call and tool result is one event, and so is each run of other blocks."""
+    out: list[int] = []
+    k = -1
+    in_run = False
+    for block in m.content:
+        if isinstance(block, ToolUseBlock | ToolResultBlock):
+            k += 1
+            in_run = False
+        elif not in_run:
+            k += 1
+            in_run = True
+        out.append(k)
+    return out
+
+
+@dataclass(slots=True)
+class _Cand:
+    text: str
+    shape: str
+    lead: str
+    stem: str
+    tail: str
+    message_index: int
+    event_id: int | None
+    handle: str
+    tool: str
+    static: float
+    refs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SalientFact:
+    """One line kept for the facts section."""
+
+    text: str
+    score: float
+    message_index: int
+    event_id: int | None
+    #: the tool call id whose output holds the line (what ``recall`` takes)
+    handle: str
+    tool: str
+
+    def render(self) -> str:
+        where = f"ev {self.event_id}" if self.event_id is not None else f"msg {self.message_index}"
+        text = self.text if len(self.text) <= MAX_FACT_CHARS else self.text[: MAX_FACT_CHARS - 1].rstrip() + "…"
+        return f"- [{where} · {self.tool} · recall {self.handle}] {text}"
+
+
+@dataclass
+class SalienceIndex:
+    """Scores tool-output lines of one append-only history, incrementally."""
+
+    profile: FactProfile = GENERIC
+    _uid: int | None = None
+    _seen: int = 0
+    _shapes: Counter[str] = field(default_factory=Counter)
+    _leads: Counter[str] = field(default_factory=Counter)
+    _stems: Counter[str] = field(default_factory=Counter)
+    _cands: list[_Cand] = field(default_factory=list)
+    _by_anchor: dict[str, list[int]] = field(default_factory=dict)
+    _anchor_df: Counter[str] = field(default_factory=Counter)
+    _cache: dict[tuple[int, int, int, str], tuple[str, tuple[SalientFact, ...]]] = field(default_factory=dict)
+    _cues: re.Pattern[str] | None = None
+    _names: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        words = self.profile.cue_words
+        self._cues = re.compile("|".join(re.escape(w) for w in words), re.I) if words else None
+
+    # -- reading ------------------------------------------------------------------------
+
+    def update(self, history: History) -> None:
+        """Read the messages appended since the last call (a different history starts over)."""
+        if self._uid != history.uid or self._seen > len(history):
+            self.__init__(self.profile)  # type: ignore[misc]
+            self._uid = history.uid
+        for i in range(self._seen, len(history)):
+            self._read(history.messages[i], i, history.event_ids[i])
+        self._seen = len(history)
+
+    @classmethod
+    def of_messages(cls, messages: Sequence[Message], *, start: int = 0, profile: FactProfile = GENERIC) -> SalienceIndex:
+        """An index over a span alone (rarity within the span): what a summary of that span
+        must keep, the same whatever the rest of the history holds."""
+        index = cls(profile)
+        for k, m in enumerate(messages):
+            index._read(m, start + k, ())
+        index._seen = len(messages)
+        return index
+
+    def _read(self, msg: Message, i: int, ids: Sequence[int]) -> None:
+        mentions: list[str] = []
+        where = block_events(msg)
+        for j, b in enumerate(msg.content):
+            if isinstance(b, ToolResultBlock):
+                eid = ids[where[j]] if where[j] < len(ids) else None
+                self._read_output(i, eid, b)
+                mentions.append(b.text)
+            elif isinstance(b, TextBlock):
+                mentions.append(b.text)
+            elif isinstance(b, ToolUseBlock):
+                self._names[b.id] = b.name
+                mentions.append(" ".join(str(v) for v in b.input.values()))
+        self._references(i, "\n".join(mentions))
+
+    def _read_output(self, i: int, eid: int | None, b: ToolResultBlock) -> None:
+        tool = self._names.get(b.tool_use_id, "tool")
+        lines = b.text.splitlines()
+        prev = ""
+        for ln in lines:
+            text = ln.strip()
+            if not text:
+                prev = ""
+                continue
+            sh = shape(text)
+            ld = lead(sh)
+            st = lead(sh, 5)
+            tl = tail(sh)
+            self._shapes[sh] += 1
+            self._leads[ld] += 1
+            self._stems[st] += 1
+            self._stems[tl] += 1
+            if len(text) < 16 or self._stems[st] > ROUTINE or self._stems[tl] > ROUTINE or is_code(ln) or is_table_row(text):
+                # short, routine (its first words already seen often: it only gets more
+                # common) or not prose: never a candidate
+                prev = text if text.endswith(":") and len(text) < 80 else ""
+                continue
+            body = _COMMENT.sub("", text)
+            if prev:  # "Root cause:" on one line, the cause on the next: keep them together
+                body = f"{prev} {body}"
+            prev = text if text.endswith(":") and len(text) < 80 else ""
+            score = static_score(body, self._cues)
+            if score < 0.0:
+                continue
+            k = len(self._cands)
+            self._cands.append(_Cand(body, sh, ld, st, tl, i, eid, b.tool_use_id, tool, score))
+            for a in set(anchors(body)):
+                self._by_anchor.setdefault(a, []).append(k)
+
+    def _references(self, i: int, text: str) -> None:
+        if not self._by_anchor or not text:
+            return
+        for a in set(anchors(text)):
+            self._anchor_df[a] += 1
+            ks = self._by_anchor.get(a)
+            if ks is None or self._anchor_df[a] > 6:
+                continue  # unknown, or too common to be a reference
+            for k in ks:
+                c = self._cands[k]
+                if c.message_index < i and c.refs < 3:
+                    c.refs += 1
+
+    # -- scoring and selection -----------------------------------------------------------
+
+    def _score(self, c: _Cand) -> float:
+        n = self._shapes[c.shape]
+        rarity = 1.5 if n == 1 else -min(2.5, 0.8 * math.log2(n))
+        m = max(self._stems[c.stem], self._stems[c.tail])
+        rarity += 1.0 if m <= 2 else -min(2.0, 0.5 * math.log2(m))
+        m = self._leads[c.lead]
+        rarity += 0.5 if m <= 2 else -min(1.0, 0.25 * math.log2(m))
+        # a line repeated verbatim through the session only counts as referenced once
+        return c.static + rarity + 0.7 * min(c.refs, 3) * (1.0 if n <= 3 else 0.3)
+
+    def facts(self, start: int, stop: int, *, limit: int = 200) -> list[SalientFact]:
+        """The best candidates of messages[start:stop], one per shape, best first."""
+        best: dict[str, SalientFact] = {}
+        for c in self._cands:
+            if not start <= c.message_index < stop:
+                continue
+            sc = self._score(c)
+            if sc < MIN_SCORE:
+                continue
+            old = best.get(c.shape)
+            if old is None or sc >= old.score:
+                best[c.shape] = SalientFact(c.text, sc, c.message_index, c.event_id, c.handle, c.tool)
+        ranked = sorted(best.values(), key=lambda f: (-f.score, f.message_index))
+        out: list[SalientFact] = []
+        seen: set[str] = set()
+        for f in ranked:
+            key = " ".join(f.text.lower().split())
+            if key not in seen:
+                seen.add(key)
+                out.append(f)
+            if len(out) >= limit:
+                break
+        return out
+
+    def section(
+        self, start: int, stop: int, tokenizer: Tokenizer, max_tokens: int
+    ) -> tuple[str, tuple[SalientFact, ...]]:
+        """The facts section of messages[start:stop] within ``max_tokens`` (exact), and its facts.
+
+        Cached per (span, cap): between compactions the section is byte-identical.
+        """
+        if max_tokens <= 0 or stop <= start:
+            return "", ()
+        key = (start, stop, max_tokens, tokenizer.id)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        from ctxmem.context.summarize import fit_lines
+
+        facts = self.facts(start, stop)
+        cands = [(f.score, f.render()) for f in sorted(facts, key=lambda f: (f.message_index, f.text))]
+        text = fit_lines(cands, tokenizer, max_tokens, header=FACTS_SECTION_HEADER) if cands else ""
+        kept = set(text.splitlines()[1:]) if text else set()
+        chosen = tuple(f for f in sorted(facts, key=lambda f: (f.message_index, f.text)) if f.render() in kept)
+        if not chosen:
+            text = ""
+        if len(self._cache) > 64:
+            self._cache.clear()
+        self._cache[key] = (text, chosen)
+        return text, chosen
+
+
+__all__ = ["FACTS_SECTION_HEADER", "SalienceIndex", "SalientFact", "anchors", "block_events", "is_code", "shape", "static_score"]
