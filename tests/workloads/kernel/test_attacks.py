@@ -384,6 +384,27 @@ for src, dirfd in (('victim.txt', fd), ({str(victim)!r}, None), ('kernel.py', No
 # -- the verdict ---------------------------------------------------------------------------
 
 
+@needs_bwrap
+def test_a_refusal_cannot_be_erased_from_the_record(checker: CorrectnessChecker, kernel_source: str) -> None:
+    # A correct kernel that tries something forbidden, swallows the refusal, then wipes the
+    # audit hook's list of violations (and so its report): the zygote already has it.
+    source = kernel_source + """
+import gc as _gc
+try:
+    open('/usr/pwned', 'w')
+except BaseException:
+    pass
+for _obj in _gc.get_objects():
+    if type(_obj).__name__ == 'Sandbox':
+        _obj.violations.clear()
+"""
+    result = checker.check(source=source)
+    text = result.render()
+    assert result.status == "sandbox_violation" and not result.passed, text
+    assert "file write outside the workspace refused: /usr/pwned" in text
+
+
+
 def test_symlinked_or_hard_linked_outputs_are_not_followed(tmp_path: Path, victim: Path) -> None:
     from ctxmem.workloads.kernel.sandbox import open_box_file, read_box_file
 

@@ -79,6 +79,8 @@ CTYPES_EVENTS = frozenset(
      "ctypes.addressof"}
 )
 SIGNAL_EVENTS = frozenset({"os.kill", "os.killpg", "signal.pthread_kill"})
+MAX_VIOLATIONS = 50
+_CHANNEL_BYTES = 1 << 20  # what the zygote reads of a child's violation channel
 
 # Linux constants (include/uapi/linux/sched.h, mount.h, prctl.h); the syscall number of
 # mount_setattr is 442 on every architecture (it was added after the tables were unified).
@@ -199,11 +201,16 @@ class Sandbox:
     processes, and every use of ``ctypes`` that reaches native code.
     """
 
-    def __init__(self, writable: list[str], protected: list[str]) -> None:
+    def __init__(self, writable: list[str], protected: list[str],
+                 channel: int | None = None) -> None:
         self.writable = [os.path.realpath(p) for p in writable]
         self.protected = [os.path.realpath(p) for p in protected]
         self.active = False
         self.violations: list[dict[str, str]] = []
+        # The write end of a pipe the zygote drains: each refusal is sent there as it
+        # happens, where the candidate cannot take it back (it holds no read end), so a
+        # forged report cannot hide it.
+        self.channel = channel
 
     def _allowed(self, path: Any) -> bool:
         try:
@@ -236,7 +243,11 @@ class Sandbox:
             self._refuse("reading raw process memory", real)
 
     def _refuse(self, kind: str, detail: str) -> None:
-        self.violations.append({"kind": kind, "detail": detail})
+        violation = {"kind": kind, "detail": detail[:500]}
+        self.violations.append(violation)
+        if self.channel is not None and len(self.violations) <= MAX_VIOLATIONS:
+            with contextlib.suppress(OSError):
+                os.write(self.channel, json.dumps(violation).encode() + b"\n")
         raise SandboxViolation(f"sandbox: {kind} refused: {detail}")
 
     def hook(self, event: str, args: tuple[Any, ...]) -> None:
@@ -355,7 +366,7 @@ def write_frame(out: IO[bytes], index: int, name: str, tensors: list[tuple[str, 
 
 
 def candidate_main(job: dict[str, Any], report_fd: int, outputs_fd: int,
-                   layers: dict[str, str]) -> int:
+                   layers: dict[str, str], channel: int | None = None) -> int:
     """Run the candidate on every case and write its raw outputs; return the exit code.
 
     Runs in the forked child that the candidate shares. Nothing here decides pass or
@@ -387,7 +398,7 @@ def candidate_main(job: dict[str, Any], report_fd: int, outputs_fd: int,
     reference = load_module("ctxmem_kernel_reference", job["reference_path"])
     prepared = [(case, reference.build_inputs(case)) for case in job["cases"]]
 
-    sandbox = Sandbox(job["writable"], job.get("protected", []))
+    sandbox = Sandbox(job["writable"], job.get("protected", []), channel)
     sys.addaudithook(sandbox.hook)
     report["isolation"]["audit_hook"] = "installed"
     source_file, display = job["source_path"], job["display_name"]
@@ -528,7 +539,7 @@ def _set_limits(limits: dict[str, int]) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
-def _child(request: dict[str, Any], close: tuple[int, ...]) -> int:
+def _child(request: dict[str, Any], close: tuple[int, ...], channel: int) -> int:
     os.setpgid(0, 0)
     for fd in close:
         with contextlib.suppress(OSError):
@@ -558,18 +569,18 @@ def _child(request: dict[str, Any], close: tuple[int, ...]) -> int:
             job = json.load(f)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         return candidate_main(job, _open_in(folder, "report.json", flags),
-                              _open_in(folder, "outputs.bin", flags), layers)
-    return entry_main(request, layers)
+                              _open_in(folder, "outputs.bin", flags), layers, channel)
+    return entry_main(request, layers, channel)
 
 
-def entry_main(request: dict[str, Any], layers: dict[str, str]) -> int:
+def entry_main(request: dict[str, Any], layers: dict[str, str], channel: int | None = None) -> int:
     """Call ``request["entry"]`` (``module:function``) with the job; write ``result.json``."""
     folder = request["dir"]
     with open(os.path.join(folder, "job.json")) as f:
         job = json.load(f)
     out: dict[str, Any] = {"status": "ok", "isolation": layers, "violations": []}
     module_name, _, function_name = request["entry"].partition(":")
-    sandbox = Sandbox([folder], [])
+    sandbox = Sandbox([folder], [], channel)
     try:
         function = getattr(importlib.import_module(module_name), function_name)
         if request.get("audit_hook", True):
@@ -613,16 +624,40 @@ def _in_child(body: Any) -> int:
 # The zygote.
 
 
-def _wait(pid: int, timeout: float) -> tuple[int, bool]:
-    """Wait for child ``pid`` up to ``timeout`` seconds; kill its group when it overruns."""
+def _wait(pid: int, timeout: float, channel: int | None = None) -> tuple[int, bool, bytes]:
+    """Wait for child ``pid`` up to ``timeout`` seconds, draining ``channel`` meanwhile;
+    kill its group when it overruns. (exit status, timed out, what the channel carried)."""
     import select
 
+    received = bytearray()
+
+    def drain() -> None:
+        while channel is not None and len(received) < _CHANNEL_BYTES:
+            try:
+                chunk = os.read(channel, 65536)
+            except BlockingIOError:
+                return
+            if not chunk:
+                return
+            received.extend(chunk)
+
     pidfd = os.pidfd_open(pid)
+    deadline = time.monotonic() + max(timeout, 0.0)
+    timed_out = False
     try:
-        ready, _, _ = select.select([pidfd], [], [], max(timeout, 0.0))
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            watch = [pidfd] if channel is None or len(received) >= _CHANNEL_BYTES else [pidfd, channel]
+            ready, _, _ = select.select(watch, [], [], left)
+            if channel is not None and channel in ready:
+                drain()
+            if pidfd in ready:
+                break
     finally:
         os.close(pidfd)
-    timed_out = not ready
     if timed_out:
         for target in (-pid, pid):
             with contextlib.suppress(ProcessLookupError):
@@ -630,7 +665,22 @@ def _wait(pid: int, timeout: float) -> tuple[int, bool]:
     _, status = os.waitpid(pid, 0)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    return os.waitstatus_to_exitcode(status), timed_out
+    drain()
+    return os.waitstatus_to_exitcode(status), timed_out, bytes(received)
+
+
+def _violations(data: bytes) -> tuple[list[dict[str, str]], bool]:
+    """The violations a child sent (each a JSON line), and whether it flooded the channel."""
+    out: list[dict[str, str]] = []
+    for line in data.split(b"\n")[:MAX_VIOLATIONS]:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and isinstance(item.get("kind"), str) \
+                and isinstance(item.get("detail"), str):
+            out.append({"kind": item["kind"][:200], "detail": item["detail"][:500]})
+    return out, len(data) >= _CHANNEL_BYTES
 
 
 def _alive_others(keep: set[int]) -> list[int]:
@@ -695,15 +745,25 @@ def serve(ctxmem_root: str, do_sweep: bool) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         t0 = time.monotonic()
+        v_read, v_write = os.pipe()
+        os.set_blocking(v_read, False)
+        os.set_blocking(v_write, False)
         pid = os.fork()
         if pid == 0:
             # stdin (the request pipe) is replaced by /dev/null in the child.
-            os._exit(_in_child(lambda r=request: _child(r, (channel.fileno(),))))
-        returncode, timed_out = _wait(pid, float(request["timeout"]))
+            os._exit(_in_child(lambda r=request, vr=v_read, vw=v_write:
+                               _child(r, (channel.fileno(), vr), vw)))
+        os.close(v_write)
+        try:
+            returncode, timed_out, sent = _wait(pid, float(request["timeout"]), v_read)
+        finally:
+            os.close(v_read)
         wall = round(time.monotonic() - t0, 3)
         leftovers = sweep(keep) if do_sweep else 0
+        violations, flooded = _violations(sent)
         channel.write(json.dumps({"returncode": returncode, "timed_out": timed_out,
-                                  "wall_s": wall, "leftovers_killed": leftovers}) + "\n")
+                                  "wall_s": wall, "leftovers_killed": leftovers,
+                                  "violations": violations, "flooded": flooded}) + "\n")
         channel.flush()
     return 0
 

@@ -14,6 +14,14 @@ config, seed, split, tolerances, reference, case generator, memory limit). A rep
 check still gets a new ``eval#`` — each call is an evaluation the agent spent — and says
 which earlier evaluation it repeats. Timeouts and crashes are not cached: they depend on
 the machine's load, not only on the code.
+
+The cache is never in the sandbox's view (the sandbox sees a copy of the workspace
+without ``.ctxmem``), and it is not taken on faith anyway: every row carries an
+HMAC-SHA256 under a per-user key kept outside any workspace (:func:`cache_key_file`), a
+row that does not verify is ignored and replaced by a real result, and ``submit``
+recomputes its held-out verdict instead of reading the cache (``use_cache=False``). Where
+no sandbox can start, a check is ``unavailable`` ("NOT RUN", with the reason), never
+cached, and nothing ran.
 """
 
 from __future__ import annotations

@@ -25,46 +25,62 @@ Public API
     let a number in it turn a failure into a success. Raises
     :class:`SandboxUnavailableError` where no sandbox can start.
 
-Layers, and the test that proves each (``tests/workloads/kernel/test_attacks*.py`` unless
-named otherwise)
+Layers, and the test that proves each (in ``tests/workloads/kernel/``; ``A`` is
+``test_attacks.py``, ``F`` is ``test_attacks_files.py``)
 ------------------------------------------------------------------------------------------
 1. **bubblewrap** (``bwrap.py``): fresh user, PID, mount, network, IPC, UTS and cgroup
    namespaces; uid/gid 65534 with no capabilities and no further user namespaces; a root
    of read-only binds of exactly the Python runtime, site-packages, ``/usr`` and the ctxmem
-   package; ``/tmp`` a private read-only tmpfs; ``/proc`` of its own PID namespace only;
-   one writable folder, ``/box``, holding a fresh folder per check.
-   Tests: ``test_namespaces_uid_and_capabilities``, ``test_host_files_are_not_visible``,
-   ``test_nsenter_through_posixsubprocess_is_contained``, ``test_connect_to_host_loopback_fails``.
+   package, itself read-only; ``/tmp`` a private read-only tmpfs; ``/proc`` of its own PID
+   namespace only; one writable folder, ``/box``, holding a fresh folder per check with a
+   copy of the workspace (never ``.ctxmem``).
+   A: ``test_namespaces_uid_capabilities_and_host_view`` (uid, CapEff 0, NoNewPrivs,
+   seccomp mode, hostname; host files, the real workspace, the cache and its key
+   unreadable; writes to host paths, ``/usr``, ``/tmp``, ``/`` refused; no connection to
+   a listener on the host's 127.0.0.1), ``test_torch_from_file_shared``.
 2. **seccomp**, twice (``_seccomp.py``): a sandbox-wide BPF program passed to
    ``bwrap --seccomp`` (ptrace, process_vm_*, mount, setns, unshare, keyctl, bpf, … refused
    for every process, the zygote included), and a per-check filter loaded in the child
    before candidate code, under which exec, any new process, signals to other processes
    and the calls above kill the process (reported as a sandbox violation).
-   Tests: ``test_nsenter_through_posixsubprocess_is_contained``, ``test_setsid_survivor``.
+   A: ``test_nsenter_through_posixsubprocess_is_contained``,
+   ``test_setsid_survivor_does_not_outlive_the_check``,
+   ``test_unsandboxed_fallback_still_refuses_the_hook_only_escapes``.
 3. **the whole PID namespace ends with the check**: after each check the zygote kills
-   every process left in the namespace but itself and bwrap's init; a box that stops
-   answering is killed whole (``--die-with-parent`` if the harness dies).
-   Test: ``test_setsid_survivor_does_not_outlive_the_check``.
+   every process left in the namespace but itself and bwrap's init (and says how many, a
+   violation); a box that stops answering is killed whole (``--die-with-parent`` if the
+   harness dies). A: ``test_the_sweep_kills_every_leftover_process_of_the_namespace``,
+   ``test_setsid_survivor_does_not_outlive_the_check``.
 4. **no secrets inside** (:func:`sandbox_env`): the environment is an allow-list — paths,
    thread counts, ``TRITON_INTERPRET=1``, locale, dead proxies — built from constants, so no
-   ``*_API_KEY``, token or proxy credential; bwrap itself runs with it, and the harness's
-   process is in no namespace the sandbox can see.
-   Tests: ``test_planted_api_keys_never_reach_any_output``, ``test_proc_through_dir_fd``.
-5. **the judge is outside** (``judge.py``): it computes the expected outputs itself, reads
-   the candidate's files through a descriptor of the check folder opened before the run,
-   with ``O_NOFOLLOW``, regular files with one link only, and bounded sizes.
-   Tests: ``test_kernel_verdict_integrity.py``, ``test_symlinked_outputs_are_not_followed``.
-6. **the result cache is outside and authenticated** (``correctness.ResultCache``): it lives
+   ``*_API_KEY``, token or proxy credential; bwrap itself runs with it; the harness's
+   process is in no namespace the sandbox can see, and the zygote is not dumpable.
+   A: ``test_proc_through_dir_fd_shows_no_secret_and_no_harness`` (environ, cmdline and
+   memory of every visible process, through a ``/proc`` directory descriptor, with keys
+   planted in the harness's environment), ``test_planted_api_keys_never_reach_any_tool_output``
+   (check, compile and submit output and the result cache).
+5. **the judge is outside** (``judge.py``): it computes the expected outputs itself and
+   reads the candidate's files through a descriptor of the check folder opened before the
+   run, with ``O_NOFOLLOW``, regular files with one link only, sizes bounded.
+   ``test_kernel_verdict_integrity.py``; A: ``test_symlinked_or_hard_linked_outputs_are_not_followed``.
+6. **refusals are recorded where the candidate cannot erase them**: the audit hook writes
+   each one to a pipe the zygote drains (the child holds only the write end), and the
+   harness merges that record into the verdict. A: ``test_a_refusal_cannot_be_erased_from_the_record``.
+7. **the result cache is outside and authenticated** (``correctness.ResultCache``): it lives
    in the real workspace's ``.ctxmem`` (never in the sandbox's view), every row carries an
    HMAC-SHA256 under a key kept outside the workspace, and ``submit`` recomputes anyway.
-   Tests: ``test_forged_pass_row_in_the_cache_is_ignored``, ``test_sqlite_connect_to_the_cache``.
-7. **the audit hook** (``_runner.Sandbox``), a second layer that sees the candidate's
-   Python: refused writes, directory descriptors, ``..`` through a ``dir_fd``, hard links,
-   outside databases, ``/proc`` of other processes, sockets, processes, ``ctypes``.
-   Tests: ``test_kernel_sandbox.py``, ``test_os_open_with_dir_fd``, ``test_os_link_src_dir_fd``.
-8. **limits**: address space (:attr:`SandboxLimits.memory_mb`), CPU seconds, largest file,
+   A: ``test_forged_pass_row_in_the_cache_is_ignored``, ``test_forged_cache_row_does_not_survive_submit``,
+   ``test_sqlite3_connect_to_the_cache_cannot_forge_a_pass``.
+8. **the audit hook** (``_runner.Sandbox``), a second layer that sees the candidate's
+   Python: refused writes, directory descriptors outside the check folder, ``..`` relative
+   to a ``dir_fd``, hard links, databases outside, ``/proc`` of other processes, sockets,
+   processes, ``ctypes``. ``test_kernel_sandbox.py``; A: ``test_os_open_with_dir_fd``,
+   ``test_os_link_with_src_dir_fd``, ``test_proc_dir_fd_is_refused_by_the_hook_too``.
+9. **limits**: address space (:attr:`SandboxLimits.memory_mb`), CPU seconds, largest file,
    no core dumps, set in the child; the wall clock is enforced by the zygote, and by the
-   harness on the zygote.
+   harness on the zygote. ``test_kernel_sandbox.py``, ``test_kernel_worker.py``.
+10. **the file tools** (``workspace.py``): every component opened ``O_NOFOLLOW`` under the
+    root, hard-linked files and ``.ctxmem`` refused. F: every test.
 
 Where bubblewrap cannot start (not installed, no user namespaces), untrusted code does
 not run: :func:`run_job` returns ``unavailable`` with the reason and the way out, and
@@ -72,7 +88,8 @@ not run: :func:`run_job` returns ``unavailable`` with the reason and the way out
 ``CTXMEM_KERNEL_ALLOW_UNSANDBOXED=1`` (or passes ``allow_unsandboxed=True``), naming the
 risk: then the zygote runs as a plain child process and only the older in-process OS layer
 (``_runner.isolate``, where the OS permits it), the per-check seccomp filter and the audit
-hook stand between the candidate and the host.
+hook stand between the candidate and the host. A: ``test_without_bwrap_nothing_runs_unless_allowed``,
+``test_unsandboxed_fallback_still_refuses_the_hook_only_escapes``.
 
 Measured need (torch 2.13 CPU + triton 3.9 interpreter): a peak of about 0.81 GB of
 address space and 0.33 GB resident per check, so the 3 GiB default leaves room for real
@@ -86,7 +103,7 @@ import os
 import signal
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -406,14 +423,22 @@ def _outcome(box: Box, reply: WorkerReply | None, report: dict[str, Any], folder
                               detail="the sandbox stopped answering and was killed")
     report["child"] = {"returncode": reply.returncode, "timed_out": reply.timed_out,
                        "wall_s": reply.wall_s}
+    # What the zygote saw is the record; the candidate's own report can only add to it.
+    seen = list(reply.violations)
+    if reply.flooded:
+        seen.append({"kind": "flooding the harness's violation channel", "detail": "1 MiB or more"})
     if reply.leftovers_killed:
-        report.setdefault("violations", []).append(
-            {"kind": "process outlived the check",
-             "detail": f"{reply.leftovers_killed} process(es) killed after the check"})
-        if report.get("status") == "ok":
-            report["status"] = "sandbox_violation"
-    return classify(reply.returncode, reply.timed_out, report, limits, reply.wall_s,
-                    stdout_tail, stderr_tail)
+        seen.append({"kind": "process outlived the check",
+                     "detail": f"{reply.leftovers_killed} process(es) killed after the check"})
+    claimed = report.get("violations")
+    report["violations"] = seen + [v for v in (claimed if isinstance(claimed, list) else [])
+                                   if v not in seen]
+    outcome = classify(reply.returncode, reply.timed_out, report, limits, reply.wall_s,
+                       stdout_tail, stderr_tail)
+    if seen and outcome.status in ("ok", "error", "compile_error", "crashed"):
+        # A refused action the candidate tried to hide (or swallowed) voids the check.
+        return replace(outcome, status="sandbox_violation")
+    return outcome
 
 
 def run_in_sandbox(entry: str, job: dict[str, Any], *, workspace: Path,

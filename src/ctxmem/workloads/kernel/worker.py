@@ -70,6 +70,10 @@ class WorkerReply:
     timed_out: bool
     wall_s: float
     leftovers_killed: int = 0
+    # Refusals the audit hook sent to the zygote as they happened (a channel the candidate
+    # can write to but not take back), and whether the candidate flooded that channel.
+    violations: tuple[dict[str, str], ...] = ()
+    flooded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +255,9 @@ class Box:
                     reply = WorkerReply(returncode=int(data["returncode"]),
                                         timed_out=bool(data["timed_out"]),
                                         wall_s=float(data["wall_s"]),
-                                        leftovers_killed=int(data.get("leftovers_killed", 0)))
+                                        leftovers_killed=int(data.get("leftovers_killed", 0)),
+                                        violations=tuple(data.get("violations", ())),
+                                        flooded=bool(data.get("flooded")))
                     self.jobs_served += 1
                 else:
                     self._stop()  # hung or dead: the whole namespace goes with it
