@@ -3,6 +3,7 @@
     python -m benchmarks            # full size (1M-token session), ~1 minute
     python -m benchmarks --quick    # small sizes, for CI smoke runs
     python -m benchmarks --json out.json
+    python -m benchmarks --suite bench_scale   # 10M-token scale suite (not in the default run)
 
 Each row times ctxmem and a peer in the same process, back to back, and prints the
 ratio ctxmem / peer (below 1 means ctxmem is faster), the issue's target for that row and

@@ -133,6 +133,7 @@ def open_contender(name: str, base_db: Path, session_id: str, tmp: Path) -> Cont
     builder = preset.builder()
     store = SQLiteStore(db)
     session = Session.open(store, session_id)
+    get_tokenizer(builder.tokenizer).count("warm")  # the encoding's one-time load is start-up, not a build
     t0 = time.perf_counter()
     history = builder.history(session)
     load_s = time.perf_counter() - t0

@@ -22,7 +22,8 @@ Design:
   moves the head back. Nothing is deleted.
 
 ``sqlite_utils.Database`` wraps the connection for schema introspection and ad-hoc queries
-(``store.db``); the hot paths use prepared statements on the same connection.
+(``store.db``, made on first use); the hot paths use prepared statements on the same
+connection.
 """
 
 from __future__ import annotations
@@ -133,15 +134,24 @@ class SQLiteStore:
         self._retry(lambda: self._pragma_wal())
         self.conn.execute(f"PRAGMA synchronous = {synchronous}")
         self.conn.execute("PRAGMA foreign_keys = OFF")  # integrity is enforced by the write path
-        import sqlite_utils
-
-        self.db = sqlite_utils.Database(self.conn)
+        self._db: Any = None
         if self._retry(self._needs_migration):
             self._write(migrate)
         self._tokenizers: dict[str, Tokenizer] = {}
         self._df_memo: tuple[int, int, dict[str, int]] | None = None  # see document_frequencies
 
     # ------------------------------------------------------------------ plumbing
+
+    @property
+    def db(self) -> Any:
+        """A ``sqlite_utils.Database`` on the same connection, for introspection and ad-hoc
+        queries; made on first use (importing sqlite_utils costs ~0.25 s of a fresh
+        process's reload, and no hot path uses it)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
 
     def _needs_migration(self) -> bool:
         # A read: opening an up-to-date store must not wait for another process's write lock.
