@@ -7,9 +7,9 @@ Commands:
 * ``eval niah`` — the classic model grid, everything under ``--out DIR``
   (``DIR/results.db`` + the report);
 * ``eval session-needles`` — needles inside tool results of an agent session (a recorded
-  ``--session``, a ``--jsonl`` transcript, ``--workload synthetic``, or ``--workload
-  kernel``: a scripted kernel-workload run recorded under ``--out``, with the ``natural``
-  needle family asking about facts of its own tool results) across presets;
+  ``--session``, a ``--jsonl`` transcript, or ``--workload NAME [--set K=V …]``: one run of
+  any registered workload recorded under ``--out``, with the ``natural`` needle family
+  asking about facts of its own tool results) across presets;
 * ``eval report`` — PNGs + ``index.html`` from a results database (or a ``--out`` folder);
 * ``eval show`` — per-group accuracy, effective lengths and run history (``--json``).
 
@@ -266,17 +266,15 @@ def niah_cmd(models: tuple[str, ...], sources: tuple[str, ...], lengths: str, pr
 @click.option("--sessions-db", default=None, type=click.Path(dir_okay=False),
               help="Session store holding --session (default: $CTXMEM_DB or ~/.local/share/ctxmem/sessions.db).")
 @click.option("--jsonl", default=None, type=click.Path(dir_okay=False, exists=True), help="A JSONL transcript.")
-@click.option("--workload", type=click.Choice(["synthetic", "kernel"]), default=None,
-              help="Generate the session: synthetic (ctxmem.samples) or kernel (a scripted kernel-workload run, "
-                   "recorded once under --out and reused).")
-@click.option("--kernel-scale", type=click.Choice(["small", "full"]), default="small", show_default=True,
-              help="Kernel workload scale: small (~80 calls, ~50k tokens) or full (≥1,000 calls, ~1M tokens).")
-@click.option("--kernel-seed", type=int, default=0, show_default=True, help="Kernel workload seed.")
-@click.option("--kernel-calls", type=click.IntRange(min=8), default=None,
-              help="Stop the kernel run after this many tool calls (default: the scale's).")
+@click.option("--workload", default=None,
+              help="Record a session of this registered workload (kernel, synthetic or a plugin; `ctxmem workload "
+                   "list`), once under --out, and ask about it.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="A workload setting (repeatable), e.g. --set scale=full (kernel), --set turns=600 (synthetic).")
+@click.option("--workload-seed", type=int, default=0, show_default=True, help="Seed of the recorded workload run.")
 @click.option("--lengths", default=None,
-              help="Session lengths in tokens [default: 8k,16k,32k,64k; kernel small 8k,16k,32k; "
-                   "kernel full 32k,128k,512k].")
+              help="Session lengths in tokens [default: 8k,16k,32k,64k; for a workload, the three largest of "
+                   "8k, 16k, … 512k that its session holds].")
 @click.option("--strategy", "presets", multiple=True, default=("dump-1m", "window-32k", "masking-turns-128k"),
               show_default=True, help="Strategy preset (repeatable).")
 @click.option("--model", "models", multiple=True, default=("extractive",), show_default=True, help="Reader (repeatable).")
@@ -284,13 +282,14 @@ def niah_cmd(models: tuple[str, ...], sources: tuple[str, ...], lengths: str, pr
               help="Folder for results.db and the report.")
 @_common_run_options
 def session_needles_cmd(session_id: str | None, sessions_db: str | None, jsonl: str | None, workload: str | None,
-                        kernel_scale: str, kernel_seed: int, kernel_calls: int | None, lengths: str | None,
+                        settings: tuple[str, ...], workload_seed: int, lengths: str | None,
                         presets: tuple[str, ...], models: tuple[str, ...], out_dir: str, **kw: Any) -> None:
     """Needles inside tool results of an agent session, placed by tool-call index, across strategies.
 
-    With --workload kernel the needle families default to literal,natural: planted literal
-    needles, and natural ones — facts of the run's own tool results (shared-memory limit,
-    device, tolerances, …) chosen by tool-call index.
+    With --workload, the needle families default to literal,natural when the workload
+    declares natural needles: planted literal needles, and facts of the run's own tool
+    results (for the kernel workload: shared-memory limit, device, tolerances, …) chosen by
+    tool-call index.
     """
     chosen = [x for x in (session_id, jsonl, workload) if x]
     if len(chosen) != 1:
@@ -302,16 +301,22 @@ def session_needles_cmd(session_id: str | None, sessions_db: str | None, jsonl: 
         source = f"agent:{sessions_db or default_db()}#{session_id}"
     elif jsonl:
         source = f"agent:{jsonl}"
-    elif workload == "kernel":
+    elif workload:
         from ctxmem.config import load_preset
+        from ctxmem.workloads import get_workload, parse_settings
 
+        parsed = parse_settings(settings)
+        wl = get_workload(workload, parsed)
+        wl.check()
         for p in presets:  # a bad name fails before the recording, not after it
             if p != "none":
                 load_preset(p)
-        source = _kernel_session(Path(out_dir), kernel_scale, kernel_seed, kernel_calls,
-                                 progress=kw["progress"] and sys.stderr.isatty())
-        default_lengths = "8k,16k,32k" if kernel_scale == "small" else "32k,128k,512k"
-        if click.get_current_context().get_parameter_source("needles") == click.core.ParameterSource.DEFAULT:
+        source, tokens = _workload_session(Path(out_dir), workload, wl, workload_seed, parsed,
+                                           progress=kw["progress"] and sys.stderr.isatty())
+        fitting = [n for n in (8, 16, 32, 64, 128, 256, 512) if n * 1000 <= 0.95 * tokens] or [8]
+        default_lengths = ",".join(f"{n}k" for n in fitting[-3:])
+        if wl.needles() and (click.get_current_context().get_parameter_source("needles")
+                             == click.core.ParameterSource.DEFAULT):
             kw["needles"] = "literal,natural"
     else:
         source = "agent"
@@ -319,35 +324,41 @@ def session_needles_cmd(session_id: str | None, sessions_db: str | None, jsonl: 
              db=str(Path(out_dir) / "results.db"), report=out_dir, **kw)
 
 
-def _kernel_session(out_dir: Path, scale: str, seed: int, calls: int | None, *, progress: bool) -> str:
-    """``agent:DB#ID`` of a scripted kernel run (oracle memory), recorded once under ``out_dir``.
+def _workload_session(out_dir: Path, name: str, wl: Any, seed: int, settings: dict[str, str], *,
+                      progress: bool) -> tuple[str, int]:
+    """(``agent:DB#ID``, history tokens) of one recorded run of workload ``name`` in its default
+    mode, recorded once under ``out_dir``.
 
-    The run is deterministic for (scale, seed, calls), so a database already holding it is
-    reused; a rerun of the same grid then resumes instead of recording again.
+    A run is deterministic for (workload, settings, seed), so a database already holding it
+    is reused; a rerun of the same grid then resumes instead of recording again.
     """
+    import hashlib
+
+    from ctxmem.messages import canonical_json
+    from ctxmem.session import Session
     from ctxmem.store import SQLiteStore
-    from ctxmem.workloads.kernel.run import run_scripted
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    db = out_dir / f"kernel-{scale}-seed{seed}" f"{f'-calls{calls}' if calls else ''}.db"
+    tag = hashlib.sha256(canonical_json(settings).encode()).hexdigest()[:8] if settings else "default"
+    db = out_dir / f"{name}-seed{seed}-{tag}.db"
     with SQLiteStore(str(db)) as store:
-        found = [s for s in store.list_sessions() if s.metadata.get("workload") == "kernel"]
+        found = [s for s in store.list_sessions() if s.metadata.get("workload") == name]
         if found:
-            return f"agent:{db}#{found[0].id}"
-        click.echo(f"recording a {scale} kernel-workload run (seed {seed}) into {db} …", err=True)
+            sid = found[0].id
+            tokens = Session.open(store, sid).totals("o200k_base").content
+            return f"agent:{db}#{sid}", tokens
+        click.echo(f"recording a {name} workload run (seed {seed}) into {db} …", err=True)
 
         def bar(done: int, total: int) -> None:
             if progress:
-                sys.stderr.write(f"\r  {done}/{total} tool calls")
+                sys.stderr.write(f"\r  {done}/{total}")
                 sys.stderr.flush()
 
-        result = run_scripted(store, seed=seed, mode="oracle", scale=scale,  # type: ignore[arg-type]
-                              max_calls=calls, progress=bar)
+        run = wl.run(store, seed=seed, progress=bar)
         if progress:
             sys.stderr.write("\n")
-        click.echo(f"  {len(result.calls)} tool calls, {result.history_tokens:,} tokens (session {result.session_id})",
-                   err=True)
-        return f"agent:{db}#{result.session_id}"
+        click.echo(f"  {run.history_tokens:,} tokens (session {run.session_id})", err=True)
+        return f"agent:{db}#{run.session_id}", run.history_tokens
 
 
 @eval_group.command("report")

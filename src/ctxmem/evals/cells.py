@@ -280,10 +280,14 @@ _AGENT_LOCK = threading.Lock()
 
 
 def _agent_messages(spec: str, turns: int) -> list[Message]:
-    if spec == "agent":
-        from ctxmem.samples import synthetic_session
+    if spec == "agent":  # the synthetic workload's transcript, through the Workload protocol
+        from ctxmem.session import Session
+        from ctxmem.store import MemoryStore
+        from ctxmem.workloads import get_workload
 
-        return synthetic_session(turns=turns, seed=0)
+        memory = MemoryStore()
+        run = get_workload("synthetic", {"turns": turns, "plant": False}).run(memory, seed=0)
+        return list(Session.open(memory, run.session_id).messages())
     ref = spec.partition(":")[2]
     if "#" in ref:
         from ctxmem.session import Session
@@ -421,18 +425,44 @@ def _finish_agent_cell(cell: Cell, tok: Tokenizer, needles: NeedleSet, history_m
                      report.to_json() if report is not None else None, list(notes or []))
 
 
+def _natural_specs(spec: str) -> list[Any]:
+    """The natural-needle specs for an agent source: those of the workload that recorded the
+    session (``metadata["workload"]`` of ``agent:DB#SESSION``), else every registered
+    workload's (a transcript's origin is unknown), through the Workload protocol."""
+    from ctxmem.workloads import WORKLOADS, get_workload
+
+    names: list[str] = []
+    ref = spec.partition(":")[2]
+    if "#" in ref:
+        from ctxmem.session import Session
+        from ctxmem.store import SQLiteStore
+
+        db, _, sid = ref.partition("#")
+        with SQLiteStore(db) as store:
+            recorded = Session.open(store, sid).info.metadata.get("workload")
+        if isinstance(recorded, str) and recorded in WORKLOADS:
+            names = [recorded]
+    out: dict[str, Any] = {}
+    for name in names or WORKLOADS.names():
+        try:
+            needles = get_workload(name).needles()
+        except Exception:  # a plugin that cannot load here offers no needles
+            continue
+        for n in needles:
+            out.setdefault(n.name, n)
+    return list(out.values())
+
+
 def _natural_cell(cell: Cell, tok: Tokenizer) -> BuiltCell:
     """A natural needle: a fact already in the session's tool results, chosen by tool-call index.
 
-    Candidates are the first appearance of each fact the kernel workload's needle specs
-    recognise (:data:`ctxmem.workloads.kernel.needles.NEEDLES`, tool-output facts) within
+    Candidates are the first appearance of each fact the workload's natural-needle specs
+    recognise (:meth:`ctxmem.workloads.Workload.needles`, see :func:`_natural_specs`) within
     the cut session; the cell asks about the one whose tool call is nearest to
     ``round(depth × (calls - 1))``. Nothing is planted; a fact the session repeats later
     is noted (a strategy may drop the first appearance and keep a repeat).
     """
-    from ctxmem.workloads.kernel.needles import NEEDLES
-
-    specs = [s for s in NEEDLES if s.source == "tool" and s.name != "best_commit"]
+    specs = _natural_specs(cell.source)
     tails = {s.name: _question_tail(tok, NeedleSet("natural", s.question, ("",), (), "contains")) for s in specs}
     prefix, pc = _agent_prefix(cell, tok, max(sum(c) for _, c in tails.values()))
     calls = _tool_calls(prefix)
@@ -456,7 +486,7 @@ def _natural_cell(cell: Cell, tok: Tokenizer) -> BuiltCell:
             first[spec.name] = (ci, b.text[start: end if end >= 0 else len(b.text)].strip(), spec.answer(m))
     if not first:
         raise NeedleUnplaceableError(
-            f"no natural needle (kernel-workload fact) in the tool results of the first {cell.length} tokens of "
+            f"no natural needle (a workload's fact) in the tool results of the first {cell.length} tokens of "
             f"{cell.source!r}", field="needle")
     target = round(cell.depth * (len(calls) - 1))
     name = min(first, key=lambda k: (abs(first[k][0] - target), first[k][0], k))
