@@ -4,15 +4,13 @@
 :class:`~ctxmem.store.SessionStore`), a path to a SQLite file, or a URL: ``sqlite:///path``
 (``sqlite:////abs/path``), ``sqlite://:memory:`` or ``memory://`` for a throwaway store.
 
-**Building for someone else's loop.** ctxmem's strategies require the history to end with
-a user turn (a request always does). A host loop such as the Agents SDK asks for the
+**Building for someone else's loop.** A host loop such as the Agents SDK asks for the
 history *before* it appends the new user input, so the stored history usually ends with
-the previous run's final assistant reply. :class:`LoopBuilder` builds such a history as:
-the strategy's context over everything up to the last user turn, under a budget reduced by
-the size of the trailing assistant reply, followed by that reply verbatim (it is the most
-recent turn; any strategy keeps it). No synthetic message is ever inserted. A trailing
-assistant turn with *unanswered* tool calls cannot be sent to any provider and raises
-:class:`~ctxmem.errors.InvalidConversationError`.
+the previous run's final assistant reply. :class:`LoopBuilder` builds through the preset's
+:class:`~ctxmem.config.ContextBuilder` with ``expect_input=True``: the strategy builds a
+context that ends with that reply, for the input the host will append. No synthetic
+message is ever inserted. A trailing assistant turn with *unanswered* tool calls cannot be
+sent to any provider and raises :class:`~ctxmem.errors.InvalidConversationError`.
 
 The strategy and its per-history caches live as long as the builder; the History is
 extended incrementally while the stored chain only grows, and rebuilt after a rewind.
@@ -27,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from ctxmem.config import Preset, load_preset
-from ctxmem.context import BuildRequest, BuiltContext, History
+from ctxmem.context import BuiltContext, History
 from ctxmem.errors import ConfigError, InvalidConversationError
 from ctxmem.messages import Message, ToolSpec
 from ctxmem.session import Session
 from ctxmem.store.base import SessionStore
-from ctxmem.tokens import Budget
 
 
 def open_store(store: SessionStore | str | os.PathLike[str]) -> SessionStore:
@@ -81,22 +78,22 @@ def resolve_preset(preset: Preset | str | os.PathLike[str] | None) -> Preset | N
 
 @dataclass
 class LoopBuild:
-    """A build for a host loop: the built context, plus the verbatim trailing assistant turn."""
+    """A build for a host loop: the built context and the History it was built from."""
 
     built: BuiltContext
     history: History
-    #: the trailing assistant message appended after the built context (None if none)
-    tail: Message | None
-    #: index of ``tail`` in the stored messages
-    tail_index: int | None
 
     @property
     def messages(self) -> list[Message]:
-        return [*self.built.messages, *([self.tail] if self.tail is not None else [])]
+        return list(self.built.messages)
 
 
 class LoopBuilder:
-    """Builds a preset's context over a session for a host loop (see the module docstring)."""
+    """Builds a preset's context over a session for a host loop (see the module docstring).
+
+    A thin owner of one :class:`~ctxmem.config.ContextBuilder` (``Preset.builder()``) plus
+    an incrementally extended History; every build has ``expect_input=True``.
+    """
 
     def __init__(
         self,
@@ -110,9 +107,10 @@ class LoopBuilder:
         **deps: Any,
     ):
         self.preset = preset
-        self.strategy = preset.strategy(**deps)
-        self.budget = preset.budget(context_window)
-        self.tokenizer = tokenizer or preset.model.tokenizer
+        self.builder = preset.builder(context_window=context_window, tokenizer=tokenizer, **deps)
+        self.strategy = self.builder.strategy
+        self.budget = self.builder.budget
+        self.tokenizer = self.builder.tokenizer
         self.system = system
         self.tools = tuple(tools)
         self.record = record
@@ -134,46 +132,33 @@ class LoopBuilder:
 
     def build(self, session: Session | None, messages: Sequence[Message],
               event_ids: Sequence[Sequence[int]] | None = None, *, system: str | None = None) -> LoopBuild:
+        """The context for the next request over ``messages`` (the session's, with their event ids).
+
+        A history ending in a final assistant reply is built for the input that will follow
+        it (``expect_input``); one ending in unanswered tool calls raises
+        :class:`~ctxmem.errors.InvalidConversationError`.
+        """
         msgs = list(messages)
         ids: list[tuple[int, ...]] = [tuple(e) for e in event_ids] if event_ids is not None else [() for _ in msgs]
-        tail: Message | None = None
-        tail_index: int | None = None
-        budget: Budget = self.budget
-        if msgs and msgs[-1].role == "assistant":
-            last = msgs[-1]
-            if last.tool_uses:
-                raise InvalidConversationError(
-                    f"the history ends with unanswered tool calls ({', '.join(u.id for u in last.tool_uses)}); "
-                    "record their results before asking for the next context",
-                    line=len(msgs),
-                )
-            tail, tail_index = last, len(msgs) - 1
-            from ctxmem.tokens import count_messages
-
-            tail_tokens = count_messages([last], get_tok(self.tokenizer))[0].total
-            window = max(1, budget.context_window - tail_tokens)
-            budget = Budget(window, min(budget.reserve_output, max(0, window - 1)), budget.threshold)
-            msgs, ids = msgs[:-1], ids[:-1]
+        if msgs and msgs[-1].role == "assistant" and msgs[-1].tool_uses:
+            raise InvalidConversationError(
+                f"the history ends with unanswered tool calls ({', '.join(u.id for u in msgs[-1].tool_uses)}); "
+                "record their results before asking for the next context",
+                line=len(msgs),
+            )
         history = self._history_for(msgs, ids)
-        request = BuildRequest(
+        request = self.builder.request(
             history,
-            budget,
             system=system if system is not None else self.system,
             tools=self.tools,
-            pinned=self.preset.model.pinned,
             session=session,
             record=self.record and session is not None,
+            expect_input=True,
         )
         from ctxmem.integrations.otel import record_build
 
         built = record_build(self.preset.name, request, lambda: self.strategy.build(request))
-        return LoopBuild(built, history, tail, tail_index)
-
-
-def get_tok(name: str) -> Any:
-    from ctxmem.tokens import get_tokenizer
-
-    return get_tokenizer(name)
+        return LoopBuild(built, history)
 
 
 __all__ = ["LoopBuild", "LoopBuilder", "open_or_create", "open_store", "resolve_preset"]

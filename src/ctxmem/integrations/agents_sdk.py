@@ -33,9 +33,9 @@ session does not see), as valid SDK input: every message the strategy kept uncha
 back as its original items, the rest (masked tool outputs, summaries) converted with
 :func:`~ctxmem.integrations.responses.to_responses`; system/developer items lead. A history
 that ends with the previous run's final assistant reply — what the SDK has when it calls
-``get_items`` before appending the new input — is built as the strategy's context up to
-the last user turn plus that reply verbatim (:class:`~ctxmem.integrations._common.LoopBuilder`),
-never by inserting a fake turn. ``get_items(limit=n)`` always returns stored items verbatim:
+``get_items`` before appending the new input — is built as the preset's context ending with that reply, built for the input that follows
+(``expect_input``, :class:`~ctxmem.integrations._common.LoopBuilder`), never by inserting a
+fake turn. ``get_items(limit=n)`` always returns stored items verbatim:
 the SDK reads bounded tails to verify its own writes. The default is ``preset=None``:
 every stored item, verbatim, like ``SQLiteSession``.
 
@@ -266,8 +266,6 @@ class CtxmemSession:
                 out.extend(by_message[k])
             else:
                 out.extend(to_responses([m]))
-        if built.tail is not None and built.tail_index is not None:
-            out.extend(by_message.get(built.tail_index) or to_responses([built.tail]))
         return out
 
 
