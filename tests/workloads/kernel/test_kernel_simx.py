@@ -1,120 +1,163 @@
-"""SIMX-1: seeded, deterministic, with the ladder's plateaus where the scenario puts them."""
+"""SIMX-1 prices measured work: seeded, deterministic, monotone, blind to declarations."""
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import pytest
 
+from ctxmem.workloads.kernel.instrument import screen_source, work_floors
+from ctxmem.workloads.kernel.measure import check_floors
 from ctxmem.workloads.kernel.simx import (
-    ARCHS,
     BENCH_SHAPES,
-    PLATEAUS,
-    REFERENCE_CONFIG,
-    SIMX_DEFAULTS,
     Device,
     InvalidConfig,
     KernelSourceError,
     Simx,
-    iter_space,
     normalize_config,
-    parse_kernel,
+    parse_config,
+    price_launch,
+    price_shape,
+    sample_scale,
 )
+from ctxmem.workloads.kernel.variants import RUNGS, rung_source
+
+SHAPE = BENCH_SHAPES[0]
 
 
-def _all_times(sim: Simx) -> list[float]:
-    out = []
-    for arch in ARCHS:
-        cfg, _ = normalize_config(arch, SIMX_DEFAULTS)
-        out += [sim.cost(s, arch, cfg).time_us for s in BENCH_SHAPES]
-    return out
+def _launch(programs: int = 512, *, flops: int = 10**8, ld: int = 10**6, st: int = 16384,
+            out: int = 16384, warps: int = 4, stages: int = 2, bm: int = 64, bn: int = 64,
+            d: int = 128) -> dict[str, Any]:
+    prog = {"ops": 100, "ld_bytes": ld, "ld_sector_bytes": ld, "ld_runs": ld // 256,
+            "st_bytes": st, "st_sector_bytes": st, "st_runs": st // 256, "out_bytes": out,
+            "dot_flops": flops, "elem": flops // 40, "trans": flops // 500, "reduce": 0, "atomics": 0}
+    return {"kernel": "k", "grid": [programs, 1, 1], "programs": programs, "sampled": 4,
+            "num_warps": warps, "num_stages": stages,
+            "dot_sites": {f"{bm}x{d}x{bn}:16": flops // 2, f"{bm}x{bn}x{d}:16": flops // 2},
+            "max_tile": bm * d, "per_program": [dict(prog) for _ in range(4)]}
+
+
+def _measured(**kw: Any) -> dict[str, Any]:
+    return {"launches": [_launch(**kw)], "torch": []}
 
 
 def test_same_seed_same_device_and_prices() -> None:
     assert Device.from_seed(11) == Device.from_seed(11)
-    assert _all_times(Simx(11)) == _all_times(Simx(11))
-
-
-def test_different_seeds_differ() -> None:
+    assert Simx(11).cost(SHAPE, _measured()).time_us == Simx(11).cost(SHAPE, _measured()).time_us
     secrets = [Device.from_seed(seed).secrets() for seed in range(6)]
-    assert len({s["smem_limit"] for s in secrets}) > 1
     assert len({repr(s) for s in secrets}) == 6
-    assert _all_times(Simx(0)) != _all_times(Simx(1))
+    assert Simx(0).cost(SHAPE, _measured()).time_us != Simx(1).cost(SHAPE, _measured()).time_us
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_hidden_limits_are_in_range(seed: int) -> None:
     d = Device.from_seed(seed)
     kib, rest = divmod(d.smem_limit, 1024)
-    assert rest == 0 and 97 <= kib <= 159 and kib % 2 == 1  # an odd number of KiB
-    assert 64 <= d.compute_units <= 144
-    assert 128 <= d.reg_cap <= 255
-    assert 1.6 <= d.gather_penalty <= 3.2
-    assert 2 <= len(d.quirks) <= 3
+    assert rest == 0 and 97 <= kib <= 159 and kib % 2 == 1
+    assert 64 <= d.compute_units <= 144 and 128 <= d.reg_cap <= 255
+    assert 1.3 <= d.l2_gain <= 2.0 and 2 <= len(d.quirks) <= 3
 
 
-@pytest.mark.parametrize("seed", range(10))
-def test_ladder_best_configs_land_on_the_plateaus(seed: int) -> None:
-    """Each rung's best valid config lands within its plateau's seeded jitter (±4%), and the
-    untuned baseline's best (never scaled) stays in 2.5–3.6×.
-
-    Measured over seeds 0–9: baseline 2.67–3.53×, unified_loop 3.97–4.24×, head packing
-    4.85–5.11×, split-KV and persistent grid 7.01–7.59×, combined 9.61–10.30×.
-    """
-    sim = Simx(seed)
-    assert sim.geomean_speedup("baseline", REFERENCE_CONFIG | {"PACK": 1, "SPLITS": 1}) == pytest.approx(1.0)
-    best = {}
-    for arch in ARCHS:
-        valid = [c for c in iter_space(arch) if sim.out_of_resources(arch, c) is None]
-        best[arch] = max(sim.geomean_speedup(arch, c) for c in valid)
-    assert 2.5 <= best["baseline"] <= 3.6, best
-    for arch in ARCHS[1:]:
-        plateau = PLATEAUS[arch]
-        assert plateau is not None
-        assert plateau * 0.96 - 1e-3 <= best[arch] <= plateau * 1.04 + 1e-3, (arch, best[arch])
-    assert best["unified_loop"] >= 1.2 * best["baseline"] - 1e-3  # the ladder always climbs
-    # The ladder climbs, and only the combination breaks through 7.3x.
-    assert best["baseline"] < best["unified_loop"] < best["head_packing"]
-    assert best["head_packing"] < min(best["split_kv"], best["persistent_grid"])
-    assert max(best["split_kv"], best["persistent_grid"]) < best["combined"]
-
-
-def test_smem_overflow_names_the_hidden_limit() -> None:
-    sim = Simx(3)
-    limit = sim.device.smem_limit
-    cfg, _ = normalize_config("baseline", {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 4})
-    oor = sim.out_of_resources("baseline", cfg)
-    assert oor is not None and oor.limit == limit and oor.required > limit
-    assert oor.line() == (
-        f"triton.runtime.errors.OutOfResources: out of resource: shared memory, Required: "
-        f"{oor.required}, Hardware limit: {limit}. Reducing block sizes or `num_stages` may help."
-    )
-    small, _ = normalize_config("baseline", SIMX_DEFAULTS)
-    assert sim.out_of_resources("baseline", small) is None
-
-
-def test_register_overflow_spills_and_slows_down() -> None:
+@pytest.mark.parametrize("field,bigger", [("dot_flops", 4 * 10**8), ("ld_sector_bytes", 10**8),
+                                          ("elem", 10**8), ("ld_runs", 10**6)])
+def test_every_count_only_adds_time(field: str, bigger: int) -> None:
+    """Monotone in every count: lowering a count is the only way to gain, never raising one."""
     sim = Simx(0)
-    cap = sim.device.reg_cap
-    fat = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 2, "num_stages": 1}
-    res = sim.resources("unified_loop", fat, 128)
-    assert res.regs > cap and res.spilled_regs == res.regs - cap and res.spill_bytes > 0
-    lean = fat | {"num_warps": 8}
-    assert sim.resources("unified_loop", lean, 128).spilled_regs == 0
+    base = _measured()
+    more = copy.deepcopy(base)
+    for p in more["launches"][0]["per_program"]:
+        p[field] = bigger
+    assert sim.cost(SHAPE, more).time_us > sim.cost(SHAPE, base).time_us
 
 
-def test_parse_kernel_reads_arch_and_config_statically() -> None:
-    assert parse_kernel("x = 1\n").arch == "baseline"
-    meta = parse_kernel('ARCH = "split_kv"\nCONFIG = {"BLOCK_M": 64, "SPLITS": 4}\nimport nothing_at_all\n')
-    assert meta.arch == "split_kv" and meta.config == {"BLOCK_M": 64, "SPLITS": 4}
-    with pytest.raises(KernelSourceError, match="unknown ARCH 'fast'"):
-        parse_kernel('ARCH = "fast"\n')
+def test_more_programs_more_time_and_waves_quantize() -> None:
+    sim = Simx(2)
+    slots = price_launch(sim.device, _launch()).slots
+    full = price_launch(sim.device, _launch(programs=slots))
+    tail = price_launch(sim.device, _launch(programs=slots + 1))
+    assert full.utilization == pytest.approx(1.0)
+    assert tail.utilization < 0.6 and tail.time_us > full.time_us
+
+
+def test_torch_work_outside_kernels_is_priced() -> None:
+    sim = Simx(0)
+    plain = _measured()
+    with_torch = {**plain, "torch": [{"op": "clone", "bytes": 10**8}]}
+    assert sim.cost(SHAPE, with_torch).time_us > sim.cost(SHAPE, plain).time_us + 10
+
+
+def test_resources_come_from_measured_tile_shapes() -> None:
+    sim = Simx(3)
+    small = {"prefill_2k": _measured(bm=32, bn=32, stages=1)}
+    assert sim.out_of_resources(small) is None
+    huge = {"prefill_2k": _measured(bm=128, bn=128, stages=4)}
+    oor = sim.out_of_resources(huge)
+    assert oor is not None and oor.limit == sim.device.smem_limit and oor.required > oor.limit
+    assert oor.line().startswith("triton.runtime.errors.OutOfResources: out of resource: shared memory")
+
+
+def test_sample_scale_only_corrects_upwards() -> None:
+    under = _launch(out=1000)
+    assert sample_scale(under, 2.0 * 512 * 1000) == pytest.approx(2.0)
+    over = _launch(out=4000)  # a kernel that stores out twice must not get cheaper
+    assert sample_scale(over, 2.0 * 512 * 1000) == 1.0
+
+
+def test_declarations_are_never_read() -> None:
+    """Only the CONFIG literal is read; an ARCH line or comment changes nothing."""
+    assert parse_config("x = 1\n") is None
+    assert parse_config('ARCH = "combined"\nCONFIG = {"BLOCK_M": 64}\n') == {"BLOCK_M": 64}
+    with pytest.raises(KernelSourceError, match="CONFIG must be a literal dict"):
+        parse_config("CONFIG = dict(a=1)\n")
     with pytest.raises(SyntaxError):
-        parse_kernel("def f(:\n")
+        parse_config("def f(:\n")
 
 
 def test_config_validation() -> None:
     with pytest.raises(InvalidConfig, match=r"BLOCK_M=256: SIMX-1 accepts BLOCK_M in \{16, 32, 64, 128\}"):
-        normalize_config("baseline", {"BLOCK_M": 256})
-    cfg, notes = normalize_config("baseline", {"SPLITS": 4})
-    assert "SPLITS" not in cfg and notes == ["note: SPLITS=4 has no effect with ARCH=baseline"]
-    cfg, _ = normalize_config("combined", {})
-    assert cfg["PACK"] == 1 and cfg["SPLITS"] == 1
+        normalize_config({"BLOCK_M": 256})
+    cfg, _ = normalize_config({"MY_KEY": 3})
+    assert cfg["MY_KEY"] == 3 and cfg["BLOCK_M"] == 32
+
+
+def test_floors_refuse_a_kernel_that_skips_the_work() -> None:
+    """Counts under the least work of a correct kernel are refused, never priced."""
+    shape = BENCH_SHAPES[4]
+    floors = work_floors(shape.case_dict())
+    honest = _launch(programs=1, flops=int(floors["dot_flops"]), ld=int(floors["load_bytes"]),
+                     st=int(floors["store_bytes"]))
+    assert check_floors(shape, {"launches": [honest], "torch": []}) == []
+    lazy = _launch(programs=1, flops=0, ld=1000, st=10)
+    problems = check_floors(shape, {"launches": [lazy], "torch": []})
+    assert len(problems) == 3 and all(p.startswith("long_context:") for p in problems)
+
+
+def test_price_shape_sums_launches() -> None:
+    sim = Simx(0)
+    one = price_shape(sim.device, SHAPE, _measured())
+    two = price_shape(sim.device, SHAPE, {"launches": [_launch(), _launch()], "torch": []})
+    assert two.time_us == pytest.approx(2 * one.time_us)
+    assert len(two.launches) == 2
+
+
+@pytest.mark.parametrize("rung", RUNGS)
+def test_every_rung_passes_the_screen(rung: str) -> None:
+    assert screen_source(rung_source(rung)) == []
+
+
+@pytest.mark.parametrize("snippet,needle", [
+    ("import sys\n", "import sys is refused"),
+    ("import torch\nx = torch.sys.modules\n", "torch.sys is refused"),
+    ("y = a @ b\n", "the @ operator is refused"),
+    ("z = a.__class__\n", "'__class__' is refused"),
+    ("import triton\ntriton.runtime.interpreter\n", "triton.runtime is refused"),
+    ("import torch\nw = torch.nn.functional.scaled_dot_product_attention(q, k, v)\n", "torch.nn is refused"),
+    ("w = q.matmul(k)\n", ".matmul is refused"),
+    ("getattr(a, 'b')\n", "'getattr' is refused"),
+    ("import gc\n", "import gc is refused"),
+    ("k_pool.copy_(saved)\n", ".copy_ is refused"),
+])
+def test_screen_refuses_routes_to_the_harness_and_torch_attention(snippet: str, needle: str) -> None:
+    found = [r.text() for r in screen_source(snippet)]
+    assert any(needle in f for f in found), found

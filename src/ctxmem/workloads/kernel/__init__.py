@@ -19,19 +19,19 @@ from ctxmem.workloads.kernel.correctness import (
 )
 from ctxmem.workloads.kernel.kernel_tools import ALL_TOOL_SCHEMAS, KernelTools, kernel_tool_specs
 from ctxmem.workloads.kernel.sandbox import SandboxLimits, SandboxOutcome, run_job
-from ctxmem.workloads.kernel.simx import ARCHS, BENCH_SHAPES, PLATEAUS, Device, Simx
+from ctxmem.workloads.kernel.simx import BENCH_SHAPES, Device, Simx
 from ctxmem.workloads.kernel.tools import FILE_TOOL_SCHEMAS, FileTools, ToolOutput, tool_specs
+from ctxmem.workloads.kernel.variants import RUNGS, rung_source
 from ctxmem.workloads.kernel.workspace import PathEscapeError, Workspace, WorkspaceError
 
 __all__ = [
     "ALL_TOOL_SCHEMAS",
-    "ARCHS",
     "BENCH_SHAPES",
     "BUGS",
     "CATALOG",
     "DEFAULT_CONFIG",
     "FILE_TOOL_SCHEMAS",
-    "PLATEAUS",
+    "RUNGS",
     "TOLERANCES",
     "Bug",
     "CaseResult",
@@ -52,6 +52,7 @@ __all__ = [
     "heldout_cases",
     "kernel_tool_specs",
     "run_job",
+    "rung_source",
     "suite",
     "tool_specs",
 ]

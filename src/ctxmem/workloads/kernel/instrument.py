@@ -66,9 +66,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-MAX_PROGRAMS = 48
+MAX_PROGRAMS = 64
 MIN_PROGRAMS = 4
-OP_BUDGET = 1_500  # interpreter operations per launch (about 1 s of interpreter time)
+OP_BUDGET = 2_500  # interpreter operations per launch (about 1 s of interpreter time)
 LOOP_SAMPLES = 4  # iterations run per loop: the first, the last and two seeded ones between
 SECTOR = 32
 
@@ -226,12 +226,13 @@ def work_floors(case: dict[str, Any]) -> dict[str, float]:
 
 class _Program:
     __slots__ = ("atomics", "dot_flops", "elem", "ld_bytes", "ld_runs", "ld_sector_bytes", "ops",
-                 "reduce", "st_bytes", "st_runs", "st_sector_bytes", "trans")
+                 "out_bytes", "reduce", "st_bytes", "st_runs", "st_sector_bytes", "trans")
 
     def __init__(self) -> None:
         self.ops = 0
         self.ld_bytes = self.ld_sector_bytes = self.ld_runs = 0
         self.st_bytes = self.st_sector_bytes = self.st_runs = 0
+        self.out_bytes = 0  # stored into ``out`` (the ratio estimator's control variate)
         self.dot_flops = 0
         self.elem = self.trans = self.reduce = self.atomics = 0
 
@@ -249,6 +250,7 @@ class _Recorder:
         self.dot_sites: dict[str, int] = {}
         self.max_tile = 0
         self.input_ranges: list[tuple[str, int, int]] = []
+        self.out_range = (0, 0)
         self.violations: list[str] = []
 
 
@@ -265,6 +267,12 @@ def _runs(np: Any, addrs: Any, itemsize: int) -> tuple[int, int]:
     return int(starts.size), int((hi - lo + 1).sum()) * SECTOR
 
 
+# Layout-only operations: no arithmetic on a device.
+FREE_OPS = frozenset({
+    "create_broadcast", "create_splat", "create_expand_dims", "create_reshape", "create_trans",
+    "create_make_range", "create_bitcast", "create_int_to_ptr", "create_ptr_to_int",
+    "create_join", "create_split", "create_cat", "create_unsplat", "create_assume",
+})
 TRANSCENDENTAL = ("create_exp", "create_exp2", "create_log", "create_log2", "create_sqrt",
                   "create_precise_sqrt", "create_rsqrt", "create_sin", "create_cos", "create_erf",
                   "create_fdiv", "create_precise_divf")
@@ -285,11 +293,17 @@ def _install_hooks(rec: _Recorder) -> None:
             prog = rec.program
             if prog is not None:
                 prog.ops += 1
-                size = int(getattr(getattr(res, "data", None), "size", 1) or 1)
+                if kind == "free":
+                    return res
+                data = getattr(res, "data", None)
+                size = int(getattr(data, "size", 1) or 1)
                 if kind == "trans":
                     prog.trans += int(size * rec.weight)
-                elif kind == "elem" and size > 1:
-                    prog.elem += int(size * rec.weight)
+                elif size > 1:
+                    # Float math is the kernel's vector work; integer, pointer and mask
+                    # arithmetic is mostly hoisted or strength-reduced by a compiler: 1/8.
+                    is_float = getattr(getattr(data, "dtype", None), "kind", "") == "f"
+                    prog.elem += int(size * rec.weight * (1.0 if is_float else 0.125))
             return res
 
         setattr(builder, name, hooked.__get__(builder))
@@ -301,7 +315,8 @@ def _install_hooks(rec: _Recorder) -> None:
             continue
         if name.startswith(("create_atomic", "create_descriptor", "create_make_tensor_descriptor")):
             continue
-        wrap_generic(name, "trans" if name in TRANSCENDENTAL else "elem")
+        kind = "trans" if name in TRANSCENDENTAL else "free" if name in FREE_OPS else "elem"
+        wrap_generic(name, kind)
 
     orig_load = cls.create_masked_load
     orig_store = cls.create_masked_store
@@ -335,6 +350,10 @@ def _install_hooks(rec: _Recorder) -> None:
             prog.st_sector_bytes += int(sect * w)
             if addrs.size:
                 lo, hi = int(addrs.min()), int(addrs.max())
+                o_lo, o_hi = rec.out_range
+                if lo < o_hi and hi >= o_lo:
+                    inside = int(((addrs >= o_lo) & (addrs < o_hi)).sum())
+                    prog.out_bytes += int(inside * itemsize * w)
                 for name, start, end in rec.input_ranges:
                     if lo < end and hi >= start and bool(((addrs >= start) & (addrs < end)).any()):
                         rec.violations.append(f"a tl.store writes into the input tensor {name!r}")
@@ -562,16 +581,22 @@ class _TorchCounter:
 
 
 def measure_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Measure one candidate on the requested benchmark shapes (runs in the sandbox).
+    """One config: ``measure_runs`` with ``runs=[{"config", "cases"}]``, its only answer."""
+    answer = measure_runs({**job, "runs": [{"config": job["config"], "cases": job["cases"]}]})
+    return answer["runs"][0] if "runs" in answer else answer
+
+
+def measure_runs(job: dict[str, Any]) -> dict[str, Any]:
+    """Measure one candidate at several configs (runs in the sandbox).
 
     ``job``: ``source_path`` (the candidate), ``reference_path`` (the pristine reference,
-    for ``build_inputs``), ``config`` (keyword arguments of ``launch``) and ``cases``
-    (benchmark shapes as case dicts). Returns ``{"status": "ok", "shapes": {name: {...}}}``
-    or ``{"status": "refused"|"error", "message": ...}``.
+    for ``build_inputs``), ``salt`` (seeds the loop sampling), and ``runs``: a list of
+    ``{"config": launch kwargs, "cases": benchmark shapes as case dicts}``. Returns
+    ``{"runs": [{"status": "ok", "shapes": {name: counts}} | {"status": "refused" |
+    "error", "message": ...}, ...]}``, or one refusal/error for the whole job.
     """
     import importlib.util
     import os
-    import traceback
 
     if os.environ.get("TRITON_INTERPRET") != "1":
         return {"status": "error", "message": "TRITON_INTERPRET=1 must be set before triton is imported"}
@@ -579,7 +604,6 @@ def measure_job(job: dict[str, Any]) -> dict[str, Any]:
     refusals = screen_source(source)
     if refusals:
         return {"status": "refused", "message": "\n".join(r.text() for r in refusals)}
-    import torch
     from triton.runtime import interpreter as interp
 
     spec = importlib.util.spec_from_file_location("ctxmem_kernel_reference_m", job["reference_path"])
@@ -619,8 +643,8 @@ def measure_job(job: dict[str, Any]) -> dict[str, Any]:
         except Exception as e:
             raise interp.InterpreterError(repr(e)) from e
 
-    interp.InterpretedFunction.run = run  # type: ignore[method-assign]
-    interp.InterpretedFunction.__call__ = device_call  # type: ignore[method-assign]
+    interp.InterpretedFunction.run = run
+    interp.InterpretedFunction.__call__ = device_call
     try:
         kspec = importlib.util.spec_from_file_location("ctxmem_candidate_measured", job["source_path"])
         assert kspec is not None and kspec.loader is not None
@@ -632,23 +656,35 @@ def measure_job(job: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # the candidate's import failed
         return {"status": "error", "message": f"{type(exc).__name__}: {exc}"}
 
+    return {"runs": [_measure_run(reference, entry, rec, current, counter_ref, run_spec,
+                                  str(job.get("salt", ""))) for run_spec in job["runs"]]}
+
+
+def _measure_run(reference: Any, entry: Any, rec: _Recorder, current: dict[str, Any],
+                 counter_ref: dict[str, Any], run_spec: dict[str, Any], salt: str) -> dict[str, Any]:
+    import traceback
+
+    import torch
+
     shapes: dict[str, Any] = {}
-    for case in job["cases"]:
+    for case in run_spec["cases"]:
         tensors = reference.build_inputs(case)
         tensors["out"] = torch.full_like(tensors["q"], float("nan"))
         rec.input_ranges = [
             (name, t.untyped_storage().data_ptr(), t.untyped_storage().data_ptr() + t.untyped_storage().nbytes())
             for name, t in tensors.items() if name != "out"
         ]
+        out_storage = tensors["out"].untyped_storage()
+        rec.out_range = (out_storage.data_ptr(), out_storage.data_ptr() + out_storage.nbytes())
         rec.violations = []
-        current["l"] = _Launches(rec, case["name"], str(job.get("salt", "")))
+        current["l"] = _Launches(rec, case["name"], salt)
         counter = _TorchCounter(tensors)
         counter_ref["c"] = counter
         args = [tensors[n] for n in INPUT_NAMES]
         sm_scale = 1.0 / math.sqrt(int(case["head_dim"]))
         try:
             with counter.mode():
-                entry(*args, sm_scale=sm_scale, soft_cap=0.0, window=0, **job["config"])
+                entry(*args, sm_scale=sm_scale, soft_cap=0.0, window=0, **run_spec["config"])
         except Exception as exc:
             tail = traceback.format_exc().splitlines()[-3:]
             return {"status": "error", "message": f"{case['name']}: {type(exc).__name__}: {exc}",
@@ -666,7 +702,7 @@ def _main() -> int:  # pragma: no cover - exercised through the sandbox
     import sys
 
     job = json.loads(open(sys.argv[1]).read())  # noqa: SIM115
-    result = measure_job(job)
+    result = measure_runs(job)
     with open(sys.argv[2], "w") as f:
         json.dump(result, f)
     return 0

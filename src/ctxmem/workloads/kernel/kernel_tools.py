@@ -71,19 +71,20 @@ from ctxmem.workloads.kernel.correctness import (
     config_text,
 )
 from ctxmem.workloads.kernel.gitrepo import GitRepo
+from ctxmem.workloads.kernel.measure import MeasureFailed, Measurer, MeasureRefused
 from ctxmem.workloads.kernel.profile_report import profile_sections
 from ctxmem.workloads.kernel.sandbox import SandboxLimits
 from ctxmem.workloads.kernel.simx import (
     BENCH_SHAPES,
     DEVICE_NAME,
     REFERENCE_CONFIG,
+    REFERENCE_TILES,
     BenchShape,
     InvalidConfig,
-    KernelMeta,
     KernelSourceError,
     Simx,
     normalize_config,
-    parse_kernel,
+    parse_config,
 )
 from ctxmem.workloads.kernel.tools import (
     FILE_TOOL_SCHEMAS,
@@ -91,6 +92,7 @@ from ctxmem.workloads.kernel.tools import (
     ToolArgumentError,
     validate_arguments,
 )
+from ctxmem.workloads.kernel.variants import rung_source
 from ctxmem.workloads.kernel.workspace import KERNEL_FILE, Workspace, WorkspaceError, asset_path
 
 DeviceMode = Literal["simx", "gpu", "auto"]
@@ -200,6 +202,8 @@ class KernelTools:
         self.files = FileTools(workspace)
         self.checker = CorrectnessChecker(workspace, limits=limits, warm=warm)
         self.simx = Simx(seed)
+        self.measurer = Measurer(workspace)
+        self._reference: tuple[dict[str, int], dict[str, float]] | None = None
         self.git = GitRepo(workspace)
         self.last_submission: dict[str, Any] | None = None
         self._handlers: dict[str, Callable[..., str]] = {
@@ -239,45 +243,72 @@ class KernelTools:
     # -- shared steps -------------------------------------------------------------------
 
     def _load(self, path: str, config: Mapping[str, Any] | None
-              ) -> tuple[str, KernelMeta | None, dict[str, ConfigValue], str | None]:
-        """Source, its ARCH/CONFIG (None if unreadable), the merged config, a parse error."""
-        source = self.workspace.resolve(path, must_exist=True).read_text()
-        meta: KernelMeta | None = None
+              ) -> tuple[str, dict[str, Any] | None, dict[str, ConfigValue], str | None]:
+        """Source, its CONFIG literal (None if none), the merged config, a parse error."""
+        source = self.workspace.read_text(path)
+        literal: dict[str, Any] | None = None
         problem: str | None = None
         try:
-            meta = parse_kernel(source)
+            literal = parse_config(source)
         except SyntaxError as exc:
             problem = _syntax_error(exc, path)
         except KernelSourceError as exc:
             problem = f"{path}: {exc}"
         base: dict[str, ConfigValue] = dict(DEFAULT_CONFIG)
-        if meta is not None and meta.config is not None:
-            base = dict(meta.config)
+        if literal is not None:
+            base = dict(literal)
         if config:
             for key, value in config.items():
                 if not isinstance(value, int | float | str | bool):
                     raise ToolArgumentError(f"config value {key}={value!r} must be a number, string or boolean")
             base.update(config)
-        return source, meta, base, problem
+        return source, literal, base, problem
 
-    def _header(self, prefix: str, path: str, source: str, meta: KernelMeta | None,
-                cfg: Mapping[str, ConfigValue]) -> str:
-        arch = meta.arch if meta is not None else "?"
-        return f"{prefix} · {path} (sha {_sha8(source)}) · ARCH={arch} · {config_text(cfg)}"
+    def _header(self, prefix: str, path: str, source: str, cfg: Mapping[str, ConfigValue]) -> str:
+        return f"{prefix} · {path} (sha {_sha8(source)}) · {config_text(cfg)}"
 
-    def _simx_config(self, meta: KernelMeta, cfg: Mapping[str, ConfigValue]
-                     ) -> tuple[dict[str, int], list[str]]:
+    def _simx_config(self, cfg: Mapping[str, ConfigValue]) -> tuple[dict[str, Any], list[str]]:
         try:
-            return normalize_config(meta.arch, cfg)
+            return normalize_config(cfg)
         except InvalidConfig as exc:
             raise ToolFailure(f"error: invalid launch config for {DEVICE_NAME}: {exc}") from exc
 
-    def _fit_or_fail(self, header: str, path: str, source: str, meta: KernelMeta,
-                     scfg: Mapping[str, int]) -> None:
-        oor = self.simx.out_of_resources(meta.arch, scfg)
+    def _measure(self, header: str, path: str, source: str, cfg: Mapping[str, ConfigValue],
+                 shapes: tuple[BenchShape, ...] = BENCH_SHAPES) -> dict[str, Any]:
+        """The candidate's measured work on ``shapes`` (sandboxed), or the tool's failure."""
+        try:
+            measured = self.measurer.measure(source, dict(cfg), shapes)
+        except MeasureRefused as exc:
+            raise ToolFailure("\n".join([header, f"{DEVICE_NAME}: {exc}"])) from exc
+        except MeasureFailed as exc:
+            raise ToolFailure("\n".join([header, f"{DEVICE_NAME} measurement: {exc}"])) from exc
+        oor = self.simx.out_of_resources(measured)
         if oor is not None:
             raise ToolFailure("\n".join([header, _device_line("simulated"),
                                          *_oor_traceback(path, source, oor.line())]))
+        return measured
+
+    def reference(self) -> tuple[dict[str, int], dict[str, float]]:
+        """The original kernel at its best config on this device: (config, µs per shape)."""
+        if self._reference is None:
+            base = rung_source("baseline")
+            tiles = [{"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": 4, "num_stages": 1}
+                     for bm, bn in REFERENCE_TILES]
+            measured = self.measurer.measure_many(base, tiles)
+            best: tuple[float, dict[str, int], dict[str, float]] | None = None
+            for tile, m in zip(tiles, measured, strict=True):
+                for warps in (2, 4, 8):
+                    for stages in (1, 2, 3, 4):
+                        trial = with_launch_params(m, 4, 1, warps, stages)
+                        if self.simx.out_of_resources(trial) is not None:
+                            continue
+                        times = {s.name: t for s, t in self.simx.times(trial)}
+                        score = sum(math.log(t) for t in times.values())
+                        if best is None or score < best[0]:
+                            best = (score, {**tile, "num_warps": warps, "num_stages": stages}, times)
+            assert best is not None
+            self._reference = (best[1], best[2])
+        return self._reference
 
     def _correctness_line(self, source: str, cfg: Mapping[str, ConfigValue]) -> str:
         hit = self.checker.cache.get(self.checker.cache_key(source, cfg, self.seed, "dev"))
@@ -294,34 +325,35 @@ class KernelTools:
     # -- compile --------------------------------------------------------------------------
 
     def compile(self, path: str = KERNEL_FILE, config: Mapping[str, Any] | None = None) -> str:
-        source, meta, cfg, problem = self._load(path, config)
+        source, _, cfg, problem = self._load(path, config)
         header = f"compile · {path} (sha {_sha8(source)}) · {config_text(cfg)}"
         if problem is not None:
             raise ToolFailure(f"{header}\n{problem}")
-        assert meta is not None
-        header = self._header("compile", path, source, meta, cfg)
-        scfg, notes = self._simx_config(meta, cfg)
+        scfg, notes = self._simx_config(cfg)
         result = self.checker.check(path, source=source, config=cfg, seed=self.seed,
                                     split="compile", counter="compile")
         if result.status != "ok" or any(c.raised for c in result.cases):
             raise ToolFailure("\n".join([header, *_compile_failure(result, source)]))
-        self._fit_or_fail(header, path, source, meta, scfg)
+        # Resources come from the tiles the code really builds: measured on the widest shapes.
+        wide = tuple(s for s in BENCH_SHAPES if s.name in ("prefill_2k", "gqa_d64"))
+        measured = self._measure(header, path, source, scfg, wide)
         lines = [header, "tiny launch in the Triton interpreter: ok (values not checked; run check)"]
         lines += notes
         target = []
-        for head_dim in sorted({s.head_dim for s in BENCH_SHAPES}):
-            res = self.simx.resources(meta.arch, scfg, head_dim)
-            target.append(f"head_dim {head_dim}: {min(res.regs, self.simx.device.reg_cap)} registers, "
-                          f"{res.spill_bytes} bytes spill stores, {res.smem} bytes shared memory")
-            cliff = self.simx.device.quirk("spill_cliff")
-            cliff_hit = cliff is not None and scfg["BLOCK_N"] * head_dim > cliff.get("threshold")
-            if res.spilled_regs or cliff_hit:
-                lines.append(
-                    f"warning: simx-as: _extend_attention_kernel (head_dim={head_dim}): "
-                    f"{res.spill_bytes} bytes spill stores, {res.spill_bytes} bytes spill loads"
-                    + (f" ({res.regs} registers needed, {self.simx.device.reg_cap} available)"
-                       if res.spilled_regs else " (K tile does not stay in registers)")
-                )
+        for shape in wide:
+            cost = self.simx.cost(shape, measured[shape.name])
+            for launch in cost.launches:
+                res = launch.resources
+                target.append(f"{launch.kernel} (head_dim {shape.head_dim}): "
+                              f"{min(res.regs, self.simx.device.reg_cap)} registers, "
+                              f"{res.spill_bytes} bytes spill stores, {res.smem} bytes shared memory")
+                if res.spilled_regs or launch.spill_cliff:
+                    lines.append(
+                        f"warning: simx-as: {launch.kernel} (head_dim={shape.head_dim}): "
+                        f"{res.spill_bytes} bytes spill stores, {res.spill_bytes} bytes spill loads"
+                        + (f" ({res.regs} registers needed, {self.simx.device.reg_cap} available)"
+                           if res.spilled_regs else " (a tl.dot B tile does not stay in registers)")
+                    )
         lines.append(f"{DEVICE_NAME} target (simulated): " + "; ".join(target))
         return "\n".join(lines)
 
@@ -338,20 +370,22 @@ class KernelTools:
         return text
 
     def _benchmark(self, path: str, config: Mapping[str, Any] | None) -> tuple[str, float]:
-        source, meta, cfg, problem = self._load(path, config)
+        source, _, cfg, problem = self._load(path, config)
         bench_id = self.checker.cache.next_id("bench")
         if problem is not None:
             raise ToolFailure(f"bench#{bench_id} · {path} (sha {_sha8(source)})\n{problem}")
-        assert meta is not None
-        header = self._header(f"bench#{bench_id}", path, source, meta, cfg)
-        scfg, notes = self._simx_config(meta, cfg)
+        header = self._header(f"bench#{bench_id}", path, source, cfg)
+        scfg, notes = self._simx_config(cfg)
         if self.device == "gpu":
             rows, device_name = self._gpu_times(path, source, cfg)
             label = "gpu"
+            ref_text = f"the original kernel, {config_text(REFERENCE_CONFIG)}"
         else:
-            self._fit_or_fail(header, path, source, meta, scfg)
-            rows = [(s, ref, t) for s, ref, t in self.simx.speedups(meta.arch, scfg)]
+            measured = self._measure(header, path, source, scfg)
+            ref_cfg, ref_times = self.reference()
+            rows = [(s, ref_times[s.name], t) for s, t in self.simx.times(measured)]
             device_name, label = DEVICE_NAME, "simulated"
+            ref_text = f"the original kernel at its best config on this device, {config_text(ref_cfg)}"
         lines = [header, _device_line(label, device_name), self._correctness_line(source, cfg), *notes, ""]
         lines.append(f"{'shape':<16} {'batch':>5} {'heads':>6} {'dim':>4} {'prefix':>7} "
                      f"{'extend':>7} {'reference_us':>13} {'kernel_us':>10} {'speedup':>8}")
@@ -366,8 +400,7 @@ class KernelTools:
             )
         geo = _geomean(speedups)
         lines.append("")
-        lines.append(f"geomean speedup {geo:.2f}x over the reference kernel "
-                     f"(baseline, {config_text(REFERENCE_CONFIG)}) · {label}")
+        lines.append(f"geomean speedup {geo:.2f}x over the reference ({ref_text}) · {label}")
         return "\n".join(lines), geo
 
     def _gpu_times(self, path: str, source: str, cfg: Mapping[str, ConfigValue]
@@ -398,11 +431,10 @@ class KernelTools:
 
     def autotune(self, space: Mapping[str, Any], path: str = KERNEL_FILE,
                  config: Mapping[str, Any] | None = None, max_configs: int = 64) -> str:
-        source, meta, cfg, problem = self._load(path, config)
+        source, _, cfg, problem = self._load(path, config)
         tune_id = self.checker.cache.next_id("tune")
         if problem is not None:
             raise ToolFailure(f"tune#{tune_id} · {path} (sha {_sha8(source)})\n{problem}")
-        assert meta is not None
         for key, values in space.items():
             if not isinstance(values, list) or not values:
                 raise ToolArgumentError(f"autotune: space[{key!r}] must be a non-empty list")
@@ -412,27 +444,50 @@ class KernelTools:
         if size > limit:
             raise ToolArgumentError(f"autotune: the space has {size} configs, over max_configs={limit}; "
                                     "narrow it")
-        header = (f"tune#{tune_id} · {path} (sha {_sha8(source)}) · ARCH={meta.arch} · "
+        header = (f"tune#{tune_id} · {path} (sha {_sha8(source)}) · "
                   f"{size} configs over base {config_text(cfg)}")
         lines = [header, _device_line("simulated"), ""]
-        best: tuple[float, dict[str, ConfigValue]] | None = None
+        trials: list[tuple[int, str, dict[str, Any] | None, str | None]] = []
         for i, values in enumerate(itertools.product(*(space[k] for k in keys)), start=1):
             trial: dict[str, ConfigValue] = {**cfg, **dict(zip(keys, values, strict=True))}
             shown = " ".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
             try:
-                scfg, _ = normalize_config(meta.arch, trial)
+                scfg, _ = normalize_config(trial)
             except InvalidConfig as exc:
-                lines.append(f"{i:>4}  {shown:<52} invalid: {exc}")
+                trials.append((i, shown, None, f"invalid: {exc}"))
                 continue
-            oor = self.simx.out_of_resources(meta.arch, scfg)
+            trials.append((i, shown, scfg, None))
+        # One instrumented run per distinct tiling: num_warps / num_stages change no count,
+        # so the launches that used the config's values are re-priced with the trial's.
+        groups: dict[str, dict[str, Any]] = {}
+        for _, _, maybe, _ in trials:
+            if maybe is not None:
+                groups.setdefault(_tiling_key(maybe), maybe)
+        try:
+            got = self.measurer.measure_many(source, list(groups.values()))
+        except (MeasureRefused, MeasureFailed) as exc:
+            raise ToolFailure("\n".join([header, f"{DEVICE_NAME}: {exc}"])) from exc
+        measured = dict(zip(groups, got, strict=True))
+        _, ref_times = self.reference()
+        best: tuple[float, dict[str, Any]] | None = None
+        for i, shown, maybe, bad in trials:
+            if maybe is None:
+                lines.append(f"{i:>4}  {shown:<52} {bad}")
+                continue
+            scfg = maybe
+            rep_cfg = groups[_tiling_key(scfg)]
+            m = with_launch_params(measured[_tiling_key(scfg)], rep_cfg["num_warps"], rep_cfg["num_stages"],
+                                   scfg["num_warps"], scfg["num_stages"])
+            oor = self.simx.out_of_resources(m)
             if oor is not None:
                 lines.append(f"{i:>4}  {shown:<52} {oor.line().split(': ', 1)[1].split('. ')[0]}")
                 continue
-            geo = self.simx.geomean_speedup(meta.arch, scfg)
-            total = sum(t for _, _, t in self.simx.speedups(meta.arch, scfg))
+            times = self.simx.times(m)
+            geo = _geomean([ref_times[s.name] / t for s, t in times])
+            total = sum(t for _, t in times)
             lines.append(f"{i:>4}  {shown:<52} {total:>9.1f} us total  {geo:>6.2f}x geomean")
             if best is None or geo > best[0]:
-                best = (geo, trial)
+                best = (geo, {**cfg, **{k: scfg[k] for k in keys}})
         lines.append("")
         if best is None:
             raise ToolFailure("\n".join([*lines, "no valid config in the space"]))
@@ -447,30 +502,29 @@ class KernelTools:
         by_name = {s.name: s for s in BENCH_SHAPES}
         if shape not in by_name:
             raise ToolArgumentError(f"profile: unknown shape {shape!r}; shapes: {', '.join(by_name)}")
-        source, meta, cfg, problem = self._load(path, config)
+        source, _, cfg, problem = self._load(path, config)
         prof_id = self.checker.cache.next_id("prof")
         if problem is not None:
             raise ToolFailure(f"prof#{prof_id} · {path} (sha {_sha8(source)})\n{problem}")
-        assert meta is not None
-        header = self._header(f"prof#{prof_id}", path, source, meta, cfg) + f" · shape {shape}"
-        scfg, notes = self._simx_config(meta, cfg)
-        self._fit_or_fail(header, path, source, meta, scfg)
+        header = self._header(f"prof#{prof_id}", path, source, cfg) + f" · shape {shape}"
+        scfg, notes = self._simx_config(cfg)
+        measured = self._measure(header, path, source, scfg, (by_name[shape],))
         dev = self.simx.device
-        c = self.simx.cost(by_name[shape], meta.arch, scfg)
+        c = self.simx.cost(by_name[shape], measured[shape])
         res = c.resources
         busy = max(c.time_us - c.overhead_us, 1e-9)
-        k = self.simx.scale(meta.arch)  # effective work: the rung's design efficiency (simx.py)
-        achieved_tbs = c.dram_bytes / k / (c.time_us * 1e-6) / 1e12
+        achieved_tbs = c.dram_bytes / (c.time_us * 1e-6) / 1e12
         peak_tbs = dev.dram_gbps / 1000
-        tflops = c.flops / k / (c.time_us * 1e-6) / 1e12
+        tflops = c.flops / (c.time_us * 1e-6) / 1e12
+        main = max(c.launches, key=lambda x: x.time_us)
         rows = [
-            ("duration", f"{c.time_us:.1f} us (launch and prologue {c.overhead_us:.1f} us)"),
-            ("grid", f"{c.programs} programs · {c.slots} slots ({dev.compute_units} CUs x "
-                     f"{res.occupancy} blocks/CU) · {c.waves:.2f} waves"),
-            ("tail utilization", f"{100 * c.utilization:.1f}% of the last wave's slots busy"
-             if c.utilization < 1 or meta.arch not in ("persistent_grid", "combined")
-             else "100.0% (persistent grid)"),
-            ("occupancy", f"{res.occupancy} blocks/CU, {res.occupancy * scfg['num_warps']} warps/CU "
+            ("duration", f"{c.time_us:.1f} us (launches, program starts and host ops {c.overhead_us:.1f} us)"),
+            ("launches", ", ".join(f"{x.kernel} {x.programs} programs ({x.time_us:.1f} us)" for x in c.launches)
+             + (f"; {c.torch_ops} torch ops ({c.torch_us:.1f} us)" if c.torch_ops else "")),
+            ("grid", f"{main.programs} programs · {main.slots} slots ({dev.compute_units} CUs x "
+                     f"{res.occupancy} blocks/CU) · {main.waves:.2f} waves"),
+            ("tail utilization", f"{100 * main.utilization:.1f}% of the last wave's slots busy"),
+            ("occupancy", f"{res.occupancy} blocks/CU, {res.occupancy * main.warps} warps/CU "
                           f"(limited by {res.limiter})"),
             ("registers", f"{min(res.regs, dev.reg_cap)} per thread · spilled {res.spill_bytes} bytes/program"),
             ("shared memory", f"{res.smem} bytes/block"),
@@ -479,7 +533,7 @@ class KernelTools:
             ("memory", f"{c.memory_us:.1f} us busy · {achieved_tbs:.2f} TB/s achieved of "
                        f"{peak_tbs:.2f} TB/s peak ({100 * achieved_tbs / peak_tbs:.1f}%)"),
             ("gather stalls", f"{c.gather_us:.1f} us ({100 * c.gather_us / max(c.memory_us, 1e-9):.1f}% "
-                              "of memory time) on index-table (req_to_token) loads"),
+                              "of memory time) on scattered rows (one activation per contiguous run)"),
             ("longest program", f"{c.longest_us:.1f} us ({100 * c.longest_us / busy:.1f}% of the kernel body)"),
             ("bound", c.bound),
         ]
@@ -489,21 +543,20 @@ class KernelTools:
         if res.spilled_regs:
             warnings.append(f"register spills: {res.regs} registers needed per thread, cap reached")
         if c.spill_cliff:
-            warnings.append(f"local-memory traffic: the K tile (BLOCK_N x head_dim = "
-                            f"{scfg['BLOCK_N'] * by_name[shape].head_dim}) is spilled")
+            warnings.append("local-memory traffic: a tl.dot B tile is spilled")
         if c.bank_conflict:
-            warnings.append(f"shared-memory bank conflicts: 4-way on K/V tile loads "
-                            f"(head_dim {by_name[shape].head_dim}, BLOCK_N {scfg['BLOCK_N']})")
-        if dev.quirk("stages_cap") is not None and scfg["num_stages"] > 2:
-            warnings.append(f"pipeline: num_stages={scfg['num_stages']} issued, 2 in flight "
+            warnings.append("shared-memory bank conflicts: 4-way on a tl.dot B tile")
+        if dev.quirk("stages_cap") is not None and main.stages > 2:
+            warnings.append(f"pipeline: num_stages={main.stages} issued, 2 in flight "
                             "(deeper stages only cost shared memory)")
-        if dev.quirk("warp_serialize") is not None and scfg["num_warps"] == 8 and scfg["BLOCK_M"] <= 32:
-            warnings.append("warp scheduling: 8 warps on a BLOCK_M <= 32 tile serialize")
+        if dev.quirk("warp_serialize") is not None and main.warps == 8 and main.slow > 1.0 and not (
+                c.spill_cliff or c.bank_conflict or res.spilled_regs):
+            warnings.append("warp scheduling: 8 warps on a tile of <= 32 rows serialize")
         if warnings:
             lines.append("")
             lines += [f"  warning: {w}" for w in warnings]
-        lines += profile_sections(dev, by_name[shape], meta.arch, scfg, c, k, source,
-                                  persistent=meta.arch in ("persistent_grid", "combined"))
+        lines += profile_sections(dev, by_name[shape], "measured", scfg, c, 1.0, source,
+                                  persistent=False)
         return "\n".join(lines)
 
     # -- git --------------------------------------------------------------------------------
@@ -557,10 +610,11 @@ class KernelTools:
     # -- submit -----------------------------------------------------------------------------
 
     def submit(self, path: str = KERNEL_FILE, config: Mapping[str, Any] | None = None) -> str:
-        source, meta, cfg, problem = self._load(path, config)
-        lines = [f"submission · {path} (sha {_sha8(source)}) · ARCH={meta.arch if meta else '?'} · "
-                 f"{config_text(cfg)}"]
-        heldout = self.checker.check(path, source=source, config=cfg, seed=self.seed, split="heldout")
+        source, _, cfg, problem = self._load(path, config)
+        lines = [f"submission · {path} (sha {_sha8(source)}) · {config_text(cfg)}"]
+        # Never from the cache: the held-out verdict is recomputed by the judge at submit.
+        heldout = self.checker.check(path, source=source, config=cfg, seed=self.seed,
+                                     split="heldout", use_cache=False)
         verdict = "PASSED" if heldout.passed else "FAILED"
         lines.append(f"held-out correctness: {heldout.eval_ref} {verdict} "
                      f"({len(heldout.cases)}/{heldout.cases_total} cases ran)")
@@ -589,6 +643,24 @@ class KernelTools:
 
 
 # -- rendering helpers -----------------------------------------------------------------------
+
+
+def _tiling_key(cfg: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={cfg[k]}" for k in sorted(cfg) if k not in ("num_warps", "num_stages"))
+
+
+def with_launch_params(measured: Mapping[str, Any], warps: int, stages: int, new_warps: int,
+                       new_stages: int) -> dict[str, Any]:
+    """The measurement with launches made at (warps, stages) re-launched at the new values."""
+    out: dict[str, Any] = {}
+    for name, m in measured.items():
+        launches = []
+        for launch in m["launches"]:
+            if launch["num_warps"] == warps and launch["num_stages"] == stages:
+                launch = {**launch, "num_warps": new_warps, "num_stages": new_stages}
+            launches.append(launch)
+        out[name] = {**m, "launches": launches}
+    return out
 
 
 def _device_line(label: str, name: str = DEVICE_NAME) -> str:

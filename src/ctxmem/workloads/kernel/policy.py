@@ -60,17 +60,21 @@ from ctxmem.workloads.kernel.simx import (
     CONFIG_SPACE,
     SIMX_DEFAULTS,
     InvalidConfig,
-    Simx,
-    arch_keys,
     normalize_config,
 )
+from ctxmem.workloads.kernel.variants import RUNG_KEYS, rung_source
 
 Scale = Literal["small", "full"]
 EVAL_TOOLS: frozenset[str] = frozenset({"compile", "check", "benchmark", "autotune", "profile", "submit"})
-ConfigKey = tuple[str, tuple[tuple[str, int], ...]]  # (arch, sorted normalized config)
+ConfigKey = tuple[str, tuple[tuple[str, int], ...]]  # (code sha, sorted normalized config)
 IMPORT_ANCHOR = "import triton.language as tl\n"
-SIGNATURE_ANCHOR = "    num_stages: int = 1,\n) -> torch.Tensor:"
-SIGNATURE_EXTRA = "    num_stages: int = 1,\n    PACK: int = 1,\n    SPLITS: int = 1,\n) -> torch.Tensor:"
+BASE_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
+POLICY_DEFAULTS: dict[str, int] = {**SIMX_DEFAULTS, "PACK": 2, "SPLITS": 2, "PROGRAMS": 256}
+
+
+def arch_keys(arch: str) -> tuple[str, ...]:
+    """The launch keys the rung's code reads."""
+    return BASE_KEYS + RUNG_KEYS[arch]
 
 DESIGN_NOTES: dict[str, str] = {
     "baseline": "two loops (gathered prefix, then new tokens), one program per (tile, request, head)",
@@ -94,13 +98,14 @@ def parse_mode(mode: str) -> tuple[str, int]:
     return mode, 0
 
 
-def config_key(arch: str, config: Mapping[str, Any]) -> ConfigKey | None:
-    """The canonical identity of a launch config for ``arch`` (None if SIMX rejects it)."""
+def config_key(code: str, config: Mapping[str, Any]) -> ConfigKey | None:
+    """The identity of a measured launch config: the code's sha (from a tool header, or a
+    rung name before the code is known) and the normalized config (None if SIMX rejects it)."""
     try:
-        cfg, _ = normalize_config(arch, config)
+        cfg, _ = normalize_config(config)
     except InvalidConfig:
         return None
-    return arch, tuple(sorted(cfg.items()))
+    return code, tuple(sorted((k, int(v)) for k, v in cfg.items()))
 
 
 def _kv(text: str) -> dict[str, int]:
@@ -109,8 +114,9 @@ def _kv(text: str) -> dict[str, int]:
 
 # -- knowledge: what can be read back from text ------------------------------------------
 
-_HEADER = re.compile(r"\b(bench|prof|compile)(?:#\d+)? · \S+ \(sha \w+\) · ARCH=(\w+) · ((?:\w+=\d+ ?)+)")
-_TUNE = re.compile(r"\btune#\d+ · \S+ \(sha \w+\) · ARCH=(\w+) · \d+ configs over base ((?:\w+=\d+ ?)+)")
+_HEADER = re.compile(r"\b(bench|prof|compile)(?:#\d+)? · \S+ \(sha (\w+)\) · ((?:\w+=\d+ ?)+)")
+_TUNE = re.compile(r"\btune#\d+ · \S+ \(sha (\w+)\) · \d+ configs over base ((?:\w+=\d+ ?)+)")
+_SHA = re.compile(r"\(sha (\w+)\)")
 _TUNE_ROW = re.compile(r"^\s*\d+\s+((?:\w+=\d+ )+)\s*(?:[\d.]+ us total\s+([\d.]+)x geomean|out of resource)", re.M)
 _GEOMEAN = re.compile(r"geomean speedup (\d+\.\d+)x")
 _LIMIT = re.compile(r"out of resource: shared memory, Required: (\d+), Hardware limit: (\d+)")
@@ -148,9 +154,9 @@ def parse_facts(text: str) -> Facts:
         f.commits.setdefault(sha, float(x))
     t = _TUNE.search(text)
     if t:
-        arch, base = t.group(1), _kv(t.group(2))
+        code, base = t.group(1), _kv(t.group(2))
         for row in _TUNE_ROW.finditer(text):
-            key = config_key(arch, {**base, **_kv(row.group(1))})
+            key = config_key(code, {**base, **_kv(row.group(1))})
             if key is None:
                 continue
             if row.group(2):
@@ -281,7 +287,7 @@ SCALES: dict[str, ScaleParams] = {
 SUBSPACES: tuple[tuple[str, ...], ...] = (
     ("BLOCK_M", "BLOCK_N", "num_stages"), ("num_warps", "num_stages", "BLOCK_M"),
     ("PACK", "BLOCK_M", "num_stages"), ("SPLITS", "BLOCK_N", "num_stages"), ("BLOCK_M", "BLOCK_N", "num_warps"),
-    ("PACK", "SPLITS", "BLOCK_N"),
+    ("PACK", "SPLITS", "BLOCK_N"), ("PROGRAMS", "PACK", "num_stages"),
 )
 PROFILE_SHAPES: tuple[str, ...] = ("mixed_extend", "spec_decode", "long_context", "prefill_2k")
 
@@ -293,7 +299,8 @@ class ScriptedPolicy:
         self.seed = seed
         self.mode, self.k = parse_mode(mode)
         self.scale = SCALES[scale]
-        self.simx = Simx(seed)  # used only for the policy's own shared-memory estimate
+        self._code: dict[str, str] = {}  # rung -> the sha tools print for the code I wrote for it
+        self._written: str | None = None  # which rung's code kernel.py holds, as far as I know
         self._facts = FactCache()
         self._oracle = Knowledge()
         self._turns: list[tuple[str, str]] = []  # (reasoning, tool output) per turn
@@ -305,8 +312,6 @@ class ScriptedPolicy:
         self.rounds = 0
         self.rounds_without_progress = 0
         self.bugs_introduced: list[tuple[int, str]] = []  # (round, bug) — ground truth for scores
-        self._declared = False
-        self._signature = False
         self._finishing = False
 
     # -- driving ---------------------------------------------------------------------------
@@ -356,14 +361,26 @@ class ScriptedPolicy:
     def _rng(self, *parts: object) -> random.Random:
         return random.Random("ctxmem-policy:" + ":".join(str(p) for p in (self.seed, *parts)))
 
-    def _smem(self, arch: str, cfg: Mapping[str, int]) -> int:
-        return self.simx.resources(arch, {**SIMX_DEFAULTS, **cfg}, 128).smem
+    def code(self, arch: str) -> str:
+        """The identity of the rung's code in tool output (its sha once a tool printed it)."""
+        return self._code.get(arch, arch)
+
+    def _learn_code(self, arch: str, text: str) -> None:
+        m = _SHA.search(text)
+        if m and not text.startswith("error"):
+            self._code[arch] = m.group(1)
+
+    @staticmethod
+    def _smem(cfg: Mapping[str, int]) -> int:
+        # My own estimate for head_dim 128: Q and P tiles once, K and V tiles per stage.
+        bm, bn, stages = cfg.get("BLOCK_M", 32), cfg.get("BLOCK_N", 32), cfg.get("num_stages", 1)
+        return (bm * 128 + bm * bn + 2 * stages * bn * 128) * 2
 
     def _fits(self, arch: str, cfg: Mapping[str, int], know: Knowledge) -> bool:
-        key = config_key(arch, cfg)
+        key = config_key(self.code(arch), cfg)
         if key is not None and key in know.over_limit:
             return False
-        return know.smem_limit is None or self._smem(arch, cfg) <= know.smem_limit
+        return know.smem_limit is None or self._smem(cfg) <= know.smem_limit
 
     def _candidates(self, arch: str) -> list[dict[str, int]]:
         """The arch's config space in a seeded order shared by every round on this arch."""
@@ -428,12 +445,12 @@ class ScriptedPolicy:
         base_cfg = self._base_config(arch, know)
         out = yield Action(f"Round {r + 1}: work on the {arch} design ({DESIGN_NOTES[arch]}). "
                            "Read the current kernel first.", "read_file", {"path": "kernel.py"})
-        self._signature = "PACK: int = 1" in out.text  # what the file says, not what I remember
+        self._written = _rung_of(out.text)  # what the file says, not what I remember
         if self.scale.read_reference:
             yield Action("Re-read the reference: what exactly must the new design preserve?", "read_file",
                          {"path": "reference.py"})
         yield from self._declare(arch, base_cfg)
-        bug = self._draw_bug(rng, base_cfg)  # a restructuring edit that may carry a catalog bug
+        bug = self._draw_bug(rng, base_cfg, arch)  # a restructuring edit that may carry a catalog bug
         if bug is not None:
             self.bugs_introduced.append((r, bug.name))
             yield Action(f"Restructure the loop for {arch}: {DESIGN_NOTES[arch]}.", "edit_file",
@@ -450,6 +467,7 @@ class ScriptedPolicy:
                              "loops these parameters shape.", "read_file", {"path": "kernel.py"})
             out = yield Action(f"Autotune {' x '.join(space)} around {_cfg_text(base_cfg)}.", "autotune",
                                {"space": space, "config": base_cfg, "max_configs": 256})
+            self._learn_code(arch, out.text)
             found.update(parse_facts(out.text).measured)
         ranked = sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))
         for key, _ in ranked[: self.scale.confirm]:
@@ -470,7 +488,7 @@ class ScriptedPolicy:
             if explored >= self.scale.explore:
                 break
             know = self.know()
-            ckey = config_key(arch, cfg)
+            ckey = config_key(self.code(arch), cfg)
             if ckey is None or ckey in know.measured or ckey in found or not self._fits(arch, cfg, know):
                 continue
             explored += 1
@@ -480,6 +498,7 @@ class ScriptedPolicy:
                 if "PASSED" not in out.text:
                     continue
             out = yield Action(f"Explore {_cfg_text(cfg)}: time it.", "benchmark", {"config": cfg})
+            self._learn_code(arch, out.text)
             found.update(parse_facts(out.text).measured)
         if not found:
             return False
@@ -511,12 +530,13 @@ class ScriptedPolicy:
         if target is not None:
             yield Action(f"No progress ({win:.2f}x vs {target[1]:.2f}x): restore the best commit {target[0]}.",
                          "git_checkout", {"rev": target[0]})
+            self._written = None
         return False
 
     def _base_config(self, arch: str, know: Knowledge) -> dict[str, int]:
-        got = know.best_measured(arch) or know.best_measured()
+        got = know.best_measured(self.code(arch)) or know.best_measured()
         cfg: dict[str, int] = dict(got[0][1]) if got else dict(SIMX_DEFAULTS)
-        cfg = {k: cfg.get(k, SIMX_DEFAULTS[k]) for k in arch_keys(arch)}
+        cfg = {k: cfg.get(k, POLICY_DEFAULTS[k]) for k in arch_keys(arch)}
         if cfg.get("PACK") == 1:
             cfg["PACK"] = 2
         if cfg.get("SPLITS") == 1:
@@ -527,37 +547,41 @@ class ScriptedPolicy:
 
     def _declare(self, arch: str, cfg: Mapping[str, int], *, reason: str | None = None
                  ) -> Generator[Action, Outcome, None]:
-        """Write ``ARCH``/``CONFIG`` (inserted once, then edited in place after re-reading them)."""
-        block = _block(arch, cfg)
-        if not self._declared:
-            self._declared = True
-            old, new = IMPORT_ANCHOR, IMPORT_ANCHOR + "\n" + block
-        else:
-            out = yield Action("Read the declaration lines to edit them exactly.", "read_file",
-                               {"path": "kernel.py", "start_line": 1, "end_line": 40})
-            current = _declared_block(out.text)
-            if current is None:
-                return
-            old, new = current, block
-        if old != new:
-            yield Action(reason or f"Declare the {arch} design and its launch config.", "edit_file",
-                         {"path": "kernel.py", "old": old, "new": new})
-        if "PACK" in cfg and not self._signature:
-            self._signature = True
-            yield Action("launch() must accept the new PACK and SPLITS keys.", "edit_file",
-                         {"path": "kernel.py", "old": SIGNATURE_ANCHOR, "new": SIGNATURE_EXTRA})
+        """Write the rung's code (when kernel.py holds another design), else edit ``CONFIG``."""
+        block = _block(cfg)
+        if self._written != arch:
+            self._written = arch
+            source = rung_source(arch).replace(IMPORT_ANCHOR, IMPORT_ANCHOR + "\n" + block, 1)
+            yield Action(reason or f"Rewrite kernel.py as the {arch} design: {DESIGN_NOTES[arch]}; "
+                         f"launch config {_cfg_text(cfg)}.", "write_file",
+                         {"path": "kernel.py", "content": source})
+            return
+        out = yield Action("Read the CONFIG line to edit it exactly.", "read_file",
+                           {"path": "kernel.py", "start_line": 1, "end_line": 40})
+        current = _declared_block(out.text)
+        if current is None:
+            return
+        if current != block:
+            yield Action(reason or f"Set the launch config of the {arch} design.", "edit_file",
+                         {"path": "kernel.py", "old": current, "new": block})
 
-    def _draw_bug(self, rng: random.Random, cfg: Mapping[str, int]) -> Bug | None:
+    def _draw_bug(self, rng: random.Random, cfg: Mapping[str, int], arch: str) -> Bug | None:
         if self.rounds > 0 and rng.random() >= self.scale.bug_rate:
             return None
-        if self.rounds == 0:
+        code = rung_source(arch)
+        fits = [b for b in CATALOG if code.count(b.old) == 1]
+        if not fits:
+            return None
+        if self.rounds == 0 and BUGS["prefix_value_load_unmasked"] in fits:
             bug = BUGS["prefix_value_load_unmasked"]  # the NaN every run meets early
         else:
-            seen = [b for _, b in self.bugs_introduced]
-            pool = [BUGS[b] for b in seen] if seen and rng.random() < 0.6 else list(CATALOG)
+            seen = [BUGS[b] for _, b in self.bugs_introduced if BUGS[b] in fits]
+            pool = seen if seen and rng.random() < 0.6 else fits
             bug = pool[rng.randrange(len(pool))]
         if bug.name == "block_shape_mismatch" and cfg.get("BLOCK_M") == cfg.get("BLOCK_N"):
-            bug = BUGS["causal_strict"]
+            bug = BUGS["causal_strict"] if BUGS["causal_strict"] in fits else fits[0]
+            if bug.name == "block_shape_mismatch":
+                return None
         if bug.name in self.know().bugs:
             return None  # a lesson it can still see: written correctly this time
         return bug
@@ -621,7 +645,7 @@ class ScriptedPolicy:
         configs = [c for c in combos() if c.get("PACK", 1) <= c["BLOCK_M"]]
         if not configs:
             return None
-        measured = [config_key(arch, c) in know.measured for c in configs]
+        measured = [config_key(self.code(arch), c) in know.measured for c in configs]
         if sum(measured) * 2 >= len(measured):
             return None  # mostly measured already: nothing to learn
         return space
@@ -649,16 +673,23 @@ def _cfg_text(cfg: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in cfg.items())
 
 
-def _block(arch: str, cfg: Mapping[str, int]) -> str:
-    return (f'ARCH = "{arch}"  # {DESIGN_NOTES[arch]}\n'
-            f"CONFIG = {{{', '.join(f'{k!r}: {v}' for k, v in cfg.items())}}}\n")
+def _block(cfg: Mapping[str, int]) -> str:
+    return f"CONFIG = {{{', '.join(f'{k!r}: {v}' for k, v in cfg.items())}}}\n"
 
 
 def _declared_block(read_output: str) -> str | None:
-    """The ``ARCH``/``CONFIG`` lines as they are in the file, from a ``read_file`` output."""
+    """The ``CONFIG`` line as it is in the file, from a ``read_file`` output."""
     lines = [re.sub(r"^\s*\d+  ", "", ln, count=1) for ln in read_output.splitlines()[1:]]
-    found = [ln for ln in lines if ln.startswith(("ARCH = ", "CONFIG = "))]
-    return "\n".join(found) + "\n" if len(found) == 2 else None
+    found = [ln for ln in lines if ln.startswith("CONFIG = ")]
+    return found[0] + "\n" if len(found) == 1 else None
+
+
+def _rung_of(read_output: str) -> str | None:
+    """Which rung a ``read_file`` of kernel.py shows, from its module docstring's first line."""
+    for rung in RUNG_KEYS:
+        if rung != "baseline" and rung_source(rung).splitlines()[1] in read_output:
+            return rung
+    return "baseline" if "the baseline kernel of the ctxmem kernel workload" in read_output else None
 
 
 def tool_use_of(action: Action, tool_use_id: str) -> ToolUseBlock:

@@ -1,11 +1,17 @@
-"""SIMX-1: a seeded, *simulated* accelerator that prices kernels when no GPU is present.
+"""SIMX-1: a seeded, *simulated* accelerator that prices what a kernel measurably does.
 
-SIMX-1 is not a GPU emulator. It reads two facts from a candidate kernel — its
-architecture variant (``ARCH = "split_kv"``, a module-level string constant, parsed
-statically; absent means ``baseline``) and its launch config (``BLOCK_M``, ``BLOCK_N``,
-``num_warps``, ``num_stages``, plus ``PACK`` and ``SPLITS`` for the variants that use them)
-— and returns a deterministic time per benchmark shape from a small roofline-style cost
-model. Correctness is never simulated: it always comes from the real Triton interpreter.
+SIMX-1 is not a GPU emulator and it reads no declaration. ``instrument.py`` runs the
+candidate in the Triton interpreter on each benchmark shape's real grid (sampled programs,
+sampled loop iterations) and counts what it does; this module turns those counts into time
+on a hidden, seeded device. An ``ARCH`` line or any other comment is never read: two
+sources that do the same work cost the same, whatever they say about themselves.
+Correctness is never simulated: it always comes from the real Triton interpreter.
+
+Measured, per launch (``instrument.py``): programs launched (the grid), ``num_warps`` and
+``num_stages`` as launched, the shape of every ``tl.dot`` (M×K×N, element bits), and per
+program: load/store bytes enabled by the masks, the same rounded to 32-byte sectors per
+contiguous run, the number of runs, dot FLOPs, elementwise and transcendental element-ops.
+Outside the kernels: every torch operation of the launch wrapper with its bytes.
 
 Hidden device parameters, drawn from ``random.Random(f"ctxmem-simx:{seed}")``:
 
@@ -16,77 +22,58 @@ Hidden device parameters, drawn from ``random.Random(f"ctxmem-simx:{seed}")``:
 ``reg_cap``            registers per thread: 128–255
 ``max_warps_per_cu``   32, 48 or 64 (65,536 registers per CU)
 ``dram_gbps``          1,600–3,550 GB/s
-``tflops``             180–690 dense fp16 TFLOP/s
-``gather_penalty``     1.6–3.2 × cost of a byte loaded through the index table
+``l2_gain``            1.3–2.0: requested bytes served per DRAM byte (L2 reuse)
+``tflops``             180–690 dense fp16 TFLOP/s (tl.dot)
+``vector_tops``        elementwise element-ops per second: 1/24–1/12 of ``tflops``
+``sfu_tops``           transcendental element-ops per second: 1/4 of ``vector_tops``
+``run_bytes``          cost of one contiguous run (a row activation), 32–96 bytes
 ``launch_us``          3–7 µs per kernel launch
-quirks                 2 or 3 of: ``spill_cliff`` (BLOCK_N × head_dim above a threshold
-                       spills the K tile: ×1.6 compute; threshold 8192–12288),
-                       ``bank_conflict`` (one head_dim with BLOCK_N 16 or 64 — never the
-                       reference's 32: ×1.45 compute, 4-way conflicts),
-                       ``stages_cap`` (num_stages > 2 hides no more latency),
-                       ``warp_serialize`` (num_warps = 8 with BLOCK_M ≤ 32: ×1.3)
+``program_us``         0.2–0.6 µs of a slot to start and retire one program
+``torch_op_us``        1.0–2.5 µs per torch operation of the launch wrapper
+quirks                 2 or 3 of: ``spill_cliff`` (a tl.dot B tile above 8192–12288
+                       elements spills: ×1.6 compute), ``bank_conflict`` (a B tile of
+                       head_dim × 16 or × 64: ×1.45 compute), ``stages_cap``
+                       (num_stages > 2 hides no more latency), ``warp_serialize``
+                       (num_warps = 8 on dot tiles of ≤ 32 rows: ×1.3 compute)
 =====================  ===========================================================
 
-Cost model for one shape (fp16; ``τ = BLOCK_M / PACK`` query tokens per tile, ``D`` head
-dim, ``Hq`` query heads, ``s`` = num_stages, ``w`` = num_warps):
+The device model, per launch (``w`` warps, ``s`` stages; sites = distinct dot shapes):
 
 ==================  ===================================================================
-rows per tile       ``BLOCK_M`` (PACK heads × τ tokens stacked along M)
-registers/thread    ``32 + ceil((BLOCK_M·D + BLOCK_M·BLOCK_N + BLOCK_M·D/2) / (32·w))``
-spill               ``max(0, regs − reg_cap)`` registers; compute × (1 + 0.01 per register)
-shared mem/block    ``s·BLOCK_N·D·2·2 + BLOCK_M·D·2 + s·BLOCK_N·4`` bytes (K, V stages, Q,
-                    index tile); over ``smem_limit`` → ``OutOfResources``
-occupancy           blocks/CU = min(smem_per_cu // smem, 65536 // (min(regs,cap)·32w),
-                    max_warps // w, 16)
-m-tiles T           ``ceil(E / τ)`` per request (E new tokens, P prefix tokens)
-keys (all tiles)    ``T·P + τ·T(T−1)/2 + E`` plus ragged-edge waste ``edges·T·BLOCK_N/2``
-                    (edges: 2 for ``baseline``'s two loops, 1 otherwise, × SPLITS)
-programs N          ``Σ T · Hq/PACK · SPLITS`` (persistent variants: ``S`` = CUs × occupancy)
-FLOPs               ``4 · BLOCK_M · D · keys · Hq/PACK``
-DRAM bytes          K/V ``4·D·keys·Hq/PACK·0.6`` (0.6: L2 reuse), the prefix share × gather
-                    factor ``1 + (g−1)·hide`` (hide: 1.0 ``baseline``; 0.8 with s = 1 and
-                    0.55 with s ≥ 2 for the unified-loop variants), Q/O ``4·E·Hq·D``,
-                    split partials ``8·E·Hq·D·SPLITS`` when SPLITS > 1
-compute efficiency  tile ``(min(BLOCK_M,64)/64)^0.6·(min(BLOCK_N,64)/64)^0.4`` × warps
-                    ``min(1, BLOCK_M/(16w))`` × latency ``min(1, 0.5 + warps_per_CU/32)``
-memory efficiency   ``min(0.92, 0.25 + 0.06 · warps_per_CU · stage_gain)``; stage_gain 1,
-                    1.6, 1.9 for s = 1, 2, ≥3 (``baseline``: at most 1.15; ``stages_cap``:
-                    at most 1.6)
-grid                waves ``N / S``, utilization ``waves / ceil(waves)`` (1 for persistent)
-time                ``max(max(T_compute, T_memory) / util, t_longest_program)`` + launch
-                    + per-wave prologue 1.2 µs (persistent: once) + split-reduce launch
+shared memory       ``Σ_sites (M·K + s·K·N) · bits/8`` per block (the A tile once, the
+                    streamed B tile per stage); over ``smem_limit`` → ``OutOfResources``
+registers/thread    ``32 + ceil(Σ_sites (M·N + M·K/2) / (32·w))`` (no dot: the largest
+                    loaded tile); above ``reg_cap`` spills: compute × (1 + 0.01/reg)
+occupancy           blocks/CU = min(smem_per_cu // smem, 65536 // (regs·32w),
+                    max_warps // w, 16); slots ``S`` = CUs × occupancy
+work                totals = programs × mean over sampled programs, scaled up by the
+                    ratio of true to sampled bytes stored into ``out`` (never down)
+compute             ``F / (tflops · mma · warp · lat) · slow + E / (vector · lat) +
+                    X / (sfu · lat)``; mma = FLOP-weighted ``(min(M,64)/64)^0.6 ·
+                    (min(N,64)/64)^0.4``, warp = ``min(1, M/(16w))``, lat = ``min(1, 0.5 +
+                    warps_per_CU/32)``
+memory              ``(sector bytes + runs · run_bytes + spills) / (dram · l2_gain · eff)``,
+                    eff = ``min(0.92, 0.25 + 0.06 · warps_per_CU · stage_gain)``; stage_gain
+                    1, 1.6, 1.9 for s = 1, 2, ≥ 3 (``stages_cap``: at most 1.6)
+grid                waves ``N / S``, utilization ``waves / ceil(waves)`` (a partial wave
+                    leaves slots idle; fewer programs than slots leave them idle too)
+longest program     the longest sampled program on one slot's share of the device
+time                ``launch_us + max(max(compute, memory) / util, longest) + N ·
+                    program_us / S``, summed over launches, plus torch operations
+                    (``torch_op_us`` + bytes at DRAM speed each)
 ==================  ===================================================================
 
-The architecture ladder. Each rung keeps the rungs before it; the last three differ in
-what they add on top of ``head_packing``:
-
-===================  ==================================================  ==========
-``baseline``         the original: two loops (gathered prefix, then new   1× default
-                     tokens), one program per (tile, request, head)        ≈3.1× tuned
-``unified_loop``     one pipelined loop over prefix and new keys           4.1× (step)
-                                                                           ≥1.2× tuned
-``head_packing``     PACK query heads of a GQA group share a tile          5×
-``split_kv``         SPLITS programs share a long key range + a reduce     7.3×
-``persistent_grid``  one program per slot, looping over a tile queue       7.3×
-``combined``         split-KV inside a persistent grid                     10×
-===================  ==================================================  ==========
-
-The plateaus are *pinned*: for each rung the model computes the best geomean speedup over
-the valid config space (``CONFIG_SPACE``) and scales that rung's times by one constant so
-the best lands on its plateau (× a seeded jitter of ±4%). The mechanics above decide which
-configs are best, how far the others fall, which fail, and what the profiler shows; the
-constant decides only how high the rung's ceiling is. ``baseline`` is never scaled: its
-default config *is* the reference time, so its best is whatever tuning alone buys — about
-3.1× (2.5–3.6× over seeds 0–19), the first plateau: an agent that only autotunes stops
-there; ``unified_loop`` is pinned to at least 1.2× that, so the ladder always climbs. Head
-packing reaches 5×, split-KV *or* a persistent grid 7.3×, and only combining the two
-reaches 10×.
+**Reference.** The speedup's denominator is the original kernel (``assets/
+extend_attention.py``) measured the same way at its best launch config on this device
+(BLOCK_M, BLOCK_N over {16, 32, 64, 128}, num_warps × num_stages over the model), so
+re-tuning the original earns nothing: speed has to come from code that does less work or
+uses the device better. There are no pinned plateaus: each rung's speedup is whatever its
+measured work costs on the seed's device.
 """
 
 from __future__ import annotations
 
 import ast
-import functools
 import itertools
 import math
 import random
@@ -94,34 +81,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-SIMX_VERSION = 1
+SIMX_VERSION = 2
 DEVICE_NAME = "SIMX-1"
 
-ARCHS: tuple[str, ...] = (
-    "baseline",
-    "unified_loop",
-    "head_packing",
-    "split_kv",
-    "persistent_grid",
-    "combined",
-)
-# Pinned best-config geomean speedups; ``baseline`` is not pinned (its default config is the
-# reference, 1×) and tunes to ≈ 3.3× by the mechanics alone.
-PLATEAUS: dict[str, float | None] = {
-    "baseline": None,
-    "unified_loop": 4.1,
-    "head_packing": 5.0,
-    "split_kv": 7.3,
-    "persistent_grid": 7.3,
-    "combined": 10.0,
-}
-_UNIFIED = frozenset(ARCHS[1:])
-_PACKING = frozenset(ARCHS[2:])
-_SPLITTING = frozenset({"split_kv", "combined"})
-_PERSISTENT = frozenset({"persistent_grid", "combined"})
-
-# The values SIMX-1 accepts for each launch parameter: the autotuner's universe, and the
-# space over which a rung's plateau is the maximum.
+# Launch keys SIMX-1 knows; any other key is passed to launch() untouched.
 CONFIG_SPACE: dict[str, tuple[int, ...]] = {
     "BLOCK_M": (16, 32, 64, 128),
     "BLOCK_N": (16, 32, 64, 128),
@@ -129,21 +92,13 @@ CONFIG_SPACE: dict[str, tuple[int, ...]] = {
     "num_stages": (1, 2, 3, 4),
     "PACK": (1, 2, 4),
     "SPLITS": (1, 2, 4, 8),
+    "PROGRAMS": (64, 128, 256, 512, 1024),
 }
-SIMX_DEFAULTS: dict[str, int] = {
-    "BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1, "PACK": 1, "SPLITS": 1,
-}
+SIMX_DEFAULTS: dict[str, int] = {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
 REFERENCE_CONFIG: dict[str, int] = {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
-
-
-def arch_keys(arch: str) -> tuple[str, ...]:
-    """The config keys that matter to ``arch``."""
-    keys = ["BLOCK_M", "BLOCK_N", "num_warps", "num_stages"]
-    if arch in _PACKING:
-        keys.append("PACK")
-    if arch in _SPLITTING:
-        keys.append("SPLITS")
-    return tuple(keys)
+# The configs of the original kernel the reference is the best of.
+REFERENCE_TILES: tuple[tuple[int, int], ...] = tuple(
+    itertools.product(CONFIG_SPACE["BLOCK_M"], CONFIG_SPACE["BLOCK_N"]))
 
 
 # -- benchmark shapes -------------------------------------------------------------------
@@ -201,13 +156,13 @@ class Quirk:
     def describe(self) -> str:
         p = dict(self.params)
         if self.name == "spill_cliff":
-            return f"spill_cliff: BLOCK_N x head_dim > {p['threshold']} spills the K tile (x1.6 compute)"
+            return f"spill_cliff: a tl.dot B tile of more than {p['threshold']} elements spills (x1.6 compute)"
         if self.name == "bank_conflict":
-            return (f"bank_conflict: head_dim {p['head_dim']} with BLOCK_N {p['block_n']} "
+            return (f"bank_conflict: a tl.dot B tile of {p['head_dim']} x {p['block_n']} "
                     "gives 4-way shared-memory bank conflicts (x1.45 compute)")
         if self.name == "stages_cap":
             return "stages_cap: num_stages > 2 hides no more latency than 2"
-        return "warp_serialize: num_warps 8 with BLOCK_M <= 32 serializes warps (x1.3 compute)"
+        return "warp_serialize: num_warps 8 on tl.dot tiles of <= 32 rows serializes warps (x1.3 compute)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,11 +174,15 @@ class Device:
     reg_cap: int
     max_warps_per_cu: int
     dram_gbps: int
+    l2_gain: float
     tflops: int
-    gather_penalty: float
+    vector_tops: float
+    sfu_tops: float
+    run_bytes: int
     launch_us: float
+    program_us: float
+    torch_op_us: float
     quirks: tuple[Quirk, ...]
-    plateau_jitter: tuple[float, ...]
 
     regs_per_cu: int = 65536
     max_blocks_per_cu: int = 16
@@ -241,6 +200,8 @@ class Device:
         ]
         k = rng.choice((2, 3))
         quirks = tuple(sorted(rng.sample(quirk_pool, k), key=lambda q: q.name))
+        tflops = rng.randrange(180, 700, 10)
+        vector = tflops / rng.uniform(12.0, 24.0)
         return cls(
             seed=seed,
             compute_units=rng.randrange(64, 145, 4),
@@ -249,11 +210,15 @@ class Device:
             reg_cap=rng.choice((128, 160, 168, 192, 208, 232, 255)),
             max_warps_per_cu=rng.choice((32, 48, 64)),
             dram_gbps=rng.randrange(1600, 3600, 50),
-            tflops=rng.randrange(180, 700, 10),
-            gather_penalty=round(rng.uniform(1.6, 3.2), 2),
+            l2_gain=round(rng.uniform(1.3, 2.0), 2),
+            tflops=tflops,
+            vector_tops=round(vector, 2),
+            sfu_tops=round(vector / 4, 2),
+            run_bytes=rng.choice((32, 48, 64, 96)),
             launch_us=round(rng.uniform(3.0, 7.0), 1),
+            program_us=round(rng.uniform(0.2, 0.6), 2),
+            torch_op_us=round(rng.uniform(1.0, 2.5), 2),
             quirks=quirks,
-            plateau_jitter=tuple(round(rng.uniform(-0.04, 0.04), 4) for _ in ARCHS),
         )
 
     def quirk(self, name: str) -> Quirk | None:
@@ -265,8 +230,10 @@ class Device:
             "compute_units": self.compute_units, "smem_limit": self.smem_limit,
             "smem_per_cu": self.smem_per_cu, "reg_cap": self.reg_cap,
             "max_warps_per_cu": self.max_warps_per_cu, "dram_gbps": self.dram_gbps,
-            "tflops": self.tflops, "gather_penalty": self.gather_penalty,
-            "launch_us": self.launch_us, "quirks": [q.describe() for q in self.quirks],
+            "l2_gain": self.l2_gain, "tflops": self.tflops, "vector_tops": self.vector_tops,
+            "sfu_tops": self.sfu_tops, "run_bytes": self.run_bytes, "launch_us": self.launch_us,
+            "program_us": self.program_us, "torch_op_us": self.torch_op_us,
+            "quirks": [q.describe() for q in self.quirks],
         }
 
 
@@ -274,23 +241,17 @@ class Device:
 
 
 class KernelSourceError(ValueError):
-    """The candidate's ARCH / CONFIG constants cannot be read."""
+    """The candidate's CONFIG constant cannot be read."""
 
 
-@dataclass(frozen=True, slots=True)
-class KernelMeta:
-    arch: str
-    config: dict[str, Any] | None  # the module-level CONFIG literal, when there is one
+def parse_config(source: str) -> dict[str, Any] | None:
+    """The module-level literal ``CONFIG`` dict of a kernel source, read statically.
 
-
-def parse_kernel(source: str) -> KernelMeta:
-    """``ARCH`` and ``CONFIG`` of a kernel source, read statically (no import).
-
-    Raises ``SyntaxError`` for unparsable source and :class:`KernelSourceError` for an
-    ``ARCH`` that is not a ladder rung or a ``CONFIG`` that is not a literal dict.
+    Raises ``SyntaxError`` for unparsable source and :class:`KernelSourceError` for a
+    ``CONFIG`` that is not a literal dict with str keys. Nothing else is read: an ``ARCH``
+    line, a docstring or a comment changes no price.
     """
     tree = ast.parse(source)
-    arch = "baseline"
     config: dict[str, Any] | None = None
     for node in tree.body:
         target: ast.expr | None = None
@@ -299,26 +260,16 @@ def parse_kernel(source: str) -> KernelMeta:
             target, value = node.targets[0], node.value
         elif isinstance(node, ast.AnnAssign) and node.value is not None:
             target, value = node.target, node.value
-        if not isinstance(target, ast.Name) or value is None:
+        if not isinstance(target, ast.Name) or value is None or target.id != "CONFIG":
             continue
-        if target.id == "ARCH":
-            if not (isinstance(value, ast.Constant) and isinstance(value.value, str)):
-                raise KernelSourceError(f"line {node.lineno}: ARCH must be a string literal")
-            if value.value not in ARCHS:
-                raise KernelSourceError(
-                    f"line {node.lineno}: unknown ARCH {value.value!r}; "
-                    f"expected one of {', '.join(ARCHS)}"
-                )
-            arch = value.value
-        elif target.id == "CONFIG":
-            try:
-                literal = ast.literal_eval(value)
-            except ValueError as exc:
-                raise KernelSourceError(f"line {node.lineno}: CONFIG must be a literal dict") from exc
-            if not isinstance(literal, dict) or not all(isinstance(k, str) for k in literal):
-                raise KernelSourceError(f"line {node.lineno}: CONFIG must be a dict with str keys")
-            config = literal
-    return KernelMeta(arch=arch, config=config)
+        try:
+            literal = ast.literal_eval(value)
+        except ValueError as exc:
+            raise KernelSourceError(f"line {node.lineno}: CONFIG must be a literal dict") from exc
+        if not isinstance(literal, dict) or not all(isinstance(k, str) for k in literal):
+            raise KernelSourceError(f"line {node.lineno}: CONFIG must be a dict with str keys")
+        config = literal
+    return config
 
 
 # -- errors the device reports ----------------------------------------------------------
@@ -388,93 +339,33 @@ class ShapeCost:
     prefix_keys: float = 0.0
     head_programs: int = 0
     slow: float = 1.0  # compute slowdown from spills and quirks
+    launches: tuple[Any, ...] = ()  # LaunchCost per kernel launch
+    torch_ops: int = 0
+    torch_us: float = 0.0
 
 
-def normalize_config(arch: str, config: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
-    """SIMX's view of a launch config: the arch's keys (defaults filled), plus notes."""
-    notes: list[str] = []
-    keys = arch_keys(arch)
-    out: dict[str, int] = {}
-    for key in keys:
-        value = config.get(key, SIMX_DEFAULTS[key])
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidConfig(f"{key}={value!r}: must be an integer")
-        if value not in CONFIG_SPACE[key]:
-            allowed = ", ".join(map(str, CONFIG_SPACE[key]))
-            raise InvalidConfig(f"{key}={value}: {DEVICE_NAME} accepts {key} in {{{allowed}}}")
+
+
+def normalize_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The launch config as SIMX-1 runs it: defaults filled, known keys validated."""
+    out: dict[str, Any] = {**SIMX_DEFAULTS}
+    for key, value in config.items():
+        if key in CONFIG_SPACE:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidConfig(f"{key}={value!r}: must be an integer")
+            if value not in CONFIG_SPACE[key]:
+                allowed = ", ".join(map(str, CONFIG_SPACE[key]))
+                raise InvalidConfig(f"{key}={value}: {DEVICE_NAME} accepts {key} in {{{allowed}}}")
         out[key] = value
-    for key in ("PACK", "SPLITS"):
-        if key in config and key not in keys and config[key] != 1:
-            notes.append(f"note: {key}={config[key]} has no effect with ARCH={arch}")
-    if out.get("PACK", 1) > out["BLOCK_M"]:
-        raise InvalidConfig(f"PACK={out['PACK']} > BLOCK_M={out['BLOCK_M']}: a tile needs a row per head")
-    return out, notes
+    return out, []
 
 
-class Simx:
-    """SIMX-1 for one seed: resources, prices and calibration."""
-
-    def __init__(self, seed: int):
-        self.seed = seed
-        self.device = Device.from_seed(seed)
-
-    # resources --------------------------------------------------------------------------
-
-    def resources(self, arch: str, cfg: Mapping[str, int], head_dim: int) -> Resources:
-        return _resources(self.device, arch, cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["num_warps"],
-                          cfg["num_stages"], head_dim)
-
-    def out_of_resources(self, arch: str, cfg: Mapping[str, int]) -> OutOfResources | None:
-        """The first limit the config breaks on any benchmark head_dim (largest first)."""
-        for head_dim in sorted({s.head_dim for s in BENCH_SHAPES}, reverse=True):
-            res = self.resources(arch, cfg, head_dim)
-            if res.smem > self.device.smem_limit:
-                return OutOfResources("shared memory", res.smem, self.device.smem_limit)
-        return None
-
-    # pricing ----------------------------------------------------------------------------
-
-    def raw_cost(self, shape: BenchShape, arch: str, cfg: Mapping[str, int]) -> ShapeCost:
-        return _shape_cost(self.device, shape, arch, cfg["BLOCK_M"], cfg["BLOCK_N"],
-                           cfg["num_warps"], cfg["num_stages"], cfg.get("PACK", 1),
-                           cfg.get("SPLITS", 1))
-
-    def scale(self, arch: str) -> float:
-        return _calibration(self.seed)[arch]
-
-    def cost(self, shape: BenchShape, arch: str, cfg: Mapping[str, int]) -> ShapeCost:
-        """Calibrated cost: the raw model divided by the rung's pinned-plateau constant."""
-        raw = self.raw_cost(shape, arch, cfg)
-        k = self.scale(arch)
-        if k == 1.0:
-            return raw
-        return _scaled(raw, k)
-
-    def reference_us(self, shape: BenchShape) -> float:
-        return self.raw_cost(shape, "baseline", _full(REFERENCE_CONFIG)).time_us
-
-    def speedups(self, arch: str, cfg: Mapping[str, int]) -> list[tuple[BenchShape, float, float]]:
-        """(shape, reference µs, candidate µs) for every benchmark shape."""
-        return [(s, self.reference_us(s), self.cost(s, arch, cfg).time_us) for s in BENCH_SHAPES]
-
-    def geomean_speedup(self, arch: str, cfg: Mapping[str, int]) -> float:
-        rows = self.speedups(arch, cfg)
-        return math.exp(sum(math.log(ref / t) for _, ref, t in rows) / len(rows))
-
-    def best(self, arch: str) -> tuple[dict[str, int], float]:
-        """The best valid config of a rung over ``CONFIG_SPACE`` and its geomean speedup."""
-        cfg = dict(_best_raw(self.seed, arch)[0])
-        return cfg, self.geomean_speedup(arch, cfg)
+def config_key(config: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={config[k]}" for k in sorted(config))
 
 
-def _full(cfg: Mapping[str, int]) -> dict[str, int]:
-    return {**SIMX_DEFAULTS, **cfg}
-
-
-def _stage_gain(device: Device, arch: str, stages: int) -> float:
+def _stage_gain(device: Device, stages: int) -> float:
     gain = {1: 1.0, 2: 1.6}.get(stages, 1.9)
-    if arch == "baseline":
-        gain = min(gain, 1.15)  # two loops: the pipeline drains between them
     if device.quirk("stages_cap") is not None:
         gain = min(gain, 1.6)
     return gain
@@ -490,201 +381,222 @@ def occupancy_limits(device: Device, regs: int, smem: int, warps: int) -> dict[s
     }
 
 
-@functools.lru_cache(maxsize=65536)
-def _resources(device: Device, arch: str, bm: int, bn: int, warps: int, stages: int,
-               head_dim: int) -> Resources:
+@dataclass(frozen=True, slots=True)
+class DotSite:
+    m: int
+    k: int
+    n: int
+    bits: int
+    flops: float
+
+    @classmethod
+    def parse(cls, key: str, flops: float) -> DotSite:
+        dims, bits = key.split(":")
+        m, k, n = (int(x) for x in dims.split("x"))
+        return cls(m, k, n, int(bits), flops)
+
+
+def launch_resources(device: Device, sites: list[DotSite], max_tile: int, warps: int,
+                     stages: int) -> Resources:
     threads = 32 * warps
-    regs = 32 + math.ceil((bm * head_dim + bm * bn + bm * head_dim // 2) / threads)
+    if sites:
+        live = sum(s.m * s.n + s.m * s.k // 2 for s in sites)
+        smem = sum((s.m * s.k + stages * s.k * s.n) * s.bits // 8 for s in sites)
+    else:
+        live = max_tile
+        smem = 0
+    regs = 32 + math.ceil(live / threads)
     spilled = max(0, regs - device.reg_cap)
     spill_bytes = spilled * 4 * threads
     cliff = device.quirk("spill_cliff")
-    if cliff is not None and bn * head_dim > cliff.get("threshold"):
-        spill_bytes += bn * head_dim * 2
-    smem = stages * bn * head_dim * 2 * 2 + bm * head_dim * 2 + stages * bn * 4
+    if cliff is not None:
+        spill_bytes += sum(s.k * s.n * s.bits // 8 for s in sites if s.k * s.n > cliff.get("threshold"))
     limits = occupancy_limits(device, min(regs, device.reg_cap), smem, warps)
     limiter = min(limits, key=lambda k: (limits[k], list(limits).index(k)))
     return Resources(regs=regs, spilled_regs=spilled, spill_bytes=spill_bytes, smem=smem,
                      occupancy=max(1, limits[limiter]), limiter=limiter)
 
 
-@functools.lru_cache(maxsize=262144)
-def _shape_cost(device: Device, shape: BenchShape, arch: str, bm: int, bn: int, warps: int,
-                stages: int, pack: int, splits: int) -> ShapeCost:
-    d = shape.head_dim
-    pack = pack if arch in _PACKING else 1
-    splits = splits if arch in _SPLITTING else 1
-    pack = min(pack, shape.group)
-    res = _resources(device, arch, bm, bn, warps, stages, d)
-    tau = max(1, bm // pack)
-    head_programs = shape.num_q_heads // pack
-    edges = (2 if arch == "baseline" else 1) * splits
+@dataclass(frozen=True, slots=True)
+class LaunchCost:
+    kernel: str
+    programs: int
+    sampled: int
+    time_us: float
+    compute_us: float
+    memory_us: float
+    overhead_us: float
+    longest_us: float
+    waves: float
+    utilization: float
+    slots: int
+    flops: float
+    bytes: float
+    run_bytes: float
+    compute_eff: float
+    memory_eff: float
+    slow: float
+    bank_conflict: bool
+    spill_cliff: bool
+    resources: Resources
+    warps: int
+    stages: int
 
-    keys_total = 0.0  # Σ keys over a head-program's tiles, all requests
-    prefix_keys = 0.0
-    programs = 0
-    longest_keys = 0.0
-    for p, e in zip(shape.prefix_lens, shape.extend_lens, strict=True):
-        t = math.ceil(e / tau)
-        keys = t * p + tau * t * (t - 1) / 2 + e + edges * t * bn / 2
-        keys_total += keys
-        prefix_keys += t * p
-        programs += t * head_programs * splits
-        longest_keys = max(longest_keys, (p + e) / splits + (2 if arch == "baseline" else 1) * bn / 2)
-    flops = 4.0 * bm * d * keys_total * head_programs
-    l2 = 0.6
-    kv_bytes = 4.0 * d * keys_total * head_programs * l2
-    hide = 1.0 if arch == "baseline" else (0.8 if stages == 1 else 0.55)
-    gather_factor = 1 + (device.gather_penalty - 1) * hide
-    gather_share = prefix_keys / keys_total if keys_total else 0.0
-    gather_extra = kv_bytes * gather_share * (gather_factor - 1)
-    total_e = sum(shape.extend_lens)
-    qo_bytes = 4.0 * total_e * shape.num_q_heads * d
-    split_bytes = 8.0 * total_e * shape.num_q_heads * d * splits if splits > 1 else 0.0
-    spill_traffic = res.spill_bytes * 2.0 * programs * 0.25  # store + reload, mostly cached
-    dram_bytes = kv_bytes + gather_extra + qo_bytes + split_bytes + spill_traffic
 
+def sample_scale(launch: Mapping[str, Any], out_bytes: float) -> float:
+    """Ratio-estimator correction of a launch's sampled totals (never below 1).
+
+    A correct kernel writes every element of ``out`` once, so for a launch that stores into
+    ``out`` the sampled estimate of those bytes against the true ``out_bytes`` says how far
+    the sample under-represents the grid (a ragged grid where most programs exit at once).
+    Only under-representation is corrected: extra stores can never lower a price.
+    """
+    pp = launch["per_program"]
+    est = launch["programs"] * sum(p.get("out_bytes", 0) for p in pp) / max(1, len(pp))
+    if est <= 0 or out_bytes <= 0:
+        return 1.0
+    return min(4.0, max(1.0, out_bytes / est))
+
+
+def price_launch(device: Device, launch: Mapping[str, Any], out_bytes: float = 0.0) -> LaunchCost:
+    """Time of one measured launch on ``device`` (see the module docstring)."""
+    n = int(launch["programs"])
+    pp = launch["per_program"]
+    k = max(1, len(pp))
+    scale = sample_scale(launch, out_bytes)
+
+    def total(key: str) -> float:
+        return n * scale * sum(p[key] for p in pp) / k
+
+    warps, stages = int(launch["num_warps"]), int(launch["num_stages"])
+    sites = [DotSite.parse(key, fl) for key, fl in launch["dot_sites"].items()]
+    res = launch_resources(device, sites, int(launch.get("max_tile", 0)), warps, stages)
+    flops = total("dot_flops")
+    sector_bytes = total("ld_sector_bytes") + total("st_sector_bytes")
+    runs = total("ld_runs") + total("st_runs")
+    elem, trans = total("elem"), total("trans")
     warps_per_cu = res.occupancy * warps
-    tile_eff = (min(bm, 64) / 64) ** 0.6 * (min(bn, 64) / 64) ** 0.4
-    warp_eff = min(1.0, bm / (16 * warps))
-    lat_eff = min(1.0, 0.5 + warps_per_cu / 32)
-    compute_eff = tile_eff * warp_eff * lat_eff
+    lat = min(1.0, 0.5 + warps_per_cu / 32)
+    site_flops = sum(s.flops for s in sites)
+    if site_flops > 0:
+        mma = sum(s.flops * (min(s.m, 64) / 64) ** 0.6 * (min(s.n, 64) / 64) ** 0.4 for s in sites) / site_flops
+        dominant = max(sites, key=lambda s: s.flops)
+        warp_eff = min(1.0, dominant.m / (16 * warps))
+    else:
+        mma, warp_eff, dominant = 1.0, 1.0, None
     slow = 1.0 + 0.01 * res.spilled_regs
     cliff = device.quirk("spill_cliff")
-    spill_cliff = cliff is not None and bn * d > cliff.get("threshold")
+    spill_cliff = cliff is not None and any(s.k * s.n > cliff.get("threshold") for s in sites)
     if spill_cliff:
         slow *= 1.6
     bank = device.quirk("bank_conflict")
-    bank_conflict = bank is not None and bank.get("head_dim") == d and bank.get("block_n") == bn
+    bank_conflict = bank is not None and any(
+        s.k == bank.get("head_dim") and s.n == bank.get("block_n") for s in sites)
     if bank_conflict:
         slow *= 1.45
-    if device.quirk("warp_serialize") is not None and warps == 8 and bm <= 32:
+    if (device.quirk("warp_serialize") is not None and warps == 8 and dominant is not None
+            and dominant.m <= 32):
         slow *= 1.3
-    memory_eff = min(0.92, 0.25 + 0.06 * warps_per_cu * _stage_gain(device, arch, stages))
-
-    peak_flops = device.tflops * 1e12
-    bw = device.dram_gbps * 1e9
-    compute_us = flops / (peak_flops * compute_eff) * slow * 1e6
-    memory_us = dram_bytes / (bw * memory_eff) * 1e6
-    gather_us = gather_extra / (bw * memory_eff) * 1e6
-
+    compute_eff = mma * warp_eff * lat
+    peak = device.tflops * 1e12
+    compute_us = (flops / (peak * compute_eff) * slow + elem / (device.vector_tops * 1e12 * lat)
+                  + trans / (device.sfu_tops * 1e12 * lat)) * 1e6
+    memory_eff = min(0.92, 0.25 + 0.06 * warps_per_cu * _stage_gain(device, stages))
+    bw = device.dram_gbps * 1e9 * device.l2_gain * memory_eff
+    spill_traffic = res.spill_bytes * 2.0 * n * 0.25
+    moved = sector_bytes + runs * device.run_bytes + spill_traffic
+    memory_us = moved / bw * 1e6
     slots = device.compute_units * res.occupancy
-    persistent = arch in _PERSISTENT
-    if persistent:
-        waves = programs / slots
-        util = 1.0
-        prologue = 1.2
-    else:
-        waves = programs / slots
-        util = waves / math.ceil(waves)
-        prologue = 1.2 * math.ceil(waves)
-    # The longest program runs on one slot at a slot's share of the device.
-    per_prog_flops = 4.0 * bm * d * longest_keys
-    per_prog_bytes = 4.0 * d * longest_keys * l2 * (gather_factor if longest_keys else 1.0)
-    longest_us = max(per_prog_flops / (peak_flops * compute_eff / slots) * slow,
-                     per_prog_bytes / (bw * memory_eff / slots)) * 1e6
+    waves = n / slots
+    util = waves / math.ceil(waves) if waves > 0 else 1.0
+    longest = 0.0
+    for p in pp:
+        t_c = p["dot_flops"] / (peak * compute_eff / slots) * slow
+        t_m = (p["ld_sector_bytes"] + p["st_sector_bytes"]) / (bw / slots)
+        longest = max(longest, t_c, t_m)
+    longest_us = longest * 1e6
     body = max(max(compute_us, memory_us) / util, longest_us)
-    overhead = device.launch_us + prologue + (device.launch_us + 2.0 if splits > 1 else 0.0)
-    bound = "compute" if compute_us >= memory_us else "memory"
-    if longest_us > max(compute_us, memory_us) / util:
+    overhead = device.launch_us + n * device.program_us / slots
+    return LaunchCost(
+        kernel=str(launch["kernel"]), programs=n, sampled=len(pp), time_us=body + overhead,
+        compute_us=compute_us, memory_us=memory_us, overhead_us=overhead, longest_us=longest_us,
+        waves=waves, utilization=util, slots=slots, flops=flops, bytes=moved,
+        run_bytes=runs * device.run_bytes, compute_eff=compute_eff, memory_eff=memory_eff,
+        slow=slow, bank_conflict=bank_conflict, spill_cliff=spill_cliff, resources=res,
+        warps=warps, stages=stages,
+    )
+
+
+def price_shape(device: Device, shape: BenchShape, measured: Mapping[str, Any]) -> ShapeCost:
+    """A shape's simulated time from its measurement (launches + torch work)."""
+    out_bytes = 2.0 * sum(shape.extend_lens) * shape.num_q_heads * shape.head_dim
+    launches = [price_launch(device, launch, out_bytes) for launch in measured["launches"]]
+    torch_ops = measured.get("torch", [])
+    torch_us = sum(device.torch_op_us + op["bytes"] / (device.dram_gbps * 1e9 * 0.8) * 1e6
+                   for op in torch_ops)
+    if not launches:
+        raise InvalidConfig(f"{shape.name}: the kernel launched no Triton kernel")
+    main = max(launches, key=lambda c: c.time_us)
+    time_us = sum(c.time_us for c in launches) + torch_us
+    bound = "compute" if main.compute_us >= main.memory_us else "memory"
+    if main.longest_us > max(main.compute_us, main.memory_us) / main.utilization:
         bound = "latency (longest program)"
+    total_e = sum(shape.extend_lens)
+    qo = 4.0 * total_e * shape.num_q_heads * shape.head_dim
     return ShapeCost(
-        shape=shape.name, time_us=body + overhead, compute_us=compute_us, memory_us=memory_us,
-        overhead_us=overhead, programs=programs, slots=slots, waves=waves, utilization=util,
-        flops=flops, dram_bytes=dram_bytes, gather_bytes=gather_extra, gather_us=gather_us,
-        compute_eff=compute_eff, memory_eff=memory_eff, longest_us=longest_us, bound=bound,
-        bank_conflict=bank_conflict, spill_cliff=spill_cliff, resources=res,
-        kv_bytes=kv_bytes, qo_bytes=qo_bytes, split_bytes=split_bytes, spill_traffic=spill_traffic,
-        keys_total=keys_total, prefix_keys=prefix_keys, head_programs=head_programs, slow=slow,
+        shape=shape.name, time_us=time_us, compute_us=sum(c.compute_us for c in launches),
+        memory_us=sum(c.memory_us for c in launches),
+        overhead_us=sum(c.overhead_us for c in launches) + torch_us,
+        programs=sum(c.programs for c in launches), slots=main.slots, waves=main.waves,
+        utilization=main.utilization, flops=sum(c.flops for c in launches),
+        dram_bytes=sum(c.bytes for c in launches), gather_bytes=sum(c.run_bytes for c in launches),
+        gather_us=sum(c.run_bytes / max(c.bytes, 1.0) * c.memory_us for c in launches),
+        compute_eff=main.compute_eff, memory_eff=main.memory_eff, longest_us=main.longest_us,
+        bound=bound, bank_conflict=any(c.bank_conflict for c in launches),
+        spill_cliff=any(c.spill_cliff for c in launches), resources=main.resources,
+        kv_bytes=max(0.0, main.bytes - qo - main.run_bytes), qo_bytes=qo,
+        split_bytes=sum(c.bytes for c in launches if c is not main),
+        spill_traffic=main.resources.spill_bytes * 0.5 * main.programs,
+        keys_total=0.0, prefix_keys=0.0, head_programs=main.programs, slow=main.slow,
+        launches=tuple(launches), torch_ops=len(torch_ops), torch_us=torch_us,
     )
 
 
-def _scaled(raw: ShapeCost, k: float) -> ShapeCost:
-    # The rung's design efficiency applies to the whole kernel body; launch overheads stay.
-    body = raw.time_us - raw.overhead_us
-    return ShapeCost(
-        shape=raw.shape, time_us=body / k + raw.overhead_us, compute_us=raw.compute_us / k,
-        memory_us=raw.memory_us / k, overhead_us=raw.overhead_us, programs=raw.programs,
-        slots=raw.slots, waves=raw.waves, utilization=raw.utilization, flops=raw.flops,
-        dram_bytes=raw.dram_bytes, gather_bytes=raw.gather_bytes, gather_us=raw.gather_us / k,
-        compute_eff=raw.compute_eff, memory_eff=raw.memory_eff, longest_us=raw.longest_us / k,
-        bound=raw.bound, bank_conflict=raw.bank_conflict, spill_cliff=raw.spill_cliff,
-        resources=raw.resources, kv_bytes=raw.kv_bytes, qo_bytes=raw.qo_bytes,
-        split_bytes=raw.split_bytes, spill_traffic=raw.spill_traffic, keys_total=raw.keys_total,
-        prefix_keys=raw.prefix_keys, head_programs=raw.head_programs, slow=raw.slow,
-    )
+def out_of_resources(device: Device, measured: Mapping[str, Mapping[str, Any]]) -> OutOfResources | None:
+    """The first launch (largest shared memory first) that does not fit the device."""
+    worst: OutOfResources | None = None
+    for m in measured.values():
+        for launch in m["launches"]:
+            sites = [DotSite.parse(k, f) for k, f in launch["dot_sites"].items()]
+            res = launch_resources(device, sites, int(launch.get("max_tile", 0)),
+                                   int(launch["num_warps"]), int(launch["num_stages"]))
+            if res.smem > device.smem_limit and (worst is None or res.smem > worst.required):
+                worst = OutOfResources("shared memory", res.smem, device.smem_limit)
+    return worst
 
 
-def iter_space(arch: str) -> Iterator[dict[str, int]]:
-    keys = arch_keys(arch)
+class Simx:
+    """SIMX-1 for one seed: the hidden device and the prices of measured work."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.device = Device.from_seed(seed)
+
+    def cost(self, shape: BenchShape, measured: Mapping[str, Any]) -> ShapeCost:
+        return price_shape(self.device, shape, measured)
+
+    def times(self, measured: Mapping[str, Mapping[str, Any]]) -> list[tuple[BenchShape, float]]:
+        return [(s, self.cost(s, measured[s.name]).time_us) for s in BENCH_SHAPES]
+
+    def out_of_resources(self, measured: Mapping[str, Mapping[str, Any]]) -> OutOfResources | None:
+        return out_of_resources(self.device, measured)
+
+
+def geomean(xs: list[float]) -> float:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else 0.0
+
+
+def iter_space(keys: tuple[str, ...]) -> Iterator[dict[str, int]]:
     for values in itertools.product(*(CONFIG_SPACE[k] for k in keys)):
-        cfg = dict(zip(keys, values, strict=True))
-        if cfg.get("PACK", 1) <= cfg["BLOCK_M"]:
-            yield cfg
+        yield dict(zip(keys, values, strict=True))
 
-
-@functools.lru_cache(maxsize=64)
-def _reference_times(seed: int) -> tuple[float, ...]:
-    device = Device.from_seed(seed)
-    r = _full(REFERENCE_CONFIG)
-    return tuple(
-        _shape_cost(device, s, "baseline", r["BLOCK_M"], r["BLOCK_N"], r["num_warps"],
-                    r["num_stages"], 1, 1).time_us
-        for s in BENCH_SHAPES
-    )
-
-
-def _raw_geomean(device: Device, arch: str, cfg: Mapping[str, int], refs: tuple[float, ...],
-                 k: float = 1.0) -> float:
-    total = 0.0
-    for shape, ref in zip(BENCH_SHAPES, refs, strict=True):
-        c = _shape_cost(device, shape, arch, cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["num_warps"],
-                        cfg["num_stages"], cfg.get("PACK", 1), cfg.get("SPLITS", 1))
-        t = (c.time_us - c.overhead_us) / k + c.overhead_us
-        total += math.log(ref / t)
-    return math.exp(total / len(BENCH_SHAPES))
-
-
-@functools.lru_cache(maxsize=64)
-def _best_raw(seed: int, arch: str) -> tuple[tuple[tuple[str, int], ...], float]:
-    device = Device.from_seed(seed)
-    refs = _reference_times(seed)
-    best_cfg: dict[str, int] | None = None
-    best = 0.0
-    for cfg in iter_space(arch):
-        if any(_resources(device, arch, cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["num_warps"],
-                          cfg["num_stages"], d).smem > device.smem_limit
-               for d in {s.head_dim for s in BENCH_SHAPES}):
-            continue
-        g = _raw_geomean(device, arch, cfg, refs)
-        if g > best:
-            best, best_cfg = g, cfg
-    assert best_cfg is not None
-    return tuple(best_cfg.items()), best
-
-
-@functools.lru_cache(maxsize=64)
-def _calibration(seed: int) -> dict[str, float]:
-    """Per-rung constants k with best geomean(k) = plateau × (1 + jitter)."""
-    device = Device.from_seed(seed)
-    refs = _reference_times(seed)
-    out: dict[str, float] = {}
-    for i, arch in enumerate(ARCHS):
-        plateau = PLATEAUS[arch]
-        if plateau is None:
-            out[arch] = 1.0
-            continue
-        target = plateau * (1 + device.plateau_jitter[i])
-        if i == 1:
-            # The first redesign must beat what tuning the baseline alone buys.
-            target = max(target, 1.2 * _best_raw(seed, "baseline")[1])
-        cfg = dict(_best_raw(seed, arch)[0])
-        # Overheads are not scaled, so solve for k by bisection (geomean is monotone in k).
-        lo, hi = 0.05, 100.0
-        for _ in range(60):
-            mid = math.sqrt(lo * hi)
-            if _raw_geomean(device, arch, cfg, refs, mid) < target:
-                lo = mid
-            else:
-                hi = mid
-        out[arch] = hi
-    return out
