@@ -5,6 +5,7 @@ from __future__ import annotations
 from ctxmem.context.facts import Fact, extract_facts, missing_facts, normalize
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
 from ctxmem.samples import synthetic_session
+from ctxmem.workloads.kernel.fact_profile import PROFILE as KERNEL
 
 OOR = (
     "triton.runtime.errors.OutOfResources: out of resource: shared memory, Required: 204800, "
@@ -35,7 +36,7 @@ def _by_kind(facts: list[Fact]) -> dict[str, list[str]]:
 
 
 def test_every_kind_is_extracted_with_its_message() -> None:
-    facts = extract_facts(_conversation())
+    facts = extract_facts(_conversation(), profile=KERNEL)
     kinds = _by_kind(facts)
     assert "You must keep atol 2e-3." in kinds["constraint"]
     assert "Never change reference.py; only edit kernel.py." in kinds["constraint"]
@@ -65,12 +66,19 @@ def test_facts_are_ordered_deduplicated_and_offset() -> None:
 def test_the_cap_keeps_higher_kinds_first() -> None:
     conv = synthetic_session(60, seed=2)
     conv[0] = Message.user("Optimize kernel.py. Never touch reference.py.")
-    capped = extract_facts(conv, max_facts=5)
+    capped = extract_facts(conv, max_facts=5, profile=KERNEL)
     assert len(capped) == 5
     kinds = [f.kind for f in capped]
     assert "constraint" in kinds and "best" in kinds
     assert "number" not in kinds
-    assert extract_facts(conv, max_facts=5) == capped  # deterministic
+    assert extract_facts(conv, max_facts=5, profile=KERNEL) == capped  # deterministic
+
+
+def test_the_generic_profile_knows_no_workload_metric() -> None:
+    """No 'best' without a profile that names a metric: speedups are the kernel's word."""
+    generic = extract_facts(_conversation())
+    assert not [f for f in generic if f.kind == "best"]
+    assert "3.41x" in {f.text for f in generic}  # still a number with a unit
 
 
 def test_missing_facts_uses_normalized_matching() -> None:

@@ -8,6 +8,7 @@ from ctxmem.context import History
 from ctxmem.context.ledger import LedgerBuilder, build_ledger, render_ledger
 from ctxmem.messages import Message, ToolResultBlock, ToolUseBlock
 from ctxmem.samples import synthetic_session
+from ctxmem.workloads.kernel.fact_profile import PROFILE as KERNEL
 
 
 def _oor(required: int) -> str:
@@ -38,14 +39,14 @@ def _history() -> list[Message]:
 
 
 def test_ledger_counts_errors_files_ids_best_and_status() -> None:
-    led = build_ledger(_history())
+    led = build_ledger(_history(), KERNEL)
     assert led.tool_calls == {"compile": 3, "edit_file": 1, "benchmark": 2, "check": 1}
     [err] = led.errors  # numbers normalized: one signature
     assert err.count == 2 and (err.first, err.last) == (2, 6) and err.tool == "compile"
     assert "Required: 286720" in err.example and "Hardware limit: 101376" in err.example
     assert led.files[:2] == ("kernel.py", "bench.py")
     assert led.run_ids == ("bench#7", "eval#12", "bench#9")
-    assert led.best is not None and led.best.raw == "3.41" and led.best.run_id == "bench#7"
+    assert led.best is not None and led.best.raw == "3.41x" and led.best.run_id == "bench#7"
     assert led.best.message_index == 8
     assert led.last_status["compile"][0].startswith("no error") or "compiled" in led.last_status["compile"][0]
     assert led.last_status["benchmark"] == ("bench#9 (sim) … geomean speedup: 2.10x", 12)
@@ -62,7 +63,7 @@ def test_incremental_updates_equal_a_rebuild(o200k: Any) -> None:
 
 
 def test_render_fits_the_cap_exactly_and_keeps_the_best_first(o200k: Any) -> None:
-    led = build_ledger(synthetic_session(150, seed=1))
+    led = build_ledger(synthetic_session(150, seed=1), KERNEL)
     for cap in (40, 120, 400, 2000):
         text = render_ledger(led, o200k, cap)
         assert o200k.count(text) <= cap
@@ -71,3 +72,57 @@ def test_render_fits_the_cap_exactly_and_keeps_the_best_first(o200k: Any) -> Non
     assert text.splitlines()[1].startswith("best geomean speedup so far:")
     big = render_ledger(led, o200k, 2000)
     assert "calls: " in big and "files: " in big and "runs: " in big and "last compile" in big
+
+
+def test_errors_come_from_tool_outputs_never_from_file_contents() -> None:
+    source = 'def launch(cfg):\n    if cfg.bad:\n        raise ValueError("bad config")\nclass MyError(Exception): pass'
+    msgs = [Message.user("Optimize kernel.py.")]
+    msgs += _turn(1, "read_file", {"path": "kernel.py"}, source)
+    led = build_ledger(msgs)
+    assert led.errors == () and led.last_status["read_file"] == ("read 4 lines", 2)
+
+
+def test_a_traceback_keeps_the_printed_error_with_its_limit_numbers_verbatim() -> None:
+    tb = "\n".join([
+        "Traceback (most recent call last):",
+        '  File "kernel.py", line 88, in launch',
+        "    _fwd[grid](q, k, v, BLOCK_M=128)",
+        '  File "triton/compiler/compiler.py", in _init_handles',
+        '    raise OutOfResources(self.metadata.shared, max_shared, "shared memory")',
+        "triton.runtime.errors.OutOfResources: out of resource: shared memory, Required: 229376, "
+        "Hardware limit: 101376. Reducing block sizes or `num_stages` may help.",
+    ])
+    msgs = [Message.user("Optimize kernel.py."), *_turn(1, "benchmark", {"path": "kernel.py"}, tb, err=True)]
+    [err] = build_ledger(msgs).errors
+    assert "Required: 229376" in err.example and "Hardware limit: 101376" in err.example
+    assert "self.metadata" not in err.example
+
+
+def _bench(n: int, sha: str, cfg: str, geo: str | None, passed: bool = True) -> str:
+    head = f"bench#{n} · kernel.py (sha {sha}) · {cfg}"
+    if geo is None:
+        return head + "\nerror: invalid launch config for SIMX-1: BLOCK_N=48 is not a power of two"
+    verdict = f"eval#{n + 100} PASSED" if passed else f"eval#{n + 100} FAILED"
+    return (f"{head}\ndevice: SIMX-1 · simulated\ncorrectness: {verdict} (this source and config, dev suite)\n\n"
+            f"shape batch heads\ns1 1 8/8 12.0 6.0 2.00x\n\ngeomean speedup {geo}x over the reference · simulated")
+
+
+def test_the_kernel_profile_gives_a_candidate_table_with_the_best_so_far(o200k: Any) -> None:
+    msgs = [Message.user("Optimize kernel.py.")]
+    msgs += _turn(1, "benchmark", {"path": "kernel.py"}, _bench(1, "aaaa1111", "BLOCK_M=64 BLOCK_N=32", "1.20"))
+    msgs += _turn(2, "benchmark", {"path": "kernel.py"}, _bench(2, "bbbb2222", "BLOCK_M=128 BLOCK_N=64", "2.75"))
+    msgs += _turn(3, "benchmark", {"path": "kernel.py"}, _bench(3, "cccc3333", "BLOCK_M=64 BLOCK_N=48", None), err=True)
+    msgs += _turn(4, "benchmark", {"path": "kernel.py"}, _bench(4, "dddd4444", "BLOCK_M=32 BLOCK_N=32", "3.10", False))
+    led = build_ledger(msgs, KERNEL)
+    assert [(c.config, c.design, c.score) for c in led.candidates] == [
+        ("BLOCK_M=64 BLOCK_N=32", "kernel.py@aaaa1111", 1.2),
+        ("BLOCK_M=128 BLOCK_N=64", "kernel.py@bbbb2222", 2.75),
+        ("BLOCK_M=64 BLOCK_N=48", "kernel.py@cccc3333", None),
+        ("BLOCK_M=32 BLOCK_N=32", "kernel.py@dddd4444", 3.1),
+    ]
+    assert led.candidates[1].result == "PASSED eval#102" and led.candidates[3].result == "FAILED eval#104"
+    assert "not a power of two" in led.candidates[2].result
+    text = render_ledger(led, o200k, 400)
+    assert "best geomean speedup so far: 3.10x (bench#4" in text
+    assert "BLOCK_M=128 BLOCK_N=64 · kernel.py@bbbb2222 · PASSED eval#102 · 2.75 (bench#2" in text
+    assert build_ledger(msgs).candidates == ()  # the generic profile knows no candidates

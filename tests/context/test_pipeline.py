@@ -16,7 +16,14 @@ import pytest
 from ctxmem.config import parse_preset
 from ctxmem.context import BuildRequest, History, check_output, make_strategy
 from ctxmem.errors import ConfigError
-from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock, message_texts, to_anthropic
+from ctxmem.messages import (
+    Message,
+    TextBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    message_texts,
+    to_anthropic,
+)
 from ctxmem.samples import synthetic_session
 from ctxmem.tokens import Budget
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD

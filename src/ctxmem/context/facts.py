@@ -37,6 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from ctxmem.context.profile import GENERIC, FactProfile
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
 
 FactKind: TypeAlias = Literal["constraint", "best", "salient", "error", "id", "path", "number"]
@@ -76,14 +77,8 @@ _ERROR = re.compile(
     r"Traceback|panic|fatal error|error(?=:)))\b:?\s*(.*)"
 )
 _CONSTRAINT = re.compile(r"\b(must|never|always|keep|don'?t|do not|only|limit|limits|at most|at least)\b", re.I)
-_INFORMATIVE = re.compile(
-    r"(error|exception|outofresources|traceback|geomean|geometric|summary|total|overall|best|"
-    r"speedup:|limit)",
-    re.I,
-)
+_INFORMATIVE = re.compile(r"(error|exception|outofresources|traceback|summary|total|overall|mean|median|best|result|limit)", re.I)
 _COMMIT = re.compile(r"\bcommit|\bHEAD\b", re.I)
-_SPEEDUP = re.compile(r"speedup[^\n\d]*?(\d+(?:\.\d+)?)\s?x", re.I)
-_GEOMEAN = re.compile(r"geomean|geometric", re.I)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -107,41 +102,29 @@ def error_signature(line: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Best:
-    """The best speedup seen: value, the line it came from, the run id, the message."""
+    """The best value of the profile's metric seen: value, the line it came from, the run id."""
 
     value: float
-    #: the value as written (``3.40``), so a summary quoting it matches
+    #: the value as written (``3.40x``), so a summary quoting it matches
     raw: str
     text: str
     run_id: str | None
     message_index: int
+    #: a primary value (e.g. a geomean) rather than one row's
     geomean: bool
+    metric: str = "result"
 
     def describe(self) -> str:
         where = f"{self.run_id}, " if self.run_id else ""
-        label = "geomean speedup" if self.geomean else "speedup"
-        return f"best {label} so far: {self.raw}x ({where}message {self.message_index})"
-
-
-def speedups(text: str) -> list[tuple[float, str, bool, str]]:
-    """(value, value as written, is_geomean, line) for each summary speedup of a text (table rows are skipped
-    when a geomean line exists)."""
-    if "speedup" not in text.lower():
-        return []
-    found = []
-    for ln in text.splitlines():
-        m = _SPEEDUP.search(ln) if "speedup" in ln.lower() else None
-        if m:
-            found.append((float(m.group(1)), m.group(1), bool(_GEOMEAN.search(ln)), ln.strip()))
-    geo = [f for f in found if f[2]]
-    return geo if geo else [f for f in found if "best" in f[3].lower() or len(found) == 1]
+        return f"best {self.metric} so far: {self.raw} ({where}message {self.message_index})"
 
 
 def better(old: Best | None, value: float, geomean: bool) -> bool:
+    """Whether (value, primary) beats the best so far: a primary value beats any other."""
     if old is None:
         return True
     if geomean != old.geomean:
-        return geomean  # a geomean beats any single-row speedup
+        return geomean  # a primary value (a geomean) beats any single row
     return value > old.value
 
 
@@ -208,14 +191,15 @@ def _scan_tool_output(c: _Collector, text: str, index: int) -> None:
 
 
 def extract_facts(
-    messages: Sequence[Message], *, start: int = 0, max_facts: int = DEFAULT_MAX_FACTS
+    messages: Sequence[Message], *, start: int = 0, max_facts: int = DEFAULT_MAX_FACTS, profile: FactProfile = GENERIC
 ) -> list[Fact]:
     """The must-keep facts of ``messages``, de-duplicated, capped, in message order.
 
     ``start`` offsets ``Fact.message_index`` (pass the span's index in the history). When
     there are more than ``max_facts``, higher-priority kinds win (see the module
     docstring); within a kind, earlier facts win. The result is ordered by message index,
-    then by kind priority.
+    then by kind priority. The ``best`` fact comes from ``profile.best`` (none in the
+    generic profile).
     """
     c = _Collector()
     best: Best | None = None
@@ -237,9 +221,9 @@ def extract_facts(
             elif isinstance(b, ToolResultBlock):
                 text = b.text
                 _scan_tool_output(c, text, i)
-                for value, raw, geo, line in speedups(text):
+                for value, raw, geo, line in profile.best(text) if profile.best is not None else ():
                     if better(best, value, geo):
-                        best = Best(value, raw, line, run_id(text), i, geo)
+                        best = Best(value, raw, line, run_id(text), i, geo, profile.metric or "result")
     facts = c.facts
     if best is not None:
         facts.append(Fact(best.describe(), "best", best.message_index))
@@ -277,7 +261,7 @@ def normalize(text: str) -> str:
     return " ".join(text.split()).strip(" .,;:")
 
 
-_BEST_KEYS = re.compile(r"\d+(?:\.\d+)?x|[a-z][\w-]*#\d+", re.I)
+_BEST_VALUE = re.compile(r"so far: (\S+)")
 
 
 def _specific(text: str) -> list[str]:
@@ -295,8 +279,9 @@ def fact_keys(fact: Fact) -> tuple[str, ...]:
         specific = _specific(fact.text)
         return tuple(normalize(k) for k in specific) if specific else (normalize(fact.text),)
     if fact.kind == "best":
-        keys = tuple(normalize(k) for k in _BEST_KEYS.findall(fact.text))
-        return keys or (normalize(fact.text),)
+        value = _BEST_VALUE.search(fact.text)
+        keys = ([value.group(1)] if value else []) + _ID.findall(fact.text)
+        return tuple(normalize(k) for k in keys) or (normalize(fact.text),)
     return (normalize(fact.text),)
 
 

@@ -8,11 +8,17 @@ history's tool calls and results with no model:
 * calls per tool, and the last status of each tool (ok / its error signature / its
   summary line);
 * errors seen: unique signatures (numbers normalized, so ``Required: 204800`` and
-  ``Required: 286720`` are one signature), with count, first and last message;
+  ``Required: 286720`` are one signature), with count, first and last message, and the
+  latest wording verbatim (limits and sizes as the tool printed them). Errors come from
+  tool outputs only: never from file contents read back (the profile's
+  ``content_tools``), and never from a source line quoted in a traceback
+  (``raise OutOfResources(...)``) — the line the tool printed as its error is used;
 * files touched (paths in tool inputs and in edit results), in first-touch order;
 * evaluation and benchmark ids (``eval#12``, ``bench#7``), in order;
-* the best result so far (the best geomean speedup, else the best speedup line), with
-  its run id and message.
+* the best result so far, by the :class:`~ctxmem.context.profile.FactProfile`'s metric
+  (none in the generic profile), with its run id and message;
+* the candidates the profile recognizes (config, design, result, score), for a table of
+  the best and the latest attempts.
 
 :class:`LedgerBuilder` is incremental — :meth:`LedgerBuilder.update` reads only the
 messages appended since its last call — so a pipeline can refresh the ledger every turn
@@ -27,9 +33,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ctxmem.context.facts import _ID, _PATH, Best, better, error_signature, run_id, speedups
+from ctxmem.context.facts import _ID, _PATH, Best, better, error_signature, run_id
 from ctxmem.context.history import History
+from ctxmem.context.profile import GENERIC, Candidate, FactProfile
 from ctxmem.context.reducers import summary_line
+from ctxmem.context.salience import is_code
 from ctxmem.context.summarize import clip_line, fit_lines
 from ctxmem.messages import Message, ToolResultBlock, ToolUseBlock
 from ctxmem.tokens import Tokenizer
@@ -63,6 +71,8 @@ class TaskLedger:
     best: Best | None
     #: tool → (status text, message index)
     last_status: dict[str, tuple[str, int]]
+    candidates: tuple[Candidate, ...] = ()
+    metric: str | None = None
 
     @property
     def total_calls(self) -> int:
@@ -73,6 +83,7 @@ class TaskLedger:
 class LedgerBuilder:
     """Builds a :class:`TaskLedger` incrementally from an append-only message list."""
 
+    profile: FactProfile = GENERIC
     _seen: int = 0
     _names: dict[str, str] = field(default_factory=dict)
     _calls: dict[str, int] = field(default_factory=dict)
@@ -82,13 +93,15 @@ class LedgerBuilder:
     _best: Best | None = None
     _status: dict[str, tuple[str, int]] = field(default_factory=dict)
     _source: int | None = None
+    _inputs: dict[str, dict[str, object]] = field(default_factory=dict)
+    _cands: list[Candidate] = field(default_factory=list)
 
     def update(self, history: History | Sequence[Message]) -> TaskLedger:
         """Read the messages appended since the last call and return the ledger."""
         msgs = history.messages if isinstance(history, History) else history
         source = history.uid if isinstance(history, History) else id(history)
         if (self._source is not None and self._source != source) or len(msgs) < self._seen:
-            fresh = LedgerBuilder()  # another history: start over
+            fresh = LedgerBuilder(self.profile)  # another history: start over
             self.__dict__.update(fresh.__dict__)
         self._source = source
         for i in range(self._seen, len(msgs)):
@@ -100,6 +113,8 @@ class LedgerBuilder:
         for b in m.content:
             if isinstance(b, ToolUseBlock):
                 self._names[b.id] = b.name
+                if self.profile.candidate is not None:
+                    self._inputs[b.id] = dict(b.input)
                 self._calls[b.name] = self._calls.get(b.name, 0) + 1
                 self._paths_from_input(b.input)
             elif isinstance(b, ToolResultBlock):
@@ -121,6 +136,11 @@ class LedgerBuilder:
         tool = self._names.get(b.tool_use_id, "tool")
         text = b.text
         lines = text.splitlines()
+        prof = self.profile
+        if tool in prof.content_tools and not b.is_error:
+            # file contents read back: a quoted "raise ValueError" is not an error the agent hit
+            self._status[tool] = (f"read {len(lines)} lines", i)
+            return
         sig = _first_error_signature(text)
         if sig is None and b.is_error:
             sig = clip_line(next((ln for ln in lines if ln.strip()), "(empty error output)"), 160)
@@ -140,9 +160,13 @@ class LedgerBuilder:
         edited = _EDITED.match(head.strip())
         if edited and _PATH.fullmatch(edited.group(1)):
             self._files.setdefault(edited.group(1), None)
-        for value, raw, geo, line in speedups(text):
+        for value, raw, geo, line in prof.best(text) if prof.best is not None else ():
             if better(self._best, value, geo):
-                self._best = Best(value, raw, line, run_id(text), i, geo)
+                self._best = Best(value, raw, line, run_id(text), i, geo, prof.metric or "result")
+        if prof.candidate is not None:
+            cand = prof.candidate(tool, self._inputs.pop(b.tool_use_id, {}), text, i)
+            if cand is not None:
+                self._cands.append(cand)
 
     def ledger(self) -> TaskLedger:
         errors = tuple(
@@ -157,6 +181,8 @@ class LedgerBuilder:
             run_ids=tuple(self._ids),
             best=self._best,
             last_status=dict(self._status),
+            candidates=tuple(self._cands),
+            metric=self.profile.metric,
         )
 
 
@@ -179,6 +205,8 @@ def _first_error_signature(text: str) -> str | None:
             if k != -1:
                 stop = min(stop, k)
         for line in text[start:stop].splitlines():  # other line breaks (\v, \f, \u2028…) split it too
+            if is_code(line):
+                continue  # a source line quoted in a traceback: the error line comes after it
             sig = error_signature(line)
             if sig:
                 return sig
@@ -186,9 +214,9 @@ def _first_error_signature(text: str) -> str | None:
     return None
 
 
-def build_ledger(messages: History | Sequence[Message]) -> TaskLedger:
+def build_ledger(messages: History | Sequence[Message], profile: FactProfile = GENERIC) -> TaskLedger:
     """The ledger of a whole history (or message list), from scratch."""
-    return LedgerBuilder().update(messages)
+    return LedgerBuilder(profile).update(messages)
 
 
 def render_ledger(ledger: TaskLedger, tokenizer: Tokenizer, max_tokens: int, *, max_items: int = 12) -> str:
@@ -215,8 +243,24 @@ def render_ledger(ledger: TaskLedger, tokenizer: Tokenizer, max_tokens: int, *, 
         cands.append((50.0, f"calls: {counts}"))
     if ledger.files:
         cands.append((40.0, "files: " + ", ".join(ledger.files[:max_items * 2])))
+    if ledger.candidates:
+        scored = sorted((c for c in ledger.candidates if c.score is not None), key=lambda c: (-(c.score or 0), c.message_index))
+        top = scored[: max(1, max_items // 2)]
+        latest = [c for c in ledger.candidates[-max_items // 2 :] if c not in top]
+        label = ledger.metric or "score"
+        cands.append((95.0, f"candidates ({len(ledger.candidates)}; config · design · result · {label}), best first:"))
+        for k, c in enumerate(top):
+            cands.append((94.0 - k * 0.5, "  " + _candidate_line(c)))
+        for k, c in enumerate(reversed(latest)):
+            cands.append((58.0 - k * 0.5, "  latest: " + _candidate_line(c)))
     if ledger.run_ids:
         recent = ledger.run_ids[-max_items:]
         more = f" (+{len(ledger.run_ids) - len(recent)} earlier)" if len(ledger.run_ids) > len(recent) else ""
         cands.append((30.0, "runs: " + ", ".join(recent) + more))
     return fit_lines(cands, tokenizer, max_tokens, header=header)
+
+
+def _candidate_line(c: Candidate) -> str:
+    score = f"{c.score:.2f}" if c.score is not None else "—"
+    where = f"{c.run_id}, message {c.message_index}" if c.run_id else f"message {c.message_index}"
+    return clip_line(f"{c.config} · {c.design} · {c.result} · {score} ({where})", 200)

@@ -17,8 +17,10 @@ left) and appended to the last user message, so the head of the request — pinn
 content, summaries, masked history — keeps the core's prompt-cache stability: only the
 last message changes from turn to turn, which it does anyway.
 
-Retrieval asks for earlier tool outputs relevant to the current step (the last assistant
-text and tool calls) among those the core masked or dropped; outputs still verbatim in
+Retrieval asks for earlier tool outputs relevant to the pending task (the pinned
+messages), the user's latest request and the current step (the last assistant text and
+tool calls), among those the core masked or dropped; each retrieved piece names its tool,
+event id, message and recall handle; outputs still verbatim in
 the context are excluded. With a session in a SQLite store it searches FTS5 over the
 store; without one, BM25 over the history's tool outputs. ``retriever = "hybrid"`` adds
 dense embeddings (:mod:`ctxmem.retrieval`; ``embedder`` picks hashing, MiniLM or the
@@ -38,6 +40,7 @@ from ctxmem.context._assembly import PrefixTracker
 from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
 from ctxmem.context.history import History
 from ctxmem.context.ledger import LedgerBuilder, render_ledger
+from ctxmem.context.profile import FactProfile, get_profile
 from ctxmem.context.summarize import clip_to_tokens, joined_count
 from ctxmem.errors import ConfigError, ContextOverflowError
 from ctxmem.events import StoredEvent, ToolCallEvent, ToolResultEvent
@@ -110,6 +113,9 @@ class PipelineConfig(StrategyConfig):
     tail_fraction: float = Field(
         0.25, gt=0, le=0.5, description="Most of the budget the tail (ledger + retrieval) may take on small budgets."
     )
+    fact_profile: str = Field(
+        "generic", description="Fact profile (ctxmem.fact_profiles) for the ledger and, unless core_params set one, the core."
+    )
 
     def dependencies(self) -> dict[str, str]:
         from ctxmem.context import STRATEGIES
@@ -124,8 +130,12 @@ class Pipeline:
     name: ClassVar[str] = "pipeline"
     Config = PipelineConfig
 
-    def __init__(self, config: PipelineConfig | None = None, *, client: Any = None, **params: object):
+    def __init__(
+        self, config: PipelineConfig | None = None, *, client: Any = None, fact_profile: FactProfile | None = None,
+        **params: object,
+    ):
         self.config = config or PipelineConfig(**params)  # type: ignore[arg-type]
+        self.profile = get_profile(fact_profile if fact_profile is not None else self.config.fact_profile)
         from ctxmem.context import STRATEGIES, config_error
 
         cls = STRATEGIES.get(self.config.core)
@@ -135,12 +145,16 @@ class Pipeline:
             raise config_error(exc, None, prefix="core_params") from None
         except ConfigError as exc:  # a validator's own error (an unknown reducer name)
             raise ConfigError(str(exc), field="core_params") from None
-        self.core = cls(core_config, client=client) if self.config.core == "summarization" else cls(core_config)
+        deps: dict[str, Any] = {"client": client} if self.config.core == "summarization" else {}
+        if self.config.core != "window" and "fact_profile" not in self.config.core_params:
+            deps["fact_profile"] = self.profile
+        self.core = cls(core_config, **deps)
         self._ledgers: dict[int, LedgerBuilder] = {}
         self._retrievers: dict[int, tuple[Any, int]] = {}
         self._tracker = PrefixTracker()
         self._exclude: tuple[tuple[int, int, int, int], int, set[int]] | None = None
         self._counts: _MemoTokenizer | None = None
+        self._last_user: dict[int, tuple[int, int]] = {}
 
     # ------------------------------------------------------------------ tail pieces
 
@@ -151,7 +165,7 @@ class Pipeline:
         if lb is None:
             if len(self._ledgers) > 8:
                 self._ledgers.clear()
-            lb = self._ledgers[history.uid] = LedgerBuilder()
+            lb = self._ledgers[history.uid] = LedgerBuilder(self.profile)
         ledger = lb.update(history)
         return render_ledger(ledger, self._memo(request.tokenizer), tokens)
 
@@ -184,7 +198,7 @@ class Pipeline:
         r = core.report
         if not r.masked and not r.dropped and not r.summarized:
             return "", ()  # everything is still in the context verbatim
-        query = _query(h)
+        query = self._query(request)
         if not query.strip():
             return "", ()
         retriever = self._retriever(request)
@@ -198,11 +212,16 @@ class Pipeline:
         hits = hits[: self.config.retrieval_k]
         if not hits:
             return "", ()
-        lines = ["Earlier tool outputs that may matter now (recall a handle for the full text):"]
+        lines = [
+            "Earlier tool outputs retrieved for the task and the latest request "
+            "(source: tool, event id, message; recall a handle for the full text):"
+        ]
         for hit in hits:
             d = hit.document
             snippet = " ".join(d.text.split())[:600]
-            lines.append(f"- [{d.tool_name} · handle {d.tool_use_id}] {snippet}")
+            found = h.tool_result(d.tool_use_id)
+            where = f" · message {found[0]}" if found is not None else ""
+            lines.append(f"- [{d.tool_name} · event {hit.event_id}{where} · handle {d.tool_use_id}] {snippet}")
         text = clip_to_tokens("\n".join(lines), self._memo(request.tokenizer), tokens)
         return text, tuple(hit.event_id for hit in hits)
 
@@ -229,6 +248,25 @@ class Pipeline:
                     ids.update(_result_ids(h, i))
         self._exclude = (key, kept.stop, ids)
         return ids
+
+    def _query(self, request: BuildRequest) -> str:
+        """What retrieval looks for: the pending task (the pinned messages), the user's latest
+        request, and what the agent is doing now (the last assistant turn)."""
+        h = request.history
+        seen, last = self._last_user.get(h.uid, (0, -1))
+        if seen > len(h):
+            seen, last = 0, -1
+        for i in range(max(seen, request.pinned_count), len(h)):
+            if h.flags[i].role == "user" and any(isinstance(b, TextBlock) for b in h.messages[i].content):
+                last = i
+        if len(self._last_user) > 8:
+            self._last_user.clear()
+        self._last_user[h.uid] = (len(h), last)
+        parts = [_text(h.messages[i])[:_QUERY_CHARS] for i in range(request.pinned_count)]
+        if last >= 0:
+            parts.append(_text(h.messages[last])[:_QUERY_CHARS])
+        parts.append(_query(h))
+        return " ".join(p for p in parts if p)
 
     def _memo(self, tok: Tokenizer) -> _MemoTokenizer:
         if self._counts is None or self._counts.id != tok.id:
@@ -319,6 +357,13 @@ class Pipeline:
             end = len(msgs) - 1
             breakpoints = tuple(sorted({b if b != end else end - 1 for b in breakpoints} | {end - 1}))[-3:]
         return dataclasses.replace(core, messages=msgs, report=report, cache_breakpoints=breakpoints)
+
+
+_QUERY_CHARS = 600
+
+
+def _text(m: Message) -> str:
+    return " ".join(b.text for b in m.content if isinstance(b, TextBlock))
 
 
 def _query(h: History) -> str:

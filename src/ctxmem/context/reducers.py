@@ -6,7 +6,8 @@ pass over the text), so a masked output can carry its gist instead of only a han
 * ``first_error`` — a compile/test log becomes its first error (with the line before it
   when that names the file and line), or "no errors" and the last line.
 * ``summary_line`` — a benchmark or correctness table becomes its id/header line and its
-  summary line (geomean, totals, pass/fail counts), or its last line.
+  summary line (the last line with summary/total/overall/mean/median/passed/failed/best/
+  result — so a geomean line too), or its last line.
 * ``head_tail`` — the first and last three lines.
 * ``none`` — nothing (the placeholder carries only the handle).
 
@@ -26,7 +27,9 @@ _ERROR = re.compile(
     r"(error|Error|ERROR|Traceback|OutOfResources|FAILED|FAIL\b|Exception|exception|panic|fatal)"
 )
 _LOCATION = re.compile(r'^\s*File "|:\d+:\d+|line \d+')
-_SUMMARY = re.compile(r"(geomean|geometric|summary|total|overall|mean|median|speedup|passed|failed|best)", re.I)
+# Generic words only ("mean" also finds a "geomean" line); a workload's own words live in its
+# FactProfile, not here.
+_SUMMARY = re.compile(r"(summary|total|overall|mean|median|passed|failed|best|result)", re.I)
 
 
 def first_error(text: str) -> str:
@@ -41,7 +44,7 @@ def first_error(text: str) -> str:
     return f"no error lines in {len(lines)} lines; last: {last}"
 
 
-_SUMMARY_WORDS = ("geomean", "geometric", "summary", "total", "overall", "mean", "median", "speedup", "passed", "failed", "best")
+_SUMMARY_WORDS = ("summary", "total", "overall", "mean", "median", "passed", "failed", "best", "result")
 _ASCII_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e"  # what str.splitlines splits ASCII text at
 
 

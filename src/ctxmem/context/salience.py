@@ -86,7 +86,7 @@ _CUE_WEAK = re.compile(
     re.I,
 )
 _CODE_START = re.compile(
-    r"^\s*(?:def |class |import |from \S+ import|return\b|@\w|if .*:$|for .*:$|while .*:$|elif |else:|try:|"
+    r"^\s*(?:def |class |import |from \S+ import|return\b|raise\b|assert\b|throw\b|@\w|if .*:$|for .*:$|while .*:$|elif |else:|try:|"
     r"except\b|with .*:$|[{}]\s*$|#include|fn |let |const |var |public |private )"
 )
 _ASSIGN = re.compile(r"^\s+[\w.\[\], ]+\s*[-+*/]?=\s*\S")

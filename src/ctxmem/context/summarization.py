@@ -53,7 +53,7 @@ from ctxmem.context.history import History
 from ctxmem.context.invariants import SafeCuts
 from ctxmem.context.masking import Masking, MaskingConfig
 from ctxmem.context.memory import Carried, Carry, Settled, split_sections
-from ctxmem.context.profile import FactProfile
+from ctxmem.context.profile import FactProfile, get_profile
 from ctxmem.context.salience import SalienceIndex
 from ctxmem.context.summarize import (
     SUMMARY_MARKER,
@@ -237,8 +237,8 @@ class Summarization:
                 )
             self.summarizer = LLMSummarizer(client, instructions=cfg.instructions, max_result_chars=cfg.max_result_chars)
         else:
-            self.summarizer = ExtractiveSummarizer()
-        self._extractive = ExtractiveSummarizer()
+            self.summarizer = ExtractiveSummarizer(profile=get_profile(fact_profile or cfg.fact_profile))
+        self._extractive = ExtractiveSummarizer(profile=get_profile(fact_profile or cfg.fact_profile))
         self._carry = Carry(
             instructions=cfg.carry_instructions,
             facts_tokens=cfg.facts_tokens,
@@ -272,7 +272,7 @@ class Summarization:
         return _Limits(cap, node, facts)
 
     def _guard(self, limits: _Limits) -> FidelityGuard:
-        return FidelityGuard(max_facts=self.config.max_facts, max_tokens=limits.facts)
+        return FidelityGuard(max_facts=self.config.max_facts, max_tokens=limits.facts, profile=self._carry.profile)
 
     @staticmethod
     def _fingerprint(h: History, a: int, b: int) -> tuple[Any, ...]:

@@ -39,6 +39,7 @@ from ctxmem.context.facts import (
     missing_facts,
     normalize,
 )
+from ctxmem.context.profile import GENERIC, FactProfile
 from ctxmem.errors import CtxmemError
 from ctxmem.messages import (
     Message,
@@ -237,10 +238,9 @@ def clip_to_tokens(text: str, tokenizer: Tokenizer, max_tokens: int) -> str:
 # ----------------------------------------------------------------------------- extractive
 
 _ERROR_HINT = re.compile(r"(error|exception|outofresources|traceback|fatal|panic)", re.I)
-_RESULT = re.compile(
-    r"(geomean|geometric|speedup:|summary|total|overall|best|passed|failed|compiled in|\bPASS\b.*\d|eval#|bench#)",
-    re.I,
-)
+# Generic result markers: summary words and run ids (``eval#12``); a workload adds its own
+# through FactProfile.result_words.
+_RESULT = re.compile(r"(summary|total|overall|mean|best|passed|failed|result|\bPASS\b.*\d|\b[a-z]+#\d+)", re.I)
 _DECISION = re.compile(
     r"\b(decid\w*|will|plan|next|switch\w*|revert\w*|commit\w*|instead|because|conclud\w*|fix\w*|try\w*|use)\b",
     re.I,
@@ -267,10 +267,18 @@ class ExtractiveSummarizer:
     name: ClassVar[str] = "extractive"
     #: most tool-output lines considered per result (errors and summaries come first anyway)
     max_lines_per_output: int = 400
+    #: the workload's vocabulary: its ``result_words`` also mark result lines
+    profile: FactProfile = GENERIC
 
     @property
     def id(self) -> str:
-        return f"extractive:v1:{self.max_lines_per_output}"
+        return f"extractive:v1:{self.max_lines_per_output}:{self.profile.name}"
+
+    def _is_result(self, line: str) -> bool:
+        if _RESULT.search(line):
+            return True
+        low = line.lower()
+        return any(w in low for w in self.profile.result_words)
 
     def candidates(self, messages: Sequence[Message], prior: str | None = None) -> list[tuple[float, str]]:
         """(score, line) in message order; duplicates and lines already in ``prior`` removed."""
@@ -297,7 +305,7 @@ class ExtractiveSummarizer:
                     for k, ln in enumerate(ln for ln in b.text.splitlines() if ln.strip()):
                         if m.role == "user":
                             add(6.0 if _CONSTRAINT.search(ln) else 4.0, f"user: {ln}")
-                        elif _ERROR_HINT.search(ln) or _RESULT.search(ln):
+                        elif _ERROR_HINT.search(ln) or self._is_result(ln):
                             add(3.5, f"assistant: {ln}")
                         else:
                             add(3.0 if _DECISION.search(ln) else (2.0 if k == 0 else 1.0), f"assistant: {ln}")
@@ -326,7 +334,7 @@ class ExtractiveSummarizer:
             sig = error_signature(ln)
             if sig:
                 add(5.0, f"{tag}: {sig}")
-            elif _RESULT.search(ln):
+            elif self._is_result(ln):
                 add(4.5, f"{tag}: {ln}")
 
     def summarize(
@@ -470,13 +478,15 @@ class FidelityGuard:
     max_tokens: int = 400
     #: facts extracted per span before checking (higher kinds first)
     extract_cap: int = DEFAULT_MAX_FACTS
+    #: the workload's vocabulary (its metric's best value is a must-keep fact)
+    profile: FactProfile = GENERIC
 
     @property
     def id(self) -> str:
-        return f"guard:{self.max_facts}:{self.max_tokens}:{self.extract_cap}"
+        return f"guard:{self.max_facts}:{self.max_tokens}:{self.extract_cap}:{self.profile.name}"
 
     def facts(self, messages: Sequence[Message], *, start: int = 0) -> tuple[Fact, ...]:
-        return tuple(extract_facts(messages, start=start, max_facts=self.extract_cap))
+        return tuple(extract_facts(messages, start=start, max_facts=self.extract_cap, profile=self.profile))
 
     def apply(self, summary: str, facts: Iterable[Fact], tokenizer: Tokenizer) -> Guarded:
         facts = tuple(facts)
