@@ -37,3 +37,22 @@ def test_a_row_checks_its_own_target() -> None:
 def test_a_malformed_target_is_an_error_not_a_pass(bad: str) -> None:
     with pytest.raises(ValueError, match="target"):
         target_met(bad, 1.0, "s", 1.0)
+
+
+@pytest.mark.slow
+def test_scale_suite_at_30m_tokens_projects_under_12_gb_at_100m(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nightly 30M-token run: ingest memory projected linearly to 100M tokens stays
+    under 12 GB (a fixed interpreter/tokenizer base makes the projection an upper bound),
+    and no preset's build goes over budget or breaks tool pairing at that size."""
+    import re
+
+    from benchmarks import bench_scale
+
+    monkeypatch.setenv("CTXMEM_SCALE_TURNS", "36000")
+    rows = bench_scale.run()
+    rss = next(r for r in rows if r.metric.endswith("peak RSS"))
+    mtok = float(re.search(r"ingest ([0-9.]+)M tok", rss.metric).group(1))  # type: ignore[union-attr]
+    assert 25 <= mtok <= 40
+    assert rss.ctxmem * 100 / mtok <= 12_000  # MB at 100M tokens
+    builds = [r for r in rows if r.metric.endswith("per-turn build")]
+    assert builds and all(re.search(r"\b0 over budget, 0 unpaired", r.note) for r in builds)

@@ -1,11 +1,13 @@
 """Lexical retrieval: the store's FTS5 index, or an in-process BM25 over the documents.
 
-* :func:`fts_query` turns free text into an FTS5 query that ORs the quoted terms (bare
-  words in FTS5 are ANDed, which would make a natural-language question match nothing),
-  and :func:`fts_event_hits` runs it through :meth:`SQLiteStore.search
-  <ctxmem.store.SQLiteStore.search>` restricted to a session's chain. FTS5 ranks whole tool
-  outputs; the retriever maps each hit to the chunk of that output sharing the most query
-  terms.
+* :func:`fts_event_hits` turns free text into an FTS5 query that ORs the quoted terms
+  (bare words in FTS5 are ANDed, which would make a natural-language question match
+  nothing) — only its selective terms (:func:`selective_terms`: the rarest, by the store's
+  document frequencies, with bounded postings) — and runs it through
+  :meth:`SQLiteStore.search <ctxmem.store.SQLiteStore.search>` restricted to a session's
+  chain (membership by id ranges, no chain walk). FTS5 ranks whole tool outputs; the
+  retriever maps each hit to the chunk of that output sharing the most query terms.
+  :func:`fts_query` (every distinct term) remains for callers that want them all.
 * :class:`BM25Index` — Okapi BM25 (k1=1.2, b=0.75) over chunk texts, incremental, for
   stores without FTS5 (:class:`~ctxmem.store.MemoryStore`) or no store at all. Same
   tokenization as FTS5's default ``unicode61`` tokenizer closely enough for recall: lower
@@ -29,6 +31,10 @@ _TERM = re.compile(r"[^\W_]+", re.UNICODE)
 _ASCII_TERM = re.compile(r"[a-z0-9]+")  # _TERM on lower-cased ASCII
 MAX_QUERY_TERMS = 32
 MAX_SCORED_TERMS = 8
+#: FTS5 scores every posting of every scored term (bm25() costs ~1.5 µs per matching
+#: output): the rarest terms are scored while their postings add up to at most this
+#: many (the rarest one always), so a search costs the same at 1M and 30M tokens.
+MAX_SCORED_POSTINGS = 1500
 
 
 def terms(text: str) -> list[str]:
@@ -52,7 +58,9 @@ def selective_terms(store: Any, text: str) -> list[str]:
 
     A term in most documents adds almost the same to every score (tiny idf) and costs a
     pass over its whole posting list: on a 1M-token session the 32-term OR query took
-    ~9 ms in FTS5's bm25, the selective one ~0.5 ms. Document frequencies come from the
+    ~9 ms in FTS5's bm25, the selective one ~0.5 ms. For the FTS path the scored terms'
+    postings are also capped at :data:`MAX_SCORED_POSTINGS` together (rarest first), which
+    keeps a search's cost from growing with the session. Document frequencies come from the
     store's :meth:`document_frequencies <ctxmem.store.SQLiteStore.document_frequencies>`
     (memoized per index epoch); a store without it gets every term.
     """
@@ -62,7 +70,14 @@ def selective_terms(store: Any, text: str) -> list[str]:
         return uniq
     n, df = stats(uniq)
     ranked = sorted((df[t], t) for t in uniq if df[t] <= n // 2 or n < 8)
-    return [t for _, t in ranked[:MAX_SCORED_TERMS]]
+    chosen: list[str] = []
+    postings = 0
+    for d, t in ranked[:MAX_SCORED_TERMS]:
+        if chosen and postings + d > MAX_SCORED_POSTINGS:
+            break
+        chosen.append(t)
+        postings += d
+    return chosen
 
 
 def fts_event_hits(
