@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ctxmem.errors import InvalidConversationError
 from ctxmem.events import (
@@ -14,9 +18,12 @@ from ctxmem.events import (
     StoredEvent,
     ToolCallEvent,
     ToolResultEvent,
+    deep_path,
     event_from_payload,
     event_payload,
     events_from_message,
+    format_path,
+    json_problem,
     message_spans,
     messages_from_events,
     pending_tool_uses,
@@ -123,3 +130,63 @@ def test_tool_blocks_in_the_wrong_role_are_rejected(message: Message) -> None:
     with pytest.raises(InvalidConversationError) as exc:
         events_from_message(message)
     assert exc.value.field == "content"
+
+
+# --------------------------------------------------------------------------- validation at the door
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(alphabet=st.characters(blacklist_categories=(), min_codepoint=0, max_codepoint=0xE000), max_size=5),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.tuples(inner),
+        st.dictionaries(st.one_of(st.text(max_size=3), st.integers(0, 3)), inner, max_size=3),
+    ),
+    max_leaves=12,
+)
+
+
+def _depth(v: Any) -> int:
+    if isinstance(v, dict):
+        return 1 + max((_depth(x) for x in v.values()), default=0)
+    if isinstance(v, list | tuple):
+        return 1 + max((_depth(x) for x in v), default=0)
+    return 0
+
+
+def _storable(v: Any, max_depth: int) -> bool:
+    """Independent oracle: strict JSON text that is valid UTF-8 and reads back equal."""
+    try:
+        text = json.dumps(v, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError):
+        return False
+    return json.loads(text) == v and _depth(v) <= max_depth
+
+
+@settings(max_examples=300)
+@given(value=_values, max_depth=st.integers(1, 4))
+def test_json_problem_agrees_with_a_strict_json_round_trip(value: Any, max_depth: int) -> None:
+    problem = json_problem(value, max_depth=max_depth)
+    assert (problem is None) == _storable(value, max_depth), problem
+    if problem is not None:  # the path leads to a value inside
+        node = value
+        for step in problem[0]:
+            node = node[step]
+
+
+def test_a_10000_deep_value_is_named_without_recursion() -> None:
+    deep: list[Any] = []
+    cur = deep
+    for _ in range(10_000):
+        nxt: list[Any] = []
+        cur.append(nxt)
+        cur = nxt
+    problem = json_problem({"x": deep})
+    assert problem is not None and format_path(problem[0], "input") == "input.x[0][0][0]…(×255)"
+    text = '{"a": [{"b": ' + "[" * 10_000 + "]" * 10_000 + "}]}"
+    assert format_path(deep_path(text, 300) or ()) == "a[0].b[0][0][0]…(×297)"
+    assert format_path(("content", 1, "input", "a b", 0)) == 'content[1].input["a b"][0]'

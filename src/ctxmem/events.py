@@ -367,8 +367,12 @@ def json_problem(value: Any, *, max_depth: int = MAX_DEPTH) -> tuple[tuple[str |
     Refused: lone surrogates (in strings and object keys), NaN and infinities, containers
     nested deeper than ``max_depth`` (``value`` itself, if a container, is level 1), object
     keys that are not strings, and values that are not JSON (tuples, sets, bytes, …).
-    Iterative: a 10,000-deep value is reported, never a RecursionError.
+    Iterative: a 10,000-deep value is reported, never a RecursionError. The common case
+    (nothing wrong) is one walk without paths; only a value with a problem is walked
+    again to name it.
     """
+    if not _may_have_problem(value, max_depth):
+        return None
     stack: list[tuple[Any, int, tuple[str | int, ...]]] = [(value, 0, ())]
     pop, push = stack.pop, stack.append
     while stack:
@@ -410,6 +414,47 @@ def json_problem(value: Any, *, max_depth: int = MAX_DEPTH) -> tuple[tuple[str |
                 f"a {type(v).__name__} is not a JSON value; fix: use a str, number, bool, None, list or dict"
             )
     return None
+
+
+def _may_have_problem(value: Any, max_depth: int) -> bool:
+    """False only if :func:`json_problem` finds nothing: plain JSON types, checked without
+    building paths (anything unusual, a subclass included, says True)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    pop, push, search = stack.pop, stack.append, _SURROGATE.search
+    while stack:
+        v, depth = pop()
+        t = type(v)
+        if t is str:
+            if not v.isascii() and search(v):
+                return True
+        elif t is dict:
+            if depth >= max_depth:
+                return True
+            depth += 1
+            for k, x in v.items():
+                if type(k) is not str or (not k.isascii() and search(k)):
+                    return True
+                if type(x) is str:
+                    if not x.isascii() and search(x):
+                        return True
+                elif x is not None and type(x) is not int and type(x) is not bool:
+                    push((x, depth))
+        elif t is list:
+            if depth >= max_depth:
+                return True
+            depth += 1
+            for x in v:
+                if type(x) is str:
+                    if not x.isascii() and search(x):
+                        return True
+                elif x is not None and type(x) is not int and type(x) is not bool:
+                    push((x, depth))
+        elif t is float:
+            if v - v != 0.0:  # NaN or an infinity
+                return True
+        elif v is not None and t is not int and t is not bool:
+            return True
+    return False
 
 
 _DEEP_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},]')
