@@ -14,10 +14,10 @@ from ctxmem.workloads.kernel.policy import (
     parse_mode,
 )
 
-OOR = ("compile · kernel.py (sha 1234abcd) · ARCH=baseline · BLOCK_M=32 BLOCK_N=128 num_warps=4 num_stages=4\n"
+OOR = ("compile · kernel.py (sha 1234abcd) · BLOCK_M=32 BLOCK_N=128 num_warps=4 num_stages=4\n"
        "triton.runtime.errors.OutOfResources: out of resource: shared memory, Required: 272384, "
        "Hardware limit: 136192. Reducing block sizes or `num_stages` may help.")
-BENCH = ("bench#3 · kernel.py (sha 1234abcd) · ARCH=unified_loop · BLOCK_M=64 BLOCK_N=64 num_warps=4 num_stages=2\n"
+BENCH = ("bench#3 · kernel.py (sha 1234abcd) · BLOCK_M=64 BLOCK_N=64 num_warps=4 num_stages=2\n"
          "device: SIMX-1 · simulated (times from the SIMX-1 cost model, not measured)\n\n"
          "geomean speedup 3.18x over the reference kernel (baseline, BLOCK_M=32 BLOCK_N=32 num_warps=4 num_stages=1)")
 
@@ -25,14 +25,14 @@ BENCH = ("bench#3 · kernel.py (sha 1234abcd) · ARCH=unified_loop · BLOCK_M=64
 def test_facts_are_read_from_tool_output_text() -> None:
     f = parse_facts(OOR)
     assert f.smem_limit == 136192
-    assert config_key("baseline", {"BLOCK_N": 128, "num_stages": 4}) in f.over_limit
+    assert config_key("1234abcd", {"BLOCK_N": 128, "num_stages": 4}) in f.over_limit
     b = parse_facts(BENCH)
-    key = config_key("unified_loop", {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2})
+    key = config_key("1234abcd", {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2})
     assert b.measured == {key: 3.18} and b.benched == {key} and b.device == "SIMX-1"
     assert parse_facts("Root cause of eval#4: causal_strict — x").bugs == {"causal_strict"}
     assert parse_facts("[main abc1234] head_packing: 4.91x geomean (BLOCK_M=128)").commits == {"abc1234": 4.91}
     # a reducer's gist keeps what it keeps: summary_line of the benchmark still names config + geomean
-    gist = "bench#3 · kernel.py (sha 1234abcd) · ARCH=unified_loop · BLOCK_M=64 BLOCK_N=64 num_warps=4 num_stages=2 … " \
+    gist = "bench#3 · kernel.py (sha 1234abcd) · BLOCK_M=64 BLOCK_N=64 num_warps=4 num_stages=2 … " \
            "geomean speedup 3.18x over the reference kernel"
     assert parse_facts(gist).measured == {key: 3.18}
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from ctxmem.workloads.kernel.needles import ProbeResult
 from ctxmem.workloads.kernel.scores import CallRecord, bucket, recall_by_distance, score_run, waste
 
-OOR = ("compile · kernel.py (sha 1) · ARCH=baseline · BLOCK_M=32 BLOCK_N=128 num_warps=4 num_stages=4\n"
+OOR = ("compile · kernel.py (sha 1) · BLOCK_M=32 BLOCK_N=128 num_warps=4 num_stages=4\n"
        "triton.runtime.errors.OutOfResources: out of resource: shared memory, Required: 272384, Hardware limit: 136192.")
-BENCH = ("bench#1 · kernel.py (sha 1) · ARCH=baseline · BLOCK_M=64 BLOCK_N=64 num_warps=4 num_stages=1\n"
+BENCH = ("bench#1 · kernel.py (sha 1) · BLOCK_M=64 BLOCK_N=64 num_warps=4 num_stages=1\n"
          "correctness: eval#1 PASSED (this source and config, dev suite)\ngeomean speedup 2.16x over the reference")
 NAN = "eval#2 · correctness · kernel.py\nFAILED 1/6 cases · first failing case: 0 gqa_fp16 (NaN in 256)"
 

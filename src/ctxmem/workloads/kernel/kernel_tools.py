@@ -77,7 +77,6 @@ from ctxmem.workloads.kernel.sandbox import SandboxLimits
 from ctxmem.workloads.kernel.simx import (
     BENCH_SHAPES,
     DEVICE_NAME,
-    REFERENCE_CONFIG,
     REFERENCE_TILES,
     BenchShape,
     InvalidConfig,
@@ -204,6 +203,7 @@ class KernelTools:
         self.simx = Simx(seed)
         self.measurer = Measurer(workspace)
         self._reference: tuple[dict[str, int], dict[str, float]] | None = None
+        self._gpu_reference: tuple[dict[str, Any], dict[str, float]] | None = None
         self.git = GitRepo(workspace)
         self.last_submission: dict[str, Any] | None = None
         self._handlers: dict[str, Callable[..., str]] = {
@@ -376,17 +376,23 @@ class KernelTools:
             raise ToolFailure(f"bench#{bench_id} · {path} (sha {_sha8(source)})\n{problem}")
         header = self._header(f"bench#{bench_id}", path, source, cfg)
         scfg, notes = self._simx_config(cfg)
+        gpu_problems: list[str] = []
         if self.device == "gpu":
-            rows, device_name = self._gpu_times(path, source, cfg)
+            rows, device_name, gpu_problems = self._gpu_times(path, source, cfg)
             label = "gpu"
-            ref_text = f"the original kernel, {config_text(REFERENCE_CONFIG)}"
+            assert self._gpu_reference is not None
+            ref_text = f"the original kernel at its best config on this GPU, {config_text(self._gpu_reference[0])}"
         else:
             measured = self._measure(header, path, source, scfg)
             ref_cfg, ref_times = self.reference()
             rows = [(s, ref_times[s.name], t) for s, t in self.simx.times(measured)]
             device_name, label = DEVICE_NAME, "simulated"
             ref_text = f"the original kernel at its best config on this device, {config_text(ref_cfg)}"
-        lines = [header, _device_line(label, device_name), self._correctness_line(source, cfg), *notes, ""]
+        lines = [header, _device_line(label, device_name), self._correctness_line(source, cfg), *notes]
+        if self.device == "gpu":
+            lines.append("outputs on the GPU vs an fp32 reference: " + (
+                "all shapes within fp16 tolerance" if not gpu_problems else "WRONG on " + "; ".join(gpu_problems)))
+        lines.append("")
         lines.append(f"{'shape':<16} {'batch':>5} {'heads':>6} {'dim':>4} {'prefix':>7} "
                      f"{'extend':>7} {'reference_us':>13} {'kernel_us':>10} {'speedup':>8}")
         speedups = []
@@ -403,8 +409,11 @@ class KernelTools:
         lines.append(f"geomean speedup {geo:.2f}x over the reference ({ref_text}) · {label}")
         return "\n".join(lines), geo
 
-    def _gpu_times(self, path: str, source: str, cfg: Mapping[str, ConfigValue]
-                   ) -> tuple[list[tuple[BenchShape, float, float]], str]:
+    def _gpu_run(self, path: str, source: str, configs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Time (and check on the GPU) the candidate at ``configs``, and the reference once."""
+        ref_configs = [] if self._gpu_reference is not None else [
+            {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": st}
+            for bm in (32, 64, 128) for bn in (32, 64) for w in (4, 8) for st in (1, 2)]
         with tempfile.TemporaryDirectory(prefix="ctxmem-gpu-") as scratch:
             d = Path(scratch)
             src = d / "candidate.py"
@@ -412,7 +421,7 @@ class KernelTools:
             job = {"source_path": str(src), "reference_path": str(asset_path("reference.py")),
                    "baseline_path": str(asset_path("extend_attention.py")),
                    "shapes": [s.case_dict(self.seed) for s in BENCH_SHAPES],
-                   "config": dict(cfg), "reference_config": dict(REFERENCE_CONFIG)}
+                   "configs": configs, "reference_configs": ref_configs}
             (d / "job.json").write_text(json.dumps(job))
             runner = Path(__file__).with_name("_gpu_bench.py")
             try:
@@ -420,12 +429,38 @@ class KernelTools:
                                cwd=self.workspace.root, timeout=600, capture_output=True, check=False)
                 report = json.loads((d / "result.json").read_text())
             except (subprocess.TimeoutExpired, OSError, ValueError) as exc:
-                raise ToolFailure(f"error: GPU benchmark of {path} did not finish: {type(exc).__name__}") from exc
+                raise ToolFailure(f"error: GPU run of {path} did not finish: {type(exc).__name__}") from exc
         if report.get("status") != "ok":
-            raise ToolFailure(f"error: GPU benchmark of {path} failed\n{report.get('tail', report.get('error', ''))}")
+            raise ToolFailure(f"error: GPU run of {path} failed\n{report.get('tail', report.get('error', ''))}")
+        if self._gpu_reference is None:
+            best: tuple[float, dict[str, Any], dict[str, float]] | None = None
+            for i, cfg in enumerate(ref_configs):
+                rows = [r["reference"][i] for r in report["shapes"]]
+                if any("ms" not in x or not x["correct"] for x in rows):
+                    continue
+                score = sum(math.log(x["ms"]) for x in rows)
+                if best is None or score < best[0]:
+                    best = (score, cfg, {r["name"]: 1000.0 * x["ms"] for r, x in zip(report["shapes"], rows, strict=True)})
+            if best is None:
+                raise ToolFailure("error: the original kernel ran at no reference config on this GPU")
+            self._gpu_reference = (best[1], best[2])
+        return report
+
+    def _gpu_times(self, path: str, source: str, cfg: Mapping[str, ConfigValue]
+                   ) -> tuple[list[tuple[BenchShape, float, float]], str, list[str]]:
+        report = self._gpu_run(path, source, [dict(cfg)])
+        assert self._gpu_reference is not None
+        _, ref = self._gpu_reference
         by_name = {s.name: s for s in BENCH_SHAPES}
-        rows = [(by_name[r["name"]], 1000.0 * r["reference_ms"], 1000.0 * r["ms"]) for r in report["shapes"]]
-        return rows, str(report.get("device_name", "CUDA GPU"))
+        rows, problems = [], []
+        for r in report["shapes"]:
+            got = r["configs"][0]
+            if "ms" not in got:
+                raise ToolFailure(f"error: {path} failed to launch on {r['name']}: {got['error']}")
+            if not got["correct"]:
+                problems.append(f"{r['name']}: max abs error {got['max_err']:.3g}, {got['nan_rows']} NaN rows")
+            rows.append((by_name[r["name"]], ref[r["name"]], 1000.0 * got["ms"]))
+        return rows, str(report.get("device_name", "CUDA GPU")), problems
 
     # -- autotune ---------------------------------------------------------------------------
 
@@ -446,6 +481,8 @@ class KernelTools:
                                     "narrow it")
         header = (f"tune#{tune_id} · {path} (sha {_sha8(source)}) · "
                   f"{size} configs over base {config_text(cfg)}")
+        if self.device == "gpu":
+            return self._gpu_autotune(header, path, source, cfg, space)
         lines = [header, _device_line("simulated"), ""]
         trials: list[tuple[int, str, dict[str, Any] | None, str | None]] = []
         for i, values in enumerate(itertools.product(*(space[k] for k in keys)), start=1):
@@ -493,6 +530,37 @@ class KernelTools:
             raise ToolFailure("\n".join([*lines, "no valid config in the space"]))
         lines.append(f"best config: {config_text(best[1])} · {best[0]:.2f}x geomean speedup "
                      "(correctness not checked: run check with this config)")
+        return "\n".join(lines)
+
+    def _gpu_autotune(self, header: str, path: str, source: str, cfg: Mapping[str, ConfigValue],
+                      space: Mapping[str, Any]) -> str:
+        keys = list(space)
+        trials = [{**cfg, **dict(zip(keys, values, strict=True))}
+                  for values in itertools.product(*(space[k] for k in keys))]
+        report = self._gpu_run(path, source, trials)
+        assert self._gpu_reference is not None
+        _, ref = self._gpu_reference
+        lines = [header, _device_line("gpu", str(report.get("device_name", "CUDA GPU"))), ""]
+        best: tuple[float, dict[str, Any]] | None = None
+        for i, trial in enumerate(trials):
+            shown = " ".join(f"{k}={trial[k]}" for k in keys)
+            rows = [(r["name"], r["configs"][i]) for r in report["shapes"]]
+            failed = next((x["error"] for _, x in rows if "ms" not in x), None)
+            if failed is not None:
+                lines.append(f"{i + 1:>4}  {shown:<52} {failed.splitlines()[0][:80]}")
+                continue
+            wrong = [n for n, x in rows if not x["correct"]]
+            geo = _geomean([ref[n] / (1000.0 * x["ms"]) for n, x in rows])
+            total = sum(1000.0 * x["ms"] for _, x in rows)
+            lines.append(f"{i + 1:>4}  {shown:<52} {total:>9.1f} us total  {geo:>6.2f}x geomean"
+                         + (f"  WRONG on {', '.join(wrong)}" if wrong else ""))
+            if not wrong and (best is None or geo > best[0]):
+                best = (geo, trial)
+        lines.append("")
+        if best is None:
+            raise ToolFailure("\n".join([*lines, "no config in the space ran correctly"]))
+        lines.append(f"best config: {config_text(best[1])} · {best[0]:.2f}x geomean speedup "
+                     "(outputs checked on the GPU; run check for the interpreter's edge cases)")
         return "\n".join(lines)
 
     # -- profile ----------------------------------------------------------------------------

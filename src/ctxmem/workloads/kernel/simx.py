@@ -90,7 +90,7 @@ CONFIG_SPACE: dict[str, tuple[int, ...]] = {
     "BLOCK_N": (16, 32, 64, 128),
     "num_warps": (2, 4, 8),
     "num_stages": (1, 2, 3, 4),
-    "PACK": (1, 2, 4),
+    "PACK": (1, 2, 4, 8),
     "SPLITS": (1, 2, 4, 8),
     "PROGRAMS": (64, 128, 256, 512, 1024),
 }

@@ -95,30 +95,21 @@ def _extend_attention_kernel(
             Req_to_token + table_row * stride_table_row + offs_n, mask=in_prefix, other=0
         ).to(tl.int64)
         rows_k = (row_start + offs_n - prefix_len).to(tl.int64)
-        k = tl.load(
-            K_pool + slots[None, :] * stride_kp_t + kv_h * stride_kp_h + offs_d[:, None],
-            mask=in_prefix[None, :] & mask_d[:, None],
-            other=0.0,
-        ) + tl.load(
-            K_new + rows_k[None, :] * stride_kn_t + kv_h * stride_kn_h + offs_d[:, None],
-            mask=in_new[None, :] & mask_d[:, None],
-            other=0.0,
-        )
+        # One load per tile: each key's row pointer comes from the pool (prefix) or from
+        # k_new / v_new (new tokens).
+        in_kv = in_prefix | in_new
+        k_rows = tl.where(in_prefix, K_pool + slots * stride_kp_t + kv_h * stride_kp_h,
+                          K_new + rows_k * stride_kn_t + kv_h * stride_kn_h)
+        k = tl.load(k_rows[None, :] + offs_d[:, None], mask=in_kv[None, :] & mask_d[:, None], other=0.0)
         s = tl.dot(q, k, input_precision=DOT_PRECISION) * sm_scale
         if USE_CAP:
             s = _soft_cap(s, soft_cap)
         visible = mask_m[:, None] & (offs_n[None, :] < kv_end) & (offs_n[None, :] <= q_pos[:, None])
         if USE_WINDOW:
             visible = visible & (offs_n[None, :] > q_pos[:, None] - window)
-        v = tl.load(
-            V_pool + slots[:, None] * stride_vp_t + kv_h * stride_vp_h + offs_d[None, :],
-            mask=in_prefix[:, None] & mask_d[None, :],
-            other=0.0,
-        ) + tl.load(
-            V_new + rows_k[:, None] * stride_vn_t + kv_h * stride_vn_h + offs_d[None, :],
-            mask=in_new[:, None] & mask_d[None, :],
-            other=0.0,
-        )
+        v_rows = tl.where(in_prefix, V_pool + slots * stride_vp_t + kv_h * stride_vp_h,
+                          V_new + rows_k * stride_vn_t + kv_h * stride_vn_h)
+        v = tl.load(v_rows[:, None] + offs_d[None, :], mask=in_kv[:, None] & mask_d[None, :], other=0.0)
         m_i, l_i, acc = _online_softmax_step(s, visible, m_i, l_i, acc, v)
 
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)
