@@ -65,10 +65,11 @@ async def session_calls(args: list[str], calls: list[tuple[str, dict[str, Any]]]
 def test_stdio_server_lists_and_answers_its_tools(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     sid = make_db(db)
-    names, (listing, found, recalled, grepped, built, view, refused) = anyio.run(session_calls, [
+    names, (listing, found, dense, recalled, grepped, built, view, refused) = anyio.run(session_calls, [
         "--db", str(db)], [
         ("list_sessions", {}),
         ("search", {"query": "shared memory", "session_id": sid}),
+        ("search", {"query": "shared memory limit exceeded", "session_id": sid, "dense": True, "limit": 3}),
         ("recall", {"session_id": sid, "handle": "toolu_2", "lines": "2-3"}),
         ("recall", {"session_id": sid, "handle": "toolu_2", "grep": "limit \\d+"}),
         ("build_context", {"session_id": sid, "preset": "masking-200k", "context_window": 6000}),
@@ -80,6 +81,9 @@ def test_stdio_server_lists_and_answers_its_tools(tmp_path: Path) -> None:
     assert [s["id"] for s in sessions] == [sid] and sessions[0]["title"] == "kernel run"
     hits = payload(found)["hits"]
     assert [h["handle"] for h in hits] == ["toolu_2"] and "shared" in hits[0]["snippet"]
+    fused = payload(dense)
+    assert fused["mode"] == "hybrid" and fused["embedder"] and fused["hits"][0]["handle"] == "toolu_2"
+    assert "dense" in fused["hits"][0]["sources"]
     assert text_of(recalled) == "2: step 1: ok\n3: step 2: ok"
     assert text_of(grepped) == "61: error: shared memory limit 101376 bytes exceeded"
     report = payload(built)
@@ -88,10 +92,60 @@ def test_stdio_server_lists_and_answers_its_tools(tmp_path: Path) -> None:
     assert report["messages"][0]["content"][0]["text"] == "Optimize the kernel."
     assert text_of(view).startswith("Directory /memories")
     assert refused.is_error and "read-only" in text_of_error(refused)
-    # a read-only server never wrote the store: the same events as before
+    # a read-only server never wrote the store: no compaction recorded, no embedding cached
     with SQLiteStore(str(db)) as store:
         assert all(se.kind != "compaction" for se in store.chain(sid).events)
+    assert _embedding_rows(db) == 0
     assert not (tmp_path / "s-memories" / sid / "notes.md").exists()
+
+
+def _embedding_rows(db: Path) -> int:
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables if "embed" in t)
+    finally:
+        con.close()
+
+
+def test_streamable_http_transport(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import time
+
+    from mcp.client.streamable_http import streamable_http_client
+
+    db = tmp_path / "s.db"
+    sid = make_db(db)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([CTXMEM, "mcp", "serve", "--db", str(db), "--transport", "http", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+
+        async def call() -> tuple[list[str], Any]:
+            async with streamable_http_client(f"http://127.0.0.1:{port}/mcp") as (read, write), \
+                    ClientSession(read, write) as client:
+                await client.initialize()
+                tools = await client.list_tools()
+                return sorted(t.name for t in tools.tools), await client.call_tool(
+                    "recall", {"session_id": sid, "handle": "toolu_2", "grep": "limit"})
+
+        names, recalled = anyio.run(call)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert "recall" in names and "101376" in text_of(recalled)
 
 
 def text_of_error(result: Any) -> str:
