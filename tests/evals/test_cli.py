@@ -29,8 +29,8 @@ def _pngs(folder: Path) -> list[Path]:
 def test_small_grid_end_to_end_writes_png_and_html(tmp_path: Path) -> None:
     db, out = tmp_path / "r.db", tmp_path / "report"
     res = invoke("run", "--sources", "prose,code", "--lengths", "1k,2k,4k", "--depths", "0,50,100",
-                 "--needles", "literal,multikey,absent,nocontext", "--seeds", "0-1", "--db", str(db),
-                 "--report", str(out), "--json", "--no-progress")
+                 "--needles", "literal,multikey,absent,nocontext", "--seeds", "0-1", "--results", str(db),
+                 "--out", str(out), "--json", "--no-progress")
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     # 2 sources × 3 lengths × 3 depths × 3 families × 2 seeds + nocontext (2 sources × 2 seeds)
@@ -50,16 +50,16 @@ def test_small_grid_end_to_end_writes_png_and_html(tmp_path: Path) -> None:
         by[r["needle"]].append(r["correct"])
     assert all(by["literal"]) and all(by["multikey"]) and all(by["absent"])  # the lexical reader's strengths
     assert not any(by["nocontext"])  # unguessable
-    res = invoke("show", "--db", str(db), "--json", "--bootstrap", "50")
+    res = invoke("show", "--results", str(db), "--json", "--bootstrap", "50")
     shown = json.loads(res.stdout)
     assert shown["status"] == {"done": summary["done"]}
     (eff,) = shown["effective_length"]
     assert eff["ruler"]["point"] == 4_000 and eff["nolima"]["point"] == 4_000
-    res = invoke("report", "--db", str(db), "--out", str(tmp_path / "again"), "--bootstrap", "20")
+    res = invoke("report", "--results", str(db), "--out", str(tmp_path / "again"), "--bootstrap", "20")
     assert res.exit_code == 0 and (tmp_path / "again" / "index.html").is_file()
     # rerun: everything is already finished
     res = invoke("run", "--sources", "prose,code", "--lengths", "1k,2k,4k", "--depths", "0,50,100",
-                 "--needles", "literal,multikey,absent,nocontext", "--seeds", "0-1", "--db", str(db), "--no-progress")
+                 "--needles", "literal,multikey,absent,nocontext", "--seeds", "0-1", "--results", str(db), "--no-progress")
     assert "0 to run" in res.output and f"{summary['done']} skipped" in res.output
 
 
@@ -106,22 +106,22 @@ def test_user_folder_source_and_niah_command(tmp_path: Path) -> None:
 
 def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
     db = str(tmp_path / "r.db")
-    res = CliRunner().invoke(eval_group, ["run", "--tokenizer", "o201k_base", "--db", db])
+    res = CliRunner().invoke(eval_group, ["run", "--tokenizer", "o201k_base", "--results", db])
     assert res.exit_code == 1 and "unknown tokenizer 'o201k_base'" in res.output and "Traceback" not in res.output
-    res = CliRunner().invoke(eval_group, ["run", "--needles", "literall", "--db", db])
+    res = CliRunner().invoke(eval_group, ["run", "--needles", "literall", "--results", db])
     assert res.exit_code == 1 and "Did you mean 'literal'" in res.output
-    res = CliRunner().invoke(eval_group, ["run", "--lengths", "4q", "--db", db])
-    assert res.exit_code == 1 and "bad length" in res.output
+    res = CliRunner().invoke(eval_group, ["run", "--lengths", "4q", "--results", db])
+    assert res.exit_code == 2 and "not a token count: '4q'" in res.output  # a usage error
     empty = tmp_path / "empty"
     empty.mkdir()
-    res = CliRunner().invoke(eval_group, ["run", "--sources", f"folder:{empty}", "--db", db])
+    res = CliRunner().invoke(eval_group, ["run", "--sources", f"folder:{empty}", "--results", db])
     assert res.exit_code == 1 and "no non-empty UTF-8 text" in res.output
 
 
 def test_length_above_window_is_refused_and_partial_results_kept(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     res = CliRunner().invoke(eval_group, ["run", "--lengths", "2k,40k", "--depths", "50", "--window", "32768",
-                                          "--db", str(db), "--no-progress"])
+                                          "--results", str(db), "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "1 done, 1 refused" in res.output
     assert "refused: context needs" in res.output and "32768" in res.output
@@ -129,9 +129,10 @@ def test_length_above_window_is_refused_and_partial_results_kept(tmp_path: Path)
         assert {r["status"] for r in store.rows()} == {"done", "refused"}
 
 
-def test_dry_run_estimates_and_runs_nothing(tmp_path: Path) -> None:
+def test_dry_run_estimates_and_runs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-used")
     db = tmp_path / "r.db"
-    res = invoke("run", "--lengths", "4k,16k", "--depths", "0,1", "--models", "gpt-4o-mini", "--db", str(db),
+    res = invoke("run", "--lengths", "4k,16k", "--depths", "0,1", "--model", "openai:gpt-4o-mini", "--results", str(db),
                  "--dry-run", "--json")
     plan = json.loads(res.stdout)
     assert plan["pending"] == 4 and plan["estimate"]["dollars"] > 0 and plan["estimate"]["unpriced_models"] == []
@@ -143,7 +144,7 @@ def test_unplaceable_needle_is_refused_for_good_and_other_cells_are_kept(tmp_pat
     """A length too short for the needle is refused (not an error): a rerun skips it, and
     --dry-run says up front which cells will be refused."""
     db = tmp_path / "r.db"
-    args = ["run", "--lengths", "20,2k", "--depths", "0,100", "--needles", "literal,multikey", "--db", str(db),
+    args = ["run", "--lengths", "20,2k", "--depths", "0,100", "--needles", "literal,multikey", "--results", str(db),
             "--no-progress"]
     res = invoke(*args, "--dry-run", "--json")
     plan = json.loads(res.stdout)

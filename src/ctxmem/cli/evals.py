@@ -2,8 +2,8 @@
 
 Commands:
 
-* ``eval run`` — the general grid (every axis a comma list), results in ``--db``,
-  optionally a report (``--report DIR``);
+* ``eval run`` — the general grid (every axis a comma list), results and report under
+  ``--out DIR`` (or a ``--results FILE``);
 * ``eval niah`` — the classic model grid, everything under ``--out DIR``
   (``DIR/results.db`` + the report);
 * ``eval session-needles`` — needles inside tool results of an agent session (a recorded
@@ -13,7 +13,7 @@ Commands:
 * ``eval report`` — PNGs + ``index.html`` from a results database (or a ``--out`` folder);
 * ``eval show`` — per-group accuracy, effective lengths and run history (``--json``).
 
-Before a run the cost estimate is printed; ``--budget`` caps spending; ``--dry-run``
+Before a run the cost estimate is printed; ``--max-cost`` caps spending; ``--dry-run``
 stops after the estimate and lists the cells that will be refused (each is built, no
 reader is called). A rerun with the same arguments skips finished and refused cells and
 retries errored ones. Progress goes to stderr.
@@ -29,6 +29,7 @@ from typing import Any
 import click
 
 from ctxmem.cli._common import CtxmemGroup, echo_json, json_option, table
+from ctxmem.cli._options import TOKEN_LIST, TOKENS, model_option, preset_option, split_multi
 from ctxmem.errors import ConfigError
 
 
@@ -98,15 +99,16 @@ def _common_run_options(fn: Any) -> Any:
         click.option("--seeds", default="0", show_default=True, help="Seeds (trials per cell): 0,1,2 or 0-9."),
         click.option("--tokenizer", default="o200k_base", show_default=True,
                      help="Tokenizer that measures length (o200k_base, cl100k_base, hf:PATH…)."),
-        click.option("--window", type=click.IntRange(min=1), default=None,
-                     help="The model's context window in tokens (known models have a default)."),
-        click.option("--max-tokens", type=click.IntRange(min=1), default=64, show_default=True,
+        click.option("--window", type=TOKENS, default=None,
+                     help="The model's context window in tokens, e.g. 128k (known models have a default)."),
+        click.option("--max-tokens", type=TOKENS, default=64, show_default=True,
                      help="Output tokens reserved for the answer."),
         click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
                      help="Requests in flight at once."),
         click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="At most this many requests per second."),
-        click.option("--budget", type=click.FloatRange(min=0), default=None, help="Stop before spending more dollars."),
+        click.option("--max-cost", "max_cost", type=click.FloatRange(min=0), default=None,
+                     help="Stop before spending more dollars."),
         click.option("--price", "price_items", multiple=True,
                      help="MODEL=INPUT,OUTPUT dollars per million tokens (overrides ctxmem's price table)."),
         click.option("--judge", default=None, help="Also grade answers with this model (client spec)."),
@@ -120,12 +122,12 @@ def _common_run_options(fn: Any) -> Any:
 
 
 def _execute(
-    *, sources: list[str], lengths: str, depths: str, needles: str, presets: list[str], models: list[str],
+    *, sources: list[str], lengths: list[int], depths: str, needles: str, presets: list[str], models: list[str],
     seeds: str, tokenizer: str, window: int | None, max_tokens: int, db: str, report: str | None,
-    concurrency: int, rate: float | None, budget: float | None, price_items: tuple[str, ...],
+    concurrency: int, rate: float | None, max_cost: float | None, price_items: tuple[str, ...],
     judge: str | None, dry_run: bool, progress: bool, as_json: bool,
 ) -> None:
-    from ctxmem.evals.grid import expand, parse_depths, parse_lengths
+    from ctxmem.evals.grid import expand, parse_depths
     from ctxmem.evals.readers import get_reader
     from ctxmem.evals.runner import plan, run_sync
     from ctxmem.evals.scoring import LLMJudge
@@ -134,13 +136,13 @@ def _execute(
 
     get_tokenizer(tokenizer)  # an unknown tokenizer fails here, before anything else
     cells = expand(
-        sources=sources, lengths=parse_lengths(lengths), depths=parse_depths(depths), needles=_csv(needles),
+        sources=sources, lengths=list(lengths), depths=parse_depths(depths), needles=_csv(needles),
         presets=presets, models=models, seeds=_seeds(seeds), tokenizer=tokenizer, window=window,
         max_tokens=max_tokens,
     )
     prices = _prices(price_items)
     _preflight([*models, *([judge] if judge else [])])  # a bad reader fails here, before any cell is priced
-    grid = {"sources": sources, "lengths": lengths, "depths": depths, "needles": needles, "presets": presets,
+    grid = {"sources": sources, "lengths": ",".join(str(n) for n in lengths), "depths": depths, "needles": needles, "presets": presets,
             "models": models, "seeds": seeds, "tokenizer": tokenizer, "window": window}
     with ResultStore(db) as store:
         pending, skipped, est = plan(cells, store, prices)
@@ -156,8 +158,8 @@ def _execute(
             msg = (f"{len(cells)} cells: {skipped} already finished, {len(pending)} to run; estimated "
                    f"{est.prompt_tokens:,} prompt + {est.output_tokens:,} output tokens, ${est.dollars:.4f}"
                    + (f" (unpriced: {', '.join(est.unpriced)})" if est.unpriced else ""))
-            if budget is not None:
-                msg += f"; budget cap ${budget:.2f}"
+            if max_cost is not None:
+                msg += f"; cost cap ${max_cost:.2f}"
             click.echo(msg, err=as_json)
         if dry_run:
             if as_json:
@@ -171,7 +173,7 @@ def _execute(
             return
         bar = _Bar(progress and sys.stderr.isatty())
         judge_obj = LLMJudge(get_reader(judge)) if judge else None
-        summary = run_sync(cells, get_reader, store, concurrency=concurrency, rate=rate, budget_usd=budget,
+        summary = run_sync(cells, get_reader, store, concurrency=concurrency, rate=rate, budget_usd=max_cost,
                            prices=prices, judge=judge_obj, progress=bar, grid=grid)
         out: dict[str, Any] = {"db": db, **summary.to_json()}
         refusals = [r["error"] for r in store.rows(status="refused") if r["run_id"] == summary.run_id]
@@ -187,7 +189,7 @@ def _execute(
         return
     click.echo(f"run {summary.run_id[:8]}: {summary.done} done, {summary.refused} refused, {summary.errors} errors, "
                f"{summary.skipped} skipped (finished earlier), {summary.cached} answers from cache, "
-               f"${summary.dollars:.4f} spent" + (" — stopped at the budget cap" if summary.stopped_by_budget else ""))
+               f"${summary.dollars:.4f} spent" + (" — stopped at the cost cap (--max-cost)" if summary.stopped_by_budget else ""))
     for m in out["refusals"][:3]:
         click.echo(f"refused: {m}", err=True)
     for m in summary.error_messages[:5]:
@@ -225,45 +227,46 @@ def eval_group() -> None:
 
 
 @eval_group.command("run")
-@click.option("--sources", default="prose", show_default=True,
-              help="Haystacks: prose, code, log, folder:PATH, session:JSONL|DB#ID (as text), "
-                   "agent (synthetic tool-heavy session), agent:JSONL|DB#ID (needles in its tool results).")
-@click.option("--lengths", default="4k,16k,64k", show_default=True, help="Lengths in tokens: 1k,4k,128k,1m.")
-@click.option("--presets", default="none", show_default=True,
-              help="Strategy presets (ctxmem strategies list), or none for the raw context.")
-@click.option("--models", "--reader", "models", default="extractive", show_default=True,
-              help="Readers: extractive, extractive-embedding, or client specs (anthropic:MODEL, openai:MODEL…).")
-@click.option("--db", default=default_eval_db, show_default="$CTXMEM_EVAL_DB or ./ctxmem-eval.db",
-              type=click.Path(dir_okay=False), help="Results database (SQLite).")
-@click.option("--report", default=None, type=click.Path(file_okay=False), help="Write the report into this folder.")
+@click.option("--source", "--sources", "sources", multiple=True, default=("prose",), show_default=True,
+              help="Haystacks (repeatable; a comma list works too): prose, code, log, folder:PATH, session:JSONL|DB#ID "
+                   "(as text), agent (synthetic tool-heavy session), agent:JSONL|DB#ID (needles in its tool results).")
+@click.option("--lengths", type=TOKEN_LIST, default="4k,16k,64k", show_default=True,
+              help="Lengths in tokens: 1k,4k,128k,1M.")
+@preset_option(("none",), help="Strategy preset (repeatable; a comma list works too), or none for the raw context.")
+@model_option(("extractive",))
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Folder for results.db and the report (as eval niah).")
+@click.option("--results", default=None, type=click.Path(dir_okay=False),
+              help="Results database file [default: OUT/results.db, else $CTXMEM_EVAL_DB or ./ctxmem-eval.db].")
 @_common_run_options
-def run_cmd(sources: str, lengths: str, presets: str, models: str, db: str, report: str | None, **kw: Any) -> None:
+def run_cmd(sources: tuple[str, ...], lengths: list[int], presets: tuple[str, ...], models: tuple[str, ...],
+            out_dir: str | None, results: str | None, **kw: Any) -> None:
     """Run a grid: sources × lengths × depths × needles × presets × models × seeds."""
-    _execute(sources=_csv(sources), lengths=lengths, presets=_csv(presets), models=_csv(models), db=db,
-             report=report, **kw)
+    db = results or (str(Path(out_dir) / "results.db") if out_dir else default_eval_db())
+    _execute(sources=split_multi(sources), lengths=lengths, presets=split_multi(presets), models=split_multi(models),
+             db=db, report=out_dir, **kw)
 
 
 @eval_group.command("niah")
-@click.option("--model", "models", multiple=True, default=("extractive",), show_default=True,
-              help="Reader (repeatable): extractive, extractive-embedding, anthropic:MODEL, openai:MODEL…")
-@click.option("--source", "sources", multiple=True, default=("prose",), show_default=True,
-              help="Haystack source (repeatable): prose, code, log, folder:PATH, session:JSONL.")
-@click.option("--lengths", default="1k,2k,4k,8k,16k,32k,64k,128k", show_default=True, help="Lengths in tokens.")
-@click.option("--strategy", "presets", multiple=True, default=("none",), show_default=True,
-              help="Strategy preset (repeatable), or none.")
+@model_option(("extractive",))
+@click.option("--source", "--sources", "sources", multiple=True, default=("prose",), show_default=True,
+              help="Haystack source (repeatable; a comma list works too): prose, code, log, folder:PATH, session:JSONL.")
+@click.option("--lengths", type=TOKEN_LIST, default="1k,2k,4k,8k,16k,32k,64k,128k", show_default=True,
+              help="Lengths in tokens.")
+@preset_option(("none",), help="Strategy preset (repeatable; a comma list works too), or none.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for results.db and the report.")
 @_common_run_options
-def niah_cmd(models: tuple[str, ...], sources: tuple[str, ...], lengths: str, presets: tuple[str, ...],
+def niah_cmd(models: tuple[str, ...], sources: tuple[str, ...], lengths: list[int], presets: tuple[str, ...],
              out_dir: str, **kw: Any) -> None:
     """The classic length × depth grid; results and report under --out."""
-    _execute(sources=list(sources), lengths=lengths, presets=list(presets), models=list(models),
-             db=str(Path(out_dir) / "results.db"), report=out_dir, **kw)
+    _execute(sources=split_multi(sources), lengths=lengths, presets=split_multi(presets),
+             models=split_multi(models), db=str(Path(out_dir) / "results.db"), report=out_dir, **kw)
 
 
 @eval_group.command("session-needles")
 @click.option("--session", "session_id", default=None, help="A recorded session id (in --sessions-db).")
-@click.option("--sessions-db", default=None, type=click.Path(dir_okay=False),
+@click.option("--db", "sessions_db", default=None, type=click.Path(dir_okay=False),
               help="Session store holding --session (default: $CTXMEM_DB or ~/.local/share/ctxmem/sessions.db).")
 @click.option("--jsonl", default=None, type=click.Path(dir_okay=False, exists=True), help="A JSONL transcript.")
 @click.option("--workload", default=None,
@@ -272,17 +275,16 @@ def niah_cmd(models: tuple[str, ...], sources: tuple[str, ...], lengths: str, pr
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="A workload setting (repeatable), e.g. --set scale=full (kernel), --set turns=600 (synthetic).")
 @click.option("--workload-seed", type=int, default=0, show_default=True, help="Seed of the recorded workload run.")
-@click.option("--lengths", default=None,
+@click.option("--lengths", type=TOKEN_LIST, default=None,
               help="Session lengths in tokens [default: 8k,16k,32k,64k; for a workload, the three largest of "
                    "8k, 16k, … 512k that its session holds].")
-@click.option("--strategy", "presets", multiple=True, default=("dump-1m", "window-32k", "masking-turns-128k"),
-              show_default=True, help="Strategy preset (repeatable).")
-@click.option("--model", "models", multiple=True, default=("extractive",), show_default=True, help="Reader (repeatable).")
+@preset_option(("dump-1m", "window-32k", "masking-turns-128k"))
+@model_option(("extractive",))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for results.db and the report.")
 @_common_run_options
 def session_needles_cmd(session_id: str | None, sessions_db: str | None, jsonl: str | None, workload: str | None,
-                        settings: tuple[str, ...], workload_seed: int, lengths: str | None,
+                        settings: tuple[str, ...], workload_seed: int, lengths: list[int] | None,
                         presets: tuple[str, ...], models: tuple[str, ...], out_dir: str, **kw: Any) -> None:
     """Needles inside tool results of an agent session, placed by tool-call index, across strategies.
 
@@ -294,7 +296,9 @@ def session_needles_cmd(session_id: str | None, sessions_db: str | None, jsonl: 
     chosen = [x for x in (session_id, jsonl, workload) if x]
     if len(chosen) != 1:
         raise click.UsageError("give exactly one of --session, --jsonl or --workload")
-    default_lengths = "8k,16k,32k,64k"
+    presets = tuple(split_multi(presets))
+    models = tuple(split_multi(models))
+    default_lengths = [8_000, 16_000, 32_000, 64_000]
     if session_id:
         from ctxmem.cli._common import default_db
 
@@ -314,7 +318,7 @@ def session_needles_cmd(session_id: str | None, sessions_db: str | None, jsonl: 
         source, tokens = _workload_session(Path(out_dir), workload, wl, workload_seed, parsed,
                                            progress=kw["progress"] and sys.stderr.isatty())
         fitting = [n for n in (8, 16, 32, 64, 128, 256, 512) if n * 1000 <= 0.95 * tokens] or [8]
-        default_lengths = ",".join(f"{n}k" for n in fitting[-3:])
+        default_lengths = [n * 1000 for n in fitting[-3:]]
         if wl.needles() and (click.get_current_context().get_parameter_source("needles")
                              == click.core.ParameterSource.DEFAULT):
             kw["needles"] = "literal,natural"
@@ -363,8 +367,8 @@ def _workload_session(out_dir: Path, name: str, wl: Any, seed: int, settings: di
 
 @eval_group.command("report")
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
-@click.option("--db", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="Results database (default: DIRECTORY/results.db).")
+@click.option("--results", "db", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Results database file (default: DIRECTORY/results.db).")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Where to write the report (default: DIRECTORY).")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
@@ -376,10 +380,10 @@ def report_cmd(directory: str | None, db: str | None, out_dir: str | None, n_boo
 
     if db is None:
         if directory is None:
-            raise click.UsageError("give DIRECTORY (holding results.db) or --db")
+            raise click.UsageError("give DIRECTORY (holding results.db) or --results FILE")
         db = str(Path(directory) / "results.db")
         if not Path(db).is_file():
-            raise ConfigError(f"no results database {db}; pass --db", field="db")
+            raise ConfigError(f"no results database {db}; pass --results FILE", field="results")
     out = out_dir or directory
     if out is None:
         raise click.UsageError("give --out DIR (or DIRECTORY)")
@@ -390,8 +394,8 @@ def report_cmd(directory: str | None, db: str | None, out_dir: str | None, n_boo
 
 @eval_group.command("show")
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
-@click.option("--db", default=None, type=click.Path(dir_okay=False),
-              help="Results database (default: DIRECTORY/results.db, else $CTXMEM_EVAL_DB or ./ctxmem-eval.db).")
+@click.option("--results", "db", default=None, type=click.Path(dir_okay=False),
+              help="Results database file (default: DIRECTORY/results.db, else $CTXMEM_EVAL_DB or ./ctxmem-eval.db).")
 @click.option("--by", default="model,preset,source,needle,length", show_default=True, help="Group accuracy by these.")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True)
 @json_option
@@ -402,7 +406,7 @@ def show_cmd(directory: str | None, db: str | None, by: str, n_boot: int, as_jso
 
     path = db or (str(Path(directory) / "results.db") if directory else default_eval_db())
     if not Path(path).is_file():
-        raise ConfigError(f"no results database {path}", field="db")
+        raise ConfigError(f"no results database {path}", field="results")
     keys = _csv(by)
     with ResultStore(path) as store:
         rows = store.rows()
@@ -433,16 +437,14 @@ def show_cmd(directory: str | None, db: str | None, by: str, n_boot: int, as_jso
 
 
 @eval_group.command("bench")
-@click.option("--length", default="1m", show_default=True, help="Cell length in tokens.")
+@click.option("--length", type=TOKENS, default="1M", show_default=True, help="Cell length in tokens.")
 @click.option("--tokenizer", default="o200k_base", show_default=True)
 @click.option("--source", default="prose", show_default=True)
 @json_option
-def bench_cmd(length: str, tokenizer: str, source: str, as_json: bool) -> None:
+def bench_cmd(length: int, tokenizer: str, source: str, as_json: bool) -> None:
     """Time building one cell by splicing vs re-encoding the whole context (the original harness)."""
     from ctxmem.evals.bench import bench_cell_build
-    from ctxmem.evals.grid import parse_length
-
-    r = bench_cell_build(parse_length(length), tokenizer=tokenizer, source=source)
+    r = bench_cell_build(length, tokenizer=tokenizer, source=source)
     if as_json:
         echo_json(r)
         return
