@@ -42,7 +42,9 @@ _CUE = re.compile(
     r"forbid\w*|require\w*|need to|needs to|skip|exclude|include|ignore)\b",
     re.I,
 )
-_ACK = re.compile(r"^\W*(ok(ay)?|yes|no|thanks?( you)?|continue|go on|go ahead|proceed|sure|great|good|done|next)\W*$", re.I)
+_ACK = re.compile(
+    r"^\W*(?:(?:ok(?:ay)?|yes|no|thanks?(?: you)?|continue|go|go on|go ahead|proceed|sure|great|good|done|next)\W*)+$", re.I
+)
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+")
 
 

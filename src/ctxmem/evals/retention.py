@@ -425,12 +425,14 @@ class RetentionRow:
         }  # fmt: skip
 
 
-def evaluate(session: RetentionSession, preset: Any, budget: int, history: Any) -> RetentionRow:
+def evaluate(session: RetentionSession, preset: Any, budget: int, history: Any, strategy: Any = None) -> RetentionRow:
     """Build the next request's context for ``session`` with ``preset`` at ``budget`` tokens.
 
     ``history`` is the session's :class:`~ctxmem.context.History` (counted once by the
-    caller and shared across presets). The context is checked for provider validity and,
-    independently recounted, for the budget.
+    caller and shared across presets); ``strategy`` is the preset's strategy instance, reused
+    across budgets the way an agent reuses it across turns (its per-history indexes are
+    built once). The context is checked for provider validity and, independently
+    recounted, for the budget.
     """
     from ctxmem.context import BuildRequest, check_output
     from ctxmem.errors import ContextOverflowError
@@ -441,7 +443,8 @@ def evaluate(session: RetentionSession, preset: Any, budget: int, history: Any) 
     row = RetentionRow(session.name, session.family, preset.name, budget)
     b = preset.budget(budget)
     try:
-        built = preset.strategy().build(BuildRequest(history, b, pinned=preset.model.pinned, record=False))
+        strategy = strategy if strategy is not None else preset.strategy()
+        built = strategy.build(BuildRequest(history, b, pinned=preset.model.pinned, record=False))
     except ContextOverflowError as exc:
         row.error = f"overflow: {exc}"
         row.kept = {f.kind: False for f in session.facts}
@@ -491,8 +494,9 @@ def run_grid(
     for s in sessions_:
         h = History.from_messages(s.messages, tokenizer)
         for p in presets:
+            strategy = p.strategy()
             for budget in budgets:
-                row = evaluate(s, p, budget, h)
+                row = evaluate(s, p, budget, h, strategy)
                 rows.append(row)
                 if progress:
                     progress(row)
