@@ -11,7 +11,13 @@ import pytest
 from ctxmem.clients.testing import FunctionClient
 from ctxmem.context import BuildRequest, History, check_output
 from ctxmem.context.masking import Masking, MaskingConfig
-from ctxmem.context.salience import FACTS_SECTION_HEADER, SalienceIndex, is_code, is_table_row, shape
+from ctxmem.context.salience import (
+    FACTS_SECTION_HEADER,
+    SalienceIndex,
+    is_code,
+    is_table_row,
+    shape,
+)
 from ctxmem.context.summarization import Summarization, SummarizationConfig
 from ctxmem.evals.retention import KINDS, generate
 from ctxmem.messages import Message, ToolResultBlock, ToolUseBlock, message_texts
