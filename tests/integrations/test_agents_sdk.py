@@ -158,3 +158,15 @@ def test_preset_builds_the_context_and_a_trailing_reply_does_not_break_the_next_
         assert " ".join(outputs).count("SECRET-run") < 6  # older ones masked or left out
         # bounded reads (the SDK's own write checks) stay verbatim
         assert run(session.get_items(limit=3)) == stored[-3:]
+
+
+def test_preset_session_with_an_interrupted_turn_hands_it_back_verbatim() -> None:
+    s = CtxmemSession("cut", store="memory://", preset="window-32k")
+    assert run(s.get_items()) == []
+    done = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    waiting = [{"role": "user", "content": "run it"},
+               {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}", "id": "fc_9"}]
+    run(s.add_items(done))
+    assert run(s.get_items()) == done  # ends in a final reply: built for the next input
+    run(s.add_items(waiting))
+    assert run(s.get_items()) == done + waiting

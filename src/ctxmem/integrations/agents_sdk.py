@@ -33,11 +33,13 @@ session does not see), as valid SDK input: every message the strategy kept uncha
 back as its original items, the rest (masked tool outputs, summaries) converted with
 :func:`~ctxmem.integrations.responses.to_responses`; system/developer items lead. A history
 that ends with the previous run's final assistant reply — what the SDK has when it calls
-``get_items`` before appending the new input — is built as the preset's context ending with that reply, built for the input that follows
-(``expect_input``, :class:`~ctxmem.integrations._common.LoopBuilder`), never by inserting a
-fake turn. ``get_items(limit=n)`` always returns stored items verbatim:
-the SDK reads bounded tails to verify its own writes. The default is ``preset=None``:
-every stored item, verbatim, like ``SQLiteSession``.
+``get_items`` before appending the new input — is built as the preset's context ending
+with that reply, for the input that follows (``expect_input``,
+:class:`~ctxmem.integrations._common.LoopBuilder`), never by inserting a fake turn. A
+history that ends in tool calls still waiting for their outputs (an interrupted run) is
+built up to that turn, and the turn's items follow verbatim. ``get_items(limit=n)`` always
+returns stored items verbatim: the SDK reads bounded tails to verify its own writes. The
+default is ``preset=None``: every stored item, verbatim, like ``SQLiteSession``.
 
 **History is never destroyed.** ``pop_item`` is a rewind: the session head moves back to
 before the item's events, which stay stored and reachable by id; a note records the head
@@ -255,8 +257,13 @@ class CtxmemSession:
             if n:
                 current = msg_of_event[events[j - n].id]
             by_message.setdefault(current, []).append(item)
-        session = self.session
-        built = self._builder.build(session, messages, ids, system="\n\n".join(system_texts) or None)
+        # a run interrupted between its tool calls and their outputs (an approval pending):
+        # build the context before that turn and hand the turn back as it was stored
+        pending = len(messages) - 1 if messages and messages[-1].role == "assistant" and messages[-1].tool_uses \
+            else None
+        if pending is not None:
+            messages, ids = messages[:-1], ids[:-1]
+        built = self._builder.build(self.session, messages, ids, system="\n\n".join(system_texts) or None)
         self.last_report = built.built.report
         index = {id(m): k for k, m in enumerate(built.history.messages)}
         out: list[Any] = list(system_items)
@@ -266,6 +273,8 @@ class CtxmemSession:
                 out.extend(by_message[k])
             else:
                 out.extend(to_responses([m]))
+        if pending is not None:
+            out.extend(by_message.get(pending, ()))
         return out
 
 
