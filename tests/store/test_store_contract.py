@@ -414,6 +414,10 @@ def test_tool_events_full_and_since_an_event(store: Any) -> None:
                     ToolEventRef(ra, "tool_result", "a", "run")]
     assert store.tool_events(s.id, after_event_id=ids[1]) == (ra, refs[1:])
     assert store.tool_events(s.id, after_event_id=ra) == (ra, [])
+    other = Session.create(store)
+    other.record(Message.user("elsewhere"))
+    with pytest.raises(EventNotFoundError):  # an event of another session is not in this chain
+        store.tool_events(other.id, after_event_id=ids[0])
     fork = s.fork(ids[2])
     rb = fork.record_tool_result("b", "fork")
     assert store.tool_events(fork.id) == (rb, [*refs[:2], ToolEventRef(rb, "tool_result", "b", "ls")])

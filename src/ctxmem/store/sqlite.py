@@ -806,13 +806,35 @@ class SQLiteStore:
         own events; otherwise the chain is walked from the head down to ``after_event_id``
         only (ids ascend along a chain), so catching up costs what was appended since."""
 
+        lo = after_event_id or 0
+
+        def linear_run() -> list[tuple[Any, ...]]:
+            # One statement (one implicit read transaction): the session's head, the owner
+            # of after_event_id and, if the session is linear (its chain is exactly its own
+            # events up to the head), its tool events in (lo, head].
+            with self._lock:
+                return self.conn.execute(
+                    "SELECT s.head_event_id, s.linear, (SELECT session_id FROM events WHERE id = ?2), "
+                    "e.id, e.kind, e.tool_use_id, e.tool_name FROM sessions s "
+                    "LEFT JOIN events e ON s.linear = 1 AND e.session_id = s.id AND e.id > ?2 "
+                    "AND e.id <= s.head_event_id AND e.kind IN ('tool_call', 'tool_result') "
+                    "WHERE s.id = ?1 ORDER BY e.id",
+                    (session_id, lo),
+                ).fetchall()
+
+        fast = self._retry(linear_run)
+        if not fast:
+            raise SessionNotFoundError(session_id)
+        head, linear, owner = fast[0][:3]
+        if linear and head is not None and (after_event_id is None or (owner == session_id and after_event_id <= head)):
+            return head, [ToolEventRef(*r[3:]) for r in fast if r[3] is not None]
+
         def run() -> tuple[int | None, list[ToolEventRef]]:
             with self.read_snapshot() as conn:
                 row = conn.execute("SELECT head_event_id, linear FROM sessions WHERE id = ?", (session_id,)).fetchone()
                 if row is None:
                     raise SessionNotFoundError(session_id)
                 head, linear = row
-                lo = after_event_id or 0
                 if head is None or (after_event_id is not None and after_event_id > head):
                     if after_event_id is not None:
                         raise EventNotFoundError(after_event_id, session_id)
