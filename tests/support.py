@@ -31,6 +31,17 @@ def load_tokenizer_or_skip(name: str) -> Any:
         pytest.skip(f"tokenizer {name} cannot be loaded here (no quicktok, no tiktoken file, no network): {exc}")
 
 
+def tiktoken_only_or_skip(name: str) -> Any:
+    """tiktoken's own Encoding, for tests *about* tiktoken (differential tests, the
+    ``tiktoken:`` engine); skips with the reason when its file cannot be had here."""
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception as exc:
+        pytest.skip(f"tiktoken's {name} file is not here and cannot be downloaded (offline): {type(exc).__name__}")
+
+
 def tiktoken_encoding_or_skip(name: str) -> Any:
     """An engine's own Encoding object, for reference counts independent of ctxmem's code.
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from ctxmem.tokens import get_tokenizer, tokenizer_id
 from ctxmem.tokens.quicktok_backend import QuicktokTokenizer
-from support import tiktoken_encoding_or_skip
+from support import tiktoken_only_or_skip
 
 quicktok = pytest.importorskip("quicktok", reason="quicktok-v1 is not installed")
 
@@ -72,7 +72,7 @@ unicode_text = st.lists(st.one_of(st.text(any_char, max_size=12), pieces), max_s
 @pytest.mark.parametrize("name", ENCODINGS)
 @given(text=unicode_text)
 def test_quicktok_gives_tiktoken_ids_on_arbitrary_unicode(name: str, text: str) -> None:
-    ref = tiktoken_encoding_or_skip(name)
+    ref = tiktoken_only_or_skip(name)
     tok = get_tokenizer(name)
     assert isinstance(tok, QuicktokTokenizer)
     expected = ref.encode_ordinary(text)
@@ -83,7 +83,7 @@ def test_quicktok_gives_tiktoken_ids_on_arbitrary_unicode(name: str, text: str) 
 
 @pytest.mark.parametrize("name", ENCODINGS)
 def test_quicktok_and_tiktoken_share_the_id_and_decode(name: str) -> None:
-    ref = tiktoken_encoding_or_skip(name)
+    ref = tiktoken_only_or_skip(name)
     fast, slow = get_tokenizer(name), get_tokenizer(f"tiktoken:{name}")
     assert type(slow).__name__ == "TiktokenTokenizer"
     assert fast.id == slow.id == tokenizer_id(name) == tokenizer_id(f"tiktoken:{name}") == f"tiktoken:{name}"

@@ -222,7 +222,12 @@ def test_calibration_factor_over_the_window(obs: list[tuple[int, int]]) -> None:
     kept = [(e, r) for e, r in obs if e > 0 and r > 0][-20:]
     assert cal.observations == len(kept)
     if kept:
-        assert cal.factor == sum(r for _, r in kept) / sum(e for e, _ in kept)
+        ratio = sum(r for _, r in kept) / sum(e for e, _ in kept)
+        assert cal.ratio == ratio
+        low, high = cal.band
+        # both directions inside the band; below 1 only once min_down observations agree
+        expected = 1.0 if ratio < 1 and len(kept) < cal.min_down else min(high, max(low, ratio))
+        assert cal.factor == expected
         assert cal.correct(1000) >= 1000 * cal.factor - 1e-6
     else:
         assert cal.factor == 1.0 and cal.correct(123) == 123
