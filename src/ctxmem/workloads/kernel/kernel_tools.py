@@ -5,11 +5,15 @@ Files (``list_files``, ``read_file``, ``edit_file``, ``write_file``, from ``tool
 =================  ===========================================================================
 ``compile``        import and launch the candidate on one tiny case in the sandboxed
                    interpreter; Triton-style ``CompilationError`` / traceback on failure;
-                   then SIMX-1's resource check: ``OutOfResources`` over the shared-memory
-                   limit, register-spill warnings, registers and shared memory per head_dim
+                   then SIMX-1's resource check on the tiles the code really builds
+                   (measured on the two widest shapes): ``OutOfResources`` over the
+                   shared-memory limit, register-spill warnings, registers and shared
+                   memory per launched kernel
 ``check``          correctness on the dev suite (``eval#N``), ``CorrectnessChecker.check``
 ``benchmark``      ``bench#N``: time per benchmark shape, reference time, speedup, geomean
-``autotune``       ``tune#N``: price every config of a space; ``OutOfResources`` lines for
+                   (SIMX-1: the candidate's measured work priced on the hidden device)
+``autotune``       ``tune#N``: price every config of a space (one measurement per distinct
+                   tiling; num_warps/num_stages re-priced); ``OutOfResources`` lines for
                    the ones that do not fit; the best config
 ``profile``        ``prof#N``: profiler metrics of one shape (occupancy and its limiter,
                    registers, spills, shared memory, DRAM bandwidth, gather stalls, tail),
@@ -30,22 +34,31 @@ Decisions:
 * **Config.** Every kernel tool takes an optional ``config`` object. The config used is
   ``DEFAULT_CONFIG``, replaced by the kernel's module-level ``CONFIG`` dict when it has one,
   updated with the call's ``config``. The same dict goes to the kernel (``launch(...,
-  **config)``) and to SIMX-1, so what is checked is what is timed.
+  **config)``) and to the measured run, so what is checked is what is timed.
+* **Measured, never declared.** SIMX-1 prices what the code does in the instrumented
+  interpreter (``measure.py``, ``instrument.py``, ``simx.py``); nothing the source says
+  about itself (an ``ARCH`` line, a comment) is read. The reference is the original kernel
+  at its best config on the device, so re-tuning the original scores about 1×.
 * **Benchmark does not refuse** an unchecked or failing kernel — a real benchmark would
   not know — but it prints the correctness status of this exact source and config from
   the checker's cache (``eval#N PASSED`` / ``FAILED`` / ``not checked``). Only ``submit``
   enforces correctness. It does refuse a kernel SIMX-1 cannot "compile": unparsable
-  source, an unknown ``ARCH``, an invalid launch parameter, or ``OutOfResources``.
+  source, an invalid launch parameter, ``OutOfResources``, a source the screen refuses
+  (torch attention, reflection, imports), a run that writes its inputs, or measured work
+  under the least a correct kernel does.
 * **Errors.** ``is_error`` is true when the tool could not do its job as asked: bad
   arguments, a missing file, an unknown revision, a kernel that does not compile or does
   not fit (compile/benchmark/profile/autotune with no valid config). A kernel that
   compiles but fails correctness is a normal result (the check did its job).
 * **Determinism.** In SIMX mode outputs depend only on the seed, the workspace files and
   the calls made: no wall times, no absolute paths, ids from per-workspace counters.
-* **GPU mode** (``device="gpu"``, or ``"auto"`` with CUDA present): ``benchmark`` and
-  ``submit`` time the candidate and the baseline kernel with ``triton.testing.do_bench`` in
-  a child process and print the same table with ``gpu`` in place of ``simulated``.
-  ``compile`` resource checks, ``autotune`` and ``profile`` stay on SIMX-1 (labelled so).
+* **GPU mode** (``device="gpu"``, or ``"auto"`` with CUDA present): ``benchmark``,
+  ``submit`` and ``autotune`` time the candidate with ``triton.testing.do_bench`` in a
+  child process (``_gpu_bench.py``), check every output against an fp32 reference on the
+  GPU, and print the same tables with ``gpu`` in place of ``simulated``; the reference is
+  the original kernel at its best of 24 configs on that GPU. ``compile``'s launch is the
+  interpreter's; its resource lines and ``profile`` stay on SIMX-1 (labelled simulated).
+  The GPU child is not sandboxed (CUDA needs the device): GPU mode is for trusted runs.
 """
 
 from __future__ import annotations

@@ -7,11 +7,12 @@ The policy plays the agent of DESIGN.md §4 against :class:`~ctxmem.workloads.ke
    compiles that reveal the device's limits (a deep pipeline that runs out of shared
    memory, a large tile that spills registers, wide K/V tiles over a small query tile that
    meet the spill cliff where the device has one).
-2. **Redesign rounds** over the architecture ladder (``baseline`` tuning, ``unified_loop``,
-   ``head_packing``, ``split_kv``, ``persistent_grid``, ``combined``, then refinement of
-   the best design). A round: read the kernel, an edit that declares the rung's design the
-   way SIMX-1 parses it (``ARCH = "..."`` and a literal ``CONFIG`` dict), sometimes a
-   restructuring edit that carries a catalog bug (:mod:`.bugs`), a compile/fix loop, a
+2. **Redesign rounds** over the ladder of ``variants/`` (``baseline`` tuning,
+   ``unified_loop``, ``head_packing``, ``split_kv``, ``persistent_grid``, ``combined``,
+   then refinement of the best design). A round: read the kernel, write the rung's real
+   Triton code into ``kernel.py`` with a literal ``CONFIG`` dict (or edit that ``CONFIG``
+   line when the file already holds the rung), sometimes a restructuring edit that carries
+   a catalog bug that applies to that code (:mod:`.bugs`), a compile/fix loop, a
    correctness loop (failing ``check`` → read, diff, diagnose, fix, re-check), a config
    search (``autotune`` over sub-spaces, ``benchmark`` of the best and of explored
    candidates — at full scale each one first passes a real ``check`` with its config, so

@@ -1,14 +1,13 @@
 """The detailed sections of a ``profile`` report: an Nsight-Compute-style view of SIMX-1's model.
 
 Every number here is derived, deterministically, from the simulated cost of one shape
-(:class:`~ctxmem.workloads.kernel.simx.ShapeCost`), the device and the launch config; the
-source hotspots also read the candidate's source (which lines load, multiply, exponentiate,
-store). Nothing is measured and the report says so. Section and metric names follow Nsight
-Compute so that the report reads like one, with SIMX-1's words (CU, not SM).
-
-Work counts (FLOPs, bytes, instructions) are the rung's *effective* work: the raw model's
-divided by the rung's calibration constant (see ``simx.py``: the constant is the design's
-efficiency), so achieved throughput never exceeds the device's peaks.
+(:class:`~ctxmem.workloads.kernel.simx.ShapeCost`: the candidate's work as measured in the
+instrumented interpreter, priced on the hidden device), the device and the launch config;
+the source hotspots also read the candidate's source (which lines load, multiply,
+exponentiate, store). No hardware counter is read and the report says so. Section and
+metric names follow Nsight Compute so that the report reads like one, with SIMX-1's words
+(CU, not SM). The ``scale`` argument divides work counts; the tools pass 1.0 (measured
+work is the work), so achieved throughput never exceeds the device's peaks.
 
 Conventions: SIMX-1 has 4 warp schedulers per CU and a nominal 1.50 GHz clock (a
 presentation constant: elapsed cycles are ``duration × 1500``).
