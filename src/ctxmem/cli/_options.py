@@ -37,6 +37,8 @@ class TokenCount(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
+        if str(value).strip() == "0":  # "none": where a command gives 0 a meaning (compare: the presets' own)
+            return 0
         from ctxmem.errors import InputError
         from ctxmem.tune.sweep import parse_tokens
 

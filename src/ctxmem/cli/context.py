@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option
+from ctxmem.cli._options import TOKENS
 from ctxmem.config import load_preset
 from ctxmem.context.probe import probe_status
 from ctxmem.messages import to_anthropic
@@ -23,7 +24,8 @@ def context() -> None:
 @context.command("build")
 @click.option("--session", "session_id", required=True, help="Session id (ctxmem sessions list).")
 @click.option("--preset", required=True, help="Preset name or path to a .toml file (ctxmem strategies list).")
-@click.option("--budget", type=click.IntRange(min=1), default=None, help="Override the preset's context window.")
+@click.option("--window", "--budget", "budget", type=TOKENS, default=None,
+              help="Override the preset's context window (e.g. 128k).")
 @click.option("--tokenizer", default=None, help="Override the preset's tokenizer.")
 @click.option("--system", default=None, help="System prompt to budget for.")
 @click.option(

@@ -70,7 +70,8 @@ def _pick_tokenizer(preferred: str) -> tuple[str, str | None]:
 
 
 @click.command()
-@click.option("--db", "db_path", default="ctxmem-demo.db", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--db", "db_path", default="ctxmem-demo.db", show_default=True, type=click.Path(dir_okay=False),
+              help="Session store (SQLite file) the demo records into.")
 @click.option("--turns", default=1200, show_default=True, type=click.IntRange(1, 100_000), help="Agent turns.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(

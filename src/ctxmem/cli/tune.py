@@ -16,14 +16,8 @@ from typing import Any
 import click
 
 from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option, table
+from ctxmem.cli._options import TOKEN_LIST, TOKENS, preset_option, split_multi, window_option
 from ctxmem.errors import InputError
-
-
-def _split(text: str, what: str) -> list[str]:
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    if not items:
-        raise InputError(f"give at least one {what} (comma-separated)", field=what)
-    return items
 
 
 @click.group(cls=CtxmemGroup)
@@ -36,7 +30,7 @@ def tune() -> None:
 @click.option("--synthetic", "synthetic_turns", type=click.IntRange(1, 100_000), default=None,
               help="Replay a synthetic kernel session of this many turns instead (1200 ≈ 1M tokens).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the synthetic session.")
-@click.option("--presets", required=True, help="Comma-separated preset names or paths.")
+@preset_option(required=True)
 @click.option("--price-model", "model", default="claude-sonnet-4-5", show_default=True,
               help="Model whose prices apply (ctxmem tune prices).")
 @click.option("--prices", "prices_file", default=None, type=click.Path(dir_okay=False),
@@ -49,7 +43,7 @@ def tune() -> None:
               show_default=True, help="Cache model: Anthropic breakpoints or automatic prefix caching.")
 @click.option("--pace", type=click.FloatRange(min=0), default=None,
               help="Assume this many seconds between requests (default: recorded timestamps).")
-@click.option("--budget", default=None, help="Override every preset's context window (e.g. 200k).")
+@window_option(budget_alias=True, help="Override every preset's context window (e.g. 200k).")
 @click.option("--batch", is_flag=True, help="Apply the provider's batch discount.")
 @click.option("--per-turn", is_flag=True, help="Include every turn in --json output.")
 @click.option("--anthropic-native", is_flag=True,
@@ -60,14 +54,14 @@ def cost_cmd(
     session_id: str | None,
     synthetic_turns: int | None,
     seed: int,
-    presets: str,
+    presets: tuple[str, ...],
     model: str,
     prices_file: str | None,
     caching: str,
     ttl: str,
     cache_mode: str,
     pace: float | None,
-    budget: str | None,
+    window: int | None,
     batch: bool,
     per_turn: bool,
     anthropic_native: bool,
@@ -77,13 +71,11 @@ def cost_cmd(
     """Replay a session under presets and compare tokens, cache hits and dollars."""
     from ctxmem.tune.prices import load_prices
     from ctxmem.tune.replay import Recording, compare, recording_from_session
-    from ctxmem.tune.sweep import parse_tokens
 
     if (session_id is None) == (synthetic_turns is None):
         raise InputError("give exactly one of --session ID or --synthetic TURNS", field="session")
     price = load_prices(prices_file).get(model)
-    names = _split(presets, "presets")
-    window = parse_tokens(budget) if budget else None
+    names = split_multi(presets)
     if session_id is not None:
         from ctxmem.session import Session
         from ctxmem.store import SQLiteStore
@@ -139,10 +131,9 @@ def cost_cmd(
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="A workload setting (repeatable), e.g. --set scale=small --set max_calls=30 (kernel), "
                    "--set turns=300 (synthetic).")
-@click.option("--presets", default="dump-truncate-200k,window-200k,masking-200k,masking-turns-128k",
-              show_default=True, help="Comma-separated preset names or paths.")
-@click.option("--budgets", default="32k,64k,128k,200k", show_default=True,
-              help="Comma-separated context windows (k = 1,000; m = 1,000,000; Ki = 1,024).")
+@preset_option(("dump-truncate-200k,window-200k,masking-200k,masking-turns-128k",))
+@click.option("--windows", "--budgets", "windows", type=TOKEN_LIST, default="32k,64k,128k,200k", show_default=True,
+              help="Context windows to sweep, a comma list (k = 1,000; M = 1,000,000; Ki = 1,024).")
 @click.option("--objective", default="min-cost-at-recall>=0.9", show_default=True,
               help="max-recall-under-cost<=DOLLARS, min-cost-at-recall>=SCORE, max-recall or min-cost.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
@@ -150,20 +141,21 @@ def cost_cmd(
 @click.option("--price-model", "model", default="claude-sonnet-4-5", show_default=True)
 @click.option("--prices", "prices_file", default=None, type=click.Path(dir_okay=False))
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--caching/--no-caching", default=True, show_default=True)
+@click.option("--caching", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="Bill every cell with prompt caching or without.")
 @click.option("--plot/--no-plot", default=True, show_default=True)
 @json_option
 def sweep_cmd(
     workload: str,
     settings: tuple[str, ...],
-    presets: str,
-    budgets: str,
+    presets: tuple[str, ...],
+    windows: list[int],
     objective: str,
     out_dir: str,
     model: str,
     prices_file: str | None,
     seed: int,
-    caching: bool,
+    caching: str,
     plot: bool,
     as_json: bool,
 ) -> None:
@@ -175,14 +167,14 @@ def sweep_cmd(
     """
     from ctxmem.config import load_preset
     from ctxmem.tune.prices import load_prices
-    from ctxmem.tune.sweep import Cell, parse_objective, parse_tokens, sweep_to_dir
+    from ctxmem.tune.sweep import Cell, parse_objective, sweep_to_dir
     from ctxmem.workloads import get_workload, parse_settings
 
     wl = get_workload(workload, parse_settings(settings))  # unknown names and bad settings fail first
     wl.check()
     price = load_prices(prices_file).get(model)
-    names = _split(presets, "presets")
-    sizes = [parse_tokens(b) for b in _split(budgets, "budgets")]
+    names = split_multi(presets)
+    sizes = list(windows)
     parse_objective(objective)  # bad input fails before the progress bar starts
     for name in names:
         load_preset(name)
@@ -193,7 +185,7 @@ def sweep_cmd(
             bar.update(1)
 
         result = sweep_to_dir(wl, names, sizes, price, out_dir, objective=objective, plot=plot, seed=seed,
-                              caching=caching, progress=progress)
+                              caching=caching == "on", progress=progress)
     if as_json:
         echo_json(result.to_json())
         if result.unmet:
@@ -229,7 +221,7 @@ def sweep_cmd(
               help="Margin for the CUDA context, activations and workspace.")
 @click.option("--sequences", type=click.IntRange(min=1), default=1, show_default=True,
               help="Concurrent sequences sharing the GPU.")
-@click.option("--context", type=str, default=None, help="Also report the memory at this context (e.g. 128k).")
+@click.option("--context", type=TOKENS, default=None, help="Also report the memory at this context (e.g. 128k).")
 @click.option("--mla-mode", type=click.Choice(["compressed", "expanded"]), default="compressed", show_default=True,
               help="MLA models: cache the compressed latent, or decompressed per-head K/V.")
 @json_option
@@ -241,20 +233,19 @@ def kv_cmd(
     weight_dtype: str | None,
     overhead_gib: float,
     sequences: int,
-    context: str | None,
+    context: int | None,
     mla_mode: str,
     as_json: bool,
 ) -> None:
     """KV-cache memory per token, at a context, and the longest context on a GPU."""
     from ctxmem.tune.kv import GiB, estimate
-    from ctxmem.tune.sweep import parse_tokens
 
     if gpu_mem is None and context is None:
         raise InputError("give --gpu-mem (longest context) and/or --context (memory at a context)", field="gpu_mem")
     est = estimate(config_path, kv_dtype=kv_dtype, gpu_mem=gpu_mem, weights_gib=weights_gib,
                    weight_dtype=weight_dtype, overhead_gib=overhead_gib, sequences=sequences,
                    mla_mode=mla_mode)  # type: ignore[arg-type]
-    ctx = parse_tokens(context) if context else None
+    ctx = context
     data = est.to_json(ctx)
     if as_json:
         echo_json(data)

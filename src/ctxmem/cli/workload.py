@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option, table
+from ctxmem.cli._options import TOKENS, model_option, preset_option, split_multi, window_option
 from ctxmem.errors import InputError
 
 
@@ -50,18 +51,16 @@ def list_cmd(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="A workload setting (repeatable); `ctxmem workload list` shows each workload's.")
-@click.option("--preset", "--strategy", "preset", default=None,
-              help="Preset name or TOML path the agent's context comes from.")
+@preset_option(None, multiple=False, help="Preset name or TOML path the agent's context comes from.")
 @click.option("--mode", default=None, help="The workload's mode (default: its first; see `workload list`).")
-@click.option("--window", default=None, help="Override the preset's context window (e.g. 32k).")
+@window_option(help="Override the preset's context window (e.g. 32k).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @db_option
 @json_option
 def generic_run_cmd(name: str, settings: tuple[str, ...], preset: str | None, mode: str | None,
-                    window: str | None, seed: int, db_path: str, as_json: bool) -> None:
+                    window: int | None, seed: int, db_path: str, as_json: bool) -> None:
     """Record one run of any registered workload and print its scores."""
     from ctxmem.store import SQLiteStore
-    from ctxmem.tune.sweep import parse_tokens
     from ctxmem.workloads import get_workload, parse_settings
 
     wl = get_workload(name, parse_settings(settings))
@@ -70,7 +69,7 @@ def generic_run_cmd(name: str, settings: tuple[str, ...], preset: str | None, mo
         from ctxmem.config import load_preset
 
         load_preset(preset)
-    size = parse_tokens(window) if window else None
+    size = window
     with SQLiteStore(db_path) as store:
         run = _progress_runner(f"{name} {mode or wl.modes[0]}",
                                lambda progress: wl.run(store, preset=preset, window=size, seed=seed, mode=mode,
@@ -124,12 +123,12 @@ def _progress_runner(label: str, fn: Any, total: int) -> Any:
 @click.option("--policy", type=click.Choice(["scripted", "llm"]), default="scripted", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--mode", default="oracle", show_default=True, help="oracle | amnesic-K | context | quitter")
-@click.option("--strategy", "preset", default="pipeline-200k", show_default=True, help="Preset name or TOML path.")
+@preset_option("pipeline-200k", multiple=False, help="Preset name or TOML path.")
 @click.option("--device", type=click.Choice(["simx", "gpu"]), default="simx", show_default=True)
 @click.option("--scale", type=click.Choice(["small", "full"]), default="small", show_default=True)
 @click.option("--max-calls", type=int, default=None, help="Stop (and submit) within this many tool calls.")
-@click.option("--window", type=int, default=None, help="Override the preset's context window (tokens).")
-@click.option("--model", default=None, help="LLM policy: a client spec such as anthropic:claude-sonnet-4-5.")
+@window_option(help="Override the preset's context window (e.g. 32k).")
+@model_option(None, multiple=False, help="LLM policy: a client spec such as anthropic:claude-sonnet-4-5.")
 @db_option
 @json_option
 def run_cmd(policy: str, seed: int, mode: str, preset: str, device: str, scale: str, max_calls: int | None,
@@ -176,21 +175,20 @@ DEFAULT_PRESETS = "dump-truncate-200k,window-200k,masking-200k,pipeline-200k"
 
 
 @kernel.command("compare")
-@click.option("--presets", default=DEFAULT_PRESETS, show_default=True,
-              help="Comma-separated preset names or TOML paths.")
+@preset_option((DEFAULT_PRESETS,))
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--mode", default="context", show_default=True, help="Policy mode for every preset.")
 @click.option("--reference", default="oracle,amnesic-8", show_default=True,
               help="Reference modes run once (with the first preset) for comparison; '' for none.")
 @click.option("--scale", type=click.Choice(["small", "full"]), default="small", show_default=True)
 @click.option("--max-calls", type=int, default=None)
-@click.option("--window", type=int, default=None,
+@click.option("--window", type=TOKENS, default=None,
               help="Context window (tokens) for every row. Default: 20000 at small scale (the ~50k-token "
                    "small session must overflow it for the presets to differ), the presets' own at full "
                    "scale; 0 keeps the presets' own.")
 @db_option
 @json_option
-def compare_cmd(presets: str, seed: int, mode: str, reference: str, scale: str, max_calls: int | None,
+def compare_cmd(presets: tuple[str, ...], seed: int, mode: str, reference: str, scale: str, max_calls: int | None,
                 window: int | None, db_path: str, as_json: bool) -> None:
     """Reference rows (oracle, amnesic-K) and one row per preset, same seed, scale and window."""
     require_kernel_deps()
@@ -198,7 +196,7 @@ def compare_cmd(presets: str, seed: int, mode: str, reference: str, scale: str, 
     from ctxmem.workloads.kernel.policy import parse_mode
     from ctxmem.workloads.kernel.run import COMPARE_WINDOW, DEFAULT_MAX_CALLS, run_scripted
 
-    names = [p.strip() for p in presets.split(",") if p.strip()]
+    names = split_multi(presets)
     if not names:
         raise InputError("--presets is empty", field="presets")
     references = [m.strip() for m in reference.split(",") if m.strip()]
