@@ -106,3 +106,16 @@ def test_without_quicktok_qwen_and_llama_fall_back_honestly(tmp_path: Path, monk
     assert tokenizer_for_model("llama3.1:8b") == ("o200k_base", False)
     path = _fake_hf_cache(tmp_path, "Qwen/Qwen3-8B", _tiny_tokenizer_json())
     assert tokenizer_for_model("Qwen/Qwen3-8B") == (f"hf:{path}", True)
+
+
+def test_get_tokenizer_resolves_exact_model_names_and_refuses_stand_ins() -> None:
+    from ctxmem.errors import UnknownNameError
+
+    assert get_tokenizer("gpt-4o").name == "o200k_base"
+    assert get_tokenizer("gpt-oss-20b").name == "o200k_base"  # tiktoken's own table says o200k_harmony
+    assert get_tokenizer("Qwen/Qwen3-8B").name == "qwen3"
+    assert get_tokenizer("llama3.1:8b").name == "llama3"
+    with pytest.raises(UnknownNameError, match="Claude's tokenizer is not public"):
+        get_tokenizer("claude-sonnet-4-6")
+    with pytest.raises(UnknownNameError, match="Did you mean 'o200k_base'"):
+        get_tokenizer("o200k_bse")

@@ -9,7 +9,8 @@ Backends are found by name through the ``ctxmem.tokenizers`` entry-point group:
 * ``hf:PATH_OR_NAME`` — a Hugging Face ``tokenizer.json``, model folder or hub name (exact);
 * ``heuristic`` — a fast estimate that deliberately over-counts.
 
-Model names resolve too: ``gpt-4o`` → ``o200k_base`` (tiktoken's table).
+Model names resolve too when their tokenizer is known exactly: ``gpt-4o`` → ``o200k_base``,
+``Qwen/Qwen3-8B`` → ``qwen3``, ``llama3.1:8b`` → ``llama3``.
 :func:`tokenizer_for_model` maps any model name (Claude, OpenAI, Qwen, DeepSeek, Llama) to
 a tokenizer name and says whether it counts exactly (see :mod:`ctxmem.tokens.models`).
 """
@@ -62,13 +63,19 @@ def get_tokenizer(name: str) -> Tokenizer:
 
         return TiktokenTokenizer(name[len("tiktoken:") :])
     if name not in TOKENIZERS:
-        try:
-            import tiktoken.model
-
-            encoding = tiktoken.model.encoding_name_for_model(name)
-        except (KeyError, ImportError):
-            raise UnknownNameError("tokenizer", name, [*TOKENIZERS.names(), "hf:<path or hub name>"]) from None
-        name = encoding
+        # a model name whose tokenizer is known exactly (gpt-4o, Qwen/Qwen3-8B, llama3.1:8b);
+        # a stand-in (Claude, unknown names) is never chosen silently: that is an unknown name
+        mapped, exact = tokenizer_for_model(name)
+        if not exact:
+            err = UnknownNameError("tokenizer", name, [*TOKENIZERS.names(), "hf:<path or hub name>"])
+            if "claude" in name.lower():
+                err.args = (
+                    f"{err} Claude's tokenizer is not public: count with {mapped!r} and calibrate "
+                    "against reported usage (ctxmem.tokens.tokenizer_for_model), or ask the provider's "
+                    "count_tokens endpoint.",
+                )
+            raise err
+        return get_tokenizer(mapped)
     tok = TOKENIZERS.get(name)()
     if not isinstance(tok, Tokenizer):
         raise TokenizerError(f"tokenizer {name!r} does not implement the Tokenizer protocol")
