@@ -54,7 +54,9 @@ gives the same ids, tested differentially):
    ``KEEP + 4P`` (every length in between must satisfy the identity), and each shortened
    run is re-checked in its own context (64 characters either side) at two lengths. A
    character or context that fails a check is counted unshortened — slower, never wrong.
-   ``tests/tokens/test_runs.py`` fuzzes the identity against the unshortened count.
+   ``tests/tokens/test_runs.py`` fuzzes the identity against the unshortened tiktoken
+   count (runs of any character in mixed contexts), and its slow test checks every
+   printable ASCII character at random lengths up to 100,000 in both encodings.
 
 Runs shorter than ``MIN_RUN`` are never touched; texts shorter than ``MIN_RUN`` cost one
 length test.
