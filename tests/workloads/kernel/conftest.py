@@ -23,3 +23,10 @@ def checker(workspace: Workspace) -> CorrectnessChecker:
 @pytest.fixture
 def kernel_source(workspace: Workspace) -> str:
     return (workspace.root / "kernel.py").read_text()
+
+
+@pytest.fixture(autouse=True)
+def _simx_measurement_cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SIMX-1's interpreter measurements are shared across test runs (pytest's cache folder),
+    # never written to the user's ~/.cache by a test.
+    monkeypatch.setenv("CTXMEM_SIMX_CACHE", str(request.config.cache.mkdir("simx-measure")))

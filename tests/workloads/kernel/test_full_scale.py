@@ -38,4 +38,6 @@ def test_full_scale_run_has_the_promised_shape(tmp_path: Path) -> None:
     real_checks = [c for c in r.calls if c.tool == "check" and "result reused" not in c.output]
     assert len(real_checks) >= 400
     assert all("eval#" in c.output for c in real_checks)
-    assert r.submission is not None and r.submission["heldout_passed"] and s["final_speedup"] > 5.0
+    # Speed is measured work over the *tuned* original kernel (no pinned plateaus): the full
+    # ladder must beat what re-tuning the original earns (~1x) by a clear margin.
+    assert r.submission is not None and r.submission["heldout_passed"] and s["final_speedup"] > 1.2

@@ -28,11 +28,6 @@ PREFILL = next(s for s in BENCH_SHAPES if s.name == "prefill_2k")
 FAVOURABLE = {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2, "PACK": 4, "SPLITS": 4}
 
 
-@pytest.fixture
-def cached(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CTXMEM_SIMX_CACHE", str(request.config.cache.mkdir("simx-measure")))
-
-
 def _declaration_game(source: str) -> str:
     """Pristine code + a best-design declaration + favourable CONFIG + a launch taking extra keys."""
     source = source.replace("import triton.language as tl\n", 'import triton.language as tl\n\n'
@@ -43,7 +38,7 @@ def _declaration_game(source: str) -> str:
 
 
 @pytest.mark.slow
-def test_declaration_game_is_not_paid(tmp_path: Path, cached: None) -> None:
+def test_declaration_game_is_not_paid(tmp_path: Path) -> None:
     ws = Workspace.create(tmp_path / "ws")
     game = _declaration_game((ws.root / "kernel.py").read_text())
     (ws.root / "kernel.py").write_text(game)
@@ -57,7 +52,7 @@ def test_declaration_game_is_not_paid(tmp_path: Path, cached: None) -> None:
     assert tools.last_submission is not None and tools.last_submission["speedup"] <= 1.15, text
 
 
-def test_torch_attention_is_refused_before_it_runs(tmp_path: Path, cached: None) -> None:
+def test_torch_attention_is_refused_before_it_runs(tmp_path: Path) -> None:
     ws = Workspace.create(tmp_path / "ws")
     cheat = (ws.root / "kernel.py").read_text().replace(
         "    if total == 0 or max_extend == 0:\n        return out\n",
@@ -72,7 +67,7 @@ def test_torch_attention_is_refused_before_it_runs(tmp_path: Path, cached: None)
     assert tools.measurer.runs == 0  # never ran
 
 
-def test_writing_an_input_is_refused_at_run_time(tmp_path: Path, cached: None) -> None:
+def test_writing_an_input_is_refused_at_run_time(tmp_path: Path) -> None:
     """Restoring an overwritten input needs a write into it: refused, not hidden."""
     ws = Workspace.create(tmp_path / "ws")
     source = (ws.root / "kernel.py").read_text().replace(
@@ -82,7 +77,7 @@ def test_writing_an_input_is_refused_at_run_time(tmp_path: Path, cached: None) -
         Measurer(ws).measure(source, {"BLOCK_M": 32, "BLOCK_N": 32}, (GQA,))
 
 
-def test_skipping_the_work_on_large_shapes_is_refused(tmp_path: Path, cached: None) -> None:
+def test_skipping_the_work_on_large_shapes_is_refused(tmp_path: Path) -> None:
     ws = Workspace.create(tmp_path / "ws")
     source = (ws.root / "kernel.py").read_text().replace(
         "    if total == 0 or max_extend == 0:\n",

@@ -87,3 +87,24 @@ def test_fact_cache_parses_each_text_once() -> None:
     cache = FactCache()
     assert cache.facts(OOR) is cache.facts(OOR)
     assert cache.knowledge([OOR, BENCH]).smem_limit == 136192
+
+
+def test_a_redesign_writes_real_triton_code_not_a_declaration() -> None:
+    """Climbing a rung rewrites the kernel's tl. code; no ARCH line is ever written."""
+    import difflib
+
+    from ctxmem.workloads.kernel.policy import ScriptedPolicy
+    from ctxmem.workloads.kernel.variants import RUNGS, rung_source
+
+    policy = ScriptedPolicy(0)
+    previous = rung_source("baseline")
+    for rung in RUNGS[1:]:
+        policy._written = "baseline" if rung == "unified_loop" else policy._written
+        action = next(policy._declare(rung, {"BLOCK_M": 64, "BLOCK_N": 64, "PACK": 4}))
+        assert action.tool == "write_file" and action.input["path"] == "kernel.py"
+        content = action.input["content"]
+        assert "ARCH" not in content and "CONFIG = {'BLOCK_M': 64, 'BLOCK_N': 64, 'PACK': 4}\n" in content
+        changed = [ln[1:].strip() for ln in difflib.unified_diff(previous.splitlines(), content.splitlines(), n=0)
+                   if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+        assert sum("tl." in ln for ln in changed) >= 5, (rung, changed[:10])
+        previous = content
