@@ -115,6 +115,8 @@ class _Suffix(ABC):
         self._cuts = _CutsCache()
         self._recorder = CompactionRecorder()
         self._carry = Carry()
+        self._pinned_carry = PinnedCache()
+        self._recorded_at: tuple[str, int, int, int] | None = None  # (session, history uid, p, s) last recorded
 
     @abstractmethod
     def _limit(self, request: BuildRequest, base: int, needed: int) -> int | None:
@@ -144,7 +146,7 @@ class _Suffix(ABC):
         s = cut(settled.extra)[0]
         carried = self._carry.carried(request, settled)
         if carried.texts:
-            pinned_msgs, pinned_counts = self._pinned.get(request, (*request.pinned_facts, *carried.texts))
+            pinned_msgs, pinned_counts = self._pinned_carry.get(request, (*request.pinned_facts, *carried.texts))
         out = Output()
         out.add("pinned", pinned_msgs, pinned_counts)
         split_sections(out.sections, carried)
@@ -160,9 +162,15 @@ class _Suffix(ABC):
             breakpoints=(p - 1, len(out.messages) - 1),
             notes=((f"dropped {s - p} oldest messages at a safe cut", *carried.notes()) if s > p else ()),
         )
-        if s > p and request.session is not None:
-            ids = [e for ids in h.event_ids[p:s] for e in ids]
-            self._recorder.record(self.name, request, built, ids, f"dropped messages {p}-{s - 1} at a safe cut")
+        if s > p and request.session is not None and request.record:
+            # The dropped ids are the whole history before the cut: gather them only when the
+            # cut moved (the recorder would find the same ids and record nothing), so a turn
+            # that keeps its boundary costs nothing here however long the session is.
+            at = (request.session.id, h.uid, p, s)
+            if at != self._recorded_at:
+                ids = [e for ids in h.event_ids[p:s] for e in ids]
+                self._recorder.record(self.name, request, built, ids, f"dropped messages {p}-{s - 1} at a safe cut")
+                self._recorded_at = at
         return built
 
 

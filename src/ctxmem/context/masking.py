@@ -207,6 +207,7 @@ class Masking:
         self._states: dict[int, _MaskState] = {}
         self._tracker = PrefixTracker()
         self._pinned = PinnedCache()
+        self._pinned_carry = PinnedCache()  # with the carried sections (a second key: no thrashing)
         self._cuts = _CutsCache()
         self._recorder = CompactionRecorder()
         cfg = self.config
@@ -380,7 +381,7 @@ class Masking:
         b, s, notes = planned_at.get(settled.extra) or plan(settled.extra)
         carried = self._carry.carried(request, settled)
         if carried.texts:
-            pinned_msgs, pinned_counts = self._pinned.get(request, (*request.pinned_facts, *carried.texts))
+            pinned_msgs, pinned_counts = self._pinned_carry.get(request, (*request.pinned_facts, *carried.texts))
             notes.extend(carried.notes())
         region_msgs, region_counts, masked_idx = self._region(st, s, b, k) if s < k else ([], [], [])
         tail_start = max(k, s)  # the cut may reach into the protected tail

@@ -73,11 +73,22 @@ class Carry:
         self.facts_fraction = facts_fraction
         self.profile = get_profile(profile)
         self._instr: dict[int, InstructionIndex] = {}
+        self._counts: dict[tuple[str, str], int] = {}
         self._salience: dict[int, SalienceIndex] = {}
 
     @property
     def enabled(self) -> bool:
         return self.instructions or self.facts_tokens > 0
+
+    def _count(self, request: BuildRequest, text: str) -> int:
+        # the sections repeat turn after turn until the boundary moves: count each text once
+        key = (request.tokenizer.id, text)
+        n = self._counts.get(key)
+        if n is None:
+            if len(self._counts) > 64:
+                self._counts.clear()
+            n = self._counts[key] = request.tokenizer.count(text)
+        return n
 
     def facts_cap(self, request: BuildRequest) -> int:
         if self.facts_tokens <= 0:
@@ -110,7 +121,7 @@ class Carry:
         if ii is None or stop <= p:
             return 0
         text, n = ii.section(p, stop, request.tokenizer)
-        return request.tokenizer.count(text) + DEFAULT_OVERHEAD.per_block if n else 0
+        return self._count(request, text) + DEFAULT_OVERHEAD.per_block if n else 0
 
     def reserve(self, request: BuildRequest, instr_stop: int, facts_stop: int, *, facts: bool = True) -> int:
         """What to hold back for the carried sections at these boundaries (facts at their cap)."""
@@ -166,12 +177,12 @@ class Carry:
             text, n_instr = ii.section(p, instr_stop, tok)
             if text:
                 texts.append(text)
-                itok = tok.count(text) + DEFAULT_OVERHEAD.per_block
+                itok = self._count(request, text) + DEFAULT_OVERHEAD.per_block
         if si is not None and facts_stop > p and settled.level == "full":
             text, facts = si.section(p, facts_stop, tok, self.facts_cap(request))
             if text:
                 texts.append(text)
-                ftok = tok.count(text) + DEFAULT_OVERHEAD.per_block
+                ftok = self._count(request, text) + DEFAULT_OVERHEAD.per_block
         dropped = "facts" if settled.level != "full" and self.facts_tokens > 0 and facts_stop > p else ""
         return Carried(tuple(texts), itok, n_instr, ftok, facts, dropped)
 

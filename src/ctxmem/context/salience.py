@@ -21,7 +21,8 @@ A line's score adds four kinds of evidence, none tied to one workload's vocabula
   tolerance, known issue, golden / reference data. A workload's
   :class:`~ctxmem.context.profile.FactProfile` may add its own ``cue_words``.
 * **later references** — a specific token of the line (a path, a hash, an identifier with
-  digits) that a later message mentions again: the agent came back to it.
+  digits) that a later message of the agent or the user (its text or a tool call's
+  arguments) mentions again: the agent came back to it.
 
 Lines that look like source code (operator-dense, ``def``/``import``/braces, indentation
 plus assignment), table rows (mostly numbers) and very short lines are not candidates.
@@ -124,12 +125,16 @@ def is_code(line: str) -> bool:
     return len(s) > 0 and n / len(s) > 0.09 and (line.startswith((" ", "\t")) or s.endswith((")", ",", ":", ";", "{")))
 
 
+_NUMERIC_TOKEN = re.compile(r"(?<!\S)[^\sA-Za-z]*\d[^\s]*(?!\S)")
+_ALPHA3 = re.compile(r"[A-Za-z]{3}")
+
+
 def is_table_row(line: str) -> bool:
     """Mostly numbers: a row of a table (its header or summary line is kept by other means)."""
     toks = line.split()
     if len(toks) < 4:
         return False
-    numeric = sum(1 for t in toks if any(ch.isdigit() for ch in t) and sum(ch.isalpha() for ch in t) <= 2)
+    numeric = sum(1 for t in _NUMERIC_TOKEN.findall(line) if not _ALPHA3.search(t))
     return numeric / len(toks) >= 0.5
 
 
@@ -269,7 +274,6 @@ class SalienceIndex:
             if isinstance(b, ToolResultBlock):
                 eid = ids[where[j]] if where[j] < len(ids) else None
                 self._read_output(i, eid, b)
-                mentions.append(b.text)
             elif isinstance(b, TextBlock):
                 mentions.append(b.text)
             elif isinstance(b, ToolUseBlock):
@@ -286,6 +290,10 @@ class SalienceIndex:
             if not text:
                 prev = ""
                 continue
+            if len(text) < 16 or is_code(ln) or is_table_row(text):
+                # short, or not prose: never a candidate (and not counted: no candidate shares its shape)
+                prev = text if text.endswith(":") and len(text) < 80 else ""
+                continue
             sh = shape(text)
             ld = lead(sh)
             st = lead(sh, 5)
@@ -294,9 +302,8 @@ class SalienceIndex:
             self._leads[ld] += 1
             self._stems[st] += 1
             self._stems[tl] += 1
-            if len(text) < 16 or self._stems[st] > ROUTINE or self._stems[tl] > ROUTINE or is_code(ln) or is_table_row(text):
-                # short, routine (its first words already seen often: it only gets more
-                # common) or not prose: never a candidate
+            if self._stems[st] > ROUTINE or self._stems[tl] > ROUTINE:
+                # routine: its first or last words were seen often already, and only get more common
                 prev = text if text.endswith(":") and len(text) < 80 else ""
                 continue
             body = _COMMENT.sub("", text)
