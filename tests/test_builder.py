@@ -169,3 +169,14 @@ def test_a_history_ending_in_the_answer_builds_when_input_is_coming(tmp_path: Pa
     session.record(Message.assistant(ToolUseBlock("t1", "read_file", {"path": "a"})))
     with pytest.raises(InvalidConversationError, match="pending tool calls"):
         load_preset("window-32k").builder().build(session, expect_input=True)
+
+
+def test_an_agent_takes_a_ready_builder() -> None:
+    b = load_preset("window-32k").builder(context_window=20_000)
+    agent = Agent(ScriptedClient(["ok"]), Session.create(MemoryStore()), preset=b, max_tokens=3000)
+    assert agent.strategy is b.strategy and agent.context_window == 20_000
+    assert agent.budget.reserve_output == 3000  # raised to hold the reply the agent asks for
+    with pytest.raises(ConfigError, match="already holds"):
+        Agent(ScriptedClient(["ok"]), Session.create(MemoryStore()), preset=b, tokenizer="cl100k_base")
+    with pytest.raises(ConfigError, match="not both"):
+        Agent(ScriptedClient(["ok"]), Session.create(MemoryStore()), preset=b, strategy="window-32k")

@@ -100,7 +100,7 @@ from ctxmem.messages import (
     validate_conversation,
 )
 from ctxmem.session import Session
-from ctxmem.tokens import Budget, Calibration, get_tokenizer
+from ctxmem.tokens import Budget, Calibration, get_tokenizer, tokenizer_for_model
 
 if TYPE_CHECKING:
     from ctxmem.config import ContextBuilder, Preset
@@ -209,8 +209,6 @@ class Agent:
         self.thinking = thinking
         self.tokenizer_name = self.builder.tokenizer
         self.tokenizer = get_tokenizer(self.tokenizer_name)
-        from ctxmem.tokens import tokenizer_for_model
-
         # exact only when it is the model's own tokenizer (o200k for Claude is a stand-in)
         own = tokenizer_for_model(self.model)
         exact = self.tokenizer.exact and own == (self.tokenizer_name, True)
@@ -486,8 +484,6 @@ def choose_tokenizer(model: str, preferred: str | None = None) -> tuple[str, boo
     if preferred is not None:
         tok = get_tokenizer(preferred)
         return preferred, tok.exact
-    from ctxmem.tokens import tokenizer_for_model
-
     own, own_exact = tokenizer_for_model(model)
     candidates = [(own, own_exact)] + ([("o200k_base", False)] if own != "o200k_base" else [])
     failures: list[str] = []
@@ -533,6 +529,14 @@ def _resolve_builder(
                 "pass those to preset.builder(...) instead",
                 field="preset",
             )
+        b = spec.budget
+        if b.reserve_output < max_tokens:  # the reply's room must hold what the agent asks for
+            if max_tokens >= b.context_window:
+                raise ConfigError(
+                    f"max_tokens {max_tokens} leaves no input room in a {b.context_window}-token window",
+                    field="max_tokens",
+                )
+            spec = replace(spec, budget=Budget(b.context_window, max_tokens, b.threshold))
         return spec
     if spec is None:
         meta = session.info.metadata.get("strategy")
