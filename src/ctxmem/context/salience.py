@@ -91,7 +91,7 @@ _CODE_START = re.compile(
     r"except\b|with .*:$|[{}]\s*$|#include|fn |let |const |var |public |private )"
 )
 _ASSIGN = re.compile(r"^\s+[\w.\[\], ]+\s*[-+*/]?=\s*\S")
-_SYMBOLS = frozenset("()[]{}=+*/<>;,&|%")
+_SYMBOLS = re.compile(r"[()\[\]{}=+*/<>;,&|%]")
 _COMMENT = re.compile(r"^\s*(?:#+|//+|--)\s+")
 
 
@@ -121,8 +121,9 @@ def is_code(line: str) -> bool:
     if _CODE_START.match(line) or _ASSIGN.match(line):
         return True
     s = line.strip()
-    n = sum(1 for ch in s if ch in _SYMBOLS)
-    return len(s) > 0 and n / len(s) > 0.09 and (line.startswith((" ", "\t")) or s.endswith((")", ",", ":", ";", "{")))
+    if not s or not (line.startswith((" ", "\t")) or s.endswith((")", ",", ":", ";", "{"))):
+        return False
+    return len(_SYMBOLS.findall(s)) / len(s) > 0.09
 
 
 _NUMERIC_TOKEN = re.compile(r"(?<!\S)[^\sA-Za-z]*\d[^\s]*(?!\S)")
