@@ -478,6 +478,32 @@ def test_bulk_import_of_unusual_but_valid_lines_matches_record_many(tmp_path: Pa
     assert fast == slow
 
 
+def test_the_deepest_storable_input_imports_both_ways_and_round_trips(tmp_path: Path) -> None:
+    """A tool input exactly MAX_DEPTH levels deep is stored (the bulk path and the
+    validating path alike) and its export imports again; one level more is refused."""
+    from ctxmem.events import MAX_DEPTH
+
+    def nested(levels: int) -> bytes:
+        return b'{"x": ' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
+
+    data = _jsonl(_GOOD[:1]) + _call_line(nested(MAX_DEPTH))
+    fast, slow, took = _import_both_ways(tmp_path, data, ["heuristic"])
+    assert took and fast == slow
+    with SQLiteStore(tmp_path / "fast.db") as store:
+        exported = "\n".join(export_lines(Session.open(store, store.list_sessions()[0].id))).encode()
+        again = import_jsonl(store, exported)
+        assert again.messages() == parse_jsonl(data)[1]
+    for fmt in ("anthropic", "openai"):
+        too_deep = (_jsonl(_GOOD[:1]) + _call_line(nested(MAX_DEPTH + 1)) if fmt == "anthropic" else
+                    _jsonl([{"role": "user", "content": "q"}]) + _openai_call(nested(MAX_DEPTH + 1).replace(b'"', b'\\"')))
+        with pytest.raises(InputError) as exc:
+            parse_jsonl(too_deep, fmt=fmt)  # type: ignore[arg-type]
+        assert f"deeper than {MAX_DEPTH}" in str(exc.value) and exc.value.line == 2
+    from ctxmem.jsonl import _encode_fast
+
+    assert _encode_fast(_jsonl(_GOOD[:1]) + _call_line(nested(MAX_DEPTH + 1))) is None
+
+
 @pytest.mark.parametrize(("data", "fmt", "exc_type", "line", "field", "needle"), _bad_cases())
 def test_bulk_path_declines_every_bad_case(data: bytes, fmt: str, exc_type: type, line: int, field: str | None,
                                            needle: str) -> None:
