@@ -38,7 +38,7 @@ def test_warm_and_one_shot_give_the_same_results(tmp_path: Path) -> None:
 def test_worker_survives_a_loop_and_a_crash(tmp_path: Path) -> None:
     limits = SandboxLimits(timeout_s=10.0)
     checker = CorrectnessChecker(Workspace.create(tmp_path / "ws"), limits=limits, warm=True)
-    worker = shared_box(limits)
+    worker = shared_box()
     assert checker.check().passed
     starts = worker.starts
     loop = "def launch(*args, **kwargs):\n    while True:\n        pass\n"

@@ -65,6 +65,22 @@ def _seccomp() -> Any:
     return pyseccomp
 
 
+_UNAVAILABLE: list[str | None] = []
+
+
+def unavailable() -> str | None:
+    """Why no seccomp filter can be built here (``None``: it can); checked once."""
+    if not _UNAVAILABLE:
+        try:
+            sc = _seccomp()
+            sc.SyscallFilter(sc.ALLOW).add_rule(sc.ERRNO(errno.EPERM), "ptrace")
+            _UNAVAILABLE.append(None)
+        except (ImportError, OSError, RuntimeError, AttributeError) as exc:
+            _UNAVAILABLE.append(f"no seccomp filter can be built ({exc}); install libseccomp2 "
+                                "and pip install 'ctxmem[kernels]'")
+    return _UNAVAILABLE[0]
+
+
 def _add(f: Any, sc: Any, action: int, name: str, *args: Any) -> None:
     # A call this architecture does not have (resolve_syscall fails): nothing to refuse.
     with contextlib.suppress(OSError, ValueError, RuntimeError):

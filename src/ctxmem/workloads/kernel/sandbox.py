@@ -109,7 +109,7 @@ from typing import IO, Any, Literal
 
 from ctxmem.errors import CtxmemError
 from ctxmem.workloads.kernel import bwrap
-from ctxmem.workloads.kernel.worker import Box, CheckFolder, WorkerReply, shared_box
+from ctxmem.workloads.kernel.worker import Box, BoxError, CheckFolder, WorkerReply, shared_box
 
 Status = Literal[
     "ok", "compile_error", "error", "memory_limit", "sandbox_violation", "timeout", "crashed",
@@ -189,7 +189,15 @@ def sandbox_env(folder: str, *, writable: bool = True) -> dict[str, str]:
 
 
 def sandbox_mode(allow_unsandboxed: bool | None = None) -> tuple[bool, str | None]:
-    """(sandboxed, reason bwrap cannot start); raises when neither is possible nor allowed."""
+    """(sandboxed, reason bwrap cannot start); raises when neither is possible nor allowed.
+
+    The seccomp filter is needed either way (the child always loads it).
+    """
+    from ctxmem.workloads.kernel import _seccomp
+
+    missing = _seccomp.unavailable()
+    if missing is not None:
+        raise SandboxUnavailableError(missing)
     reason = bwrap.probe()
     if reason is None:
         return True, None
@@ -295,9 +303,9 @@ def _copy_dir(dir_fd: int, dest: Path, budget: list[int]) -> None:
 # -- running ---------------------------------------------------------------------------------
 
 
-def _box(limits: SandboxLimits, warm: bool, allow_unsandboxed: bool | None) -> tuple[Box, bool]:
+def _box(warm: bool, allow_unsandboxed: bool | None) -> tuple[Box, bool]:
     sandboxed, reason = sandbox_mode(allow_unsandboxed)
-    box = shared_box(limits, sandboxed=sandboxed) if warm else Box(limits, sandboxed=sandboxed)
+    box = shared_box(sandboxed=sandboxed) if warm else Box(sandboxed=sandboxed)
     box.layers = _layers(sandboxed, reason)
     return box, not warm
 
@@ -330,7 +338,7 @@ def run_job(
     """
     limits = limits or SandboxLimits()
     try:
-        box, one_shot = _box(limits, warm, allow_unsandboxed)
+        box, one_shot = _box(warm, allow_unsandboxed)
     except SandboxUnavailableError as exc:
         return SandboxOutcome(status="unavailable", report={}, returncode=None, wall_s=0.0,
                               detail=str(exc))
@@ -364,6 +372,9 @@ def run_job(
 
     try:
         return _execute(box, "check", None, limits, prepare, collect)
+    except BoxError as exc:
+        return SandboxOutcome(status="crashed", report={}, returncode=None, wall_s=0.0,
+                              detail=str(exc))
     finally:
         if one_shot:
             box.close()
@@ -379,7 +390,7 @@ def _execute(box: Box, kind: str, entry: str | None, limits: SandboxLimits,
         request["audit_hook"] = audit_hook
         return request
 
-    return box.execute(make_request, collect)
+    return box.execute(make_request, collect, timeout_s=limits.timeout_s)
 
 
 _TORCH: Any = None
@@ -460,7 +471,7 @@ def run_in_sandbox(entry: str, job: dict[str, Any], *, workspace: Path,
     if ":" not in entry:
         raise ValueError(f"entry {entry!r} must be 'package.module:function'")
     limits = limits or SandboxLimits()
-    box, one_shot = _box(limits, warm, allow_unsandboxed)
+    box, one_shot = _box(warm, allow_unsandboxed)
 
     def prepare(folder: CheckFolder) -> None:
         copy_workspace(Path(workspace), folder.host / "ws")
@@ -479,6 +490,9 @@ def run_in_sandbox(entry: str, job: dict[str, Any], *, workspace: Path,
 
     try:
         return _execute(box, "entry", entry, limits, prepare, collect, audit_hook=audit_hook)
+    except BoxError as exc:
+        return SandboxOutcome(status="crashed", report={}, returncode=None, wall_s=0.0,
+                              detail=str(exc))
     finally:
         if one_shot:
             box.close()

@@ -14,8 +14,8 @@ the command line, ``_runner.py`` for the zygote), and serves one request at a ti
    link: see ``sandbox.read_box_file``), and the whole box folder is emptied — the check
    folder and anything a candidate left elsewhere in ``/box`` — before the next request.
 
-Lifecycle: started lazily, shared per :class:`~ctxmem.workloads.kernel.sandbox.SandboxLimits`
-by every checker of this process (``shared_box``); a zygote that dies or stops answering
+Lifecycle: started lazily, shared by every checker and instrumented run of this process
+(``shared_box``; limits travel with each request); a zygote that dies or stops answering
 is stopped, and the next request starts a fresh box; every ``max_jobs``-th request starts a
 fresh one too, to bound whatever slowly accumulates in a long-lived process. A timeout
 does *not* recycle the box: the zygote kills the child and sweeps the namespace. All boxes
@@ -45,14 +45,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from ctxmem.workloads.kernel import bwrap
 
-if TYPE_CHECKING:
-    from ctxmem.workloads.kernel.sandbox import SandboxLimits
-
 RUNNER = Path(__file__).with_name("_runner.py")
+ZYGOTE_FILE_SIZE = 64 << 20  # the zygote writes nothing; a bound all the same
 START_TIMEOUT_S = 120.0
 # How long past the job's own timeout the harness waits for the zygote's reply before it
 # declares the sandbox hung and kills it.
@@ -94,8 +92,7 @@ def _zygote_limits(fsize: int) -> Callable[[], None]:
 class Box:
     """One sandbox with a warm zygote; one request at a time."""
 
-    def __init__(self, limits: SandboxLimits, *, sandboxed: bool = True, max_jobs: int = 500):
-        self.limits = limits
+    def __init__(self, *, sandboxed: bool = True, max_jobs: int = 500):
         self.sandboxed = sandboxed
         self.max_jobs = max_jobs
         self.jobs_served = 0  # by the current zygote
@@ -143,7 +140,7 @@ class Box:
             self._proc = subprocess.Popen(
                 argv, cwd=self._dir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=self._log, pass_fds=pass_fds, start_new_session=True,
-                preexec_fn=_zygote_limits(self.limits.file_size_mb * 2**20),
+                preexec_fn=_zygote_limits(ZYGOTE_FILE_SIZE),
             )
         self._buffer = b""
         self.jobs_served = 0
@@ -228,7 +225,7 @@ class Box:
                     path.unlink()
 
     def execute(self, make_request: Callable[[CheckFolder], dict[str, Any]],
-                collect: Callable[[CheckFolder, WorkerReply | None], T]) -> T:
+                collect: Callable[[CheckFolder, WorkerReply | None], T], *, timeout_s: float) -> T:
         """Run one request in a fresh check folder; ``collect`` sees the reply (None: the box died).
 
         ``make_request`` writes the job into the folder and returns the request for the
@@ -241,12 +238,12 @@ class Box:
             folder = self._new_folder()
             try:
                 message = {**make_request(folder), "dir": folder.inside,
-                           "timeout": self.limits.timeout_s}
+                           "timeout": timeout_s}
                 line = None
                 try:
                     self._proc.stdin.write(json.dumps(message).encode() + b"\n")
                     self._proc.stdin.flush()
-                    line = self._readline(self.limits.timeout_s + REPLY_GRACE_S)
+                    line = self._readline(timeout_s + REPLY_GRACE_S)
                 except OSError:
                     line = None
                 reply = None
@@ -267,16 +264,20 @@ class Box:
                 self._empty()
 
 
-_BOXES: dict[tuple[SandboxLimits, bool], Box] = {}
+_BOXES: dict[bool, Box] = {}
 _BOXES_LOCK = threading.Lock()
 
 
-def shared_box(limits: SandboxLimits, *, sandboxed: bool = True) -> Box:
-    """The process-wide warm box for ``limits``."""
+def shared_box(*, sandboxed: bool = True) -> Box:
+    """The process-wide warm box (one with bubblewrap, one without when that was allowed).
+
+    Limits are per request (the child sets its own rlimits; the zygote enforces each
+    request's wall clock), so checks and instrumented runs with different limits share it.
+    """
     with _BOXES_LOCK:
-        box = _BOXES.get((limits, sandboxed))
+        box = _BOXES.get(sandboxed)
         if box is None:
-            box = _BOXES[(limits, sandboxed)] = Box(limits, sandboxed=sandboxed)
+            box = _BOXES[sandboxed] = Box(sandboxed=sandboxed)
         return box
 
 
