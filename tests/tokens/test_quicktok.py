@@ -116,3 +116,16 @@ def test_exact_o200k_offline_with_an_empty_tiktoken_cache(tmp_path: Path) -> Non
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["QuicktokTokenizer", "tiktoken:o200k_base", "True", "6", "6"]
     assert list(tmp_path.iterdir()) == []  # nothing was downloaded or written
+
+
+def test_lone_surrogates_count_like_tiktoken_in_every_path() -> None:
+    """tiktoken replaces a lone surrogate with U+FFFD; quicktok's engine refuses the str, so
+    the backend applies the same rule in count, count_many (fast and wrapped) and encode."""
+    tok = get_tokenizer("o200k_base")
+    texts = ["plain", "a\ud800b", "=" * 5000 + "\udfff", "\ud83d\ude00 pair"]
+    fixed = [t.encode("utf-16", "surrogatepass").decode("utf-16", "replace") for t in texts]
+    engine = quicktok.get_encoding("o200k_base")
+    expected = [engine.count(t) for t in fixed]
+    assert tok.count_many(texts) == [tok.count(t) for t in texts] == expected
+    assert tok.count_many(texts[:1]) == expected[:1]
+    assert [len(tok.encode(t)) for t in texts] == expected

@@ -33,7 +33,7 @@ from typing import Any
 
 from ctxmem.errors import MissingDependencyError, TokenizerError
 from ctxmem.tokens.base import surrogate_safe
-from ctxmem.tokens.runs import RunSplitter, pattern_for
+from ctxmem.tokens.runs import MIN_RUN, RunSplitter, pattern_for
 
 #: quicktok encodings ctxmem exposes, by ctxmem name
 QUICKTOK_ENCODINGS = {"o200k_base": "o200k_base", "cl100k_base": "cl100k_base", "qwen3": "qwen3", "llama3": "llama3"}
@@ -90,7 +90,16 @@ class QuicktokTokenizer:
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
         count = self._count
-        return [count(t) for t in texts]
+        if self._splitter is None:
+            return [count(t) for t in texts]
+        # the ingest hot path: short texts straight to the engine (no run can hide in them);
+        # a lone surrogate makes the engine raise TypeError, and then every text takes the
+        # wrapped path
+        raw = self._enc.count
+        try:
+            return [raw(t) if len(t) < MIN_RUN else count(t) for t in texts]
+        except TypeError:
+            return [count(t) for t in texts]
 
     def encode(self, text: str) -> list[int]:
         return list(self._encode(text))
