@@ -25,7 +25,7 @@ from pathlib import Path
 from benchmarks._harness import Row, fmt
 
 SUITES = ["benchmarks.bench_store", "benchmarks.bench_context", "benchmarks.bench_retrieval", "benchmarks.bench_evals",
-          "benchmarks.bench_agent", "benchmarks.bench_tokens"]
+          "benchmarks.bench_agent", "benchmarks.bench_tokens", "benchmarks.bench_retention"]
 
 
 def fmt_ratio(ratio: float) -> str:
