@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ctxmem.workloads.kernel.bugs import VARIANT_BUGS, Bug
 from ctxmem.workloads.kernel.kernel_tools import KernelTools
 from ctxmem.workloads.kernel.measure import Measurer, MeasureRefused
 from ctxmem.workloads.kernel.sandbox import SandboxLimits
@@ -104,3 +105,24 @@ def test_every_rung_passes_dev_and_heldout_in_the_interpreter(rung: str, tmp_pat
     for split in ("dev", "heldout"):
         result = checker.check("kernel.py", source=source, config=_rung_config(rung), seed=0, split=split)
         assert result.passed, result.render()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", VARIANT_BUGS, ids=lambda b: b.name)
+def test_variant_bugs_fail_as_documented_in_every_rung_they_apply_to(bug: Bug, tmp_path: Path) -> None:
+    from ctxmem.workloads.kernel.correctness import CorrectnessChecker
+
+    rungs = [r for r in RUNGS if rung_source(r).count(bug.old) == 1]
+    assert rungs and "baseline" not in rungs
+    rung = rungs[0]
+    ws = Workspace.create(tmp_path / "ws")
+    source = bug.apply(rung_source(rung))
+    (ws.root / "kernel.py").write_text(source)
+    result = CorrectnessChecker(ws, limits=TEST_LIMITS).check(
+        "kernel.py", source=source, config=_rung_config(rung), seed=0, split="dev")
+    assert not result.passed, result.render()
+    text = result.render()
+    if bug.symptom == "nan":
+        assert "NaN" in text, text
+    else:
+        assert "mismatch" in text.lower() or "max abs" in text.lower(), text

@@ -94,3 +94,34 @@ CATALOG: tuple[Bug, ...] = (
 )
 
 BUGS: dict[str, Bug] = {bug.name: bug for bug in CATALOG}
+
+# Bugs of the optimized rungs (``variants/``): each anchor occurs once in the rungs it names,
+# never in the baseline. The scripted policy draws from CATALOG + VARIANT_BUGS whichever
+# applies to the code it just wrote.
+VARIANT_BUGS: tuple[Bug, ...] = (
+    Bug(
+        name="packed_head_rows",
+        description="the packed tile's rows map to heads with rows % PACK instead of "
+        "rows // TOKENS, so some (head, token) rows are computed twice and others never",
+        symptom="nan",
+        old="heads = hg * PACK + rows // TOKENS",
+        new="heads = hg * PACK + rows % PACK",
+    ),
+    Bug(
+        name="split_chunk_rounding",
+        description="the split-KV chunk rounds the tile count down, so the last tiles of a "
+        "key range belong to no split",
+        symptom="mismatch",
+        old="chunk = ((tiles + SPLITS - 1) // SPLITS) * BLOCK_N",
+        new="chunk = (tiles // SPLITS) * BLOCK_N",
+    ),
+    Bug(
+        name="work_list_off_by_one",
+        description="the persistent loop stops one entry early, so the last work item of "
+        "the list is never processed",
+        symptom="nan",
+        old="for w in range(tl.program_id(0), num_work, NUM_PROGRAMS):",
+        new="for w in range(tl.program_id(0), num_work - 1, NUM_PROGRAMS):",
+    ),
+)
+ALL_BUGS: dict[str, Bug] = {bug.name: bug for bug in (*CATALOG, *VARIANT_BUGS)}

@@ -95,6 +95,7 @@ from ctxmem.workloads.kernel.simx import (
     InvalidConfig,
     KernelSourceError,
     Simx,
+    code_of,
     normalize_config,
     parse_config,
 )
@@ -278,7 +279,9 @@ class KernelTools:
         return source, literal, base, problem
 
     def _header(self, prefix: str, path: str, source: str, cfg: Mapping[str, ConfigValue]) -> str:
-        return f"{prefix} · {path} (sha {_sha8(source)}) · {config_text(cfg)}"
+        # The sha of the code (a CONFIG literal nothing reads is not code): the same code at
+        # the same config is the same measurement, whatever its CONFIG line says.
+        return f"{prefix} · {path} (sha {_sha8(code_of(source))}) · {config_text(cfg)}"
 
     def _simx_config(self, cfg: Mapping[str, ConfigValue]) -> tuple[dict[str, Any], list[str]]:
         try:
@@ -497,7 +500,7 @@ class KernelTools:
         if size > limit:
             raise ToolArgumentError(f"autotune: the space has {size} configs, over max_configs={limit}; "
                                     "narrow it")
-        header = (f"tune#{tune_id} · {path} (sha {_sha8(source)}) · "
+        header = (f"tune#{tune_id} · {path} (sha {_sha8(code_of(source))}) · "
                   f"{size} configs over base {config_text(cfg)}")
         if self.device == "gpu":
             return self._gpu_autotune(header, path, source, cfg, space)

@@ -5,9 +5,10 @@ shapes?" with the counts of ``instrument.py``:
 
 1. **screen** — :func:`~ctxmem.workloads.kernel.instrument.screen_source` in this process;
    a refused source is never run (:class:`MeasureRefused`, one line per reason);
-2. **cache** — by (source sha256, config, shape, instrument version) in a folder of JSON
+2. **cache** — by (code sha256, config, shape, instrument version) in a folder of JSON
    files (``$CTXMEM_SIMX_CACHE`` or ``~/.cache/ctxmem/simx-measure``). Counts do not
-   depend on the SIMX seed, so every seed and every run shares them;
+   depend on the SIMX seed, so every seed and every run shares them; the code is the source
+   without a ``CONFIG`` literal nothing reads (:func:`~.simx.code_of`);
 3. **run** — the shapes not cached, for one or several configs, in *one* sandboxed run:
    ``sandbox.run_in_sandbox("ctxmem.workloads.kernel.instrument:measure_runs", ...)``, the
    same bubblewrap + seccomp sandbox as correctness checks (no sandbox: nothing runs);
@@ -29,7 +30,7 @@ from typing import Any
 
 from ctxmem.errors import InputError
 from ctxmem.workloads.kernel import instrument
-from ctxmem.workloads.kernel.simx import BENCH_SHAPES, BenchShape
+from ctxmem.workloads.kernel.simx import BENCH_SHAPES, BenchShape, code_of
 from ctxmem.workloads.kernel.workspace import Workspace, asset_path
 
 MEASURE_VERSION = "m3"
@@ -53,7 +54,7 @@ def cache_dir() -> Path:
 
 
 def _key(source: str, config: Mapping[str, Any], shape: str) -> str:
-    blob = json.dumps([MEASURE_VERSION, source, sorted(config.items()), shape], default=str)
+    blob = json.dumps([MEASURE_VERSION, code_of(source), sorted(config.items()), shape], default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
-from ctxmem.workloads.kernel.bugs import BUGS, CATALOG, Bug
+from ctxmem.workloads.kernel.bugs import ALL_BUGS, BUGS, CATALOG, VARIANT_BUGS, Bug
 from ctxmem.workloads.kernel.simx import (
     CONFIG_SPACE,
     SIMX_DEFAULTS,
@@ -70,7 +70,8 @@ EVAL_TOOLS: frozenset[str] = frozenset({"compile", "check", "benchmark", "autotu
 ConfigKey = tuple[str, tuple[tuple[str, int], ...]]  # (code sha, sorted normalized config)
 IMPORT_ANCHOR = "import triton.language as tl\n"
 BASE_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
-POLICY_DEFAULTS: dict[str, int] = {**SIMX_DEFAULTS, "PACK": 2, "SPLITS": 2, "PROGRAMS": 256}
+# A GQA group of the benchmark shapes is 4 (or 8) query heads: pack a whole group to start.
+POLICY_DEFAULTS: dict[str, int] = {**SIMX_DEFAULTS, "PACK": 4, "SPLITS": 2, "PROGRAMS": 256}
 
 
 def arch_keys(arch: str) -> tuple[str, ...]:
@@ -148,7 +149,7 @@ def parse_facts(text: str) -> Facts:
     limits = _LIMIT.findall(text)
     if limits:
         f.smem_limit = int(limits[-1][1])
-    f.bugs.update(b for b in _ROOT.findall(text) if b in BUGS)
+    f.bugs.update(b for b in _ROOT.findall(text) if b in ALL_BUGS)
     for sha, x in _COMMIT.findall(text):
         f.commits[sha] = float(x)
     for sha, x in _LOG.findall(text):
@@ -539,7 +540,7 @@ class ScriptedPolicy:
         cfg: dict[str, int] = dict(got[0][1]) if got else dict(SIMX_DEFAULTS)
         cfg = {k: cfg.get(k, POLICY_DEFAULTS[k]) for k in arch_keys(arch)}
         if cfg.get("PACK") == 1:
-            cfg["PACK"] = 2
+            cfg["PACK"] = 4
         if cfg.get("SPLITS") == 1:
             cfg["SPLITS"] = 2
         if not self._fits(arch, cfg, know):
@@ -570,13 +571,13 @@ class ScriptedPolicy:
         if self.rounds > 0 and rng.random() >= self.scale.bug_rate:
             return None
         code = rung_source(arch)
-        fits = [b for b in CATALOG if code.count(b.old) == 1]
+        fits = [b for b in (*CATALOG, *VARIANT_BUGS) if code.count(b.old) == 1]
         if not fits:
             return None
         if self.rounds == 0 and BUGS["prefix_value_load_unmasked"] in fits:
             bug = BUGS["prefix_value_load_unmasked"]  # the NaN every run meets early
         else:
-            seen = [BUGS[b] for _, b in self.bugs_introduced if BUGS[b] in fits]
+            seen = [ALL_BUGS[b] for _, b in self.bugs_introduced if ALL_BUGS[b] in fits]
             pool = seen if seen and rng.random() < 0.6 else fits
             bug = pool[rng.randrange(len(pool))]
         if bug.name == "block_shape_mismatch" and cfg.get("BLOCK_M") == cfg.get("BLOCK_N"):

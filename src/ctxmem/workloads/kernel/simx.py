@@ -272,6 +272,30 @@ def parse_config(source: str) -> dict[str, Any] | None:
     return config
 
 
+def code_of(source: str) -> str:
+    """The source without its ``CONFIG`` literal when nothing else reads ``CONFIG``.
+
+    The tools pass the launch config explicitly, so such a ``CONFIG`` line changes no work:
+    measurements are shared across ``CONFIG`` edits and tool headers show the same sha for
+    the same code. A source that reads ``CONFIG`` anywhere keeps it (it may act on it).
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    reads = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "CONFIG"
+             and isinstance(n.ctx, ast.Load)]
+    if reads:
+        return source
+    lines = source.splitlines(keepends=True)
+    for node in reversed(tree.body):
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else \
+            node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(target, ast.Name) and target.id == "CONFIG" and node.end_lineno is not None:
+            del lines[node.lineno - 1:node.end_lineno]
+    return "".join(lines)
+
+
 # -- errors the device reports ----------------------------------------------------------
 
 
