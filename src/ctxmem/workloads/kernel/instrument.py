@@ -15,13 +15,22 @@ interpreter:
 * **outside the kernels** — every torch operation the launch wrapper performs, with the
   bytes it reads and writes (``TorchFunctionMode``), priced as its own device kernel.
 
-**Sampling.** A benchmark grid has up to ~10^4 programs and the interpreter runs about a
-thousand tile iterations a second, so programs are *sampled* from each launch's real grid:
-in a seeded random order (the seed depends only on the shape and the grid, never on the
-device), until ``MAX_PROGRAMS`` ran or ``OP_BUDGET`` interpreter operations were spent
-(at least ``MIN_PROGRAMS``). Totals are ``programs × mean(sampled)``; the longest sampled
-program stands in for the grid's longest. Counts are deterministic, independent of the
-SIMX seed, and cached by (source hash, config, shape) by the caller.
+**Sampling.** A benchmark grid has up to ~10^4 programs and one tile iteration costs the
+interpreter ~20 ms, so work is *sampled* twice, deterministically:
+
+* programs, from each launch's real grid, in a seeded random order (the seed depends on the
+  shape, the grid and a salt, never on the device), until ``MAX_PROGRAMS`` ran or
+  ``OP_BUDGET`` interpreter operations were spent (at least ``MIN_PROGRAMS``). Totals are
+  ``programs × mean(sampled)`` (``simx.py`` scales them up, never down, by the ratio of the
+  true bytes of ``out`` to the sampled ones); the longest sampled program stands in for
+  the grid's longest;
+* loop iterations: ``range``/``tl.range`` in the measured kernel run ``LOOP_SAMPLES`` of a
+  long loop's iterations — the first, the last (the ragged edges) and seeded ones between —
+  each middle one counted for its share of the skipped ones. Attention loops do the same
+  work every tile but the edges, so this is close to exact for them; the outputs of a
+  measured run are thrown away (correctness is judged on the real, unsampled suites).
+
+Counts are deterministic, independent of the SIMX seed, and cached by the caller.
 
 **Trust.** The instrumentation runs in the candidate's own process (inside the sandbox),
 so its counts are evidence from an untrusted place. Four things keep them honest:
@@ -52,7 +61,11 @@ so its counts are evidence from an untrusted place. Four things keep them honest
 
 What stays open, said plainly: the floors are the ideal work, so a kernel that tampered
 with counts while staying above them could still gain up to the gap between its honest
-work and the ideal; no route to the counters is known past the screen.
+work and the ideal; no route to the counters is known past the screen. Loop sampling has
+a blind spot: a kernel that does heavy work in only a few middle iterations may have them
+all skipped (under-priced) or all hit (over-priced). The middle samples are seeded with a
+salt the kernel cannot read, so it cannot aim its heavy iterations away from them; on
+average such a kernel is priced right, one measurement at a time it is not.
 """
 
 from __future__ import annotations
