@@ -15,10 +15,7 @@ import ast
 import operator
 from typing import Any
 
-from ctxmem.agent import Agent, AgentResult, Tool
-from ctxmem.clients.anthropic import AnthropicClient
-from ctxmem.session import Session
-from ctxmem.store import SQLiteStore
+from ctxmem import Agent, AgentResult, Session, SQLiteStore, Tool, get_client
 
 OPS: dict[type, Any] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
        ast.Pow: operator.pow, ast.USub: operator.neg}
@@ -56,7 +53,7 @@ def main(argv: list[str] | None = None) -> AgentResult:
     args = parser.parse_args(argv)
 
     session = Session.create(SQLiteStore(args.db), title="calculator agent")
-    client = AnthropicClient(args.model, base_url=args.base_url)
+    client = get_client(f"anthropic:{args.model}", base_url=args.base_url)
     agent = Agent(client, session, tools=[CALCULATOR], system="Use the calculator for arithmetic.",
                   max_tokens=1024, max_turns=8)
     result = agent.run_sync(args.question)

@@ -13,10 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ctxmem.agent import Agent, AgentResult
-from ctxmem.clients.openai_compat import OpenAICompatClient
-from ctxmem.session import Session
-from ctxmem.store import SQLiteStore
+from ctxmem import Agent, AgentResult, Session, SQLiteStore, get_client
 
 sys.path.insert(0, str(Path(__file__).parent))
 from anthropic_agent import CALCULATOR  # the tool is shared with the sibling example
@@ -32,7 +29,7 @@ def main(argv: list[str] | None = None) -> AgentResult:
     args = parser.parse_args(argv)
 
     session = Session.create(SQLiteStore(args.db), title="calculator agent (openai-compatible)")
-    client = OpenAICompatClient(args.model, base_url=args.base_url, api_key=args.api_key)
+    client = get_client(f"openai:{args.model}", base_url=args.base_url, api_key=args.api_key)
     agent = Agent(client, session, tools=[CALCULATOR], system="Use the calculator for arithmetic.",
                   max_tokens=1024, max_turns=8, context_window=32_768)
     result = agent.run_sync(args.question)

@@ -13,10 +13,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from ctxmem.context import BuildRequest, BuiltContext, StrategyConfig
-from ctxmem.context.builtins import Window, WindowConfig
-from ctxmem.errors import ContextOverflowError
-from ctxmem.messages import ToolResultBlock
+from ctxmem import BuildRequest, BuiltContext, ContextOverflowError, ToolResultBlock, make_strategy
+from ctxmem.context import StrategyConfig
 
 
 class KeepErrorsConfig(StrategyConfig):
@@ -33,7 +31,8 @@ class KeepErrors:
 
     def __init__(self, config: KeepErrorsConfig | None = None, **params: object):
         self.config = config or KeepErrorsConfig(**params)  # type: ignore[arg-type]
-        self._window = Window(WindowConfig(compaction_step=self.config.compaction_step))
+        # the built-in window, by name, as any plugin composes a registered strategy
+        self._window = make_strategy("window", {"compaction_step": self.config.compaction_step})
 
     def build(self, request: BuildRequest) -> BuiltContext:
         first = self._window.build(request)
