@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ctxmem.workloads.kernel import CorrectnessChecker, Workspace
+from ctxmem.workloads.kernel import CorrectnessChecker, Workspace, bwrap
 from ctxmem.workloads.kernel.bugs import CATALOG, Bug
+
+# These run agent-written code: only in the sandbox. Where bubblewrap cannot start they
+# skip, and test_attacks.py::test_without_bwrap_nothing_runs_unless_allowed tests the refusal.
+_SANDBOX = bwrap.probe()
+needs_sandbox = pytest.mark.skipif(_SANDBOX is not None, reason=f"no sandbox here: {_SANDBOX}")
+pytestmark = needs_sandbox
 
 SMALL_TILES = {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 2, "num_stages": 1}
 

@@ -12,6 +12,11 @@ import pytest
 
 from ctxmem.workloads.kernel import CorrectnessChecker, SandboxLimits, Workspace, bwrap
 
+# These run agent-written code: only in the sandbox. Where bubblewrap cannot start they
+# skip, and test_attacks.py::test_without_bwrap_nothing_runs_unless_allowed tests the refusal.
+_SANDBOX = bwrap.probe()
+needs_sandbox = pytest.mark.skipif(_SANDBOX is not None, reason=f"no sandbox here: {_SANDBOX}")
+
 HEADER = "import torch\n\n\n"
 
 
@@ -20,6 +25,7 @@ def _launch(body: str) -> str:
     return HEADER + "def launch(*args, **kwargs):\n" + lines + "\n"
 
 
+@needs_sandbox
 def test_infinite_loop_is_killed_by_the_timeout(workspace: Workspace) -> None:
     checker = CorrectnessChecker(workspace, limits=SandboxLimits(timeout_s=12.0))
     result = checker.check(source=_launch("while True:\n    pass"))
@@ -32,6 +38,7 @@ def test_infinite_loop_is_killed_by_the_timeout(workspace: Workspace) -> None:
                                                 result.config, 0, "dev")) is None
 
 
+@needs_sandbox
 def test_allocating_20_gb_is_stopped_by_the_memory_limit(checker: CorrectnessChecker) -> None:
     result = checker.check(source=_launch(
         "x = torch.empty(20 * 2**30, dtype=torch.uint8)\nx.fill_(1)\nreturn x"
@@ -42,12 +49,14 @@ def test_allocating_20_gb_is_stopped_by_the_memory_limit(checker: CorrectnessChe
     assert "can't allocate memory" in text
 
 
+@needs_sandbox
 def test_python_level_allocation_is_stopped_too(checker: CorrectnessChecker) -> None:
     result = checker.check(source=_launch("blob = bytearray(20 * 2**30)\nreturn blob"))
     assert result.status == "memory_limit", result.render()
     assert "MemoryError" in result.render()
 
 
+@needs_sandbox
 def test_opening_a_socket_is_refused_and_reported(checker: CorrectnessChecker) -> None:
     source = _launch(
         "import socket\n"
@@ -63,6 +72,7 @@ def test_opening_a_socket_is_refused_and_reported(checker: CorrectnessChecker) -
     assert len(result.cases) == 1  # the first refusal ends the check
 
 
+@needs_sandbox
 def test_writing_outside_the_workspace_is_refused(checker: CorrectnessChecker, tmp_path: Path) -> None:
     outside = tmp_path / "outside.txt"
     result = checker.check(source=_launch(f"open({str(outside)!r}, 'w').write('x')"))
@@ -72,6 +82,7 @@ def test_writing_outside_the_workspace_is_refused(checker: CorrectnessChecker, t
     assert not outside.exists()
 
 
+@needs_sandbox
 def test_relative_escape_and_private_state_are_refused(checker: CorrectnessChecker, workspace: Workspace) -> None:
     result = checker.check(source=HEADER + "open('../escaped.txt', 'w').write('x')\nopen('.ctxmem/results.sqlite', 'w')\n")
     assert result.status == "sandbox_violation"
@@ -79,12 +90,14 @@ def test_relative_escape_and_private_state_are_refused(checker: CorrectnessCheck
     assert (workspace.state_dir / "results.sqlite").stat().st_size > 0
 
 
+@needs_sandbox
 def test_starting_a_process_is_refused(checker: CorrectnessChecker) -> None:
     result = checker.check(source=_launch("import os\nos.system('true')"))
     assert result.status == "sandbox_violation"
     assert "starting a process refused: os.system" in result.render()
 
 
+@needs_sandbox
 def test_scratch_files_inside_the_workspace_are_allowed(
     checker: CorrectnessChecker, workspace: Workspace, kernel_source: str
 ) -> None:
@@ -95,6 +108,7 @@ def test_scratch_files_inside_the_workspace_are_allowed(
     assert not (workspace.root / "notes.txt").exists()
 
 
+@needs_sandbox
 def test_the_checker_keeps_working_after_a_violation(checker: CorrectnessChecker) -> None:
     bad = checker.check(source=_launch("import socket\nsocket.socket()"))
     assert bad.status == "sandbox_violation"
@@ -103,12 +117,14 @@ def test_the_checker_keeps_working_after_a_violation(checker: CorrectnessChecker
     assert good.passed and good.eval_id == bad.eval_id + 1
 
 
+@needs_sandbox
 def test_an_early_exit_is_reported_as_a_crash(checker: CorrectnessChecker) -> None:
     result = checker.check(source=_launch("import os\nos._exit(3)"))
     assert result.status == "crashed"
     assert "CRASHED: exited with status 3 before reporting a result (0/6 cases finished)" in result.render()
 
 
+@needs_sandbox
 def test_a_segfault_is_reported_as_a_crash(checker: CorrectnessChecker) -> None:
     # A real SIGSEGV without ctypes (which the sandbox refuses, see below).
     result = checker.check(source=_launch("import faulthandler\nfaulthandler._sigsegv()"))
@@ -116,6 +132,7 @@ def test_a_segfault_is_reported_as_a_crash(checker: CorrectnessChecker) -> None:
     assert "CRASHED: killed by SIGSEGV" in result.render()
 
 
+@needs_sandbox
 def test_writing_outside_through_ctypes_libc_is_stopped(checker: CorrectnessChecker, tmp_path: Path) -> None:
     outside = tmp_path / "via_libc.txt"
     source = _launch(
@@ -138,6 +155,7 @@ def test_writing_outside_through_ctypes_libc_is_stopped(checker: CorrectnessChec
     assert not outside.exists()
 
 
+@needs_sandbox
 def test_a_socket_through_ctypes_is_stopped(checker: CorrectnessChecker) -> None:
     source = _launch(
         "import ctypes\n"
@@ -154,6 +172,7 @@ def test_a_socket_through_ctypes_is_stopped(checker: CorrectnessChecker) -> None
     assert not (checker.workspace.root / "fd.txt").exists()
 
 
+@needs_sandbox
 def test_signalling_another_process_is_refused(checker: CorrectnessChecker) -> None:
     result = checker.check(source=_launch("import os\ntry:\n    os.kill(os.getppid(), 0)\n"
                                           "except BaseException:\n    pass"))
@@ -161,6 +180,7 @@ def test_signalling_another_process_is_refused(checker: CorrectnessChecker) -> N
     assert "signalling another process refused: os.kill" in result.render()
 
 
+@needs_sandbox
 def test_every_result_says_which_layers_were_active(checker: CorrectnessChecker) -> None:
     result = checker.check()
     assert result.passed, result.render()
@@ -177,6 +197,8 @@ def test_every_result_says_which_layers_were_active(checker: CorrectnessChecker)
 _ISOLATED_CHILD = """
 import ctypes, json, os, socket, sys
 from ctxmem.workloads.kernel._runner import isolate
+
+
 ws, outside, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 report = isolate([ws], [os.path.join(ws, ".ctxmem")])
 libc = ctypes.CDLL(None, use_errno=True)

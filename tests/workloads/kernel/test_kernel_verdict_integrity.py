@@ -13,10 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from ctxmem.workloads.kernel import CorrectnessChecker, SandboxLimits, Workspace
+from ctxmem.workloads.kernel import CorrectnessChecker, SandboxLimits, Workspace, bwrap
 from ctxmem.workloads.kernel.cases import suite
 from ctxmem.workloads.kernel.correctness import TOLERANCES
 from ctxmem.workloads.kernel.workspace import asset_path
+
+# These run agent-written code: only in the sandbox. Where bubblewrap cannot start they
+# skip, and test_attacks.py::test_without_bwrap_nothing_runs_unless_allowed tests the refusal.
+_SANDBOX = bwrap.probe()
+needs_sandbox = pytest.mark.skipif(_SANDBOX is not None, reason=f"no sandbox here: {_SANDBOX}")
 
 HEADER = "import torch\n\n\n"
 
@@ -42,6 +47,7 @@ def _assert_failed(result: object) -> str:
     return text
 
 
+@needs_sandbox
 def test_a_forged_pass_written_to_inherited_descriptors_is_ignored(checker: CorrectnessChecker) -> None:
     # Every descriptor the process inherited gets the forged PASS, from the start; then the
     # process leaves before the runner could overwrite anything.
@@ -67,6 +73,7 @@ os._exit(0)
     assert "OutputError" in text and "case 0" in text
 
 
+@needs_sandbox
 def test_a_forged_pass_after_real_outputs_is_ignored(checker: CorrectnessChecker) -> None:
     # Writes nothing to out (all NaN), appends a forged PASS to every descriptor and returns
     # normally: the extra bytes make the outputs unreadable, the claim is ignored.
@@ -84,6 +91,7 @@ for name in os.listdir('/proc/self/fd'):
     assert result.status in ("ok", "error"), text
 
 
+@needs_sandbox
 def test_patching_allclose_and_assert_close_changes_nothing(checker: CorrectnessChecker) -> None:
     source = _launch("""
 import torch.testing
@@ -105,6 +113,7 @@ out.zero_()
     assert "FAILED 6/6 cases" in text
 
 
+@needs_sandbox
 def test_copying_tensors_found_by_the_garbage_collector_fails(
     checker: CorrectnessChecker, workspace: Workspace
 ) -> None:
@@ -137,6 +146,7 @@ if found:
     assert result.status == "ok", text
 
 
+@needs_sandbox
 def test_reading_the_judges_memory_through_proc_is_refused(checker: CorrectnessChecker) -> None:
     # The judge is a sibling process; as root its /proc/<pid>/mem is readable by open().
     source = _launch("""
@@ -157,11 +167,14 @@ for path in ('/proc/self/mem', f'/proc/{os.getppid()}/mem',
     assert kinds == {"reading another process", "reading raw process memory"}, kinds
 
 
+@needs_sandbox
 def test_the_warm_worker_judges_forgeries_the_same_way(tmp_path: Path) -> None:
     checker = CorrectnessChecker(Workspace.create(tmp_path / "warm"),
                                  limits=SandboxLimits(timeout_s=60.0), warm=True)
     forged = _launch(f"""
 import os
+
+
 for name in os.listdir('/proc/self/fd'):
     if int(name) >= 3:
         try:

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ctxmem.workloads.kernel import CorrectnessChecker, SandboxLimits, Workspace
+import pytest
+
+from ctxmem.workloads.kernel import CorrectnessChecker, SandboxLimits, Workspace, bwrap
 from ctxmem.workloads.kernel.bugs import BUGS
 from ctxmem.workloads.kernel.worker import shared_box
+
+# These run agent-written code: only in the sandbox. Where bubblewrap cannot start they
+# skip, and test_attacks.py::test_without_bwrap_nothing_runs_unless_allowed tests the refusal.
+_SANDBOX = bwrap.probe()
+needs_sandbox = pytest.mark.skipif(_SANDBOX is not None, reason=f"no sandbox here: {_SANDBOX}")
+pytestmark = needs_sandbox
 
 # Equal to conftest's TEST_LIMITS, defined here: 'from conftest import' is ambiguous across test folders.
 TEST_LIMITS = SandboxLimits(timeout_s=60.0)
