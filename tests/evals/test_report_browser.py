@@ -5,7 +5,7 @@ whose script measures the *rendered* layout — the headline heatmaps' width aga
 page, the header, the refused cells' table, the per-sample rows — and writes it into the
 DOM that ``--dump-dom`` prints. A screenshot of the page is kept as an artifact (under
 ``$CTXMEM_ARTIFACTS`` when set, as CI does). Skips only where no Chromium is installed;
-``.ci/system-deps.sh`` installs Debian's ``chromium`` for CI.
+``scripts/install-system-deps.sh`` installs Debian's ``chromium`` for CI.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (.ci/system-deps.sh installs it)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (scripts/install-system-deps.sh installs it)")
 def test_report_renders_readably_in_a_real_browser(report: Path) -> None:
     (report / "probe.html").write_text(PROBE, encoding="utf-8")
     dom = ""
