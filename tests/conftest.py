@@ -138,6 +138,10 @@ def cl100k() -> Any:
 @pytest.fixture(scope="session")
 def deepseek_tokenizer_path() -> Path:
     if not DEEPSEEK_TOKENIZER.is_file():
-        pytest.skip(f"{DEEPSEEK_TOKENIZER} is absent (the ../shared folder ships it offline)")
+        pytest.skip(
+            f"{DEEPSEEK_TOKENIZER} is absent: DeepSeek's tokenizer.json ships in no installed package "
+            "(../shared/tokenizers holds it offline; with network, huggingface-cli download "
+            "deepseek-ai/DeepSeek-V3 tokenizer.json)"
+        )
     pytest.importorskip("tokenizers", reason="the HF backend needs the 'tokenizers' package (ctxmem[hf])")
     return DEEPSEEK_TOKENIZER
