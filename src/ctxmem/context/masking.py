@@ -210,6 +210,8 @@ class Masking:
         self._pinned_carry = PinnedCache()  # with the carried sections (a second key: no thrashing)
         self._cuts = _CutsCache()
         self._recorder = CompactionRecorder()
+        self._recorded_at: tuple[str, int, int, int, int] | None = None  # last recorded boundary
+        self._recorded_behind: object = ()
         cfg = self.config
         self._carry = Carry(
             instructions=cfg.carry_instructions,
@@ -412,12 +414,17 @@ class Masking:
         # The compaction is the boundary (b, and s when truncating): outputs masked by an
         # "always" policy after b come and go with the turns and are not a boundary move.
         behind = masked_idx[: bisect_left(masked_idx, b)]
-        if request.session is not None and (s > p or behind):
-            ids = [e for i in (*range(p, s), *behind) for e in h.event_ids[i]]
-            reason = f"masked {len(behind)} tool outputs before message {b}" + (
-                f", dropped messages {p}-{s - 1}" if s > p else ""
-            )
-            self._recorder.record(self.name, request, built, ids, reason)
+        if request.session is not None and request.record and (s > p or behind):
+            # Gather the source ids (the whole history behind the boundary) only when the
+            # boundary moved: the recorder would find the same ids and record nothing.
+            at = (request.session.id, h.uid, p, s, b)
+            if at != self._recorded_at or behind != self._recorded_behind:
+                ids = [e for i in (*range(p, s), *behind) for e in h.event_ids[i]]
+                reason = f"masked {len(behind)} tool outputs before message {b}" + (
+                    f", dropped messages {p}-{s - 1}" if s > p else ""
+                )
+                self._recorder.record(self.name, request, built, ids, reason)
+                self._recorded_at, self._recorded_behind = at, behind
         return built
 
     def _recall_cost(self, request: BuildRequest) -> int:

@@ -1,0 +1,54 @@
+"""Per-turn builds over a session: a turn that keeps its boundary does no work that grows
+with the history (no gathering of every dropped event id), and compactions are recorded
+exactly when the boundary moves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ctxmem.config import load_preset
+from ctxmem.context import History
+from ctxmem.context._assembly import CompactionRecorder
+from ctxmem.events import CompactionEvent
+from ctxmem.samples import synthetic_session
+from ctxmem.session import Session
+from ctxmem.store import SQLiteStore
+from ctxmem.tokens import Budget
+
+
+@pytest.mark.parametrize("preset", ["window-200k", "masking-200k"])
+def test_recorder_runs_only_when_the_boundary_moves(preset: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = CompactionRecorder.record
+
+    def spy(self: CompactionRecorder, *args: Any, **kw: Any) -> bool:
+        calls.append(1)
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(CompactionRecorder, "record", spy)
+    msgs = synthetic_session(160, seed=3)
+    store = SQLiteStore(":memory:")
+    session = Session.create(store, tokenizers=["heuristic"])
+    session.record_many(msgs[:201])
+    history = History.from_session(session, "heuristic")
+    strategy = load_preset(preset).strategy()
+    budget = Budget(40_000, 1_000, 0.9)
+    boundaries = []
+    for k in range(201, len(msgs) - 1, 2):
+        pair = msgs[k : k + 2]
+        history.extend(pair, event_ids=[session.record(m) for m in pair])
+        built = strategy.build(strategy_request(history, budget, session))
+        r = built.report
+        boundaries.append((r.dropped, tuple(r.masked)))
+    recorded = [se.event for se in session.events() if isinstance(se.event, CompactionEvent)]
+    moves = sum(1 for a, b in zip([None, *boundaries], boundaries, strict=False) if a != b)
+    assert recorded and len(recorded) <= moves
+    assert len(calls) <= moves < len(boundaries)  # turns that kept the boundary never called it
+
+
+def strategy_request(history: History, budget: Budget, session: Session) -> Any:
+    from ctxmem.context import BuildRequest
+
+    return BuildRequest(history, budget, pinned=1, session=session)
