@@ -180,3 +180,14 @@ def test_a_server_that_echoes_the_key_does_not_leak_it(kind: str) -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.mark.parametrize("kind", list(CLIENTS))
+def test_the_network_guard_names_the_host_not_the_password(kind: str) -> None:
+    from ctxmem.errors import NetworkBlockedError
+
+    client = CLIENTS[kind]("https://api.example.com")  # not loopback: the suite's guard refuses it
+    err = _fail(client)
+    assert isinstance(err, NetworkBlockedError)
+    text = str(err)
+    assert PASSWORD not in text and "***@api.example.com" in text
