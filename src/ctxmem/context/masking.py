@@ -23,6 +23,13 @@ Per-tool policies override the default: ``never`` (e.g. a ``read_file`` the agen
 from), ``always`` (noisy logs), and a per-tool reducer. If masking everything allowed
 still does not fit, ``on_overflow = "truncate"`` also drops the oldest messages at a safe
 cut; ``"raise"`` raises :class:`~ctxmem.errors.ContextOverflowError`.
+
+**What is carried** (:mod:`ctxmem.context.memory`): the instructions of user messages a
+truncation dropped, in a standing-instructions section, and — with ``facts_tokens`` — a
+facts section holding the most salient lines of the masked and dropped outputs
+(:mod:`ctxmem.context.salience`), each with its event id and recall handle. Both sit on
+the pinned prefix and change only when the boundaries move; their tokens are held back
+before the boundaries are chosen.
 """
 
 from __future__ import annotations

@@ -22,6 +22,13 @@ History object, so a history reloaded from the store hits the same cache.
 error signatures, user constraints, the best result; :mod:`ctxmem.context.facts`) that it
 dropped are appended verbatim (:class:`~ctxmem.context.summarize.FidelityGuard`).
 
+The fidelity guard also checks each chunk's most salient tool-output lines
+(``salient_facts``, scored on the chunk alone so a chunk's summary never depends on what
+came after it): an LLM summary that paraphrased a limit or a path away gets the line back.
+Around the summary, the strategy carries the standing instructions of the summarized user
+messages and, with ``facts_tokens``, a facts section of the span's most salient lines
+(:mod:`ctxmem.context.memory`).
+
 **Provenance.** ``Report.summarized`` holds the summarized message indices, and a note
 lists their source event ids (``History.event_ids``); :attr:`Summarization.last_summary`
 keeps them too. With ``request.session`` set, each new summary is recorded once as a
