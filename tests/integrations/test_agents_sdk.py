@@ -170,3 +170,20 @@ def test_preset_session_with_an_interrupted_turn_hands_it_back_verbatim() -> Non
     assert run(s.get_items()) == done  # ends in a final reply: built for the next input
     run(s.add_items(waiting))
     assert run(s.get_items()) == done + waiting
+
+
+def test_two_handles_on_one_session_see_each_others_writes(tmp_path: Any) -> None:
+    db = tmp_path / "two.db"
+    a, b = CtxmemSession("shared", store=db), CtxmemSession("shared", store=SQLiteStore(str(db)))
+    run(a.add_items([{"role": "user", "content": "1"}]))
+    assert run(b.get_items()) == [{"role": "user", "content": "1"}]
+    run(b.add_items([{"role": "assistant", "content": "2"}]))
+    run(a.add_items([{"role": "user", "content": "3"}]))  # a's cached chain must extend past b's write
+    assert [i["content"] for i in run(a.get_items())] == ["1", "2", "3"] == [i["content"] for i in run(b.get_items())]
+    assert run(b.pop_item()) == {"role": "user", "content": "3"}
+    assert [i["content"] for i in run(a.get_items())] == ["1", "2"]
+    run(a.clear_session())
+    assert run(b.get_items()) == [] and run(b.pop_item()) is None
+    run(a.add_items([{"role": "user", "content": "4"}]))
+    run(a.get_items())[0]["content"] = "mutated by the caller"
+    assert run(a.get_items()) == [{"role": "user", "content": "4"}]

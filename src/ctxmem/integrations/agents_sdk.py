@@ -69,7 +69,7 @@ from ctxmem.events import (
     message_spans,
 )
 from ctxmem.integrations._common import LoopBuilder, open_or_create, open_store, resolve_preset
-from ctxmem.integrations.responses import item_blocks, to_responses
+from ctxmem.integrations.responses import item_blocks, item_type, to_responses
 from ctxmem.messages import TextBlock, ToolResultBlock, ToolUseBlock
 from ctxmem.session import Session
 from ctxmem.store.base import SessionStore
@@ -85,6 +85,12 @@ def _item_note(ev: StoredEvent) -> dict[str, Any] | None:
         data: dict[str, Any] = json.loads(e.text)
         return data
     return None
+
+
+def _fresh(se: StoredEvent) -> Any:
+    """The stored item as a new object: callers may mutate what they get."""
+    assert isinstance(se.event, NoteEvent)
+    return json.loads(se.event.text)["item"]
 
 
 def _content_events(item: Any, index: int, tool_names: dict[str, str]) -> list[ContentEvent]:
@@ -128,6 +134,9 @@ class CtxmemSession:
         self.session: Session = open_or_create(self.store, session_id, title=title, metadata=meta)
         self._builder = LoopBuilder(self.preset, context_window=context_window) if self.preset else None
         self._lock = asyncio.Lock()
+        self._chain: list[StoredEvent] | None = None
+        self._chain_head: int | None = None
+        self._notes: dict[int, dict[str, Any]] = {}
         self.last_report: Any = None
 
     # ------------------------------------------------------------------ protocol
@@ -176,10 +185,64 @@ class CtxmemSession:
     # ------------------------------------------------------------------ implementation
 
     def _events(self) -> list[StoredEvent]:
-        return self.store.chain(self.session_id).events
+        """The session's chain, cached and extended incrementally.
+
+        Every call checks the head (one small query). When the head moved on from the one
+        this handle last saw — another writer, or a strategy recording a compaction — the
+        few new events are read back by parent pointer; anything else (a rewind, a fork)
+        reloads the chain.
+        """
+        head = self.store.get_session(self.session_id).head_event_id
+        if self._chain is not None and head == self._chain_head:
+            return self._chain
+        if self._chain is not None and head is not None:
+            new = self._walk_back(head, self._chain_head)
+            if new is not None:
+                self._chain.extend(new)
+                self._chain_head = head
+                return self._chain
+        self._chain = list(self.store.chain(self.session_id).events)
+        self._chain_head = self._chain[-1].id if self._chain else None
+        return self._chain
+
+    def _walk_back(self, head: int, known: int | None, limit: int = 256) -> list[StoredEvent] | None:
+        """Events from ``known`` (exclusive) to ``head``, oldest first; None if not found nearby."""
+        event = getattr(self.store, "event", None)
+        if event is None:
+            return None
+        out: list[StoredEvent] = []
+        eid: int | None = head
+        while eid is not None and eid != known and len(out) < limit:
+            se = event(eid)
+            out.append(se)
+            eid = se.parent_id
+        if eid != known:
+            return None
+        out.reverse()
+        return out
+
+    def _append(self, events: list[Event]) -> None:
+        self._events()  # bring the cache up to the current head before extending it
+        ids = self.store.append(self.session_id, events)
+        if ids:
+            new = self._walk_back(ids[-1], self._chain_head)
+            if new is not None and self._chain is not None:
+                self._chain.extend(new)
+                self._chain_head = ids[-1]
+            else:
+                self._chain = None
+
+    def _note(self, se: StoredEvent) -> dict[str, Any] | None:
+        if not isinstance(se.event, NoteEvent):
+            return None
+        hit = self._notes.get(se.id)
+        if hit is None:
+            hit = self._notes[se.id] = _item_note(se) or {}
+        return hit or None
 
     def _stored_items(self, limit: int | None) -> list[Any]:
-        items = [n["item"] for se in self._events() if (n := _item_note(se)) is not None]
+        # items are handed out as fresh objects (a caller may mutate them), as SQLiteSession does
+        items = [_fresh(se) for se in self._events() if self._note(se) is not None]
         if limit is None or limit < 0:
             return items
         return items[-limit:] if limit else []
@@ -187,9 +250,9 @@ class CtxmemSession:
     def _add(self, items: list[Any]) -> None:
         tool_names: dict[str, str] = {}
         if any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items):
-            for se in self._events():
+            for se in reversed(self._events()):
                 if isinstance(se.event, ToolCallEvent):
-                    tool_names[se.event.tool_use.id] = se.event.tool_use.name
+                    tool_names.setdefault(se.event.tool_use.id, se.event.tool_use.name)
         events: list[Event] = []
         for i, item in enumerate(items):
             if not isinstance(item, dict):
@@ -205,12 +268,12 @@ class CtxmemSession:
                 raise InputError(f"item {i} is not JSON-serializable: {exc}", field="items") from None
             events.extend(content)
             events.append(NoteEvent(text, (ITEM_TAG,)))
-        self.store.append(self.session_id, events)
+        self._append(events)
 
     def _pop(self) -> Any | None:
         events = self._events()
         for j in range(len(events) - 1, -1, -1):
-            note = _item_note(events[j])
+            note = self._note(events[j])
             if note is None:
                 continue
             first = j - int(note["events"])
@@ -240,23 +303,23 @@ class CtxmemSession:
         messages = [m for m, _ in spans]
         ids = [tuple(e) for _, e in spans]
         msg_of_event = {eid: k for k, (_, eids) in enumerate(spans) for eid in eids}
-        by_message: dict[int, list[Any]] = {}
-        system_items: list[Any] = []
+        by_message: dict[int, list[StoredEvent]] = {}
+        system_items: list[StoredEvent] = []
         system_texts: list[str] = []
         current = 0
         for j, se in enumerate(events):
-            note = _item_note(se)
+            note = self._note(se)
             if note is None:
                 continue
             item, n = note["item"], int(note["events"])
-            role, blocks = item_blocks(item, j, strict=False)
-            if role == "system":
-                system_items.append(item)
+            if item_type(item) == "message" and item.get("role") in ("system", "developer"):
+                _, blocks = item_blocks(item, j, strict=False)
+                system_items.append(se)
                 system_texts.append("".join(b.text for b in blocks if isinstance(b, TextBlock)))
                 continue
             if n:
                 current = msg_of_event[events[j - n].id]
-            by_message.setdefault(current, []).append(item)
+            by_message.setdefault(current, []).append(se)
         # a run interrupted between its tool calls and their outputs (an approval pending):
         # build the context before that turn and hand the turn back as it was stored
         pending = len(messages) - 1 if messages and messages[-1].role == "assistant" and messages[-1].tool_uses \
@@ -266,15 +329,15 @@ class CtxmemSession:
         built = self._builder.build(self.session, messages, ids, system="\n\n".join(system_texts) or None)
         self.last_report = built.built.report
         index = {id(m): k for k, m in enumerate(built.history.messages)}
-        out: list[Any] = list(system_items)
+        out: list[Any] = [_fresh(se) for se in system_items]
         for m in built.built.messages:
             k = index.get(id(m))
             if k is not None and built.history.messages[k] is m and k in by_message:
-                out.extend(by_message[k])
+                out.extend(_fresh(se) for se in by_message[k])
             else:
                 out.extend(to_responses([m]))
         if pending is not None:
-            out.extend(by_message.get(pending, ()))
+            out.extend(_fresh(se) for se in by_message.get(pending, ()))
         return out
 
 
