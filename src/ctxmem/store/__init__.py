@@ -1,5 +1,20 @@
-"""Session stores: the protocol, the durable SQLite backend and the in-memory backend."""
+"""Session stores: the protocol, the backends, and :func:`open_store` to pick one by URL.
 
+Backends are found through the ``ctxmem.stores`` entry-point group, keyed by URL scheme
+(built-ins are registered there like plugins): ``sqlite:///path/to/file.db`` (relative;
+``sqlite:////abs/file.db`` absolute, as SQLAlchemy writes them; ``sqlite://`` in memory; or
+a bare path), ``memory:`` (nothing survives the process) and
+``postgresql://user:pass@host:port/db`` (also ``postgres://``; needs ``ctxmem[postgres]``).
+A plugin registers ``myscheme = "pkg.module:opener"`` where ``opener(url) -> SessionStore``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ctxmem.errors import InputError
+from ctxmem.registry import Registry
 from ctxmem.store.base import (
     ChainView,
     EventCounts,
@@ -10,16 +25,79 @@ from ctxmem.store.base import (
     content_hash,
 )
 from ctxmem.store.memory import MemoryStore
+from ctxmem.store.postgres import PostgresStore
 from ctxmem.store.sqlite import SQLiteStore
 
+STORES = Registry(
+    "ctxmem.stores",
+    "store",
+    {
+        "sqlite": "ctxmem.store:_open_sqlite",
+        "memory": "ctxmem.store:_open_memory",
+        "postgresql": "ctxmem.store:_open_postgres",
+        "postgres": "ctxmem.store:_open_postgres",
+    },
+)
+
+
+def _open_sqlite(url: str, **options: Any) -> SQLiteStore:
+    # As SQLAlchemy: sqlite:///rel.db is relative, sqlite:////abs.db absolute, sqlite:// in memory.
+    rest = url.split(":", 1)[1]
+    if rest.startswith("///"):
+        path = rest[3:]
+    elif rest.startswith("//"):
+        path = rest[2:] or ":memory:"
+    else:
+        path = rest
+    if not path:
+        raise InputError(f"store URL {url!r} names no file: write sqlite:///path/to/file.db", field="store")
+    return SQLiteStore(path, **options)
+
+
+def _open_memory(url: str, **options: Any) -> MemoryStore:
+    return MemoryStore()
+
+
+def _open_postgres(url: str, **options: Any) -> PostgresStore:
+    return PostgresStore(url, **options)
+
+
+def store_scheme(url: str | os.PathLike[str]) -> str:
+    """The scheme that picks the backend: ``sqlite`` for a bare path."""
+    text = str(url)
+    head, sep, _ = text.partition(":")
+    if sep and head.replace("+", "").isalnum() and len(head) > 1:  # "C:\\x" is a path, not a scheme
+        return head.lower()
+    return "sqlite"
+
+
+def open_store(url: str | os.PathLike[str], **options: Any) -> Any:
+    """Open the session store ``url`` names (see the module docstring for the forms).
+
+    A bare path (no scheme) is a SQLite file. An unknown scheme raises
+    :class:`~ctxmem.errors.UnknownNameError` with the known ones; ``options`` go to the
+    backend's constructor (``busy_timeout_ms`` for SQLite, ``pool_size`` for PostgreSQL).
+    """
+    text = str(url)
+    scheme = store_scheme(text)
+    if scheme == "sqlite" and not text.startswith("sqlite:"):
+        return SQLiteStore(text, **options)  # a bare path
+    opener = STORES.get(scheme)
+    return opener(str(url), **options)
+
+
 __all__ = [
+    "STORES",
     "ChainView",
     "EventCounts",
     "MemoryStore",
+    "PostgresStore",
     "SQLiteStore",
     "SearchHit",
     "SessionInfo",
     "SessionStore",
     "TokenTotals",
     "content_hash",
+    "open_store",
+    "store_scheme",
 ]
