@@ -13,7 +13,7 @@ line on its stdin: a check folder (``/box/<random>``, created by the harness wit
 a copy of the workspace and scratch folders) and a kind (``check`` or ``entry``). Per
 request it forks a child, waits for it at most the request's wall clock (killing it when
 it overruns), then — inside bubblewrap — kills every other process left in the sandbox's
-PID namespace but itself and bwrap's init (``--sweep``), and answers with the child's exit
+PID namespace but itself — it is that namespace's init (``--sweep``), and answers with the child's exit
 status, whether it timed out, and how many leftovers it killed. It never loads candidate
 code and never computes an expected output; it holds no secret (its environment is the
 harness's allow-list).
@@ -730,6 +730,8 @@ def serve(ctxmem_root: str, do_sweep: bool) -> int:
     torch.set_num_threads(1)
     _seccomp_module()
     _set_dumpable(0)
+    # Inside bwrap (--as-pid-1) the zygote is the namespace's init (pid 1): orphans come to
+    # it, and the sweep reaps them.
     keep = {1, os.getpid()} if do_sweep else set()
     channel.write(json.dumps({"ready": True, "pid": os.getpid(),
                               "import_seconds": round(time.perf_counter() - started, 3)}) + "\n")

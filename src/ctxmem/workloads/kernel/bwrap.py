@@ -9,6 +9,10 @@ for the layers and the tests that prove them):
   capabilities, unable to create another user namespace;
 * ``--die-with-parent --new-session`` — the sandbox dies with the harness process; no
   controlling terminal to inject keystrokes into;
+* ``--as-pid-1`` — the command (the zygote, which is not dumpable) is the namespace's init:
+  no bwrap process is inside with it (bwrap's own reaper would run without the seccomp
+  filter, and its memory would be writable through ``/proc/1/mem`` by the same uid), and
+  when the zygote dies the kernel ends every process of the namespace;
 * a root made of read-only binds of exactly what Python needs — ``/usr`` (and the host's
   ``/lib*``, ``/bin``, ``/sbin`` links), the Python runtime (``sys.base_prefix``,
   ``sys.prefix``), every ``site-packages`` folder, the folder that holds the ``ctxmem``
@@ -45,6 +49,7 @@ BOX = "/box"  # where the writable per-sandbox folder appears inside
 _NAMESPACES = ["--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
                "--unshare-uts", "--unshare-cgroup", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
                "--cap-drop", "ALL", "--disable-userns", "--die-with-parent", "--new-session",
+               "--as-pid-1",
                "--hostname", "ctxmem-sandbox"]
 
 

@@ -47,7 +47,8 @@ Layers, and the test that proves each (in ``tests/workloads/kernel/``; ``A`` is
    ``test_setsid_survivor_does_not_outlive_the_check``,
    ``test_unsandboxed_fallback_still_refuses_the_hook_only_escapes``.
 3. **the whole PID namespace ends with the check**: after each check the zygote kills
-   every process left in the namespace but itself and bwrap's init (and says how many, a
+   every process left in the namespace but itself — it is the namespace's init, so its
+   death ends them all — (and says how many, a
    violation); a box that stops answering is killed whole (``--die-with-parent`` if the
    harness dies). A: ``test_the_sweep_kills_every_leftover_process_of_the_namespace``,
    ``test_setsid_survivor_does_not_outlive_the_check``.
