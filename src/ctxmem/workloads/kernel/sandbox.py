@@ -92,6 +92,15 @@ risk: then the zygote runs as a plain child process and only the older in-proces
 hook stand between the candidate and the host. A: ``test_without_bwrap_nothing_runs_unless_allowed``,
 ``test_unsandboxed_fallback_still_refuses_the_hook_only_escapes``.
 
+What is not covered, said plainly: disk use is bounded per file (the file-size limit) and
+by the wall clock, not by a quota, so a check can fill the host's temporary folder until
+it is killed; when the harness runs as root, the sandbox's uid 65534 maps to the host's
+uid 0 for the ownership of files in ``/box`` (it has no capability anywhere, and every
+other bind is read-only); only values are judged, so a candidate that computes the right
+answer without a Triton kernel passes the check (SIMX pricing screens for that, see
+``instrument.py``); the judge keeps the candidate's own account of *which* failure to
+show, never whether it failed.
+
 Measured need (torch 2.13 CPU + triton 3.9 interpreter): a peak of about 0.81 GB of
 address space and 0.33 GB resident per check, so the 3 GiB default leaves room for real
 kernels while a 20 GB allocation fails at once.
