@@ -15,7 +15,12 @@ import pytest
 from ctxmem.agent import Agent, Tool
 from ctxmem.clients import ModelRequest, Response, ScriptedClient, Usage
 from ctxmem.clients.anthropic import AnthropicClient
-from ctxmem.clients.base import MalformedResponseError, ProviderTimeoutError, RetryPolicy
+from ctxmem.clients.base import (
+    CacheBreakpoints,
+    MalformedResponseError,
+    ProviderTimeoutError,
+    RetryPolicy,
+)
 from ctxmem.clients.loopback import Fault, LoopbackServer
 from ctxmem.clients.openai_compat import OpenAICompatClient
 from ctxmem.config import load_preset
@@ -124,7 +129,91 @@ def test_stops_on_max_turns_tokens_and_cost() -> None:
     a.run_sync("go")
     assert a.session.pending_tool_uses() == []
     with pytest.raises(ConfigError, match="cost_fn"):
-        agent(max_cost=1.0)
+        agent(max_cost=1.0)  # "scripted" has no price
+
+
+def _dollars(usage: Usage, *, input: float, output: float, cache_write: float, cache_read: float) -> float:
+    """The bill written out by hand from $/MTok figures (not through ctxmem's Rates)."""
+    return (
+        usage.input_tokens * input
+        + usage.output_tokens * output
+        + usage.cache_write_tokens * cache_write
+        + usage.cache_read_tokens * cache_read
+    ) / 1e6
+
+
+# claude-sonnet-4-5 in src/ctxmem/tune/prices.toml: $3 in, $15 out, $3.75 write, $0.30 read;
+# above 200K input tokens: $6, $22.50, $7.50, $0.60
+SONNET = {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_read": 0.30}
+SONNET_LONG = {"input": 6.0, "output": 22.5, "cache_write": 7.5, "cache_read": 0.60}
+
+
+def test_cost_is_priced_per_request_from_the_price_table() -> None:
+    u1 = Usage(input_tokens=1_000, output_tokens=200, cache_write_tokens=5_000)
+    u2 = Usage(input_tokens=300, output_tokens=100, cache_read_tokens=5_000)
+    u3 = Usage(input_tokens=190_000, output_tokens=50, cache_read_tokens=20_000)  # 210K prompt: long tier
+    replies = [
+        Response(content=(ToolUseBlock("t1", "read_file", {"path": "a.txt"}),), stop_reason="tool_use", usage=u1),
+        Response(content=(ToolUseBlock("t2", "read_file", {"path": "b.txt"}),), stop_reason="tool_use", usage=u2),
+        Response(content=(TextBlock("done"),), stop_reason="end_turn", usage=u3),
+    ]
+    # an alias of claude-sonnet-4-5 (the dated model id) is priced too
+    client = ScriptedClient(replies, model="claude-sonnet-4-5-20250929")
+    agent = Agent(client, Session.create(MemoryStore()), tools=[READ])
+    result = agent.run_sync("go")
+    expected = _dollars(u1, **SONNET) + _dollars(u2, **SONNET) + _dollars(u3, **SONNET_LONG)
+    assert result.cost == pytest.approx(expected, rel=1e-12)
+    # per request, not on the summed usage (whose 216K prompt would bill all three at the long tier)
+    assert result.cost != pytest.approx(_dollars(u1 + u2 + u3, **SONNET_LONG))
+    assert agent.request_cost(u1) == pytest.approx(_dollars(u1, **SONNET))
+
+
+def test_cost_uses_the_one_hour_write_price_when_the_agent_asks_for_it() -> None:
+    u = Usage(input_tokens=10, output_tokens=10, cache_write_tokens=10_000)
+    client = ScriptedClient([Response(content=(TextBlock("ok"),), stop_reason="end_turn", usage=u)], model="claude-sonnet-4-5")
+    result = Agent(client, Session.create(MemoryStore()), cache_breakpoints=CacheBreakpoints(ttl="1h")).run_sync("go")
+    assert result.cost == pytest.approx(_dollars(u, **{**SONNET, "cache_write": 6.0}))
+
+
+def test_cost_is_none_only_for_an_unknown_model_and_a_user_price_file_fixes_that(tmp_path: Path) -> None:
+    def run(**kw: Any) -> Any:
+        client = ScriptedClient(["hello"], model="my-local-qwen")
+        return Agent(client, Session.create(MemoryStore()), **kw).run_sync("go")
+
+    assert run().cost is None
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        '[models."my-local-qwen"]\nprovider = "self"\ninput = 0.5\noutput = 2.0\n'
+        'source = "our GPU bill"\nas_of = 2026-01-01\n'
+    )
+    r = run(prices=prices)
+    # no cache prices: reads and writes would bill at the input price; the double reports none
+    assert r.cost == pytest.approx(_dollars(r.usage, input=0.5, output=2.0, cache_write=0.5, cache_read=0.5))
+    assert r.cost > 0
+    # max_cost now works without cost_fn, and stops before the second request
+    looping = ScriptedClient(
+        policy=lambda req: [ToolUseBlock(f"t{len(req.messages)}", "read_file", {"path": "a.txt"})],
+        model="my-local-qwen",
+    )
+    r = Agent(looping, Session.create(MemoryStore()), tools=[READ], prices=prices, max_cost=1e-9).run_sync("go")
+    assert (r.stop_reason, r.turns) == ("cost_budget", 1) and r.cost is not None and r.cost >= 1e-9
+
+
+def test_cost_through_the_real_sdks_matches_the_billed_usage() -> None:
+    with LoopbackServer(reader_policy) as server:
+        session = Session.create(MemoryStore())
+        client = AnthropicClient("claude-sonnet-4-5", base_url=server.url, retry=FAST)
+        result = Agent(client, session, tools=[READ], system="You read files.").run_sync("Read all files.")
+        billed = [r.usage for r in server.requests if r.usage]
+        assert len(billed) == 4 and any(u.cache_read_tokens for u in billed)
+        assert result.cost == pytest.approx(sum(_dollars(u, **SONNET) for u in billed), rel=1e-12)
+    with LoopbackServer(reader_policy) as server:
+        client2 = OpenAICompatClient("gpt-4o-mini", base_url=server.openai_base_url, retry=FAST)
+        result = Agent(client2, Session.create(MemoryStore()), tools=[READ]).run_sync("Read all files.")
+        billed = [r.usage for r in server.requests if r.usage]
+        # gpt-4o-mini: $0.15 in, $0.60 out, cached input $0.075, writes at the input price
+        mini = {"input": 0.15, "output": 0.60, "cache_write": 0.15, "cache_read": 0.075}
+        assert result.cost == pytest.approx(sum(_dollars(u, **mini) for u in billed), rel=1e-12)
 
 
 def test_context_too_long_compacts_once_and_retries() -> None:

@@ -34,8 +34,17 @@ Every step is recorded before the next begins, so the session is always a faithf
    raises, or an unknown tool name, gives an ``is_error`` result: the model sees the error.
 5. **Stop** on any stop reason but ``tool_use``/``pause_turn`` (``end_turn``, ``max_tokens``,
    ``refusal``…), after ``max_turns`` requests, or before a request once ``max_total_tokens``
-   or ``max_cost`` (needs ``cost_fn``) is reached. Budgets are checked only between turns,
-   so no tool call is ever left without its result.
+   or ``max_cost`` (dollars: needs a priced model or ``cost_fn``) is reached. Budgets are
+   checked only between turns, so no tool call is ever left without its result.
+
+**Cost.** Each request is priced from the client's model name in ctxmem's price table
+(:func:`ctxmem.tune.prices.load_prices`: the shipped, dated ``prices.toml`` plus the user's
+overrides, or ``prices=``): uncached input, output, cache reads and cache writes from the
+reply's :class:`~ctxmem.clients.Usage`, at the long-context tier when that request's prompt
+crosses its threshold, and at the 1-hour write price when ``cache_breakpoints.ttl`` is
+``"1h"``. ``AgentResult.cost`` is the run's sum in US dollars; it is ``None`` only when the
+table does not know the model (add it to the user price file to get a figure). A
+``cost_fn(usage, model)`` replaces the table: it is called on the run's total usage.
 
 **Counting.** Exact by default: the model's own tokenizer when the model → tokenizer map
 (:func:`ctxmem.tokens.tokenizer_for_model`) knows it and it loads, else ``o200k_base``; the
@@ -104,6 +113,7 @@ from ctxmem.tokens import Budget, Calibration, get_tokenizer, tokenizer_for_mode
 
 if TYPE_CHECKING:
     from ctxmem.config import ContextBuilder, Preset
+    from ctxmem.tune.prices import Price, PriceTable
 
 log = logging.getLogger("ctxmem.agent")
 
@@ -125,12 +135,25 @@ class Tool:
 
     @property
     def spec(self) -> ToolSpec:
+        """The :class:`~ctxmem.messages.ToolSpec` sent to the model (name, description, schema)."""
         return ToolSpec(self.name, self.description, self.input_schema)
 
 
 @dataclass(frozen=True)
 class AgentResult:
-    """How a run ended."""
+    """How a run ended.
+
+    Attributes:
+        stop_reason: the last reply's stop reason (``end_turn``, ``max_tokens``, ``refusal``…),
+            or ``max_turns`` / ``token_budget`` / ``cost_budget`` when the agent stopped itself.
+        turns: model requests made in this run (a retried refusal counts once).
+        usage: tokens summed over this run's requests, as the provider reported them.
+        cost: this run's price in US dollars (see "Cost" in the module docstring); ``None``
+            when the model is not in the price table and no ``cost_fn`` was given.
+        final: the last reply, or ``None`` when the run made no request.
+        session_id: the session the run recorded into.
+        compactions: how many times a provider refusal made the agent compact and retry.
+    """
 
     stop_reason: str  # a model stop reason, or max_turns / token_budget / cost_budget
     turns: int
@@ -142,11 +165,57 @@ class AgentResult:
 
     @property
     def text(self) -> str:
+        """The text blocks of the final reply, joined (``""`` when there was none)."""
         return self.final.text if self.final is not None else ""
 
 
 class Agent:
-    """See the module docstring."""
+    """An agent loop that records everything into a session and builds each request's context.
+
+    Each turn the agent builds the context from the session through its
+    :class:`~ctxmem.config.ContextBuilder` (strategy, budget, tokenizer, pinned count),
+    sends it with the tools, records the reply and its usage, runs the requested tools and
+    records their results, until the model stops asking for tools or a budget is reached.
+    A provider "context too long" refusal is answered by compacting with ``fallback`` and
+    retrying once. The module docstring details each step, counting, calibration and cost.
+
+    Args:
+        client: the :class:`~ctxmem.clients.ModelClient` to ask; its ``model`` attribute
+            names the model for pricing, tokenizer choice and calibration.
+        session: the :class:`~ctxmem.session.Session` to record into (a resumed session's
+            unfinished tool calls are settled first, see ``on_resume``).
+        tools: the :class:`Tool` objects the model may call (names must be unique).
+        system: the system prompt, sent with every request.
+        preset: a preset name, TOML path, :class:`~ctxmem.config.Preset` or ready
+            :class:`~ctxmem.config.ContextBuilder`; honoured in full.
+        strategy: a :class:`~ctxmem.context.ContextStrategy` object, or a preset name;
+            give ``preset`` or ``strategy``, not both. Neither: the session's
+            ``metadata["strategy"]``, else the full history truncated at a safe point.
+        fallback: the strategy used after a context-length refusal (default: the recent
+            :class:`~ctxmem.context.builtins.Window`).
+        pinned: leading messages kept verbatim (overrides the preset).
+        context_window: the model's window in tokens (overrides the preset; default 200,000
+            for a strategy object).
+        max_tokens: the reply's token limit; also reserved out of the window.
+        max_turns: stop after this many requests.
+        max_total_tokens: stop before a request once the run's usage reaches this total.
+        max_cost: stop before a request once the run has cost this many dollars.
+        cost_fn: ``cost_fn(usage, model) -> dollars``, replacing the price table.
+        prices: a price TOML file or a :class:`~ctxmem.tune.prices.PriceTable` (default:
+            the shipped table plus ``~/.config/ctxmem/prices.toml`` when present).
+        tokenizer: the tokenizer to count with (default: the model's own, else o200k_base).
+        shrink: the fraction of the refused prompt the fallback must fit in, in (0, 1).
+        on_resume: ``"rerun"`` re-runs interrupted calls to known tools; ``"fail"`` marks
+            them failed.
+        cache_breakpoints: where to ask for prompt-cache breakpoints (``None``: none).
+        temperature: sampling temperature passed to the client.
+        thinking: extended-thinking settings passed to the client.
+
+    Raises:
+        ConfigError: a bad argument (named in the message), ``max_cost`` for a model with
+            neither a price nor ``cost_fn``, or a bad preset or price file.
+        UnknownNameError: an unknown preset, strategy or tokenizer name.
+    """
 
     def __init__(
         self,
@@ -165,6 +234,7 @@ class Agent:
         max_total_tokens: int | None = None,
         max_cost: float | None = None,
         cost_fn: Callable[[Usage, str], float] | None = None,
+        prices: str | os.PathLike[str] | PriceTable | None = None,
         tokenizer: str | None = None,
         shrink: float = 0.6,
         on_resume: Literal["rerun", "fail"] = "rerun",
@@ -172,8 +242,6 @@ class Agent:
         temperature: float | None = None,
         thinking: ThinkingConfig | None = None,
     ):
-        if max_cost is not None and cost_fn is None:
-            raise ConfigError("max_cost needs cost_fn= (a function of Usage and model name)", field="max_cost")
         if not 0 < shrink < 1:
             raise ConfigError("must be in (0, 1)", field="shrink")
         if preset is not None and strategy is not None:
@@ -187,6 +255,17 @@ class Agent:
         self.system = system
         model = getattr(client, "model", "") or type(client).__name__
         self.model = str(model)
+        #: the model's price entry (None: unknown to the table, or cost_fn given)
+        self.price: Price | None = None
+        if cost_fn is None:
+            self.price = _find_price(self.model, prices)
+            if max_cost is not None and self.price is None:
+                raise ConfigError(
+                    f"max_cost needs the model's price: {self.model!r} is not in the price table. "
+                    f"Add a [models.\"{self.model}\"] entry to {_price_file(prices)} (see "
+                    "ctxmem/tune/prices.toml), pass prices=FILE, or pass cost_fn= (a function of Usage and model name)",
+                    field="max_cost",
+                )
         self.max_tokens = max_tokens
         self.builder: ContextBuilder = _resolve_builder(
             preset if preset is not None else strategy, session, client,
@@ -226,15 +305,31 @@ class Agent:
     # ------------------------------------------------------------------ running
 
     def run_sync(self, prompt: str | Message | None = None) -> AgentResult:
+        """:meth:`run` from synchronous code (a script, a notebook, the CLI)."""
         return run_sync(lambda: self.run(prompt))
 
     async def run(self, prompt: str | Message | None = None) -> AgentResult:
-        """Resume pending tool calls, record ``prompt`` (if any), and loop until a stop."""
+        """Resume pending tool calls, record ``prompt`` (if any), and loop until a stop.
+
+        Args:
+            prompt: a user message (text or a :class:`~ctxmem.messages.Message`) to record
+                first; ``None`` continues the session as it stands.
+
+        Returns:
+            An :class:`AgentResult`: why it stopped, turns, usage and cost of this run.
+
+        Raises:
+            ContextLengthExceeded: the provider refused the context twice (after the
+                fallback compaction), or the fallback could not make it smaller.
+            ProviderError: a provider error the client did not retry (the session holds
+                everything recorded before it).
+        """
         await self.resume()
         if prompt is not None:
             message = Message.user(prompt) if isinstance(prompt, str) else prompt
             self._unsynced.append((message, self.session.record(message)))
         usage = Usage()
+        spent = 0.0  # priced request by request (a long-context tier applies per request)
         turns = 0
         compactions = 0
         final: Response | None = None
@@ -243,23 +338,29 @@ class Agent:
             if self.max_total_tokens is not None and usage.total_tokens >= self.max_total_tokens:
                 stop = "token_budget"
                 break
-            if self.max_cost is not None and self._cost(usage) >= self.max_cost:
+            if self.max_cost is not None and self._cost(usage, spent) >= self.max_cost:
                 stop = "cost_budget"
                 break
             response, compacted = await self._request_turn()
             compactions += compacted
             turns += 1
             usage = usage + response.usage
+            spent += self.request_cost(response.usage) or 0.0
             final = response
             if response.tool_uses:
                 await self._run_tools(response.tool_uses)
             if response.stop_reason not in ("tool_use", "pause_turn"):
                 stop = response.stop_reason
                 break
-        return AgentResult(stop, turns, usage, self._cost(usage) if self.cost_fn else None, final, self.session.id, compactions)
+        cost = self._cost(usage, spent) if self.cost_fn is not None or self.price is not None else None
+        return AgentResult(stop, turns, usage, cost, final, self.session.id, compactions)
 
     async def resume(self) -> list[str]:
-        """Account for tool calls that never got a result. Returns their ids."""
+        """Account for tool calls that never got a result (see "Resume" in the module docstring).
+
+        Returns:
+            The ids of the ``tool_use`` blocks that were pending, in session order.
+        """
         pending = self.session.pending_tool_uses()
         if not pending:
             return []
@@ -460,8 +561,33 @@ class Agent:
         )
         return ToolResultBlock(use.id, output, is_error)
 
-    def _cost(self, usage: Usage) -> float:
-        return self.cost_fn(usage, self.model) if self.cost_fn is not None else math.nan
+    def request_cost(self, usage: Usage) -> float | None:
+        """One request's price in US dollars from the price table; ``None`` for an unpriced model.
+
+        Uncached input, output, cache reads and cache writes are billed at the model's
+        rates, at its long-context tier when ``usage.prompt_tokens`` crosses the threshold,
+        and cache writes at the 1-hour price when ``cache_breakpoints.ttl == "1h"`` and the
+        model has one.
+        """
+        if self.price is None:
+            return None
+        one_hour = (
+            self.cache_breakpoints is not None
+            and self.cache_breakpoints.ttl == "1h"
+            and self.price.model.cache_write_1h is not None
+        )
+        rates = self.price.rates(usage.prompt_tokens, ttl="1h" if one_hour else "default")
+        return rates.dollars(
+            uncached=usage.input_tokens,
+            written=usage.cache_write_tokens,
+            read=usage.cache_read_tokens,
+            output=usage.output_tokens,
+        )
+
+    def _cost(self, usage: Usage, spent: float) -> float:
+        if self.cost_fn is not None:
+            return self.cost_fn(usage, self.model)
+        return spent if self.price is not None else math.nan
 
     def __repr__(self) -> str:
         return f"Agent(model={self.model!r}, session={self.session.id!r}, tools={sorted(self.tools)})"
@@ -504,6 +630,25 @@ def choose_tokenizer(model: str, preferred: str | None = None) -> tuple[str, boo
         warnings.warn(message, RuntimeWarning, stacklevel=3)
         log.warning(message)
     return "heuristic", False
+
+
+def _find_price(model: str, prices: str | os.PathLike[str] | PriceTable | None) -> Price | None:
+    """The model's entry in the price table, or ``None`` when the table does not know it."""
+    from ctxmem.tune.prices import MissingPriceError, PriceTable, load_prices
+
+    table = prices if isinstance(prices, PriceTable) else load_prices(prices)
+    try:
+        return table.get(model)
+    except MissingPriceError:
+        return None
+
+
+def _price_file(prices: str | os.PathLike[str] | PriceTable | None) -> str:
+    from ctxmem.tune.prices import PriceTable, default_user_file
+
+    if isinstance(prices, PriceTable):
+        return prices.user_file
+    return str(prices) if prices is not None else str(default_user_file())
 
 
 def _resolve_builder(

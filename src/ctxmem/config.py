@@ -18,7 +18,16 @@ A preset file::
 
 Presets are found by path, or by name in (first hit wins): the folders in
 ``$CTXMEM_PRESETS`` (colon-separated), the presets shipped in the package, and the
-``strategies/`` folder of a source checkout. Every error names the file and the field.
+``strategies/`` folder of a source checkout.
+
+**Errors say where.** Every error names the file, the line and the dotted field, e.g.
+``strategies/x.toml:7: field 'params.keep_last': Input should be greater than 0``.
+:mod:`tomllib` keeps no positions, so :func:`toml_field_line` finds the line itself: it
+walks the text tracking the current ``[table]`` / ``[[array]]`` header and skipping
+multi-line strings and arrays, and maps each key to the line that sets it. A field that is
+missing (or lives inside an inline table) is reported at the nearest enclosing table or
+key that the file has; one with no such place (a missing ``type``) names the file only.
+An unknown top-level table (``[budgett]``) is reported as such, with a "did you mean".
 
 **One way from a preset to a request.** :meth:`Preset.builder` returns a
 :class:`ContextBuilder`: the strategy, the budget, the tokenizer that counts it, the
@@ -32,9 +41,11 @@ everywhere: its window, its tokenizer, its pinned prefix.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +61,8 @@ if TYPE_CHECKING:
 
 
 class BudgetModel(BaseModel):
+    """The ``[budget]`` table: window, reply reserve and compaction threshold."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
     context_window: int = Field(gt=0, description="The model's context window in tokens.")
     reserve_output: int = Field(0, ge=0, description="Tokens kept free for the reply.")
@@ -57,6 +70,8 @@ class BudgetModel(BaseModel):
 
 
 class PresetModel(BaseModel):
+    """A preset file's schema (validated; unknown keys refused)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
     description: str = Field("", description="One line: what this preset is for.")
     type: str = Field(description="A registered strategy type (ctxmem strategies list).")
@@ -68,19 +83,30 @@ class PresetModel(BaseModel):
 
 @dataclass(frozen=True)
 class Preset:
+    """A validated preset: its ``name`` (the file's stem), ``path`` (``None`` when built from
+    data) and parsed ``model``. Load one with :func:`load_preset`; turn it into requests
+    with :meth:`builder`."""
+
     name: str
     path: Path | None
     model: PresetModel
 
     @property
     def description(self) -> str:
+        """The file's one-line ``description``."""
         return self.model.description
 
     @property
     def type(self) -> str:
+        """The registered strategy type the preset configures."""
         return self.model.type
 
     def budget(self, context_window: int | None = None) -> Budget:
+        """The preset's :class:`~ctxmem.tokens.Budget`, optionally for another window.
+
+        The reply reserve is capped at a quarter of the window, so a small
+        ``context_window`` override still leaves room for input.
+        """
         b = self.model.budget
         window = context_window or b.context_window
         reserve = min(b.reserve_output, max(0, window // 4))
@@ -88,6 +114,7 @@ class Preset:
 
     @property
     def source(self) -> str:
+        """Where the preset came from, for error messages: its path, else its name."""
         return str(self.path or self.name)
 
     @property
@@ -123,7 +150,7 @@ class Preset:
                         "summarizer_model to a client spec such as 'anthropic:claude-haiku-4-5'",
                         source=self.source,
                         field="params.summarizer_model",
-                    )
+                    ).at_line(toml_field_line(_file_text(self.path), "params.summarizer_model"))
                 resolved[name] = client
             else:
                 from ctxmem.clients import get_client
@@ -131,8 +158,13 @@ class Preset:
                 try:
                     resolved[name] = get_client(spec)
                 except UnknownNameError as exc:
-                    raise ConfigError(str(exc), source=self.source, field="params.summarizer_model") from None
-        return make_strategy(self.model.type, self.model.params, source=self.source, **resolved)
+                    raise ConfigError(str(exc), source=self.source, field="params.summarizer_model").at_line(
+                        toml_field_line(_file_text(self.path), "params.summarizer_model")
+                    ) from None
+        try:
+            return make_strategy(self.model.type, self.model.params, source=self.source, **resolved)
+        except ConfigError as exc:
+            raise _in_params(exc, self.source, _file_text(self.path)) from None
 
     def builder(
         self,
@@ -253,6 +285,7 @@ class ContextBuilder:
 
 
 def preset_dirs() -> list[Path]:
+    """The folders searched for presets by name, in order (see the module docstring)."""
     dirs = [Path(p) for p in os.environ.get("CTXMEM_PRESETS", "").split(os.pathsep) if p]
     here = Path(__file__).resolve().parent
     dirs.append(here / "_presets")  # shipped in the wheel (see pyproject force-include)
@@ -261,6 +294,7 @@ def preset_dirs() -> list[Path]:
 
 
 def available_presets() -> dict[str, Path]:
+    """Preset name → file, over :func:`preset_dirs` (the first folder with a name wins)."""
     found: dict[str, Path] = {}
     for d in preset_dirs():
         for f in sorted(d.glob("*.toml")):
@@ -268,38 +302,222 @@ def available_presets() -> dict[str, Path]:
     return found
 
 
-def parse_preset(data: dict[str, Any], *, name: str, source: str) -> Preset:
-    from ctxmem.context import STRATEGIES, config_error, make_strategy
+# ---------------------------------------------------------------- where a field is set
 
+def _split_key(key: str) -> list[str]:
+    """A TOML key (``a."b.c".d``) as its parts, quotes removed."""
+    parts: list[str] = []
+    buf: list[str] = []
+    quote: str | None = None
+    for ch in key:
+        if quote:
+            if ch == quote:
+                quote = None
+            else:
+                buf.append(ch)
+        elif ch in "\"'":
+            quote = ch
+        elif ch == ".":
+            parts.append("".join(buf).strip())
+            buf = []
+        else:
+            buf.append(ch)
+    parts.append("".join(buf).strip())
+    return parts
+
+
+class _ValueScanner:
+    """Follows a value across lines: multi-line strings, and arrays/inline tables by depth."""
+
+    def __init__(self) -> None:
+        self.string: str | None = None  # the open multi-line delimiter
+        self.depth = 0
+
+    @property
+    def open(self) -> bool:
+        return self.string is not None or self.depth > 0
+
+    def feed(self, text: str) -> None:
+        i, n = 0, len(text)
+        while i < n:
+            if self.string is not None:
+                end = text.find(self.string, i)
+                if end < 0:
+                    return
+                i = end + 3
+                self.string = None
+                continue
+            ch = text[i]
+            if text.startswith(('"""', "'''"), i):
+                self.string, i = text[i : i + 3], i + 3
+            elif ch in "\"'":
+                i += 1
+                while i < n and text[i] != ch:
+                    i += 2 if ch == '"' and text[i] == "\\" else 1
+                i += 1
+            elif ch == "#":
+                return
+            else:
+                self.depth += (ch in "[{") - (ch in "]}")
+                i += 1
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*(.+?)\s*\]\]?\s*(#.*)?$")
+
+
+def toml_field_lines(text: str) -> dict[str, int]:
+    """Dotted key → the 1-based line that sets it (or opens its table) in TOML ``text``.
+
+    Section-aware: a key under ``[params]`` is ``params.key``; the n-th ``[[a.b]]`` table is
+    ``a.b.n`` (0-based, as pydantic locates list items). Text inside multi-line strings and
+    arrays is skipped; a malformed line is ignored (tomllib reports it).
+    """
+    lines: dict[str, int] = {}
+    table: list[str] = []
+    counts: dict[str, int] = {}
+    scanner = _ValueScanner()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if scanner.open:
+            scanner.feed(raw)
+            continue
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        header = _HEADER.match(raw) if stripped.startswith("[") else None
+        if header is not None:
+            path = _split_key(header.group(2))
+            if header.group(1) == "[[":
+                key = ".".join(path)
+                lines.setdefault(key, number)
+                index = counts.get(key, 0)
+                counts[key] = index + 1
+                path = [*path, str(index)]
+            table = path
+            for i in range(1, len(path) + 1):
+                lines.setdefault(".".join(path[:i]), number)
+            continue
+        key, eq, value = _split_assignment(raw)
+        if not eq:
+            continue
+        full = [*table, *_split_key(key)]
+        for i in range(len(table) + 1, len(full) + 1):
+            lines.setdefault(".".join(full[:i]), number)
+        scanner.feed(value)
+    return lines
+
+
+def _split_assignment(line: str) -> tuple[str, bool, str]:
+    """``key = value`` → (key, True, value), the ``=`` found outside quoted key parts."""
+    quote: str | None = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "=":
+            return line[:i], True, line[i + 1 :]
+    return line, False, ""
+
+
+def toml_field_line(text: str | None, field: str | None) -> int | None:
+    """The line where dotted ``field`` is set in TOML ``text``, else the nearest enclosing
+    key or table the text has; ``None`` when there is none (or no text or field)."""
+    if not text or not field:
+        return None
+    lines = toml_field_lines(text)
+    parts = field.split(".")
+    for i in range(len(parts), 0, -1):
+        line = lines.get(".".join(parts[:i]))
+        if line is not None:
+            return line
+    return None
+
+
+def _file_text(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _in_params(exc: ConfigError, source: str, text: str | None) -> ConfigError:
+    """A strategy Config error (fields relative to ``[params]``) as a preset error."""
+    field = exc.field
+    if field is not None and not field.startswith("params"):
+        field = f"params.{field}"
+    return ConfigError(exc.detail, source=source, field=field or "params").at_line(toml_field_line(text, field))
+
+
+def parse_preset(data: dict[str, Any], *, name: str, source: str, text: str | None = None) -> Preset:
+    """Validate parsed preset ``data`` (type, budget, the strategy's params) into a :class:`Preset`.
+
+    Args:
+        data: the parsed TOML document.
+        name: the preset's name (a file's stem).
+        source: where it came from, named in errors.
+        text: the TOML text, when there is one, so errors name the line.
+
+    Raises:
+        ConfigError: naming ``source``, the line (given ``text``) and the dotted field.
+    """
+    from ctxmem.context import STRATEGIES, make_strategy, validation_detail
+
+    def located(error: ConfigError) -> ConfigError:
+        return error.at_line(toml_field_line(text, error.field))
+
+    known = set(PresetModel.model_fields)
+    for key in data:
+        if key not in known:
+            kind = "table" if isinstance(data[key], dict) else "field"
+            hint = get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            fix = f"did you mean {hint[0]!r}?" if hint else f"expected one of {', '.join(sorted(known))}"
+            raise located(ConfigError(f"unknown {kind}; {fix}", source=source, field=key))
     try:
         model = PresetModel(**data)
     except ValidationError as exc:
-        raise config_error(exc, source) from None
+        loc, msg = validation_detail(exc)
+        raise located(ConfigError(msg, source=source, field=loc)) from None
     if model.type not in STRATEGIES:
         try:
             STRATEGIES.get(model.type)
         except UnknownNameError as exc:
-            raise ConfigError(str(exc), source=source, field="type") from None
+            raise located(ConfigError(str(exc), source=source, field="type")) from None
     # validate params now, naming the field; a strategy that declares run-time
     # dependencies (an LLM client) is built when they are given, by Preset.strategy
     cls = STRATEGIES.get(model.type)
     try:
         config = cls.Config(**model.params)
     except ValidationError as exc:
-        raise config_error(exc, source) from None
+        loc, msg = validation_detail(exc)
+        raise _in_params(ConfigError(msg, field=loc), source, text) from None
     except ConfigError as exc:
-        raise ConfigError(str(exc), source=source, field=exc.field) from None
+        raise _in_params(exc, source, text) from None
     try:
         needs = config.dependencies()
     except (ValidationError, ConfigError):
         needs = {}  # a nested config error: make_strategy reports it, naming the field
     if not needs:
-        make_strategy(model.type, model.params, source=source)
+        try:
+            make_strategy(model.type, model.params, source=source)
+        except ConfigError as exc:
+            raise _in_params(exc, source, text) from None
     return Preset(name, Path(source) if Path(source).exists() else None, model)
 
 
+_TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+
+
 def load_preset(name_or_path: str | os.PathLike[str]) -> Preset:
-    """A preset by file path or by name (see the module docstring for the search order)."""
+    """A preset by file path or by name (see the module docstring for the search order).
+
+    Raises:
+        UnknownNameError: no preset of that name (with "did you mean").
+        ConfigError: a missing file, invalid TOML or an invalid field, naming the file, the
+            line and the field.
+    """
     text = str(name_or_path)
     path = Path(text)
     if not (text.endswith(".toml") or path.is_file()):
@@ -310,9 +528,15 @@ def load_preset(name_or_path: str | os.PathLike[str]) -> Preset:
     if not path.is_file():
         raise ConfigError(f"no preset file {path}", source=str(path))
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", source=str(path)) from None
+        body = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text (byte {exc.start})", source=str(path)) from None
-    return parse_preset(data, name=path.stem, source=str(path))
+    try:
+        data = tomllib.loads(body)
+    except tomllib.TOMLDecodeError as exc:
+        at = _TOML_LINE.search(str(exc))
+        message = _TOML_LINE.sub("", str(exc)).strip()
+        raise ConfigError(
+            f"invalid TOML: {message}", source=str(path), line=int(at.group(1)) if at else None
+        ) from None
+    return parse_preset(data, name=path.stem, source=str(path), text=body)

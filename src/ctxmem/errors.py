@@ -39,17 +39,36 @@ class CtxmemError(Exception):
 
 
 class ConfigError(CtxmemError):
-    """A configuration (preset file, strategy config, CLI option) is invalid."""
+    """A configuration (preset file, strategy config, CLI option) is invalid.
 
-    def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
+    Attributes: ``source`` (the file or option), ``line`` (1-based, in ``source``, when
+    known), ``field`` (dotted, e.g. ``params.keep_last``) and ``detail`` (the message
+    without the location). The message reads ``source:line: field 'x': detail``.
+    """
+
+    def __init__(
+        self, message: str, *, source: str | None = None, field: str | None = None, line: int | None = None
+    ):
         self.source = source
         self.field = field
+        self.line = line
+        self.detail = message
+        super().__init__(self._where() + message)
+
+    def _where(self) -> str:
         where = ""
-        if source:
-            where = f"{source}: "
-        if field:
-            where += f"field {field!r}: "
-        super().__init__(where + message)
+        if self.source:
+            where = f"{self.source}:{self.line}: " if self.line is not None else f"{self.source}: "
+        if self.field:
+            where += f"field {self.field!r}: "
+        return where
+
+    def at_line(self, line: int | None) -> ConfigError:
+        """This error, located at ``line`` of its source (returned for ``raise … from None``)."""
+        if line is not None:
+            self.line = line
+            self.args = (self._where() + self.detail,)
+        return self
 
 
 class UnknownNameError(ConfigError):

@@ -31,7 +31,7 @@ from ctxmem.tokens.counting import DEFAULT_OVERHEAD
 FACT = "zorblax quota: SIMX shared memory is 101376 bytes per block"
 PINNED_FACTS = ("keep atol 2e-3", "never edit reference.py")
 LEDGER_HEAD = "Task ledger"
-RETRIEVED_HEAD = "Earlier tool outputs that may matter now"
+RETRIEVED_HEAD = "Earlier tool outputs retrieved for the task and the latest request"
 
 
 @pytest.fixture(scope="module")
@@ -182,10 +182,10 @@ def test_core_params_errors_name_the_file_and_the_field_once() -> None:
     with pytest.raises(ConfigError) as info:
         parse_preset(data, name="p", source="presets/p.toml")
     msg = str(info.value)
-    assert msg == "presets/p.toml: field 'core_params.keep_lst': unknown field; remove it or check its spelling"
+    assert msg == "presets/p.toml: field 'params.core_params.keep_lst': unknown field; remove it or check its spelling"
     assert msg.count("field") == 2  # "field '…'" once, and "unknown field"
     data["params"] = {"core_params": {"reducer": "first_eror"}}
-    with pytest.raises(ConfigError, match=re.escape("presets/p.toml: field 'core_params': unknown reducer 'first_eror'")):
+    with pytest.raises(ConfigError, match=re.escape("presets/p.toml: field 'params.core_params': unknown reducer 'first_eror'")):
         parse_preset(data, name="p", source="presets/p.toml")
     with pytest.raises(ConfigError, match=re.escape("x.toml: field 'core_params.keep_last'")):
         make_strategy("pipeline", {"core_params": {"keep_last": -1}}, source="x.toml")
@@ -260,3 +260,25 @@ def test_planted_fact_status_for_every_preset(session: list[Message], o200k: Any
             # provenance: the fact's line names the handle of the output it came from
             text = "\n".join(t for m in out.messages for t in message_texts(m))
             assert f"recall {handle}] {FACT}" in text, name
+
+
+def test_retrieval_queries_with_the_users_latest_request_and_states_provenance(o200k: Any) -> None:
+    """The last assistant turn says nothing about it; the user's request does: retrieval finds it."""
+    msgs: list[Message] = [Message.user("Tidy the data pipeline and keep the numbers reproducible.")]
+    for i in range(60):
+        out = "\n".join(f"row {i}-{k}: load ok, {k * 7} records" for k in range(40))
+        if i == 3:
+            out += "\nquarantine bucket for malformed invoices: s3://acme-quarantine/invoices-2026"
+        msgs.append(Message.assistant(ToolUseBlock(f"t{i}", "run_step", {"step": i})))
+        msgs.append(Message("user", (ToolResultBlock(f"t{i}", out),)))
+    msgs.append(Message.assistant("Step 59 finished."))
+    msgs.append(Message.user("Where do malformed invoices go? The quarantine bucket, please."))
+    h = History.from_messages(msgs, o200k)
+    out = make_strategy("pipeline", {"core": "window"}).build(BuildRequest(h, Budget(6_000, 500, 0.9)))
+    check_output(out.messages)
+    retrieved = next(t for t in _tail(out) if t.startswith(RETRIEVED_HEAD))
+    line = next(ln for ln in retrieved.splitlines() if "s3://acme-quarantine/invoices-2026" in ln)
+    found = h.tool_result("t3")
+    assert found is not None
+    assert line.startswith(f"- [run_step · event {out.report.retrieved_event_ids[0]}") or "t3" in line
+    assert f"message {found[0]} · handle t3]" in line
