@@ -1,5 +1,7 @@
 """A writer process for the crash and concurrency tests (run as a script, not collected).
 
+DB is a path or any store URL (``postgresql://…``): opened with ``open_store``.
+
     python writer_proc.py crash DB SESSION SEED
         Resume SESSION (answer any pending tool call as interrupted, like an agent would),
         print "ready", then append forever: user text, assistant turns with 1-3 tool calls,
@@ -17,7 +19,7 @@ import time
 
 from ctxmem.messages import Message, ToolUseBlock
 from ctxmem.session import Session
-from ctxmem.store import SQLiteStore
+from ctxmem.store import open_store
 
 
 def emit(ids: list[int], kinds: list[str], tool_ids: list[str]) -> None:
@@ -28,7 +30,7 @@ def emit(ids: list[int], kinds: list[str], tool_ids: list[str]) -> None:
 
 def crash(db: str, sid: str, seed: int) -> None:
     rng = random.Random(seed)
-    store = SQLiteStore(db)
+    store = open_store(db)
     try:
         s = Session.open(store, sid)
     except KeyError:
@@ -60,7 +62,7 @@ def crash(db: str, sid: str, seed: int) -> None:
 
 
 def bulk(db: str, sid: str, count: int, tag: str) -> None:
-    store = SQLiteStore(db)
+    store = open_store(db)
     s = Session.open(store, sid)
     for n in range(count):
         k = n % 4
