@@ -85,6 +85,8 @@ class Contender:
     load_s: float
     cold_s: float
     turns: list[float] = field(default_factory=list)
+    #: CPU seconds of each turn's build (this process): less sensitive than wall to a busy machine
+    cpu: list[float] = field(default_factory=list)
     over_budget: int = 0
     unpaired: int = 0
     checked: int = 0
@@ -102,9 +104,10 @@ class Contender:
     def turn(self, pair: Sequence[Message]) -> Any:
         ids = [self.session.record(m) for m in pair]
         self.history.extend(list(pair), event_ids=ids)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         built = self.builder.build(self.history, session=self.session)
         self.turns.append(time.perf_counter() - t0)
+        self.cpu.append(time.process_time() - c0)
         return built
 
 
@@ -156,6 +159,7 @@ def run_turns(
 ) -> dict[str, list[float]]:
     """Alternate: for each round, every contender then every peer takes its turn."""
     peer_times: dict[str, list[float]] = {p: [] for p in peers}
+    peer_cpu: dict[str, list[float]] = {p: [] for p in peers}
     toks = {c.name: get_tokenizer(c.builder.tokenizer) for c in contenders}
     for k in range(0, len(extra) - 1, 2):
         pair = extra[k : k + 2]
@@ -163,9 +167,12 @@ def run_turns(
             built = c.turn(pair)
             c.check(built, toks[c.name])
         for name, step in peers.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             step(pair)
             peer_times[name].append(time.perf_counter() - t0)
+            peer_cpu[name].append(time.process_time() - c0)
+    for name, cpu in peer_cpu.items():
+        peer_times[f"{name} CPU"] = cpu
     return peer_times
 
 
@@ -231,6 +238,7 @@ def run(quick: bool = False) -> list[Row]:
         peer_times = run_turns(contenders, extra, peers)
         lc_exact = statistics.median(peer_times["trim_messages (exact counter)"])
         lc_memo = statistics.median(peer_times["trim_messages (memoized counter)"])
+        lc_memo_cpu = statistics.median(peer_times["trim_messages (memoized counter) CPU"])
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         total = contenders[0].history.total if contenders else 0
         for c in contenders:
@@ -238,7 +246,10 @@ def run(quick: bool = False) -> list[Row]:
             note = (f"vs memoized trim_messages {per_turn / lc_memo:.2g}× ({lc_memo * 1000:.2f} ms); "
                     f"cold first build {c.cold_s * 1000:.0f} ms, session load {c.load_s * 1000:.0f} ms; "
                     f"{c.over_budget} over budget, {c.unpaired} unpaired in {c.checked} builds; "
-                    f"max {max(c.turns) * 1000:.1f} ms; {total / 1e6:.2f}M tokens, load avg {load:.1f}")
+                    f"max {max(c.turns) * 1000:.1f} ms; CPU median {statistics.median(c.cpu) * 1000:.2f} ms "
+                    f"vs memoized trim_messages CPU {lc_memo_cpu * 1000:.2f} ms "
+                    f"({statistics.median(c.cpu) / lc_memo_cpu:.2g}×); "
+                    f"{total / 1e6:.2f}M tokens, load avg {load:.1f}")
             rows.append(Row("context", f"{c.name}: session-backed per-turn build", per_turn,
                             "trim_messages (exact counter)", lc_exact, "s", "≤ 2 ms", note=note))
             rows.append(Row("context", f"{c.name}: cold first build", c.cold_s, "trim_messages (exact counter)",

@@ -99,7 +99,8 @@ def run(quick: bool = False) -> list[Row]:
             per_turn = statistics.median(c.turns)
             rows.append(Row("scale", f"{c.name} @ {label}: per-turn build", per_turn, "—", float("nan"), "s",
                             "≤ 10 ms" if 9 <= mtok <= 12 else "",
-                            note=f"max {max(c.turns) * 1000:.1f} ms; cold first build {c.cold_s * 1000:.0f} ms, "
+                            note=f"max {max(c.turns) * 1000:.1f} ms; CPU median {statistics.median(c.cpu) * 1000:.2f} ms; "
+                                 f"cold first build {c.cold_s * 1000:.0f} ms, "
                                  f"session load {c.load_s * 1000:.0f} ms; {c.over_budget} over budget, "
                                  f"{c.unpaired} unpaired in {c.checked} builds"))
             c.store.close()
