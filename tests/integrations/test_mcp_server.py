@@ -79,6 +79,7 @@ def test_stdio_server_lists_and_answers_its_tools(tmp_path: Path) -> None:
     assert names == ["build_context", "list_sessions", "memory", "recall", "search"]
     sessions = payload(listing)
     assert [s["id"] for s in sessions] == [sid] and sessions[0]["title"] == "kernel run"
+    assert sessions[0]["events"] == 1 + 8 * 4  # the task, then call, result, answer, next prompt
     hits = payload(found)["hits"]
     assert [h["handle"] for h in hits] == ["toolu_2"] and "shared" in hits[0]["snippet"]
     fused = payload(dense)

@@ -250,7 +250,7 @@ def create_server(
                 "created_at": info.created_at,
                 "head_event_id": info.head_event_id,
                 "parent_session_id": info.parent_session_id,
-                "events": len(store.chain(info.id).events),
+                "events": store.event_count(info.id),
             })
         return out
 
