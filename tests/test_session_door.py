@@ -213,7 +213,7 @@ def test_the_check_sees_what_other_handles_wrote(store: Any) -> None:
     a = _started(store)
     b = Session.open(store, a.id)
     b.record_tool_result("t1", "from b")  # b learns t1 from the chain; the result gets its name
-    assert [e.event.tool_name for e in b.events() if e.kind == "tool_result"] == ["run"]
+    assert [e.event.tool_name for e in b.events() if isinstance(e.event, ToolResultEvent)] == ["run"]
     with pytest.raises(InvalidConversationError):
         a.record_tool_result("t1", "from a")  # a's view catches up with b's write
     b.record(Message.assistant(ToolUseBlock("t2", "check", {})))
