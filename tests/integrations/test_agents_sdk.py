@@ -187,3 +187,21 @@ def test_two_handles_on_one_session_see_each_others_writes(tmp_path: Any) -> Non
     run(a.add_items([{"role": "user", "content": "4"}]))
     run(a.get_items())[0]["content"] = "mutated by the caller"
     assert run(a.get_items()) == [{"role": "user", "content": "4"}]
+
+
+def test_the_example_script_runs_against_an_openai_compatible_server(tmp_path: Any) -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+    try:
+        import agents_sdk_session
+    finally:
+        sys.path.pop(0)
+    db = tmp_path / "ex.db"
+    with LoopbackServer(policy=Policy()) as server:
+        answers = agents_sdk_session.main(["first?", "second?", "--base-url", server.openai_base_url,
+                                           "--db", str(db), "--preset", "masking-200k", "--window", "20000"])
+        assert not server.rejected and len(server.requests) == 4
+    assert answers == ["done with call_1", "done with call_3"]
+    assert len(run(CtxmemSession("builder", store=db).get_items())) == 8
