@@ -148,6 +148,12 @@ def anchors(line: str) -> list[str]:
     return out
 
 
+def strong_cues(line: str) -> tuple[str, ...]:
+    """The distinct durable-knowledge cues of a line (their weight depends on how common
+    they are in the session: see :meth:`SalienceIndex._score`)."""
+    return tuple(sorted({m.group(0).lower() for m in _CUE_STRONG.finditer(line)}))
+
+
 def static_score(line: str, cues: re.Pattern[str] | None = None) -> float:
     """Specificity + cue evidence of one line (rarity and references are added at selection)."""
     s = 0.0
@@ -160,9 +166,8 @@ def static_score(line: str, cues: re.Pattern[str] | None = None) -> float:
     s += min(3, len(_IDENT.findall(line))) * 0.3
     s += min(2, len(_KEYVAL.findall(line))) * 0.3
     s += 0.8 if _TESTID.search(line) else 0.0
-    strong = len(set(m.group(0).lower() for m in _CUE_STRONG.finditer(line)))
     weak = len(set(m.group(0).lower() for m in _CUE_WEAK.finditer(line)))
-    s += min(2, strong) * 1.6 + min(2, weak) * 0.5
+    s += min(2, weak) * 0.5
     if cues is not None and cues.search(line):
         s += 1.0
     words = len(line.split())
@@ -171,6 +176,14 @@ def static_score(line: str, cues: re.Pattern[str] | None = None) -> float:
     elif words >= 7:
         s += 0.4  # a sentence states something; a bare label rarely does
     return s
+
+
+_CONTENT_WORD = re.compile(r"\b[a-z][a-z_]{3,}\b")
+
+
+def _common(df: int) -> float:
+    """Weight of a cue by how many prose lines of the session hold it: 1 when rare."""
+    return 1.0 if df <= 4 else max(0.2, 1.0 - 0.3 * math.log2(df / 4))
 
 
 # ----------------------------------------------------------------------------- index
@@ -206,6 +219,8 @@ class _Cand:
     tool: str
     static: float
     refs: int = 0
+    cues: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +257,8 @@ class SalienceIndex:
     _cache: dict[tuple[int, int, int, str], tuple[str, tuple[SalientFact, ...]]] = field(default_factory=dict)
     _cues: re.Pattern[str] | None = None
     _names: dict[str, str] = field(default_factory=dict)
+    _word_df: Counter[str] = field(default_factory=Counter)
+    _cue_df: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         words = self.profile.cue_words
@@ -303,6 +320,9 @@ class SalienceIndex:
             self._leads[ld] += 1
             self._stems[st] += 1
             self._stems[tl] += 1
+            low = text.lower()
+            self._word_df.update(set(_CONTENT_WORD.findall(low)))
+            self._cue_df.update({m.group(0).lower() for m in _CUE_STRONG.finditer(low)})
             if self._stems[st] > ROUTINE or self._stems[tl] > ROUTINE:
                 # routine: its first or last words were seen often already, and only get more common
                 prev = text if text.endswith(":") and len(text) < 80 else ""
@@ -311,11 +331,14 @@ class SalienceIndex:
             if prev:  # "Root cause:" on one line, the cause on the next: keep them together
                 body = f"{prev} {body}"
             prev = text if text.endswith(":") and len(text) < 80 else ""
-            score = static_score(body, self._cues)
+            cues = strong_cues(body)
+            words = tuple(set(_CONTENT_WORD.findall(body.lower())))
+            score = static_score(body, self._cues) + 1.6 * min(2, len(cues))  # the most a cue can add
             if score < 0.0:
                 continue
             k = len(self._cands)
-            self._cands.append(_Cand(body, sh, ld, st, tl, i, eid, b.tool_use_id, tool, score))
+            self._cands.append(_Cand(body, sh, ld, st, tl, i, eid, b.tool_use_id, tool, score - 1.6 * min(2, len(cues)),
+                                     cues=cues, words=words))
             for a in set(anchors(body)):
                 self._by_anchor.setdefault(a, []).append(k)
 
@@ -342,7 +365,11 @@ class SalienceIndex:
         m = self._leads[c.lead]
         rarity += 0.5 if m <= 2 else -min(1.0, 0.25 * math.log2(m))
         # a line repeated verbatim through the session only counts as referenced once
-        return c.static + rarity + 0.7 * min(c.refs, 3) * (1.0 if n <= 3 else 0.3)
+        # A cue word the session uses everywhere ("limit" in every log line) says little; a
+        # rare one ("root cause", once) says a lot. Same for the line's other words.
+        cue = sum(sorted((_common(self._cue_df[w]) for w in c.cues), reverse=True)[:2]) * 1.6
+        rare = min(3, sum(1 for w in c.words if self._word_df[w] <= 2)) * 0.4
+        return c.static + cue + rare + rarity + 0.7 * min(c.refs, 3) * (1.0 if n <= 3 else 0.3)
 
     def facts(self, start: int, stop: int, *, limit: int = 200) -> list[SalientFact]:
         """The best candidates of messages[start:stop], one per shape, best first."""
