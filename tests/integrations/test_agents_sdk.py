@@ -106,6 +106,12 @@ def test_protocol_semantics_and_history_is_never_destroyed() -> None:
     assert run(s.get_items()) == items  # verbatim, item types ctxmem has no block for included
     assert run(s.get_items(limit=2)) == items[-2:]
     assert run(s.get_items(limit=0)) == [] and run(s.get_items(limit=-1)) == items
+    from agents.memory import Session as SDKSession
+    from agents.memory import SessionSettings
+
+    assert isinstance(s, SDKSession)
+    for settings in (SessionSettings(limit=3), {"limit": 3}):
+        assert run(CtxmemSession("p", store=s.store, session_settings=settings).get_items()) == items[-3:]
     assert run(s.pop_item()) == items[-1]
     assert run(s.get_items()) == items[:-1]
     assert [m.role for m in s.session.messages()] == ["user", "assistant", "user"]

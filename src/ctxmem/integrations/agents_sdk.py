@@ -143,8 +143,9 @@ class CtxmemSession:
 
     async def get_items(self, limit: int | None = None) -> list[Any]:
         """Stored items (``limit``: the latest n), or with a preset and no limit the built context."""
-        if limit is None and self.session_settings is not None:
-            limit = getattr(self.session_settings, "limit", None)
+        settings = self.session_settings
+        if limit is None and settings is not None:
+            limit = settings.get("limit") if isinstance(settings, dict) else getattr(settings, "limit", None)
         async with self._lock:
             if limit is None and self._builder is not None:
                 return await asyncio.to_thread(self._built_items)
