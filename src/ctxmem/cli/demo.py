@@ -61,12 +61,21 @@ def _compare_presets(db_path: str, session_id: str, tokenizer: str, presets: tup
     return out
 
 
-def _pick_tokenizer(preferred: str) -> tuple[str, str | None]:
+def _pick_tokenizer(preferred: str) -> tuple[str, str | None, str | None]:
+    """(tokenizer to count with, a one-line note when it is not ``preferred``, the full error)."""
     try:
         get_tokenizer(preferred)
-        return preferred, None
+        return preferred, None, None
     except TokenizerError as exc:
-        return "heuristic", f"{preferred} unavailable ({str(exc).split('. ')[0]}); using the heuristic estimate"
+        detail = str(exc)
+        if "TIKTOKEN_CACHE_DIR" in detail:
+            why = "not cached, no network"
+            fix = "set TIKTOKEN_CACHE_DIR to a folder holding its file, or run once online"
+        else:
+            why = detail.split(": ")[0].split(". ")[0][:100]
+            fix = "pass --tokenizer with one that loads (--json shows the whole error)"
+        note = f"{preferred} unavailable ({why}): counts are the heuristic, which over-counts; {fix}."
+        return "heuristic", note, detail
 
 
 @click.command()
@@ -81,9 +90,7 @@ def _pick_tokenizer(preferred: str) -> tuple[str, str | None]:
 @json_option
 def demo(db_path: str, turns: int, seed: int, output_scale: float, tokenizer: str, as_json: bool) -> None:
     """Record and summarize a bundled million-token agent session (offline)."""
-    tok, note = _pick_tokenizer(tokenizer)
-    if note and not as_json:
-        click.echo(f"note: {note}", err=True)
+    tok, note, tokenizer_error = _pick_tokenizer(tokenizer)
     msgs = synthetic_session(turns, seed, output_scale=output_scale)
     data = "\n".join(json.dumps(m, ensure_ascii=False) for m in to_anthropic(msgs)).encode()
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
@@ -118,26 +125,33 @@ def demo(db_path: str, turns: int, seed: int, output_scale: float, tokenizer: st
         "reload_seconds": round(reload_s, 4),
         "fts_hits_OutOfResources": len(hits),
         "note": note,
+        "tokenizer_error": tokenizer_error,
     }
     strategies = _compare_presets(db_path, session.id, tok, DEMO_PRESETS)
     summary["strategies"] = strategies
     if as_json:
         echo_json(summary)
         return
-    rows = [[k, v] for k, v in summary.items() if v is not None and k != "strategies"]
+    notes = ("note", "tokenizer_error", "strategies")
+    rows = [[k, v] for k, v in summary.items() if v is not None and k not in notes]
     click.echo(table(rows, ["demo", "value"]))
+    if note:  # one short line under the table, not a 400-character cell
+        click.echo(f"note: {note}")
     click.echo("\nThe next request's context under each preset (ctxmem context build --preset NAME):")
     click.echo(
         table(
             [
                 [s["preset"], s["tokens_out"], s["kept"], s["masked"], s["summarized"], s["dropped"], s["build_ms"]]
                 if "error" not in s
-                else [s["preset"], s["error"], "", "", "", "", ""]
+                else [s["preset"], "refused", "", "", "", "", ""]
                 for s in strategies
             ],
             ["preset", "tokens", "kept", "masked", "summarized", "dropped", "first build ms"],
         )
     )
+    for s in strategies:
+        if "error" in s:
+            click.echo(f"{s['preset']}: {s['error']} (it never cuts silently)")
     click.echo("(a first build indexes the whole session; later turns extend it: see `python -m benchmarks`)")
     if hits:
         click.echo(f"\nfirst FTS hit (event {hits[0].event_id}, {hits[0].tool_name}): {hits[0].snippet.replace(chr(10), ' ')}")
