@@ -250,7 +250,17 @@ async def run(
             reader_cache[model] = readers[model] if isinstance(readers, Mapping) else readers(model)
         return reader_cache[model]
 
+    deferred: list[tuple[str, Cell, dict[str, Any]]] = []  # claimed by another worker when we got there
+    claim_sem = asyncio.Semaphore(concurrency)  # claim a cell only when a slot is free to run it
+
     async def one(key: str, cell: Cell, res: dict[str, Any]) -> None:
+        async with claim_sem:
+            if not await asyncio.to_thread(store.claim, key, run_id):
+                deferred.append((key, cell, res))
+                return
+            await claimed(key, cell, res)
+
+    async def claimed(key: str, cell: Cell, res: dict[str, Any]) -> None:
         nonlocal finished
         t0 = time.perf_counter()
         base = {"key": key, "run_id": run_id, "source": cell.source, "length": cell.length, "depth": cell.depth,
@@ -287,9 +297,30 @@ async def run(
         if progress is not None:
             progress(finished, len(pending), status)
 
+    async def heartbeat() -> None:  # keep our claims' leases alive while we work
+        while True:
+            await asyncio.sleep(store.lease_s / 3)
+            await asyncio.to_thread(store.renew, run_id)
+
+    beat = asyncio.create_task(heartbeat())
     try:
         await asyncio.gather(*(one(k, c, r) for k, c, r in pending))
+        # Cells another worker held: wait until it finishes them or its lease lapses (it died).
+        while deferred and not budget.stopped:
+            keys = [k for k, _, _ in deferred]
+            statuses = await asyncio.to_thread(store.statuses, keys)
+            held = await asyncio.to_thread(store.claims, keys)
+            # not finished, or an errored cell another worker is retrying now
+            todo = [d for d in deferred if statuses.get(d[0]) is None or (statuses[d[0]] == "error" and d[0] in held)]
+            summary.skipped += len(deferred) - len(todo)
+            deferred.clear()
+            live = [left for k, (_, left) in held.items() if left > 0 and any(k == d[0] for d in todo)]
+            if live:
+                await asyncio.sleep(min(min(live) + 0.05, store.lease_s / 3))
+            await asyncio.gather(*(one(k, c, r) for k, c, r in todo))
     finally:
+        beat.cancel()
+        await asyncio.to_thread(store.release, run_id)
         summary.stopped_by_budget = budget.stopped
         await asyncio.to_thread(store.finish_run, run_id, summary.to_json())
     return summary

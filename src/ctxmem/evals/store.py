@@ -12,6 +12,13 @@ migrations with a comment per column. Tables:
 * ``eval_responses`` — the response cache: (model, request hash) → answer and usage.
   Re-scoring, a judge added later, or an identical cell in another grid never pays twice.
 * ``eval_runs`` — one row per invocation: its grid, start/end, totals.
+* ``eval_claims`` — cells being worked on, with a lease: several workers on one grid
+  (processes, or hosts sharing a PostgreSQL results store, :mod:`ctxmem.evals.pg_store`)
+  each :meth:`~ResultStore.claim` a cell before evaluating it; a claim is refused while
+  another owner's lease runs or the cell is finished, so every cell is done once. A live
+  worker renews its leases; a dead worker's lapse and its cells are claimed again.
+
+:func:`open_results` opens a results store by path or URL (``postgresql://…``).
 
 The store is synchronous; the async runner calls it off the event loop
 (``asyncio.to_thread``), serialized by a lock.
@@ -31,6 +38,22 @@ from typing import Any, TypeVar
 from ctxmem.errors import StoreBusyError, StoreError
 
 T = TypeVar("T")
+
+DEFAULT_LEASE_S = 120.0  # a claim's lease; a live worker renews it every third of that
+
+
+def open_results(url: str | Path, *, lease_s: float = DEFAULT_LEASE_S) -> Any:
+    """The results store ``url`` names: a ``postgresql://`` URL (shared by many hosts,
+    needs ``ctxmem[postgres]``), ``sqlite:///path`` or a bare path."""
+    text = str(url)
+    if text.startswith(("postgresql://", "postgres://")):
+        from ctxmem.evals.pg_store import PgResultStore
+
+        return PgResultStore(text, lease_s=lease_s)
+    if text.startswith("sqlite:"):
+        rest = text.split(":", 1)[1]
+        text = rest[3:] if rest.startswith("///") else rest[2:] if rest.startswith("//") else rest
+    return ResultStore(text or ":memory:", lease_s=lease_s)
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -79,21 +102,39 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "e002_claims",
+        """
+        CREATE TABLE eval_claims (
+            key TEXT PRIMARY KEY,          -- the cell being worked on (eval_results.key)
+            owner TEXT NOT NULL,           -- the run that claimed it (a run id: one per worker process)
+            expires_at REAL NOT NULL       -- unix seconds, renewed by the owner (a dead owner lets it lapse)
+        );
+        """,
+    ),
 ]
 
-_RESULT_COLS = (
+RESULT_COLS = (
     "key", "run_id", "status", "source", "length", "depth", "needle", "preset", "model", "seed", "tokenizer", "cell",
     "resolved", "response", "score", "correct", "survival", "fate", "label", "rules", "judge", "info", "usage", "cost",
     "cached", "error", "elapsed_s", "updated_at",
 )
-_JSON_COLS = ("cell", "resolved", "rules", "info", "usage")
+JSON_COLS = ("cell", "resolved", "rules", "info", "usage")
 
 
 class ResultStore:
     """Evaluation results in one SQLite file (see the module docstring)."""
 
-    def __init__(self, path: str | Path = ":memory:", *, busy_timeout_ms: int = 5000, max_attempts: int = 40):
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        busy_timeout_ms: int = 5000,
+        max_attempts: int = 40,
+        lease_s: float = DEFAULT_LEASE_S,
+    ):
         self.path = str(path)
+        self.lease_s = lease_s
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.max_attempts = max_attempts
@@ -170,12 +211,13 @@ class ResultStore:
         """Insert or replace one result (attempts accumulate across runs)."""
         values = dict(row)
         values.setdefault("updated_at", time.time())
-        for c in _JSON_COLS:
+        for c in JSON_COLS:
             if c in values and not isinstance(values[c], str | None):
                 values[c] = json.dumps(values[c], ensure_ascii=False, default=str)
-        cols = [c for c in _RESULT_COLS if c in values]
+        cols = [c for c in RESULT_COLS if c in values]
 
         def write(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM eval_claims WHERE key = ?", (values["key"],))
             prev = conn.execute("SELECT attempts FROM eval_results WHERE key = ?", (values["key"],)).fetchone()
             attempts = (prev[0] + 1) if prev else 1
             conn.execute(
@@ -185,6 +227,45 @@ class ResultStore:
             )
 
         self._write(write)
+
+    # ------------------------------------------------------------------ claims
+
+    def claim(self, key: str, owner: str) -> bool:
+        """Take the cell ``key`` for ``owner`` for :attr:`lease_s` seconds. False when it is
+        finished (done/refused) or another owner's lease has not run out. :meth:`put`
+        releases it."""
+        def write(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            st = conn.execute("SELECT status FROM eval_results WHERE key = ?", (key,)).fetchone()
+            if st is not None and st[0] in ("done", "refused"):
+                return False
+            held = conn.execute("SELECT owner, expires_at FROM eval_claims WHERE key = ?", (key,)).fetchone()
+            if held is not None and held[0] != owner and held[1] > now:
+                return False
+            conn.execute("INSERT OR REPLACE INTO eval_claims VALUES (?, ?, ?)", (key, owner, now + self.lease_s))
+            return True
+
+        return self._write(write)
+
+    def renew(self, owner: str) -> None:
+        """Extend every lease ``owner`` holds by :attr:`lease_s` from now."""
+        self._write(lambda c: c.execute(
+            "UPDATE eval_claims SET expires_at = ? WHERE owner = ?", (time.time() + self.lease_s, owner)))
+
+    def release(self, owner: str) -> None:
+        """Drop every claim ``owner`` still holds (its cells may be claimed at once)."""
+        self._write(lambda c: c.execute("DELETE FROM eval_claims WHERE owner = ?", (owner,)))
+
+    def claims(self, keys: Sequence[str]) -> dict[str, tuple[str, float]]:
+        """key → (owner, seconds until its lease runs out; <= 0 when lapsed) for claimed ``keys``."""
+        out: dict[str, tuple[str, float]] = {}
+        keys, now = list(keys), time.time()
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                q = f"SELECT key, owner, expires_at FROM eval_claims WHERE key IN ({','.join('?' * len(chunk))})"
+                out.update({k: (o, e - now) for k, o, e in self.conn.execute(q, chunk).fetchall()})
+        return out
 
     def rows(self, *, status: str | Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Result rows as dicts with JSON columns decoded."""
@@ -201,7 +282,7 @@ class ResultStore:
             out = []
             for r in cur.fetchall():
                 d = dict(zip(names, r, strict=True))
-                for c in _JSON_COLS:
+                for c in JSON_COLS:
                     if d.get(c):
                         d[c] = json.loads(d[c])
                 out.append(d)
