@@ -146,3 +146,30 @@ def start(*, fsync: bool = False, synchronous_commit: bool = True) -> Server:
             last = (run.stderr or run.stdout).strip()
     shutil.rmtree(root, ignore_errors=True)
     raise Unavailable(f"pg_ctl could not start the server: {last}")
+
+
+# --------------------------------------------------------------------------- for pytest
+
+_server: Server | None = None
+_unavailable: str | None = None
+
+
+def shared() -> Server:
+    """This test process's server, started on first use and stopped at exit. Skips the
+    calling test when none can start, or fails it under ``CTXMEM_REQUIRE_POSTGRES=1`` (CI)."""
+    import atexit
+
+    import pytest
+
+    global _server, _unavailable
+    if _server is None and _unavailable is None:
+        try:
+            _server = start()
+            atexit.register(_server.stop)
+        except Unavailable as exc:
+            _unavailable = str(exc)
+    if _server is None:
+        if os.environ.get("CTXMEM_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required here (CTXMEM_REQUIRE_POSTGRES=1): {_unavailable}")
+        pytest.skip(f"no PostgreSQL server: {_unavailable}")
+    return _server

@@ -8,7 +8,6 @@ schema per store. Where no server can start, that param skips with the reason, u
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,28 +16,9 @@ import pytest
 
 import pg_server  # tests/ is on sys.path (its conftest.py)
 
-_server: pg_server.Server | None = None
-_unavailable: str | None = None
-
 
 def pg() -> pg_server.Server:
-    """The session's server, started on first use; skips (or fails in CI) when it cannot."""
-    global _server, _unavailable
-    if _server is None and _unavailable is None:
-        try:
-            _server = pg_server.start()
-        except pg_server.Unavailable as exc:
-            _unavailable = str(exc)
-    if _server is None:
-        if os.environ.get("CTXMEM_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL is required here (CTXMEM_REQUIRE_POSTGRES=1): {_unavailable}")
-        pytest.skip(f"no PostgreSQL server: {_unavailable}")
-    return _server
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if _server is not None:
-        _server.stop()
+    return pg_server.shared()
 
 
 @pytest.fixture
