@@ -52,7 +52,8 @@ def test_import_list_show_export_search(tmp_path: Path, conv: list[Any]) -> None
     hits = json.loads(run("sessions", "search", word, "--db", db, "--json").output)
     assert hits and all(h["session_id"] == sid for h in hits)
     assert run("sessions", "search", "zzqqxxnotthere", "--db", db, "--json").output.strip() == "[]"
-    bad = run("sessions", "search", "a=b", "--db", db, ok=False)  # FTS5 syntax: one clear line
+    assert json.loads(run("sessions", "search", "a=b", "--db", db, "--json").output) == []  # plain text: no syntax
+    bad = run("sessions", "search", "a=b", "--fts", "--db", db, ok=False)  # raw FTS5 syntax: one clear line
     assert bad.exit_code == 1 and "query" in bad.output and "Traceback" not in bad.output
 
 
@@ -127,6 +128,7 @@ def test_import_refusals_exit_1_and_create_nothing(tmp_path: Path) -> None:
 def test_list_on_an_empty_store(tmp_path: Path) -> None:
     assert json.loads(run("sessions", "list", "--db", str(tmp_path / "e.db"), "--json").output) == []
     assert "no sessions" in run("sessions", "list", "--db", str(tmp_path / "e.db")).output
+    assert not (tmp_path / "e.db").exists()  # a read creates nothing
 
 
 def test_demo_records_and_reports_exact_totals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -100,3 +100,44 @@ def table(rows: list[list[Any]], headers: list[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def open_existing_store(db_path: str) -> Any:
+    """The store at ``db_path`` for a command that only reads it: a path that holds no
+    store is an error naming it (a read never creates a directory or a database file).
+    URLs (``postgresql://…``) open through :func:`ctxmem.store.open_store`."""
+    from ctxmem.errors import InputError
+
+    if "://" in db_path or db_path.startswith("memory:"):
+        from ctxmem.store import open_store
+
+        return open_store(db_path)
+    if not Path(db_path).is_file():
+        raise InputError(f"no session store at {db_path}: nothing has been recorded there yet (`ctxmem sessions "
+                         f"import FILE --db {db_path}` or any recording command creates it)", field="db")
+    from ctxmem.store import SQLiteStore
+
+    return SQLiteStore(db_path)
+
+
+def resolve_session_id(store: Any, text: str) -> str:
+    """A session id from what a user typed: the id, a unique prefix of it, or ``latest``
+    (the most recently created session). Ambiguity and misses are one clear error."""
+    from ctxmem.errors import InputError, SessionNotFoundError
+
+    infos = store.list_sessions()
+    if text == "latest":
+        if not infos:
+            raise InputError("no sessions in this store yet, so no 'latest'", field="session")
+        return str(max(infos, key=lambda s: (s.created_at, s.id)).id)
+    ids = [s.id for s in infos]
+    if text in ids:
+        return text
+    matches = [i for i in ids if i.startswith(text)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        shown = ", ".join(sorted(matches)[:5]) + (" …" if len(matches) > 5 else "")
+        raise InputError(f"{text!r} is the prefix of {len(matches)} sessions ({shown}): type more of the id",
+                         field="session")
+    raise SessionNotFoundError(text)

@@ -8,19 +8,30 @@ killed at any moment leaves each either done or not started.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
 
-from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option, table
+from ctxmem.cli._common import (
+    CtxmemGroup,
+    db_option,
+    echo_json,
+    json_option,
+    open_existing_store,
+    resolve_session_id,
+    table,
+)
 from ctxmem.errors import EventNotFoundError
 from ctxmem.events import MessageEvent, ToolCallEvent, ToolResultEvent, messages_from_events
 from ctxmem.jsonl import FORMATS, export_lines, import_file
+from ctxmem.messages import to_anthropic
 from ctxmem.session import Session
 from ctxmem.store import SQLiteStore
 
@@ -82,9 +93,15 @@ def import_cmd(file: str, fmt: str, tokenizers: tuple[str, ...], title: str | No
 @db_option
 @json_option
 def list_cmd(db_path: str, as_json: bool) -> None:
-    """List sessions."""
-    with SQLiteStore(db_path) as store:
-        infos = store.list_sessions()
+    """List sessions, newest first."""
+    if "://" not in db_path and not Path(db_path).is_file():  # a read creates nothing
+        if as_json:
+            echo_json([])
+        else:
+            click.echo(f"no sessions (no store at {db_path} yet)")
+        return
+    with open_existing_store(db_path) as store:
+        infos = sorted(store.list_sessions(), key=lambda s: (s.created_at, s.id), reverse=True)
         rows: list[dict[str, Any]] = [
             {
                 "id": s.id,
@@ -153,20 +170,35 @@ def _summary(session: Session, tokenizer: str | None) -> dict[str, Any]:
 @sessions.command("show")
 @click.argument("session_id")
 @click.option("--tokenizer", default=None, help="Count tokens with this tokenizer (default: the session's first).")
+@click.option("--transcript", is_flag=True, help="Print the conversation itself, message by message.")
+@click.option("--width", type=click.IntRange(min=0), default=400, show_default=True,
+              help="With --transcript: characters shown of each text (0: all).")
 @db_option
 @json_option
-def show_cmd(session_id: str, tokenizer: str | None, db_path: str, as_json: bool) -> None:
-    """Event counts, token totals (content and overhead separately) and pending tool calls."""
-    with SQLiteStore(db_path) as store:
-        session = Session.open(store, session_id)
+def show_cmd(session_id: str, tokenizer: str | None, transcript: bool, width: int, db_path: str,
+             as_json: bool) -> None:
+    """A session's summary (events, tokens, pending calls), or --transcript to read it.
+
+    SESSION_ID may be a unique prefix of the id, or ``latest``.
+    """
+    with open_existing_store(db_path) as store:
+        session = Session.open(store, resolve_session_id(store, session_id))
+        if transcript:
+            messages = session.messages()
+            if as_json:
+                echo_json([to_anthropic([m])[0] for m in messages])
+            else:
+                for i, m in enumerate(messages):
+                    click.echo(_transcript_message(i, m, width))
+            return
         tok = tokenizer or (session.info.tokenizers[0] if session.info.tokenizers else None)
         summary = _summary(session, tok)
     if as_json:
         echo_json(summary)
         return
     click.echo(f"session {summary['id']}" + (f"  ({summary['title']})" if summary["title"] else ""))
-    click.echo(f"messages: {summary['messages']}  {summary['roles']}")
-    click.echo(f"events:   {summary['events']['total']}  {summary['events']['by_kind']}")
+    click.echo(f"messages: {summary['messages']}  ({_counts(summary['roles'])})")
+    click.echo(f"events:   {summary['events']['total']}  ({_counts(summary['events']['by_kind'])})")
     if summary["tool_calls"]:
         top = ", ".join(f"{k}×{v}" for k, v in list(summary["tool_calls"].items())[:8])
         click.echo(f"tools:    {top}  ({summary['tool_errors']} errors)")
@@ -178,15 +210,44 @@ def show_cmd(session_id: str, tokenizer: str | None, db_path: str, as_json: bool
         click.echo(f"pending:  {ids} never got a result (interrupted)")
 
 
+def _counts(d: dict[str, int]) -> str:
+    return ", ".join(f"{v} {k}" for k, v in d.items())
+
+
+def _clip(text: str, width: int) -> str:
+    if width and len(text) > width:
+        return text[:width].rstrip() + f" … [{len(text) - width:,} more characters]"
+    return text
+
+
+def _transcript_message(index: int, m: Any, width: int) -> str:
+    """One message as readable text: role, then each block (text, thinking, → calls, ← results)."""
+    lines = [f"── [{index}] {m.role} " + "─" * 40]
+    for b in m.content:
+        if b.type == "text":
+            lines.append(_clip(b.text, width))
+        elif b.type == "thinking":
+            lines.append("(thinking) " + _clip(b.thinking, width))
+        elif b.type == "redacted_thinking":
+            lines.append("(redacted thinking)")
+        elif b.type == "tool_use":
+            args = json.dumps(b.input, ensure_ascii=False)
+            lines.append(f"→ {b.name}({_clip(args, width)})  [{b.id}]")
+        elif b.type == "tool_result":
+            mark = " ERROR" if b.is_error else ""
+            lines.append(f"← [{b.tool_use_id}]{mark}\n" + _clip(b.text, width))
+    return "\n".join(lines)
+
+
 @sessions.command("export")
 @click.argument("session_id")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="anthropic", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, help="File (default stdout).")
 @db_option
 def export_cmd(session_id: str, fmt: str, output: str | None, db_path: str) -> None:
-    """Export a session as JSONL, one message per line."""
-    with SQLiteStore(db_path) as store:
-        session = Session.open(store, session_id)
+    """Export a session as JSONL, one message per line (SESSION_ID: an id, a unique prefix, or latest)."""
+    with open_existing_store(db_path) as store:
+        session = Session.open(store, resolve_session_id(store, session_id))
         lines = list(export_lines(session, fmt=fmt))  # type: ignore[arg-type]
     data = "".join(line + "\n" for line in lines)
     if output:
@@ -198,14 +259,19 @@ def export_cmd(session_id: str, fmt: str, output: str | None, db_path: str) -> N
 
 @sessions.command("search")
 @click.argument("query")
-@click.option("--session", "session_id", default=None, help="Only this session's current chain.")
+@click.option("--session", "session_id", default=None,
+              help="Only this session's current chain (an id, a unique prefix, or latest).")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--fts", "raw", is_flag=True, help="QUERY is raw FTS5 syntax (AND, OR, NEAR, prefix*, \"phrases\").")
 @db_option
 @json_option
-def search_cmd(query: str, session_id: str | None, limit: int, db_path: str, as_json: bool) -> None:
-    """Full-text search over tool outputs (SQLite FTS5 query syntax)."""
-    with SQLiteStore(db_path) as store:
-        hits = store.search(query, session_id=session_id, limit=limit)
+def search_cmd(query: str, session_id: str | None, limit: int, raw: bool, db_path: str, as_json: bool) -> None:
+    """Full-text search over tool outputs: every word of QUERY, as typed (--fts for FTS5 syntax)."""
+    from ctxmem.store.query import plain_query
+
+    with open_existing_store(db_path) as store:
+        sid = resolve_session_id(store, session_id) if session_id else None
+        hits = store.search(query if raw else plain_query(query), session_id=sid, limit=limit)
     if as_json:
         echo_json([_hit(h) for h in hits])
         return
@@ -244,8 +310,8 @@ def _event_row(se: Any) -> dict[str, Any]:
 @json_option
 def events_cmd(session_id: str, last: int, db_path: str, as_json: bool) -> None:
     """The events of a session's current chain, with the ids fork and rewind take."""
-    with SQLiteStore(db_path) as store:
-        events = Session.open(store, session_id).events()
+    with open_existing_store(db_path) as store:
+        events = Session.open(store, resolve_session_id(store, session_id)).events()
     rows = [_event_row(se) for se in (events[-last:] if last else events)]
     if as_json:
         echo_json(rows)
