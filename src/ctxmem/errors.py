@@ -132,6 +132,8 @@ class StoreError(CtxmemError):
 
 
 class SessionNotFoundError(StoreError, KeyError):
+    """No session with that id in the store (``session_id`` attribute; the message says how to list them)."""
+
     def __init__(self, session_id: str):
         self.session_id = session_id
         super().__init__(

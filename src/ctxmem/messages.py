@@ -41,12 +41,20 @@ ROLES: tuple[str, ...] = ("user", "assistant")
 
 @dataclass(frozen=True, slots=True)
 class TextBlock:
+    """Plain text from the user or the model (Anthropic ``{"type": "text"}``)."""
+
     text: str
     type: Literal["text"] = field(default="text", init=False)
 
 
 @dataclass(frozen=True, slots=True)
 class ThinkingBlock:
+    """The model's visible reasoning; ``signature`` (Anthropic's) must be sent back unchanged.
+
+    Thinking blocks stay with their tool loop: a provider rejects a tool loop whose
+    thinking was dropped, so strategies keep or drop them together.
+    """
+
     thinking: str
     signature: str = ""
     type: Literal["thinking"] = field(default="thinking", init=False)
@@ -54,12 +62,17 @@ class ThinkingBlock:
 
 @dataclass(frozen=True, slots=True)
 class RedactedThinkingBlock:
+    """Reasoning the provider encrypted (``data``, opaque); sent back as is, never shown."""
+
     data: str
     type: Literal["redacted_thinking"] = field(default="redacted_thinking", init=False)
 
 
 @dataclass(frozen=True, slots=True, eq=True)
 class ToolUseBlock:
+    """A tool call by the model: its ``id`` (answered by a :class:`ToolResultBlock` with the
+    same ``tool_use_id``), the tool ``name`` and the JSON ``input``. Hashable by value."""
+
     id: str
     name: str
     input: dict[str, Any]
@@ -84,6 +97,7 @@ class ToolResultBlock:
 
     @property
     def text(self) -> str:
+        """The result's text: ``content`` as is, or its text blocks joined by newlines."""
         if isinstance(self.content, str):
             return self.content
         return "\n".join(b.text for b in self.content)
@@ -95,6 +109,15 @@ BLOCK_TYPES: tuple[str, ...] = ("text", "thinking", "redacted_thinking", "tool_u
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """One conversation turn: a ``role`` (``"user"`` or ``"assistant"``) and its content blocks.
+
+    Frozen and id-free (ids and timestamps live on session events). A list ``content``
+    is stored as a tuple.
+
+    Raises:
+        InputError: an unknown role.
+    """
+
     role: Role
     content: tuple[ContentBlock, ...]
 
@@ -106,10 +129,12 @@ class Message:
 
     @classmethod
     def user(cls, *content: str | ContentBlock) -> Message:
+        """A user message; each string becomes a :class:`TextBlock`."""
         return cls("user", tuple(TextBlock(c) if isinstance(c, str) else c for c in content))
 
     @classmethod
     def assistant(cls, *content: str | ContentBlock) -> Message:
+        """An assistant message; each string becomes a :class:`TextBlock`."""
         return cls("assistant", tuple(TextBlock(c) if isinstance(c, str) else c for c in content))
 
     @property
@@ -119,10 +144,12 @@ class Message:
 
     @property
     def tool_uses(self) -> tuple[ToolUseBlock, ...]:
+        """The message's tool calls, in order (assistant messages only have them)."""
         return tuple(b for b in self.content if isinstance(b, ToolUseBlock))
 
     @property
     def tool_results(self) -> tuple[ToolResultBlock, ...]:
+        """The message's tool results, in order (user messages only have them)."""
         return tuple(b for b in self.content if isinstance(b, ToolResultBlock))
 
 

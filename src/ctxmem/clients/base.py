@@ -67,9 +67,11 @@ class Usage:
 
     @property
     def total_tokens(self) -> int:
+        """The prompt (all of it, cached or not) plus the output."""
         return self.prompt_tokens + self.output_tokens
 
     def to_dict(self) -> dict[str, int]:
+        """The four counts by their field names (JSON-ready)."""
         return {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
@@ -95,10 +97,12 @@ class Response:
 
     @property
     def text(self) -> str:
+        """The text blocks joined (thinking and tool calls left out); ``""`` when there are none."""
         return "".join(b.text for b in self.content if isinstance(b, TextBlock))
 
     @property
     def tool_uses(self) -> tuple[ToolUseBlock, ...]:
+        """The tool calls the model asked for, in order (empty unless ``stop_reason`` is ``tool_use``)."""
         return tuple(b for b in self.content if isinstance(b, ToolUseBlock))
 
 
@@ -155,7 +159,32 @@ class ModelClient(Protocol):
         temperature: float | None = None,
         cache_breakpoints: CacheBreakpoints | None = None,
         thinking: ThinkingConfig | None = None,
-    ) -> Response: ...
+    ) -> Response:
+        """Send one request and return the model's answer.
+
+        Args:
+            messages: the conversation, user first, alternating roles; every ``tool_use``
+                answered by a ``tool_result`` in the next user message (see
+                :func:`~ctxmem.messages.validate_conversation`). Not modified.
+            system: the system prompt, or ``None``.
+            tools: the tools the model may call this turn (``None`` or empty: none).
+            max_tokens: the most tokens the reply may have.
+            temperature: sampling temperature; ``None`` leaves the provider's default.
+            cache_breakpoints: where to mark prompt-cache breakpoints (providers with
+                automatic prefix caching ignore them); ``None``: none.
+            thinking: extended-thinking budget, for models that support it.
+
+        Returns:
+            A :class:`Response`: the assistant's blocks, the stop reason in Anthropic's
+            vocabulary, and :class:`Usage` with Anthropic semantics (see the module docstring).
+
+        Raises:
+            ContextLengthExceeded: the provider says the prompt is longer than its window.
+            RateLimitError, ProviderTimeoutError: still failing after the retry policy.
+            MalformedResponseError: an answer that is not a valid response.
+            ProviderError: any other provider failure (status and provider attached).
+        """
+        ...
 
 
 @runtime_checkable
@@ -167,7 +196,13 @@ class TokenCountingClient(ModelClient, Protocol):
         messages: Sequence[Message],
         system: str | None = None,
         tools: Sequence[ToolSpec] | None = None,
-    ) -> int: ...
+    ) -> int:
+        """The prompt's size in the provider's tokens (``Usage.prompt_tokens`` of the same request).
+
+        Raises:
+            ProviderError: the count endpoint failed (after retries).
+        """
+        ...
 
 
 _sync_loop: asyncio.AbstractEventLoop | None = None

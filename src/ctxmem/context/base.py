@@ -142,6 +142,7 @@ class BuildRequest:
 
     @property
     def tokenizer(self) -> Tokenizer:
+        """The tokenizer the history is counted with; the budget is in its tokens."""
         return self.history.tokenizer
 
     @functools.cached_property
@@ -203,6 +204,8 @@ class Report:
     notes: Sequence[str] = ()
 
     def to_json(self) -> dict[str, Any]:
+        """The report as JSON-ready data; an index range is written as ``{start, stop, count}``."""
+
         def rng(xs: Sequence[int]) -> Any:
             if isinstance(xs, range):
                 return {"start": xs.start, "stop": xs.stop, "count": len(xs)} if len(xs) else []
@@ -229,6 +232,15 @@ class Report:
 
 @dataclass(frozen=True)
 class BuiltContext:
+    """A strategy's output: the next request's messages and the :class:`Report` of how.
+
+    ``messages`` fit the request's budget, pass
+    :func:`~ctxmem.messages.validate_conversation`, and share unchanged messages with the
+    history (never copies of them). ``system`` and ``tools`` are what the strategy sends
+    with them; ``extra_tools`` are tools its output refers to (``recall`` for masked
+    outputs), which the caller must offer and run with :func:`~ctxmem.context.run_context_tool`.
+    """
+
     messages: Sequence[Message]
     report: Report
     system: str | None = None
@@ -241,6 +253,7 @@ class BuiltContext:
 
     @property
     def tokens(self) -> int:
+        """The request's size as the strategy counted it (``report.tokens_out``)."""
         return self.report.tokens_out
 
 
@@ -251,6 +264,26 @@ class ContextStrategy(Protocol):
     name: ClassVar[str]
 
     @property
-    def config(self) -> StrategyConfig: ...
+    def config(self) -> StrategyConfig:
+        """The validated configuration the strategy was made with (its preset's ``[params]``)."""
+        ...
 
-    def build(self, request: BuildRequest) -> BuiltContext: ...
+    def build(self, request: BuildRequest) -> BuiltContext:
+        """The context of the next request, under points (a)–(e) of the module docstring.
+
+        Args:
+            request: the history (never mutated), budget, system prompt, tools, pinned
+                prefix and facts, and optionally the session to read recall originals from
+                and record compactions into.
+
+        Returns:
+            A :class:`BuiltContext` whose messages fit ``request.budget`` in
+            ``request.tokenizer``'s tokens and are valid for the provider.
+
+        Raises:
+            ContextOverflowError: the pinned content alone does not fit (or, for a strategy
+                configured never to cut, the history does not), carrying needed/available.
+            InvalidConversationError: the history cannot end a request (see
+                :meth:`BuildRequest.check_end`).
+        """
+        ...

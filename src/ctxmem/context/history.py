@@ -86,6 +86,14 @@ class History:
     def from_messages(
         cls, messages: Iterable[Message], tokenizer: Tokenizer | str, *, event_ids: Sequence[Sequence[int]] | None = None
     ) -> History:
+        """A history of ``messages`` counted with ``tokenizer`` (a name or a loaded one).
+
+        ``event_ids`` (one sequence per message) links each message to the session events
+        it came from, for compaction provenance; without it the links are empty.
+
+        Raises:
+            UnknownNameError, TokenizerError: the tokenizer name is unknown or cannot load.
+        """
         tok = get_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
         h = cls(tok)
         h.extend(list(messages), event_ids=event_ids)
@@ -111,6 +119,7 @@ class History:
 
     @property
     def tokenizer(self) -> Tokenizer:
+        """The tokenizer every count of this history is in (loaded on first use)."""
         tok = self._tok
         if isinstance(tok, str):
             tok = self._tok = get_tokenizer(tok)
@@ -157,6 +166,7 @@ class History:
 
     @property
     def total(self) -> int:
+        """Tokens of all messages (per-message overhead included), in O(1)."""
         return self.cum[-1]
 
     def tool_result(self, tool_use_id: str) -> tuple[int, ToolResultBlock] | None:
@@ -164,4 +174,5 @@ class History:
         return self._results.get(tool_use_id)
 
     def tool_name(self, tool_use_id: str) -> str | None:
+        """The name of the tool a ``tool_use`` id called; ``None`` for an unknown id."""
         return self._tool_names.get(tool_use_id)

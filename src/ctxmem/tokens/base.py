@@ -25,9 +25,17 @@ class Tokenizer(Protocol):
     #: True when counts equal the model's own tokenizer; False for estimates.
     exact: bool
 
-    def count(self, text: str) -> int: ...
+    def count(self, text: str) -> int:
+        """Tokens in ``text`` (no special tokens, no per-message overhead).
 
-    def count_many(self, texts: Sequence[str]) -> list[int]: ...
+        Any ``str`` is accepted, lone surrogates included (counted as U+FFFD, as tiktoken
+        does). An estimate (``exact`` False) may over-count, never under-count by design.
+        """
+        ...
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        """``[count(t) for t in texts]``, in one batched call where the backend has one."""
+        ...
 
 
 @runtime_checkable

@@ -43,7 +43,9 @@ class Budget:
         return int(self.available * self.threshold)
 
     def fits(self, tokens: int) -> bool:
+        """True when a request of ``tokens`` input tokens fits the input budget (``available``)."""
         return tokens <= self.available
 
     def should_compact(self, tokens: int) -> bool:
+        """True when ``tokens`` passed the compaction trigger (``threshold`` × ``available``)."""
         return tokens > self.trigger

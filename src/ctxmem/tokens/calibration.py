@@ -49,6 +49,10 @@ class Calibration:
         return cls(model, tokenizer_id, window, EXACT_BAND if exact else ESTIMATE_BAND)
 
     def observe(self, estimated: int, reported: int) -> None:
+        """Learn from one request: our ``estimated`` prompt size and the provider's ``reported`` one.
+
+        Non-positive values are ignored; only the latest ``window`` observations count.
+        """
         if estimated <= 0 or reported <= 0:
             return
         self._obs.append((estimated, reported))
@@ -57,6 +61,7 @@ class Calibration:
 
     @property
     def observations(self) -> int:
+        """How many observations the factor is currently computed from (at most ``window``)."""
         return len(self._obs)
 
     @property

@@ -66,6 +66,7 @@ class Count:
 
     @property
     def total(self) -> int:
+        """Content plus overhead: what the item adds to a request."""
         return self.content + self.overhead
 
     def __add__(self, other: Count) -> Count:
