@@ -1,8 +1,24 @@
 """ctxmem: memory and context management for long-running LLM agents.
 
-The public API is what ``__all__`` lists (pinned by ``tests/test_public_api.py``);
-everything else is internal. Importing ctxmem is cheap: heavy dependencies (tiktoken,
-torch, triton, faiss, transformers, provider SDKs) load only where they are used.
+The public API is what ``__all__`` lists (pinned by ``tests/test_public_api.py``, every
+name documented: ``tests/test_public_docs.py``), plus these documented extension packages,
+each with its own ``__all__``:
+
+* :mod:`ctxmem.context` — for strategy authors: the ``ContextStrategy`` contract, the
+  invariants (safe cut points), the built-in strategies and ``make_strategy``;
+* :mod:`ctxmem.workloads` — the ``Workload`` protocol (:mod:`ctxmem.workloads.base`) and
+  the registry that plugin workloads join by entry point;
+* :mod:`ctxmem.integrations` — the OpenAI Agents SDK session, LangChain/LangGraph, MCP,
+  Inspect AI, OpenTelemetry and Responses-API adapters (each behind its extra);
+* :mod:`ctxmem.wire` — raw ``anthropic`` / ``openai`` SDK loops: request params from a
+  session and a preset, replies recorded as they come;
+* :mod:`ctxmem.tokens` — tokenizers, exact counting, budgets, calibration;
+* :mod:`ctxmem.store` — the ``SessionStore`` protocol, ``open_store`` and its backends.
+
+Everything else is internal and may change without notice. The API reference
+(``mkdocs build``, pages under ``docs/api/``) is built from these docstrings. Importing
+ctxmem is cheap: heavy dependencies (tiktoken, torch, triton, faiss, transformers, provider
+SDKs) load only where they are used.
 """
 
 import importlib
