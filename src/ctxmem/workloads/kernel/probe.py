@@ -8,6 +8,8 @@ writes it can make, connections it can open, programs it can start. The tests of
 ``tests/workloads/kernel/test_attacks*.py`` run it with the audit hook off
 (``audit_hook=False``), so that every answer is the OS layers' alone; a user can run it to
 see what a host's sandbox holds (``python -m ctxmem.workloads.kernel.probe``).
+:func:`check_latency` times correctness checks on the user's path
+(``python -m ctxmem.workloads.kernel.probe --latency 8``).
 
 Every probe catches its own error and reports it as text: a probe that fails is the
 sandbox working.
@@ -19,6 +21,7 @@ import json
 import os
 import socket
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 
@@ -47,8 +50,8 @@ def _proc_through_dir_fd(needles: list[bytes]) -> dict[str, Any]:
                 continue
             entry: dict[str, Any] = {}
             for leaf in ("environ", "cmdline"):
-                entry[leaf] = _try(lambda leaf=leaf, name=name: _read_at(proc, f"{name}/{leaf}"))
-            entry["mem"] = _try(lambda name=name: _read_mem(proc, name, needles))
+                entry[leaf] = _try(partial(_read_at, proc, f"{name}/{leaf}"))
+            entry["mem"] = _try(partial(_read_mem, proc, name, needles))
             out[name] = entry
     finally:
         os.close(proc)
@@ -86,9 +89,9 @@ def _read_mem(dir_fd: int, pid: str, needles: list[bytes]) -> str:
     return f"read {total} bytes; found: " + ", ".join(sorted(n.decode() for n in found))
 
 
-def _read_file(path: str) -> bytes:
+def _read_file(path: str) -> str:
     with open(path, "rb") as f:
-        return f.read(200)
+        return f.read(200).decode("latin-1")
 
 
 def _write(path: str) -> str:
@@ -118,24 +121,61 @@ def survey(job: dict[str, Any]) -> dict[str, Any]:
         "seccomp": _try(lambda: _status_field("Seccomp")),
         "environ": dict(os.environ),
         "proc": _proc_through_dir_fd([str(n).encode() for n in job.get("needles", [])]),
-        "uid_map": _try(lambda: _read_file("/proc/self/uid_map").decode().split()),
+        "uid_map": _try(lambda: _read_file("/proc/self/uid_map").split()),
         "hostname": socket.gethostname(),
         "root_entries": sorted(os.listdir("/")),
     }
     paths = [str(p) for p in job.get("paths", [])]
-    result["read"] = {p: _try(lambda p=p: _read_file(p).decode("latin-1")) for p in paths}
-    result["write"] = {p: _try(lambda p=p: _write(p)) for p in job.get("write", [])}
+    result["read"] = {p: _try(partial(_read_file, p)) for p in paths}
+    result["write"] = {p: _try(partial(_write, p)) for p in job.get("write", [])}
     if "port" in job:
         result["connect"] = _try(lambda: _connect(int(job["port"])))
     return result
 
 
+def check_latency(n: int = 8) -> dict[str, float]:
+    """Seconds per correctness check of the baseline (dev suite, no cache): the first warm
+    check (starting the sandbox), the median and minimum of ``n`` more, and one one-shot
+    check (a sandbox started and stopped for it)."""
+    import statistics
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from ctxmem.workloads.kernel.correctness import CorrectnessChecker
+    from ctxmem.workloads.kernel.sandbox import SandboxLimits
+    from ctxmem.workloads.kernel.workspace import Workspace
+
+    with tempfile.TemporaryDirectory() as folder:
+        ws = Workspace.create(Path(folder) / "ws")
+        limits = SandboxLimits(timeout_s=120.0)
+        source = (ws.root / "kernel.py").read_text()
+
+        def timed(checker: CorrectnessChecker, text: str) -> float:
+            started = time.perf_counter()
+            result = checker.check(source=text, use_cache=False)
+            if not result.passed:
+                raise RuntimeError(result.render())
+            return time.perf_counter() - started
+
+        warm = CorrectnessChecker(ws, limits=limits, warm=True)
+        first = timed(warm, source)
+        times = [timed(warm, source + f"\n# {i}\n") for i in range(n)]
+        one_shot = timed(CorrectnessChecker(ws, limits=limits, warm=False), source)
+    return {"first_warm_s": round(first, 3), "warm_median_s": round(statistics.median(times), 3),
+            "warm_min_s": round(min(times), 3), "one_shot_s": round(one_shot, 3), "n": n}
+
+
 if __name__ == "__main__":
+    import sys
     import tempfile
     from pathlib import Path
 
     from ctxmem.workloads.kernel.sandbox import run_in_sandbox
 
+    if sys.argv[1:2] == ["--latency"]:
+        print(json.dumps(check_latency(int(sys.argv[2]) if len(sys.argv) > 2 else 8)))
+        raise SystemExit(0)
     with tempfile.TemporaryDirectory() as empty:
         outcome = run_in_sandbox("ctxmem.workloads.kernel.probe:survey", {},
                                  workspace=Path(empty), warm=False, audit_hook=False)
