@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 from ctxmem.errors import StoreBusyError, StoreError
 from ctxmem.retrieval._deps import require_numpy
 from ctxmem.retrieval.base import Embedder
-from ctxmem.store.base import content_hash
+from ctxmem.store.base import EmbeddingCacheProvider, content_hash
 
 if TYPE_CHECKING:
     import numpy as np
@@ -161,14 +161,15 @@ class SQLiteEmbeddingCache:
         return int(rows[0][0])
 
 
-def open_cache(cache: EmbeddingCache | SQLiteStore | None) -> EmbeddingCache:
-    """A cache from a cache, a :class:`~ctxmem.store.SQLiteStore` (its file) or ``None`` (memory)."""
+def open_cache(cache: EmbeddingCache | EmbeddingCacheProvider | None) -> EmbeddingCache:
+    """A cache from a cache, a store with the
+    :class:`~ctxmem.store.base.EmbeddingCacheProvider` capability (its own table: the SQLite
+    file, the PostgreSQL database) or ``None`` (memory)."""
     if cache is None:
         return MemoryEmbeddingCache()
-    from ctxmem.store.sqlite import SQLiteStore
-
-    if isinstance(cache, SQLiteStore):
-        return SQLiteEmbeddingCache(cache)
+    if isinstance(cache, EmbeddingCacheProvider):
+        provided: EmbeddingCache = cache.embedding_cache()
+        return provided
     return cache
 
 
@@ -179,7 +180,7 @@ class CachedEmbedder:
     served from the cache (statistics for reports and tests).
     """
 
-    def __init__(self, inner: Embedder, cache: EmbeddingCache | SQLiteStore | None = None):
+    def __init__(self, inner: Embedder, cache: EmbeddingCache | EmbeddingCacheProvider | None = None):
         self.inner = inner
         self.cache = open_cache(cache)
         self.computed = 0

@@ -7,10 +7,12 @@ index, and answers a free-text query with the chunks most likely to hold what it
 * **Dense**: the query's embedding against the chunk embeddings (cosine, through a
   :class:`~ctxmem.retrieval.base.VectorIndex`: FAISS exact, then HNSW past a size
   threshold; numpy exact without faiss). Embeddings go through a
-  :class:`~ctxmem.retrieval.cache.CachedEmbedder`, stored in the session's SQLite file
-  when there is one, so re-opening a session never re-embeds it.
-* **Lexical**: the store's FTS5 index over tool outputs when the session lives in a
-  :class:`~ctxmem.store.SQLiteStore`, else BM25 over the chunk texts.
+  :class:`~ctxmem.retrieval.cache.CachedEmbedder`, stored with the session's store when
+  it provides an embedding cache (SQLite file, PostgreSQL database), so re-opening a
+  session never re-embeds it.
+* **Lexical**: the store's full-text index over tool outputs when the store has the
+  :class:`~ctxmem.store.base.FullTextSearch` capability (SQLite FTS5, PostgreSQL
+  tsvector), else BM25 over the chunk texts. Retrieval never names a store class.
 * **Fusion**: reciprocal rank fusion, ``score = Σ 1 / (rrf_k + rank)`` over the two ranked
   lists (rank from 1, ``rrf_k`` = 60 as in Cormack et al. 2009) of the top ``candidates``
   of each. RRF needs no score calibration between cosine and BM25. Ties are ordered by the
@@ -35,12 +37,11 @@ from ctxmem.retrieval.cache import CachedEmbedder, EmbeddingCache
 from ctxmem.retrieval.documents import ToolCallDocument, _events_of, iter_tool_call_documents
 from ctxmem.retrieval.index import IndexKind, make_index
 from ctxmem.retrieval.lexical import BM25Index, fts_event_hits, terms
-from ctxmem.store.base import ChainView, SessionStore
+from ctxmem.store.base import ChainView, EmbeddingCacheProvider, FullTextSearch, SessionStore
 
 if TYPE_CHECKING:
     from ctxmem.context.base import SessionLike
     from ctxmem.session import Session
-    from ctxmem.store.sqlite import SQLiteStore
 
 LexicalKind = Literal["auto", "fts", "bm25", "none"]
 
@@ -71,12 +72,6 @@ def rrf_fuse(rankings: dict[str, list[int]], k: int = 60) -> list[tuple[int, flo
     return sorted(scores.items(), key=lambda ds: (-ds[1], ds[0]))
 
 
-def _is_sqlite(store: SessionStore | None) -> bool:
-    if store is None:
-        return False
-    from ctxmem.store.sqlite import SQLiteStore
-
-    return isinstance(store, SQLiteStore)
 
 
 class HybridRetriever:
@@ -86,7 +81,9 @@ class HybridRetriever:
     (``"minilm"``, ``"hashing"``), ``"auto"`` (MiniLM when installed, else hashing) or
     ``None`` for lexical only. Unless it already is one, it is wrapped in a
     :class:`~ctxmem.retrieval.cache.CachedEmbedder` over ``cache`` — by default the
-    store's SQLite file when the store is a :class:`~ctxmem.store.SQLiteStore`, else memory.
+    store's own table when it has the :class:`~ctxmem.store.base.EmbeddingCacheProvider`
+    capability (SQLite, PostgreSQL), else memory. The lexical part uses the store's index
+    when it has :class:`~ctxmem.store.base.FullTextSearch`, else in-process BM25.
     """
 
     def __init__(
@@ -95,7 +92,7 @@ class HybridRetriever:
         *,
         store: SessionStore | None = None,
         session_id: str | None = None,
-        cache: EmbeddingCache | SQLiteStore | None = None,
+        cache: EmbeddingCache | EmbeddingCacheProvider | None = None,
         index: IndexKind | VectorIndex = "auto",
         lexical: LexicalKind = "auto",
         rrf_k: int = 60,
@@ -113,9 +110,10 @@ class HybridRetriever:
         self.store = store
         self.session_id = session_id
         if lexical == "auto":
-            lexical = "fts" if _is_sqlite(store) and session_id is not None else "bm25"
-        if lexical == "fts" and not (_is_sqlite(store) and session_id is not None):
-            raise ConfigError("FTS5 search needs a SQLiteStore and a session id", field="lexical")
+            lexical = "fts" if isinstance(store, FullTextSearch) and session_id is not None else "bm25"
+        if lexical == "fts" and not (isinstance(store, FullTextSearch) and session_id is not None):
+            raise ConfigError("full-text search needs a store with the FullTextSearch capability "
+                              "(SQLiteStore, PostgresStore) and a session id", field="lexical")
         if embedder is None and lexical == "none":
             raise ConfigError("a retriever needs a dense or a lexical part", field="lexical")
         self.lexical: Literal["fts", "bm25", "none"] = lexical
@@ -126,8 +124,8 @@ class HybridRetriever:
                 from ctxmem.retrieval import get_embedder
 
                 embedder = get_embedder(embedder)
-            if cache is None and _is_sqlite(store):
-                cache = store  # type: ignore[assignment]
+            if cache is None and isinstance(store, EmbeddingCacheProvider):
+                cache = store
             self.embedder = embedder if isinstance(embedder, CachedEmbedder) else CachedEmbedder(embedder, cache)
             self.index = make_index(self.embedder.dim, index) if isinstance(index, str) else index
             if self.index.dim != self.embedder.dim:

@@ -3,8 +3,18 @@
 Two backends implement it: :class:`~ctxmem.store.sqlite.SQLiteStore` (the durable default:
 one SQLite file, WAL, safe with several writer processes) and
 :class:`~ctxmem.store.memory.MemoryStore` (plain Python objects, for tests and throwaway
-runs). :class:`~ctxmem.session.Session` is written against the protocol only; a server
-backend (PostgreSQL) would slot in the same way.
+runs), and :class:`~ctxmem.store.postgres.PostgresStore` (many processes on many hosts).
+:class:`~ctxmem.session.Session` is written against the protocol only; open any backend
+by URL with :func:`ctxmem.store.open_store`.
+
+Capabilities beyond the protocol are small runtime-checkable protocols, so code that can
+use them asks ``isinstance(store, FullTextSearch)`` instead of naming a backend class:
+
+* :class:`FullTextSearch` — a ranked full-text index over tool outputs with document
+  frequencies (SQLite: FTS5; PostgreSQL: tsvector/GIN). Retrieval uses it for its lexical
+  part; without it (MemoryStore) retrieval keeps an in-process BM25 index.
+* :class:`EmbeddingCacheProvider` — a durable embedding cache living next to the sessions
+  (SQLite: a table in the same file; PostgreSQL: a table in the same database).
 """
 
 from __future__ import annotations
@@ -190,3 +200,33 @@ class SessionStore(Protocol):
     def close(self) -> None:
         """Release the store's resources; the handle is unusable afterwards."""
         ...
+
+
+@runtime_checkable
+class FullTextSearch(Protocol):
+    """A store with a ranked full-text index over tool outputs."""
+
+    def search(
+        self, query: str, *, session_id: str | None = None, limit: int = 10, snippets: bool = True
+    ) -> list[SearchHit]:
+        """Like :meth:`SessionStore.search` (bare words ANDed, ``"quoted phrases"``, ``OR``);
+        ``snippets=False`` leaves every snippet empty, which is cheaper."""
+        ...
+
+    def document_frequencies(self, terms: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """``(n, {term: df})``: how many tool outputs are indexed and how many hold each
+        (lower-cased, single-token) term. Used to pick selective query terms; it may be
+        computed over a slightly older snapshot of the index. A bad term raises ``InputError``."""
+        ...
+
+
+@runtime_checkable
+class EmbeddingCacheProvider(Protocol):
+    """A store that keeps embedding vectors by (embedder id, content hash) durably."""
+
+    def embedding_cache(self) -> Any:
+        """An :class:`~ctxmem.retrieval.cache.EmbeddingCache` stored with this store's
+        data (shared by every process that opens the same store). Raises ``StoreError``
+        when the store's schema has no cache table."""
+        ...
+

@@ -93,6 +93,18 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX calibration_model ON calibration(model, tokenizer, id);
         """,
     ),
+    (
+        "p003_embedding_cache",
+        """
+        CREATE TABLE embedding_cache (
+            embedder TEXT NOT NULL,              -- embedder id (model and dimension)
+            hash TEXT NOT NULL,                  -- content hash of the embedded text
+            dim INTEGER NOT NULL,                -- vector length (a row whose bytes disagree is recomputed)
+            vector BYTEA NOT NULL,               -- little-endian float32 values (no pgvector: exact bytes, any dim)
+            PRIMARY KEY (embedder, hash)
+        );
+        """,
+    ),
 ]
 
 

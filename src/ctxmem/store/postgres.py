@@ -653,6 +653,28 @@ class PostgresStore:
         text: str = result.text
         return text
 
+    def document_frequencies(self, terms: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """``(n, {term: df})`` over the indexed tool outputs (the FullTextSearch capability):
+        counted now, each term as a 'simple' phrase, on the GIN index."""
+        uniq = list(dict.fromkeys(t.lower() for t in terms))
+        if any(_bad_text(t) for t in uniq):
+            raise InputError(f"bad search terms {list(terms)!r}: NUL or a lone surrogate", field="terms")
+
+        def read(conn: Any) -> tuple[int, dict[str, int]]:
+            n = conn.execute("SELECT count(*) FROM blobs WHERE tsv IS NOT NULL").fetchone()[0]
+            rows = conn.execute(
+                "SELECT t, (SELECT count(*) FROM blobs WHERE tsv @@ phraseto_tsquery('simple', t)) "
+                "FROM unnest(%s::text[]) AS t",
+                (uniq,),
+            ).fetchall()
+            return int(n), {t: int(df) for t, df in rows}
+
+        return self._run(read)
+
+    def embedding_cache(self) -> PgEmbeddingCache:
+        """The ``embedding_cache`` table of this database (the EmbeddingCacheProvider capability)."""
+        return PgEmbeddingCache(self)
+
     def record_calibration(self, model: str, tokenizer: str, estimated: int, reported: int) -> None:
         tid = self.tokenizer(tokenizer).id
         self._run(lambda conn: conn.execute(
@@ -667,6 +689,47 @@ class PostgresStore:
             (model, tid, limit),
         )
         return [(int(e), int(r)) for e, r in reversed(rows)]
+
+
+class PgEmbeddingCache:
+    """Vectors by (embedder id, content hash) in the store's database, as float32 bytes."""
+
+    def __init__(self, store: PostgresStore):
+        self.store = store
+
+    def get_many(self, embedder_id: str, hashes: Sequence[str]) -> dict[str, Any]:
+        import numpy as np
+
+        rows = self.store._read(
+            "SELECT hash, dim, vector FROM embedding_cache WHERE embedder = %s AND hash = ANY(%s)",
+            (embedder_id, list(dict.fromkeys(hashes))),
+        )
+        out = {}
+        for h, dim, blob in rows:
+            vec = np.frombuffer(bytes(blob), dtype="<f4")
+            if vec.shape[0] == dim:  # a torn or foreign row is recomputed, not trusted
+                out[h] = vec.astype(np.float32, copy=False)
+        return out
+
+    def put_many(self, embedder_id: str, vectors: Any) -> None:
+        if not vectors:
+            return
+        rows = sorted((embedder_id, h, int(v.shape[0]), v.astype("<f4").tobytes()) for h, v in vectors.items())
+
+        def write(conn: Any) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO embedding_cache (embedder, hash, dim, vector) VALUES (%s,%s,%s,%s) "
+                    "ON CONFLICT DO NOTHING",
+                    rows,
+                )
+
+        self.store._run(write)
+
+    def count(self, embedder_id: str | None = None) -> int:
+        if embedder_id is None:
+            return int(self.store._read("SELECT count(*) FROM embedding_cache")[0][0])
+        return int(self.store._read("SELECT count(*) FROM embedding_cache WHERE embedder = %s", (embedder_id,))[0][0])
 
 
 def _one_line(exc: BaseException) -> str:

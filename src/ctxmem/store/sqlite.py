@@ -1047,5 +1047,11 @@ class SQLiteStore:
         )
         return [(int(e), int(r)) for e, r in reversed(rows)]
 
+    def embedding_cache(self) -> Any:
+        """The ``embedding_cache`` table of this file (the EmbeddingCacheProvider capability)."""
+        from ctxmem.retrieval.cache import SQLiteEmbeddingCache
+
+        return SQLiteEmbeddingCache(self)
+
     def integrity_check(self) -> str:
         return str(self._read("PRAGMA integrity_check")[0][0])
