@@ -4,16 +4,19 @@ strategy kept (a tight window loses some needle that the full dump still holds).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from ctxmem.store import MemoryStore
-from ctxmem.workloads.kernel import SandboxLimits
+from ctxmem.workloads.kernel import SandboxLimits, Workspace
 from ctxmem.workloads.kernel.correctness import TOLERANCES
+from ctxmem.workloads.kernel.kernel_tools import KernelTools
 from ctxmem.workloads.kernel.needles import NEEDLES, ProbeResult
 from ctxmem.workloads.kernel.policy import parse_facts
 from ctxmem.workloads.kernel.run import RunResult, run_scripted
-from ctxmem.workloads.kernel.simx import BENCH_SHAPES, DEVICE_NAME, SIMX_DEFAULTS, Simx
+from ctxmem.workloads.kernel.simx import BENCH_SHAPES, DEVICE_NAME, SIMX_DEFAULTS
+from ctxmem.workloads.kernel.variants import rung_source
 
 LIMITS = SandboxLimits(timeout_s=60.0)
 SEED = 0  # a device with the spill cliff, so all twelve needles can appear
@@ -30,8 +33,9 @@ def full_view() -> RunResult:
     return run_scripted(MemoryStore(), seed=SEED, mode="oracle", preset="window-200k", limits=LIMITS)
 
 
-def test_all_twelve_needles_register_with_the_true_answer(full_view: RunResult) -> None:
-    sim = Simx(SEED)
+def test_all_twelve_needles_register_with_the_true_answer(full_view: RunResult, tmp_path: Path) -> None:
+    tools = KernelTools(Workspace.create(tmp_path / "ws"), seed=SEED, limits=LIMITS)
+    sim = tools.simx
     dev = sim.device
     cliff = dev.quirk("spill_cliff")
     assert cliff is not None and 128 * 64 <= cliff.get("threshold") < 128 * 128
@@ -41,19 +45,21 @@ def test_all_twelve_needles_register_with_the_true_answer(full_view: RunResult) 
     committed = {sha: x for c in calls if c.tool == "git_commit" and not c.is_error
                  for sha, x in parse_facts(c.output).commits.items()}
     mixed = next(s for s in BENCH_SHAPES if s.name == "mixed_extend")
+    # the first profile is of the original kernel at its default config on mixed_extend
+    measured = tools.measurer.measure(rung_source("baseline"), dict(SIMX_DEFAULTS), (mixed,))
     fp16 = TOLERANCES["float16"]
     expected = {
         "smem_limit": str(dev.smem_limit),
         "device": DEVICE_NAME,
         "compute_units": str(dev.compute_units),
         "reg_cap": str(dev.reg_cap),
-        "baseline_reference_us": f"{sim.reference_us(mixed):.1f}",
+        "baseline_reference_us": f"{tools.reference()[1]['mixed_extend']:.1f}",
         "fp16_tolerance": f"{fp16.atol:.0e}/{fp16.rtol:.0e}",
         "nan_root_cause": "prefix_value_load_unmasked",
         "spill_head_dim": "128",
         "tuned_baseline": f"{max(parse_facts(first_tune).measured.values()):.2f}",
         "baseline_max_abs_err": re.search(r"max_abs_err (\S+)", first_check).group(1),  # type: ignore[union-attr]
-        "occupancy_limiter": sim.resources("baseline", dict(SIMX_DEFAULTS), mixed.head_dim).limiter,
+        "occupancy_limiter": sim.cost(mixed, measured["mixed_extend"]).resources.limiter,
         "best_commit": max(committed, key=lambda sha: committed[sha]),
     }
     assert set(expected) == {n.name for n in NEEDLES}

