@@ -174,9 +174,8 @@ class SandboxOutcome:
     detail: str = ""
 
 
-def sandbox_env(folder: str, *, writable: bool = True) -> dict[str, str]:
+def sandbox_env(folder: str) -> dict[str, str]:
     """The whole environment of sandboxed code: constants and paths under ``folder``."""
-    del writable  # the zygote's folder may not exist; nothing here depends on it
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": f"{folder}/home",
@@ -352,6 +351,7 @@ def run_job(
     except SandboxUnavailableError as exc:
         return SandboxOutcome(status="unavailable", report={}, returncode=None, wall_s=0.0,
                               detail=str(exc))
+    job = dict(job)
     source = job.pop("source")
 
     def prepare(folder: CheckFolder) -> None:
