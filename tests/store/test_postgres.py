@@ -218,3 +218,26 @@ def test_an_unreachable_server_is_one_line_without_the_password() -> None:
         open_store("postgresql://u:secret@127.0.0.1:1/db")
     msg = str(exc.value)
     assert "secret" not in msg and "u:***@127.0.0.1:1" in msg and "\n" not in msg
+
+
+def test_cli_reads_and_writes_a_postgres_store_by_url(pg_url: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ctxmem.cli import cli
+
+    with open_store(pg_url) as store:
+        s = Session.create(store, title="pg run")
+        s.record(Message.user("hello from postgres"))
+    listed = CliRunner().invoke(cli, ["sessions", "list", "--store", pg_url, "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert s.id in listed.output and "pg run" in listed.output
+    shown = CliRunner(env={"CTXMEM_STORE": pg_url, "CTXMEM_DB": None}).invoke(cli, ["sessions", "show", "latest"])
+    assert shown.exit_code == 0 and "(pg run)" in shown.output and "messages: 1" in shown.output, shown.output
+    # an export from Postgres imports into SQLite (--db, the shorthand) unchanged
+    out = tmp_path / "s.jsonl"
+    exported = CliRunner().invoke(cli, ["sessions", "export", s.id, "--store", pg_url, "-o", str(out)])
+    assert exported.exit_code == 0, exported.output
+    imported = CliRunner().invoke(cli, ["sessions", "import", str(out), "--db", str(tmp_path / "x.db"), "--json"])
+    assert imported.exit_code == 0, imported.output
+    bad = CliRunner().invoke(cli, ["sessions", "list", "--store", "postgresql://u:pw@127.0.0.1:1/x"])
+    assert bad.exit_code == 1 and bad.output.count("\n") == 1 and "pw" not in bad.output

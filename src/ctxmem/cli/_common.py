@@ -17,9 +17,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def default_db() -> str:
-    """$CTXMEM_DB, else $XDG_DATA_HOME/ctxmem/sessions.db (~/.local/share/ctxmem/sessions.db)."""
-    if os.environ.get("CTXMEM_DB"):
-        return os.environ["CTXMEM_DB"]
+    """$CTXMEM_STORE (a store URL or path), else $CTXMEM_DB, else
+    $XDG_DATA_HOME/ctxmem/sessions.db (~/.local/share/ctxmem/sessions.db)."""
+    for var in ("CTXMEM_STORE", "CTXMEM_DB"):
+        if os.environ.get(var):
+            return os.environ[var]
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(base) / "ctxmem" / "sessions.db")
 
@@ -76,14 +78,25 @@ class LazyGroup(CtxmemGroup):
 
 
 def db_option(fn: F) -> F:
+    """``--store URL`` (any :func:`ctxmem.store.open_store` URL: ``sqlite:///file.db``,
+    ``postgresql://…``, ``memory:``) with ``--db PATH`` as the SQLite shorthand; both fill
+    ``db_path``, opened with :func:`open_db`."""
     return click.option(
+        "--store",
         "--db",
         "db_path",
         default=default_db,
-        show_default="$CTXMEM_DB or ~/.local/share/ctxmem/sessions.db",
-        type=click.Path(dir_okay=False),
-        help="Session store (SQLite file).",
+        show_default="$CTXMEM_STORE, $CTXMEM_DB or ~/.local/share/ctxmem/sessions.db",
+        type=click.Path(dir_okay=False),  # a URL passes: it names no existing directory
+        help="Session store: a URL (postgresql://user@host/db, sqlite:///file.db) or a SQLite file path (--db).",
     )(fn)
+
+
+def open_db(db_path: str) -> Any:
+    """The session store ``--store``/``--db`` names, created if it is a new SQLite file."""
+    from ctxmem.store import open_store
+
+    return open_store(db_path)
 
 
 def json_option(fn: F) -> F:

@@ -7,13 +7,12 @@ from typing import Any
 
 import click
 
-from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option
+from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option, open_db
 from ctxmem.cli._options import TOKENS
 from ctxmem.config import load_preset
 from ctxmem.context.probe import probe_status
 from ctxmem.messages import to_anthropic
 from ctxmem.session import Session
-from ctxmem.store import SQLiteStore
 
 
 @click.group(cls=CtxmemGroup)
@@ -60,7 +59,7 @@ def build_cmd(
         deps["client"] = get_client(summarizer_model)
     builder = p.builder(context_window=budget, tokenizer=tokenizer, **deps)
     tok = builder.tokenizer
-    with SQLiteStore(db_path) as store:
+    with open_db(db_path) as store:
         session = Session.open(store, session_id)
         history = builder.history(session)
         t0 = time.perf_counter()

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import click
 
-from ctxmem.cli._common import echo_json, json_option, table
+from ctxmem.cli._common import echo_json, json_option, open_db, table
 from ctxmem.errors import TokenizerError
 from ctxmem.jsonl import import_jsonl
 from ctxmem.messages import to_anthropic
 from ctxmem.samples import synthetic_session
-from ctxmem.store import SQLiteStore
 from ctxmem.tokens import get_tokenizer
 
 DEMO_PRESETS = ("dump-1m", "window-200k", "masking-200k", "summarize-128k", "pipeline-200k")
@@ -34,7 +33,7 @@ def _compare_presets(db_path: str, session_id: str, tokenizer: str, presets: tup
     from ctxmem.session import Session
 
     out: list[dict[str, object]] = []
-    with SQLiteStore(db_path) as store:
+    with open_db(db_path) as store:
         session = Session.open(store, session_id)
         history = History.from_session(session, tokenizer)
         for name in presets:
@@ -94,12 +93,12 @@ def demo(db_path: str, turns: int, seed: int, output_scale: float, tokenizer: st
     msgs = synthetic_session(turns, seed, output_scale=output_scale)
     data = "\n".join(json.dumps(m, ensure_ascii=False) for m in to_anthropic(msgs)).encode()
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-    with SQLiteStore(db_path) as store:
+    with open_db(db_path) as store:
         t0 = time.perf_counter()
         session = import_jsonl(store, data, source=f"synthetic(turns={turns}, seed={seed})", tokenizers=[tok],
                                title=f"demo kernel session seed={seed}")
         ingest_s = time.perf_counter() - t0
-    with SQLiteStore(db_path) as store:
+    with open_db(db_path) as store:
         t0 = time.perf_counter()
         view = store.chain(session.id, tokenizers=[tok])
         reload_s = time.perf_counter() - t0

@@ -24,6 +24,7 @@ from ctxmem.cli._common import (
     db_option,
     echo_json,
     json_option,
+    open_db,
     open_existing_store,
     resolve_session_id,
     table,
@@ -65,7 +66,7 @@ def import_cmd(file: str, fmt: str, tokenizers: tuple[str, ...], title: str | No
     system prompt only) prints "no messages to import" and exits 1: nothing is created.
     A UTF-8 byte-order mark is accepted.
     """
-    with SQLiteStore(db_path) as store:
+    with open_db(db_path) as store:
         # Loading an encoding (0.3-0.7 s of CPU) is start-up, reported on its own;
         # import_seconds is the import itself, what the counting floor compares to.
         t0 = time.perf_counter()
@@ -353,7 +354,7 @@ def fork_cmd(session_id: str, at_event: int, title: str | None, db_path: str, as
     One transaction: the new session exists complete or not at all. The parent is not
     changed. Exits 1 with one line if the session or the event is unknown.
     """
-    with SQLiteStore(db_path) as store, _event_hint(session_id):
+    with open_db(db_path) as store, _event_hint(session_id):
         info = Session.open(store, session_id).fork(at_event, title=title).info
         out = _branch_summary(store, info)
     if as_json:
@@ -375,7 +376,7 @@ def rewind_cmd(session_id: str, to_event: int, db_path: str, as_json: bool) -> N
     Later events are not deleted: they stay stored, reachable by id (fork at one of them
     to bring that branch back). Exits 1 with one line if the event is not in the chain.
     """
-    with SQLiteStore(db_path) as store, _event_hint(session_id):
+    with open_db(db_path) as store, _event_hint(session_id):
         session = Session.open(store, session_id)
         before = store.event_count(session_id)
         session.rewind(to_event)

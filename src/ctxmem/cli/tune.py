@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option, table
+from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option, open_db, table
 from ctxmem.cli._options import TOKEN_LIST, TOKENS, preset_option, split_multi, window_option
 from ctxmem.errors import InputError
 
@@ -78,9 +78,7 @@ def cost_cmd(
     names = split_multi(presets)
     if session_id is not None:
         from ctxmem.session import Session
-        from ctxmem.store import SQLiteStore
-
-        with SQLiteStore(db_path) as store:
+        with open_db(db_path) as store:
             recording = recording_from_session(Session.open(store, session_id))
     else:
         from ctxmem.samples import synthetic_session

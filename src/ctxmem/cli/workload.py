@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option, table
+from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option, open_db, table
 from ctxmem.cli._options import TOKENS, model_option, preset_option, split_multi, window_option
 from ctxmem.errors import InputError
 
@@ -60,7 +60,6 @@ def list_cmd(as_json: bool) -> None:
 def generic_run_cmd(name: str, settings: tuple[str, ...], preset: str | None, mode: str | None,
                     window: int | None, seed: int, db_path: str, as_json: bool) -> None:
     """Record one run of any registered workload and print its scores."""
-    from ctxmem.store import SQLiteStore
     from ctxmem.workloads import get_workload, parse_settings
 
     wl = get_workload(name, parse_settings(settings))
@@ -70,7 +69,7 @@ def generic_run_cmd(name: str, settings: tuple[str, ...], preset: str | None, mo
 
         load_preset(preset)
     size = window
-    with SQLiteStore(db_path) as store:
+    with open_db(db_path) as store:
         run = _progress_runner(f"{name} {mode or wl.modes[0]}",
                                lambda progress: wl.run(store, preset=preset, window=size, seed=seed, mode=mode,
                                                        progress=progress), 1)
@@ -135,7 +134,6 @@ def run_cmd(policy: str, seed: int, mode: str, preset: str, device: str, scale: 
             window: int | None, model: str | None, db_path: str, as_json: bool) -> None:
     """Run the workload once, record the session, print its scores."""
     require_kernel_deps()
-    from ctxmem.store import SQLiteStore
     from ctxmem.workloads.kernel.policy import parse_mode
     from ctxmem.workloads.kernel.run import DEFAULT_MAX_CALLS, run_llm, run_scripted
 
@@ -143,7 +141,7 @@ def run_cmd(policy: str, seed: int, mode: str, preset: str, device: str, scale: 
         parse_mode(mode)
     except ValueError as exc:
         raise InputError(str(exc), field="mode") from None
-    store = SQLiteStore(db_path)
+    store = open_db(db_path)
     try:
         if policy == "llm":
             if not model:
@@ -192,7 +190,6 @@ def compare_cmd(presets: tuple[str, ...], seed: int, mode: str, reference: str, 
                 window: int | None, db_path: str, as_json: bool) -> None:
     """Reference rows (oracle, amnesic-K) and one row per preset, same seed, scale and window."""
     require_kernel_deps()
-    from ctxmem.store import SQLiteStore
     from ctxmem.workloads.kernel.policy import parse_mode
     from ctxmem.workloads.kernel.run import COMPARE_WINDOW, DEFAULT_MAX_CALLS, run_scripted
 
@@ -209,7 +206,7 @@ def compare_cmd(presets: tuple[str, ...], seed: int, mode: str, reference: str, 
         window = COMPARE_WINDOW[scale]
     window = window or None
     plan = [("reference", m, names[0]) for m in references] + [("preset", mode, name) for name in names]
-    store = SQLiteStore(db_path)
+    store = open_db(db_path)
     results = []
     try:
         for _role, row_mode, name in plan:
