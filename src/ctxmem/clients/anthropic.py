@@ -198,6 +198,12 @@ class AnthropicClient(BaseClient):
         cache_breakpoints: CacheBreakpoints | None = None,
         thinking: ThinkingConfig | None = None,
     ) -> Response:
+        """One Messages API request (the contract: :meth:`~ctxmem.clients.ModelClient.request`).
+
+        Cache breakpoints become ``cache_control`` marks; a "prompt is too long" 400 is raised as
+        :class:`~ctxmem.errors.ContextLengthExceeded`; 429/5xx/overloaded and timeouts are retried
+        under the client's :class:`~ctxmem.clients.RetryPolicy`.
+        """
         check_network_allowed(self.safe_url, PROVIDER)
         params = build_params(
             self.model,

@@ -273,6 +273,7 @@ class BaseClient:
         cache_breakpoints: CacheBreakpoints | None = None,
         thinking: ThinkingConfig | None = None,
     ) -> Response:
+        """Implemented by each client; the contract is :meth:`ModelClient.request`."""
         raise NotImplementedError
 
     def request_sync(
@@ -286,6 +287,7 @@ class BaseClient:
         cache_breakpoints: CacheBreakpoints | None = None,
         thinking: ThinkingConfig | None = None,
     ) -> Response:
+        """:meth:`request` from synchronous code (one shared background loop; see :func:`run_sync`)."""
         return request_sync(
             self,
             messages,
@@ -337,6 +339,11 @@ class RetryPolicy:
     jitter: float = 0.1
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based).
+
+        The server's ``retry_after`` when given (capped at ``max_delay``), else exponential
+        backoff capped at ``max_delay``, with ± ``jitter`` spread so clients do not retry in step.
+        """
         if retry_after is not None and retry_after >= 0:
             return min(retry_after, self.max_delay)
         base = min(self.initial_delay * self.multiplier**attempt, self.max_delay)

@@ -95,30 +95,37 @@ class Fault:
 
     @classmethod
     def rate_limit(cls, retry_after: float | None = 0.0) -> Fault:
+        """A 429 answer, with a ``retry-after`` header when ``retry_after`` is not ``None``."""
         return cls("rate_limit", retry_after=retry_after)
 
     @classmethod
     def overloaded(cls) -> Fault:
+        """An overloaded answer (Anthropic's 529 ``overloaded_error``)."""
         return cls("overloaded")
 
     @classmethod
     def server_error(cls) -> Fault:
+        """A 500 answer."""
         return cls("server_error")
 
     @classmethod
     def prompt_too_long(cls) -> Fault:
+        """A 400 "prompt is too long" answer, as each API words it (a context-length error)."""
         return cls("prompt_too_long")
 
     @classmethod
     def malformed_json(cls) -> Fault:
+        """A 200 answer whose body is not JSON."""
         return cls("malformed_json")
 
     @classmethod
     def malformed_shape(cls) -> Fault:
+        """A 200 answer that is JSON but not a valid response."""
         return cls("malformed_shape")
 
     @classmethod
     def hang(cls, seconds: float = 30.0) -> Fault:
+        """No answer for ``seconds`` (to exercise client timeouts)."""
         return cls("hang", seconds=seconds)
 
 
@@ -181,7 +188,17 @@ def _has_cache_control(obj: Any) -> bool:
 
 
 class LoopbackServer:
-    """See the module docstring. Use as a context manager, or call :meth:`start`/:meth:`stop`."""
+    """A local HTTP server speaking the Anthropic Messages and OpenAI Chat Completions protocols.
+
+    The real SDKs talk to it (``url`` for Anthropic, ``openai_base_url`` for OpenAI); it
+    validates each request as the providers would, answers from ``policy`` (a function of
+    the :class:`~ctxmem.clients.ModelRequest`, or a list of replies), counts the prompt
+    with ``counter``, refuses prompts over ``window`` tokens, simulates prompt caching
+    (prefixes of at least ``min_cache_tokens``) and records every request in ``requests``.
+    Scripted :class:`Fault` answers (``fail_next``) exercise retries and error mapping. Use
+    it as a context manager, or call :meth:`start` / :meth:`stop`. The module docstring
+    details the caching and validation rules.
+    """
 
     def __init__(
         self,
@@ -217,6 +234,7 @@ class LoopbackServer:
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> LoopbackServer:
+        """Start serving on a background thread; returns the server (its URL is then known)."""
         server = self
 
         class Handler(_Handler):
@@ -231,6 +249,7 @@ class LoopbackServer:
         return self
 
     def stop(self) -> None:
+        """Shut the server down and join its thread (idempotent)."""
         self._stop.set()
         if self._httpd is not None:
             self._httpd.shutdown()
@@ -267,6 +286,7 @@ class LoopbackServer:
             self._faults.extend(faults)
 
     def enqueue(self, *replies: ServerReply) -> None:
+        """Queue replies to answer the next message requests with, before the policy."""
         with self._lock:
             self._replies.extend(replies)
 
@@ -277,6 +297,7 @@ class LoopbackServer:
 
     @property
     def accepted(self) -> list[RecordedRequest]:
+        """Requests answered with a reply (status 200)."""
         return [r for r in self.requests if r.status == 200]
 
     def sign(self, thinking: str) -> str:

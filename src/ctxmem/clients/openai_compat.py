@@ -159,6 +159,10 @@ class OpenAICompatClient(BaseClient):
         max_tokens: int,
         temperature: float | None,
     ) -> dict[str, Any]:
+        """The ``chat.completions.create`` keyword arguments for this request (model, messages with
+        the system prompt first, tools, the token limit under ``max_tokens_param``, temperature and
+        ``extra_body``): what :meth:`request` sends, exposed for inspection and tests.
+        """
         params: dict[str, Any] = {
             "model": self.model,
             "messages": to_openai(messages, system),
@@ -183,6 +187,13 @@ class OpenAICompatClient(BaseClient):
         cache_breakpoints: CacheBreakpoints | None = None,
         thinking: ThinkingConfig | None = None,
     ) -> Response:
+        """One Chat Completions request (the contract: :meth:`~ctxmem.clients.ModelClient.request`).
+
+        ``cache_breakpoints`` are ignored (these servers cache prefixes automatically); usage is
+        converted to Anthropic semantics (cached tokens subtracted from ``prompt_tokens``) and the
+        finish reason mapped onto ctxmem's stop reasons. A context-length error is raised as
+        :class:`~ctxmem.errors.ContextLengthExceeded`; transient errors are retried.
+        """
         check_network_allowed(self.safe_url, PROVIDER)
         params = self.build_params(
             messages, system=system, tools=tools, max_tokens=max_tokens, temperature=temperature

@@ -155,6 +155,7 @@ class ScriptedClient(BaseClient):
         self.requests: list[ModelRequest] = []
 
     def enqueue(self, *replies: Reply) -> ScriptedClient:
+        """Add replies to the end of the queue; returns the client, for chaining."""
         self._queue.extend(replies)
         return self
 
@@ -174,6 +175,12 @@ class ScriptedClient(BaseClient):
         cache_breakpoints: CacheBreakpoints | None = None,
         thinking: ThinkingConfig | None = None,
     ) -> Response:
+        """Record the request, then answer with the next queued reply, else the policy's.
+
+        Raises:
+            ProviderError: the queue is empty and there is no policy.
+            Exception: a queued or returned exception is raised, as a provider's would be.
+        """
         req = self._model_request(messages, system, tools, max_tokens, temperature, cache_breakpoints, thinking)
         self.requests.append(req)
         if self._queue:

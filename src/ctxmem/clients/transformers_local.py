@@ -226,6 +226,13 @@ class TransformersClient(BaseClient):
         cache_breakpoints: CacheBreakpoints | None = None,
         thinking: ThinkingConfig | None = None,
     ) -> Response:
+        """Generate locally with the transformers model (the contract: :meth:`~ctxmem.clients.ModelClient.request`).
+
+        The prompt is rendered with the model's chat template and counted by its own
+        tokenizer (usage has no cache part); tool calls are parsed from the generated text.
+        A generation failure (out of memory, a shape error) raises
+        :class:`~ctxmem.errors.ProviderError`.
+        """
         prompt = self.render(messages, system, tools)
         try:
             text, n_in, n_out = await asyncio.to_thread(self._generate, prompt, max_tokens, temperature)

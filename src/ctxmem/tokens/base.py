@@ -42,9 +42,13 @@ class Tokenizer(Protocol):
 class EncodingTokenizer(Tokenizer, Protocol):
     """A tokenizer that can also encode and decode (needed to splice token sequences)."""
 
-    def encode(self, text: str) -> list[int]: ...
+    def encode(self, text: str) -> list[int]:
+        """The token ids of ``text`` (no special tokens); ``len(encode(t)) == count(t)``."""
+        ...
 
-    def decode(self, ids: Sequence[int]) -> str: ...
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ``ids`` (``decode(encode(t)) == t`` for valid text)."""
+        ...
 
 
 def replace_lone_surrogates(text: str) -> str:

@@ -40,6 +40,7 @@ class Overhead:
     per_tool_schema: int = 8  # wrapper around each tool definition (its JSON is counted)
 
     def block(self, block: ContentBlock) -> int:
+        """Framing tokens one content block adds beyond its text (by block type)."""
         if isinstance(block, ToolUseBlock):
             return self.per_block + self.per_tool_use
         if isinstance(block, ToolResultBlock):
@@ -49,6 +50,7 @@ class Overhead:
         return self.per_block
 
     def message(self, message: Message) -> int:
+        """Framing tokens one message adds beyond its blocks' texts (``per_message`` plus each block's)."""
         return self.per_message + sum(self.block(b) for b in message.content)
 
 
