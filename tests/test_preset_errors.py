@@ -119,3 +119,17 @@ def test_every_shipped_preset_still_loads() -> None:
 
     for name in available_presets():
         assert load_preset(name).name == name
+
+
+def test_a_missing_run_time_dependency_names_its_line_when_the_builder_is_made(tmp_path: Path) -> None:
+    path = tmp_path / "llm.toml"
+    path.write_text(
+        'type = "summarization"\n[budget]\ncontext_window = 100000\n\n[params]\n'
+        'summarizer = "llm"\nsummarizer_model = "agent"\n',
+        encoding="utf-8",
+    )
+    preset = load_preset(path)  # valid as data: the client is a run-time object
+    with pytest.raises(ConfigError) as info:
+        preset.builder()
+    assert (info.value.line, info.value.field) == (7, "params.summarizer_model")
+    assert str(info.value).startswith(f"{path}:7: field 'params.summarizer_model': ")
