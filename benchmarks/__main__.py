@@ -4,6 +4,7 @@
     python -m benchmarks --quick    # small sizes, for CI smoke runs
     python -m benchmarks --json out.json
     python -m benchmarks --suite bench_scale   # 10M-token scale suite (not in the default run)
+    python -m benchmarks --suite bench_pg      # PostgreSQL vs SQLite store (skips without a server)
 
 Each row times ctxmem and a peer in the same process, back to back, and prints the
 ratio ctxmem / peer (below 1 means ctxmem is faster), the issue's target for that row and
@@ -25,7 +26,7 @@ from pathlib import Path
 from benchmarks._harness import Row, fmt
 
 SUITES = ["benchmarks.bench_store", "benchmarks.bench_context", "benchmarks.bench_retrieval", "benchmarks.bench_evals",
-          "benchmarks.bench_agent", "benchmarks.bench_tokens", "benchmarks.bench_retention"]
+          "benchmarks.bench_agent", "benchmarks.bench_tokens", "benchmarks.bench_retention", "benchmarks.bench_pg"]
 
 
 def fmt_ratio(ratio: float) -> str:
