@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -197,6 +198,25 @@ def test_cost_is_none_only_for_an_unknown_model_and_a_user_price_file_fixes_that
     )
     r = Agent(looping, Session.create(MemoryStore()), tools=[READ], prices=prices, max_cost=1e-9).run_sync("go")
     assert (r.stop_reason, r.turns) == ("cost_budget", 1) and r.cost is not None and r.cost >= 1e-9
+
+
+def test_the_users_price_file_is_read_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prices = tmp_path / "prices.toml"
+    monkeypatch.setenv("CTXMEM_PRICES", str(prices))
+
+    def cost() -> float | None:
+        client = ScriptedClient(["hello"], model="house-model")
+        return Agent(client, Session.create(MemoryStore())).run_sync("go").cost
+
+    assert cost() is None  # no file yet
+    entry = '[models."house-model"]\nprovider = "self"\ninput = {}\noutput = 1.0\nsource = "x"\nas_of = 2026-01-01\n'
+    prices.write_text(entry.format(1.0))
+    first = cost()
+    assert first is not None and first > 0
+    prices.write_text(entry.format(3.0))  # an edited file is read again
+    os.utime(prices, (1e9, 1e9))
+    second = cost()
+    assert second is not None and second > first
 
 
 def test_cost_through_the_real_sdks_matches_the_billed_usage() -> None:

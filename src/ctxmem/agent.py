@@ -78,6 +78,7 @@ was interrupted. A ``note`` event records what was done. Nothing is silently dro
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
@@ -632,11 +633,25 @@ def choose_tokenizer(model: str, preferred: str | None = None) -> tuple[str, boo
     return "heuristic", False
 
 
+@functools.lru_cache(maxsize=4)
+def _default_prices(user_file: str, mtime: float | None) -> PriceTable:
+    """The shipped table plus the user's file, loaded once per version of that file."""
+    from ctxmem.tune.prices import load_prices
+
+    return load_prices()
+
+
 def _find_price(model: str, prices: str | os.PathLike[str] | PriceTable | None) -> Price | None:
     """The model's entry in the price table, or ``None`` when the table does not know it."""
-    from ctxmem.tune.prices import MissingPriceError, PriceTable, load_prices
+    from ctxmem.tune.prices import MissingPriceError, PriceTable, default_user_file, load_prices
 
-    table = prices if isinstance(prices, PriceTable) else load_prices(prices)
+    if isinstance(prices, PriceTable):
+        table = prices
+    elif prices is not None:
+        table = load_prices(prices)
+    else:
+        user = default_user_file()
+        table = _default_prices(str(user), user.stat().st_mtime if user.is_file() else None)
     try:
         return table.get(model)
     except MissingPriceError:
