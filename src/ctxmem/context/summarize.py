@@ -136,7 +136,7 @@ def newline_additive(tokenizer: Tokenizer) -> bool:
         from ctxmem.tokens.quicktok_backend import QuicktokTokenizer
         from ctxmem.tokens.tiktoken_backend import TiktokenTokenizer
 
-        pat = inner.pre_tokenizer if type(inner) in (TiktokenTokenizer, QuicktokTokenizer) else None
+        pat = getattr(inner, "pre_tokenizer", None) if type(inner) in (TiktokenTokenizer, QuicktokTokenizer) else None
         known = _ADDITIVE[tid] = pat in _NEWLINE_ADDITIVE_PATTERNS
     return known
 
