@@ -189,6 +189,20 @@ class SessionStore(Protocol):
         """The full text of a ``tool_result`` event. Raises ``EventNotFoundError``."""
         ...
 
+    def event(self, event_id: int) -> StoredEvent:
+        """One stored event by id, in any session or branch (a rewound event stays
+        reachable). Raises :class:`~ctxmem.errors.EventNotFoundError`."""
+        ...
+
+    def event_count(self, session_id: str) -> int:
+        """How many events the session's current chain holds (its head's depth; 0 when
+        empty): O(1), what ``ctxmem sessions list`` shows."""
+        ...
+
+    def blob_count(self) -> int:
+        """How many distinct contents the store holds (identical outputs count once)."""
+        ...
+
     def record_calibration(self, model: str, tokenizer: str, estimated: int, reported: int) -> None:
         """Keep one (estimated, provider-reported) input-token observation."""
         ...

@@ -72,9 +72,13 @@ T = TypeVar("T")
 
 FTS_CHARS = 300_000  # characters of one tool output that full-text search indexes
 
+# The chain from %(head)s back through parent pointers, stopping below %(lo)s. The step is a
+# LATERAL primary-key lookup: a plain join lets the planner pick a hash join that scans the
+# whole events table at every step (quadratic: 240 ms for a search in a 3,600-event chain).
 _CHAIN = (
-    "WITH RECURSIVE chain(id) AS (SELECT %(head)s::bigint UNION ALL SELECT e.parent_id FROM events e "
-    "JOIN chain ON e.id = chain.id WHERE e.parent_id IS NOT NULL AND e.parent_id >= %(lo)s) "
+    "WITH RECURSIVE chain(id) AS (SELECT %(head)s::bigint UNION ALL SELECT p.parent_id FROM chain "
+    "CROSS JOIN LATERAL (SELECT parent_id FROM events WHERE events.id = chain.id) p "
+    "WHERE p.parent_id IS NOT NULL AND p.parent_id >= %(lo)s) "
 )
 _EVENT_COLS = (
     "e.id, e.session_id, e.parent_id, e.kind, e.role, e.starts_message, e.tool_use_id, "
@@ -627,16 +631,19 @@ class PostgresStore:
             raise InputError(f"bad search query {query!r}: no words to search for", field="query")
 
         def read(conn: Any) -> list[SearchHit]:
-            member, p = "", {"q": query, "limit": limit}
+            prefix, source, p = "", "events e", {"q": query, "limit": limit}
             if session_id is not None:
                 head = self._head(conn, session_id)
                 if head is None:
                     return []
-                member, p = f"AND e.id IN ({_CHAIN} SELECT id FROM chain)", {**p, "head": head, "lo": 0}
+                # Driven from the chain (primary-key lookups), never a semi-join against it:
+                # without table statistics the planner loops over the chain per event.
+                prefix, source, p = _CHAIN, "chain JOIN events e ON e.id = chain.id", {**p, "head": head, "lo": 0}
             hits = conn.execute(
-                "SELECT e.id, e.session_id, e.tool_use_id, e.tool_name, e.escaped, b.id, ts_rank_cd(b.tsv, q) AS score "
-                "FROM events e JOIN blobs b ON b.id = e.blob_id, websearch_to_tsquery('simple', %(q)s) q "
-                f"WHERE b.tsv @@ q AND e.kind = 'tool_result' {member} ORDER BY score DESC, e.id LIMIT %(limit)s",
+                prefix + "SELECT e.id, e.session_id, e.tool_use_id, e.tool_name, e.escaped, b.id, "
+                f"ts_rank_cd(b.tsv, q) AS score FROM {source} JOIN blobs b ON b.id = e.blob_id, "
+                "websearch_to_tsquery('simple', %(q)s) q "
+                "WHERE b.tsv @@ q AND e.kind = 'tool_result' ORDER BY score DESC, e.id LIMIT %(limit)s",
                 p,
             ).fetchall()
             texts: dict[int, str] = {}
