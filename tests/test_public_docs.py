@@ -42,38 +42,11 @@ EXTENSIONS = (
 )
 
 # Extension names in files other engineers own; same rule as PENDING.
-EXTENSION_PENDING = {
-    # src/ctxmem/context/invariants.py
-    "ctxmem.context.Invariant",
-    "ctxmem.context.SafeCuts.points",
-    # src/ctxmem/integrations/*
-    "ctxmem.integrations.anthropic_native.NativeEdits.edit",
-    "ctxmem.integrations.anthropic_native.ServerClearToolUses.build",
-    "ctxmem.integrations.anthropic_native.ServerClearToolUses.config",
-    "ctxmem.integrations.anthropic_native.ServerClearToolUses.from_edits",
-    "ctxmem.integrations.mcp.MemoryFiles.run",
-    "ctxmem.integrations.mcp.MemoryFiles.view",
-    "ctxmem.integrations.otel.TracedClient.request",
-    "ctxmem.integrations.otel.TracedStrategy.build",
-    "ctxmem.integrations.otel.TracedStrategy.config",
-    "ctxmem.integrations.otel.enabled",
-}
+EXTENSION_PENDING: set[str] = set()
 
 # Public names in files their owners are still editing: the coordinator fills these in
 # and empties this set. Everything else must be documented now.
 PENDING = {
-    # src/ctxmem/events.py
-    "CompactionEvent",
-    "MessageEvent",
-    "ModelCallEvent",
-    "NoteEvent",
-    "StoredEvent.kind",
-    "ToolCallEvent",
-    "ToolResultEvent",
-    # src/ctxmem/session.py
-    "Session.chain",
-    "Session.events",
-    "Session.info",
     # src/ctxmem/store/base.py
     "TokenTotals.total",
     # src/ctxmem/store/memory.py (MemoryStore does not subclass the SessionStore protocol)

@@ -67,6 +67,9 @@ CONTENT_KINDS: frozenset[str] = frozenset({"message", "tool_call", "tool_result"
 
 @dataclass(frozen=True, slots=True)
 class MessageEvent:
+    """Content blocks of one role; ``new_message`` starts a new message in the view
+    (False: the blocks continue the previous message of the same role)."""
+
     role: Role
     blocks: tuple[ContentBlock, ...]
     new_message: bool = True
@@ -75,6 +78,9 @@ class MessageEvent:
 
 @dataclass(frozen=True, slots=True)
 class ToolCallEvent:
+    """A ``tool_use`` block the assistant emitted, stored as its own event so a call
+    without a result is visible (:meth:`~ctxmem.Session.pending_tool_uses`)."""
+
     tool_use: ToolUseBlock
     new_message: bool = False
     kind: Literal["tool_call"] = field(default="tool_call", init=False)
@@ -82,6 +88,9 @@ class ToolCallEvent:
 
 @dataclass(frozen=True, slots=True)
 class ToolResultEvent:
+    """A tool's ``tool_result`` (with the tool's name and how long it ran, when known);
+    its text is stored once by content hash and indexed for full-text search."""
+
     result: ToolResultBlock
     tool_name: str | None = None
     duration_s: float | None = None
@@ -91,6 +100,10 @@ class ToolResultEvent:
 
 @dataclass(frozen=True, slots=True)
 class ModelCallEvent:
+    """One model request's accounting: the provider's usage (input, output, cache read
+    and write tokens), stop reason, latency and ctxmem's own estimate of the input
+    (what calibration learns from). It adds nothing to the conversation."""
+
     model: str
     input_tokens: int = 0
     output_tokens: int = 0
@@ -105,6 +118,10 @@ class ModelCallEvent:
 
 @dataclass(frozen=True, slots=True)
 class CompactionEvent:
+    """A strategy's compaction, recorded instead of editing the log: tokens before and
+    after, the source events it dropped, masked or summarized, its summary (if any) and
+    why. Any context ever sent can be rebuilt from the log plus these events."""
+
     strategy: str
     tokens_before: int
     tokens_after: int
@@ -116,6 +133,9 @@ class CompactionEvent:
 
 @dataclass(frozen=True, slots=True)
 class NoteEvent:
+    """Free text with tags (a decision, a marker, a fallback's reason); not part of the
+    conversation sent to a model."""
+
     text: str
     tags: tuple[str, ...] = ()
     kind: Literal["note"] = field(default="note", init=False)
@@ -137,6 +157,8 @@ class StoredEvent:
 
     @property
     def kind(self) -> str:
+        """The wrapped event's kind: ``message``, ``tool_call``, ``tool_result``,
+        ``model_call``, ``compaction`` or ``note``."""
         return self.event.kind
 
 

@@ -215,6 +215,8 @@ class Session:
 
     @property
     def info(self) -> SessionInfo:
+        """The session's stored record, read now: title, metadata, tokenizers, head event,
+        and the session (and event) it was forked from."""
         return self.store.get_session(self.id)
 
     # ------------------------------------------------------------------ recording
@@ -289,9 +291,12 @@ class Session:
     # ------------------------------------------------------------------ viewing
 
     def chain(self, *, tokenizers: Sequence[str] = ()) -> ChainView:
+        """The current chain (root to head, forks and rewinds applied) with each event's
+        stored token counts for ``tokenizers`` (no recount)."""
         return self.store.chain(self.id, tokenizers=tokenizers)
 
     def events(self) -> list[StoredEvent]:
+        """The current chain's events, oldest first, with the ids fork and rewind take."""
         return self.store.chain(self.id).events
 
     def messages(self) -> list[Message]:

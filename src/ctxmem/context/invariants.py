@@ -36,6 +36,9 @@ from ctxmem.errors import InvalidConversationError
 
 
 class Invariant(Protocol):
+    """One provider rule a cut must respect, as two questions a strategy asks about a cut
+    point (see the module docstring for every rule and why it exists)."""
+
     name: str
 
     def allows(self, history: History, i: int, pinned: int) -> bool:
@@ -161,6 +164,8 @@ class SafeCuts:
         )
 
     def points(self) -> list[int]:
+        """Every safe cut point (message index the kept suffix may start at), ascending,
+        up to the bound the history's end allows; computed incrementally."""
         self._refresh()
         upper = self._upper()
         pts = self._safe[: bisect_right(self._safe, upper)]

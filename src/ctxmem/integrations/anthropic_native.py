@@ -72,6 +72,7 @@ class NativeEdits:
 
     @property
     def edit(self) -> dict[str, Any]:
+        """The ``clear_tool_uses_20250919`` edit itself (the first of ``context_management``'s edits)."""
         edit: dict[str, Any] = self.context_management["edits"][0]
         return edit
 
@@ -130,6 +131,8 @@ class ServerClearToolUses:
 
     @classmethod
     def from_edits(cls, edits: NativeEdits) -> ServerClearToolUses:
+        """The local simulation of the server-side clearing ``edits`` describe (trigger, keep,
+        clear_at_least, exclude_tools), so ``tune cost`` can price it beside local strategies."""
         e = edits.edit
         trig = e.get("trigger", {"type": "input_tokens", "value": 100_000})
         return cls(ServerClearConfig(
@@ -142,6 +145,7 @@ class ServerClearToolUses:
 
     @property
     def config(self) -> ServerClearConfig:
+        """The simulated edit's settings."""
         return self.cfg
 
     def _cleared_message(self, request: BuildRequest, i: int, ids: frozenset[str]) -> tuple[Message, int]:
@@ -158,6 +162,8 @@ class ServerClearToolUses:
         return new, n
 
     def build(self, request: BuildRequest) -> BuiltContext:
+        """What the server would send the model: once the trigger is passed, older tool
+        results cleared to a placeholder (keeping the newest ``keep`` and excluded tools)."""
         h = request.history
         available = request.budget.available
         tokens_in = request.fixed_tokens + h.total

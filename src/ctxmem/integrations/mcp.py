@@ -94,6 +94,8 @@ class MemoryFiles:
         return MEMORY_PREFIX + ("/" + rel if rel != "." else "")
 
     def run(self, session_id: str, command: str, args: dict[str, Any]) -> str:
+        """Run one memory-tool command (view, create, str_replace, insert, delete, rename) in
+        the session's memory folder; paths that leave it are refused."""
         if command == "view":
             return self.view(session_id, args.get("path") or MEMORY_PREFIX, args.get("view_range"))
         self._write_check(command)
@@ -167,6 +169,7 @@ class MemoryFiles:
         return p
 
     def view(self, session_id: str, path: str, view_range: Any = None) -> str:
+        """A folder's listing, or a file's numbered lines (optionally ``view_range`` [start, end])."""
         p = self.resolve(session_id, path)
         if p.is_dir():
             lines = [f"Directory {self._show(session_id, p)}:"]

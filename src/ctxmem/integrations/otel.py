@@ -68,6 +68,7 @@ def disable() -> None:
 
 
 def enabled() -> bool:
+    """Whether spans are emitted: :func:`enable` was called, or ``CTXMEM_OTEL=1`` is set."""
     if _state["enabled"] is None:  # first use: the environment decides
         if os.environ.get("CTXMEM_OTEL", "").lower() in ("1", "true", "yes", "on"):
             enable()
@@ -136,9 +137,11 @@ class TracedStrategy:
 
     @property
     def config(self) -> Any:
+        """The wrapped strategy's config."""
         return self.inner.config
 
     def build(self, request: Any) -> Any:
+        """The wrapped strategy's build, inside a context-build span (when enabled)."""
         return record_build(self.name, request, lambda: self.inner.build(request))
 
     def __getattr__(self, item: str) -> Any:
@@ -169,6 +172,7 @@ class TracedClient:
         return getattr(self.inner, item)
 
     async def request(self, messages: Sequence[Any], **kwargs: Any) -> Any:
+        """The wrapped client's request, inside a GenAI chat span with its usage (when enabled)."""
         if not enabled():
             return await self.inner.request(messages, **kwargs)
         from opentelemetry.trace import SpanKind, Status, StatusCode
