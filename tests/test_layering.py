@@ -65,3 +65,11 @@ def _violations_at(path: Path) -> list[str]:
         if (module.startswith("ctxmem.workloads.") and module not in ALLOWED) or module == "ctxmem.samples":
             bad.append(f"{path.name}:{line} imports {module}")
     return bad
+
+
+def test_the_kernel_workload_has_no_import_cycle_between_sandbox_and_worker() -> None:
+    kernel = SRC / "workloads" / "kernel"
+    worker = {m for _, m in _imports(kernel / "worker.py")}
+    sandbox = {m for _, m in _imports(kernel / "sandbox.py")}
+    assert not ("ctxmem.workloads.kernel.sandbox" in worker and "ctxmem.workloads.kernel.worker" in sandbox)
+    assert "ctxmem.workloads.kernel.sandbox" not in worker  # the worker sits below the sandbox
