@@ -7,6 +7,7 @@ cells claimed leaves them to lapse and another worker runs them.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from ctxmem.evals.pg_store import PgResultStore
 from ctxmem.evals.store import open_results
 
 WORKER = Path(__file__).with_name("pg_eval_worker.py")
+CLI = [sys.executable, "-c", "import sys; from ctxmem.cli import main; sys.exit(main())"]
 CELLS = 12
 
 
@@ -77,3 +79,19 @@ def test_a_dead_workers_claimed_cells_are_run_by_another(url: str) -> None:
         assert len(rows) == CELLS and {r["status"] for r in rows} == {"done"} and {r["attempts"] for r in rows} == {1}
         assert set(held) <= {r["key"] for r in rows}
         assert store.claims(list(held)) == {}
+
+
+def test_two_cli_workers_share_a_grid_through_a_results_url(url: str) -> None:
+    argv = [*CLI, "eval", "run", "--lengths", "1k,2k", "--depths", "0,0.5,1",
+            "--seeds", "0,1", "--results", url, "--json"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    with open_results(url) as store:
+        rows = store.rows()
+        assert len(rows) == CELLS and {r["status"] for r in rows} == {"done"} and {r["attempts"] for r in rows} == {1}
+    shown = subprocess.run([*CLI, "eval", "show", "--results", url, "--json"],
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["status"] == {"done": CELLS}

@@ -131,7 +131,7 @@ def _execute(
     from ctxmem.evals.readers import get_reader
     from ctxmem.evals.runner import plan, run_sync
     from ctxmem.evals.scoring import LLMJudge
-    from ctxmem.evals.store import ResultStore
+    from ctxmem.evals.store import open_results
     from ctxmem.tokens import get_tokenizer
 
     get_tokenizer(tokenizer)  # an unknown tokenizer fails here, before anything else
@@ -144,7 +144,7 @@ def _execute(
     _preflight([*models, *([judge] if judge else [])])  # a bad reader fails here, before any cell is priced
     grid = {"sources": sources, "lengths": ",".join(str(n) for n in lengths), "depths": depths, "needles": needles, "presets": presets,
             "models": models, "seeds": seeds, "tokenizer": tokenizer, "window": window}
-    with ResultStore(db) as store:
+    with open_results(db) as store:
         pending, skipped, est = plan(cells, store, prices)
         will: list[Any] = []
         if dry_run:
@@ -237,7 +237,8 @@ def eval_group() -> None:
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Folder for results.db and the report (as eval niah).")
 @click.option("--results", default=None, type=click.Path(dir_okay=False),
-              help="Results database file [default: OUT/results.db, else $CTXMEM_EVAL_DB or ./ctxmem-eval.db].")
+              help="Results database: a file, or a postgresql:// URL several workers share (each cell runs once) "
+                   "[default: OUT/results.db, else $CTXMEM_EVAL_DB or ./ctxmem-eval.db].")
 @_common_run_options
 def run_cmd(sources: tuple[str, ...], lengths: list[int], presets: tuple[str, ...], models: tuple[str, ...],
             out_dir: str | None, results: str | None, **kw: Any) -> None:
@@ -367,8 +368,8 @@ def _workload_session(out_dir: Path, name: str, wl: Any, seed: int, settings: di
 
 @eval_group.command("report")
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
-@click.option("--results", "db", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="Results database file (default: DIRECTORY/results.db).")
+@click.option("--results", "db", default=None, type=click.Path(dir_okay=False),
+              help="Results database file or postgresql:// URL (default: DIRECTORY/results.db).")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Where to write the report (default: DIRECTORY).")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
@@ -376,18 +377,18 @@ def _workload_session(out_dir: Path, name: str, wl: Any, seed: int, settings: di
 def report_cmd(directory: str | None, db: str | None, out_dir: str | None, n_boot: int) -> None:
     """Write PNG figures and a self-contained index.html from a results database."""
     from ctxmem.evals.report import write_report
-    from ctxmem.evals.store import ResultStore
+    from ctxmem.evals.store import open_results
 
     if db is None:
         if directory is None:
             raise click.UsageError("give DIRECTORY (holding results.db) or --results FILE")
         db = str(Path(directory) / "results.db")
-        if not Path(db).is_file():
-            raise ConfigError(f"no results database {db}; pass --results FILE", field="results")
+    if "://" not in db and not Path(db).is_file():
+        raise ConfigError(f"no results database {db}; pass --results FILE", field="results")
     out = out_dir or directory
     if out is None:
         raise click.UsageError("give --out DIR (or DIRECTORY)")
-    with ResultStore(db) as store:
+    with open_results(db) as store:
         index = write_report(store.rows(), out, n_boot=n_boot)
     click.echo(f"report: {index}")
 
@@ -402,13 +403,13 @@ def report_cmd(directory: str | None, db: str | None, out_dir: str | None, n_boo
 def show_cmd(directory: str | None, db: str | None, by: str, n_boot: int, as_json: bool) -> None:
     """Accuracy per group (Wilson intervals), effective lengths, refused/errored cells."""
     from ctxmem.evals.analysis import cell_table, effective_lengths
-    from ctxmem.evals.store import ResultStore
+    from ctxmem.evals.store import open_results
 
     path = db or (str(Path(directory) / "results.db") if directory else default_eval_db())
-    if not Path(path).is_file():
+    if "://" not in path and not Path(path).is_file():
         raise ConfigError(f"no results database {path}", field="results")
     keys = _csv(by)
-    with ResultStore(path) as store:
+    with open_results(path) as store:
         rows = store.rows()
         runs = store.runs()
     counts: dict[str, int] = {}
