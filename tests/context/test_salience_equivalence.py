@@ -1,0 +1,166 @@
+"""The fast salience reader (memoized per line and per candidate, case-folding-free cue
+patterns on ASCII text, a path pre-filter) reads exactly what the plain per-line reader
+reads: same counters, same candidates with the same float scores, same facts.
+
+The reference below is the plain algorithm written out line by line with the original
+IGNORECASE patterns and no memo; it is the specification the fast path must match.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+import ctxmem.context.salience as sal
+from ctxmem.context import History
+from ctxmem.context.facts import _PATH
+from ctxmem.context.profile import FactProfile
+from ctxmem.context.salience import SalienceIndex, anchors, is_code, is_table_row, lead, shape, tail
+from ctxmem.evals.retention import generate
+from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
+from ctxmem.samples import synthetic_session
+
+
+def _ref_static(line: str, cues: Any) -> float:
+    s = 0.0
+    s += min(2, len(_PATH.findall(line))) * 1.2
+    s += min(2, len(sal._SHA.findall(line))) * 1.0
+    s += min(3, len(sal._UNIT.findall(line)) + len(sal._SCI.findall(line))) * 0.7
+    s += min(2, len(sal._BIGINT.findall(line))) * 0.4
+    s += min(3, len(sal._IDENT.findall(line))) * 0.3
+    s += min(2, len(sal._KEYVAL.findall(line))) * 0.3
+    s += 0.8 if sal._TESTID.search(line) else 0.0
+    s += min(2, len({m.group(0).lower() for m in sal._CUE_WEAK.finditer(line)})) * 0.5
+    if cues is not None and cues.search(line):
+        s += 1.0
+    words = len(line.split())
+    if words < 4:
+        s -= 1.0
+    elif words >= 7:
+        s += 0.4
+    return s
+
+
+def _ref_anchors(line: str) -> list[str]:
+    out = [m.group(0).rstrip(".") for m in _PATH.finditer(line)]
+    out += sal._SHA.findall(line)
+    out += [m.group(0) for m in sal._BIGINT.finditer(line) if len(m.group(0)) >= 5]
+    out += [t for t in sal._IDENT.findall(line) if any(ch.isdigit() for ch in t) or ("_" in t and len(t) >= 8)]
+    return out
+
+
+class _Reference(SalienceIndex):
+    """The plain reader: every line through every pattern, nothing memoized."""
+
+    def _read_output(self, i: int, eid: int | None, b: ToolResultBlock) -> None:
+        tool = self._names.get(b.tool_use_id, "tool")
+        prev = ""
+        for ln in b.text.splitlines():
+            text = ln.strip()
+            if not text:
+                prev = ""
+                continue
+            label = text if text.endswith(":") and len(text) < 80 else ""
+            if len(text) < 16 or is_code(ln) or is_table_row(text):
+                prev = label
+                continue
+            sh = shape(text)
+            ld, st, tl = lead(sh), lead(sh, 5), tail(sh)
+            self._shapes[sh] += 1
+            self._leads[ld] += 1
+            self._stems[st] += 1
+            self._stems[tl] += 1
+            low = text.lower()
+            self._word_df.update(set(sal._CONTENT_WORD.findall(low)))
+            self._cue_df.update({m.group(0).lower() for m in sal._CUE_STRONG.finditer(low)})
+            if self._stems[st] > sal.ROUTINE or self._stems[tl] > sal.ROUTINE:
+                prev = label
+                continue
+            body = sal._COMMENT.sub("", text)
+            if prev:
+                body = f"{prev} {body}"
+            prev = label
+            cues = tuple(sorted({m.group(0).lower() for m in sal._CUE_STRONG.finditer(body)}))
+            words = tuple(set(sal._CONTENT_WORD.findall(body.lower())))
+            score = _ref_static(body, self._cues) + 1.6 * min(2, len(cues))
+            if score < 0.0:
+                continue
+            k = len(self._cands)
+            self._cands.append(
+                sal._Cand(body, sh, ld, st, tl, i, eid, b.tool_use_id, tool, score - 1.6 * min(2, len(cues)), cues=cues, words=words)
+            )
+            for a in set(_ref_anchors(body)):
+                self._by_anchor.setdefault(a, []).append(k)
+
+
+def _state(index: SalienceIndex) -> tuple[Any, ...]:
+    cands = [
+        (c.text, c.shape, c.lead, c.stem, c.tail, c.message_index, c.event_id, c.handle, c.tool, c.static, c.refs, c.cues, frozenset(c.words))
+        for c in index._cands
+    ]
+    return (cands, index._shapes, index._leads, index._stems, index._word_df, index._cue_df, index._anchor_df, index._by_anchor)
+
+
+def _facts(index: SalienceIndex, start: int, stop: int) -> list[tuple[Any, ...]]:
+    return [(f.text, f.score, f.message_index, f.event_id, f.handle, f.tool) for f in index.facts(start, stop)]
+
+
+# Non-ASCII lines take the IGNORECASE path: the long s and the Kelvin sign fold to ASCII cue
+# letters ("muſt", "KNOWN"), which a lower-cased, case-sensitive match would miss.
+_ODD = [
+    "note: the runner muſt not exceed 4 GiB on node-17 (see /etc/runner/limits.toml)",
+    "Root cause: \u212aNOWN ISSUE in libfoo 2.3.1, caused by the İstanbul locale; workaround in fix_locale.py",
+    "décision: we chose the golden file data/golden_v2.jsonl because the old one drifted by 0.3%",
+    "  value = compute(a, b) * 2",
+    "col_a  12.5  13.1  99  0.4",
+    "Reason:",
+    "the worker crashed because commit 4e8a91c0 changed the default batch size to 4096 rows",
+]
+
+
+def _odd_session(n: int = 40) -> list[Message]:
+    out: list[Message] = [Message("user", (TextBlock("triage the failing runner"),))]
+    for i in range(n):
+        call = f"call_{i}"
+        lines = [_ODD[(i + k) % len(_ODD)].replace("17", str(i)) for k in range(5)]
+        out.append(Message("assistant", (ToolUseBlock(call, "run", {"cmd": f"check node-{i} 4e8a91c0"}),)))
+        out.append(Message("user", (ToolResultBlock(call, "\n".join(lines)),)))
+    return out
+
+
+def _sessions() -> list[tuple[str, list[Message]]]:
+    return [
+        ("kernel", list(synthetic_session(60, 3))),
+        ("logs-dev", generate("logs", "dev", turns=150).messages),
+        ("data-val", generate("data", "val", turns=150).messages),
+        ("odd", _odd_session()),
+    ]
+
+
+@pytest.mark.parametrize("profile", [FactProfile("generic"), FactProfile("cued", cue_words=("runner", "golden"))])
+def test_fast_reader_matches_the_plain_reader(profile: FactProfile, o200k: Any) -> None:
+    for name, messages in _sessions():
+        h = History.from_messages(messages, o200k)
+        ref = _Reference(profile)
+        ref.update(h)
+        for warm in (False, True):  # a cold memo, then one filled by the first read
+            if not warm:
+                sal._LINES.clear()
+                sal._BODIES.clear()
+            fast = SalienceIndex(profile)
+            fast.update(h)
+            assert _state(fast) == _state(ref), (name, warm)
+            assert ref._cands, name
+            for start, stop in ((1, len(h) // 3), (1, len(h)), (len(h) // 2, len(h))):
+                assert _facts(fast, start, stop) == _facts(ref, start, stop), (name, warm, start, stop)
+
+
+def test_public_helpers_match_their_plain_definitions() -> None:
+    for line in [*_ODD, "see ./build/out.log and src/kernel.cu", "no path here, 12 ms only", "v1.2 of foo.bar_baz"]:
+        assert sorted(anchors(line)) == sorted(_ref_anchors(line))
+        assert sal.static_score(line) == _ref_static(line, None)
+        assert sal.strong_cues(line) == tuple(sorted({m.group(0).lower() for m in sal._CUE_STRONG.finditer(line)}))
+    assert sal.strong_cues("it muſt fit") == ("muſt",)
+    assert not math.isnan(sal.static_score("x"))
