@@ -319,16 +319,26 @@ class PostgresStore:
         def write(conn: Any) -> list[int]:
             if create is not None:
                 create(conn)
+            # Everything between this row lock and the commit is what other writers of the
+            # session wait for. The lock is taken alone: a FOR UPDATE that waited re-reads
+            # only the locked row, so anything joined to it would be the stale version.
+            # Then the head's depth and running totals in one read (a fresh snapshot, taken
+            # after the lock), and the inserts pipelined (one round trip).
             row = conn.execute(
                 "SELECT head_event_id, tail_role FROM sessions WHERE id = %s FOR UPDATE", (session_id,)
             ).fetchone()
             if row is None:
                 raise SessionNotFoundError(session_id)
             head, tail_role = row
-            blob_ids = self._put_blobs(conn, encoded)
-            depth = 0
+            depth, cum = 0, {}
             if head is not None:
-                depth = conn.execute("SELECT depth FROM events WHERE id = %s", (head,)).fetchone()[0]
+                trow = conn.execute(
+                    "SELECT e.depth, (SELECT array_agg(ARRAY[t.tokenizer, t.cum_content::text, t.cum_overhead::text]) "
+                    "FROM event_tokens t WHERE t.event_id = e.id) FROM events e WHERE e.id = %s",
+                    (head,),
+                ).fetchone()
+                depth, cum = trow[0], {r[0]: (int(r[1]), int(r[2])) for r in trow[1] or ()}
+            blob_ids = self._put_blobs(conn, encoded)
             ids = sorted(r[0] for r in conn.execute(
                 "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, %s)", (len(encoded),)
             ))
@@ -345,40 +355,37 @@ class PostgresStore:
                     blob_ids.get(enc.blob_hash) if enc.blob_hash else None, enc.meta, escaped[i], now,
                 ))
                 parent = ids[i]
-            with conn.cursor() as cur:
+            token_rows = []
+            memo_rows: list[tuple[str, str, int]] = []
+            for tid, counts, new in counted:
+                c, o = cum.get(tid, (0, 0))
+                for i, eid in enumerate(ids):
+                    ov = event_overhead(events[i], starts_flags[i])
+                    c, o = c + counts[i], o + ov
+                    token_rows.append((eid, tid, counts[i], ov, c, o))
+                memo_rows.extend((h, tid, n) for h, n in new.items())
+            with conn.pipeline(), conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO events (id, session_id, parent_id, depth, kind, role, starts_message, tool_use_id, "
                     "tool_name, is_error, fmt, blob_id, meta, escaped, created_at) "
                     "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                     rows,
                 )
-                token_rows = []
-                for tid, counts, new in counted:
-                    c = o = 0
-                    if head is not None:
-                        r = conn.execute(
-                            "SELECT cum_content, cum_overhead FROM event_tokens WHERE event_id = %s AND tokenizer = %s",
-                            (head, tid),
-                        ).fetchone()
-                        c, o = (r[0], r[1]) if r else (0, 0)
-                    for i, eid in enumerate(ids):
-                        ov = event_overhead(events[i], starts_flags[i])
-                        c, o = c + counts[i], o + ov
-                        token_rows.append((eid, tid, counts[i], ov, c, o))
-                    if new:
-                        cur.executemany(
-                            "INSERT INTO token_counts (hash, tokenizer, tokens) VALUES (%s,%s,%s) ON CONFLICT DO NOTHING",
-                            sorted((h, tid, n) for h, n in new.items()),
-                        )
+                if memo_rows:
+                    cur.executemany(
+                        "INSERT INTO token_counts (hash, tokenizer, tokens) VALUES (%s,%s,%s) ON CONFLICT DO NOTHING",
+                        sorted(memo_rows),
+                    )
                 if token_rows:
                     cur.executemany(
                         "INSERT INTO event_tokens (event_id, tokenizer, content, overhead, cum_content, cum_overhead) "
                         "VALUES (%s,%s,%s,%s,%s,%s)",
                         token_rows,
                     )
-            conn.execute(
-                "UPDATE sessions SET head_event_id = %s, tail_role = %s WHERE id = %s", (parent, tail_role, session_id)
-            )
+                cur.execute(
+                    "UPDATE sessions SET head_event_id = %s, tail_role = %s WHERE id = %s",
+                    (parent, tail_role, session_id),
+                )
             return ids
 
         return self._run(write)
