@@ -97,6 +97,7 @@ _CUE_WEAK = re.compile(
 # The cue patterns without IGNORECASE, for lower-cased ASCII text (same matches, no case folding)
 _CUE_STRONG_LOW = re.compile(_CUE_STRONG.pattern)
 _CUE_WEAK_LOW = re.compile(_CUE_WEAK.pattern)
+_DIGIT = re.compile(r"\d")
 _CODE_START = re.compile(
     r"^\s*(?:def |class |import |from \S+ import|return\b|raise\b|assert\b|throw\b|@\w|if .*:$|for .*:$|while .*:$|elif |else:|try:|"
     r"except\b|with .*:$|[{}]\s*$|#include|fn |let |const |var |public |private )"
@@ -259,8 +260,34 @@ def _line_features(ln: str) -> _Line:
 
 
 def _body_features(body: str) -> tuple[tuple[str, ...], tuple[str, ...], float, float, tuple[str, ...]]:
-    pre, length = _static_parts(body)
-    out = (strong_cues(body), tuple(set(_CONTENT_WORD.findall(body.lower()))), pre, length, tuple(dict.fromkeys(anchors(body))))
+    # static_score's and anchors' matches computed once and shared (same patterns, same order)
+    paths = [m.group(0) for m in _PATH.finditer(body)] if ("/" in body or "." in body) else []
+    digits = _DIGIT.search(body) is not None  # every numeric pattern needs a digit
+    shas = _SHA.findall(body) if digits else []
+    bigints = _BIGINT.findall(body) if digits else []
+    idents = _IDENT.findall(body)
+    s = 0.0
+    s += min(2, len(paths)) * 1.2
+    s += min(2, len(shas)) * 1.0
+    units = len(_UNIT.findall(body)) + len(_SCI.findall(body)) if digits else 0
+    s += min(3, units) * 0.7
+    s += min(2, len(bigints)) * 0.4
+    s += min(3, len(idents)) * 0.3
+    s += min(2, len(_KEYVAL.findall(body)) if digits else 0) * 0.3
+    s += 0.8 if _TESTID.search(body) else 0.0
+    low = body.lower()
+    if body.isascii():
+        weak = len(set(_CUE_WEAK_LOW.findall(low)))
+        cues = tuple(sorted(set(_CUE_STRONG_LOW.findall(low))))
+    else:
+        weak = len(set(m.group(0).lower() for m in _CUE_WEAK.finditer(body)))
+        cues = tuple(sorted({m.group(0).lower() for m in _CUE_STRONG.finditer(body)}))
+    s += min(2, weak) * 0.5
+    n = len(body.split())
+    length = -1.0 if n < 4 else 0.4 if n >= 7 else 0.0
+    marks = [p.rstrip(".") for p in paths] + shas + [t for t in bigints if len(t) >= 5]
+    marks += [t for t in idents if any(ch.isdigit() for ch in t) or ("_" in t and len(t) >= 8)]
+    out = (cues, tuple(set(_CONTENT_WORD.findall(low))), s, length, tuple(dict.fromkeys(marks)))
     if len(_BODIES) >= _MEMO_MAX:
         _BODIES.clear()
     _BODIES[body] = out
