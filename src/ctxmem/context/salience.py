@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -331,6 +332,10 @@ class _Cand:
     words: tuple[str, ...] = ()
 
 
+def _message_index(c: _Cand) -> int:
+    return c.message_index
+
+
 @dataclass(frozen=True, slots=True)
 class SalientFact:
     """One line kept for the facts section."""
@@ -472,6 +477,8 @@ class SalienceIndex:
     # -- scoring and selection -----------------------------------------------------------
 
     def _score(self, c: _Cand) -> float:
+        """A candidate's score: the readable definition :meth:`facts` inlines (a test holds
+        the two equal)."""
         n = self._shapes[c.shape]
         rarity = 1.5 if n == 1 else -min(2.5, 0.8 * math.log2(n))
         m = max(self._stems[c.stem], self._stems[c.tail])
@@ -487,16 +494,37 @@ class SalienceIndex:
 
     def facts(self, start: int, stop: int, *, limit: int = 200) -> list[SalientFact]:
         """The best candidates of messages[start:stop], one per shape, best first."""
-        best: dict[str, SalientFact] = {}
-        for c in self._cands:
-            if not start <= c.message_index < stop:
-                continue
-            sc = self._score(c)
+        # :meth:`_score` inlined (the same arithmetic in the same order, so the same floats):
+        # a boundary move rescores every candidate of the span, ten thousand at 1M tokens.
+        # Candidates are appended in message order, so the span is found by bisection.
+        cands = self._cands
+        lo = bisect_left(cands, start, key=_message_index)
+        hi = bisect_left(cands, stop, lo, key=_message_index)
+        shapes, stems, leads, cue_df, word_df = self._shapes, self._stems, self._leads, self._cue_df, self._word_df
+        log2 = math.log2
+        top: dict[str, tuple[float, _Cand]] = {}
+        for k in range(lo, hi):
+            c = cands[k]
+            n = shapes[c.shape]
+            rarity = 1.5 if n == 1 else -min(2.5, 0.8 * log2(n))
+            m = max(stems[c.stem], stems[c.tail])
+            rarity += 1.0 if m <= 2 else -min(2.0, 0.5 * log2(m))
+            m = leads[c.lead]
+            rarity += 0.5 if m <= 2 else -min(1.0, 0.25 * log2(m))
+            cue = sum(sorted((_common(cue_df[w]) for w in c.cues), reverse=True)[:2]) * 1.6 if c.cues else 0.0
+            r = 0
+            for w in c.words:
+                if word_df.get(w, 0) <= 2:
+                    r += 1
+                    if r == 3:
+                        break
+            sc = c.static + cue + r * 0.4 + rarity + 0.7 * min(c.refs, 3) * (1.0 if n <= 3 else 0.3)
             if sc < MIN_SCORE:
                 continue
-            old = best.get(c.shape)
-            if old is None or sc >= old.score:
-                best[c.shape] = SalientFact(c.text, sc, c.message_index, c.event_id, c.handle, c.tool)
+            old = top.get(c.shape)
+            if old is None or sc >= old[0]:
+                top[c.shape] = (sc, c)
+        best = {sh: SalientFact(c.text, sc, c.message_index, c.event_id, c.handle, c.tool) for sh, (sc, c) in top.items()}
         ranked = sorted(best.values(), key=lambda f: (-f.score, f.message_index))
         out: list[SalientFact] = []
         seen: set[str] = set()
