@@ -78,7 +78,10 @@ def test_session_needles_show_strategy_differences(tmp_path: Path) -> None:
         acc.setdefault(r["preset"], []).append(r["correct"])
     mean = {k: sum(v) / len(v) for k, v in acc.items()}
     assert mean["dump-1m"] == 1.0
-    assert mean["window-32k"] < mean["dump-1m"] and mean["masking-turns-128k"] < mean["window-32k"]
+    assert mean["window-32k"] < mean["dump-1m"]
+    # masking keeps the needle lines it masks in its salient-facts section: it forgets less
+    # than the window that drops them
+    assert mean["masking-turns-128k"] > mean["window-32k"]
     missed = [r for r in rows if not r["correct"]]
     assert missed and {r["label"] for r in missed} == {"dropped-by-strategy"}
     # window-32k loses only early needles in sessions longer than its window
