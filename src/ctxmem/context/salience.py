@@ -524,15 +524,14 @@ class SalienceIndex:
             old = top.get(c.shape)
             if old is None or sc >= old[0]:
                 top[c.shape] = (sc, c)
-        best = {sh: SalientFact(c.text, sc, c.message_index, c.event_id, c.handle, c.tool) for sh, (sc, c) in top.items()}
-        ranked = sorted(best.values(), key=lambda f: (-f.score, f.message_index))
+        ranked = sorted(top.values(), key=lambda p: (-p[0], p[1].message_index))
         out: list[SalientFact] = []
         seen: set[str] = set()
-        for f in ranked:
-            key = " ".join(f.text.lower().split())
+        for sc, c in ranked:
+            key = " ".join(c.text.lower().split())
             if key not in seen:
                 seen.add(key)
-                out.append(f)
+                out.append(SalientFact(c.text, sc, c.message_index, c.event_id, c.handle, c.tool))
             if len(out) >= limit:
                 break
         return out
