@@ -22,10 +22,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from ctxmem.events import Event, StoredEvent
 from ctxmem.messages import ToolUseBlock
+
+if TYPE_CHECKING:
+    from ctxmem.tokens import Tokenizer
 
 
 def content_hash(data: str | bytes) -> str:
@@ -37,6 +40,10 @@ def content_hash(data: str | bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
+    """A session's record: id, creation time (unix seconds), title, user metadata, the head
+    of its current chain, the session and event it was forked from, and the tokenizers
+    its appends are counted with."""
+
     id: str
     created_at: float
     title: str | None
@@ -58,11 +65,15 @@ class TokenTotals:
 
     @property
     def total(self) -> int:
+        """Content plus modelled per-message overhead: what the chain costs as a request."""
         return self.content + self.overhead
 
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
+    """One full-text hit in a tool output: the event, its session and tool call, a snippet
+    around the match, and the backend's relevance score (higher is better)."""
+
     event_id: int
     session_id: str
     tool_use_id: str | None
@@ -111,6 +122,13 @@ class SessionStore(Protocol):
     :class:`~ctxmem.errors.EventNotFoundError`, :class:`~ctxmem.errors.StoreError` (and,
     from the SQLite store, :class:`~ctxmem.errors.StoreBusyError` after every retry).
     """
+
+    def tokenizer(self, name: str) -> Tokenizer:
+        """The tokenizer this store counts appends with, by name (loaded once, cached).
+
+        :raises ~ctxmem.errors.UnknownNameError: the name is not a registered tokenizer.
+        """
+        ...
 
     def create_session(
         self,
@@ -244,3 +262,25 @@ class EmbeddingCacheProvider(Protocol):
         when the store's schema has no cache table."""
         ...
 
+
+def documented_by(protocol: type) -> Any:
+    """Class decorator for a store backend: every public method the backend does not
+    document itself takes the docstring of the same method of ``protocol`` (the backends
+    implement :class:`SessionStore` structurally, without subclassing it, so ``help()`` and
+    the API reference would otherwise show them bare). A method the backend documents keeps
+    its own docstring."""
+
+    def apply(cls: type) -> type:
+        for name, member in vars(cls).items():
+            if name.startswith("_"):
+                continue
+            source = getattr(protocol, name, None)
+            doc = getattr(source, "__doc__", None) if source is not None else None
+            if not doc:
+                continue
+            target = member.fget if isinstance(member, property) else getattr(member, "__func__", member)
+            if callable(target) and not (getattr(target, "__doc__", None) or "").strip():
+                target.__doc__ = doc
+        return cls
+
+    return apply

@@ -31,8 +31,10 @@ from ctxmem.store.base import (
     EventCounts,
     SearchHit,
     SessionInfo,
+    SessionStore,
     TokenTotals,
     ToolEventRef,
+    documented_by,
 )
 from ctxmem.store.codec import encode_event
 from ctxmem.store.counting import event_overhead
@@ -47,7 +49,12 @@ class _Row:
     blob_hash: str | None
 
 
+@documented_by(SessionStore)
 class MemoryStore:
+    """The :class:`~ctxmem.store.SessionStore` protocol in memory, for tests, notebooks and
+    throwaway runs: the same semantics as the durable stores (chains, forks, rewinds, exact
+    totals, search by substring), nothing written anywhere. Not shared between processes."""
+
     def __init__(self) -> None:
         self._sessions: dict[str, SessionInfo] = {}
         self._tail_role: dict[str, str | None] = {}

@@ -60,8 +60,10 @@ from ctxmem.store.base import (
     ChainView,
     SearchHit,
     SessionInfo,
+    SessionStore,
     TokenTotals,
     ToolEventRef,
+    documented_by,
 )
 from ctxmem.store.codec import Encoded, decode_counts, decode_rows, encode_event
 from ctxmem.store.counting import event_overhead
@@ -122,6 +124,7 @@ def _decode(rows: Sequence[Sequence[Any]]) -> list[StoredEvent]:
     return decode_rows(plain)
 
 
+@documented_by(SessionStore)
 class PostgresStore:
     """A :class:`~ctxmem.store.base.SessionStore` on a PostgreSQL database.
 

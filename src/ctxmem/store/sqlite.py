@@ -55,8 +55,10 @@ from ctxmem.store.base import (
     EventCounts,
     SearchHit,
     SessionInfo,
+    SessionStore,
     TokenTotals,
     ToolEventRef,
+    documented_by,
 )
 from ctxmem.store.codec import (
     Encoded,
@@ -104,6 +106,7 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in msg or "busy" in msg
 
 
+@documented_by(SessionStore)
 class SQLiteStore:
     """A :class:`~ctxmem.store.base.SessionStore` on one SQLite file (or ``":memory:"``)."""
 
@@ -1054,4 +1057,5 @@ class SQLiteStore:
         return SQLiteEmbeddingCache(self)
 
     def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check``: ``"ok"`` for a sound file (tests and crash checks)."""
         return str(self._read("PRAGMA integrity_check")[0][0])
