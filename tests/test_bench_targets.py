@@ -39,7 +39,7 @@ def test_a_malformed_target_is_an_error_not_a_pass(bad: str) -> None:
         target_met(bad, 1.0, "s", 1.0)
 
 
-@pytest.mark.slow
+@pytest.mark.nightly
 def test_scale_suite_at_30m_tokens_projects_under_12_gb_at_100m(monkeypatch: pytest.MonkeyPatch) -> None:
     """The nightly 30M-token run: ingest memory projected linearly to 100M tokens stays
     under 12 GB (a fixed interpreter/tokenizer base makes the projection an upper bound),

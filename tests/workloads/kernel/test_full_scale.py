@@ -19,7 +19,7 @@ from ctxmem.workloads.kernel.run import run_scripted
 from support import tiktoken_encoding_or_skip
 
 
-@pytest.mark.slow
+@pytest.mark.nightly
 def test_full_scale_run_has_the_promised_shape(tmp_path: Path) -> None:
     enc = tiktoken_encoding_or_skip("o200k_base")
     store = SQLiteStore(tmp_path / "full.db")
