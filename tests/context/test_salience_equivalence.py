@@ -186,3 +186,35 @@ def test_public_helpers_match_their_plain_definitions() -> None:
         assert sal.strong_cues(line) == tuple(sorted({m.group(0).lower() for m in sal._CUE_STRONG.finditer(line)}))
     assert sal.strong_cues("it muſt fit") == ("muſt",)
     assert not math.isnan(sal.static_score("x"))
+
+
+def _ref_scan_tool_output(c: Any, text: str, index: int) -> None:
+    import ctxmem.context.facts as fm
+
+    lines = text.splitlines()
+    informative = [ln for k, ln in enumerate(lines) if k == 0 or fm._INFORMATIVE.search(ln)]
+    fm._scan_errors(c, "\n".join(informative), index)
+    fm._scan_paths(c, text, index)
+    for k, ln in enumerate(informative):
+        fm._scan_numbers(c, ln, index, shas=k == 0 or fm._COMMIT.search(ln) is not None)
+
+
+def test_case_fold_free_result_and_informative_patterns_match_the_ignorecase_ones() -> None:
+    import ctxmem.context.facts as fm
+    import ctxmem.context.summarize as summ
+
+    outputs = [b.text for _, msgs in _sessions() for m in msgs for b in m.content if isinstance(b, ToolResultBlock)]
+    odd = [*_ODD, "PASS 24/24 in 3 s", "Best: 1.9x at BLOCK_M=64", "eval#12 FAILED", "ſummary ok", "Total: \u212a", "LIMIT hit: 4 GiB"]
+    outputs.append("\n".join(odd))
+    extractive = summ.ExtractiveSummarizer()
+    hits = 0
+    for text in outputs:
+        for ln in text.splitlines():
+            want = bool(summ._RESULT.search(ln))
+            assert extractive._is_result(ln) == want, ln
+            hits += want
+        got, ref = fm._Collector(), fm._Collector()
+        fm._scan_tool_output(got, text, 3)
+        _ref_scan_tool_output(ref, text, 3)
+        assert got.facts == ref.facts
+    assert hits > 10

@@ -241,6 +241,7 @@ _ERROR_HINT = re.compile(r"(error|exception|outofresources|traceback|fatal|panic
 # Generic result markers: summary words and run ids (``eval#12``); a workload adds its own
 # through FactProfile.result_words.
 _RESULT = re.compile(r"(summary|total|overall|mean|best|passed|failed|result|\bPASS\b.*\d|\b[a-z]+#\d+)", re.I)
+_RESULT_LOW = re.compile(r"(summary|total|overall|mean|best|passed|failed|result|\bpass\b.*\d|\b[a-z]+#\d+)")
 _DECISION = re.compile(
     r"\b(decid\w*|will|plan|next|switch\w*|revert\w*|commit\w*|instead|because|conclud\w*|fix\w*|try\w*|use)\b",
     re.I,
@@ -275,9 +276,10 @@ class ExtractiveSummarizer:
         return f"extractive:v1:{self.max_lines_per_output}:{self.profile.name}"
 
     def _is_result(self, line: str) -> bool:
-        if _RESULT.search(line):
-            return True
         low = line.lower()
+        # lower-cased ASCII matches the case-sensitive pattern exactly, without case folding
+        if _RESULT_LOW.search(low) if line.isascii() else _RESULT.search(line):
+            return True
         return any(w in low for w in self.profile.result_words)
 
     def candidates(self, messages: Sequence[Message], prior: str | None = None) -> list[tuple[float, str]]:
