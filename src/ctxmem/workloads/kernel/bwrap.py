@@ -26,7 +26,7 @@ for the layers and the tests that prove them):
   fresh folder per check (the job, a copy of the workspace, scratch space, the outputs);
 * ``--seccomp FD`` — the sandbox-wide filter (``_seccomp.py``);
 * the environment is whatever the caller passes to ``Popen`` — an allow-list built by
-  ``sandbox.sandbox_env`` — so not even ``bwrap``'s own ``/proc/1/environ`` holds a secret.
+  ``sandbox_env`` below — so not even ``bwrap``'s own ``/proc/1/environ`` holds a secret.
 
 :func:`probe` starts ``bwrap`` once with the same namespace options and caches why it
 could not, if it could not (no ``bwrap`` binary, user namespaces disabled, …).
@@ -107,7 +107,7 @@ def probe() -> str | None:
     binary = bwrap_path()
     if binary is None:
         return ("bubblewrap (bwrap) is not installed: install the Debian/Ubuntu package "
-                "'bubblewrap' (.ci/system-deps.sh does)")
+                "'bubblewrap' (scripts/install-system-deps.sh does)")
     try:
         proc = subprocess.run([binary, *_NAMESPACES, "--ro-bind", "/", "/", "--", "/bin/true"],
                               capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
@@ -119,3 +119,26 @@ def probe() -> str | None:
                 "are probably disabled (sysctl kernel.unprivileged_userns_clone / "
                 "user.max_user_namespaces, or a container without them)")
     return None
+
+
+def sandbox_env(folder: str) -> dict[str, str]:
+    """The whole environment of sandboxed code: constants and paths under ``folder``."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": f"{folder}/home",
+        "TMPDIR": f"{folder}/tmp",
+        "USER": "nobody",
+        "LOGNAME": "nobody",
+        "TRITON_INTERPRET": "1",
+        "TRITON_CACHE_DIR": f"{folder}/triton",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MALLOC_ARENA_MAX": "2",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        # Unsandboxed fallback: no proxy a library could pick up from elsewhere.
+        "no_proxy": "*",
+        "http_proxy": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+    }

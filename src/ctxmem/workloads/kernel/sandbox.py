@@ -52,7 +52,7 @@ Layers, and the test that proves each (in ``tests/workloads/kernel/``; ``A`` is
    violation); a box that stops answering is killed whole (``--die-with-parent`` if the
    harness dies). A: ``test_the_sweep_kills_every_leftover_process_of_the_namespace``,
    ``test_setsid_survivor_does_not_outlive_the_check``.
-4. **no secrets inside** (:func:`sandbox_env`): the environment is an allow-list — paths,
+4. **no secrets inside** (:func:`~ctxmem.workloads.kernel.bwrap.sandbox_env`): the environment is an allow-list — paths,
    thread counts, ``TRITON_INTERPRET=1``, locale, dead proxies — built from constants, so no
    ``*_API_KEY``, token or proxy credential; bwrap itself runs with it; the harness's
    process is in no namespace the sandbox can see, and the zygote is not dumpable.
@@ -172,29 +172,6 @@ class SandboxOutcome:
     stdout_tail: str = ""
     stderr_tail: str = ""
     detail: str = ""
-
-
-def sandbox_env(folder: str) -> dict[str, str]:
-    """The whole environment of sandboxed code: constants and paths under ``folder``."""
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": f"{folder}/home",
-        "TMPDIR": f"{folder}/tmp",
-        "USER": "nobody",
-        "LOGNAME": "nobody",
-        "TRITON_INTERPRET": "1",
-        "TRITON_CACHE_DIR": f"{folder}/triton",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MALLOC_ARENA_MAX": "2",
-        "LC_ALL": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        # Unsandboxed fallback: no proxy a library could pick up from elsewhere.
-        "no_proxy": "*",
-        "http_proxy": "http://127.0.0.1:9",
-        "https_proxy": "http://127.0.0.1:9",
-    }
 
 
 def sandbox_mode(allow_unsandboxed: bool | None = None) -> tuple[bool, str | None]:
@@ -322,7 +299,7 @@ def _box(warm: bool, allow_unsandboxed: bool | None) -> tuple[Box, bool]:
 def _request(kind: str, folder: CheckFolder, sandboxed: bool, limits: SandboxLimits,
              entry: str | None = None) -> dict[str, Any]:
     request: dict[str, Any] = {
-        "kind": kind, "env": sandbox_env(folder.inside), "isolate": not sandboxed,
+        "kind": kind, "env": bwrap.sandbox_env(folder.inside), "isolate": not sandboxed,
         "limits": {"memory": limits.memory_mb * 2**20, "fsize": limits.file_size_mb * 2**20,
                    "cpu_s": limits.cpu_s},
     }

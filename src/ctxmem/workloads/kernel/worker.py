@@ -115,7 +115,6 @@ class Box:
 
     def _start(self) -> None:
         from ctxmem.workloads.kernel import _seccomp
-        from ctxmem.workloads.kernel.sandbox import sandbox_env
 
         self._stop()
         self._dir = Path(tempfile.mkdtemp(prefix="ctxmem-box-"))
@@ -133,10 +132,10 @@ class Box:
                 bpf.seek(0)
                 pass_fds = (bpf.fileno(),)
                 argv = bwrap.bwrap_argv(binary, self._dir, bpf.fileno(), [*command, "--sweep"])
-                env = sandbox_env(f"{bwrap.BOX}/.zygote")
+                env = bwrap.sandbox_env(f"{bwrap.BOX}/.zygote")
             else:
                 argv = command
-                env = sandbox_env(str(self._dir / ".zygote"))
+                env = bwrap.sandbox_env(str(self._dir / ".zygote"))
             self._proc = subprocess.Popen(
                 argv, cwd=self._dir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=self._log, pass_fds=pass_fds, start_new_session=True,
