@@ -83,7 +83,18 @@ def test_no_two_options_share_a_name_with_different_meanings() -> None:
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("args", [["-h"], ["eval", "-h"], ["tune", "sweep", "-h"], ["sessions", "list", "-h"]])
+@pytest.mark.parametrize("args", [["-h"], ["eval", "-h"], ["tune", "sweep", "-h"], ["sessions", "list", "-h"],
+                                  ["demo", "-h"], ["workload", "kernel", "run", "-h"]])
 def test_dash_h_is_help_everywhere(args: list[str]) -> None:
     res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0 and "Usage:" in res.output
+
+
+def test_dash_h_survives_a_group_invoked_on_its_own_first() -> None:
+    """click caches a command's help option when first built: a group run on its own
+    (as the tests and ``python -m`` do) must not lose -h under the root afterwards."""
+    from ctxmem.cli.evals import eval_group
+
+    assert CliRunner().invoke(eval_group, ["niah", "-h"]).exit_code == 0
+    res = CliRunner().invoke(cli, ["eval", "niah", "-h"])
     assert res.exit_code == 0 and "Usage:" in res.output

@@ -26,8 +26,30 @@ def default_db() -> str:
     return str(Path(base) / "ctxmem" / "sessions.db")
 
 
+#: every ctxmem command takes -h as well as --help. Set on each command, not only inherited
+#: from the root: click caches a command's help option the first time it is built, so a
+#: group once invoked on its own (tests, python -m) would otherwise lose -h for good.
+HELP_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+
+
+def _with_help(kwargs: dict[str, Any]) -> dict[str, Any]:
+    kwargs["context_settings"] = {**HELP_SETTINGS, **(kwargs.get("context_settings") or {})}
+    return kwargs
+
+
 class CtxmemGroup(click.Group):
     """A group whose commands turn ctxmem errors into one clear line and exit code 1."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **_with_help(kwargs))
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`click.Group.command`, with ``-h`` as help."""
+        return super().command(*args, **_with_help(kwargs))
+
+    def group(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`click.Group.group`, with ``-h`` as help."""
+        return super().group(*args, **_with_help(kwargs))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

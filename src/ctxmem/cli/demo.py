@@ -77,7 +77,7 @@ def _pick_tokenizer(preferred: str) -> tuple[str, str | None, str | None]:
         return "heuristic", note, detail
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", "db_path", default="ctxmem-demo.db", show_default=True, type=click.Path(dir_okay=False),
               help="Session store (SQLite file) the demo records into.")
 @click.option("--turns", default=1200, show_default=True, type=click.IntRange(1, 100_000), help="Agent turns.")
