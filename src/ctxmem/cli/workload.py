@@ -88,14 +88,11 @@ def kernel() -> None:
 
 def require_kernel_deps() -> None:
     """Stop before starting when the kernel extras are missing: without torch and triton
-    every correctness check would fail and the run would score 0 with no warning."""
-    import importlib.util
+    every correctness check would fail and the run would score 0 with no warning. The
+    kernel workload's own :meth:`~ctxmem.workloads.Workload.check` says so."""
+    from ctxmem.workloads import get_workload
 
-    from ctxmem.errors import MissingDependencyError
-
-    for package in ("torch", "triton", "numpy"):
-        if importlib.util.find_spec(package) is None:
-            raise MissingDependencyError(package, "kernels", "The kernel workload (its checks run the Triton interpreter)")
+    get_workload("kernel").check()
 
 
 def _rows(results: list[Any], label: str) -> str:
