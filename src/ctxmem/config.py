@@ -122,6 +122,25 @@ class Preset:
         """True when the file names its tokenizer (else ``o200k_base`` is only a default)."""
         return "tokenizer" in self.model.model_fields_set
 
+    def with_fact_profile(self, profile: str) -> Preset:
+        """This preset with ``params.fact_profile = profile`` where it matters.
+
+        A workload knows its own vocabulary (the kernel workload registers a ``kernel``
+        profile in ``ctxmem.fact_profiles``); its run path hands that to whatever preset the
+        user chose. The file's own ``fact_profile`` wins, and a strategy type without the
+        field (``window``, ``dump``) is returned unchanged.
+        """
+        from ctxmem.context import STRATEGIES
+        from ctxmem.context.profile import get_profile
+
+        if "fact_profile" in self.model.params:
+            return self
+        if "fact_profile" not in STRATEGIES.get(self.model.type).Config.model_fields:
+            return self
+        get_profile(profile)  # an unknown name fails here, naming the registry
+        params = {**self.model.params, "fact_profile": profile}
+        return Preset(self.name, self.path, self.model.model_copy(update={"params": params}))
+
     def dependencies(self) -> dict[str, str]:
         """What the strategy declares it needs at run time (keyword → ``"agent"`` or a client spec)."""
         from ctxmem.context import STRATEGIES

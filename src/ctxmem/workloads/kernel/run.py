@@ -7,7 +7,9 @@ chosen preset's strategy would send — from a :class:`~ctxmem.context.History` 
 extended with the two new messages (never reloaded from the session) — because in
 ``context`` mode that rendered context is all the policy may decide from, and in every
 mode it gives the prompt tokens, the prefix-cache ratio and the probes (:mod:`.needles`)
-that run at fixed turns against it, read-only.
+that run at fixed turns against it, read-only. Whatever preset is chosen gets the kernel
+fact profile (:data:`FACT_PROFILE`, via :meth:`~ctxmem.config.Preset.with_fact_profile`)
+unless its file names one, so salience and summaries know the workload's vocabulary.
 
 **Determinism.** Tool ids are ``toolu_<seed>_<turn>``, timestamps are
 ``1_700_000_000 + seed · 10⁶ + 60 · turn`` seconds, the session id derives from the run's
@@ -47,6 +49,8 @@ from ctxmem.workloads.kernel.scores import CallRecord, score_run
 from ctxmem.workloads.kernel.workspace import Workspace
 
 TOKENIZER = "o200k_base"
+#: the kernel vocabulary (``ctxmem.fact_profiles``) handed to any preset whose file sets none
+FACT_PROFILE = "kernel"
 SYSTEM = ("You are an expert GPU kernel engineer. You optimize a Triton extend-attention kernel for an "
           "unfamiliar accelerator using the tools provided. Follow HARNESS.md. Keep the kernel correct.")
 TASK = ("Optimize kernel.py (Triton extend attention) in this workspace for the target device. Read "
@@ -61,6 +65,12 @@ PROBE_EVERY: dict[str, int] = {"small": 15, "full": 100}
 COMPARE_WINDOW: dict[str, int | None] = {"small": 20_000, "full": None}
 Device = Literal["simx", "gpu"]
 Progress = Callable[[int, int], None]
+
+
+def kernel_preset(preset: str) -> Preset:
+    """The preset a kernel run uses: ``preset`` (a shipped name or a file) with the kernel
+    fact profile handed to its strategy, unless the file names its own."""
+    return load_preset(preset).with_fact_profile(FACT_PROFILE)
 
 
 @dataclass
@@ -136,7 +146,7 @@ def run_scripted(
     """Run the scripted policy and record it; see the module docstring."""
     started = time.monotonic()
     max_calls = max_calls or DEFAULT_MAX_CALLS[scale]
-    loaded = load_preset(preset)
+    loaded = kernel_preset(preset)
     policy = ScriptedPolicy(seed, mode, scale=scale)
     builder = _Builder(loaded, window)
     sid = _session_id(store, ("scripted", seed, mode, loaded.name, scale, max_calls, device, window))
@@ -225,7 +235,7 @@ def run_llm(
     from ctxmem.agent import Agent, Tool
 
     started = time.monotonic()
-    loaded = load_preset(preset)
+    loaded = kernel_preset(preset)
     budget = loaded.budget(window)
     sid = _session_id(store, ("llm", seed, getattr(client, "model", ""), loaded.name, max_calls, device, window))
     session = Session.create(store, session_id=sid, title=f"kernel · llm · {loaded.name} · seed {seed}",
