@@ -10,14 +10,27 @@ import pytest
 
 pytest.importorskip("agents")
 
-from agents import Agent, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
+from agents import (
+    Agent,
+    OpenAIChatCompletionsModel,
+    OpenAIResponsesModel,
+    Runner,
+    function_tool,
+    set_tracing_disabled,
+)
 from openai import AsyncOpenAI
 
 from ctxmem.clients.base import ModelRequest
 from ctxmem.clients.loopback import LoopbackServer
 from ctxmem.integrations.agents_sdk import CtxmemSession
 from ctxmem.jsonl import export_lines
-from ctxmem.messages import Message, ToolUseBlock, from_anthropic, validate_conversation
+from ctxmem.messages import (
+    Message,
+    ThinkingBlock,
+    ToolUseBlock,
+    from_anthropic,
+    validate_conversation,
+)
 from ctxmem.store import SQLiteStore
 
 set_tracing_disabled(True)
@@ -46,9 +59,10 @@ class Policy:
         return Message.assistant(ToolUseBlock(f"call_{self.n}", "read_log", {"name": f"run{self.n}"}))
 
 
-def make_agent(server: LoopbackServer) -> Agent:
+def make_agent(server: LoopbackServer, api: str = "chat") -> Agent:
     client = AsyncOpenAI(base_url=server.openai_base_url, api_key="test-key", max_retries=0)
-    model = OpenAIChatCompletionsModel(model="gpt-loopback", openai_client=client)
+    model: Any = (OpenAIResponsesModel if api == "responses" else OpenAIChatCompletionsModel)(
+        model="gpt-loopback", openai_client=client)
     return Agent(name="builder", instructions="You read logs.", tools=[read_log], model=model)
 
 
@@ -211,3 +225,62 @@ def test_the_example_script_runs_against_an_openai_compatible_server(tmp_path: A
         assert not server.rejected and len(server.requests) == 4
     assert answers == ["done with call_1", "done with call_3"]
     assert len(run(CtxmemSession("builder", store=db).get_items())) == 8
+
+
+class ThinkingPolicy(Policy):
+    """Policy's answers, each tool call preceded by a reasoning block (a Responses ``reasoning`` item)."""
+
+    def __call__(self, request: ModelRequest) -> Any:
+        reply = super().__call__(request)
+        if isinstance(reply, Message):
+            return Message.assistant(ThinkingBlock(f"look at run{self.n}", ""), *reply.content)
+        return reply
+
+
+def test_runner_on_the_responses_api_runs_streams_and_shares_history(tmp_path: Any) -> None:
+    """OpenAIResponsesModel (the SDK's default API) against the loopback's /v1/responses."""
+    policy = ThinkingPolicy()
+    db = tmp_path / "responses.db"
+    with LoopbackServer(policy=policy) as server:
+        agent = make_agent(server, api="responses")
+        session = CtxmemSession("resp-1", store=db)
+
+        async def runs() -> list[Any]:
+            out = [(await Runner.run(agent, q, session=session)).final_output for q in ("first?", "second?")]
+            streamed = Runner.run_streamed(agent, "third?", session=session)
+            kinds = [event.type async for event in streamed.stream_events()]
+            assert "raw_response_event" in kinds and "run_item_stream_event" in kinds
+            return [*out, streamed.final_output]
+
+        assert run(runs()) == ["done with call_1", "done with call_3", "done with call_5"]
+        assert not server.rejected
+        assert {r.path for r in server.requests} == {"/v1/responses"}
+        assert [bool(r.body.get("stream")) for r in server.requests] == [False] * 4 + [True] * 2
+    # the streamed run's first request carried both earlier runs, their reasoning intact
+    third = policy.requests[4]
+    assert third.system == "You read logs."
+    assert [m.role for m in third.messages] == ["user", "assistant", "user", "assistant"] * 2 + ["user"]
+    assert isinstance(third.messages[1].content[0], ThinkingBlock)
+    assert "SECRET-run3" in third.messages[6].tool_results[0].text
+    items = run(CtxmemSession("resp-1", store=db).get_items())
+    kinds = [i.get("type", "message") for i in items]
+    assert kinds.count("reasoning") == kinds.count("function_call") == kinds.count("function_call_output") == 3
+    exported = from_anthropic(json.loads(line) for line in export_lines(CtxmemSession("resp-1", store=db).session))
+    validate_conversation(exported)
+    assert len(exported) == 12
+
+
+def test_a_preset_session_on_the_responses_api_compacts_and_stays_valid() -> None:
+    policy = Policy()
+    with LoopbackServer(policy=policy) as server:
+        agent = make_agent(server, api="responses")
+        session = CtxmemSession("resp-masked", store="memory://", preset="masking-200k", context_window=12000)
+
+        async def six_runs() -> None:
+            for k in range(6):
+                await Runner.run(agent, f"question {k}", session=session)
+
+        run(six_runs())
+        assert not server.rejected
+        outputs = [r.text for m in policy.requests[-1].messages for r in m.tool_results]
+        assert "SECRET-run11" in outputs[-1] and " ".join(outputs).count("SECRET-run") < 6

@@ -3,9 +3,10 @@
 Each example is a fenced block preceded by ``<!-- example: NAME -->``. They run in order,
 in one fresh folder (``agent.db`` written by the first is read by the MCP one), each in
 its own process, with the providers' standard environment variables pointing at ctxmem's
-loopback server (``OPENAI_BASE_URL``, ``ANTHROPIC_BASE_URL``, dummy keys). The loopback
-speaks Chat Completions, not the Responses API, so the Agents SDK example runs after the
-SDK's own ``set_default_openai_api("chat_completions")``; nothing else is added.
+loopback server (``OPENAI_BASE_URL``, ``ANTHROPIC_BASE_URL``, dummy keys); nothing is
+added to the code. The loopback speaks the Responses API, so the Agents SDK example runs on
+the SDK's default model path (``OpenAIResponsesModel``) and LangChain's ``ChatOpenAI`` on
+Chat Completions.
 """
 
 from __future__ import annotations
@@ -27,10 +28,6 @@ from ctxmem.messages import Message, ToolUseBlock
 README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCK = re.compile(r"<!-- example: ([\w-]+) -->\n```(python|bash)\n(.*?)```", re.S)
 EXAMPLES = BLOCK.findall(README.read_text(encoding="utf-8"))
-PRELUDE = {
-    "agents-sdk": "from agents import set_default_openai_api, set_tracing_disabled\n"
-                  "set_default_openai_api('chat_completions'); set_tracing_disabled(True)\n",
-}
 ANSWER = "The build hit the shared memory limit: 101376 bytes."
 
 
@@ -73,13 +70,15 @@ def test_readme_example_runs(name: str, lang: str, code: str,
                              workdir: tuple[Path, dict[str, str], LoopbackServer]) -> None:
     folder, env, server = workdir
     before = len(server.requests)
-    cmd = [sys.executable, "-c", PRELUDE.get(name, "") + code] if lang == "python" else ["bash", "-e", "-c", code]
+    cmd = [sys.executable, "-c", code] if lang == "python" else ["bash", "-e", "-c", code]
     proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     out = proc.stdout
     assert not server.rejected
     if name in ("agents-sdk", "langchain", "anthropic-native", "otel"):
         assert len(server.requests) > before and ANSWER in out  # it really asked the (loopback) model
+    if name == "agents-sdk":  # the SDK's default API, not a chat-completions fallback
+        assert {r.path for r in server.requests[before:]} == {"/v1/responses"}
     if name == "mcp":
         assert "build_context" in out and "101376 bytes exceeded" in out  # found the agents-sdk run's tool output
     if name == "inspect":

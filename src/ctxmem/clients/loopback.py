@@ -1,4 +1,4 @@
-"""A loopback HTTP server that speaks the Anthropic Messages and OpenAI chat-completions protocols.
+"""A loopback HTTP server speaking the Anthropic Messages and OpenAI Chat Completions/Responses APIs.
 
 It exists so tests run the *real* SDKs end to end without the network::
 
@@ -7,9 +7,22 @@ It exists so tests run the *real* SDKs end to end without the network::
         ...
         assert not server.rejected
 
-Endpoints: ``POST /v1/messages``, ``POST /v1/messages/count_tokens`` (Anthropic) and
-``POST /v1/chat/completions`` (OpenAI; also without the ``/v1`` prefix). OpenAI clients use
-``server.openai_base_url`` (``…/v1``), Anthropic clients ``server.url``.
+Endpoints: ``POST /v1/messages``, ``POST /v1/messages/count_tokens`` (Anthropic),
+``POST /v1/chat/completions`` and ``POST /v1/responses`` (OpenAI; also without the ``/v1``
+prefix). OpenAI clients use ``server.openai_base_url`` (``…/v1``), Anthropic clients
+``server.url``.
+
+**The Responses API** (what the OpenAI Agents SDK uses by default): input items
+(``message``, ``function_call``, ``function_call_output``, ``reasoning``), ``instructions``,
+flat function tools and ``max_output_tokens``; the answer's blocks come back as output
+items (``reasoning`` with its signature as ``encrypted_content``, ``message``,
+``function_call``), as one JSON ``Response`` or, with ``stream: true``, as the API's
+server-sent events. ``previous_response_id`` chains onto a stored response (input and
+output items; ``instructions`` are not carried over, as documented by OpenAI; nothing is
+stored with ``store: false``). A call without its output, or an output without its call,
+is refused with the API's wording. The wire details live in
+:mod:`ctxmem.clients.responses_wire`; validation, counting, caching, faults and recording
+are shared with the other two protocols.
 
 **Validation, as the providers do it.** A request is rejected with the provider's own error
 shape (400 ``invalid_request_error``) when: the body is not a JSON object or misses
@@ -30,8 +43,8 @@ over-counts English BPE tokens (about 4 bytes each), so the window check errs to
 **Prompt caching, simulated.** Anthropic: a prefix is written to the cache at each
 ``cache_control`` breakpoint; a later request reads the longest cached prefix ending at or
 before its last breakpoint (``cache_read_input_tokens``), and writes the rest up to its last
-breakpoint (``cache_creation_input_tokens``). OpenAI: automatic — every message prefix is
-cached, ``prompt_tokens_details.cached_tokens`` is the longest one seen before. Prefixes
+breakpoint (``cache_creation_input_tokens``). OpenAI (both APIs): automatic — every message
+(or item) prefix is cached, ``cached_tokens`` is the longest one seen before. Prefixes
 shorter than ``min_cache_tokens`` are not cached.
 
 **Answers.** ``policy(request: ModelRequest)`` returns a reply: a string, an assistant
@@ -60,6 +73,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, TypeAlias
 
+from ctxmem.clients import responses_wire
 from ctxmem.clients.base import ModelRequest, Response, ThinkingConfig, Usage
 from ctxmem.errors import CtxmemError
 from ctxmem.messages import (
@@ -79,7 +93,7 @@ from ctxmem.messages import (
     validate_conversation,
 )
 
-Protocol_: TypeAlias = Literal["anthropic", "openai"]
+Protocol_: TypeAlias = Literal["anthropic", "openai", "responses"]
 FaultKind: TypeAlias = Literal[
     "rate_limit", "overloaded", "server_error", "prompt_too_long", "malformed_json", "malformed_shape", "hang"
 ]
@@ -169,6 +183,8 @@ class _Prompt:
     segments: list[str]  # canonical JSON per segment, cache_control stripped
     breakpoints: list[int]  # segment indices carrying cache_control
     thinking_enabled: bool = False
+    # Responses API only: the parsed body and its input items, earlier responses' included
+    responses: tuple[responses_wire.ResponsesRequest, list[dict[str, Any]]] | None = None
 
 
 def _strip_cache_control(obj: Any) -> Any:
@@ -222,6 +238,7 @@ class LoopbackServer:
         self.requests: list[RecordedRequest] = []
         self._faults: deque[Fault] = deque()
         self._cache: dict[str, int] = {}
+        self._stored: dict[str, list[dict[str, Any]]] = {}  # Responses API: id -> input + output items
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ids = itertools.count(1)
@@ -403,6 +420,33 @@ class LoopbackServer:
         )
         return _Prompt(request, segments, [])
 
+    def _parse_responses(self, body: Any) -> _Prompt:
+        try:
+            req = responses_wire.parse_request(body)
+            items = req.items
+            if req.previous_response_id is not None:
+                with self._lock:
+                    earlier = self._stored.get(req.previous_response_id)
+                if earlier is None:
+                    raise _Rejected(
+                        400, "invalid_request_error", f"Previous response with id '{req.previous_response_id}' not found."
+                    )
+                items = [*earlier, *items]
+            system, messages = responses_wire.to_messages(items, req.instructions)
+        except CtxmemError as exc:
+            raise _Rejected(400, "invalid_request_error", str(exc)) from None
+        if not messages:
+            raise _Rejected(400, "invalid_request_error", "Invalid 'input': no user, assistant or tool item to answer.")
+        request = ModelRequest(
+            messages=tuple(messages),
+            system=system,
+            tools=req.tools,
+            max_tokens=req.max_output_tokens,
+            temperature=req.temperature,
+            model=req.model,
+        )
+        return _Prompt(request, responses_wire.segments(req, items), [], responses=(req, items))
+
     def _validate(self, prompt: _Prompt, protocol: Protocol_) -> list[int]:
         """Provider-style checks; returns cumulative token counts per segment."""
         messages = prompt.request.messages
@@ -437,6 +481,14 @@ class LoopbackServer:
                 raise _Rejected(
                     400, "invalid_request_error", f"prompt is too long: {total} tokens > {self.window} maximum"
                 )
+            if protocol == "responses":
+                raise _Rejected(
+                    400,
+                    "invalid_request_error",
+                    f"Your input exceeds the context window of this model ({total} tokens > {self.window}). "
+                    "Please adjust your input and try again.",
+                    code="context_length_exceeded",
+                )
             raise _Rejected(
                 400,
                 "invalid_request_error",
@@ -455,7 +507,7 @@ class LoopbackServer:
             h.update(b"\x00")
             hashes.append(h.hexdigest())
         with self._lock:
-            if protocol == "openai":
+            if protocol != "anthropic":  # OpenAI caches every prefix automatically
                 read = max((cumulative[i] for i, x in enumerate(hashes) if x in self._cache), default=0)
                 for i, x in enumerate(hashes):
                     if cumulative[i] >= self.min_cache_tokens:
@@ -512,7 +564,12 @@ class LoopbackServer:
                 raise _Rejected(400, "invalid_request_error", "request body is not valid JSON")
             if count_only and isinstance(body, dict):
                 body = {**body, "max_tokens": body.get("max_tokens", 1)}
-            prompt = self._parse_anthropic(body) if protocol == "anthropic" else self._parse_openai(body)
+            if protocol == "anthropic":
+                prompt = self._parse_anthropic(body)
+            elif protocol == "openai":
+                prompt = self._parse_openai(body)
+            else:
+                prompt = self._parse_responses(body)
             record.parsed = prompt.request
             cumulative = self._validate(prompt, protocol)
             total = cumulative[-1] if cumulative else 0
@@ -535,6 +592,8 @@ class LoopbackServer:
             record.usage = usage
             record.status = 200
             n = next(self._ids)
+            if prompt.responses is not None:
+                return self._render_responses(prompt.responses, n, blocks, stop, usage)
             return 200, {}, json.dumps(self._render(protocol, n, prompt.request.model, blocks, stop, usage)).encode()
         except _Rejected as exc:
             record.status = exc.status
@@ -582,6 +641,26 @@ class LoopbackServer:
                 "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens},
             },
         }
+
+    def _render_responses(
+        self,
+        parsed: tuple[responses_wire.ResponsesRequest, list[dict[str, Any]]],
+        n: int,
+        blocks: tuple[ContentBlock, ...],
+        stop: str,
+        usage: Usage,
+    ) -> tuple[int, dict[str, str], bytes]:
+        req, items = parsed
+        output = responses_wire.output_items(blocks, n)
+        response = responses_wire.response_object(req, n, output, usage, stop)
+        if req.store:  # what previous_response_id chains onto: input and output, not instructions
+            with self._lock:
+                self._stored[response["id"]] = [*items, *output]
+        if req.stream:
+            return 200, {"content-type": "text/event-stream"}, responses_wire.encode_sse(
+                responses_wire.stream_events(response)
+            )
+        return 200, {}, json.dumps(response).encode()
 
     def _error_body(self, protocol: Protocol_, etype: str, message: str, code: str | None) -> bytes:
         if protocol == "anthropic":
@@ -636,11 +715,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.send_response(status)
-        self.send_header("content-type", "application/json")
+        self.send_header("content-type", headers.get("content-type", "application/json"))
         self.send_header("content-length", str(len(body)))
         self.send_header("request-id", f"req_loopback_{id(body):x}")
         for k, v in headers.items():
-            self.send_header(k, v)
+            if k != "content-type":
+                self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
 
@@ -652,6 +732,8 @@ class _Handler(BaseHTTPRequestHandler):
             protocol: Protocol_ = "anthropic"
         elif path in ("/v1/chat/completions", "/chat/completions"):
             protocol = "openai"
+        elif path in ("/v1/responses", "/responses"):
+            protocol = "responses"
         else:
             self._send(404, {}, json.dumps({"error": {"message": f"no route {path}", "type": "not_found_error"}}).encode())
             return
