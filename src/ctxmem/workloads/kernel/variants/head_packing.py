@@ -21,14 +21,37 @@ def _soft_cap(s, cap):
 
 
 @triton.jit
+def _log2_scores(s, sm_scale, qk_scale, soft_cap, USE_CAP: tl.constexpr):
+    # q.k to scores in log2 units (the softmax uses exp2): one multiply, qk_scale =
+    # sm_scale * log2(e), unless the soft cap needs the natural-unit score first.
+    if USE_CAP:
+        return _soft_cap(s * sm_scale, soft_cap) * 1.4426950408889634
+    return s * qk_scale
+
+
+@triton.jit
 def _online_softmax_step(s, visible, m_i, l_i, acc, v):
+    # An edge tile: some (row, key) pairs are masked, a row may see no key at all yet.
     s = tl.where(visible, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, axis=1))
     m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.exp(m_i - m_shift)
-    p = tl.exp(s - m_shift[:, None])
+    alpha = tl.exp2(m_i - m_shift)
+    p = tl.exp2(s - m_shift[:, None])
     l_i = l_i * alpha + tl.sum(p, axis=1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None]
+    acc = tl.dot(p.to(v.dtype), v, acc)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _full_tile_step(s, m_i, l_i, acc, v):
+    # An interior tile: every row sees every key, so no mask and no all-masked row guard.
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None]
+    acc = tl.dot(p.to(v.dtype), v, acc)
     return m_new, l_i, acc
 
 
@@ -87,35 +110,46 @@ def _extend_attention_kernel(
     q_pos = prefix_len + offs_m  # absolute position of each query
 
     # Keys in position order: the prefix, then the new tokens up to the block's causal edge.
+    # Scores are kept in log2 units (sm_scale * log2(e) folded into one multiply), so the
+    # softmax uses exp2. Keys before ``n_full`` are visible to every row of the block:
+    # those tiles skip the causal mask and the all-masked-row guard.
     kv_end = prefix_len + tl.minimum(extend_len, m_start + TOKENS)
+    qk_scale = sm_scale * 1.4426950408889634
     lo = 0
+    n_full = prefix_len + m_start  # tiles ending here or before need no mask
     if USE_WINDOW:
         first_visible = tl.maximum(prefix_len + m_start - window + 1, 0)
         lo = (first_visible // BLOCK_N) * BLOCK_N
+        n_full = lo  # the window's edge crosses tiles: every tile is masked
     for start_n in range(lo, kv_end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)  # absolute key positions
         in_prefix = offs_n < prefix_len
-        in_new = (offs_n >= prefix_len) & (offs_n < kv_end)
         slots = tl.load(
             Req_to_token + table_row * stride_table_row + offs_n, mask=in_prefix, other=0
         ).to(tl.int64)
         rows_k = (row_start + offs_n - prefix_len).to(tl.int64)
         # One load per tile: each key's row pointer comes from the pool (prefix) or from
         # k_new / v_new (new tokens).
-        in_kv = in_prefix | in_new
         k_rows = tl.where(in_prefix, K_pool + slots * stride_kp_t + kv_h * stride_kp_h,
                           K_new + rows_k * stride_kn_t + kv_h * stride_kn_h)
-        k = tl.load(k_rows[None, :] + offs_d[:, None], mask=in_kv[None, :] & mask_d[:, None], other=0.0)
-        s = tl.dot(q, k, input_precision=DOT_PRECISION) * sm_scale
-        if USE_CAP:
-            s = _soft_cap(s, soft_cap)
-        visible = mask_m[:, None] & (offs_n[None, :] < kv_end) & (offs_n[None, :] <= q_pos[:, None])
-        if USE_WINDOW:
-            visible = visible & (offs_n[None, :] > q_pos[:, None] - window)
         v_rows = tl.where(in_prefix, V_pool + slots * stride_vp_t + kv_h * stride_vp_h,
                           V_new + rows_k * stride_vn_t + kv_h * stride_vn_h)
-        v = tl.load(v_rows[:, None] + offs_d[None, :], mask=in_kv[:, None] & mask_d[None, :], other=0.0)
-        m_i, l_i, acc = _online_softmax_step(s, visible, m_i, l_i, acc, v)
+        if start_n + BLOCK_N <= n_full:
+            k = tl.load(k_rows[None, :] + offs_d[:, None], mask=mask_d[:, None], other=0.0)
+            s = tl.dot(q, k, input_precision=DOT_PRECISION)
+            s = _log2_scores(s, sm_scale, qk_scale, soft_cap, USE_CAP)
+            v = tl.load(v_rows[:, None] + offs_d[None, :], mask=mask_d[None, :], other=0.0)
+            m_i, l_i, acc = _full_tile_step(s, m_i, l_i, acc, v)
+        else:
+            in_kv = offs_n < kv_end
+            k = tl.load(k_rows[None, :] + offs_d[:, None], mask=in_kv[None, :] & mask_d[:, None], other=0.0)
+            s = tl.dot(q, k, input_precision=DOT_PRECISION)
+            s = _log2_scores(s, sm_scale, qk_scale, soft_cap, USE_CAP)
+            visible = mask_m[:, None] & (offs_n[None, :] < kv_end) & (offs_n[None, :] <= q_pos[:, None])
+            if USE_WINDOW:
+                visible = visible & (offs_n[None, :] > q_pos[:, None] - window)
+            v = tl.load(v_rows[:, None] + offs_d[None, :], mask=in_kv[:, None] & mask_d[None, :], other=0.0)
+            m_i, l_i, acc = _online_softmax_step(s, visible, m_i, l_i, acc, v)
 
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)
     out = acc / l_safe[:, None]
