@@ -300,28 +300,17 @@ def _validate(messages: Sequence[Message], lines: Sequence[int], source: str) ->
             prev_uses = set()
 
 
-def _encode_fast(data: bytes) -> tuple[str | None, list[Encoded], list[bool], list[int], dict[str, str]] | None:
-    """The bulk import of an Anthropic transcript, straight from parsed JSON to encoded rows
-    (no Message or event objects): (system, encoded, new_message flags, overhead bases,
-    tool names), exactly what :func:`parse_jsonl` then ``Session.record_many`` would store;
-    or None when any line is not plainly valid, and the validating path must decide
-    (which raises its precise error, naming the line and field).
+class _Decline(Exception):
+    """The bulk path declines the file: the validating path decides (and names any error)."""
 
-    Lines are parsed with orjson when it is installed; where it could read a value
+
+def _fast_objects(data: bytes) -> Iterator[tuple[bytes, Any, bool]]:
+    """``(raw line, parsed value, read by orjson)`` for each non-blank line, for the bulk
+    paths. Lines are parsed with orjson when it is installed; where it could read a value
     differently from ``json.loads`` it fails (NaN, lone surrogates, invalid UTF-8: that line
-    is parsed by json) or yields a float (an integer past 64 bits): a line whose tool input
-    holds a float is parsed again by json, so every stored number is json's reading. A
-    line parsed by json is checked with ``json_problem`` (surrogates, NaN): any problem
-    sends the whole file to the validating path, which names it.
-    """
-    system: str | None = None
-    encoded: list[Encoded] = []
-    flags: list[bool] = []
-    bases: list[int] = []
-    names: dict[str, str] = {}
-    prev: set[str] = set()
-    seen: set[str] = set()
-    answered: set[str] = set()
+    is parsed by json) or yields a float (an integer past 64 bits; the caller decides
+    whether a float may matter). A line parsed by json is checked with ``json_problem``
+    (surrogates, NaN); a line json cannot read or with a problem raises :class:`_Decline`."""
     fast = _fast_loads
     for raw in data.split(b"\n"):
         if not raw.strip():
@@ -335,27 +324,147 @@ def _encode_fast(data: bytes) -> tuple[str | None, list[Encoded], list[bool], li
             try:
                 obj = json.loads(raw.decode("utf-8"))
             except Exception:  # bad UTF-8 or JSON, too deep: the validating path reports it
-                return None
+                raise _Decline from None
             if json_problem(obj, max_depth=sys.maxsize) is not None:
-                return None
-        if type(obj) is dict and len(obj) == 1 and "system" in obj:
-            if type(obj["system"]) is not str:
-                return None
-            system = obj["system"]
-            continue
-        try:
-            prev = encode_anthropic_message(
-                obj, encoded, flags, bases, names, prev, seen, no_floats=fast is not None and parsed, answered=answered
-            )
-        except InexactNumbers:
+                raise _Decline
+        yield raw, obj, parsed
+
+
+_Bulk = tuple[str | None, list[Encoded], list[bool], list[int], dict[str, str]]
+
+
+def _encode_fast(data: bytes) -> _Bulk | None:
+    """The bulk import of an Anthropic transcript, straight from parsed JSON to encoded rows
+    (no Message or event objects): (system, encoded, new_message flags, overhead bases,
+    tool names), exactly what :func:`parse_jsonl` then ``Session.record_many`` would store;
+    or None when any line is not plainly valid, and the validating path must decide
+    (which raises its precise error, naming the line and field).
+
+    Lines are read by :func:`_fast_objects`; a line whose tool input holds a float and was
+    read by orjson is parsed again by json, so every stored number is json's reading.
+    """
+    system: str | None = None
+    encoded: list[Encoded] = []
+    flags: list[bool] = []
+    bases: list[int] = []
+    names: dict[str, str] = {}
+    prev: set[str] = set()
+    seen: set[str] = set()
+    answered: set[str] = set()
+    try:
+        for raw, obj, by_orjson in _fast_objects(data):
+            if type(obj) is dict and len(obj) == 1 and "system" in obj:
+                if type(obj["system"]) is not str:
+                    return None
+                system = obj["system"]
+                continue
             try:
+                prev = encode_anthropic_message(
+                    obj, encoded, flags, bases, names, prev, seen, no_floats=by_orjson, answered=answered
+                )
+            except InexactNumbers:
                 obj = json.loads(raw.decode("utf-8"))
                 prev = encode_anthropic_message(obj, encoded, flags, bases, names, prev, seen, answered=answered)
-            except Exception:
-                return None
-        except Exception:  # NotSimple, or anything unexpected: the validating path decides
-            return None
+    except Exception:  # _Decline, NotSimple, or anything unexpected: the validating path decides
+        return None
     return system, encoded, flags, bases, names
+
+
+def _openai_text_parts(content: Any) -> list[dict[str, str]]:
+    """A user message's content as Anthropic text blocks (``_openai_content_blocks``'s
+    reading); anything but a string or a list of text parts declines."""
+    if type(content) is str:
+        return [{"type": "text", "text": content}]
+    if type(content) is not list:
+        raise _Decline
+    out = []
+    for p in content:
+        if type(p) is not dict or p.get("type") != "text" or type(p.get("text")) is not str:
+            raise _Decline
+        out.append({"type": "text", "text": p["text"]})
+    return out
+
+
+def _openai_tool_use(call: Any) -> dict[str, Any]:
+    """One chat-completions tool call as an Anthropic ``tool_use`` block, as
+    ``from_openai`` reads it, its arguments parsed by json (so every number is json's
+    reading) and held to ``json_problem`` (as the validating path holds them)."""
+    fn = call.get("function") if type(call) is dict else None
+    if type(fn) is not dict or type(call.get("id")) is not str:
+        raise _Decline
+    args = fn.get("arguments") or "{}"
+    name = fn.get("name", "")
+    if type(args) is not str or type(name) is not str:
+        raise _Decline
+    try:
+        parsed = json.loads(args)
+    except (ValueError, RecursionError):
+        raise _Decline from None
+    if type(parsed) is not dict or json_problem(parsed) is not None:
+        raise _Decline
+    return {"type": "tool_use", "id": call["id"], "name": name, "input": parsed}
+
+
+def _encode_fast_openai(data: bytes) -> _Bulk | None:
+    """:func:`_encode_fast` for an OpenAI chat-completions transcript: each line is read
+    as ``from_openai`` reads it — ``tool`` lines and the ``user`` line after them become
+    one user message (results first), ``system``/``developer`` lines join the system
+    prompt — and turned into the Anthropic message it stands for, which is encoded as the
+    Anthropic bulk path encodes it. Only plain shapes are taken (string or text-part
+    content, string arguments, no reasoning fields); anything else returns None and the
+    validating path decides. Stores exactly what :func:`parse_jsonl` then
+    ``Session.record_many`` would (tested row for row)."""
+    system_parts: list[str] = []
+    encoded: list[Encoded] = []
+    flags: list[bool] = []
+    bases: list[int] = []
+    names: dict[str, str] = {}
+    prev: set[str] = set()
+    seen: set[str] = set()
+    answered: set[str] = set()
+    pending: list[dict[str, Any]] = []  # blocks of the user message being gathered
+
+    def encode(role: str, blocks: list[dict[str, Any]]) -> None:
+        nonlocal prev
+        prev = encode_anthropic_message({"role": role, "content": blocks}, encoded, flags, bases, names, prev, seen,
+                                        answered=answered)
+
+    try:
+        for _, obj, _ in _fast_objects(data):
+            role = obj.get("role") if type(obj) is dict else None
+            if role == "tool":
+                content, tid, err = obj.get("content", ""), obj.get("tool_call_id"), obj.get("is_error", False)
+                if type(tid) is not str or type(err) is not bool:
+                    return None
+                if type(content) is not str:
+                    content = _openai_text_parts(content)
+                pending.append({"type": "tool_result", "tool_use_id": tid, "content": content, "is_error": err})
+            elif role == "user":
+                pending.extend(_openai_text_parts(obj.get("content")))
+                encode("user", pending)
+                pending = []
+            elif role == "assistant":
+                if pending:
+                    encode("user", pending)
+                    pending = []
+                if obj.get("reasoning_content") is not None or obj.get("redacted_reasoning"):
+                    return None
+                content = obj.get("content")
+                blocks = [] if content is None else _openai_text_parts(content)
+                calls = obj.get("tool_calls") or []
+                if type(calls) is not list:
+                    return None
+                blocks.extend(_openai_tool_use(call) for call in calls)
+                encode("assistant", blocks)
+            elif role in ("system", "developer") and type(obj.get("content")) is str:
+                system_parts.append(obj["content"])
+            else:
+                return None
+        if pending:
+            encode("user", pending)
+    except Exception:  # _Decline, NotSimple, or anything unexpected: the validating path decides
+        return None
+    return ("\n\n".join(system_parts) if system_parts else None), encoded, flags, bases, names
 
 
 def import_jsonl(
@@ -377,8 +486,9 @@ def import_jsonl(
     # The import builds ~20 objects per message, none of them cyclic: pausing the cyclic GC
     # spares collections that would traverse every object the process holds.
     with gc_paused():
-        bulk = fmt == "anthropic" and callable(getattr(store, "append_encoded", None))
-        fast = _encode_fast(data) if bulk else None
+        encoder = {"anthropic": _encode_fast, "openai": _encode_fast_openai}.get(fmt)
+        bulk = encoder is not None and callable(getattr(store, "append_encoded", None))
+        fast = encoder(data) if encoder is not None and bulk else None
         messages: list[Message] = []
         if fast is None:
             system, messages = parse_jsonl(data, fmt=fmt, source=source)
