@@ -13,6 +13,10 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 _T = TypeVar("_T")
 
+#: tiktoken's encodings, by name (here, not in the tiktoken backend, so that
+#: :func:`ctxmem.tokens.tokenizer_id` names their ids without importing it)
+TIKTOKEN_ENCODINGS = ("o200k_base", "cl100k_base", "p50k_base", "r50k_base")
+
 
 @runtime_checkable
 class Tokenizer(Protocol):

@@ -23,10 +23,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ctxmem.errors import MissingDependencyError, TokenizerError
+from ctxmem.tokens.base import TIKTOKEN_ENCODINGS as ENCODINGS
 from ctxmem.tokens.base import surrogate_safe
 from ctxmem.tokens.runs import RunSplitter
 
-ENCODINGS = ("o200k_base", "cl100k_base", "p50k_base", "r50k_base")
 _BLOB_URLS = {
     "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
     "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
