@@ -314,9 +314,9 @@ class SQLiteStore:
 
     def _memo(self, hashes: Sequence[str], tokenizer_id: str) -> dict[str, int]:
         out: dict[str, int] = {}
-        if not self._read("SELECT 1 FROM token_counts LIMIT 1"):
-            return out  # a new file: nothing to look up (3,249 hashes bound into IN lists cost ~2 ms)
         uniq = list(dict.fromkeys(hashes))
+        if len(uniq) > _IN_CHUNK and not self._read("SELECT 1 FROM token_counts LIMIT 1"):
+            return out  # a new file: nothing to look up (3,249 hashes bound into IN lists cost ~2 ms)
         for i in range(0, len(uniq), _IN_CHUNK):
             chunk = uniq[i : i + _IN_CHUNK]
             marks = ",".join("?" * len(chunk))
