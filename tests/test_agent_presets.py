@@ -4,8 +4,10 @@
   ``context_window``, no tokenizer) sends a first request that fills 70–100% of that
   window counted independently with o200k, and the recall tool it is offered returns the
   original of a masked output.
-* For every shipped preset: the tools a built context names are offered with the request,
-  every handle the context shows can be recalled, and the recall returns the original.
+* For every shipped preset, and for pipelines whose core (window, summarization) shows no
+  handles of its own but whose retrieved lines do: the tools a built context names are
+  offered with the request, every handle the context shows can be recalled, and the recall
+  returns the original.
 """
 
 from __future__ import annotations
@@ -141,10 +143,22 @@ def test_held_out_preset_probe(tmp_path: Path, long_session_jsonl: bytes) -> Non
         assert masked and originals[masked[0]] not in _texts(first.messages)
 
 
-@pytest.mark.parametrize("name", sorted(available_presets()))
+#: pipelines whose core shows no handles itself: the retrieved lines do
+CORE_PIPELINES = {
+    "pipeline-window-core": 'type = "pipeline"\n[params]\ncore = "window"\n[budget]\ncontext_window = 60000\n',
+    "pipeline-summarization-core": (
+        'type = "pipeline"\n[params]\ncore = "summarization"\n[budget]\ncontext_window = 60000\n'
+    ),
+}
+
+
+@pytest.mark.parametrize("name", [*sorted(available_presets()), *CORE_PIPELINES])
 def test_every_shipped_preset_offers_and_runs_the_tools_its_context_names(
     name: str, tmp_path: Path, long_session_jsonl: bytes
 ) -> None:
+    if name in CORE_PIPELINES:
+        (tmp_path / f"{name}.toml").write_text(CORE_PIPELINES[name], encoding="utf-8")
+        name = str(tmp_path / f"{name}.toml")
     store, session = _session(tmp_path, long_session_jsonl)
     with store:
         policy = Recaller()
@@ -165,6 +179,8 @@ def test_every_shipped_preset_offers_and_runs_the_tools_its_context_names(
                 assert recalls[use.id].text == originals[use.input["handle"]]
         if "recall" not in offered:
             assert not HANDLE.search(text), f"{name}: a handle is shown but nothing can expand it"
+        if name.endswith("-core.toml"):  # retrieval shows handles of outputs the core left out
+            assert "recall" in offered and HANDLE.search(text) and _recalls(session), name
         if name in ("masking-200k", "masking-turns-128k", "pipeline-200k"):
             assert policy.handles and _recalls(session), f"{name} masks on this session: its handles were recalled"
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +70,8 @@ TOOLS = (
     ToolSpec("check", "Check correctness", {"type": "object", "properties": {}}),
 )
 RESERVE = 64
+#: a recall handle as contexts show it: in a masked placeholder or a retrieved line
+HANDLE = re.compile(r"handle [A-Za-z0-9_\-]+(?: \(recall it|\])")
 THRESHOLD = 0.9
 
 # Strategies that need extra constructor arguments (an LLM client) are exercised by their own tests.
@@ -85,6 +88,8 @@ PARAM_SETS: dict[str, list[dict[str, Any]]] = {
         {},
         {"core": "summarization", "core_params": {"chunk_tokens": 64, "chunk_summary_tokens": 24, "summary_tokens": 64}},
         {"core": "window", "retriever": "lexical", "ledger_tokens": 0},
+        {"core": "masking", "core_params": {"reversible": False}, "ledger_tokens": 0},
+        {"core": "window", "retrieval_tokens": 0},
     ],
 }
 
@@ -175,7 +180,8 @@ def inherent_extras(name: str, params: dict[str, Any]) -> tuple[tuple[ToolSpec, 
     """What a strategy must add by design: the recall tool (reversible masking) and the
     pipeline's restated facts (counted by the caller, which knows the facts)."""
     core, core_params = (params.get("core", "masking"), params.get("core_params", {})) if name == "pipeline" else (name, params)
-    tools = (RECALL_TOOL,) if core == "masking" and core_params.get("reversible", True) else ()
+    retrieves = name == "pipeline" and params.get("retrieval_tokens", 1200) > 0  # retrieved lines name handles
+    tools = (RECALL_TOOL,) if retrieves or (core == "masking" and core_params.get("reversible", True)) else ()
     restates = int(name == "pipeline" and params.get("restate_facts", True))
     return tools, restates
 
@@ -258,6 +264,11 @@ def assert_contract(
     recount = count_request(msgs, tokenizer, system=out.system, tools=tools).total
     assert recount <= budget.available
     assert out.report.tokens_out == recount
+    # every tool the context names is offered: a handle shown (masked placeholder or
+    # retrieved line) promises the recall tool that expands it
+    shown = "\n".join(b.text for m in msgs for b in m.content if isinstance(b, TextBlock | ToolResultBlock))
+    if HANDLE.search(shown):
+        assert "recall" in {t.name for t in (*out.tools, *out.extra_tools)}, "a handle is shown, recall not offered"
     # (b) provider-valid: the library's validator and this module's own invariant checks
     check_output(msgs)
     assert_invariants(msgs, conv, p)

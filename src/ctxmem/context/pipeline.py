@@ -21,7 +21,10 @@ Retrieval asks for earlier tool outputs relevant to the pending task (the pinned
 messages), the user's latest request and the current step (the last assistant text and
 tool calls), among those the core masked or dropped; each retrieved piece names its tool,
 event id, message and recall handle; outputs still verbatim in
-the context are excluded. With a session in a SQLite store it searches FTS5 over the
+the context are excluded. Whatever the core, a pipeline with retrieval offers the
+``recall`` tool (``extra_tools``) on every build, budgeted as part of the fixed tools: the
+retrieved lines name handles, and a tool list that changed when retrieval first found
+something would invalidate the provider's cache of everything after it. With a session in a SQLite store it searches FTS5 over the
 store; without one, BM25 over the history's tool outputs. ``retriever = "hybrid"`` adds
 dense embeddings (:mod:`ctxmem.retrieval`; ``embedder`` picks hashing, MiniLM or the
 best installed), cached by content hash.
@@ -40,6 +43,7 @@ from ctxmem.context._assembly import PrefixTracker
 from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
 from ctxmem.context.history import History
 from ctxmem.context.ledger import LedgerBuilder, render_ledger
+from ctxmem.context.masking import RECALL_TOOL
 from ctxmem.context.profile import FactProfile, get_profile
 from ctxmem.context.summarize import clip_to_tokens, joined_count
 from ctxmem.errors import ConfigError, ContextOverflowError
@@ -295,6 +299,17 @@ class Pipeline:
             ) from None
 
     def build(self, request: BuildRequest) -> BuiltContext:
+        offered = request.tools
+        recall = self.config.retrieval_tokens > 0 and all(t.name != RECALL_TOOL.name for t in offered)
+        if recall:  # the core builds as if recall were the caller's tool: budgeted, not re-added
+            request = dataclasses.replace(request, tools=(*offered, RECALL_TOOL))
+        built = self._build(request)
+        if not recall:
+            return built
+        extra = (*(t for t in built.extra_tools if t.name != RECALL_TOOL.name), RECALL_TOOL)
+        return dataclasses.replace(built, tools=offered, extra_tools=extra)
+
+    def _build(self, request: BuildRequest) -> BuiltContext:
         cfg = self.config
         tok = request.tokenizer
         facts = request.pinned_facts if cfg.restate_facts else ()

@@ -54,7 +54,15 @@ def fts_query(text: str, max_terms: int = MAX_QUERY_TERMS) -> str | None:
 
 def selective_terms(store: Any, text: str) -> list[str]:
     """The terms of ``text`` worth scoring: at most :data:`MAX_SCORED_TERMS`, rarest first,
-    none held by more than half the indexed outputs — the rule :class:`BM25Index` applies.
+    each held by at least one indexed output and by at most a quarter of them.
+
+    A term no output holds matches nothing, so it must not take one of the slots: a task
+    statement's words are mostly absent from tool outputs, and when its first eight
+    distinct terms all were, the kernel session's retrieval found nothing at all. The cut
+    is a quarter, not :class:`BM25Index`'s half, because a store's ranker may have no idf:
+    PostgreSQL's ``ts_rank_cd`` ranks by occurrences, so a term in 40% of the outputs
+    ("block" in every autotune log) outweighed the rare terms of the one output asked for.
+    For FTS5's bm25 a term in over a quarter of the outputs adds little (idf ≤ log 4).
 
     A term in most documents adds almost the same to every score (tiny idf) and costs a
     pass over its whole posting list: on a 1M-token session the 32-term OR query took
@@ -69,7 +77,7 @@ def selective_terms(store: Any, text: str) -> list[str]:
     if stats is None or not uniq:
         return uniq
     n, df = stats(uniq)
-    ranked = sorted((df[t], t) for t in uniq if df[t] <= n // 2 or n < 8)
+    ranked = sorted((df[t], t) for t in uniq if df[t] and (df[t] <= n // 4 or n < 8))
     chosen: list[str] = []
     postings = 0
     for d, t in ranked[:MAX_SCORED_TERMS]:
