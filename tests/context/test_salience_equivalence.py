@@ -218,3 +218,44 @@ def test_case_fold_free_result_and_informative_patterns_match_the_ignorecase_one
         _ref_scan_tool_output(ref, text, 3)
         assert got.facts == ref.facts
     assert hits > 10
+
+
+def test_saturation_points_hold_every_score_term_constant_past_them() -> None:
+    # _touch marks a key only while its count is at or below these points: past them the
+    # term a count feeds must not change, or an unmarked candidate would keep a stale score
+    def shape_term(n: int) -> tuple[float, float]:
+        return (1.5 if n == 1 else -min(2.5, 0.8 * math.log2(n)), 1.0 if n <= 3 else 0.3)
+
+    def stem_term(m: int) -> float:
+        return 1.0 if m <= 2 else -min(2.0, 0.5 * math.log2(m))
+
+    def lead_term(m: int) -> float:
+        return 0.5 if m <= 2 else -min(1.0, 0.25 * math.log2(m))
+
+    for term, sat in ((shape_term, sal._SAT_SHAPE), (stem_term, sal._SAT_STEM), (lead_term, sal._SAT_LEAD),
+                      (sal._common, sal._SAT_CUE)):
+        assert all(term(n) == term(sat) for n in range(sat, sat + 5000)), term  # type: ignore[operator]
+        assert term(sat - 1) != term(sat), term  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("name", ["kernel", "logs-dev", "odd"])
+def test_incremental_facts_between_updates_match_a_fresh_index(name: str, o200k: Any) -> None:
+    """facts() after each append (rescoring only what the new lines touched, updating the
+    previous ranking) equals a fresh index's facts and the plain reference, for growing,
+    fixed and moved spans."""
+    messages = dict(_sessions())[name]
+    h = History.from_messages(messages[:9], o200k)
+    step = SalienceIndex()
+    step.update(h)
+    step.facts(1, 5)
+    calls = 0
+    for k in range(9, len(messages) + 1, 7):
+        h.extend(messages[len(h) : k])
+        step.update(h)
+        for start, stop in ((1, len(h) - 4), (1, len(h)), (1, len(h) - 4), (len(h) // 2, len(h))):
+            fresh = SalienceIndex()
+            fresh.update(h)
+            got = _facts(step, start, stop)
+            assert got == _facts(fresh, start, stop) == _ref_facts(fresh, start, stop), (k, start, stop)
+            calls += bool(got)
+    assert calls >= 4  # the spans held facts (the odd session has few scoring ones)

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 import re
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -354,6 +354,78 @@ class SalientFact:
         return f"- [{where} · {self.tool} · recall {self.handle}] {text}"
 
 
+# Counts past which a score term no longer changes (see SalienceIndex._touch): the shape's
+# rarity term caps at n = 9 (0.8·log2 9 > 2.5), the stem's and the lead's at 16, a cue's
+# weight at its floor 0.2 from df = 26; a word counts as rare while its df is at most 2.
+_SAT_SHAPE = 9
+_SAT_STEM = 16
+_SAT_LEAD = 16
+_SAT_CUE = 26
+_RARE_WORD = 2
+
+
+@dataclass(slots=True)
+class _Top:
+    """The best candidate of each shape over candidates [lo, hi), ranked.
+
+    ``ranked`` holds one entry per shape, ``(-score, message_index, first, k)``: ``first``
+    is the shape's first candidate in the span that passes ``MIN_SCORE`` (the order a plain
+    pass meets the shapes in, which breaks ties) and ``k`` its best candidate (the last of
+    equal scores). Kept sorted with bisection, so a turn that touched a few shapes costs
+    O(shapes touched · log shapes) and a C memmove, not a re-sort of the span.
+    """
+
+    lo: int
+    hi: int
+    best: dict[str, tuple[float, int, int, int]] = field(default_factory=dict)
+    ranked: list[tuple[float, int, int, int]] = field(default_factory=list)
+
+    def extend(self, index: SalienceIndex, new: range, changed: set[int]) -> None:
+        cands, sc = index._cands, index._sc
+        lo, hi = self.lo, max(self.hi, new.stop)
+        if not self.ranked and not changed:
+            # a fresh span: one pass in candidate order, then one sort
+            best = self.best
+            for k in new:
+                s = sc[k]
+                if s < MIN_SCORE:
+                    continue
+                c = cands[k]
+                old = best.get(c.shape)
+                if old is None:
+                    best[c.shape] = (-s, c.message_index, k, k)
+                elif s >= -old[0]:
+                    best[c.shape] = (-s, c.message_index, old[2], k)
+            self.ranked = sorted(best.values())
+            return
+        shapes = {cands[k].shape for k in changed if lo <= k < self.hi}
+        shapes.update(cands[k].shape for k in new)
+        by_key, ranked, best = index._by_key, self.ranked, self.best
+        for sh in shapes:
+            group = by_key[(0, sh)]
+            entry = None
+            for k in group[bisect_left(group, lo) :]:
+                if k >= hi:
+                    break
+                s = sc[k]
+                if s < MIN_SCORE:
+                    continue
+                if entry is None:
+                    entry = (-s, cands[k].message_index, k, k)
+                elif s >= -entry[0]:
+                    entry = (-s, cands[k].message_index, entry[2], k)
+            old = best.get(sh)
+            if old == entry:
+                continue
+            if old is not None:
+                del ranked[bisect_left(ranked, old)]
+            if entry is None:
+                del best[sh]
+            else:
+                best[sh] = entry
+                insort(ranked, entry)
+
+
 @dataclass
 class SalienceIndex:
     """Scores tool-output lines of one append-only history, incrementally."""
@@ -372,6 +444,14 @@ class SalienceIndex:
     _names: dict[str, str] = field(default_factory=dict)
     _word_df: Counter[str] = field(default_factory=Counter)
     _cue_df: Counter[str] = field(default_factory=Counter)
+    #: each scored candidate's score under the current counts (see :meth:`_rescore`)
+    _sc: list[float] = field(default_factory=list)
+    #: candidates by the keys their score reads, for rescoring what a count change touched
+    _by_key: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+    #: keys whose count changed below saturation since the last rescore, and candidates with new references
+    _dirty_keys: set[tuple[int, str]] = field(default_factory=set)
+    _dirty: set[int] = field(default_factory=set)
+    _top: _Top | None = None
 
     def __post_init__(self) -> None:
         words = self.profile.cue_words
@@ -416,6 +496,7 @@ class SalienceIndex:
         tool = self._names.get(b.tool_use_id, "tool")
         shapes, leads, stems = self._shapes, self._leads, self._stems
         word_df, cue_df = self._word_df, self._cue_df
+        track = bool(self._sc)  # nothing scored yet: nothing to rescore
         prev = ""
         for ln in b.text.splitlines():
             f = _LINES.get(ln)
@@ -435,6 +516,8 @@ class SalienceIndex:
                 word_df[w] += 1
             for w in f[7]:
                 cue_df[w] += 1
+            if track:
+                self._touch(sh, ld, st, tl, f[6], f[7])
             if stems[st] > ROUTINE or stems[tl] > ROUTINE:
                 # routine: its first or last words were seen often already, and only get more common
                 prev = text if colon else ""
@@ -473,6 +556,8 @@ class SalienceIndex:
                 c = self._cands[k]
                 if c.message_index < i and c.refs < 3:
                     c.refs += 1
+                    if self._sc:
+                        self._dirty.add(k)
 
     # -- scoring and selection -----------------------------------------------------------
 
@@ -492,46 +577,115 @@ class SalienceIndex:
         rare = min(3, sum(1 for w in c.words if self._word_df[w] <= 2)) * 0.4
         return c.static + cue + rare + rarity + 0.7 * min(c.refs, 3) * (1.0 if n <= 3 else 0.3)
 
+    # Incremental scoring. A candidate's score reads five counts (its shape's, its stem's and
+    # tail's, its lead's, its cues' and words' document frequencies) and its references. Each
+    # term stops changing once its count passes a saturation point (the log terms hit their
+    # caps), so after a turn only the candidates whose keys changed *below* saturation, or
+    # that gained a reference, need a new score: :meth:`_touch` marks the keys while reading,
+    # :meth:`_rescore` rescores their candidates and scores the new ones. ``_SAT`` holds the
+    # points (a test checks each term is constant past its point).
+
+    def _touch(self, sh: str, ld: str, st: str, tl: str, words: tuple[str, ...], cues: tuple[str, ...]) -> None:
+        dirty = self._dirty_keys
+        if self._shapes[sh] <= _SAT_SHAPE:
+            dirty.add((0, sh))
+        if self._stems[st] <= _SAT_STEM:
+            dirty.add((1, st))
+        if self._stems[tl] <= _SAT_STEM:
+            dirty.add((1, tl))
+        if self._leads[ld] <= _SAT_LEAD:
+            dirty.add((2, ld))
+        word_df = self._word_df
+        for w in words:
+            if word_df[w] == _RARE_WORD + 1:
+                dirty.add((3, w))
+        cue_df = self._cue_df
+        for w in cues:
+            if cue_df[w] <= _SAT_CUE:
+                dirty.add((4, w))
+
+    def _score_of(self, c: _Cand) -> float:
+        # :meth:`_score` inlined (the same arithmetic in the same order, so the same floats)
+        shapes, stems, leads, word_df = self._shapes, self._stems, self._leads, self._word_df
+        log2 = math.log2
+        n = shapes[c.shape]
+        rarity = 1.5 if n == 1 else -min(2.5, 0.8 * log2(n))
+        m = max(stems[c.stem], stems[c.tail])
+        rarity += 1.0 if m <= 2 else -min(2.0, 0.5 * log2(m))
+        m = leads[c.lead]
+        rarity += 0.5 if m <= 2 else -min(1.0, 0.25 * log2(m))
+        if c.cues:
+            cue_df = self._cue_df
+            cue = sum(sorted((_common(cue_df[w]) for w in c.cues), reverse=True)[:2]) * 1.6
+        else:
+            cue = 0.0
+        r = 0
+        for w in c.words:
+            if word_df.get(w, 0) <= _RARE_WORD:
+                r += 1
+                if r == 3:
+                    break
+        return c.static + cue + r * 0.4 + rarity + 0.7 * min(c.refs, 3) * (1.0 if n <= 3 else 0.3)
+
+    def _rescore(self) -> set[int]:
+        """Bring ``_sc`` up to date with the counts; the scored candidates whose score changed."""
+        cands, sc, by_key = self._cands, self._sc, self._by_key
+        done = len(sc)
+        changed: set[int] = set()
+        if done:
+            touched = {k for key in self._dirty_keys for k in by_key.get(key, ())}
+            touched |= self._dirty
+            for k in touched:
+                if k < done:
+                    new = self._score_of(cands[k])
+                    if new != sc[k]:
+                        sc[k] = new
+                        changed.add(k)
+        self._dirty_keys.clear()
+        self._dirty.clear()
+        word_df, cue_df = self._word_df, self._cue_df
+        for k in range(done, len(cands)):
+            c = cands[k]
+            sc.append(self._score_of(c))
+            for key in ((0, c.shape), (1, c.stem), (1, c.tail), (2, c.lead)):
+                by_key.setdefault(key, []).append(k)
+            # a word past the rare count, a cue past saturation, never changes this score again
+            for w in c.words:
+                if word_df.get(w, 0) <= _RARE_WORD:
+                    by_key.setdefault((3, w), []).append(k)
+            for w in c.cues:
+                if cue_df[w] < _SAT_CUE:
+                    by_key.setdefault((4, w), []).append(k)
+        return changed
+
     def facts(self, start: int, stop: int, *, limit: int = 200) -> list[SalientFact]:
-        """The best candidates of messages[start:stop], one per shape, best first."""
-        # :meth:`_score` inlined (the same arithmetic in the same order, so the same floats):
-        # a boundary move rescores every candidate of the span, ten thousand at 1M tokens.
-        # Candidates are appended in message order, so the span is found by bisection.
+        """The best candidates of messages[start:stop], one per shape, best first.
+
+        Incremental: a call rescores only what changed since the last one (see
+        :meth:`_rescore`) and, for the same ``start`` and a ``stop`` that did not move back,
+        updates the previous ranking for the shapes those candidates and the newly covered
+        ones hold; otherwise it ranks the span afresh.
+        """
+        changed = self._rescore()
         cands = self._cands
+        # Candidates are appended in message order, so the span is found by bisection.
         lo = bisect_left(cands, start, key=_message_index)
         hi = bisect_left(cands, stop, lo, key=_message_index)
-        shapes, stems, leads, cue_df, word_df = self._shapes, self._stems, self._leads, self._cue_df, self._word_df
-        log2 = math.log2
-        top: dict[str, tuple[float, _Cand]] = {}
-        for k in range(lo, hi):
-            c = cands[k]
-            n = shapes[c.shape]
-            rarity = 1.5 if n == 1 else -min(2.5, 0.8 * log2(n))
-            m = max(stems[c.stem], stems[c.tail])
-            rarity += 1.0 if m <= 2 else -min(2.0, 0.5 * log2(m))
-            m = leads[c.lead]
-            rarity += 0.5 if m <= 2 else -min(1.0, 0.25 * log2(m))
-            cue = sum(sorted((_common(cue_df[w]) for w in c.cues), reverse=True)[:2]) * 1.6 if c.cues else 0.0
-            r = 0
-            for w in c.words:
-                if word_df.get(w, 0) <= 2:
-                    r += 1
-                    if r == 3:
-                        break
-            sc = c.static + cue + r * 0.4 + rarity + 0.7 * min(c.refs, 3) * (1.0 if n <= 3 else 0.3)
-            if sc < MIN_SCORE:
-                continue
-            old = top.get(c.shape)
-            if old is None or sc >= old[0]:
-                top[c.shape] = (sc, c)
-        ranked = sorted(top.values(), key=lambda p: (-p[0], p[1].message_index))
+        top = self._top
+        if top is None or top.lo != lo or top.hi > hi:
+            top = self._top = _Top(lo, lo)
+            top.extend(self, range(lo, hi), set())
+        else:
+            top.extend(self, range(top.hi, hi), changed)
+        top.hi = hi
         out: list[SalientFact] = []
         seen: set[str] = set()
-        for sc, c in ranked:
+        for neg, _mi, _first, k in top.ranked:
+            c = cands[k]
             key = " ".join(c.text.lower().split())
             if key not in seen:
                 seen.add(key)
-                out.append(SalientFact(c.text, sc, c.message_index, c.event_id, c.handle, c.tool))
+                out.append(SalientFact(c.text, -neg, c.message_index, c.event_id, c.handle, c.tool))
             if len(out) >= limit:
                 break
         return out
