@@ -710,6 +710,8 @@ def _resolve_builder(
     if isinstance(spec, str | os.PathLike):
         spec = load_preset(spec)
     if isinstance(spec, Preset):
+        if tokenizer is None and spec.tokenizer_set:
+            spec.load_tokenizer()  # one that cannot load is an error naming the preset's line
         tok, _ = choose_tokenizer(model, tokenizer or (spec.model.tokenizer if spec.tokenizer_set else None))
         return spec.builder(
             context_window=context_window, tokenizer=tok, pinned=pinned, reserve_output=max_tokens, client=client

@@ -122,6 +122,31 @@ class Preset:
         """True when the file names its tokenizer (else ``o200k_base`` is only a default)."""
         return "tokenizer" in self.model.model_fields_set
 
+    def load_tokenizer(self, name: str | None = None) -> Any:
+        """The tokenizer ``name`` (default: the file's ``tokenizer``), loaded; one that cannot
+        load is a ConfigError naming the file, line and field ``tokenizer`` (never a silent
+        fallback to another count: the budget is in that tokenizer's units)."""
+        from ctxmem.errors import TokenizerError
+        from ctxmem.tokens import get_tokenizer
+
+        name = name or self.model.tokenizer
+        try:
+            return get_tokenizer(name)
+        except (TokenizerError, UnknownNameError, OSError) as exc:
+            detail = str(exc.detail if isinstance(exc, ConfigError) else exc)
+            path = Path(name[3:]).expanduser() if name.startswith("hf:") else None
+            looks_local = path is not None and (
+                path.is_absolute() or name[3:].startswith((".", "~")) or path.suffix == ".json"
+            )
+            if path is not None and looks_local and not path.exists():  # not a hub name: say so
+                detail = f"cannot load tokenizer {name!r}: no such file or folder {str(path)!r}"
+            raise ConfigError(
+                detail.split("\n")[0].rstrip(". ")
+                + ("; or remove the line to count with o200k_base" if self.tokenizer_set else ""),
+                source=self.source,
+                field="tokenizer",
+            ).at_line(toml_field_line(_file_text(self.path), "tokenizer")) from None
+
     def with_fact_profile(self, profile: str) -> Preset:
         """This preset with ``params.fact_profile = profile`` where it matters.
 
@@ -210,6 +235,8 @@ class Preset:
                     field="budget.reserve_output",
                 )
             budget = Budget(budget.context_window, reserve_output, budget.threshold)
+        if tokenizer is None or (self.tokenizer_set and tokenizer == self.model.tokenizer):
+            self.load_tokenizer()  # the file's own choice: fail here, naming the file, not at the first build
         return ContextBuilder(
             self.strategy(client=client, **deps),
             budget,
