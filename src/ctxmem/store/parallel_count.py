@@ -34,6 +34,7 @@ whatever the load (the tests use it).
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import signal
@@ -53,11 +54,18 @@ _DEADLINE_PER_MCHAR = 20.0
 def _fork_safe(tok: Tokenizer) -> bool:
     # tiktoken and quicktok (count by count) encode on the calling thread; HF tokenizers
     # run a rayon thread pool that does not survive fork, so they are counted in the parent.
+    return _fork_safe_type(type(tok))
+
+
+@functools.cache
+def _fork_safe_type(cls: type) -> bool:
+    # per class, once: every append asks (the three imports and the union isinstance
+    # cost ~2 µs a time), and the backends stay unimported until a tokenizer is
     from ctxmem.tokens.heuristic import HeuristicTokenizer
     from ctxmem.tokens.quicktok_backend import QuicktokTokenizer
     from ctxmem.tokens.tiktoken_backend import TiktokenTokenizer
 
-    return isinstance(tok, TiktokenTokenizer | QuicktokTokenizer | HeuristicTokenizer)
+    return issubclass(cls, TiktokenTokenizer | QuicktokTokenizer | HeuristicTokenizer)
 
 
 def idle_core() -> bool:

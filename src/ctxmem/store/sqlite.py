@@ -380,8 +380,15 @@ class SQLiteStore:
     def append(self, session_id: str, events: Sequence[Event], *, created_at: float | None = None) -> list[int]:
         if not events:
             return []
-        info = self.get_session(session_id)
-        return self._append_events(session_id, info.tokenizers, events, created_at)
+        return self._append_events(session_id, self._session_tokenizers(session_id), events, created_at)
+
+    def _session_tokenizers(self, session_id: str) -> tuple[str, ...]:
+        """The tokenizers a session counts on append (one column read: an append does not
+        need the whole :class:`SessionInfo`, whose metadata JSON may be large)."""
+        rows = self._read("SELECT tokenizers FROM sessions WHERE id = ?", (session_id,))
+        if not rows:
+            raise SessionNotFoundError(session_id)
+        return tuple(json.loads(rows[0][0]))
 
     def _append_events(
         self,
@@ -436,8 +443,8 @@ class SQLiteStore:
         stored exactly as :meth:`append` of those events stores them."""
         if not encoded:
             return []
-        info = self.get_session(session_id)
-        return self._append_encoded_to(session_id, info.tokenizers, encoded, new_flags, bases, created_at)
+        return self._append_encoded_to(session_id, self._session_tokenizers(session_id), encoded, new_flags, bases,
+                                       created_at)
 
     def _append_encoded_to(
         self,
