@@ -224,6 +224,15 @@ def test_boundary_moves_are_recorded_as_compactions(
         final = outs[-1].report
         gone = {e for i in (*final.dropped, *final.masked) for e in history.event_ids[i]}
         assert set(events[-1].source_event_ids) <= gone
+        # each event lists only what it adds to the one it extends; the chain gives the full set
+        from ctxmem.context import compaction_sources
+
+        stored = [se for se in sess.events() if isinstance(se.event, CompactionEvent)]
+        assert set(compaction_sources(sess.events(), stored[-1].id)) == gone
+        extending = [se for se in stored if "(extends compaction" in (se.event.reason or "")]
+        assert extending or len(stored) == 1
+        for se in extending:  # a boundary that only moved forward lists only what it added
+            assert len(se.event.source_event_ids) < len(compaction_sources(sess.events(), se.id))
         assert events[-1].tokens_before > events[-1].tokens_after
         # a fresh instance rebuilding the same state records nothing new
         make_strategy(name, {**params, "compaction_step": 0.2}).build(BuildRequest(history, budget, session=sess))

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ctxmem.context._assembly import compaction_sources
 from ctxmem.context.base import (
     BuildRequest,
     BuiltContext,
@@ -128,6 +129,7 @@ __all__ = [
     "SessionLike",
     "StrategyConfig",
     "check_output",
+    "compaction_sources",
     "config_error",
     "make_strategy",
     "run_context_tool",

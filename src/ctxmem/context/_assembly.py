@@ -5,16 +5,21 @@ Kept private: strategies import it, users never need to.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress, count, islice
 from operator import is_not
+from typing import TYPE_CHECKING
 
 from ctxmem.context.base import BuildRequest, BuiltContext, Report
 from ctxmem.context.history import History
 from ctxmem.messages import Message, TextBlock
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
+
+if TYPE_CHECKING:
+    from ctxmem.events import StoredEvent
 
 
 def grid_step(request: BuildRequest, fraction: float) -> int:
@@ -175,14 +180,28 @@ def finish(
     )
 
 
+#: how a compaction that extends an earlier one names it in its reason (see CompactionRecorder)
+_EXTENDS = re.compile(r"\(extends compaction (\d+): \+\d+ source events\)$")
+
+
 class CompactionRecorder:
     """Records a :class:`~ctxmem.events.CompactionEvent` in the request's session when a
     strategy's boundary moves (messages dropped or masked), once per boundary: builds that
-    keep the same boundary, and rebuilds by another instance, record nothing."""
+    keep the same boundary, and rebuilds by another instance, record nothing.
+
+    **Incremental provenance.** A boundary that only moves forward leaves out what the
+    previous compaction left out and more. Listing the whole left-out span again would make
+    each event O(history) and the log O(history²) over a session (at 10M tokens a masking
+    boundary that moves every few turns would write ~12K ids each time). So when the new
+    set of source events contains the previous compaction's, the event lists only the new
+    ones and its reason ends with ``(extends compaction <event id>: +<n> source events)``;
+    otherwise it lists the whole set. :func:`compaction_sources` follows that chain back to
+    the full set, so any context sent can still be rebuilt from the log.
+    """
 
     def __init__(self) -> None:
-        # per session: the source ids of the last compaction of this strategy in its log
-        self._last: dict[str, tuple[int, ...] | None] = {}
+        # per session: (the full source ids of this strategy's last compaction, its event id)
+        self._last: dict[str, tuple[frozenset[int], int | None]] = {}
 
     def record(
         self, name: str, request: BuildRequest, built: BuiltContext, source_event_ids: Sequence[int], reason: str
@@ -199,21 +218,51 @@ class CompactionRecorder:
             # (a rebuild, a resumed run) already recorded; afterwards this recorder knows.
             if len(self._last) > 64:
                 self._last.clear()
-            self._last[key] = next(
-                (se.event.source_event_ids for se in reversed(session.events())
-                 if isinstance(se.event, CompactionEvent) and se.event.strategy == name),
+            events = session.events()
+            last = next(
+                (se for se in reversed(events) if isinstance(se.event, CompactionEvent) and se.event.strategy == name),
                 None,
             )
-        if self._last[key] == ids:
+            self._last[key] = (
+                (frozenset(compaction_sources(events, last.id)), last.id) if last is not None else (frozenset(), None)
+            )
+        prev, prev_id = self._last[key]
+        full = frozenset(ids)
+        if full == prev:
             return False  # already recorded
-        self._last[key] = ids
-        session.record_compaction(
+        if prev and prev_id is not None and prev <= full:
+            listed = tuple(e for e in ids if e not in prev)
+            reason = f"{reason} (extends compaction {prev_id}: +{len(listed)} source events)"
+        else:
+            listed = ids
+        event_id = session.record_compaction(
             CompactionEvent(
                 strategy=name,
                 tokens_before=built.report.tokens_in,
                 tokens_after=built.report.tokens_out,
-                source_event_ids=ids,
+                source_event_ids=listed,
                 reason=reason,
             )
         )
+        self._last[key] = (full, event_id)
         return True
+
+
+def compaction_sources(events: Sequence[StoredEvent], event_id: int) -> tuple[int, ...]:
+    """Every source event id of the compaction ``event_id``, following the compactions it
+    extends (see :class:`CompactionRecorder`), in the order they were recorded.
+
+    Raises:
+        KeyError: ``event_id`` (or a compaction it extends) is not a compaction in ``events``.
+    """
+    from ctxmem.events import CompactionEvent
+
+    by_id = {se.id: se.event for se in events if isinstance(se.event, CompactionEvent)}
+    parts: list[tuple[int, ...]] = []
+    at: int | None = event_id
+    while at is not None:
+        ev = by_id[at]
+        parts.append(ev.source_event_ids)
+        m = _EXTENDS.search(ev.reason or "")
+        at = int(m.group(1)) if m else None
+    return tuple(e for part in reversed(parts) for e in part)
