@@ -121,3 +121,18 @@ def test_bulk_append_counted_on_a_second_core_equals_inline_and_memo(
     assert forks == [1, 1]  # two bulk appends forked; the serial store never called start
     (par_first, par_again), (ser_first, ser_again) = results
     assert par_first == ser_first == par_again == ser_again
+
+
+def test_wanted_needs_enough_events_the_setting_and_a_second_core(o200k: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    many = parallel_count.MIN_EVENTS
+    monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "1")
+    assert parallel_count.wanted(o200k, many)
+    assert not parallel_count.wanted(o200k, many - 1)  # a small append: the fork would only add cost
+    monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "0")
+    assert not parallel_count.wanted(o200k, many)
+    monkeypatch.delenv("CTXMEM_PARALLEL_COUNT")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (float(cores), 0.0, 0.0))  # every core busy
+    assert not parallel_count.wanted(o200k, many)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert parallel_count.wanted(o200k, many) == (cores > 1)

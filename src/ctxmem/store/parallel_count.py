@@ -47,6 +47,8 @@ from ctxmem.tokens import Tokenizer
 
 #: below this many characters forking costs more than it saves
 MIN_CHARS = 1_000_000
+#: an append of fewer events than this is written too fast for a child to overlap it
+MIN_EVENTS = 64
 #: seconds per million characters the child may take before the parent gives up on it
 _DEADLINE_PER_MCHAR = 20.0
 
@@ -90,6 +92,19 @@ def possible(tok: Tokenizer) -> bool:
         and hasattr(os, "fork")
         and sys.platform != "win32"
         and _fork_safe(tok)
+    )
+
+
+def wanted(tok: Tokenizer, events: int) -> bool:
+    """Whether a child would be used now for an append of ``events`` events holding enough
+    text: enough events that the writing overlaps the counting (a child beside a write of
+    a few events only adds the fork), :func:`possible`, and a second core to use
+    (``CTXMEM_PARALLEL_COUNT=1``, or an :func:`idle_core`). Checked before the texts are
+    gathered, which costs ~2 ms for a 1M-token import that then counts inline."""
+    return (
+        events >= MIN_EVENTS
+        and possible(tok)
+        and (os.environ.get("CTXMEM_PARALLEL_COUNT") == "1" or idle_core())  # last: reads the load
     )
 
 

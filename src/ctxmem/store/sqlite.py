@@ -413,7 +413,7 @@ class SQLiteStore:
         # one batched encode, before the write lock is taken.
         early: dict[int, tuple[list[str], parallel_count.Counting]] = {}
         texts: list[tuple[str, ...]] | None = None
-        if any(parallel_count.possible(tok) for tok in toks):
+        if any(parallel_count.wanted(tok, len(events)) for tok in toks):
             texts = [event_texts(e) for e in events]
             early = self._start_early(toks, texts)
         try:
@@ -459,7 +459,7 @@ class SQLiteStore:
         toks = [self.tokenizer(name) for name in tokenizers]
         now = time.time() if created_at is None else created_at
         early: dict[int, tuple[list[str], parallel_count.Counting]] = {}
-        if any(parallel_count.possible(tok) for tok in toks):
+        if any(parallel_count.wanted(tok, len(encoded)) for tok in toks):
             early = self._start_early(toks, [e.texts for e in encoded])
         try:
             return self._append_encoded(
