@@ -69,6 +69,14 @@ use for the rest of the run (the provider has told us where its limit is). The d
 fallback is the recent :class:`~ctxmem.context.builtins.Window`: the pinned task plus the
 most recent messages that fit, cut only where every invariant allows.
 
+**Telemetry.** Off unless asked for. ``tracer=`` (an OpenTelemetry ``Tracer``, a
+``TracerProvider`` or ``True`` for the global provider) gives each run an ``invoke_agent``
+span and each turn a ``ctxmem.turn`` span carrying the build's figures (strategy, input
+budget, tokens before and after, the calibrated estimate, stable cache prefix, dropped
+messages and session events, a compaction or provider-refusal event) and the model call's
+usage, with the build and GenAI ``chat`` spans as its children
+(:class:`ctxmem.integrations.otel.AgentTelemetry`). ``opentelemetry`` is imported only then.
+
 **Resume.** A new Agent on an existing session first accounts for tool calls that never
 got a result (a crash between the call and its result): with ``on_resume="rerun"`` known
 tools are run again; otherwise (or for unknown tools) an ``is_error`` result says the call
@@ -211,6 +219,9 @@ class Agent:
         cache_breakpoints: where to ask for prompt-cache breakpoints (``None``: none).
         temperature: sampling temperature passed to the client.
         thinking: extended-thinking settings passed to the client.
+        tracer: OpenTelemetry, opt-in: a ``Tracer``, a ``TracerProvider`` or ``True`` (the
+            global provider). Each run gets a span and each turn a span with the context
+            build's figures and the model call (see "Telemetry" in the module docstring).
 
     Raises:
         ConfigError: a bad argument (named in the message), ``max_cost`` for a model with
@@ -242,6 +253,7 @@ class Agent:
         cache_breakpoints: CacheBreakpoints | None = CacheBreakpoints(),  # noqa: B008 (frozen)
         temperature: float | None = None,
         thinking: ThinkingConfig | None = None,
+        tracer: Any = None,
     ):
         if not 0 < shrink < 1:
             raise ConfigError("must be in (0, 1)", field="shrink")
@@ -302,6 +314,11 @@ class Agent:
         self._specs = [t.spec for t in self.tools.values()]
         #: tools the built contexts named (e.g. recall): offered with the agent's own, run by ctxmem
         self.context_tools: dict[str, ToolSpec] = {}
+        self._telemetry: Any = None
+        if tracer is not None and tracer is not False:
+            from ctxmem.integrations.otel import AgentTelemetry
+
+            self._telemetry = AgentTelemetry(tracer, conversation_id=session.id, model=self.model)
 
     # ------------------------------------------------------------------ running
 
@@ -325,6 +342,14 @@ class Agent:
             ProviderError: a provider error the client did not retry (the session holds
                 everything recorded before it).
         """
+        if self._telemetry is None:
+            return await self._run(prompt)
+        with self._telemetry.run() as span:
+            result = await self._run(prompt)
+            self._telemetry.finish_run(span, result)
+            return result
+
+    async def _run(self, prompt: str | Message | None) -> AgentResult:
         await self.resume()
         if prompt is not None:
             message = Message.user(prompt) if isinstance(prompt, str) else prompt
@@ -342,14 +367,12 @@ class Agent:
             if self.max_cost is not None and self._cost(usage, spent) >= self.max_cost:
                 stop = "cost_budget"
                 break
-            response, compacted = await self._request_turn()
+            response, compacted = await self._turn(turns)
             compactions += compacted
             turns += 1
             usage = usage + response.usage
             spent += self.request_cost(response.usage) or 0.0
             final = response
-            if response.tool_uses:
-                await self._run_tools(response.tool_uses)
             if response.stop_reason not in ("tool_use", "pause_turn"):
                 stop = response.stop_reason
                 break
@@ -388,6 +411,19 @@ class Agent:
 
     # ------------------------------------------------------------------ one turn
 
+    async def _turn(self, index: int) -> tuple[Response, int]:
+        """One request and the tools it asked for (in a ``ctxmem.turn`` span when traced)."""
+        if self._telemetry is None:
+            response, compacted = await self._request_turn()
+            if response.tool_uses:
+                await self._run_tools(response.tool_uses)
+            return response, compacted
+        with self._telemetry.turn(index):
+            response, compacted = await self._request_turn()
+            if response.tool_uses:
+                await self._run_tools(response.tool_uses)
+            return response, compacted
+
     def _offered(self, built: BuiltContext) -> list[ToolSpec]:
         """The agent's tools plus those the context names (its own win on a name clash)."""
         extra = [t for t in built.extra_tools if t.name not in self.tools]
@@ -402,15 +438,14 @@ class Agent:
         validate_conversation(context)
         start = time.monotonic()
         offered = self._offered(built)
-        response = await self.client.request(
-            context,
-            system=self.system,
-            tools=offered or None,
-            max_tokens=self.max_tokens,
-            temperature=self.temperature,
-            cache_breakpoints=breakpoints,
-            thinking=self.thinking,
-        )
+        kwargs: dict[str, Any] = {
+            "system": self.system, "tools": offered or None, "max_tokens": self.max_tokens,
+            "temperature": self.temperature, "cache_breakpoints": breakpoints, "thinking": self.thinking,
+        }
+        if self._telemetry is None:
+            response = await self.client.request(context, **kwargs)
+        else:
+            response = await self._telemetry.chat(self.client, kwargs, lambda: self.client.request(context, **kwargs))
         return response, time.monotonic() - start
 
     def _sync_history(self) -> History:
@@ -447,6 +482,20 @@ class Agent:
         )
         return strategy.build(request)
 
+    async def _build_off_loop(
+        self, strategy: ContextStrategy, history: History, budget: Budget, *, record: bool = True
+    ) -> BuiltContext:
+        # Off the event loop: a strategy may call a model itself (an LLM summary through the
+        # sync client wrapper, which needs the loop this coroutine runs on).
+        if self._telemetry is None:
+            return await asyncio.to_thread(self._build, strategy, history, budget, record=record)
+        with self._telemetry.build(strategy.name, budget.available) as span:
+            built = await asyncio.to_thread(self._build, strategy, history, budget, record=record)
+            r = built.report
+            dropped = sum(len(history.event_ids[i]) for i in r.dropped) if len(r.dropped) else 0
+            self._telemetry.built(span, strategy.name, r, dropped)
+            return built
+
     def _breakpoints(self, built: BuiltContext) -> CacheBreakpoints | None:
         if self.cache_breakpoints is None or not built.cache_breakpoints:
             return self.cache_breakpoints
@@ -454,9 +503,7 @@ class Agent:
 
     async def _request_turn(self) -> tuple[Response, int]:
         history = self._sync_history()
-        # Built off the event loop: a strategy may call a model itself (an LLM summary
-        # through the sync client wrapper, which needs the loop this coroutine runs on).
-        built = await asyncio.to_thread(self._build, self._active, history, self._budget())
+        built = await self._build_off_loop(self._active, history, self._budget())
         compacted = 0
         try:
             response, latency = await self._send(built, self._breakpoints(built))
@@ -464,9 +511,7 @@ class Agent:
             before = built.report.tokens_out
             target = max(1, int(before * self.shrink))
             try:
-                smaller = await asyncio.to_thread(
-                    self._build, self.fallback, history, self._budget(target), record=False
-                )
+                smaller = await self._build_off_loop(self.fallback, history, self._budget(target), record=False)
             except CtxmemError as inner:
                 raise ContextLengthExceeded(
                     f"{exc} (the fallback {self.fallback.name!r} could not make the context smaller: {inner})",
@@ -493,13 +538,17 @@ class Agent:
                 )
             )
             self._active, self._fallback_input = self.fallback, target
+            if self._telemetry is not None:
+                self._telemetry.refused(before, smaller.report.tokens_out, self.fallback.name, str(exc))
             compacted = 1
             built = smaller
             response, latency = await self._send(built, self._breakpoints(built))
-        self._record(response, built.report.tokens_out, latency)
+        estimate = self._record(response, built.report.tokens_out, latency)
+        if self._telemetry is not None:
+            self._telemetry.responded(response, estimate, len(response.tool_uses))
         return response, compacted
 
-    def _record(self, response: Response, estimate: int, latency: float) -> None:
+    def _record(self, response: Response, estimate: int, latency: float) -> int:
         u = response.usage
         corrected = self.calibration.correct(estimate)  # what we expected, before this reply teaches us
         if u.prompt_tokens > 0:
@@ -519,6 +568,7 @@ class Agent:
         # the reply and its usage land together or not at all
         ids = self.session.record_events([call, *events_from_message(response.message)])
         self._unsynced.append((response.message, ids[1:]))
+        return corrected
 
     async def _run_tools(self, uses: Sequence[ToolUseBlock]) -> None:
         blocks: list[ToolResultBlock] = []

@@ -90,3 +90,4 @@ def test_readme_example_runs(name: str, lang: str, code: str,
         assert "masking-200k → anthropic server" in out
     if name == "otel":
         assert '"gen_ai.usage.cache_read.input_tokens"' in out and "ctxmem.build masking" in out
+        assert '"name": "ctxmem.turn"' in out and '"name": "invoke_agent ctxmem"' in out
