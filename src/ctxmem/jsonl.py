@@ -385,10 +385,12 @@ def _openai_text_parts(content: Any) -> list[dict[str, str]]:
     return out
 
 
-def _openai_tool_use(call: Any) -> dict[str, Any]:
+def _openai_tool_use(call: Any, exact: bool) -> dict[str, Any]:
     """One chat-completions tool call as an Anthropic ``tool_use`` block, as
-    ``from_openai`` reads it, its arguments parsed by json (so every number is json's
-    reading) and held to ``json_problem`` (as the validating path holds them)."""
+    ``from_openai`` reads it. Its arguments are parsed by orjson unless ``exact`` (orjson
+    refuses NaN and lone surrogates, and the caller re-parses a call whose input holds a
+    float, which orjson may read differently), else by json and held to ``json_problem``
+    as the validating path holds them."""
     fn = call.get("function") if type(call) is dict else None
     if type(fn) is not dict or type(call.get("id")) is not str:
         raise _Decline
@@ -396,11 +398,20 @@ def _openai_tool_use(call: Any) -> dict[str, Any]:
     name = fn.get("name", "")
     if type(args) is not str or type(name) is not str:
         raise _Decline
-    try:
-        parsed = json.loads(args)
-    except (ValueError, RecursionError):
-        raise _Decline from None
-    if type(parsed) is not dict or json_problem(parsed) is not None:
+    parsed: Any = None
+    if not exact and _fast_loads is not None:
+        try:
+            parsed = _fast_loads(args)
+        except ValueError:
+            exact = True  # NaN, a lone surrogate, ...: json reads it and json_problem names it
+    if parsed is None or exact:
+        try:
+            parsed = json.loads(args)
+        except (ValueError, RecursionError):
+            raise _Decline from None
+        if type(parsed) is dict and json_problem(parsed) is not None:
+            raise _Decline
+    if type(parsed) is not dict:
         raise _Decline
     return {"type": "tool_use", "id": call["id"], "name": name, "input": parsed}
 
@@ -424,10 +435,10 @@ def _encode_fast_openai(data: bytes) -> _Bulk | None:
     answered: set[str] = set()
     pending: list[dict[str, Any]] = []  # blocks of the user message being gathered
 
-    def encode(role: str, blocks: list[dict[str, Any]]) -> None:
+    def encode(role: str, blocks: list[dict[str, Any]], no_floats: bool = False) -> None:
         nonlocal prev
         prev = encode_anthropic_message({"role": role, "content": blocks}, encoded, flags, bases, names, prev, seen,
-                                        answered=answered)
+                                        no_floats=no_floats, answered=answered)
 
     try:
         for _, obj, _ in _fast_objects(data):
@@ -454,8 +465,13 @@ def _encode_fast_openai(data: bytes) -> _Bulk | None:
                 calls = obj.get("tool_calls") or []
                 if type(calls) is not list:
                     return None
-                blocks.extend(_openai_tool_use(call) for call in calls)
-                encode("assistant", blocks)
+                if not calls:
+                    encode("assistant", blocks)
+                    continue
+                try:  # arguments read by orjson, unless one holds a float (then all by json)
+                    encode("assistant", blocks + [_openai_tool_use(call, False) for call in calls], no_floats=True)
+                except InexactNumbers:
+                    encode("assistant", blocks + [_openai_tool_use(call, True) for call in calls])
             elif role in ("system", "developer") and type(obj.get("content")) is str:
                 system_parts.append(obj["content"])
             else:
