@@ -9,7 +9,7 @@ import re
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import compress, count, islice
+from itertools import compress, count, filterfalse, islice
 from operator import is_not
 from typing import TYPE_CHECKING
 
@@ -231,7 +231,7 @@ class CompactionRecorder:
         if full == prev:
             return False  # already recorded
         if prev and prev_id is not None and prev <= full:
-            listed = tuple(e for e in ids if e not in prev)
+            listed = tuple(filterfalse(prev.__contains__, ids))
             reason = f"{reason} (extends compaction {prev_id}: +{len(listed)} source events)"
         else:
             listed = ids

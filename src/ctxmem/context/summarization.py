@@ -256,6 +256,8 @@ class Summarization:
         self._blocks: dict[tuple[Any, ...], SummaryBlock] = {}
         self._failed: dict[tuple[Any, ...], str] = {}
         self._recorded: set[tuple[str, int, str]] = set()
+        # the last block's report notes: rendering its source ids is O(summarized span), once per block
+        self._notes_of: tuple[SummaryBlock, tuple[str, ...]] | None = None
         self._noted: set[tuple[str, str]] = set()
         self._tracker = PrefixTracker()
         self._cuts = _CutsCache()
@@ -626,6 +628,9 @@ class Summarization:
         return built
 
     def _notes(self, block: SummaryBlock) -> list[str]:
+        cached = self._notes_of
+        if cached is not None and cached[0] is block:
+            return list(cached[1])
         notes = [
             f"summarized messages {block.start}-{block.end - 1} into {len(block.nodes)} summaries "
             f"(level {block.level}, {block.tokens} tokens)",
@@ -636,6 +641,7 @@ class Summarization:
             kinds = sorted({f.kind for f in repinned})
             notes.append(f"fidelity guard re-pinned {len(repinned)} facts ({', '.join(kinds)})")
         notes.extend(f"summarizer failure, fell back to extractive: {f}" for f in block.failures)
+        self._notes_of = (block, tuple(notes))
         return notes
 
     # -- recording and fallback --------------------------------------------------------
