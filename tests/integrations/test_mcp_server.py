@@ -53,7 +53,7 @@ async def session_calls(args: list[str], calls: list[tuple[str, dict[str, Any]]]
     params = StdioServerParameters(
         # the console script a user (or an MCP host's config) runs
         command=CTXMEM, args=["mcp", "serve", *args],
-        env={k: v for k, v in os.environ.items() if k.startswith(("TIKTOKEN", "HF_", "PYTHON", "CTXMEM", "PATH"))},
+        env={k: v for k, v in os.environ.items() if k.startswith(("TIKTOKEN", "HF_", "PYTHON", "CTXMEM", "PATH", "XDG_"))},
     )
     async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
         await client.initialize()
@@ -190,3 +190,76 @@ def test_memory_paths_cannot_escape_through_symlinks(tmp_path: Path) -> None:
         mem.run("s1", "view", {"path": "/etc/passwd"})
     assert not list(outside.iterdir())
     assert mem.run("s1", "view", {"path": "/memories/ok.txt"}) == "     1\tfine"
+
+
+# --------------------------------------------------------------------------- any store URL
+
+
+def _record_run(store: Any) -> str:
+    s = Session.create(store, session_id="run-1", title="kernel run", tokenizers=["o200k_base"])
+    s.record(Message.user("Optimize the kernel."))
+    for k in range(8):
+        s.record(Message.assistant(ToolUseBlock(f"toolu_{k}", "compile", {"attempt": k})))
+        s.record_tool_result(f"toolu_{k}", LOG if k == 2 else f"attempt {k}: " + "compiled fine " * 300)
+        s.record(Message.assistant(f"Attempt {k} done."))
+        s.record(Message.user("Continue."))
+    return s.id
+
+
+STORE_CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("list_sessions", {}),
+    ("search", {"query": "shared memory", "session_id": "run-1"}),
+    ("recall", {"session_id": "run-1", "handle": "toolu_2", "grep": "limit \\d+"}),
+    ("build_context", {"session_id": "run-1", "preset": "masking-200k", "context_window": 6000,
+                       "messages": False}),
+]
+
+
+def _check_store_answers(results: list[Any]) -> None:
+    listing, found, grepped, built = results
+    assert [s["id"] for s in payload(listing)] == ["run-1"] and payload(listing)[0]["events"] == 33
+    assert [h["handle"] for h in payload(found)["hits"]] == ["toolu_2"]
+    assert text_of(grepped) == "61: error: shared memory limit 101376 bytes exceeded"
+    r = payload(built)["report"]
+    assert r["tokens_out"] <= r["available"] < r["tokens_in"]
+
+
+def test_a_sqlite_url_and_the_environment_name_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "s.db"
+    make_db(db)
+    _, results = anyio.run(session_calls, ["--store", f"sqlite:///{db}"], STORE_CALLS)  # sqlite:////abs
+    _check_store_answers(results)
+    monkeypatch.setenv("CTXMEM_STORE", f"sqlite:///{db}")
+    _, results = anyio.run(session_calls, [], STORE_CALLS)
+    _check_store_answers(results)
+
+
+def test_a_postgresql_url_serves_the_shared_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pg_server
+    from ctxmem.store import open_store
+
+    url = pg_server.shared().fresh_url()
+    with open_store(url) as store:
+        _record_run(store)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    _, results = anyio.run(session_calls, ["--store", url], STORE_CALLS)
+    _check_store_answers(results)
+    # with writes allowed, memory files land in a per-database folder under XDG_DATA_HOME
+    _, (created,) = anyio.run(session_calls, ["--store", url, "--allow-writes"], [
+        ("memory", {"session_id": "run-1", "command": "create", "path": "/memories/a.md", "file_text": "x"})])
+    assert not created.is_error
+    (note,) = (tmp_path / "xdg" / "ctxmem" / "memories").glob("*/run-1/a.md")
+    assert note.read_text() == "x" and "@" not in str(note) and "search_path" not in str(note)
+
+
+def test_a_missing_store_file_is_one_line_and_creates_nothing(tmp_path: Path) -> None:
+    import subprocess
+
+    for option in (str(tmp_path / "nope.db"), f"sqlite:///{tmp_path / 'nope.db'}"):
+        proc = subprocess.run([CTXMEM, "mcp", "serve", "--store", option], capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 1
+        assert proc.stderr.strip().splitlines() == [
+            f"error: field 'store': no session store at {tmp_path / 'nope.db'}; pass --store (or --db) "
+            "naming an existing ctxmem database"]
+        assert not (tmp_path / "nope.db").exists()

@@ -1,4 +1,9 @@
-"""An MCP server over a ctxmem session store: ``ctxmem mcp serve --db PATH``.
+"""An MCP server over a ctxmem session store: ``ctxmem mcp serve --store URL`` (or ``--db PATH``).
+
+The store is opened with :func:`ctxmem.store.open_store` like every other command:
+``sqlite:///file.db`` or a bare SQLite path (which must already exist: a read-only server
+creates nothing), ``postgresql://user@host/db`` (a store shared by many hosts), or
+``memory:``; ``$CTXMEM_STORE`` supplies it when no option is given.
 
 Any MCP host (Claude Desktop, Claude Code, an Agents SDK ``MCPServerStdio``, Inspect) can
 then read the sessions ctxmem recorded, recall masked tool outputs, build a session's
@@ -25,7 +30,9 @@ embed into a throwaway in-memory cache, builds are dry runs) and ``memory`` allo
 ``view``. With it, ``memory`` edits files and ``build_context`` records compactions.
 
 **Memory files cannot escape.** Each session's memory directory is
-``<memory-dir>/<session id>/`` (default ``<db stem>-memories`` beside the database). A path
+``<memory-dir>/<session id>/`` (default ``<db stem>-memories`` beside a SQLite database;
+for a store with no file, such as PostgreSQL, ``$XDG_DATA_HOME/ctxmem/memories/<host>-<db>``,
+so every server on one machine for the same database shares it). A path
 must start with ``/memories``; it is resolved (symlinks included) and refused unless it
 stays inside that session's directory; session ids are limited to ``[A-Za-z0-9._-]``.
 
@@ -34,6 +41,7 @@ Errors come back as MCP tool errors whose text is ctxmem's one-line message.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -211,27 +219,67 @@ def _tool_errors(fn: Any) -> Any:
     return wrapper
 
 
+def _sqlite_file(url: str) -> Path | None:
+    """The file a SQLite store URL or bare path names (``None``: not a SQLite file store)."""
+    from ctxmem.store import store_scheme
+
+    if store_scheme(url) != "sqlite":
+        return None
+    if not url.startswith("sqlite:"):
+        return Path(url)
+    rest = url.split(":", 1)[1]  # as open_store reads it: sqlite:///rel, sqlite:////abs, sqlite:// memory
+    path = rest[3:] if rest.startswith("///") else rest[2:] if rest.startswith("//") else rest
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _safe_label(url: str) -> str:
+    """``host-db`` of a server URL, credentials and options left out (a folder name)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    label = f"{parts.hostname or 'local'}-{parts.port or ''}-{parts.path.strip('/') or parts.scheme}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_-") or "store"
+
+
+def _open(store: Any) -> tuple[Any, Path | None, str]:
+    """(store, its SQLite file or None, a display name) for a store object, a path or a URL."""
+    from ctxmem.store import open_store
+
+    if not isinstance(store, str | Path):
+        path = Path(store.path) if getattr(store, "path", ":memory:") != ":memory:" else None
+        return store, path, path.name if path else type(store).__name__
+    url = str(store)
+    file = _sqlite_file(url)
+    if file is not None and not file.is_file():
+        raise InputError(
+            f"no session store at {file}; pass --store (or --db) naming an existing ctxmem database", field="store"
+        )
+    return open_store(url), file, file.name if file else _safe_label(url)
+
+
 def create_server(
-    db: str | Path,
+    store: Any,
     *,
     allow_writes: bool = False,
     memory_dir: str | Path | None = None,
     name: str = "ctxmem",
 ) -> Any:
-    """The MCP server object (``mcp.server.mcpserver.MCPServer``) over the store at ``db``."""
+    """The MCP server object (``mcp.server.mcpserver.MCPServer``) over ``store``: a store
+    object, a SQLite path or any :func:`~ctxmem.store.open_store` URL."""
     MCPServer = _require_mcp()
-    from ctxmem.store import SQLiteStore
-
-    db_path = Path(db)
-    if not db_path.is_file():
-        raise InputError(f"no session store at {db_path}; pass --db with an existing ctxmem database", field="db")
-    store = SQLiteStore(str(db_path))
-    mem = MemoryFiles(memory_dir or db_path.with_name(db_path.stem + "-memories"), writable=allow_writes)
+    store, file, label = _open(store)
+    if memory_dir is None:
+        if file is not None:
+            memory_dir = file.with_name(file.stem + "-memories")
+        else:
+            base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+            memory_dir = Path(base) / "ctxmem" / "memories" / label
+    mem = MemoryFiles(memory_dir, writable=allow_writes)
     mode = "read-write" if allow_writes else "read-only"
     server = MCPServer(
         name,
         instructions=(
-            f"ctxmem session store {db_path.name} ({mode}). list_sessions, then search/recall tool outputs, "
+            f"ctxmem session store {label} ({mode}). list_sessions, then search/recall tool outputs, "
             "build_context under a preset, and keep notes with the memory tool under /memories."
         ),
     )
@@ -346,7 +394,7 @@ def create_server(
 
 
 def serve(
-    db: str | Path,
+    store: Any,
     *,
     transport: Literal["stdio", "http"] = "stdio",
     host: str = "127.0.0.1",
@@ -355,7 +403,7 @@ def serve(
     memory_dir: str | Path | None = None,
 ) -> None:
     """Run the server until the client disconnects (stdio) or the process is stopped (http)."""
-    server = create_server(db, allow_writes=allow_writes, memory_dir=memory_dir)
+    server = create_server(store, allow_writes=allow_writes, memory_dir=memory_dir)
     if transport == "stdio":
         server.run("stdio")
     else:
