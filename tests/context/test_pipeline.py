@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import re
 from typing import Any
 
@@ -237,6 +238,18 @@ def test_boundary_moves_are_recorded_as_compactions(
         # a fresh instance rebuilding the same state records nothing new
         make_strategy(name, {**params, "compaction_step": 0.2}).build(BuildRequest(history, budget, session=sess))
         assert len([se for se in sess.events() if isinstance(se.event, CompactionEvent)]) == len(events)
+
+
+def test_id_ranges_round_trip() -> None:
+    from ctxmem.context._assembly import id_ranges, parse_id_ranges
+
+    rng = random.Random(3)
+    for _ in range(200):
+        ids = rng.sample(range(1, 400), rng.randint(1, 120))
+        text = id_ranges(ids)
+        assert parse_id_ranges(text) == sorted(ids)
+        assert len(text.split(",")) <= len(ids)
+    assert id_ranges([5, 1, 2, 3, 9, 9]) == "1-3,5,9"
 
 
 def test_planted_fact_status_for_every_preset(session: list[Message], o200k: Any) -> None:

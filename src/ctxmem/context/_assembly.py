@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, count, filterfalse, islice
 from operator import is_not
@@ -181,7 +181,30 @@ def finish(
 
 
 #: how a compaction that extends an earlier one names it in its reason (see CompactionRecorder)
-_EXTENDS = re.compile(r"\(extends compaction (\d+): \+\d+ source events\)$")
+_EXTENDS = re.compile(r"\(extends compaction (\d+): \+\d+ source events(?:, less ([\d,-]+))?\)$")
+
+
+def id_ranges(ids: Iterable[int]) -> str:
+    """``1-4,7,9-12``: a compact, exact rendering of event ids (sorted, duplicates once)."""
+    out: list[str] = []
+    xs = sorted(set(ids))
+    k = 0
+    while k < len(xs):
+        j = k
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        out.append(str(xs[k]) if j == k else f"{xs[k]}-{xs[j]}")
+        k = j + 1
+    return ",".join(out)
+
+
+def parse_id_ranges(text: str) -> list[int]:
+    """The ids :func:`id_ranges` rendered, ascending."""
+    out: list[int] = []
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        out.extend(range(int(a), int(b or a) + 1))
+    return out
 
 
 class CompactionRecorder:
@@ -192,11 +215,13 @@ class CompactionRecorder:
     **Incremental provenance.** A boundary that only moves forward leaves out what the
     previous compaction left out and more. Listing the whole left-out span again would make
     each event O(history) and the log O(history²) over a session (at 10M tokens a masking
-    boundary that moves every few turns would write ~12K ids each time). So when the new
-    set of source events contains the previous compaction's, the event lists only the new
-    ones and its reason ends with ``(extends compaction <event id>: +<n> source events)``;
-    otherwise it lists the whole set. :func:`compaction_sources` follows that chain back to
-    the full set, so any context sent can still be rebuilt from the log.
+    boundary that moves every few turns would write ~12K ids each time). So an event lists
+    only the source events the previous compaction (of this strategy, in this session) did
+    not, and its reason ends with ``(extends compaction <event id>: +<n> source events)``,
+    plus ``, less <id ranges>`` for the ids it no longer leaves out (masking's truncation
+    point steps back when its mask boundary moves on); when that delta is not shorter than
+    the whole set, the event lists the whole set. :func:`compaction_sources` follows the
+    chain back to the full set, so any context sent can still be rebuilt from the log.
     """
 
     def __init__(self) -> None:
@@ -230,11 +255,14 @@ class CompactionRecorder:
         full = frozenset(ids)
         if full == prev:
             return False  # already recorded
-        if prev and prev_id is not None and prev <= full:
-            listed = tuple(filterfalse(prev.__contains__, ids))
-            reason = f"{reason} (extends compaction {prev_id}: +{len(listed)} source events)"
-        else:
-            listed = ids
+        listed = ids
+        if prev and prev_id is not None:
+            added = tuple(filterfalse(prev.__contains__, ids))
+            less = prev - full
+            if len(added) + len(less) < len(full):  # a delta shorter than the whole set
+                listed = added
+                gone = f", less {id_ranges(less)}" if less else ""
+                reason = f"{reason} (extends compaction {prev_id}: +{len(added)} source events{gone})"
         event_id = session.record_compaction(
             CompactionEvent(
                 strategy=name,
@@ -249,8 +277,9 @@ class CompactionRecorder:
 
 
 def compaction_sources(events: Sequence[StoredEvent], event_id: int) -> tuple[int, ...]:
-    """Every source event id of the compaction ``event_id``, following the compactions it
-    extends (see :class:`CompactionRecorder`), in the order they were recorded.
+    """Every source event id of the compaction ``event_id`` (ascending), following the
+    compactions it extends and the ids each one no longer leaves out (see
+    :class:`CompactionRecorder`).
 
     Raises:
         KeyError: ``event_id`` (or a compaction it extends) is not a compaction in ``events``.
@@ -258,11 +287,16 @@ def compaction_sources(events: Sequence[StoredEvent], event_id: int) -> tuple[in
     from ctxmem.events import CompactionEvent
 
     by_id = {se.id: se.event for se in events if isinstance(se.event, CompactionEvent)}
-    parts: list[tuple[int, ...]] = []
+    chain: list[tuple[tuple[int, ...], str | None]] = []  # newest first: (added ids, removed ranges)
     at: int | None = event_id
     while at is not None:
         ev = by_id[at]
-        parts.append(ev.source_event_ids)
         m = _EXTENDS.search(ev.reason or "")
+        chain.append((ev.source_event_ids, m.group(2) if m else None))
         at = int(m.group(1)) if m else None
-    return tuple(e for part in reversed(parts) for e in part)
+    ids: set[int] = set()
+    for added, less in reversed(chain):
+        if less:
+            ids.difference_update(parse_id_ranges(less))
+        ids.update(added)
+    return tuple(sorted(ids))

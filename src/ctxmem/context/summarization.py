@@ -52,7 +52,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ctxmem.context._assembly import Output, PrefixTracker, finish, grid_step, snap_up
+from ctxmem.context._assembly import Output, PrefixTracker, finish, grid_step, id_ranges, snap_up
 from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
 from ctxmem.context.builtins import Window, WindowConfig, _CutsCache
 from ctxmem.context.facts import Fact, cap_facts
@@ -180,20 +180,6 @@ class _Fallback(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
-
-
-def id_ranges(ids: Sequence[int]) -> str:
-    """``1-4,7,9-12``: a compact, exact rendering of sorted event ids."""
-    out: list[str] = []
-    xs = sorted(set(ids))
-    k = 0
-    while k < len(xs):
-        j = k
-        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
-            j += 1
-        out.append(str(xs[k]) if j == k else f"{xs[k]}-{xs[j]}")
-        k = j + 1
-    return ",".join(out)
 
 
 @dataclass
