@@ -452,8 +452,9 @@ def _encode_fast_openai(data: bytes) -> _Bulk | None:
                 pending.append({"type": "tool_result", "tool_use_id": tid, "content": content, "is_error": err})
             elif role == "user":
                 pending.extend(_openai_text_parts(obj.get("content")))
-                encode("user", pending)
-                pending = []
+                if pending:  # a user line with no part and no results before it makes no message
+                    encode("user", pending)
+                    pending = []
             elif role == "assistant":
                 if pending:
                     encode("user", pending)

@@ -90,6 +90,9 @@ _UNUSUAL: list[Any] = [
     {"role": "assistant", "content": "thinking aloud", "tool_calls": [
         {"id": "c4", "type": "function", "function": {"name": "run", "arguments": "{}"}}]},
     {"role": "tool", "tool_call_id": "c4", "content": "x"},
+    {"role": "assistant", "content": None},  # an empty assistant message is still a message
+    {"role": "user", "content": []},  # no part, no result before it: no message at all
+    {"role": "user", "content": "go on"},
     {"role": "assistant", "content": [{"type": "text", "text": "done"}], "tool_calls": [
         {"id": "c5", "type": "function", "function": {"name": "compile", "arguments": "{}"}}]},
 ]
@@ -150,3 +153,16 @@ def test_reasoning_fields_are_left_to_the_validating_path(tmp_path: Path) -> Non
     assert _encode_fast_openai(data) is None
     fast, slow, took = _both_ways(tmp_path, data, ["heuristic"])
     assert not took and fast == slow
+
+
+def test_empty_parts_store_the_same_rows_either_way(tmp_path: Path) -> None:
+    data = _jsonl([
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": [], "tool_calls": [
+            {"id": "e1", "type": "function", "function": {"name": "ls", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "e1", "content": []},  # a result with no text part
+        {"role": "user", "content": [{"type": "text", "text": ""}]},
+    ])
+    fast, slow, took = _both_ways(tmp_path, data, ["heuristic"])
+    assert took
+    assert fast == slow
