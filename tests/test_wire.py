@@ -25,6 +25,7 @@ from ctxmem.messages import (
     TextBlock,
     ToolSpec,
     ToolUseBlock,
+    block_to_anthropic,
     from_anthropic,
     from_openai,
     to_anthropic,
@@ -149,3 +150,95 @@ def test_sdk_objects_convert_as_they_come() -> None:
     assert msgs[0].tool_uses == r2.tool_uses
     with pytest.raises(InputError, match="expected an Anthropic Message"):
         wire.response_from_sdk(42)
+
+
+# --------------------------------------------------------------------------- incremental across calls
+
+
+class CountingStore(SQLiteStore):
+    """A real SQLite store that counts full chain reads (the O(n) load) and single-event reads."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.chains = 0
+        self.events_read = 0
+
+    def chain(self, *args: Any, **kwargs: Any) -> Any:
+        self.chains += 1
+        return super().chain(*args, **kwargs)
+
+    def event(self, event_id: int) -> Any:
+        self.events_read += 1
+        return super().event(event_id)
+
+
+def _same_as_a_fresh_load(session: Session, tokenizer: str = "o200k_base") -> None:
+    from ctxmem.config import load_preset
+    from ctxmem.context import History
+
+    builder = load_preset("masking-200k").builder()
+    got = wire.session_history(session, builder)
+    fresh = History.from_session(session, tokenizer)
+    assert list(got.messages) == list(fresh.messages)
+    assert list(got.counts) == list(fresh.counts) and got.total == fresh.total
+    assert [tuple(e) for e in got.event_ids] == [tuple(e) for e in fresh.event_ids]
+
+
+def test_wire_calls_extend_one_history_and_match_a_fresh_load(tmp_path: Path) -> None:
+    store = CountingStore(str(tmp_path / "w.db"))
+    session = Session.create(store, tokenizers=["o200k_base"])
+    session.record(Message.user("Read every file, many times."))
+    sent = []
+    for turn in range(40):
+        params = wire.anthropic_request(session, "masking-200k", system="You read files.", tools=[READ])
+        sent.append(params["messages"])
+        use = ToolUseBlock(f"toolu_{turn}", "read_file", {"path": "a.txt"})
+        wire.record_response(session, {"role": "assistant", "content": [{"type": "text", "text": f"turn {turn}"},
+                                                                        block_to_anthropic(use)], "model": "m",
+                                       "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 2}})
+        session.record_tool_result(use.id, f"output {turn}: " + "alpha " * 200, tool_name="read_file")
+    assert store.chains == 1  # one load, then only what each turn appended
+    assert store.events_read == 39 * 4  # per turn: model call, assistant text, its tool call, the result
+    _same_as_a_fresh_load(session)
+    # the built context is what a fresh builder over a fresh load sends
+    from ctxmem.config import load_preset
+
+    fresh = load_preset("masking-200k").builder().build(session, system="You read files.", tools=[READ],
+                                                        record=False)
+    last = wire.anthropic_request(session, "masking-200k", system="You read files.", tools=[READ])
+    assert last["messages"] == wire.anthropic_request(session, "masking-200k", system="You read files.",
+                                                      tools=[READ])["messages"]
+    strip = [{**m, "content": [{k: v for k, v in b.items() if k != "cache_control"} for b in m["content"]]}
+             for m in last["messages"]]
+    assert strip == to_anthropic(list(fresh.messages))
+    assert len({json.dumps(m) for m in sent}) == 40  # a new request every turn
+
+
+def test_a_rewind_a_fork_or_another_handle_s_write_reloads(tmp_path: Path) -> None:
+    store = CountingStore(str(tmp_path / "r.db"))
+    session = Session.create(store, tokenizers=["o200k_base"])
+    session.record(Message.user("task"))
+    ids = []
+    for k in range(3):
+        ids += session.record(Message.assistant(ToolUseBlock(f"t{k}", "read_file", {"path": "a.txt"})))
+        session.record_tool_result(f"t{k}", f"out {k}", tool_name="read_file")
+    wire.openai_request(session, "window-32k")
+    loads = store.chains
+    _same_as_a_fresh_load(session)  # (the fresh load in the check is one chain read)
+    assert store.chains == loads + 1
+    session.rewind(ids[1])  # back to the second call, then a different continuation
+    session.record_tool_result("t1", "a different output", tool_name="read_file")
+    _same_as_a_fresh_load(session)
+    assert store.chains == loads + 3  # the chain no longer passes through the head seen: reloaded
+    # parallel results recorded one by one: the second joins the message the first opened
+    session.record(Message.assistant(ToolUseBlock("p1", "read_file", {}), ToolUseBlock("p2", "read_file", {})))
+    session.record_tool_result("p1", "first half", tool_name="read_file")
+    _same_as_a_fresh_load(session)
+    assert store.chains == loads + 4  # a clean extension: no reload
+    other = Session.open(SQLiteStore(str(tmp_path / "r.db")), session.id)  # another handle, same file
+    other.record_tool_result("p2", "second half", tool_name="read_file")
+    _same_as_a_fresh_load(session)
+    assert store.chains == loads + 6  # the new result continues the last message: reloaded
+    assert session.messages()[-1].tool_results[1].text == "second half"
+    params = wire.openai_request(session, "window-32k")
+    assert [m["role"] for m in params["messages"]][-2:] == ["tool", "tool"]

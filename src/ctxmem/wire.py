@@ -36,10 +36,18 @@ For code that calls the ``anthropic`` or ``openai`` SDK itself instead of using
   model can read, flagged so the result is recorded with ``is_error``.
 
 Presets given by name are turned into builders once per process and reused (their
-strategies keep the state that records each compaction once). The history is read from
-the session's stored counts on each call: nothing is re-tokenized, but the read is O(n);
-an Agent, or a :class:`~ctxmem.config.ContextBuilder` over a History you extend, is
-incremental.
+strategies keep the state that records each compaction once).
+
+**Incremental across calls.** The first call for a session loads its
+:class:`~ctxmem.context.History` from the stored counts; later calls extend that same
+History with only the events recorded since (read one by one from the new head back to
+the one seen last, their messages counted once), so a turn costs what it appended, not the
+session's length, and the strategy's per-history caches stay warm. The check is sound
+against any writer: the session's head and depth are read each call, and unless the new
+head's chain passes through the last one seen (``depth`` − ``k`` steps back), the new
+events open a new message rather than continue the last one, and the store object is the
+same, the history is reloaded in full — after a rewind or fork, or when another handle
+added a tool result to the last message.
 """
 
 from __future__ import annotations
@@ -65,7 +73,8 @@ from ctxmem.messages import (
 
 if TYPE_CHECKING:
     from ctxmem.config import ContextBuilder
-    from ctxmem.context import BuiltContext
+    from ctxmem.context import BuiltContext, History
+    from ctxmem.events import StoredEvent
     from ctxmem.session import Session
 
 
@@ -80,6 +89,70 @@ class _Last:
 
 _BUILDERS: dict[tuple[str, str | None], ContextBuilder] = {}
 _LAST: dict[str, _Last] = {}
+
+
+@dataclass
+class _Seen:
+    """A session's History as the last call left it, and where the session's head was."""
+
+    store: Any
+    history: History
+    head: int | None
+    depth: int
+
+
+_HISTORIES: dict[tuple[str, str], _Seen] = {}
+#: the most events read one by one before a full reload is the cheaper read
+_MAX_STEP = 512
+
+
+def _new_events(session: Session, seen: _Seen, head: int | None, depth: int) -> list[StoredEvent] | None:
+    """The events after ``seen.head`` on the current chain, oldest first; ``None`` when the
+    chain no longer passes through it (rewind, fork) or the read would be long."""
+    k = depth - seen.depth
+    if k <= 0 or k > _MAX_STEP or head is None:
+        return None
+    out: list[StoredEvent] = []
+    eid: int | None = head
+    for _ in range(k):
+        if eid is None:
+            return None
+        se = session.store.event(eid)
+        out.append(se)
+        eid = se.parent_id
+    return out[::-1] if eid == seen.head else None
+
+
+def session_history(session: Session, builder: ContextBuilder) -> History:
+    """``session``'s History in ``builder``'s tokenizer, extended since the last call (see
+    "Incremental across calls" in the module docstring)."""
+    from ctxmem.events import message_spans, role_of
+
+    key = (session.id, builder.tokenizer)
+    head = session.info.head_event_id
+    depth = session.store.event_count(session.id)
+    seen = _HISTORIES.get(key)
+    if seen is not None and seen.store is session.store:
+        if seen.head == head and seen.depth == depth:
+            return seen.history
+        new = _new_events(session, seen, head, depth)
+        h = seen.history
+        if new is not None:
+            first = next((se.event for se in new if role_of(se.event) is not None), None)
+            last_role = h.messages[-1].role if len(h) else None
+            merges = (
+                first is not None and role_of(first) == last_role and not getattr(first, "new_message", False)
+            )
+            if not merges:
+                spans = list(message_spans(new))
+                h.extend([m for m, _ in spans], event_ids=[ids for _, ids in spans])
+                seen.head, seen.depth = head, depth
+                return h
+    history = builder.history(session)
+    if len(_HISTORIES) > 64:
+        _HISTORIES.pop(next(iter(_HISTORIES)))
+    _HISTORIES[key] = _Seen(session.store, history, head, depth)
+    return history
 
 
 def builder_for(preset: Any, *, tokenizer: str | None = None, client: Any = None) -> ContextBuilder:
@@ -132,7 +205,8 @@ def build(
     """The built context of ``session``'s next request and the tools to offer with it."""
     builder = builder_for(preset, client=client)
     specs = _tool_specs(tools, "the caller's")
-    built = builder.build(session, system=system, tools=specs, expect_input=expect_input)
+    history = session_history(session, builder)
+    built = builder.build(history, session=session, system=system, tools=specs, expect_input=expect_input)
     offered = [*specs, *(t for t in built.extra_tools if t.name not in {s.name for s in specs})]
     _LAST[session.id] = _Last(built.report.tokens_out, builder.tokenizer)
     if len(_LAST) > 1024:
@@ -328,4 +402,5 @@ __all__ = [
     "record_response",
     "response_from_sdk",
     "run_tool",
+    "session_history",
 ]
