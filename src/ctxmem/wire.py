@@ -47,7 +47,9 @@ against any writer: the session's head and depth are read each call, and unless 
 head's chain passes through the last one seen (``depth`` − ``k`` steps back), the new
 events open a new message rather than continue the last one, and the store object is the
 same, the history is reloaded in full — after a rewind or fork, or when another handle
-added a tool result to the last message.
+added a tool result to the last message. Like the reused builders' strategies, the cached
+History is not for concurrent use: call these helpers for one session from one thread at
+a time.
 """
 
 from __future__ import annotations
