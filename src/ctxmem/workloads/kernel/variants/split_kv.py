@@ -65,6 +65,7 @@ def _extend_attention_kernel(
     stride_kn_t, stride_kn_h,
     stride_vn_t, stride_vn_h,
     stride_mid_s, stride_mid_t, stride_mid_h,
+    stride_ml_s, stride_ml_t, stride_ml_h,
     stride_kp_t, stride_kp_h,
     stride_vp_t, stride_vp_h,
     stride_table_row,
@@ -73,6 +74,7 @@ def _extend_attention_kernel(
     GROUP: tl.constexpr,
     PACK: tl.constexpr,
     SPLITS: tl.constexpr,
+    MIN_TILES: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     USE_CAP: tl.constexpr,
@@ -121,8 +123,14 @@ def _extend_attention_kernel(
         first_visible = tl.maximum(prefix_len + m_start - window + 1, 0)
         lo = (first_visible // BLOCK_N) * BLOCK_N
         n_full = lo  # the window's edge crosses tiles: every tile is masked
+    # Split only what is long: at most SPLITS chunks of at least MIN_TILES key tiles each,
+    # so a short key range stays one program that writes ``out`` itself (splits past the
+    # tile's count exit at once).
     tiles = (kv_end - lo + BLOCK_N - 1) // BLOCK_N
-    chunk = ((tiles + SPLITS - 1) // SPLITS) * BLOCK_N
+    n_split = tl.minimum((tiles + MIN_TILES - 1) // MIN_TILES, SPLITS)
+    if split >= n_split:
+        return
+    chunk = ((tiles + n_split - 1) // n_split) * BLOCK_N
     split_lo = lo + split * chunk
     split_hi = tl.minimum(split_lo + chunk, kv_end)
     for start_n in range(split_lo, split_hi, BLOCK_N):
@@ -155,53 +163,75 @@ def _extend_attention_kernel(
             v = tl.load(v_rows[:, None] + offs_d[None, :], mask=in_kv[:, None] & mask_d[None, :], other=0.0)
             m_i, l_i, acc = _online_softmax_step(s, visible, m_i, l_i, acc, v)
 
-    # Partial results of this split: unnormalized accumulator, running max and sum.
+    # Partial results of this split: unnormalized accumulator, running max and sum. (A
+    # tile that is one split goes through the reduce too: only the reduce writes ``out``.)
     mid = split * stride_mid_s + rows_q[:, None] * stride_mid_t + heads[:, None] * stride_mid_h
     tl.store(Mid_o + mid + offs_d[None, :], acc, mask=mask_m[:, None] & mask_d[None, :])
-    ml = split * stride_mid_s + rows_q * stride_mid_t + heads * stride_mid_h
+    ml = split * stride_ml_s + rows_q * stride_ml_t + heads * stride_ml_h
     tl.store(Mid_ml + ml, m_i, mask=mask_m)
     tl.store(Mid_ml + ml + 1, l_i, mask=mask_m)
 
 
 @triton.jit
 def _reduce_splits_kernel(
-    Mid_o, Mid_ml, Out, total,
+    Mid_o, Mid_ml, Out, Prefix_lens, Extend_lens, Extend_starts, window,
     stride_mid_s, stride_mid_t, stride_mid_h,
+    stride_ml_s, stride_ml_t, stride_ml_h,
     stride_o_t, stride_o_h,
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    PACK: tl.constexpr,
     SPLITS: tl.constexpr,
-    BLOCK_T: tl.constexpr,
+    MIN_TILES: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    USE_WINDOW: tl.constexpr,
 ):
-    offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    h = tl.program_id(1)
+    # Same grid and tile geometry as the attention kernel: each tile combines its
+    # n_split partial results (log-sum-exp rule) and writes ``out``.
+    pid_m = tl.program_id(0)
+    b = tl.program_id(1)
+    hg = tl.program_id(2)
+    TOKENS: tl.constexpr = BLOCK_M // PACK
+    extend_len = tl.load(Extend_lens + b)
+    m_start = pid_m * TOKENS
+    if m_start >= extend_len:
+        return
+    prefix_len = tl.load(Prefix_lens + b)
+    kv_end = prefix_len + tl.minimum(extend_len, m_start + TOKENS)
+    lo = 0
+    if USE_WINDOW:
+        first_visible = tl.maximum(prefix_len + m_start - window + 1, 0)
+        lo = (first_visible // BLOCK_N) * BLOCK_N
+    tiles = (kv_end - lo + BLOCK_N - 1) // BLOCK_N
+    n_split = tl.minimum((tiles + MIN_TILES - 1) // MIN_TILES, SPLITS)
+    rows = tl.arange(0, BLOCK_M)
+    heads = hg * PACK + rows // TOKENS
+    offs_m = m_start + rows % TOKENS
+    mask_m = offs_m < extend_len
+    rows_q = (tl.load(Extend_starts + b) + offs_m).to(tl.int64)
     offs_d = tl.arange(0, BLOCK_D)
-    mask_t = offs_t < total
     mask_d = offs_d < HEAD_DIM
-    rows = offs_t.to(tl.int64)
-    m = tl.full([BLOCK_T], float("-inf"), dtype=tl.float32)
-    for s in tl.static_range(SPLITS):
-        ml = s * stride_mid_s + rows * stride_mid_t + h * stride_mid_h
-        m = tl.maximum(m, tl.load(Mid_ml + ml, mask=mask_t, other=float("-inf")))
+    ml = rows_q * stride_ml_t + heads * stride_ml_h
+    m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    for s in range(0, n_split):
+        m = tl.maximum(m, tl.load(Mid_ml + s * stride_ml_s + ml, mask=mask_m, other=float("-inf")))
     m_shift = tl.where(m == float("-inf"), 0.0, m)
-    l_sum = tl.zeros([BLOCK_T], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
-    for s in tl.static_range(SPLITS):
-        ml = s * stride_mid_s + rows * stride_mid_t + h * stride_mid_h
-        m_s = tl.load(Mid_ml + ml, mask=mask_t, other=float("-inf"))
-        l_s = tl.load(Mid_ml + ml + 1, mask=mask_t, other=0.0)
+    l_sum = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    mid = rows_q[:, None] * stride_mid_t + heads[:, None] * stride_mid_h + offs_d[None, :]
+    for s in range(0, n_split):
+        m_s = tl.load(Mid_ml + s * stride_ml_s + ml, mask=mask_m, other=float("-inf"))
+        l_s = tl.load(Mid_ml + s * stride_ml_s + ml + 1, mask=mask_m, other=0.0)
         scale = tl.exp2(m_s - m_shift)
-        o_s = tl.load(
-            Mid_o + ml[:, None] + offs_d[None, :], mask=mask_t[:, None] & mask_d[None, :], other=0.0
-        )
+        o_s = tl.load(Mid_o + s * stride_mid_s + mid, mask=mask_m[:, None] & mask_d[None, :], other=0.0)
         l_sum += l_s * scale
         acc += o_s * scale[:, None]
     l_safe = tl.where(l_sum > 0.0, l_sum, 1.0)
-    out = acc / l_safe[:, None]
     tl.store(
-        Out + rows[:, None] * stride_o_t + h * stride_o_h + offs_d[None, :],
-        out.to(Out.dtype.element_ty),
-        mask=mask_t[:, None] & mask_d[None, :],
+        Out + rows_q[:, None] * stride_o_t + heads[:, None] * stride_o_h + offs_d[None, :],
+        (acc / l_safe[:, None]).to(Out.dtype.element_ty),
+        mask=mask_m[:, None] & mask_d[None, :],
     )
 
 
@@ -219,6 +249,7 @@ def extend_attention(
     num_stages=1,
     PACK=2,
     SPLITS=2,
+    SPLIT_KEYS=1024,
 ):
     """Write extend attention for every new token into ``out`` and return it."""
     total, num_q_heads, head_dim = q.shape
@@ -237,11 +268,15 @@ def extend_attention(
     while pack * 2 <= PACK and group % (pack * 2) == 0 and BLOCK_M % (pack * 2) == 0:
         pack *= 2
     block_d = triton.next_power_of_2(head_dim)
-    # Scratch per split: the accumulator [SPLITS, total, heads, block_d] and (max, sum) pairs.
+    # A tile's key range is split only past SPLIT_KEYS keys (at most SPLITS ways): prefill
+    # tiles stay whole, the long key ranges of decode-like requests are cut.
+    min_tiles = max(1, SPLIT_KEYS // BLOCK_N)
+    # Scratch per split: the accumulator [SPLITS, total, heads, block_d] and (max, sum)
+    # pairs; a tile that is one split writes one partial.
     mid_o = torch.empty((SPLITS, total, num_q_heads, block_d), dtype=torch.float32, device=q.device)
-    mid_ml = torch.empty((SPLITS, total, num_q_heads, block_d), dtype=torch.float32, device=q.device)
-    grid = (triton.cdiv(max_extend, BLOCK_M // pack), batch, (num_q_heads // pack) * SPLITS)
-    _extend_attention_kernel[grid](
+    mid_ml = torch.empty((SPLITS, total, num_q_heads, 2), dtype=torch.float32, device=q.device)
+    grid = (triton.cdiv(max_extend, BLOCK_M // pack), batch, num_q_heads // pack)
+    _extend_attention_kernel[(grid[0], grid[1], grid[2] * SPLITS)](
         q, k_new, v_new, mid_o, mid_ml, k_pool, v_pool,
         req_to_token, req_idx, prefix_lens, extend_lens, extend_starts,
         sm_scale, soft_cap, window,
@@ -249,6 +284,7 @@ def extend_attention(
         k_new.stride(0), k_new.stride(1),
         v_new.stride(0), v_new.stride(1),
         mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
+        mid_ml.stride(0), mid_ml.stride(1), mid_ml.stride(2),
         k_pool.stride(0), k_pool.stride(1),
         v_pool.stride(0), v_pool.stride(1),
         req_to_token.stride(0),
@@ -257,6 +293,7 @@ def extend_attention(
         GROUP=group,
         PACK=pack,
         SPLITS=SPLITS,
+        MIN_TILES=min_tiles,
         BLOCK_M=BLOCK_M,
         BLOCK_N=BLOCK_N,
         USE_CAP=soft_cap > 0,
@@ -265,14 +302,19 @@ def extend_attention(
         num_warps=num_warps,
         num_stages=num_stages,
     )
-    _reduce_splits_kernel[(triton.cdiv(total, 16), num_q_heads)](
-        mid_o, mid_ml, out, total,
+    _reduce_splits_kernel[grid](
+        mid_o, mid_ml, out, prefix_lens, extend_lens, extend_starts, window,
         mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
+        mid_ml.stride(0), mid_ml.stride(1), mid_ml.stride(2),
         out.stride(0), out.stride(1),
         HEAD_DIM=head_dim,
         BLOCK_D=block_d,
+        PACK=pack,
         SPLITS=SPLITS,
-        BLOCK_T=16,
+        MIN_TILES=min_tiles,
+        BLOCK_M=BLOCK_M,
+        BLOCK_N=BLOCK_N,
+        USE_WINDOW=window > 0,
         num_warps=4,
     )
     return out
