@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from ctxmem.errors import InputError
 from ctxmem.jsonl import _encode_fast_openai, import_jsonl, parse_jsonl
@@ -166,3 +167,39 @@ def test_empty_parts_store_the_same_rows_either_way(tmp_path: Path) -> None:
     fast, slow, took = _both_ways(tmp_path, data, ["heuristic"])
     assert took
     assert fast == slow
+
+
+_IDS = ("a", "b", "c")
+_CONTENT = st.sampled_from([None, "", "txt", [], [{"type": "text", "text": "p"}], [{"type": "image_url", "image_url": {}}]])
+_ARGS = st.sampled_from(["{}", "", '{"x": 1}', '{"x": 1.5}', '{"big": 123456789012345678901234567890}', "[1]", "{bad",
+                         '{"x": NaN}'])
+_CALL = st.fixed_dictionaries({"id": st.sampled_from(_IDS), "type": st.just("function"),
+                               "function": st.fixed_dictionaries({"name": st.sampled_from(["ls", "run"]),
+                                                                  "arguments": _ARGS})})
+_LINE = st.one_of(
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "developer"]), "content": _CONTENT}),
+    st.fixed_dictionaries({"role": st.just("assistant"), "content": _CONTENT},
+                          optional={"tool_calls": st.one_of(st.none(), st.lists(_CALL, max_size=2))}),
+    st.fixed_dictionaries({"role": st.just("tool"), "tool_call_id": st.sampled_from(_IDS), "content": _CONTENT},
+                          optional={"is_error": st.sampled_from([True, False, 1])}),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(_LINE, min_size=1, max_size=6))
+def test_arbitrary_openai_lines_are_stored_as_the_validating_path_stores_them_or_declined(
+    tmp_path_factory: Any, lines: list[Any]
+) -> None:
+    """Whatever the lines: where the validating path refuses the file the bulk path
+    declines it, and where the bulk path takes it, it stores the validating path's rows."""
+    data = _jsonl(lines)
+    try:
+        _, msgs = parse_jsonl(data, fmt="openai")
+    except InputError:
+        event("refused")
+        assert _encode_fast_openai(data) is None
+        return
+    if _encode_fast_openai(data) is not None and msgs:
+        event("taken by the bulk path")
+        fast, slow, took = _both_ways(tmp_path_factory.mktemp("arb"), data, ["heuristic"])
+        assert took and fast == slow
