@@ -126,3 +126,51 @@ def test_variant_bugs_fail_as_documented_in_every_rung_they_apply_to(bug: Bug, t
         assert "NaN" in text, text
     else:
         assert "mismatch" in text.lower() or "max abs" in text.lower(), text
+
+
+def test_sample_order_visits_every_program_once_and_stratifies_its_prefixes() -> None:
+    """Any 2^k-prefix of the order holds one program from each of 2^k equal stretches of
+    the request-major line, at a scrambled place: no aliasing with a periodic grid."""
+    import itertools
+
+    from ctxmem.workloads.kernel.instrument import _sample_order
+
+    grid = (128, 2, 32)  # tiles, requests, head groups x 4 splits (power-of-two periods)
+    order = list(_sample_order(grid, "t"))
+    assert len(order) == len(set(order)) == 128 * 2 * 32
+    line = [y * 128 * 32 + x * 32 + z for x, y, z in order]
+    n = len(line)
+    for k in (1, 2, 4, 6):
+        stretches = sorted(j * 2**k // n for j in line[: 2**k])
+        assert stretches == list(range(2**k)), k
+    first = list(itertools.islice(order, 64))
+    assert {z % 4 for _, _, z in first} == {0, 1, 2, 3}  # a plain shifted sequence hit one
+    assert {y for _, y, _ in first} == {0, 1} and sum(y for _, y, _ in first) == 32
+    assert list(_sample_order(grid, "t"))[:50] == order[:50]
+    assert list(_sample_order(grid, "u"))[:50] != order[:50]
+    odd = list(_sample_order((7, 3, 5), "t"))
+    assert sorted(odd) == sorted((x, y, z) for x in range(7) for y in range(3) for z in range(5))
+
+
+def test_sample_stats_stop_on_smooth_work_and_not_on_an_unseen_one() -> None:
+    from ctxmem.workloads.kernel.instrument import ZERO_PROGRAMS, _Program, _SampleStats
+
+    def prog(flops: int, nbytes: int) -> _Program:
+        p = _Program()
+        p.dot_flops, p.ld_sector_bytes = flops, nbytes
+        return p
+
+    ramp = _SampleStats()  # a causal ramp: known precisely from neighbouring differences
+    for pos in range(0, 4096, 128):
+        ramp.add(pos, prog(1000 + pos, 10 * (1000 + pos)))
+    assert ramp.rse() < 0.02
+    ragged = _SampleStats()  # a few heavy programs among dead ones: not known yet
+    for i, pos in enumerate(range(0, 4096, 128)):
+        ragged.add(pos, prog(10**6 if i % 7 == 0 else 0, 10**6 if i % 7 == 0 else 64))
+    assert ragged.rse() > 0.05
+    empty = _SampleStats()
+    for pos in range(ZERO_PROGRAMS - 1):
+        empty.add(pos, prog(0, 0))
+    assert empty.rse() == float("inf")
+    empty.add(ZERO_PROGRAMS, prog(0, 0))
+    assert empty.rse() == 0.0

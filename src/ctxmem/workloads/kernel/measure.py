@@ -33,7 +33,7 @@ from ctxmem.workloads.kernel import instrument
 from ctxmem.workloads.kernel.simx import BENCH_SHAPES, BenchShape, code_of
 from ctxmem.workloads.kernel.workspace import Workspace, asset_path
 
-MEASURE_VERSION = "m3"
+MEASURE_VERSION = "m5"  # m5: stratified (Owen-scrambled), adaptive program sampling
 FLOOR_SLACK = 0.25  # sampling noise allowance: refuse below a quarter of the ideal work
 SALT = "simx-measure-v1"
 
