@@ -42,6 +42,18 @@ def sessions() -> None:
     """Recorded agent sessions."""
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its reaped children (a counting child, see
+    ``ctxmem.store.parallel_count``): what an import costs whatever the machine's load."""
+    cpu = time.process_time()  # os.times() counts in clock ticks (10 ms): too coarse here
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return cpu
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return cpu + kids.ru_utime + kids.ru_stime
+
+
 @sessions.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="anthropic", show_default=True)
@@ -73,11 +85,12 @@ def import_cmd(file: str, fmt: str, tokenizers: tuple[str, ...], title: str | No
         for name in tokenizers:
             store.tokenizer(name)
         loaded = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_seconds()
         session = import_file(store, file, fmt=fmt, title=title, tokenizers=tokenizers)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
         summary = _summary(session, tokenizers[0] if tokenizers else None)
     summary["import_seconds"] = round(elapsed, 4)
+    summary["import_cpu_seconds"] = round(cpu, 4)
     summary["tokenizer_load_seconds"] = round(loaded, 4)
     if as_json:
         echo_json(summary)
