@@ -79,3 +79,30 @@ def test_fast_reload_constructors_build_the_same_objects() -> None:
     with pytest.raises(RuntimeError), codec.gc_paused():
         raise RuntimeError
     assert gc.isenabled()
+
+
+_AWKWARD_INPUTS: list[Any] = [
+    {"x": 1.5, "z": [1e300, -0.0, 1e-07]},
+    {"big": 2**70, "neg": -(2**64) - 1, "u64": 2**64 - 1, "i64": -(2**63)},
+    {"nan": float("nan"), "inf": float("-inf")},  # stored by an older ctxmem: still read back
+    {"nested": {"a": [{"b": [1, 2, {"c": None}]}]}, "s": "é✓😀\u2028"},
+    {},
+]
+
+
+@given(json_values())
+def test_a_tool_input_reads_back_as_json_reads_it(value: Any) -> None:
+    from ctxmem.store.codec import _tool_input
+
+    blob = _canonical(["run", {"v": value}])
+    assert repr(_tool_input(blob)) == repr(json.loads(blob)[1])  # repr: NaN != NaN, -0.0 == 0.0
+
+
+@pytest.mark.parametrize("value", _AWKWARD_INPUTS)
+def test_awkward_tool_inputs_read_back_as_json_reads_them(value: Any) -> None:
+    from ctxmem.store.codec import _tool_input
+
+    blob = _canonical(["run", value])
+    got = _tool_input(blob)
+    assert repr(got) == repr(json.loads(blob)[1])
+    assert all(type(got[k]) is type(v) for k, v in value.items())  # an integer stays an integer

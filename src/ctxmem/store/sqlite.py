@@ -706,9 +706,7 @@ class SQLiteStore:
                     "WHERE e.session_id = ? AND e.id <= ? ORDER BY e.id",
                     (tokenizer_id(tokenizers[0]), session_id, info.head_event_id),
                 ).fetchall()
-                counts[tokenizers[0]] = decode_counts(
-                    [(r[0], r[13], r[14], r[15], r[16]) for r in rows if r[13] is not None]
-                )
+                counts[tokenizers[0]] = decode_counts(rows, at=13)
             elif linear:
                 rows = conn.execute(
                     f"SELECT {_EVENT_COLS} FROM events e LEFT JOIN blobs b ON b.id = e.blob_id "
