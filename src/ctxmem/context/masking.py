@@ -239,9 +239,12 @@ class Masking:
         reducer = policy.reducer if policy.reducer is not None else self.config.reducer
         gist = get_reducer(reducer)(text) if reducer else ""
         n_lines = text.count("\n") + 1 if text else 0
-        head = f"[masked {tool or 'tool'} output: {len(text)} chars, {n_lines} lines; handle {block.tool_use_id}"
+        head = f"[masked {tool or 'tool'} output: {len(text)} chars, {n_lines} lines; "
+        # a handle only where the recall tool that takes it is offered; otherwise the call's id
         if self.config.reversible:
-            head += " (recall it with the recall tool)"
+            head += f"handle {block.tool_use_id} (recall it with the recall tool)"
+        else:
+            head += f"tool call {block.tool_use_id}"
         return head + ("]\n" + gist if gist else "]")
 
     def _state(self, h: History) -> _MaskState:
