@@ -72,7 +72,7 @@ IMPORT_ANCHOR = "import triton.language as tl\n"
 BASE_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
 # Pack a whole GQA group to start (4 or 8 query heads on the benchmark shapes; the rungs'
 # launch clamps PACK to the largest power of two that divides the group).
-POLICY_DEFAULTS: dict[str, int] = {**SIMX_DEFAULTS, "PACK": 8, "SPLITS": 2, "PROGRAMS": 256}
+POLICY_DEFAULTS: dict[str, int] = {**SIMX_DEFAULTS, "PACK": 8, "SPLITS": 4, "PROGRAMS": 256}
 
 
 def arch_keys(arch: str) -> tuple[str, ...]:
@@ -279,7 +279,7 @@ class ScaleParams:
 
 
 SCALES: dict[str, ScaleParams] = {
-    "small": ScaleParams(ladder=(("baseline", 1), ("unified_loop", 1), ("head_packing", 2)),
+    "small": ScaleParams(ladder=(("baseline", 1), ("unified_loop", 1), ("head_packing", 1), ("split_kv", 1)),
                          autotunes=2, autotune_size=24, explore=2, confirm=1, profiles=1,
                          max_refinement=0, read_reference=False, bug_rate=0.6),
     "full": ScaleParams(ladder=(("baseline", 2), ("unified_loop", 2), ("head_packing", 3), ("split_kv", 3),
@@ -543,7 +543,7 @@ class ScriptedPolicy:
         if cfg.get("PACK") == 1:
             cfg["PACK"] = 8
         if cfg.get("SPLITS") == 1:
-            cfg["SPLITS"] = 2
+            cfg["SPLITS"] = 4
         if not self._fits(arch, cfg, know):
             cfg.update(BLOCK_N=32, num_stages=1)
         return cfg
