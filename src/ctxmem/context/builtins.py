@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Sequence
+from itertools import chain
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -168,7 +169,7 @@ class _Suffix(ABC):
             # that keeps its boundary costs nothing here however long the session is.
             at = (request.session.id, h.uid, p, s)
             if at != self._recorded_at:
-                ids = [e for ids in h.event_ids[p:s] for e in ids]
+                ids = list(chain.from_iterable(h.event_ids[p:s]))  # C-level, no Python step per id
                 self._recorder.record(self.name, request, built, ids, f"dropped messages {p}-{s - 1} at a safe cut")
                 self._recorded_at = at
         return built
