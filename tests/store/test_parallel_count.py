@@ -136,3 +136,33 @@ def test_wanted_needs_enough_events_the_setting_and_a_second_core(o200k: Any, mo
     assert not parallel_count.wanted(o200k, many)
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
     assert parallel_count.wanted(o200k, many) == (cores > 1)
+
+
+def test_only_tokenizers_that_count_on_the_calling_thread_are_forked(o200k: Any) -> None:
+    from ctxmem.tokens import get_tokenizer
+
+    class Pooled:  # stands for an engine with its own thread pool (HF tokenizers): never forked
+        id, name, exact = "pooled:x", "x", True
+
+        def count(self, text: str) -> int:
+            return len(text)
+
+        def count_many(self, texts: Any) -> list[int]:
+            return [len(t) for t in texts]
+
+    assert parallel_count._fork_safe(o200k)
+    assert parallel_count._fork_safe(get_tokenizer("heuristic"))
+    assert not parallel_count._fork_safe(Pooled())
+    assert not parallel_count.possible(Pooled())
+
+
+def test_deciding_fork_safety_imports_no_backend() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from ctxmem.tokens import get_tokenizer; from ctxmem.store import parallel_count as p; "
+            "t = get_tokenizer('heuristic'); assert p._fork_safe(t); "
+            "print(sorted(m for m in ('ctxmem.tokens.tiktoken_backend', 'ctxmem.tokens.quicktok_backend') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -54,20 +54,28 @@ _DEADLINE_PER_MCHAR = 20.0
 
 
 def _fork_safe(tok: Tokenizer) -> bool:
-    # tiktoken and quicktok (count by count) encode on the calling thread; HF tokenizers
-    # run a rayon thread pool that does not survive fork, so they are counted in the parent.
     return _fork_safe_type(type(tok))
+
+
+#: tokenizer classes counted on the calling thread, fork-safe: (module, class name).
+#: HF tokenizers run a rayon thread pool that does not survive fork: not listed.
+_FORK_SAFE = (
+    ("ctxmem.tokens.quicktok_backend", "QuicktokTokenizer"),
+    ("ctxmem.tokens.tiktoken_backend", "TiktokenTokenizer"),
+    ("ctxmem.tokens.heuristic", "HeuristicTokenizer"),
+)
 
 
 @functools.cache
 def _fork_safe_type(cls: type) -> bool:
-    # per class, once: every append asks (the three imports and the union isinstance
-    # cost ~2 µs a time), and the backends stay unimported until a tokenizer is
-    from ctxmem.tokens.heuristic import HeuristicTokenizer
-    from ctxmem.tokens.quicktok_backend import QuicktokTokenizer
-    from ctxmem.tokens.tiktoken_backend import TiktokenTokenizer
-
-    return issubclass(cls, TiktokenTokenizer | QuicktokTokenizer | HeuristicTokenizer)
+    # Per class, once (every append asks). Looked up among the modules already imported,
+    # never importing one: a tokenizer of a class whose module was never imported cannot
+    # exist (importing the tiktoken backend cost a fresh `sessions import` ~1.4 ms).
+    for module, name in _FORK_SAFE:
+        mod = sys.modules.get(module)
+        if mod is not None and issubclass(cls, getattr(mod, name)):
+            return True
+    return False
 
 
 def idle_core() -> bool:
