@@ -259,3 +259,50 @@ def test_incremental_facts_between_updates_match_a_fresh_index(name: str, o200k:
             assert got == _facts(fresh, start, stop) == _ref_facts(fresh, start, stop), (k, start, stop)
             calls += bool(got)
     assert calls >= 4  # the spans held facts (the odd session has few scoring ones)
+
+
+@pytest.mark.parametrize("name", ["kernel", "logs-dev", "data-val"])
+def test_a_rescore_after_a_long_gap_matches_a_fresh_index(name: str, o200k: Any) -> None:
+    """Scored once on a quarter of the session, then the rest appended at once: the keys
+    whose counts crossed a point in between (a word no longer rare, a cue now common) are
+    found again when the lazily built index is made, so no score stays stale."""
+    messages = dict(_sessions())[name]
+    cut = len(messages) // 4
+    h = History.from_messages(messages[:cut], o200k)
+    step = SalienceIndex()
+    step.update(h)
+    assert step.facts(1, len(h))
+    h.extend(messages[cut:])
+    step.update(h)
+    fresh = SalienceIndex()
+    fresh.update(h)
+    for start, stop in ((1, len(h)), (1, len(h) // 2), (1, len(h))):
+        assert _facts(step, start, stop) == _facts(fresh, start, stop) == _ref_facts(fresh, start, stop)
+
+
+def test_a_word_that_stops_being_rare_rescores_the_lines_that_held_it(o200k: Any) -> None:
+    """Only the word's count changes (the later lines have other shapes, stems and leads):
+    the first line's score must still drop by the rare-word term."""
+    def out(i: int, text: str) -> list[Message]:
+        call = f"call_{i}"
+        return [Message("assistant", (ToolUseBlock(call, "run", {"n": i}),)),
+                Message("user", (ToolResultBlock(call, text),))]
+
+    first = "root cause: the zorblax quota in /etc/quota.toml is at most 4096 rows per page"
+    # its content words (rare: once each) come back twice more in lines of other shapes, stems
+    # and leads and without strong cues, so only word counts change
+    later = ["warning zorblax quota toml rows page cause root seen near node seven",
+             "summary zorblax quota toml rows page cause root drained after restart today"]
+    messages = [Message("user", (TextBlock("triage"),)), *out(0, first)]
+    h = History.from_messages(messages, o200k)
+    step = SalienceIndex()
+    step.update(h)
+    before = _facts(step, 1, len(h))
+    for k, text in enumerate(later, 1):
+        h.extend(out(k, text))
+    step.update(h)
+    fresh = SalienceIndex()
+    fresh.update(h)
+    after = _facts(step, 1, 3)
+    assert after == _facts(fresh, 1, 3) == _ref_facts(fresh, 1, 3)
+    assert before[0][0] == after[0][0] == first and after[0][1] < before[0][1]

@@ -37,9 +37,13 @@ lookup and a few counter increments; the order-dependent part (routine counts, r
 stays per index. Cue patterns run without IGNORECASE on lower-cased ASCII text (same
 matches; non-ASCII text keeps the case-folding pattern). ``tests/context/
 test_salience_equivalence.py`` pins the result to the plain per-line reader.
-:meth:`SalienceIndex.section` scores the candidates of the span (about ten thousand in a
+:meth:`SalienceIndex.section` ranks the candidates of the span (about ten thousand in a
 1M-token session) and is cached per (span, cap), so a strategy pays for it only when its
-boundary moves.
+boundary moves; and then incrementally: :meth:`SalienceIndex.facts` rescores only the
+candidates whose counts changed below the point where their score stops changing (or that
+gained a reference) and updates the previous per-shape ranking, so a boundary move costs
+what changed since the last one, not the span. The index of candidates by key that this
+needs is built lazily, on the first incremental call, so a cold build ranks in one pass.
 """
 
 from __future__ import annotations
@@ -400,6 +404,7 @@ class _Top:
             return
         shapes = {cands[k].shape for k in changed if lo <= k < self.hi}
         shapes.update(cands[k].shape for k in new)
+        index._index(len(sc))  # the shapes' groups
         by_key, ranked, best = index._by_key, self.ranked, self.best
         for sh in shapes:
             group = by_key[(0, sh)]
@@ -448,6 +453,7 @@ class SalienceIndex:
     _sc: list[float] = field(default_factory=list)
     #: candidates by the keys their score reads, for rescoring what a count change touched
     _by_key: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+    _indexed: int = 0
     #: keys whose count changed below saturation since the last rescore, and candidates with new references
     _dirty_keys: set[tuple[int, str]] = field(default_factory=set)
     _dirty: set[int] = field(default_factory=set)
@@ -629,10 +635,12 @@ class SalienceIndex:
 
     def _rescore(self) -> set[int]:
         """Bring ``_sc`` up to date with the counts; the scored candidates whose score changed."""
-        cands, sc, by_key = self._cands, self._sc, self._by_key
+        cands, sc = self._cands, self._sc
         done = len(sc)
         changed: set[int] = set()
-        if done:
+        if done and (self._dirty_keys or self._dirty):
+            self._index(done)
+            by_key = self._by_key
             touched = {k for key in self._dirty_keys for k in by_key.get(key, ())}
             touched |= self._dirty
             for k in touched:
@@ -643,20 +651,50 @@ class SalienceIndex:
                         changed.add(k)
         self._dirty_keys.clear()
         self._dirty.clear()
-        word_df, cue_df = self._word_df, self._cue_df
+        # New candidates: :meth:`_score_of` inlined over locals (the same arithmetic in the
+        # same order, so the same floats) — a cold build scores ten thousand of them.
+        shapes, stems, leads, cue_df, word_df = self._shapes, self._stems, self._leads, self._cue_df, self._word_df
+        log2 = math.log2
+        append = sc.append
         for k in range(done, len(cands)):
             c = cands[k]
-            sc.append(self._score_of(c))
-            for key in ((0, c.shape), (1, c.stem), (1, c.tail), (2, c.lead)):
-                by_key.setdefault(key, []).append(k)
-            # a word past the rare count, a cue past saturation, never changes this score again
+            n = shapes[c.shape]
+            rarity = 1.5 if n == 1 else -min(2.5, 0.8 * log2(n))
+            m = max(stems[c.stem], stems[c.tail])
+            rarity += 1.0 if m <= 2 else -min(2.0, 0.5 * log2(m))
+            m = leads[c.lead]
+            rarity += 0.5 if m <= 2 else -min(1.0, 0.25 * log2(m))
+            cue = sum(sorted((_common(cue_df[w]) for w in c.cues), reverse=True)[:2]) * 1.6 if c.cues else 0.0
+            r = 0
             for w in c.words:
                 if word_df.get(w, 0) <= _RARE_WORD:
+                    r += 1
+                    if r == 3:
+                        break
+            append(c.static + cue + r * 0.4 + rarity + 0.7 * min(c.refs, 3) * (1.0 if n <= 3 else 0.3))
+        return changed
+
+    def _index(self, upto: int) -> None:
+        """Index candidates [indexed, upto) by the keys their score reads (built lazily: a
+        cold build that ranks once never needs it).
+
+        A word is indexed while it is still rare and a cue while its weight can still
+        change — or when the key was marked since (its count crossed the point after the
+        candidate was scored, and its score must be recomputed once more).
+        """
+        by_key, cands, dirty = self._by_key, self._cands, self._dirty_keys
+        word_df, cue_df = self._word_df, self._cue_df
+        for k in range(self._indexed, upto):
+            c = cands[k]
+            for key in ((0, c.shape), (1, c.stem), (1, c.tail), (2, c.lead)):
+                by_key.setdefault(key, []).append(k)
+            for w in c.words:
+                if word_df.get(w, 0) <= _RARE_WORD or (3, w) in dirty:
                     by_key.setdefault((3, w), []).append(k)
             for w in c.cues:
-                if cue_df[w] < _SAT_CUE:
+                if cue_df[w] < _SAT_CUE or (4, w) in dirty:
                     by_key.setdefault((4, w), []).append(k)
-        return changed
+        self._indexed = max(self._indexed, upto)
 
     def facts(self, start: int, stop: int, *, limit: int = 200) -> list[SalientFact]:
         """The best candidates of messages[start:stop], one per shape, best first.
