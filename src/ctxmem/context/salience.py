@@ -405,9 +405,9 @@ class _Top:
         shapes = {cands[k].shape for k in changed if lo <= k < self.hi}
         shapes.update(cands[k].shape for k in new)
         index._index(len(sc))  # the shapes' groups
-        by_key, ranked, best = index._by_key, self.ranked, self.best
+        by_shape, ranked, best = index._by[0], self.ranked, self.best
         for sh in shapes:
-            group = by_key[(0, sh)]
+            group = by_shape[sh]
             entry = None
             for k in group[bisect_left(group, lo) :]:
                 if k >= hi:
@@ -452,10 +452,11 @@ class SalienceIndex:
     #: each scored candidate's score under the current counts (see :meth:`_rescore`)
     _sc: list[float] = field(default_factory=list)
     #: candidates by the keys their score reads, for rescoring what a count change touched
-    _by_key: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+    #: per key kind (shape, stem or tail, lead, word, cue): key -> candidates whose score reads it
+    _by: tuple[dict[str, list[int]], ...] = field(default_factory=lambda: ({}, {}, {}, {}, {}))
     _indexed: int = 0
     #: keys whose count changed below saturation since the last rescore, and candidates with new references
-    _dirty_keys: set[tuple[int, str]] = field(default_factory=set)
+    _marks: tuple[set[str], ...] = field(default_factory=lambda: (set(), set(), set(), set(), set()))
     _dirty: set[int] = field(default_factory=set)
     _top: _Top | None = None
 
@@ -592,23 +593,23 @@ class SalienceIndex:
     # points (a test checks each term is constant past its point).
 
     def _touch(self, sh: str, ld: str, st: str, tl: str, words: tuple[str, ...], cues: tuple[str, ...]) -> None:
-        dirty = self._dirty_keys
+        marks = self._marks
         if self._shapes[sh] <= _SAT_SHAPE:
-            dirty.add((0, sh))
+            marks[0].add(sh)
         if self._stems[st] <= _SAT_STEM:
-            dirty.add((1, st))
+            marks[1].add(st)
         if self._stems[tl] <= _SAT_STEM:
-            dirty.add((1, tl))
+            marks[1].add(tl)
         if self._leads[ld] <= _SAT_LEAD:
-            dirty.add((2, ld))
+            marks[2].add(ld)
         word_df = self._word_df
         for w in words:
             if word_df[w] == _RARE_WORD + 1:
-                dirty.add((3, w))
+                marks[3].add(w)
         cue_df = self._cue_df
         for w in cues:
             if cue_df[w] <= _SAT_CUE:
-                dirty.add((4, w))
+                marks[4].add(w)
 
     def _score_of(self, c: _Cand) -> float:
         # :meth:`_score` inlined (the same arithmetic in the same order, so the same floats)
@@ -638,18 +639,21 @@ class SalienceIndex:
         cands, sc = self._cands, self._sc
         done = len(sc)
         changed: set[int] = set()
-        if done and (self._dirty_keys or self._dirty):
+        marks = self._marks
+        if done and (any(marks) or self._dirty):
             self._index(done)
-            by_key = self._by_key
-            touched = {k for key in self._dirty_keys for k in by_key.get(key, ())}
-            touched |= self._dirty
+            touched = set(self._dirty)
+            for by, keys in zip(self._by, marks, strict=True):
+                for key in keys:
+                    touched.update(by.get(key, ()))
             for k in touched:
                 if k < done:
                     new = self._score_of(cands[k])
                     if new != sc[k]:
                         sc[k] = new
                         changed.add(k)
-        self._dirty_keys.clear()
+        for keys in marks:
+            keys.clear()
         self._dirty.clear()
         # New candidates: :meth:`_score_of` inlined over locals (the same arithmetic in the
         # same order, so the same floats) — a cold build scores ten thousand of them.
@@ -682,18 +686,23 @@ class SalienceIndex:
         change — or when the key was marked since (its count crossed the point after the
         candidate was scored, and its score must be recomputed once more).
         """
-        by_key, cands, dirty = self._by_key, self._cands, self._dirty_keys
-        word_df, cue_df = self._word_df, self._cue_df
+        by_shape, by_stem, by_lead, by_word, by_cue = self._by
+        marked_words, marked_cues = self._marks[3], self._marks[4]
+        cands, word_df, cue_df = self._cands, self._word_df, self._cue_df
         for k in range(self._indexed, upto):
             c = cands[k]
-            for key in ((0, c.shape), (1, c.stem), (1, c.tail), (2, c.lead)):
-                by_key.setdefault(key, []).append(k)
+            for by, key in ((by_shape, c.shape), (by_stem, c.stem), (by_stem, c.tail), (by_lead, c.lead)):
+                group = by.get(key)
+                if group is None:
+                    by[key] = [k]
+                else:
+                    group.append(k)
             for w in c.words:
-                if word_df.get(w, 0) <= _RARE_WORD or (3, w) in dirty:
-                    by_key.setdefault((3, w), []).append(k)
+                if word_df.get(w, 0) <= _RARE_WORD or w in marked_words:
+                    by_word.setdefault(w, []).append(k)
             for w in c.cues:
-                if cue_df[w] < _SAT_CUE or (4, w) in dirty:
-                    by_key.setdefault((4, w), []).append(k)
+                if cue_df[w] < _SAT_CUE or w in marked_cues:
+                    by_cue.setdefault(w, []).append(k)
         self._indexed = max(self._indexed, upto)
 
     def facts(self, start: int, stop: int, *, limit: int = 200) -> list[SalientFact]:
