@@ -240,3 +240,68 @@ def test_rewind_and_fork_change_what_a_result_may_answer(store: Any) -> None:
     s.record_tool_result("t1", "answered again after the rewind")
     assert s.pending_tool_uses() == [] and fork.pending_tool_uses() == []
     assert s.messages()[-1] == Message.user(ToolResultBlock("t1", "answered again after the rewind"))
+
+
+# --------------------------------------------------------------------------- check, then write: one step
+
+class _RacingStore:
+    """The real store, except that its first append of a tool result first lets ``rival``
+    run: another writer's result lands between this handle's check and its write."""
+
+    def __init__(self, inner: Any, rival: Callable[[], object]):
+        self.inner, self.rival, self.raced = inner, rival, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def append(self, session_id: str, events: Any, **kw: Any) -> list[int]:
+        if not self.raced and any(isinstance(e, ToolResultEvent) for e in events):
+            self.raced = True
+            self.rival()
+        return list(self.inner.append(session_id, events, **kw))
+
+
+def test_two_writers_answering_one_call_store_one_result(store: Any) -> None:
+    s = _started(store)
+    s.record(Message.assistant(ToolUseBlock("race1", "run", {})))
+    other = Session.open(store, s.id)
+    mine = Session(_RacingStore(store, lambda: other.record_tool_result("race1", "theirs")), s.id)
+    with pytest.raises(InvalidConversationError, match="already has a result") as exc:
+        mine.record_tool_result("race1", "mine")
+    assert exc.value.field == "tool_use_id"
+    results = [b for m in Session.open(store, s.id).messages() for b in m.content if isinstance(b, ToolResultBlock)]
+    assert [r.tool_use_id for r in results] == ["race1"]
+    assert results[0].content in ("theirs", (TextBlock("theirs"),))
+
+
+def test_an_append_check_fails_only_on_what_touches_its_ids(store: Any) -> None:
+    from ctxmem.errors import HeadMovedError
+    from ctxmem.store.base import AppendCheck
+
+    def call(i: str) -> ToolCallEvent:
+        return ToolCallEvent(ToolUseBlock(i, "run", {}))
+
+    def res(i: str) -> ToolResultEvent:
+        return ToolResultEvent(ToolResultBlock(i, "out"), "run")
+
+    def state(sid: str) -> tuple[Any, ...]:
+        return store.get_session(sid).head_event_id, store.event_count(sid), store.totals(sid, "heuristic")
+
+    sid = Session.create(store, tokenizers=["heuristic"]).id
+    assert store.append(sid, [call("k1"), call("k2")], check=AppendCheck(None, frozenset({"k1", "k2"})))
+    h0 = store.get_session(sid).head_event_id
+    store.append(sid, [res("k2")])  # another writer answers k2
+    # k1's answer, checked at h0, lands: nothing appended since touches k1
+    assert store.append(sid, [res("k1")], check=AppendCheck(h0, frozenset({"k1"})))
+    h1 = store.get_session(sid).head_event_id
+    # a second answer to k2 checked at h0 is refused (k2 was answered since); nothing is written
+    before = state(sid)
+    with pytest.raises(HeadMovedError) as exc:
+        store.append(sid, [res("k2")], check=AppendCheck(h0, frozenset({"k2"})))
+    assert (exc.value.expected, exc.value.actual) == (h0, h1)
+    assert state(sid) == before
+    # a chain rewound past the checked head refuses it too
+    store.rewind(sid, h0)
+    with pytest.raises(HeadMovedError):
+        store.append(sid, [call("k3")], check=AppendCheck(h1, frozenset({"k3"})))
+    assert store.get_session(sid).head_event_id == h0

@@ -165,6 +165,21 @@ class StoreBusyError(StoreError):
         )
 
 
+class HeadMovedError(StoreError):
+    """An append made with ``expect_head`` found the session's head elsewhere: another
+    writer appended (or rewound) after the caller last read it. Nothing was written;
+    re-read the session and retry. :class:`~ctxmem.session.Session` does this itself."""
+
+    def __init__(self, session_id: str, expected: int | None, actual: int | None):
+        self.session_id = session_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"session {session_id!r} moved from event {expected} to {actual} while this write was checked; "
+            "nothing was written: re-read the session and retry"
+        )
+
+
 class TokenizerError(CtxmemError):
     """A tokenizer could not be loaded or used."""
 

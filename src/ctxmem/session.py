@@ -31,9 +31,12 @@ the store exactly as it was and raises an :class:`~ctxmem.errors.InputError` who
 
 The tool-id check reads the chain's tool events once per handle, then only what was
 appended since (``SessionStore.tool_events(after_event_id=...)``), so it stays cheap on a
-long session and sees what other handles and processes appended. Two writers answering
-the *same* call at the same instant can both pass it (the check and the write are two
-steps); ctxmem's own loops answer each call from one place.
+long session and sees what other handles and processes appended. The write is a
+conditional on what the check read (``SessionStore.append(check=AppendCheck(head, ids))``,
+tested inside the write transaction): if another writer appended an event carrying one of
+the batch's tool ids since (or rewound the chain), the ledger catches up and the batch is
+checked again, so two writers answering the *same* call at the same instant get one
+result stored and one ``InvalidConversationError``; unrelated appends never block it.
 """
 
 from __future__ import annotations
@@ -42,7 +45,13 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ctxmem.errors import EventNotFoundError, InputError, InvalidConversationError
+from ctxmem.errors import (
+    EventNotFoundError,
+    HeadMovedError,
+    InputError,
+    InvalidConversationError,
+    StoreError,
+)
 from ctxmem.events import (
     CompactionEvent,
     Event,
@@ -62,7 +71,10 @@ from ctxmem.events import (
     surrogate_at,
 )
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
-from ctxmem.store.base import ChainView, SessionInfo, SessionStore, TokenTotals
+from ctxmem.store.base import AppendCheck, ChainView, SessionInfo, SessionStore, TokenTotals
+
+#: how often a checked tool write re-reads a session that other writers keep moving
+_CAS_ATTEMPTS = 64
 
 
 class _ToolLedger:
@@ -145,6 +157,14 @@ class _ToolLedger:
         return out
 
 
+def _tool_ids(events: Sequence[Event]) -> frozenset[str]:
+    """The tool_use ids a batch's tool calls and results carry."""
+    return frozenset(
+        ev.tool_use.id if isinstance(ev, ToolCallEvent) else ev.result.tool_use_id
+        for ev in events if isinstance(ev, ToolCallEvent | ToolResultEvent)
+    )
+
+
 def _tool_fields(message: Message, prefix: str = "") -> list[str]:
     """Error path prefix of each tool block of ``message``, in block (= event) order."""
     return [f"{prefix}content[{i}]." for i, b in enumerate(message.content) if isinstance(b, ToolUseBlock | ToolResultBlock)]
@@ -222,11 +242,22 @@ class Session:
     # ------------------------------------------------------------------ recording
 
     def _append(self, events: Sequence[Event], fields: Sequence[str]) -> list[int]:
-        """Validate tool ids against the chain (when the batch has tool events), then append."""
-        if any(isinstance(ev, ToolCallEvent | ToolResultEvent) for ev in events):
+        """Validate tool ids against the chain (when the batch has tool events), then append
+        on condition that the head is still the one checked against (a compare-and-swap);
+        when another writer moved it in between, catch up and check again."""
+        if not any(isinstance(ev, ToolCallEvent | ToolResultEvent) for ev in events):
+            return self.store.append(self.id, events)
+        for _ in range(_CAS_ATTEMPTS):
             self._ledger.sync(self.store, self.id)
-            events = self._ledger.admit(events, fields)
-        return self.store.append(self.id, events)
+            admitted = self._ledger.admit(events, fields)
+            try:
+                return self.store.append(self.id, admitted, check=AppendCheck(self._ledger.head, _tool_ids(admitted)))
+            except HeadMovedError:
+                continue  # another writer appended since the sync: what it wrote is checked next
+        raise StoreError(
+            f"session {self.id!r} kept moving under {_CAS_ATTEMPTS} attempts to write a checked tool event; "
+            "nothing was written: retry when fewer writers are busy"
+        )
 
     def record(self, message: Message) -> list[int]:
         """Record one message (split into content events, atomically). Returns event ids.

@@ -111,6 +111,44 @@ class ToolEventRef(NamedTuple):
     tool_name: str | None
 
 
+@dataclass(frozen=True)
+class AppendCheck:
+    """A condition an append must meet under its write lock (``SessionStore.append(check=)``).
+
+    The caller read the chain up to ``head`` and validated a batch whose tool events carry
+    ``tool_use_ids``. The append may land when the chain still runs through ``head`` and
+    nothing appended since carries one of those ids: unrelated appends by other writers
+    (other tool calls, messages) do not void it, so many writers of one session never
+    starve each other; a second answer to the same call, a reused id, or a rewind/fork
+    that left ``head`` does.
+    """
+
+    head: int | None
+    tool_use_ids: frozenset[str]
+
+    def holds(self, head: int | None, delta: Sequence[tuple[int, int | None, str | None]]) -> bool:
+        """Whether the append may land at ``head``. ``delta`` is the chain from ``head``
+        down to the first event deeper than ``self.head`` (newest first), as
+        ``(id, parent_id, tool_use_id)`` rows (see :data:`DELTA_SQL`)."""
+        if head == self.head:
+            return True
+        if not delta or delta[-1][1] != self.head:  # rewound past it, or on another branch
+            return False
+        return not any(t is not None and t in self.tool_use_ids for _, _, t in delta)
+
+
+#: the chain from event ``:head`` down through the events deeper than ``:depth`` (the
+#: checked head's depth), newest first: what :meth:`AppendCheck.holds` reads. Bounded by
+#: what was appended since the check, not by the session's length.
+DELTA_SQL = (
+    "WITH RECURSIVE c(id, parent_id, depth, tuid) AS ("
+    "SELECT id, parent_id, depth, tool_use_id FROM events WHERE id = {head} "
+    "UNION ALL SELECT e.id, e.parent_id, e.depth, e.tool_use_id FROM events e JOIN c ON e.id = c.parent_id "
+    "WHERE e.depth > {depth}) "
+    "SELECT id, parent_id, tuid FROM c WHERE depth > {depth} ORDER BY depth DESC"
+)
+
+
 @runtime_checkable
 class SessionStore(Protocol):
     """Where sessions live. Every method is atomic: it fully happens or not at all.
@@ -156,10 +194,18 @@ class SessionStore(Protocol):
         """Every session, oldest first (ties by id)."""
         ...
 
-    def append(self, session_id: str, events: Sequence[Event], *, created_at: float | None = None) -> list[int]:
+    def append(
+        self, session_id: str, events: Sequence[Event], *, created_at: float | None = None,
+        check: AppendCheck | None = None,
+    ) -> list[int]:
         """Append events to the session's head in one transaction; returns their ids (in
         order, increasing). ``created_at`` (epoch seconds) defaults to now. An empty list
-        writes nothing and returns ``[]``. Raises ``SessionNotFoundError``."""
+        writes nothing and returns ``[]``. Raises ``SessionNotFoundError``.
+
+        ``check`` (an :class:`AppendCheck`) is tested inside the write transaction: when it
+        fails nothing is written and ``HeadMovedError`` is raised. Session uses it so that a
+        check made against the chain (a tool result answers a pending call, once; a call id
+        is fresh) still holds when the write lands, whatever other processes append."""
         ...
 
     def chain(self, session_id: str, *, tokenizers: Sequence[str] = ()) -> ChainView:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ctxmem.errors import EventNotFoundError, InputError, SessionNotFoundError
+from ctxmem.errors import EventNotFoundError, HeadMovedError, InputError, SessionNotFoundError
 from ctxmem.events import (
     Event,
     MessageEvent,
@@ -27,6 +27,7 @@ from ctxmem.events import (
 )
 from ctxmem.messages import ToolUseBlock
 from ctxmem.store.base import (
+    AppendCheck,
     ChainView,
     EventCounts,
     SearchHit,
@@ -144,11 +145,28 @@ class MemoryStore:
         self._counts[key] = ec
         return ec
 
-    def append(self, session_id: str, events: Sequence[Event], *, created_at: float | None = None) -> list[int]:
+    def append(
+        self, session_id: str, events: Sequence[Event], *, created_at: float | None = None,
+        check: AppendCheck | None = None,
+    ) -> list[int]:
         """All or nothing, like a transaction: if encoding or counting fails part way, the
         rows, counts and head written so far are taken back."""
         with self._lock:
             info = self.get_session(session_id)
+            head = info.head_event_id
+            if check is not None and head != check.head:
+                depth = self._events[check.head].depth if check.head in self._events else 0
+                delta: list[tuple[int, int | None, str | None]] = []
+                at = head
+                while at is not None and self._events[at].depth > depth:
+                    row = self._events[at]
+                    ev = row.stored.event
+                    tid = (ev.tool_use.id if isinstance(ev, ToolCallEvent)
+                           else ev.result.tool_use_id if isinstance(ev, ToolResultEvent) else None)
+                    delta.append((at, row.stored.parent_id, tid))
+                    at = row.stored.parent_id
+                if not check.holds(head, delta):
+                    raise HeadMovedError(session_id, check.head, head)
             next_id, tail = self._next_id, self._tail_role[session_id]
             try:
                 return self._append(session_id, events, created_at)

@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 from ctxmem.errors import (
     EventNotFoundError,
+    HeadMovedError,
     InputError,
     MissingDependencyError,
     SessionNotFoundError,
@@ -57,6 +58,8 @@ from ctxmem.errors import (
 from ctxmem.events import Event, StoredEvent, pending_tool_uses
 from ctxmem.messages import ToolUseBlock
 from ctxmem.store.base import (
+    DELTA_SQL,
+    AppendCheck,
     ChainView,
     SearchHit,
     SessionInfo,
@@ -269,7 +272,10 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ appending
 
-    def append(self, session_id: str, events: Sequence[Event], *, created_at: float | None = None) -> list[int]:
+    def append(
+        self, session_id: str, events: Sequence[Event], *, created_at: float | None = None,
+        check: AppendCheck | None = None,
+    ) -> list[int]:
         toks = self._session_toks.get(session_id)
         if toks is None or not events:
             # A session's tokenizers never change once created: one read per handle, after
@@ -277,7 +283,8 @@ class PostgresStore:
             toks = self._session_toks[session_id] = self.get_session(session_id).tokenizers
         if not events:
             return []
-        return self._append(session_id, toks, events, time.time() if created_at is None else created_at)
+        return self._append(session_id, toks, events, time.time() if created_at is None else created_at,
+                            check=check)
 
     def _memo(self, hashes: Sequence[str], tid: str) -> dict[str, int]:
         if not hashes:
@@ -310,6 +317,7 @@ class PostgresStore:
         events: Sequence[Event],
         now: float,
         create: Callable[[Any], None] | None = None,
+        check: AppendCheck | None = None,
     ) -> list[int]:
         encoded = [encode_event(e) for e in events]
         new_flags = [bool(getattr(e, "new_message", False)) for e in events]
@@ -333,6 +341,16 @@ class PostgresStore:
             if row is None:
                 raise SessionNotFoundError(session_id)
             head, tail_role = row
+            if check is not None and head != check.head:  # under the row lock: nothing written yet
+                delta: list[tuple[int, int | None, str | None]] = []
+                if head is not None:
+                    depth = 0
+                    if check.head is not None:
+                        drow = conn.execute("SELECT depth FROM events WHERE id = %s", (check.head,)).fetchone()
+                        depth = drow[0] if drow else 0
+                    delta = conn.execute(DELTA_SQL.format(head="%s", depth="%s"), (head, depth, depth)).fetchall()
+                if not check.holds(head, delta):
+                    raise HeadMovedError(session_id, check.head, head)
             depth, cum = 0, {}
             if head is not None:
                 trow = conn.execute(

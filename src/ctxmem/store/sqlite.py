@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 from ctxmem.errors import (
     EventNotFoundError,
+    HeadMovedError,
     InputError,
     SessionNotFoundError,
     StoreBusyError,
@@ -51,6 +52,8 @@ from ctxmem.events import Event, StoredEvent, pending_tool_uses
 from ctxmem.messages import ToolUseBlock
 from ctxmem.store import parallel_count
 from ctxmem.store.base import (
+    DELTA_SQL,
+    AppendCheck,
     ChainView,
     EventCounts,
     SearchHit,
@@ -377,10 +380,14 @@ class SQLiteStore:
             out.append(n)
         return out, per_hash
 
-    def append(self, session_id: str, events: Sequence[Event], *, created_at: float | None = None) -> list[int]:
+    def append(
+        self, session_id: str, events: Sequence[Event], *, created_at: float | None = None,
+        check: AppendCheck | None = None,
+    ) -> list[int]:
         if not events:
             return []
-        return self._append_events(session_id, self._session_tokenizers(session_id), events, created_at)
+        return self._append_events(session_id, self._session_tokenizers(session_id), events, created_at,
+                                   check=check)
 
     def _session_tokenizers(self, session_id: str) -> tuple[str, ...]:
         """The tokenizers a session counts on append (one column read: an append does not
@@ -397,6 +404,7 @@ class SQLiteStore:
         events: Sequence[Event],
         created_at: float | None,
         create: Callable[[sqlite3.Connection], None] | None = None,
+        check: AppendCheck | None = None,
     ) -> list[int]:
         """Append to a session tracking ``tokenizers``; ``create`` (the session's INSERT)
         runs first in the same transaction (:meth:`create_session` with events)."""
@@ -422,7 +430,8 @@ class SQLiteStore:
             else:
                 encoded = [encode_event(e, ts) for e, ts in zip(events, texts, strict=True)]
             return self._append_encoded(
-                session_id, encoded, new_flags, bases, now, self._counter(toks, encoded, early), create
+                session_id, encoded, new_flags, bases, now, self._counter(toks, encoded, early), create,
+                check,
             )
         finally:
             for _, counting in early.values():
@@ -502,6 +511,19 @@ class SQLiteStore:
 
         return count_all
 
+    @staticmethod
+    def _check_delta(conn: sqlite3.Connection, session_id: str, head: int | None, check: AppendCheck) -> None:
+        """Raise ``HeadMovedError`` unless ``check`` holds for what was appended since."""
+        delta: list[tuple[int, int | None, str | None]] = []
+        if head is not None:
+            depth = 0
+            if check.head is not None:
+                row = conn.execute("SELECT depth FROM events WHERE id = ?", (check.head,)).fetchone()
+                depth = row[0] if row else 0
+            delta = conn.execute(DELTA_SQL.format(head="?", depth="?"), (head, depth, depth)).fetchall()
+        if not check.holds(head, delta):
+            raise HeadMovedError(session_id, check.head, head)
+
     def _append_encoded(
         self,
         session_id: str,
@@ -511,6 +533,7 @@ class SQLiteStore:
         now: float,
         count_all: Callable[[], list[tuple[str, list[int], dict[str, int]]]],
         create: Callable[[sqlite3.Connection], None] | None = None,
+        check: AppendCheck | None = None,
     ) -> list[int]:
         def write(conn: sqlite3.Connection) -> list[int]:
             if create is not None:  # a new session and its first events: one transaction
@@ -519,6 +542,8 @@ class SQLiteStore:
             if row is None:
                 raise SessionNotFoundError(session_id)
             head, tail_role = row
+            if check is not None and head != check.head:  # under the write lock: nothing written yet
+                self._check_delta(conn, session_id, head, check)
             blob_ids = self._put_blobs(conn, encoded)
             depth = 0
             if head is not None:
