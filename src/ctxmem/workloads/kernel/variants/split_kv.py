@@ -2,12 +2,15 @@
 """Extend attention in Triton — rung 3: split-KV, then a reduce.
 
 Same contract as the baseline (see ``reference.py``), the unified key loop of rung 1 and
-the GQA head packing of rung 2. A tile's key range is cut into ``SPLITS`` chunks of whole
+the GQA head packing of rung 2. A tile whose key range is longer than ``SPLIT_KEYS`` keys
+(a launch keyword, 1,024 by default) is cut into at most ``SPLITS`` chunks of whole
 ``BLOCK_N`` tiles, one program each, so a few tokens over a long prefix (decode-like
-batches) no longer leave most of the device idle behind one long program. Each split
-writes its unnormalized accumulator, running max and running sum to fp32 scratch; a second
-kernel combines the splits of every (token, head) row with the log-sum-exp rule and writes
-``out``. A split with no visible key writes max ``-inf`` and sum 0, which the reduce skips.
+batches) no longer leave most of the device idle behind one long program; a short range
+stays one program (the grid's extra split programs exit at once), so prefill tiles pay no
+split. Every program writes its unnormalized accumulator, running max and running sum to
+fp32 scratch; a second kernel, on the same tile grid, combines a tile's partials with the
+log-sum-exp rule and alone writes ``out``. A split with no visible key writes max ``-inf``
+and sum 0, which the reduce skips.
 """
 
 import torch
