@@ -306,3 +306,22 @@ def test_document_frequencies_are_a_function_of_the_file(db_path: Path) -> None:
         after = s.document_frequencies(["rare5", "common"])
     with SQLiteStore(db_path) as fresh:  # a fresh process gets the same answer
         assert fresh.document_frequencies(["rare5", "common"]) == after
+
+
+def test_the_store_needs_no_sqlite_utils(tmp_path: Path) -> None:
+    """sqlite-utils is an extra: without it a store opens, records and reads back, and only
+    ``store.db`` says what to install."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['sqlite_utils'] = None\n"
+        "from ctxmem.errors import MissingDependencyError\n"
+        "from ctxmem.messages import Message\nfrom ctxmem.session import Session\nfrom ctxmem.store import SQLiteStore\n"
+        f"s = SQLiteStore({str(tmp_path / 'x.db')!r})\n"
+        "Session.create(s, session_id='k').record(Message.user('hi'))\n"
+        "assert Session.open(s, 'k').messages() == [Message.user('hi')]\n"
+        "try:\n    s.db\nexcept MissingDependencyError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 'pip install "ctxmem[sqlite-utils]"' in out

@@ -1,4 +1,4 @@
-"""The durable session store: one SQLite file through sqlite-utils.
+"""The durable session store: one SQLite file, through the standard library's ``sqlite3``.
 
 Design:
 
@@ -21,9 +21,9 @@ Design:
   through ``parent_id``; fork makes a new session whose head is an existing event; rewind
   moves the head back. Nothing is deleted.
 
-``sqlite_utils.Database`` wraps the connection for schema introspection and ad-hoc queries
-(``store.db``, made on first use); the hot paths use prepared statements on the same
-connection.
+``store.db`` wraps the connection in a ``sqlite_utils.Database`` for schema introspection
+and ad-hoc queries (made on first use; the ``ctxmem[sqlite-utils]`` extra); the store
+itself uses prepared statements on the same connection and needs nothing beyond ``sqlite3``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from ctxmem.errors import (
     EventNotFoundError,
     HeadMovedError,
     InputError,
+    MissingDependencyError,
     SessionNotFoundError,
     StoreBusyError,
     StoreError,
@@ -156,8 +157,10 @@ class SQLiteStore:
         queries; made on first use (importing sqlite_utils costs ~0.25 s of a fresh
         process's reload, and no hot path uses it)."""
         if self._db is None:
-            import sqlite_utils
-
+            try:
+                import sqlite_utils
+            except ImportError:
+                raise MissingDependencyError("sqlite-utils", "sqlite-utils", "SQLiteStore.db") from None
             self._db = sqlite_utils.Database(self.conn)
         return self._db
 
