@@ -96,6 +96,9 @@ def test_events_fork_and_rewind(tmp_path: Path, conv: list[Any]) -> None:
         mid, [e["id"] for e in events].index(mid) + 1, len(events))
     back = json.loads(run("sessions", "fork", sid, "--at", str(mid), "--db", db, "--json").output)
     assert back["events"] == rewound["events"]
+    # the session may be named by a unique prefix, as in every other sessions command
+    by_prefix = json.loads(run("sessions", "rewind", sid[:8], "--to", str(mid), "--db", db, "--json").output)
+    assert (by_prefix["id"], by_prefix["head_event_id"]) == (sid, mid)
     # errors: one line, exit 1, nothing changed
     for args in (("rewind", sid, "--to", str(events[-1]["id"])), ("fork", sid, "--at", "999999"),
                  ("rewind", "nosuch", "--to", "1"), ("fork", "nosuch", "--at", "1")):

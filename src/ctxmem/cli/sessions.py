@@ -364,10 +364,13 @@ def _branch_summary(store: SQLiteStore, info: Any) -> dict[str, Any]:
 def fork_cmd(session_id: str, at_event: int, title: str | None, db_path: str, as_json: bool) -> None:
     """Start a new session that shares SESSION_ID's history up to event --at.
 
+    SESSION_ID may be a unique prefix of the id, or ``latest``.
+
     One transaction: the new session exists complete or not at all. The parent is not
     changed. Exits 1 with one line if the session or the event is unknown.
     """
     with open_db(db_path) as store, _event_hint(session_id):
+        session_id = resolve_session_id(store, session_id)
         info = Session.open(store, session_id).fork(at_event, title=title).info
         out = _branch_summary(store, info)
     if as_json:
@@ -386,10 +389,13 @@ def fork_cmd(session_id: str, at_event: int, title: str | None, db_path: str, as
 def rewind_cmd(session_id: str, to_event: int, db_path: str, as_json: bool) -> None:
     """Move SESSION_ID's head back to event --to (one transaction).
 
+    SESSION_ID may be a unique prefix of the id, or ``latest``.
+
     Later events are not deleted: they stay stored, reachable by id (fork at one of them
     to bring that branch back). Exits 1 with one line if the event is not in the chain.
     """
     with open_db(db_path) as store, _event_hint(session_id):
+        session_id = resolve_session_id(store, session_id)
         session = Session.open(store, session_id)
         before = store.event_count(session_id)
         session.rewind(to_event)
