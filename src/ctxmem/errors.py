@@ -14,7 +14,8 @@ data a caller needs (as attributes) and a message that says how to fix the probl
     ├── StoreError                       the session store failed
     │   ├── SessionNotFoundError         no session with that id
     │   ├── EventNotFoundError           no event with that id in the session
-    │   └── StoreBusyError               the database stayed locked through every retry
+    │   ├── StoreBusyError               the database stayed locked through every retry
+    │   └── HeadMovedError               a checked append found the chain moved (Session retries)
     ├── TokenizerError                   a tokenizer could not be loaded (offline, missing file, …)
     ├── ContextOverflowError             a context needs more tokens than the budget has
     └── ProviderError                    a model provider answered with an error
