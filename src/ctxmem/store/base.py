@@ -136,6 +136,24 @@ class AppendCheck:
             return False
         return not any(t is not None and t in self.tool_use_ids for _, _, t in delta)
 
+    def enforce_sql(self, conn: Any, session_id: str, head: int | None, param: str) -> None:
+        """Raise ``HeadMovedError`` unless the check holds at ``head``, reading the delta
+        through ``conn`` (a DB-API connection inside the write transaction; ``param`` is its
+        placeholder, ``?`` or ``%s``). Shared by the SQL stores."""
+        from ctxmem.errors import HeadMovedError
+
+        if head == self.head:
+            return
+        delta: list[tuple[int, int | None, str | None]] = []
+        if head is not None:
+            depth = 0
+            if self.head is not None:
+                row = conn.execute(f"SELECT depth FROM events WHERE id = {param}", (self.head,)).fetchone()
+                depth = row[0] if row else 0
+            delta = conn.execute(DELTA_SQL.format(head=param, depth=param), (head, depth, depth)).fetchall()
+        if not self.holds(head, delta):
+            raise HeadMovedError(session_id, self.head, head)
+
 
 #: the chain from event ``:head`` down through the events deeper than ``:depth`` (the
 #: checked head's depth), newest first: what :meth:`AppendCheck.holds` reads. Bounded by

@@ -48,7 +48,6 @@ from typing import Any, TypeVar
 
 from ctxmem.errors import (
     EventNotFoundError,
-    HeadMovedError,
     InputError,
     MissingDependencyError,
     SessionNotFoundError,
@@ -58,7 +57,6 @@ from ctxmem.errors import (
 from ctxmem.events import Event, StoredEvent, pending_tool_uses
 from ctxmem.messages import ToolUseBlock
 from ctxmem.store.base import (
-    DELTA_SQL,
     AppendCheck,
     ChainView,
     SearchHit,
@@ -341,16 +339,8 @@ class PostgresStore:
             if row is None:
                 raise SessionNotFoundError(session_id)
             head, tail_role = row
-            if check is not None and head != check.head:  # under the row lock: nothing written yet
-                delta: list[tuple[int, int | None, str | None]] = []
-                if head is not None:
-                    depth = 0
-                    if check.head is not None:
-                        drow = conn.execute("SELECT depth FROM events WHERE id = %s", (check.head,)).fetchone()
-                        depth = drow[0] if drow else 0
-                    delta = conn.execute(DELTA_SQL.format(head="%s", depth="%s"), (head, depth, depth)).fetchall()
-                if not check.holds(head, delta):
-                    raise HeadMovedError(session_id, check.head, head)
+            if check is not None:  # under the row lock: nothing written yet
+                check.enforce_sql(conn, session_id, head, "%s")
             depth, cum = 0, {}
             if head is not None:
                 trow = conn.execute(

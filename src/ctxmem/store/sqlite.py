@@ -42,7 +42,6 @@ from typing import Any, TypeVar
 
 from ctxmem.errors import (
     EventNotFoundError,
-    HeadMovedError,
     InputError,
     MissingDependencyError,
     SessionNotFoundError,
@@ -53,7 +52,6 @@ from ctxmem.events import Event, StoredEvent, pending_tool_uses
 from ctxmem.messages import ToolUseBlock
 from ctxmem.store import parallel_count
 from ctxmem.store.base import (
-    DELTA_SQL,
     AppendCheck,
     ChainView,
     EventCounts,
@@ -514,19 +512,6 @@ class SQLiteStore:
 
         return count_all
 
-    @staticmethod
-    def _check_delta(conn: sqlite3.Connection, session_id: str, head: int | None, check: AppendCheck) -> None:
-        """Raise ``HeadMovedError`` unless ``check`` holds for what was appended since."""
-        delta: list[tuple[int, int | None, str | None]] = []
-        if head is not None:
-            depth = 0
-            if check.head is not None:
-                row = conn.execute("SELECT depth FROM events WHERE id = ?", (check.head,)).fetchone()
-                depth = row[0] if row else 0
-            delta = conn.execute(DELTA_SQL.format(head="?", depth="?"), (head, depth, depth)).fetchall()
-        if not check.holds(head, delta):
-            raise HeadMovedError(session_id, check.head, head)
-
     def _append_encoded(
         self,
         session_id: str,
@@ -545,8 +530,8 @@ class SQLiteStore:
             if row is None:
                 raise SessionNotFoundError(session_id)
             head, tail_role = row
-            if check is not None and head != check.head:  # under the write lock: nothing written yet
-                self._check_delta(conn, session_id, head, check)
+            if check is not None:  # under the write lock: nothing written yet
+                check.enforce_sql(conn, session_id, head, "?")
             blob_ids = self._put_blobs(conn, encoded)
             depth = 0
             if head is not None:
