@@ -36,7 +36,8 @@ from ctxmem.retrieval.base import Embedder, VectorIndex
 from ctxmem.retrieval.cache import CachedEmbedder, EmbeddingCache
 from ctxmem.retrieval.documents import ToolCallDocument, _events_of, iter_tool_call_documents
 from ctxmem.retrieval.index import IndexKind, make_index
-from ctxmem.retrieval.lexical import BM25Index, fts_event_hits, terms
+from ctxmem.retrieval.lexical import BM25Index, fts_event_hits, selective_terms, terms
+from ctxmem.retrieval.session_terms import SessionTermIndex, TermPostings
 from ctxmem.store.base import ChainView, EmbeddingCacheProvider, FullTextSearch, SessionStore
 
 if TYPE_CHECKING:
@@ -138,6 +139,8 @@ class HybridRetriever:
         self._docs: list[ToolCallDocument] = []
         self._by_event: dict[int, list[int]] = {}
         self._bm25 = BM25Index() if self.lexical == "bm25" else None
+        # FTS-seeded BM25 kept per term between searches (SQLite); other stores rank in the store
+        self._terms = SessionTermIndex(store) if self.lexical == "fts" and isinstance(store, TermPostings) else None
         self._inactive: set[int] = set()  # positions of chunks outside the current chain
         self._query_memo: dict[str, Any] = {}
         self._chunk_terms: dict[int, frozenset[str]] = {}  # position -> its terms (see _best_chunk)
@@ -187,6 +190,8 @@ class HybridRetriever:
             self._by_event.setdefault(d.event_id, []).append(pos)
             if self._bm25 is not None:
                 self._bm25.add(pos, d.text)
+        if self._terms is not None:
+            self._terms.add_events(d.event_id for d in new)
         return len(new)
 
     # ------------------------------------------------------------------ search
@@ -226,12 +231,21 @@ class HybridRetriever:
         if self._bm25 is not None:
             # asked only about documents that scored: no per-search set of every excluded chunk
             return self._bm25.search(query, k, exclude=_Hidden(self._inactive, exclude, self._docs))
-        hidden = self._hidden(exclude)
         if self.lexical != "fts":
             return []
         assert self.store is not None
         qterms = list(dict.fromkeys(terms(query)))
         out: list[tuple[int, float]] = []
+        if self._terms is not None:
+            inactive, by_event = self._inactive, self._by_event
+
+            def skip(eid: int) -> bool:
+                positions = by_event.get(eid)
+                return eid in exclude or not positions or positions[0] in inactive
+
+            chosen = selective_terms(self.store, query)
+            return [(self._best_chunk(by_event[eid], qterms), score) for eid, score in self._terms.search(chosen, k, skip)]
+        hidden = self._hidden(exclude)
         limit = k + len(exclude)  # the store already restricts hits to the session's chain
         for hit in fts_event_hits(self.store, query, session_id=self.session_id, limit=limit, snippets=False):
             positions = self._by_event.get(hit.event_id)

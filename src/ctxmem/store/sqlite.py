@@ -35,6 +35,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,14 +96,16 @@ _BULK_EVENTS = 1000  # an append of this many events is a bulk write ...
 _BULK_CACHE_KIB = 65536  # ... and gets this much page cache while it runs
 
 
+_GRID: list[int] = [0]  # the grid points found so far, ascending (see _epoch_floor)
+
+
 def _epoch_floor(n: int) -> int:
     """The largest point of the grid 0, 1, 2, ..., 32, then x -> x + x // 32, not above n."""
-    b = 0
-    while True:
-        nxt = b + 1 if b < 32 else b + b // 32
-        if nxt > n:
-            return b
-        b = nxt
+    grid = _GRID
+    while grid[-1] <= n:  # extended once per process up to the largest n asked (~a few hundred points)
+        b = grid[-1]
+        grid.append(b + 1 if b < 32 else b + b // 32)
+    return grid[bisect_right(grid, n) - 1]
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -146,6 +149,7 @@ class SQLiteStore:
             self._write(migrate)
         self._tokenizers: dict[str, Tokenizer] = {}
         self._df_memo: tuple[int, int, dict[str, int]] | None = None  # see document_frequencies
+        self._size_memo: tuple[int, int, float] | None = None  # see output_stats
 
     # ------------------------------------------------------------------ plumbing
 
@@ -1051,6 +1055,63 @@ class SQLiteStore:
             return self._retry(run)
         except StoreError as exc:
             raise InputError(f"bad search terms {list(terms)!r}: {exc}", field="terms") from None
+
+    # -- the TermPostings capability: what a session's term index (ctxmem.retrieval.session_terms) reads
+
+    def output_stats(self) -> tuple[int, float]:
+        """``(n, mean bytes)`` of the indexed tool outputs up to the same epoch boundary as
+        :meth:`document_frequencies` (memoized per boundary: a function of the file's contents)."""
+        def run() -> tuple[int, float]:
+            with self._lock:
+                top = self.conn.execute("SELECT max(id) FROM blobs").fetchone()[0] or 0
+                bound = _epoch_floor(top)
+                memo = self._size_memo
+                if memo is None or memo[0] != bound:
+                    n, mean = self.conn.execute(
+                        "SELECT count(*), avg(size) FROM blobs WHERE id IN "
+                        "(SELECT blob_id FROM events WHERE blob_id <= ? AND kind = 'tool_result')",
+                        (bound,),
+                    ).fetchone()
+                    memo = self._size_memo = (bound, int(n), float(mean or 0.0))
+                return memo[1], memo[2]
+
+        return self._retry(run)
+
+    def term_blob_ids(self, term: str) -> list[int]:
+        """Blob ids of the stored tool outputs holding ``term`` (one FTS5 token), ascending."""
+        quoted = '"' + term.replace('"', '""') + '"'
+
+        def run() -> list[int]:
+            with self._lock:
+                return [r[0] for r in self.conn.execute(
+                    "SELECT rowid FROM tool_output_fts WHERE tool_output_fts MATCH ? ORDER BY rowid", (quoted,))]
+
+        try:
+            return self._retry(run)
+        except StoreError as exc:
+            raise InputError(f"bad search term {term!r}: {exc}", field="term") from None
+
+    def result_blobs(self, event_ids: Sequence[int]) -> list[tuple[int, int]]:
+        """``(event id, blob id)`` of those of ``event_ids`` that are stored tool results."""
+        out: list[tuple[int, int]] = []
+        ids = list(event_ids)
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            out += self._read(
+                f"SELECT id, blob_id FROM events WHERE id IN ({','.join('?' * len(chunk))}) "
+                "AND kind = 'tool_result' AND blob_id IS NOT NULL",
+                chunk,
+            )
+        return out
+
+    def blob_texts(self, blob_ids: Sequence[int]) -> list[tuple[int, int, str]]:
+        """``(blob id, size, text)`` of the given blobs (the text FTS5 indexed for a tool output)."""
+        out: list[tuple[int, int, str]] = []
+        ids = list(blob_ids)
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            out += self._read(f"SELECT id, size, text FROM blobs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        return out
 
     def tool_output(self, event_id: int) -> str:
         rows = self._read(

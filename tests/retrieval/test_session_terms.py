@@ -1,0 +1,111 @@
+"""The session term index (FTS-seeded BM25 kept per term): the same ranking whether it grew
+turn by turn or was built cold in a fresh process, BM25's order, and only the session's
+own results, minus what the caller skips."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from ctxmem.messages import Message, ToolResultBlock, ToolUseBlock
+from ctxmem.retrieval import HybridRetriever
+from ctxmem.retrieval.lexical import selective_terms
+from ctxmem.retrieval.session_terms import SessionTermIndex, TermPostings
+from ctxmem.session import Session
+from ctxmem.store import MemoryStore, SQLiteStore
+
+WORDS = ["kernel", "tile", "latency", "oom", "shared", "memory", "block", "warp", "nan", "mismatch", "speedup",
+         "config", "autotune", "stage", "reduce", "split", "pack", "grid", "ok", "error"]
+
+
+def _record(session: Session, i: int, text: str) -> None:
+    session.record_many([
+        Message("assistant", (ToolUseBlock(f"t{i}", "run", {"i": i}),)),
+        Message("user", (ToolResultBlock(f"t{i}", text),)),
+    ])
+
+
+def _text(rng: random.Random, i: int) -> str:
+    """A few common words, and each of the rare ones in about 1 output of 20."""
+    common = [rng.choice(WORDS[:8]) for _ in range(rng.randint(3, 60))]
+    rare = [w for w in WORDS[8:] if rng.random() < 0.05] * rng.randint(1, 3)
+    return f"run {i}: " + " ".join(common + rare)
+
+
+def _result_ids(store: SQLiteStore, sid: str) -> list[int]:
+    return [se.id for se in store.chain(sid).events if se.kind == "tool_result"]
+
+
+def test_grown_turn_by_turn_equals_built_cold(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    with SQLiteStore(tmp_path / "s.db") as store:
+        s = Session.create(store)
+        assert isinstance(store, TermPostings)
+        warm = SessionTermIndex(store)
+        query = "latency oom mismatch nan"
+        for i in range(300):
+            _record(s, i, _text(rng, i))
+            warm.add_events(_result_ids(store, s.id)[-1:])
+            if i % 25 == 24:  # searched now and then while it grows (postings kept, then extended)
+                warm.search(selective_terms(store, query), 5, lambda e: False)
+        cold = SessionTermIndex(store)
+        cold.add_events(_result_ids(store, s.id))
+        for q in (query, "split reduce", "grid error ok", "config autotune stage warp"):
+            chosen = selective_terms(store, q)
+            assert chosen
+            got = warm.search(chosen, 40, lambda e: False)
+            assert got == cold.search(chosen, 40, lambda e: False)
+            assert len(got) >= 10 and [sc for _, sc in got] == sorted((sc for _, sc in got), reverse=True)
+
+
+def test_bm25_order_rare_term_and_repetition_first(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "s.db") as store:
+        s = Session.create(store)
+        for i in range(40):
+            _record(s, i, f"step {i} compiled fine in {i} ms")
+        _record(s, 40, "step 40 OutOfResources shared memory 101376 exceeds 99 KB")
+        _record(s, 41, "step 41 compiled fine; shared memory shared memory shared memory")
+        _record(s, 42, "step 42 compiled fine; shared memory")
+        idx = SessionTermIndex(store)
+        ids = _result_ids(store, s.id)
+        idx.add_events(ids)
+        got = idx.search(["outofresources", "shared"], 10, lambda e: False)
+        assert [e for e, _ in got] == [ids[40], ids[41], ids[42]]  # the rare term, then more repetitions
+        assert idx.search(["outofresources"], 10, lambda e: e == ids[40]) == []  # skipped by the caller
+
+
+def test_only_this_sessions_results_even_when_an_output_is_shared(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "s.db") as store:
+        a, b = Session.create(store), Session.create(store)
+        _record(a, 0, "segfault in tile loop")
+        _record(b, 0, "segfault in tile loop")  # the same output: one stored blob, two events
+        _record(b, 1, "segfault again, other words")
+        idx = SessionTermIndex(store)
+        mine = _result_ids(store, a.id)
+        idx.add_events(mine)
+        assert [e for e, _ in idx.search(["segfault"], 10, lambda e: False)] == mine
+        both = SessionTermIndex(store)
+        both.add_events(_result_ids(store, a.id) + _result_ids(store, b.id))
+        got = [e for e, _ in both.search(["segfault"], 10, lambda e: False)]
+        shared = sorted(_result_ids(store, a.id) + _result_ids(store, b.id)[:1])
+        assert got[:2] == shared and len(got) == 3  # the shorter shared output ranks first, both events
+
+
+def test_hybrid_retriever_uses_it_on_sqlite_and_finds_the_same_as_a_fresh_one(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    with SQLiteStore(tmp_path / "s.db") as store:
+        s = Session.create(store)
+        r = HybridRetriever.for_session(s, embedder=None)
+        assert r.lexical == "fts" and r._terms is not None
+        for i in range(120):
+            _record(s, i, _text(rng, i))
+            r.update(append_only=False)
+            r.search("oom mismatch", k=3)
+        fresh = HybridRetriever.for_session(s, embedder=None)
+        fresh.update()
+        ids = lambda hits: [h.event_id for h in hits]  # noqa: E731
+        assert ids(r.search("oom mismatch", k=8)) == ids(fresh.search("oom mismatch", k=8))
+        got = r.search("oom mismatch nan speedup", k=8)
+        assert len(got) == 8 and all({"oom", "mismatch", "nan", "speedup"} & set(h.document.text.split()) for h in got)
+        assert ids(got) == ids(fresh.search("oom mismatch nan speedup", k=8))
+    assert HybridRetriever.for_session(Session.create(MemoryStore()), embedder=None)._terms is None
