@@ -96,6 +96,7 @@ class _Reference(SalienceIndex):
 
 
 def _state(index: SalienceIndex) -> tuple[Any, ...]:
+    index._catch_up()  # update() only takes the messages in; they are read when a ranking needs them
     cands = [
         (c.text, c.shape, c.lead, c.stem, c.tail, c.message_index, c.event_id, c.handle, c.tool, c.static, c.refs, c.cues, frozenset(c.words))
         for c in index._cands
@@ -109,6 +110,7 @@ def _facts(index: SalienceIndex, start: int, stop: int) -> list[tuple[Any, ...]]
 
 def _ref_facts(index: SalienceIndex, start: int, stop: int, limit: int = 200) -> list[tuple[Any, ...]]:
     """facts() written plainly: score every candidate with _score, best per shape, then rank."""
+    index._catch_up()
     best: dict[str, tuple[float, Any]] = {}
     for c in index._cands:
         if start <= c.message_index < stop:

@@ -459,6 +459,8 @@ class SalienceIndex:
     _marks: tuple[set[str], ...] = field(default_factory=lambda: (set(), set(), set(), set(), set()))
     _dirty: set[int] = field(default_factory=set)
     _top: _Top | None = None
+    #: the history :meth:`update` was last given (read up to ``_seen`` so far)
+    _history: History | None = None
 
     def __post_init__(self) -> None:
         words = self.profile.cue_words
@@ -467,13 +469,28 @@ class SalienceIndex:
     # -- reading ------------------------------------------------------------------------
 
     def update(self, history: History) -> None:
-        """Read the messages appended since the last call (a different history starts over)."""
+        """Take in the messages appended since the last call (a different history starts over).
+
+        Lazy: they are read when a ranking is next needed (:meth:`facts`, or a
+        :meth:`section` not in its cache), not here. The section is cached per (span, cap)
+        and stays byte-identical until the boundary moves, so reading each turn's new output
+        eagerly only moved counts that no one read before that move; read then, in one batch,
+        the counts, marks and scores come out the same (the reads are in message order either
+        way), and a turn that does not move the boundary reads nothing.
+        """
         if self._uid != history.uid or self._seen > len(history):
             self.__init__(self.profile)  # type: ignore[misc]
             self._uid = history.uid
-        for i in range(self._seen, len(history)):
-            self._read(history.messages[i], i, history.event_ids[i])
-        self._seen = len(history)
+        self._history = history
+
+    def _catch_up(self) -> None:
+        """Read what :meth:`update` took in and has not been read yet."""
+        h = self._history
+        if h is None:
+            return
+        for i in range(self._seen, len(h)):
+            self._read(h.messages[i], i, h.event_ids[i])
+        self._seen = len(h)
 
     @classmethod
     def of_messages(cls, messages: Sequence[Message], *, start: int = 0, profile: FactProfile = GENERIC) -> SalienceIndex:
@@ -713,6 +730,7 @@ class SalienceIndex:
         updates the previous ranking for the shapes those candidates and the newly covered
         ones hold; otherwise it ranks the span afresh.
         """
+        self._catch_up()
         changed = self._rescore()
         cands = self._cands
         # Candidates are appended in message order, so the span is found by bisection.
