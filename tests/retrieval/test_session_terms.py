@@ -5,11 +5,16 @@ own results, minus what the caller skips."""
 from __future__ import annotations
 
 import random
+import re
+from collections import Counter
 from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ctxmem.messages import Message, ToolResultBlock, ToolUseBlock
 from ctxmem.retrieval import HybridRetriever
-from ctxmem.retrieval.lexical import selective_terms
+from ctxmem.retrieval.lexical import selective_terms, terms
 from ctxmem.retrieval.session_terms import SessionTermIndex, TermPostings
 from ctxmem.session import Session
 from ctxmem.store import MemoryStore, SQLiteStore
@@ -109,3 +114,15 @@ def test_hybrid_retriever_uses_it_on_sqlite_and_finds_the_same_as_a_fresh_one(tm
         assert len(got) == 8 and all({"oom", "mismatch", "nan", "speedup"} & set(h.document.text.split()) for h in got)
         assert ids(got) == ids(fresh.search("oom mismatch nan speedup", k=8))
     assert HybridRetriever.for_session(Session.create(MemoryStore()), embedder=None)._terms is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from([*"ab_1 -.\n", "é", "İ", "ß", "ǅ", "٣", "\u0301", "日", "Ω", "ﬁ"]),
+               max_size=60))
+def test_one_regex_per_term_counts_what_terms_counts(text: str) -> None:
+    # a term's postings are counted with one regex per output (cold), a new output's with
+    # Counter(terms(text)) (warm): the two must agree on any text, or warm and cold differ
+    counts = Counter(terms(text))
+    for term in counts:
+        run = re.compile(r"(?<![^\W_])" + re.escape(term) + r"(?![^\W_])")
+        assert len(run.findall(text.lower())) == counts[term], term

@@ -37,6 +37,7 @@ memory is the membership map plus the postings of the terms queried so far.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -150,10 +151,19 @@ class SessionTermIndex:
         if posting is None:
             posting = _Posting()
             mine = [b for b in self.store.term_blob_ids(term) if b in self._events_of]
-            for blob, counts in self._read_counts(mine):
-                tf = counts.get(term)
-                if tf:
-                    posting.add(blob, tf, self._size[blob])
+            # One term over many outputs: count its whole-run occurrences with one regex per
+            # output (~30x cheaper than tokenizing each, the same number: a run of letters and
+            # digits that equals the term, as terms() splits any text).
+            known = {b: c[term] for b in mine if (c := self._counts.get(b)) is not None}
+            todo = [b for b in mine if b not in known]
+            if todo:
+                run = re.compile(r"(?<![^\W_])" + re.escape(term) + r"(?![^\W_])")
+                for blob, size, text in self.store.blob_texts(todo):
+                    self._size[blob] = int(size)
+                    known[blob] = len(run.findall(str(text).lower()))
+            for blob in mine:
+                if known[blob]:
+                    posting.add(blob, known[blob], self._size[blob])
             self._postings[term] = posting
         return posting
 
