@@ -43,6 +43,7 @@ RUNG_CONFIGS: dict[str, dict[str, int]] = {
                         "PROGRAMS": 512},
     "combined": {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2, "PACK": 4, "SPLITS": 4,
                  "PROGRAMS": 512},
+    "dispatch": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 1, "PACK": 8, "SPLITS": 4},
 }
 SWEEP = [{"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s}
          for bm in (32, 64, 128) for bn in (32, 64, 128) for w in (4, 8) for s in (1, 2)]

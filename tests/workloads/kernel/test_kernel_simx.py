@@ -16,6 +16,7 @@ from ctxmem.workloads.kernel.simx import (
     KernelSourceError,
     Simx,
     normalize_config,
+    out_shares,
     parse_config,
     price_launch,
     price_shape,
@@ -104,6 +105,26 @@ def test_sample_scale_only_corrects_upwards() -> None:
     assert sample_scale(over, 2.0 * 512 * 1000) == 1.0
 
 
+def test_out_written_by_two_launches_is_one_correction_per_shape() -> None:
+    """A split-KV kernel whose whole tiles write ``out`` and whose reduce writes the rest."""
+    true_out = 512.0 * 1000  # out is 512 programs x 1000 bytes
+    half = _launch(out=500)  # each launch writes half of out, each fully represented
+    assert out_shares([half, half], true_out) == [pytest.approx(true_out / 2)] * 2
+    sim = Simx(0)
+    two = {"launches": [half, copy.deepcopy(half)], "torch": []}
+    one = {"launches": [half], "torch": []}
+    # Not priced as if each launch had under-sampled all of out (the pre-v3 2x).
+    assert sim.cost(SHAPE, two).time_us < 2.2 * sim.cost(SHAPE, one).time_us
+    # Both under-represented (a quarter each): the shared ratio still scales both up.
+    quarter = _launch(out=250)
+    shares = out_shares([quarter, quarter], true_out)
+    assert [sample_scale(la, sh) for la, sh in zip([quarter, quarter], shares, strict=True)] == \
+        [pytest.approx(2.0)] * 2
+    # A launch that stores nothing into out is never scaled.
+    none = _launch(out=0)
+    assert sample_scale(none, out_shares([none, half], true_out)[0]) == 1.0
+
+
 def test_declarations_are_never_read() -> None:
     """Only the CONFIG literal is read; an ARCH line or comment changes nothing."""
     assert parse_config("x = 1\n") is None
@@ -135,8 +156,9 @@ def test_floors_refuse_a_kernel_that_skips_the_work() -> None:
 
 def test_price_shape_sums_launches() -> None:
     sim = Simx(0)
-    one = price_shape(sim.device, SHAPE, _measured())
-    two = price_shape(sim.device, SHAPE, {"launches": [_launch(), _launch()], "torch": []})
+    # Launches that store nothing into out: no sample correction, so the sum is exact.
+    one = price_shape(sim.device, SHAPE, _measured(out=0))
+    two = price_shape(sim.device, SHAPE, {"launches": [_launch(out=0), _launch(out=0)], "torch": []})
     assert two.time_us == pytest.approx(2 * one.time_us)
     assert len(two.launches) == 2
 

@@ -91,7 +91,7 @@ def _rung_config(rung: str) -> dict[str, int]:
     extra = {"PACK": 2, "SPLITS": 4, "PROGRAMS": 8}
     # split_kv splits a key range only past SPLIT_KEYS keys (1024 by default): the suites'
     # cases are shorter, so the split path and the reduce are forced here.
-    forced = {"SPLIT_KEYS": 16} if rung == "split_kv" else {}
+    forced = {"SPLIT_KEYS": 16} if rung in ("split_kv", "dispatch") else {}
     return {"BLOCK_M": 32, "BLOCK_N": 16, "num_warps": 4, "num_stages": 1,
             **{k: extra[k] for k in RUNG_KEYS[rung]}, **forced}
 

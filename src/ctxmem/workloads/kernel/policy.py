@@ -9,7 +9,7 @@ The policy plays the agent of DESIGN.md §4 against :class:`~ctxmem.workloads.ke
    meet the spill cliff where the device has one).
 2. **Redesign rounds** over the ladder of ``variants/`` (``baseline`` tuning,
    ``unified_loop``, ``head_packing``, ``split_kv``, ``persistent_grid``, ``combined``,
-   then refinement of the best design). A round: read the kernel, write the rung's real
+   ``dispatch``, then refinement of the best design). A round: read the kernel, write the rung's real
    Triton code into ``kernel.py`` with a literal ``CONFIG`` dict (or edit that ``CONFIG``
    line when the file already holds the rung), sometimes a restructuring edit that carries
    a catalog bug that applies to that code (:mod:`.bugs`), a compile/fix loop, a
@@ -86,6 +86,7 @@ DESIGN_NOTES: dict[str, str] = {
     "split_kv": "SPLITS programs share a long key range, then a reduce",
     "persistent_grid": "one program per slot, looping over a tile queue",
     "combined": "split-KV inside a persistent grid",
+    "dispatch": "the launch picks tile rows, split and scratch per batch shape",
 }
 
 
@@ -279,11 +280,12 @@ class ScaleParams:
 
 
 SCALES: dict[str, ScaleParams] = {
-    "small": ScaleParams(ladder=(("baseline", 1), ("unified_loop", 1), ("head_packing", 1), ("split_kv", 1)),
+    "small": ScaleParams(ladder=(("baseline", 1), ("unified_loop", 1), ("head_packing", 1), ("split_kv", 1),
+                                 ("dispatch", 1)),
                          autotunes=2, autotune_size=24, explore=2, confirm=1, profiles=1,
                          max_refinement=0, read_reference=False, bug_rate=0.6),
     "full": ScaleParams(ladder=(("baseline", 2), ("unified_loop", 2), ("head_packing", 3), ("split_kv", 3),
-                                ("persistent_grid", 2), ("combined", 5)),
+                                ("persistent_grid", 2), ("combined", 3), ("dispatch", 2)),
                         autotunes=4, autotune_size=64, explore=20, confirm=6, profiles=4,
                         max_refinement=14, read_reference=True, bug_rate=0.5, check_candidates=True),
 }

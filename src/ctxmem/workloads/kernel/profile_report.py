@@ -57,7 +57,7 @@ def profile_sections(device: Device, shape: BenchShape, arch: str, cfg: Mapping[
     """The report's detailed sections (lines), after the summary rows."""
     bm, bn, warps, stages = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["num_warps"], cfg["num_stages"]
     d = shape.head_dim
-    splits = max(1, cfg.get("SPLITS", 1)) if arch in ("split_kv", "combined") else 1
+    splits = max(1, cfg.get("SPLITS", 1)) if arch in ("split_kv", "combined", "dispatch") else 1
     res = c.resources
     k = max(scale, 1e-9)
     time_us = max(c.time_us, 1e-9)

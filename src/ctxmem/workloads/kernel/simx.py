@@ -47,7 +47,8 @@ registers/thread    ``32 + ceil(Σ_sites (M·N + M·K/2) / (32·w))`` (no dot: t
 occupancy           blocks/CU = min(smem_per_cu // smem, 65536 // (regs·32w),
                     max_warps // w, 16); slots ``S`` = CUs × occupancy
 work                totals = programs × mean over sampled programs, scaled up by the
-                    ratio of true to sampled bytes stored into ``out`` (never down)
+                    ratio of true to sampled bytes stored into ``out``, summed over the
+                    shape's launches (never down)
 compute             ``F / (tflops · mma · warp · lat) · slow + E / (vector · lat) +
                     X / (sfu · lat)``; mma = FLOP-weighted ``(min(M,64)/64)^0.6 ·
                     (min(N,64)/64)^0.4``, warp = ``min(1, M/(16w))``, lat = ``min(1, 0.5 +
@@ -81,7 +82,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-SIMX_VERSION = 2
+SIMX_VERSION = 3  # 3: the out-bytes sample correction is one ratio per shape (out_shares)
 DEVICE_NAME = "SIMX-1"
 
 # Launch keys SIMX-1 knows; any other key is passed to launch() untouched.
@@ -467,16 +468,38 @@ class LaunchCost:
     stages: int
 
 
+def out_estimate(launch: Mapping[str, Any]) -> float:
+    """The launch's sampled estimate of the bytes it stores into ``out``."""
+    pp = launch["per_program"]
+    return launch["programs"] * sum(p.get("out_bytes", 0) for p in pp) / max(1, len(pp))
+
+
+def out_shares(launches: list[Mapping[str, Any]], out_bytes: float) -> list[float]:
+    """The bytes of ``out`` each launch is taken to write, for :func:`sample_scale`.
+
+    A correct kernel writes every element of ``out`` once, but not necessarily from one
+    launch (a split-KV kernel whose whole tiles write ``out`` and whose split tiles leave it
+    to a reduce). Each launch's share is its part of the launches' summed estimates, so
+    the correction is one ratio per shape: the true bytes of ``out`` over all launches'
+    sampled estimates. (Before SIMX_VERSION 3 each launch was compared with the whole of
+    ``out``, which priced a correct two-launch writer up to 4x.)
+    """
+    ests = [out_estimate(launch) for launch in launches]
+    total = sum(ests)
+    if total <= 0:
+        return [out_bytes] * len(launches)
+    return [out_bytes * e / total for e in ests]
+
+
 def sample_scale(launch: Mapping[str, Any], out_bytes: float) -> float:
     """Ratio-estimator correction of a launch's sampled totals (never below 1).
 
-    A correct kernel writes every element of ``out`` once, so for a launch that stores into
-    ``out`` the sampled estimate of those bytes against the true ``out_bytes`` says how far
-    the sample under-represents the grid (a ragged grid where most programs exit at once).
-    Only under-representation is corrected: extra stores can never lower a price.
+    For a launch that stores into ``out``, the sampled estimate of those bytes against the
+    true ``out_bytes`` it writes (its share, :func:`out_shares`) says how far the sample
+    under-represents the grid (a ragged grid where most programs exit at once). Only
+    under-representation is corrected: extra stores can never lower a price.
     """
-    pp = launch["per_program"]
-    est = launch["programs"] * sum(p.get("out_bytes", 0) for p in pp) / max(1, len(pp))
+    est = out_estimate(launch)
     if est <= 0 or out_bytes <= 0:
         return 1.0
     return min(4.0, max(1.0, out_bytes / est))
@@ -554,7 +577,9 @@ def price_launch(device: Device, launch: Mapping[str, Any], out_bytes: float = 0
 def price_shape(device: Device, shape: BenchShape, measured: Mapping[str, Any]) -> ShapeCost:
     """A shape's simulated time from its measurement (launches + torch work)."""
     out_bytes = 2.0 * sum(shape.extend_lens) * shape.num_q_heads * shape.head_dim
-    launches = [price_launch(device, launch, out_bytes) for launch in measured["launches"]]
+    shares = out_shares(measured["launches"], out_bytes)
+    launches = [price_launch(device, launch, share)
+                for launch, share in zip(measured["launches"], shares, strict=True)]
     torch_ops = measured.get("torch", [])
     torch_us = sum(device.torch_op_us + op["bytes"] / (device.dram_gbps * 1e9 * 0.8) * 1e6
                    for op in torch_ops)

@@ -14,6 +14,9 @@ rung                 what the code does                                        e
 ``split_kv``         the key range split over SPLITS programs + a reduce kernel  ``PACK``, ``SPLITS``
 ``persistent_grid``  PROGRAMS programs walk a sorted work list                    ``PACK``, ``PROGRAMS``
 ``combined``         split-KV work items in a persistent grid                    ``PACK``, ``SPLITS``, ``PROGRAMS``
+``dispatch``         split_kv's kernels, launched per batch: decode-like tiles   ``PACK``, ``SPLITS``
+                     shrunk, split and reduce only when the grid is small, no
+                     scratch for whole tiles, q pre-scaled, lazy rescaling
 ===================  ========================================================  =========================
 
 They are never priced by name: SIMX-1 measures what each one does (``instrument.py``).
@@ -27,6 +30,7 @@ from importlib import resources
 
 RUNGS: tuple[str, ...] = (
     "baseline", "unified_loop", "head_packing", "split_kv", "persistent_grid", "combined",
+    "dispatch",
 )
 # The launch keys each rung reads beyond BLOCK_M, BLOCK_N, num_warps and num_stages.
 RUNG_KEYS: dict[str, tuple[str, ...]] = {
@@ -36,6 +40,7 @@ RUNG_KEYS: dict[str, tuple[str, ...]] = {
     "split_kv": ("PACK", "SPLITS"),
     "persistent_grid": ("PACK", "PROGRAMS"),
     "combined": ("PACK", "SPLITS", "PROGRAMS"),
+    "dispatch": ("PACK", "SPLITS"),
 }
 
 
