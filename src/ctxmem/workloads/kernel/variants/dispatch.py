@@ -3,15 +3,20 @@
 
 Same contract as the baseline (see ``reference.py``) and the same kernel body as split_kv
 (unified key loop, GQA head packing, split-KV + reduce). What changes is the launch: like
-a kernel library's dispatcher, it looks at the batch (two torch reductions: the longest
-extend and the longest prefix; the rest is tensor metadata) and launches the code path
-that does the least work for it:
+a kernel library's dispatcher, it looks at the batch (the longest extend, and the longest
+prefix when a split is possible: one torch reduction each; the rest is tensor metadata) and
+launches the code path that does the least work for it:
 
 * **tile rows** — a tile holds ``BLOCK_M`` rows (query tokens × packed heads). When the
-  longest extend times the packed heads fills at most half of them (decode-like batches),
-  the rows are halved, down to 64, so fewer FLOPs go to empty rows; prefill-like batches
-  keep the configured ``BLOCK_M``. Every path launches with the configured ``BLOCK_N``,
-  ``num_warps`` and ``num_stages``.
+  longest extend times the packed heads fills at most half of them, the rows are halved,
+  down to 64, so fewer FLOPs go to empty rows; prefill-like batches keep the configured
+  ``BLOCK_M``. Every path launches with the configured ``BLOCK_N``, ``num_warps`` and
+  ``num_stages``.
+* **swapped dots for decode** — when a request's packed rows are 32 or fewer (a few new
+  tokens: decode, speculative decoding), ``_decode_kernel`` takes them in one tile of 16
+  or 32 rows and computes ``K·Qᵀ`` and ``Vᵀ·P``: the matrix units' long side holds the
+  keys and the head dim, so no FLOPs go to empty rows at all (the "swap AB" of decode
+  kernels).
 * **split or not** — a key range is cut only when some request's keys exceed
   ``SPLIT_KEYS`` *and* the unsplit grid is under ``FILL_PROGRAMS`` programs (too few to
   fill a device); a batch that already fills the device runs one program per tile.
@@ -215,6 +220,160 @@ def _extend_attention_kernel(
 
 
 @triton.jit
+def _full_tile_step_t(s, m_i, l_i, acc, vt):
+    # _full_tile_step with keys on axis 0: s [keys, rows], acc and vt [dims, ...].
+    m_tile = tl.max(s, axis=0)
+    if tl.max(m_tile - m_i, axis=0) > 8.0:  # RESCALE_LOG2
+        m_new = tl.maximum(m_i, m_tile)
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha
+        acc = acc * alpha[None, :]
+        m_i = m_new
+    p = tl.exp2(s - m_i[None, :])
+    l_i = l_i + tl.sum(p, axis=0)
+    acc = tl.dot(vt, p.to(vt.dtype), acc)
+    return m_i, l_i, acc
+
+
+@triton.jit
+def _online_softmax_step_t(s, visible, m_i, l_i, acc, vt):
+    # _online_softmax_step with keys on axis 0.
+    s = tl.where(visible, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=0))
+    m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_shift)
+    p = tl.exp2(s - m_shift[None, :])
+    l_i = l_i * alpha + tl.sum(p, axis=0)
+    acc = acc * alpha[None, :]
+    acc = tl.dot(vt, p.to(vt.dtype), acc)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _decode_kernel(
+    Q, K_new, V_new, Out, Mid_o, Mid_ml, K_pool, V_pool,
+    Req_to_token, Req_idx, Prefix_lens, Extend_lens, Extend_starts,
+    sm_scale, soft_cap, window,
+    stride_q_t, stride_q_h,
+    stride_o_t, stride_o_h,
+    stride_kn_t, stride_kn_h,
+    stride_vn_t, stride_vn_h,
+    stride_mid_s, stride_mid_t, stride_mid_h,
+    stride_ml_s, stride_ml_t, stride_ml_h,
+    stride_kp_t, stride_kp_h,
+    stride_vp_t, stride_vp_h,
+    stride_table_row,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    GROUP: tl.constexpr,
+    PACK: tl.constexpr,
+    SPLITS: tl.constexpr,
+    MIN_TILES: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    USE_CAP: tl.constexpr,
+    USE_WINDOW: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    # The attention kernel for a few rows (decode-like batches), with the dots swapped: the
+    # scores are K·Qᵀ [keys, rows] and the output accumulates as Vᵀ·P [dims, rows], so the
+    # matrix units' long side holds BLOCK_N keys (or the head dim), not a row tile that is
+    # mostly empty. Same grid, splits and outputs as _extend_attention_kernel.
+    pid_m = tl.program_id(0)
+    b = tl.program_id(1)
+    hg = tl.program_id(2) // SPLITS
+    split = tl.program_id(2) % SPLITS
+    TOKENS: tl.constexpr = BLOCK_M // PACK
+    kv_h = (hg * PACK) // GROUP
+
+    extend_len = tl.load(Extend_lens + b)
+    m_start = pid_m * TOKENS
+    if m_start >= extend_len:
+        return
+    prefix_len = tl.load(Prefix_lens + b)
+    row_start = tl.load(Extend_starts + b)
+    table_row = tl.load(Req_idx + b).to(tl.int64)
+
+    rows = tl.arange(0, BLOCK_M)
+    heads = hg * PACK + rows // TOKENS
+    offs_m = m_start + rows % TOKENS
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_m = offs_m < extend_len
+    mask_d = offs_d < HEAD_DIM
+    rows_q = (row_start + offs_m).to(tl.int64)
+    qt = tl.load(  # [dims, rows]
+        Q + rows_q[None, :] * stride_q_t + heads[None, :] * stride_q_h + offs_d[:, None],
+        mask=mask_d[:, None] & mask_m[None, :],
+        other=0.0,
+    )
+    if not USE_CAP:
+        qt = (qt * (sm_scale * 1.4426950408889634)).to(Q.dtype.element_ty)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_D, BLOCK_M], dtype=tl.float32)
+    q_pos = prefix_len + offs_m
+
+    kv_end = prefix_len + tl.minimum(extend_len, m_start + TOKENS)
+    n_full = prefix_len + m_start
+    lo = 0
+    if USE_WINDOW:
+        first_visible = tl.maximum(prefix_len + m_start - window + 1, 0)
+        lo = (first_visible // BLOCK_N) * BLOCK_N
+        n_full = lo
+    tiles = (kv_end - lo + BLOCK_N - 1) // BLOCK_N
+    n_split = tl.minimum((tiles + MIN_TILES - 1) // MIN_TILES, SPLITS)
+    if split >= n_split:
+        return
+    chunk = ((tiles + n_split - 1) // n_split) * BLOCK_N
+    split_lo = lo + split * chunk
+    split_hi = tl.minimum(split_lo + chunk, kv_end)
+    for start_n in range(split_lo, split_hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        in_prefix = offs_n < prefix_len
+        slots = tl.load(
+            Req_to_token + table_row * stride_table_row + offs_n, mask=in_prefix, other=0
+        ).to(tl.int64)
+        rows_k = (row_start + offs_n - prefix_len).to(tl.int64)
+        k_rows = tl.where(in_prefix, K_pool + slots * stride_kp_t + kv_h * stride_kp_h,
+                          K_new + rows_k * stride_kn_t + kv_h * stride_kn_h)
+        v_rows = tl.where(in_prefix, V_pool + slots * stride_vp_t + kv_h * stride_vp_h,
+                          V_new + rows_k * stride_vn_t + kv_h * stride_vn_h)
+        if start_n + BLOCK_N <= n_full:
+            k = tl.load(k_rows[:, None] + offs_d[None, :], mask=mask_d[None, :], other=0.0)
+            s = tl.dot(k, qt, input_precision=DOT_PRECISION)  # [keys, rows]
+            s = _log2_scores(s, sm_scale, soft_cap, USE_CAP)
+            vt = tl.load(v_rows[None, :] + offs_d[:, None], mask=mask_d[:, None], other=0.0)
+            m_i, l_i, acc = _full_tile_step_t(s, m_i, l_i, acc, vt)
+        else:
+            in_kv = offs_n < kv_end
+            k = tl.load(k_rows[:, None] + offs_d[None, :], mask=in_kv[:, None] & mask_d[None, :], other=0.0)
+            s = tl.dot(k, qt, input_precision=DOT_PRECISION)
+            s = _log2_scores(s, sm_scale, soft_cap, USE_CAP)
+            visible = mask_m[None, :] & (offs_n[:, None] < kv_end) & (offs_n[:, None] <= q_pos[None, :])
+            if USE_WINDOW:
+                visible = visible & (offs_n[:, None] > q_pos[None, :] - window)
+            vt = tl.load(v_rows[None, :] + offs_d[:, None], mask=in_kv[None, :] & mask_d[:, None], other=0.0)
+            m_i, l_i, acc = _online_softmax_step_t(s, visible, m_i, l_i, acc, vt)
+
+    l_safe = tl.where(l_i > 0.0, l_i, 1.0)
+    o = acc / l_safe[None, :]  # [dims, rows]
+    if n_split == 1:
+        tl.store(
+            Out + rows_q[None, :] * stride_o_t + heads[None, :] * stride_o_h + offs_d[:, None],
+            o.to(Out.dtype.element_ty),
+            mask=mask_d[:, None] & mask_m[None, :],
+        )
+    else:
+        mid = split * stride_mid_s + rows_q[None, :] * stride_mid_t + heads[None, :] * stride_mid_h
+        tl.store(Mid_o + mid + offs_d[:, None], o.to(Mid_o.dtype.element_ty),
+                 mask=mask_d[:, None] & mask_m[None, :])
+        ml = split * stride_ml_s + rows_q * stride_ml_t + heads * stride_ml_h
+        tl.store(Mid_ml + ml, m_i, mask=mask_m)
+        tl.store(Mid_ml + ml + 1, l_i, mask=mask_m)
+
+
+@triton.jit
 def _reduce_splits_kernel(
     Mid_o, Mid_ml, Out, Prefix_lens, Extend_lens, Extend_starts, window,
     stride_mid_s, stride_mid_t, stride_mid_h,
@@ -323,8 +482,6 @@ def extend_attention(
         sm_scale = head_dim**-0.5
     if total == 0 or max_extend == 0:
         return out
-    if max_prefix is None:
-        max_prefix = int(prefix_lens.max().item())
     group = num_q_heads // num_kv_heads
     pack = 1
     while pack * 2 <= PACK and group % (pack * 2) == 0 and BLOCK_M % (pack * 2) == 0:
@@ -334,11 +491,22 @@ def extend_attention(
     rows = BLOCK_M
     while rows // 2 >= max(MIN_ROWS, pack, pack * max_extend):
         rows //= 2
+    # When a request's packed rows fill at most half of MIN_ROWS, the swapped-dot decode
+    # kernel takes them all in one tile of as few rows as tl.dot allows.
+    swap = pack * max_extend <= MIN_ROWS // 2
+    if swap:
+        rows = max(16, triton.next_power_of_2(pack * max_extend))
+    attention = _decode_kernel if swap else _extend_attention_kernel
     tokens = rows // pack
     grid = (triton.cdiv(max_extend, tokens), batch, num_q_heads // pack)
-    # Split only when some key range is long and the grid alone cannot fill a device.
-    longest_keys = max_prefix + max_extend
-    splits = SPLITS if longest_keys > SPLIT_KEYS and grid[0] * grid[1] * grid[2] < FILL_PROGRAMS else 1
+    # Split only when the grid alone cannot fill a device and some key range is long (the
+    # longest prefix is read only then).
+    splits = 1
+    if grid[0] * grid[1] * grid[2] < FILL_PROGRAMS and SPLITS > 1:
+        if max_prefix is None:
+            max_prefix = int(prefix_lens.max().item())
+        if max_prefix + max_extend > SPLIT_KEYS:
+            splits = SPLITS
     block_d = triton.next_power_of_2(head_dim)
     min_tiles = max(1, SPLIT_KEYS // BLOCK_N)
     if splits > 1:
@@ -349,7 +517,7 @@ def extend_attention(
     else:  # every tile writes ``out`` itself: the scratch is never touched
         mid_o = torch.empty((1, 1, 1, 1), dtype=out.dtype, device=q.device)
         mid_ml = torch.empty((1, 1, 1, 2), dtype=torch.float32, device=q.device)
-    _extend_attention_kernel[(grid[0], grid[1], grid[2] * splits)](
+    attention[(grid[0], grid[1], grid[2] * splits)](
         q, k_new, v_new, out, mid_o, mid_ml, k_pool, v_pool,
         req_to_token, req_idx, prefix_lens, extend_lens, extend_starts,
         sm_scale, soft_cap, window,
