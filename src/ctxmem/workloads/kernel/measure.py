@@ -9,7 +9,8 @@ shapes?" with the counts of ``instrument.py``:
    files (``$CTXMEM_SIMX_CACHE`` or ``~/.cache/ctxmem/simx-measure``). Counts do not
    depend on the SIMX seed, so every seed and every run shares them; the code is the source
    without a ``CONFIG`` literal nothing reads (:func:`~.simx.code_of`);
-3. **run** — the shapes not cached, for one or several configs, in *one* sandboxed run:
+3. **run** — the shapes not cached, for one or several configs, in one sandboxed run per
+   ``RUNS_PER_CHILD`` configs:
    ``sandbox.run_in_sandbox("ctxmem.workloads.kernel.instrument:measure_runs", ...)``, the
    same bubblewrap + seccomp sandbox as correctness checks (no sandbox: nothing runs);
 4. **floors** — the counts are checked against :func:`~.instrument.work_floors` computed
@@ -34,6 +35,7 @@ from ctxmem.workloads.kernel.simx import BENCH_SHAPES, BenchShape, code_of
 from ctxmem.workloads.kernel.workspace import Workspace, asset_path
 
 MEASURE_VERSION = "m5"  # m5: stratified (Owen-scrambled), adaptive program sampling
+RUNS_PER_CHILD = 6  # configs measured by one sandboxed child (its report must fit 4 MiB)
 FLOOR_SLACK = 0.25  # sampling noise allowance: refuse below a quarter of the ideal work
 SALT = "simx-measure-v1"
 
@@ -111,11 +113,15 @@ class Measurer:
                 need.append(shape)
             if need:
                 missing.append((i, need))
-        if missing:
+        # At most RUNS_PER_CHILD configs per sandboxed child: a child reports every sampled
+        # program of every launch, and 18 configs of a two-launch kernel (20-60 KB a shape)
+        # passed the 4 MiB the parent reads of a report (the autotune failed, no result).
+        for at in range(0, len(missing), RUNS_PER_CHILD):
+            chunk = missing[at:at + RUNS_PER_CHILD]
             runs = [{"config": dict(configs[i]), "cases": [s.case_dict() for s in need]}
-                    for i, need in missing]
+                    for i, need in chunk]
             answers = self._run(source, runs)
-            for (i, need), answer in zip(missing, answers, strict=True):
+            for (i, need), answer in zip(chunk, answers, strict=True):
                 status = answer.get("status")
                 if status == "refused":
                     raise MeasureRefused("refused: " + str(answer.get("message", "")))
