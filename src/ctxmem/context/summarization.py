@@ -242,6 +242,8 @@ class Summarization:
         self._blocks: dict[tuple[Any, ...], SummaryBlock] = {}
         self._failed: dict[tuple[Any, ...], str] = {}
         self._recorded: set[tuple[str, int, str]] = set()
+        #: per session: (summary, source ids) of this strategy's compactions in its log
+        self._logged: dict[str, set[tuple[str | None, tuple[int, ...]]]] = {}
         # the last block's report notes: rendering its source ids is O(summarized span), once per block
         self._notes_of: tuple[SummaryBlock, tuple[str, ...]] | None = None
         self._noted: set[tuple[str, str]] = set()
@@ -654,14 +656,23 @@ class Summarization:
                 f"({len(block.nodes)} summaries, level {block.level})"
             ),
         )
-        # Another instance may have recorded this very compaction already (a rebuild).
-        for se in reversed(session.events()):
-            old = se.event
-            if isinstance(old, CompactionEvent) and old.strategy == ev.strategy and old.summary == ev.summary and (
-                old.source_event_ids == ev.source_event_ids
-            ):
-                return
+        # Another instance may have recorded this very compaction already (a rebuild, a
+        # resumed run): the session's log is read for that once, on first sight of the
+        # session, not at every compaction (a whole-chain read: ~0.4 s at 10M tokens).
+        logged = self._logged.get(session.id)
+        if logged is None:
+            if len(self._logged) > 64:
+                self._logged.clear()
+            logged = self._logged[session.id] = {
+                (e.summary, tuple(e.source_event_ids))
+                for se in session.events()
+                if isinstance(e := se.event, CompactionEvent) and e.strategy == self.name
+            }
+        mark = (ev.summary, tuple(ev.source_event_ids))
+        if mark in logged:
+            return
         session.record_compaction(ev)
+        logged.add(mark)
 
     def _note(self, session: Any, text: str) -> None:
         if session is None or (session.id, text) in self._noted:
