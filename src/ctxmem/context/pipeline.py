@@ -159,6 +159,9 @@ class Pipeline:
         self._exclude: tuple[tuple[int, int, int, int], int, set[int]] | None = None
         self._counts: _MemoTokenizer | None = None
         self._last_user: dict[int, tuple[int, int]] = {}
+        #: the last retrieved block: ((history, hit ids, cap, tokenizer), text) — a hit's
+        #: text and its message index never change in an append-only history
+        self._block: tuple[tuple[int, tuple[int, ...], int, str], str] | None = None
 
     # ------------------------------------------------------------------ tail pieces
 
@@ -216,6 +219,10 @@ class Pipeline:
         hits = hits[: self.config.retrieval_k]
         if not hits:
             return "", ()
+        ids = tuple(hit.event_id for hit in hits)
+        key = (h.uid, ids, tokens, request.tokenizer.id)
+        if self._block is not None and self._block[0] == key:
+            return self._block[1], ids  # the same outputs as last turn: the same block
         lines = [
             "Earlier tool outputs retrieved for the task and the latest request "
             "(source: tool, event id, message; recall a handle for the full text):"
@@ -227,7 +234,8 @@ class Pipeline:
             where = f" · message {found[0]}" if found is not None else ""
             lines.append(f"- [{d.tool_name} · event {hit.event_id}{where} · handle {d.tool_use_id}] {snippet}")
         text = clip_to_tokens("\n".join(lines), self._memo(request.tokenizer), tokens)
-        return text, tuple(hit.event_id for hit in hits)
+        self._block = (key, text)
+        return text, ids
 
     def _excluded(self, h: History, r: Any) -> set[int]:
         """Retrieval ids of the tool results still verbatim in the context (kept, not masked).
