@@ -70,3 +70,38 @@ def test_quitter_makes_exactly_one_round() -> None:
     assert r.calls[-1].tool == "submit" and r.submission is not None
     oracle = run_scripted(MemoryStore(), seed=0, mode="oracle", preset="window-200k", limits=LIMITS)
     assert oracle.extra["rounds"] > 1  # the same seed and budget do allow more rounds
+
+
+def test_a_planned_design_not_tried_yet_is_tried_after_a_plateau() -> None:
+    """The full ladder's persistent and combined rounds may not beat split-KV; five rounds
+    without progress across them must not end the run before the dispatch rung is tried.
+    The stop rule counts rounds without progress since the last new design (the rounds
+    themselves are stubbed here: which design each round works on is what is checked)."""
+    policy = ScriptedPolicy(0, "oracle", scale="full")
+    policy.scale = dataclasses.replace(SCALES["full"], max_refinement=14, ladder=(
+        ("split_kv", 3), ("persistent_grid", 2), ("combined", 3), ("dispatch", 2)))
+    progress = {"split_kv": [True, False, False], "dispatch": [True, False]}
+    worked: list[str] = []
+
+    def no_orientation():  # type: ignore[no-untyped-def]
+        return
+        yield
+
+    def one_round(arch: str):  # type: ignore[no-untyped-def]
+        yield Action(f"Round {policy.rounds + 1}: {arch}", "read_file", {"path": "kernel.py"})
+        worked.append(arch)
+        made = progress.get(arch, [])
+        return made.pop(0) if made else False
+
+    def finish():  # type: ignore[no-untyped-def]
+        yield Action("Submit the kernel.", "submit", {})
+
+    policy._orientation = no_orientation  # type: ignore[method-assign]
+    policy._round = one_round  # type: ignore[method-assign]
+    policy._finish = finish  # type: ignore[method-assign]
+    while (action := policy.step(None)) is not None:
+        policy.observe(action, "ok", False)
+    # split_kv's last two, persistent's two and combined's three: seven rounds without progress,
+    # yet each new design was tried; after dispatch, five refinement rounds on it without progress end the run
+    assert worked == ["split_kv"] * 3 + ["persistent_grid"] * 2 + ["combined"] * 3 + ["dispatch"] * 2 + ["dispatch"] * 4
+    assert policy.rounds_without_progress == 5

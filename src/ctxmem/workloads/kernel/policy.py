@@ -19,7 +19,9 @@ The policy plays the agent of DESIGN.md §4 against :class:`~ctxmem.workloads.ke
    every timing it acts on is of a kernel known correct — and ``check`` of the winner with
    its config), a ``profile``, then ``git_commit``
    on progress or ``git_checkout`` of the best commit otherwise. Five rounds without
-   progress end the run; it ends with ``submit``.
+   progress since the last design not tried before end the run (a planned new rung is
+   always tried: the full ladder's persistent and combined rounds may not beat split-KV,
+   and the dispatch rung after them does); it ends with ``submit``.
 
 **Memory modes.** Every decision that depends on the past reads a :class:`Knowledge`
 parsed from text — never from hidden state:
@@ -402,6 +404,7 @@ class ScriptedPolicy:
         plan: list[str] = [arch for arch, n in self.scale.ladder for _ in range(n)]
         best_arch = "baseline"
         refinement = 0
+        tried: set[str] = set()
         while True:
             if self.rounds < len(plan):
                 arch = plan[self.rounds]
@@ -410,6 +413,11 @@ class ScriptedPolicy:
                 arch = best_arch
             else:
                 break
+            if arch not in tried:
+                # A design not tried yet is a new direction, not more of a plateau: the
+                # stop rule counts rounds without progress since the last new design.
+                tried.add(arch)
+                self.rounds_without_progress = 0
             progress = yield from self._round(arch)
             self.rounds += 1
             if progress:
