@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ctxmem.cli import cli
 from ctxmem.config import available_presets, load_preset, parse_preset
@@ -253,3 +255,30 @@ def test_a_strategy_reused_across_histories_never_serves_a_dead_historys_state(o
             del h
             gc.collect()
         assert len(uids) == len(sessions)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=40), st.data())
+def test_masking_cut_positions_view_equals_the_spliced_list(sizes: list[int], data: Any) -> None:
+    """Masking's truncation reads output positions through a view (masked prefix sums up to
+    the boundary, full ones after, shifted): every index, slice and bisection must equal the
+    list it replaced, which copied the whole history's prefix sums per turn."""
+    from bisect import bisect_left
+
+    from ctxmem.context.masking import _Spliced
+
+    masked = [min(s, data.draw(st.integers(0, s))) for s in sizes]
+    full_cum, min_cum = [0], [0]
+    for s, m in zip(sizes, masked, strict=True):
+        full_cum.append(full_cum[-1] + s)
+        min_cum.append(min_cum[-1] + m)
+    b = data.draw(st.integers(0, len(sizes)))
+    shift = min_cum[b] - full_cum[b]
+    expected = [*min_cum[: b + 1], *(c + shift for c in full_cum[b + 1 :])]
+    view = _Spliced(min_cum, full_cum, b)
+    assert len(view) == len(expected)
+    assert [view[i] for i in range(len(view))] == expected
+    assert view[-1] == expected[-1] and view[1:] == expected[1:]
+    for x in range(-1, expected[-1] + 2):
+        lo = data.draw(st.integers(0, len(expected)))
+        assert bisect_left(view, x, lo=lo) == bisect_left(expected, x, lo=lo)

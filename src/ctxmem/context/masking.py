@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, overload
 
 from pydantic import Field, field_validator
 
@@ -183,6 +183,35 @@ class RecallTool:
 # ----------------------------------------------------------------------------- masking
 
 
+class _Spliced(Sequence[int]):
+    """Output positions for a cut: ``head[i]`` up to ``b`` (masked sizes), then ``tail[i]``
+    shifted to continue from ``head[b]`` (full sizes). A view, read by index and bisection:
+    building it as a list copied the whole history's prefix sums twice a turn (O(n))."""
+
+    __slots__ = ("_b", "_head", "_shift", "_tail")
+
+    def __init__(self, head: Sequence[int], tail: Sequence[int], b: int):
+        self._head, self._tail, self._b = head, tail, b
+        self._shift = head[b] - tail[b]
+
+    def __len__(self) -> int:
+        return len(self._tail)
+
+    @overload
+    def __getitem__(self, i: int) -> int: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[int]: ...
+
+    def __getitem__(self, i: int | slice) -> int | list[int]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self._tail)
+        if i <= self._b:
+            return self._head[i]
+        return self._tail[i] + self._shift
+
 @dataclass
 class _MaskState:
     """Per-history cache: masked versions and savings of every maskable message."""
@@ -193,6 +222,7 @@ class _MaskState:
     masked_counts: list[int] = field(default_factory=list)
     always: list[bool] = field(default_factory=list)
     auto_cum: list[int] = field(default_factory=lambda: [0])  # prefix sums of auto savings
+    always_cum: list[int] = field(default_factory=lambda: [0])  # prefix sums of always-masked savings
     #: prefix sums of every message at its smallest (masked where maskable): only grows as the
     #: history grows, so a truncation point computed on it moves forward, never back
     min_cum: list[int] = field(default_factory=lambda: [0])
@@ -298,8 +328,9 @@ class Masking:
                 else:
                     st.always[i] = False
         for i in range(st.seen, len(h)):
-            auto = 0 if st.masked[i] is None or st.always[i] else h.counts[i] - st.masked_counts[i]
-            st.auto_cum.append(st.auto_cum[-1] + auto)
+            saving = 0 if st.masked[i] is None else h.counts[i] - st.masked_counts[i]
+            st.auto_cum.append(st.auto_cum[-1] + (0 if st.always[i] else saving))
+            st.always_cum.append(st.always_cum[-1] + (saving if st.always[i] else 0))
             st.min_cum.append(st.min_cum[-1] + st.masked_counts[i])
         st.seen = len(h)
 
@@ -350,9 +381,7 @@ class Masking:
         # snapped down, so it moves only at grid points, not each time a result leaves
         # the last keep_last.
         k_grid = max(p, snap_down(h, k, step))
-        always_saving = sum(
-            h.counts[i] - st.masked_counts[i] for i in range(p, k) if st.always[i] and st.masked[i] is not None
-        ) if any(st.always[p:k]) else 0
+        always_saving = st.always_cum[k] - st.always_cum[p]  # prefix sums: O(1), not a pass over [p, k)
         trigger = request.budget.trigger
 
         def plan(extra: int) -> tuple[int, int, list[str]]:
@@ -452,8 +481,7 @@ class Masking:
         """Drop the oldest messages at a safe cut (see suffix_start), measured on the planned sizes."""
         h = request.history
         p = request.pinned_count
-        shift = st.min_cum[b] - h.cum[b]
-        cum = [*st.min_cum[: b + 1], *(c + shift for c in h.cum[b + 1 :])]
+        cum = _Spliced(st.min_cum, h.cum, b)
         return suffix_start(
             request, self._cuts.get(h, p), base, limit, self.config.compaction_step, self.name, cum=cum
         )
