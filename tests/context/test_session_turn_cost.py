@@ -52,3 +52,46 @@ def strategy_request(history: History, budget: Budget, session: Session) -> Any:
     from ctxmem.context import BuildRequest
 
     return BuildRequest(history, budget, pinned=1, session=session)
+
+
+def test_summarize_turns_between_compactions_do_not_recount_or_rerecord_the_summary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between compactions every turn places the same summary block: a turn that reuses it
+    does not count its text again (a 128K budget's summary is thousands of tokens) and the
+    compaction is recorded once, however many turns reuse it."""
+    from ctxmem.context import BuildRequest
+
+    msgs = synthetic_session(160, seed=5)
+    store = SQLiteStore(":memory:")
+    session = Session.create(store, tokenizers=["heuristic"])
+    session.record_many(msgs[:201])
+    history = History.from_session(session, "heuristic")
+    tok = history.tokenizer
+    counted: list[str] = []
+    real_count = tok.count
+
+    def spy(text: str) -> int:
+        counted.append(text)
+        return real_count(text)
+
+    monkeypatch.setattr(tok, "count", spy)
+    strategy = load_preset("summarize-128k").strategy()
+    budget = Budget(40_000, 1_000, 0.9)
+    blocks = []
+    recounted = 0  # turns that reused the previous turn's block yet counted its text
+    for k in range(201, len(msgs) - 1, 2):
+        pair = msgs[k : k + 2]
+        history.extend(pair, event_ids=[session.record(m) for m in pair])
+        before = len(counted)
+        strategy.build(BuildRequest(history, budget, pinned=1, session=session))
+        block = strategy.last_summary  # type: ignore[attr-defined]
+        if block is not None and blocks and blocks[-1] is block:
+            recounted += block.text in counted[before:]
+        blocks.append(block)
+    distinct = {id(b): b for b in blocks if b is not None}
+    assert distinct and len(distinct) < len(blocks) - 5  # most turns reused a block
+    assert recounted == 0, f"{recounted} turns recounted a summary block they reused"
+    recorded = [se.event for se in session.events() if isinstance(se.event, CompactionEvent)]
+    assert {e.summary for e in recorded} == {b.text for b in distinct.values()}
+    assert len(recorded) == len({(b.text, b.event_ids) for b in distinct.values()})

@@ -53,7 +53,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ctxmem.context._assembly import Output, PrefixTracker, finish, grid_step, id_ranges, snap_up
-from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
+from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig, _cached_count
 from ctxmem.context.builtins import Window, WindowConfig, _CutsCache
 from ctxmem.context.facts import Fact, cap_facts
 from ctxmem.context.history import History
@@ -242,6 +242,11 @@ class Summarization:
         self._blocks: dict[tuple[Any, ...], SummaryBlock] = {}
         self._failed: dict[tuple[Any, ...], str] = {}
         self._recorded: set[tuple[str, int, str]] = set()
+        #: (block, session id) last seen by :meth:`_record`: between compactions every turn
+        #: hands it the same block, and hashing its source ids (a tuple as long as the
+        #: summarized span) cost ~1.4 ms a turn at 10M tokens
+        self._last_recorded: tuple[SummaryBlock, str] | None = None
+        self._summary_count: tuple[SummaryBlock, str, int] | None = None
         #: per session: (summary, source ids) of this strategy's compactions in its log
         self._logged: dict[str, set[tuple[str | None, tuple[int, ...]]]] = {}
         # the last block's report notes: rendering its source ids is O(summarized span), once per block
@@ -532,7 +537,10 @@ class Summarization:
         fixed = request.fixed_tokens
         tok = request.tokenizer
         facts = request.pinned_facts
-        facts_cost = sum(tok.count(t) + DEFAULT_OVERHEAD.per_block for t in facts) if (p and facts) else 0
+        # the pinned facts repeat every turn: counted once per (tokenizer, facts)
+        facts_cost = _cached_count(
+            tok, ("pinned-facts", tuple(facts)), lambda: sum(tok.count(t) + DEFAULT_OVERHEAD.per_block for t in facts)
+        ) if (p and facts) else 0
         base = fixed + h.tokens(0, p) + facts_cost
         avail = request.budget.available
         if base > avail:
@@ -584,7 +592,7 @@ class Summarization:
         texts = (*(facts if p else ()), *carried.texts, *((block.text,) if block else ()))
         pl = self._place(request, s, texts)
         out = Output()
-        summary_cost = (tok.count(block.text) + DEFAULT_OVERHEAD.per_block) if block else 0
+        summary_cost = self._summary_cost(block, tok) if block else 0
         if p:
             out.add("pinned", pl.msgs, pl.counts)
             out.sections["pinned"] -= summary_cost
@@ -632,6 +640,15 @@ class Summarization:
         self._notes_of = (block, tuple(notes))
         return notes
 
+    def _summary_cost(self, block: SummaryBlock, tok: Tokenizer) -> int:
+        """Tokens of the summary block's text (plus its block overhead), counted once per
+        block: between compactions every turn places the same block (a 128K budget's summary
+        is thousands of tokens, ~0.8 ms to count)."""
+        memo = self._summary_count
+        if memo is None or memo[0] is not block or memo[1] != tok.id:
+            memo = self._summary_count = (block, tok.id, tok.count(block.text) + DEFAULT_OVERHEAD.per_block)
+        return memo[2]
+
     # -- recording and fallback --------------------------------------------------------
 
     def _record(self, request: BuildRequest, block: SummaryBlock, built: BuiltContext) -> None:
@@ -639,7 +656,11 @@ class Summarization:
 
         session = request.session
         assert session is not None  # build() records only with a session
+        last = self._last_recorded
+        if last is not None and last[0] is block and last[1] == session.id:
+            return  # this very block was recorded (or found logged) for this session already
         key = (session.id, hash(block.event_ids), block.text)
+        self._last_recorded = (block, session.id)
         if key in self._recorded:
             return
         self._recorded.add(key)
