@@ -53,6 +53,7 @@ import re
 from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -60,6 +61,7 @@ from ctxmem.context.facts import _PATH
 from ctxmem.context.history import History
 from ctxmem.context.profile import GENERIC, FactProfile
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
+from ctxmem.store.codec import gc_paused
 from ctxmem.tokens import Tokenizer
 
 FACTS_SECTION_HEADER = "Facts from earlier tool outputs no longer shown (verbatim; source event, recall handle):"
@@ -358,6 +360,9 @@ class SalientFact:
         return f"- [{where} · {self.tool} · recall {self.handle}] {text}"
 
 
+#: messages (or candidates) past which a batch read (or index) runs with the cyclic GC paused
+_BATCH = 512
+
 # Counts past which a score term no longer changes (see SalienceIndex._touch): the shape's
 # rarity term caps at n = 9 (0.8·log2 9 > 2.5), the stem's and the lead's at 16, a cue's
 # weight at its floor 0.2 from df = 26; a word counts as rare while its df is at most 2.
@@ -488,8 +493,12 @@ class SalienceIndex:
         h = self._history
         if h is None:
             return
-        for i in range(self._seen, len(h)):
-            self._read(h.messages[i], i, h.event_ids[i])
+        # A cold read allocates a candidate, tuples and counters for tens of thousands of
+        # lines; with the cyclic GC on, those allocations trigger collections that traverse
+        # every object the process holds (its whole history): paused for a large batch.
+        with gc_paused() if len(h) - self._seen > _BATCH else nullcontext():
+            for i in range(self._seen, len(h)):
+                self._read(h.messages[i], i, h.event_ids[i])
         self._seen = len(h)
 
     @classmethod
@@ -703,6 +712,15 @@ class SalienceIndex:
         change — or when the key was marked since (its count crossed the point after the
         candidate was scored, and its score must be recomputed once more).
         """
+        if upto - self._indexed > _BATCH:
+            # the first boundary move after a cold build indexes every candidate at once
+            # (~10^5 lists at 10M tokens): the GC paused as for a cold read (see _catch_up)
+            with gc_paused():
+                self._index_range(upto)
+        else:
+            self._index_range(upto)
+
+    def _index_range(self, upto: int) -> None:
         by_shape, by_stem, by_lead, by_word, by_cue = self._by
         marked_words, marked_cues = self._marks[3], self._marks[4]
         cands, word_df, cue_df = self._cands, self._word_df, self._cue_df
