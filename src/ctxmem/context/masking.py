@@ -212,6 +212,7 @@ class _Spliced(Sequence[int]):
             return self._head[i]
         return self._tail[i] + self._shift
 
+
 @dataclass
 class _MaskState:
     """Per-history cache: masked versions and savings of every maskable message."""
