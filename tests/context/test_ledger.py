@@ -62,6 +62,21 @@ def test_incremental_updates_equal_a_rebuild(o200k: Any) -> None:
     assert builder.update(msgs[:5]) == build_ledger(msgs[:5])  # another source starts over
 
 
+def test_each_appended_message_gives_the_ledger_of_a_rebuild() -> None:
+    # The snapshot shares the tuples of parts that did not change (errors, files, run ids,
+    # candidates): a recurring error (count 1 -> 2, new wording), a new file, a new run id or
+    # candidate must each show in the very next snapshot, never a stale one.
+    msgs = _history()
+    builder = LedgerBuilder(KERNEL)
+    grown: list[Message] = []
+    for k, m in enumerate(msgs, start=1):
+        grown.append(m)
+        assert builder.update(grown) == build_ledger(msgs[:k], KERNEL)
+    assert [e.count for e in builder.ledger().errors] == [2]
+    before = builder.ledger()
+    assert builder.update(grown).errors is before.errors  # nothing new: shared, not copied
+
+
 def test_render_fits_the_cap_exactly_and_keeps_the_best_first(o200k: Any) -> None:
     led = build_ledger(synthetic_session(150, seed=1), KERNEL)
     for cap in (40, 120, 400, 2000):

@@ -30,7 +30,7 @@ statuses, counts, files, ids).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ctxmem.context.facts import _ID, _PATH, Best, better, error_signature, run_id
@@ -95,6 +95,9 @@ class LedgerBuilder:
     _source: int | None = None
     _inputs: dict[str, dict[str, object]] = field(default_factory=dict)
     _cands: list[Candidate] = field(default_factory=list)
+    #: bumped whenever ``_errors`` changes; the snapshot's tuples are kept while nothing changed
+    _errors_version: int = 0
+    _frozen: dict[str, tuple[int, tuple[object, ...]]] = field(default_factory=dict)
 
     def update(self, history: History | Sequence[Message]) -> TaskLedger:
         """Read the messages appended since the last call and return the ledger."""
@@ -151,6 +154,7 @@ class LedgerBuilder:
                 self._errors[key] = [sig, tool, 1, i, i]
             else:
                 e[0], e[2], e[4] = sig, int(e[2]) + 1, i  # type: ignore[call-overload]
+            self._errors_version += 1
             self._status[tool] = (f"error: {sig}", i)
         else:
             self._status[tool] = (clip_line(summary_line(text), 160) if text.strip() else "ok (empty output)", i)
@@ -168,20 +172,30 @@ class LedgerBuilder:
             if cand is not None:
                 self._cands.append(cand)
 
+    def _tuple(self, name: str, version: int, make: Callable[[], tuple[object, ...]]) -> tuple[object, ...]:
+        """``make()``, kept while ``version`` is unchanged: a turn's snapshot shares the
+        tuples of the parts that did not change (the run ids grow by one now and then, the
+        errors rarely), instead of copying every id and error each turn."""
+        kept = self._frozen.get(name)
+        if kept is None or kept[0] != version:
+            kept = self._frozen[name] = (version, make())
+        return kept[1]
+
     def ledger(self) -> TaskLedger:
-        errors = tuple(
+        errors = self._tuple("errors", self._errors_version, lambda: tuple(
             ErrorSeen(k, str(e[0]), str(e[1]), int(e[2]), int(e[3]), int(e[4]))  # type: ignore[call-overload]
             for k, e in self._errors.items()
-        )
+        ))
+        # files, run ids and candidates only ever grow: their length is their version
         return TaskLedger(
             upto=self._seen,
             tool_calls=dict(self._calls),
-            errors=errors,
-            files=tuple(self._files),
-            run_ids=tuple(self._ids),
+            errors=errors,  # type: ignore[arg-type]
+            files=self._tuple("files", len(self._files), lambda: tuple(self._files)),  # type: ignore[arg-type]
+            run_ids=self._tuple("ids", len(self._ids), lambda: tuple(self._ids)),  # type: ignore[arg-type]
             best=self._best,
             last_status=dict(self._status),
-            candidates=tuple(self._cands),
+            candidates=self._tuple("cands", len(self._cands), lambda: tuple(self._cands)),  # type: ignore[arg-type]
             metric=self.profile.metric,
         )
 
@@ -230,9 +244,10 @@ def render_ledger(ledger: TaskLedger, tokenizer: Tokenizer, max_tokens: int, *, 
     if ledger.best is not None:
         cands.append((100.0, ledger.best.describe()))
     errors = sorted(ledger.errors, key=lambda e: (-e.count, -e.last))[:max_items]
+    rank = {id(e): r for r, e in enumerate(errors)}
     for e in sorted(errors, key=lambda e: e.first):
         # recurring errors rank above the last statuses, one-off errors below them
-        score = (80.0 if e.count > 1 else 55.0) - errors.index(e) * 0.1
+        score = (80.0 if e.count > 1 else 55.0) - rank[id(e)] * 0.1
         times = f" ×{e.count}" if e.count > 1 else ""
         cands.append((score, f"error{times} ({e.tool}, messages {e.first}-{e.last}): {e.example}"))
     statuses = sorted(ledger.last_status.items(), key=lambda kv: kv[1][1])

@@ -23,6 +23,7 @@ import math
 import re
 from array import array
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from ctxmem.store.base import SearchHit, SessionStore
@@ -72,7 +73,13 @@ def selective_terms(store: Any, text: str) -> list[str]:
     store's :meth:`document_frequencies <ctxmem.store.SQLiteStore.document_frequencies>`
     (memoized per index epoch); a store without it gets every term.
     """
-    uniq = list(dict.fromkeys(terms(text)))[:MAX_QUERY_TERMS]
+    return choose_terms(store, list(dict.fromkeys(terms(text))))
+
+
+def choose_terms(store: Any, uniq: Sequence[str]) -> list[str]:
+    """:func:`selective_terms` of a query already split into its distinct terms (in order):
+    for a caller that needs the terms too, so the query is tokenized once."""
+    uniq = list(uniq[:MAX_QUERY_TERMS])
     stats = getattr(store, "document_frequencies", None)
     if stats is None or not uniq:
         return uniq

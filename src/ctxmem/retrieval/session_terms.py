@@ -121,11 +121,18 @@ class SessionTermIndex:
                 events.append(eid)
                 events.sort()
         if fresh and self._postings:  # a new output joins every term already kept
+            postings = self._postings
             for blob, counts in self._read_counts(fresh):
-                for term, posting in self._postings.items():
-                    tf = counts.get(term)
+                size = self._size[blob]
+                # walk the smaller side: an output's distinct terms, or the terms kept so far
+                # (the same postings either way; each kept term gets the blob at most once)
+                if len(counts) < len(postings):
+                    hits = [(postings[t], tf) for t, tf in counts.items() if t in postings]
+                else:
+                    hits = [(p, tf) for t, p in postings.items() if (tf := counts.get(t))]
+                for posting, tf in hits:
                     if tf:
-                        posting.add(blob, tf, self._size[blob])
+                        posting.add(blob, tf, size)
 
     def _read_counts(self, blobs: Sequence[int]) -> list[tuple[int, Counter[str]]]:
         """Term counts of these outputs: memoized, else read and tokenized once."""
