@@ -282,3 +282,26 @@ def test_masking_cut_positions_view_equals_the_spliced_list(sizes: list[int], da
     for x in range(-1, expected[-1] + 2):
         lo = data.draw(st.integers(0, len(expected)))
         assert bisect_left(view, x, lo=lo) == bisect_left(expected, x, lo=lo)
+
+
+def test_masking_grown_turn_by_turn_equals_a_fresh_instance_as_its_cut_moves(long_session: list[Message], o200k: Any) -> None:
+    # The kept region is extended turn by turn; when the truncation point moves forward and
+    # the mask boundary does not, it is cut down (a slice) rather than rebuilt. Every turn
+    # must give exactly what a fresh instance gives for the same history.
+    budget = Budget(24_000, 2_000, 0.9)
+    params = {"keep_last": 3, "on_overflow": "truncate", "compaction_step": 0.05, "facts_tokens": 0}
+    grown = make_strategy("masking", **params)
+    history = History.from_messages(long_session[:41], o200k)
+    cuts = []
+    for i in range(41, len(long_session) - 1, 2):
+        history.extend(long_session[i : i + 2])
+        request = BuildRequest(history, budget, pinned=1)
+        out = grown.build(request)
+        fresh = make_strategy("masking", **params).build(request)
+        assert list(out.messages) == list(fresh.messages)
+        assert out.report.tokens_out == fresh.report.tokens_out
+        assert tuple(out.report.masked) == tuple(fresh.report.masked)
+        assert out.report.sections == fresh.report.sections
+        cuts.append((out.report.dropped.stop, min(out.report.masked, default=-1)))
+    moves = sum(1 for a, b in itertools.pairwise(cuts) if b[0] > a[0])
+    assert moves >= 3, cuts  # the cut did move, several times

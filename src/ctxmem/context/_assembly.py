@@ -65,20 +65,26 @@ class Output:
     sections: dict[str, int] = field(default_factory=dict)
     #: tokens outside the messages the build adds (e.g. a tool definition it offers)
     extra: int = 0
+    #: ``sum(counts)``, kept as sections are added (a caller that knows a section's total
+    #: from prefix sums passes it: no pass over a thousand-message section each turn)
+    total: int = 0
 
     def add_extra(self, section: str, tokens: int) -> None:
         if tokens:
             self.extra += tokens
             self.sections[section] = self.sections.get(section, 0) + tokens
 
-    def add(self, section: str, messages: Sequence[Message], counts: Sequence[int]) -> None:
+    def add(self, section: str, messages: Sequence[Message], counts: Sequence[int], total: int | None = None) -> None:
+        """Append a section; ``total`` is ``sum(counts)`` when the caller has it already."""
         self.messages.extend(messages)
         self.counts.extend(counts)
-        self.sections[section] = self.sections.get(section, 0) + sum(counts)
+        n = sum(counts) if total is None else total
+        self.total += n
+        self.sections[section] = self.sections.get(section, 0) + n
 
     @property
     def tokens(self) -> int:
-        return sum(self.counts) + self.extra
+        return self.total + self.extra
 
 
 @dataclass
@@ -98,7 +104,13 @@ class PrefixTracker:
         # first index where the outputs differ (by identity), scanned in C
         k = next(compress(count(), map(is_not, old, new_msgs)), min(len(old), len(new_msgs)))
         counts = out.counts
-        stable = fixed + out.extra + (sum(counts) if k == len(counts) else sum(islice(counts, k)))
+        if k == len(counts):
+            kept = out.total
+        elif k >= len(counts) // 2:  # usually only the tail differs: sum the shorter side
+            kept = out.total - sum(islice(counts, k, None))
+        else:
+            kept = sum(islice(counts, k))
+        stable = fixed + out.extra + kept
         invalidated = bool(old) and k < len(old)
         lost = sum(islice(self._counts, k, None)) if invalidated else 0
         self._history_id = request.history.uid

@@ -151,7 +151,7 @@ class _Suffix(ABC):
         out = Output()
         out.add("pinned", pinned_msgs, pinned_counts)
         split_sections(out.sections, carried)
-        out.add("recent", h.messages[s:], h.counts[s:])
+        out.add("recent", h.messages[s:], h.counts[s:], h.tokens(s, n))
         built = finish(
             self.name,
             request,

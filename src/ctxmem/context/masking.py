@@ -233,6 +233,7 @@ class _MaskState:
     region_counts: list[int] = field(default_factory=list)
     region_masked: list[int] = field(default_factory=list)
     region_upto: int = 0
+    region_total: int = 0  # sum(region_counts)
 
 
 class Masking:
@@ -340,19 +341,33 @@ class Masking:
     def _region(self, st: _MaskState, s: int, b: int, k: int) -> tuple[list[Message], list[int], list[int]]:
         """Output for history[s:k]: auto-masked before b, always-masked anywhere (cached, extended)."""
         h = st.history
+        key = st.region_key
+        if key is not None and key[1] == b and key[0] < s <= st.region_upto <= k:
+            # the cut moved forward, the mask boundary did not: the region is a suffix of the
+            # one kept (a slice in C, not a pass over the region in Python)
+            cut = s - key[0]
+            st.region_total -= sum(st.region_counts[:cut])
+            del st.region_msgs[:cut], st.region_counts[:cut]
+            del st.region_masked[: bisect_left(st.region_masked, s)]
+            st.region_key = (s, b)
         if st.region_key != (s, b) or st.region_upto > k:
             st.region_key = (s, b)
             st.region_msgs, st.region_counts, st.region_masked = [], [], []
             st.region_upto = s
+            st.region_total = 0
+        added = 0
         for i in range(st.region_upto, k):
             m = st.masked[i]
             if m is not None and (i < b or st.always[i]):
                 st.region_msgs.append(m)
-                st.region_counts.append(st.masked_counts[i])
+                c = st.masked_counts[i]
                 st.region_masked.append(i)
             else:
                 st.region_msgs.append(h.messages[i])
-                st.region_counts.append(h.counts[i])
+                c = h.counts[i]
+            st.region_counts.append(c)
+            added += c
+        st.region_total += added
         st.region_upto = k
         return st.region_msgs, st.region_counts, st.region_masked
 
@@ -432,8 +447,8 @@ class Masking:
         out.add_extra("recall_tool", recall_cost)
         out.add("pinned", pinned_msgs, pinned_counts)
         split_sections(out.sections, carried)
-        out.add("masked_history", region_msgs, region_counts)
-        out.add("recent", h.messages[tail_start:], h.counts[tail_start:])
+        out.add("masked_history", region_msgs, region_counts, st.region_total if s < k else 0)
+        out.add("recent", h.messages[tail_start:], h.counts[tail_start:], h.cum[n] - h.cum[tail_start])
         # cache breakpoint after the last masked message: the end of the compacted prefix
         masked_end = (masked_idx[-1] - s + p) if masked_idx else p - 1
         # Offered whenever reversible, masked or not: a tool list that changes when masking
