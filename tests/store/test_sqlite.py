@@ -325,3 +325,24 @@ def test_the_store_needs_no_sqlite_utils(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert 'pip install "ctxmem[sqlite-utils]"' in out
+
+
+def test_events_of_one_kind_are_the_chain_filtered_on_forks_and_rewinds(sqlite_store: SQLiteStore) -> None:
+    # chain_events_of_kind (what a compaction recorder reads on first sight of a session)
+    # must equal the chain's events filtered by kind, whatever forks and rewinds did.
+    a = Session.create(sqlite_store)
+    a.record_many(_result(0, "alpha"))
+    a.note("first")
+    a.record_many(_result(1, "beta"))
+    b = a.fork(a.events()[2].id)  # after the first note
+    b.note("b's own")
+    a.note("second")
+    a.rewind(a.events()[3].id)  # drops "second"
+    a.note("third")
+    b.record_many(_result(2, "gamma"))
+    for s in (a, b):
+        for kind in ("note", "tool_result", "compaction"):
+            want = [(e.id, e.event) for e in s.events() if e.event.kind == kind]
+            assert [(e.id, e.event) for e in sqlite_store.chain_events_of_kind(s.id, kind)] == want
+    assert [e.event.text for e in sqlite_store.chain_events_of_kind(a.id, "note")] == ["first", "third"]
+    assert [e.event.text for e in sqlite_store.chain_events_of_kind(b.id, "note")] == ["first", "b's own"]

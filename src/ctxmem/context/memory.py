@@ -20,6 +20,9 @@ few, so this converges in one or two rounds).
 
 from __future__ import annotations
 
+import contextlib
+import json
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,7 +30,16 @@ from ctxmem.context.base import BuildRequest
 from ctxmem.context.instructions import InstructionIndex
 from ctxmem.context.profile import FactProfile, get_profile
 from ctxmem.context.salience import SalienceIndex, SalientFact
+from ctxmem.errors import StoreError
+from ctxmem.store.base import DerivedStateStore
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
+
+#: a facts index is saved once it has read this many messages more than its last snapshot
+_SNAPSHOT_MIN = 1000
+
+
+def _ids_key(ids: tuple[int, ...] | list[int]) -> str:
+    return ",".join(map(str, ids))
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,8 @@ class Carry:
         self._instr: dict[int, InstructionIndex] = {}
         self._counts: dict[tuple[str, str], int] = {}
         self._salience: dict[int, SalienceIndex] = {}
+        #: per history: how many messages the facts index had read when last saved or restored
+        self._saved: dict[int, int] = {}
 
     @property
     def enabled(self) -> bool:
@@ -110,9 +124,67 @@ class Carry:
             if si is None:
                 if len(self._salience) > 8:
                     self._salience.clear()
-                si = self._salience[h.uid] = SalienceIndex(self.profile)
+                    self._saved.clear()
+                si = self._salience[h.uid] = self._restore(request) or SalienceIndex(self.profile)
             si.update(h)
         return ii, si
+
+    # -- snapshots of the facts index (a cache in the session's store) --------------------
+
+    def _snapshot_store(self, request: BuildRequest) -> tuple[DerivedStateStore, str] | None:
+        session = request.session
+        store = getattr(session, "store", None) if session is not None else None
+        if not isinstance(store, DerivedStateStore):
+            return None
+        return store, session.id  # type: ignore[union-attr]
+
+    def _restore(self, request: BuildRequest) -> SalienceIndex | None:
+        """The facts index as a previous process left it for this session, when it covers a
+        prefix of this history: only the messages appended since are read (a cold read of a
+        1M-token session costs ~1 s). Anything that does not fit (another chain, a rewind, an
+        older layout, a damaged row) is ignored and the history is read from the start."""
+        h = request.history
+        at = self._snapshot_store(request)
+        if at is None or not h.event_ids or not all(h.event_ids):
+            return None
+        store, session_id = at
+        probe = SalienceIndex(self.profile)
+        try:
+            got = store.load_derived(session_id, probe.state_kind())
+            if got is None:
+                return None
+            key, data = got
+            seen, _, ids = key.partition(":")
+            n = int(seen)
+            if not 0 < n <= len(h) or ids != _ids_key(h.event_ids[n - 1]):
+                return None  # another chain (a rewind, a fork) or a longer one
+            index = SalienceIndex.from_state(json.loads(zlib.decompress(data)), h, self.profile)
+        except (StoreError, ValueError, KeyError, IndexError, TypeError, AttributeError, zlib.error):
+            return None
+        self._saved[h.uid] = index._seen
+        return index
+
+    def _save(self, request: BuildRequest, si: SalienceIndex) -> None:
+        """Save the facts index when it has read many messages since it was last saved or
+        restored (≥ 1,000 and ≥ a quarter more: O(1) amortized per message)."""
+        h = request.history
+        last = self._saved.get(h.uid, 0)
+        if si._seen - last < max(_SNAPSHOT_MIN, last // 4) or not request.record:
+            return
+        at = self._snapshot_store(request)
+        if at is None or not all(h.event_ids):
+            self._saved[h.uid] = len(h)  # nowhere to save (no store, or messages not from it)
+            return
+        state = si.to_state()
+        if state is None:
+            return
+        store, session_id = at
+        data = zlib.compress(json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode(), 1)
+        key = f"{si._seen}:{_ids_key(h.event_ids[si._seen - 1])}"
+        # a cache: a store that cannot take it (read-only, locked) only costs a re-read
+        with contextlib.suppress(StoreError):
+            store.save_derived(session_id, si.state_kind(), key, data)
+        self._saved[h.uid] = si._seen
 
     def instructions_cost(self, request: BuildRequest, stop: int) -> int:
         """Tokens of the instructions section for messages[pinned:stop] (0 when none)."""
@@ -180,6 +252,7 @@ class Carry:
                 itok = self._count(request, text) + DEFAULT_OVERHEAD.per_block
         if si is not None and facts_stop > p and settled.level == "full":
             text, facts = si.section(p, facts_stop, tok, self.facts_cap(request))
+            self._save(request, si)
             if text:
                 texts.append(text)
                 ftok = self._count(request, text) + DEFAULT_OVERHEAD.per_block

@@ -55,7 +55,7 @@ from collections import Counter
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from ctxmem.context.facts import _PATH
 from ctxmem.context.history import History
@@ -301,6 +301,62 @@ def _body_features(body: str) -> tuple[tuple[str, ...], tuple[str, ...], float, 
     return out
 
 
+# ----------------------------------------------------------------------------- snapshots
+
+
+def _encode_cands(
+    cands: Sequence[_Cand], shapes: Counter[str], leads: Counter[str], stems: Counter[str],
+    word_df: Counter[str], cue_df: Counter[str],
+) -> dict[str, list[object]]:
+    """Candidates column by column, their keys as positions in the counters they count in
+    (every key a candidate holds is counted there) and handles and tools as positions in a
+    table: a third of the bytes of the plain columns, decoded without hashing the strings."""
+    pos_shape = {k: i for i, k in enumerate(shapes)}
+    pos_lead = {k: i for i, k in enumerate(leads)}
+    pos_stem = {k: i for i, k in enumerate(stems)}
+    pos_word = {k: i for i, k in enumerate(word_df)}
+    pos_cue = {k: i for i, k in enumerate(cue_df)}
+    handles: dict[str, int] = {}
+    tools: dict[str, int] = {}
+    return {
+        "text": [c.text for c in cands],
+        "shape": [pos_shape[c.shape] for c in cands],
+        "lead": [pos_lead[c.lead] for c in cands],
+        "stem": [pos_stem[c.stem] for c in cands],
+        "tail": [pos_stem[c.tail] for c in cands],
+        "message_index": [c.message_index for c in cands],
+        "event_id": [c.event_id for c in cands],
+        "handle": [handles.setdefault(c.handle, len(handles)) for c in cands],
+        "tool": [tools.setdefault(c.tool, len(tools)) for c in cands],
+        "static": [c.static for c in cands],
+        "refs": [c.refs for c in cands],
+        "cues": [[pos_cue[w] for w in c.cues] for c in cands],
+        "words": [[pos_word[w] for w in c.words] for c in cands],
+        "handles": list(handles),
+        "tools": list(tools),
+    }
+
+
+def _decode_cands(cols: Any, index: SalienceIndex) -> list[_Cand]:
+    if not isinstance(cols, dict):
+        raise ValueError("snapshot candidates do not match this version's layout")
+    shapes, leads, stems = list(index._shapes), list(index._leads), list(index._stems)
+    words, cues = list(index._word_df), list(index._cue_df)
+    handles, tools = cols["handles"], cols["tools"]
+    text = cols["text"]
+    n = len(text)
+    names = ("shape", "lead", "stem", "tail", "message_index", "event_id", "handle", "tool", "static", "refs", "cues", "words")
+    if any(len(cols[k]) != n for k in names):
+        raise ValueError("snapshot columns differ in length")
+    return [
+        _Cand(t, shapes[sh], leads[ld], stems[st], stems[tl], mi, eid, handles[hd], tools[tl_], static, refs,
+              cues=tuple(cues[w] for w in cu), words=tuple(words[w] for w in wo))
+        for t, sh, ld, st, tl, mi, eid, hd, tl_, static, refs, cu, wo in zip(
+            text, *(cols[k] for k in names), strict=True
+        )
+    ]
+
+
 # ----------------------------------------------------------------------------- index
 
 
@@ -500,6 +556,73 @@ class SalienceIndex:
             for i in range(self._seen, len(h)):
                 self._read(h.messages[i], i, h.event_ids[i])
         self._seen = len(h)
+
+    # -- snapshots ----------------------------------------------------------------------
+    #
+    # A cold read of a 1M-token session costs ~1 s of Python (every tool-output line's
+    # features), so a store-backed strategy saves what the read produced and a later process
+    # restores it and reads only the messages appended since (see ctxmem.context.memory). The
+    # snapshot is the index's state right after a ranking (counts, candidates, scores; the
+    # lazily built key index and the caches are rebuilt on use), so the restored index goes on
+    # exactly as the one that wrote it would have: tests/context/test_salience_snapshot.py.
+
+    #: bump when the state's layout or a score definition changes: older snapshots are ignored
+    STATE_VERSION: ClassVar[int] = 2
+
+    def state_kind(self) -> str:
+        """What a snapshot of this index is valid for: the layout and the profile's cue words."""
+        import hashlib
+
+        cues = hashlib.sha256("\x00".join(self.profile.cue_words).encode()).hexdigest()[:16]
+        return f"salience/v{self.STATE_VERSION}/{cues}"
+
+    def to_state(self) -> dict[str, object] | None:
+        """The index's state after a ranking (plain JSON types), for :meth:`from_state`;
+        ``None`` while counts are read but not ranked yet (the state is only taken between
+        rankings, where nothing is pending: saving must not change what the next one does)."""
+        cands = self._cands
+        if any(self._marks) or self._dirty or len(self._sc) != len(cands):
+            return None
+        return {
+            "seen": self._seen,
+            "shapes": self._shapes,
+            "leads": self._leads,
+            "stems": self._stems,
+            "names": self._names,
+            "word_df": self._word_df,
+            "cue_df": self._cue_df,
+            "anchor_df": self._anchor_df,
+            "by_anchor": self._by_anchor,
+            "sc": self._sc,
+            "cands": _encode_cands(cands, self._shapes, self._leads, self._stems, self._word_df, self._cue_df),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], history: History, profile: FactProfile = GENERIC) -> SalienceIndex:
+        """An index over ``history`` restored from :meth:`to_state` (its first ``seen``
+        messages read); raises ``ValueError`` (or ``KeyError``/``TypeError``) on a state that
+        does not fit."""
+        index = cls(profile)
+        seen = state["seen"]
+        if not isinstance(seen, int) or not 0 <= seen <= len(history):
+            raise ValueError(f"snapshot covers {seen!r} messages, the history has {len(history)}")
+        index._shapes = Counter(state["shapes"])
+        index._leads = Counter(state["leads"])
+        index._stems = Counter(state["stems"])
+        index._names = dict(state["names"])
+        index._word_df = Counter(state["word_df"])
+        index._cue_df = Counter(state["cue_df"])
+        index._anchor_df = Counter(state["anchor_df"])
+        index._by_anchor = {str(a): list(ks) for a, ks in state["by_anchor"].items()}
+        sc = [float(x) for x in state["sc"]]
+        index._cands = _decode_cands(state["cands"], index)
+        if len(sc) != len(index._cands):
+            raise ValueError("snapshot scores and candidates differ in number")
+        index._sc = sc
+        index._seen = seen
+        index._uid = history.uid
+        index._history = history
+        return index
 
     @classmethod
     def of_messages(cls, messages: Sequence[Message], *, start: int = 0, profile: FactProfile = GENERIC) -> SalienceIndex:

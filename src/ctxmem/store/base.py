@@ -327,6 +327,20 @@ class EmbeddingCacheProvider(Protocol):
         ...
 
 
+@runtime_checkable
+class DerivedStateStore(Protocol):
+    """A store that keeps state a strategy derived from a session (a cache: losing it only
+    costs recomputing it), so a later process restores it instead of re-reading the session."""
+
+    def load_derived(self, session_id: str, kind: str) -> tuple[str, bytes] | None:
+        """``(key, data)`` saved for this session and kind, or ``None``."""
+        ...
+
+    def save_derived(self, session_id: str, kind: str, key: str, data: bytes) -> None:
+        """Replace what is saved for this session and kind."""
+        ...
+
+
 def documented_by(protocol: type) -> Any:
     """Class decorator for a store backend: every public method the backend does not
     document itself takes the docstring of the same method of ``protocol`` (the backends

@@ -178,6 +178,25 @@ def m007_chain_segments(conn: sqlite3.Connection) -> None:
             )
 
 
+@migration
+def m008_derived_state(conn: sqlite3.Connection) -> None:
+    # What a strategy derived from a session and would otherwise recompute in every process
+    # that opens it (the salient-facts index reads every tool-output line: ~1 s per 1M
+    # tokens). A cache, never session content: dropping a row only costs the recomputation.
+    _script(conn,
+        """
+        CREATE TABLE derived_state (
+            session_id TEXT NOT NULL,         -- the session it was derived from
+            kind TEXT NOT NULL,               -- what it is and its layout version (e.g. salience/v1/<profile digest>)
+            key TEXT NOT NULL,                -- the part of the session it covers (checked by the reader)
+            data BLOB NOT NULL,               -- zlib-compressed JSON
+            created_at REAL NOT NULL,
+            PRIMARY KEY (session_id, kind)
+        ) WITHOUT ROWID;
+        """
+    )
+
+
 def split_runs(conn: sqlite3.Connection, chain: list[tuple[str, int]]) -> list[tuple[str, int, int]]:
     """Segments ``(writer, lo, hi)`` covering exactly the chain ``[(writer, id), ...]``
     (ascending ids): a run of one writer is split where that writer has an event between

@@ -759,6 +759,23 @@ class SQLiteStore:
             events = decode_rows(rows)
         return ChainView(info, events, counts)
 
+    def chain_events_of_kind(self, session_id: str, kind: str) -> list[StoredEvent]:
+        """The events of one kind in the session's current chain, oldest first: what
+        ``chain(session_id).events`` filtered by kind gives, without decoding the rest (a
+        compaction recorder looks for the last compaction of a 1M-token session: 0.1 ms
+        instead of decoding its 5K events)."""
+        info = self.get_session(session_id)
+        if info.head_event_id is None:
+            return []
+        with self.read_snapshot() as conn:
+            member, mparams = self._in_ranges(self._ranges(conn, session_id))
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLS} FROM events e LEFT JOIN blobs b ON b.id = e.blob_id "
+                f"WHERE {member} AND e.kind = ? ORDER BY e.id",
+                (*mparams, kind),
+            ).fetchall()
+        return decode_rows(rows)
+
     def event(self, event_id: int) -> StoredEvent:
         rows = self._read(
             f"SELECT {_EVENT_COLS} FROM events e LEFT JOIN blobs b ON b.id = e.blob_id WHERE e.id = ?", (event_id,)
@@ -1150,6 +1167,18 @@ class SQLiteStore:
         from ctxmem.retrieval.cache import SQLiteEmbeddingCache
 
         return SQLiteEmbeddingCache(self)
+
+    # -- the DerivedStateStore capability (ctxmem.context.memory saves the facts index here)
+
+    def load_derived(self, session_id: str, kind: str) -> tuple[str, bytes] | None:
+        rows = self._read("SELECT key, data FROM derived_state WHERE session_id = ? AND kind = ?", (session_id, kind))
+        return (str(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    def save_derived(self, session_id: str, kind: str, key: str, data: bytes) -> None:
+        self._write(lambda c: c.execute(
+            "INSERT OR REPLACE INTO derived_state (session_id, kind, key, data, created_at) VALUES (?, ?, ?, ?, ?)",
+            (session_id, kind, key, data, time.time()),
+        ))
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check``: ``"ok"`` for a sound file (tests and crash checks)."""

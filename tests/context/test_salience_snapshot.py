@@ -1,0 +1,160 @@
+"""The facts index saved in the session's store and restored by a later process.
+
+A cold read of a long session's tool outputs is the bulk of a facts-carrying strategy's
+first build, so the index is saved (``derived_state``, a cache) and a builder that opens the
+session later restores it and reads only the messages appended since. What it builds must
+be exactly what a builder that read everything itself builds, on the first turn and on
+every turn after; a snapshot of another chain, of an older layout or a damaged row is
+ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ctxmem.context.memory as memory
+from ctxmem.config import load_preset
+from ctxmem.context import History
+from ctxmem.context.salience import SalienceIndex
+from ctxmem.messages import Message
+from ctxmem.samples import synthetic_session
+from ctxmem.session import Session
+from ctxmem.store import SQLiteStore
+
+PRESET = "masking-200k"
+WINDOW = 40_000  # a ~125K-token session must be compacted (and its facts carried)
+
+
+@pytest.fixture(autouse=True)
+def _small_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "_SNAPSHOT_MIN", 40)  # save after 40 messages, not 1,000
+
+
+def _reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Message indices the facts index reads from now on (in this process)."""
+    seen: list[int] = []
+    original = SalienceIndex._read
+
+    def spy(self: SalienceIndex, msg: Message, i: int, ids: Any) -> None:
+        seen.append(i)
+        original(self, msg, i, ids)
+
+    monkeypatch.setattr(SalienceIndex, "_read", spy)
+    return seen
+
+
+def _open(db: Path, sid: str) -> tuple[Any, SQLiteStore, Session, History]:
+    """A builder opening the session afresh, as a new process does."""
+    builder = load_preset(PRESET).builder(context_window=WINDOW)
+    store = SQLiteStore(db)
+    session = Session.open(store, sid)
+    return builder, store, session, builder.history(session)
+
+
+def _digest(built: Any) -> tuple[Any, ...]:
+    r = built.report
+    return (tuple(built.messages), r.tokens_out, tuple(r.masked), tuple(sorted(r.sections.items())))
+
+
+def _session(tmp_path: Path, rounds: int = 160) -> tuple[Path, str, list[Message]]:
+    msgs = synthetic_session(rounds + 30, seed=3, output_scale=1.16)
+    base, extra = msgs[: 2 * rounds + 1], msgs[2 * rounds + 1 :]
+    db = tmp_path / "s.db"
+    with SQLiteStore(db) as store:
+        session = Session.create(store, tokenizers=["o200k_base"])
+        session.record_many(base)
+        sid = session.id
+    return db, sid, extra
+
+
+def _drop_snapshots(db: Path) -> None:
+    with SQLiteStore(db) as store:
+        store.conn.execute("DELETE FROM derived_state")
+
+
+def test_a_restored_index_builds_what_a_full_read_builds_now_and_every_turn_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, sid, extra = _session(tmp_path)
+    builder, store, session, history = _open(db, sid)
+    first = builder.build(history, session=session)  # reads everything, saves the index
+    store.close()
+    twin = tmp_path / "twin.db"  # the same file without the snapshot: the full-read reference
+    twin.write_bytes(db.read_bytes())
+    _drop_snapshots(twin)
+
+    reads = _reads(monkeypatch)
+    b1, s1, sess1, h1 = _open(db, sid)
+    restored = b1.build(h1, session=sess1)
+    assert reads == []  # nothing read: every message was in the snapshot
+    b2, s2, sess2, h2 = _open(twin, sid)
+    full = b2.build(h2, session=sess2)
+    assert len(reads) == len(h2)  # the reference did read everything
+    assert _digest(restored) == _digest(full) == _digest(first)
+    assert restored.report.sections.get("facts", 0) > 0  # the facts section is there, not skipped
+
+    for k in range(0, len(extra) - 1, 2):
+        pair = extra[k : k + 2]
+        for sess, h in ((sess1, h1), (sess2, h2)):
+            ids = [sess.record(m) for m in pair]
+            h.extend(list(pair), event_ids=ids)
+        assert _digest(b1.build(h1, session=sess1)) == _digest(b2.build(h2, session=sess2))
+    s1.close()
+    s2.close()
+
+
+def test_a_snapshot_of_another_chain_or_a_damaged_one_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db, sid, _ = _session(tmp_path)
+    builder, store, session, history = _open(db, sid)
+    builder.build(history, session=session)
+    # rewind the session behind the snapshot's last message: the snapshot no longer fits
+    events = session.events()
+    half = [e for e in events[: len(events) // 2] if e.event.kind == "tool_result"]
+    session.rewind(half[-1].id)
+    # ... and run on past the snapshot's length with other rounds: as long, another chain
+    session.record_many(synthetic_session(120, seed=9, output_scale=1.16)[1:])
+    assert len(builder.history(session)) > len(history)
+    store.close()
+    reads = _reads(monkeypatch)
+    b, s, sess, h = _open(db, sid)
+    rewound = b.build(h, session=sess)
+    assert reads[:1] == [0] and len(reads) == len(h)  # read from the start
+    s.close()
+    twin = tmp_path / "twin.db"
+    twin.write_bytes(db.read_bytes())
+    _drop_snapshots(twin)
+    b, s, sess, h = _open(twin, sid)
+    assert _digest(rewound) == _digest(b.build(h, session=sess))
+    s.close()
+
+    # a damaged row (bad zlib, bad JSON, wrong layout): read from the start, no error
+    for data in (b"not zlib", zlib.compress(b"{not json"), zlib.compress(json.dumps({"seen": 3}).encode())):
+        with SQLiteStore(db) as st:
+            st.conn.execute("UPDATE derived_state SET data = ?", (data,))
+        reads.clear()
+        b, s, sess, h = _open(db, sid)
+        assert _digest(b.build(h, session=sess, record=False)) == _digest(rewound)
+        assert len(reads) == len(h)
+        s.close()
+
+
+def test_the_snapshot_is_saved_once_per_quarter_of_growth_and_not_without_record(tmp_path: Path) -> None:
+    db, sid, extra = _session(tmp_path)
+    builder, store, session, history = _open(db, sid)
+    builder.build(history, session=session, record=False)
+    assert store.conn.execute("SELECT count(*) FROM derived_state").fetchone()[0] == 0  # record=False writes nothing
+    builder = load_preset(PRESET).builder(context_window=WINDOW)
+    builder.build(history, session=session)
+    (key,) = store.conn.execute("SELECT key FROM derived_state").fetchone()
+    assert key.startswith(f"{len(history)}:")  # it covers every message read
+    for k in range(0, 20, 2):  # 10 more rounds: far below a quarter more, no new snapshot
+        pair = extra[k : k + 2]
+        history.extend(list(pair), event_ids=[session.record(m) for m in pair])
+        builder.build(history, session=session)
+    assert store.conn.execute("SELECT key FROM derived_state").fetchone()[0] == key
+    store.close()
