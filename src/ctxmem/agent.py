@@ -311,7 +311,8 @@ class Agent:
         self._fallback_input: int | None = None  # our tokens, set when the provider refused
         self._history: History | None = None
         self._unsynced: list[tuple[Message, list[int]]] = []
-        self._specs = [t.spec for t in self.tools.values()]
+        # a tuple, the same object every turn: the request keeps it, and its token count is cached by identity
+        self._specs = tuple(t.spec for t in self.tools.values())
         #: tools the built contexts named (e.g. recall): offered with the agent's own, run by ctxmem
         self.context_tools: dict[str, ToolSpec] = {}
         self._telemetry: Any = None

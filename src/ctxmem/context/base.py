@@ -106,16 +106,27 @@ class SessionLike(Protocol):
 
 
 _FIXED_CACHE: dict[tuple[str, object], int] = {}
+#: the same counts by the key object's identity (holding the object, so its id is not
+#: reused): a tool list's hash serializes every tool's JSON schema, and a loop passes the
+#: very same tuple turn after turn
+_FIXED_BY_ID: dict[tuple[str, int], tuple[object, int]] = {}
 
 
 def _cached_count(tokenizer: Tokenizer, key: object, compute: Any) -> int:
     # System prompts and tool lists repeat every turn: count each once per tokenizer.
+    by_id = (tokenizer.id, id(key))
+    hit = _FIXED_BY_ID.get(by_id)
+    if hit is not None and hit[0] is key:
+        return hit[1]
     k = (tokenizer.id, key)
     n = _FIXED_CACHE.get(k)
     if n is None:
         if len(_FIXED_CACHE) > 512:
             _FIXED_CACHE.clear()
         n = _FIXED_CACHE[k] = int(compute())
+    if len(_FIXED_BY_ID) > 512:
+        _FIXED_BY_ID.clear()
+    _FIXED_BY_ID[by_id] = (key, n)
     return n
 
 

@@ -162,6 +162,8 @@ class Pipeline:
         #: the last retrieved block: ((history, hit ids, cap, tokenizer), text) — a hit's
         #: text and its message index never change in an append-only history
         self._block: tuple[tuple[int, tuple[int, ...], int, str], str] | None = None
+        #: (the caller's tools, the same with the recall tool)
+        self._with_recall: tuple[object, tuple[Any, ...]] = (None, ())
 
     # ------------------------------------------------------------------ tail pieces
 
@@ -310,7 +312,9 @@ class Pipeline:
         offered = request.tools
         recall = self.config.retrieval_tokens > 0 and all(t.name != RECALL_TOOL.name for t in offered)
         if recall:  # the core builds as if recall were the caller's tool: budgeted, not re-added
-            request = dataclasses.replace(request, tools=(*offered, RECALL_TOOL))
+            if self._with_recall[0] is not offered:  # the same tuple turn after turn: counted once
+                self._with_recall = (offered, (*offered, RECALL_TOOL))
+            request = dataclasses.replace(request, tools=self._with_recall[1])
         built = self._build(request)
         if not recall:
             return built
