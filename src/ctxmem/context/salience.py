@@ -564,7 +564,7 @@ class SalienceIndex:
     # restores it and reads only the messages appended since (see ctxmem.context.memory). The
     # snapshot is the index's state right after a ranking (counts, candidates, scores; the
     # lazily built key index and the caches are rebuilt on use), so the restored index goes on
-    # exactly as the one that wrote it would have: tests/context/test_salience_snapshot.py.
+    # exactly as the one that wrote it would have: tests/context/test_derived_state.py.
 
     #: bump when the state's layout or a score definition changes: older snapshots are ignored
     STATE_VERSION: ClassVar[int] = 2

@@ -44,7 +44,10 @@ compaction, not on every build.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import zlib
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,7 +74,7 @@ from ctxmem.context.summarize import (
     Summarizer,
     clip_to_tokens,
 )
-from ctxmem.errors import ConfigError, ContextOverflowError
+from ctxmem.errors import ConfigError, ContextOverflowError, StoreError
 from ctxmem.messages import Message, TextBlock
 from ctxmem.tokens import Tokenizer
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
@@ -158,6 +161,10 @@ class SummaryNode:
     children: tuple[SummaryNode, ...] = ()
 
 
+#: chunk summaries are saved in the store once this many more exist than were saved
+_SAVE_MIN_CHUNKS = 16
+
+
 @dataclass(frozen=True)
 class SummaryBlock:
     """The summary placed in a context: its text, nodes and provenance."""
@@ -240,6 +247,10 @@ class Summarization:
         )
         self._nodes: dict[tuple[Any, ...], SummaryNode] = {}
         self._blocks: dict[tuple[Any, ...], SummaryBlock] = {}
+        #: chunk summaries saved in the session's store (``derived_state``) by this or an
+        #: earlier process, by a key that holds across processes (see :meth:`_leaf_key`):
+        #: (session id, {key: node}, how many were saved or loaded)
+        self._stored: tuple[str, dict[str, SummaryNode], int] | None = None
         self._failed: dict[tuple[Any, ...], str] = {}
         self._recorded: set[tuple[str, int, str]] = set()
         #: (block, session id) last seen by :meth:`_record`: between compactions every turn
@@ -356,12 +367,32 @@ class Summarization:
             a = b
         return spans
 
-    def _leaf(self, h: History, a: int, b: int, prior: str | None, limits: _Limits, boundary: int) -> SummaryNode:
+    def _leaf(
+        self, h: History, a: int, b: int, prior: str | None, limits: _Limits, boundary: int, *, keep: bool = False
+    ) -> SummaryNode:
+        """The summary of chunk [a, b); ``keep``: a complete chunk, whose summary is saved in the store."""
         extra = (self.summarizer.id, limits.key, self.config.max_facts, hash(prior))
         key = ("leaf", self._fingerprint(h, a, b), *extra)
         cached = self._nodes.get(key)
         if cached is not None and (cached.failure is None or cached.failed_at == boundary):
             return cached
+        stored = self._stored[1] if self._stored is not None else None
+        skey = self._leaf_key(h, a, b, prior, limits) if stored is not None else None
+        if stored is not None and skey is not None:
+            hit = stored.get(skey)
+            if hit is not None:
+                if len(self._nodes) > 4096:
+                    self._nodes.clear()
+                self._nodes[key] = hit
+                return hit
+        node = self._new_leaf(key, h, a, b, prior, limits, boundary)
+        if keep and stored is not None and skey is not None and node.failure is None:
+            stored[skey] = node
+        return node
+
+    def _new_leaf(
+        self, key: tuple[Any, ...], h: History, a: int, b: int, prior: str | None, limits: _Limits, boundary: int
+    ) -> SummaryNode:
         msgs = h.messages[a:b]
         facts: tuple[Fact, ...] = ()
         if limits.facts:
@@ -392,12 +423,101 @@ class Summarization:
         cached = self._blocks.get(key)
         if cached is not None:
             return cached
+        self._load_leaves(request)
+        block = self._new_block(request, p, s, limits, key)
+        self._save_leaves(request)
+        return block
+
+    # -- chunk summaries kept in the session's store ------------------------------------
+    #
+    # A summary of a complete chunk never changes (the chunk grid is fixed by the append-only
+    # history), and summarizing every chunk of a 1M-token session costs ~1.5 s (extractive) or
+    # one model call per chunk (LLM), so they are saved in the store and a later process
+    # that opens the session reuses them. The key holds across processes: the chunk's
+    # positions and tokens, the event ids of its first and last message (an event id fixes
+    # the chain up to it), the summary before it and the limits; the kind holds this
+    # strategy's configuration, summarizer and tokenizer. tests/context/test_derived_state.py.
+
+    _LEAVES_VERSION: ClassVar[int] = 1
+
+    def _leaves_kind(self, tok: Tokenizer) -> str:
+        import hashlib
+
+        ident = "\x00".join((self.config.model_dump_json(), self.summarizer.id, self._carry.profile.name, tok.id))
+        return f"summary-chunks/v{self._LEAVES_VERSION}/{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+
+    @staticmethod
+    def _leaf_key(h: History, a: int, b: int, prior: str | None, limits: _Limits) -> str | None:
+        import hashlib
+
+        first, last = h.event_ids[a], h.event_ids[b - 1]
+        if not first or not last:
+            return None  # messages not from a store: no key that outlives this process
+        before = hashlib.sha256(prior.encode()).hexdigest()[:16] if prior is not None else "-"
+        return f"{a}:{b}:{h.cum[b] - h.cum[a]}:{first[0]}:{last[-1]}:{limits.key}:{before}"
+
+    def _leaves_store(self, request: BuildRequest) -> tuple[Any, str] | None:
+        from ctxmem.store.base import DerivedStateStore
+
+        session = request.session
+        store = getattr(session, "store", None) if session is not None else None
+        if not isinstance(store, DerivedStateStore):
+            return None
+        return store, session.id  # type: ignore[union-attr]
+
+    def _load_leaves(self, request: BuildRequest) -> None:
+        at = self._leaves_store(request)
+        if at is None:
+            self._stored = None
+            return
+        store, session_id = at
+        if self._stored is not None and self._stored[0] == session_id:
+            return
+        nodes: dict[str, SummaryNode] = {}
+        try:
+            got = store.load_derived(session_id, self._leaves_kind(request.tokenizer))
+            if got is not None:
+                for k, (start, end, text, tokens, facts, repinned, used) in json.loads(zlib.decompress(got[1])).items():
+                    nodes[str(k)] = SummaryNode(
+                        int(start), int(end), 0, str(text), int(tokens),
+                        tuple(Fact(str(t), kind, int(i)) for t, kind, i in facts),
+                        tuple(Fact(str(t), kind, int(i)) for t, kind, i in repinned), str(used),
+                    )
+        except (StoreError, ValueError, KeyError, IndexError, TypeError, AttributeError, zlib.error):
+            nodes = {}  # a damaged row: summarize again
+        self._stored = (session_id, nodes, len(nodes))
+
+    def _save_leaves(self, request: BuildRequest) -> None:
+        """Save the chunk summaries when at least :data:`_SAVE_MIN_CHUNKS` (and a quarter)
+        more exist than were last saved or loaded."""
+        if self._stored is None or not request.record:
+            return
+        session_id, nodes, saved = self._stored
+        if len(nodes) - saved < max(_SAVE_MIN_CHUNKS, saved // 4):
+            return
+        at = self._leaves_store(request)
+        if at is None:
+            return
+        data = {
+            k: [n.start, n.end, n.text, n.tokens, [list(dataclasses.astuple(f)) for f in n.facts],
+                [list(dataclasses.astuple(f)) for f in n.repinned], n.summarizer_id]
+            for k, n in nodes.items()
+        }
+        blob = zlib.compress(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(), 1)
+        with contextlib.suppress(StoreError):  # a cache: a store that cannot take it costs a re-summary
+            at[0].save_derived(session_id, self._leaves_kind(request.tokenizer), "chunks", blob)
+        self._stored = (session_id, nodes, len(nodes))
+
+    def _new_block(
+        self, request: BuildRequest, p: int, s: int, limits: _Limits, key: tuple[Any, ...]
+    ) -> SummaryBlock:
+        h = request.history
         tok = h.tokenizer
         spans = self._leaves(h, p, s)
         leaves: list[SummaryNode] = []
         prior: str | None = None
-        for a, b, _ in spans:
-            leaf = self._leaf(h, a, b, prior, limits, s)
+        for a, b, done in spans:
+            leaf = self._leaf(h, a, b, prior, limits, s, keep=done)
             leaves.append(leaf)
             prior = leaf.text
         n_complete = sum(1 for *_, done in spans if done)

@@ -1,16 +1,17 @@
-"""The facts index saved in the session's store and restored by a later process.
+"""What strategies derive from a session, saved in its store and reused by a later process.
 
-A cold read of a long session's tool outputs is the bulk of a facts-carrying strategy's
-first build, so the index is saved (``derived_state``, a cache) and a builder that opens the
-session later restores it and reads only the messages appended since. What it builds must
-be exactly what a builder that read everything itself builds, on the first turn and on
-every turn after; a snapshot of another chain, of an older layout or a damaged row is
-ignored.
+A cold read of a long session's tool outputs (the facts index) and the summaries of its
+chunks are the bulk of a first build, so both are saved (``derived_state``, a cache) and a
+builder that opens the session later restores them: it reads only the messages appended
+since and summarizes only chunks it has no summary of. What it builds must be exactly what a
+builder that computed everything itself builds, on the first turn and on every turn after;
+a snapshot of another chain, of an older layout or a damaged row is ignored.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 import ctxmem.context.memory as memory
+import ctxmem.context.summarization as summarization
 from ctxmem.config import load_preset
 from ctxmem.context import History
 from ctxmem.context.salience import SalienceIndex
@@ -33,6 +35,7 @@ WINDOW = 40_000  # a ~125K-token session must be compacted (and its facts carrie
 @pytest.fixture(autouse=True)
 def _small_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory, "_SNAPSHOT_MIN", 40)  # save after 40 messages, not 1,000
+    monkeypatch.setattr(summarization, "_SAVE_MIN_CHUNKS", 2)  # and after 2 chunk summaries, not 16
 
 
 def _reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -77,9 +80,26 @@ def _drop_snapshots(db: Path) -> None:
         store.conn.execute("DELETE FROM derived_state")
 
 
-def test_a_restored_index_builds_what_a_full_read_builds_now_and_every_turn_after(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _new_chunks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Chunks summarized from their messages from now on (in this process)."""
+    from ctxmem.context.summarization import Summarization
+
+    made: list[tuple[int, int]] = []
+    original = Summarization._new_leaf
+
+    def spy(self: Any, key: Any, h: History, a: int, b: int, *args: Any) -> Any:
+        made.append((a, b))
+        return original(self, key, h, a, b, *args)
+
+    monkeypatch.setattr(Summarization, "_new_leaf", spy)
+    return made
+
+
+@pytest.mark.parametrize("preset", ["masking-200k", "summarize-128k", "pipeline-200k"])
+def test_a_restored_state_builds_what_a_full_computation_builds_now_and_every_turn_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preset: str
 ) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "PRESET", preset)
     db, sid, extra = _session(tmp_path)
     builder, store, session, history = _open(db, sid)
     first = builder.build(history, session=session)  # reads everything, saves the index
@@ -89,12 +109,19 @@ def test_a_restored_index_builds_what_a_full_read_builds_now_and_every_turn_afte
     _drop_snapshots(twin)
 
     reads = _reads(monkeypatch)
+    chunks = _new_chunks(monkeypatch)
     b1, s1, sess1, h1 = _open(db, sid)
     restored = b1.build(h1, session=sess1)
-    assert reads == []  # nothing read: every message was in the snapshot
+    if preset == "summarize-128k":
+        assert len(chunks) <= 1  # at most the last, partial chunk is summarized again
+        assert all(i >= chunks[0][0] for i in reads) if chunks else reads == []
+    else:
+        assert reads == []  # nothing read: every message was in the snapshot
+    done = len(chunks)
     b2, s2, sess2, h2 = _open(twin, sid)
     full = b2.build(h2, session=sess2)
-    assert len(reads) == len(h2)  # the reference did read everything
+    if preset == "summarize-128k":
+        assert len(chunks) - done > 3  # the reference summarized every chunk itself
     assert _digest(restored) == _digest(full) == _digest(first)
     assert restored.report.sections.get("facts", 0) > 0  # the facts section is there, not skipped
 
@@ -108,7 +135,11 @@ def test_a_restored_index_builds_what_a_full_read_builds_now_and_every_turn_afte
     s2.close()
 
 
-def test_a_snapshot_of_another_chain_or_a_damaged_one_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("preset", ["masking-200k", "summarize-128k"])
+def test_a_snapshot_of_another_chain_or_a_damaged_one_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preset: str
+) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "PRESET", preset)
     db, sid, _ = _session(tmp_path)
     builder, store, session, history = _open(db, sid)
     builder.build(history, session=session)
@@ -121,9 +152,15 @@ def test_a_snapshot_of_another_chain_or_a_damaged_one_is_ignored(tmp_path: Path,
     assert len(builder.history(session)) > len(history)
     store.close()
     reads = _reads(monkeypatch)
+    chunks = _new_chunks(monkeypatch)
     b, s, sess, h = _open(db, sid)
     rewound = b.build(h, session=sess)
-    assert reads[:1] == [0] and len(reads) == len(h)  # read from the start
+    if preset == "masking-200k":
+        assert reads[:1] == [0] and len(reads) == len(h)  # the facts index: read from the start
+    else:
+        # the chunks before the rewind point are the same chain: their summaries are reused,
+        # the ones after it are summarized again (and the new chain's)
+        assert chunks and chunks[0][0] > 1
     s.close()
     twin = tmp_path / "twin.db"
     twin.write_bytes(db.read_bytes())
@@ -137,9 +174,13 @@ def test_a_snapshot_of_another_chain_or_a_damaged_one_is_ignored(tmp_path: Path,
         with SQLiteStore(db) as st:
             st.conn.execute("UPDATE derived_state SET data = ?", (data,))
         reads.clear()
+        chunks.clear()
         b, s, sess, h = _open(db, sid)
         assert _digest(b.build(h, session=sess, record=False)) == _digest(rewound)
-        assert len(reads) == len(h)
+        if preset == "masking-200k":
+            assert len(reads) == len(h)
+        else:
+            assert chunks[0][0] == 1  # every chunk summarized again, from the first
         s.close()
 
 
