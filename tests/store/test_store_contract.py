@@ -441,3 +441,24 @@ def test_create_session_with_events_is_one_write(store: Any) -> None:
     with pytest.raises(InputError):  # the id is taken: neither the session nor its events
         store.create_session(session_id="one", events=evs)
     assert (store.list_sessions(), len(store.chain("one").events)) == before
+
+
+def test_derived_state_is_kept_per_session_and_kind_and_replaced(store: Any) -> None:
+    # The DerivedStateStore capability (the facts index and chunk summaries a later process
+    # restores): SQLite and PostgreSQL have it, the in-process MemoryStore does not need it.
+    from ctxmem.store.base import DerivedStateStore
+
+    if not isinstance(store, DerivedStateStore):
+        assert type(store).__name__ == "MemoryStore"  # process-local: nothing for a later process to restore
+        return
+    a = Session.create(store).id
+    b = Session.create(store).id
+    assert store.load_derived(a, "salience/v2/x") is None
+    blob = bytes(range(256)) * 3  # any bytes, NULs included
+    store.save_derived(a, "salience/v2/x", "12:3,4", blob)
+    store.save_derived(a, "summary-chunks/v1/y", "chunks", b"other")
+    assert store.load_derived(a, "salience/v2/x") == ("12:3,4", blob)
+    assert store.load_derived(b, "salience/v2/x") is None  # per session
+    store.save_derived(a, "salience/v2/x", "20:9", b"newer")  # replaced, not added
+    assert store.load_derived(a, "salience/v2/x") == ("20:9", b"newer")
+    assert store.load_derived(a, "summary-chunks/v1/y") == ("chunks", b"other")

@@ -105,6 +105,19 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "p004_derived_state",
+        """
+        CREATE TABLE derived_state (
+            session_id TEXT NOT NULL,            -- the session it was derived from
+            kind TEXT NOT NULL,                  -- what it is and its layout version (salience/v2/..., summary-chunks/v1/...)
+            key TEXT NOT NULL,                   -- the part of the session it covers (checked by the reader)
+            data BYTEA NOT NULL,                 -- zlib-compressed JSON
+            created_at DOUBLE PRECISION NOT NULL, -- unix seconds
+            PRIMARY KEY (session_id, kind)
+        );
+        """,
+    ),
 ]
 
 

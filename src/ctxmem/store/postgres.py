@@ -708,6 +708,21 @@ class PostgresStore:
 
         return self._run(read)
 
+    # -- the DerivedStateStore capability (ctxmem.context.memory and summarization save here)
+
+    def load_derived(self, session_id: str, kind: str) -> tuple[str, bytes] | None:
+        rows = self._read("SELECT key, data FROM derived_state WHERE session_id = %s AND kind = %s", (session_id, kind))
+        return (str(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    def save_derived(self, session_id: str, kind: str, key: str, data: bytes) -> None:
+        self._run(lambda conn: conn.execute(
+            "INSERT INTO derived_state (session_id, kind, key, data, created_at) "
+            "VALUES (%s, %s, %s, %s, extract(epoch from now())) "
+            "ON CONFLICT (session_id, kind) DO UPDATE SET key = EXCLUDED.key, data = EXCLUDED.data, "
+            "created_at = EXCLUDED.created_at",
+            (session_id, kind, key, data),
+        ))
+
     def embedding_cache(self) -> PgEmbeddingCache:
         """The ``embedding_cache`` table of this database (the EmbeddingCacheProvider capability)."""
         return PgEmbeddingCache(self)
