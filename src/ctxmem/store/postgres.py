@@ -711,10 +711,13 @@ class PostgresStore:
     # -- the DerivedStateStore capability (ctxmem.context.memory and summarization save here)
 
     def load_derived(self, session_id: str, kind: str) -> tuple[str, bytes] | None:
+        """``(key, data)`` a strategy saved for this session and kind, or ``None`` (the
+        :class:`~ctxmem.store.base.DerivedStateStore` capability: a cache, see ``derived_state``)."""
         rows = self._read("SELECT key, data FROM derived_state WHERE session_id = %s AND kind = %s", (session_id, kind))
         return (str(rows[0][0]), bytes(rows[0][1])) if rows else None
 
     def save_derived(self, session_id: str, kind: str, key: str, data: bytes) -> None:
+        """Replace what is saved for this session and kind (one transaction)."""
         self._run(lambda conn: conn.execute(
             "INSERT INTO derived_state (session_id, kind, key, data, created_at) "
             "VALUES (%s, %s, %s, %s, extract(epoch from now())) "
