@@ -304,3 +304,25 @@ def test_retrieval_queries_with_the_users_latest_request_and_states_provenance(o
     assert found is not None
     assert line.startswith(f"- [run_step · event {out.report.retrieved_event_ids[0]}") or "t3" in line
     assert f"message {found[0]} · handle t3]" in line
+
+
+def test_the_tool_lists_count_follows_the_tools_whatever_tuple_carries_them(session: list[Message], o200k: Any) -> None:
+    # A tool list's count is cached by the tuple's identity (its hash serializes every
+    # schema): alternating tool lists, and an equal list in another tuple, must each get the
+    # count of their own tools, as an independent recount gives it.
+    from ctxmem.context.masking import RECALL_TOOL
+    from ctxmem.messages import ToolSpec, tool_to_anthropic
+    from ctxmem.tokens import count_tools
+
+    small = (ToolSpec("read_file", "Read a file", {"type": "object", "properties": {"path": {"type": "string"}}}),)
+    big = (*small, ToolSpec("run", "Run a command " * 40, {"type": "object", "properties": {"cmd": {"type": "string"}}}))
+    same = tuple(ToolSpec(t.name, t.description, dict(t.input_schema)) for t in big)
+    history = History.from_messages(session[:41], o200k)
+    strategy = make_strategy("pipeline", core="masking")
+    for tools in (small, big, small, same, big, ()):
+        request = BuildRequest(history, Budget(200_000, 8_000), tools=tools)
+        want = DEFAULT_OVERHEAD.per_request + (count_tools([tool_to_anthropic(t) for t in tools], o200k).total if tools else 0)
+        assert request.fixed_tokens == want
+        built = strategy.build(request)
+        offered = [tool_to_anthropic(t) for t in (*tools, RECALL_TOOL)]  # the pipeline budgets its recall tool too
+        assert built.report.sections["system_and_tools"] == DEFAULT_OVERHEAD.per_request + count_tools(offered, o200k).total
