@@ -255,7 +255,7 @@ class CompactionRecorder:
             # (a rebuild, a resumed run) already recorded; afterwards this recorder knows.
             if len(self._last) > 64:
                 self._last.clear()
-            of_kind = getattr(session.store, "chain_events_of_kind", None)
+            of_kind = getattr(getattr(session, "store", None), "chain_events_of_kind", None)
             # only the compactions (SQLite): the rest of the chain is not decoded
             events = of_kind(session.id, "compaction") if of_kind is not None else session.events()
             last = next(
