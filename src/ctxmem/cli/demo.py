@@ -151,7 +151,10 @@ def demo(db_path: str, turns: int, seed: int, output_scale: float, tokenizer: st
     for s in strategies:
         if "error" in s:
             click.echo(f"{s['preset']}: {s['error']} (it never cuts silently)")
-    click.echo("(a first build indexes the whole session; later turns extend it: see `python -m benchmarks`)")
+    click.echo(
+        "(a first build indexes the whole session; later turns extend it, and a build given the session "
+        "saves the index in its store for the next process: see `python -m benchmarks`)"
+    )
     if hits:
         click.echo(f"\nfirst FTS hit (event {hits[0].event_id}, {hits[0].tool_name}): {hits[0].snippet.replace(chr(10), ' ')}")
     click.echo(f"\nExplore it: ctxmem sessions show {session.id} --db {db_path}")
