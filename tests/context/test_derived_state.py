@@ -38,17 +38,27 @@ def _small_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(summarization, "_SAVE_MIN_CHUNKS", 2)  # and after 2 chunk summaries, not 16
 
 
-def _reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Message indices the facts index reads from now on (in this process)."""
-    seen: list[int] = []
-    original = SalienceIndex._read
+def _spy(monkeypatch: pytest.MonkeyPatch, cls: type, name: str, pick: Any) -> list[Any]:
+    """What ``pick(*args)`` gives for each call of ``cls.name`` from now on (in this process)."""
+    seen: list[Any] = []
+    original = getattr(cls, name)
 
-    def spy(self: SalienceIndex, msg: Message, i: int, ids: Any) -> None:
-        seen.append(i)
-        original(self, msg, i, ids)
+    def spy(self: Any, *args: Any) -> Any:
+        seen.append(pick(*args))
+        return original(self, *args)
 
-    monkeypatch.setattr(SalienceIndex, "_read", spy)
+    monkeypatch.setattr(cls, name, spy)
     return seen
+
+
+def _reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Message indices the facts index reads from now on."""
+    return _spy(monkeypatch, SalienceIndex, "_read", lambda msg, i, ids: i)
+
+
+def _new_chunks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Chunks summarized from their messages from now on."""
+    return _spy(monkeypatch, summarization.Summarization, "_new_leaf", lambda key, h, a, b, *rest: (a, b))
 
 
 def _open(db: Path, sid: str) -> tuple[Any, SQLiteStore, Session, History]:
@@ -78,21 +88,6 @@ def _session(tmp_path: Path, rounds: int = 160) -> tuple[Path, str, list[Message
 def _drop_snapshots(db: Path) -> None:
     with SQLiteStore(db) as store:
         store.conn.execute("DELETE FROM derived_state")
-
-
-def _new_chunks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """Chunks summarized from their messages from now on (in this process)."""
-    from ctxmem.context.summarization import Summarization
-
-    made: list[tuple[int, int]] = []
-    original = Summarization._new_leaf
-
-    def spy(self: Any, key: Any, h: History, a: int, b: int, *args: Any) -> Any:
-        made.append((a, b))
-        return original(self, key, h, a, b, *args)
-
-    monkeypatch.setattr(Summarization, "_new_leaf", spy)
-    return made
 
 
 @pytest.mark.parametrize("preset", ["masking-200k", "summarize-128k", "pipeline-200k"])

@@ -21,17 +21,15 @@ few, so this converges in one or two rounds).
 from __future__ import annotations
 
 import contextlib
-import json
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ctxmem.context.base import BuildRequest
+from ctxmem.context.derived import DAMAGED, derived_store, pack, unpack
 from ctxmem.context.instructions import InstructionIndex
 from ctxmem.context.profile import FactProfile, get_profile
 from ctxmem.context.salience import SalienceIndex, SalientFact
 from ctxmem.errors import StoreError
-from ctxmem.store.base import DerivedStateStore
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
 
 #: a facts index is saved once it has read this many messages more than its last snapshot
@@ -131,20 +129,13 @@ class Carry:
 
     # -- snapshots of the facts index (a cache in the session's store) --------------------
 
-    def _snapshot_store(self, request: BuildRequest) -> tuple[DerivedStateStore, str] | None:
-        session = request.session
-        store = getattr(session, "store", None) if session is not None else None
-        if not isinstance(store, DerivedStateStore):
-            return None
-        return store, session.id  # type: ignore[union-attr]
-
     def _restore(self, request: BuildRequest) -> SalienceIndex | None:
         """The facts index as a previous process left it for this session, when it covers a
         prefix of this history: only the messages appended since are read (a cold read of a
         1M-token session costs ~1 s). Anything that does not fit (another chain, a rewind, an
         older layout, a damaged row) is ignored and the history is read from the start."""
         h = request.history
-        at = self._snapshot_store(request)
+        at = derived_store(request)
         if at is None or not h.event_ids or not all(h.event_ids):
             return None
         store, session_id = at
@@ -158,8 +149,8 @@ class Carry:
             n = int(seen)
             if not 0 < n <= len(h) or ids != _ids_key(h.event_ids[n - 1]):
                 return None  # another chain (a rewind, a fork) or a longer one
-            index = SalienceIndex.from_state(json.loads(zlib.decompress(data)), h, self.profile)
-        except (StoreError, ValueError, KeyError, IndexError, TypeError, AttributeError, zlib.error):
+            index = SalienceIndex.from_state(unpack(data), h, self.profile)
+        except DAMAGED:
             return None
         self._saved[h.uid] = index._seen
         return index
@@ -171,7 +162,7 @@ class Carry:
         last = self._saved.get(h.uid, 0)
         if si._seen - last < max(_SNAPSHOT_MIN, last // 4) or not request.record:
             return
-        at = self._snapshot_store(request)
+        at = derived_store(request)
         if at is None or not all(h.event_ids):
             self._saved[h.uid] = len(h)  # nowhere to save (no store, or messages not from it)
             return
@@ -179,11 +170,10 @@ class Carry:
         if state is None:
             return
         store, session_id = at
-        data = zlib.compress(json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode(), 1)
         key = f"{si._seen}:{_ids_key(h.event_ids[si._seen - 1])}"
         # a cache: a store that cannot take it (read-only, locked) only costs a re-read
         with contextlib.suppress(StoreError):
-            store.save_derived(session_id, si.state_kind(), key, data)
+            store.save_derived(session_id, si.state_kind(), key, pack(state))
         self._saved[h.uid] = si._seen
 
     def instructions_cost(self, request: BuildRequest, stop: int) -> int:

@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import zlib
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,6 +56,7 @@ from pydantic import Field, model_validator
 from ctxmem.context._assembly import Output, PrefixTracker, finish, grid_step, id_ranges, snap_up
 from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig, _cached_count
 from ctxmem.context.builtins import Window, WindowConfig, _CutsCache
+from ctxmem.context.derived import DAMAGED, derived_store, pack, unpack
 from ctxmem.context.facts import Fact, cap_facts
 from ctxmem.context.history import History
 from ctxmem.context.invariants import SafeCuts
@@ -460,17 +459,8 @@ class Summarization:
         before = hashlib.sha256(prior.encode()).hexdigest()[:16] if prior is not None else "-"
         return f"{a}:{b}:{h.cum[b] - h.cum[a]}:{first[0]}:{last[-1]}:{limits.key}:{before}"
 
-    def _leaves_store(self, request: BuildRequest) -> tuple[Any, str] | None:
-        from ctxmem.store.base import DerivedStateStore
-
-        session = request.session
-        store = getattr(session, "store", None) if session is not None else None
-        if not isinstance(store, DerivedStateStore):
-            return None
-        return store, session.id  # type: ignore[union-attr]
-
     def _load_leaves(self, request: BuildRequest) -> None:
-        at = self._leaves_store(request)
+        at = derived_store(request)
         if at is None:
             self._stored = None
             return
@@ -481,13 +471,13 @@ class Summarization:
         try:
             got = store.load_derived(session_id, self._leaves_kind(request.tokenizer))
             if got is not None:
-                for k, (start, end, text, tokens, facts, repinned, used) in json.loads(zlib.decompress(got[1])).items():
+                for k, (start, end, text, tokens, facts, repinned, used) in unpack(got[1]).items():
                     nodes[str(k)] = SummaryNode(
                         int(start), int(end), 0, str(text), int(tokens),
                         tuple(Fact(str(t), kind, int(i)) for t, kind, i in facts),
                         tuple(Fact(str(t), kind, int(i)) for t, kind, i in repinned), str(used),
                     )
-        except (StoreError, ValueError, KeyError, IndexError, TypeError, AttributeError, zlib.error):
+        except DAMAGED:
             nodes = {}  # a damaged row: summarize again
         self._stored = (session_id, nodes, len(nodes))
 
@@ -499,7 +489,7 @@ class Summarization:
         session_id, nodes, saved = self._stored
         if len(nodes) - saved < max(_SAVE_MIN_CHUNKS, saved // 4):
             return
-        at = self._leaves_store(request)
+        at = derived_store(request)
         if at is None:
             return
         data = {
@@ -507,9 +497,8 @@ class Summarization:
                 [list(dataclasses.astuple(f)) for f in n.repinned], n.summarizer_id]
             for k, n in nodes.items()
         }
-        blob = zlib.compress(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(), 1)
         with contextlib.suppress(StoreError):  # a cache: a store that cannot take it costs a re-summary
-            at[0].save_derived(session_id, self._leaves_kind(request.tokenizer), "chunks", blob)
+            at[0].save_derived(session_id, self._leaves_kind(request.tokenizer), "chunks", pack(data))
         self._stored = (session_id, nodes, len(nodes))
 
     def _new_block(
