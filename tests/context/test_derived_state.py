@@ -194,3 +194,39 @@ def test_the_snapshot_is_saved_once_per_quarter_of_growth_and_not_without_record
         builder.build(history, session=session)
     assert store.conn.execute("SELECT key FROM derived_state").fetchone()[0] == key
     store.close()
+
+
+def test_a_label_lines_words_survive_the_snapshot(o200k: Any) -> None:
+    # "Quirkfix:" is too short to be counted as a line of its own, but it labels the next line
+    # and its words and cues join that line's body: words and cues no counter holds. The
+    # snapshot must carry them, and the restored index must rank as the one that wrote it,
+    # then go on reading exactly as a fresh index does.
+    from ctxmem.context.derived import pack, unpack
+    from ctxmem.messages import ToolResultBlock, ToolUseBlock
+
+    def rnd(i: int, out: str) -> list[Message]:
+        return [
+            Message("assistant", (ToolUseBlock(f"c{i}", "run", {"cmd": f"step {i}"}),)),
+            Message("user", (ToolResultBlock(f"c{i}", out),)),
+        ]
+
+    msgs = [Message.user("Find why the kernel hangs.")]
+    msgs += rnd(0, "Quirkfix:\nthe allocator never frees pinned staging buffers after a failed launch on device 3")
+    msgs += rnd(1, "Caveat zyx:\nworkspace must stay below 101376 bytes or the occupancy cliff returns at block 128")
+    for i in range(2, 30):
+        msgs += rnd(i, f"compiled kernel variant {i} in {i * 13} ms\nwarning: register pressure at line {i}")
+    history = History.from_messages(msgs[:41], o200k)
+    index = SalienceIndex()
+    index.update(history)
+    before = index.facts(1, len(history))
+    assert any("allocator" in f.text for f in before)  # the labelled line is a fact
+    state = index.to_state()
+    assert state is not None
+    restored = SalienceIndex.from_state(unpack(pack(state)), history)
+    assert restored.facts(1, len(history)) == before
+    assert [(c.cues, c.words) for c in restored._cands] == [(c.cues, c.words) for c in index._cands]
+    history.extend(msgs[41:])
+    fresh = SalienceIndex()
+    fresh.update(history)
+    restored.update(history)
+    assert restored.facts(1, len(history)) == fresh.facts(1, len(history))

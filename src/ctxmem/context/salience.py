@@ -307,10 +307,13 @@ def _body_features(body: str) -> tuple[tuple[str, ...], tuple[str, ...], float, 
 def _encode_cands(
     cands: Sequence[_Cand], shapes: Counter[str], leads: Counter[str], stems: Counter[str],
     word_df: Counter[str], cue_df: Counter[str],
-) -> dict[str, list[object]]:
+) -> dict[str, Any]:
     """Candidates column by column, their keys as positions in the counters they count in
-    (every key a candidate holds is counted there) and handles and tools as positions in a
-    table: a third of the bytes of the plain columns, decoded without hashing the strings."""
+    (a candidate's shape, lead, stem and tail are counted there) and handles, tools, words and
+    cues as positions in a table: a third of the bytes of the plain columns, decoded without
+    hashing the strings. The word and cue tables start with the counters' keys and add the
+    ones a candidate holds uncounted (a "Root cause:" label line is too short to be counted,
+    but its words join the next line's body)."""
     pos_shape = {k: i for i, k in enumerate(shapes)}
     pos_lead = {k: i for i, k in enumerate(leads)}
     pos_stem = {k: i for i, k in enumerate(stems)}
@@ -318,6 +321,8 @@ def _encode_cands(
     pos_cue = {k: i for i, k in enumerate(cue_df)}
     handles: dict[str, int] = {}
     tools: dict[str, int] = {}
+    cues = [[pos_cue.setdefault(w, len(pos_cue)) for w in c.cues] for c in cands]
+    words = [[pos_word.setdefault(w, len(pos_word)) for w in c.words] for c in cands]
     return {
         "text": [c.text for c in cands],
         "shape": [pos_shape[c.shape] for c in cands],
@@ -330,10 +335,12 @@ def _encode_cands(
         "tool": [tools.setdefault(c.tool, len(tools)) for c in cands],
         "static": [c.static for c in cands],
         "refs": [c.refs for c in cands],
-        "cues": [[pos_cue[w] for w in c.cues] for c in cands],
-        "words": [[pos_word[w] for w in c.words] for c in cands],
+        "cues": cues,
+        "words": words,
         "handles": list(handles),
         "tools": list(tools),
+        "cue_table": list(pos_cue),
+        "word_table": list(pos_word),
     }
 
 
@@ -341,7 +348,7 @@ def _decode_cands(cols: Any, index: SalienceIndex) -> list[_Cand]:
     if not isinstance(cols, dict):
         raise ValueError("snapshot candidates do not match this version's layout")
     shapes, leads, stems = list(index._shapes), list(index._leads), list(index._stems)
-    words, cues = list(index._word_df), list(index._cue_df)
+    words, cues = cols["word_table"], cols["cue_table"]
     handles, tools = cols["handles"], cols["tools"]
     text = cols["text"]
     n = len(text)
@@ -567,7 +574,7 @@ class SalienceIndex:
     # exactly as the one that wrote it would have: tests/context/test_derived_state.py.
 
     #: bump when the state's layout or a score definition changes: older snapshots are ignored
-    STATE_VERSION: ClassVar[int] = 2
+    STATE_VERSION: ClassVar[int] = 3
 
     def state_kind(self) -> str:
         """What a snapshot of this index is valid for: the layout and the profile's cue words."""
