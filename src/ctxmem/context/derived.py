@@ -37,12 +37,14 @@ def derived_store(request: BuildRequest) -> tuple[DerivedStateStore, str] | None
 
 def pack(state: Any) -> bytes:
     """A state of plain JSON types as stored: compact JSON, zlib level 1 (~4x smaller)."""
-    return zlib.compress(json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode(), 1)
+    # raw UTF-8, surrogates passed through: any str round-trips exactly (strict UTF-8 refuses a
+    # lone surrogate; ASCII escapes would turn two separate surrogates into one code point)
+    return zlib.compress(json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"), 1)
 
 
 def unpack(data: bytes) -> Any:
     """The state :func:`pack` stored (raises one of :data:`DAMAGED` on a damaged row)."""
-    return json.loads(zlib.decompress(data))
+    return json.loads(zlib.decompress(data).decode("utf-8", "surrogatepass"))
 
 
 __all__ = ["DAMAGED", "derived_store", "pack", "unpack"]
