@@ -11,7 +11,6 @@ a snapshot of another chain, of an older layout or a damaged row is ignored.
 from __future__ import annotations
 
 import json
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -63,9 +62,9 @@ def _new_chunks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     return _spy(monkeypatch, summarization.Summarization, "_new_leaf", lambda key, h, a, b, *rest: (a, b))
 
 
-def _open(db: Path, sid: str) -> tuple[Any, SQLiteStore, Session, History]:
+def _open(db: Path, sid: str, preset: str = PRESET) -> tuple[Any, SQLiteStore, Session, History]:
     """A builder opening the session afresh, as a new process does."""
-    builder = load_preset(PRESET).builder(context_window=WINDOW)
+    builder = load_preset(preset).builder(context_window=WINDOW)
     store = SQLiteStore(db)
     session = Session.open(store, sid)
     return builder, store, session, builder.history(session)
@@ -87,27 +86,28 @@ def _session(tmp_path: Path, rounds: int = 160) -> tuple[Path, str, list[Message
     return db, sid, extra
 
 
-def _drop_snapshots(db: Path) -> None:
-    with SQLiteStore(db) as store:
+def _twin(db: Path) -> Path:
+    """A copy of the file without its saved state: the full-computation reference."""
+    twin = db.with_name("twin.db")
+    twin.write_bytes(db.read_bytes())
+    with SQLiteStore(twin) as store:
         store.conn.execute("DELETE FROM derived_state")
+    return twin
 
 
 @pytest.mark.parametrize("preset", ["masking-200k", "summarize-128k", "pipeline-200k"])
 def test_a_restored_state_builds_what_a_full_computation_builds_now_and_every_turn_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preset: str
 ) -> None:
-    monkeypatch.setattr(sys.modules[__name__], "PRESET", preset)
     db, sid, extra = _session(tmp_path)
-    builder, store, session, history = _open(db, sid)
+    builder, store, session, history = _open(db, sid, preset)
     first = builder.build(history, session=session)  # reads everything, saves the index
     store.close()
-    twin = tmp_path / "twin.db"  # the same file without the snapshot: the full-read reference
-    twin.write_bytes(db.read_bytes())
-    _drop_snapshots(twin)
+    twin = _twin(db)
 
     reads = _reads(monkeypatch)
     chunks = _new_chunks(monkeypatch)
-    b1, s1, sess1, h1 = _open(db, sid)
+    b1, s1, sess1, h1 = _open(db, sid, preset)
     restored = b1.build(h1, session=sess1)
     if preset == "summarize-128k":
         assert len(chunks) <= 1  # at most the last, partial chunk is summarized again
@@ -115,7 +115,7 @@ def test_a_restored_state_builds_what_a_full_computation_builds_now_and_every_tu
     else:
         assert reads == []  # nothing read: every message was in the snapshot
     done = len(chunks)
-    b2, s2, sess2, h2 = _open(twin, sid)
+    b2, s2, sess2, h2 = _open(twin, sid, preset)
     full = b2.build(h2, session=sess2)
     if preset == "summarize-128k":
         assert len(chunks) - done > 3  # the reference summarized every chunk itself
@@ -136,9 +136,8 @@ def test_a_restored_state_builds_what_a_full_computation_builds_now_and_every_tu
 def test_a_snapshot_of_another_chain_or_a_damaged_one_is_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preset: str
 ) -> None:
-    monkeypatch.setattr(sys.modules[__name__], "PRESET", preset)
     db, sid, _ = _session(tmp_path)
-    builder, store, session, history = _open(db, sid)
+    builder, store, session, history = _open(db, sid, preset)
     builder.build(history, session=session)
     # rewind the session behind the snapshot's last message: the snapshot no longer fits
     events = session.events()
@@ -150,7 +149,7 @@ def test_a_snapshot_of_another_chain_or_a_damaged_one_is_ignored(
     store.close()
     reads = _reads(monkeypatch)
     chunks = _new_chunks(monkeypatch)
-    b, s, sess, h = _open(db, sid)
+    b, s, sess, h = _open(db, sid, preset)
     rewound = b.build(h, session=sess)
     if preset == "masking-200k":
         assert reads[:1] == [0] and len(reads) == len(h)  # the facts index: read from the start
@@ -159,10 +158,7 @@ def test_a_snapshot_of_another_chain_or_a_damaged_one_is_ignored(
         # the ones after it are summarized again (and the new chain's)
         assert chunks and chunks[0][0] > 1
     s.close()
-    twin = tmp_path / "twin.db"
-    twin.write_bytes(db.read_bytes())
-    _drop_snapshots(twin)
-    b, s, sess, h = _open(twin, sid)
+    b, s, sess, h = _open(_twin(db), sid, preset)
     assert _digest(rewound) == _digest(b.build(h, session=sess))
     s.close()
 
@@ -172,7 +168,7 @@ def test_a_snapshot_of_another_chain_or_a_damaged_one_is_ignored(
             st.conn.execute("UPDATE derived_state SET data = ?", (data,))
         reads.clear()
         chunks.clear()
-        b, s, sess, h = _open(db, sid)
+        b, s, sess, h = _open(db, sid, preset)
         assert _digest(b.build(h, session=sess, record=False)) == _digest(rewound)
         if preset == "masking-200k":
             assert len(reads) == len(h)
