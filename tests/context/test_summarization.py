@@ -308,3 +308,28 @@ def test_summarization_keeps_the_strategy_contract(
     assert list(Summarization(SummarizationConfig(**params)).build(req).messages) == list(out.messages)
     calls = strat.calls
     assert list(strat.build(req).messages) == list(out.messages) and strat.calls == calls
+
+
+def test_a_history_past_the_trigger_that_fits_the_limit_is_kept_whole_when_no_cut_leaves_room(o200k: Any) -> None:
+    # Found by the contract's property test: past the trigger, with no safe cut that leaves
+    # room for a summary and the last tool loop, the strategy raised although the whole
+    # history fit the budget (138 tokens, 138 available). It must build it as is.
+    from ctxmem.messages import RedactedThinkingBlock, ThinkingBlock, ToolUseBlock
+
+    conv = [
+        Message.user("0"),
+        Message("assistant", (ToolUseBlock("toolu_0001", "edit_file", {}),)),
+        Message("user", (ToolResultBlock("toolu_0001", "", False), TextBlock("0"))),
+        Message("assistant", (ThinkingBlock("0", ""), RedactedThinkingBlock("0"), TextBlock("0"))),
+        Message.user("continue"),
+    ]
+    h = History.from_messages(conv, o200k)
+    tools = (ToolSpec("edit_file", "Edit a file.", {"type": "object", "properties": {}}),)
+    whole = count_request(conv, o200k, system="s", tools=[tool_to_anthropic(t) for t in tools]).total
+    budget = Budget(whole + 10, 10, 0.5)  # exactly the whole request; the trigger far below it
+    out = Summarization(SummarizationConfig()).build(BuildRequest(h, budget, system="s", tools=tools, pinned=0))
+    assert list(out.messages) == conv and out.report.tokens_out == whole
+    assert any("kept every message" in n for n in out.report.notes)
+    with pytest.raises(ContextOverflowError):  # one token less: a real overflow still raises
+        Summarization(SummarizationConfig()).build(
+            BuildRequest(h, Budget(whole + 9, 10, 0.5), system="s", tools=tools, pinned=0))

@@ -673,11 +673,13 @@ class Summarization:
                 try:
                     cut = self._cut(request, cuts, base + extra + reserve)
                 except ContextOverflowError:
-                    if lim is None:
-                        raise
-                    # No room for a summary next to the mandatory tail: cut without one.
-                    lim = None
+                    # No room for a summary next to the mandatory tail: cut without one, or
+                    # keep everything when it all fits the budget (past the trigger, under
+                    # the limit, and no cut leaves the tail whole).
                     fits = base + extra + h.tokens(p, n) <= avail
+                    if lim is None and not fits:
+                        raise
+                    lim = None
                     cut = p if fits else self._cut(request, cuts, base + extra)
                 chosen[extra] = (cut, lim)
                 return cut, cut
@@ -687,8 +689,10 @@ class Summarization:
             if settled.extra not in chosen:
                 choose(settled.extra)
             s, limits = chosen[settled.extra]
-            if limits is None:
+            if limits is None and s > p:
                 notes.append(f"budget too small for a summary: dropped messages {p}-{s - 1} at a safe cut")
+            elif limits is None:
+                notes.append("no safe cut leaves room for a summary: kept every message (they fit the budget)")
             else:
                 fkey = (self._fingerprint(h, p, s), self.summarizer.id)
                 if fkey in self._failed:
