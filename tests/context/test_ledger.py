@@ -141,3 +141,21 @@ def test_the_kernel_profile_gives_a_candidate_table_with_the_best_so_far(o200k: 
     assert "best geomean speedup so far: 3.10x (bench#4" in text
     assert "BLOCK_M=128 BLOCK_N=64 · kernel.py@bbbb2222 · PASSED eval#102 · 2.75 (bench#2" in text
     assert build_ledger(msgs).candidates == ()  # the generic profile knows no candidates
+
+
+def test_the_builders_ranking_of_candidates_is_a_full_sort_and_renders_the_same(o200k: Any) -> None:
+    # The builder keeps the scored candidates sorted as they arrive (so a turn's render does
+    # not sort them all); ties in score go to the earlier message, unscored ones are left out.
+    import dataclasses
+
+    geos = ["1.20", "2.75", None, "2.75", "0.90", "3.10", "2.75", None, "1.20"]
+    msgs = [Message.user("Optimize kernel.py.")]
+    lb = LedgerBuilder(KERNEL)
+    for n, geo in enumerate(geos, 1):
+        msgs += _turn(n, "benchmark", {"path": "kernel.py"}, _bench(n, f"{n:04d}abcd", f"BLOCK_M={16 * n}", geo),
+                      err=geo is None)
+        led = lb.update(msgs)
+        full = sorted((c for c in led.candidates if c.score is not None), key=lambda c: (-(c.score or 0), c.message_index))
+        assert led.ranked == tuple(full)
+        assert render_ledger(led, o200k, 600) == render_ledger(dataclasses.replace(led, ranked=None), o200k, 600)
+    assert [c.score for c in led.ranked or ()] == [3.1, 2.75, 2.75, 2.75, 1.2, 1.2, 0.9]

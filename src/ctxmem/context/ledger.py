@@ -30,6 +30,7 @@ statuses, counts, files, ids).
 from __future__ import annotations
 
 import re
+from bisect import insort
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -73,6 +74,10 @@ class TaskLedger:
     last_status: dict[str, tuple[str, int]]
     candidates: tuple[Candidate, ...] = ()
     metric: str | None = None
+    #: the scored candidates, best first (score, then message): kept sorted by the builder
+    #: as candidates arrive, so rendering does not sort them all each turn; None when not
+    #: given (render_ledger sorts ``candidates`` then)
+    ranked: tuple[Candidate, ...] | None = None
 
     @property
     def total_calls(self) -> int:
@@ -95,6 +100,8 @@ class LedgerBuilder:
     _source: int | None = None
     _inputs: dict[str, dict[str, object]] = field(default_factory=dict)
     _cands: list[Candidate] = field(default_factory=list)
+    #: (-score, message index, position in _cands) of the scored candidates, ascending
+    _ranked: list[tuple[float, int, int]] = field(default_factory=list)
     #: bumped whenever ``_errors`` changes; the snapshot's tuples are kept while nothing changed
     _errors_version: int = 0
     _frozen: dict[str, tuple[int, tuple[object, ...]]] = field(default_factory=dict)
@@ -170,6 +177,8 @@ class LedgerBuilder:
         if prof.candidate is not None:
             cand = prof.candidate(tool, self._inputs.pop(b.tool_use_id, {}), text, i)
             if cand is not None:
+                if cand.score is not None:
+                    insort(self._ranked, (-cand.score, cand.message_index, len(self._cands)))
                 self._cands.append(cand)
 
     def _tuple(self, name: str, version: int, make: Callable[[], tuple[object, ...]]) -> tuple[object, ...]:
@@ -197,6 +206,9 @@ class LedgerBuilder:
             last_status=dict(self._status),
             candidates=self._tuple("cands", len(self._cands), lambda: tuple(self._cands)),  # type: ignore[arg-type]
             metric=self.profile.metric,
+            ranked=self._tuple(  # type: ignore[arg-type]
+                "ranked", len(self._ranked), lambda: tuple(self._cands[k] for _, _, k in self._ranked)
+            ),
         )
 
 
@@ -259,7 +271,10 @@ def render_ledger(ledger: TaskLedger, tokenizer: Tokenizer, max_tokens: int, *, 
     if ledger.files:
         cands.append((40.0, "files: " + ", ".join(ledger.files[:max_items * 2])))
     if ledger.candidates:
-        scored = sorted((c for c in ledger.candidates if c.score is not None), key=lambda c: (-(c.score or 0), c.message_index))
+        scored = ledger.ranked
+        if scored is None:
+            scored = tuple(sorted((c for c in ledger.candidates if c.score is not None),
+                                  key=lambda c: (-(c.score or 0), c.message_index)))
         top = scored[: max(1, max_items // 2)]
         latest = [c for c in ledger.candidates[-max_items // 2 :] if c not in top]
         label = ledger.metric or "score"

@@ -36,7 +36,7 @@ from ctxmem.retrieval.base import Embedder, VectorIndex
 from ctxmem.retrieval.cache import CachedEmbedder, EmbeddingCache
 from ctxmem.retrieval.documents import ToolCallDocument, _events_of, iter_tool_call_documents
 from ctxmem.retrieval.index import IndexKind, make_index
-from ctxmem.retrieval.lexical import BM25Index, choose_terms, fts_event_hits, terms
+from ctxmem.retrieval.lexical import BM25Index, choose_terms_df, fts_event_hits, terms
 from ctxmem.retrieval.session_terms import SessionTermIndex, TermPostings
 from ctxmem.store.base import ChainView, EmbeddingCacheProvider, FullTextSearch, SessionStore
 
@@ -243,8 +243,10 @@ class HybridRetriever:
                 positions = by_event.get(eid)
                 return eid in exclude or not positions or positions[0] in inactive
 
-            chosen = choose_terms(self.store, qterms)  # selective_terms(store, query), tokenized once
-            return [(self._best_chunk(by_event[eid], qterms), score) for eid, score in self._terms.search(chosen, k, skip)]
+            # selective_terms(store, query), tokenized once; the scorer reuses their frequencies
+            chosen, stats = choose_terms_df(self.store, qterms)
+            hits = self._terms.search(chosen, k, skip, df=stats[1] if stats is not None else None)
+            return [(self._best_chunk(by_event[eid], qterms), score) for eid, score in hits]
         hidden = self._hidden(exclude)
         limit = k + len(exclude)  # the store already restricts hits to the session's chain
         for hit in fts_event_hits(self.store, query, session_id=self.session_id, limit=limit, snippets=False):

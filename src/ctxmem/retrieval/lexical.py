@@ -79,11 +79,18 @@ def selective_terms(store: Any, text: str) -> list[str]:
 def choose_terms(store: Any, uniq: Sequence[str]) -> list[str]:
     """:func:`selective_terms` of a query already split into its distinct terms (in order):
     for a caller that needs the terms too, so the query is tokenized once."""
+    return choose_terms_df(store, uniq)[0]
+
+
+def choose_terms_df(store: Any, uniq: Sequence[str]) -> tuple[list[str], tuple[int, dict[str, int]] | None]:
+    """:func:`choose_terms`, and the ``(n, {term: df})`` it chose them by (None for a store
+    without document frequencies): a scorer of the chosen terms reuses them instead of
+    asking the store again."""
     uniq = list(uniq[:MAX_QUERY_TERMS])
     stats = getattr(store, "document_frequencies", None)
     if stats is None or not uniq:
-        return uniq
-    n, df = stats(uniq)
+        return uniq, None
+    n, df = got = stats(uniq)
     ranked = sorted((df[t], t) for t in uniq if df[t] and (df[t] <= n // 4 or n < 8))
     chosen: list[str] = []
     postings = 0
@@ -92,7 +99,7 @@ def choose_terms(store: Any, uniq: Sequence[str]) -> list[str]:
             break
         chosen.append(t)
         postings += d
-    return chosen
+    return chosen, got
 
 
 def fts_event_hits(

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ctxmem.retrieval.lexical import terms as _terms
@@ -174,12 +174,15 @@ class SessionTermIndex:
             self._postings[term] = posting
         return posting
 
-    def _rank(self, chosen: Sequence[str]) -> list[tuple[int, float]]:
-        """``(blob id, score)`` of every output holding a chosen term, best first."""
+    def _rank(self, chosen: Sequence[str], df: Mapping[str, int] | None = None) -> list[tuple[int, float]]:
+        """``(blob id, score)`` of every output holding a chosen term, best first; ``df``:
+        the store's ``document_frequencies`` of (at least) the chosen terms, if the caller
+        has them already."""
         import numpy as np
 
         n, mean = self.store.output_stats()
-        _, df = self.store.document_frequencies(chosen)
+        if df is None or any(t not in df for t in chosen):
+            _, df = self.store.document_frequencies(chosen)
         postings = [self._posting(t) for t in chosen]
         key = (tuple(chosen), n, mean, tuple(p.version for p in postings))
         if self._ranked is not None and self._ranked[0] == key:
@@ -207,14 +210,18 @@ class SessionTermIndex:
 
     # ------------------------------------------------------------------ search
 
-    def search(self, chosen: Sequence[str], k: int, skip: Callable[[int], bool]) -> list[tuple[int, float]]:
+    def search(
+        self, chosen: Sequence[str], k: int, skip: Callable[[int], bool], *, df: Mapping[str, int] | None = None
+    ) -> list[tuple[int, float]]:
         """The ``k`` best ``(event id, score)`` for the query terms ``chosen``; ``skip(event
-        id)`` leaves an event out (outside the chain, or already in the context)."""
+        id)`` leaves an event out (outside the chain, or already in the context). ``df``: the
+        store's document frequencies of the chosen terms when the caller read them already
+        (:func:`~ctxmem.retrieval.lexical.choose_terms_df`), else they are read here."""
         if k < 1 or not chosen:
             return []
         self._register()
         out: list[tuple[int, float]] = []
-        for blob, score in self._rank(chosen):
+        for blob, score in self._rank(chosen, df):
             for eid in self._events_of[blob]:
                 if not skip(eid):
                     out.append((eid, score))
