@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import ctxmem.context.memory as memory
@@ -107,18 +107,22 @@ def test_a_restored_state_builds_what_a_full_computation_builds_now_and_every_tu
 
     reads = _reads(monkeypatch)
     chunks = _new_chunks(monkeypatch)
+    # levels of the summaries made from their inputs (0: a chunk, above: a merge)
+    made = _spy(monkeypatch, summarization.Summarization, "_node", lambda key, h, a, b, level, *rest: level)
     b1, s1, sess1, h1 = _open(db, sid, preset)
     restored = b1.build(h1, session=sess1)
     if preset == "summarize-128k":
         assert len(chunks) <= 1  # at most the last, partial chunk is summarized again
         assert all(i >= chunks[0][0] for i in reads) if chunks else reads == []
+        assert [lv for lv in made if lv > 0] == []  # every merge of complete chunks was saved too
     else:
         assert reads == []  # nothing read: every message was in the snapshot
-    done = len(chunks)
+    done, merged = len(chunks), len(made)
     b2, s2, sess2, h2 = _open(twin, sid, preset)
     full = b2.build(h2, session=sess2)
     if preset == "summarize-128k":
         assert len(chunks) - done > 3  # the reference summarized every chunk itself
+        assert [lv for lv in made[merged:] if lv > 0]  # and merged them
     assert _digest(restored) == _digest(full) == _digest(first)
     assert restored.report.sections.get("facts", 0) > 0  # the facts section is there, not skipped
 
@@ -234,10 +238,15 @@ _ODD = "a \ud800\udfff\x00é😀\n\""  # lone surrogates (hypothesis's text() ne
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.text() | st.text(_ODD), st.integers(), st.floats(allow_nan=False), st.none())))
+@given(st.lists(st.lists(st.text() | st.text(_ODD) | st.integers() | st.floats(allow_nan=False) | st.none()).map(tuple)))
+@example([("x", 2**64, float("inf"), None)])  # past orjson: a 65-bit int, an infinity (orjson writes null)
+@example([(-(2**63), 1.0000000000000002, -0.0)])  # orjson's path, exact
 def test_any_text_round_trips_through_the_stored_form(rows: list[Any]) -> None:
     # Tool outputs can hold any str (lone surrogates included, from a JSON "\ud800" escape):
-    # packing must never fail on them, and unpacking gives the same values back.
+    # packing must never fail on them, and unpacking gives the same values back (whichever
+    # encoder wrote them).
     from ctxmem.context.derived import pack, unpack
 
     assert unpack(pack({"rows": rows})) == {"rows": [list(r) for r in rows]}
+    listed = {"rows": [list(r) for r in rows]}
+    assert unpack(pack(listed)) == listed

@@ -16,6 +16,8 @@ import json
 import zlib
 from typing import Any
 
+import orjson
+
 from ctxmem.context.base import BuildRequest
 from ctxmem.errors import StoreError
 from ctxmem.store.base import DerivedStateStore
@@ -35,15 +37,35 @@ def derived_store(request: BuildRequest) -> tuple[DerivedStateStore, str] | None
     return store, session.id  # type: ignore[union-attr]
 
 
+#: the first byte of a state packed from orjson's output (a zlib stream starts with 0x78)
+_ORJSON = b"\x01"
+
+
 def pack(state: Any) -> bytes:
-    """A state of plain JSON types as stored: compact JSON, zlib level 1 (~4x smaller)."""
-    # raw UTF-8, surrogates passed through: any str round-trips exactly (strict UTF-8 refuses a
-    # lone surrogate; ASCII escapes would turn two separate surrogates into one code point)
-    return zlib.compress(json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"), 1)
+    """A state of plain JSON types as stored: compact JSON, zlib level 1 (~4x smaller).
+
+    Written by orjson when it can spell the state exactly (~10x faster to write, ~3x to
+    read, which a resuming process pays on its first build), else by ``json``: orjson
+    refuses an integer past 64 bits and a lone surrogate, and :func:`unpack` tells the two
+    apart by the first byte. orjson also writes an infinite or NaN float as null: output
+    holding a null is kept only if it reads back equal to the state (else ``json`` writes
+    it, as ``Infinity`` / ``NaN``)."""
+    try:
+        body = orjson.dumps(state)
+        if b"null" in body and orjson.loads(body) != state:
+            raise ValueError("not exact")
+    except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
+        # raw UTF-8, surrogates passed through: any str round-trips exactly (strict UTF-8
+        # refuses a lone surrogate; ASCII escapes would turn two separate surrogates into one)
+        text = json.dumps(state, ensure_ascii=False, separators=(",", ":"))
+        return zlib.compress(text.encode("utf-8", "surrogatepass"), 1)
+    return _ORJSON + zlib.compress(body, 1)
 
 
 def unpack(data: bytes) -> Any:
     """The state :func:`pack` stored (raises one of :data:`DAMAGED` on a damaged row)."""
+    if data[:1] == _ORJSON:
+        return orjson.loads(zlib.decompress(data[1:]))
     return json.loads(zlib.decompress(data).decode("utf-8", "surrogatepass"))
 
 

@@ -53,7 +53,15 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ctxmem.context._assembly import Output, PrefixTracker, finish, grid_step, id_ranges, snap_up
+from ctxmem.context._assembly import (
+    Output,
+    PrefixTracker,
+    chain_events_of_kind,
+    finish,
+    grid_step,
+    id_ranges,
+    snap_up,
+)
 from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig, _cached_count
 from ctxmem.context.builtins import Window, WindowConfig, _CutsCache
 from ctxmem.context.derived import DAMAGED, derived_store, pack, unpack
@@ -409,15 +417,32 @@ class Summarization:
                 facts = (*(Fact(f.text, "salient", f.message_index) for f in top), *facts)
         return self._node(key, h, a, b, 0, msgs, facts, prior, limits, boundary)
 
-    def _merge(self, h: History, children: Sequence[SummaryNode], level: int, limits: _Limits, boundary: int) -> SummaryNode:
+    def _merge(
+        self, h: History, children: Sequence[SummaryNode], level: int, limits: _Limits, boundary: int,
+        *, keep: bool = False,
+    ) -> SummaryNode:
+        """The summary merging ``children``; ``keep``: a merge of complete chunks only (it never
+        changes), saved in the store with the chunk summaries."""
         a, b = children[0].start, children[-1].end
         key = ("merge", level, self._fingerprint(h, a, b), tuple(c.text for c in children), self.summarizer.id, limits.key)
         cached = self._nodes.get(key)
         if cached is not None and (cached.failure is None or cached.failed_at == boundary):
             return cached
+        stored = self._stored[1] if self._stored is not None and keep else None
+        skey = self._merge_key(h, level, children, limits) if stored is not None else None
+        if stored is not None and skey is not None:
+            hit = stored.get(skey)
+            if hit is not None:
+                if len(self._nodes) > _NODES_KEPT:
+                    self._nodes.clear()
+                self._nodes[key] = hit
+                return hit
         msgs = [Message.user(f"{SUMMARY_MARKER} {c.start}-{c.end - 1}]\n{c.text}") for c in children]
         facts = cap_facts([f for c in children for f in c.facts], self._guard(limits).extract_cap)
-        return self._node(key, h, a, b, level, msgs, facts, None, limits, boundary, tuple(children))
+        node = self._node(key, h, a, b, level, msgs, facts, None, limits, boundary, tuple(children))
+        if stored is not None and skey is not None and node.failure is None:
+            stored[skey] = node
+        return node
 
     def _block(self, request: BuildRequest, p: int, s: int, limits: _Limits) -> SummaryBlock:
         h = request.history
@@ -441,7 +466,7 @@ class Summarization:
     # the chain up to it), the summary before it and the limits; the kind holds this
     # strategy's configuration, summarizer and tokenizer. tests/context/test_derived_state.py.
 
-    _LEAVES_VERSION: ClassVar[int] = 1
+    _LEAVES_VERSION: ClassVar[int] = 2  # 2: merges of complete chunks are saved too
 
     def _leaves_kind(self, tok: Tokenizer) -> str:
         import hashlib
@@ -459,6 +484,17 @@ class Summarization:
         before = hashlib.sha256(prior.encode()).hexdigest()[:16] if prior is not None else "-"
         return f"{a}:{b}:{h.cum[b] - h.cum[a]}:{first[0]}:{last[-1]}:{limits.key}:{before}"
 
+    @staticmethod
+    def _merge_key(h: History, level: int, children: Sequence[SummaryNode], limits: _Limits) -> str | None:
+        import hashlib
+
+        a, b = children[0].start, children[-1].end
+        first, last = h.event_ids[a], h.event_ids[b - 1]
+        if not first or not last:
+            return None
+        kids = hashlib.sha256("\x00".join(c.text for c in children).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        return f"m{level}:{a}:{b}:{h.cum[b] - h.cum[a]}:{first[0]}:{last[-1]}:{limits.key}:{kids}"
+
     def _load_leaves(self, request: BuildRequest) -> None:
         at = derived_store(request)
         if at is None:
@@ -471,11 +507,18 @@ class Summarization:
         try:
             got = store.load_derived(session_id, self._leaves_kind(request.tokenizer))
             if got is not None:
-                for k, (start, end, text, tokens, facts, repinned, used) in unpack(got[1]).items():
+                data = unpack(got[1])
+                # chunks first, then merges level by level (a merge names its children's keys)
+                for k, row in sorted(data.items(), key=lambda kv: len(kv[1]) > 7 and int(kv[1][7])):
+                    start, end, text, tokens, facts, repinned, used = row[:7]
+                    level, kids = (int(row[7]), [nodes.get(str(c)) for c in row[8]]) if len(row) > 7 else (0, [])
+                    if any(c is None for c in kids):
+                        continue  # a child that did not load: merged again if needed
                     nodes[str(k)] = SummaryNode(
-                        int(start), int(end), 0, str(text), int(tokens),
+                        int(start), int(end), level, str(text), int(tokens),
                         tuple(Fact(str(t), kind, int(i)) for t, kind, i in facts),
                         tuple(Fact(str(t), kind, int(i)) for t, kind, i in repinned), str(used),
+                        children=tuple(c for c in kids if c is not None),
                     )
         except DAMAGED:
             nodes = {}  # a damaged row: summarize again
@@ -492,11 +535,17 @@ class Summarization:
         at = derived_store(request)
         if at is None:
             return
-        data = {
-            k: [n.start, n.end, n.text, n.tokens, [list(dataclasses.astuple(f)) for f in n.facts],
-                [list(dataclasses.astuple(f)) for f in n.repinned], n.summarizer_id]
-            for k, n in nodes.items()
-        }
+        key_of = {id(n): k for k, n in nodes.items()}
+        data: dict[str, list[Any]] = {}
+        for k, n in nodes.items():
+            row: list[Any] = [n.start, n.end, n.text, n.tokens, [list(dataclasses.astuple(f)) for f in n.facts],
+                              [list(dataclasses.astuple(f)) for f in n.repinned], n.summarizer_id]
+            if n.level:  # a merge: its level and its children's keys
+                kids = [key_of.get(id(c)) for c in n.children]
+                if any(c is None for c in kids):
+                    continue
+                row += [n.level, kids]
+            data[k] = row
         with contextlib.suppress(StoreError):  # a cache: a store that cannot take it costs a re-summary
             at[0].save_derived(session_id, self._leaves_kind(request.tokenizer), "chunks", pack(data))
         self._stored = (session_id, nodes, len(nodes))
@@ -525,7 +574,7 @@ class Summarization:
             got = memo.get((level, j))
             if got is None:
                 kids = [node(level - 1, j * fan + c) for c in range(fan)]
-                got = memo[(level, j)] = self._merge(h, kids, level, limits, s)
+                got = memo[(level, j)] = self._merge(h, kids, level, limits, s, keep=True)
             return got
 
         def decompose(top: int) -> list[SummaryNode]:
@@ -803,7 +852,7 @@ class Summarization:
                 self._logged.clear()
             logged = self._logged[session.id] = {
                 (e.summary, tuple(e.source_event_ids))
-                for se in session.events()
+                for se in chain_events_of_kind(session, "compaction")  # SQLite: those rows alone
                 if isinstance(e := se.event, CompactionEvent) and e.strategy == self.name
             }
         mark = (ev.summary, tuple(ev.source_event_ids))
