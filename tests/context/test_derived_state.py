@@ -19,10 +19,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import ctxmem.context.memory as memory
+import ctxmem.context.derived as derived
 import ctxmem.context.summarization as summarization
 from ctxmem.config import load_preset
 from ctxmem.context import History
+from ctxmem.context.ledger import LedgerBuilder
 from ctxmem.context.salience import SalienceIndex
 from ctxmem.messages import Message
 from ctxmem.samples import synthetic_session
@@ -35,7 +36,7 @@ WINDOW = 40_000  # a ~125K-token session must be compacted (and its facts carrie
 
 @pytest.fixture(autouse=True)
 def _small_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(memory, "_SNAPSHOT_MIN", 40)  # save after 40 messages, not 1,000
+    monkeypatch.setattr(derived, "SNAPSHOT_MIN", 40)  # save after 40 messages, not 1,000
     monkeypatch.setattr(summarization, "_SAVE_MIN_CHUNKS", 2)  # and after 2 chunk summaries, not 16
 
 
@@ -109,6 +110,7 @@ def test_a_restored_state_builds_what_a_full_computation_builds_now_and_every_tu
     chunks = _new_chunks(monkeypatch)
     # levels of the summaries made from their inputs (0: a chunk, above: a merge)
     made = _spy(monkeypatch, summarization.Summarization, "_node", lambda key, h, a, b, level, *rest: level)
+    ledger_reads = _spy(monkeypatch, LedgerBuilder, "_read", lambda i, m: i)  # the pipeline's task ledger
     b1, s1, sess1, h1 = _open(db, sid, preset)
     restored = b1.build(h1, session=sess1)
     if preset == "summarize-128k":
@@ -117,12 +119,16 @@ def test_a_restored_state_builds_what_a_full_computation_builds_now_and_every_tu
         assert [lv for lv in made if lv > 0] == []  # every merge of complete chunks was saved too
     else:
         assert reads == []  # nothing read: every message was in the snapshot
-    done, merged = len(chunks), len(made)
+    if preset == "pipeline-200k":
+        assert ledger_reads == []  # the ledger too: restored, not rebuilt from the first message
+    done, merged, led = len(chunks), len(made), len(ledger_reads)
     b2, s2, sess2, h2 = _open(twin, sid, preset)
     full = b2.build(h2, session=sess2)
     if preset == "summarize-128k":
         assert len(chunks) - done > 3  # the reference summarized every chunk itself
         assert [lv for lv in made[merged:] if lv > 0]  # and merged them
+    if preset == "pipeline-200k":
+        assert ledger_reads[led:][:1] == [0]  # the reference read its ledger from the start
     assert _digest(restored) == _digest(full) == _digest(first)
     assert restored.report.sections.get("facts", 0) > 0  # the facts section is there, not skipped
 

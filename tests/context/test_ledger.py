@@ -159,3 +159,31 @@ def test_the_builders_ranking_of_candidates_is_a_full_sort_and_renders_the_same(
         assert led.ranked == tuple(full)
         assert render_ledger(led, o200k, 600) == render_ledger(dataclasses.replace(led, ranked=None), o200k, 600)
     assert [c.score for c in led.ranked or ()] == [3.1, 2.75, 2.75, 2.75, 1.2, 1.2, 0.9]
+
+
+def test_a_ledger_restored_from_its_state_continues_as_the_one_that_never_stopped(o200k: Any) -> None:
+    # The pipeline saves the builder's state in the session's store; a resuming process
+    # restores it and reads only the messages appended since. Kernel profile: candidates,
+    # the best so far, errors (a recurring one), files, run ids, statuses, pending inputs.
+    from ctxmem.context.derived import pack, unpack
+
+    msgs = [Message.user("Optimize kernel.py.")]
+    for n, geo in enumerate(["1.20", None, "2.75", "0.90", None, "3.10"], 1):
+        # the config only in the call's input: a cut between call and result needs it restored
+        inp = {"path": f"k{n % 2}.py", "config": {"BLOCK_M": 16 * n}}
+        out = _bench(n, f"{n:04d}abcd", "", geo).replace(" · \n", "\n", 1)  # a header without a config
+        msgs += _turn(n, "benchmark", inp, out, err=geo is None)
+    msgs += _turn(7, "compile", {"path": "kernel.py"}, _oor(204800), err=True)  # benchmark's status stays
+    msgs += _turn(8, "edit_file", {"path": "kernel.py"}, "edited kernel.py: replaced 3 lines")
+    whole = LedgerBuilder(KERNEL)
+    for cut in range(1, len(msgs) + 1):
+        head = LedgerBuilder(KERNEL)
+        head.update(msgs[:cut])
+        state = unpack(pack(head.to_state()))  # as stored
+        resumed = LedgerBuilder.from_state(state, KERNEL, id(msgs))
+        assert resumed.update(msgs) == whole.update(msgs)
+        assert render_ledger(resumed.ledger(), o200k, 500) == render_ledger(whole.ledger(), o200k, 500)
+    led = whole.ledger()
+    assert led.best is not None and len(led.errors) >= 2 and led.files and led.run_ids
+    assert "benchmark" in led.last_status and "compile" in led.last_status
+    assert [c.config for c in led.candidates][:2] == ["BLOCK_M=16", "BLOCK_M=32"]

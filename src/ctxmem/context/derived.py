@@ -12,6 +12,7 @@ ignored and the work redone (:data:`DAMAGED` lists what decoding it may raise).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zlib
 from typing import Any
@@ -69,4 +70,56 @@ def unpack(data: bytes) -> Any:
     return json.loads(zlib.decompress(data).decode("utf-8", "surrogatepass"))
 
 
-__all__ = ["DAMAGED", "derived_store", "pack", "unpack"]
+#: a state covering a prefix of the history is saved once it covers this many more messages
+#: than the last one saved (and a quarter more): O(1) amortized per message
+SNAPSHOT_MIN = 1000
+
+
+def snapshot_due(seen: int, last: int) -> bool:
+    """Whether a state covering ``seen`` messages is worth saving after one covering ``last``."""
+    return seen - last >= max(SNAPSHOT_MIN, last // 4)
+
+
+def _ids_key(ids: tuple[int, ...] | list[int]) -> str:
+    return ",".join(map(str, ids))
+
+
+def load_prefix(request: BuildRequest, kind: str) -> tuple[int, Any] | None:
+    """``(n, state)`` saved for the request's session and ``kind`` by :func:`save_prefix`,
+    when it covers a prefix ``messages[:n]`` of this very history: keyed by the event ids of
+    its last message, so a rewound or forked chain is never served another chain's state.
+    ``None`` when there is none, it does not fit, or the row is damaged."""
+    h = request.history
+    at = derived_store(request)
+    if at is None or not h.event_ids or not all(h.event_ids):
+        return None
+    store, session_id = at
+    try:
+        got = store.load_derived(session_id, kind)
+        if got is None:
+            return None
+        key, data = got
+        seen, _, ids = key.partition(":")
+        n = int(seen)
+        if not 0 < n <= len(h) or ids != _ids_key(h.event_ids[n - 1]):
+            return None  # another chain (a rewind, a fork) or a longer one
+        return n, unpack(data)
+    except DAMAGED:
+        return None
+
+
+def save_prefix(request: BuildRequest, kind: str, n: int, state: Any) -> bool:
+    """Save ``state``, derived from ``messages[:n]`` of the request's history (see
+    :func:`load_prefix`); False when there is nowhere to save it (no store, or messages not
+    from one). A store that cannot take it (read-only, locked) only costs a re-derivation."""
+    h = request.history
+    at = derived_store(request)
+    if at is None or not 0 < n <= len(h) or not all(h.event_ids):
+        return False
+    store, session_id = at
+    with contextlib.suppress(StoreError):
+        store.save_derived(session_id, kind, f"{n}:{_ids_key(h.event_ids[n - 1])}", pack(state))
+    return True
+
+
+__all__ = ["DAMAGED", "SNAPSHOT_MIN", "derived_store", "load_prefix", "pack", "save_prefix", "snapshot_due", "unpack"]

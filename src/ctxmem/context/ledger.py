@@ -33,6 +33,7 @@ import re
 from bisect import insort
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from ctxmem.context.facts import _ID, _PATH, Best, better, error_signature, run_id
 from ctxmem.context.history import History
@@ -189,6 +190,61 @@ class LedgerBuilder:
         if kept is None or kept[0] != version:
             kept = self._frozen[name] = (version, make())
         return kept[1]
+
+    # -- snapshots (a cache in the session's store: see ctxmem.context.derived) ------------
+
+    STATE_VERSION: ClassVar[int] = 1
+
+    def state_kind(self) -> str:
+        """What a snapshot is valid for: its layout and the profile (its name, the tools
+        whose outputs are file contents, its metric)."""
+        import hashlib
+
+        p = self.profile
+        ident = "\x00".join((p.name, *sorted(p.content_tools), p.metric or ""))
+        return f"ledger/v{self.STATE_VERSION}/{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+
+    def to_state(self) -> dict[str, Any]:
+        """The builder's state after :meth:`update` (plain JSON types), for :meth:`from_state`."""
+        b = self._best
+        return {
+            "seen": self._seen,
+            "names": self._names,
+            "calls": self._calls,
+            "errors": self._errors,
+            "files": list(self._files),
+            "ids": list(self._ids),
+            "best": None if b is None else [b.value, b.raw, b.text, b.run_id, b.message_index, b.geomean, b.metric],
+            "status": {k: list(v) for k, v in self._status.items()},
+            "inputs": self._inputs,
+            "cands": [[c.config, c.design, c.result, c.score, c.run_id, c.message_index] for c in self._cands],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], profile: FactProfile, source: int) -> LedgerBuilder:
+        """A builder as :meth:`to_state` left it, continuing with the history ``source``
+        (its uid). Raises KeyError, TypeError or ValueError on a state of another layout."""
+        lb = cls(profile)
+        lb._seen = int(state["seen"])
+        lb._source = source
+        lb._names = {str(k): str(v) for k, v in state["names"].items()}
+        lb._calls = {str(k): int(v) for k, v in state["calls"].items()}
+        lb._errors = {str(k): [str(e[0]), str(e[1]), int(e[2]), int(e[3]), int(e[4])] for k, e in state["errors"].items()}
+        lb._files = dict.fromkeys(str(f) for f in state["files"])
+        lb._ids = dict.fromkeys(str(i) for i in state["ids"])
+        b = state["best"]
+        lb._best = None if b is None else Best(
+            float(b[0]), str(b[1]), str(b[2]), None if b[3] is None else str(b[3]), int(b[4]), bool(b[5]), str(b[6])
+        )
+        lb._status = {str(k): (str(v[0]), int(v[1])) for k, v in state["status"].items()}
+        lb._inputs = {str(k): dict(v) for k, v in state["inputs"].items()}
+        for config, design, result, score, run, i in state["cands"]:
+            c = Candidate(str(config), str(design), str(result), None if score is None else float(score),
+                          None if run is None else str(run), int(i))
+            if c.score is not None:
+                insort(lb._ranked, (-c.score, c.message_index, len(lb._cands)))
+            lb._cands.append(c)
+        return lb
 
     def ledger(self) -> TaskLedger:
         errors = self._tuple("errors", self._errors_version, lambda: tuple(

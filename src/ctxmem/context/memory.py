@@ -20,24 +20,15 @@ few, so this converges in one or two rounds).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ctxmem.context.base import BuildRequest
-from ctxmem.context.derived import DAMAGED, derived_store, pack, unpack
+from ctxmem.context.derived import DAMAGED, derived_store, load_prefix, save_prefix, snapshot_due
 from ctxmem.context.instructions import InstructionIndex
 from ctxmem.context.profile import FactProfile, get_profile
 from ctxmem.context.salience import SalienceIndex, SalientFact
-from ctxmem.errors import StoreError
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
-
-#: a facts index is saved once it has read this many messages more than its last snapshot
-_SNAPSHOT_MIN = 1000
-
-
-def _ids_key(ids: tuple[int, ...] | list[int]) -> str:
-    return ",".join(map(str, ids))
 
 
 @dataclass(frozen=True)
@@ -135,21 +126,11 @@ class Carry:
         1M-token session costs ~1 s). Anything that does not fit (another chain, a rewind, an
         older layout, a damaged row) is ignored and the history is read from the start."""
         h = request.history
-        at = derived_store(request)
-        if at is None or not h.event_ids or not all(h.event_ids):
+        got = load_prefix(request, SalienceIndex(self.profile).state_kind())
+        if got is None:
             return None
-        store, session_id = at
-        probe = SalienceIndex(self.profile)
         try:
-            got = store.load_derived(session_id, probe.state_kind())
-            if got is None:
-                return None
-            key, data = got
-            seen, _, ids = key.partition(":")
-            n = int(seen)
-            if not 0 < n <= len(h) or ids != _ids_key(h.event_ids[n - 1]):
-                return None  # another chain (a rewind, a fork) or a longer one
-            index = SalienceIndex.from_state(unpack(data), h, self.profile)
+            index = SalienceIndex.from_state(got[1], h, self.profile)
         except DAMAGED:
             return None
         self._saved[h.uid] = index._seen
@@ -157,23 +138,17 @@ class Carry:
 
     def _save(self, request: BuildRequest, si: SalienceIndex) -> None:
         """Save the facts index when it has read many messages since it was last saved or
-        restored (≥ 1,000 and ≥ a quarter more: O(1) amortized per message)."""
+        restored (:func:`~ctxmem.context.derived.snapshot_due`: O(1) amortized per message)."""
         h = request.history
-        last = self._saved.get(h.uid, 0)
-        if si._seen - last < max(_SNAPSHOT_MIN, last // 4) or not request.record:
+        if not request.record or not snapshot_due(si._seen, self._saved.get(h.uid, 0)):
             return
-        at = derived_store(request)
-        if at is None or not all(h.event_ids):
+        if derived_store(request) is None or not all(h.event_ids):
             self._saved[h.uid] = len(h)  # nowhere to save (no store, or messages not from it)
             return
         state = si.to_state()
         if state is None:
             return
-        store, session_id = at
-        key = f"{si._seen}:{_ids_key(h.event_ids[si._seen - 1])}"
-        # a cache: a store that cannot take it (read-only, locked) only costs a re-read
-        with contextlib.suppress(StoreError):
-            store.save_derived(session_id, si.state_kind(), key, pack(state))
+        save_prefix(request, si.state_kind(), si._seen, state)
         self._saved[h.uid] = si._seen
 
     def instructions_cost(self, request: BuildRequest, stop: int) -> int:
