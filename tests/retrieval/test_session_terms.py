@@ -126,3 +126,45 @@ def test_one_regex_per_term_counts_what_terms_counts(text: str) -> None:
     for term in counts:
         run = re.compile(r"(?<![^\W_])" + re.escape(term) + r"(?![^\W_])")
         assert len(run.findall(text.lower())) == counts[term], term
+
+
+def test_a_ranking_grown_output_by_output_is_the_full_ranking_bit_for_bit(tmp_path: Path) -> None:
+    # Between two turns with the same query terms and statistics, the outputs that joined the
+    # kept postings are scored alone and inserted; the ranking must be exactly (same floats,
+    # same order) what scoring every posting again gives, and the reference BM25 below.
+    rng = random.Random(11)
+    with SQLiteStore(tmp_path / "s.db") as store:
+        s = Session.create(store)
+        idx = SessionTermIndex(store)
+        chosen = ["latency", "oom", "block"]
+        inserted = []
+        insert_new = idx._insert_new
+
+        def spy(*args: object) -> None:
+            inserted.append(1)
+            insert_new(*args)  # type: ignore[arg-type]
+
+        idx._insert_new = spy  # type: ignore[method-assign]
+        for i in range(400):
+            _record(s, i, _text(rng, i) + (" block" * (i % 3)))
+            idx.add_events(_result_ids(store, s.id)[-1:])
+            idx._register()
+            got = list(idx._rank(chosen))
+            full = idx._ranked
+            idx._ranked = None  # the full computation, for reference
+            assert got == idx._rank(chosen), f"after output {i}"
+            idx._ranked = full  # go on growing the kept one
+        assert len(inserted) > 200  # grown in place, not recomputed, on most outputs (the rest: a new epoch)
+        # the reference: Okapi BM25 written out over the stored texts
+        n, mean = store.output_stats()
+        _, df = store.document_frequencies(chosen)
+        texts = {bid: (size, text) for bid, size, text in store.blob_texts(sorted(idx._events_of))}
+        want: dict[int, float] = {}
+        for t in chosen:
+            d = max(df[t], 1)
+            idf = __import__("math").log(1.0 + (max(n, d) - d + 0.5) / (d + 0.5))
+            for bid, (size, text) in texts.items():
+                tf = Counter(terms(text))[t]
+                if tf:
+                    want[bid] = want.get(bid, 0.0) + idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * size / mean))
+        assert idx._rank(chosen) == sorted(want.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -96,7 +97,8 @@ class SessionTermIndex:
         self._size: dict[int, int] = {}  # blob id -> bytes (known once its text was read)
         self._postings: dict[str, _Posting] = {}
         self._counts: dict[int, Counter[str]] = {}
-        self._ranked: tuple[Any, list[tuple[int, float]]] | None = None
+        #: the last ranking: (terms and statistics, posting lengths, ranking, its sort keys)
+        self._ranked: tuple[Any, tuple[int, ...], list[tuple[int, float]], list[tuple[float, int]]] | None = None
 
     def add_events(self, event_ids: Iterable[int]) -> None:
         """Make these tool-result events searchable (others are ignored); read lazily."""
@@ -177,36 +179,68 @@ class SessionTermIndex:
     def _rank(self, chosen: Sequence[str], df: Mapping[str, int] | None = None) -> list[tuple[int, float]]:
         """``(blob id, score)`` of every output holding a chosen term, best first; ``df``:
         the store's ``document_frequencies`` of (at least) the chosen terms, if the caller
-        has them already."""
-        import numpy as np
+        has them already.
 
+        Kept between calls: while the chosen terms and the epoch's statistics stay the same,
+        a turn whose new outputs joined their postings (postings only grow, and a new output
+        joins every kept term at once) scores those outputs alone and inserts them into the
+        ranking (a bisection), instead of scoring every posting again. Both paths compute a
+        score with the same float operations in the same order (term by term), so the
+        ranking is the one a full computation gives, bit for bit.
+        """
         n, mean = self.store.output_stats()
         if df is None or any(t not in df for t in chosen):
             _, df = self.store.document_frequencies(chosen)
         postings = [self._posting(t) for t in chosen]
-        key = (tuple(chosen), n, mean, tuple(p.version for p in postings))
-        if self._ranked is not None and self._ranked[0] == key:
-            return self._ranked[1]
         k1, b = self.k1, self.b
         mean = mean or 1.0
-        blob_parts, score_parts = [], []
-        for t, p in zip(chosen, postings, strict=True):
-            if not p.blobs:
-                continue
+        idfs = []
+        for t in chosen:
             d = max(df.get(t, 0), 1)
-            idf = math.log(1.0 + (max(n, d) - d + 0.5) / (d + 0.5))
-            tf = np.asarray(p.tfs, dtype=np.float64)
-            norm = k1 * (1.0 - b + b * np.asarray(p.sizes, dtype=np.float64) / mean)
-            blob_parts.append(np.asarray(p.blobs, dtype=np.int64))
-            score_parts.append(idf * tf * (k1 + 1.0) / (tf + norm))
-        ranked: list[tuple[int, float]] = []
-        if blob_parts:
-            blobs, inverse = np.unique(np.concatenate(blob_parts), return_inverse=True)
-            scores = np.bincount(inverse, weights=np.concatenate(score_parts))
-            order = np.lexsort((blobs, -scores))
-            ranked = list(zip(blobs[order].tolist(), scores[order].tolist(), strict=True))
-        self._ranked = (key, ranked)
+            idfs.append(math.log(1.0 + (max(n, d) - d + 0.5) / (d + 0.5)))
+        key = (tuple(chosen), n, mean, tuple(idfs))
+        lengths = tuple(len(p.blobs) for p in postings)
+        memo = self._ranked
+        if memo is not None and memo[0] == key:
+            if memo[1] == lengths:
+                return memo[2]
+            if all(a <= c for a, c in zip(memo[1], lengths, strict=True)):
+                self._ranked = (key, lengths, memo[2], memo[3])
+                self._insert_new(postings, idfs, memo[1], memo[2], memo[3], mean)
+                return memo[2]
+        acc: dict[int, float] = {}
+        get = acc.get
+        omb, k1p1 = 1.0 - b, k1 + 1.0
+        for p, idf in zip(postings, idfs, strict=True):
+            for blob, tf, size in zip(p.blobs, p.tfs, p.sizes, strict=True):
+                acc[blob] = get(blob, 0.0) + idf * tf * k1p1 / (tf + k1 * (omb + b * size / mean))
+        keys = sorted((-score, blob) for blob, score in acc.items())
+        ranked = [(blob, -neg) for neg, blob in keys]
+        self._ranked = (key, lengths, ranked, keys)
         return ranked
+
+    def _insert_new(
+        self, postings: Sequence[_Posting], idfs: Sequence[float], before: Sequence[int],
+        ranked: list[tuple[int, float]], keys: list[tuple[float, int]], mean: float,
+    ) -> None:
+        """Score the outputs that joined ``postings`` past the lengths ``before`` and insert
+        them into ``ranked`` (and its sort keys ``keys``): what :meth:`_rank` computes for them."""
+        k1, b = self.k1, self.b
+        omb, k1p1 = 1.0 - b, k1 + 1.0
+        tails = [
+            {blob: (tf, size) for blob, tf, size in zip(p.blobs[k:], p.tfs[k:], p.sizes[k:], strict=True)}
+            for p, k in zip(postings, before, strict=True)
+        ]
+        for blob in dict.fromkeys(blob for tail in tails for blob in tail):
+            score = 0.0
+            for tail, idf in zip(tails, idfs, strict=True):
+                got = tail.get(blob)
+                if got is not None:
+                    tf, size = got
+                    score = score + idf * tf * k1p1 / (tf + k1 * (omb + b * size / mean))
+            at = bisect_left(keys, (-score, blob))
+            keys.insert(at, (-score, blob))
+            ranked.insert(at, (blob, score))
 
     # ------------------------------------------------------------------ search
 
