@@ -355,9 +355,10 @@ def _decode_cands(cols: Any, index: SalienceIndex) -> list[_Cand]:
     names = ("shape", "lead", "stem", "tail", "message_index", "event_id", "handle", "tool", "static", "refs", "cues", "words")
     if any(len(cols[k]) != n for k in names):
         raise ValueError("snapshot columns differ in length")
+    cue_at, word_at = cues.__getitem__, words.__getitem__  # tables looked up in C (map), not a generator
     return [
         _Cand(t, shapes[sh], leads[ld], stems[st], stems[tl], mi, eid, handles[hd], tools[tl_], static, refs,
-              cues=tuple(cues[w] for w in cu), words=tuple(words[w] for w in wo))
+              tuple(map(cue_at, cu)), tuple(map(word_at, wo)))
         for t, sh, ld, st, tl, mi, eid, hd, tl_, static, refs, cu, wo in zip(
             text, *(cols[k] for k in names), strict=True
         )
