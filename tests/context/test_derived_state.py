@@ -111,6 +111,7 @@ def test_a_restored_state_builds_what_a_full_computation_builds_now_and_every_tu
     # levels of the summaries made from their inputs (0: a chunk, above: a merge)
     made = _spy(monkeypatch, summarization.Summarization, "_node", lambda key, h, a, b, level, *rest: level)
     ledger_reads = _spy(monkeypatch, LedgerBuilder, "_read", lambda i, m: i)  # the pipeline's task ledger
+    looked_up = _spy(monkeypatch, SQLiteStore, "term_blob_ids", lambda term: term)  # retrieval postings built
     b1, s1, sess1, h1 = _open(db, sid, preset)
     restored = b1.build(h1, session=sess1)
     if preset == "summarize-128k":
@@ -121,7 +122,8 @@ def test_a_restored_state_builds_what_a_full_computation_builds_now_and_every_tu
         assert reads == []  # nothing read: every message was in the snapshot
     if preset == "pipeline-200k":
         assert ledger_reads == []  # the ledger too: restored, not rebuilt from the first message
-    done, merged, led = len(chunks), len(made), len(ledger_reads)
+        assert looked_up == []  # and the postings of the last search's terms (the same query now)
+    done, merged, led, terms = len(chunks), len(made), len(ledger_reads), len(looked_up)
     b2, s2, sess2, h2 = _open(twin, sid, preset)
     full = b2.build(h2, session=sess2)
     if preset == "summarize-128k":
@@ -129,6 +131,7 @@ def test_a_restored_state_builds_what_a_full_computation_builds_now_and_every_tu
         assert [lv for lv in made[merged:] if lv > 0]  # and merged them
     if preset == "pipeline-200k":
         assert ledger_reads[led:][:1] == [0]  # the reference read its ledger from the start
+        assert looked_up[terms:]  # and built its postings from the store's index
     assert _digest(restored) == _digest(full) == _digest(first)
     assert restored.report.sections.get("facts", 0) > 0  # the facts section is there, not skipped
 

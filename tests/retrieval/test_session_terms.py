@@ -168,3 +168,44 @@ def test_a_ranking_grown_output_by_output_is_the_full_ranking_bit_for_bit(tmp_pa
                 if tf:
                     want[bid] = want.get(bid, 0.0) + idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * size / mean))
         assert idx._rank(chosen) == sorted(want.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def test_restored_postings_rank_as_the_index_that_never_stopped(tmp_path: Path) -> None:
+    # A resuming process adopts the postings of the last ranking's terms (saved in the store
+    # by the pipeline) before registering any event; outputs they cover are not joined again,
+    # later ones are. Its searches must equal those of the index that kept running, and of one
+    # built cold.
+    import pytest
+
+    from ctxmem.context.derived import pack, unpack
+
+    rng = random.Random(5)
+    query = selective_terms
+    with SQLiteStore(tmp_path / "s.db") as store:
+        s = Session.create(store)
+        warm = SessionTermIndex(store)
+        for i in range(150):
+            _record(s, i, _text(rng, i))
+        warm.add_events(_result_ids(store, s.id))
+        chosen = query(store, "latency oom mismatch nan")
+        warm.search(chosen, 5, lambda e: False)
+        state = unpack(pack(warm.postings_state()))
+        assert set(state["postings"]) == set(chosen) and len(state["covered"]) == 150
+        resumed = SessionTermIndex(store)
+        resumed.restore_postings(state)
+        with pytest.raises(ValueError):
+            warm.restore_postings(state)  # only into an empty index
+        resumed.add_events(_result_ids(store, s.id))
+        for i in range(150, 230):  # more outputs: joined into the restored postings
+            _record(s, i, _text(rng, i))
+            new = _result_ids(store, s.id)[-1:]
+            warm.add_events(new)
+            resumed.add_events(new)
+            if i % 20 == 0:
+                assert resumed.search(chosen, 30, lambda e: False) == warm.search(chosen, 30, lambda e: False)
+        cold = SessionTermIndex(store)
+        cold.add_events(_result_ids(store, s.id))
+        for q in ("latency oom mismatch nan", "split reduce", "grid error ok"):
+            c = query(store, q)
+            assert resumed.search(c, 40, lambda e: False) == warm.search(c, 40, lambda e: False) \
+                == cold.search(c, 40, lambda e: False)

@@ -22,6 +22,7 @@ import orjson
 from ctxmem.context.base import BuildRequest
 from ctxmem.errors import StoreError
 from ctxmem.store.base import DerivedStateStore
+from ctxmem.store.codec import gc_paused
 
 #: what loading and decoding a saved state may raise when the row is damaged, of an older
 #: layout or unreachable: the reader then derives the state again
@@ -64,10 +65,15 @@ def pack(state: Any) -> bytes:
 
 
 def unpack(data: bytes) -> Any:
-    """The state :func:`pack` stored (raises one of :data:`DAMAGED` on a damaged row)."""
-    if data[:1] == _ORJSON:
-        return orjson.loads(zlib.decompress(data[1:]))
-    return json.loads(zlib.decompress(data).decode("utf-8", "surrogatepass"))
+    """The state :func:`pack` stored (raises one of :data:`DAMAGED` on a damaged row).
+
+    Decoded with the cyclic GC paused: a state is hundreds of thousands of acyclic objects,
+    whose allocation would trigger collections that traverse every object the process
+    holds (a 1M-token facts snapshot: 45 → 25 ms in a fresh process)."""
+    with gc_paused():
+        if data[:1] == _ORJSON:
+            return orjson.loads(zlib.decompress(data[1:]))
+        return json.loads(zlib.decompress(data).decode("utf-8", "surrogatepass"))
 
 
 #: a state covering a prefix of the history is saved once it covers this many more messages

@@ -28,6 +28,7 @@ from ctxmem.context.derived import DAMAGED, derived_store, load_prefix, save_pre
 from ctxmem.context.instructions import InstructionIndex
 from ctxmem.context.profile import FactProfile, get_profile
 from ctxmem.context.salience import SalienceIndex, SalientFact
+from ctxmem.store.codec import gc_paused
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
 
 
@@ -130,7 +131,8 @@ class Carry:
         if got is None:
             return None
         try:
-            index = SalienceIndex.from_state(got[1], h, self.profile)
+            with gc_paused():  # tens of thousands of acyclic candidates (see derived.unpack)
+                index = SalienceIndex.from_state(got[1], h, self.profile)
         except DAMAGED:
             return None
         self._saved[h.uid] = index._seen

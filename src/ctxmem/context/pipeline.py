@@ -161,6 +161,8 @@ class Pipeline:
         self._counts: _MemoTokenizer | None = None
         #: per history: how many messages its last saved (or restored) ledger snapshot covered
         self._ledger_saved: dict[int, int] = {}
+        #: the same for the retriever's kept postings
+        self._postings_saved: dict[int, int] = {}
         self._last_user: dict[int, tuple[int, int]] = {}
         #: the last retrieved block: ((history, hit ids, cap, tokenizer), text) — a hit's
         #: text and its message index never change in an append-only history
@@ -210,10 +212,12 @@ class Pipeline:
         if entry is None:
             if len(self._retrievers) > 4:
                 self._retrievers.clear()
+                self._postings_saved.clear()
             embedder = self.config.embedder if self.config.retriever == "hybrid" else None
             session = request.session
             if session is not None and all(h.event_ids):
                 retriever = HybridRetriever.for_session(session, embedder=embedder)
+                self._restore_postings(request, retriever)
             else:
                 retriever = HybridRetriever(embedder, lexical="bm25")
             entry = (retriever, 0)
@@ -237,6 +241,13 @@ class Pipeline:
         retriever = self._retriever(request)
         exclude = self._excluded(h, r)
         found = retriever.search(query, k=self.config.retrieval_k * 3, exclude=exclude)
+        seen = self._retrievers[h.uid][1]
+        if request.record and snapshot_due(seen, self._postings_saved.get(h.uid, 0)):
+            # the postings of this search's terms, for a process that resumes the session
+            state = retriever.postings_state()
+            if state is not None:
+                save_prefix(request, _POSTINGS_KIND, seen, state)
+                self._postings_saved[h.uid] = seen
         hits, seen_events = [], set()
         for hit in found:  # one chunk per tool output: k distinct outputs
             if hit.event_id not in seen_events:
@@ -262,6 +273,19 @@ class Pipeline:
         text = clip_to_tokens("\n".join(lines), self._memo(request.tokenizer), tokens)
         self._block = (key, text)
         return text, ids
+
+    def _restore_postings(self, request: BuildRequest, retriever: Any) -> None:
+        """Retrieval postings a previous process saved for this session (the first search's
+        terms are then not looked up and counted again), when they cover a prefix of this
+        history; anything that does not fit is ignored."""
+        got = load_prefix(request, _POSTINGS_KIND)
+        if got is None:
+            return
+        try:
+            if retriever.restore_postings(got[1]):
+                self._postings_saved[request.history.uid] = got[0]
+        except DAMAGED:
+            return
 
     def _excluded(self, h: History, r: Any) -> set[int]:
         """Retrieval ids of the tool results still verbatim in the context (kept, not masked).
@@ -411,6 +435,8 @@ class Pipeline:
 
 
 _QUERY_CHARS = 600
+#: the kind of the retriever's saved postings (ctxmem.context.derived)
+_POSTINGS_KIND = "retrieval-postings/v1"
 
 
 def _text(m: Message) -> str:

@@ -194,6 +194,20 @@ class HybridRetriever:
             self._terms.add_events(d.event_id for d in new)
         return len(new)
 
+    def postings_state(self) -> dict[str, Any] | None:
+        """The kept postings of the last search's terms, to save for a process that resumes
+        the session (SQLite's kept postings only; None otherwise): see
+        :meth:`SessionTermIndex.postings_state <ctxmem.retrieval.session_terms.SessionTermIndex.postings_state>`."""
+        return self._terms.postings_state() if self._terms is not None else None
+
+    def restore_postings(self, state: dict[str, Any]) -> bool:
+        """Adopt saved postings before the first search; False when this retriever keeps none
+        (raises ValueError on a damaged state or once events were registered)."""
+        if self._terms is None:
+            return False
+        self._terms.restore_postings(state)
+        return True
+
     # ------------------------------------------------------------------ search
 
     def _hidden(self, exclude: Collection[int]) -> set[int]:

@@ -97,8 +97,52 @@ class SessionTermIndex:
         self._size: dict[int, int] = {}  # blob id -> bytes (known once its text was read)
         self._postings: dict[str, _Posting] = {}
         self._counts: dict[int, Counter[str]] = {}
+        #: outputs the restored postings cover (see restore_postings)
+        self._covered: set[int] = set()
         #: the last ranking: (terms and statistics, posting lengths, ranking, its sort keys)
         self._ranked: tuple[Any, tuple[int, ...], list[tuple[int, float]], list[tuple[float, int]]] | None = None
+
+    # ------------------------------------------------------------------ saved postings
+    #
+    # A process that resumes a session would build its first query's postings again: FTS5
+    # names the outputs holding each term and each is counted (~70 ms at 1M tokens). The
+    # postings of the last ranking's terms can be saved instead (the pipeline keeps them in
+    # the session's store, see ctxmem.context.derived) with the outputs they cover; a new
+    # index adopts them before registering any event, and those outputs are then not joined
+    # again. A posting built from the store and one grown output by output hold the same
+    # counts (tests/retrieval/test_session_terms.py), so the ranking is the same either way.
+
+    def postings_state(self) -> dict[str, Any] | None:
+        """The postings of the last ranking's terms and the outputs registered (plain JSON
+        types), for :meth:`restore_postings`; None before a ranking, or while events wait to
+        be registered (the covered outputs would not be known)."""
+        if self._pending or self._ranked is None:
+            return None
+        chosen = self._ranked[0][0]
+        return {
+            "covered": sorted(self._events_of),
+            "postings": {t: [p.blobs, p.tfs, p.sizes] for t in chosen if (p := self._postings.get(t)) is not None},
+        }
+
+    def restore_postings(self, state: dict[str, Any]) -> None:
+        """Adopt postings saved by :meth:`postings_state`, on an index that has registered no
+        event yet (else ValueError); the outputs they covered are not joined again when their
+        events are registered. Raises KeyError, TypeError or ValueError on a damaged state."""
+        if self._events_of or self._postings:
+            raise ValueError("postings can only be restored into an empty index")
+        postings: dict[str, _Posting] = {}
+        sizes: dict[int, int] = {}
+        for t, (blobs, tfs, lens) in state["postings"].items():
+            p = _Posting()
+            p.blobs, p.tfs, p.sizes = [int(x) for x in blobs], [int(x) for x in tfs], [int(x) for x in lens]
+            if not len(p.blobs) == len(p.tfs) == len(p.sizes):
+                raise ValueError("posting columns differ in length")
+            p.version = len(p.blobs)
+            postings[str(t)] = p
+            sizes.update(zip(p.blobs, p.sizes, strict=True))
+        self._covered = {int(b) for b in state["covered"]}
+        self._postings.update(postings)
+        self._size.update(sizes)
 
     def add_events(self, event_ids: Iterable[int]) -> None:
         """Make these tool-result events searchable (others are ignored); read lazily."""
@@ -114,11 +158,13 @@ class SessionTermIndex:
             return
         pending, self._pending = self._pending, []
         fresh: list[int] = []
+        covered = self._covered
         for eid, blob in self.store.result_blobs(pending):
             events = self._events_of.get(blob)
             if events is None:
                 self._events_of[blob] = [eid]
-                fresh.append(blob)
+                if blob not in covered:  # (an output of restored postings is in them already)
+                    fresh.append(blob)
             else:
                 events.append(eid)
                 events.sort()
