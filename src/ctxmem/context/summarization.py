@@ -355,9 +355,7 @@ class Summarization:
             start, end, level, text, tok.count(text), tuple(facts), repinned, used, failure,
             boundary if failure else None, children,
         )
-        if len(self._nodes) > _NODES_KEPT:
-            self._nodes.clear()
-        self._nodes[key] = node
+        self._remember(key, node)
         return node
 
     def _leaves(self, h: History, p: int, s: int) -> list[tuple[int, int, bool]]:
@@ -389,17 +387,26 @@ class Summarization:
             return cached
         stored = self._stored[1] if self._stored is not None else None
         skey = self._leaf_key(h, a, b, prior, limits) if stored is not None else None
-        if stored is not None and skey is not None:
-            hit = stored.get(skey)
-            if hit is not None:
-                if len(self._nodes) > _NODES_KEPT:
-                    self._nodes.clear()
-                self._nodes[key] = hit
-                return hit
+        hit = self._saved_node(key, skey)
+        if hit is not None:
+            return hit
         node = self._new_leaf(key, h, a, b, prior, limits, boundary)
         if keep and stored is not None and skey is not None and node.failure is None:
             stored[skey] = node
         return node
+
+    def _saved_node(self, key: tuple[Any, ...], skey: str | None) -> SummaryNode | None:
+        """The node saved in the store under ``skey`` (see :meth:`_load_leaves`), now also
+        kept in memory under ``key``; None when there is none."""
+        hit = self._stored[1].get(skey) if self._stored is not None and skey is not None else None
+        if hit is not None:
+            self._remember(key, hit)
+        return hit
+
+    def _remember(self, key: tuple[Any, ...], node: SummaryNode) -> None:
+        if len(self._nodes) > _NODES_KEPT:
+            self._nodes.clear()
+        self._nodes[key] = node
 
     def _new_leaf(
         self, key: tuple[Any, ...], h: History, a: int, b: int, prior: str | None, limits: _Limits, boundary: int
@@ -430,13 +437,9 @@ class Summarization:
             return cached
         stored = self._stored[1] if self._stored is not None and keep else None
         skey = self._merge_key(h, level, children, limits) if stored is not None else None
-        if stored is not None and skey is not None:
-            hit = stored.get(skey)
-            if hit is not None:
-                if len(self._nodes) > _NODES_KEPT:
-                    self._nodes.clear()
-                self._nodes[key] = hit
-                return hit
+        hit = self._saved_node(key, skey)
+        if hit is not None:
+            return hit
         msgs = [Message.user(f"{SUMMARY_MARKER} {c.start}-{c.end - 1}]\n{c.text}") for c in children]
         facts = cap_facts([f for c in children for f in c.facts], self._guard(limits).extract_cap)
         node = self._node(key, h, a, b, level, msgs, facts, None, limits, boundary, tuple(children))
