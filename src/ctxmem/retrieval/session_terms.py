@@ -302,7 +302,7 @@ class SessionTermIndex:
         self._register()
         out: list[tuple[int, float]] = []
         for blob, score in self._rank(chosen, df):
-            for eid in self._events_of[blob]:
+            for eid in self._events_of.get(blob, ()):  # (a restored posting names only registered outputs)
                 if not skip(eid):
                     out.append((eid, score))
                     if len(out) >= k:
