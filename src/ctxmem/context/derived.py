@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import zlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 
@@ -23,6 +24,8 @@ from ctxmem.context.base import BuildRequest
 from ctxmem.errors import StoreError
 from ctxmem.store.base import DerivedStateStore
 from ctxmem.store.codec import gc_paused
+
+T = TypeVar("T")
 
 #: what loading and decoding a saved state may raise when the row is damaged, of an older
 #: layout or unreachable: the reader then derives the state again
@@ -128,4 +131,50 @@ def save_prefix(request: BuildRequest, kind: str, n: int, state: Any) -> bool:
     return True
 
 
-__all__ = ["DAMAGED", "SNAPSHOT_MIN", "derived_store", "load_prefix", "pack", "save_prefix", "snapshot_due", "unpack"]
+class PrefixSnapshots:
+    """One kind of state a strategy saves per history: when it is due (:func:`snapshot_due`
+    after the last one saved or restored) and how it is restored. A snapshot that cannot
+    be saved (no store, messages not from one) is not tried again before the history grows."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._saved: dict[int, int] = {}  # history uid -> messages the last snapshot covered
+
+    def clear(self) -> None:
+        self._saved.clear()
+
+    def restore(self, request: BuildRequest, rebuild: Callable[[int, Any], T | None]) -> T | None:
+        """``rebuild(n, state)`` of the state saved for a prefix of this history (see
+        :func:`load_prefix`); None when there is none, or ``rebuild`` returns None or raises
+        one of :data:`DAMAGED`."""
+        got = load_prefix(request, self.kind)
+        if got is None:
+            return None
+        try:
+            out = rebuild(*got)
+        except DAMAGED:
+            return None
+        if out is not None:
+            self._saved[request.history.uid] = got[0]
+        return out
+
+    def save_if_due(self, request: BuildRequest, n: int, state: Callable[[], Any]) -> None:
+        """Save ``state()`` (skipped when it gives None), derived from ``messages[:n]``, when
+        due; nothing is written on a dry run (``record=False``)."""
+        h = request.history
+        if not request.record or not snapshot_due(n, self._saved.get(h.uid, 0)):
+            return
+        if derived_store(request) is None or not all(h.event_ids):
+            self._saved[h.uid] = len(h)  # nowhere to save (no store, or messages not from it)
+            return
+        got = state()
+        if got is None:
+            return
+        save_prefix(request, self.kind, n, got)
+        self._saved[h.uid] = n
+
+
+__all__ = [
+    "DAMAGED", "SNAPSHOT_MIN", "PrefixSnapshots", "derived_store", "load_prefix", "pack", "save_prefix", "snapshot_due",
+    "unpack",
+]

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ctxmem.context.base import BuildRequest
-from ctxmem.context.derived import DAMAGED, derived_store, load_prefix, save_prefix, snapshot_due
+from ctxmem.context.derived import PrefixSnapshots
 from ctxmem.context.instructions import InstructionIndex
 from ctxmem.context.profile import FactProfile, get_profile
 from ctxmem.context.salience import SalienceIndex, SalientFact
@@ -77,8 +78,8 @@ class Carry:
         self._instr: dict[int, InstructionIndex] = {}
         self._counts: dict[tuple[str, str], int] = {}
         self._salience: dict[int, SalienceIndex] = {}
-        #: per history: how many messages the facts index had read when last saved or restored
-        self._saved: dict[int, int] = {}
+        #: snapshots of the facts index (a cache in the session's store)
+        self._snapshots = PrefixSnapshots(SalienceIndex(self.profile).state_kind())
 
     @property
     def enabled(self) -> bool:
@@ -114,7 +115,7 @@ class Carry:
             if si is None:
                 if len(self._salience) > 8:
                     self._salience.clear()
-                    self._saved.clear()
+                    self._snapshots.clear()
                 si = self._salience[h.uid] = self._restore(request) or SalienceIndex(self.profile)
             si.update(h)
         return ii, si
@@ -126,32 +127,17 @@ class Carry:
         prefix of this history: only the messages appended since are read (a cold read of a
         1M-token session costs ~1 s). Anything that does not fit (another chain, a rewind, an
         older layout, a damaged row) is ignored and the history is read from the start."""
-        h = request.history
-        got = load_prefix(request, SalienceIndex(self.profile).state_kind())
-        if got is None:
-            return None
-        try:
+
+        def rebuild(n: int, state: Any) -> SalienceIndex:
             with gc_paused():  # tens of thousands of acyclic candidates (see derived.unpack)
-                index = SalienceIndex.from_state(got[1], h, self.profile)
-        except DAMAGED:
-            return None
-        self._saved[h.uid] = index._seen
-        return index
+                return SalienceIndex.from_state(state, request.history, self.profile)
+
+        return self._snapshots.restore(request, rebuild)
 
     def _save(self, request: BuildRequest, si: SalienceIndex) -> None:
         """Save the facts index when it has read many messages since it was last saved or
         restored (:func:`~ctxmem.context.derived.snapshot_due`: O(1) amortized per message)."""
-        h = request.history
-        if not request.record or not snapshot_due(si._seen, self._saved.get(h.uid, 0)):
-            return
-        if derived_store(request) is None or not all(h.event_ids):
-            self._saved[h.uid] = len(h)  # nowhere to save (no store, or messages not from it)
-            return
-        state = si.to_state()
-        if state is None:
-            return
-        save_prefix(request, si.state_kind(), si._seen, state)
-        self._saved[h.uid] = si._seen
+        self._snapshots.save_if_due(request, si._seen, si.to_state)
 
     def instructions_cost(self, request: BuildRequest, stop: int) -> int:
         """Tokens of the instructions section for messages[pinned:stop] (0 when none)."""

@@ -41,7 +41,7 @@ from pydantic import Field, ValidationError
 
 from ctxmem.context._assembly import PrefixTracker
 from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
-from ctxmem.context.derived import DAMAGED, load_prefix, save_prefix, snapshot_due
+from ctxmem.context.derived import PrefixSnapshots
 from ctxmem.context.history import History
 from ctxmem.context.ledger import LedgerBuilder, render_ledger
 from ctxmem.context.masking import RECALL_TOOL
@@ -159,10 +159,9 @@ class Pipeline:
         self._tracker = PrefixTracker()
         self._exclude: tuple[tuple[int, int, int, int], int, set[int]] | None = None
         self._counts: _MemoTokenizer | None = None
-        #: per history: how many messages its last saved (or restored) ledger snapshot covered
-        self._ledger_saved: dict[int, int] = {}
-        #: the same for the retriever's kept postings
-        self._postings_saved: dict[int, int] = {}
+        #: snapshots of the task ledger and of the retriever's kept postings (derived state)
+        self._ledger_snapshots = PrefixSnapshots(LedgerBuilder(self.profile).state_kind())
+        self._postings_snapshots = PrefixSnapshots(_POSTINGS_KIND)
         self._last_user: dict[int, tuple[int, int]] = {}
         #: the last retrieved block: ((history, hit ids, cap, tokenizer), text) — a hit's
         #: text and its message index never change in an append-only history
@@ -179,30 +178,22 @@ class Pipeline:
         if lb is None:
             if len(self._ledgers) > 8:
                 self._ledgers.clear()
-                self._ledger_saved.clear()
+                self._ledger_snapshots.clear()
             lb = self._ledgers[history.uid] = self._restore_ledger(request) or LedgerBuilder(self.profile)
         ledger = lb.update(history)
-        if request.record and snapshot_due(lb._seen, self._ledger_saved.get(history.uid, 0)):
-            # a resuming process restores it instead of reading every message (~70 ms at 1M)
-            save_prefix(request, lb.state_kind(), lb._seen, lb.to_state())
-            self._ledger_saved[history.uid] = lb._seen
+        # a resuming process restores it instead of reading every message (~70 ms at 1M)
+        self._ledger_snapshots.save_if_due(request, lb._seen, lb.to_state)
         return render_ledger(ledger, self._memo(request.tokenizer), tokens)
 
     def _restore_ledger(self, request: BuildRequest) -> LedgerBuilder | None:
         """The ledger builder a previous process saved for this session, when it covers a
         prefix of this history (see :func:`~ctxmem.context.derived.load_prefix`)."""
-        h = request.history
-        got = load_prefix(request, LedgerBuilder(self.profile).state_kind())
-        if got is None:
-            return None
-        try:
-            lb = LedgerBuilder.from_state(got[1], self.profile, h.uid)
-        except DAMAGED:
-            return None
-        if lb._seen != got[0]:
-            return None
-        self._ledger_saved[h.uid] = lb._seen
-        return lb
+
+        def rebuild(n: int, state: Any) -> LedgerBuilder | None:
+            lb = LedgerBuilder.from_state(state, self.profile, request.history.uid)
+            return lb if lb._seen == n else None
+
+        return self._ledger_snapshots.restore(request, rebuild)
 
     def _retriever(self, request: BuildRequest) -> Any:
         from ctxmem.retrieval import HybridRetriever
@@ -212,7 +203,7 @@ class Pipeline:
         if entry is None:
             if len(self._retrievers) > 4:
                 self._retrievers.clear()
-                self._postings_saved.clear()
+                self._postings_snapshots.clear()
             embedder = self.config.embedder if self.config.retriever == "hybrid" else None
             session = request.session
             if session is not None and all(h.event_ids):
@@ -241,13 +232,8 @@ class Pipeline:
         retriever = self._retriever(request)
         exclude = self._excluded(h, r)
         found = retriever.search(query, k=self.config.retrieval_k * 3, exclude=exclude)
-        seen = self._retrievers[h.uid][1]
-        if request.record and snapshot_due(seen, self._postings_saved.get(h.uid, 0)):
-            # the postings of this search's terms, for a process that resumes the session
-            state = retriever.postings_state()
-            if state is not None:
-                save_prefix(request, _POSTINGS_KIND, seen, state)
-                self._postings_saved[h.uid] = seen
+        # the postings of this search's terms, for a process that resumes the session
+        self._postings_snapshots.save_if_due(request, self._retrievers[h.uid][1], retriever.postings_state)
         hits, seen_events = [], set()
         for hit in found:  # one chunk per tool output: k distinct outputs
             if hit.event_id not in seen_events:
@@ -278,14 +264,7 @@ class Pipeline:
         """Retrieval postings a previous process saved for this session (the first search's
         terms are then not looked up and counted again), when they cover a prefix of this
         history; anything that does not fit is ignored."""
-        got = load_prefix(request, _POSTINGS_KIND)
-        if got is None:
-            return
-        try:
-            if retriever.restore_postings(got[1]):
-                self._postings_saved[request.history.uid] = got[0]
-        except DAMAGED:
-            return
+        self._postings_snapshots.restore(request, lambda n, state: retriever.restore_postings(state) or None)
 
     def _excluded(self, h: History, r: Any) -> set[int]:
         """Retrieval ids of the tool results still verbatim in the context (kept, not masked).
