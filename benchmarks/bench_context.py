@@ -258,7 +258,8 @@ def langchain_peers(base: Sequence[Message], max_tokens: int) -> dict[str, Calla
 def run(quick: bool = False) -> list[Row]:
     turns = 150 if quick else 1200
     grow = 10 if quick else 50
-    msgs = synthetic_session(turns + grow, seed=11, output_scale=1.16)
+    # CTXMEM_BENCH_SEED: another session of the same shape (the default is the README's run)
+    msgs = synthetic_session(turns + grow, seed=int(os.environ.get("CTXMEM_BENCH_SEED", "11")), output_scale=1.16)
     base, extra = msgs[: len(msgs) - 2 * grow], msgs[len(msgs) - 2 * grow :]
     presets = sorted(available_presets())
     rows: list[Row] = []

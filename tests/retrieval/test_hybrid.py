@@ -99,3 +99,33 @@ def test_results_follow_the_current_chain_after_rewind() -> None:
     session.rewind(keep)
     assert retriever.update() == 0
     assert [h.document.tool_use_id for h in retriever.search("tile size limit", k=5)] == ["a"]
+
+
+def test_an_fts_ranked_retriever_builds_only_the_documents_it_is_asked_for(tmp_path: Path) -> None:
+    """Lexical-only over FTS5 reads a hit's text alone: its documents are built on access,
+    and are the documents an eager build makes (chunked outputs included)."""
+    from ctxmem.retrieval import tool_call_documents
+
+    with SQLiteStore(tmp_path / "s.db") as store:
+        session = Session.create(store)
+        msgs = planted_session(turns=60)
+        # a long output: several chunks of one event, each its own position
+        msgs += [Message.assistant(ToolUseBlock("long", "read_file", {"path": "big.log"})),
+                 Message.user(ToolResultBlock("long", "\n".join(f"line {i} of the tile log" for i in range(300))))]
+        session.record_many(msgs)
+        eager = tool_call_documents(session)
+        assert max(d.n_chunks for d in eager) > 1
+        lazy = HybridRetriever.for_session(session, None)
+        assert lazy.update() == len(eager) == len(lazy)
+        built = lazy._docs._items
+        assert not any(type(item) is type(eager[0]) for item in built)  # nothing built yet
+        hits = lazy.search(PLANTED_QUESTION, k=3)
+        assert hits[0].document.tool_use_id == "toolu_planted"
+        assert 0 < sum(type(item) is type(eager[0]) for item in built) <= 3 + max(d.n_chunks for d in eager)
+        assert lazy.documents == eager  # every position builds the document an eager build makes
+        assert lazy._docs[-3:] == eager[-3:] and lazy._docs[len(eager) - 1] == eager[-1]
+        # the same hits as a retriever whose documents were all built up front (a dense part
+        # forces that): positions line up
+        both = HybridRetriever.for_session(session, HashingEmbedder())
+        both.update()
+        assert [both.documents[lazy.documents.index(h.document)] for h in hits] == [h.document for h in hits]

@@ -19,13 +19,13 @@ picked up once the result is recorded. This module needs no numpy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ctxmem.errors import ConfigError
 from ctxmem.events import StoredEvent, ToolCallEvent, ToolResultEvent
-from ctxmem.messages import ToolUseBlock, canonical_json
+from ctxmem.messages import ToolResultBlock, ToolUseBlock, canonical_json
 from ctxmem.store.base import ChainView
 
 if TYPE_CHECKING:
@@ -97,19 +97,61 @@ def _events_of(source: Session | ChainView | Iterable[StoredEvent]) -> Iterable[
     return source  # type: ignore[return-value]
 
 
-def iter_tool_call_documents(
+class ToolCallChunks:
+    """The chunks of one completed tool call, before they become documents: their spans are
+    known (so is their number), their texts are built by :meth:`document` on demand.
+
+    What :func:`iter_tool_call_documents` yields, chunk by chunk; a retriever that reads only
+    the texts of its hits (FTS-ranked) keeps these instead and builds a hit's document when
+    asked, so it never copies every output of a resumed session into documents up front.
+    """
+
+    __slots__ = ("_header", "call_event_id", "call_input", "event_id", "header_chars", "result", "spans", "tool_name")
+
+    def __init__(
+        self, event_id: int, result: ToolResultBlock, call: tuple[int, ToolUseBlock] | None, fallback_name: str,
+        spans: list[tuple[int, int]], header_chars: int,
+    ):
+        self.event_id = event_id
+        self.result = result
+        self.call_event_id = call[0] if call is not None else None
+        self.call_input = call[1] if call is not None else None
+        self.tool_name = call[1].name if call is not None else fallback_name
+        self.spans = spans
+        self.header_chars = header_chars
+        self._header: str | None = None
+
+    def document(self, i: int) -> ToolCallDocument:
+        """Chunk ``i`` as a document (its header, then its span of the result text)."""
+        header = self._header
+        if header is None:
+            header = self._header = _header(self.call_input, self.tool_name, self.result.is_error, self.header_chars)
+        a, b = self.spans[i]
+        res = self.result
+        return ToolCallDocument(
+            event_id=self.event_id,
+            tool_use_id=res.tool_use_id,
+            tool_name=self.tool_name,
+            text=f"{header}\n{res.text[a:b]}",
+            chunk=i,
+            n_chunks=len(self.spans),
+            start=a,
+            end=b,
+            call_event_id=self.call_event_id,
+            is_error=res.is_error,
+        )
+
+
+def iter_tool_call_chunks(
     source: Session | ChainView | Iterable[StoredEvent],
     *,
     max_chars: int = 1000,
     overlap_chars: int = 150,
     header_chars: int = 300,
-    skip_event_ids: frozenset[int] | set[int] = frozenset(),
-) -> Iterator[ToolCallDocument]:
-    """Documents of the completed tool calls in ``source``, in session order.
-
-    ``skip_event_ids`` lists result events already indexed (incremental indexing: their
-    text is neither chunked nor returned again).
-    """
+    skip_event_ids: frozenset[int] | set[int] | Collection[int] = frozenset(),
+) -> Iterator[ToolCallChunks]:
+    """The completed tool calls of ``source`` in session order, each with its chunk spans
+    (:func:`iter_tool_call_documents` without building the texts)."""
     calls: dict[str, tuple[int, ToolUseBlock]] = {}
     for se in _events_of(source):
         ev = se.event
@@ -119,24 +161,27 @@ def iter_tool_call_documents(
         if not isinstance(ev, ToolResultEvent) or se.id in skip_event_ids:
             continue
         res = ev.result
-        call_id, tool = calls.get(res.tool_use_id, (None, None))
-        name = tool.name if tool is not None else (ev.tool_name or "unknown")
-        header = _header(tool, name, res.is_error, header_chars)
-        body = res.text
-        spans = chunk_spans(body, max_chars, overlap_chars)
-        for i, (a, b) in enumerate(spans):
-            yield ToolCallDocument(
-                event_id=se.id,
-                tool_use_id=res.tool_use_id,
-                tool_name=name,
-                text=f"{header}\n{body[a:b]}",
-                chunk=i,
-                n_chunks=len(spans),
-                start=a,
-                end=b,
-                call_event_id=call_id,
-                is_error=res.is_error,
-            )
+        spans = chunk_spans(res.text, max_chars, overlap_chars)
+        yield ToolCallChunks(se.id, res, calls.get(res.tool_use_id), ev.tool_name or "unknown", spans, header_chars)
+
+
+def iter_tool_call_documents(
+    source: Session | ChainView | Iterable[StoredEvent],
+    *,
+    max_chars: int = 1000,
+    overlap_chars: int = 150,
+    header_chars: int = 300,
+    skip_event_ids: frozenset[int] | set[int] | Collection[int] = frozenset(),
+) -> Iterator[ToolCallDocument]:
+    """Documents of the completed tool calls in ``source``, in session order.
+
+    ``skip_event_ids`` lists result events already indexed (incremental indexing: their
+    text is neither chunked nor returned again).
+    """
+    for call in iter_tool_call_chunks(source, max_chars=max_chars, overlap_chars=overlap_chars,
+                                      header_chars=header_chars, skip_event_ids=skip_event_ids):
+        for i in range(len(call.spans)):
+            yield call.document(i)
 
 
 def tool_call_documents(
