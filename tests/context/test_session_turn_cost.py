@@ -95,3 +95,52 @@ def test_summarize_turns_between_compactions_do_not_recount_or_rerecord_the_summ
     recorded = [se.event for se in session.events() if isinstance(se.event, CompactionEvent)]
     assert {e.summary for e in recorded} == {b.text for b in distinct.values()}
     assert len(recorded) == len({(b.text, b.event_ids) for b in distinct.values()})
+
+
+@pytest.mark.parametrize("preset", ["masking-200k", "pipeline-200k", "summarize-128k"])
+def test_a_cold_build_runs_with_the_gc_paused_and_a_turn_does_not(preset: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first build over a long history takes in every message at once: it runs with the
+    cyclic GC paused throughout (its allocations would trigger collections traversing the
+    whole history), restored afterwards, also when the build raises; a turn's few messages
+    do not toggle it. Observed where every strategy reads its history's token sums."""
+    import gc
+
+    from ctxmem.errors import ContextOverflowError
+    from ctxmem.store import codec
+
+    seen: list[bool] = []
+    real = History.tokens
+
+    def spy(self: History, *args: Any) -> int:
+        seen.append(gc.isenabled())
+        return real(self, *args)
+
+    monkeypatch.setattr(History, "tokens", spy)
+    msgs = synthetic_session(400, seed=5)
+    store = SQLiteStore(":memory:")
+    session = Session.create(store, tokenizers=["heuristic"])
+    session.record_many(msgs[:-2])
+    history = History.from_session(session, "heuristic")
+    assert len(history) > codec.GC_BATCH
+    strategy = load_preset(preset).strategy()
+    budget = Budget(60_000, 2_000, 0.9)
+    assert gc.isenabled()
+    strategy.build(strategy_request(history, budget, session))
+    assert seen and not any(seen) and gc.isenabled()  # paused throughout, on again after
+    seen.clear()
+    pair = msgs[-2:]
+    history.extend(pair, event_ids=[session.record(m) for m in pair])
+    strategy.build(strategy_request(history, budget, session))
+    assert seen and all(seen) and gc.isenabled()
+    fresh = load_preset(preset).strategy()
+    real_build = fresh._build  # type: ignore[attr-defined]
+
+    def failing(request: Any) -> Any:
+        real_build(request)
+        raise ContextOverflowError(1, 0)
+
+    fresh._build = failing  # type: ignore[attr-defined]
+    seen.clear()
+    with pytest.raises(ContextOverflowError):
+        fresh.build(strategy_request(history, budget, session))
+    assert seen and not any(seen) and gc.isenabled()

@@ -167,10 +167,12 @@ class PrefixSnapshots:
         if derived_store(request) is None or not all(h.event_ids):
             self._saved[h.uid] = len(h)  # nowhere to save (no store, or messages not from it)
             return
-        got = state()
-        if got is None:
-            return
-        save_prefix(request, self.kind, n, got)
+        with gc_paused():  # a state is a large acyclic structure (as in unpack): built, packed, dropped
+            got = state()
+            if got is None:
+                return
+            save_prefix(request, self.kind, n, got)
+            del got
         self._saved[h.uid] = n
 
 

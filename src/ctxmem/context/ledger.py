@@ -42,6 +42,7 @@ from ctxmem.context.reducers import summary_line
 from ctxmem.context.salience import is_code
 from ctxmem.context.summarize import clip_line, fit_lines
 from ctxmem.messages import Message, ToolResultBlock, ToolUseBlock
+from ctxmem.store.codec import gc_paused_over
 from ctxmem.tokens import Tokenizer
 
 _DIGITS = re.compile(r"\d+")
@@ -115,8 +116,9 @@ class LedgerBuilder:
             fresh = LedgerBuilder(self.profile)  # another history: start over
             self.__dict__.update(fresh.__dict__)
         self._source = source
-        for i in range(self._seen, len(msgs)):
-            self._read(i, msgs[i])
+        with gc_paused_over(len(msgs) - self._seen):
+            for i in range(self._seen, len(msgs)):
+                self._read(i, msgs[i])
         self._seen = len(msgs)
         return self.ledger()
 

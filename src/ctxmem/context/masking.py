@@ -44,6 +44,7 @@ from typing import Any, ClassVar, Literal, overload
 from pydantic import Field, field_validator
 
 from ctxmem.context._assembly import (
+    ColdPasses,
     CompactionRecorder,
     Output,
     PinnedCache,
@@ -246,6 +247,7 @@ class Masking:
         self.config = config or MaskingConfig(**params)  # type: ignore[arg-type]
         self._states: dict[int, _MaskState] = {}
         self._tracker = PrefixTracker()
+        self._cold = ColdPasses()
         self._pinned = PinnedCache()
         self._pinned_carry = PinnedCache()  # with the carried sections (a second key: no thrashing)
         self._cuts = _CutsCache()
@@ -372,6 +374,10 @@ class Masking:
         return st.region_msgs, st.region_counts, st.region_masked
 
     def build(self, request: BuildRequest) -> BuiltContext:
+        with self._cold.over(request):
+            return self._build(request)
+
+    def _build(self, request: BuildRequest) -> BuiltContext:
         h = request.history
         request.check_end()
         cfg = self.config

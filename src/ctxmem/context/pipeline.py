@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError
 
-from ctxmem.context._assembly import PrefixTracker
+from ctxmem.context._assembly import ColdPasses, PrefixTracker
 from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
 from ctxmem.context.derived import PrefixSnapshots
 from ctxmem.context.history import History
@@ -161,6 +161,7 @@ class Pipeline:
         self._ledgers: dict[int, LedgerBuilder] = {}
         self._retrievers: dict[int, tuple[Any, int]] = {}
         self._tracker = PrefixTracker()
+        self._cold = ColdPasses()
         self._exclude: tuple[tuple[int, int, int, int], int, set[int]] | None = None
         self._counts: _MemoTokenizer | None = None
         #: snapshots of the task ledger and of the retriever's kept postings (derived state)
@@ -346,7 +347,8 @@ class Pipeline:
             if self._with_recall[0] is not offered:  # the same tuple turn after turn: counted once
                 self._with_recall = (offered, (*offered, RECALL_TOOL))
             request = dataclasses.replace(request, tools=self._with_recall[1])
-        built = self._build(request)
+        with self._cold.over(request):
+            built = self._build(request)
         if not recall:
             return built
         extra = (*(t for t in built.extra_tools if t.name != RECALL_TOOL.name), RECALL_TOOL)

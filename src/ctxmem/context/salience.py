@@ -53,7 +53,6 @@ import re
 from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
@@ -61,7 +60,7 @@ from ctxmem.context.facts import _PATH
 from ctxmem.context.history import History
 from ctxmem.context.profile import GENERIC, FactProfile
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
-from ctxmem.store.codec import gc_paused
+from ctxmem.store.codec import GC_BATCH, gc_paused, gc_paused_over
 from ctxmem.tokens import Tokenizer
 
 FACTS_SECTION_HEADER = "Facts from earlier tool outputs no longer shown (verbatim; source event, recall handle):"
@@ -425,7 +424,7 @@ class SalientFact:
 
 
 #: messages (or candidates) past which a batch read (or index) runs with the cyclic GC paused
-_BATCH = 512
+_BATCH = GC_BATCH
 
 # Counts past which a score term no longer changes (see SalienceIndex._touch): the shape's
 # rarity term caps at n = 9 (0.8·log2 9 > 2.5), the stem's and the lead's at 16, a cue's
@@ -560,7 +559,7 @@ class SalienceIndex:
         # A cold read allocates a candidate, tuples and counters for tens of thousands of
         # lines; with the cyclic GC on, those allocations trigger collections that traverse
         # every object the process holds (its whole history): paused for a large batch.
-        with gc_paused() if len(h) - self._seen > _BATCH else nullcontext():
+        with gc_paused_over(len(h) - self._seen):
             for i in range(self._seen, len(h)):
                 self._read(h.messages[i], i, h.event_ids[i])
         self._seen = len(h)

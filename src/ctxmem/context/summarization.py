@@ -54,6 +54,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ctxmem.context._assembly import (
+    ColdPasses,
     Output,
     PrefixTracker,
     chain_events_of_kind,
@@ -275,6 +276,7 @@ class Summarization:
         self._notes_of: tuple[SummaryBlock, tuple[str, ...]] | None = None
         self._noted: set[tuple[str, str]] = set()
         self._tracker = PrefixTracker()
+        self._cold = ColdPasses()
         self._cuts = _CutsCache()
         self._placement = _Placement()
         self._window: Window | None = None
@@ -695,6 +697,10 @@ class Summarization:
     # -- build -------------------------------------------------------------------------
 
     def build(self, request: BuildRequest) -> BuiltContext:
+        with self._cold.over(request):
+            return self._build(request)
+
+    def _build(self, request: BuildRequest) -> BuiltContext:
         h = request.history
         request.check_end()
         p = request.pinned_count

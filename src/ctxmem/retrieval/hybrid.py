@@ -44,6 +44,7 @@ from ctxmem.retrieval.index import IndexKind, make_index
 from ctxmem.retrieval.lexical import BM25Index, choose_terms_df, fts_event_hits, terms
 from ctxmem.retrieval.session_terms import SessionTermIndex, TermPostings
 from ctxmem.store.base import ChainView, EmbeddingCacheProvider, FullTextSearch, SessionStore
+from ctxmem.store.codec import gc_paused_over
 
 if TYPE_CHECKING:
     from ctxmem.context.base import SessionLike
@@ -183,6 +184,10 @@ class HybridRetriever:
         if not append_only:
             active = {se.id for se in events if isinstance(se.event, ToolResultEvent)}
             self._inactive = {p for eid, ps in self._by_event.items() if eid not in active for p in ps}
+        with gc_paused_over(len(events)):  # a resumed session's first update: every output at once
+            return self._add(events)
+
+    def _add(self, events: list[StoredEvent]) -> int:
         calls = list(iter_tool_call_chunks(events, skip_event_ids=self._by_event.keys(), **self.chunking))
         first = len(self._docs)
         if self.embedder is None and self._bm25 is None:

@@ -21,7 +21,7 @@ import dataclasses
 import gc
 import json
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, NamedTuple
 
 from ctxmem.events import (
@@ -472,6 +472,21 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+#: items (messages, events, candidates) past which a batch runs with the cyclic GC paused
+GC_BATCH = 512
+
+
+def gc_paused_over(n: int) -> AbstractContextManager[None]:
+    """:func:`gc_paused` for a batch of more than :data:`GC_BATCH` items, else nothing.
+
+    A cold pass over a long session (the first build of a strategy, a resumed process
+    catching up) allocates tens of thousands of acyclic objects; with the GC on they trigger
+    full collections that traverse everything the process holds, the whole history
+    included (~20 ms of a 1M-token session's first pipeline build went to them). A turn's
+    few new messages are not worth the toggle."""
+    return gc_paused() if n > GC_BATCH else nullcontext()
 
 
 def decode_counts(rows: Sequence[Sequence[Any]], at: int = 0) -> list[EventCounts]:
