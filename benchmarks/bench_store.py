@@ -20,9 +20,10 @@ Peers, measured in the same run:
   events / counts / memo rows, Python glue).
 
 Ingest is timed from ``import_jsonl`` to its committed transaction (durable in WAL) on a
-store opened beforehand. A bulk ingest counts on a second core (a forked child,
-``store/parallel_count.py``) when one is idle; the note says whether it did and how much CPU
-parent and child spent together against the floor's. Reload runs in a **fresh process**
+store opened beforehand. A bulk ingest counts beside the writer (``store/parallel_count.py``:
+on a thread for quicktok, whose count releases the GIL; in a forked child for other engines,
+when a core is idle); the note says where it counted and how much CPU the process (and a
+child) spent against the floor's. Reload runs in a **fresh process**
 per repetition: the time from opening the store to a :class:`~ctxmem.context.History` with
 every message and count (``Session.open`` + ``History.from_session``), imports excluded
 (given in the note). CLI start-up is the wall time from spawning ``ctxmem --help`` to the
@@ -43,6 +44,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from benchmarks._harness import Row, timed
 from ctxmem.jsonl import import_jsonl, parse_jsonl
@@ -57,7 +59,7 @@ from ctxmem.messages import (
 )
 from ctxmem.samples import synthetic_session
 from ctxmem.session import Session
-from ctxmem.store import SQLiteStore
+from ctxmem.store import SQLiteStore, parallel_count
 from ctxmem.store.sqlite import PAGE_SIZE
 
 TOKENIZER = "o200k_base"
@@ -223,16 +225,28 @@ def run(quick: bool = False) -> list[Row]:
             runs.measure(name, write)
             conn.close()
 
+        real_start = parallel_count.start
+        counted: dict[str, list[str]] = {}  # run name -> where each run counted
+
         def ingest_run(fmt: str, variant: str) -> None:
             _fresh(db)
             store = SQLiteStore(db)  # a fresh file: schema created here, outside the timing
             before = os.environ.pop("CTXMEM_PARALLEL_COUNT", None)
-            if variant != "auto":  # auto: as shipped, a child only beside an idle core
+            if variant != "auto":  # auto: as shipped (a thread for quicktok, a child beside an idle core)
                 os.environ["CTXMEM_PARALLEL_COUNT"] = variant
+            where = counted.setdefault(f"{fmt}/{variant}", [])
+
+            def spy(tok: Any, texts: list[str]) -> parallel_count.Counting:
+                c = real_start(tok, texts)
+                where.append("thread" if c.threaded else "child" if c.forked else "inline")
+                return c
+
+            parallel_count.start = spy  # type: ignore[assignment]
             try:
                 runs.measure(f"{fmt}/{variant}", lambda: sessions.append(
                     import_jsonl(store, wire[fmt], fmt=fmt, tokenizers=[TOKENIZER]).id))  # type: ignore[arg-type]
             finally:
+                parallel_count.start = real_start  # type: ignore[assignment]
                 os.environ.pop("CTXMEM_PARALLEL_COUNT", None)
                 if before is not None:
                     os.environ["CTXMEM_PARALLEL_COUNT"] = before
@@ -262,8 +276,10 @@ def run(quick: bool = False) -> list[Row]:
             ("anthropic/0", f"ingest {size}, Anthropic, one core (=0)", ""),
         ):
             cpu = runs.med(runs.cpu, name)
-            forked = sum(c > 0 for c in runs.child[name])
-            core = (f"a forked child counted in {forked}/{repeat} runs (child CPU {_ms(runs.med(runs.child, name))})"
+            threads = counted.get(name, []).count("thread")
+            forked = counted.get(name, []).count("child")
+            core = (f"counted on a thread in {threads}/{repeat} runs" if threads else
+                    f"a forked child counted in {forked}/{repeat} runs (child CPU {_ms(runs.med(runs.child, name))})"
                     if forked else "second core not used")
             rows.append(Row(
                 "store", label, runs.med(runs.wall, name), peer, floor_s, "s", target,

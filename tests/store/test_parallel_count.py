@@ -1,4 +1,6 @@
-"""Bulk counting in a forked child gives exactly the parent's counts, and falls back when the child fails."""
+"""Bulk counting beside the writer — on a thread (quicktok, whose count releases the GIL) or
+in a forked child (the other fork-safe engines: tiktoken, the heuristic) — gives exactly
+the inline counts, and falls back to counting inline when the thread or the child fails."""
 
 from __future__ import annotations
 
@@ -11,7 +13,31 @@ from ctxmem.messages import message_texts
 from ctxmem.samples import synthetic_session
 from ctxmem.store import parallel_count
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+@pytest.fixture
+def forked(o200k: Any) -> Any:
+    """A fork-safe engine that is not GIL-free (tiktoken's o200k when it loads, else the
+    heuristic): counted in a child."""
+    from ctxmem.tokens import get_tokenizer
+
+    try:
+        tok = get_tokenizer("tiktoken:o200k_base")
+    except Exception:  # no tiktoken file here (offline, no ../shared)
+        tok = get_tokenizer("heuristic")
+    assert not parallel_count._threaded(tok) and parallel_count._fork_safe(tok)
+    return tok
+
+
+@pytest.fixture
+def threaded(o200k: Any) -> Any:
+    from ctxmem.tokens.quicktok_backend import QuicktokTokenizer
+
+    if not isinstance(o200k, QuicktokTokenizer):
+        pytest.skip("o200k is not counted by quicktok here")
+    assert parallel_count._threaded(o200k)
+    return o200k
 
 
 @pytest.fixture
@@ -19,18 +45,43 @@ def texts() -> list[str]:
     return [t for m in synthetic_session(60, seed=3) for t in message_texts(m)]
 
 
-def test_child_counts_equal_inline_counts(o200k: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+@needs_fork
+def test_child_counts_equal_inline_counts(forked: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
     monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "1")  # fork whatever the machine's load
-    assert parallel_count.enabled(o200k, texts)
-    result = parallel_count.start(o200k, texts)
-    assert result() == o200k.count_many(texts)
-    assert result() == o200k.count_many(texts)  # memoized: a retried transaction may ask twice
+    assert parallel_count.enabled(forked, texts)
+    result = parallel_count.start(forked, texts)
+    assert result.forked and not result.threaded
+    assert result() == forked.count_many(texts)
+    assert result() == forked.count_many(texts)  # memoized: a retried transaction may ask twice
 
 
-def _fails_in_child(base: type, parent: int) -> Any:
-    """A tokenizer of ``base`` (the default o200k engine: quicktok offline, tiktoken without
-    it) whose count_many raises in any process but ``parent``."""
+def test_thread_counts_equal_inline_counts(threaded: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
+    monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "1")
+    result = parallel_count.start(threaded, texts)
+    assert result.threaded and not result.forked
+    assert result() == threaded.count_many(texts) == result()
+
+
+def test_a_failing_thread_falls_back_to_the_caller(threaded: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    class FailsOffMain(type(threaded)):  # type: ignore[misc]
+        def count_many(self, batch: Any) -> list[int]:
+            if threading.current_thread() is not threading.main_thread():
+                raise RuntimeError("thread failure")
+            return list(super().count_many(batch))
+
+    monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
+    monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "1")
+    result = parallel_count.start(FailsOffMain("o200k_base"), texts)
+    assert result.threaded
+    assert result() == threaded.count_many(texts)
+
+
+def _fails_in_child(base: type, parent: int, name: str) -> Any:
+    """A tokenizer of ``base`` (a forked engine) whose count_many raises in any process but ``parent``."""
 
     class FailsInChild(base):  # type: ignore[misc,valid-type]
         def count_many(self, texts: Any) -> list[int]:
@@ -38,15 +89,18 @@ def _fails_in_child(base: type, parent: int) -> Any:
                 raise RuntimeError("child failure")
             return list(super().count_many(texts))
 
-    return FailsInChild("o200k_base")
+    return FailsInChild(name) if name != "heuristic" else FailsInChild()
 
 
-def test_a_failing_child_falls_back_to_the_parent(o200k: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+@needs_fork
+def test_a_failing_child_falls_back_to_the_parent(forked: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
     monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "1")
-    tok = _fails_in_child(type(o200k), os.getpid())
+    tok = _fails_in_child(type(forked), os.getpid(), forked.name)
     assert parallel_count.possible(tok)
-    assert parallel_count.start(tok, texts)() == o200k.count_many(texts)
+    result = parallel_count.start(tok, texts)
+    assert result.forked
+    assert result() == forked.count_many(texts)
 
 
 def test_disabled_by_env_and_for_small_inputs(o200k: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,22 +112,35 @@ def test_disabled_by_env_and_for_small_inputs(o200k: Any, texts: list[str], monk
     assert not parallel_count.enabled(o200k, texts)
 
 
-def test_auto_mode_forks_only_beside_an_idle_core(o200k: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+@needs_fork
+def test_auto_mode_forks_only_beside_an_idle_core(forked: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
     monkeypatch.delenv("CTXMEM_PARALLEL_COUNT", raising=False)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = parallel_count._cores()
     monkeypatch.setattr(os, "getloadavg", lambda: (float(cores), 0.0, 0.0))  # every core busy
     assert not parallel_count.idle_core()
-    assert not parallel_count.enabled(o200k, texts)
+    assert not parallel_count.enabled(forked, texts)
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
     assert parallel_count.idle_core() == (cores > 1)
-    assert parallel_count.enabled(o200k, texts) == (cores > 1)
+    assert parallel_count.enabled(forked, texts) == (cores > 1)
 
 
-def test_cancel_reaps_the_child(o200k: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_mode_threads_beside_any_second_core(threaded: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread only interleaves with the writer on a busy machine (no fork to pay for)."""
+    monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
+    monkeypatch.delenv("CTXMEM_PARALLEL_COUNT", raising=False)
+    cores = parallel_count._cores()
+    monkeypatch.setattr(os, "getloadavg", lambda: (float(cores), 0.0, 0.0))  # every core busy
+    assert parallel_count.enabled(threaded, texts) == (cores > 1)
+    monkeypatch.setattr(parallel_count, "_cores", lambda: 1)
+    assert not parallel_count.enabled(threaded, texts)
+
+
+@needs_fork
+def test_cancel_reaps_the_child(forked: Any, texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
     monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "1")
-    counting = parallel_count.start(o200k, texts)
+    counting = parallel_count.start(forked, texts)
     assert counting.forked
     pid = counting._pid
     assert pid is not None
@@ -96,17 +163,17 @@ def test_bulk_append_counted_on_a_second_core_equals_inline_and_memo(
     from ctxmem.store.codec import encode_event
 
     msgs = synthetic_session(40, seed=5)
-    forks: list[int] = []
+    beside: list[int] = []  # 1: counted on a thread or in a child
     real_start = parallel_count.start
 
     def spy(tok: Any, texts: list[str]) -> parallel_count.Counting:
         c = real_start(tok, texts)
-        forks.append(int(c.forked))
+        beside.append(int(c.forked or c.threaded))
         return c
 
     monkeypatch.setattr(parallel_count, "start", spy)
     results = []
-    for parallel in ("1", "0"):  # "1": fork whatever the load
+    for parallel in ("1", "0"):  # "1": beside the writer whatever the load
         monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", parallel)
         monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
         with SQLiteStore(tmp_path / f"p{parallel}.db") as store:
@@ -118,24 +185,24 @@ def test_bulk_append_counted_on_a_second_core_equals_inline_and_memo(
             # each event's content count is its texts counted one by one
             expected = [sum(o200k.count(t) for t in encode_event(se.event).texts) for se in s.events()]
             assert [c[0] for c in results[-1][0]] == expected
-    assert forks == [1, 1]  # two bulk appends forked; the serial store never called start
+    assert beside == [1, 1]  # two bulk appends counted beside the writer; the serial store never called start
     (par_first, par_again), (ser_first, ser_again) = results
     assert par_first == ser_first == par_again == ser_again
 
 
-def test_wanted_needs_enough_events_the_setting_and_a_second_core(o200k: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wanted_needs_enough_events_the_setting_and_a_second_core(forked: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     many = parallel_count.MIN_EVENTS
     monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "1")
-    assert parallel_count.wanted(o200k, many)
-    assert not parallel_count.wanted(o200k, many - 1)  # a small append: the fork would only add cost
+    assert parallel_count.wanted(forked, many)
+    assert not parallel_count.wanted(forked, many - 1)  # a small append: the fork would only add cost
     monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "0")
-    assert not parallel_count.wanted(o200k, many)
+    assert not parallel_count.wanted(forked, many)
     monkeypatch.delenv("CTXMEM_PARALLEL_COUNT")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = parallel_count._cores()
     monkeypatch.setattr(os, "getloadavg", lambda: (float(cores), 0.0, 0.0))  # every core busy
-    assert not parallel_count.wanted(o200k, many)
+    assert not parallel_count.wanted(forked, many) or not hasattr(os, "fork")
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
-    assert parallel_count.wanted(o200k, many) == (cores > 1)
+    assert parallel_count.wanted(forked, many) == (cores > 1 and hasattr(os, "fork"))
 
 
 def test_only_tokenizers_that_count_on_the_calling_thread_are_forked(o200k: Any) -> None:

@@ -419,10 +419,10 @@ class SQLiteStore:
         # Overhead of each event without the per-message share (added where it starts one).
         bases = [event_overhead(ev, False) for ev in events]
 
-        # A bulk append counts on a second core (a forked child, see parallel_count) while
-        # this process encodes, hashes and writes: the child starts first, on the distinct
-        # texts (the memo is not consulted: counts are deterministic, so a memoized count
-        # is only work the second core repeats). Small appends count here from the memo or
+        # A bulk append counts on a second core (a thread or a forked child, see
+        # parallel_count) while this one encodes, hashes and writes: the counting starts
+        # first, on the distinct texts (the memo is not consulted: counts are deterministic,
+        # so a memoized count is only work the second core repeats). Small appends count here from the memo or
         # one batched encode, before the write lock is taken.
         early: dict[int, tuple[list[str], parallel_count.Counting]] = {}
         texts: list[tuple[str, ...]] | None = None

@@ -18,9 +18,11 @@ Names and ids:
   without quicktok they raise :class:`~ctxmem.errors.MissingDependencyError`.
 
 Counting treats special-token strings (``<|endoftext|>`` pasted into content) as ordinary
-text, like tiktoken's ``encode_ordinary``, and lone surrogates as U+FFFD (tiktoken's rule); ``count_many`` counts text by text on the
-calling thread (no thread pool), which keeps the tokenizer fork-safe for
-:mod:`ctxmem.store.parallel_count` and was as fast as quicktok's threaded batch on 2 cores.
+text, like tiktoken's ``encode_ordinary``, and lone surrogates as U+FFFD (tiktoken's rule).
+``count_many`` counts text by text on the calling thread (no thread pool: as fast as
+quicktok's threaded batch on 2 cores, and no numpy). quicktok's ``count`` releases the GIL
+for the whole text, so a bulk import counts on a thread beside the writer
+(:mod:`ctxmem.store.parallel_count`).
 Long runs of one character are split before they reach the engine (see
 :mod:`ctxmem.tokens.runs`), so counting time stays linear in the text's length.
 """
