@@ -26,6 +26,7 @@ from ctxmem.messages import (
     ToolResultBlock,
     ToolUseBlock,
 )
+from ctxmem.store.codec import gc_paused_over
 from ctxmem.tokens import Tokenizer, count_messages, get_tokenizer, tokenizer_id
 
 if TYPE_CHECKING:
@@ -110,11 +111,14 @@ class History:
         msgs: list[Message] = []
         counts: list[int] = []
         ids: list[tuple[int, ...]] = []
-        for m, eids in message_spans(view.events):
-            msgs.append(m)
-            counts.append(sum(per_event[e] for e in eids))
-            ids.append(tuple(eids))
-        h._append(msgs, counts, ids)
+        # a message object per few events, for the whole chain: acyclic, built with the GC
+        # paused as the chain read that precedes it (see codec.gc_paused_over)
+        with gc_paused_over(len(view.events)):
+            for m, eids in message_spans(view.events):
+                msgs.append(m)
+                counts.append(sum(per_event[e] for e in eids))
+                ids.append(tuple(eids))
+            h._append(msgs, counts, ids)
         return h
 
     @property
