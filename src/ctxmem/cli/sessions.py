@@ -43,8 +43,9 @@ def sessions() -> None:
 
 
 def _cpu_seconds() -> float:
-    """CPU seconds of this process and its reaped children (a counting child, see
-    ``ctxmem.store.parallel_count``): what an import costs whatever the machine's load."""
+    """CPU seconds of this process (every thread: quicktok counts on one) and its reaped
+    children (a counting child for other engines, see ``ctxmem.store.parallel_count``):
+    what an import costs whatever the machine's load."""
     cpu = time.process_time()  # os.times() counts in clock ticks (10 ms): too coarse here
     try:
         import resource
