@@ -26,7 +26,7 @@ def forked(o200k: Any) -> Any:
         tok = get_tokenizer("tiktoken:o200k_base")
     except Exception:  # no tiktoken file here (offline, no ../shared)
         tok = get_tokenizer("heuristic")
-    assert not parallel_count._threaded(tok) and parallel_count._fork_safe(tok)
+    assert not parallel_count.threaded(tok) and parallel_count._fork_safe(tok)
     return tok
 
 
@@ -36,7 +36,7 @@ def threaded(o200k: Any) -> Any:
 
     if not isinstance(o200k, QuicktokTokenizer):
         pytest.skip("o200k is not counted by quicktok here")
-    assert parallel_count._threaded(o200k)
+    assert parallel_count.threaded(o200k)
     return o200k
 
 
@@ -190,6 +190,7 @@ def test_bulk_append_counted_on_a_second_core_equals_inline_and_memo(
     assert par_first == ser_first == par_again == ser_again
 
 
+@needs_fork
 def test_wanted_needs_enough_events_the_setting_and_a_second_core(forked: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     many = parallel_count.MIN_EVENTS
     monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "1")
@@ -200,9 +201,9 @@ def test_wanted_needs_enough_events_the_setting_and_a_second_core(forked: Any, m
     monkeypatch.delenv("CTXMEM_PARALLEL_COUNT")
     cores = parallel_count._cores()
     monkeypatch.setattr(os, "getloadavg", lambda: (float(cores), 0.0, 0.0))  # every core busy
-    assert not parallel_count.wanted(forked, many) or not hasattr(os, "fork")
+    assert not parallel_count.wanted(forked, many)
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
-    assert parallel_count.wanted(forked, many) == (cores > 1 and hasattr(os, "fork"))
+    assert parallel_count.wanted(forked, many) == (cores > 1)
 
 
 def test_only_tokenizers_that_count_on_the_calling_thread_are_forked(o200k: Any) -> None:
@@ -233,3 +234,64 @@ def test_deciding_fork_safety_imports_no_backend() -> None:
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_cancelled_thread_is_waited_for_and_exit_is_clean(tmp_path: Any) -> None:
+    """An append that fails while quicktok counts on its thread leaves no thread behind, and
+    the process that then ends exits with its own status (a daemon thread still inside the
+    engine at exit aborted the process: std::terminate, SIGABRT)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, threading\n"
+        "from ctxmem.store import parallel_count as p\n"
+        "from ctxmem.tokens import get_tokenizer\n"
+        "tok = get_tokenizer('o200k_base')\n"
+        "if not p.threaded(tok): print('skip'); sys.exit(0)\n"
+        "p.MIN_CHARS = 0\n"
+        "texts = ['word ' * 20000 + str(i) for i in range(400)]\n"
+        "c = p.start(tok, texts)\n"
+        "assert c.threaded\n"
+        "c.cancel()\n"
+        "assert [t.name for t in threading.enumerate() if t.name == 'ctxmem-count'] == []\n"
+        "assert c() == []\n"
+        "again = p.start(tok, texts)\n"  # left counting: the interpreter exits while it runs
+        "sys.exit(3)\n"
+    )
+    env = {**os.environ, "CTXMEM_PARALLEL_COUNT": "1"}
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        if out.stdout.strip() == "skip":
+            pytest.skip("o200k is not counted by quicktok here")
+        assert out.returncode == 3, out.stderr[-2000:]
+
+
+def test_children_are_forked_before_a_counting_thread_starts(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session counting with quicktok and a fork-counted engine forks its child while no
+    counting thread is alive (a fork copies only the calling thread)."""
+    import threading
+
+    from ctxmem.session import Session
+    from ctxmem.store import SQLiteStore
+
+    if not hasattr(os, "fork"):
+        pytest.skip("needs os.fork")
+    alive_at_fork: list[list[str]] = []
+    real_fork = os.fork
+
+    def spy_fork() -> int:
+        alive_at_fork.append([t.name for t in threading.enumerate() if t.name == "ctxmem-count"])
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", spy_fork)
+    monkeypatch.setattr(parallel_count, "MIN_CHARS", 0)
+    monkeypatch.setenv("CTXMEM_PARALLEL_COUNT", "1")
+    with SQLiteStore(tmp_path / "m.db") as store:
+        s = Session.create(store, tokenizers=["o200k_base", "heuristic"])
+        from ctxmem.tokens import get_tokenizer
+
+        if not parallel_count.threaded(get_tokenizer("o200k_base")):
+            pytest.skip("o200k is not counted by quicktok here")
+        s.record_many(synthetic_session(40, seed=5))
+    assert alive_at_fork == [[]]

@@ -184,11 +184,11 @@ class HybridRetriever:
         if not append_only:
             active = {se.id for se in events if isinstance(se.event, ToolResultEvent)}
             self._inactive = {p for eid, ps in self._by_event.items() if eid not in active for p in ps}
-        with gc_paused_over(len(events)):  # a resumed session's first update: every output at once
-            return self._add(events)
-
-    def _add(self, events: list[StoredEvent]) -> int:
         calls = list(iter_tool_call_chunks(events, skip_event_ids=self._by_event.keys(), **self.chunking))
+        with gc_paused_over(len(calls)):  # a resumed session's first update: every output at once
+            return self._add(calls)
+
+    def _add(self, calls: list[ToolCallChunks]) -> int:
         first = len(self._docs)
         if self.embedder is None and self._bm25 is None:
             # Ranked by the store's index: only a hit's text is ever read, so its document

@@ -484,8 +484,8 @@ def gc_paused_over(n: int) -> AbstractContextManager[None]:
     A cold pass over a long session (the first build of a strategy, a resumed process
     catching up) allocates tens of thousands of acyclic objects; with the GC on they trigger
     full collections that traverse everything the process holds, the whole history
-    included (~20 ms of a 1M-token session's first pipeline build went to them). A turn's
-    few new messages are not worth the toggle."""
+    included (a 1M-token pipeline-200k resumed in a fresh process: ~15 ms of its retriever's
+    first update alone). A turn's few new messages are not worth the toggle."""
     return gc_paused() if n > GC_BATCH else nullcontext()
 
 

@@ -107,7 +107,7 @@ def _gil_free_type(cls: type) -> bool:
     return _of(cls, _GIL_FREE)
 
 
-def _threaded(tok: Tokenizer) -> bool:
+def threaded(tok: Tokenizer) -> bool:
     """Whether ``tok`` is counted on a thread (else, when possible, in a forked child)."""
     return _gil_free_type(type(tok))
 
@@ -134,7 +134,7 @@ def possible(tok: Tokenizer) -> bool:
     """Whether ``tok`` could ever be counted beside the writer here (setting, platform,
     tokenizer): the cheap checks, before anyone collects the texts to count."""
     return os.environ.get("CTXMEM_PARALLEL_COUNT", "auto") != "0" and (
-        _threaded(tok) or (hasattr(os, "fork") and sys.platform != "win32" and _fork_safe(tok))
+        threaded(tok) or (hasattr(os, "fork") and sys.platform != "win32" and _fork_safe(tok))
     )
 
 
@@ -143,7 +143,7 @@ def _second_core(tok: Tokenizer) -> bool:
     thread, an idle one for a child (see the module docstring)."""
     if os.environ.get("CTXMEM_PARALLEL_COUNT") == "1":
         return True
-    return _cores() > 1 if _threaded(tok) else idle_core()
+    return _cores() > 1 if threaded(tok) else idle_core()
 
 
 def wanted(tok: Tokenizer, events: int) -> bool:
@@ -175,8 +175,16 @@ class Counting:
         self._result: list[list[int]] = []  # the thread's counts, once it has them
         self._counts: list[int] | None = None
         if thread:
-            self._thread = threading.Thread(target=self._count_here, name="ctxmem-count", daemon=True)
-            self._thread.start()
+            # Not a daemon: a daemon thread still inside the engine's C++ count when the
+            # interpreter exits (an append that failed, then the process ending) dies with
+            # std::terminate, aborting the process. Exit waits for the count instead (it is
+            # bounded: linear in the text, ~25 ms per 1M tokens).
+            self._thread = threading.Thread(target=self._count_here, name="ctxmem-count")
+            try:
+                self._thread.start()
+            except RuntimeError:  # no thread to be had (resource limits): count here
+                self._thread = None
+                self._counts = tok.count_many(texts)
         elif pid is None:
             self._counts = tok.count_many(texts)
         else:
@@ -200,7 +208,7 @@ class Counting:
 
     def cancel(self) -> None:
         """Stop and reap the child if it is still running (an append that failed early); a
-        thread is left to finish on its own (it holds nothing but the texts)."""
+        thread cannot be stopped, so it is waited for."""
         if self._counts is None and self._pid is not None and self._fd is not None:
             os.kill(self._pid, signal.SIGKILL)  # not reaped yet, so the pid is still ours
             os.close(self._fd)
@@ -208,6 +216,7 @@ class Counting:
             self._fd = None
             self._counts = []
         elif self._counts is None and self._thread is not None:
+            self._thread.join()  # finished and gone before the caller moves on (see __init__)
             self._counts = []
 
     def _count_here(self) -> None:
@@ -253,7 +262,7 @@ def start(tok: Tokenizer, texts: list[str]) -> Counting:
     fails. When counting on a second core is not :func:`enabled`, the texts are counted now."""
     if not enabled(tok, texts):
         return Counting(tok, texts)
-    if _threaded(tok):
+    if threaded(tok):
         return Counting(tok, texts, thread=True)
     r, w = os.pipe()
     pid = os.fork()

@@ -489,7 +489,9 @@ class SQLiteStore:
     ) -> dict[int, tuple[list[str], parallel_count.Counting]]:
         early: dict[int, tuple[list[str], parallel_count.Counting]] = {}
         distinct = list(dict.fromkeys(t for ts in texts for t in ts))
-        for k, tok in enumerate(toks):
+        # children are forked before any counting thread starts: a fork copies no other thread
+        ordered = sorted(enumerate(toks), key=lambda kt: parallel_count.threaded(kt[1]))
+        for k, tok in ordered:
             if parallel_count.enabled(tok, distinct):
                 early[k] = (distinct, parallel_count.start(tok, distinct))
         return early
