@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
 from ctxmem.context.facts import Fact, extract_facts, missing_facts, normalize
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
 from ctxmem.samples import synthetic_session
@@ -94,3 +97,41 @@ def test_missing_facts_uses_normalized_matching() -> None:
     assert "You must keep atol 2e-3." not in missing
     assert "101376" in missing and "a1b2c3d" in missing
     assert missing_facts(facts, "") == facts
+
+
+_ERROR_WORDS = ["Error", "error", "error:", "ValueError", "Exception", "Exceeded", "Failure", "Interrupt",
+                "KeyboardInterrupt", "OutOfResources", "Traceback", "panic", "fatal error", "torch.cuda.", "x.", "(",
+                ":", " ", "rror", "Err", "or", "mod.Sub", "TimeLimitExceeded"]
+
+
+@given(st.lists(st.one_of(st.sampled_from(_ERROR_WORDS), st.text(max_size=6)), max_size=12).map("".join))
+@settings(max_examples=300, deadline=None)
+def test_error_signature_prefilter_never_changes_the_answer(line: str) -> None:
+    """The substring prefilter only skips lines the regex cannot match."""
+    import re
+
+    from ctxmem.context.facts import _ERROR, _clip, error_signature
+
+    m = _ERROR.search(line)
+    expected = None
+    if m and m.group(1) != "Traceback":
+        rest = m.group(2).strip()
+        head = re.split(r"(?<=[.!?])\s", rest, maxsplit=1)[0] if rest else ""
+        expected = _clip(f"{m.group(1)}: {head}" if head else m.group(1))
+    assert error_signature(line) == expected
+
+
+_PATH_PIECES = ["/", ".", "..", "~", "-", "_", "a", "src", "x.py", "log", ".md", "1.2", "/tmp/", "~/", " ", "(", "#",
+                "é", "\n", "3", "v1.0", "a.b.c", "cu", ".json", "//", "-x", "."]
+
+
+@given(st.lists(st.one_of(st.sampled_from(_PATH_PIECES), st.text(max_size=4)), max_size=14).map("".join))
+@example("open ~/src/kern.py, then ../a/b and ./x.md; v1.2.3 /tmp/a-b/c.log x~/y/z a.b.c.cu 3/4/2026")
+@settings(max_examples=400, deadline=None)
+def test_the_path_pattern_matches_what_it_matched_without_its_lookahead(text: str) -> None:
+    import re
+
+    from ctxmem.context.facts import _PATH, _PATH_BODY
+
+    plain = re.compile(rf"(?<![\w/.-]){_PATH_BODY}")
+    assert [m.span() for m in _PATH.finditer(text)] == [m.span() for m in plain.finditer(text)]

@@ -280,7 +280,8 @@ class ExtractiveSummarizer:
         # lower-cased ASCII matches the case-sensitive pattern exactly, without case folding
         if _RESULT_LOW.search(low) if line.isascii() else _RESULT.search(line):
             return True
-        return any(w in low for w in self.profile.result_words)
+        words = self.profile.result_words
+        return bool(words) and any(w in low for w in words)
 
     def candidates(self, messages: Sequence[Message], prior: str | None = None) -> list[tuple[float, str]]:
         """(score, line) in message order; duplicates and lines already in ``prior`` removed."""
