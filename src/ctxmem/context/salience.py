@@ -151,7 +151,7 @@ _ALPHA3 = re.compile(r"[A-Za-z]{3}")
 def is_table_row(line: str) -> bool:
     """Mostly numbers: a row of a table (its header or summary line is kept by other means)."""
     toks = line.split()
-    if len(toks) < 4:
+    if len(toks) < 4 or _DIGIT.search(line) is None:  # no digit: no numeric token (most prose)
         return False
     numeric = sum(1 for t in _NUMERIC_TOKEN.findall(line) if not _ALPHA3.search(t))
     return numeric / len(toks) >= 0.5
@@ -279,8 +279,9 @@ def _body_features(body: str) -> tuple[tuple[str, ...], tuple[str, ...], float, 
     s += min(3, units) * 0.7
     s += min(2, len(bigints)) * 0.4
     s += min(3, len(idents)) * 0.3
-    s += min(2, len(_KEYVAL.findall(body)) if digits else 0) * 0.3
-    s += 0.8 if _TESTID.search(body) else 0.0
+    # a key=value needs its "=" or ":", a test id its "::" (checked first, in C)
+    s += min(2, len(_KEYVAL.findall(body)) if digits and ("=" in body or ":" in body) else 0) * 0.3
+    s += 0.8 if "::" in body and _TESTID.search(body) else 0.0
     low = body.lower()
     if body.isascii():
         weak = len(set(_CUE_WEAK_LOW.findall(low)))
