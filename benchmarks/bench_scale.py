@@ -81,8 +81,9 @@ def run(quick: bool = False) -> list[Row]:
         label = f"{mtok:.1f}M tok"
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         rows.append(Row("scale", f"ingest {label} (fresh process)", got["wall"], "—", float("nan"), "s",
-                        note=f"CPU {got['cpu']:.2f} s + child {got['child_cpu']:.2f} s; {len(base)} msgs; "
-                             f"load avg {load:.1f}"))
+                        note=(f"CPU {got['cpu']:.2f} s (every thread)"
+                              + (f" + child {got['child_cpu']:.2f} s" if got["child_cpu"] else "")
+                              + f"; {len(base)} msgs; load avg {load:.1f}")))
         rows.append(Row("scale", f"ingest {label}: peak RSS", got["rss_kb"] / 1024, "—", float("nan"), "MB",
                         note=f"{got['rss_kb'] / 1024 / mtok:.0f} MB per M tokens (whole process)"))
         rows.append(Row("scale", f"{label}: DB size", size / 1e6, "text (UTF-8)", text_bytes / 1e6, "MB",
