@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ctxmem.clients.testing import FunctionClient
 from ctxmem.context import BuildRequest, History, check_output
@@ -166,3 +168,19 @@ def test_a_cold_read_and_index_run_without_cyclic_collections_and_restore_the_gc
         assert not gc.isenabled()  # a caller's disabled GC stays disabled
     finally:
         gc.enable()
+
+
+_ROW_PIECES = ["12", "3.5", "0x1f", "ms", "abc", "v2", "1e-3", "-7", "%", "GB/s", "x", " ", "  ", "\t", "١٢", "ab1",
+               "1abc", "n=3", "|", "..."]
+
+
+@given(st.lists(st.sampled_from(_ROW_PIECES), max_size=24).map("".join))
+@settings(max_examples=400, deadline=None)
+def test_is_table_row_is_its_plain_definition(line: str) -> None:
+    """The shortcuts (no digit; too few numeric tokens before the worded ones are taken out;
+    the count in C) give the written-out rule's answer."""
+    from ctxmem.context.salience import _ALPHA3, _NUMERIC_TOKEN, is_table_row
+
+    toks = line.split()
+    plain = len(toks) >= 4 and sum(1 for t in _NUMERIC_TOKEN.findall(line) if not _ALPHA3.search(t)) / len(toks) >= 0.5
+    assert is_table_row(line) == plain
