@@ -333,3 +333,18 @@ def test_a_history_past_the_trigger_that_fits_the_limit_is_kept_whole_when_no_cu
     with pytest.raises(ContextOverflowError):  # one token less: a real overflow still raises
         Summarization(SummarizationConfig()).build(
             BuildRequest(h, Budget(whole + 9, 10, 0.5), system="s", tools=tools, pinned=0))
+
+
+_RESULT_PIECES = ["summary", "total", "mean", "best", "pass", "passed", "failed", "result", "#", "eval#12", "run#",
+                  "x", " ", "3", "pass 3", "bypass 2", "a#1", "PASS", "Summary", "é", "::", "_"]
+
+
+@given(st.lists(st.one_of(st.sampled_from(_RESULT_PIECES), st.text(max_size=3)), max_size=10).map("".join))
+@settings(max_examples=400, deadline=None)
+def test_the_result_line_shortcut_gives_the_patterns_answer(line: str) -> None:
+    """The substring check before the result pattern never changes whether a line is a result."""
+    from ctxmem.context.summarize import _RESULT, _RESULT_LOW, ExtractiveSummarizer
+
+    low = line.lower()
+    plain = bool(_RESULT_LOW.search(low) if line.isascii() else _RESULT.search(line))
+    assert ExtractiveSummarizer()._is_result(line) == plain
