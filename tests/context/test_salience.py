@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ctxmem.clients.testing import FunctionClient
@@ -184,3 +184,27 @@ def test_is_table_row_is_its_plain_definition(line: str) -> None:
     toks = line.split()
     plain = len(toks) >= 4 and sum(1 for t in _NUMERIC_TOKEN.findall(line) if not _ALPHA3.search(t)) / len(toks) >= 0.5
     assert is_table_row(line) == plain
+
+
+_CUE_PIECES = ["root cause", "root-causes", "caused by", "regressed", "erratum", "never", "mustn't", "don't", "note",
+               "warning", "failed", "error", "slowest", "a_b", "word", "Word", "x", " ", "-", "'", "é", "ß", "_", "9"]
+
+
+@given(st.lists(st.one_of(st.sampled_from(_CUE_PIECES), st.text(max_size=3)), max_size=12).map("".join))
+@example(" ".join(f"{c}{c}ord_x" for c in "abcdefghijklmnopqrstuvwxyz") + " Root cause: a regression; never do not.")
+@settings(max_examples=400, deadline=None)
+def test_the_cue_and_word_patterns_find_what_the_plain_patterns_find(text: str) -> None:
+    import re
+
+    from ctxmem.context.salience import (
+        _CONTENT_WORD,
+        _CUE_STRONG,
+        _CUE_STRONG_LOW,
+        _CUE_WEAK,
+        _CUE_WEAK_LOW,
+    )
+
+    for fast, plain in ((_CUE_STRONG_LOW, _CUE_STRONG.pattern), (_CUE_WEAK_LOW, _CUE_WEAK.pattern),
+                        (_CONTENT_WORD, r"\b[a-z][a-z_]{3,}\b")):
+        for s in (text, text.lower()):
+            assert fast.findall(s) == re.compile(plain).findall(s)
