@@ -208,3 +208,18 @@ def test_the_cue_and_word_patterns_find_what_the_plain_patterns_find(text: str) 
                         (_CONTENT_WORD, r"\b[a-z][a-z_]{3,}\b")):
         for s in (text, text.lower()):
             assert fast.findall(s) == re.compile(plain).findall(s)
+
+
+_SHAPE_PIECES = ["0x1f", "deadbeef12", "3.5e-3", "12,345", "'q'", '"dq"', "١٢٣", "abc", "g", " ", "f00", "1:2", "x"]
+
+
+@given(st.lists(st.one_of(st.sampled_from(_SHAPE_PIECES), st.text(max_size=3)), max_size=12).map("".join))
+@example("0x1F 0xbeef deadbeef12 v1.2.3 3.5e-3 '١٢٣' \"x\" abcdef123456 x9")
+@settings(max_examples=400, deadline=None)
+def test_the_shape_pattern_replaces_what_the_plain_pattern_replaces(text: str) -> None:
+    import re
+
+    from ctxmem.context.salience import _SHAPE_BODY, _SHAPE_SUB
+
+    for s in (text, text.lower()):
+        assert _SHAPE_SUB.sub("#", s) == re.compile(_SHAPE_BODY).sub("#", s)

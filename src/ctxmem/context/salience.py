@@ -73,7 +73,10 @@ ROUTINE = 8
 
 # ----------------------------------------------------------------------------- features
 
-_SHAPE_SUB = re.compile(r"0x[0-9a-f]+|\b(?=[0-9a-f]*\d)[0-9a-f]{6,40}\b|\d+(?:[.,:]\d+)*(?:e[-+]?\d+)?|'[^']*'|\"[^\"]*\"")
+_SHAPE_BODY = r"0x[0-9a-f]+|\b(?=[0-9a-f]*\d)[0-9a-f]{6,40}\b|\d+(?:[.,:]\d+)*(?:e[-+]?\d+)?|'[^']*'|\"[^\"]*\""
+#: every alternative starts with a digit, a-f or a quote: the lookahead lets the engine skip the
+#: other characters (~35% faster on tool output; a hypothesis test holds it to _SHAPE_BODY)
+_SHAPE_SUB = re.compile(rf"(?=[\da-f'\"])(?:{_SHAPE_BODY})")
 _WORD = re.compile(r"[a-z#][a-z#_'-]*")
 _SHA = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,40}\b")
 _UNIT = re.compile(
