@@ -223,3 +223,20 @@ def test_the_shape_pattern_replaces_what_the_plain_pattern_replaces(text: str) -
 
     for s in (text, text.lower()):
         assert _SHAPE_SUB.sub("#", s) == re.compile(_SHAPE_BODY).sub("#", s)
+
+
+@given(st.lists(st.one_of(st.sampled_from(_CUE_PIECES + _SHAPE_PIECES), st.text(max_size=4)), min_size=4,
+                max_size=16).map(" ".join))
+@example("Root cause: the kernel's tile_size 128 overflowed ./src/kern.py at 0xdeadbeef (3.2 ms)")
+@example("ÉCHEC: la racine du problème est never the cache; régression à 12 ms")
+@settings(max_examples=300, deadline=None)
+def test_a_body_reuses_its_lines_cues_and_words_only_where_they_are_its_own(line: str) -> None:
+    from ctxmem.context import salience as S
+
+    f = S._line_features(line)
+    if f.shape is None or f.body != f.text:
+        return
+    S._BODIES.pop(f.body, None)
+    hinted = S._body_features(f.body, f)
+    S._BODIES.pop(f.body, None)
+    assert hinted == S._body_features(f.body)

@@ -276,7 +276,12 @@ def _line_features(ln: str) -> _Line:
     return out
 
 
-def _body_features(body: str) -> tuple[tuple[str, ...], tuple[str, ...], float, float, tuple[str, ...]]:
+def _body_features(
+    body: str, line: _Line | None = None
+) -> tuple[tuple[str, ...], tuple[str, ...], float, float, tuple[str, ...]]:
+    """``line``: the features of the line whose text ``body`` is, when it is (no comment
+    marker, no label before it); its strong cues and content words are the body's (the same
+    patterns over the same lower-cased text) and are not searched for again."""
     # static_score's and anchors' matches computed once and shared (same patterns, same order)
     paths = [m.group(0) for m in _PATH.finditer(body)] if ("/" in body or "." in body) else []
     digits = _DIGIT.search(body) is not None  # every numeric pattern needs a digit
@@ -296,7 +301,7 @@ def _body_features(body: str) -> tuple[tuple[str, ...], tuple[str, ...], float, 
     low = body.lower()
     if body.isascii():
         weak = len(set(_CUE_WEAK_LOW.findall(low)))
-        cues = tuple(sorted(set(_CUE_STRONG_LOW.findall(low))))
+        cues = tuple(sorted(line.cues if line is not None else set(_CUE_STRONG_LOW.findall(low))))
     else:
         weak = len(set(m.group(0).lower() for m in _CUE_WEAK.finditer(body)))
         cues = tuple(sorted({m.group(0).lower() for m in _CUE_STRONG.finditer(body)}))
@@ -305,7 +310,8 @@ def _body_features(body: str) -> tuple[tuple[str, ...], tuple[str, ...], float, 
     length = -1.0 if n < 4 else 0.4 if n >= 7 else 0.0
     marks = [p.rstrip(".") for p in paths] + shas + [t for t in bigints if len(t) >= 5]
     marks += [t for t in idents if any(ch.isdigit() for ch in t) or ("_" in t and len(t) >= 8)]
-    out = (cues, tuple(set(_CONTENT_WORD.findall(low))), s, length, tuple(dict.fromkeys(marks)))
+    words = line.words if line is not None else tuple(set(_CONTENT_WORD.findall(low)))
+    out = (cues, words, s, length, tuple(dict.fromkeys(marks)))
     if len(_BODIES) >= _MEMO_MAX:
         _BODIES.clear()
     _BODIES[body] = out
@@ -698,12 +704,13 @@ class SalienceIndex:
                 prev = text if colon else ""
                 continue
             body = f[8]
+            same = not prev and body == text  # the body is the line's text: its cues and words too
             if prev:  # "Root cause:" on one line, the cause on the next: keep them together
                 body = f"{prev} {body}"
             prev = text if colon else ""
             g = _BODIES.get(body)
             if g is None:
-                g = _body_features(body)
+                g = _body_features(body, f if same else None)
             cues, words, pre, length, marks = g
             static = pre
             if self._cues is not None and self._cues.search(body):
