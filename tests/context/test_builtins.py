@@ -115,6 +115,26 @@ def test_reducers_keep_the_gist() -> None:
     assert head_tail("\n".join(str(i) for i in range(10))) == "0 | 1 | 2 | … 4 lines … | 7 | 8 | 9"
 
 
+def test_a_placeholder_follows_the_config_it_is_built_under() -> None:
+    # the policy of tools the config does not name is made once per config: a config put in
+    # place afterwards (or a per-tool policy) must still decide the gist
+    from ctxmem.context.masking import Masking, MaskingConfig, ToolPolicy
+
+    log = "[compile] target simx\nwarning: x\nNameError: name 'acc' is not defined\n" + "\n".join(
+        f"line {i}" for i in range(8))
+    block = ToolResultBlock("toolu_1", log)
+    m = Masking(MaskingConfig(reducer="head_tail"))
+    assert "… 5 lines …" in m.placeholder(block, "compile")
+    m.config = MaskingConfig(reducer="first_error")
+    assert "first error (line 3 of 11)" in m.placeholder(block, "compile")
+    assert "… 5 lines …" not in m.placeholder(block, "compile")
+    m.config = MaskingConfig(reducer="first_error", tools={"compile": ToolPolicy(reducer="head_tail")})
+    assert "… 5 lines …" in m.placeholder(block, "compile")
+    assert "first error" in m.placeholder(block, "bench")  # a tool it does not name: the default
+    m.config = MaskingConfig()
+    assert m.placeholder(block, "compile").endswith("(recall it with the recall tool)]")  # no reducer: no gist
+
+
 def test_dump_is_honest_about_overflow(long_session: list[Message], o200k: Any) -> None:
     history = History.from_messages(long_session, o200k)
     with pytest.raises(ContextOverflowError) as info:

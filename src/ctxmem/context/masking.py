@@ -59,7 +59,7 @@ from ctxmem.context.builtins import _CutsCache, suffix_start
 from ctxmem.context.history import History
 from ctxmem.context.memory import Carry, split_sections
 from ctxmem.context.profile import FactProfile
-from ctxmem.context.reducers import REDUCERS, get_reducer
+from ctxmem.context.reducers import REDUCERS, Reducer, get_reducer
 from ctxmem.errors import ContextOverflowError, InputError
 from ctxmem.messages import ContentBlock, Message, ToolResultBlock, ToolSpec, tool_to_anthropic
 from ctxmem.tokens import count_messages, count_tools
@@ -254,6 +254,8 @@ class Masking:
         self._recorder = CompactionRecorder()
         self._recorded_at: tuple[str, int, int, int, int] | None = None  # last recorded boundary
         self._recorded_behind: object = ()
+        self._auto_policy: tuple[MaskingConfig, ToolPolicy] | None = None
+        self._reducers: dict[str, Reducer] = {}  # reducers by name, looked up once
         cfg = self.config
         self._carry = Carry(
             instructions=cfg.carry_instructions,
@@ -265,13 +267,31 @@ class Masking:
     # -- placeholders -----------------------------------------------------------------
 
     def _policy(self, tool: str | None) -> ToolPolicy:
-        return self.config.tools.get(tool or "") or ToolPolicy(mask="auto", reducer=self.config.reducer)
+        cfg = self.config
+        got = cfg.tools.get(tool or "")
+        if got is not None:
+            return got
+        # the policy of every tool the config does not name: made once per config (a pydantic
+        # model is ~1.5 µs to build, twice per masked output: a whole history's at a cold build)
+        auto = self._auto_policy
+        if auto is None or auto[0] is not cfg:
+            auto = self._auto_policy = (cfg, ToolPolicy(mask="auto", reducer=cfg.reducer))
+        return auto[1]
 
-    def placeholder(self, block: ToolResultBlock, tool: str | None) -> str:
+    def _reducer(self, name: str) -> Reducer:
+        fn = self._reducers.get(name)
+        if fn is None:
+            fn = self._reducers[name] = get_reducer(name)
+        return fn
+
+    def placeholder(self, block: ToolResultBlock, tool: str | None, policy: ToolPolicy | None = None) -> str:
+        """The masked form of ``block``'s output: its size, its handle and its reducer's gist
+        (``policy``: the tool's, when the caller already looked it up)."""
         text = block.text
-        policy = self._policy(tool)
+        if policy is None:
+            policy = self._policy(tool)
         reducer = policy.reducer if policy.reducer is not None else self.config.reducer
-        gist = get_reducer(reducer)(text) if reducer else ""
+        gist = self._reducer(reducer)(text) if reducer else ""
         n_lines = text.count("\n") + 1 if text else 0
         head = f"[masked {tool or 'tool'} output: {len(text)} chars, {n_lines} lines; "
         # a handle only where the recall tool that takes it is offered; otherwise the call's id
@@ -316,7 +336,7 @@ class Masking:
                         blocks.append(b)
                         continue
                     always = always or pol.mask == "always"
-                    blocks.append(ToolResultBlock(b.tool_use_id, self.placeholder(b, tool), b.is_error))
+                    blocks.append(ToolResultBlock(b.tool_use_id, self.placeholder(b, tool, pol), b.is_error))
                     changed = True
                 else:
                     blocks.append(b)
