@@ -200,3 +200,27 @@ def test_provisioning_says_none_where_it_cannot(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(blocker / "cache"))  # cannot be created
     assert provision_tiktoken_cache(["o200k_base"]) == {"o200k_base": None}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_the_tiktoken_engine_replaces_a_damaged_file_without_a_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cut-short file in tiktoken's cache: tiktoken drops it and would download again;
+    ctxmem's ``tiktoken:`` engine writes the rebuilt file instead and loads."""
+    import tiktoken.registry
+
+    from ctxmem.tokens import tiktoken_backend
+    from ctxmem.tokens.tiktoken_backend import TiktokenTokenizer, cache_file_for
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    _no_download(monkeypatch)
+    Path(cache_file_for("cl100k_base")).write_bytes(b"IQ== 0\nIg== 1\n")
+    monkeypatch.delitem(tiktoken.registry.ENCODINGS, "cl100k_base", raising=False)
+    tiktoken_backend._load.cache_clear()
+    try:
+        tok = TiktokenTokenizer("cl100k_base")
+        text = "naïve café — 🚀 <|endoftext|> 12345"
+        assert tok.encode(text) == quicktok.get_encoding("cl100k_base").encode_ordinary(text)
+    finally:
+        tiktoken_backend._load.cache_clear()
+        monkeypatch.delitem(tiktoken.registry.ENCODINGS, "cl100k_base", raising=False)

@@ -125,10 +125,14 @@ def _load(encoding: str) -> Any:
         import tiktoken
     except ImportError:  # pragma: no cover - tiktoken is a core dependency
         raise MissingDependencyError("tiktoken", "all", f"the {encoding} tokenizer") from None
-    provision(encoding)  # before tiktoken looks: a missing file would send it to the network
+    if not os.path.exists(cache_file_for(encoding)):
+        provision(encoding)  # before tiktoken looks: a missing file would send it to the network
     try:
         return tiktoken.get_encoding(encoding)
     except Exception as exc:  # network errors come from requests/urllib3 and vary
+        if provision(encoding) is not None:  # a damaged file, which tiktoken removed before fetching
+            with contextlib.suppress(Exception):
+                return tiktoken.get_encoding(encoding)
         raise TokenizerError(
             f"cannot load tiktoken encoding {encoding!r}: {type(exc).__name__}: {exc}. "
             f"Offline, tiktoken needs the file {os.path.basename(cache_file_for(encoding))} "
