@@ -675,7 +675,8 @@ def choose_tokenizer(model: str, preferred: str | None = None) -> tuple[str, boo
         f"ctxmem: no exact tokenizer could be loaded for model {model!r} ({'; '.join(failures)}). "
         "Counting with the HEURISTIC estimate, which over-counts (about 1.8x o200k on code and logs): "
         "budgets are approximate until calibration against the provider's usage corrects them. "
-        "Make o200k_base available (TIKTOKEN_CACHE_DIR) or pass tokenizer=."
+        "Make o200k_base available (install quicktok-v1, which bundles it, or give tiktoken its file "
+        "through TIKTOKEN_CACHE_DIR) or pass tokenizer=."
     )
     if model not in _WARNED:
         _WARNED.add(model)
