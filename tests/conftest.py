@@ -61,6 +61,34 @@ settings.register_profile("thorough", parent=settings.get_profile("ctxmem"), max
 settings.load_profile(os.environ.get("CTXMEM_HYPOTHESIS_PROFILE", "ctxmem"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _simx_measurement_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SIMX-1's interpreter measurements (the kernel workload) go to a folder of the test run's,
+    never to the user's ``~/.cache``.
+
+    Session-scoped and autouse, so it is in place before any module- or session-scoped
+    fixture runs a scripted kernel run (a function-scoped one came too late: such a fixture
+    measured into ``~/.cache``, and the next test re-measured the same candidates cold). The
+    folder is ``$CTXMEM_TEST_SIMX_CACHE`` when set (CI keeps one across clean checkouts:
+    measurements are keyed by the candidate's code, config, shape and the instrument's
+    version, so a kept one is never stale), else pytest's cache folder (shared across runs
+    of one checkout and by xdist workers), else this session's temp folder (pytest without
+    its cache plugin).
+    """
+    kept = os.environ.get("CTXMEM_TEST_SIMX_CACHE")
+    cache = getattr(request.config, "cache", None)
+    if kept:
+        folder = Path(kept)
+        folder.mkdir(parents=True, exist_ok=True)
+    elif cache is not None:
+        folder = cache.mkdir("simx-measure")
+    else:
+        folder = tmp_path_factory.mktemp("simx-measure")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CTXMEM_SIMX_CACHE", str(folder))
+        yield str(folder)
+
+
 @pytest.fixture(autouse=True)
 def _no_model_requests() -> Iterator[None]:
     """Every test runs with the network guard on (a test may lift it inside a ``with``)."""

@@ -23,18 +23,3 @@ def checker(workspace: Workspace) -> CorrectnessChecker:
 @pytest.fixture
 def kernel_source(workspace: Workspace) -> str:
     return (workspace.root / "kernel.py").read_text()
-
-
-@pytest.fixture(scope="session")
-def _simx_cache_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
-    # pytest's cache folder (shared across runs); a run without its cache plugin
-    # (-p no:cacheprovider, a read-only checkout) measures into this session's temp folder
-    cache = getattr(request.config, "cache", None)
-    return str(cache.mkdir("simx-measure") if cache is not None else tmp_path_factory.mktemp("simx-measure"))
-
-
-@pytest.fixture(autouse=True)
-def _simx_measurement_cache(_simx_cache_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # SIMX-1's interpreter measurements are shared across test runs (pytest's cache folder),
-    # never written to the user's ~/.cache by a test.
-    monkeypatch.setenv("CTXMEM_SIMX_CACHE", _simx_cache_dir)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,9 @@ class Measurer:
                         raise MeasureRefused("refused: the measured work is below what the "
                                              "computation requires: " + "; ".join(problems))
                     path = folder / f"{_key(source, configs[i], shape.name)}.json"
-                    tmp = path.with_suffix(".tmp")
+                    # a name of its own: two processes measuring the same candidate (two
+                    # agents on one machine, test workers) must not replace each other's file
+                    tmp = path.with_name(f"{path.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
                     tmp.write_text(json.dumps(counts))
                     tmp.replace(path)
                     results[i][shape.name] = counts
