@@ -205,6 +205,36 @@ def test_totals_cost_the_same_queries_whatever_the_history_length(sqlite_store: 
     assert not any("RECURSIVE" in q for q in long)
 
 
+def test_a_small_append_counts_with_quicktok_instead_of_querying_the_memo(sqlite_store: SQLiteStore) -> None:
+    # Counting a few KB in C++ costs less than the memo query, which almost always misses
+    # for an agent's new text; a large text still consults the memo. Either way the counts
+    # are exact and the memo rows are written.
+    pytest.importorskip("quicktok")
+    tok = sqlite_store.tokenizer("o200k_base")
+    if type(tok).__name__ != "QuicktokTokenizer":
+        pytest.skip("o200k_base is not counted by quicktok here")
+    s = Session.create(sqlite_store, tokenizers=["o200k_base"])
+
+    def record(text: str) -> list[str]:
+        seen: list[str] = []
+        sqlite_store.conn.set_trace_callback(seen.append)
+        try:
+            s.record(Message.user(text))
+        finally:
+            sqlite_store.conn.set_trace_callback(None)
+        return [q for q in seen if "FROM token_counts" in q]
+
+    small, large = log_text(1, 40), log_text(2, 4000)
+    assert len(small) < 16_384 < len(large)
+    assert record(small) == []
+    assert len(record(large)) == 1
+    assert record(large)  # the same text again: its count comes from the memo
+    memo = dict(sqlite_store.conn.execute("SELECT hash, tokens FROM token_counts").fetchall())
+    per_event = [n for (n,) in sqlite_store.conn.execute("SELECT content FROM event_tokens ORDER BY event_id")]
+    assert per_event == [tok.count(small), tok.count(large), tok.count(large)]
+    assert sorted(memo.values()) == sorted([tok.count(small), tok.count(large)])
+
+
 # --------------------------------------------------------------------------- chain membership
 
 

@@ -94,6 +94,11 @@ _IN_CHUNK = 500  # SQLite's bound-parameter limit is 32766; keep IN lists modest
 PAGE_SIZE = 8192  # bytes per page of a newly created store file
 _BULK_EVENTS = 1000  # an append of this many events is a bulk write ...
 _BULK_CACHE_KIB = 65536  # ... and gets this much page cache while it runs
+# Below this many characters of new text, an append counts with a C++ engine (quicktok)
+# rather than look the counts up in token_counts first: the lookup is a query (~20 µs here),
+# counting 16K characters ~100 µs, and an agent's new text is almost always new (a lookup
+# that misses is pure cost). Larger texts, and slower engines, still consult the memo.
+_COUNT_NOT_LOOKUP_CHARS = 16_384
 
 
 _GRID: list[int] = [0]  # the grid points found so far, ascending (see _epoch_floor)
@@ -342,12 +347,28 @@ class SQLiteStore:
 
     def _memo_lookup(self, encoded: Sequence[Encoded], tok: Tokenizer) -> tuple[dict[str, int], dict[str, tuple[str, ...]]]:
         hashes = [e.blob_hash for e in encoded if e.blob_hash is not None]
-        memo = self._memo(hashes, tok.id) if hashes else {}
+        memo = self._memo(hashes, tok.id) if hashes and not self._count_not_lookup(encoded, tok) else {}
         missing: dict[str, tuple[str, ...]] = {}
         for e in encoded:
             if e.blob_hash is not None and e.blob_hash not in memo and e.blob_hash not in missing:
                 missing[e.blob_hash] = e.texts
         return memo, missing
+
+    @staticmethod
+    def _count_not_lookup(encoded: Sequence[Encoded], tok: Tokenizer) -> bool:
+        """Whether counting ``encoded``'s texts costs less than looking their counts up (a
+        few thousand characters for an engine counting in C++ with the GIL released). Counts
+        are deterministic, so either way gives the same numbers; the memo rows are written
+        all the same."""
+        if not parallel_count.threaded(tok):
+            return False
+        left = _COUNT_NOT_LOOKUP_CHARS
+        for e in encoded:
+            for t in e.texts:
+                left -= len(t)
+                if left < 0:
+                    return False
+        return True
 
     @staticmethod
     def _finish_counts(
@@ -532,18 +553,23 @@ class SQLiteStore:
         def write(conn: sqlite3.Connection) -> list[int]:
             if create is not None:  # a new session and its first events: one transaction
                 create(conn)
-            row = conn.execute("SELECT head_event_id, tail_role FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            # What the append builds on, in one statement (a single append is a handful of
+            # round trips, each ~5 µs): the head, its role and depth, the last event id, the
+            # top blob id. Read under the write lock, so nothing moves before the commit.
+            row = conn.execute(
+                "SELECT s.head_event_id, s.tail_role, (SELECT depth FROM events WHERE id = s.head_event_id), "
+                "(SELECT seq FROM sqlite_sequence WHERE name = 'events'), (SELECT max(id) FROM blobs) "
+                "FROM sessions s WHERE s.id = ?",
+                (session_id,),
+            ).fetchone()
             if row is None:
                 raise SessionNotFoundError(session_id)
-            head, tail_role = row
+            head, tail_role, depth, seq, top_blob = row
             if check is not None:  # under the write lock: nothing written yet
                 check.enforce_sql(conn, session_id, head, "?")
-            blob_ids = self._put_blobs(conn, encoded)
-            depth = 0
-            if head is not None:
-                depth = conn.execute("SELECT depth FROM events WHERE id = ?", (head,)).fetchone()[0]
-            seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-            next_id = (seq[0] if seq else 0) + 1
+            blob_ids = self._put_blobs(conn, encoded, top_blob)
+            depth = depth or 0
+            next_id = (seq or 0) + 1
             ids = list(range(next_id, next_id + len(encoded)))
             rows = []
             starts_flags = []
@@ -610,8 +636,9 @@ class SQLiteStore:
             finally:
                 self.conn.execute(f"PRAGMA cache_size = {int(was)}")
 
-    def _put_blobs(self, conn: sqlite3.Connection, encoded: Sequence[Encoded]) -> dict[str, int]:
-        """Insert blobs not yet stored (indexing new tool outputs in FTS); map hash → blob id."""
+    def _put_blobs(self, conn: sqlite3.Connection, encoded: Sequence[Encoded], top: int | None) -> dict[str, int]:
+        """Insert blobs not yet stored (indexing new tool outputs in FTS); map hash → blob id.
+        ``top``: the largest blob id stored, read in the same write transaction."""
         wanted: dict[str, Encoded] = {}
         for e in encoded:
             if e.blob_hash is not None and e.blob_hash not in wanted:
@@ -619,7 +646,6 @@ class SQLiteStore:
         if not wanted:
             return {}
         ids: dict[str, int] = {}
-        top = conn.execute("SELECT max(id) FROM blobs").fetchone()[0]
         hashes = list(wanted) if top is not None else []  # no blob stored yet: none to look up
         for i in range(0, len(hashes), _IN_CHUNK):
             chunk = hashes[i : i + _IN_CHUNK]
