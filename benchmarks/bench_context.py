@@ -99,6 +99,8 @@ class Contender:
     over_budget: int = 0
     unpaired: int = 0
     checked: int = 0
+    #: why the preset stopped taking turns (a dump outgrowing its window as the session grows)
+    refused: str = ""
 
     def check(self, built: Any, tok: Any) -> None:
         self.checked += 1
@@ -205,7 +207,16 @@ def run_turns(
     for k in range(0, len(extra) - 1, 2):
         pair = extra[k : k + 2]
         for c in contenders:
-            built = c.turn(pair)
+            if c.refused:
+                continue
+            try:
+                built = c.turn(pair)
+            except ContextOverflowError as exc:
+                # A preset that cannot shrink (dump-1m) refuses once the growing session
+                # outgrows its window: reported, and it takes no further turns.
+                c.refused = (f"refused at turn {len(c.turns) + 1} as the session grew to "
+                             f"{c.history.total / 1e6:.2f}M tokens: ContextOverflowError({exc.needed}, {exc.available})")
+                continue
             c.check(built, toks[c.name])
         for name, step in peers.items():
             t0, c0 = time.perf_counter(), time.process_time()
@@ -284,6 +295,10 @@ def run(quick: bool = False) -> list[Row]:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         total = contenders[0].history.total if contenders else 0
         for c in contenders:
+            if c.refused and len(c.turns) < 2:
+                refused[c.name] = c.refused
+                c.store.close()
+                continue
             per_turn = statistics.median(c.turns)
             note = (f"vs memoized trim_messages {per_turn / lc_memo:.2g}× ({lc_memo * 1000:.2f} ms); "
                     f"cold first build {c.cold_s * 1000:.0f} ms, session load {c.load_s * 1000:.0f} ms; "
@@ -291,7 +306,7 @@ def run(quick: bool = False) -> list[Row]:
                     f"max {max(c.turns) * 1000:.1f} ms; CPU median {statistics.median(c.cpu) * 1000:.2f} ms "
                     f"vs memoized trim_messages CPU {lc_memo_cpu * 1000:.2f} ms "
                     f"({statistics.median(c.cpu) / lc_memo_cpu:.2g}×); "
-                    f"{total / 1e6:.2f}M tokens, load avg {load:.1f}")
+                    f"{total / 1e6:.2f}M tokens, load avg {load:.1f}" + (f"; {c.refused}" if c.refused else ""))
             rows.append(Row("context", f"{c.name}: session-backed per-turn build", per_turn,
                             "trim_messages (exact counter)", lc_exact, "s", "≤ 2 ms", note=note))
             rows.append(Row("context", f"{c.name}: cold first build", c.cold_s, "trim_messages (exact counter)",

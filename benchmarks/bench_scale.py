@@ -99,6 +99,10 @@ def run(quick: bool = False) -> list[Row]:
                 contenders.append(c)
         run_turns(contenders, extra, {})
         for c in contenders:
+            if c.refused and len(c.turns) < 2:
+                refused[c.name] = c.refused
+                c.store.close()
+                continue
             per_turn = statistics.median(c.turns)
             rows.append(Row("scale", f"{c.name} @ {label}: per-turn build", per_turn, "—", float("nan"), "s",
                             "≤ 10 ms" if 9 <= mtok <= 12 else "",
@@ -107,7 +111,7 @@ def run(quick: bool = False) -> list[Row]:
                                  f"session load {c.load_s * 1000:.0f} ms; reopened in a fresh process: cold build "
                                  f"{c.reopen_cold_s * 1000:.0f} ms, load {c.reopen_load_s * 1000:.0f} ms; "
                                  f"{c.over_budget} over budget, "
-                                 f"{c.unpaired} unpaired in {c.checked} builds"))
+                                 f"{c.unpaired} unpaired in {c.checked} builds" + (f"; {c.refused}" if c.refused else "")))
             c.store.close()
         for name, why in refused.items():
             rows.append(Row("scale", f"{name} @ {label}", float("nan"), "—", float("nan"), "s", note=why))

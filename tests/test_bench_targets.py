@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from benchmarks._harness import Row, target_met
 
@@ -56,3 +58,45 @@ def test_scale_suite_at_30m_tokens_projects_under_12_gb_at_100m(monkeypatch: pyt
     assert rss.ctxmem * 100 / mtok <= 12_000  # MB at 100M tokens
     builds = [r for r in rows if r.metric.endswith("per-turn build")]
     assert builds and all(re.search(r"\b0 over budget, 0 unpaired", r.note) for r in builds)
+
+
+def test_a_preset_that_outgrows_its_window_mid_run_is_reported_not_a_crash() -> None:
+    """The context suite's turns: a dump preset refuses once the growing session no longer
+    fits (another seed's 1M-token session crossed dump-1m's window after 9 turns); it stops
+    taking turns and says so, and every other contender goes on."""
+    from benchmarks.bench_context import Contender, run_turns
+
+    from ctxmem.config import load_preset
+    from ctxmem.errors import ContextOverflowError
+    from ctxmem.samples import synthetic_session
+    from ctxmem.session import Session
+    from ctxmem.store import SQLiteStore
+
+    class Refusing:
+        """A builder that fits two turns, then refuses (what a dump does past its window)."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner, self.calls = inner, 0
+            self.budget, self.tokenizer = inner.budget, inner.tokenizer
+
+        def build(self, history: Any, **kw: Any) -> Any:
+            self.calls += 1
+            if self.calls > 2:
+                raise ContextOverflowError(10**6, 984_000)
+            return self.inner.build(history, **kw)
+
+    msgs = synthetic_session(30, seed=5)
+    base, extra = msgs[:-12], msgs[-12:]
+    contenders = []
+    with SQLiteStore() as store:
+        for name, wrap in (("steady", False), ("refuses", True)):
+            builder = load_preset("window-32k").builder()
+            session = Session.create(store, tokenizers=[builder.tokenizer])
+            session.record_many(base)
+            history = builder.history(session)
+            contenders.append(Contender(name, Refusing(builder) if wrap else builder, session, store, history, 0.0, 0.0))
+        run_turns(contenders, extra, {})
+    steady, refusing = contenders
+    assert len(steady.turns) == 6 and steady.checked == 6 and not steady.refused
+    assert len(refusing.turns) == 2 and refusing.checked == 2
+    assert refusing.refused.startswith("refused at turn 3") and "ContextOverflowError(1000000, 984000)" in refusing.refused
