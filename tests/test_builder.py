@@ -180,3 +180,57 @@ def test_an_agent_takes_a_ready_builder() -> None:
         Agent(ScriptedClient(["ok"]), Session.create(MemoryStore()), preset=b, tokenizer="cl100k_base")
     with pytest.raises(ConfigError, match="not both"):
         Agent(ScriptedClient(["ok"]), Session.create(MemoryStore()), preset=b, strategy="window-32k")
+
+
+def test_context_build_caches_what_it_derives_but_never_writes_the_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ctxmem context build` is a dry run: the session's events are never written. By
+    default it saves the derived-state cache (the facts index), so the next build of the
+    session restores it instead of reading every tool output again; the context is the
+    same either way. `--no-cache` writes nothing at all."""
+    import shutil
+    import sqlite3
+
+    store, session = _long_session(tmp_path, turns=520)  # > SNAPSHOT_MIN messages: a snapshot is due
+    store.close()
+    db = tmp_path / "s.db"
+    bare = tmp_path / "bare.db"
+    shutil.copy(db, bare)
+
+    def rows(path: Path) -> tuple[int, int, list[str]]:
+        with sqlite3.connect(path) as conn:
+            events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+            head = conn.execute("SELECT head_event_id FROM sessions").fetchone()[0]
+            kinds = [k for (k,) in conn.execute("SELECT kind FROM derived_state ORDER BY kind")]
+        return events, head, kinds
+
+    def build(path: Path, *extra: str) -> dict[str, object]:
+        r = CliRunner().invoke(cli, ["context", "build", "--session", session.id, "--preset", "masking-200k",
+                                     "--window", "32k", "--db", str(path), "--json", *extra], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.output)
+        del out["build_ms"]
+        return out
+
+    from ctxmem.context.salience import SalienceIndex
+
+    reads: list[int] = []
+    real_read = SalienceIndex._read
+    monkeypatch.setattr(SalienceIndex, "_read", lambda self, m, i, ids: (reads.append(i), real_read(self, m, i, ids)))
+
+    events, head, kinds = rows(db)
+    assert kinds == []
+    first = build(db)
+    assert first["report"]["sections"].get("facts")  # the build did read the facts index
+    assert len(reads) >= 1000
+    after = rows(db)
+    assert after[:2] == (events, head)  # the session itself is untouched
+    assert [k.split("/")[0] for k in after[2]] == ["salience"]
+    reads.clear()
+    assert build(db) == first  # restored from the cache: the same context
+    assert len(reads) < 10  # only what the snapshot did not cover
+    reads.clear()
+    assert build(bare, "--no-cache") == first
+    assert len(reads) >= 1000
+    assert rows(bare) == (events, head, [])

@@ -279,6 +279,7 @@ class ContextBuilder:
         record: bool = True,
         expect_input: bool = False,
         budget: Budget | None = None,
+        cache_derived: bool | None = None,
     ) -> BuildRequest:
         """The :class:`~ctxmem.context.BuildRequest` for ``history`` under this builder's settings."""
         from ctxmem.context import BuildRequest
@@ -301,6 +302,7 @@ class ContextBuilder:
             session=session,
             record=record,
             expect_input=expect_input,
+            cache_derived=cache_derived,
         )
 
     def build(
@@ -313,10 +315,14 @@ class ContextBuilder:
         record: bool = True,
         expect_input: bool = False,
         budget: Budget | None = None,
+        cache_derived: bool | None = None,
     ) -> BuiltContext:
         """Build the next request's context from a session (loaded with its stored counts)
         or from a :class:`~ctxmem.context.History` (``session`` then names where recall
-        and retrieval read and compactions are recorded). ``record=False`` is a dry run."""
+        and retrieval read and compactions are recorded). ``record=False`` is a dry run;
+        ``cache_derived=True`` lets it still save the derived-state cache (see
+        :class:`~ctxmem.context.BuildRequest`), so the next build does not read every
+        message again."""
         from ctxmem.context import History
 
         if isinstance(source, History):
@@ -325,7 +331,7 @@ class ContextBuilder:
             history, session = self.history(source), session or source
         request = self.request(
             history, system=system, tools=tools, session=session, record=record, expect_input=expect_input,
-            budget=budget,
+            budget=budget, cache_derived=cache_derived,
         )
         return self.strategy.build(request)
 

@@ -34,6 +34,14 @@ def context() -> None:
 )
 @click.option("--probe", "probes", multiple=True, help="Report whether this text survives in the context (repeatable).")
 @click.option("--messages/--no-messages", "with_messages", default=True, help="Include the messages in --json output.")
+@click.option(
+    "--cache/--no-cache",
+    "cache_derived",
+    default=True,
+    show_default=True,
+    help="Save what the build derives (facts index, summaries, ledger, postings) in the store, so the next build "
+    "of this session does not read every message again. Never the session's events.",
+)
 @db_option
 @json_option
 def build_cmd(
@@ -45,6 +53,7 @@ def build_cmd(
     summarizer_model: str | None,
     probes: tuple[str, ...],
     with_messages: bool,
+    cache_derived: bool,
     db_path: str,
     as_json: bool,
 ) -> None:
@@ -63,8 +72,10 @@ def build_cmd(
         session = Session.open(store, session_id)
         history = builder.history(session)
         t0 = time.perf_counter()
-        # a dry run: the session is read (recall handles, retrieval), never written
-        built = builder.build(history, system=system, session=session, record=False)
+        # A dry run: the session is read (recall handles, retrieval), never written. The
+        # derived-state cache may be (--cache): a 1M-token session's next build then restores
+        # the facts index instead of reading every tool output again (~1 s at 1M, ~8 s at 10M).
+        built = builder.build(history, system=system, session=session, record=False, cache_derived=cache_derived)
         elapsed = time.perf_counter() - t0
     out: dict[str, Any] = {
         "session": session_id,

@@ -147,9 +147,19 @@ class BuildRequest:
     session: SessionLike | None = None
     #: record compactions in ``session`` (False for a dry run: read it, never write it)
     record: bool = True
+    #: save what the build derived (the facts index, chunk summaries, the pipeline's ledger
+    #: and postings) in the session's store, where a later build, in any process, restores
+    #: it instead of reading every message again: a cache, never the session's events.
+    #: ``None``: as ``record`` (a dry run saves nothing unless it asks to).
+    cache_derived: bool | None = None
     #: the caller will append the next user input itself: a history ending in a final
     #: assistant turn (no pending tool calls) is built as is instead of refused
     expect_input: bool = False
+
+    @property
+    def saves_derived(self) -> bool:
+        """Whether derived-state snapshots may be saved (see ``cache_derived``)."""
+        return self.record if self.cache_derived is None else self.cache_derived
 
     @property
     def tokenizer(self) -> Tokenizer:

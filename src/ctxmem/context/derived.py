@@ -160,9 +160,10 @@ class PrefixSnapshots:
 
     def save_if_due(self, request: BuildRequest, n: int, state: Callable[[], Any]) -> None:
         """Save ``state()`` (skipped when it gives None), derived from ``messages[:n]``, when
-        due; nothing is written on a dry run (``record=False``)."""
+        due; nothing is written on a dry run (``record=False``) unless it asks for the cache
+        (``cache_derived=True``)."""
         h = request.history
-        if not request.record or not snapshot_due(n, self._saved.get(h.uid, 0)):
+        if not request.saves_derived or not snapshot_due(n, self._saved.get(h.uid, 0)):
             return
         if derived_store(request) is None or not all(h.event_ids):
             self._saved[h.uid] = len(h)  # nowhere to save (no store, or messages not from it)

@@ -532,7 +532,7 @@ class Summarization:
     def _save_leaves(self, request: BuildRequest) -> None:
         """Save the chunk summaries when at least :data:`_SAVE_MIN_CHUNKS` (and a quarter)
         more exist than were last saved or loaded."""
-        if self._stored is None or not request.record:
+        if self._stored is None or not request.saves_derived:
             return
         session_id, nodes, saved = self._stored
         if len(nodes) - saved < max(_SAVE_MIN_CHUNKS, saved // 4):
