@@ -8,8 +8,35 @@ chain, this equals :func:`ctxmem.tokens.count_messages` over the rebuilt message
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ctxmem.events import Event, MessageEvent, ToolCallEvent, ToolResultEvent
+from ctxmem.tokens import Tokenizer
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD, Overhead
+
+#: Below this many characters of new text, an append counts with a C++ engine (quicktok)
+#: rather than look the counts up in ``token_counts`` first: the lookup is a query (~20 µs
+#: on SQLite, a network round trip on PostgreSQL), counting 16K characters ~100 µs, and an
+#: agent's new text is almost always new (a lookup that misses is pure cost). Larger texts,
+#: and slower engines (tiktoken, HF), still consult the memo.
+COUNT_NOT_LOOKUP_CHARS = 16_384
+
+
+def cheaper_to_count(texts: Iterable[tuple[str, ...]], tok: Tokenizer) -> bool:
+    """Whether counting these texts (each event's) costs less than looking their counts up
+    in the memo: a few thousand characters, for an engine that counts in C++ with the GIL
+    released. Counts are deterministic, so either way gives the same numbers."""
+    from ctxmem.store import parallel_count
+
+    if not parallel_count.threaded(tok):
+        return False
+    left = COUNT_NOT_LOOKUP_CHARS
+    for ts in texts:
+        for t in ts:
+            left -= len(t)
+            if left < 0:
+                return False
+    return True
 
 
 def event_overhead(event: Event, starts_message: bool, overhead: Overhead = DEFAULT_OVERHEAD) -> int:

@@ -67,7 +67,7 @@ from ctxmem.store.base import (
     documented_by,
 )
 from ctxmem.store.codec import Encoded, decode_counts, decode_rows, encode_event
-from ctxmem.store.counting import event_overhead
+from ctxmem.store.counting import cheaper_to_count, event_overhead
 from ctxmem.store.pg_migrations import migrate
 from ctxmem.tokens import Tokenizer, get_tokenizer, tokenizer_id
 
@@ -295,7 +295,10 @@ class PostgresStore:
     def _content_counts(self, encoded: Sequence[Encoded], tok: Tokenizer) -> tuple[list[int], dict[str, int]]:
         """Content tokens per event, from the memo or one batched encode of what it lacks;
         and the new memo rows."""
-        memo = self._memo([e.blob_hash for e in encoded if e.blob_hash is not None], tok.id)
+        # a few KB are counted faster than the memo is read (a round trip to the server);
+        # the memo rows are written all the same
+        hashes = [e.blob_hash for e in encoded if e.blob_hash is not None]
+        memo = {} if cheaper_to_count((e.texts for e in encoded), tok) else self._memo(hashes, tok.id)
         missing: dict[str, tuple[str, ...]] = {}
         for e in encoded:
             if e.blob_hash is not None and e.blob_hash not in memo:

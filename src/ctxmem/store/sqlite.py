@@ -72,7 +72,7 @@ from ctxmem.store.codec import (
     event_texts,
     gc_paused,
 )
-from ctxmem.store.counting import event_overhead
+from ctxmem.store.counting import cheaper_to_count, event_overhead
 from ctxmem.store.migrations import MIGRATIONS, migrate
 from ctxmem.tokens import Tokenizer, get_tokenizer, tokenizer_id
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
@@ -94,11 +94,6 @@ _IN_CHUNK = 500  # SQLite's bound-parameter limit is 32766; keep IN lists modest
 PAGE_SIZE = 8192  # bytes per page of a newly created store file
 _BULK_EVENTS = 1000  # an append of this many events is a bulk write ...
 _BULK_CACHE_KIB = 65536  # ... and gets this much page cache while it runs
-# Below this many characters of new text, an append counts with a C++ engine (quicktok)
-# rather than look the counts up in token_counts first: the lookup is a query (~20 µs here),
-# counting 16K characters ~100 µs, and an agent's new text is almost always new (a lookup
-# that misses is pure cost). Larger texts, and slower engines, still consult the memo.
-_COUNT_NOT_LOOKUP_CHARS = 16_384
 
 
 _GRID: list[int] = [0]  # the grid points found so far, ascending (see _epoch_floor)
@@ -347,28 +342,13 @@ class SQLiteStore:
 
     def _memo_lookup(self, encoded: Sequence[Encoded], tok: Tokenizer) -> tuple[dict[str, int], dict[str, tuple[str, ...]]]:
         hashes = [e.blob_hash for e in encoded if e.blob_hash is not None]
-        memo = self._memo(hashes, tok.id) if hashes and not self._count_not_lookup(encoded, tok) else {}
+        # a few KB are counted faster than the memo is queried (the memo rows are written all the same)
+        memo = self._memo(hashes, tok.id) if hashes and not cheaper_to_count((e.texts for e in encoded), tok) else {}
         missing: dict[str, tuple[str, ...]] = {}
         for e in encoded:
             if e.blob_hash is not None and e.blob_hash not in memo and e.blob_hash not in missing:
                 missing[e.blob_hash] = e.texts
         return memo, missing
-
-    @staticmethod
-    def _count_not_lookup(encoded: Sequence[Encoded], tok: Tokenizer) -> bool:
-        """Whether counting ``encoded``'s texts costs less than looking their counts up (a
-        few thousand characters for an engine counting in C++ with the GIL released). Counts
-        are deterministic, so either way gives the same numbers; the memo rows are written
-        all the same."""
-        if not parallel_count.threaded(tok):
-            return False
-        left = _COUNT_NOT_LOOKUP_CHARS
-        for e in encoded:
-            for t in e.texts:
-                left -= len(t)
-                if left < 0:
-                    return False
-        return True
 
     @staticmethod
     def _finish_counts(
