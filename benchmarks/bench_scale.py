@@ -104,8 +104,10 @@ def run(quick: bool = False) -> list[Row]:
                 c.store.close()
                 continue
             per_turn = statistics.median(c.turns)
-            rows.append(Row("scale", f"{c.name} @ {label}: per-turn build", per_turn, "—", float("nan"), "s",
-                            "≤ 10 ms" if 9 <= mtok <= 12 else "",
+            rows.append(Row("scale", f"{c.name} @ {label}: per-turn build"
+                            + (f" (first {len(c.turns)} turns, then refused)" if c.refused else ""),
+                            per_turn, "—", float("nan"), "s",
+                            "≤ 10 ms" if 9 <= mtok <= 12 and not c.refused else "",
                             note=f"max {max(c.turns) * 1000:.1f} ms; CPU median {statistics.median(c.cpu) * 1000:.2f} ms; "
                                  f"cold first build {c.cold_s * 1000:.0f} ms, "
                                  f"session load {c.load_s * 1000:.0f} ms; reopened in a fresh process: cold build "

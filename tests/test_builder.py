@@ -234,3 +234,42 @@ def test_context_build_caches_what_it_derives_but_never_writes_the_session(
     assert build(bare, "--no-cache") == first
     assert len(reads) >= 1000
     assert rows(bare) == (events, head, [])
+
+
+def test_a_dry_runs_cache_never_waits_for_another_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`context build` saves its cache only if the store's write lock is free right now: a
+    read-only command must not queue behind an import or a live agent (5 s × 40 retries)
+    for a cache. It goes through `try_save_derived`, never the waiting `save_derived`."""
+    import sqlite3
+
+    from ctxmem.errors import StoreBusyError
+
+    store, session = _long_session(tmp_path, turns=520)
+    store.close()
+    db = tmp_path / "s.db"
+    waited: list[str] = []
+
+    def waiting_save(self: SQLiteStore, session_id: str, kind: str, key: str, data: bytes) -> None:
+        waited.append(kind)
+        raise StoreBusyError(self.path, 1)
+
+    monkeypatch.setattr(SQLiteStore, "save_derived", waiting_save)
+    args = ["context", "build", "--session", session.id, "--preset", "masking-200k", "--window", "32k",
+            "--db", str(db), "--json", "--no-messages"]
+
+    def derived() -> int:
+        with sqlite3.connect(db) as conn:
+            return int(conn.execute("SELECT count(*) FROM derived_state").fetchone()[0])
+
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock for the whole build
+    try:
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 0, r.output
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert waited == [] and derived() == 0  # skipped, not waited for
+    r = CliRunner().invoke(cli, args)  # the lock is free: the same command keeps the cache
+    assert r.exit_code == 0, r.output
+    assert waited == [] and derived() == 1

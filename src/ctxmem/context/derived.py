@@ -126,9 +126,21 @@ def save_prefix(request: BuildRequest, kind: str, n: int, state: Any) -> bool:
     if at is None or not 0 < n <= len(h) or not all(h.event_ids):
         return False
     store, session_id = at
-    with contextlib.suppress(StoreError):
-        store.save_derived(session_id, kind, f"{n}:{_ids_key(h.event_ids[n - 1])}", pack(state))
+    store_derived(request, store, session_id, kind, f"{n}:{_ids_key(h.event_ids[n - 1])}", pack(state))
     return True
+
+
+def store_derived(request: BuildRequest, store: Any, session_id: str, kind: str, key: str, data: bytes) -> None:
+    """Save one derived-state row; a store that cannot take it (read-only, locked) only
+    costs a re-derivation. A dry run (``record=False``, saving because it asked for the
+    cache) never waits for another writer: with a store that can tell (``try_save_derived``,
+    SQLite's write lock), a busy store skips the save instead."""
+    nowait = None if request.record else getattr(store, "try_save_derived", None)
+    with contextlib.suppress(StoreError):
+        if nowait is not None:
+            nowait(session_id, kind, key, data)
+        else:
+            store.save_derived(session_id, kind, key, data)
 
 
 class PrefixSnapshots:
@@ -179,5 +191,6 @@ class PrefixSnapshots:
 
 __all__ = [
     "DAMAGED", "SNAPSHOT_MIN", "PrefixSnapshots", "derived_store", "load_prefix", "pack", "save_prefix", "snapshot_due",
+    "store_derived",
     "unpack",
 ]

@@ -44,7 +44,6 @@ compaction, not on every build.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -65,7 +64,7 @@ from ctxmem.context._assembly import (
 )
 from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig, _cached_count
 from ctxmem.context.builtins import Window, WindowConfig, _CutsCache
-from ctxmem.context.derived import DAMAGED, derived_store, pack, unpack
+from ctxmem.context.derived import DAMAGED, derived_store, pack, store_derived, unpack
 from ctxmem.context.facts import Fact, cap_facts
 from ctxmem.context.history import History
 from ctxmem.context.invariants import SafeCuts
@@ -82,7 +81,7 @@ from ctxmem.context.summarize import (
     Summarizer,
     clip_to_tokens,
 )
-from ctxmem.errors import ConfigError, ContextOverflowError, StoreError
+from ctxmem.errors import ConfigError, ContextOverflowError
 from ctxmem.messages import Message, TextBlock
 from ctxmem.tokens import Tokenizer
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
@@ -551,8 +550,8 @@ class Summarization:
                     continue
                 row += [n.level, kids]
             data[k] = row
-        with contextlib.suppress(StoreError):  # a cache: a store that cannot take it costs a re-summary
-            at[0].save_derived(session_id, self._leaves_kind(request.tokenizer), "chunks", pack(data))
+        # a cache: a store that cannot take it (or a dry run's busy store) costs a re-summary
+        store_derived(request, at[0], session_id, self._leaves_kind(request.tokenizer), "chunks", pack(data))
         self._stored = (session_id, nodes, len(nodes))
 
     def _new_block(

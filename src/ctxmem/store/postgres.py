@@ -277,7 +277,8 @@ class PostgresStore:
         toks = self._session_toks.get(session_id)
         if toks is None or not events:
             # A session's tokenizers never change once created: one read per handle, after
-            # which an append is two round trips (the memo read and the write transaction).
+            # which an append is the write transaction, plus a memo read when its new text is
+            # large or its engine slow (store.counting.cheaper_to_count).
             toks = self._session_toks[session_id] = self.get_session(session_id).tokenizers
         if not events:
             return []

@@ -137,6 +137,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open session store {self.path}: {exc}") from exc
         self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        self._busy_timeout_ms = int(busy_timeout_ms)
         # 8 KiB pages for a new file (a no-op on an existing one, whose page size is fixed
         # once written): a 1M-token import writes half as many WAL frames; measured import
         # CPU 221 -> 212 ms and wall 233 -> 213 ms, single appends 128 -> 140 µs (medians of 9).
@@ -1190,6 +1191,33 @@ class SQLiteStore:
             "INSERT OR REPLACE INTO derived_state (session_id, kind, key, data, created_at) VALUES (?, ?, ?, ?, ?)",
             (session_id, kind, key, data, time.time()),
         ))
+
+    def try_save_derived(self, session_id: str, kind: str, key: str, data: bytes) -> bool:
+        """:meth:`save_derived` unless another connection holds the write lock right now:
+        then nothing is saved and this returns False at once (what a dry run's cache does: a
+        read-only command must not wait behind an import or a live agent for a cache)."""
+        with self._lock:
+            self.conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    return False
+                raise StoreError(f"{self.path}: {exc}") from exc
+            finally:
+                self.conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            try:
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO derived_state (session_id, kind, key, data, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (session_id, kind, key, data, time.time()),
+                )
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: {type(exc).__name__}: {exc}") from exc
+        return True
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check``: ``"ok"`` for a sound file (tests and crash checks)."""
