@@ -264,6 +264,19 @@ def test_try_save_derived_does_not_wait_for_the_write_lock(db_path: Path) -> Non
         assert store.load_derived(s.id, "k") == ("1", b"x")
 
 
+def test_an_append_to_a_session_whose_head_event_is_gone_is_a_clear_error(db_path: Path) -> None:
+    # only a damaged file can get here (events are never deleted): say so, write nothing
+    with SQLiteStore(db_path) as store:
+        s = Session.create(store)
+        s.record(Message.user("task"))
+        head = store.get_session(s.id).head_event_id
+        store.conn.execute("UPDATE sessions SET head_event_id = ? WHERE id = ?", (head + 100, s.id))
+        before = store.conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        with pytest.raises(StoreError, match=f"head event {head + 100}, which is not stored"):
+            s.record(Message.assistant("more"))
+        assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == before
+
+
 # --------------------------------------------------------------------------- chain membership
 
 

@@ -548,6 +548,11 @@ class SQLiteStore:
             head, tail_role, depth, seq, top_blob = row
             if check is not None:  # under the write lock: nothing written yet
                 check.enforce_sql(conn, session_id, head, "?")
+            if head is not None and depth is None:  # only in a damaged file: never guess a depth
+                raise StoreError(
+                    f"{self.path}: session {session_id!r} names head event {head}, which is not stored; "
+                    "the file is damaged (check it with PRAGMA integrity_check)"
+                )
             blob_ids = self._put_blobs(conn, encoded, top_blob)
             depth = depth or 0
             next_id = (seq or 0) + 1
