@@ -94,6 +94,9 @@ _IN_CHUNK = 500  # SQLite's bound-parameter limit is 32766; keep IN lists modest
 PAGE_SIZE = 8192  # bytes per page of a newly created store file
 _BULK_EVENTS = 1000  # an append of this many events is a bulk write ...
 _BULK_CACHE_KIB = 65536  # ... and gets this much page cache while it runs
+_SAVE_DERIVED = (  # save_derived and try_save_derived: one row per session and kind
+    "INSERT OR REPLACE INTO derived_state (session_id, kind, key, data, created_at) VALUES (?, ?, ?, ?, ?)"
+)
 
 
 _GRID: list[int] = [0]  # the grid points found so far, ascending (see _epoch_floor)
@@ -1192,10 +1195,7 @@ class SQLiteStore:
 
     def save_derived(self, session_id: str, kind: str, key: str, data: bytes) -> None:
         """Replace what is saved for this session and kind (one transaction)."""
-        self._write(lambda c: c.execute(
-            "INSERT OR REPLACE INTO derived_state (session_id, kind, key, data, created_at) VALUES (?, ?, ?, ?, ?)",
-            (session_id, kind, key, data, time.time()),
-        ))
+        self._write(lambda c: c.execute(_SAVE_DERIVED, (session_id, kind, key, data, time.time())))
 
     def try_save_derived(self, session_id: str, kind: str, key: str, data: bytes) -> bool:
         """:meth:`save_derived` unless another connection holds the write lock right now:
@@ -1212,11 +1212,7 @@ class SQLiteStore:
             finally:
                 self.conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             try:
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO derived_state (session_id, kind, key, data, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (session_id, kind, key, data, time.time()),
-                )
+                self.conn.execute(_SAVE_DERIVED, (session_id, kind, key, data, time.time()))
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self.conn.in_transaction:
