@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ctxmem.events import Event, MessageEvent, ToolCallEvent, ToolResultEvent
+from ctxmem.store.parallel_count import threaded
 from ctxmem.tokens import Tokenizer
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD, Overhead
 
@@ -26,9 +27,7 @@ def cheaper_to_count(texts: Iterable[tuple[str, ...]], tok: Tokenizer) -> bool:
     """Whether counting these texts (each event's) costs less than looking their counts up
     in the memo: a few thousand characters, for an engine that counts in C++ with the GIL
     released. Counts are deterministic, so either way gives the same numbers."""
-    from ctxmem.store import parallel_count
-
-    if not parallel_count.threaded(tok):
+    if not threaded(tok):
         return False
     left = COUNT_NOT_LOOKUP_CHARS
     for ts in texts:
