@@ -308,3 +308,36 @@ def test_a_word_that_stops_being_rare_rescores_the_lines_that_held_it(o200k: Any
     after = _facts(step, 1, 3)
     assert after == _facts(fresh, 1, 3) == _ref_facts(fresh, 1, 3)
     assert before[0][0] == after[0][0] == first and after[0][1] < before[0][1]
+
+
+@pytest.mark.parametrize("name", ["kernel", "logs-dev"])
+def test_reading_ahead_in_pieces_matches_one_read(name: str, o200k: Any) -> None:
+    """read_ahead (a summarizer reads each chunk into the session's index right after its
+    own per-chunk one) reads the same messages in the same order as one catch-up: the same
+    state and facts, before and after a ranking, and a stop behind what was read is a no-op."""
+    messages = dict(_sessions())[name]
+    h = History.from_messages(messages, o200k)
+    third = len(h) // 3
+    ahead = SalienceIndex()
+    ahead.update(h)
+    for stop in range(7, third, 11):
+        ahead.read_ahead(stop)
+        assert ahead._seen == stop
+    ahead.read_ahead(3)  # behind: nothing read again
+    assert ahead._seen == max(range(7, third, 11))
+    fresh = SalienceIndex()
+    fresh.update(h)
+    assert _facts(ahead, 1, len(h)) == _facts(fresh, 1, len(h)) == _ref_facts(fresh, 1, len(h))
+    assert _state(ahead) == _state(fresh)
+    # more messages, read ahead after a ranking (the incremental path), then ranked again
+    h2 = History.from_messages(messages[: 2 * third], o200k)
+    ahead, fresh = SalienceIndex(), SalienceIndex()
+    ahead.update(h2)
+    ahead.facts(1, third)
+    h2.extend(messages[2 * third :])
+    ahead.update(h2)
+    for stop in range(2 * third + 5, len(h2) + 9, 9):
+        ahead.read_ahead(stop)
+    fresh.update(h2)
+    for start, stop in ((1, len(h2)), (third, len(h2))):
+        assert _facts(ahead, start, stop) == _facts(fresh, start, stop) == _ref_facts(fresh, start, stop)

@@ -144,3 +144,44 @@ def test_a_cold_build_runs_with_the_gc_paused_and_a_turn_does_not(preset: str, m
     with pytest.raises(ContextOverflowError):
         fresh.build(strategy_request(history, budget, session))
     assert seen and not any(seen) and gc.isenabled()
+
+
+def test_a_summarize_cold_build_reads_each_line_once_when_the_memo_is_smaller_than_the_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """summarize reads every chunk into its own per-chunk facts index and the session's facts
+    index. Past ~7M tokens a session has more distinct lines than the feature memo holds, so
+    two passes in a row (all chunks, then the session) found the memo emptied by the time the
+    second began and computed every line twice (10M tokens: 33 s cold, 24 s read chunk by
+    chunk). The session's index now reads each chunk right after the chunk's own index."""
+    import ctxmem.context.salience as sal
+
+    msgs = synthetic_session(160, seed=3, output_scale=1.16)
+    store = SQLiteStore(":memory:")
+    session = Session.create(store, tokenizers=["heuristic"])
+    session.record_many(msgs[:301])
+
+    def cold() -> tuple[Any, int]:
+        sal._LINES.clear()
+        sal._BODIES.clear()
+        calls: list[int] = []
+        real = sal._line_features
+
+        def spy(ln: str) -> Any:
+            calls.append(1)
+            return real(ln)
+
+        with monkeypatch.context() as m:
+            m.setattr(sal, "_line_features", spy)
+            fresh = load_preset("summarize-128k").builder(context_window=40_000, tokenizer="heuristic")
+            built = fresh.build(fresh.history(session), session=session, record=False)
+        return built, len(calls)
+
+    first, _ = cold()
+    distinct = len(sal._LINES)
+    sections = first.report.sections
+    assert sections.get("summary") and sections.get("facts") and distinct > 1_000  # both indexes read
+    monkeypatch.setattr(sal, "_MEMO_MAX", distinct // 3)
+    built, computed = cold()
+    assert built.messages == first.messages  # the same context
+    assert computed < 1.3 * distinct, (computed, distinct)

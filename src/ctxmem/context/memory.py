@@ -120,6 +120,13 @@ class Carry:
             si.update(h)
         return ii, si
 
+    def read_ahead(self, request: BuildRequest, stop: int) -> None:
+        """Let the facts index read the history up to ``stop`` now (see
+        :meth:`SalienceIndex.read_ahead`); nothing when it was not asked for yet."""
+        si = self._salience.get(request.history.uid) if self.facts_tokens > 0 else None
+        if si is not None:
+            si.read_ahead(stop)
+
     # -- snapshots of the facts index (a cache in the session's store) --------------------
 
     def _restore(self, request: BuildRequest) -> SalienceIndex | None:

@@ -571,16 +571,27 @@ class SalienceIndex:
 
     def _catch_up(self) -> None:
         """Read what :meth:`update` took in and has not been read yet."""
+        if self._history is not None:
+            self.read_ahead(len(self._history))
+
+    def read_ahead(self, stop: int) -> None:
+        """Read the messages before ``stop`` that :meth:`update` took in and were not read
+        yet, now rather than at the next ranking: the same counts and scores (the reads are
+        in message order either way). For a caller that has just read those messages into
+        another index (a summarizer's per-chunk ones): their lines are still in the
+        process-wide feature memo, which a second pass over a long session (over ~7M
+        tokens, more distinct lines than the memo holds) would find evicted."""
         h = self._history
         if h is None:
             return
+        stop = min(stop, len(h))
         # A cold read allocates a candidate, tuples and counters for tens of thousands of
         # lines; with the cyclic GC on, those allocations trigger collections that traverse
         # every object the process holds (its whole history): paused for a large batch.
-        with gc_paused_over(len(h) - self._seen):
-            for i in range(self._seen, len(h)):
+        with gc_paused_over(stop - self._seen):
+            for i in range(self._seen, stop):
                 self._read(h.messages[i], i, h.event_ids[i])
-        self._seen = len(h)
+        self._seen = max(self._seen, stop)
 
     # -- snapshots ----------------------------------------------------------------------
     #

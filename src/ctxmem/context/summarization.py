@@ -565,6 +565,8 @@ class Summarization:
         for a, b, done in spans:
             leaf = self._leaf(h, a, b, prior, limits, s, keep=done)
             leaves.append(leaf)
+            # the session's facts index reads the chunk's lines while they are in the memo
+            self._carry.read_ahead(request, b)
             prior = leaf.text
         n_complete = sum(1 for *_, done in spans if done)
         complete, partial = leaves[:n_complete], leaves[n_complete:]
