@@ -542,8 +542,10 @@ class Summarization:
         key_of = {id(n): k for k, n in nodes.items()}
         data: dict[str, list[Any]] = {}
         for k, n in nodes.items():
-            row: list[Any] = [n.start, n.end, n.text, n.tokens, [list(dataclasses.astuple(f)) for f in n.facts],
-                              [list(dataclasses.astuple(f)) for f in n.repinned], n.summarizer_id]
+            # a Fact's three plain fields, as dataclasses.astuple gives them (which deep-copies
+            # each field recursively: ~1.3 s of a 10M-token cold build)
+            row: list[Any] = [n.start, n.end, n.text, n.tokens, [[f.text, f.kind, f.message_index] for f in n.facts],
+                              [[f.text, f.kind, f.message_index] for f in n.repinned], n.summarizer_id]
             if n.level:  # a merge: its level and its children's keys
                 kids = [key_of.get(id(c)) for c in n.children]
                 if any(c is None for c in kids):
