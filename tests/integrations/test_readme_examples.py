@@ -1,8 +1,8 @@
 """Every example of the README's "Use with …" section runs as written, offline.
 
 Each example is a fenced block preceded by ``<!-- example: NAME -->``. They run in order,
-in one fresh folder (``agent.db`` written by the first is read by the MCP one), each in
-its own process, with the providers' standard environment variables pointing at ctxmem's
+in one fresh folder (``agent.db`` written by the first is read by the MCP one; a worker of
+pytest-xdist that did not run the Agents SDK example runs it first), each in its own process, with the providers' standard environment variables pointing at ctxmem's
 loopback server (``OPENAI_BASE_URL``, ``ANTHROPIC_BASE_URL``, dummy keys); nothing is
 added to the code. The loopback speaks the Responses API, so the Agents SDK example runs on
 the SDK's default model path (``OpenAIResponsesModel``) and LangChain's ``ChatOpenAI`` on
@@ -47,6 +47,21 @@ class Policy:
         return ANSWER
 
 
+#: examples that read what another one wrote (the MCP server searches the Agents SDK run's session)
+NEEDS = {"mcp": ("agents-sdk",)}
+#: per folder, the examples that ran there
+RAN: dict[Path, set[str]] = {}
+
+
+def _run(name: str, folder: Path, env: dict[str, str]) -> str:
+    _, lang, code = next(e for e in EXAMPLES if e[0] == name)
+    cmd = [sys.executable, "-c", code] if lang == "python" else ["bash", "-e", "-c", code]
+    proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    RAN.setdefault(folder, set()).add(name)
+    return proc.stdout
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str], LoopbackServer]]:
     folder = tmp_path_factory.mktemp("readme")
@@ -69,11 +84,13 @@ def test_every_integration_has_a_short_example() -> None:
 def test_readme_example_runs(name: str, lang: str, code: str,
                              workdir: tuple[Path, dict[str, str], LoopbackServer]) -> None:
     folder, env, server = workdir
+    for needed in NEEDS.get(name, ()):
+        # under pytest-xdist the examples can land on different workers, each with its own
+        # folder: the one this example reads from runs here first when it has not yet
+        if needed not in RAN.setdefault(folder, set()):
+            _run(needed, folder, env)
     before = len(server.requests)
-    cmd = [sys.executable, "-c", code] if lang == "python" else ["bash", "-e", "-c", code]
-    proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    out = proc.stdout
+    out = _run(name, folder, env)
     assert not server.rejected
     if name in ("agents-sdk", "langchain", "anthropic-native", "otel"):
         assert len(server.requests) > before and ANSWER in out  # it really asked the (loopback) model
