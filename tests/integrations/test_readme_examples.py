@@ -54,7 +54,7 @@ RAN: dict[Path, set[str]] = {}
 
 
 def _run(name: str, folder: Path, env: dict[str, str]) -> str:
-    _, lang, code = next(e for e in EXAMPLES if e[0] == name)
+    (lang, code), = [(lang, code) for n, lang, code in EXAMPLES if n == name]  # names are unique
     cmd = [sys.executable, "-c", code] if lang == "python" else ["bash", "-e", "-c", code]
     proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
@@ -75,6 +75,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
 
 def test_every_integration_has_a_short_example() -> None:
     names = [n for n, _, _ in EXAMPLES]
+    assert len(names) == len(set(names)), "two README examples share a name"
     assert {"agents-sdk", "langchain", "mcp", "inspect", "anthropic-native", "otel"} <= set(names)
     for name, _, code in EXAMPLES:
         assert len(code.strip().splitlines()) <= 15, f"the {name} example is longer than 15 lines"
