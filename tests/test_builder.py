@@ -273,3 +273,32 @@ def test_a_dry_runs_cache_never_waits_for_another_writer(tmp_path: Path, monkeyp
     r = CliRunner().invoke(cli, args)  # the lock is free: the same command keeps the cache
     assert r.exit_code == 0, r.output
     assert waited == [] and derived() == 1
+
+
+def test_context_build_takes_latest_and_prefixes_and_refuses_a_zero_window(tmp_path: Path) -> None:
+    """`context build --session` reads a session as every other command does (an id, a
+    unique prefix, latest); --window 0 was silently the preset's window; a store that does
+    not exist is named, not created."""
+    store, session = _long_session(tmp_path, turns=20)
+    store.close()
+    db = str(tmp_path / "s.db")
+
+    def build(*args: str) -> tuple[int, str]:
+        r = CliRunner().invoke(cli, ["context", "build", "--preset", "window-32k", "--json", *args])
+        return r.exit_code, r.output
+
+    outs = []
+    for sid in (session.id, session.id[:6], "latest"):
+        code, out = build("--session", sid, "--db", db)
+        assert code == 0, out
+        body = json.loads(out)
+        del body["build_ms"]
+        outs.append(body)
+    assert outs[0] == outs[1] == outs[2]
+    code, out = build("--session", "latest", "--db", db, "--window", "0")
+    assert code == 2 and "at least 1 token" in out
+    with pytest.raises(Exception, match="at least 1 token"):
+        load_preset("window-32k").budget(0)
+    missing = tmp_path / "none" / "x.db"
+    code, out = build("--session", "latest", "--db", str(missing))
+    assert code == 1 and "no session store at" in out and not missing.parent.exists()

@@ -85,3 +85,64 @@ def test_search_takes_text_as_typed(db: Path) -> None:
     assert code == 0 and len(json.loads(out)) == 1
     code, _, err = run("search", "a AND", "--fts", "--db", str(db))
     assert code == 1 and "bad search query" in err and err.count("\n") == 1
+
+
+def test_an_empty_session_id_names_no_session(db: Path) -> None:
+    """An empty id is a prefix of every id: a script with an unset $ID rewound the only session."""
+    with SQLiteStore(db) as store:
+        store.conn.execute("DELETE FROM sessions WHERE id LIKE 'ab%'")  # one session left: the risky case
+    for cmd in (["rewind", "", "--to", "1"], ["show", ""], ["export", ""], ["events", ""], ["search", "x", "--session", ""]):
+        code, _, err = run(*cmd, "--db", str(db))
+        assert code == 1 and "empty session id" in err and "Traceback" not in err, cmd
+    with SQLiteStore(db) as store:
+        assert store.get_session("ac0f00d").head_event_id is not None  # not rewound
+
+
+def test_a_search_with_many_words_is_refused_or_deduplicated_not_slow(db: Path) -> None:
+    """A word repeated 500 times ran for minutes in FTS5 (its cost grows with the repeats);
+    repeats are asked for once, and more distinct words than a lookup needs are one error."""
+    t0 = time.perf_counter()
+    code, out, _ = run("search", " ".join(["OutOfResources"] * 500), "--db", str(db), "--json")
+    assert code == 0 and len(json.loads(out)) == 2
+    assert time.perf_counter() - t0 < 30  # minutes before; generous for a loaded machine
+    for args in ([" ".join(f"w{i}" for i in range(100))], ["--fts", " ".join(["x"] * 100)], ["   "], ["--fts", " "]):
+        code, _, err = run("search", *args, "--db", str(db))
+        assert code == 1 and err.startswith("error: field 'query'") and err.count("\n") == 1, args
+
+
+def test_sqlite_urls_name_a_file_and_a_read_creates_none(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(db.parent)
+    code, out, _ = run("list", "--db", f"sqlite:///{db.name}", "--json")  # relative, as SQLAlchemy
+    assert code == 0 and len(json.loads(out)) == 2
+    code, out, _ = run("list", "--db", f"sqlite:///{db}", "--json")  # sqlite:////abs/path: absolute
+    assert code == 0 and len(json.loads(out)) == 2
+    # SQLite took "?mode=ro" as part of the name and created an empty store of that name
+    code, _, err = run("list", "--db", f"sqlite:///{db.name}?mode=ro")
+    assert code == 1 and "no query string" in err
+    code, _, err = run("show", "latest", "--db", "sqlite:///nowhere/new.db")
+    assert code == 1 and "no session store at" in err
+    assert not (db.parent / "nowhere").exists() and not list(db.parent.glob("*mode=ro*"))
+
+
+def test_path_and_output_errors_are_one_line(tmp_path: Path) -> None:
+    """A folder that cannot be made, an output that cannot be written, a memory store: one
+    line each, no traceback."""
+    good = tmp_path / "t.jsonl"
+    good.write_text('{"role": "user", "content": "hi"}\n')
+    code, _, err = run("import", str(good), "--db", str(good / "x.db"))  # a file where a folder must be
+    assert code == 1 and err.startswith("error: ") and "cannot create the folder" in err and "Traceback" not in err
+    code, _, _ = run("import", str(good), "--db", str(tmp_path / "s.db"))
+    assert code == 0
+    code, _, err = run("export", "latest", "--db", str(tmp_path / "s.db"), "-o", str(tmp_path / "no" / "out.jsonl"))
+    assert code == 1 and err.startswith("error: No such file or directory: ") and err.count("\n") == 1
+    code, out, err = run("list", "--db", "memory://")
+    assert code == 0 and "Traceback" not in err
+
+
+def test_several_system_lines_join_none_is_dropped(tmp_path: Path) -> None:
+    f = tmp_path / "t.jsonl"
+    f.write_text('{"system": "a"}\n{"system": "b"}\n{"role": "user", "content": "hi"}\n')
+    code, _, _ = run("import", str(f), "--db", str(tmp_path / "s.db"))
+    assert code == 0
+    code, out, _ = run("export", "latest", "--db", str(tmp_path / "s.db"))
+    assert code == 0 and json.loads(out.splitlines()[0]) == {"system": "a\n\nb"}

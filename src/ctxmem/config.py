@@ -108,7 +108,11 @@ class Preset:
         ``context_window`` override still leaves room for input.
         """
         b = self.model.budget
-        window = context_window or b.context_window
+        if context_window is not None and context_window <= 0:
+            from ctxmem.errors import InputError
+
+            raise InputError(f"a context window must be at least 1 token, got {context_window}", field="context_window")
+        window = b.context_window if context_window is None else context_window
         reserve = min(b.reserve_output, max(0, window // 4))
         return Budget(window, reserve, b.threshold)
 

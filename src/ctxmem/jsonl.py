@@ -2,7 +2,8 @@
 
 Anthropic format (the default): each line is ``{"role": ..., "content": [...]}`` as in the
 Messages API. An optional first line ``{"system": "..."}`` carries the system prompt (kept
-in the session's metadata). OpenAI format: each line is one chat-completions message; the
+in the session's metadata; several such lines join in order, separated by a blank line, as
+the OpenAI format's ``system`` lines do). OpenAI format: each line is one chat-completions message; the
 tool results of one turn are consecutive ``tool`` lines, and a ``system`` line may lead.
 
 Import is all-or-nothing: the whole file is read, decoded and validated first, then the
@@ -186,7 +187,8 @@ def parse_jsonl(
             if isinstance(obj, dict) and set(obj) == {"system"}:
                 if not isinstance(obj["system"], str):
                     raise InputError("'system' must be a string", source=source, line=lineno, field="system")
-                system = obj["system"]
+                # several system lines join in order, as the OpenAI format's do: none is dropped
+                system = obj["system"] if system is None else f"{system}\n\n{obj['system']}"
                 continue
             try:
                 messages.append(message_from_anthropic(obj))
@@ -356,7 +358,8 @@ def _encode_fast(data: bytes) -> _Bulk | None:
             if type(obj) is dict and len(obj) == 1 and "system" in obj:
                 if type(obj["system"]) is not str:
                     return None
-                system = obj["system"]
+                # several system lines join in order, as the OpenAI format's do: none is dropped
+                system = obj["system"] if system is None else f"{system}\n\n{obj['system']}"
                 continue
             try:
                 prev = encode_anthropic_message(

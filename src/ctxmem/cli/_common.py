@@ -59,6 +59,33 @@ class CtxmemGroup(click.Group):
                 raise
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except BrokenPipeError:
+            # the reader went away (`ctxmem sessions show ... | head -1`): not an error of ours
+            _quiet_stdout()
+            sys.exit(0)
+        except OSError as exc:
+            # a folder that cannot be made, an output file that cannot be written, a full disk
+            if os.environ.get("CTXMEM_DEBUG"):
+                raise
+            click.echo(f"error: {os_error_line(exc)}", err=True)
+            sys.exit(1)
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OSError as one line: what failed and on which path (``No space left on device:
+    /dev/full``), never a traceback."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    where = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+    return f"{what}: {' -> '.join(where)}" if where else what
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush of a closed pipe is silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - no real stdout (captured in tests)
+        pass
 
 
 class LazyGroup(CtxmemGroup):
@@ -142,17 +169,19 @@ def open_existing_store(db_path: str) -> Any:
     store is an error naming it (a read never creates a directory or a database file).
     URLs (``postgresql://…``) open through :func:`ctxmem.store.open_store`."""
     from ctxmem.errors import InputError
+    from ctxmem.store import SQLiteStore, open_store, sqlite_url_path, store_scheme
 
-    if "://" in db_path or db_path.startswith("memory:"):
-        from ctxmem.store import open_store
-
+    path = db_path
+    if store_scheme(db_path) == "sqlite" and db_path.startswith("sqlite:"):
+        path = sqlite_url_path(db_path)  # a sqlite URL is a file too: a read must not create it
+        if path == ":memory:":
+            return open_store(db_path)
+    elif "://" in db_path or db_path.startswith("memory:"):
         return open_store(db_path)
-    if not Path(db_path).is_file():
+    if not Path(path).is_file():
         raise InputError(f"no session store at {db_path}: nothing has been recorded there yet (`ctxmem sessions "
                          f"import FILE --db {db_path}` or any recording command creates it)", field="db")
-    from ctxmem.store import SQLiteStore
-
-    return SQLiteStore(db_path)
+    return SQLiteStore(path)
 
 
 def resolve_session_id(store: Any, text: str) -> str:
@@ -160,6 +189,10 @@ def resolve_session_id(store: Any, text: str) -> str:
     (the most recently created session). Ambiguity and misses are one clear error."""
     from ctxmem.errors import InputError, SessionNotFoundError
 
+    if not text.strip():
+        # a prefix of every id: a script with an unset $ID would act on whatever session is there
+        raise InputError("empty session id: give an id, a unique prefix of one, or latest "
+                         "(ctxmem sessions list shows them)", field="session")
     infos = store.list_sessions()
     if text == "latest":
         if not infos:

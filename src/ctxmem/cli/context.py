@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option, open_db
+from ctxmem.cli._common import (
+    CtxmemGroup,
+    db_option,
+    echo_json,
+    json_option,
+    open_existing_store,
+    resolve_session_id,
+)
 from ctxmem.cli._options import TOKENS
 from ctxmem.config import load_preset
 from ctxmem.context.probe import probe_status
@@ -21,7 +28,8 @@ def context() -> None:
 
 
 @context.command("build")
-@click.option("--session", "session_id", required=True, help="Session id (ctxmem sessions list).")
+@click.option("--session", "session_id", required=True,
+              help="Session: an id, a unique prefix of one, or latest (ctxmem sessions list).")
 @click.option("--preset", required=True, help="Preset name or path to a .toml file (ctxmem strategies list).")
 @click.option("--window", "--budget", "budget", type=TOKENS, default=None,
               help="Override the preset's context window (e.g. 128k).")
@@ -58,6 +66,8 @@ def build_cmd(
     as_json: bool,
 ) -> None:
     """Build the next request's context for a session with a preset, and report what it did."""
+    if budget is not None and budget <= 0:
+        raise click.BadParameter("a context window must be at least 1 token", param_hint="'--window'")
     p = load_preset(preset)
     deps: dict[str, Any] = {}
     if summarizer_model is not None:
@@ -68,8 +78,8 @@ def build_cmd(
         deps["client"] = get_client(summarizer_model)
     builder = p.builder(context_window=budget, tokenizer=tokenizer, **deps)
     tok = builder.tokenizer
-    with open_db(db_path) as store:
-        session = Session.open(store, session_id)
+    with open_existing_store(db_path) as store:  # a dry run creates no store
+        session = Session.open(store, resolve_session_id(store, session_id))
         history = builder.history(session)
         t0 = time.perf_counter()
         # A dry run: the session is read (recall handles, retrieval), never written. The
@@ -78,7 +88,7 @@ def build_cmd(
         built = builder.build(history, system=system, session=session, record=False, cache_derived=cache_derived)
         elapsed = time.perf_counter() - t0
     out: dict[str, Any] = {
-        "session": session_id,
+        "session": session.id,
         "preset": p.name,
         "tokenizer": tok,
         "build_ms": round(elapsed * 1000, 3),

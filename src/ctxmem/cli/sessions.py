@@ -87,9 +87,19 @@ def import_cmd(file: str, fmt: str, tokenizers: tuple[str, ...], title: str | No
             store.tokenizer(name)
         loaded = time.perf_counter() - t0
         t0, c0 = time.perf_counter(), _cpu_seconds()
-        session = import_file(store, file, fmt=fmt, title=title, tokenizers=tokenizers)
+        try:
+            session = import_file(store, file, fmt=fmt, title=title, tokenizers=tokenizers)
+        except KeyboardInterrupt:
+            click.echo("interrupted: nothing was imported (the import is one transaction)", err=True)
+            sys.exit(130)
         elapsed, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
-        summary = _summary(session, tokenizers[0] if tokenizers else None)
+        try:
+            summary = _summary(session, tokenizers[0] if tokenizers else None)
+        except KeyboardInterrupt:
+            # The session is committed: saying "Aborted!" here made a user import it twice.
+            click.echo(f"imported as session {session.id}; interrupted before the summary "
+                       f"(ctxmem sessions show {session.id} prints it)", err=True)
+            sys.exit(0)
     summary["import_seconds"] = round(elapsed, 4)
     summary["import_cpu_seconds"] = round(cpu, 4)
     summary["tokenizer_load_seconds"] = round(loaded, 4)
@@ -282,11 +292,20 @@ def export_cmd(session_id: str, fmt: str, output: str | None, db_path: str) -> N
 @json_option
 def search_cmd(query: str, session_id: str | None, limit: int, raw: bool, db_path: str, as_json: bool) -> None:
     """Full-text search over tool outputs: every word of QUERY, as typed (--fts for FTS5 syntax)."""
-    from ctxmem.store.query import plain_query
+    from ctxmem.errors import InputError
+    from ctxmem.store.query import MAX_QUERY_WORDS, plain_query
 
+    if raw:
+        if not query.strip():
+            raise InputError("the search query is empty: give at least one word", field="query")
+        if len(query.split()) > MAX_QUERY_WORDS:
+            raise InputError(f"the --fts query has {len(query.split())} words; at most {MAX_QUERY_WORDS}",
+                             field="query")
+    else:
+        query = plain_query(query)
     with open_existing_store(db_path) as store:
-        sid = resolve_session_id(store, session_id) if session_id else None
-        hits = store.search(query if raw else plain_query(query), session_id=sid, limit=limit)
+        sid = resolve_session_id(store, session_id) if session_id is not None else None
+        hits = store.search(query, session_id=sid, limit=limit)
     if as_json:
         echo_json([_hit(h) for h in hits])
         return

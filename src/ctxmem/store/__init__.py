@@ -40,8 +40,11 @@ STORES = Registry(
 )
 
 
-def _open_sqlite(url: str, **options: Any) -> SQLiteStore:
-    # As SQLAlchemy: sqlite:///rel.db is relative, sqlite:////abs.db absolute, sqlite:// in memory.
+def sqlite_url_path(url: str) -> str:
+    """The file a ``sqlite:`` store URL names (``:memory:`` for ``sqlite://``). As SQLAlchemy:
+    ``sqlite:///rel.db`` is relative to the current folder, ``sqlite:////abs.db`` absolute.
+    A query string or fragment is refused: SQLite would take it as part of the file name
+    (``w.db?mode=ro`` opened, and created, a new empty file of that name)."""
     rest = url.split(":", 1)[1]
     if rest.startswith("///"):
         path = rest[3:]
@@ -51,7 +54,14 @@ def _open_sqlite(url: str, **options: Any) -> SQLiteStore:
         path = rest
     if not path:
         raise InputError(f"store URL {url!r} names no file: write sqlite:///path/to/file.db", field="store")
-    return SQLiteStore(path, **options)
+    if "?" in path or "#" in path:
+        raise InputError(f"store URL {url!r}: a sqlite URL takes no query string or fragment; name the file only "
+                         "(sqlite:///relative.db, sqlite:////absolute/path.db)", field="store")
+    return path
+
+
+def _open_sqlite(url: str, **options: Any) -> SQLiteStore:
+    return SQLiteStore(sqlite_url_path(url), **options)
 
 
 def _open_memory(url: str, **options: Any) -> MemoryStore:
@@ -99,5 +109,6 @@ __all__ = [
     "TokenTotals",
     "content_hash",
     "open_store",
+    "sqlite_url_path",
     "store_scheme",
 ]

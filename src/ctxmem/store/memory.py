@@ -76,6 +76,12 @@ class MemoryStore:
     def close(self) -> None:
         pass
 
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def create_session(
         self,
         *,

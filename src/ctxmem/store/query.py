@@ -11,11 +11,27 @@ a phrase: adjacent, in order. Raw FTS5 syntax stays available to whoever asks fo
 
 from __future__ import annotations
 
+#: the most distinct words a plain query may hold: FTS5's cost grows with the number of
+#: phrases times their postings (a query repeating one common word 40 times took 1.4 s on a
+#: 60-output session, 500 times over two minutes), and a search is a lookup, not a document
+MAX_QUERY_WORDS = 64
+
 
 def plain_query(text: str) -> str:
-    """An FTS5 query matching every word of ``text`` (each word a quoted phrase)."""
-    words = text.split()
+    """An FTS5 query matching every word of ``text`` (each word a quoted phrase).
+
+    A word repeated (in any case: the index folds case) is asked for once, which changes no
+    match. More than :data:`MAX_QUERY_WORDS` distinct words, or none, is an
+    :class:`~ctxmem.errors.InputError` naming the ``query`` field."""
+    from ctxmem.errors import InputError
+
+    words = list({w.casefold(): w for w in reversed(text.split())}.values())[::-1]
+    if not words:
+        raise InputError("the search query is empty: give at least one word", field="query")
+    if len(words) > MAX_QUERY_WORDS:
+        raise InputError(f"the search query has {len(words)} distinct words; at most {MAX_QUERY_WORDS}: "
+                         "keep the distinctive ones (an error message, an id, a file name)", field="query")
     return " ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
-__all__ = ["plain_query"]
+__all__ = ["MAX_QUERY_WORDS", "plain_query"]

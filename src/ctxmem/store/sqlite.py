@@ -130,7 +130,12 @@ class SQLiteStore:
     ):
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            parent = Path(self.path).parent
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder {parent} for the session store {self.path}: "
+                                 f"{exc.strerror or exc}") from None
         self.max_attempts = max_attempts
         self._lock = threading.RLock()
         try:
