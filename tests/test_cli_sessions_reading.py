@@ -136,7 +136,7 @@ def test_path_and_output_errors_are_one_line(tmp_path: Path) -> None:
     code, _, err = run("export", "latest", "--db", str(tmp_path / "s.db"), "-o", str(tmp_path / "no" / "out.jsonl"))
     assert code == 1 and err.startswith("error: No such file or directory: ") and err.count("\n") == 1
     code, out, err = run("list", "--db", "memory://")
-    assert code == 0 and "Traceback" not in err
+    assert code == 0 and out.strip() == "no sessions" and "Traceback" not in err
 
 
 def test_several_system_lines_join_none_is_dropped(tmp_path: Path) -> None:
