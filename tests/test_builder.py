@@ -160,14 +160,14 @@ def test_a_history_ending_in_the_answer_builds_when_input_is_coming(tmp_path: Pa
     session.record(Message.assistant("the answer"))
     for name in ("window-32k", "masking-200k", "summarize-128k", "pipeline-200k", "dump-1m"):
         b = load_preset(name).builder()
-        with pytest.raises(InvalidConversationError, match="ends with an assistant message"):
+        with pytest.raises(InvalidConversationError, match="ends with the model's answer .message 1.*expect_input"):
             b.build(session)
         built = b.build(session, expect_input=True)
         assert [m.role for m in built.messages] == ["user", "assistant"], name
     # pending tool calls still need their results, whatever comes next
     session.record(Message.user("next"))
     session.record(Message.assistant(ToolUseBlock("t1", "read_file", {"path": "a"})))
-    with pytest.raises(InvalidConversationError, match="pending tool calls"):
+    with pytest.raises(InvalidConversationError, match="tool calls have no results .t1."):
         load_preset("window-32k").builder().build(session, expect_input=True)
 
 
@@ -302,3 +302,25 @@ def test_context_build_takes_latest_and_prefixes_and_refuses_a_zero_window(tmp_p
     missing = tmp_path / "none" / "x.db"
     code, out = build("--session", "latest", "--db", str(missing))
     assert code == 1 and "no session store at" in out and not missing.parent.exists()
+
+
+def test_context_build_of_a_transcript_ending_in_the_answer_is_for_the_next_input(tmp_path: Path) -> None:
+    """An imported transcript most often ends with the model's answer: `context build` built
+    nothing ("line 4: the history ends with an assistant message"); it now builds the context
+    the next user message will follow, and says so. Unanswered tool calls stay an error."""
+    f = tmp_path / "t.jsonl"
+    f.write_text('{"role": "user", "content": "task"}\n{"role": "assistant", "content": "the answer"}\n')
+    db = str(tmp_path / "s.db")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["sessions", "import", str(f), "--db", db]).exit_code == 0
+    r = runner.invoke(cli, ["context", "build", "--session", "latest", "--preset", "window-32k", "--db", db, "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["for_next_input"] is True and [m["role"] for m in out["messages"]] == ["user", "assistant"]
+    r = runner.invoke(cli, ["context", "build", "--session", "latest", "--preset", "window-32k", "--db", db])
+    assert "the context the next user message will follow" in r.output
+    f.write_text('{"role": "user", "content": "task"}\n'
+                 '{"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "run", "input": {}}]}\n')
+    assert runner.invoke(cli, ["sessions", "import", str(f), "--db", db]).exit_code == 0
+    r = runner.invoke(cli, ["context", "build", "--session", "latest", "--preset", "window-32k", "--db", db])
+    assert r.exit_code == 1 and "tool calls have no results (t1)" in r.output and "line " not in r.output

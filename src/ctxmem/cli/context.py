@@ -85,7 +85,11 @@ def build_cmd(
         # A dry run: the session is read (recall handles, retrieval), never written. The
         # derived-state cache may be (--cache): a 1M-token session's next build then restores
         # the facts index instead of reading every tool output again (~1 s at 1M, ~8 s at 10M).
-        built = builder.build(history, system=system, session=session, record=False, cache_derived=cache_derived)
+        # A session that ends with the model's answer (an imported transcript, most often) is
+        # built for the user message that comes next; unanswered tool calls are still an error.
+        answered = bool(history.messages) and history.flags[-1].role == "assistant" and not history.flags[-1].tool_uses
+        built = builder.build(history, system=system, session=session, record=False, cache_derived=cache_derived,
+                              expect_input=answered)
         elapsed = time.perf_counter() - t0
     out: dict[str, Any] = {
         "session": session.id,
@@ -96,6 +100,7 @@ def build_cmd(
         "cache_breakpoints": list(built.cache_breakpoints),
         "extra_tools": [t.name for t in built.extra_tools],
         "probes": {needle: probe_status(needle, built, history) for needle in probes},
+        "for_next_input": answered,
     }
     if with_messages:
         out["messages"] = to_anthropic(built.messages)
@@ -108,6 +113,9 @@ def build_cmd(
     click.echo("sections: " + ", ".join(f"{k}={v}" for k, v in r.sections.items()))
     click.echo(f"kept {len(r.kept)}, masked {len(r.masked)}, summarized {len(r.summarized)}, dropped {len(r.dropped)} "
                f"messages; headroom {r.headroom_tokens} tokens")
+    if answered:
+        click.echo(f"note: the session ends with the model's answer (message {len(history) - 1}): this is the "
+                   "context the next user message will follow")
     for note in r.notes:
         click.echo(f"note: {note}")
     for needle, status in out["probes"].items():

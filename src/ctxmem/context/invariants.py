@@ -111,11 +111,16 @@ class NoTrailingAssistant:
     def check(self, history: History) -> None:
         if history.messages and history.flags[-1].role == "assistant":
             f = history.flags[-1]
-            what = "pending tool calls " + ", ".join(f.tool_uses) if f.tool_uses else "a final assistant turn"
+            if f.tool_uses:
+                raise InvalidConversationError(
+                    f"the history ends with an assistant message (message {len(history) - 1}) whose tool calls "
+                    f"have no results ({', '.join(f.tool_uses)}): record the tool results before building a context",
+                    field="messages",
+                )
             raise InvalidConversationError(
-                f"the history ends with an assistant message ({what}); record the tool results or the next "
-                "user message before building a context",
-                line=len(history),
+                f"the history ends with the model's answer (message {len(history) - 1}): record the next user "
+                "message, or build with expect_input=True for the context that message will follow",
+                field="messages",
             )
 
 
