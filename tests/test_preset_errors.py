@@ -40,6 +40,17 @@ def test_an_out_of_range_value_in_budget(tmp_path: Path) -> None:
     assert re.match(r".*x\.toml:5: field 'budget\.context_window': .*greater than 0", str(err))
 
 
+def test_a_reserve_over_a_quarter_of_the_window_is_refused_not_capped_silently(tmp_path: Path) -> None:
+    """A build caps the reply reserve at a quarter of the window: a preset asking for 40K of
+    a 32K window built with 8K and no word of it."""
+    err = _error(tmp_path, HEADER.replace("reserve_output = 4000", "reserve_output = 40000"))
+    assert (err.line, err.field) == (6, "budget.reserve_output")
+    assert "over a quarter of context_window 100000 (25000)" in str(err)
+    ok = tmp_path / "ok.toml"
+    ok.write_text(HEADER.replace("reserve_output = 4000", "reserve_output = 25000"), encoding="utf-8")
+    assert load_preset(ok).budget().reserve_output == 25000  # a quarter exactly is kept as given
+
+
 def test_an_unknown_field_is_found_under_its_own_section(tmp_path: Path) -> None:
     # keep_lsat also appears in a multi-line string above: that line must not be taken
     text = (

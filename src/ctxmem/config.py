@@ -49,7 +49,7 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ctxmem.errors import ConfigError, UnknownNameError
 from ctxmem.tokens import Budget
@@ -67,6 +67,17 @@ class BudgetModel(BaseModel):
     context_window: int = Field(gt=0, description="The model's context window in tokens.")
     reserve_output: int = Field(0, ge=0, description="Tokens kept free for the reply.")
     threshold: float = Field(1.0, gt=0, le=1, description="Fraction of the input budget at which to compact.")
+
+    @field_validator("reserve_output")
+    @classmethod
+    def _reserve_fits(cls, v: int, info: ValidationInfo) -> int:
+        # A build caps the reserve at a quarter of the window (so a smaller --window override
+        # still leaves input room): a preset asking for more got a quarter, silently.
+        window = info.data.get("context_window")
+        if window is not None and v > window // 4:
+            raise ValueError(f"reserve_output {v} is over a quarter of context_window {window} ({window // 4}): "
+                             "a build would cap it there; lower it, or raise context_window")
+        return v
 
 
 class PresetModel(BaseModel):
