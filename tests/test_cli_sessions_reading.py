@@ -146,3 +146,16 @@ def test_several_system_lines_join_none_is_dropped(tmp_path: Path) -> None:
     assert code == 0
     code, out, _ = run("export", "latest", "--db", str(tmp_path / "s.db"))
     assert code == 0 and json.loads(out.splitlines()[0]) == {"system": "a\n\nb"}
+
+
+def test_an_openai_file_imported_as_anthropic_says_which_format_to_use(tmp_path: Path) -> None:
+    f = tmp_path / "oa.jsonl"
+    f.write_text('{"role": "system", "content": "s"}\n{"role": "user", "content": "hi"}\n')
+    code, _, err = run("import", str(f), "--db", str(tmp_path / "s.db"))
+    assert code == 1 and "line 1" in err and "--format openai" in err
+    assert not (tmp_path / "s.db").exists() or run("list", "--db", str(tmp_path / "s.db"))[1].strip() == "no sessions"
+
+
+def test_a_search_without_matches_says_so_on_stderr(db: Path) -> None:
+    code, out, err = run("search", "zzzqqq", "--db", str(db))
+    assert code == 0 and out == "" and err.strip() == "no matches"

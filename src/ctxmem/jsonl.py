@@ -193,7 +193,10 @@ def parse_jsonl(
             try:
                 messages.append(message_from_anthropic(obj))
             except InputError as exc:
-                raise InputError(exc.reason, source=source, line=lineno, field=exc.field) from None
+                reason = exc.reason
+                if exc.field == "role" and isinstance(obj, dict) and obj.get("role") in ("system", "developer", "tool"):
+                    reason += " (an OpenAI chat-completions file? import it with --format openai)"
+                raise InputError(reason, source=source, line=lineno, field=exc.field) from None
             lines.append(lineno)
     else:
         objs: list[Any] = []

@@ -309,6 +309,8 @@ def search_cmd(query: str, session_id: str | None, limit: int, raw: bool, db_pat
     if as_json:
         echo_json([_hit(h) for h in hits])
         return
+    if not hits:
+        click.echo("no matches", err=True)  # on stderr: stdout stays one line per hit
     for h in hits:
         click.echo(f"event {h.event_id}  {h.tool_name or '?'}  {h.snippet.replace(chr(10), ' ')}")
 
