@@ -56,3 +56,11 @@ def test_uncached_hub_name_offline_names_the_remedy(hub_cache: Path) -> None:
     msg = str(err.value)
     assert "acme/not-downloaded" in msg and "HF_HUB_OFFLINE=1" in msg
     assert "huggingface-cli download acme/not-downloaded" in msg and "tokenizer.json" in msg
+
+
+def test_a_missing_local_path_says_so_not_how_to_download_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "tok"
+    with pytest.raises(TokenizerError) as err:
+        get_tokenizer(f"hf:{missing}")
+    msg = str(err.value)
+    assert f"'{missing}': nothing at that path" in msg and "huggingface-cli" not in msg and ".." not in msg

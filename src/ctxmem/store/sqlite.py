@@ -150,7 +150,10 @@ class SQLiteStore:
         # once written): a 1M-token import writes half as many WAL frames; measured import
         # CPU 221 -> 212 ms and wall 233 -> 213 ms, single appends 128 -> 140 µs (medians of 9).
         self.conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-        self._retry(lambda: self._pragma_wal())
+        try:
+            self._retry(lambda: self._pragma_wal())
+        except StoreError as exc:
+            raise self._explain_open_failure(exc) from None
         self.conn.execute(f"PRAGMA synchronous = {synchronous}")
         self.conn.execute("PRAGMA foreign_keys = OFF")  # integrity is enforced by the write path
         self._db: Any = None
@@ -159,6 +162,16 @@ class SQLiteStore:
         self._tokenizers: dict[str, Tokenizer] = {}
         self._df_memo: tuple[int, int, dict[str, int]] | None = None  # see document_frequencies
         self._size_memo: tuple[int, int, float] | None = None  # see output_stats
+
+    def _explain_open_failure(self, exc: StoreError) -> StoreError:
+        """SQLite says "unable to open database file" when the file is fine but its folder is
+        read-only: a WAL store needs its ``-wal`` and ``-shm`` files beside it, even to read."""
+        folder = Path(self.path).resolve().parent
+        if self.path != ":memory:" and Path(self.path).is_file() and not os.access(folder, os.W_OK):
+            return StoreError(f"cannot open session store {self.path}: its folder {folder} is read-only, and SQLite "
+                              f"needs to create {Path(self.path).name}-wal and -shm beside it, even to read; copy the "
+                              "file to a writable folder")
+        return exc
 
     # ------------------------------------------------------------------ plumbing
 

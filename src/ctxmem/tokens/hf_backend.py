@@ -58,12 +58,15 @@ class HFTokenizer:
             tok = AutoTokenizer.from_pretrained(source)
         except Exception as exc:
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+            why = (str(exc).splitlines()[0] if str(exc) else "").rstrip(". ")
+            if source.startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(source)):
+                raise TokenizerError(f"cannot load Hugging Face tokenizer {source!r}: nothing at that path; "
+                                     "give a tokenizer.json or a model folder") from None
             raise TokenizerError(
                 f"cannot load Hugging Face tokenizer {source!r}"
                 + (" (HF_HUB_OFFLINE=1)" if offline else "")
-                + f": {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
-                "Pass a local path to a tokenizer.json or a model folder, or download it once "
-                f"with: huggingface-cli download {source} tokenizer.json"
+                + f": {type(exc).__name__}: {why}. Pass a local path to a tokenizer.json or a model folder, "
+                f"or download it once with: huggingface-cli download {source} tokenizer.json"
             ) from exc
         fast = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
         if fast is None:
