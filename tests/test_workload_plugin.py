@@ -105,3 +105,10 @@ def test_an_installed_plugin_is_listed_in_a_fresh_process(tmp_path: Path) -> Non
     env["PYTHONPATH"] = str(PLUGIN)  # without the dist-info it is not listed: the test is not passing by accident
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0 and "log_triage" not in {d["name"] for d in json.loads(r.stdout)}
+
+
+def test_an_unknown_mode_is_refused_before_a_store_is_made(tmp_path: Path) -> None:
+    db = tmp_path / "w.db"
+    res = _run(workload, "run", "synthetic", "--mode", "nope", "--db", str(db))
+    assert res.exit_code == 1 and "unknown mode 'nope'" in res.output and "choose record, context" in res.output
+    assert not db.exists()

@@ -64,6 +64,14 @@ def generic_run_cmd(name: str, settings: tuple[str, ...], preset: str | None, mo
 
     wl = get_workload(name, parse_settings(settings))
     wl.check()  # missing extras stop here, before anything is recorded (the workload checks its mode)
+    # a listed mode ending in a number is a family (amnesic-8: amnesic-K for any K)
+    known = any(mode == m or (m[-1:].isdigit() and mode.startswith(m.rstrip("0123456789"))) for m in wl.modes) \
+        if mode is not None else True
+    if wl.modes and not known:
+        # before the store is opened (an unknown mode left an empty store behind) and the progress line
+        from ctxmem.errors import ConfigError
+
+        raise ConfigError(f"unknown mode {mode!r} for the {name} workload; choose {', '.join(wl.modes)}", field="mode")
     if preset is not None:
         from ctxmem.config import load_preset
 
