@@ -510,3 +510,18 @@ def test_bulk_path_declines_every_bad_case(data: bytes, fmt: str, exc_type: type
     from ctxmem.jsonl import _encode_fast
 
     assert _encode_fast(data) is None  # the validating path reports the error
+
+
+def test_an_openai_refusal_is_kept_as_the_assistants_text(tmp_path: Path) -> None:
+    """Chat Completions puts what the model said when it declined in ``refusal`` (content
+    null): an import dropped it, leaving an empty assistant turn."""
+    data = (b'{"role": "user", "content": "do x"}\n'
+            b'{"role": "assistant", "content": null, "refusal": "I cannot help with that."}\n'
+            b'{"role": "user", "content": "ok"}\n')
+    with SQLiteStore(tmp_path / "s.db") as store:
+        session = import_jsonl(store, data, fmt="openai", tokenizers=["o200k_base"])
+        assert session.messages()[1] == Message.assistant("I cannot help with that.")
+    _, msgs = parse_jsonl(data, fmt="openai")
+    assert msgs[1] == Message.assistant("I cannot help with that.")
+    with pytest.raises(InputError, match="refusal"):
+        parse_jsonl(data.replace(b'"I cannot help with that."', b"7"), fmt="openai")

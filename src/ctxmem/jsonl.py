@@ -465,7 +465,7 @@ def _encode_fast_openai(data: bytes) -> _Bulk | None:
                 if pending:
                     encode("user", pending)
                     pending = []
-                if obj.get("reasoning_content") is not None or obj.get("redacted_reasoning"):
+                if obj.get("reasoning_content") is not None or obj.get("redacted_reasoning") or obj.get("refusal"):
                     return None
                 content = obj.get("content")
                 blocks = [] if content is None else _openai_text_parts(content)

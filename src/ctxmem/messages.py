@@ -447,6 +447,14 @@ def from_openai(messages: Iterable[Any]) -> tuple[str | None, list[Message]]:
                     blocks.append(ThinkingBlock(obj["reasoning_content"], sig if isinstance(sig, str) else ""))
             blocks.extend(RedactedThinkingBlock(d) for d in obj.get("redacted_reasoning") or ())
             blocks.extend(_openai_content_blocks(obj.get("content"), "assistant"))
+            refusal = obj.get("refusal")
+            if refusal is not None:
+                # what the model said when it declined (content is null then): kept as its text,
+                # as the Responses API's refusal parts are, not dropped
+                if not isinstance(refusal, str):
+                    raise InputError("'refusal' must be a string", field="refusal")
+                if refusal:
+                    blocks.append(TextBlock(refusal))
             for call in obj.get("tool_calls") or ():
                 fn = call.get("function") if isinstance(call, Mapping) else None
                 if not isinstance(fn, Mapping) or not isinstance(call.get("id"), str):
