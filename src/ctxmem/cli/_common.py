@@ -169,10 +169,10 @@ def open_existing_store(db_path: str) -> Any:
     store is an error naming it (a read never creates a directory or a database file).
     URLs (``postgresql://…``) open through :func:`ctxmem.store.open_store`."""
     from ctxmem.errors import InputError
-    from ctxmem.store import SQLiteStore, open_store, sqlite_url_path, store_scheme
+    from ctxmem.store import SQLiteStore, open_store, sqlite_url_path
 
     path = db_path
-    if store_scheme(db_path) == "sqlite" and db_path.startswith("sqlite:"):
+    if db_path.startswith("sqlite:"):
         path = sqlite_url_path(db_path)  # a sqlite URL is a file too: a read must not create it
         if path == ":memory:":
             return open_store(db_path)

@@ -47,6 +47,11 @@ def list_cmd(as_json: bool) -> None:
     click.echo(table(rows, ["workload", "from", "modes", "settings (--set)", "description"]))
 
 
+def _mode_is(mode: str, listed: str) -> bool:
+    """``mode`` is the listed mode, or of its numbered family (``amnesic-8`` lists ``amnesic-K``)."""
+    return mode == listed or (listed[-1:].isdigit() and mode.startswith(listed.rstrip("0123456789")))
+
+
 @workload.command("run")
 @click.argument("name")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
@@ -64,10 +69,7 @@ def generic_run_cmd(name: str, settings: tuple[str, ...], preset: str | None, mo
 
     wl = get_workload(name, parse_settings(settings))
     wl.check()  # missing extras stop here, before anything is recorded (the workload checks its mode)
-    # a listed mode ending in a number is a family (amnesic-8: amnesic-K for any K)
-    known = any(mode == m or (m[-1:].isdigit() and mode.startswith(m.rstrip("0123456789"))) for m in wl.modes) \
-        if mode is not None else True
-    if wl.modes and not known:
+    if mode is not None and wl.modes and not any(_mode_is(mode, m) for m in wl.modes):
         # before the store is opened (an unknown mode left an empty store behind) and the progress line
         from ctxmem.errors import ConfigError
 
