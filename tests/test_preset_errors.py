@@ -88,9 +88,9 @@ def test_nested_strategy_params_are_located_in_dotted_tables(tmp_path: Path) -> 
         "[params.core_params]\nkeep_last = 2\n\n[params.core_params.tools.compile]\nreducer = \"nope\"\n"
     )
     err = _error(tmp_path, text)
-    # the pipeline reports the error at core_params: its table header is line 6
-    assert err.field is not None and err.field.startswith("params.core_params")
-    assert err.line == 6 and "unknown reducer 'nope'" in str(err)
+    # the nested config's own field, at the line that sets it
+    assert err.field == "params.core_params.tools.compile.reducer"
+    assert err.line == 10 and "unknown reducer 'nope'" in str(err)
 
 
 def test_invalid_toml_names_its_line(tmp_path: Path) -> None:
@@ -144,3 +144,39 @@ def test_a_missing_run_time_dependency_names_its_line_when_the_builder_is_made(t
         preset.builder()
     assert (info.value.line, info.value.field) == (7, "params.summarizer_model")
     assert str(info.value).startswith(f"{path}:7: field 'params.summarizer_model': ")
+
+
+def test_an_unknown_reducer_names_its_line_and_dotted_field_at_every_depth(tmp_path: Path) -> None:
+    """The reducer check raised the registry's error from inside pydantic, which lost the
+    field: the message said only ``field 'params'``, with no line."""
+    err = _error(tmp_path, HEADER + '[params]\nreducer = "nope"\n')
+    assert (err.line, err.field) == (8, "params.reducer")
+    assert "unknown reducer 'nope'. Did you mean 'none'?" in str(err)
+    assert "Value error" not in str(err)
+    err = _error(tmp_path, HEADER + '[params.tools.compile]\nreducer = "frist_error"\n')
+    assert (err.line, err.field) == (8, "params.tools.compile.reducer")
+    assert "Did you mean 'first_error'?" in str(err)
+    pipeline = HEADER.replace('"masking"', '"pipeline"') + '[params.core_params.tools.compile]\nreducer = "x"\n'
+    err = _error(tmp_path, pipeline)
+    assert (err.line, err.field) == (8, "params.core_params.tools.compile.reducer")
+
+
+def test_token_sizes_read_as_on_the_command_line(tmp_path: Path) -> None:
+    """``--window 128k`` works on the CLI; the same size in a preset was a type error."""
+    path = tmp_path / "sizes.toml"
+    path.write_text(
+        'type = "pipeline"\n[budget]\ncontext_window = "200k"\nreserve_output = "8Ki"\n'
+        '[params]\nledger_tokens = "1k"\n[params.core_params]\nfacts_tokens = "6k"\n',
+        encoding="utf-8",
+    )
+    preset = load_preset(path)
+    assert (preset.budget().context_window, preset.budget().reserve_output) == (200_000, 8192)
+    strategy = preset.builder().strategy
+    assert strategy.config.ledger_tokens == 1000
+    assert strategy.core.config.facts_tokens == 6000
+    err = _error(tmp_path, HEADER.replace("context_window = 100000", 'context_window = "100 k tokens"'))
+    assert (err.line, err.field) == (5, "budget.context_window")
+    assert "not a token count: '100 k tokens' (use e.g. 32k" in str(err)
+    # a string is a size only where the field counts tokens
+    err = _error(tmp_path, HEADER + '[params]\nkeep_last = "3k"\n')
+    assert err.field == "params.keep_last"

@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from ctxmem.errors import ConfigError, UnknownNameError
 from ctxmem.tokens import Budget
+from ctxmem.tokens.budget import token_size_field
 
 if TYPE_CHECKING:
     from ctxmem.context import BuildRequest, BuiltContext, ContextStrategy, History, SessionLike
@@ -67,6 +68,8 @@ class BudgetModel(BaseModel):
     context_window: int = Field(gt=0, description="The model's context window in tokens.")
     reserve_output: int = Field(0, ge=0, description="Tokens kept free for the reply.")
     threshold: float = Field(1.0, gt=0, le=1, description="Fraction of the input budget at which to compact.")
+
+    _sizes = field_validator("context_window", "reserve_output", mode="before")(token_size_field)
 
     @field_validator("reserve_output")
     @classmethod

@@ -186,7 +186,7 @@ def test_core_params_errors_name_the_file_and_the_field_once() -> None:
     assert msg == "presets/p.toml: field 'params.core_params.keep_lst': unknown field; remove it or check its spelling"
     assert msg.count("field") == 2  # "field '…'" once, and "unknown field"
     data["params"] = {"core_params": {"reducer": "first_eror"}}
-    with pytest.raises(ConfigError, match=re.escape("presets/p.toml: field 'params.core_params': unknown reducer 'first_eror'")):
+    with pytest.raises(ConfigError, match=re.escape("presets/p.toml: field 'params.core_params.reducer': unknown reducer 'first_eror'")):
         parse_preset(data, name="p", source="presets/p.toml")
     with pytest.raises(ConfigError, match=re.escape("x.toml: field 'core_params.keep_last'")):
         make_strategy("pipeline", {"core_params": {"keep_last": -1}}, source="x.toml")

@@ -51,6 +51,8 @@ def validation_detail(exc: ValidationError) -> tuple[str | None, str]:
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown field; remove it or check its spelling"
+    elif err["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")  # a validator's own sentence says what to fix
     return loc, msg
 
 

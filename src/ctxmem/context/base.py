@@ -51,11 +51,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from ctxmem.context.history import History
 from ctxmem.messages import Message, ToolSpec, tool_to_anthropic
 from ctxmem.tokens import Budget, Tokenizer
+from ctxmem.tokens.budget import token_size_field
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
 
 if TYPE_CHECKING:
@@ -67,6 +68,14 @@ class StrategyConfig(BaseModel):
     """Base of every strategy config: frozen, unknown fields rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _token_sizes(cls, v: Any, info: ValidationInfo) -> Any:
+        """A ``*_tokens`` field takes ``"6k"`` as ``--window 6k`` does (see :func:`token_size_field`)."""
+        if isinstance(v, str) and info.field_name is not None and info.field_name.endswith("_tokens"):
+            return token_size_field(v)
+        return v
 
     def dependencies(self) -> dict[str, str]:
         """Run-time objects this configuration needs, by constructor keyword.

@@ -60,9 +60,20 @@ from ctxmem.context.history import History
 from ctxmem.context.memory import Carry, split_sections
 from ctxmem.context.profile import FactProfile
 from ctxmem.context.reducers import REDUCERS, Reducer, get_reducer
-from ctxmem.errors import ContextOverflowError, InputError
+from ctxmem.errors import ContextOverflowError, InputError, UnknownNameError
 from ctxmem.messages import ContentBlock, Message, ToolResultBlock, ToolSpec, tool_to_anthropic
 from ctxmem.tokens import count_messages, count_tools
+
+
+def _reducer_name(v: str | None) -> str | None:
+    """A registered reducer's name, or a ValueError with "did you mean" (pydantic then names
+    the field it was given in: ``params.tools.compile.reducer``, and a preset its line)."""
+    if v is not None and v not in REDUCERS:
+        try:
+            REDUCERS.get(v)
+        except UnknownNameError as exc:
+            raise ValueError(str(exc)) from None
+    return v
 
 
 class ToolPolicy(StrategyConfig):
@@ -74,9 +85,7 @@ class ToolPolicy(StrategyConfig):
     @field_validator("reducer")
     @classmethod
     def _known_reducer(cls, v: str | None) -> str | None:
-        if v is not None and v not in REDUCERS:
-            REDUCERS.get(v)  # raises UnknownNameError with "did you mean"
-        return v
+        return _reducer_name(v)
 
 
 class MaskingConfig(StrategyConfig):
@@ -104,9 +113,7 @@ class MaskingConfig(StrategyConfig):
     @field_validator("reducer")
     @classmethod
     def _known_reducer(cls, v: str | None) -> str | None:
-        if v is not None and v not in REDUCERS:
-            REDUCERS.get(v)
-        return v
+        return _reducer_name(v)
 
 
 # ----------------------------------------------------------------------------- recall

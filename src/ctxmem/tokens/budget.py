@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
 
 from ctxmem.errors import ConfigError
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]i?)?\s*$")
+
+
+def parse_token_size(text: str) -> int:
+    """``32k`` → 32,000, ``1m`` → 1,000,000 (decimal); ``32Ki`` → 32,768; plain integers as is.
+
+    Raises:
+        ValueError: not a size, or not a positive one (the message says what is accepted).
+    """
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"not a token count: {text!r} (use e.g. 32k, 128000, 1m, 32Ki)")
+    mult = {"": 1, "k": 1000, "m": 1_000_000, "ki": 1024, "mi": 1024**2}[(m.group(2) or "").lower()]
+    n = int(float(m.group(1)) * mult)
+    if n <= 0:
+        raise ValueError(f"a token count must be positive: {text!r}")
+    return n
+
+
+def token_size_field(value: Any) -> Any:
+    """A pydantic ``mode="before"`` step for a token-count field: ``"128k"`` in a preset
+    means what ``--window 128k`` means on the command line; anything else is left to the
+    field's own validation (an int, or its type error)."""
+    if isinstance(value, str):
+        return parse_token_size(value)
+    return value
 
 
 @dataclass(frozen=True, slots=True)

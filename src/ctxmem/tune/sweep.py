@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from ctxmem.config import load_preset
 from ctxmem.errors import ConfigError, InputError, MissingDependencyError
+from ctxmem.tokens.budget import parse_token_size
 from ctxmem.tune.prices import Price
 from ctxmem.tune.replay import CostReport, replay_cost
 from ctxmem.workloads.base import Workload
@@ -36,21 +37,12 @@ from ctxmem.workloads.base import Workload
 # ----------------------------------------------------------------------------- sizes
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]i?)?\s*$")
-
-
 def parse_tokens(text: str) -> int:
     """``32k`` → 32,000, ``1m`` → 1,000,000 (decimal); ``32Ki`` → 32,768; plain integers as is."""
-    m = _SIZE.match(text)
-    if not m:
-        raise InputError(f"not a token count: {text!r} (use e.g. 32k, 128000, 1m, 32Ki)", field="budgets")
-    value = float(m.group(1))
-    unit = (m.group(2) or "").lower()
-    mult = {"": 1, "k": 1000, "m": 1_000_000, "ki": 1024, "mi": 1024**2}[unit]
-    n = int(value * mult)
-    if n <= 0:
-        raise InputError(f"a budget must be positive: {text!r}", field="budgets")
-    return n
+    try:
+        return parse_token_size(text)
+    except ValueError as exc:
+        raise InputError(str(exc), field="budgets") from None
 
 
 def token_label(n: int) -> str:
