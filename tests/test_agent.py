@@ -653,3 +653,73 @@ def test_each_appended_block_is_encoded_once(o200k: Any) -> None:
     result = agent.run_sync("go")
     assert result.turns == 31
     assert all(seen.count(out) == 1 for out in outputs), [seen.count(o) for o in outputs]
+
+
+# --------------------------------------------------------------------------- replies the session could not store
+
+
+def _reply(*blocks: Any, stop: str = "end_turn") -> Response:
+    return Response(content=blocks, stop_reason=stop, usage=Usage(input_tokens=10, output_tokens=5), model="local")  # type: ignore[arg-type]
+
+
+def test_a_server_that_numbers_calls_call_0_every_turn_gets_fresh_ids() -> None:
+    """Some OpenAI-compatible servers reuse ``call_0``: the second reply was refused by the
+    session, the run aborted, and the paid reply was recorded nowhere."""
+    seen: list[dict[str, Any]] = []
+    echo = Tool("echo", lambda args: seen.append(args) or "ok", "echo")
+    s = Session.create(MemoryStore())
+    client = ScriptedClient([
+        _reply(ToolUseBlock("call_0", "echo", {"n": 1}), stop="tool_use"),
+        _reply(ToolUseBlock("call_0", "echo", {"n": 2}), ToolUseBlock("call_0", "echo", {"n": 3}), stop="tool_use"),
+        _reply(TextBlock("done")),
+    ])
+    result = Agent(client, s, tools=[echo], preset="window-32k").run_sync("go")
+    assert result.stop_reason == "end_turn" and seen == [{"n": 1}, {"n": 2}, {"n": 3}]
+    ids = [b.id for m in s.messages() for b in m.content if isinstance(b, ToolUseBlock)]
+    assert ids == ["call_0", "call_0_2", "call_0_3"]
+    validate_conversation(s.messages())
+    # the requests carried the recorded ids, answered in order
+    last = client.requests[-1].messages
+    assert [b.tool_use_id for m in last for b in m.content if isinstance(b, ToolResultBlock)] == ids
+
+
+def test_a_reply_or_tool_output_with_lone_surrogates_is_stored_with_replacement_characters() -> None:
+    def listing(args: dict[str, Any]) -> str:
+        return "report-\udcff.txt"  # os.listdir of a name that is not UTF-8
+
+    s = Session.create(MemoryStore())
+    client = ScriptedClient([
+        _reply(TextBlock("half an emoji \ud83d here"), ToolUseBlock("c1", "ls", {"dir\udc80": ["x\ud800"]}), stop="tool_use"),
+        _reply(TextBlock("done")),
+    ])
+    Agent(client, s, tools=[Tool("ls", listing, "list")], preset="window-32k").run_sync("go")
+    msgs = s.messages()
+    assert msgs[1].content[0] == TextBlock("half an emoji \ufffd here")
+    assert msgs[1].content[1] == ToolUseBlock("c1", "ls", {"dir\ufffd": ["x\ufffd"]})
+    assert msgs[2].content[0] == ToolResultBlock("c1", "report-\ufffd.txt")
+    assert s.pending_tool_uses() == []
+
+
+def test_an_empty_reply_keeps_its_usage_but_is_not_sent_back_as_an_empty_message() -> None:
+    s = Session.create(MemoryStore())
+    client = ScriptedClient([_reply(), _reply(TextBlock("second"))])
+    agent = Agent(client, s, preset="window-32k")
+    agent.run_sync("first")
+    agent.run_sync("again")
+    assert all(m.content for m in client.requests[-1].messages)
+    calls = [e.event for e in s.events() if isinstance(e.event, ModelCallEvent)]
+    assert len(calls) == 2 and calls[0].output_tokens == 5
+    assert any(isinstance(e.event, NoteEvent) and "empty" in e.event.text for e in s.events())
+
+
+def test_a_reply_the_session_refuses_still_records_its_usage_and_names_the_model() -> None:
+    from ctxmem.errors import InvalidConversationError
+
+    s = Session.create(MemoryStore())
+    client = ScriptedClient([_reply(ToolUseBlock("c1", "echo", {"x": math.nan}), stop="tool_use")])
+    with pytest.raises(InvalidConversationError, match="the reply of 'local' could not be recorded") as exc:
+        Agent(client, s, tools=[Tool("echo", lambda a: "ok", "echo")], preset="window-32k").run_sync("go")
+    assert "NaN" in str(exc.value)
+    kinds = [type(e.event).__name__ for e in s.events()]
+    assert kinds == ["MessageEvent", "ModelCallEvent", "NoteEvent"]  # the prompt, the paid call, why
+    assert s.pending_tool_uses() == []

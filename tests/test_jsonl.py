@@ -460,13 +460,14 @@ _UNUSUAL = [
     {"role": "user", "content": [
         {"type": "tool_result", "tool_use_id": "a1", "content": [{"type": "text", "text": "part 1"},
                                                                  {"type": "text", "text": "part 2"}]},
-        {"type": "text", "text": "thanks"},
     ]},
     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "a2", "content": "failed",
-                                  "is_error": True}]},  # results may follow results
+                                  "is_error": True},  # results may follow results
+                                 {"type": "text", "text": "thanks"}]},  # and text follows the last result
     {"role": "assistant", "content": []},
     {"role": "user", "content": "x", "extra": {"ignored": 18446744073709551616}},
     {"role": "assistant", "content": [{"type": "tool_use", "id": "a3", "name": "run", "input": {}}]},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "a3", "content": "ok"}]},
 ]
 
 
@@ -525,3 +526,30 @@ def test_an_openai_refusal_is_kept_as_the_assistants_text(tmp_path: Path) -> Non
     assert msgs[1] == Message.assistant("I cannot help with that.")
     with pytest.raises(InputError, match="refusal"):
         parse_jsonl(data.replace(b'"I cannot help with that."', b"7"), fmt="openai")
+
+
+@pytest.mark.parametrize(
+    ("third", "field", "needle"),
+    [
+        ({"role": "user", "content": "never mind"}, "content", "'a1' of the assistant message before this line has no result"),
+        ({"role": "assistant", "content": "more"}, "role", "'a1' of the assistant message before this line has no result"),
+        ({"role": "user", "content": [{"type": "text", "text": "hm"},
+                                      {"type": "tool_result", "tool_use_id": "a1", "content": "x"}]},
+         "content[0]", "content[0] comes before the result of tool call 'a1'"),
+    ],
+    ids=["user-text", "assistant", "text-before-result"],
+)
+def test_only_results_may_follow_unanswered_calls_in_a_file(
+    tmp_path: Path, third: dict[str, Any], field: str, needle: str
+) -> None:
+    """A transcript where something else comes between tool calls and their results is one
+    no provider accepts; it imported, and every build of it was invalid."""
+    data = _jsonl([{"role": "user", "content": "go"},
+                   {"role": "assistant", "content": [{"type": "tool_use", "id": "a1", "name": "ls", "input": {}}]},
+                   third])
+    with SQLiteStore(tmp_path / "s.db") as store:
+        with pytest.raises(InvalidConversationError) as exc:
+            import_jsonl(store, data)
+        assert (exc.value.line, exc.value.field) == (3, field)
+        assert needle in str(exc.value)
+        assert store.list_sessions() == []

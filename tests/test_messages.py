@@ -247,6 +247,21 @@ def test_validate_allow_pending(conv: list[Message]) -> None:
 
 
 @given(conversations(min_turns=1, max_turns=6))
+def test_validate_rejects_content_before_the_results_it_precedes(conv: list[Message]) -> None:
+    """Anthropic answers 400 ("Messages following tool_use blocks must begin with a matching
+    number of tool_result blocks") when text comes before a tool_result; the check passed it."""
+    for i, m in enumerate(conv):
+        if m.tool_results:
+            bad = [*conv[:i], Message("user", (TextBlock("typed while the tool ran"), *m.content)), *conv[i + 1 :]]
+            with pytest.raises(InvalidConversationError, match="comes before the tool_result") as exc:
+                validate_conversation(bad)
+            assert (exc.value.line, exc.value.field) == (i + 1, "content[0]")
+            # after the results, the same text is fine
+            validate_conversation([*conv[:i], Message("user", (*m.content, TextBlock("and then"))), *conv[i + 1 :]])
+            return
+
+
+@given(conversations(min_turns=1, max_turns=6))
 def test_validate_rejects_orphan_results(conv: list[Message]) -> None:
     # Re-point the first tool result at an id no tool_use has: an orphan.
     for i, m in enumerate(conv):

@@ -201,12 +201,13 @@ def test_a_second_result_for_the_same_id_is_refused(store: Any) -> None:
 
 def test_a_reused_tool_use_id_is_refused(store: Any) -> None:
     s = _started(store)
-    with pytest.raises(InvalidConversationError) as exc:
+    s.record_tool_result("t1", "done")
+    with pytest.raises(InvalidConversationError, match="already used") as exc:
         s.record(Message.assistant("again", ToolUseBlock("t1", "run", {})))
     assert exc.value.field == "content[1].id"
-    with pytest.raises(InvalidConversationError):
+    with pytest.raises(InvalidConversationError, match="already used"):
         s.record(Message.assistant(ToolUseBlock("t5", "a", {}), ToolUseBlock("t5", "b", {})))
-    assert [u.id for u in s.pending_tool_uses()] == ["t1"]
+    assert s.pending_tool_uses() == []
 
 
 def test_the_check_sees_what_other_handles_wrote(store: Any) -> None:
@@ -242,6 +243,42 @@ def test_rewind_and_fork_change_what_a_result_may_answer(store: Any) -> None:
     assert s.messages()[-1] == Message.user(ToolResultBlock("t1", "answered again after the rewind"))
 
 
+def test_nothing_but_their_results_may_follow_tool_calls_still_waiting(store: Any) -> None:
+    """A message recorded between a tool call and its result made every build invalid (a
+    provider wants the results to open the next message), with no error anywhere: now the
+    door refuses it, names the waiting calls, and writes nothing."""
+    s = _started(store)  # t1 waits
+    n = len(s.events())
+    with pytest.raises(InvalidConversationError, match=r"tool call 't1' \(run\) still waits for a result, so user text") as exc:
+        s.record(Message.user("never mind, do something else"))
+    assert exc.value.field == "content"
+    with pytest.raises(InvalidConversationError, match="so an assistant message cannot come next") as exc:
+        s.record(Message.assistant("more thoughts"))
+    assert exc.value.field == "role"
+    with pytest.raises(InvalidConversationError, match="user text"):  # text typed while the tool ran, before its result
+        s.record(Message.user(TextBlock("also check the logs"), ToolResultBlock("t1", "out")))
+    with pytest.raises(InvalidConversationError):  # a batch is refused whole
+        s.record_many([Message.user(ToolResultBlock("t1", "out")), Message.assistant(ToolUseBlock("t2", "run", {})),
+                       Message.user("hm")])
+    assert len(s.events()) == n and [u.id for u in s.pending_tool_uses()] == ["t1"]
+    # the results first, then anything: in the same message or the next one
+    s.record(Message.user(ToolResultBlock("t1", "out"), TextBlock("also check the logs")))
+    # text between tool calls of one assistant message is that message's own
+    s.record(Message.assistant("two calls", ToolUseBlock("t2", "run", {}), TextBlock("and"), ToolUseBlock("t3", "run", {})))
+    s.record_tool_result("t3", "three")  # results may come one at a time, in any order
+    with pytest.raises(InvalidConversationError, match=r"'t2' \(run\) still waits"):  # t3 is answered, t2 is not
+        s.record(Message.user("and now?"))
+    s.record_tool_result("t2", "two")
+    s.record(Message.user("and now?"))
+    from ctxmem.messages import validate_conversation
+
+    validate_conversation(s.messages())
+    # another handle sees the waiting call too
+    s.record(Message.assistant(ToolUseBlock("t4", "run", {})))
+    with pytest.raises(InvalidConversationError, match="'t4'"):
+        Session.open(store, s.id).record(Message.user("from elsewhere"))
+
+
 # --------------------------------------------------------------------------- check, then write: one step
 
 class _RacingStore:
@@ -263,6 +300,7 @@ class _RacingStore:
 
 def test_two_writers_answering_one_call_store_one_result(store: Any) -> None:
     s = _started(store)
+    s.record_tool_result("t1", "done")
     s.record(Message.assistant(ToolUseBlock("race1", "run", {})))
     other = Session.open(store, s.id)
     mine = Session(_RacingStore(store, lambda: other.record_tool_result("race1", "theirs")), s.id)
@@ -270,8 +308,8 @@ def test_two_writers_answering_one_call_store_one_result(store: Any) -> None:
         mine.record_tool_result("race1", "mine")
     assert exc.value.field == "tool_use_id"
     results = [b for m in Session.open(store, s.id).messages() for b in m.content if isinstance(b, ToolResultBlock)]
-    assert [r.tool_use_id for r in results] == ["race1"]
-    assert results[0].content in ("theirs", (TextBlock("theirs"),))
+    assert [r.tool_use_id for r in results] == ["t1", "race1"]
+    assert results[1].content in ("theirs", (TextBlock("theirs"),))
 
 
 def test_an_append_check_fails_only_on_what_touches_its_ids(store: Any) -> None:
@@ -305,3 +343,43 @@ def test_an_append_check_fails_only_on_what_touches_its_ids(store: Any) -> None:
     with pytest.raises(HeadMovedError):
         store.append(sid, [call("k3")], check=AppendCheck(h1, frozenset({"k3"})))
     assert store.get_session(sid).head_event_id == h0
+
+
+def test_a_message_checked_before_another_writer_made_a_call_is_checked_again(store: Any) -> None:
+    """Writer B checks its user text at a head with nothing waiting; before it writes,
+    writer A records an assistant tool call. Landing B's text then would put it between A's
+    call and its result: the write is refused by the conditional append, B catches up and
+    refuses with the waiting call named."""
+    s = Session.create(store, tokenizers=["heuristic"])
+    s.record(Message.user("go"))
+    rival = Session.open(store, s.id)
+
+    class _Racing(_RacingStore):
+        def append(self, session_id: str, events: Any, **kw: Any) -> list[int]:
+            if not self.raced:
+                self.raced = True
+                self.rival()
+            return list(self.inner.append(session_id, events, **kw))
+
+    mine = Session(_Racing(store, lambda: rival.record(Message.assistant(ToolUseBlock("r1", "run", {})))), s.id)
+    mine._ledger.sync(store, s.id)  # mine has read the chain: nothing waits
+    with pytest.raises(InvalidConversationError, match="'r1'"):
+        mine.record(Message.user("late text"))
+    assert [m.role for m in Session.open(store, s.id).messages()] == ["user", "assistant"]
+
+
+def test_an_ordered_append_check_fails_on_any_tool_event_since(store: Any) -> None:
+    from ctxmem.errors import HeadMovedError
+    from ctxmem.store.base import AppendCheck
+
+    sid = Session.create(store, tokenizers=["heuristic"]).id
+    store.append(sid, [ToolCallEvent(ToolUseBlock("k1", "run", {}))])
+    h0 = store.get_session(sid).head_event_id
+    store.append(sid, [NoteEvent("a note", ())])  # not a tool event: an ordered check still holds
+    store.append(sid, [ToolResultEvent(ToolResultBlock("k1", "out"), "run")], check=AppendCheck(h0, frozenset(), ordered=True))
+    h1 = store.get_session(sid).head_event_id
+    store.append(sid, [ToolCallEvent(ToolUseBlock("k2", "run", {}))])  # another writer's call
+    with pytest.raises(HeadMovedError):
+        store.append(sid, [ToolResultEvent(ToolResultBlock("k1", "x"), "run")], check=AppendCheck(h1, frozenset(), ordered=True))
+    # the same delta does not void an unordered check on other ids
+    assert store.append(sid, [NoteEvent("b", ())], check=AppendCheck(h1, frozenset({"zz"})))

@@ -92,6 +92,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -108,10 +109,18 @@ from ctxmem.clients.base import (
 )
 from ctxmem.context import CONTEXT_TOOLS, BuiltContext, ContextStrategy, History, run_context_tool
 from ctxmem.context.builtins import Dump, Window
-from ctxmem.errors import ConfigError, ContextLengthExceeded, CtxmemError, TokenizerError
-from ctxmem.events import CompactionEvent, ModelCallEvent, events_from_message
+from ctxmem.errors import (
+    ConfigError,
+    ContextLengthExceeded,
+    CtxmemError,
+    InvalidConversationError,
+    TokenizerError,
+)
+from ctxmem.events import CompactionEvent, ModelCallEvent, NoteEvent, events_from_message
 from ctxmem.messages import (
     Message,
+    TextBlock,
+    ThinkingBlock,
     ToolResultBlock,
     ToolSpec,
     ToolUseBlock,
@@ -259,6 +268,7 @@ class Agent:
             raise ConfigError("must be in (0, 1)", field="shrink")
         if preset is not None and strategy is not None:
             raise ConfigError("give preset= or strategy=, not both", field="strategy")
+        _check_agent_args(client, session, tools, system, on_resume, max_turns, max_tokens)
         names = [t.name for t in tools]
         if len(set(names)) != len(names):
             raise ConfigError(f"tool names must be unique, got {names}", field="tools")
@@ -544,12 +554,14 @@ class Agent:
             compacted = 1
             built = smaller
             response, latency = await self._send(built, self._breakpoints(built))
-        estimate = self._record(response, built.report.tokens_out, latency)
+        estimate, recorded = self._record(response, built.report.tokens_out, latency)
+        if recorded.content is not response.content:  # the reply as recorded: its tools run under its ids
+            response = replace(response, content=recorded.content)
         if self._telemetry is not None:
             self._telemetry.responded(response, estimate, len(response.tool_uses))
         return response, compacted
 
-    def _record(self, response: Response, estimate: int, latency: float) -> int:
+    def _record(self, response: Response, estimate: int, latency: float) -> tuple[int, Message]:
         u = response.usage
         corrected = self.calibration.correct(estimate)  # what we expected, before this reply teaches us
         if u.prompt_tokens > 0:
@@ -566,10 +578,47 @@ class Agent:
             estimated_input_tokens=corrected,
             request_id=response.id,
         )
-        # the reply and its usage land together or not at all
-        ids = self.session.record_events([call, *events_from_message(response.message)])
-        self._unsynced.append((response.message, ids[1:]))
-        return corrected
+        message = self._storable(response.message)
+        if not message.content:
+            # an empty reply (it happens after tool results) sent back next turn would be an
+            # empty assistant message, which a provider refuses: its usage is kept, not it
+            self.session.record_events([call, NoteEvent("the model's reply was empty; not kept in the conversation",
+                                                        ("empty-reply",))])
+            return corrected, message
+        try:
+            # the reply and its usage land together or not at all
+            ids = self.session.record_events([call, *events_from_message(message)])
+        except CtxmemError as exc:
+            # the request was made and paid for: its usage is kept, and the error says whose reply it was
+            self.session.record_events([call, NoteEvent(f"the model's reply could not be recorded: {exc}", ("bad-reply",))])
+            raise InvalidConversationError(
+                f"the reply of {response.model or self.model!r} could not be recorded ({exc}); its usage was "
+                "recorded and the session is unchanged otherwise"
+            ) from None
+        self._unsynced.append((message, ids[1:]))
+        return corrected, message
+
+    def _storable(self, message: Message) -> Message:
+        """The reply as the session can store it: a tool_use id the session already holds
+        (servers that number calls ``call_0`` every turn) gets a fresh one, and lone
+        surrogates (undecodable bytes some servers pass through) become U+FFFD. Anything
+        else it cannot store is refused by the session, naming the field."""
+        changed = False
+        blocks: list[Any] = []
+        taken: set[str] = set()
+        for b in message.content:
+            new = _scrub_block(b)
+            if isinstance(new, ToolUseBlock):
+                uid, n = new.id, 1
+                while uid in taken or self.session.tool_id_taken(uid):
+                    n += 1
+                    uid = f"{new.id}_{n}"
+                taken.add(uid)
+                if uid != new.id:
+                    new = ToolUseBlock(uid, new.name, new.input)
+            changed = changed or new is not b
+            blocks.append(new)
+        return Message(message.role, tuple(blocks)) if changed else message
 
     async def _run_tools(self, uses: Sequence[ToolUseBlock]) -> None:
         blocks: list[ToolResultBlock] = []
@@ -606,6 +655,7 @@ class Agent:
             except Exception as exc:
                 output = f"{use.name} failed: {type(exc).__name__}: {exc}"
                 is_error = True
+        output = _scrub_text(output)  # a file name or a process's output in undecodable bytes
         ids.append(
             self.session.record_tool_result(
                 use.id, output, is_error=is_error, tool_name=use.name, duration_s=round(time.monotonic() - start, 6)
@@ -779,3 +829,64 @@ def _resolve_builder(
         1 if pinned is None else pinned,
         name=getattr(strategy, "name", "custom"),
     )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _scrub_text(text: str) -> str:
+    """Lone surrogates (``os.listdir`` or ``subprocess`` output with ``surrogateescape``, a
+    ``\\ud83d`` escape alone in a server's JSON) as U+FFFD: text the session can store."""
+    return _SURROGATE.sub("\ufffd", text) if not text.isascii() and _SURROGATE.search(text) else text
+
+
+def _scrub_value(v: Any) -> Any:
+    if isinstance(v, str):
+        return _scrub_text(v)
+    if isinstance(v, dict):
+        return {_scrub_text(k) if isinstance(k, str) else k: _scrub_value(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_scrub_value(x) for x in v]
+    return v
+
+
+def _scrub_block(b: Any) -> Any:
+    if isinstance(b, TextBlock):
+        text = _scrub_text(b.text)
+        return b if text is b.text else replace(b, text=text)
+    if isinstance(b, ThinkingBlock):
+        text = _scrub_text(b.thinking)
+        return b if text is b.thinking else replace(b, thinking=text)
+    if isinstance(b, ToolUseBlock):
+        inp = _scrub_value(b.input)
+        return b if inp == b.input and json.dumps(inp) == json.dumps(b.input) else ToolUseBlock(b.id, b.name, inp)
+    return b
+
+
+def _check_agent_args(
+    client: Any, session: Any, tools: Any, system: Any, on_resume: Any, max_turns: Any, max_tokens: Any
+) -> None:
+    """Wrong arguments fail here, naming the field, not at the first request."""
+    if not callable(getattr(client, "request", None)):
+        raise ConfigError(
+            f"expected a model client (ctxmem.clients: AnthropicClient, OpenAICompatClient, ScriptedClient, …), "
+            f"got {type(client).__name__}",
+            field="client",
+        )
+    if not isinstance(session, Session):
+        raise ConfigError(f"expected a ctxmem Session (Session.create(store)), got {type(session).__name__}",
+                          field="session")
+    if isinstance(tools, str | dict) or not isinstance(tools, Sequence | tuple | list):
+        raise ConfigError(f"expected a list of Tool, got {type(tools).__name__}", field="tools")
+    for k, t in enumerate(tools):
+        if not isinstance(t, Tool):
+            raise ConfigError(f"expected a Tool (Tool(name, fn, description, schema)), got {t!r}", field=f"tools[{k}]")
+        if not callable(t.fn):
+            raise ConfigError(f"tool {t.name!r}: fn must be callable, got {t.fn!r}", field=f"tools[{k}].fn")
+    if system is not None and not isinstance(system, str):
+        raise ConfigError(f"expected the system prompt as text, got {type(system).__name__}", field="system")
+    if on_resume not in ("rerun", "fail"):
+        raise ConfigError(f"expected 'rerun' or 'fail', got {on_resume!r}", field="on_resume")
+    for name, v in (("max_turns", max_turns), ("max_tokens", max_tokens)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"expected a whole number of at least 1, got {v!r}", field=name)

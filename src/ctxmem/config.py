@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 class BudgetModel(BaseModel):
     """The ``[budget]`` table: window, reply reserve and compaction threshold."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
     context_window: int = Field(gt=0, description="The model's context window in tokens.")
     reserve_output: int = Field(0, ge=0, description="Tokens kept free for the reply.")
     threshold: float = Field(1.0, gt=0, le=1, description="Fraction of the input budget at which to compact.")
@@ -86,7 +86,7 @@ class BudgetModel(BaseModel):
 class PresetModel(BaseModel):
     """A preset file's schema (validated; unknown keys refused)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
     description: str = Field("", description="One line: what this preset is for.")
     type: str = Field(description="A registered strategy type (ctxmem strategies list).")
     tokenizer: str = Field("o200k_base", description="Tokenizer that counts the budget.")

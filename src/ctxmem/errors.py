@@ -113,14 +113,9 @@ class InputError(CtxmemError, ValueError):
         self.line = line
         self.field = field
         self.reason = message
-        parts = []
-        if source:
-            parts.append(str(source))
-        if line is not None:
-            parts.append(f"line {line}")
-        if field:
-            parts.append(f"field {field!r}")
-        prefix = (":".join(parts[:2]) + (f" {parts[2]}" if len(parts) > 2 else "")) if parts else ""
+        # "src:line 5 field 'x'", "line 5 field 'x'", "src field 'x'", ...
+        where = ":".join(p for p in (str(source) if source else "", f"line {line}" if line is not None else "") if p)
+        prefix = " ".join(p for p in (where, f"field {field!r}" if field else "") if p)
         super().__init__(f"{prefix}: {message}" if prefix else message)
 
 
@@ -192,7 +187,7 @@ class ContextOverflowError(CtxmemError):
         self.needed = needed
         self.available = available
         super().__init__(
-            f"context needs {needed} tokens but only {available} are available. "
+            f"context needs {needed} tokens but only {available} {'is' if available == 1 else 'are'} available. "
             + (hint or "Use a strategy that masks, summarizes or truncates, or raise the budget.")
         )
 

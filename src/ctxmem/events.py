@@ -174,7 +174,7 @@ def role_of(event: Event) -> Role | None:
 
 def _misplaced(b: ToolUseBlock | ToolResultBlock, role: str) -> InvalidConversationError:
     return InvalidConversationError(
-        f"a {b.type} block cannot appear in a {role} message "
+        f"a {b.type} block cannot appear in {'an' if role == 'assistant' else 'a'} {role} message "
         f"({'tool_use belongs to assistant' if b.type == 'tool_use' else 'tool_result belongs to user'} messages)",
         field="content",
     )

@@ -254,7 +254,7 @@ def _openai_message_lines(objs: Sequence[Any], starts: Sequence[int]) -> list[in
 
 def _validate(messages: Sequence[Message], lines: Sequence[int], source: str) -> None:
     """Orphan results are errors; a final unanswered tool_use is allowed (an interrupted session)."""
-    prev_uses: set[str] = set()
+    prev_uses: dict[str, None] = {}  # the last assistant message's calls, in order
     seen: set[str] = set()
     answered: set[str] = set()
     for i, m in enumerate(messages):
@@ -270,11 +270,14 @@ def _validate(messages: Sequence[Message], lines: Sequence[int], source: str) ->
         misplaced = uses if m.role == "user" else results
         if misplaced:
             raise InvalidConversationError(
-                f"a {misplaced[0].type} block cannot appear in a {m.role} message",
+                f"a {misplaced[0].type} block cannot appear in {'an' if m.role == 'assistant' else 'a'} {m.role} message",
                 source=source,
                 line=line,
                 field="content",
             )
+        waiting = [u for u in prev_uses if u not in answered]
+        if waiting:
+            _check_results_open(m, waiting, source, line)
         for r in results:
             if r.tool_use_id not in prev_uses:
                 raise InvalidConversationError(
@@ -300,9 +303,35 @@ def _validate(messages: Sequence[Message], lines: Sequence[int], source: str) ->
                 )
             seen.add(u.id)
         if m.role == "assistant":
-            prev_uses = {u.id for u in uses}
+            prev_uses = {u.id: None for u in uses}
         elif not results:
-            prev_uses = set()
+            prev_uses = {}
+
+
+def _check_results_open(m: Message, waiting: list[str], source: str, line: int | None) -> None:
+    """Only results may follow tool calls until each has one: an assistant message, or a
+    block before the last waiting result, is refused (a provider would)."""
+    left = set(waiting)
+    answers = m.role == "user" and any(isinstance(b, ToolResultBlock) and b.tool_use_id in left for b in m.content)
+    for j, b in enumerate(m.content if answers else ()):
+        if not left:
+            return
+        if isinstance(b, ToolResultBlock):
+            left.discard(b.tool_use_id)
+            continue
+        raise InvalidConversationError(
+            f"content[{j}] comes before the result of tool call {sorted(left)[0]!r}: the message after tool calls "
+            "opens with their tool_result blocks; move the other content after them",
+            source=source, line=line, field=f"content[{j}]",
+        )
+    if not answers:
+        shown = ", ".join(repr(u) for u in waiting[:5])
+        raise InvalidConversationError(
+            f"tool call{'s' if len(waiting) > 1 else ''} {shown} of the assistant message before this line "
+            f"{'have' if len(waiting) > 1 else 'has'} no result yet: the next line must hold {'their' if len(waiting) > 1 else 'its'} tool_result "
+            "blocks (an interrupted session may end with unanswered calls, but nothing may come after them)",
+            source=source, line=line, field="role" if m.role == "assistant" else "content",
+        )
 
 
 class _Decline(Exception):

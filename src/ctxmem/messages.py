@@ -125,7 +125,16 @@ class Message:
         if self.role not in ROLES:
             raise InputError(f"unknown role {self.role!r}; expected 'user' or 'assistant'", field="role")
         if not isinstance(self.content, tuple):
-            object.__setattr__(self, "content", tuple(self.content))
+            if isinstance(self.content, str):  # one text, not a sequence of one-character blocks
+                object.__setattr__(self, "content", (TextBlock(self.content),))
+            elif self.content is None or not hasattr(self.content, "__iter__"):
+                raise InputError(
+                    f"content must be a sequence of content blocks, got {type(self.content).__name__} "
+                    "(Message.user('text') makes a text message)",
+                    field="content",
+                )
+            else:
+                object.__setattr__(self, "content", tuple(self.content))
 
     @classmethod
     def user(cls, *content: str | ContentBlock) -> Message:
@@ -486,8 +495,9 @@ def validate_conversation(messages: Sequence[Message], *, allow_pending: bool = 
     """Raise :class:`InvalidConversationError` if a provider would reject ``messages``.
 
     Checks: every ``tool_result`` answers a ``tool_use`` of the assistant message right
-    before it; every ``tool_use`` is answered in the next message (unless ``allow_pending``
-    and it is the last message); tool ids are unique.
+    before it, and the results open that message (no other block before them); every
+    ``tool_use`` is answered in the next message (unless ``allow_pending`` and it is the
+    last message); tool ids are unique.
     """
     seen_ids: set[str] = set()
     for i, m in enumerate(messages):
@@ -505,6 +515,8 @@ def validate_conversation(messages: Sequence[Message], *, allow_pending: bool = 
                         line=i + 1,
                         field="tool_use_id",
                     )
+            if prev_ids:
+                _results_first(m, i)
         if uses:
             if i + 1 == len(messages):
                 if allow_pending:
@@ -518,6 +530,24 @@ def validate_conversation(messages: Sequence[Message], *, allow_pending: bool = 
                 raise InvalidConversationError(
                     f"tool_use {missing[0]!r} has no tool_result in the next message", line=i + 2, field="tool_use"
                 )
+
+
+def _results_first(m: Message, i: int) -> None:
+    """The message after tool calls opens with their results: Anthropic refuses text (or
+    any block) before a tool_result there ("Messages following tool_use blocks must begin
+    with a matching number of tool_result blocks")."""
+    other = None
+    for j, b in enumerate(m.content):
+        if not isinstance(b, ToolResultBlock):
+            if other is None:
+                other = j
+        elif other is not None:
+            raise InvalidConversationError(
+                f"content[{other}] comes before the tool_result for {b.tool_use_id!r}: a message answering tool "
+                "calls opens with their tool_result blocks; put the other content after them",
+                line=i + 1,
+                field=f"content[{other}]",
+            )
 
 
 # --------------------------------------------------------------------------- tools

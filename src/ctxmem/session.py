@@ -27,7 +27,9 @@ the store exactly as it was and raises an :class:`~ctxmem.errors.InputError` who
 * tool ids that would make the conversation invalid
   (:class:`~ctxmem.errors.InvalidConversationError`): a ``tool_result`` whose id no
   ``tool_use`` of the chain carries, a second result for the same id, a ``tool_use`` id
-  the chain already holds.
+  the chain already holds; a message recorded while tool calls still wait for their
+  results (a provider wants the results to open the message after the calls): an
+  assistant message, or user text before the results.
 
 The tool-id check reads the chain's tool events once per handle, then only what was
 appended since (``SessionStore.tool_events(after_event_id=...)``), so it stays cheap on a
@@ -55,6 +57,7 @@ from ctxmem.errors import (
 from ctxmem.events import (
     CompactionEvent,
     Event,
+    MessageEvent,
     ModelCallEvent,
     NoteEvent,
     StoredEvent,
@@ -118,9 +121,22 @@ class _ToolLedger:
         out: list[Event] = []
         calls: dict[str, str] = {}
         answered: set[str] = set()
+        waiting = dict.fromkeys(self.pending())  # calls whose results must come next, in call order
+        role: str | None = None  # the role of the batch's current message (None: none begun yet)
         k = 0
         for ev in events:
+            if isinstance(ev, ToolCallEvent | ToolResultEvent | MessageEvent):
+                ev_role = "assistant" if isinstance(ev, ToolCallEvent) else "user" if isinstance(ev, ToolResultEvent) else ev.role
+                starts = ev.new_message or (role is not None and ev_role != role)
+                # continuing the assistant message that made the waiting calls is fine (text
+                # between tool_use blocks); so is an event that continues the chain's own
+                # assistant message (record_events), which this batch cannot see
+                if waiting and not isinstance(ev, ToolResultEvent) and (starts or ev_role != "assistant"):
+                    raise _not_answered_yet(list(waiting), {**self.names, **calls}, ev_role)
+                if starts or role is None:
+                    role = ev_role
             if isinstance(ev, ToolCallEvent):
+                waiting[ev.tool_use.id] = None
                 uid = ev.tool_use.id
                 if uid in self.names or uid in calls:
                     raise InvalidConversationError(
@@ -134,12 +150,12 @@ class _ToolLedger:
                 name = calls.get(tid, self.names.get(tid))
                 if name is None:
                     pending = [*self.pending(), *(c for c in calls if c not in answered)]
-                    waiting = (
+                    open_calls = (
                         "calls waiting for a result: " + ", ".join(repr(p) for p in pending[-5:])
                         if pending else "no call is waiting for a result"
                     )
                     raise InvalidConversationError(
-                        f"tool_result for {tid!r} answers no tool_use of this session ({waiting}); "
+                        f"tool_result for {tid!r} answers no tool_use of this session ({open_calls}); "
                         "record the assistant message with that tool_use first, or fix the id",
                         field=fields[k] + "tool_use_id",
                     )
@@ -150,11 +166,27 @@ class _ToolLedger:
                         field=fields[k] + "tool_use_id",
                     )
                 answered.add(tid)
+                waiting.pop(tid, None)
                 if ev.tool_name is None and name:  # == replace(ev, tool_name=name), without its overhead
                     ev = ToolResultEvent(ev.result, name, ev.duration_s, ev.new_message)
                 k += 1
             out.append(ev)
         return out
+
+
+def _not_answered_yet(waiting: list[str], names: dict[str, str], role: str) -> InvalidConversationError:
+    """A message (or text) recorded while tool calls still wait for their results: a
+    provider refuses a tool_use that is not answered at the start of the next message."""
+    shown = ", ".join(f"{i!r} ({names[i]})" if names.get(i) else repr(i) for i in waiting[:5])
+    more = f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
+    what = "an assistant message" if role == "assistant" else "user text"
+    return InvalidConversationError(
+        f"tool call{'s' if len(waiting) > 1 else ''} {shown}{more} still wait{'' if len(waiting) > 1 else 's'} for "
+        f"a result, so {what} cannot come next (a provider refuses a tool_use whose results do not open the "
+        "next message). Record the results first (Session.record_tool_result; after a crash, Agent.resume() "
+        "settles them), then the message; or rewind the session to before the call",
+        field="role" if role == "assistant" else "content",
+    )
 
 
 def _tool_ids(events: Sequence[Event]) -> frozenset[str]:
@@ -218,6 +250,8 @@ class Session:
         session exists with all of them or not at all). Raises ``InputError`` for invalid
         messages, metadata or a taken id, before anything is written."""
         check_session_fields(session_id, title, metadata)
+        if isinstance(tokenizers, str):  # one name, not its characters
+            tokenizers = (tokenizers,)
         events: list[Event] = []
         if messages:
             events = _ToolLedger().admit(*_message_events(messages))
@@ -245,13 +279,17 @@ class Session:
         """Validate tool ids against the chain (when the batch has tool events), then append
         on condition that the head is still the one checked against (a compare-and-swap);
         when another writer moved it in between, catch up and check again."""
-        if not any(isinstance(ev, ToolCallEvent | ToolResultEvent) for ev in events):
+        if not any(isinstance(ev, ToolCallEvent | ToolResultEvent | MessageEvent) for ev in events):
             return self.store.append(self.id, events)
+        # a message (not only tool results) must not land after a tool call another writer
+        # appended since the check: it would come between that call and its results
+        ordered = any(isinstance(ev, ToolCallEvent | MessageEvent) for ev in events)
         for _ in range(_CAS_ATTEMPTS):
             self._ledger.sync(self.store, self.id)
             admitted = self._ledger.admit(events, fields)
             try:
-                return self.store.append(self.id, admitted, check=AppendCheck(self._ledger.head, _tool_ids(admitted)))
+                check = AppendCheck(self._ledger.head, _tool_ids(admitted), ordered=ordered)
+                return self.store.append(self.id, admitted, check=check)
             except HeadMovedError:
                 continue  # another writer appended since the sync: what it wrote is checked next
         raise StoreError(
@@ -302,6 +340,12 @@ class Session:
         ev = ToolResultEvent(block, tool_name, duration_s)
         check_event(ev)
         return self._append([ev], [""])[0]
+
+    def tool_id_taken(self, tool_use_id: str) -> bool:
+        """Whether a tool_use of this session's chain already carries ``tool_use_id`` (a new
+        call with it would be refused: some local servers number calls ``call_0`` every turn)."""
+        self._ledger.sync(self.store, self.id)
+        return tool_use_id in self._ledger.names
 
     def record_model_call(self, model: str, **fields: Any) -> int:
         """Record a model request's usage: input/output/cache tokens, stop reason, latency."""

@@ -93,6 +93,9 @@ def test_effective_length_nolima() -> None:
     # no short length tested: the shortest stands in
     assert base_score({8_000: [0.9], 32_000: [0.7]}) == (pytest.approx(0.9), [8_000])
     assert effective_length_nolima({8_000: [0.9], 32_000: [0.7]}) == 8_000
+    # a model that fails every cell has no effective length (0.85 x 0 let every length pass)
+    assert effective_length_nolima({1_000: [0.0, 0.0], 32_000: [0.0], 128_000: [0.0]}) is None
+    assert bootstrap({1_000: [0.0] * 5, 32_000: [0.0] * 5}, effective_length_nolima, n_boot=50).point is None
 
 
 def test_bootstrap_intervals() -> None:

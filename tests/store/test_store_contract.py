@@ -61,11 +61,16 @@ def test_record_then_view_gives_back_the_conversation(store: Any, conv: list[Mes
 
 def _door_refuses(msgs: list[Message]) -> bool:
     """Independently of ctxmem.session: does this list reuse a tool_use id, answer an id no
-    earlier tool_use carries, or answer one id twice? (What the door refuses.)"""
+    earlier tool_use carries, answer one id twice, or put anything but results after tool
+    calls that still wait for theirs? (What the door refuses.)"""
     calls: set[str] = set()
     answered: set[str] = set()
     for m in msgs:
+        if calls - answered and (m.role == "assistant" or not m.content):
+            return True  # a new message while calls wait
         for b in m.content:
+            if m.role == "user" and calls - answered and not isinstance(b, ToolResultBlock):
+                return True  # user content before the last waiting result
             if isinstance(b, ToolUseBlock):
                 if b.id in calls:
                     return True

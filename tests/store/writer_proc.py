@@ -8,7 +8,8 @@ DB is a path or any store URL (``postgresql://…``): opened with ``open_store``
         their results one at a time, notes. After each commit print "<id> <kind> <tool_use_id>".
 
     python writer_proc.py bulk DB SESSION COUNT TAG
-        Append COUNT single-event transactions to SESSION; print each id after commit.
+        Append COUNT single-event transactions to SESSION; print each id after commit. A
+        message waits (and retries) while another writer's tool call has no result yet.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import random
 import sys
 import time
 
+from ctxmem.errors import InvalidConversationError
 from ctxmem.messages import Message, ToolUseBlock
 from ctxmem.session import Session
 from ctxmem.store import open_store
@@ -61,15 +63,27 @@ def crash(db: str, sid: str, seed: int) -> None:
             emit([eid], ["tool_result"], [c.id])
 
 
+def record_when_answered(s: Session, message: Message) -> list[int]:
+    """Record a message once no tool call of the session waits for its result: on a shared
+    session, another writer's call keeps the door shut until that writer answers it."""
+    while True:
+        try:
+            return s.record(message)
+        except InvalidConversationError as exc:
+            if "still wait" not in str(exc):
+                raise
+            time.sleep(0.0005)
+
+
 def bulk(db: str, sid: str, count: int, tag: str) -> None:
     store = open_store(db)
     s = Session.open(store, sid)
     for n in range(count):
         k = n % 4
         if k == 0:
-            ids = s.record(Message.user(f"{tag} message {n}"))
+            ids = record_when_answered(s, Message.user(f"{tag} message {n}"))
         elif k == 1:
-            ids = s.record(Message.assistant(ToolUseBlock(f"{tag}_{n}", "run", {"n": n})))
+            ids = record_when_answered(s, Message.assistant(ToolUseBlock(f"{tag}_{n}", "run", {"n": n})))
         elif k == 2:
             ids = [s.record_tool_result(f"{tag}_{n - 1}", f"{tag} output {n}")]
         else:

@@ -154,6 +154,16 @@ def test_bad_sweeps_fail_before_work(tmp_path: Path) -> None:
         sweep_to_dir("synthetic", ["windw-200k"], BUDGETS, price, tmp_path)
     with pytest.raises(ConfigError, match="unknown workload"):
         sweep_to_dir("niah", PRESETS, BUDGETS, price, tmp_path)
+    # a bad budget late in the list: refused before the first cell runs (it ran the cells
+    # before it, then threw them away with an error naming context_window)
+    from ctxmem.tune.sweep import run_sweep
+
+    ran: list[str] = []
+    for bad in (0, -5, "8k", 8000.5, True):
+        with pytest.raises(ConfigError, match=r"budgets\[1\] is .*positive whole number") as exc:
+            run_sweep("synthetic", PRESETS, [8000, bad], price, settings={"turns": 6}, progress=lambda c: ran.append(c.key))  # type: ignore[list-item]
+        assert exc.value.field == "budgets"
+    assert ran == []
 
 
 def test_import_ctxmem_tune_loads_neither_numpy_nor_matplotlib() -> None:

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 class StrategyConfig(BaseModel):
     """Base of every strategy config: frozen, unknown fields rejected."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     @field_validator("*", mode="before")
     @classmethod

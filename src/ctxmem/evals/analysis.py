@@ -71,10 +71,16 @@ def base_score(scores: Mapping[int, Sequence[float]], short_max: int = 1000) -> 
 def effective_length_nolima(
     scores: Mapping[int, Sequence[float]], ratio: float = NOLIMA_RATIO, short_max: int = 1000
 ) -> int | None:
-    """NoLiMa effective length: largest L with every tested length ≤ L scoring ≥ ``ratio`` × base."""
+    """NoLiMa effective length: largest L with every tested length ≤ L scoring ≥ ``ratio`` × base.
+
+    ``None`` when the base score is 0: a model (or reader, or prompt) that fails at the short
+    lengths has no effective length; ``ratio`` × 0 would let every length pass, and a model
+    that fails every cell would be reported effective up to the longest one."""
     if not scores:
         return None
     base, _ = base_score(scores, short_max)
+    if base <= 0:
+        return None
     return effective_length_ruler(scores, threshold=ratio * base * 100)
 
 

@@ -125,6 +125,9 @@ class AppendCheck:
 
     head: int | None
     tool_use_ids: frozenset[str]
+    #: the batch holds a message: any tool event appended since voids the check (the
+    #: message would land between a call and its results, or among results)
+    ordered: bool = False
 
     def holds(self, head: int | None, delta: Sequence[tuple[int, int | None, str | None]]) -> bool:
         """Whether the append may land at ``head``. ``delta`` is the chain from ``head``
@@ -134,6 +137,8 @@ class AppendCheck:
             return True
         if not delta or delta[-1][1] != self.head:  # rewound past it, or on another branch
             return False
+        if self.ordered:
+            return not any(t is not None for _, _, t in delta)
         return not any(t is not None and t in self.tool_use_ids for _, _, t in delta)
 
     def enforce_sql(self, conn: Any, session_id: str, head: int | None, param: str) -> None:

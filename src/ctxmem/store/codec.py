@@ -213,6 +213,11 @@ def encode_anthropic_message(
         raw = [{"type": "text", "text": raw}]
     elif type(raw) is not list:
         raise NotSimple
+    # Calls of the last assistant message still without a result: only their results may
+    # come next (Session refuses anything else with the precise error).
+    waiting = {u for u in prev_uses if answered is None or u not in answered}
+    if waiting and (role == "assistant" or not raw):
+        raise NotSimple
     # First pass: validate and normalise every block (nothing is appended on failure).
     parts: list[tuple[str, Any]] = []
     uses: list[str] = []
@@ -221,6 +226,8 @@ def encode_anthropic_message(
         if type(b) is not dict:
             raise NotSimple
         t = b.get("type")
+        if waiting and t != "tool_result":
+            raise NotSimple
         if t == "text":
             text = b.get("text")
             if type(text) is not str:
@@ -252,6 +259,7 @@ def encode_anthropic_message(
                 parts.append(("r", (tid, "blocks", _canonical_fast(texts), "\n".join(texts), is_error)))
             else:
                 raise NotSimple
+            waiting.discard(tid)
             has_results = True
         elif t == "thinking":
             thinking, sig = b.get("thinking"), b.get("signature") or ""

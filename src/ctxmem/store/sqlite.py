@@ -128,6 +128,9 @@ class SQLiteStore:
         max_attempts: int = 40,
         synchronous: str = "NORMAL",
     ):
+        if not isinstance(path, str | os.PathLike):
+            # str(None) would make a database file named "None" in the working folder
+            raise StoreError(f"the session store needs a file path (or ':memory:'), got {path!r}")
         self.path = str(path)
         if self.path != ":memory:":
             parent = Path(self.path).parent

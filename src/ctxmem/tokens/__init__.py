@@ -55,6 +55,8 @@ TOKENIZERS = Registry(
 @functools.lru_cache(maxsize=64)
 def get_tokenizer(name: str) -> Tokenizer:
     """A tokenizer by name (see the module docstring). Cached: loading is costly."""
+    if not isinstance(name, str):
+        raise TokenizerError(f"a tokenizer is named by a string (e.g. 'o200k_base'), got {name!r}")
     if name.startswith("hf:"):
         from ctxmem.tokens.hf_backend import HFTokenizer
 

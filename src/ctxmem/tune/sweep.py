@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ctxmem.config import load_preset
-from ctxmem.errors import ConfigError, InputError, MissingDependencyError
+from ctxmem.errors import ConfigError, CtxmemError, InputError, MissingDependencyError
 from ctxmem.tokens.budget import parse_token_size
 from ctxmem.tune.prices import Price
 from ctxmem.tune.replay import CostReport, replay_cost
@@ -188,12 +188,18 @@ def run_sweep(
     wl.check()
     for p in presets:
         load_preset(p)  # fail before any work on a bad name
+    for k, b in enumerate(budgets):  # and on a budget that is not a positive whole number of tokens
+        if isinstance(b, bool) or not isinstance(b, int) or b <= 0:
+            raise ConfigError(
+                f"budgets[{k}] is {b!r}: a budget is a positive whole number of tokens (parse_tokens reads '32k')",
+                field="budgets",
+            )
     cells: list[Cell] = []
     for p in presets:
         for b in budgets:
             try:
                 cell = run_workload_cell(wl, p, b, price, seed=seed, **replay_kwargs)
-            except ConfigError as exc:  # e.g. a budget smaller than the preset's reserve allows
+            except CtxmemError as exc:  # e.g. a budget smaller than the preset's reserve allows
                 cell = Cell(p, b, None, 0.0, 0, 0, 0.0, 0.0, 0, error=str(exc))
             cells.append(cell)
             if progress is not None:
