@@ -78,3 +78,57 @@ def test_agent_arguments_are_checked_when_the_agent_is_made() -> None:
         Agent(None, session, preset="window-32k")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="expected a ctxmem Session"):
         Agent(client, None, preset="window-32k")  # type: ignore[arg-type]
+
+
+def test_builder_overrides_are_checked_and_a_size_string_reads_as_tokens() -> None:
+    from ctxmem.config import load_preset
+    from ctxmem.errors import ConfigError, UnknownNameError
+    from ctxmem.tokens import Budget
+
+    preset = load_preset("window-32k")
+    assert preset.builder(context_window="128k").budget.context_window == 128_000  # type: ignore[arg-type]
+    for kwargs, field in [({"context_window": True}, "context_window"), ({"context_window": 1000.5}, "context_window"),
+                          ({"pinned": -1}, "pinned"), ({"reserve_output": -5}, "reserve_output")]:
+        with pytest.raises(ConfigError) as exc:
+            preset.builder(**kwargs)  # type: ignore[arg-type]
+        assert exc.value.field == field, kwargs
+    with pytest.raises(UnknownNameError, match="unknown tokenizer 'nope'"):
+        preset.builder(tokenizer="nope")  # was: at the first build
+    for bad in ("128k", None, True, 1000.5):
+        with pytest.raises(ConfigError, match="whole number of tokens"):
+            Budget(bad)  # type: ignore[arg-type]
+
+
+def test_a_tool_use_with_an_empty_id_or_name_is_refused_at_the_door(tmp_path: Path) -> None:
+    from ctxmem.jsonl import import_jsonl
+    from ctxmem.messages import ToolUseBlock
+
+    s = Session.create(MemoryStore())
+    for block, field in ((ToolUseBlock("", "run", {}), "content[0].id"), (ToolUseBlock("t1", "", {}), "content[0].name")):
+        with pytest.raises(InputError, match="must not be empty") as exc:
+            s.record(Message.assistant(block))
+        assert exc.value.field == field
+    assert s.events() == []
+    line = b'{"role":"user","content":"go"}\n{"role":"assistant","content":[{"type":"tool_use","id":"","name":"run","input":{}}]}\n'
+    with SQLiteStore(tmp_path / "x.db") as store, pytest.raises(InputError, match="must not be empty"):
+        import_jsonl(store, line)
+
+
+def test_a_system_prompt_in_metadata_that_is_not_text_is_refused() -> None:
+    """It was stored, exported, and then the export could not be imported."""
+    for bad in (5, ["a", "b"], {"x": 1}):
+        with pytest.raises(InputError, match="system prompt must be a string") as exc:
+            Session.create(MemoryStore(), metadata={"system": bad})
+        assert exc.value.field == "metadata.system"
+
+
+def test_a_system_prompt_bigger_than_the_window_is_named_as_such_by_the_pipeline() -> None:
+    """pipeline-200k said "the restated facts alone exceed the budget" with no facts at all."""
+    from ctxmem.config import load_preset
+
+    s = Session.create(MemoryStore())
+    s.record(Message.user("go"))
+    builder = load_preset("pipeline-200k").builder(context_window=2000)
+    with pytest.raises(ContextOverflowError, match=r"the system prompt and tools \(\d+ tokens\) alone exceed") as exc:
+        builder.build(s, system="rule " * 3000, record=False)
+    assert "restated facts" not in str(exc.value)

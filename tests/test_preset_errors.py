@@ -180,3 +180,9 @@ def test_token_sizes_read_as_on_the_command_line(tmp_path: Path) -> None:
     # a string is a size only where the field counts tokens
     err = _error(tmp_path, HEADER + '[params]\nkeep_last = "3k"\n')
     assert err.field == "params.keep_last"
+
+
+def test_a_shipped_preset_asked_for_as_a_file_name_points_at_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"the shipped preset is named 'masking-200k' \(without \.toml\)"):
+        load_preset("masking-200k.toml")

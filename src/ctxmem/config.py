@@ -46,6 +46,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from ctxmem.errors import ConfigError, UnknownNameError
 from ctxmem.tokens import Budget
-from ctxmem.tokens.budget import token_size_field
+from ctxmem.tokens.budget import parse_token_size, token_size_field
 
 if TYPE_CHECKING:
     from ctxmem.context import BuildRequest, BuiltContext, ContextStrategy, History, SessionLike
@@ -122,6 +123,15 @@ class Preset:
         ``context_window`` override still leaves room for input.
         """
         b = self.model.budget
+        if isinstance(context_window, str):  # "128k", as on the command line and in a preset file
+            from ctxmem.errors import InputError
+
+            try:
+                context_window = parse_token_size(context_window)
+            except ValueError as exc:
+                raise InputError(str(exc), field="context_window") from None
+        if context_window is not None and (isinstance(context_window, bool) or not isinstance(context_window, Integral)):
+            raise ConfigError(f"must be a whole number of tokens, got {context_window!r}", field="context_window")
         if context_window is not None and context_window <= 0:
             from ctxmem.errors import InputError
 
@@ -245,6 +255,9 @@ class Preset:
         (see :meth:`strategy`).
         """
         budget = self.budget(context_window)
+        for name, v in (("pinned", pinned), ("reserve_output", reserve_output)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, Integral) or v < 0):
+                raise ConfigError(f"must be a whole number, 0 or more, got {v!r}", field=name)
         if reserve_output is not None and reserve_output > budget.reserve_output:
             if reserve_output >= budget.context_window:
                 raise ConfigError(
@@ -255,6 +268,10 @@ class Preset:
             budget = Budget(budget.context_window, reserve_output, budget.threshold)
         if tokenizer is None or (self.tokenizer_set and tokenizer == self.model.tokenizer):
             self.load_tokenizer()  # the file's own choice: fail here, naming the file, not at the first build
+        else:
+            from ctxmem.tokens import get_tokenizer
+
+            get_tokenizer(tokenizer)  # an override: fail here too (UnknownNameError, with "did you mean")
         return ContextBuilder(
             self.strategy(client=client, **deps),
             budget,
@@ -596,7 +613,10 @@ def load_preset(name_or_path: str | os.PathLike[str]) -> Preset:
             raise UnknownNameError("preset", text, presets)
         path = presets[text]
     if not path.is_file():
-        raise ConfigError(f"no preset file {path}", source=str(path))
+        hint = ""
+        if text.endswith(".toml") and path.stem in available_presets() and len(path.parts) == 1:
+            hint = f"; the shipped preset is named {path.stem!r} (without .toml)"
+        raise ConfigError(f"no preset file {path}{hint}", source=str(path))
     try:
         body = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

@@ -543,6 +543,9 @@ def check_block(block: Any, prefix: str = "") -> None:
     elif isinstance(block, ToolUseBlock):
         _check_str(block.id, prefix + "id")
         _check_str(block.name, prefix + "name")
+        for what, v in (("id", block.id), ("name", block.name)):
+            if not v:  # a provider refuses it, and a result could not name its call
+                raise _refuse(prefix + what, f"a tool_use {what} must not be empty")
         if not isinstance(block.input, dict):
             raise _refuse(prefix + "input", f"must be a dict (a JSON object), got {type(block.input).__name__}")
         problem = json_problem(block.input)

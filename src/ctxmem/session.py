@@ -218,6 +218,10 @@ def check_session_fields(session_id: str | None, title: str | None, metadata: di
         problem = json_problem(metadata)
         if problem is not None:
             raise InputError(problem[1], field=format_path(problem[0], "metadata"))
+        if "system" in metadata and not isinstance(metadata["system"], str):
+            # the system prompt: builds, exports and imports read it as text
+            raise InputError(f"the system prompt must be a string, got {type(metadata['system']).__name__}",
+                             field="metadata.system")
 
 
 class Session:
@@ -225,7 +229,9 @@ class Session:
 
     Create one with :meth:`create` (optionally with its first messages, atomically) or
     :meth:`open`. Several handles (and processes) may write the same session; every
-    write is one transaction, validated first (see the module docstring).
+    write is one transaction, validated first (see the module docstring). A session is one
+    conversation: while a tool call waits for its result, only results may be recorded
+    (another writer's message is refused, naming the call, until the result lands).
     """
 
     def __init__(self, store: SessionStore, session_id: str):

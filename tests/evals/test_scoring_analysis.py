@@ -64,6 +64,11 @@ def test_wilson_hand_values() -> None:
     lo, hi = wilson(5, 10)
     assert lo == pytest.approx(0.23659, abs=1e-4) and hi == pytest.approx(0.76341, abs=1e-4)
     assert wilson(0, 0) == (0.0, 1.0)
+    from ctxmem.errors import InputError
+
+    for bad in ((5, 3), (-1, 3)):  # was: ValueError: math domain error
+        with pytest.raises(InputError, match="must be between 0 and n"):
+            wilson(*bad)
 
 
 SCORES = {

@@ -121,6 +121,12 @@ def test_objectives() -> None:
     for bad in ("fastest", "min-cost-at-recall", "max-recall<=3"):
         with pytest.raises(InputError):
             parse_objective(bad)
+    # a limit that is not a number: one error naming it (was a bare ValueError, or "unknown objective")
+    for bad in ("max-recall-under-cost<=1-2", "min-cost-at-recall>=..", "max-recall-under-cost<=nan",
+                "max-recall-under-cost<=-1"):
+        with pytest.raises(InputError, match=r"the limit .* is not a") as exc:
+            parse_objective(bad)
+        assert exc.value.field == "objective"
 
 
 def test_budget_parsing_and_needles() -> None:

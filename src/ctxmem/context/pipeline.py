@@ -371,9 +371,10 @@ class Pipeline:
         retrieval_cap = int(cfg.retrieval_tokens * scale)
         fixed = request.fixed_tokens
         if fixed + facts_tokens > b.available:
-            raise ContextOverflowError(
-                fixed + facts_tokens, b.available, hint="the restated facts alone exceed the budget."
-            )
+            parts = f"the system prompt and tools ({fixed} tokens)"
+            if facts_tokens:
+                parts += f" with the restated facts ({facts_tokens})"
+            raise ContextOverflowError(fixed + facts_tokens, b.available, hint=f"{parts} alone exceed the budget.")
         try:
             core, _ = self._core_build(request, facts_tokens, ledger_cap, retrieval_cap)
         except ContextOverflowError:

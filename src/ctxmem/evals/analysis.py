@@ -40,6 +40,10 @@ def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval for a proportion (``successes`` may be fractional scores summed)."""
     if n <= 0:
         return (0.0, 1.0)
+    if not 0 <= successes <= n:
+        from ctxmem.errors import InputError
+
+        raise InputError(f"successes {successes} must be between 0 and n ({n})", field="successes")
     p = successes / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom

@@ -237,6 +237,8 @@ def encode_anthropic_message(
             uid, name, inp = b.get("id"), b.get("name"), b.get("input")
             if role != "assistant" or type(uid) is not str or type(name) is not str or type(inp) is not dict:
                 raise NotSimple
+            if not uid or not name:
+                raise NotSimple
             if uid in seen or uid in uses:
                 raise NotSimple
             _check_input(inp, 0, no_floats)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any
 
 from ctxmem.errors import ConfigError
@@ -51,6 +52,13 @@ class Budget:
     threshold: float = 1.0
 
     def __post_init__(self) -> None:
+        for name in ("context_window", "reserve_output"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, Integral):  # numpy's ints too
+                hint = " (parse_token_size('128k') reads a size)" if isinstance(v, str) else ""
+                raise ConfigError(f"must be a whole number of tokens, got {v!r}{hint}", field=name)
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, Real):
+            raise ConfigError(f"must be a number in (0, 1], got {self.threshold!r}", field="threshold")
         if self.context_window <= 0:
             raise ConfigError("must be a positive number of tokens", field="context_window")
         if not 0 <= self.reserve_output < self.context_window:

@@ -21,6 +21,7 @@ matplotlib with the Agg backend, imported only when plotting).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -238,7 +239,7 @@ class Objective:
 
 _OBJ = re.compile(
     r"^(?P<kind>max-(?:recall|score)-under-cost|min-cost-at-(?:recall|score)|max-(?:recall|score)|min-cost)"
-    r"\s*(?:(?:<=|>=|=|:)\s*(?P<limit>[0-9.eE+-]+))?$"
+    r"\s*(?:(?:<=|>=|=|:)\s*(?P<limit>\S+))?$"
 )
 
 
@@ -250,7 +251,15 @@ def parse_objective(text: str) -> Objective:
     if not m:
         raise InputError(f"unknown objective {text!r}; {usage}", field="objective")
     kind = m.group("kind").replace("recall", "score")
-    limit = float(m.group("limit")) if m.group("limit") else None
+    limit = None
+    if m.group("limit"):
+        try:
+            limit = float(m.group("limit"))
+        except ValueError:
+            limit = math.nan
+        if not math.isfinite(limit) or (kind == "max-score-under-cost" and limit < 0):
+            bound = "a score" if kind == "min-cost-at-score" else "a dollar amount, 0 or more"
+            raise InputError(f"objective {text!r}: the limit {m.group('limit')!r} is not {bound}", field="objective")
     if kind in ("max-score-under-cost", "min-cost-at-score") and limit is None:
         raise InputError(f"objective {text!r} needs a limit; {usage}", field="objective")
     if kind in ("max-score", "min-cost") and limit is not None:
