@@ -132,3 +132,15 @@ def test_a_system_prompt_bigger_than_the_window_is_named_as_such_by_the_pipeline
     with pytest.raises(ContextOverflowError, match=r"the system prompt and tools \(\d+ tokens\) alone exceed") as exc:
         builder.build(s, system="rule " * 3000, record=False)
     assert "restated facts" not in str(exc.value)
+
+
+def test_model_call_usage_is_checked() -> None:
+    s = Session.create(MemoryStore())
+    with pytest.raises(InputError, match="unknown field") as exc:
+        s.record_model_call("m", foo=1)
+    assert exc.value.field == "foo"
+    with pytest.raises(InputError, match="must be 0 or more") as exc:
+        s.record_model_call("m", input_tokens=-5)  # it was stored, skewing calibration and cost
+    assert exc.value.field == "input_tokens"
+    assert s.events() == []
+    s.record_model_call("m", input_tokens=5, latency_s=0.25)

@@ -526,13 +526,19 @@ def _check_str(value: Any, field: str, *, optional: bool = False) -> None:
         raise _refuse(field, _surrogate_reason(value, at))
 
 
-def _check_number(value: Any, field: str, *, integer: bool = False, optional: bool = False) -> None:
+def _check_number(
+    value: Any, field: str, *, integer: bool = False, optional: bool = False, counts: bool = False
+) -> None:
+    """``counts``: a count of tokens or seconds, never negative (it would skew totals,
+    calibration and cost)."""
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         raise _refuse(field, f"must be {'an integer' if integer else 'a number'}, got {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
         raise _refuse(field, _number_reason(value))
+    if counts and value < 0:
+        raise _refuse(field, f"must be 0 or more, got {value}")
 
 
 def check_block(block: Any, prefix: str = "") -> None:
@@ -595,9 +601,10 @@ def check_event(event: Any, prefix: str = "") -> None:
     elif isinstance(event, ModelCallEvent):
         _check_str(event.model, prefix + "model")
         for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
-            _check_number(getattr(event, name), prefix + name, integer=True)
-        _check_number(event.estimated_input_tokens, prefix + "estimated_input_tokens", integer=True, optional=True)
-        _check_number(event.latency_s, prefix + "latency_s", optional=True)
+            _check_number(getattr(event, name), prefix + name, integer=True, counts=True)
+        _check_number(event.estimated_input_tokens, prefix + "estimated_input_tokens", integer=True, optional=True,
+                      counts=True)
+        _check_number(event.latency_s, prefix + "latency_s", optional=True, counts=True)
         _check_str(event.stop_reason, prefix + "stop_reason", optional=True)
         _check_str(event.request_id, prefix + "request_id", optional=True)
     elif isinstance(event, CompactionEvent):

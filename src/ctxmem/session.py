@@ -355,6 +355,10 @@ class Session:
 
     def record_model_call(self, model: str, **fields: Any) -> int:
         """Record a model request's usage: input/output/cache tokens, stop reason, latency."""
+        known = set(ModelCallEvent.__dataclass_fields__) - {"model", "kind"}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise InputError(f"unknown field; expected some of {', '.join(sorted(known))}", field=unknown[0])
         ev = ModelCallEvent(model, **fields)
         check_event(ev)
         return self.store.append(self.id, [ev])[0]

@@ -178,3 +178,19 @@ def test_natural_needles_need_an_agent_session_and_short_cells_are_unplaceable()
         build_cell(Cell("agent", 6_000, 0.5, "natural"))
     with pytest.raises(NeedleUnplaceableError, match=r"needles need|no room"):
         build_cell(Cell("prose", 30, 0.5, "multikey"))
+
+
+def test_expand_refuses_an_axis_that_is_not_a_list_of_its_kind() -> None:
+    """A window of 0 was read as "no window" and scored; a bare string was read letter by
+    letter; lengths, depths and max_tokens were not checked at all."""
+    from ctxmem.evals.grid import expand
+
+    base: dict[str, Any] = {"sources": ["essays"], "lengths": [1000], "depths": [0.5], "needles": ["literal"]}
+    for change, field in [({"lengths": [0]}, "lengths"), ({"lengths": [-5]}, "lengths"), ({"lengths": [1.5]}, "lengths"),
+                          ({"depths": [2.0]}, "depths"), ({"depths": [float("nan")]}, "depths"),
+                          ({"window": 0}, "window"), ({"max_tokens": -1}, "max_tokens"),
+                          ({"seeds": "01"}, "seeds"), ({"needles": "literal"}, "needles")]:
+        with pytest.raises(InputError) as exc:
+            expand(**{**base, **change})
+        assert exc.value.field == field, change
+    assert len(expand(**base, window=8000, seeds=range(2))) == 2

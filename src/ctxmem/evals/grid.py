@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ctxmem.errors import ConfigError
 from ctxmem.evals.cells import Cell
@@ -69,8 +70,17 @@ def expand(
     window: int | None = None,
     max_tokens: int = 64,
 ) -> list[Cell]:
-    """The cartesian product of the axes, controls collapsed (module docstring)."""
+    """The cartesian product of the axes, controls collapsed (module docstring).
+
+    Raises:
+        InputError: an axis that is not a list of values of its kind (a bare string, a
+            length that is not a positive whole number, a depth outside [0, 1], a window or
+            ``max_tokens`` below 1), naming the axis.
+        UnknownNameError: an unknown needle family.
+    """
     from ctxmem.evals.needles import FAMILIES
+
+    _check_axes(sources, lengths, depths, needles, presets, models, seeds, window, max_tokens)
 
     for n in needles:
         if n not in FAMILIES:
@@ -86,3 +96,27 @@ def expand(
             length, depth, preset = lengths[0], 0.0, "none"
         cells.setdefault(Cell(src, length, depth, needle, preset, model, seed, tokenizer, window, max_tokens), None)
     return list(cells)
+
+
+def _check_axes(
+    sources: Any, lengths: Any, depths: Any, needles: Any, presets: Any, models: Any, seeds: Any,
+    window: Any, max_tokens: Any,
+) -> None:
+    from ctxmem.errors import InputError
+
+    for name, axis in (("sources", sources), ("lengths", lengths), ("depths", depths), ("needles", needles),
+                       ("presets", presets), ("models", models), ("seeds", seeds)):
+        if isinstance(axis, str | bytes) or not hasattr(axis, "__iter__"):
+            raise InputError(f"expected a list, got {axis!r} (a bare string would be read letter by letter)",
+                             field=name)
+    for k, n in enumerate(lengths):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InputError(f"lengths[{k}] is {n!r}: a length is a positive whole number of tokens", field="lengths")
+    for k, d in enumerate(depths):
+        if isinstance(d, bool) or not isinstance(d, int | float) or not 0.0 <= d <= 1.0:  # NaN fails both
+            raise InputError(f"depths[{k}] is {d!r}: a depth is a fraction from 0 to 1", field="depths")
+    for name, v in (("window", window), ("max_tokens", max_tokens)):
+        if v is None and name == "window":
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InputError(f"{v!r} is not a positive whole number of tokens", field=name)
