@@ -325,3 +325,36 @@ def test_masking_grown_turn_by_turn_equals_a_fresh_instance_as_its_cut_moves(lon
         cuts.append((out.report.dropped.stop, min(out.report.masked, default=-1)))
     moves = sum(1 for a, b in itertools.pairwise(cuts) if b[0] > a[0])
     assert moves >= 3, cuts  # the cut did move, several times
+
+
+def test_masking_masks_the_newest_outputs_when_they_alone_overflow() -> None:
+    """The agent just read a log bigger than the window: masking dropped the whole history,
+    the call included (only the task was left), so the model would run the tool again.
+    Now the newest outputs are masked too: the calls stay, with a gist and a handle."""
+    from ctxmem.config import load_preset
+    from ctxmem.messages import validate_conversation
+    from ctxmem.session import Session
+    from ctxmem.store import MemoryStore
+
+    s = Session.create(MemoryStore(), tokenizers=["o200k_base"])
+    s.record(Message.user("task: find the error"))
+    for i in range(3):
+        s.record(Message.assistant(f"step {i}", ToolUseBlock(f"t{i}", "read_log", {"i": i})))
+        lines = 20 if i < 2 else 5000
+        s.record_tool_result(f"t{i}", "".join(f"line {j}: INFO ok\n" for j in range(lines)) + "ERROR: disk full at sector 77\n",
+                             tool_name="read_log")
+    for name in ("masking-200k", "pipeline-200k", "masking-turns-128k"):
+        builder = load_preset(name).builder(context_window=8000)
+        built = builder.build(s, record=False)
+        validate_conversation(list(built.messages), allow_pending=True)
+        assert built.report.tokens_out <= builder.budget.available
+        uses = [b.id for m in built.messages for b in m.content if isinstance(b, ToolUseBlock)]
+        assert uses == ["t0", "t1", "t2"], name  # every call kept, with its (masked) result
+        last = built.messages[-1].content[0]
+        assert isinstance(last, ToolResultBlock) and "handle t2" in last.text
+        if name != "masking-turns-128k":  # its placeholders carry the handle only (no reducer)
+            assert "ERROR: disk full" in last.text  # head_tail's gist
+        assert any("alone exceed the budget: masked them too" in n for n in built.report.notes)
+    # a window it fits in keeps the newest outputs verbatim, as keep_last says
+    built = load_preset("masking-200k").builder(context_window=200_000).build(s, record=False)
+    assert "line 4998: INFO ok" in built.messages[-1].content[0].text  # type: ignore[union-attr]

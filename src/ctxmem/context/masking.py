@@ -430,6 +430,12 @@ class Masking:
         # snapped down, so it moves only at grid points, not each time a result leaves
         # the last keep_last.
         k_grid = max(p, snap_down(h, k, step))
+        relaxed = k < n and base + h.cum[n] - h.cum[k] > request.budget.trigger
+        if relaxed:
+            # The protected outputs alone overflow (the agent just read a huge log): masking
+            # them keeps the calls and a gist of what they returned, with a recall handle;
+            # dropping them would leave the model to run the same tools again.
+            k = k_grid = n
         always_saving = st.always_cum[k] - st.always_cum[p]  # prefix sums: O(1), not a pass over [p, k)
         trigger = request.budget.trigger
 
@@ -470,6 +476,8 @@ class Masking:
         # back from the budget before the boundaries are chosen.
         settled = self._carry.settle(request, stops)
         b, s, notes = planned_at.get(settled.extra) or plan(settled.extra)
+        if relaxed:
+            notes = [f"the newest tool outputs (keep_last = {cfg.keep_last}) alone exceed the budget: masked them too", *notes]
         carried = self._carry.carried(request, settled)
         if carried.texts:
             pinned_msgs, pinned_counts = self._pinned_carry.get(request, (*request.pinned_facts, *carried.texts))
