@@ -9,7 +9,9 @@ it, or the lines matching a pattern. Nothing is lost: the history is untouched.
 
 Every call and result pair stays intact (only the result's text changes), so masking
 never breaks provider validity. The last ``keep_last`` tool-result messages are never
-masked.
+masked, unless they alone exceed the budget (the agent just read a log bigger than the
+window): then they are masked too, so the calls stay in the context with a gist and a
+handle instead of being dropped with everything before them.
 
 Modes:
 
@@ -90,7 +92,9 @@ class ToolPolicy(StrategyConfig):
 
 class MaskingConfig(StrategyConfig):
     mode: Literal["tokens", "turns"] = Field("tokens", description="Mask as needed for the budget, or by age.")
-    keep_last: int = Field(3, ge=0, le=10_000, description="Most recent tool-result messages never masked.")
+    keep_last: int = Field(
+        3, ge=0, le=10_000, description="Most recent tool-result messages never masked (unless they alone overflow)."
+    )
     min_tokens: int = Field(
         48, ge=0, description="Messages with fewer tokens than this are not worth masking."
     )
