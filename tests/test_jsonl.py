@@ -553,3 +553,12 @@ def test_only_results_may_follow_unanswered_calls_in_a_file(
         assert (exc.value.line, exc.value.field) == (3, field)
         assert needle in str(exc.value)
         assert store.list_sessions() == []
+
+
+def test_an_agent_app_transcript_line_gets_a_hint_not_just_unknown_role(tmp_path: Path) -> None:
+    data = _jsonl([{"type": "summary", "summary": "x", "leafUuid": "u"},
+                   {"type": "user", "message": {"role": "user", "content": "hi"}, "uuid": "a"}])
+    with SQLiteStore(tmp_path / "s.db") as store, pytest.raises(InputError) as exc:
+        import_jsonl(store, data)
+    assert (exc.value.line, exc.value.field) == (1, "role")
+    assert "a line of type 'summary' and no role" in str(exc.value) and "jq -c" in str(exc.value)

@@ -196,6 +196,14 @@ def parse_jsonl(
                 reason = exc.reason
                 if exc.field == "role" and isinstance(obj, dict) and obj.get("role") in ("system", "developer", "tool"):
                     reason += " (an OpenAI chat-completions file? import it with --format openai)"
+                elif exc.field == "role" and isinstance(obj, dict) and "role" not in obj and "type" in obj:
+                    reason += (
+                        f" (a line of type {obj['type']!r} and no role: an agent-app transcript such as "
+                        "Claude Code's? ctxmem reads one Messages-API object per line; keep the 'message' of its "
+                        "user and assistant lines, e.g. jq -c 'select(.type==\"user\" or .type==\"assistant\") "
+                        "| .message | {role, content}'; an assistant reply streamed over several lines then needs "
+                        "its lines joined)"
+                    )
                 raise InputError(reason, source=source, line=lineno, field=exc.field) from None
             lines.append(lineno)
     else:
