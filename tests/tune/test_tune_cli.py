@@ -132,6 +132,13 @@ def test_kv_cli(tmp_path: Path) -> None:
     assert code == 0 and "max context on 24.00 GiB" in out
     code, _, err = run("tune", "kv", "--config", str(cfg), "--gpu-mem", "12GiB")
     assert code == 1 and "weights alone take 14.96 GiB" in err
+    # a bad config is reported first, whatever else is missing (it was "give --gpu-mem")
+    bad = tmp_path / "bad.json"
+    bad.write_text("not json")
+    code, _, err = run("tune", "kv", "--config", str(bad))
+    assert code == 1 and "not valid JSON" in err and "--gpu-mem" not in err
+    code, _, err = run("tune", "kv", "--config", str(cfg))
+    assert code == 1 and "give --gpu-mem" in err
 
 
 def test_prices_cli() -> None:

@@ -238,11 +238,12 @@ def kv_cmd(
     """KV-cache memory per token, at a context, and the longest context on a GPU."""
     from ctxmem.tune.kv import GiB, estimate
 
-    if gpu_mem is None and context is None:
-        raise InputError("give --gpu-mem (longest context) and/or --context (memory at a context)", field="gpu_mem")
+    # the config is read first: a bad file is reported whatever else is missing
     est = estimate(config_path, kv_dtype=kv_dtype, gpu_mem=gpu_mem, weights_gib=weights_gib,
                    weight_dtype=weight_dtype, overhead_gib=overhead_gib, sequences=sequences,
                    mla_mode=mla_mode)  # type: ignore[arg-type]
+    if gpu_mem is None and context is None:
+        raise InputError("give --gpu-mem (longest context) and/or --context (memory at a context)", field="gpu_mem")
     ctx = context
     data = est.to_json(ctx)
     if as_json:
