@@ -85,6 +85,9 @@ def test_search_takes_text_as_typed(db: Path) -> None:
     assert code == 0 and len(json.loads(out)) == 1
     code, _, err = run("search", "a AND", "--fts", "--db", str(db))
     assert code == 1 and "bad search query" in err and err.count("\n") == 1
+    assert "FTS5 syntax:" in err and str(db) not in err  # how to write one, not the store's path
+    code, _, err = run("search", "*", "--fts", "--db", str(db))
+    assert code == 1 and "unknown special query (FTS5 syntax" in err  # was "unknown special query: " and nothing after
 
 
 def test_an_empty_session_id_names_no_session(db: Path) -> None:

@@ -1066,7 +1066,13 @@ class SQLiteStore:
         try:
             return self._retry(run)
         except StoreError as exc:
-            raise InputError(f"bad search query {query!r}: {exc}", field="query") from None
+            detail = str(exc).removeprefix(f"{self.path}: ").removeprefix("fts5: ")
+            raise InputError(
+                f"bad search query {query!r}: {detail.rstrip(': ') or 'not an FTS5 query'} (FTS5 syntax: words, "
+                '"a phrase", a prefix*, AND / OR / NOT between terms, NEAR(a b, 5); quote a word that is an '
+                "operator or holds punctuation)",
+                field="query",
+            ) from None
 
     def document_frequencies(self, terms: Sequence[str]) -> tuple[int, dict[str, int]]:
         """``(n, {term: df})``: how many indexed tool outputs there are, and how many of them
