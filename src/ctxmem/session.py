@@ -84,11 +84,12 @@ class _ToolLedger:
     """What one handle knows of its chain's tool ids: every tool_use id (→ tool name) and
     every answered id, read up to ``head``. ``ready`` is False until first read."""
 
-    __slots__ = ("answered", "head", "names", "ready")
+    __slots__ = ("answered", "head", "names", "open", "ready")
 
     def __init__(self) -> None:
         self.names: dict[str, str] = {}
         self.answered: set[str] = set()
+        self.open: dict[str, None] = {}  # the calls without a result, in call order (kept as read: O(1) a write)
         self.head: int | None = None
         self.ready = False
 
@@ -104,15 +105,19 @@ class _ToolLedger:
             head, refs = store.tool_events(session_id)
             self.names.clear()
             self.answered.clear()
+            self.open.clear()
         for ref in refs:
             if ref.kind == "tool_call":
                 self.names[ref.tool_use_id] = ref.tool_name or ""
+                if ref.tool_use_id not in self.answered:
+                    self.open[ref.tool_use_id] = None
             else:
                 self.answered.add(ref.tool_use_id)
+                self.open.pop(ref.tool_use_id, None)
         self.head, self.ready = head, True
 
     def pending(self) -> list[str]:
-        return [i for i in self.names if i not in self.answered]
+        return list(self.open)
 
     def admit(self, events: Sequence[Event], fields: Sequence[str]) -> list[Event]:
         """Check the batch's tool ids against the chain (and earlier events of the batch)
@@ -121,7 +126,7 @@ class _ToolLedger:
         out: list[Event] = []
         calls: dict[str, str] = {}
         answered: set[str] = set()
-        waiting = dict.fromkeys(self.pending())  # calls whose results must come next, in call order
+        waiting = dict(self.open)  # calls whose results must come next, in call order
         role: str | None = None  # the role of the batch's current message (None: none begun yet)
         k = 0
         for ev in events:
