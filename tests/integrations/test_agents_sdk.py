@@ -284,3 +284,17 @@ def test_a_preset_session_on_the_responses_api_compacts_and_stays_valid() -> Non
         assert not server.rejected
         outputs = [r.text for m in policy.requests[-1].messages for r in m.tool_results]
         assert "SECRET-run11" in outputs[-1] and " ".join(outputs).count("SECRET-run") < 6
+
+
+def test_one_session_serves_several_event_loops() -> None:
+    """Its asyncio.Lock bound to the first loop: concurrent writes in a second asyncio.run
+    (a second Runner.run_sync) failed, and 4 of 10 items were lost."""
+    s = CtxmemSession("loops", store="memory://")
+
+    async def many(tag: str) -> None:
+        await asyncio.gather(*(s.add_items([{"role": "user", "content": f"{tag}{i}"}]) for i in range(5)))
+
+    asyncio.run(many("a"))
+    asyncio.run(many("b"))
+    items = asyncio.run(s.get_items())
+    assert sorted(i["content"] for i in items) == sorted([f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)])

@@ -115,3 +115,45 @@ def test_conversion_round_trips_both_ways() -> None:
                                               "ToolMessage", "HumanMessage", "AIMessage"]
     assert lc[4].status == "error" and lc[3].name == "compile"
     assert from_langchain(lc) == ("Be brief.", messages)
+
+
+def test_a_system_message_in_the_graph_state_reaches_the_model() -> None:
+    """It was counted in the budget, then dropped: the model never saw it."""
+    for system_prompt in (None, "Answer briefly."):
+        model = ScriptedChat(messages=iter([AIMessage("arr")]))
+        model.seen = []
+        memory = CtxmemMiddleware("window-32k", store="memory://", session_id="sys")
+        agent = create_agent(model, tools=[], system_prompt=system_prompt, middleware=[memory])
+        agent.invoke({"messages": [SystemMessage("You are a pirate."), HumanMessage("hello")]})
+        seen = model.seen[-1]
+        assert [type(m).__name__ for m in seen] == ["SystemMessage", "HumanMessage"]  # one system message, first
+        assert "You are a pirate." in seen[0].content
+        if system_prompt:
+            assert system_prompt in seen[0].content
+
+
+def test_concurrent_runs_without_a_thread_id_each_get_their_own_conversation() -> None:
+    """agent.batch without thread ids shares the "default" session: record and build ran
+    unlocked, so a model call could be built from another run's conversation (about one
+    batch in ten showed one user's secret to every call)."""
+    class Echo(GenericFakeChatModel):
+        seen: list[Any] = Field(default_factory=list)
+
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+            return self
+
+        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+            from langchain_core.outputs import ChatGeneration, ChatResult
+
+            self.seen.append([str(m.content) for m in messages])
+            return ChatResult(generations=[ChatGeneration(message=AIMessage("ok"))])
+
+    model = Echo(messages=iter([]))
+    memory = CtxmemMiddleware("window-32k", store="memory://")
+    agent = create_agent(model, tools=[], middleware=[memory])
+    for trial in range(10):
+        model.seen = []
+        names = ["ALICE", "BOB", "CAROL", "DAVE"]
+        agent.batch([{"messages": [HumanMessage(f"I am {n}, trial {trial}")]} for n in names])
+        assert all(len(seen) == 1 for seen in model.seen), model.seen
+        assert sorted(seen[0] for seen in model.seen) == sorted(f"I am {n}, trial {trial}" for n in names)

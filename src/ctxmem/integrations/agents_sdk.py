@@ -54,6 +54,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from ctxmem.config import Preset
@@ -133,7 +135,9 @@ class CtxmemSession:
             meta["strategy"] = self.preset.name
         self.session: Session = open_or_create(self.store, session_id, title=title, metadata=meta)
         self._builder = LoopBuilder(self.preset, context_window=context_window) if self.preset else None
-        self._lock = asyncio.Lock()
+        # a thread lock, taken in the worker thread: an asyncio.Lock binds to the first event
+        # loop that waits on it, and a second asyncio.run then fails (and loses the items)
+        self._lock = threading.Lock()
         self._chain: list[StoredEvent] | None = None
         self._chain_head: int | None = None
         self._notes: dict[int, dict[str, Any]] = {}
@@ -146,27 +150,27 @@ class CtxmemSession:
         settings = self.session_settings
         if limit is None and settings is not None:
             limit = settings.get("limit") if isinstance(settings, dict) else getattr(settings, "limit", None)
-        async with self._lock:
-            if limit is None and self._builder is not None:
-                return await asyncio.to_thread(self._built_items)
-            return await asyncio.to_thread(self._stored_items, limit)
+        if limit is None and self._builder is not None:
+            return await asyncio.to_thread(self._locked, self._built_items)
+        return await asyncio.to_thread(self._locked, self._stored_items, limit)
 
     async def add_items(self, items: list[Any]) -> None:
         """Append items (and their content events) in one transaction."""
         if not items:
             return
-        async with self._lock:
-            await asyncio.to_thread(self._add, list(items))
+        await asyncio.to_thread(self._locked, self._add, list(items))
 
     async def pop_item(self) -> Any | None:
         """Rewind past the most recent item and return it (None when there is none)."""
-        async with self._lock:
-            return await asyncio.to_thread(self._pop)
+        return await asyncio.to_thread(self._locked, self._pop)
 
     async def clear_session(self) -> None:
         """Start a new, empty branch; the old one stays stored (see :meth:`branches`)."""
-        async with self._lock:
-            await asyncio.to_thread(self._clear)
+        await asyncio.to_thread(self._locked, self._clear)
+
+    def _locked(self, fn: Callable[..., Any], *args: Any) -> Any:
+        with self._lock:
+            return fn(*args)
 
     # ------------------------------------------------------------------ beyond the protocol
 

@@ -36,6 +36,7 @@ later events stay stored — and recording continues from there.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -204,6 +205,9 @@ class CtxmemMiddleware(AgentMiddleware):
         self.record_compactions = record_compactions
         self._builders: dict[str, LoopBuilder] = {}
         self._recorded: dict[str, list[Message]] = {}
+        # record → build is one step: concurrent runs (agent.batch, threads) on one session
+        # would otherwise build from each other's half-recorded conversations
+        self._lock = threading.RLock()
         #: the last build's report (what was kept, masked, dropped), for inspection
         self.last_report: Any = None
 
@@ -227,6 +231,10 @@ class CtxmemMiddleware(AgentMiddleware):
 
     def record(self, messages: Sequence[Any], session_id: str | None = None) -> tuple[Session, str | None]:
         """Record what is new in ``messages`` (LangChain messages); returns (session, system)."""
+        with self._lock:
+            return self._record(messages, session_id)
+
+    def _record(self, messages: Sequence[Any], session_id: str | None) -> tuple[Session, str | None]:
         session = self.session(session_id)
         system, msgs = from_langchain(messages)
         done = self._recorded.get(session.id)
@@ -249,6 +257,10 @@ class CtxmemMiddleware(AgentMiddleware):
     def context(self, messages: Sequence[Any], *, tools: Sequence[Any] = (),
                 session_id: str | None = None) -> list[BaseMessage]:
         """Record ``messages`` and return the preset's context for the next model call."""
+        with self._lock:
+            return self._context(messages, tools, session_id)
+
+    def _context(self, messages: Sequence[Any], tools: Sequence[Any], session_id: str | None) -> list[BaseMessage]:
         session, system = self.record(messages, session_id)
         builder = self._builders.get(session.id)
         if builder is None:
@@ -258,7 +270,8 @@ class CtxmemMiddleware(AgentMiddleware):
         spans = session.messages_with_ids()
         lb = builder.build(session, [m for m, _ in spans], [e for _, e in spans], system=system)
         self.last_report = lb.built.report
-        return to_langchain(lb.messages)
+        # the system prompt leads (a SystemMessage in the graph state was counted, then dropped)
+        return to_langchain(lb.messages, system)
 
     # ------------------------------------------------------------------ LangChain v1 hooks
 
@@ -266,6 +279,9 @@ class CtxmemMiddleware(AgentMiddleware):
         system = getattr(request, "system_message", None)
         msgs = ([system] if system is not None else []) + list(request.messages)
         built = self.context(msgs, tools=list(request.tools or ()))
+        if built and isinstance(built[0], SystemMessage):
+            # the request's own system message and any in the graph state, joined as counted
+            return request.override(messages=built[1:], system_message=built[0])
         return request.override(messages=built)
 
     def wrap_model_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
