@@ -268,10 +268,7 @@ class Preset:
             budget = Budget(budget.context_window, reserve_output, budget.threshold)
         if tokenizer is None or (self.tokenizer_set and tokenizer == self.model.tokenizer):
             self.load_tokenizer()  # the file's own choice: fail here, naming the file, not at the first build
-        else:
-            from ctxmem.tokens import get_tokenizer
-
-            get_tokenizer(tokenizer)  # an override: fail here too (UnknownNameError, with "did you mean")
+        # an override may name a caller's own Tokenizer object (tune.replay_cost passes one): not resolved here
         return ContextBuilder(
             self.strategy(client=client, **deps),
             budget,
