@@ -174,7 +174,8 @@ def test_memory_commands_with_writes_allowed(tmp_path: Path) -> None:
     assert all(not r.is_error for r in results[:5])
     assert text_of(results[4]) == "     1\tlimit: 99KB\n     2\tdevice: SIMX-1\n     3\tbest: v3"
     assert results[5].is_error and "may not contain" in text_of_error(results[5])
-    assert results[6].is_error and "safe folder name" in text_of_error(results[6])
+    assert results[6].is_error and "no session '../x'" in text_of_error(results[6])  # and no folder made
+    assert sorted(p.name for p in mem.iterdir()) == [sid]
     assert not results[7].is_error and not (mem / sid / "facts.md").exists()
 
 
@@ -263,3 +264,28 @@ def test_a_missing_store_file_is_one_line_and_creates_nothing(tmp_path: Path) ->
             f"error: field 'store': no session store at {tmp_path / 'nope.db'}; pass --store (or --db) "
             "naming an existing ctxmem database"]
         assert not (tmp_path / "nope.db").exists()
+
+
+def test_build_context_of_a_live_session_waiting_on_tools_and_memory_for_any_session_id(tmp_path: Path) -> None:
+    """build_context refused a session whose agent was running tools ("record their
+    results", which a reader cannot); the memory tool refused ids such as user@example.com
+    and made folders for ids of no session, even on a read-only server."""
+    db = tmp_path / "s.db"
+    sid = make_db(db)
+    with SQLiteStore(str(db)) as store:
+        s = Session.open(store, sid)
+        s.record(Message.assistant("checking", ToolUseBlock("toolu_live", "compile", {"attempt": 9})))
+        Session.create(store, session_id="user@example.com").record(Message.user("hi"))
+    mem = tmp_path / "mem"
+    _, results = anyio.run(session_calls, ["--db", str(db), "--memory-dir", str(mem)], [
+        ("build_context", {"session_id": sid, "preset": "masking-200k", "context_window": 20000}),
+        ("memory", {"session_id": "user@example.com", "command": "view", "path": "/memories"}),
+        ("memory", {"session_id": "no-such-session", "command": "view", "path": "/memories"}),
+    ])
+    built = payload(results[0])
+    assert built["waiting_tool_calls"] == ["toolu_live"]
+    last = built["messages"][-1]
+    assert last["role"] == "assistant" and last["content"][-1]["id"] == "toolu_live"
+    assert text_of(results[1]) == "Directory /memories:"
+    assert results[2].is_error and "no session 'no-such-session'" in text_of_error(results[2])
+    assert not mem.exists() or list(mem.iterdir()) == []  # read-only: no folder made

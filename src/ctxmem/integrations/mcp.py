@@ -34,7 +34,9 @@ embed into a throwaway in-memory cache, builds are dry runs) and ``memory`` allo
 for a store with no file, such as PostgreSQL, ``$XDG_DATA_HOME/ctxmem/memories/<host>-<db>``,
 so every server on one machine for the same database shares it). A path
 must start with ``/memories``; it is resolved (symlinks included) and refused unless it
-stays inside that session's directory; session ids are limited to ``[A-Za-z0-9._-]``.
+stays inside that session's directory. The memory tool serves only sessions of the store; an
+id made of ``[A-Za-z0-9._-]`` is its folder's name, any other (``user@example.com``) is
+percent-encoded into one folder name starting with ``%``. A read-only server creates no folder.
 
 Errors come back as MCP tool errors whose text is ctxmem's one-line message.
 """
@@ -45,6 +47,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from ctxmem.errors import InputError, MissingDependencyError
 
@@ -68,10 +71,13 @@ class MemoryFiles:
         self.writable = writable
 
     def _dir(self, session_id: str) -> Path:
-        if not _SAFE_ID.fullmatch(session_id) or session_id in (".", ".."):
-            raise InputError(f"session id {session_id!r} is not a safe folder name ([A-Za-z0-9._-])",
-                             field="session_id")
-        return self.root / session_id
+        if not isinstance(session_id, str) or not session_id or len(session_id) > 200:
+            raise InputError("a session id of 1 to 200 characters is needed", field="session_id")
+        if _SAFE_ID.fullmatch(session_id) and session_id not in (".", ".."):
+            return self.root / session_id
+        # any other id (user@example.com, a/b) is one folder, percent-encoded: no separators,
+        # no "." or ".." (a plain safe id is its own folder name, as before)
+        return self.root / ("%" + quote(session_id, safe="").replace(".", "%2E"))
 
     def resolve(self, session_id: str, path: str) -> Path:
         """``/memories/...`` → a real path inside the session's folder, or InputError."""
@@ -82,7 +88,8 @@ class MemoryFiles:
         if any(p in ("..", ".") or "\\" in p or "\x00" in p for p in parts):
             raise InputError(f"path {path!r} may not contain '.', '..', backslashes or NUL", field="path")
         base = self._dir(session_id)
-        base.mkdir(parents=True, exist_ok=True)
+        if self.writable:  # a read-only server leaves no folder behind (a view of none is empty)
+            base.mkdir(parents=True, exist_ok=True)
         real_base = base.resolve()
         target = (real_base.joinpath(*parts)).resolve()
         if target != real_base and not target.is_relative_to(real_base):
@@ -179,6 +186,8 @@ class MemoryFiles:
     def view(self, session_id: str, path: str, view_range: Any = None) -> str:
         """A folder's listing, or a file's numbered lines (optionally ``view_range`` [start, end])."""
         p = self.resolve(session_id, path)
+        if path.rstrip("/") == MEMORY_PREFIX and not p.exists():
+            return f"Directory {MEMORY_PREFIX}:"  # nothing written yet
         if p.is_dir():
             lines = [f"Directory {self._show(session_id, p)}:"]
             for child in sorted(p.rglob("*")):
@@ -358,12 +367,19 @@ def create_server(
         builder = LoopBuilder(load_preset(preset), context_window=context_window, system=system,
                               record=allow_writes)
         spans = session.messages_with_ids()
+        # a live session whose agent is running tools ends in calls still waiting for their
+        # results: built up to that turn, which follows as it is (a reader cannot answer them)
+        waiting = spans[-1][0] if spans and spans[-1][0].role == "assistant" and spans[-1][0].tool_uses else None
+        if waiting is not None:
+            spans = spans[:-1]
         lb = builder.build(session, [m for m, _ in spans], [e for _, e in spans])
         out: dict[str, Any] = {"session": session_id, "preset": builder.preset.name,
                                "report": lb.built.report.to_json(),
                                "extra_tools": [t.name for t in lb.built.extra_tools]}
+        if waiting is not None:
+            out["waiting_tool_calls"] = [u.id for u in waiting.tool_uses]
         if messages:
-            out["messages"] = to_anthropic(lb.messages)
+            out["messages"] = to_anthropic([*lb.messages, *([waiting] if waiting is not None else [])])
         return out
 
     @server.tool()
@@ -387,6 +403,7 @@ def create_server(
             "path": path, "file_text": file_text, "old_str": old_str, "new_str": new_str,
             "insert_line": insert_line, "insert_text": insert_text, "old_path": old_path,
             "new_path": new_path, "view_range": view_range}.items() if v is not None}
+        _session(session_id)  # a session of this store (SessionNotFoundError): no folder for any other id
         return mem.run(session_id, command, args)
 
     server.ctxmem_store = store
