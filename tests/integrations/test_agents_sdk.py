@@ -298,3 +298,20 @@ def test_one_session_serves_several_event_loops() -> None:
     asyncio.run(many("b"))
     items = asyncio.run(s.get_items())
     assert sorted(i["content"] for i in items) == sorted([f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)])
+
+
+def test_wrong_arguments_are_ctxmem_errors_naming_the_field() -> None:
+    from ctxmem.errors import ConfigError, InputError
+    from ctxmem.integrations.anthropic_native import context_management
+    from ctxmem.integrations.langchain import CtxmemMiddleware
+
+    with pytest.raises(ConfigError) as exc:
+        CtxmemSession(None)  # type: ignore[arg-type]  # was: a session with a random id, then "no session None"
+    assert exc.value.field == "session_id"
+    with pytest.raises(InputError) as exc2:
+        asyncio.run(CtxmemSession("lim").get_items(limit="5"))  # type: ignore[arg-type]  # was: TypeError
+    assert exc2.value.field == "limit"
+    for make in (lambda: CtxmemMiddleware(None), lambda: context_management(None)):  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="a preset is needed") as exc:  # was: a bare AssertionError
+            make()
+        assert exc.value.field == "preset"

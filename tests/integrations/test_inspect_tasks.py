@@ -70,3 +70,19 @@ def test_a_preset_that_drops_the_needle_is_blamed_not_the_model(tmp_path: Path) 
     assert roomy["survival"] == "verbatim" and roomy["attribution"] == "missed-by-model"
     metrics = {n: m.value for n, m in logs[0].results.scores[0].metrics.items()}  # type: ignore[union-attr]
     assert metrics["dropped_by_strategy"] == 1 and metrics["survived"] == 0
+
+
+def test_task_parameters_read_like_the_cli_and_fail_once_when_wrong() -> None:
+    """-T window=128k raised ValueError; -T preset=nope built a task whose every sample died
+    in the solver with a traceback; -T seeds=0 left Inspect with an empty dataset."""
+    from ctxmem.errors import InputError, UnknownNameError
+    from ctxmem.integrations.inspect import niah
+
+    task = niah(window="128k", lengths="1k", depths="0.5")  # type: ignore[arg-type]
+    assert len(task.dataset) == 1
+    with pytest.raises(UnknownNameError, match="unknown preset 'nope'"):
+        niah(preset="nope")
+    for kwargs, field in (({"seeds": 0}, "seeds"), ({"window": "big"}, "window"), ({"max_tokens": 0}, "max_tokens")):
+        with pytest.raises(InputError) as exc:
+            niah(**kwargs)  # type: ignore[arg-type]
+        assert exc.value.field == field

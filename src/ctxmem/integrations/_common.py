@@ -73,7 +73,19 @@ def open_or_create(store: SessionStore, session_id: str, **create: Any) -> Sessi
 def resolve_preset(preset: Preset | str | os.PathLike[str] | None) -> Preset | None:
     if preset is None or isinstance(preset, Preset):
         return preset
+    if not isinstance(preset, str | os.PathLike):
+        raise ConfigError(f"expected a preset name, a TOML path or a Preset, got {type(preset).__name__}",
+                          field="preset")
     return load_preset(preset)
+
+
+def required_preset(preset: Preset | str | os.PathLike[str] | None) -> Preset:
+    """:func:`resolve_preset` where a preset is required (None is a ConfigError, not an assert)."""
+    resolved = resolve_preset(preset)
+    if resolved is None:
+        raise ConfigError("a preset is needed: a name such as 'masking-200k' (ctxmem strategies list), "
+                          "a TOML path or a Preset", field="preset")
+    return resolved
 
 
 @dataclass

@@ -59,7 +59,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ctxmem.config import Preset
-from ctxmem.errors import InputError
+from ctxmem.errors import ConfigError, InputError
 from ctxmem.events import (
     ContentEvent,
     Event,
@@ -126,6 +126,8 @@ class CtxmemSession:
         session_settings: Any = None,
         title: str | None = None,
     ):
+        if not isinstance(session_id, str) or not session_id:
+            raise ConfigError(f"expected a non-empty session id, got {session_id!r}", field="session_id")
         self.session_id = session_id
         self.store = open_store(store)
         self.session_settings = session_settings
@@ -150,6 +152,8 @@ class CtxmemSession:
         settings = self.session_settings
         if limit is None and settings is not None:
             limit = settings.get("limit") if isinstance(settings, dict) else getattr(settings, "limit", None)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+            raise InputError(f"limit must be a whole number of items or None, got {limit!r}", field="limit")
         if limit is None and self._builder is not None:
             return await asyncio.to_thread(self._locked, self._built_items)
         return await asyncio.to_thread(self._locked, self._stored_items, limit)

@@ -52,7 +52,7 @@ from ctxmem.config import Preset
 from ctxmem.context import BuildRequest, BuiltContext, Report
 from ctxmem.context.base import StrategyConfig
 from ctxmem.errors import ConfigError, ContextOverflowError
-from ctxmem.integrations._common import resolve_preset
+from ctxmem.integrations._common import required_preset
 from ctxmem.messages import Message, ToolResultBlock
 from ctxmem.tokens import count_messages
 
@@ -79,8 +79,7 @@ class NativeEdits:
 
 def context_management(preset: Preset | str, *, context_window: int | None = None) -> NativeEdits:
     """A masking preset → ``context_management`` edits (see the module docstring)."""
-    p = resolve_preset(preset)
-    assert p is not None
+    p = required_preset(preset)
     if p.type != "masking":
         raise ConfigError(
             f"preset {p.name!r} is a {p.type!r} strategy; only masking presets map onto server-side "
@@ -220,8 +219,7 @@ def native_reports(recording: Any, presets: Sequence[str], price: Any, *, cachin
     modes = {"on": (True,), "off": (False,), "both": (False, True)}[caching]
     out = []
     for name in presets:
-        p = resolve_preset(name)
-        assert p is not None
+        p = required_preset(name)
         if p.type != "masking":
             continue
         for c in modes:

@@ -203,12 +203,38 @@ def _axis(value: Any) -> str:
     return str(value)
 
 
+def _whole(value: Any, field: str, *, tokens: bool = False, least: int = 1) -> int:
+    """A task parameter as a whole number (``-T window=128k`` reads as the CLI's ``--window 128k``)."""
+    from ctxmem.errors import InputError
+    from ctxmem.tokens.budget import parse_token_size
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif isinstance(value, str) and tokens:
+        try:
+            n = parse_token_size(value)
+        except ValueError as exc:
+            raise InputError(str(exc), field=field) from None
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        n = int(value)
+    else:
+        raise InputError(f"expected a whole number, got {value!r}", field=field)
+    if n < least:
+        raise InputError(f"must be at least {least}, got {n}", field=field)
+    return n
+
+
 def _task(source: str, lengths: Any, depths: Any, needle: str, preset: str, seeds: int,
           window: int, tokenizer: str, max_tokens: int) -> Task:
+    if preset != "none":
+        from ctxmem.config import load_preset
+
+        load_preset(preset)  # an unknown preset fails here, once, not in every sample's solver
     cells = expand(
         sources=[source], lengths=parse_lengths(_axis(lengths)), depths=parse_depths(_axis(depths)),
-        needles=[needle], presets=["none"], models=["inspect"], seeds=range(int(seeds)),
-        tokenizer=tokenizer, window=int(window), max_tokens=int(max_tokens),
+        needles=[needle], presets=["none"], models=["inspect"], seeds=range(_whole(seeds, "seeds")),
+        tokenizer=tokenizer, window=_whole(window, "window", tokens=True),
+        max_tokens=_whole(max_tokens, "max_tokens", tokens=True),
     )
     cells = [replace(c, preset="none") for c in cells]
     # Inspect counts tokens with tiktoken's o200k_base (its mockllm reports usage that way),

@@ -42,7 +42,7 @@ from typing import Any
 
 from ctxmem.config import Preset
 from ctxmem.errors import InputError, MissingDependencyError
-from ctxmem.integrations._common import LoopBuilder, open_or_create, open_store, resolve_preset
+from ctxmem.integrations._common import LoopBuilder, open_or_create, open_store, required_preset
 from ctxmem.messages import (
     ContentBlock,
     Message,
@@ -196,9 +196,7 @@ class CtxmemMiddleware(AgentMiddleware):
         record_compactions: bool = True,
     ):
         super().__init__()
-        resolved = resolve_preset(preset)
-        assert resolved is not None
-        self.preset: Preset = resolved
+        self.preset: Preset = required_preset(preset)
         self.store = open_store(store)
         self.session_id = session_id
         self.context_window = context_window
