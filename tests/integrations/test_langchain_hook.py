@@ -157,3 +157,25 @@ def test_concurrent_runs_without_a_thread_id_each_get_their_own_conversation() -
         agent.batch([{"messages": [HumanMessage(f"I am {n}, trial {trial}")]} for n in names])
         assert all(len(seen) == 1 for seen in model.seen), model.seen
         assert sorted(seen[0] for seen in model.seen) == sorted(f"I am {n}, trial {trial}" for n in names)
+
+
+def test_a_tool_call_with_malformed_arguments_is_a_call_of_the_conversation() -> None:
+    """create_agent answers an invalid tool call with an error ToolMessage; the middleware
+    ignored AIMessage.invalid_tool_calls, saw an orphan result and refused the next turn."""
+    @tool
+    def read(name: str) -> str:
+        """Read a log."""
+        return "ok"
+
+    bad = AIMessage("", invalid_tool_calls=[{"id": "call_1", "name": "read", "args": '{"name": "run1"',
+                                             "error": "Malformed args.", "type": "invalid_tool_call"}])
+    model = ScriptedChat(messages=iter([bad, AIMessage("sorry"), AIMessage("done")]))
+    model.seen = []
+    agent = create_agent(model, tools=[read], middleware=[CtxmemMiddleware("window-32k", store="memory://", session_id="inv")])
+    state = agent.invoke({"messages": [HumanMessage("read run1")]})
+    state = agent.invoke({"messages": [*state["messages"], HumanMessage("try again")]})
+    last = model.seen[-1]
+    calls = [c["id"] for m in last if isinstance(m, AIMessage) for c in m.tool_calls]
+    assert calls == ["call_1"] and any(isinstance(m, ToolMessage) and m.tool_call_id == "call_1" for m in last)
+    _, msgs = from_langchain(state["messages"])
+    assert msgs[1].tool_uses[0].input == {"_unparsed_arguments": '{"name": "run1"'}

@@ -113,6 +113,13 @@ def from_langchain(messages: Sequence[Any]) -> tuple[str | None, list[Message]]:
             new_role = "assistant"
             bs = _texts(m.content, "ai", i)
             bs.extend(ToolUseBlock(str(c["id"]), c["name"], dict(c.get("args") or {})) for c in m.tool_calls)
+            # a call whose arguments did not parse: the agent answers it with an error
+            # ToolMessage, so it is a call of the conversation (its raw arguments kept as text)
+            bs.extend(
+                ToolUseBlock(str(c["id"]), c.get("name") or "invalid_tool_call",
+                             {"_unparsed_arguments": c["args"]} if isinstance(c.get("args"), str) else {})
+                for c in getattr(m, "invalid_tool_calls", None) or () if c.get("id")
+            )
         elif isinstance(m, ToolMessage):
             new_role = "user"
             content = m.content if isinstance(m.content, str) else tuple(
