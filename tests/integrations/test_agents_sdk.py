@@ -145,9 +145,17 @@ def test_bad_items_are_refused_with_one_clear_error() -> None:
 
     s = CtxmemSession("bad", store="memory://")
     with pytest.raises(InputError, match="item 1"):
-        run(s.add_items([{"role": "user", "content": "ok"}, {"type": "function_call", "call_id": "c", "name": "f",
-                                                               "arguments": "{not json"}]))
+        run(s.add_items([{"role": "user", "content": "ok"}, {"type": "function_call", "call_id": 5, "name": "f",
+                                                               "arguments": "{}"}]))
     assert run(s.get_items()) == []  # nothing half-written
+    # arguments the model wrote badly: the SDK answers the call with an error output and goes
+    # on, as SQLiteSession stores it (add_items refused it, and the run failed)
+    call = {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{not json"}
+    out = {"type": "function_call_output", "call_id": "c", "output": "An error occurred: bad JSON"}
+    run(s.add_items([{"role": "user", "content": "ok"}, call]))
+    run(s.add_items([out]))
+    assert run(s.get_items()) == [{"role": "user", "content": "ok"}, call, out]
+    assert s.session.messages()[1].tool_uses[0].input == {"_unparsed_arguments": "{not json"}
 
 
 def test_preset_builds_the_context_and_a_trailing_reply_does_not_break_the_next_run() -> None:

@@ -118,6 +118,10 @@ def item_blocks(item: Any, index: int = 0, *, strict: bool = True) -> tuple[str 
         try:
             args = json.loads(raw) if isinstance(raw, str) else raw
         except json.JSONDecodeError as exc:
+            if not strict:
+                # the model wrote arguments that do not parse; the agent answers the call with an
+                # error output, so it is a call of the conversation: its raw text is kept
+                return "assistant", (ToolUseBlock(call_id, name, {"_unparsed_arguments": raw}),)
             raise InputError(
                 f"item {index}: function_call {call_id!r} arguments are not valid JSON: {exc.msg}", field="arguments"
             ) from None
