@@ -128,7 +128,9 @@ def test_protocol_semantics_and_history_is_never_destroyed() -> None:
         assert run(CtxmemSession("p", store=s.store, session_settings=settings).get_items()) == items[-3:]
     assert run(s.pop_item()) == items[-1]
     assert run(s.get_items()) == items[:-1]
-    assert [m.role for m in s.session.messages()] == ["user", "assistant", "user"]
+    # the hosted web_search_call is assistant text of its JSON: counted by a preset's budget
+    assert [m.role for m in s.session.messages()] == ["user", "assistant", "user", "assistant"]
+    assert '"web_search_call"' in s.session.messages()[-1].text
     popped_head = s.store.chain("p").events[-1]
     assert "pop_item" in popped_head.event.text  # type: ignore[union-attr]
     run(s.clear_session())
@@ -323,3 +325,48 @@ def test_wrong_arguments_are_ctxmem_errors_naming_the_field() -> None:
         with pytest.raises(ConfigError, match="a preset is needed") as exc:  # was: a bare AssertionError
             make()
         assert exc.value.field == "preset"
+
+
+def test_custom_and_hosted_tool_calls_are_counted_and_stay_paired_under_a_preset() -> None:
+    """Items ctxmem had no block for (custom tool calls and outputs, hosted mcp_call) made no
+    content events: a preset's budget never counted them (108K tokens of JSON went out under
+    a report of 98), and masking the message a custom output was attached to dropped the
+    output and left its call unanswered."""
+    import json
+
+    from ctxmem.tokens import get_tokenizer
+
+    big = "stack frame " * 3000
+    s = CtxmemSession("budget", store="memory://", preset="window-32k", context_window=4000)
+    items: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+    for k in range(4):
+        items += [
+            {"type": "custom_tool_call", "call_id": f"ct{k}", "name": "apply_patch", "input": big, "id": f"ctc_{k}"},
+            {"type": "custom_tool_call_output", "call_id": f"ct{k}", "output": big},
+            {"type": "mcp_call", "id": f"mcp_{k}", "server_label": "fs", "name": "read", "arguments": "{}", "output": big},
+            {"role": "assistant", "content": f"step {k} done"},
+            {"role": "user", "content": f"next {k}"},
+        ]
+    run(s.add_items(items))
+    built = run(s.get_items())
+    sent = len(get_tokenizer("o200k_base").encode(json.dumps(built)))
+    assert s.last_report.tokens_out <= s.last_report.available and sent < 3 * s.last_report.available
+
+    m = CtxmemSession("paired", store="memory://", preset="masking-200k", context_window=6000)
+    items = [{"role": "user", "content": "fix the build"}]
+    for k in range(4):
+        items += [
+            {"type": "function_call", "call_id": f"c{k}", "name": "read_log", "arguments": "{}"},
+            {"type": "custom_tool_call", "call_id": f"x{k}", "name": "apply_patch", "input": "*** patch"},
+            {"type": "function_call_output", "call_id": f"c{k}", "output": "line ok\n" * 1500},
+            {"type": "custom_tool_call_output", "call_id": f"x{k}", "output": "patched"},
+            {"role": "assistant", "content": f"round {k}"},
+            {"role": "user", "content": "again"},
+        ]
+    run(m.add_items(items))
+    built = run(m.get_items())
+    assert m.last_report.masked  # some outputs were masked
+    for call_type, out_type in (("function_call", "function_call_output"), ("custom_tool_call", "custom_tool_call_output")):
+        calls = {i["call_id"] for i in built if i.get("type") == call_type}
+        outs = {i["call_id"] for i in built if i.get("type") == out_type}
+        assert calls == outs and calls, call_type

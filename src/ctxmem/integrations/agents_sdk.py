@@ -71,7 +71,7 @@ from ctxmem.events import (
     message_spans,
 )
 from ctxmem.integrations._common import LoopBuilder, open_or_create, open_store, resolve_preset
-from ctxmem.integrations.responses import item_blocks, item_type, to_responses
+from ctxmem.integrations.responses import custom_call_ids, item_blocks, item_type, to_responses
 from ctxmem.messages import TextBlock, ToolResultBlock, ToolUseBlock
 from ctxmem.session import Session
 from ctxmem.store.base import SessionStore
@@ -96,7 +96,7 @@ def _fresh(se: StoredEvent) -> Any:
 
 
 def _content_events(item: Any, index: int, tool_names: dict[str, str]) -> list[ContentEvent]:
-    role, blocks = item_blocks(item, index, strict=False)
+    role, blocks = item_blocks(item, index, strict=False, hosted_as_text=True)
     if role is None or role == "system":
         return []
     out: list[ContentEvent] = []
@@ -339,12 +339,13 @@ class CtxmemSession:
         self.last_report = built.built.report
         index = {id(m): k for k, m in enumerate(built.history.messages)}
         out: list[Any] = [_fresh(se) for se in system_items]
+        custom = custom_call_ids(messages)  # a masked output of a custom tool call stays a custom output
         for m in built.built.messages:
             k = index.get(id(m))
             if k is not None and built.history.messages[k] is m and k in by_message:
                 out.extend(_fresh(se) for se in by_message[k])
             else:
-                out.extend(to_responses([m]))
+                out.extend(to_responses([m], custom_calls=custom))
         if pending is not None:
             out.extend(_fresh(se) for se in by_message.get(pending, ()))
         return out

@@ -17,6 +17,10 @@ item                        ctxmem
                             as the signature
 ``function_call``           :class:`ToolUseBlock` (``call_id`` → id, ``arguments`` parsed)
 ``function_call_output``    :class:`ToolResultBlock` (string output, or text parts)
+``custom_tool_call``        :class:`ToolUseBlock` whose input is ``{CUSTOM_INPUT: text}``
+``custom_tool_call_output`` :class:`ToolResultBlock` (back as a custom output for such a call)
+hosted calls (``mcp_call``  skipped; with ``hosted_as_text`` (a session that hands items back):
+``web_search_call``, …)     assistant :class:`TextBlock` of the item's JSON, so it is counted
 ==========================  =============================================================
 
 Consecutive assistant-side items form one assistant message; tool outputs and the user
@@ -51,7 +55,14 @@ from ctxmem.messages import (
 )
 
 #: item types this module maps onto message content
-MAPPED_TYPES = frozenset({"message", "reasoning", "function_call", "function_call_output"})
+MAPPED_TYPES = frozenset({"message", "reasoning", "function_call", "function_call_output", "custom_tool_call",
+                          "custom_tool_call_output"})
+#: a custom (free-text input) tool call's input, as the one key of its ToolUseBlock's input
+CUSTOM_INPUT = "__custom_tool_input__"
+#: hosted tool calls that are one item, call and output together (no output item to pair):
+#: with ``strict=False`` their JSON is assistant text, so a budget counts them
+HOSTED_CALLS = frozenset({"mcp_call", "web_search_call", "file_search_call", "code_interpreter_call",
+                          "image_generation_call", "mcp_list_tools"})
 
 
 def item_type(item: Mapping[str, Any]) -> str:
@@ -85,8 +96,14 @@ def _text_parts(raw: Any, where: str, index: int, strict: bool) -> tuple[TextBlo
     return tuple(out)
 
 
-def item_blocks(item: Any, index: int = 0, *, strict: bool = True) -> tuple[str | None, tuple[ContentBlock, ...]]:
+def item_blocks(
+    item: Any, index: int = 0, *, strict: bool = True, hosted_as_text: bool = False
+) -> tuple[str | None, tuple[ContentBlock, ...]]:
     """One item → (``"user"``/``"assistant"``/``"system"``, blocks); ``(None, ())`` if unmapped.
+
+    ``hosted_as_text`` (with ``strict=False``): a hosted tool call (:data:`HOSTED_CALLS`)
+    becomes assistant text of its JSON, so a budget counts it (a session that hands the
+    verbatim items back); otherwise it is skipped like other unmapped items.
 
     Raises :class:`InputError` (naming ``index``) for malformed items, and with ``strict``
     for item types or parts that have no ctxmem equivalent.
@@ -137,11 +154,28 @@ def item_blocks(item: Any, index: int = 0, *, strict: bool = True) -> tuple[str 
             out, "function_call_output", index, strict
         )
         return "user", (ToolResultBlock(call_id, content),)
+    if kind == "custom_tool_call":
+        call_id, name, text = item.get("call_id"), item.get("name"), item.get("input", "")
+        if not isinstance(call_id, str) or not isinstance(name, str) or not isinstance(text, str):
+            raise InputError(f"item {index}: a custom_tool_call needs string 'call_id', 'name' and 'input'",
+                             field="call_id")
+        return "assistant", (ToolUseBlock(call_id, name, {CUSTOM_INPUT: text}),)
+    if kind == "custom_tool_call_output":
+        call_id = item.get("call_id")
+        if not isinstance(call_id, str):
+            raise InputError(f"item {index}: a custom_tool_call_output needs a string 'call_id'", field="call_id")
+        out = item.get("output", "")
+        return "user", (ToolResultBlock(call_id, out if isinstance(out, str) else _text_parts(
+            out, "custom_tool_call_output", index, strict)),)
     if strict:
         raise InputError(
             f"item {index}: item type {kind!r} has no ctxmem message equivalent; pass strict=False to skip it",
             field="type",
         )
+    if hosted_as_text and kind in HOSTED_CALLS:
+        # counted as what it is, JSON the model reads back; kept or dropped with its turn
+        shown = {k: v for k, v in item.items() if k not in ("id", "status")}
+        return "assistant", (TextBlock(json.dumps(shown, ensure_ascii=False, sort_keys=True)),)
     return None, ()
 
 
@@ -201,6 +235,10 @@ def _assistant_items(m: Message) -> list[dict[str, Any]]:
         elif isinstance(b, RedactedThinkingBlock):
             items.append({"type": "reasoning", "summary": [], "encrypted_content": b.data})
         elif isinstance(b, ToolUseBlock):
+            if set(b.input) == {CUSTOM_INPUT} and isinstance(b.input[CUSTOM_INPUT], str):
+                items.append({"type": "custom_tool_call", "call_id": b.id, "name": b.name,
+                              "input": b.input[CUSTOM_INPUT]})
+                continue
             items.append({
                 "type": "function_call",
                 "call_id": b.id,
@@ -210,7 +248,16 @@ def _assistant_items(m: Message) -> list[dict[str, Any]]:
     return items
 
 
-def to_responses(messages: Sequence[Message], system: str | None = None) -> list[dict[str, Any]]:
+def custom_call_ids(messages: Iterable[Message]) -> set[str]:
+    """Ids of the custom (free-text input) tool calls among ``messages``: their outputs are
+    ``custom_tool_call_output`` items (see :func:`to_responses`'s ``custom_calls``)."""
+    return {b.id for m in messages if m.role == "assistant" for b in m.tool_uses
+            if set(b.input) == {CUSTOM_INPUT}}
+
+
+def to_responses(
+    messages: Sequence[Message], system: str | None = None, *, custom_calls: Iterable[str] = ()
+) -> list[dict[str, Any]]:
     """Messages (+ optional system prompt) → Responses API input items.
 
     Items carry no ids (the API assigns them); thinking becomes a ``reasoning`` item whose
@@ -218,13 +265,15 @@ def to_responses(messages: Sequence[Message], system: str | None = None) -> list
     with the id it issued, which the verbatim items of a session keep).
     """
     items: list[dict[str, Any]] = []
+    custom = set(custom_calls) | custom_call_ids(messages)
     if system:
         items.append({"type": "message", "role": "system", "content": system})
     for m in messages:
         if m.role == "user":
             results = [b for b in m.content if isinstance(b, ToolResultBlock)]
             for r in results:
-                items.append({"type": "function_call_output", "call_id": r.tool_use_id, "output": _tool_output(r)})
+                kind = "custom_tool_call_output" if r.tool_use_id in custom else "function_call_output"
+                items.append({"type": kind, "call_id": r.tool_use_id, "output": _tool_output(r)})
             texts = [b for b in m.content if isinstance(b, TextBlock)]
             if texts or not results:
                 items.append({
@@ -237,4 +286,5 @@ def to_responses(messages: Sequence[Message], system: str | None = None) -> list
     return items
 
 
-__all__ = ["MAPPED_TYPES", "from_responses", "item_blocks", "item_type", "to_responses"]
+__all__ = ["CUSTOM_INPUT", "HOSTED_CALLS", "MAPPED_TYPES", "custom_call_ids", "from_responses", "item_blocks", "item_type",
+           "to_responses"]
