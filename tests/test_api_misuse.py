@@ -142,3 +142,22 @@ def test_model_call_usage_is_checked() -> None:
     assert exc.value.field == "input_tokens"
     assert s.events() == []
     s.record_model_call("m", input_tokens=5, latency_s=0.25)
+
+
+def test_a_last_turn_that_answers_only_some_calls_is_refused_by_every_build() -> None:
+    """A tool node that answered one of two parallel calls: the context went to the model
+    as it was, and a provider refuses it."""
+    from ctxmem.config import load_preset
+    from ctxmem.errors import InvalidConversationError
+    from ctxmem.messages import ToolUseBlock
+
+    s = Session.create(MemoryStore())
+    s.record(Message.user("q"))
+    s.record(Message.assistant(ToolUseBlock("c1", "run", {}), ToolUseBlock("c2", "run", {})))
+    s.record_tool_result("c1", "r1")
+    for name in ("window-32k", "masking-200k", "pipeline-200k", "summarize-128k"):
+        with pytest.raises(InvalidConversationError, match="tool call c2 of message 1 has no result") as exc:
+            load_preset(name).builder().build(s, record=False)
+        assert exc.value.field == "messages"
+    s.record_tool_result("c2", "r2")
+    load_preset("window-32k").builder().build(s, record=False)

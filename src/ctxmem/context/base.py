@@ -201,9 +201,10 @@ class BuildRequest:
         A trailing assistant message is refused unless ``expect_input`` is set and it has
         no pending tool calls (those need their results, whatever comes next).
         """
-        from ctxmem.context.invariants import NoTrailingAssistant
+        from ctxmem.context.invariants import NoTrailingAssistant, check_last_turn_answers
 
         h = self.history
+        check_last_turn_answers(h)
         if self.expect_input and h.messages and not h.flags[-1].tool_uses:
             return
         NoTrailingAssistant().check(h)

@@ -99,6 +99,21 @@ class ThinkingWithToolLoop:
         return None
 
 
+def check_last_turn_answers(history: History) -> None:
+    """A last user turn that answers only some of the calls before it (a tool node that did
+    not answer every call) cannot end a request: a provider refuses it. O(1)."""
+    if len(history) >= 2 and history.flags[-1].role == "user" and history.flags[-2].tool_uses:
+        answered = set(history.flags[-1].tool_results)
+        missing = [u for u in history.flags[-2].tool_uses if u not in answered]
+        if missing:
+            raise InvalidConversationError(
+                f"tool call{'s' if len(missing) > 1 else ''} {', '.join(missing)} of message {len(history) - 2} "
+                f"{'have' if len(missing) > 1 else 'has'} no result in the last message: record "
+                f"{'their results' if len(missing) > 1 else 'its result'} before building a context",
+                field="messages",
+            )
+
+
 class NoTrailingAssistant:
     name = "no_trailing_assistant"
 
@@ -109,6 +124,7 @@ class NoTrailingAssistant:
         return None
 
     def check(self, history: History) -> None:
+        check_last_turn_answers(history)
         if history.messages and history.flags[-1].role == "assistant":
             f = history.flags[-1]
             if f.tool_uses:
