@@ -179,3 +179,22 @@ def test_a_tool_call_with_malformed_arguments_is_a_call_of_the_conversation() ->
     assert calls == ["call_1"] and any(isinstance(m, ToolMessage) and m.tool_call_id == "call_1" for m in last)
     _, msgs = from_langchain(state["messages"])
     assert msgs[1].tool_uses[0].input == {"_unparsed_arguments": '{"name": "run1"'}
+
+
+def test_a_masking_preset_registers_the_recall_tool_its_placeholders_name() -> None:
+    """Placeholders said "recall it with the recall tool", and no such tool was offered."""
+    memory = CtxmemMiddleware("masking-200k", store="memory://", session_id="rc", context_window=7000)
+    assert [t.name for t in memory.tools] == ["recall"]
+    assert CtxmemMiddleware("window-32k", store="memory://").tools == []
+    model = ScriptedChat(messages=iter([
+        *script(6)[:-1],
+        AIMessage("", tool_calls=[{"id": "rc1", "name": "recall", "args": {"handle": "call_0", "grep": "SECRET"}}]),
+        AIMessage("found it"),
+    ]))
+    model.seen = []
+    agent = create_agent(model, tools=[read_log], middleware=[memory])
+    state: dict[str, Any] = {"messages": []}
+    for k in range(6):
+        state = agent.invoke({"messages": [*state["messages"], HumanMessage(f"question {k}")]})
+    answer = [m for m in state["messages"] if isinstance(m, ToolMessage) and m.tool_call_id == "rc1"]
+    assert answer and "SECRET-run0" in str(answer[0].content) and answer[0].status != "error"

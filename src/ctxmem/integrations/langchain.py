@@ -20,6 +20,11 @@ schemas counted in the budget), and the model is called with that context
 final answer. **pre_model_hook** does the same for ``create_react_agent``, returning
 ``{"llm_input_messages": ...}`` (the state is untouched, as with ``trim_messages``).
 
+**Recall.** With a preset whose placeholders point at a ``recall`` handle (masking, the
+pipeline), the middleware registers a ``recall`` tool with the agent (``middleware.tools``):
+the model gets the original output from the session's log, a line range or the lines
+matching a pattern.
+
 **Session per thread.** With ``session_id=None`` the session is the LangGraph
 ``thread_id`` of the run (``config={"configurable": {"thread_id": ...}}``), else
 ``"default"``. If the graph's messages stop being an extension of what was recorded (a
@@ -190,6 +195,18 @@ def _tool_specs(tools: Sequence[Any]) -> tuple[ToolSpec, ...]:
 # --------------------------------------------------------------------------- middleware
 
 
+def _offers_recall(preset: Preset) -> bool:
+    """Whether the preset's contexts can hold masked outputs behind recall handles."""
+    params = preset.model.params
+    if preset.type == "masking":
+        return bool(params.get("reversible", True))
+    if preset.type == "pipeline":
+        core = params.get("core_params") or {}
+        return (params.get("core", "masking") == "masking" and bool(core.get("reversible", True))) or (
+            params.get("retrieval_tokens", 1) > 0)
+    return False
+
+
 class CtxmemMiddleware(AgentMiddleware):
     """Records the graph's messages into ctxmem and gives the model the preset's context."""
 
@@ -215,6 +232,27 @@ class CtxmemMiddleware(AgentMiddleware):
         self._lock = threading.RLock()
         #: the last build's report (what was kept, masked, dropped), for inspection
         self.last_report: Any = None
+        #: tools this middleware registers with the agent: ``recall`` when the preset masks
+        #: outputs behind handles (its placeholders tell the model to call it)
+        self.tools = [self._recall_tool()] if _offers_recall(self.preset) else []
+
+    def _recall_tool(self) -> Any:
+        from langchain_core.tools import StructuredTool
+
+        from ctxmem.context import run_context_tool
+        from ctxmem.context.masking import RECALL_TOOL
+        from ctxmem.errors import CtxmemError
+
+        def recall(handle: str, lines: str | None = None, grep: str | None = None,
+                   max_chars: int | None = None) -> str:
+            args = {k: v for k, v in {"handle": handle, "lines": lines, "grep": grep,
+                                      "max_chars": max_chars}.items() if v is not None}
+            try:  # the original output, from this run's session log
+                return run_context_tool("recall", args, session=self.session())
+            except CtxmemError as exc:
+                return f"recall failed: {exc}"
+
+        return StructuredTool.from_function(recall, name=RECALL_TOOL.name, description=RECALL_TOOL.description)
 
     # ------------------------------------------------------------------ core
 
