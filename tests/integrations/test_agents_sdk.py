@@ -370,3 +370,21 @@ def test_custom_and_hosted_tool_calls_are_counted_and_stay_paired_under_a_preset
         calls = {i["call_id"] for i in built if i.get("type") == call_type}
         outs = {i["call_id"] for i in built if i.get("type") == out_type}
         assert calls == outs and calls, call_type
+
+
+def test_the_recall_tool_answers_from_the_session_log() -> None:
+    from agents.tool_context import ToolContext
+
+    s = CtxmemSession("recall", store="memory://", preset="masking-200k")
+    run(s.add_items([{"role": "user", "content": "go"},
+                     {"type": "function_call", "call_id": "c1", "name": "read", "arguments": "{}"},
+                     {"type": "function_call_output", "call_id": "c1", "output": "line a\nSECRET b\nline c"}]))
+    tool = s.recall_tool()
+    assert tool.name == "recall" and "handle" in tool.params_json_schema["properties"]
+
+    def call(args: str) -> str:
+        ctx = ToolContext(context=None, tool_name="recall", tool_call_id="x", tool_arguments=args)
+        return str(run(tool.on_invoke_tool(ctx, args)))
+
+    assert call('{"handle": "c1", "grep": "SECRET"}') == "2: SECRET b"
+    assert "recall failed" in call('{"handle": "nope"}')

@@ -41,6 +41,10 @@ built up to that turn, and the turn's items follow verbatim. ``get_items(limit=n
 returns stored items verbatim: the SDK reads bounded tails to verify its own writes. The
 default is ``preset=None``: every stored item, verbatim, like ``SQLiteSession``.
 
+**Recall.** A masking preset's placeholders name a ``recall`` handle; the SDK agent holds
+the tools, so add :meth:`CtxmemSession.recall_tool` to them to let the model fetch an
+original output (a line range or the lines matching a pattern) from the session's log.
+
 **History is never destroyed.** ``pop_item`` is a rewind: the session head moves back to
 before the item's events, which stay stored and reachable by id; a note records the head
 it moved from. ``clear_session`` starts a new branch: the head moves to empty,
@@ -177,6 +181,28 @@ class CtxmemSession:
             return fn(*args)
 
     # ------------------------------------------------------------------ beyond the protocol
+
+    def recall_tool(self) -> Any:
+        """The ``recall`` tool a masking preset's placeholders name, as an Agents SDK
+        ``FunctionTool`` answering from this session's log: add it to the agent's tools
+        (``Agent(..., tools=[*tools, session.recall_tool()])``)."""
+        from agents import function_tool
+
+        from ctxmem.context import run_context_tool
+        from ctxmem.context.masking import RECALL_TOOL
+        from ctxmem.errors import CtxmemError
+
+        def recall(handle: str, lines: str | None = None, grep: str | None = None,
+                   max_chars: int | None = None) -> str:
+            args = {k: v for k, v in {"handle": handle, "lines": lines, "grep": grep,
+                                      "max_chars": max_chars}.items() if v is not None}
+            try:
+                return run_context_tool("recall", args, session=self.session)
+            except CtxmemError as exc:
+                return f"recall failed: {exc}"
+
+        return function_tool(recall, name_override=RECALL_TOOL.name, description_override=RECALL_TOOL.description,
+                             strict_mode=False)
 
     def branches(self) -> list[str]:
         """Sessions holding the branches ``clear_session`` set aside (oldest first).
