@@ -388,3 +388,14 @@ def test_the_recall_tool_answers_from_the_session_log() -> None:
 
     assert call('{"handle": "c1", "grep": "SECRET"}') == "2: SECRET b"
     assert "recall failed" in call('{"handle": "nope"}')
+
+
+def test_a_postgresql_url_opens_the_shared_store_as_the_cli_does() -> None:
+    """The integrations refused postgresql:// URLs that the CLI and the MCP server accept."""
+    import pg_server
+
+    url = pg_server.shared().fresh_url()
+    a = CtxmemSession("pg", store=url)
+    run(a.add_items([{"role": "user", "content": "hello from one process"}]))
+    b = CtxmemSession("pg", store=url)  # another handle, as another process would open it
+    assert run(b.get_items()) == [{"role": "user", "content": "hello from one process"}]

@@ -33,7 +33,8 @@ from ctxmem.store.base import SessionStore
 
 
 def open_store(store: SessionStore | str | os.PathLike[str]) -> SessionStore:
-    """A store object as is; a path or ``sqlite:///``/``memory://`` URL opened (see module doc)."""
+    """A store object as is; a path, a ``sqlite:///``/``memory://`` URL, or any store URL
+    :func:`ctxmem.store.open_store` opens (``postgresql://…``)."""
     if not isinstance(store, str | os.PathLike):
         if not all(hasattr(store, m) for m in ("append", "chain", "create_session", "rewind")):
             raise ConfigError(
@@ -49,10 +50,11 @@ def open_store(store: SessionStore | str | os.PathLike[str]) -> SessionStore:
     if "://" in text:
         scheme, _, rest = text.partition("://")
         if scheme != "sqlite":
-            raise ConfigError(
-                f"unsupported store URL scheme {scheme!r}; use sqlite:///path/to/file.db or memory://",
-                field="store",
-            )
+            # postgresql://… and registered backends, as the CLI and the MCP server open them
+            from ctxmem.store import open_store as open_url
+
+            store_obj: SessionStore = open_url(text)
+            return store_obj
         # sqlite:///rel.db → rel.db ; sqlite:////abs.db → /abs.db
         path = rest[1:] if rest.startswith("/") else rest
         text = path
