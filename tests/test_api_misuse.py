@@ -161,3 +161,20 @@ def test_a_last_turn_that_answers_only_some_calls_is_refused_by_every_build() ->
         assert exc.value.field == "messages"
     s.record_tool_result("c2", "r2")
     load_preset("window-32k").builder().build(s, record=False)
+
+
+def test_recall_refuses_a_max_chars_outside_its_range() -> None:
+    """max_chars 0 or -1 was read as "no cap" (the 50,000 default), whatever the model meant."""
+    from ctxmem.context import run_context_tool
+    from ctxmem.messages import ToolUseBlock
+
+    s = Session.create(MemoryStore())
+    s.record(Message.user("go"))
+    s.record(Message.assistant(ToolUseBlock("c1", "read", {})))
+    s.record_tool_result("c1", "x" * 5000)
+    for bad in (0, -1, 50, 10**7, "lots", True):
+        with pytest.raises(InputError, match="'max_chars' must be a whole number from 100 to 200000") as exc:
+            run_context_tool("recall", {"handle": "c1", "max_chars": bad}, session=s)
+        assert exc.value.field == "max_chars"
+    for ok in (500, 500.0, "500"):
+        assert run_context_tool("recall", {"handle": "c1", "max_chars": ok}, session=s).startswith("x" * 500 + "\n…")

@@ -186,10 +186,26 @@ class RecallTool:
                 raise InputError(f"'grep' is not a valid regular expression: {exc}", field="grep") from None
             src = text.splitlines() if arguments.get("lines") else [f"{i}: {ln}" for i, ln in enumerate(lines, 1)]
             text = "\n".join(ln for ln in src if pat.search(ln)) or "(no matching lines)"
-        cap = int(arguments.get("max_chars") or 50_000)
+        raw = arguments.get("max_chars")
+        cap = 50_000 if raw is None else _whole_number(raw)
+        if cap is None or not 100 <= cap <= 200_000:  # 0 or -1 was read as "no cap"
+            raise InputError(f"'max_chars' must be a whole number from 100 to 200000, got {raw!r}", field="max_chars")
         if len(text) > cap:
             text = text[:cap] + f"\n… [{len(text) - cap} more characters; narrow with 'lines' or 'grep']"
         return text
+
+
+def _whole_number(v: Any) -> int | None:
+    """A model's number as an int (``500``, ``500.0``, ``"500"``); None when it is not one."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str) and v.strip().isdigit():
+        return int(v)
+    return None
 
 
 # ----------------------------------------------------------------------------- masking
