@@ -11,9 +11,14 @@ from ctxmem.config import load_preset, toml_field_line, toml_field_lines
 from ctxmem.errors import ConfigError
 
 
-def _error(tmp_path: Path, text: str, name: str = "x.toml") -> ConfigError:
+def _file(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _error(tmp_path: Path, text: str, name: str = "x.toml") -> ConfigError:
+    path = _file(tmp_path, name, text)
     with pytest.raises(ConfigError) as info:
         load_preset(path)
     return info.value
@@ -133,12 +138,8 @@ def test_every_shipped_preset_still_loads() -> None:
 
 
 def test_a_missing_run_time_dependency_names_its_line_when_the_builder_is_made(tmp_path: Path) -> None:
-    path = tmp_path / "llm.toml"
-    path.write_text(
-        'type = "summarization"\n[budget]\ncontext_window = 100000\n\n[params]\n'
-        'summarizer = "llm"\nsummarizer_model = "agent"\n',
-        encoding="utf-8",
-    )
+    path = _file(tmp_path, "llm.toml", 'type = "summarization"\n[budget]\ncontext_window = 100000\n\n[params]\n'
+                 'summarizer = "llm"\nsummarizer_model = "agent"\n')
     preset = load_preset(path)  # valid as data: the client is a run-time object
     with pytest.raises(ConfigError) as info:
         preset.builder()
@@ -163,12 +164,8 @@ def test_an_unknown_reducer_names_its_line_and_dotted_field_at_every_depth(tmp_p
 
 def test_token_sizes_read_as_on_the_command_line(tmp_path: Path) -> None:
     """``--window 128k`` works on the CLI; the same size in a preset was a type error."""
-    path = tmp_path / "sizes.toml"
-    path.write_text(
-        'type = "pipeline"\n[budget]\ncontext_window = "200k"\nreserve_output = "8Ki"\n'
-        '[params]\nledger_tokens = "1k"\n[params.core_params]\nfacts_tokens = "6k"\n',
-        encoding="utf-8",
-    )
+    path = _file(tmp_path, "sizes.toml", 'type = "pipeline"\n[budget]\ncontext_window = "200k"\nreserve_output = "8Ki"\n'
+                 '[params]\nledger_tokens = "1k"\n[params.core_params]\nfacts_tokens = "6k"\n')
     preset = load_preset(path)
     assert (preset.budget().context_window, preset.budget().reserve_output) == (200_000, 8192)
     strategy = preset.builder().strategy
