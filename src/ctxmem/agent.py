@@ -841,12 +841,16 @@ def _scrub_text(text: str) -> str:
 
 
 def _scrub_value(v: Any) -> Any:
+    """``v`` with its strings scrubbed: the same object when nothing changed."""
     if isinstance(v, str):
         return _scrub_text(v)
     if isinstance(v, dict):
-        return {_scrub_text(k) if isinstance(k, str) else k: _scrub_value(x) for k, x in v.items()}
+        pairs = [(_scrub_text(k) if isinstance(k, str) else k, _scrub_value(x)) for k, x in v.items()]
+        same = all(k2 is k and x2 is x for (k2, x2), (k, x) in zip(pairs, v.items(), strict=True))
+        return v if same else dict(pairs)
     if isinstance(v, list):
-        return [_scrub_value(x) for x in v]
+        items = [_scrub_value(x) for x in v]
+        return v if all(a is b for a, b in zip(items, v, strict=True)) else items
     return v
 
 
@@ -859,7 +863,7 @@ def _scrub_block(b: Any) -> Any:
         return b if text is b.thinking else replace(b, thinking=text)
     if isinstance(b, ToolUseBlock):
         inp = _scrub_value(b.input)
-        return b if inp == b.input and json.dumps(inp) == json.dumps(b.input) else ToolUseBlock(b.id, b.name, inp)
+        return b if inp is b.input else ToolUseBlock(b.id, b.name, inp)
     return b
 
 
