@@ -183,3 +183,14 @@ def test_a_shipped_preset_asked_for_as_a_file_name_points_at_its_name(tmp_path: 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"the shipped preset is named 'masking-200k' \(without \.toml\)"):
         load_preset("masking-200k.toml")
+
+
+def test_values_of_the_wrong_type_are_refused_not_coerced(tmp_path: Path) -> None:
+    """keep_last = "3" was read as 3, keep_last = true as 1, context_window = true as a
+    1-token window and reversible = "yes" as true: a typo changed the strategy silently."""
+    for line, field in (('keep_last = "3"', "params.keep_last"), ("keep_last = true", "params.keep_last"),
+                        ('reversible = "yes"', "params.reversible")):
+        err = _error(tmp_path, HEADER + f"[params]\n{line}\n")
+        assert (err.line, err.field) == (8, field), line
+    err = _error(tmp_path, HEADER.replace("context_window = 100000", "context_window = true"))
+    assert (err.line, err.field) == (5, "budget.context_window")
