@@ -321,6 +321,8 @@ def test_wrong_arguments_are_ctxmem_errors_naming_the_field() -> None:
     with pytest.raises(InputError) as exc2:
         asyncio.run(CtxmemSession("lim").get_items(limit="5"))  # type: ignore[arg-type]  # was: TypeError
     assert exc2.value.field == "limit"
+    with pytest.raises(InputError, match="items must be a list of items, got one str"):
+        asyncio.run(CtxmemSession("one").add_items("hello"))  # type: ignore[arg-type]  # was: "item 0 ... got str"
     for make in (lambda: CtxmemMiddleware(None), lambda: context_management(None)):  # type: ignore[arg-type]
         with pytest.raises(ConfigError, match="a preset is needed") as exc:  # was: a bare AssertionError
             make()

@@ -164,6 +164,8 @@ class CtxmemSession:
 
     async def add_items(self, items: list[Any]) -> None:
         """Append items (and their content events) in one transaction."""
+        if isinstance(items, str | bytes | dict):
+            raise InputError(f"items must be a list of items, got one {type(items).__name__}", field="items")
         if not items:
             return
         await asyncio.to_thread(self._locked, self._add, list(items))
