@@ -19,7 +19,7 @@ extended incrementally while the stored chain only grows, and rebuilt after a re
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,3 +176,22 @@ class LoopBuilder:
 
 
 __all__ = ["LoopBuild", "LoopBuilder", "open_or_create", "open_store", "resolve_preset"]
+
+
+def recall_function(session: Callable[[], Session]) -> Callable[..., str]:
+    """The ``recall`` tool a masking preset's placeholders name, as a plain function a
+    framework wraps into its own tool type (its signature is the tool's schema); it answers
+    from the log of the session ``session()`` returns, and a bad handle or range is its
+    text answer, as a tool error would be."""
+    from ctxmem.context import run_context_tool
+    from ctxmem.errors import CtxmemError
+
+    def recall(handle: str, lines: str | None = None, grep: str | None = None, max_chars: int | None = None) -> str:
+        args = {k: v for k, v in {"handle": handle, "lines": lines, "grep": grep,
+                                  "max_chars": max_chars}.items() if v is not None}
+        try:
+            return run_context_tool("recall", args, session=session())
+        except CtxmemError as exc:
+            return f"recall failed: {exc}"
+
+    return recall

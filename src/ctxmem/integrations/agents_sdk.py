@@ -74,7 +74,13 @@ from ctxmem.events import (
     ToolResultEvent,
     message_spans,
 )
-from ctxmem.integrations._common import LoopBuilder, open_or_create, open_store, resolve_preset
+from ctxmem.integrations._common import (
+    LoopBuilder,
+    open_or_create,
+    open_store,
+    recall_function,
+    resolve_preset,
+)
 from ctxmem.integrations.responses import custom_call_ids, item_blocks, item_type, to_responses
 from ctxmem.messages import TextBlock, ToolResultBlock, ToolUseBlock
 from ctxmem.session import Session
@@ -190,19 +196,9 @@ class CtxmemSession:
         (``Agent(..., tools=[*tools, session.recall_tool()])``)."""
         from agents import function_tool
 
-        from ctxmem.context import run_context_tool
         from ctxmem.context.masking import RECALL_TOOL
-        from ctxmem.errors import CtxmemError
 
-        def recall(handle: str, lines: str | None = None, grep: str | None = None,
-                   max_chars: int | None = None) -> str:
-            args = {k: v for k, v in {"handle": handle, "lines": lines, "grep": grep,
-                                      "max_chars": max_chars}.items() if v is not None}
-            try:
-                return run_context_tool("recall", args, session=self.session)
-            except CtxmemError as exc:
-                return f"recall failed: {exc}"
-
+        recall = recall_function(lambda: self.session)
         return function_tool(recall, name_override=RECALL_TOOL.name, description_override=RECALL_TOOL.description,
                              strict_mode=False)
 

@@ -47,7 +47,13 @@ from typing import Any
 
 from ctxmem.config import Preset
 from ctxmem.errors import InputError, MissingDependencyError
-from ctxmem.integrations._common import LoopBuilder, open_or_create, open_store, required_preset
+from ctxmem.integrations._common import (
+    LoopBuilder,
+    open_or_create,
+    open_store,
+    recall_function,
+    required_preset,
+)
 from ctxmem.messages import (
     ContentBlock,
     Message,
@@ -239,19 +245,9 @@ class CtxmemMiddleware(AgentMiddleware):
     def _recall_tool(self) -> Any:
         from langchain_core.tools import StructuredTool
 
-        from ctxmem.context import run_context_tool
         from ctxmem.context.masking import RECALL_TOOL
-        from ctxmem.errors import CtxmemError
 
-        def recall(handle: str, lines: str | None = None, grep: str | None = None,
-                   max_chars: int | None = None) -> str:
-            args = {k: v for k, v in {"handle": handle, "lines": lines, "grep": grep,
-                                      "max_chars": max_chars}.items() if v is not None}
-            try:  # the original output, from this run's session log
-                return run_context_tool("recall", args, session=self.session())
-            except CtxmemError as exc:
-                return f"recall failed: {exc}"
-
+        recall = recall_function(self.session)  # the original output, from this run's session log
         return StructuredTool.from_function(recall, name=RECALL_TOOL.name, description=RECALL_TOOL.description)
 
     # ------------------------------------------------------------------ core
