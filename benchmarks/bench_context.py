@@ -3,11 +3,13 @@
 The path timed is the one an :class:`~ctxmem.Agent` runs: a 1M-token, ~2,400-message
 tool-heavy session is imported into a SQLite file (``import_jsonl``, as ``ctxmem sessions
 import`` does); each preset gets its own copy of that file, opens it
-(:meth:`~ctxmem.config.Preset.builder` → ``builder.history(session)``, the stored counts),
-builds once (the *cold* first build), then runs turns of "record one round (assistant
-tool call + its result) into the session, extend the history with the recorded event ids,
-build the next context with the session attached" — so retrieval searches the store's
-FTS5 index restricted to the session, compactions are recorded into it, recall reads it.
+(:meth:`~ctxmem.config.Preset.builder` → ``builder.current_history(session)``, the stored
+counts), builds once (the *cold* first build), then runs turns of "record one round
+(assistant tool call + its result) into the session, ``builder.build(session)``" — the
+documented one-liner: the builder follows the session (reads its head, the new events
+since the last build, and extends the History it keeps; that is timed too), retrieval
+searches the store's FTS5 index restricted to the session, compactions are recorded into
+it, recall reads it.
 
 Peers, in the same process, **alternating turn by turn** with the presets (load on a
 shared machine hits every contender alike):
@@ -21,7 +23,7 @@ Every built context is checked outside the timing: it must fit the preset's budg
 recounted from scratch by its tokenizer (``count_messages``, not the strategy's own
 report) and pass :func:`~ctxmem.messages.validate_conversation` (every ``tool_use`` with
 its result). The notes give the violation counts, the cold first build and the session
-load (``builder.history``) time.
+load (``builder.current_history``) time.
 
 Each preset's cold first build is timed twice: right after the import (it reads every tool
 output of the session: the facts index), and in a **fresh process** that opens the same
@@ -113,10 +115,10 @@ class Contender:
             self.unpaired += 1
 
     def turn(self, pair: Sequence[Message]) -> Any:
-        ids = [self.session.record(m) for m in pair]
-        self.history.extend(list(pair), event_ids=ids)
+        for m in pair:
+            self.session.record(m)
         t0, c0 = time.perf_counter(), time.process_time()
-        built = self.builder.build(self.history, session=self.session)
+        built = self.builder.build(self.session)
         self.turns.append(time.perf_counter() - t0)
         self.cpu.append(time.process_time() - c0)
         return built
@@ -149,11 +151,11 @@ def open_contender(name: str, base_db: Path, session_id: str, tmp: Path) -> Cont
     session = Session.open(store, session_id)
     get_tokenizer(builder.tokenizer).count("warm")  # the encoding's one-time load is start-up, not a build
     t0 = time.perf_counter()
-    history = builder.history(session)
+    history = builder.current_history(session)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     try:
-        built = builder.build(history, session=session)
+        built = builder.build(session)
     except ContextOverflowError as exc:
         store.close()
         return f"refuses a {history.total / 1e6:.2f}M-token session: ContextOverflowError({exc.needed}, {exc.available})"
@@ -175,9 +177,9 @@ store = SQLiteStore(sys.argv[1])
 session = Session.open(store, sys.argv[2])
 get_tokenizer(builder.tokenizer).count("warm")
 t0 = time.perf_counter()
-history = builder.history(session)
+history = builder.current_history(session)
 t1 = time.perf_counter()
-built = builder.build(history, session=session)
+built = builder.build(session)
 t2 = time.perf_counter()
 print(t1 - t0, t2 - t1, built.report.tokens_out)
 """

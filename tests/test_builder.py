@@ -324,3 +324,67 @@ def test_context_build_of_a_transcript_ending_in_the_answer_is_for_the_next_inpu
     assert runner.invoke(cli, ["sessions", "import", str(f), "--db", db]).exit_code == 0
     r = runner.invoke(cli, ["context", "build", "--session", "latest", "--preset", "window-32k", "--db", db])
     assert r.exit_code == 1 and "tool calls have no results (t1)" in r.output and "line " not in r.output
+
+
+# --------------------------------------------------------------------------- build(session), turn after turn
+
+
+class _ChainCountingStore(SQLiteStore):
+    """A real SQLite store that counts full chain reads (the O(n) load of a History)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.chains = 0
+
+    def chain(self, *args: object, **kwargs: object) -> object:
+        self.chains += 1
+        return super().chain(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("preset", ["masking-200k", "pipeline-200k", "window-32k"])
+def test_build_session_turn_after_turn_extends_one_history_and_builds_what_a_fresh_builder_builds(
+    tmp_path: Path, preset: str
+) -> None:
+    store = _ChainCountingStore(str(tmp_path / "t.db"))
+    session = Session.create(store, tokenizers=["o200k_base"])
+    msgs = synthetic_session(30, seed=5)
+    for m in msgs[:21]:
+        session.record(m)
+    builder = load_preset(preset).builder()
+    builder.build(session, record=False)
+    loads = store.chains
+    for k in range(21, len(msgs) - 1, 2):
+        for m in msgs[k : k + 2]:
+            session.record(m)
+        got = builder.build(session, record=False)
+        fresh = load_preset(preset).builder().build(History.from_session(session, "o200k_base"), session=session,
+                                                    record=False)
+        assert got.messages == fresh.messages and got.report.tokens_out == fresh.report.tokens_out
+    # one History kept across the turns: no turn re-read the whole chain for the builder
+    # (each fresh comparison above is one chain read of its own)
+    assert store.chains == loads + (len(msgs) - 1 - 21 + 1) // 2
+
+
+def test_build_session_reloads_after_a_rewind_or_another_handles_write(tmp_path: Path) -> None:
+    store = _ChainCountingStore(str(tmp_path / "r.db"))
+    session = Session.create(store, tokenizers=["o200k_base"])
+    session.record(Message.user("task"))
+    ids = []
+    for k in range(3):
+        ids += session.record(Message.assistant(ToolUseBlock(f"t{k}", "read_file", {"path": "a.txt"})))
+        session.record_tool_result(f"t{k}", f"out {k}", tool_name="read_file")
+    builder = load_preset("window-32k").builder()
+    first = builder.build(session, record=False)
+    assert len(first.messages) == 7 and store.chains == 1
+    session.rewind(ids[1])  # back to the second call, then a different continuation
+    session.record_tool_result("t1", "a different output", tool_name="read_file")
+    got = builder.build(session, record=False)
+    assert store.chains == 2  # the chain no longer passes through the head seen: reloaded
+    assert got.messages == session.messages() and got.messages[-1].tool_results[0].text == "a different output"
+    session.record(Message.assistant(ToolUseBlock("p1", "read_file", {}), ToolUseBlock("p2", "read_file", {})))
+    session.record_tool_result("p1", "first half", tool_name="read_file")
+    other = Session.open(SQLiteStore(str(tmp_path / "r.db")), session.id)  # another handle, same file
+    other.record_tool_result("p2", "second half", tool_name="read_file")  # joins the message p1 opened
+    got = builder.build(session, record=False)
+    assert store.chains == 3 and got.messages == session.messages()
+    assert [b.text for b in got.messages[-1].tool_results] == ["first half", "second half"]

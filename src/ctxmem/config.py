@@ -58,6 +58,7 @@ from ctxmem.tokens.budget import parse_token_size, token_size_field
 
 if TYPE_CHECKING:
     from ctxmem.context import BuildRequest, BuiltContext, ContextStrategy, History, SessionLike
+    from ctxmem.context.history import FollowedHistories
     from ctxmem.messages import ToolSpec
     from ctxmem.session import Session
 
@@ -282,7 +283,10 @@ class ContextBuilder:
 
     Made by :meth:`Preset.builder` (or directly, from a strategy object). It holds the
     strategy instance, whose per-history caches make consecutive builds incremental, so
-    keep one builder per agent loop.
+    keep one builder per agent loop. ``build(session)`` turn after turn keeps the
+    session's :class:`~ctxmem.context.History` too and extends it with only what was
+    recorded since the last build (see :class:`~ctxmem.context.history.FollowedHistories`),
+    so a turn costs what it appended, not the session's length.
     """
 
     strategy: ContextStrategy
@@ -292,12 +296,22 @@ class ContextBuilder:
     pinned: int = 1
     name: str = "custom"
     pinned_facts: tuple[str, ...] = field(default=())
+    #: the sessions :meth:`build` was given, each History kept and extended turn by turn
+    _followed: FollowedHistories = field(default_factory=lambda: _followed_histories(), init=False,
+                                         repr=False, compare=False)
 
     def history(self, session: Session) -> History:
         """The session's history, counted with this builder's tokenizer (stored counts)."""
         from ctxmem.context import History
 
         return History.from_session(session, self.tokenizer)
+
+    def current_history(self, session: Session) -> History:
+        """The History :meth:`build` uses for ``session``: loaded on the first call, then the
+        same object extended with what was recorded since (reloaded after a rewind, a fork
+        or another handle's write to the last message). Read it; do not extend it yourself
+        (:meth:`history` gives a History of your own)."""
+        return self._followed.get(session, self.tokenizer)
 
     def request(
         self,
@@ -358,12 +372,18 @@ class ContextBuilder:
         if isinstance(source, History):
             history = source
         else:
-            history, session = self.history(source), session or source
+            history, session = self.current_history(source), session or source
         request = self.request(
             history, system=system, tools=tools, session=session, record=record, expect_input=expect_input,
             budget=budget, cache_derived=cache_derived,
         )
         return self.strategy.build(request)
+
+
+def _followed_histories() -> FollowedHistories:
+    from ctxmem.context.history import FollowedHistories
+
+    return FollowedHistories(limit=8)
 
 
 def preset_dirs() -> list[Path]:

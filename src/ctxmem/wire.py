@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 from ctxmem.clients.base import CacheBreakpoints, Response, Usage
 from ctxmem.context import CONTEXT_TOOLS, run_context_tool
+from ctxmem.context.history import FollowedHistories
 from ctxmem.errors import CtxmemError, InputError
 from ctxmem.messages import (
     ToolSpec,
@@ -76,7 +77,6 @@ from ctxmem.messages import (
 if TYPE_CHECKING:
     from ctxmem.config import ContextBuilder
     from ctxmem.context import BuiltContext, History
-    from ctxmem.events import StoredEvent
     from ctxmem.session import Session
 
 
@@ -93,68 +93,13 @@ _BUILDERS: dict[tuple[str, str | None], ContextBuilder] = {}
 _LAST: dict[str, _Last] = {}
 
 
-@dataclass
-class _Seen:
-    """A session's History as the last call left it, and where the session's head was."""
-
-    store: Any
-    history: History
-    head: int | None
-    depth: int
-
-
-_HISTORIES: dict[tuple[str, str], _Seen] = {}
-#: the most events read one by one before a full reload is the cheaper read
-_MAX_STEP = 512
-
-
-def _new_events(session: Session, seen: _Seen, head: int | None, depth: int) -> list[StoredEvent] | None:
-    """The events after ``seen.head`` on the current chain, oldest first; ``None`` when the
-    chain no longer passes through it (rewind, fork) or the read would be long."""
-    k = depth - seen.depth
-    if k <= 0 or k > _MAX_STEP or head is None:
-        return None
-    out: list[StoredEvent] = []
-    eid: int | None = head
-    for _ in range(k):
-        if eid is None:
-            return None
-        se = session.store.event(eid)
-        out.append(se)
-        eid = se.parent_id
-    return out[::-1] if eid == seen.head else None
+_FOLLOWED = FollowedHistories()
 
 
 def session_history(session: Session, builder: ContextBuilder) -> History:
     """``session``'s History in ``builder``'s tokenizer, extended since the last call (see
     "Incremental across calls" in the module docstring)."""
-    from ctxmem.events import message_spans, role_of
-
-    key = (session.id, builder.tokenizer)
-    head = session.info.head_event_id
-    depth = session.store.event_count(session.id)
-    seen = _HISTORIES.get(key)
-    if seen is not None and seen.store is session.store:
-        if seen.head == head and seen.depth == depth:
-            return seen.history
-        new = _new_events(session, seen, head, depth)
-        h = seen.history
-        if new is not None:
-            first = next((se.event for se in new if role_of(se.event) is not None), None)
-            last_role = h.messages[-1].role if len(h) else None
-            merges = (
-                first is not None and role_of(first) == last_role and not getattr(first, "new_message", False)
-            )
-            if not merges:
-                spans = list(message_spans(new))
-                h.extend([m for m, _ in spans], event_ids=[ids for _, ids in spans])
-                seen.head, seen.depth = head, depth
-                return h
-    history = builder.history(session)
-    if len(_HISTORIES) > 64:
-        _HISTORIES.pop(next(iter(_HISTORIES)))
-    _HISTORIES[key] = _Seen(session.store, history, head, depth)
-    return history
+    return _FOLLOWED.get(session, builder.tokenizer)
 
 
 def builder_for(preset: Any, *, tokenizer: str | None = None, client: Any = None) -> ContextBuilder:

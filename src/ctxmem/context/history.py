@@ -30,6 +30,7 @@ from ctxmem.store.codec import gc_paused_over
 from ctxmem.tokens import Tokenizer, count_messages, get_tokenizer, tokenizer_id
 
 if TYPE_CHECKING:
+    from ctxmem.events import StoredEvent
     from ctxmem.session import Session
 
 
@@ -180,3 +181,89 @@ class History:
     def tool_name(self, tool_use_id: str) -> str | None:
         """The name of the tool a ``tool_use`` id called; ``None`` for an unknown id."""
         return self._tool_names.get(tool_use_id)
+
+
+# ------------------------------------------------------------------ following a session
+
+
+@dataclass
+class _Seen:
+    """A session's History as the last call left it, and where the session's head was."""
+
+    store: object
+    history: History
+    head: int | None
+    depth: int
+
+
+#: the most events read one by one before a full reload is the cheaper read
+_MAX_STEP = 512
+
+
+class FollowedHistories:
+    """Sessions' Histories, each extended with only what was recorded since it was last asked for.
+
+    A loop that builds every turn from a :class:`~ctxmem.session.Session` (``ContextBuilder.
+    build(session)``, ``wire.anthropic_request``) gets the *same* History object turn after
+    turn, so a strategy's per-history caches stay warm and a turn costs what it appended,
+    not the session's length. The first call loads the History from the stored counts;
+    later calls read the session's head and depth, walk back from the new head to the one
+    seen last (at most ``_MAX_STEP`` events, one lookup each) and count only those
+    messages. The History is reloaded in full when that is not sound: after a rewind or
+    fork (the new head's chain does not pass through the old one), when the new events
+    continue the last message instead of opening one (another handle added a tool result
+    to it), or for another store object. Any writer, in this process or another, is seen,
+    since head and depth are read from the store each call.
+
+    Not for concurrent use: one thread at a time per instance (like a strategy's caches).
+    """
+
+    def __init__(self, limit: int = 64) -> None:
+        self._seen: dict[tuple[str, str], _Seen] = {}
+        self._limit = limit
+
+    def get(self, session: Session, tokenizer: str) -> History:
+        """``session``'s History counted in ``tokenizer``, current with its head."""
+        from ctxmem.events import message_spans, role_of
+
+        key = (session.id, tokenizer)
+        head = session.info.head_event_id
+        depth = session.store.event_count(session.id)
+        seen = self._seen.get(key)
+        if seen is not None and seen.store is session.store:
+            if seen.head == head and seen.depth == depth:
+                return seen.history
+            new = _new_events(session, seen, head, depth)
+            h = seen.history
+            if new is not None:
+                first = next((se.event for se in new if role_of(se.event) is not None), None)
+                last_role = h.messages[-1].role if len(h) else None
+                merges = first is not None and role_of(first) == last_role and not getattr(first, "new_message", False)
+                if not merges:
+                    spans = list(message_spans(new))
+                    h.extend([m for m, _ in spans], event_ids=[ids for _, ids in spans])
+                    seen.head, seen.depth = head, depth
+                    return h
+        history = History.from_session(session, tokenizer)
+        self._seen.pop(key, None)
+        if len(self._seen) >= self._limit:
+            self._seen.pop(next(iter(self._seen)))
+        self._seen[key] = _Seen(session.store, history, head, depth)
+        return history
+
+
+def _new_events(session: Session, seen: _Seen, head: int | None, depth: int) -> list[StoredEvent] | None:
+    """The events after ``seen.head`` on the current chain, oldest first; ``None`` when the
+    chain no longer passes through it (rewind, fork) or the read would be long."""
+    k = depth - seen.depth
+    if k <= 0 or k > _MAX_STEP or head is None:
+        return None
+    out: list[StoredEvent] = []
+    eid: int | None = head
+    for _ in range(k):
+        if eid is None:
+            return None
+        se = session.store.event(eid)
+        out.append(se)
+        eid = se.parent_id
+    return out[::-1] if eid == seen.head else None
