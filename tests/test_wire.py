@@ -242,3 +242,25 @@ def test_a_rewind_a_fork_or_another_handle_s_write_reloads(tmp_path: Path) -> No
     assert session.messages()[-1].tool_results[1].text == "second half"
     params = wire.openai_request(session, "window-32k")
     assert [m["role"] for m in params["messages"]][-2:] == ["tool", "tool"]
+
+
+def test_a_preset_object_gets_one_builder_across_calls(tmp_path: Path) -> None:
+    """A Preset object (not only a name) keeps its builder, and so its strategy's caches and the
+    session's History, from one call to the next; another Preset object or client gets its own."""
+    from ctxmem.config import load_preset
+
+    store = CountingStore(str(tmp_path / "p.db"))
+    session = Session.create(store, tokenizers=["o200k_base"])
+    session.record(Message.user("task"))
+    preset = load_preset("masking-200k")
+    first = wire.builder_for(preset)
+    assert wire.builder_for(preset) is first
+    assert wire.builder_for(load_preset("masking-200k")) is not first  # another object: its own builder
+    client = object()
+    assert wire.builder_for(preset, client=client) is not first
+    assert wire.builder_for(preset, client=client) is wire.builder_for(preset, client=client)
+    for turn in range(5):
+        wire.anthropic_request(session, preset, tools=[READ])
+        session.record(Message.assistant(ToolUseBlock(f"t{turn}", "read_file", {"path": "a.txt"})))
+        session.record_tool_result(f"t{turn}", f"out {turn}", tool_name="read_file")
+    assert store.chains == 1  # one load; each later call extended the same History

@@ -89,7 +89,7 @@ class _Last:
     tokenizer: str
 
 
-_BUILDERS: dict[tuple[str, str | None], ContextBuilder] = {}
+_BUILDERS: dict[tuple[object, ...], tuple[Any, Any, ContextBuilder]] = {}
 _LAST: dict[str, _Last] = {}
 
 
@@ -103,26 +103,35 @@ def session_history(session: Session, builder: ContextBuilder) -> History:
 
 
 def builder_for(preset: Any, *, tokenizer: str | None = None, client: Any = None) -> ContextBuilder:
-    """A :class:`~ctxmem.config.ContextBuilder` for ``preset``, reused across calls."""
+    """A :class:`~ctxmem.config.ContextBuilder` for ``preset``, reused across calls.
+
+    A preset given by name or path, or as a :class:`~ctxmem.config.Preset` object, gets one
+    builder per process (per preset, tokenizer and summarizer client), so its strategy's
+    per-history caches carry from one call to the next: a new builder each call would
+    rebuild them from the whole session every turn."""
     from ctxmem.config import ContextBuilder, Preset, load_preset
 
     if isinstance(preset, ContextBuilder):
         return preset
     if isinstance(preset, str | os.PathLike):
-        key = (os.fspath(preset), tokenizer)
-        found = _BUILDERS.get(key)
-        if found is not None:
-            return found
-        if len(_BUILDERS) > 32:
-            _BUILDERS.clear()
-        built = _BUILDERS[key] = load_preset(preset).builder(tokenizer=tokenizer, client=client)
-        return built
-    if isinstance(preset, Preset):
-        return preset.builder(tokenizer=tokenizer, client=client)
-    raise InputError(
-        f"preset must be a preset name, a .toml path, a Preset or a ContextBuilder, got {type(preset).__name__}",
-        field="preset",
-    )
+        key: tuple[object, ...] = (os.fspath(preset), tokenizer, id(client))
+    elif isinstance(preset, Preset):  # unhashable (its params are a dict): by identity, held below
+        key = (id(preset), tokenizer, id(client))
+    else:
+        raise InputError(
+            f"preset must be a preset name, a .toml path, a Preset or a ContextBuilder, got {type(preset).__name__}",
+            field="preset",
+        )
+    found = _BUILDERS.get(key)
+    # the entry holds the preset and client it was made for, so their ids are not reused meanwhile
+    if found is not None and found[1] is client and (not isinstance(preset, Preset) or found[0] is preset):
+        return found[2]
+    if len(_BUILDERS) > 32:
+        _BUILDERS.clear()
+    loaded = preset if isinstance(preset, Preset) else load_preset(preset)
+    built = loaded.builder(tokenizer=tokenizer, client=client)
+    _BUILDERS[key] = (preset, client, built)
+    return built
 
 
 def _tool_specs(tools: Sequence[Any], kind: str) -> list[ToolSpec]:
