@@ -198,3 +198,59 @@ def test_a_masking_preset_registers_the_recall_tool_its_placeholders_name() -> N
         state = agent.invoke({"messages": [*state["messages"], HumanMessage(f"question {k}")]})
     answer = [m for m in state["messages"] if isinstance(m, ToolMessage) and m.tool_call_id == "rc1"]
     assert answer and "SECRET-run0" in str(answer[0].content) and answer[0].status != "error"
+
+
+def test_each_turn_reads_and_converts_only_what_it_added_and_builds_what_the_full_path_builds(
+    tmp_path: Any,
+) -> None:
+    """A long run: after the first call, a turn neither re-reads the session's chain nor
+    re-converts the graph's whole list, and its context is, message for message, what a
+    middleware given new message objects every turn (so it converts and compares the whole
+    list each time) builds over its own session."""
+    from ctxmem.samples import synthetic_session
+    from ctxmem.store import SQLiteStore
+
+    class CountingStore(SQLiteStore):
+        chains = 0
+
+        def chain(self, *args: Any, **kwargs: Any) -> Any:
+            self.chains += 1
+            return super().chain(*args, **kwargs)
+
+    msgs = synthetic_session(40, seed=3)
+    lc = to_langchain(msgs[:41])
+    store = CountingStore(str(tmp_path / "lc.db"))
+    memory = CtxmemMiddleware("masking-200k", store=store, session_id="long", context_window=6000)
+    full = CtxmemMiddleware("masking-200k", store=str(tmp_path / "full.db"), session_id="long", context_window=6000)
+    memory.context(lc)
+    full.context([m.model_copy() for m in lc])  # both build every turn (a strategy carries its boundary)
+    chains = store.chains
+    for k in range(41, len(msgs) - 1, 2):
+        lc = [*lc, *to_langchain(msgs[k : k + 2])]  # the graph appends a round
+        got = memory.context(lc)
+        assert store.chains == chains  # no whole-chain read on the way
+        want = full.context([m.model_copy() for m in lc])
+        assert from_langchain(got) == from_langchain(want)
+    assert memory.last_report.masked  # the budget made it mask: the contexts compared are compacted ones
+    assert memory.session("long").messages() == from_langchain(lc)[1] == full.session("long").messages()
+    # a rewritten state (an edited earlier message) is still noticed: rewound, re-recorded
+    edited = [HumanMessage("a different request"), *lc[1:]]
+    memory.context(edited)
+    assert memory.session("long").messages() == from_langchain(edited)[1]
+
+
+def test_a_conversion_memo_gives_the_same_messages_and_reuses_the_kept_ones() -> None:
+    from ctxmem.samples import synthetic_session
+
+    msgs = synthetic_session(12, seed=4)
+    memo: dict[int, Any] = {}
+    first = to_langchain(msgs[:15], "sys", memo=memo)
+    assert first == to_langchain(msgs[:15], "sys")
+    second = to_langchain(msgs[5:20], "sys", memo=memo)
+    assert second == to_langchain(msgs[5:20], "sys")
+    # a tool result whose call is no longer in the list loses its name: not taken from the memo
+    assert [getattr(m, "name", None) for m in second] == [getattr(m, "name", None) for m in
+                                                          to_langchain(msgs[5:20], "sys")]
+    reused = {id(m) for m in first} & {id(m) for m in second}
+    assert len(reused) >= 8  # the messages both calls share were converted once
+    assert set(memo) == {id(m) for m in msgs[5:20]}  # only what this call used is kept

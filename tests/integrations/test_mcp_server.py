@@ -289,3 +289,51 @@ def test_build_context_of_a_live_session_waiting_on_tools_and_memory_for_any_ses
     assert text_of(results[1]) == "Directory /memories:"
     assert results[2].is_error and "no session 'no-such-session'" in text_of_error(results[2])
     assert not mem.exists() or list(mem.iterdir()) == []  # read-only: no folder made
+
+
+def test_build_context_asked_every_turn_builds_incrementally(tmp_path: Path) -> None:
+    """A host asking build_context each turn: the server keeps the builder and follows the
+    session (no whole-chain read per call), and each answer is the one a new server gives
+    for the first call, then follows the session as it grows, a waiting call included."""
+    from ctxmem.integrations.mcp import create_server
+    from ctxmem.samples import synthetic_session
+
+    class CountingStore(SQLiteStore):
+        chains = 0
+
+        def chain(self, *args: Any, **kwargs: Any) -> Any:
+            self.chains += 1
+            return super().chain(*args, **kwargs)
+
+    msgs = synthetic_session(20, seed=2)
+    store = CountingStore(str(tmp_path / "c.db"))
+    session = Session.create(store, tokenizers=["o200k_base"])
+    session.record_many(msgs[:21])
+    server = create_server(store)
+    args = {"session_id": session.id, "preset": "masking-200k", "context_window": 6000}
+
+    async def call() -> Any:
+        return payload(await server.call_tool("build_context", args))
+
+    first = anyio.run(call)
+    assert first["messages"] == anyio.run(lambda: _fresh_build(tmp_path, args))["messages"]
+    chains = store.chains
+    for k in range(21, len(msgs) - 1, 2):
+        session.record_many(msgs[k : k + 2])
+        got = anyio.run(call)
+        # the turn just recorded ends the context, and the context fits the window
+        ends = {b.get("tool_use_id") for b in got["messages"][-1]["content"]}
+        assert {r.tool_use_id for r in msgs[k + 1].tool_results} <= ends
+        assert got["report"]["tokens_out"] <= got["report"]["available"]
+    assert store.chains == chains  # followed, not re-read
+    session.record(Message.assistant(ToolUseBlock("toolu_wait", "compile", {})))
+    waiting = anyio.run(call)
+    assert waiting["waiting_tool_calls"] == ["toolu_wait"]
+    assert waiting["messages"][-1]["content"][-1]["id"] == "toolu_wait"
+
+
+async def _fresh_build(tmp_path: Path, args: dict[str, Any]) -> Any:
+    from ctxmem.integrations.mcp import create_server
+
+    server = create_server(SQLiteStore(str(tmp_path / "c.db")))
+    return payload(await server.call_tool("build_context", args))

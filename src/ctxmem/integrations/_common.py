@@ -26,6 +26,7 @@ from typing import Any
 
 from ctxmem.config import Preset, load_preset
 from ctxmem.context import BuiltContext, History
+from ctxmem.context.history import FollowedHistories
 from ctxmem.errors import ConfigError, InvalidConversationError
 from ctxmem.messages import Message, ToolSpec
 from ctxmem.session import Session
@@ -129,6 +130,7 @@ class LoopBuilder:
         self.tools = tuple(tools)
         self.record = record
         self._history: History | None = None
+        self._followed: FollowedHistories | None = None
 
     def _history_for(self, messages: list[Message], ids: list[tuple[int, ...]]) -> History:
         h = self._history
@@ -154,13 +156,21 @@ class LoopBuilder:
         """
         msgs = list(messages)
         ids: list[tuple[int, ...]] = [tuple(e) for e in event_ids] if event_ids is not None else [() for _ in msgs]
-        if msgs and msgs[-1].role == "assistant" and msgs[-1].tool_uses:
-            raise InvalidConversationError(
-                f"the history ends with unanswered tool calls ({', '.join(u.id for u in msgs[-1].tool_uses)}); "
-                "record their results before asking for the next context",
-                line=len(msgs),
-            )
-        history = self._history_for(msgs, ids)
+        _refuse_unanswered(msgs)
+        return self._build(session, self._history_for(msgs, ids), system)
+
+    def build_session(self, session: Session, *, system: str | None = None) -> LoopBuild:
+        """:meth:`build` over the session's own messages, read incrementally: the History is
+        kept across calls and extended with the events recorded since the last one
+        (:class:`~ctxmem.context.history.FollowedHistories`), so a turn of a long session
+        costs what it appended, not a read of the whole chain."""
+        if self._followed is None:
+            self._followed = FollowedHistories(limit=4)
+        history = self._followed.get(session, self.tokenizer)
+        _refuse_unanswered(history.messages)
+        return self._build(session, history, system)
+
+    def _build(self, session: Session | None, history: History, system: str | None) -> LoopBuild:
         request = self.builder.request(
             history,
             system=system if system is not None else self.system,
@@ -173,6 +183,15 @@ class LoopBuilder:
 
         built = record_build(self.preset.name, request, lambda: self.strategy.build(request))
         return LoopBuild(built, history)
+
+
+def _refuse_unanswered(msgs: Sequence[Message]) -> None:
+    if msgs and msgs[-1].role == "assistant" and msgs[-1].tool_uses:
+        raise InvalidConversationError(
+            f"the history ends with unanswered tool calls ({', '.join(u.id for u in msgs[-1].tool_uses)}); "
+            "record their results before asking for the next context",
+            line=len(msgs),
+        )
 
 
 __all__ = ["LoopBuild", "LoopBuilder", "open_or_create", "open_store", "resolve_preset"]

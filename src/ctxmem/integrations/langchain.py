@@ -43,6 +43,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
+from operator import is_not
 from typing import Any
 
 from ctxmem.config import Preset
@@ -105,8 +106,9 @@ def _texts(content: Any, where: str, i: int) -> list[ContentBlock]:
     return out
 
 
-def from_langchain(messages: Sequence[Any]) -> tuple[str | None, list[Message]]:
-    """LangChain messages → (system prompt, ctxmem Messages). See the module docstring."""
+def from_langchain(messages: Sequence[Any], *, start: int = 0) -> tuple[str | None, list[Message]]:
+    """LangChain messages → (system prompt, ctxmem Messages). See the module docstring.
+    ``start``: the index of ``messages[0]`` in the whole list (errors name message ``start + i``)."""
     system: list[str] = []
     out: list[Message] = []
     role: str | None = None
@@ -116,7 +118,7 @@ def from_langchain(messages: Sequence[Any]) -> tuple[str | None, list[Message]]:
         if role is not None:
             out.append(Message(role, tuple(blocks)))  # type: ignore[arg-type]
 
-    for i, m in enumerate(messages):
+    for i, m in enumerate(messages, start):
         if isinstance(m, SystemMessage):
             system.append("".join(b.text for b in _texts(m.content, "system", i) if isinstance(b, TextBlock)))
             continue
@@ -151,11 +153,29 @@ def from_langchain(messages: Sequence[Any]) -> tuple[str | None, list[Message]]:
     return ("\n\n".join(system) if system else None), out
 
 
-def to_langchain(messages: Sequence[Message], system: str | None = None) -> list[BaseMessage]:
-    """ctxmem Messages (+ system prompt) → LangChain messages."""
+def to_langchain(messages: Sequence[Message], system: str | None = None, *,
+                 memo: dict[int, tuple[Message, tuple[str | None, ...], list[BaseMessage]]] | None = None,
+                 ) -> list[BaseMessage]:
+    """ctxmem Messages (+ system prompt) → LangChain messages.
+
+    ``memo``: the conversions of a previous call (``id(message)`` → the message, the tool
+    names its results took, its LangChain messages), reused for the same message objects
+    and replaced by this call's; a loop that converts mostly the same messages turn after
+    turn (the kept part of a context) builds only the new ones."""
     out: list[BaseMessage] = [SystemMessage(content=system)] if system else []
     names: dict[str, str] = {}
+    used: dict[int, tuple[Message, tuple[str | None, ...], list[BaseMessage]]] = {}
     for m in messages:
+        if memo is not None:
+            named = tuple(names.get(b.tool_use_id) for b in m.tool_results) if m.role == "user" else ()
+            hit = memo.get(id(m))
+            if hit is not None and hit[0] is m and hit[1] == named:
+                out.extend(hit[2])
+                used[id(m)] = hit
+                if m.role == "assistant":
+                    names.update((b.id, b.name) for b in m.tool_uses)
+                continue
+            mark = len(out)
         if m.role == "assistant":
             parts: list[Any] = []
             for b in m.content:
@@ -169,6 +189,8 @@ def to_langchain(messages: Sequence[Message], system: str | None = None) -> list
             names.update((b.id, b.name) for b in m.tool_uses)
             content: Any = parts[0]["text"] if len(parts) == 1 and parts[0]["type"] == "text" else parts
             out.append(AIMessage(content=content if parts else "", tool_calls=calls))
+            if memo is not None:
+                used[id(m)] = (m, (), out[mark:])
             continue
         texts: list[TextBlock] = []
         for b in m.content:
@@ -182,6 +204,11 @@ def to_langchain(messages: Sequence[Message], system: str | None = None) -> list
         if texts or not m.tool_results:
             out.append(HumanMessage(content=texts[0].text if len(texts) == 1 else [
                 {"type": "text", "text": t.text} for t in texts]))
+        if memo is not None:
+            used[id(m)] = (m, named, out[mark:])
+    if memo is not None:
+        memo.clear()
+        memo.update(used)
     return out
 
 
@@ -233,6 +260,13 @@ class CtxmemMiddleware(AgentMiddleware):
         self.record_compactions = record_compactions
         self._builders: dict[str, LoopBuilder] = {}
         self._recorded: dict[str, list[Message]] = {}
+        # per session: the Session handle (its tool ledger stays read), the graph's message
+        # objects last recorded and the system prompt they gave (the next call's list starts
+        # with the same objects: only the rest is converted), and the last context's
+        # LangChain messages (the kept ones are handed out again, not rebuilt)
+        self._sessions: dict[str, Session] = {}
+        self._seen: dict[str, tuple[list[Any], str | None]] = {}
+        self._out_memo: dict[str, dict[int, Any]] = {}
         # record → build is one step: concurrent runs (agent.batch, threads) on one session
         # would otherwise build from each other's half-recorded conversations
         self._lock = threading.RLock()
@@ -266,7 +300,17 @@ class CtxmemMiddleware(AgentMiddleware):
     def session(self, session_id: str | None = None) -> Session:
         """The ctxmem session of ``session_id`` (default: this run's, see the module docstring)."""
         sid = session_id or self._sid()
-        return open_or_create(self.store, sid, metadata={"source": "langchain", "strategy": self.preset.name})
+        found = self._sessions.get(sid)
+        if found is None:
+            found = open_or_create(self.store, sid, metadata={"source": "langchain", "strategy": self.preset.name})
+            if len(self._sessions) >= 64:
+                self._forget(next(iter(self._sessions)))
+            self._sessions[sid] = found
+        return found
+
+    def _forget(self, sid: str) -> None:
+        for d in (self._sessions, self._seen, self._out_memo, self._builders, self._recorded):
+            d.pop(sid, None)
 
     def record(self, messages: Sequence[Any], session_id: str | None = None) -> tuple[Session, str | None]:
         """Record what is new in ``messages`` (LangChain messages); returns (session, system)."""
@@ -275,7 +319,12 @@ class CtxmemMiddleware(AgentMiddleware):
 
     def _record(self, messages: Sequence[Any], session_id: str | None) -> tuple[Session, str | None]:
         session = self.session(session_id)
+        messages = list(messages)
+        applied, system = self._record_suffix(session, messages)
+        if applied:
+            return session, system
         system, msgs = from_langchain(messages)
+        self._seen.pop(session.id, None)
         done = self._recorded.get(session.id)
         if done is None:
             done = self._recorded[session.id] = session.messages()
@@ -291,7 +340,34 @@ class CtxmemMiddleware(AgentMiddleware):
         if msgs[k:]:
             session.record_many(msgs[k:])
             done.extend(msgs[k:])
+        self._seen[session.id] = (messages, system)
         return session, system
+
+    def _record_suffix(self, session: Session, messages: list[Any]) -> tuple[bool, str | None]:
+        """Record only what follows the message objects recorded last time, when the graph's
+        list still starts with those very objects (a graph appends to its state). Returns
+        (whether this applied, the system prompt); when it does not apply, the whole list
+        is converted and compared instead. It applies unless the new part holds a system
+        message or would join the last recorded message (text after a user turn)."""
+        seen = self._seen.get(session.id)
+        done = self._recorded.get(session.id)
+        if seen is None or done is None:
+            return False, None
+        before, system = seen
+        n = len(before)
+        if n > len(messages) or any(map(is_not, before, messages)):
+            return False, None
+        if n < len(messages):
+            if any(isinstance(m, SystemMessage) for m in messages[n:]):
+                return False, None
+            _, new = from_langchain(messages[n:], start=n)
+            if new and done and new[0].role == "user" and done[-1].role == "user":
+                return False, None
+            if new:
+                session.record_many(new)
+                done.extend(new)
+            self._seen[session.id] = (messages, system)
+        return True, system
 
     def context(self, messages: Sequence[Any], *, tools: Sequence[Any] = (),
                 session_id: str | None = None) -> list[BaseMessage]:
@@ -306,11 +382,10 @@ class CtxmemMiddleware(AgentMiddleware):
             builder = self._builders[session.id] = LoopBuilder(
                 self.preset, context_window=self.context_window, record=self.record_compactions)
         builder.tools = _tool_specs(tools)
-        spans = session.messages_with_ids()
-        lb = builder.build(session, [m for m, _ in spans], [e for _, e in spans], system=system)
+        lb = builder.build_session(session, system=system)
         self.last_report = lb.built.report
         # the system prompt leads (a SystemMessage in the graph state was counted, then dropped)
-        return to_langchain(lb.messages, system)
+        return to_langchain(lb.built.messages, system, memo=self._out_memo.setdefault(session.id, {}))
 
     # ------------------------------------------------------------------ LangChain v1 hooks
 

@@ -45,11 +45,12 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from ctxmem.errors import InputError, MissingDependencyError
+from ctxmem.errors import InputError, InvalidConversationError, MissingDependencyError
 
 MEMORY_PREFIX = "/memories"
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
@@ -293,6 +294,9 @@ def create_server(
         ),
     )
 
+    builders: dict[tuple[str, str, int | None, str | None], Any] = {}
+    building = threading.Lock()  # a kept builder is for one build at a time
+
     def _session(session_id: str) -> Any:
         from ctxmem.session import Session
 
@@ -359,20 +363,37 @@ def create_server(
                       system: str | None = None, messages: bool = True) -> dict[str, Any]:
         """Build the next request's context for a session under a preset (ctxmem strategies list) and
         report what the strategy kept, masked, summarized and dropped."""
+        with building:
+            return _build_context(session_id, preset, context_window, system, messages)
+
+    def _build_context(session_id: str, preset: str, context_window: int | None, system: str | None,
+                       messages: bool) -> dict[str, Any]:
         from ctxmem.config import load_preset
         from ctxmem.integrations._common import LoopBuilder
         from ctxmem.messages import to_anthropic
 
         session = _session(session_id)
-        builder = LoopBuilder(load_preset(preset), context_window=context_window, system=system,
-                              record=allow_writes)
-        spans = session.messages_with_ids()
-        # a live session whose agent is running tools ends in calls still waiting for their
-        # results: built up to that turn, which follows as it is (a reader cannot answer them)
-        waiting = spans[-1][0] if spans and spans[-1][0].role == "assistant" and spans[-1][0].tool_uses else None
-        if waiting is not None:
+        # one builder per (session, preset, window, system), kept across calls: a host that asks
+        # every turn gets incremental builds (the History is followed, the strategy's caches stay
+        # warm) instead of a cold build over the whole session each time
+        key = (session_id, preset, context_window, system)
+        builder = builders.get(key)
+        if builder is None:
+            if len(builders) >= 16:
+                builders.pop(next(iter(builders)))
+            builder = builders[key] = LoopBuilder(load_preset(preset), context_window=context_window, system=system,
+                                                  record=allow_writes)
+        try:
+            lb, waiting = builder.build_session(session), None
+        except InvalidConversationError:
+            # a live session whose agent is running tools ends in calls still waiting for their
+            # results: built up to that turn, which follows as it is (a reader cannot answer them)
+            spans = session.messages_with_ids()
+            waiting = spans[-1][0] if spans and spans[-1][0].role == "assistant" and spans[-1][0].tool_uses else None
+            if waiting is None:
+                raise
             spans = spans[:-1]
-        lb = builder.build(session, [m for m, _ in spans], [e for _, e in spans])
+            lb = builder.build(session, [m for m, _ in spans], [e for _, e in spans])
         out: dict[str, Any] = {"session": session_id, "preset": builder.preset.name,
                                "report": lb.built.report.to_json(),
                                "extra_tools": [t.name for t in lb.built.extra_tools]}
