@@ -171,6 +171,12 @@ class CountingStore(SQLiteStore):
         self.events_read += 1
         return super().event(event_id)
 
+    def chain_since(self, *args: Any, **kwargs: Any) -> Any:
+        got = super().chain_since(*args, **kwargs)
+        if got is not None:
+            self.events_read += len(got[1])
+        return got
+
 
 def _same_as_a_fresh_load(session: Session, tokenizer: str = "o200k_base") -> None:
     from ctxmem.config import load_preset

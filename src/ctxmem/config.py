@@ -301,7 +301,11 @@ class ContextBuilder:
                                          repr=False, compare=False)
 
     def history(self, session: Session) -> History:
-        """The session's history, counted with this builder's tokenizer (stored counts)."""
+        """The session's history, counted with this builder's tokenizer (stored counts): a
+        new History of your own, loaded in full. To build turn after turn, keep it and
+        ``extend`` it with what you record, or let :meth:`build` follow the session for you
+        (``build(session)``); a History loaded anew each turn costs a read of the whole
+        session and finds every strategy cache cold."""
         from ctxmem.context import History
 
         return History.from_session(session, self.tokenizer)

@@ -32,6 +32,7 @@ from ctxmem.tokens import Tokenizer, count_messages, get_tokenizer, tokenizer_id
 if TYPE_CHECKING:
     from ctxmem.events import StoredEvent
     from ctxmem.session import Session
+    from ctxmem.store.base import ChainView
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +105,13 @@ class History:
     @classmethod
     def from_session(cls, session: Session, tokenizer: str) -> History:
         """Load a session's view with its stored counts (no re-tokenizing)."""
+        return cls.from_chain(session.chain(tokenizers=[tokenizer]), tokenizer)
+
+    @classmethod
+    def from_chain(cls, view: ChainView, tokenizer: str) -> History:
+        """A History of a chain read with ``tokenizers=[tokenizer]`` (its stored counts)."""
         from ctxmem.events import message_spans
 
-        view = session.chain(tokenizers=[tokenizer])
         per_event = {c.event_id: c.content + c.overhead for c in view.counts[tokenizer]}
         h = cls(tokenizer)  # loaded when first used: the counts come from the store
         msgs: list[Message] = []
@@ -227,28 +232,47 @@ class FollowedHistories:
         from ctxmem.events import message_spans, role_of
 
         key = (session.id, tokenizer)
-        head = session.info.head_event_id
-        depth = session.store.event_count(session.id)
         seen = self._seen.get(key)
-        if seen is not None and seen.store is session.store:
-            if seen.head == head and seen.depth == depth:
+        store = session.store
+        since = getattr(store, "chain_since", None)  # one read of the head and what follows it
+        totals: list[int | None] | None = None
+        if seen is not None and seen.store is store and since is not None and seen.head is not None:
+            got = since(session.id, seen.head, tokenizer, _MAX_STEP)
+            if got is not None and got[0] == seen.head:
                 return seen.history
-            new = _new_events(session, seen, head, depth)
+            head, new, totals = (got[0], got[1], got[2]) if got is not None else (None, None, None)
+            depth = seen.depth + len(new) if new is not None else 0
+        else:
+            head = session.info.head_event_id
+            depth = store.event_count(session.id)
+            if seen is not None and seen.store is store and seen.head == head and seen.depth == depth:
+                return seen.history
+            new = _new_events(session, seen, head, depth) if seen is not None and seen.store is store else None
+        if seen is not None and new is not None:
             h = seen.history
-            if new is not None:
-                first = next((se.event for se in new if role_of(se.event) is not None), None)
-                last_role = h.messages[-1].role if len(h) else None
-                merges = first is not None and role_of(first) == last_role and not getattr(first, "new_message", False)
-                if not merges:
-                    spans = list(message_spans(new))
+            first = next((se.event for se in new if role_of(se.event) is not None), None)
+            last_role = h.messages[-1].role if len(h) else None
+            merges = first is not None and role_of(first) == last_role and not getattr(first, "new_message", False)
+            if not merges:
+                spans = list(message_spans(new))
+                # the counts the store keeps per event, as a full load reads them; counted
+                # here when the store has none for this tokenizer
+                stored = dict(zip([se.id for se in new], totals, strict=True)) if totals is not None else {}
+                counts = [sum(stored.get(e) or 0 for e in ids) for _, ids in spans]
+                if all(stored.get(e) is not None for _, ids in spans for e in ids):
+                    h._append([m for m, _ in spans], counts, [tuple(ids) for _, ids in spans])
+                else:
                     h.extend([m for m, _ in spans], event_ids=[ids for _, ids in spans])
-                    seen.head, seen.depth = head, depth
-                    return h
-        history = History.from_session(session, tokenizer)
+                seen.head, seen.depth = head, depth
+                return h
+        # a full load: head and depth are those of the events loaded (the chain's last event
+        # is its head), whatever another writer appends meanwhile
+        view = session.chain(tokenizers=[tokenizer])
+        history = History.from_chain(view, tokenizer)
         self._seen.pop(key, None)
         if len(self._seen) >= self._limit:
             self._seen.pop(next(iter(self._seen)))
-        self._seen[key] = _Seen(session.store, history, head, depth)
+        self._seen[key] = _Seen(store, history, view.events[-1].id if view.events else None, len(view.events))
         return history
 
 

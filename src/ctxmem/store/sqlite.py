@@ -797,6 +797,45 @@ class SQLiteStore:
             events = decode_rows(rows)
         return ChainView(info, events, counts)
 
+    def chain_since(
+        self, session_id: str, after_event_id: int, tokenizer: str, limit: int = 512
+    ) -> tuple[int | None, list[StoredEvent], list[int | None]] | None:
+        """The session's head and the chain's events after ``after_event_id`` (oldest first),
+        each with its stored count in ``tokenizer`` (content + overhead; ``None`` when not
+        stored), in one read: what a reader that saw the chain up to that event needs to
+        catch up. ``None`` when the chain no longer passes through that event (a rewind, a
+        fork) or more than ``limit`` events came since: read the whole chain then."""
+        with self.read_snapshot() as conn:
+            row = conn.execute("SELECT head_event_id FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None:
+                raise SessionNotFoundError(session_id)
+            head: int | None = row[0]
+            if head == after_event_id:
+                return head, [], []
+            if head is None or head < after_event_id:
+                return None
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLS}, t.content + t.overhead FROM events e LEFT JOIN blobs b ON b.id = e.blob_id "
+                "LEFT JOIN event_tokens t ON t.event_id = e.id AND t.tokenizer = ? "
+                "WHERE e.session_id = ? AND e.id > ? AND e.id <= ? ORDER BY e.id LIMIT ?",
+                (tokenizer_id(tokenizer), session_id, after_event_id, head, limit + 1),
+            ).fetchall()
+        # the events of this session in the id range, on the chain or not (a rewound branch):
+        # the chain's are those reached from the head by parent links, down to the event seen
+        by_id = {r[0]: r for r in rows}
+        walk: list[tuple[Any, ...]] = []
+        eid: int | None = head
+        while eid is not None and eid != after_event_id:
+            r = by_id.get(eid)
+            if r is None or len(walk) >= limit:
+                return None
+            walk.append(r)
+            eid = r[2]
+        if eid != after_event_id:
+            return None
+        walk.reverse()
+        return head, [self._stored(r) for r in walk], [r[13] for r in walk]
+
     def chain_events_of_kind(self, session_id: str, kind: str) -> list[StoredEvent]:
         """The events of one kind in the session's current chain, oldest first: what
         ``chain(session_id).events`` filtered by kind gives, without decoding the rest (a
