@@ -240,17 +240,40 @@ def test_each_turn_reads_and_converts_only_what_it_added_and_builds_what_the_ful
 
 
 def test_a_conversion_memo_gives_the_same_messages_and_reuses_the_kept_ones() -> None:
+    """What a loop converts turn after turn: lists that share a prefix of the same message
+    objects, then differ (a context whose boundary moved, placeholders replacing outputs).
+    With a memo the output equals a plain conversion every time, and the shared messages'
+    LangChain objects are reused, not rebuilt."""
+    import random
+
+    from ctxmem.integrations.langchain import ConversionMemo
     from ctxmem.samples import synthetic_session
 
     msgs = synthetic_session(12, seed=4)
-    memo: dict[int, Any] = {}
+    memo = ConversionMemo()
     first = to_langchain(msgs[:15], "sys", memo=memo)
     assert first == to_langchain(msgs[:15], "sys")
-    second = to_langchain(msgs[5:20], "sys", memo=memo)
+    grown = to_langchain(msgs[:19], "sys", memo=memo)  # the same list, grown: its prefix reused
+    assert grown == to_langchain(msgs[:19], "sys") and all(a is b for a, b in zip(first, grown, strict=False))
+    second = to_langchain(msgs[5:20], "sys", memo=memo)  # a new start: converted messages still reused
     assert second == to_langchain(msgs[5:20], "sys")
-    # a tool result whose call is no longer in the list loses its name: not taken from the memo
+    assert len({id(m) for m in first} & {id(m) for m in second}) >= 8
+    # a tool result whose call is no longer in the list loses its name, as without a memo
     assert [getattr(m, "name", None) for m in second] == [getattr(m, "name", None) for m in
                                                           to_langchain(msgs[5:20], "sys")]
-    reused = {id(m) for m in first} & {id(m) for m in second}
-    assert len(reused) >= 8  # the messages both calls share were converted once
-    assert set(memo) == {id(m) for m in msgs[5:20]}  # only what this call used is kept
+    rng = random.Random(7)
+    placeholder = {k: Message("user", tuple(ToolResultBlock(r.tool_use_id, "[masked]") for r in m.tool_results))
+                   for k, m in enumerate(msgs) if m.tool_results}
+    for _ in range(60):  # random windows, random masked outputs, another system prompt now and then
+        lo, hi = sorted(rng.sample(range(len(msgs) + 1), 2))
+        view = [placeholder[k] if k in placeholder and rng.random() < 0.3 else msgs[k] for k in range(lo, hi)
+                if rng.random() < 0.9]  # now and then a message left out: a result loses its call
+        system = rng.choice(["sys", None, "other"])
+        assert to_langchain(view, system, memo=memo) == to_langchain(view, system)
+    calls = next(k for k, m in enumerate(msgs) if m.tool_uses)
+    kept = [msgs[0], *msgs[calls : calls + 2]]
+    assert to_langchain(kept, memo=memo) == to_langchain(kept)
+    assert to_langchain([msgs[0], msgs[calls + 1]], memo=memo) == to_langchain([msgs[0], msgs[calls + 1]])
+    twice = [msgs[1], msgs[2], msgs[1], msgs[2]]  # a call id twice: which name a result takes depends on order
+    assert to_langchain(twice, memo=memo) == to_langchain(twice)
+    assert to_langchain(twice[:3], memo=memo) == to_langchain(twice[:3])

@@ -43,6 +43,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
+from itertools import compress, count
 from operator import is_not
 from typing import Any
 
@@ -153,63 +154,115 @@ def from_langchain(messages: Sequence[Any], *, start: int = 0) -> tuple[str | No
     return ("\n\n".join(system) if system else None), out
 
 
+class ConversionMemo:
+    """What :func:`to_langchain` converted last time, for a loop that converts mostly the same
+    messages turn after turn (the kept part of a context, the same objects).
+
+    The output is reused as far as the new list starts with the same message objects as the
+    last one (one C-speed comparison, no step per message); past that point a message seen
+    before is not converted again (its LangChain messages are reused, a tool result's only
+    while it takes the same tool names). The outputs are the ones a call without a memo
+    gives, message for message (a test holds them equal).
+    """
+
+    def __init__(self) -> None:
+        self.system: str | None = None
+        self.messages: list[Message] = []
+        self.out: list[BaseMessage] = []
+        #: where each message's LangChain messages start in ``out`` (and where ``out`` ends)
+        self.starts: list[int] = [0]
+        #: tool call id -> (position of its assistant message, tool name); None: an id came twice
+        self.calls: dict[str, tuple[int, str]] | None = {}
+        #: id(message) -> (message, its results' call ids, the names they took, its LangChain messages)
+        self.converted: dict[int, tuple[Message, tuple[str, ...], tuple[Any, ...], list[BaseMessage]]] = {}
+
+
 def to_langchain(messages: Sequence[Message], system: str | None = None, *,
-                 memo: dict[int, tuple[Message, tuple[str | None, ...], list[BaseMessage]]] | None = None,
-                 ) -> list[BaseMessage]:
+                 memo: ConversionMemo | None = None) -> list[BaseMessage]:
     """ctxmem Messages (+ system prompt) → LangChain messages.
 
-    ``memo``: the conversions of a previous call (``id(message)`` → the message, the tool
-    names its results took, its LangChain messages), reused for the same message objects
-    and replaced by this call's; a loop that converts mostly the same messages turn after
-    turn (the kept part of a context) builds only the new ones."""
-    out: list[BaseMessage] = [SystemMessage(content=system)] if system else []
-    names: dict[str, str] = {}
-    used: dict[int, tuple[Message, tuple[str | None, ...], list[BaseMessage]]] = {}
-    for m in messages:
-        if memo is not None:
-            named = tuple(names.get(b.tool_use_id) for b in m.tool_results) if m.role == "user" else ()
-            hit = memo.get(id(m))
-            if hit is not None and hit[0] is m and hit[1] == named:
-                out.extend(hit[2])
-                used[id(m)] = hit
-                if m.role == "assistant":
-                    names.update((b.id, b.name) for b in m.tool_uses)
-                continue
+    ``memo``: a :class:`ConversionMemo` kept across calls (see there); the result is the same."""
+    messages = list(messages)
+    keep = 0  # messages whose conversion is reused as it stands (the same objects, in order)
+    if memo is not None and memo.calls is not None and memo.system == system and memo.messages:
+        before = memo.messages
+        n = min(len(before), len(messages))
+        keep = next(compress(count(), map(is_not, before[:n], messages[:n])), n)
+    if keep:
+        assert memo is not None and memo.calls is not None
+        out = memo.out[: memo.starts[keep]]
+        starts = memo.starts[: keep + 1]
+        calls = memo.calls
+        for k in range(keep, len(memo.messages)):  # the calls of the messages not kept
+            for b in memo.messages[k].tool_uses:
+                calls.pop(b.id, None)
+    else:
+        out = [SystemMessage(content=system)] if system else []
+        starts = [len(out)]
+        calls = {}
+    unique = True
+
+    def name_of(tool_use_id: str) -> str | None:
+        got = calls.get(tool_use_id)
+        return got[1] if got is not None else None
+
+    converted = memo.converted if memo is not None else {}
+    for i in range(keep, len(messages)):
+        m = messages[i]
+        hit = converted.get(id(m))
+        if hit is not None and hit[0] is m:
+            if m.role == "assistant" or tuple(map(name_of, hit[1])) == hit[2]:
+                out.extend(hit[3])
+            else:
+                hit = None
+        if hit is None:
             mark = len(out)
-        if m.role == "assistant":
-            parts: list[Any] = []
-            for b in m.content:
-                if isinstance(b, TextBlock):
-                    parts.append({"type": "text", "text": b.text})
-                elif isinstance(b, ThinkingBlock):
-                    parts.append({"type": "thinking", "thinking": b.thinking, "signature": b.signature})
-                elif isinstance(b, RedactedThinkingBlock):
-                    parts.append({"type": "redacted_thinking", "data": b.data})
-            calls = [{"id": b.id, "name": b.name, "args": b.input, "type": "tool_call"} for b in m.tool_uses]
-            names.update((b.id, b.name) for b in m.tool_uses)
-            content: Any = parts[0]["text"] if len(parts) == 1 and parts[0]["type"] == "text" else parts
-            out.append(AIMessage(content=content if parts else "", tool_calls=calls))
+            _convert(m, out, name_of)
+            ids = tuple(b.tool_use_id for b in m.tool_results)
+            hit = (m, ids, tuple(map(name_of, ids)), out[mark:])
             if memo is not None:
-                used[id(m)] = (m, (), out[mark:])
-            continue
-        texts: list[TextBlock] = []
-        for b in m.content:
-            if isinstance(b, ToolResultBlock):
-                c: Any = b.content if isinstance(b.content, str) else [
-                    {"type": "text", "text": t.text} for t in b.content]
-                out.append(ToolMessage(content=c, tool_call_id=b.tool_use_id, name=names.get(b.tool_use_id),
-                                       status="error" if b.is_error else "success"))
-            elif isinstance(b, TextBlock):
-                texts.append(b)
-        if texts or not m.tool_results:
-            out.append(HumanMessage(content=texts[0].text if len(texts) == 1 else [
-                {"type": "text", "text": t.text} for t in texts]))
-        if memo is not None:
-            used[id(m)] = (m, named, out[mark:])
+                converted[id(m)] = hit
+        for b in m.tool_uses:
+            if b.id in calls:
+                unique = False  # which of two calls a result names depends on order: no shortcuts
+            calls[b.id] = (i, b.name)
+        starts.append(len(out))
     if memo is not None:
-        memo.clear()
-        memo.update(used)
-    return out
+        memo.system, memo.messages, memo.out, memo.starts = system, messages, out, starts
+        memo.calls = calls if unique else None
+        if len(converted) > 4 * len(messages) + 64:  # drop conversions of messages long gone
+            live = {id(m) for m in messages}
+            memo.converted = {k: v for k, v in converted.items() if k in live}
+    return list(out)
+
+
+def _convert(m: Message, out: list[BaseMessage], name_of: Callable[[str], str | None]) -> None:
+    """Append the LangChain messages of one ctxmem message to ``out``."""
+    if m.role == "assistant":
+        parts: list[Any] = []
+        for b in m.content:
+            if isinstance(b, TextBlock):
+                parts.append({"type": "text", "text": b.text})
+            elif isinstance(b, ThinkingBlock):
+                parts.append({"type": "thinking", "thinking": b.thinking, "signature": b.signature})
+            elif isinstance(b, RedactedThinkingBlock):
+                parts.append({"type": "redacted_thinking", "data": b.data})
+        calls = [{"id": b.id, "name": b.name, "args": b.input, "type": "tool_call"} for b in m.tool_uses]
+        content: Any = parts[0]["text"] if len(parts) == 1 and parts[0]["type"] == "text" else parts
+        out.append(AIMessage(content=content if parts else "", tool_calls=calls))
+        return
+    texts: list[TextBlock] = []
+    for b in m.content:
+        if isinstance(b, ToolResultBlock):
+            c: Any = b.content if isinstance(b.content, str) else [
+                {"type": "text", "text": t.text} for t in b.content]
+            out.append(ToolMessage(content=c, tool_call_id=b.tool_use_id, name=name_of(b.tool_use_id),
+                                   status="error" if b.is_error else "success"))
+        elif isinstance(b, TextBlock):
+            texts.append(b)
+    if texts or not m.tool_results:
+        out.append(HumanMessage(content=texts[0].text if len(texts) == 1 else [
+            {"type": "text", "text": t.text} for t in texts]))
 
 
 def _tool_specs(tools: Sequence[Any]) -> tuple[ToolSpec, ...]:
@@ -266,7 +319,7 @@ class CtxmemMiddleware(AgentMiddleware):
         # LangChain messages (the kept ones are handed out again, not rebuilt)
         self._sessions: dict[str, Session] = {}
         self._seen: dict[str, tuple[list[Any], str | None]] = {}
-        self._out_memo: dict[str, dict[int, Any]] = {}
+        self._out_memo: dict[str, ConversionMemo] = {}
         # record → build is one step: concurrent runs (agent.batch, threads) on one session
         # would otherwise build from each other's half-recorded conversations
         self._lock = threading.RLock()
@@ -385,7 +438,7 @@ class CtxmemMiddleware(AgentMiddleware):
         lb = builder.build_session(session, system=system)
         self.last_report = lb.built.report
         # the system prompt leads (a SystemMessage in the graph state was counted, then dropped)
-        return to_langchain(lb.built.messages, system, memo=self._out_memo.setdefault(session.id, {}))
+        return to_langchain(lb.built.messages, system, memo=self._out_memo.setdefault(session.id, ConversionMemo()))
 
     # ------------------------------------------------------------------ LangChain v1 hooks
 
@@ -424,4 +477,4 @@ class CtxmemMiddleware(AgentMiddleware):
         return {"llm_input_messages": self.context(messages)}
 
 
-__all__ = ["CtxmemMiddleware", "from_langchain", "to_langchain"]
+__all__ = ["ConversionMemo", "CtxmemMiddleware", "from_langchain", "to_langchain"]
