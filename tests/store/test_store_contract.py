@@ -467,3 +467,33 @@ def test_derived_state_is_kept_per_session_and_kind_and_replaced(store: Any) -> 
     store.save_derived(a, "salience/v2/x", "20:9", b"newer")  # replaced, not added
     assert store.load_derived(a, "salience/v2/x") == ("20:9", b"newer")
     assert store.load_derived(a, "summary-chunks/v1/y") == ("chunks", b"other")
+
+
+def test_chain_since_reads_what_followed_an_event_with_its_stored_counts(store: Any) -> None:
+    """What a follower of the session reads each turn: the chain's events after the one it
+    saw last, each with the count a full load would read; None when the chain no longer
+    passes through that event (a rewind) or too much came since."""
+    from ctxmem.context import History
+
+    session = Session.create(store, tokenizers=["o200k_base"])
+    msgs = synthetic_session(6, seed=1)
+    ids = [session.record(m) for m in msgs[:5]]
+    seen = ids[-1][-1]
+    assert store.chain_since(session.id, seen, "o200k_base") == (seen, [], [])
+    more = [session.record(m) for m in msgs[5:9]]
+    session.note("a note between turns")
+    head, events, totals = store.chain_since(session.id, seen, "o200k_base")  # type: ignore[misc]
+    recorded = [e for ids_ in more for e in ids_]
+    assert head == session.info.head_event_id and [se.id for se in events][: len(recorded)] == recorded
+    assert events == store.chain(session.id).events[-len(events):]
+    full = {c.event_id: c.content + c.overhead for c in store.chain(session.id, tokenizers=["o200k_base"]).counts[
+        "o200k_base"]}
+    assert totals == [full.get(se.id) for se in events] and all(t is not None for t in totals[:-1])
+    assert History.from_session(session, "o200k_base").counts[-4:] == [
+        c.total for c in count_messages(msgs[5:9], get_tokenizer("o200k_base"))]
+    assert store.chain_since(session.id, seen, "o200k_base", limit=3) is None  # more than 3 came since
+    # a rewind to before the event seen, then another continuation: the chain left it
+    session.rewind(ids[2][-1])
+    session.record(Message.user("another way"))
+    assert store.chain_since(session.id, seen, "o200k_base") is None
+    assert store.chain_since(session.id, ids[2][-1], "o200k_base")[1][0].event.blocks[0].text == "another way"  # type: ignore[index,union-attr]

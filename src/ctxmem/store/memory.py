@@ -234,6 +234,28 @@ class MemoryStore:
         except KeyError:
             raise EventNotFoundError(event_id) from None
 
+    def chain_since(
+        self, session_id: str, after_event_id: int, tokenizer: str, limit: int = 512
+    ) -> tuple[int | None, list[StoredEvent], list[int | None]] | None:
+        """See :meth:`ctxmem.store.sqlite.SQLiteStore.chain_since`."""
+        head = self.get_session(session_id).head_event_id
+        if head == after_event_id:
+            return head, [], []
+        rows: list[_Row] = []
+        eid = head
+        while eid is not None and eid != after_event_id:
+            if len(rows) >= limit:
+                return None
+            row = self._events[eid]
+            rows.append(row)
+            eid = row.stored.parent_id
+        if eid != after_event_id:
+            return None
+        rows.reverse()
+        tok = self.tokenizer(tokenizer)
+        counts = [self._count_event(r, r.stored.parent_id, tok) for r in rows]
+        return head, [r.stored for r in rows], [c.content + c.overhead for c in counts]
+
     def event_count(self, session_id: str) -> int:
         head = self.get_session(session_id).head_event_id
         return self._events[head].depth if head is not None else 0

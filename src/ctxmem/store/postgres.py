@@ -476,6 +476,32 @@ class PostgresStore:
 
         return self._run(read)
 
+    def chain_since(
+        self, session_id: str, after_event_id: int, tokenizer: str, limit: int = 512
+    ) -> tuple[int | None, list[StoredEvent], list[int | None]] | None:
+        """See :meth:`ctxmem.store.sqlite.SQLiteStore.chain_since`: one transaction, the chain
+        walked from the head down to the event seen (a recursive read of the new part only)."""
+
+        def read(conn: Any) -> tuple[int | None, list[StoredEvent], list[int | None]] | None:
+            head = self._head(conn, session_id)
+            if head == after_event_id:
+                return head, [], []
+            if head is None or head < after_event_id:
+                return None
+            rows = conn.execute(
+                _CHAIN + f"SELECT {_EVENT_COLS}, t.content + t.overhead FROM chain JOIN events e ON e.id = chain.id "
+                "LEFT JOIN blobs b ON b.id = e.blob_id "
+                "LEFT JOIN event_tokens t ON t.event_id = e.id AND t.tokenizer = %(tid)s ORDER BY e.id LIMIT %(n)s",
+                {"head": head, "lo": after_event_id, "tid": tokenizer_id(tokenizer), "n": limit + 2},
+            ).fetchall()
+            # the walk stops below the event seen: it is the first row unless the chain left it
+            if not rows or rows[0][0] != after_event_id or len(rows) > limit + 1:
+                return None
+            rest = rows[1:]
+            return head, _decode([r[:15] for r in rest]), [r[15] for r in rest]
+
+        return self._run(read)
+
     def event(self, event_id: int) -> StoredEvent:
         rows = self._read(
             f"SELECT {_EVENT_COLS} FROM events e LEFT JOIN blobs b ON b.id = e.blob_id WHERE e.id = %s", (event_id,)
