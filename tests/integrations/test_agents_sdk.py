@@ -401,3 +401,50 @@ def test_a_postgresql_url_opens_the_shared_store_as_the_cli_does() -> None:
     run(a.add_items([{"role": "user", "content": "hello from one process"}]))
     b = CtxmemSession("pg", store=url)  # another handle, as another process would open it
     assert run(b.get_items()) == [{"role": "user", "content": "hello from one process"}]
+
+
+def test_a_preset_session_reads_each_call_only_what_was_added_and_builds_what_a_full_read_builds(
+    tmp_path: Any,
+) -> None:
+    """get_items with a preset keeps its reading of the chain and extends it with what was
+    added since (parallel outputs joining a turn item by item, another handle's write, a
+    pop_item, a clear_session); every answer is what a handle that reads the whole chain gives."""
+    from ctxmem.events import message_spans
+    from ctxmem.integrations.responses import to_responses
+    from ctxmem.samples import synthetic_session
+
+    db = str(tmp_path / "v.db")
+    msgs = synthetic_session(12, seed=6)
+    s = CtxmemSession("v", store=db, preset="masking-200k", context_window=4000)
+    # a handle that reads the whole chain on every call (its reading dropped each time); both
+    # build every time, so their strategies carry the same boundary from call to call
+    full = CtxmemSession("v", store=db, preset="masking-200k", context_window=4000)
+
+    def check() -> None:
+        got = run(s.get_items())
+        full._view = None
+        assert got == run(full.get_items())
+        view = s._view
+        assert view is not None
+        spans = list(message_spans(s.store.chain("v").events))
+        assert view.messages == [m for m, _ in spans] and view.ids == [tuple(e) for _, e in spans]
+
+    run(s.add_items(to_responses(msgs[:3])))
+    check()
+    for k in range(3, 9, 2):  # a call per round, and its outputs item by item
+        run(s.add_items(to_responses(msgs[k : k + 1])))
+        for item in to_responses(msgs[k + 1 : k + 2]):  # outputs join the user turn one by one
+            run(s.add_items([item]))
+        check()
+    other = CtxmemSession("v", store=db)  # another handle writes the next round
+    run(other.add_items(to_responses(msgs[9:13])))
+    check()
+    r = s.last_report
+    assert r is not None and (r.masked or r.dropped)  # the budget bites: compacted contexts compared
+    run(s.pop_item())
+    check()
+    run(s.add_items(to_responses(msgs[13:17])))
+    check()
+    run(s.clear_session())
+    run(s.add_items(to_responses(msgs[:3])))
+    check()
