@@ -340,6 +340,11 @@ class _ChainCountingStore(SQLiteStore):
         self.chains += 1
         return super().chain(*args, **kwargs)  # type: ignore[arg-type]
 
+    def chain_messages(self, *args: object, **kwargs: object) -> object:  # a whole-chain read too
+        got = super().chain_messages(*args, **kwargs)  # type: ignore[arg-type]
+        self.chains += got is not None  # (a declined one read no rows)
+        return got
+
 
 @pytest.mark.parametrize("preset", ["masking-200k", "pipeline-200k", "window-32k"])
 def test_build_session_turn_after_turn_extends_one_history_and_builds_what_a_fresh_builder_builds(

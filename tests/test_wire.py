@@ -167,6 +167,11 @@ class CountingStore(SQLiteStore):
         self.chains += 1
         return super().chain(*args, **kwargs)
 
+    def chain_messages(self, *args: Any, **kwargs: Any) -> Any:  # a whole-chain read too
+        got = super().chain_messages(*args, **kwargs)
+        self.chains += got is not None  # (a declined one read no rows)
+        return got
+
     def event(self, event_id: int) -> Any:
         self.events_read += 1
         return super().event(event_id)

@@ -217,6 +217,11 @@ def test_each_turn_reads_and_converts_only_what_it_added_and_builds_what_the_ful
             self.chains += 1
             return super().chain(*args, **kwargs)
 
+        def chain_messages(self, *args: Any, **kwargs: Any) -> Any:  # a whole-chain read too
+            got = super().chain_messages(*args, **kwargs)
+            self.chains += got is not None  # (a declined one read no rows)
+            return got
+
     msgs = synthetic_session(40, seed=3)
     lc = to_langchain(msgs[:41])
     store = CountingStore(str(tmp_path / "lc.db"))

@@ -305,6 +305,11 @@ def test_build_context_asked_every_turn_builds_incrementally(tmp_path: Path) -> 
             self.chains += 1
             return super().chain(*args, **kwargs)
 
+        def chain_messages(self, *args: Any, **kwargs: Any) -> Any:  # a whole-chain read too
+            got = super().chain_messages(*args, **kwargs)
+            self.chains += got is not None  # (a declined one read no rows)
+            return got
+
     msgs = synthetic_session(20, seed=2)
     store = CountingStore(str(tmp_path / "c.db"))
     session = Session.create(store, tokenizers=["o200k_base"])

@@ -419,3 +419,45 @@ def test_events_of_one_kind_are_the_chain_filtered_on_forks_and_rewinds(sqlite_s
     assert [e.event.text for e in sqlite_store.chain_events_of_kind(a.id, "note")] == ["first", "third"]
     assert [e.event.text for e in sqlite_store.chain_events_of_kind(b.id, "note")] == ["first", "b's own"]
 
+
+
+def test_a_history_read_straight_into_messages_is_the_one_read_event_by_event(tmp_path: Path) -> None:
+    """A reload's fast path (chain_messages: rows to messages, no event objects) gives the
+    History the event-by-event read gives: messages, counts, event ids, for every kind of
+    event a session holds; a forked or rewound session, whose chain is not one id range of
+    its own events, is declined and read event by event."""
+    from ctxmem.context import History
+    from ctxmem.events import CompactionEvent
+    from ctxmem.messages import TextBlock, ThinkingBlock
+
+    store = SQLiteStore(tmp_path / "h.db")
+    session = Session.create(store, tokenizers=["o200k_base"])
+    msgs = synthetic_session(8, seed=2)
+    session.record_many(msgs[:9])
+    session.record_model_call("m", input_tokens=10, output_tokens=2)
+    session.record(Message.assistant(ThinkingBlock("plan", "sig"), TextBlock("Reading."),
+                                     ToolUseBlock("tb1", "read", {"big": 2**70, "x": 1.5})))
+    session.record_tool_result("tb1", (TextBlock("part one"), TextBlock("part two")), tool_name="read")
+    session.note("between turns", "tag")
+    session.record(Message.assistant(ToolUseBlock("td1", "run", {})))
+    session.record_tool_result("td1", "timed output", tool_name="run", duration_s=1.25, is_error=True)
+    session.record_compaction(CompactionEvent("masking", 100, 50, (1, 2), "summary", "test"))
+    session.record_many(msgs[9:])
+
+    def both(s: Session, tokenizer: str = "o200k_base") -> tuple[History, History]:
+        fast = History.from_session(s, tokenizer)
+        slow = History.from_chain(s.chain(tokenizers=[tokenizer]), tokenizer)
+        assert fast.messages == slow.messages and fast.counts == slow.counts and fast.event_ids == slow.event_ids
+        return fast, slow
+
+    got = store.chain_messages(session.id, "o200k_base")
+    assert got is not None and got[3] == session.info.head_event_id and got[4] == len(store.chain(session.id).events)
+    fast, _ = both(session)
+    assert fast.messages == session.messages() and fast.total == session.totals("o200k_base").total
+    both(session, "cl100k_base")  # a tokenizer the session did not count on append: backfilled, then read
+    fork = session.fork(fast.event_ids[5][-1])
+    assert store.chain_messages(fork.id, "o200k_base") is None
+    both(fork)
+    session.rewind(fast.event_ids[7][-1])
+    assert store.chain_messages(session.id, "o200k_base") is None
+    both(session)

@@ -105,7 +105,24 @@ class History:
     @classmethod
     def from_session(cls, session: Session, tokenizer: str) -> History:
         """Load a session's view with its stored counts (no re-tokenizing)."""
-        return cls.from_chain(session.chain(tokenizers=[tokenizer]), tokenizer)
+        return cls._load(session, tokenizer)[0]
+
+    @classmethod
+    def _load(cls, session: Session, tokenizer: str) -> tuple[History, int | None, int]:
+        """:meth:`from_session`, with the head and the number of events the load read. A
+        store that reads a chain straight into messages (``chain_messages``: SQLite) is
+        asked that way; any other, and a chain it declines (a forked session), is read
+        event by event."""
+        direct = getattr(session.store, "chain_messages", None)
+        got = direct(session.id, tokenizer) if direct is not None else None
+        if got is None:
+            view = session.chain(tokenizers=[tokenizer])
+            return cls.from_chain(view, tokenizer), (view.events[-1].id if view.events else None), len(view.events)
+        msgs, counts, ids, head, depth = got
+        h = cls(tokenizer)
+        with gc_paused_over(depth):
+            h._append(msgs, counts, ids)
+        return h, head, depth
 
     @classmethod
     def from_chain(cls, view: ChainView, tokenizer: str) -> History:
@@ -267,12 +284,11 @@ class FollowedHistories:
                 return h
         # a full load: head and depth are those of the events loaded (the chain's last event
         # is its head), whatever another writer appends meanwhile
-        view = session.chain(tokenizers=[tokenizer])
-        history = History.from_chain(view, tokenizer)
+        history, head, depth = History._load(session, tokenizer)
         self._seen.pop(key, None)
         if len(self._seen) >= self._limit:
             self._seen.pop(next(iter(self._seen)))
-        self._seen[key] = _Seen(store, history, view.events[-1].id if view.events else None, len(view.events))
+        self._seen[key] = _Seen(store, history, head, depth)
         return history
 
 

@@ -36,6 +36,7 @@ from ctxmem.events import (
 )
 from ctxmem.messages import (
     ContentBlock,
+    Message,
     TextBlock,
     ThinkingBlock,
     ToolResultBlock,
@@ -365,6 +366,8 @@ class _Makers(NamedTuple):
     tool_call: Callable[..., Event]
     message: Callable[..., Event]
     text: Callable[[str], ContentBlock]
+    result_block: Callable[..., ToolResultBlock]
+    use_block: Callable[..., ToolUseBlock]
 
 
 def _fast_makers() -> _Makers | None:
@@ -401,12 +404,24 @@ def _fast_makers() -> _Makers | None:
         s_event(o, event)
         return o
 
-    def text_result(tool_use_id: str, content: str, is_error: bool, tool_name: str | None, starts: bool) -> Event:
+    def result_block(tool_use_id: str, content: str, is_error: bool) -> ToolResultBlock:
         b = new(ToolResultBlock)
         b_id(b, tool_use_id)
         b_content(b, content)
         b_error(b, is_error)
         b_type(b, "tool_result")
+        return b
+
+    def use_block(id: str, name: str, input: dict[str, Any]) -> ToolUseBlock:
+        u = new(ToolUseBlock)
+        u_id(u, id)
+        u_name(u, name)
+        u_input(u, input)
+        u_type(u, "tool_use")
+        return u
+
+    def text_result(tool_use_id: str, content: str, is_error: bool, tool_name: str | None, starts: bool) -> Event:
+        b = result_block(tool_use_id, content, is_error)
         e = new(ToolResultEvent)
         e_result(e, b)
         e_name(e, tool_name)
@@ -425,11 +440,7 @@ def _fast_makers() -> _Makers | None:
         return o
 
     def tool_call(id: str, name: str, input: dict[str, Any], starts: bool) -> Event:
-        u = new(ToolUseBlock)
-        u_id(u, id)
-        u_name(u, name)
-        u_input(u, input)
-        u_type(u, "tool_use")
+        u = use_block(id, name, input)
         e = new(ToolCallEvent)
         ce_use(e, u)
         ce_new(e, starts)
@@ -450,7 +461,7 @@ def _fast_makers() -> _Makers | None:
         x_type(b, "text")
         return b
 
-    return _Makers(stored, text_result, counts, tool_call, message, text)
+    return _Makers(stored, text_result, counts, tool_call, message, text, result_block, use_block)
 
 
 def _plain_makers() -> _Makers:
@@ -463,7 +474,7 @@ def _plain_makers() -> _Makers:
     def message(role: Any, blocks: tuple[ContentBlock, ...], starts: bool) -> Event:
         return MessageEvent(role, blocks, starts)
 
-    return _Makers(StoredEvent, text_result, EventCounts, tool_call, message, TextBlock)
+    return _Makers(StoredEvent, text_result, EventCounts, tool_call, message, TextBlock, ToolResultBlock, ToolUseBlock)
 
 
 _makers = _fast_makers()
@@ -560,6 +571,63 @@ def decode_rows(rows: Sequence[Sequence[Any]]) -> list[StoredEvent]:
             ev = decode_event(kind, row[4], row[6], row[7], bool(row[8]), row[9], row[10], row[11], starts)
         append(stored(row[0], row[1], row[2], row[12], ev))
     return out
+
+
+#: the columns :func:`decode_messages` reads: an event, its blob and its stored count
+MESSAGE_COLS = (
+    "e.id, e.kind, e.role, e.starts_message, e.tool_use_id, e.tool_name, e.is_error, e.fmt, b.text, e.meta, "
+    "t.content + t.overhead"
+)
+
+
+def decode_messages(
+    rows: Sequence[Sequence[Any]],
+) -> tuple[list[Message], list[int], list[tuple[int, ...]]] | None:
+    """Rows of ``SELECT {MESSAGE_COLS}`` over a chain, oldest first → its messages, each
+    message's count (the sum of its events' stored counts) and its event ids: what
+    :func:`decode_rows` and :func:`~ctxmem.events.message_spans` give together, without an
+    event object per row (a reload's hot path; the same messages, tested equal). ``None``
+    when a content event has no stored count (the caller reads the chain instead)."""
+    msgs: list[Message] = []
+    counts: list[int] = []
+    ids: list[tuple[int, ...]] = []
+    loads, tool_input, trusted = _loads, _tool_input, _trusted_block
+    result_block, use_block = _make.result_block, _make.use_block
+    role: str | None = None
+    blocks: list[ContentBlock] = []
+    eids: list[int] = []
+    n = 0
+    for r in rows:
+        kind = r[1]
+        if kind == "tool_result" and r[7] == "text" and r[9] is None:
+            rl: str | None = "user"
+            bl: tuple[ContentBlock, ...] = (result_block(r[4] or "", r[8] or "", bool(r[6])),)
+        elif kind == "tool_call":
+            rl, bl = "assistant", (use_block(r[4] or "", r[5] or "", tool_input(r[8] or '["", {}]')),)
+        elif kind == "message":
+            rl, bl = r[2], tuple([trusted(b) for b in loads(r[8] or "[]")])
+        elif kind == "tool_result":
+            ev = decode_event(kind, r[2], r[4], r[5], bool(r[6]), r[7], r[8], r[9], bool(r[3]))
+            assert isinstance(ev, ToolResultEvent)
+            rl, bl = "user", (ev.result,)
+        else:
+            continue  # not content: no role, no message (as message_spans skips it)
+        if r[10] is None:
+            return None
+        if role is None or rl != role or r[3]:
+            if role is not None:
+                msgs.append(Message(role, tuple(blocks)))  # type: ignore[arg-type]
+                counts.append(n)
+                ids.append(tuple(eids))
+            role, blocks, eids, n = rl, [], [], 0
+        blocks.extend(bl)
+        eids.append(r[0])
+        n += r[10]
+    if role is not None:
+        msgs.append(Message(role, tuple(blocks)))  # type: ignore[arg-type]
+        counts.append(n)
+        ids.append(tuple(eids))
+    return msgs, counts, ids
 
 
 def decode_event(

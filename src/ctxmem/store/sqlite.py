@@ -50,7 +50,7 @@ from ctxmem.errors import (
     StoreError,
 )
 from ctxmem.events import Event, StoredEvent, pending_tool_uses
-from ctxmem.messages import ToolUseBlock
+from ctxmem.messages import Message, ToolUseBlock
 from ctxmem.store import parallel_count
 from ctxmem.store.base import (
     AppendCheck,
@@ -64,9 +64,11 @@ from ctxmem.store.base import (
     documented_by,
 )
 from ctxmem.store.codec import (
+    MESSAGE_COLS,
     Encoded,
     decode_counts,
     decode_event,
+    decode_messages,
     decode_rows,
     encode_event,
     event_texts,
@@ -796,6 +798,35 @@ class SQLiteStore:
                 counts[name] = decode_counts(crows)
             events = decode_rows(rows)
         return ChainView(info, events, counts)
+
+    def chain_messages(
+        self, session_id: str, tokenizer: str
+    ) -> tuple[list[Message], list[int], list[tuple[int, ...]], int | None, int] | None:
+        """The session's chain as messages with their stored counts in ``tokenizer`` and their
+        event ids, plus the head and the number of events read: what
+        :meth:`~ctxmem.context.History.from_session` builds, read in one range scan without an
+        event object per row (:func:`~ctxmem.store.codec.decode_messages`). ``None`` for a
+        forked session (its chain spans other sessions' events) or where a count is missing:
+        the caller reads :meth:`chain` then."""
+        head = self._head(session_id)
+        if head is None:
+            return [], [], [], None, 0
+        self.totals(session_id, tokenizer)  # backfills counts for a tokenizer not tracked on append
+        with self.read_snapshot() as conn, gc_paused():
+            row = conn.execute("SELECT linear, head_event_id FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None or not row[0]:
+                return None
+            head = row[1]
+            rows = conn.execute(
+                f"SELECT {MESSAGE_COLS} FROM events e LEFT JOIN blobs b ON b.id = e.blob_id "
+                "LEFT JOIN event_tokens t ON t.event_id = e.id AND t.tokenizer = ? "
+                "WHERE e.session_id = ? AND e.id <= ? ORDER BY e.id",
+                (tokenizer_id(tokenizer), session_id, head),
+            ).fetchall()
+            got = decode_messages(rows)
+        if got is None:
+            return None
+        return got[0], got[1], got[2], rows[-1][0] if rows else None, len(rows)
 
     def chain_since(
         self, session_id: str, after_event_id: int, tokenizer: str, limit: int = 512
