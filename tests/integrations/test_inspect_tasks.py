@@ -86,3 +86,48 @@ def test_task_parameters_read_like_the_cli_and_fail_once_when_wrong() -> None:
         with pytest.raises(InputError) as exc:
             niah(**kwargs)  # type: ignore[arg-type]
         assert exc.value.field == field
+
+
+def test_to_inspect_keeps_errors_and_reasoning() -> None:
+    """An error result is an Inspect tool error, and thinking is reasoning content (with its
+    signature; redacted thinking redacted), ahead of the text, as the model produced them."""
+    from inspect_ai.model import (
+        ChatMessageAssistant,
+        ChatMessageTool,
+        ChatMessageUser,
+        ContentReasoning,
+        ContentText,
+    )
+
+    from ctxmem.integrations.inspect import to_inspect
+    from ctxmem.messages import (
+        Message,
+        RedactedThinkingBlock,
+        TextBlock,
+        ThinkingBlock,
+        ToolResultBlock,
+        ToolUseBlock,
+    )
+
+    out = to_inspect([
+        Message.user("Compile it."),
+        Message.assistant(ThinkingBlock("plan the build", "sig-1"), RedactedThinkingBlock("opaque"),
+                          TextBlock("Compiling."), ToolUseBlock("c1", "compile", {"path": "k.py"}),
+                          ToolUseBlock("c2", "check", {})),
+        Message("user", (ToolResultBlock("c1", "OutOfResources: shared memory", is_error=True),
+                         ToolResultBlock("c2", "ok"), TextBlock("Go on."))),
+        Message.assistant("Done."),
+    ], system="Be brief.")
+    assert [m.role for m in out] == ["system", "user", "assistant", "tool", "tool", "user", "assistant"]
+    ai = out[2]
+    assert isinstance(ai, ChatMessageAssistant) and isinstance(ai.content, list)
+    first, second, text = ai.content
+    assert isinstance(first, ContentReasoning) and first.reasoning == "plan the build" and first.signature == "sig-1"
+    assert isinstance(second, ContentReasoning) and second.redacted and second.reasoning == "opaque"
+    assert isinstance(text, ContentText) and text.text == "Compiling."
+    assert [c.function for c in ai.tool_calls or []] == ["compile", "check"]
+    failed, fine = out[3], out[4]
+    assert isinstance(failed, ChatMessageTool) and failed.error is not None
+    assert failed.error.message == "OutOfResources: shared memory" and failed.function == "compile"
+    assert isinstance(fine, ChatMessageTool) and fine.error is None and fine.content == "ok"
+    assert isinstance(out[5], ChatMessageUser) and out[6].content == "Done."

@@ -65,15 +65,25 @@ from inspect_ai.tool import ToolCall
 
 from ctxmem.evals.cells import Cell, CellRefusedError, build_cell
 from ctxmem.evals.grid import expand, parse_depths, parse_lengths
-from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
+from ctxmem.messages import (
+    Message,
+    RedactedThinkingBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+)
 from ctxmem.tokens import provision_tiktoken_cache
 
 DEFAULT_WINDOW = 200_000
 
 
 def to_inspect(messages: list[Message], system: str | None = None) -> list[ChatMessage]:
-    """ctxmem messages → Inspect chat messages (tool results become ``tool`` messages)."""
-    from inspect_ai.model import ChatMessageSystem
+    """ctxmem messages → Inspect chat messages (tool results become ``tool`` messages, an
+    error result carries a ``ToolCallError``; thinking becomes ``ContentReasoning``, with its
+    signature, and redacted thinking a redacted one)."""
+    from inspect_ai.model import ChatMessageSystem, ContentReasoning
+    from inspect_ai.tool import ToolCallError
 
     out: list[ChatMessage] = [ChatMessageSystem(content=system)] if system else []
     names: dict[str, str] = {}
@@ -83,12 +93,21 @@ def to_inspect(messages: list[Message], system: str | None = None) -> list[ChatM
             calls = [ToolCall(id=b.id, function=b.name, arguments=dict(b.input))
                      for b in m.content if isinstance(b, ToolUseBlock)]
             names.update((c.id, c.function) for c in calls)
-            out.append(ChatMessageAssistant(content="\n".join(texts), tool_calls=calls or None))
+            reasoning = [
+                ContentReasoning(reasoning=b.thinking, signature=b.signature or None) if isinstance(b, ThinkingBlock)
+                else ContentReasoning(reasoning=b.data, redacted=True)
+                for b in m.content if isinstance(b, ThinkingBlock | RedactedThinkingBlock)
+            ]
+            content: Any = "\n".join(texts)
+            if reasoning:  # the reasoning first, as the model produced it, then the text
+                content = [*reasoning, *([ContentText(text=content)] if content else [])]
+            out.append(ChatMessageAssistant(content=content, tool_calls=calls or None))
             continue
         for b in m.content:
             if isinstance(b, ToolResultBlock):
-                out.append(ChatMessageTool(content=b.text, tool_call_id=b.tool_use_id,
-                                           function=names.get(b.tool_use_id)))
+                out.append(ChatMessageTool(
+                    content=b.text, tool_call_id=b.tool_use_id, function=names.get(b.tool_use_id),
+                    error=ToolCallError("unknown", b.text) if b.is_error else None))
         if texts:
             out.append(ChatMessageUser(content=[ContentText(text=t) for t in texts]))
     return out
