@@ -128,6 +128,25 @@ def test_import_refusals_exit_1_and_create_nothing(tmp_path: Path) -> None:
     assert len(json.loads(run("sessions", "list", "--db", db, "--json").output)) == 1
 
 
+def test_with_json_an_error_is_json_on_stdout_too(tmp_path: Path) -> None:
+    """A script reading --json output can parse a failure (type, message, and the place it
+    names); the one-line message still goes to stderr, and without --json stdout stays empty."""
+    db = str(tmp_path / "s.db")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"role": "user", "content": "q"}\n{"role": "assistant", "content": [{"type": "tool_use", '
+                    b'"id": "", "name": "f", "input": {}}]}\n')
+    r = CliRunner().invoke(cli, ["sessions", "import", str(bad), "--db", db, "--tokenizer", "heuristic", "--json"])
+    assert r.exit_code == 1
+    got = json.loads(r.stdout)["error"]
+    assert got["type"] == "InputError" and got["line"] == 2 and got["field"] == "content[0].id"
+    assert got["source"] == str(bad) and "must not be empty" in got["message"]
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+    r = CliRunner().invoke(cli, ["sessions", "show", "nope", "--db", db, "--json"])
+    assert r.exit_code == 1 and json.loads(r.stdout)["error"]["type"] == "SessionNotFoundError"
+    r = CliRunner().invoke(cli, ["sessions", "show", "nope", "--db", db])
+    assert r.exit_code == 1 and r.stdout == "" and "no session 'nope'" in r.stderr
+
+
 def test_list_on_an_empty_store(tmp_path: Path) -> None:
     assert json.loads(run("sessions", "list", "--db", str(tmp_path / "e.db"), "--json").output) == []
     assert "no sessions" in run("sessions", "list", "--db", str(tmp_path / "e.db")).output

@@ -52,12 +52,16 @@ class CtxmemGroup(click.Group):
         return super().group(*args, **_with_help(kwargs))
 
     def invoke(self, ctx: click.Context) -> Any:
+        # the subcommand's arguments (the group hands them on and clears them): --json asked
+        wants_json = "--json" in ctx.args
         try:
             return super().invoke(ctx)
         except CtxmemError as exc:
             if os.environ.get("CTXMEM_DEBUG"):
                 raise
             click.echo(f"error: {exc}", err=True)
+            if wants_json:  # a script reading --json output gets the error as JSON on stdout too
+                click.echo(json.dumps({"error": error_json(exc)}, ensure_ascii=False))
             sys.exit(1)
         except BrokenPipeError:
             # the reader went away (`ctxmem sessions show ... | head -1`): not an error of ours
@@ -69,6 +73,17 @@ class CtxmemGroup(click.Group):
                 raise
             click.echo(f"error: {os_error_line(exc)}", err=True)
             sys.exit(1)
+
+
+def error_json(exc: CtxmemError) -> dict[str, Any]:
+    """A ctxmem error as JSON fields: its type, its one-line message, and where it names a
+    place (``source``, ``line``, ``field``) those too."""
+    out: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    for name in ("source", "line", "field"):
+        value = getattr(exc, name, None)
+        if value is not None and value != "":
+            out[name] = str(value) if name == "source" else value
+    return out
 
 
 def os_error_line(exc: OSError) -> str:
