@@ -65,3 +65,37 @@ def tiktoken_encoding_or_skip(name: str) -> Any:
             f"no engine can load {name} here: tiktoken has no file and no network ({tiktoken_error}); "
             f"quicktok: {type(exc).__name__}: {exc}"
         )
+
+
+def chain_counting_store(path: str) -> Any:
+    """A real SQLite store that counts its whole-chain reads (``chains``: the O(n) load of a
+    History, by either read) and the events it reads one at a time or as a catch-up
+    (``events_read``): what a test of "a turn reads only what it added" asserts on."""
+    from ctxmem.store import SQLiteStore
+
+    class ChainCountingStore(SQLiteStore):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.chains = 0
+            self.events_read = 0
+
+        def chain(self, *args: Any, **kwargs: Any) -> Any:
+            self.chains += 1
+            return super().chain(*args, **kwargs)
+
+        def chain_messages(self, *args: Any, **kwargs: Any) -> Any:
+            got = super().chain_messages(*args, **kwargs)
+            self.chains += got is not None  # (a declined one read no rows)
+            return got
+
+        def event(self, event_id: int) -> Any:
+            self.events_read += 1
+            return super().event(event_id)
+
+        def chain_since(self, *args: Any, **kwargs: Any) -> Any:
+            got = super().chain_since(*args, **kwargs)
+            if got is not None:
+                self.events_read += len(got[1])
+            return got
+
+    return ChainCountingStore(path)

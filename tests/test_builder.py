@@ -26,6 +26,7 @@ from ctxmem.messages import Message, ToolUseBlock, to_anthropic
 from ctxmem.samples import synthetic_session
 from ctxmem.session import Session
 from ctxmem.store import MemoryStore, SQLiteStore
+from support import chain_counting_store
 
 LLM_PRESET = """
 type = "summarization"
@@ -329,28 +330,11 @@ def test_context_build_of_a_transcript_ending_in_the_answer_is_for_the_next_inpu
 # --------------------------------------------------------------------------- build(session), turn after turn
 
 
-class _ChainCountingStore(SQLiteStore):
-    """A real SQLite store that counts full chain reads (the O(n) load of a History)."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.chains = 0
-
-    def chain(self, *args: object, **kwargs: object) -> object:
-        self.chains += 1
-        return super().chain(*args, **kwargs)  # type: ignore[arg-type]
-
-    def chain_messages(self, *args: object, **kwargs: object) -> object:  # a whole-chain read too
-        got = super().chain_messages(*args, **kwargs)  # type: ignore[arg-type]
-        self.chains += got is not None  # (a declined one read no rows)
-        return got
-
-
 @pytest.mark.parametrize("preset", ["masking-200k", "pipeline-200k", "window-32k"])
 def test_build_session_turn_after_turn_extends_one_history_and_builds_what_a_fresh_builder_builds(
     tmp_path: Path, preset: str
 ) -> None:
-    store = _ChainCountingStore(str(tmp_path / "t.db"))
+    store = chain_counting_store(str(tmp_path / "t.db"))
     session = Session.create(store, tokenizers=["o200k_base"])
     msgs = synthetic_session(30, seed=5)
     for m in msgs[:21]:
@@ -371,7 +355,7 @@ def test_build_session_turn_after_turn_extends_one_history_and_builds_what_a_fre
 
 
 def test_build_session_reloads_after_a_rewind_or_another_handles_write(tmp_path: Path) -> None:
-    store = _ChainCountingStore(str(tmp_path / "r.db"))
+    store = chain_counting_store(str(tmp_path / "r.db"))
     session = Session.create(store, tokenizers=["o200k_base"])
     session.record(Message.user("task"))
     ids = []

@@ -34,6 +34,7 @@ from ctxmem.messages import (
 from ctxmem.samples import synthetic_session
 from ctxmem.session import Session
 from ctxmem.store import MemoryStore, SQLiteStore
+from support import chain_counting_store
 
 READ = ToolSpec("read_file", "Read a file", {"type": "object", "properties": {"path": {"type": "string"}}})
 FILES = {"a.txt": "alpha " * 40, "b.txt": "beta " * 40}
@@ -155,34 +156,6 @@ def test_sdk_objects_convert_as_they_come() -> None:
 # --------------------------------------------------------------------------- incremental across calls
 
 
-class CountingStore(SQLiteStore):
-    """A real SQLite store that counts full chain reads (the O(n) load) and single-event reads."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.chains = 0
-        self.events_read = 0
-
-    def chain(self, *args: Any, **kwargs: Any) -> Any:
-        self.chains += 1
-        return super().chain(*args, **kwargs)
-
-    def chain_messages(self, *args: Any, **kwargs: Any) -> Any:  # a whole-chain read too
-        got = super().chain_messages(*args, **kwargs)
-        self.chains += got is not None  # (a declined one read no rows)
-        return got
-
-    def event(self, event_id: int) -> Any:
-        self.events_read += 1
-        return super().event(event_id)
-
-    def chain_since(self, *args: Any, **kwargs: Any) -> Any:
-        got = super().chain_since(*args, **kwargs)
-        if got is not None:
-            self.events_read += len(got[1])
-        return got
-
-
 def _same_as_a_fresh_load(session: Session, tokenizer: str = "o200k_base") -> None:
     from ctxmem.config import load_preset
     from ctxmem.context import History
@@ -196,7 +169,7 @@ def _same_as_a_fresh_load(session: Session, tokenizer: str = "o200k_base") -> No
 
 
 def test_wire_calls_extend_one_history_and_match_a_fresh_load(tmp_path: Path) -> None:
-    store = CountingStore(str(tmp_path / "w.db"))
+    store = chain_counting_store(str(tmp_path / "w.db"))
     session = Session.create(store, tokenizers=["o200k_base"])
     session.record(Message.user("Read every file, many times."))
     sent = []
@@ -226,7 +199,7 @@ def test_wire_calls_extend_one_history_and_match_a_fresh_load(tmp_path: Path) ->
 
 
 def test_a_rewind_a_fork_or_another_handle_s_write_reloads(tmp_path: Path) -> None:
-    store = CountingStore(str(tmp_path / "r.db"))
+    store = chain_counting_store(str(tmp_path / "r.db"))
     session = Session.create(store, tokenizers=["o200k_base"])
     session.record(Message.user("task"))
     ids = []
@@ -260,7 +233,7 @@ def test_a_preset_object_gets_one_builder_across_calls(tmp_path: Path) -> None:
     session's History, from one call to the next; another Preset object or client gets its own."""
     from ctxmem.config import load_preset
 
-    store = CountingStore(str(tmp_path / "p.db"))
+    store = chain_counting_store(str(tmp_path / "p.db"))
     session = Session.create(store, tokenizers=["o200k_base"])
     session.record(Message.user("task"))
     preset = load_preset("masking-200k")

@@ -18,6 +18,7 @@ from pydantic import Field
 from ctxmem.integrations.langchain import CtxmemMiddleware, from_langchain, to_langchain
 from ctxmem.messages import Message, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from ctxmem.tokens import count_messages, get_tokenizer
+from support import chain_counting_store
 
 
 @tool
@@ -208,23 +209,9 @@ def test_each_turn_reads_and_converts_only_what_it_added_and_builds_what_the_ful
     middleware given new message objects every turn (so it converts and compares the whole
     list each time) builds over its own session."""
     from ctxmem.samples import synthetic_session
-    from ctxmem.store import SQLiteStore
-
-    class CountingStore(SQLiteStore):
-        chains = 0
-
-        def chain(self, *args: Any, **kwargs: Any) -> Any:
-            self.chains += 1
-            return super().chain(*args, **kwargs)
-
-        def chain_messages(self, *args: Any, **kwargs: Any) -> Any:  # a whole-chain read too
-            got = super().chain_messages(*args, **kwargs)
-            self.chains += got is not None  # (a declined one read no rows)
-            return got
-
     msgs = synthetic_session(40, seed=3)
     lc = to_langchain(msgs[:41])
-    store = CountingStore(str(tmp_path / "lc.db"))
+    store = chain_counting_store(str(tmp_path / "lc.db"))
     memory = CtxmemMiddleware("masking-200k", store=store, session_id="long", context_window=6000)
     full = CtxmemMiddleware("masking-200k", store=str(tmp_path / "full.db"), session_id="long", context_window=6000)
     memory.context(lc)

@@ -20,6 +20,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from ctxmem import Message, Session, SQLiteStore, ToolUseBlock
 from ctxmem.errors import InputError
 from ctxmem.integrations.mcp import MemoryFiles
+from support import chain_counting_store
 
 CTXMEM = shutil.which("ctxmem") or str(Path(sys.executable).with_name("ctxmem"))
 LOG = "\n".join(f"step {i}: ok" for i in range(60)) + "\nerror: shared memory limit 101376 bytes exceeded\n"
@@ -298,20 +299,8 @@ def test_build_context_asked_every_turn_builds_incrementally(tmp_path: Path) -> 
     from ctxmem.integrations.mcp import create_server
     from ctxmem.samples import synthetic_session
 
-    class CountingStore(SQLiteStore):
-        chains = 0
-
-        def chain(self, *args: Any, **kwargs: Any) -> Any:
-            self.chains += 1
-            return super().chain(*args, **kwargs)
-
-        def chain_messages(self, *args: Any, **kwargs: Any) -> Any:  # a whole-chain read too
-            got = super().chain_messages(*args, **kwargs)
-            self.chains += got is not None  # (a declined one read no rows)
-            return got
-
     msgs = synthetic_session(20, seed=2)
-    store = CountingStore(str(tmp_path / "c.db"))
+    store = chain_counting_store(str(tmp_path / "c.db"))
     session = Session.create(store, tokenizers=["o200k_base"])
     session.record_many(msgs[:21])
     server = create_server(store)
