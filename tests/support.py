@@ -99,3 +99,20 @@ def chain_counting_store(path: str) -> Any:
             return got
 
     return ChainCountingStore(path)
+
+
+def three_read_rounds(path: str) -> tuple[Any, Any, list[int]]:
+    """A chain-counting store (:func:`chain_counting_store`) at ``path`` holding one session:
+    a task, then three rounds of a ``read_file`` call and its output. Returns (store,
+    session, the call events' ids)."""
+    from ctxmem.messages import Message, ToolUseBlock
+    from ctxmem.session import Session
+
+    store = chain_counting_store(path)
+    session = Session.create(store, tokenizers=["o200k_base"])
+    session.record(Message.user("task"))
+    ids: list[int] = []
+    for k in range(3):
+        ids += session.record(Message.assistant(ToolUseBlock(f"t{k}", "read_file", {"path": "a.txt"})))
+        session.record_tool_result(f"t{k}", f"out {k}", tool_name="read_file")
+    return store, session, ids

@@ -26,7 +26,7 @@ from ctxmem.messages import Message, ToolUseBlock, to_anthropic
 from ctxmem.samples import synthetic_session
 from ctxmem.session import Session
 from ctxmem.store import MemoryStore, SQLiteStore
-from support import chain_counting_store
+from support import chain_counting_store, three_read_rounds
 
 LLM_PRESET = """
 type = "summarization"
@@ -355,13 +355,7 @@ def test_build_session_turn_after_turn_extends_one_history_and_builds_what_a_fre
 
 
 def test_build_session_reloads_after_a_rewind_or_another_handles_write(tmp_path: Path) -> None:
-    store = chain_counting_store(str(tmp_path / "r.db"))
-    session = Session.create(store, tokenizers=["o200k_base"])
-    session.record(Message.user("task"))
-    ids = []
-    for k in range(3):
-        ids += session.record(Message.assistant(ToolUseBlock(f"t{k}", "read_file", {"path": "a.txt"})))
-        session.record_tool_result(f"t{k}", f"out {k}", tool_name="read_file")
+    store, session, ids = three_read_rounds(str(tmp_path / "r.db"))
     builder = load_preset("window-32k").builder()
     first = builder.build(session, record=False)
     assert len(first.messages) == 7 and store.chains == 1

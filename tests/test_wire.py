@@ -34,7 +34,7 @@ from ctxmem.messages import (
 from ctxmem.samples import synthetic_session
 from ctxmem.session import Session
 from ctxmem.store import MemoryStore, SQLiteStore
-from support import chain_counting_store
+from support import chain_counting_store, three_read_rounds
 
 READ = ToolSpec("read_file", "Read a file", {"type": "object", "properties": {"path": {"type": "string"}}})
 FILES = {"a.txt": "alpha " * 40, "b.txt": "beta " * 40}
@@ -199,13 +199,7 @@ def test_wire_calls_extend_one_history_and_match_a_fresh_load(tmp_path: Path) ->
 
 
 def test_a_rewind_a_fork_or_another_handle_s_write_reloads(tmp_path: Path) -> None:
-    store = chain_counting_store(str(tmp_path / "r.db"))
-    session = Session.create(store, tokenizers=["o200k_base"])
-    session.record(Message.user("task"))
-    ids = []
-    for k in range(3):
-        ids += session.record(Message.assistant(ToolUseBlock(f"t{k}", "read_file", {"path": "a.txt"})))
-        session.record_tool_result(f"t{k}", f"out {k}", tool_name="read_file")
+    store, session, ids = three_read_rounds(str(tmp_path / "r.db"))
     wire.openai_request(session, "window-32k")
     loads = store.chains
     _same_as_a_fresh_load(session)  # (the fresh load in the check is one chain read)
