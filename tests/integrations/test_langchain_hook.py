@@ -269,3 +269,33 @@ def test_a_conversion_memo_gives_the_same_messages_and_reuses_the_kept_ones() ->
     twice = [msgs[1], msgs[2], msgs[1], msgs[2]]  # a call id twice: which name a result takes depends on order
     assert to_langchain(twice, memo=memo) == to_langchain(twice)
     assert to_langchain(twice[:3], memo=memo) == to_langchain(twice[:3])
+
+
+def test_a_create_agent_run_converts_each_message_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a real graph the model call's list leads with a system message made anew each call,
+    and the state at the end of a run has none: neither makes the middleware convert and
+    compare the whole conversation again. Each message is converted about once over the
+    run (the whole list each call would be quadratic)."""
+    import ctxmem.integrations.langchain as lc_mod
+
+    converted = [0]
+    real = lc_mod.from_langchain
+
+    def counting(messages: Any, **kw: Any) -> Any:
+        converted[0] += len(messages)
+        return real(messages, **kw)
+
+    monkeypatch.setattr(lc_mod, "from_langchain", counting)
+    turns = 8
+    model = ScriptedChat(messages=iter(script(turns)))
+    model.seen = []
+    memory = CtxmemMiddleware("masking-200k", store="memory://", session_id="once", context_window=7000)
+    agent = create_agent(model, tools=[read_log], system_prompt="You read logs.", middleware=[memory])
+    state: dict[str, Any] = {"messages": []}
+    for k in range(turns):
+        state = agent.invoke({"messages": [*state["messages"], HumanMessage(f"question {k}")]})
+    total = len(state["messages"])  # 4 per turn
+    assert memory.session("once").messages() == from_langchain(state["messages"])[1]
+    # each message once, plus the leading system message of each of the 2 × turns model calls
+    assert converted[0] <= total + 2 * turns + 4, converted[0]
+    assert isinstance(model.seen[-1][0], SystemMessage) and model.seen[-1][0].content == "You read logs."

@@ -281,6 +281,14 @@ def _tool_specs(tools: Sequence[Any]) -> tuple[ToolSpec, ...]:
 # --------------------------------------------------------------------------- middleware
 
 
+def _leading_systems(messages: Sequence[Any]) -> int:
+    """How many system messages lead the list."""
+    k = 0
+    while k < len(messages) and isinstance(messages[k], SystemMessage):
+        k += 1
+    return k
+
+
 def _offers_recall(preset: Preset) -> bool:
     """Whether the preset's contexts can hold masked outputs behind recall handles."""
     params = preset.model.params
@@ -393,34 +401,41 @@ class CtxmemMiddleware(AgentMiddleware):
         if msgs[k:]:
             session.record_many(msgs[k:])
             done.extend(msgs[k:])
-        self._seen[session.id] = (messages, system)
+        body = messages[_leading_systems(messages):]
+        self._seen[session.id] = (body, from_langchain([m for m in body if isinstance(m, SystemMessage)])[0])
         return session, system
 
     def _record_suffix(self, session: Session, messages: list[Any]) -> tuple[bool, str | None]:
         """Record only what follows the message objects recorded last time, when the graph's
-        list still starts with those very objects (a graph appends to its state). Returns
-        (whether this applied, the system prompt); when it does not apply, the whole list
-        is converted and compared instead. It applies unless the new part holds a system
-        message or would join the last recorded message (text after a user turn)."""
+        list, past its leading system messages, still starts with those very objects (a graph
+        appends to its state; the system message a model call leads with may be a new object
+        each call, and the state at the end of a run has none). Returns (whether this
+        applied, the system prompt); when it does not apply, the whole list is converted and
+        compared instead. It applies unless the new part holds a system message or would
+        join the last recorded message (text after a user turn)."""
         seen = self._seen.get(session.id)
         done = self._recorded.get(session.id)
         if seen is None or done is None:
             return False, None
-        before, system = seen
+        before, inner = seen  # the body recorded last, and the system text inside it
+        lead = _leading_systems(messages)
+        body = messages[lead:]
         n = len(before)
-        if n > len(messages) or any(map(is_not, before, messages)):
+        if n > len(body) or any(map(is_not, before, body)):
             return False, None
-        if n < len(messages):
-            if any(isinstance(m, SystemMessage) for m in messages[n:]):
+        if n < len(body):
+            if any(isinstance(m, SystemMessage) for m in body[n:]):
                 return False, None
-            _, new = from_langchain(messages[n:], start=n)
+            _, new = from_langchain(body[n:], start=lead + n)
             if new and done and new[0].role == "user" and done[-1].role == "user":
                 return False, None
             if new:
                 session.record_many(new)
                 done.extend(new)
-            self._seen[session.id] = (messages, system)
-        return True, system
+            self._seen[session.id] = (body, inner)
+        # the system prompt as a whole conversion joins it: the leading ones, then any inside
+        parts = [t for t in (from_langchain(messages[:lead])[0] if lead else None, inner) if t is not None]
+        return True, "\n\n".join(parts) if parts else None
 
     def context(self, messages: Sequence[Any], *, tools: Sequence[Any] = (),
                 session_id: str | None = None) -> list[BaseMessage]:
