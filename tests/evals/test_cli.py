@@ -119,6 +119,19 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
     empty.mkdir()
     res = CliRunner().invoke(eval_group, ["run", "--sources", f"folder:{empty}", "--results", db])
     assert res.exit_code == 1 and "no non-empty UTF-8 text" in res.output
+    # 0.5 beside 50: half the context, or half a percent? Refused, not guessed
+    res = CliRunner().invoke(eval_group, ["run", "--depths", "0.5,50", "--results", db])
+    assert res.exit_code == 1 and "mix fractions (0.5) and percents" in res.output
+
+
+def test_depths_are_fractions_or_percents() -> None:
+    from ctxmem.errors import ConfigError
+    from ctxmem.evals.grid import parse_depths
+
+    assert parse_depths("0,0.5,1") == parse_depths("0,50,100") == [0.0, 0.5, 1.0]
+    assert parse_depths("1,50") == [0.01, 0.5]  # beside 50, 1 is a percent
+    with pytest.raises(ConfigError, match=r"mix fractions \(0.25, 0.5\)"):
+        parse_depths("0.25,0.5,75")
 
 
 def test_length_above_window_is_refused_and_partial_results_kept(tmp_path: Path) -> None:

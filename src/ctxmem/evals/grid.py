@@ -44,6 +44,12 @@ def parse_depths(text: str) -> list[float]:
         raise ConfigError(f"bad depths {text!r}: use fractions (0,0.5,1) or percents (0,50,100)",
                           field="depths") from None
     if any(v > 1 for v in vals):
+        # percents: a value between 0 and 1 among them (0.5 beside 50) is a fraction, or a
+        # fraction of a percent: which one cannot be told, so it is refused, not guessed
+        odd = [t for t, v in zip(_items(text), vals, strict=True) if 0 < v < 1]
+        if odd:
+            raise ConfigError(f"depths {text!r} mix fractions ({', '.join(odd)}) and percents: write all as "
+                              "fractions (0,0.5,1) or all as percents (0,50,100)", field="depths")
         vals = [v / 100 for v in vals]
     if any(not 0 <= v <= 1 for v in vals):
         raise ConfigError(f"depths {text!r} must lie in [0, 1] (or [0, 100] as percents)", field="depths")
