@@ -19,6 +19,7 @@ from ctxmem.errors import CtxmemError, InputError, InvalidConversationError
 from ctxmem.events import (
     MAX_DEPTH,
     CompactionEvent,
+    MessageEvent,
     ModelCallEvent,
     NoteEvent,
     ToolCallEvent,
@@ -383,3 +384,37 @@ def test_an_ordered_append_check_fails_on_any_tool_event_since(store: Any) -> No
         store.append(sid, [ToolResultEvent(ToolResultBlock("k1", "x"), "run")], check=AppendCheck(h1, frozenset(), ordered=True))
     # the same delta does not void an unordered check on other ids
     assert store.append(sid, [NoteEvent("b", ())], check=AppendCheck(h1, frozenset({"zz"})))
+
+
+def test_a_session_stored_before_the_door_builds_with_its_results_first(tmp_path: Any) -> None:
+    """ctxmem before the door recorded user text that arrived while a tool ran ahead of the
+    tool's result, in one message: every provider refuses that. Such a session, read back,
+    has the results first and the text after them (the same blocks, count and event ids, in
+    that order), so it builds a context a provider accepts instead of being stuck."""
+    from ctxmem.config import load_preset
+    from ctxmem.context import History
+    from ctxmem.messages import validate_conversation
+    from ctxmem.store import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "legacy.db"))
+    s = Session.create(store, session_id="legacy", tokenizers=["o200k_base"])
+    s.record(Message.user("task"))
+    # written past the door, as the older ctxmem wrote them
+    (call,) = store.append("legacy", [ToolCallEvent(ToolUseBlock("t1", "run", {}), new_message=True)])
+    (text,) = store.append("legacy", [MessageEvent("user", (TextBlock("are you there?"),), True)])
+    (result,) = store.append("legacy", [ToolResultEvent(ToolResultBlock("t1", "output"), "run")])
+    stored = s.messages()[-1]
+    assert [b.type for b in stored.content] == ["text", "tool_result"]  # the log keeps what happened
+    h = History.from_session(s, "o200k_base")
+    assert [b.type for b in h.messages[-1].content] == ["tool_result", "text"]
+    assert h.event_ids[-1] == (result, text) and h.flags[-1].tool_results == ("t1",)
+    assert h.counts == History.from_messages([*s.messages()[:-1], stored], "o200k_base").counts  # same count
+    validate_conversation(h.messages)
+    built = load_preset("window-32k").builder().build(s, record=False)
+    validate_conversation(built.messages)
+    assert built.messages[-1].content[0] == ToolResultBlock("t1", "output") and call > 0
+    # text on both sides of a result would no longer group into its events: left as stored
+    odd = Message("user", (TextBlock("a"), ToolResultBlock("t2", "x"), TextBlock("b")))
+    h2 = History.from_messages([Message.user("q"), Message.assistant(ToolUseBlock("t2", "run", {})), odd],
+                               "o200k_base")
+    assert h2.messages[-1] is odd

@@ -20,6 +20,7 @@ from itertools import accumulate, count
 from typing import TYPE_CHECKING
 
 from ctxmem.messages import (
+    ContentBlock,
     Message,
     RedactedThinkingBlock,
     ThinkingBlock,
@@ -57,6 +58,49 @@ def _flags(m: Message) -> Flags:
         elif isinstance(b, ThinkingBlock | RedactedThinkingBlock):
             thinking = True
     return Flags(m.role, tuple(uses), tuple(results), thinking)
+
+
+def _late_result(content: Sequence[ContentBlock]) -> bool:
+    """Whether a tool result comes after other content (text, an image) in a message."""
+    other = False
+    for b in content:
+        if isinstance(b, ToolResultBlock):
+            if other:
+                return True
+        else:
+            other = True
+    return False
+
+
+def _event_groups(content: Sequence[ContentBlock]) -> list[list[ContentBlock]]:
+    """The blocks of a message as the events they were recorded in: each tool call and tool
+    result is one event, and so is each run of other blocks."""
+    groups: list[list[ContentBlock]] = []
+    run = False
+    for b in content:
+        if isinstance(b, ToolUseBlock | ToolResultBlock):
+            groups.append([b])
+            run = False
+        elif run:
+            groups[-1].append(b)
+        else:
+            groups.append([b])
+            run = True
+    return groups
+
+
+def _results_first(m: Message, ids: tuple[int, ...]) -> tuple[Message, tuple[int, ...]] | None:
+    """A user message stored with content before its tool results (ctxmem recorded that
+    before the session door refused it; every provider refuses it): the results first, in
+    their order, then the rest, with its event ids in the same order. ``None`` where the
+    reordered blocks would no longer group into the same events (text on both sides of a
+    result): the message is left as it is."""
+    groups = _event_groups(m.content)
+    order = sorted(range(len(groups)), key=lambda g: not isinstance(groups[g][0], ToolResultBlock))
+    content = tuple(b for g in order for b in groups[g])
+    if len(_event_groups(content)) != len(groups) or (ids and len(ids) != len(groups)):
+        return None
+    return Message(m.role, content), (tuple(ids[g] for g in order) if ids else ids)
 
 
 _UIDS = count(1)
@@ -168,6 +212,11 @@ class History:
         self._append(list(messages), counts, ids)
 
     def _append(self, messages: list[Message], counts: list[int], ids: list[tuple[int, ...]]) -> None:
+        for k, m in enumerate(messages):  # (a user message of several blocks is rare: a cheap test first)
+            if m.role == "user" and len(m.content) > 1 and _late_result(m.content):
+                got = _results_first(m, ids[k])
+                if got is not None:  # same blocks, same count: only their order changes
+                    messages[k], ids[k] = got
         self.messages.extend(messages)
         self.counts.extend(counts)
         self.event_ids.extend(ids)
