@@ -54,15 +54,22 @@ def tokens(messages: list[Any]) -> int:
     return sum(c.total for c in count_messages(msgs, get_tokenizer("o200k_base")))
 
 
-def test_create_agent_records_everything_and_the_model_sees_the_compacted_context() -> None:
-    turns = 8
+def run_agent(session_id: str, turns: int) -> tuple[ScriptedChat, CtxmemMiddleware, dict[str, Any]]:
+    """A create_agent graph with the middleware (masking-200k in a 7,000-token window), run
+    for ``turns`` questions, each calling read_log once: (model, middleware, final state)."""
     model = ScriptedChat(messages=iter(script(turns)))
     model.seen = []
-    memory = CtxmemMiddleware("masking-200k", store="memory://", session_id="lc", context_window=7000)
+    memory = CtxmemMiddleware("masking-200k", store="memory://", session_id=session_id, context_window=7000)
     agent = create_agent(model, tools=[read_log], system_prompt="You read logs.", middleware=[memory])
     state: dict[str, Any] = {"messages": []}
     for k in range(turns):
         state = agent.invoke({"messages": [*state["messages"], HumanMessage(f"question {k}")]})
+    return model, memory, state
+
+
+def test_create_agent_records_everything_and_the_model_sees_the_compacted_context() -> None:
+    turns = 8
+    model, memory, state = run_agent("lc", turns)
     # the graph state is untouched: every message, every full tool output
     assert len(state["messages"]) == 4 * turns
     assert sum("SECRET-run" in str(m.content) for m in state["messages"] if isinstance(m, ToolMessage)) == turns
@@ -287,13 +294,7 @@ def test_a_create_agent_run_converts_each_message_once(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(lc_mod, "from_langchain", counting)
     turns = 8
-    model = ScriptedChat(messages=iter(script(turns)))
-    model.seen = []
-    memory = CtxmemMiddleware("masking-200k", store="memory://", session_id="once", context_window=7000)
-    agent = create_agent(model, tools=[read_log], system_prompt="You read logs.", middleware=[memory])
-    state: dict[str, Any] = {"messages": []}
-    for k in range(turns):
-        state = agent.invoke({"messages": [*state["messages"], HumanMessage(f"question {k}")]})
+    model, memory, state = run_agent("once", turns)
     total = len(state["messages"])  # 4 per turn
     assert memory.session("once").messages() == from_langchain(state["messages"])[1]
     # each message once, plus the leading system message of each of the 2 × turns model calls
