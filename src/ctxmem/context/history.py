@@ -72,20 +72,31 @@ def _late_result(content: Sequence[ContentBlock]) -> bool:
     return False
 
 
-def _event_groups(content: Sequence[ContentBlock]) -> list[list[ContentBlock]]:
-    """The blocks of a message as the events they were recorded in: each tool call and tool
-    result is one event, and so is each run of other blocks."""
+def block_events(m: Message) -> list[int]:
+    """For each block of a message, the index of the session event it was recorded in: each
+    tool call and tool result is one event, and so is each run of other blocks (see
+    :func:`ctxmem.events.events_from_message`)."""
+    out: list[int] = []
+    k = -1
+    in_run = False
+    for block in m.content:
+        if isinstance(block, ToolUseBlock | ToolResultBlock):
+            k += 1
+            in_run = False
+        elif not in_run:
+            k += 1
+            in_run = True
+        out.append(k)
+    return out
+
+
+def _event_groups(content: tuple[ContentBlock, ...]) -> list[list[ContentBlock]]:
+    """The blocks of a message as the events they were recorded in (:func:`block_events`)."""
     groups: list[list[ContentBlock]] = []
-    run = False
-    for b in content:
-        if isinstance(b, ToolUseBlock | ToolResultBlock):
-            groups.append([b])
-            run = False
-        elif run:
-            groups[-1].append(b)
-        else:
-            groups.append([b])
-            run = True
+    for b, k in zip(content, block_events(Message("user", content)), strict=True):
+        if k == len(groups):
+            groups.append([])
+        groups[k].append(b)
     return groups
 
 

@@ -42,7 +42,7 @@ from pydantic import Field, ValidationError
 from ctxmem.context._assembly import ColdPasses, PrefixTracker
 from ctxmem.context.base import BuildRequest, BuiltContext, StrategyConfig
 from ctxmem.context.derived import PrefixSnapshots
-from ctxmem.context.history import History
+from ctxmem.context.history import History, block_events
 from ctxmem.context.ledger import LedgerBuilder, render_ledger
 from ctxmem.context.masking import RECALL_TOOL
 from ctxmem.context.profile import FactProfile, get_profile
@@ -452,30 +452,13 @@ def _synthetic_id(i: int, j: int) -> int:
     return (i + 1) * 1024 + j
 
 
-def _block_events(m: Message) -> list[int]:
-    """For each block, the index of the event it was recorded in (see
-    :func:`ctxmem.events.events_from_message`: a run of non-tool blocks is one event)."""
-    out: list[int] = []
-    k = -1
-    in_run = False
-    for block in m.content:
-        if isinstance(block, ToolUseBlock | ToolResultBlock):
-            k += 1
-            in_run = False
-        elif not in_run:
-            k += 1
-            in_run = True
-        out.append(k)
-    return out
-
-
 def _history_events(h: History, start: int) -> Iterator[StoredEvent]:
     """Tool calls and results of messages[start:] as stored events (ids from the store when
     the history came from one, else synthetic ids unique per message and block)."""
     for i in range(start, len(h)):
         m = h.messages[i]
         ids = h.event_ids[i]
-        where = _block_events(m) if ids else []
+        where = block_events(m) if ids else []
         for j, block in enumerate(m.content):
             eid = ids[where[j]] if ids and where[j] < len(ids) else _synthetic_id(i, j)
             if isinstance(block, ToolUseBlock):

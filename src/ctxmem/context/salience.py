@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 from ctxmem.context.facts import _PATH
-from ctxmem.context.history import History
+from ctxmem.context.history import History, block_events
 from ctxmem.context.profile import GENERIC, FactProfile
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
 from ctxmem.store.codec import GC_BATCH, gc_paused, gc_paused_over
@@ -383,23 +383,6 @@ def _decode_cands(cols: Any, index: SalienceIndex) -> list[_Cand]:
 
 
 # ----------------------------------------------------------------------------- index
-
-
-def block_events(m: Message) -> list[int]:
-    """For each block of a message, the index of the session event it was recorded in: each
-    tool call and tool result is one event, and so is each run of other blocks."""
-    out: list[int] = []
-    k = -1
-    in_run = False
-    for block in m.content:
-        if isinstance(block, ToolUseBlock | ToolResultBlock):
-            k += 1
-            in_run = False
-        elif not in_run:
-            k += 1
-            in_run = True
-        out.append(k)
-    return out
 
 
 @dataclass(slots=True)
