@@ -448,3 +448,36 @@ def test_a_preset_session_reads_each_call_only_what_was_added_and_builds_what_a_
     run(s.clear_session())
     run(s.add_items(to_responses(msgs[:3])))
     check()
+
+
+def test_a_preset_session_hands_out_new_items_each_call_with_their_exact_values() -> None:
+    """get_items keeps each message's items as JSON between calls and parses them in one go:
+    what it hands out must still be new objects every call (the SDK and users may mutate
+    them), and values JSON cannot carry through orjson (a NaN, an integer past 64 bits) must
+    come back as they were stored."""
+    import math
+
+    s = CtxmemSession("fresh", store="memory://", preset="masking-200k", context_window=3000)
+    items: list[dict[str, Any]] = [{"role": "user", "content": "start", "big": 2**70}]
+    for k in range(6):
+        items += [
+            {"type": "function_call", "call_id": f"c{k}", "name": "read_log", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": f"c{k}", "output": f"run {k} ok\n" * 400},
+            {"role": "assistant", "content": f"round {k}"},
+            {"role": "user", "content": f"next {k}", "score": 0.1 * k},
+        ]
+    items.append({"role": "user", "content": "last", "weight": float("nan")})  # its own message: kept verbatim
+    run(s.add_items(items))
+    first = run(s.get_items())
+    assert s.last_report.masked  # some outputs are the strategy's own messages (placeholders)
+    expected = json.loads(json.dumps(first))  # a deep copy (NaN survives json)
+    assert first[0]["big"] == 2**70 and type(first[0]["big"]) is int
+    assert math.isnan(first[-1]["weight"])
+    assert [i.get("score") for i in first if "score" in i] == [i["score"] for i in items if "score" in i][-len(
+        [i for i in first if "score" in i]):]
+    for item in first:  # a caller scribbles over everything it was given
+        for key in list(item):
+            item[key] = "scribbled"
+    second = run(s.get_items())
+    assert json.dumps(second) == json.dumps(expected)  # (json.dumps: NaN != NaN in ==)
+    assert all(a is not b for a, b in zip(first, second, strict=True))

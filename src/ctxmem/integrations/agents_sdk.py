@@ -58,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,19 +90,61 @@ from ctxmem.integrations.responses import custom_call_ids, item_blocks, item_typ
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
 from ctxmem.session import Session
 from ctxmem.store.base import SessionStore
+from ctxmem.store.codec import gc_paused_over
 
 ITEM_TAG = "responses_item"
 CLEAR_TAG = "agents_sdk.clear_session"
 POP_TAG = "agents_sdk.pop_item"
+#: strategy-written messages whose items are kept as JSON between calls
+_CONVERTED_KEPT = 8192
 
 
 def _loads(text: str) -> Any:
     """A note's JSON, read by orjson (~3x faster; a context hands out thousands of items),
-    or by json where orjson refuses what json wrote (NaN, an integer past 64 bits)."""
+    or by json where orjson would read it differently: orjson refuses NaN, and reads an
+    integer past 64 bits as a float, so a text with a run of 19 digits or more (where such
+    an integer may be) is left to json."""
+    if _LONG_DIGITS.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
+#: a run of digits that may spell an integer orjson reads as a float (past -2**63 .. 2**64-1)
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def _exact_json(items: list[Any]) -> bytes | None:
+    """The items' JSON, comma-separated without the brackets, when parsing it gives back
+    equal items (orjson writes a NaN as null and refuses an integer past 64 bits: None)."""
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+        data = orjson.dumps(items)
+    except TypeError:
+        return None
+    if b"null" in data and orjson.loads(data) != items:  # a NaN (or ±inf) became null
+        return None
+    return data[1:-1]
+
+
+def _items_json(notes: list[StoredEvent], kept: dict[int, tuple[int, bytes | None]], key: int) -> bytes | list[Any]:
+    """The items of these stored notes as :func:`_exact_json`, kept in ``kept`` under
+    ``key`` while the notes are the same (a message's notes only ever grow); new objects
+    (:func:`_fresh`) when they have no exact JSON form."""
+    got = kept.get(key)
+    if got is None or got[0] != len(notes):
+        data = None
+        texts = [se.event.text for se in notes]  # type: ignore[union-attr]
+        if not any(_LONG_DIGITS.search(t) for t in texts):
+            try:  # what orjson reads holds no NaN and no integer past 64 bits: its items write back exactly
+                items = [orjson.loads(t)["item"] for t in texts]
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                data = _exact_json(items)
+        got = kept[key] = (len(notes), data)
+    return got[1] if got[1] is not None else [_fresh(se) for se in notes]
 
 
 def _item_note(ev: StoredEvent) -> dict[str, Any] | None:
@@ -136,6 +179,19 @@ class _View:
     role: str | None = None
     blocks: list[Any] = field(default_factory=list)
     open_ids: list[int] = field(default_factory=list)
+    # the custom tool calls among messages[:custom_n] (closed messages: they never change)
+    custom: set[str] = field(default_factory=set)
+    custom_n: int = 0
+    #: message index (-1: the system items) -> (notes covered, their items' JSON): see _items_json
+    segments: dict[int, tuple[int, bytes | None]] = field(default_factory=dict)
+
+    def custom_ids(self) -> set[str]:
+        """``custom_call_ids`` of every message read, over only the ones new since the last call."""
+        closed = len(self.messages) - 1  # the last message may still grow
+        if self.custom_n < closed:
+            self.custom |= custom_call_ids(self.messages[self.custom_n : closed])
+            self.custom_n = closed
+        return self.custom | custom_call_ids(self.messages[max(closed, 0) :])
 
 
 def _content_events(item: Any, index: int, tool_names: dict[str, str]) -> list[ContentEvent]:
@@ -187,6 +243,10 @@ class CtxmemSession:
         self._chain_head: int | None = None
         self._notes: dict[int, dict[str, Any]] = {}
         self._view: _View | None = None
+        #: (History uid, messages mapped, {id(message): position}): see _message_index
+        self._index: tuple[int, int, dict[int, int]] | None = None
+        #: id(message) -> (the message, its custom call ids, its items as JSON): see _converted
+        self._converted_memo: dict[int, tuple[Message, tuple[str, ...], bytes]] = {}
         self.last_report: Any = None
 
     # ------------------------------------------------------------------ protocol
@@ -420,18 +480,70 @@ class CtxmemSession:
             messages, ids = messages[:-1], ids[:-1]
         built = self._builder.build(self.session, messages, ids, system="\n\n".join(system_texts) or None)
         self.last_report = built.built.report
-        index = {id(m): k for k, m in enumerate(built.history.messages)}
-        out: list[Any] = [_fresh(se) for se in system_items]
-        custom = custom_call_ids(messages)  # a masked output of a custom tool call stays a custom output
-        for m in built.built.messages:
-            k = index.get(id(m))
-            if k is not None and built.history.messages[k] is m and k in by_message:
-                out.extend(_fresh(se) for se in by_message[k])
-            else:
-                out.extend(to_responses([m], custom_calls=custom))
-        if pending is not None:
-            out.extend(_fresh(se) for se in by_message.get(pending, ()))
+        history = built.history.messages
+        index = self._message_index(built.history)
+        custom = v.custom_ids()  # a masked output of a custom tool call stays a custom output
+        # Every item as a new object (callers may mutate them): the items' JSON, kept per
+        # message, joined and parsed in one orjson call (~2,800 items at 1M tokens: one
+        # parse instead of one per stored note); a part that has no exact JSON form
+        # (read by json: a NaN, an integer past 64 bits) is read as before, in its place.
+        out: list[Any] = []
+        run: list[bytes] = []
+
+        def add(part: bytes | list[Any]) -> None:
+            if isinstance(part, bytes):
+                if part:
+                    run.append(part)
+                return
+            if run:
+                out.extend(orjson.loads(b"[" + b",".join(run) + b"]"))
+                run.clear()
+            out.extend(part)
+
+        with gc_paused_over(len(index)):  # thousands of acyclic dicts: no collection over the history
+            add(_items_json(system_items, v.segments, -1))
+            for m in built.built.messages:
+                k = index.get(id(m))
+                if k is not None and history[k] is m and k in by_message:
+                    add(_items_json(by_message[k], v.segments, k))
+                else:
+                    add(self._converted(m, custom))
+            if pending is not None:
+                add(_items_json(by_message.get(pending, []), v.segments, pending))
+            add([])
         return out
+
+    def _message_index(self, history: Any) -> dict[int, int]:
+        """``{id(message): position}`` of the built History's messages, extended with the
+        messages appended since the last call (a History only appends; another History, after
+        a rewind or a fork, starts a new map). A position is only used once the message
+        there is checked to be the very object, so a reused id() can never mislead."""
+        uid, n, index = self._index if self._index is not None else (None, 0, {})
+        msgs = history.messages
+        if uid != history.uid or n > len(msgs):
+            n, index = 0, {}
+        for k in range(n, len(msgs)):
+            index[id(msgs[k])] = k
+        self._index = (history.uid, len(msgs), index)
+        return index
+
+    def _converted(self, m: Message, custom: set[str]) -> bytes | list[Any]:
+        """``to_responses([m])`` for a message the strategy wrote (a masked output, a
+        summary), as the items' JSON (comma-separated, no brackets): converted once while
+        the strategy hands back the same object. The items themselves where they have no
+        exact JSON form."""
+        mine = tuple(b.tool_use_id for b in m.content if isinstance(b, ToolResultBlock) and b.tool_use_id in custom)
+        hit = self._converted_memo.get(id(m))
+        if hit is not None and hit[0] is m and hit[1] == mine:
+            return hit[2]
+        items = to_responses([m], custom_calls=mine)
+        data = _exact_json(items)
+        if data is None:
+            return items
+        if len(self._converted_memo) >= _CONVERTED_KEPT:
+            self._converted_memo.clear()
+        self._converted_memo[id(m)] = (m, mine, data)  # holding m: its id() is not reused while kept
+        return data
 
 
 __all__ = ["CtxmemSession"]
