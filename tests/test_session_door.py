@@ -418,3 +418,27 @@ def test_a_session_stored_before_the_door_builds_with_its_results_first(tmp_path
     h2 = History.from_messages([Message.user("q"), Message.assistant(ToolUseBlock("t2", "run", {})), odd],
                                "o200k_base")
     assert h2.messages[-1] is odd
+
+
+def test_a_session_stored_before_the_door_exports_a_transcript_ctxmem_imports_again(tmp_path: Any) -> None:
+    """Its export wrote the user message as stored, text ahead of the tool result, which
+    ctxmem's own import (and every provider) refuses: the results are written first, in both
+    formats, and the transcript imports back with the same messages a build reads."""
+    from ctxmem.context import History
+    from ctxmem.jsonl import export_lines, import_jsonl
+    from ctxmem.store import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "legacy.db"))
+    s = Session.create(store, session_id="legacy", tokenizers=["o200k_base"])
+    s.record(Message.user("task"))
+    store.append("legacy", [ToolCallEvent(ToolUseBlock("t1", "run", {}), new_message=True),
+                            ToolCallEvent(ToolUseBlock("t2", "run", {}), new_message=False)])
+    store.append("legacy", [MessageEvent("user", (TextBlock("are you there?"),), True)])
+    store.append("legacy", [ToolResultEvent(ToolResultBlock("t1", "one"), "run"),
+                            ToolResultEvent(ToolResultBlock("t2", "two", is_error=True), "run")])
+    read = History.from_session(s, "o200k_base").messages
+    for fmt in ("anthropic", "openai"):
+        data = "\n".join(export_lines(s, fmt=fmt)).encode()  # type: ignore[arg-type]
+        back = import_jsonl(SQLiteStore(str(tmp_path / f"{fmt}.db")), data, fmt=fmt)  # type: ignore[arg-type]
+        assert back.messages() == read, fmt
+    assert [b.type for b in s.messages()[-1].content] == ["text", "tool_result", "tool_result"]  # the log as it was

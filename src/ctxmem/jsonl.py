@@ -52,6 +52,7 @@ from ctxmem.messages import (
     message_from_anthropic,
     to_anthropic,
     to_openai,
+    with_results_first,
 )
 from ctxmem.session import Session, check_session_fields
 from ctxmem.store.base import SessionStore
@@ -596,7 +597,8 @@ def export_lines(session: Session, *, fmt: Format = "anthropic") -> Iterator[str
         raise InputError(f"unknown format {fmt!r}; expected anthropic or openai", field="format")
     system = session.info.metadata.get("system")
     messages = session.messages()
-    if fmt == "anthropic":
+    if fmt == "anthropic":  # a session stored before the door: its results first (OpenAI's tool lines lead anyway)
+        messages = [with_results_first(m) if m.role == "user" else m for m in messages]
         objs: list[Any] = ([{"system": system}] if system is not None else []) + to_anthropic(messages)
     else:
         objs = to_openai(messages, system, extensions=True)

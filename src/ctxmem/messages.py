@@ -550,6 +550,30 @@ def _results_first(m: Message, i: int) -> None:
             )
 
 
+def late_result(content: Sequence[ContentBlock]) -> bool:
+    """Whether a tool result comes after other content (text, an image) in a message: what
+    every provider refuses, and what ctxmem recorded before the session door refused it."""
+    other = False
+    for b in content:
+        if isinstance(b, ToolResultBlock):
+            if other:
+                return True
+        else:
+            other = True
+    return False
+
+
+def with_results_first(m: Message) -> Message:
+    """``m`` with its tool results first, in their order, and its other blocks after them in
+    theirs, where a result came after other content (:func:`late_result`); else ``m``
+    itself. How an export writes a session stored before the door: a transcript every
+    provider, and ctxmem's own import, accept."""
+    if len(m.content) < 2 or not late_result(m.content):
+        return m
+    results = tuple(b for b in m.content if isinstance(b, ToolResultBlock))
+    return Message(m.role, results + tuple(b for b in m.content if not isinstance(b, ToolResultBlock)))
+
+
 # --------------------------------------------------------------------------- tools
 
 

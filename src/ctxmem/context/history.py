@@ -26,6 +26,7 @@ from ctxmem.messages import (
     ThinkingBlock,
     ToolResultBlock,
     ToolUseBlock,
+    late_result,
 )
 from ctxmem.store.codec import gc_paused_over
 from ctxmem.tokens import Tokenizer, count_messages, get_tokenizer, tokenizer_id
@@ -58,18 +59,6 @@ def _flags(m: Message) -> Flags:
         elif isinstance(b, ThinkingBlock | RedactedThinkingBlock):
             thinking = True
     return Flags(m.role, tuple(uses), tuple(results), thinking)
-
-
-def _late_result(content: Sequence[ContentBlock]) -> bool:
-    """Whether a tool result comes after other content (text, an image) in a message."""
-    other = False
-    for b in content:
-        if isinstance(b, ToolResultBlock):
-            if other:
-                return True
-        else:
-            other = True
-    return False
 
 
 def block_events(m: Message) -> list[int]:
@@ -224,7 +213,7 @@ class History:
 
     def _append(self, messages: list[Message], counts: list[int], ids: list[tuple[int, ...]]) -> None:
         for k, m in enumerate(messages):  # (a user message of several blocks is rare: a cheap test first)
-            if m.role == "user" and len(m.content) > 1 and _late_result(m.content):
+            if m.role == "user" and len(m.content) > 1 and late_result(m.content):
                 got = _results_first(m, ids[k])
                 if got is not None:  # same blocks, same count: only their order changes
                     messages[k], ids[k] = got
