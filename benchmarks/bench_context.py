@@ -48,6 +48,7 @@ from typing import Any
 
 from benchmarks._harness import Row
 from ctxmem.config import available_presets, load_preset
+from ctxmem.context.salience import forget_line_features
 from ctxmem.errors import ContextOverflowError
 from ctxmem.messages import (
     Message,
@@ -153,6 +154,7 @@ def open_contender(name: str, base_db: Path, session_id: str, tmp: Path) -> Cont
     store = SQLiteStore(db)
     session = Session.open(store, session_id)
     get_tokenizer(builder.tokenizer).count("warm")  # the encoding's one-time load is start-up, not a build
+    forget_line_features()  # cold as in a new process: no features another preset's build left in memory
     t0 = time.perf_counter()
     history = builder.current_history(session)
     load_s = time.perf_counter() - t0
@@ -285,6 +287,7 @@ def middleware_step(base: Sequence[Message], db: Path) -> tuple[Callable[[Sequen
 
     memory = CtxmemMiddleware("masking-200k", str(db), session_id="bench")
     msgs = _to_langchain(base)
+    forget_line_features()  # its first build as cold as in a new process
     t0 = time.perf_counter()
     memory.context(msgs)
     first = time.perf_counter() - t0
@@ -294,6 +297,49 @@ def middleware_step(base: Sequence[Message], db: Path) -> tuple[Callable[[Sequen
         memory.context(msgs)
 
     return step, first
+
+
+SDK_SESSION = "ctxmem Agents SDK session (masking-200k)"
+SDK_PEER = "agents SQLiteSession (the SDK's own)"
+
+
+def agents_sdk_steps(base: Sequence[Message], tmp: Path) -> tuple[dict[str, Callable[[Sequence[Message]], None]], float]:
+    """The OpenAI Agents SDK's session protocol as ``Runner`` drives it each turn: the new
+    round's items added (``add_items``), then the history for the next model call
+    (``get_items``). ctxmem's :class:`~ctxmem.integrations.agents_sdk.CtxmemSession` with a
+    preset hands back the preset's context; the SDK's own ``SQLiteSession`` hands back every
+    stored item (no budget: the whole session). Both hold the 1M-token session in a SQLite
+    file, both run on one event loop. Returns the steps (empty without the SDK installed)
+    and ctxmem's first ``get_items`` (a cold build) in seconds."""
+    import asyncio
+
+    try:
+        from agents import SQLiteSession
+    except ImportError:
+        return {}, float("nan")
+    from ctxmem.integrations.agents_sdk import CtxmemSession
+    from ctxmem.integrations.responses import to_responses
+
+    loop = asyncio.new_event_loop()
+    ours = CtxmemSession("bench", str(tmp / "sdk.db"), preset="masking-200k")
+    theirs = SQLiteSession("bench", str(tmp / "sdk-peer.db"))
+    items = to_responses(list(base))
+    for s in (ours, theirs):
+        loop.run_until_complete(s.add_items(items))
+    loop.run_until_complete(theirs.get_items())
+    forget_line_features()  # its first build as cold as in a new process
+    t0 = time.perf_counter()
+    loop.run_until_complete(ours.get_items())
+    first = time.perf_counter() - t0
+
+    def step_of(session: Any) -> Callable[[Sequence[Message]], None]:
+        def step(pair: Sequence[Message]) -> None:
+            loop.run_until_complete(session.add_items(to_responses(list(pair))))
+            loop.run_until_complete(session.get_items())
+
+        return step
+
+    return {SDK_SESSION: step_of(ours), SDK_PEER: step_of(theirs)}, first
 
 
 def run(quick: bool = False) -> list[Row]:
@@ -319,6 +365,8 @@ def run(quick: bool = False) -> list[Row]:
         window = load_preset("window-200k").builder().budget.available
         peers = langchain_peers(base, window)
         peers[MIDDLEWARE], mw_first = middleware_step(base, tmp / "middleware.db")
+        sdk_steps, sdk_first = agents_sdk_steps(base, tmp)
+        peers.update(sdk_steps)
         peer_times = run_turns(contenders, extra, peers)
         lc_exact = statistics.median(peer_times["trim_messages (exact counter)"])
         lc_memo = statistics.median(peer_times["trim_messages (memoized counter)"])
@@ -359,6 +407,17 @@ def run(quick: bool = False) -> list[Row]:
                                   f"as LangChain messages; CPU median {statistics.median(peer_times[MIDDLEWARE + ' CPU']) * 1000:.2f} ms; "
                                   f"its first call recorded the {total / 1e6:.2f}M-token list and built cold in "
                                   f"{mw_first:.2f} s; vs trim_messages exact {mw / lc_exact:.2g}×"))
+        if sdk_steps:
+            sdk, peer = statistics.median(peer_times[SDK_SESSION]), statistics.median(peer_times[SDK_PEER])
+            rows.append(Row("context", f"{SDK_SESSION} per turn", sdk, SDK_PEER, peer, "s",
+                            note=f"add_items of the new round, then get_items: the preset's context (≤ 200K tokens) "
+                                 f"against every stored item ({total / 1e6:.2f}M tokens, no budget); CPU median "
+                                 f"{statistics.median(peer_times[SDK_SESSION + ' CPU']) * 1000:.2f} ms vs "
+                                 f"{statistics.median(peer_times[SDK_PEER + ' CPU']) * 1000:.2f} ms; ctxmem's first "
+                                 f"get_items built cold in {sdk_first:.2f} s"))
+        else:
+            rows.append(Row("context", f"{SDK_SESSION} per turn", float("nan"), SDK_PEER, float("nan"), "s",
+                            note="openai-agents is not installed (pip install 'ctxmem[agents]')"))
         rows.append(Row("context", "trim_messages (memoized counter) per turn", lc_memo,
                         "trim_messages (exact counter)", lc_exact, "s",
                         note="the peer's own best: a 5-line per-message memo"))

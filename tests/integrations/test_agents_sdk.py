@@ -481,3 +481,25 @@ def test_a_preset_session_hands_out_new_items_each_call_with_their_exact_values(
     second = run(s.get_items())
     assert json.dumps(second) == json.dumps(expected)  # (json.dumps: NaN != NaN in ==)
     assert all(a is not b for a, b in zip(first, second, strict=True))
+
+
+def test_an_output_is_stored_with_the_name_of_the_call_it_answers_however_far_back() -> None:
+    """add_items names each function output's tool from the latest stored call of that id
+    (read back only as far as needed, not the whole session each turn), or from a call
+    among the same items."""
+    from ctxmem.events import ToolResultEvent
+
+    s = CtxmemSession("names", store="memory://")
+    run(s.add_items([{"role": "user", "content": "go"},
+                     {"type": "function_call", "call_id": "old", "name": "build", "arguments": "{}"}]))
+    for k in range(30):  # many calls in between
+        run(s.add_items([{"type": "function_call", "call_id": f"c{k}", "name": f"tool{k}", "arguments": "{}"},
+                         {"type": "function_call_output", "call_id": f"c{k}", "output": "ok"}]))
+    run(s.add_items([{"type": "function_call", "call_id": "c3", "name": "renamed", "arguments": "{}"}]))
+    run(s.add_items([{"type": "function_call_output", "call_id": "old", "output": "built"},
+                     {"type": "function_call_output", "call_id": "c3", "output": "again"},
+                     {"type": "function_call_output", "call_id": "nowhere", "output": "?"}]))
+    names = [(se.event.result.tool_use_id, se.event.tool_name) for se in s.store.chain("names").events
+             if isinstance(se.event, ToolResultEvent)]
+    assert names[:2] == [("c0", "tool0"), ("c1", "tool1")]
+    assert names[-3:] == [("old", "build"), ("c3", "renamed"), ("nowhere", None)]

@@ -253,6 +253,14 @@ _LINES: dict[str, _Line] = {}
 _BODIES: dict[str, tuple[tuple[str, ...], tuple[str, ...], float, float, tuple[str, ...]]] = {}
 
 
+def forget_line_features() -> None:
+    """Empty the process-wide line and body feature memos: the next read of any output is
+    as cold as a new process's (what a benchmark of a first build must start from; a
+    preset built before would otherwise have left its lines' features here)."""
+    _LINES.clear()
+    _BODIES.clear()
+
+
 def _line_features(ln: str) -> _Line:
     text = ln.strip()
     if not text:

@@ -375,12 +375,7 @@ class CtxmemSession:
         return items[-limit:] if limit else []
 
     def _add(self, items: list[Any]) -> None:
-        tool_names: dict[str, str] = {}
-        if any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items):
-            for se in reversed(self._events()):
-                if isinstance(se.event, ToolCallEvent):
-                    tool_names.setdefault(se.event.tool_use.id, se.event.tool_use.name)
-        events: list[Event] = []
+        plain: list[dict[str, Any]] = []
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 # the SDK hands plain dicts; pydantic models (openai types) are accepted too
@@ -388,6 +383,10 @@ class CtxmemSession:
                 if dump is None:
                     raise InputError(f"item {i} must be a JSON object, got {type(item).__name__}", field="items")
                 item = dump(exclude_unset=True, mode="json")
+            plain.append(item)
+        tool_names = self._tool_names(plain)
+        events: list[Event] = []
+        for i, item in enumerate(plain):
             content = _content_events(item, i, tool_names)
             try:
                 text = json.dumps({"item": item, "events": len(content)}, ensure_ascii=False)
@@ -396,6 +395,23 @@ class CtxmemSession:
             events.extend(content)
             events.append(NoteEvent(text, (ITEM_TAG,)))
         self._append(events)
+
+    def _tool_names(self, items: list[dict[str, Any]]) -> dict[str, str]:
+        """The names of the stored tool calls these items' outputs answer (the latest call of
+        each id), read back from the newest event only as far as the last one of them: a
+        turn's outputs answer calls a few events back, not the whole session."""
+        ids = [(str(i.get("type", "")).endswith("_output"), i.get("call_id")) for i in items]
+        # (a call among these items names its own outputs: _content_events reads it first)
+        wanted = {c for out, c in ids if out and isinstance(c, str)} - {c for out, c in ids if not out}
+        names: dict[str, str] = {}
+        for se in reversed(self._events() if wanted else ()):
+            e = se.event
+            if isinstance(e, ToolCallEvent) and e.tool_use.id not in names:
+                names[e.tool_use.id] = e.tool_use.name
+                wanted.discard(e.tool_use.id)
+                if not wanted:
+                    break
+        return names
 
     def _pop(self) -> Any | None:
         events = self._events()
