@@ -323,7 +323,7 @@ def agents_sdk_steps(base: Sequence[Message], tmp: Path) -> tuple[dict[str, Call
     loop = asyncio.new_event_loop()
     ours = CtxmemSession("bench", str(tmp / "sdk.db"), preset="masking-200k")
     theirs = SQLiteSession("bench", str(tmp / "sdk-peer.db"))
-    items = to_responses(list(base))
+    items: list[Any] = to_responses(list(base))
     for s in (ours, theirs):
         loop.run_until_complete(s.add_items(items))
     loop.run_until_complete(theirs.get_items())
