@@ -221,14 +221,18 @@ def test_each_turn_reads_and_converts_only_what_it_added_and_builds_what_the_ful
     store = chain_counting_store(str(tmp_path / "lc.db"))
     memory = CtxmemMiddleware("masking-200k", store=store, session_id="long", context_window=6000)
     full = CtxmemMiddleware("masking-200k", store=str(tmp_path / "full.db"), session_id="long", context_window=6000)
+    def whole(messages: list[Any]) -> Any:  # forgets the objects it saw: converts and compares the whole list
+        full._seen.clear()
+        return full.context([m.model_copy() for m in messages])
+
     memory.context(lc)
-    full.context([m.model_copy() for m in lc])  # both build every turn (a strategy carries its boundary)
+    whole(lc)  # both build every turn (a strategy carries its boundary)
     chains = store.chains
     for k in range(41, len(msgs) - 1, 2):
         lc = [*lc, *to_langchain(msgs[k : k + 2])]  # the graph appends a round
         got = memory.context(lc)
         assert store.chains == chains  # no whole-chain read on the way
-        want = full.context([m.model_copy() for m in lc])
+        want = whole(lc)
         assert from_langchain(got) == from_langchain(want)
     assert memory.last_report.masked  # the budget made it mask: the contexts compared are compacted ones
     assert memory.session("long").messages() == from_langchain(lc)[1] == full.session("long").messages()
@@ -300,3 +304,39 @@ def test_a_create_agent_run_converts_each_message_once(monkeypatch: pytest.Monke
     # each message once, plus the leading system message of each of the 2 × turns model calls
     assert converted[0] <= total + 2 * turns + 4, converted[0]
     assert isinstance(model.seen[-1][0], SystemMessage) and model.seen[-1][0].content == "You read logs."
+
+
+def test_a_checkpointed_agent_converts_each_message_once_across_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a checkpointer each run starts from equal copies of the stored messages, not the
+    objects the middleware saw: equal messages are taken as seen (the whole conversation
+    was converted and compared again at the start of every run), and a changed one is still
+    noticed."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    import ctxmem.integrations.langchain as lc_mod
+
+    converted = [0]
+    real = lc_mod.from_langchain
+
+    def counting(messages: Any, **kw: Any) -> Any:
+        converted[0] += len(messages)
+        return real(messages, **kw)
+
+    monkeypatch.setattr(lc_mod, "from_langchain", counting)
+    turns = 8
+    model = ScriptedChat(messages=iter(script(turns)))
+    model.seen = []
+    memory = CtxmemMiddleware("masking-200k", store="memory://", session_id="ck", context_window=7000)
+    agent = create_agent(model, tools=[read_log], system_prompt="You read logs.", middleware=[memory],
+                         checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t"}}
+    for k in range(turns):  # each run is handed only the new question: the rest comes from the checkpoint
+        state = agent.invoke({"messages": [HumanMessage(f"question {k}")]}, config)
+    total = len(state["messages"])
+    assert total == 4 * turns
+    assert memory.session("ck").messages() == from_langchain(state["messages"])[1]
+    assert converted[0] <= total + 2 * turns + 4, converted[0]  # was ~ turns × total / 2
+    # a checkpointed message changed behind the middleware's back (a state update): re-recorded
+    edited = [state["messages"][0].model_copy(update={"content": "another first question"}), *state["messages"][1:]]
+    memory.record(edited)
+    assert memory.session("ck").messages() == from_langchain(edited)[1]
