@@ -281,6 +281,14 @@ def _tool_specs(tools: Sequence[Any]) -> tuple[ToolSpec, ...]:
 # --------------------------------------------------------------------------- middleware
 
 
+def _equal(a: Any, b: Any) -> bool:
+    """The same message type with every field equal (a field that cannot be compared: not equal)."""
+    try:
+        return type(a) is type(b) and bool(a.__dict__ == b.__dict__)
+    except Exception:  # a value whose == raises or is not a truth value (an array in a kwarg)
+        return False
+
+
 def _leading_systems(messages: Sequence[Any]) -> int:
     """How many system messages lead the list."""
     k = 0
@@ -427,8 +435,7 @@ class CtxmemMiddleware(AgentMiddleware):
             # A checkpointer hands each run equal copies of the state's messages, and equal
             # messages (the same type, every field equal) convert to the same ones; the
             # fields compared as one dict (pydantic's own == costs ~4x more per message).
-            if any(a is not b and (type(a) is not type(b) or a.__dict__ != b.__dict__)
-                   for a, b in zip(before, body[:n], strict=True)):
+            if not all(a is b or _equal(a, b) for a, b in zip(before, body[:n], strict=True)):
                 return False, None
             self._seen[session.id] = (body[:n], inner)  # the new objects, for the next call
         if n < len(body):
