@@ -67,6 +67,21 @@ def run_agent(session_id: str, turns: int) -> tuple[ScriptedChat, CtxmemMiddlewa
     return model, memory, state
 
 
+def count_conversions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A one-element list counting the LangChain messages the middleware converts from now on."""
+    import ctxmem.integrations.langchain as lc_mod
+
+    converted = [0]
+    real = lc_mod.from_langchain
+
+    def counting(messages: Any, **kw: Any) -> Any:
+        converted[0] += len(messages)
+        return real(messages, **kw)
+
+    monkeypatch.setattr(lc_mod, "from_langchain", counting)
+    return converted
+
+
 def test_create_agent_records_everything_and_the_model_sees_the_compacted_context() -> None:
     turns = 8
     model, memory, state = run_agent("lc", turns)
@@ -287,16 +302,7 @@ def test_a_create_agent_run_converts_each_message_once(monkeypatch: pytest.Monke
     and the state at the end of a run has none: neither makes the middleware convert and
     compare the whole conversation again. Each message is converted about once over the
     run (the whole list each call would be quadratic)."""
-    import ctxmem.integrations.langchain as lc_mod
-
-    converted = [0]
-    real = lc_mod.from_langchain
-
-    def counting(messages: Any, **kw: Any) -> Any:
-        converted[0] += len(messages)
-        return real(messages, **kw)
-
-    monkeypatch.setattr(lc_mod, "from_langchain", counting)
+    converted = count_conversions(monkeypatch)
     turns = 8
     model, memory, state = run_agent("once", turns)
     total = len(state["messages"])  # 4 per turn
@@ -313,16 +319,7 @@ def test_a_checkpointed_agent_converts_each_message_once_across_runs(monkeypatch
     noticed."""
     from langgraph.checkpoint.memory import InMemorySaver
 
-    import ctxmem.integrations.langchain as lc_mod
-
-    converted = [0]
-    real = lc_mod.from_langchain
-
-    def counting(messages: Any, **kw: Any) -> Any:
-        converted[0] += len(messages)
-        return real(messages, **kw)
-
-    monkeypatch.setattr(lc_mod, "from_langchain", counting)
+    converted = count_conversions(monkeypatch)
     turns = 8
     model = ScriptedChat(messages=iter(script(turns)))
     model.seen = []
