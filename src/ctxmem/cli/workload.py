@@ -131,14 +131,17 @@ def _progress_runner(label: str, fn: Any, total: int) -> Any:
 @click.option("--mode", default="oracle", show_default=True, help="oracle | amnesic-K | context | quitter")
 @preset_option("pipeline-200k", multiple=False, help="Preset name or TOML path.")
 @click.option("--device", type=click.Choice(["simx", "gpu"]), default="simx", show_default=True)
+@click.option("--allow-unsandboxed-gpu", is_flag=True,
+              help="With --policy llm --device gpu: run the model's kernels on the GPU outside the OS sandbox "
+                   "(they still pass the static screen and get a scrubbed environment).")
 @click.option("--scale", type=click.Choice(["small", "full"]), default="small", show_default=True)
 @click.option("--max-calls", type=int, default=None, help="Stop (and submit) within this many tool calls.")
 @window_option(help="Override the preset's context window (e.g. 32k).")
 @model_option(None, multiple=False, help="LLM policy: a client spec such as anthropic:claude-sonnet-4-5.")
 @db_option
 @json_option
-def run_cmd(policy: str, seed: int, mode: str, preset: str, device: str, scale: str, max_calls: int | None,
-            window: int | None, model: str | None, db_path: str, as_json: bool) -> None:
+def run_cmd(policy: str, seed: int, mode: str, preset: str, device: str, allow_unsandboxed_gpu: bool, scale: str,
+            max_calls: int | None, window: int | None, model: str | None, db_path: str, as_json: bool) -> None:
     """Run the workload once, record the session, print its scores."""
     require_kernel_deps()
     from ctxmem.workloads.kernel.policy import parse_mode
@@ -148,6 +151,10 @@ def run_cmd(policy: str, seed: int, mode: str, preset: str, device: str, scale: 
         parse_mode(mode)
     except ValueError as exc:
         raise InputError(str(exc), field="mode") from None
+    if policy == "llm" and device == "gpu" and not allow_unsandboxed_gpu:
+        raise InputError("--policy llm --device gpu would run the model's kernels on the GPU outside the sandbox "
+                         "(CUDA needs the device): add --allow-unsandboxed-gpu to accept that, or use --device simx",
+                         field="device")
     store = open_db(db_path)
     try:
         if policy == "llm":
@@ -156,7 +163,7 @@ def run_cmd(policy: str, seed: int, mode: str, preset: str, device: str, scale: 
             from ctxmem.clients import get_client
 
             result = run_llm(store, get_client(model), seed=seed, preset=preset, max_calls=max_calls or 50,
-                             device=device, window=window)  # type: ignore[arg-type]
+                             device=device, window=window, allow_unsandboxed_gpu=allow_unsandboxed_gpu)  # type: ignore[arg-type]
         else:
             total = max_calls or DEFAULT_MAX_CALLS[scale]
             result = _progress_runner(

@@ -536,3 +536,48 @@ spawn(["/bin/sh", "-c", "echo pwned > {victim}"], True)""",
         assert result.status == "sandbox_violation" and not result.passed, (kind, result.render())
         assert kind + " refused" in result.render(), (kind, result.render())
     assert victim.read_text() == "original\n"
+
+
+_HOOK_OFF = """
+import os, socket, sys
+frame = sys._getframe()
+while frame is not None and frame.f_code.co_name != "candidate_main":
+    frame = frame.f_back
+frame.f_locals["sandbox"].active = False  # the audit hook now lets everything through
+seen = []
+def attempt(label, fn):
+    try:
+        fn()
+        seen.append(label + ": DONE")
+    except OSError as exc:
+        seen.append(f"{label}: refused {exc.errno}")
+def shm():
+    with open("/dev/shm/left-for-the-next-check", "w") as f:
+        f.write("x")
+def memfd():
+    fd = os.memfd_create("outside-rlimit-as")
+    os.write(fd, b"x" * (1 << 20))
+attempt("dev-shm", shm)
+attempt("dev-fifo", lambda: os.mkfifo("/dev/fifo"))
+attempt("memfd", memfd)
+attempt("tmp", lambda: open("/tmp/evil", "w"))
+attempt("socket", lambda: socket.socket().connect(("127.0.0.1", 9)))
+attempt("environ-of-init", lambda: open("/proc/1/environ", "rb").read())
+raise RuntimeError("SEEN " + " | ".join(seen))
+"""
+
+
+@needs_bwrap
+def test_with_the_hook_switched_off_the_os_layers_still_refuse(checker: CorrectnessChecker) -> None:
+    """A correctness check runs any Python, so a candidate can walk its frames to the
+    harness and switch the audit hook off; bwrap and seccomp must still refuse all of it:
+    /dev is read-only (its /dev/shm once outlived a check), memfd_create answers EACCES
+    (its pages are outside RLIMIT_AS), and the rest as before. (``/box`` itself stays
+    writable: the harness empties it after every check.)"""
+    result = checker.check(source=_kernel(_HOOK_OFF), use_cache=False)
+    message = (result.error or {}).get("message", "")
+    assert "SEEN " in message, result
+    outcomes = dict(part.split(": ", 1) for part in message.split("SEEN ", 1)[1].strip().split(" | "))
+    assert set(outcomes) == {"dev-shm", "dev-fifo", "memfd", "tmp", "socket", "environ-of-init"}
+    assert not [k for k, v in outcomes.items() if not v.startswith("refused")], outcomes
+    assert not result.passed

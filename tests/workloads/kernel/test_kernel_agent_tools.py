@@ -166,6 +166,56 @@ def _cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def test_gpu_mode_screens_the_source_and_hands_the_child_no_secret(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU child runs outside the OS sandbox: a kernel that would read the caller's
+    environment or write its own result file is refused before anything starts (no GPU
+    needed: nothing runs), and the child's environment is an allow-list."""
+    import subprocess
+
+    from ctxmem.workloads.kernel.kernel_tools import gpu_env
+
+    started: list[object] = []
+    real_run = subprocess.run
+
+    def run(argv: list[str], *args: object, **kwargs: object) -> object:
+        if any(str(a).endswith("_gpu_bench.py") for a in argv):
+            started.append(argv)
+        return real_run(argv, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(subprocess, "run", run)
+    ws = Workspace.create(tmp_path / "ws")
+    payload = ("import os as _o, json as _j\n"
+               "open('result.json', 'w').write(_j.dumps({'status': 'ok', 'key': _o.environ.get('X_API_KEY')}))\n")
+    ws.write_text("kernel.py", payload + (tmp_path / "ws" / "kernel.py").read_text())
+    gpu = KernelTools(ws, seed=0, device="gpu", limits=TEST_LIMITS)
+    text, err = gpu.call("benchmark", {})
+    assert err and "refused before the GPU run" in text
+    assert "kernel.py:1: import os is refused" in text and "'open' is refused" in text
+    assert started == []
+    monkeypatch.setenv("X_API_KEY", "sk-planted")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp-planted")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    env = gpu_env(tmp_path)
+    assert "sk-planted" not in env.values() and "ghp-planted" not in env.values()
+    assert env["CUDA_VISIBLE_DEVICES"] == "0" and "TRITON_INTERPRET" not in env
+    assert env["HOME"] == str(tmp_path)
+
+
+def test_an_llm_runs_kernels_on_the_gpu_only_when_asked(tmp_path: Path) -> None:
+    from ctxmem.clients.testing import ScriptedClient
+    from ctxmem.errors import InputError
+    from ctxmem.store import SQLiteStore
+    from ctxmem.workloads.kernel.run import run_llm
+
+    store = SQLiteStore(tmp_path / "s.db")
+    with pytest.raises(InputError, match=r"outside the sandbox.*allow_unsandboxed_gpu=True") as caught:
+        run_llm(store, ScriptedClient([]), device="gpu", limits=TEST_LIMITS)
+    assert caught.value.field == "device"
+    assert store.list_sessions() == []
+
+
 @pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
 def test_gpu_benchmark_has_the_same_format(tmp_path: Path) -> None:
     sim = KernelTools(Workspace.create(tmp_path / "a"), seed=0, device="simx", limits=TEST_LIMITS)

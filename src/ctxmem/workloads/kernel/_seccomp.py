@@ -20,7 +20,12 @@ Standard library + ``pyseccomp`` only: the sandbox's zygote loads this file by p
   other program may start), any new process (``fork``, ``vfork``, ``clone`` without
   ``CLONE_THREAD``: threads stay allowed), signals to any process but itself (``kill``,
   ``tgkill``, ``rt_(tg)sigqueueinfo`` unless the target is its own pid; ``tkill``,
-  ``pidfd_*``), and everything the sandbox-wide filter refuses. Sockets answer ``EACCES``.
+  ``pidfd_*``), and everything the sandbox-wide filter refuses. Sockets answer ``EACCES``,
+  and so do the ways to hold memory outside the address-space limit or past the check's
+  end: ``memfd_create``/``memfd_secret`` (anonymous files: their pages are not in
+  ``RLIMIT_AS``, 4 GiB was held under a 3 GiB limit) and System V shared memory, message
+  queues and semaphores (``shmget``, ``msgget``, ``semget``: they outlive the process in the
+  sandbox's IPC namespace, which every check of a warm sandbox shares), and POSIX queues.
 
 Both filters leave every other call alone: the Triton interpreter and torch need the
 ordinary file, memory and thread calls.
@@ -53,6 +58,9 @@ DENIED = (
 # Also fatal in the candidate's process.
 CANDIDATE_FATAL = ("execve", "execveat", "fork", "vfork", "tkill", "pidfd_open",
                    "pidfd_send_signal")
+# Refused (EACCES) in the candidate's process: memory that RLIMIT_AS does not count, or
+# that outlives the process in the IPC namespace the checks of a warm sandbox share.
+MEMORY_OUTSIDE_LIMITS = ("memfd_create", "memfd_secret", "shmget", "msgget", "semget", "mq_open")
 # Signal calls whose first argument is the target process.
 _SIGNALS = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
 
@@ -118,7 +126,7 @@ def install_candidate_filter() -> str:
         # Any target but this process (pid 0 and negative pids, i.e. groups, included).
         _add(f, sc, kill, name, sc.Arg(0, sc.LT, me))
         _add(f, sc, kill, name, sc.Arg(0, sc.GT, me))
-    _add(f, sc, sc.ERRNO(errno.EACCES), "socket")
-    _add(f, sc, sc.ERRNO(errno.EACCES), "socketpair")
+    for name in ("socket", "socketpair", *MEMORY_OUTSIDE_LIMITS):
+        _add(f, sc, sc.ERRNO(errno.EACCES), name)
     f.load()
     return "loaded (exec, new processes, signals to others, ptrace, mount, setns, unshare, keyctl: fatal)"

@@ -19,7 +19,9 @@ for the layers and the tests that prove them):
   package — plus ``/etc/ld.so.cache``; nothing else of the host (no ``/home``, ``/root``,
   ``/run``, ``/var``, no workspace);
 * ``--proc /proc`` — a ``/proc`` of the sandbox's own PID namespace only (the harness and
-  every other host process are invisible); ``--dev /dev`` — a minimal ``/dev``;
+  every other host process are invisible); ``--dev /dev`` — a minimal ``/dev``, remounted
+  read-only: its ``/dev/shm`` was a writable tmpfs (half the host's memory) that outlived a
+  check, so one check could leave files, FIFOs or gigabytes there for a later one;
 * ``/tmp`` — a private tmpfs, remounted read-only, and so is bwrap's own root (``/etc``,
   ``/``): nothing a check writes outside its folder can be read by a later one;
 * ``/box`` — the one writable bind: a host folder private to this sandbox, holding one
@@ -94,7 +96,7 @@ def bwrap_argv(binary: str, box_dir: Path, seccomp_fd: int | None, command: list
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for d in _runtime_dirs():
         argv += ["--ro-bind", d, d]
-    argv += ["--remount-ro", "/tmp", "--bind", str(box_dir), BOX, "--remount-ro", "/",
+    argv += ["--remount-ro", "/tmp", "--remount-ro", "/dev", "--bind", str(box_dir), BOX, "--remount-ro", "/",
              "--chdir", BOX]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]

@@ -53,7 +53,10 @@ so its counts are evidence from an untrusted place. Four things keep them honest
    attribute starting with ``_`` (``__class__``, ``__globals__``, ``tl._...``);
    ``getattr``/``setattr``/``globals``/``vars``/``eval``/``exec``/``open``/``__import__``
    and friends; ``gc``, ``sys``, ``builtins``, ``inspect``, ``ctypes``; ``triton``
-   attributes other than ``jit``/``cdiv``/``next_power_of_2``/``language``;
+   attributes other than ``jit``/``cdiv``/``next_power_of_2``/``language``; the
+   interpreter's introspection attributes that need no underscore (``gi_frame``,
+   ``f_back``, ``f_locals``, ``f_globals``, ``tb_frame``, ``cell_contents``, ...: a
+   generator's frame leads to its caller's, and up to the harness's counters);
    ``torch`` attributes outside an allow-list of allocation and index arithmetic (no
    ``torch.sys``, ``torch.ops``, ``torch.nn``, ``torch.matmul``); the ``@`` operator and
    matmul/einsum/softmax/copy_ methods. Without these routes the candidate cannot name the
@@ -108,7 +111,28 @@ REFUSED_NAMES = frozenset({
     "dir", "help", "exit", "quit", "sys", "os", "gc", "builtins", "importlib", "inspect",
     "ctypes", "__builtins__", "classmethod", "staticmethod", "property",
 })
+# The interpreter's introspection attributes that carry no underscore: a generator's,
+# coroutine's or traceback's frame, a frame's caller, locals, globals and code, a code
+# object's constants, a closure cell's contents. Through them a kernel reaches the frames
+# of the harness that calls it (the instrumentation's counters among their locals) with
+# no import and no private name: ``gen.gi_frame.f_back.f_locals``.
+REFUSED_ATTRS = frozenset({
+    "gi_frame", "gi_code", "gi_yieldfrom", "gi_running", "gi_suspended",
+    "cr_frame", "cr_code", "cr_await", "cr_origin", "cr_running", "cr_suspended",
+    "ag_frame", "ag_code", "ag_await", "ag_running",
+    "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "f_trace", "f_trace_lines",
+    "f_trace_opcodes", "f_lasti", "f_lineno", "tb_frame", "tb_next", "tb_lasti", "tb_lineno",
+    "co_consts", "co_names", "co_code", "co_varnames", "co_freevars", "co_cellvars", "co_name",
+    "co_filename", "cell_contents", "func_globals", "func_code", "func_closure", "func_dict",
+    "im_func", "im_self", "mro", "with_traceback", "clear_frames",
+})
 TRITON_ALLOWED = frozenset({"jit", "cdiv", "next_power_of_2", "language"})
+# typing's names a kernel may use: types only (``typing.get_type_hints`` evaluates annotation
+# strings, code the screen never sees)
+TYPING_ALLOWED = frozenset({
+    "Any", "Optional", "Union", "List", "Dict", "Tuple", "Sequence", "Mapping", "Callable",
+    "Iterable", "Iterator", "Literal", "Final", "TYPE_CHECKING", "cast", "Generator",
+})
 TL_REFUSED = frozenset({"core", "semantic", "runtime", "standard"})
 TORCH_ALLOWED = frozenset({
     "empty", "empty_like", "zeros", "zeros_like", "full", "full_like", "ones", "ones_like",
@@ -190,9 +214,9 @@ def screen_source(source: str) -> list[Refusal]:
             if mod not in ALLOWED_IMPORTS or node.level:
                 refuse(node, f"from {mod} import ... is refused: a kernel may import only "
                        "torch, triton, triton.language, math and typing")
-            elif mod in ("torch", "triton"):
+            elif mod in ("torch", "triton", "typing"):
                 for a in node.names:
-                    allowed = TORCH_ALLOWED if mod == "torch" else TRITON_ALLOWED
+                    allowed = {"torch": TORCH_ALLOWED, "triton": TRITON_ALLOWED, "typing": TYPING_ALLOWED}[mod]
                     if a.name not in allowed:
                         refuse(node, f"from {mod} import {a.name} is refused")
         elif isinstance(node, ast.Name) and node.id in REFUSED_NAMES:
@@ -201,6 +225,10 @@ def screen_source(source: str) -> list[Refusal]:
             if node.attr.startswith("_"):
                 refuse(node, f"attribute {node.attr!r} is refused: private and dunder "
                        "attributes are off limits in a kernel")
+                continue
+            if node.attr in REFUSED_ATTRS:
+                refuse(node, f"attribute {node.attr!r} is refused: frames, code objects, cells and "
+                       "tracebacks would reach the harness that runs the kernel")
                 continue
             if node.attr in REFUSED_METHODS:
                 refuse(node, f".{node.attr} is refused: the kernel must be computed by "
@@ -225,6 +253,14 @@ def screen_source(source: str) -> list[Refusal]:
                     refuse(node, f"triton.language.{chain[2]} is refused")
             elif root == "triton.language" and chain[1] in TL_REFUSED:
                 refuse(node, f"tl.{chain[1]} is refused")
+            elif root == "typing" and chain[1] not in TYPING_ALLOWED:
+                refuse(node, f"typing.{chain[1]} is refused (allowed: " + ", ".join(sorted(TYPING_ALLOWED)) + ")")
+        elif isinstance(node, ast.MatchClass):
+            # ``case Generator(gi_frame=f)`` reads an attribute with no Attribute node
+            for name in node.kwd_attrs:
+                if name.startswith("_") or name in REFUSED_ATTRS:
+                    refuse(node, f"matching attribute {name!r} is refused: a class pattern reads "
+                           "attributes as `.` does")
         elif isinstance(node, ast.BinOp | ast.AugAssign) and isinstance(node.op, ast.MatMult):
             refuse(node, "the @ operator is refused: the kernel must be computed by Triton kernels")
     # de-duplicate, keep order

@@ -58,7 +58,14 @@ Decisions:
   GPU, and print the same tables with ``gpu`` in place of ``simulated``; the reference is
   the original kernel at its best of 24 configs on that GPU. ``compile``'s launch is the
   interpreter's; its resource lines and ``profile`` stay on SIMX-1 (labelled simulated).
-  The GPU child is not sandboxed (CUDA needs the device): GPU mode is for trusted runs.
+  The GPU child is not inside the OS sandbox (CUDA needs the device), so three things
+  stand in for it: the source passes the same static screen as a SIMX measurement
+  (:func:`~ctxmem.workloads.kernel.instrument.screen_source`: no imports but torch and
+  triton, no ``open``, no private or frame attributes) in this process before anything
+  runs; the child gets an allow-listed environment (no API key, no token, nothing of the
+  caller's environment but the CUDA, Triton and locale settings); and an LLM's kernels
+  run on the GPU only when the caller says so (``run_llm(..., allow_unsandboxed_gpu=True)``,
+  ``ctxmem workload kernel run --policy llm --device gpu --allow-unsandboxed-gpu``).
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -84,6 +92,7 @@ from ctxmem.workloads.kernel.correctness import (
     config_text,
 )
 from ctxmem.workloads.kernel.gitrepo import GitRepo
+from ctxmem.workloads.kernel.instrument import screen_source
 from ctxmem.workloads.kernel.measure import MeasureFailed, Measurer, MeasureRefused
 from ctxmem.workloads.kernel.profile_report import profile_sections
 from ctxmem.workloads.kernel.sandbox import SandboxLimits
@@ -198,6 +207,27 @@ def _sha8(text: str) -> str:
 
 def _geomean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else 0.0
+
+
+#: the caller's environment variables a GPU child keeps: the CUDA driver's and Triton's
+#: settings, the locale and the library path (never an API key, a token or a proxy)
+_GPU_ENV_KEEP = ("PATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "CUDA_HOME", "CUDA_PATH")
+_GPU_ENV_PREFIXES = ("CUDA_", "NVIDIA_", "TRITON_")
+
+
+def gpu_env(scratch: Path) -> dict[str, str]:
+    """The whole environment of a GPU child: an allow-list of the caller's (see
+    ``_GPU_ENV_KEEP``), ``HOME`` and ``TMPDIR`` in the run's scratch folder, Triton's cache
+    where it already was (compiled kernels are reused across runs), never the interpreter."""
+    env = {k: v for k, v in os.environ.items()
+           if (k in _GPU_ENV_KEEP or k.startswith(_GPU_ENV_PREFIXES))
+           and not any(w in k for w in ("KEY", "TOKEN", "SECRET", "PASSWORD"))}
+    env.pop("TRITON_INTERPRET", None)  # a GPU run compiles for the device
+    env.setdefault("TRITON_CACHE_DIR", str(Path.home() / ".triton" / "cache"))
+    env["HOME"] = str(scratch)
+    env["TMPDIR"] = str(scratch)
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return env
 
 
 class KernelTools:
@@ -435,6 +465,10 @@ class KernelTools:
         ref_configs = [] if self._gpu_reference is not None else [
             {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": st}
             for bm in (32, 64, 128) for bn in (32, 64) for w in (4, 8) for st in (1, 2)]
+        refusals = screen_source(source)
+        if refusals:
+            raise ToolFailure(f"error: {path} was refused before the GPU run (it runs outside the OS sandbox):\n"
+                              + "\n".join(r.text(path) for r in refusals))
         with tempfile.TemporaryDirectory(prefix="ctxmem-gpu-") as scratch:
             d = Path(scratch)
             src = d / "candidate.py"
@@ -447,7 +481,8 @@ class KernelTools:
             runner = Path(__file__).with_name("_gpu_bench.py")
             try:
                 subprocess.run([sys.executable, "-I", str(runner), str(d / "job.json"), str(d / "result.json")],
-                               cwd=self.workspace.root, timeout=600, capture_output=True, check=False)
+                               cwd=self.workspace.root, timeout=600, capture_output=True, check=False,
+                               env=gpu_env(d))
                 report = json.loads((d / "result.json").read_text())
             except (subprocess.TimeoutExpired, OSError, ValueError) as exc:
                 raise ToolFailure(f"error: GPU run of {path} did not finish: {type(exc).__name__}") from exc

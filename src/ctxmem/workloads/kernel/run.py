@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from ctxmem.config import Preset, load_preset
 from ctxmem.context import BuiltContext, History
-from ctxmem.errors import ContextOverflowError
+from ctxmem.errors import ContextOverflowError, InputError
 from ctxmem.events import ToolResultEvent, events_from_message
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
 from ctxmem.session import Session
@@ -230,10 +230,20 @@ def run_llm(
     workspace: str | Path | None = None,
     limits: SandboxLimits | None = None,
     probe_every: int = 10,
+    allow_unsandboxed_gpu: bool = False,
 ) -> RunResult:
-    """``ctxmem.Agent`` with ``client`` over the kernel tools; scored like a scripted run."""
+    """``ctxmem.Agent`` with ``client`` over the kernel tools; scored like a scripted run.
+
+    ``device="gpu"`` runs the model's kernels on the GPU outside the OS sandbox (behind the
+    static screen and a scrubbed environment only), so it must be asked for with
+    ``allow_unsandboxed_gpu=True``; SIMX runs every kernel inside the sandbox."""
     from ctxmem.agent import Agent, Tool
 
+    if device == "gpu" and not allow_unsandboxed_gpu:
+        raise InputError(
+            "device='gpu' would run the model's kernels outside the sandbox (CUDA needs the device): "
+            "pass allow_unsandboxed_gpu=True (CLI: --allow-unsandboxed-gpu) on a machine you are "
+            "willing to expose to them, or use device='simx'", field="device")
     started = time.monotonic()
     loaded = kernel_preset(preset)
     budget = loaded.budget(window)

@@ -32,7 +32,8 @@ Layers, and the test that proves each (in ``tests/workloads/kernel/``; ``A`` is
    namespaces; uid/gid 65534 with no capabilities and no further user namespaces; a root
    of read-only binds of exactly the Python runtime, site-packages, ``/usr`` and the ctxmem
    package, itself read-only; ``/tmp`` a private read-only tmpfs; ``/proc`` of its own PID
-   namespace only; one writable folder, ``/box``, holding a fresh folder per check with a
+   namespace only; ``/dev`` minimal and read-only (its ``/dev/shm`` would otherwise outlive
+   a check); one writable folder, ``/box``, holding a fresh folder per check with a
    copy of the workspace (never ``.ctxmem``).
    A: ``test_namespaces_uid_capabilities_and_host_view`` (uid, CapEff 0, NoNewPrivs,
    seccomp mode, hostname; host files, the real workspace, the cache and its key
@@ -42,7 +43,9 @@ Layers, and the test that proves each (in ``tests/workloads/kernel/``; ``A`` is
    ``bwrap --seccomp`` (ptrace, process_vm_*, mount, setns, unshare, keyctl, bpf, … refused
    for every process, the zygote included), and a per-check filter loaded in the child
    before candidate code, under which exec, any new process, signals to other processes
-   and the calls above kill the process (reported as a sandbox violation).
+   and the calls above kill the process (reported as a sandbox violation); sockets,
+   ``memfd_create`` and System V shared memory, queues and semaphores answer ``EACCES``
+   (memory outside the address-space limit, or left behind in the box's IPC namespace).
    A: ``test_nsenter_through_posixsubprocess_is_contained``,
    ``test_setsid_survivor_does_not_outlive_the_check``,
    ``test_unsandboxed_fallback_still_refuses_the_hook_only_escapes``.
@@ -64,9 +67,11 @@ Layers, and the test that proves each (in ``tests/workloads/kernel/``; ``A`` is
    reads the candidate's files through a descriptor of the check folder opened before the
    run, with ``O_NOFOLLOW``, regular files with one link only, sizes bounded.
    ``test_kernel_verdict_integrity.py``; A: ``test_symlinked_or_hard_linked_outputs_are_not_followed``.
-6. **refusals are recorded where the candidate cannot erase them**: the audit hook writes
-   each one to a pipe the zygote drains (the child holds only the write end), and the
-   harness merges that record into the verdict. A: ``test_a_refusal_cannot_be_erased_from_the_record``.
+6. **the audit hook's refusals are recorded where the candidate cannot erase them**: the
+   hook writes each one to a pipe the zygote drains (the child holds only the write end),
+   and the harness merges that record into the verdict. A:
+   ``test_a_refusal_cannot_be_erased_from_the_record``. This records what the hook
+   refuses, not every refusal: see layer 8 for how a candidate can switch the hook off.
 7. **the result cache is outside and authenticated** (``correctness.ResultCache``): it lives
    in the real workspace's ``.ctxmem`` (never in the sandbox's view), every row carries an
    HMAC-SHA256 under a key kept outside the workspace, and ``submit`` recomputes anyway.
@@ -77,6 +82,15 @@ Layers, and the test that proves each (in ``tests/workloads/kernel/``; ``A`` is
    to a ``dir_fd``, hard links, databases outside, ``/proc`` of other processes, sockets,
    processes, ``ctypes``. ``test_kernel_sandbox.py``; A: ``test_os_open_with_dir_fd``,
    ``test_os_link_with_src_dir_fd``, ``test_proc_dir_fd_is_refused_by_the_hook_too``.
+   It runs in the candidate's own process, so it is a tripwire and a reporter, not a
+   boundary: a correctness check runs any Python (no source screen), and a candidate that
+   walks its frames (``sys._getframe().f_back``) to the harness's objects, or patches the
+   functions the hook calls, switches it off. Then layers 1–3 still refuse everything the
+   hook would have (each attempt is held to them with the hook off in
+   ``test_with_the_hook_switched_off_the_os_layers_still_refuse``), but the refusals come
+   back as plain errors (``EROFS``, ``EACCES``), not as recorded violations. SIMX pricing
+   screens its source first (``instrument.screen_source``: no imports but torch and
+   triton, no private or frame attributes), which closes these routes for the measured run.
 9. **limits**: address space (:attr:`SandboxLimits.memory_mb`), CPU seconds, largest file,
    no core dumps, set in the child; the wall clock is enforced by the zygote, and by the
    harness on the zygote. ``test_kernel_sandbox.py``, ``test_kernel_worker.py``.

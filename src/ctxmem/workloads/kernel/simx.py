@@ -85,7 +85,10 @@ from typing import Any
 SIMX_VERSION = 3  # 3: the out-bytes sample correction is one ratio per shape (out_shares)
 DEVICE_NAME = "SIMX-1"
 
-# Launch keys SIMX-1 knows; any other key is passed to launch() untouched.
+# The launch keys: a config holds only these (a kernel's other constants live in its source).
+# An unknown key was once passed to launch() untouched, which let a config carry free text
+# into the tool output that the run's scores are read from (a key ``tag="FAILED"`` hid a
+# benchmark from ``best_seen``), and a dummy integer key made a repeated config look new.
 CONFIG_SPACE: dict[str, tuple[int, ...]] = {
     "BLOCK_M": (16, 32, 64, 128),
     "BLOCK_N": (16, 32, 64, 128),
@@ -372,15 +375,17 @@ class ShapeCost:
 
 
 def normalize_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The launch config as SIMX-1 runs it: defaults filled, known keys validated."""
+    """The launch config as SIMX-1 runs it: defaults filled, every key known and validated."""
     out: dict[str, Any] = {**SIMX_DEFAULTS}
     for key, value in config.items():
-        if key in CONFIG_SPACE:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidConfig(f"{key}={value!r}: must be an integer")
-            if value not in CONFIG_SPACE[key]:
-                allowed = ", ".join(map(str, CONFIG_SPACE[key]))
-                raise InvalidConfig(f"{key}={value}: {DEVICE_NAME} accepts {key} in {{{allowed}}}")
+        if key not in CONFIG_SPACE:
+            raise InvalidConfig(f"unknown launch key {str(key)[:40]!r}: a config sets only "
+                                f"{', '.join(CONFIG_SPACE)} (put other constants in the kernel's source)")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidConfig(f"{key}={value!r}: must be an integer")
+        if value not in CONFIG_SPACE[key]:
+            allowed = ", ".join(map(str, CONFIG_SPACE[key]))
+            raise InvalidConfig(f"{key}={value}: {DEVICE_NAME} accepts {key} in {{{allowed}}}")
         out[key] = value
     return out, []
 

@@ -37,6 +37,8 @@ class KernelConfig(BaseModel):
     device: Literal["simx", "gpu"] = Field("simx", description="simx (simulated accelerator) or gpu (CUDA do_bench).")
     policy: Literal["scripted", "llm"] = Field("scripted", description="The deterministic scripted policy or an LLM.")
     model: str | None = Field(None, description="The LLM policy's client spec, e.g. anthropic:claude-sonnet-4-5.")
+    allow_unsandboxed_gpu: bool = Field(
+        False, description="policy llm with device gpu: run the model's kernels on the GPU outside the OS sandbox.")
 
 
 def kernel_score(scores: Mapping[str, Any]) -> float | None:
@@ -87,6 +89,10 @@ class KernelWorkload:
         if self.config.policy == "llm" and not self.config.model:
             raise ConfigError("the llm policy needs a model, e.g. --set model=anthropic:claude-sonnet-4-5",
                               field="model")
+        if self.config.policy == "llm" and self.config.device == "gpu" and not self.config.allow_unsandboxed_gpu:
+            raise ConfigError("device gpu would run the model's kernels outside the sandbox (CUDA needs the device): "
+                              "add --set allow_unsandboxed_gpu=true to accept that, or keep device simx",
+                              field="device")
 
     def needles(self) -> tuple[NaturalNeedle, ...]:
         """The kernel facts found in tool outputs (limits, device, tolerances, …), not the moving best commit."""
@@ -125,7 +131,8 @@ class KernelWorkload:
             from ctxmem.workloads.kernel.run import run_llm
 
             assert c.model is not None
-            result = run_llm(store, get_client(c.model), max_calls=c.max_calls or 50, **kwargs)
+            result = run_llm(store, get_client(c.model), max_calls=c.max_calls or 50,
+                             allow_unsandboxed_gpu=c.allow_unsandboxed_gpu, **kwargs)
         else:
             from ctxmem.workloads.kernel.run import run_scripted
 
