@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from typing import Any
 
@@ -15,6 +16,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.tools import tool
 from pydantic import Field
 
+from ctxmem.errors import InputError
 from ctxmem.integrations.langchain import CtxmemMiddleware, from_langchain, to_langchain
 from ctxmem.messages import Message, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from ctxmem.tokens import count_messages, get_tokenizer
@@ -337,3 +339,127 @@ def test_a_checkpointed_agent_converts_each_message_once_across_runs(monkeypatch
     edited = [state["messages"][0].model_copy(update={"content": "another first question"}), *state["messages"][1:]]
     memory.record(edited)
     assert memory.session("ck").messages() == from_langchain(edited)[1]
+
+
+def test_a_server_reusing_tool_call_ids_is_recorded_under_fresh_ids_and_the_model_sees_its_own() -> None:
+    """A server that numbers its calls call_0 every turn: the second tool turn made the
+    middleware raise (the session refuses a reused id) and the agent died. The session now
+    stores the reused call under a fresh id with its result, a checkpointed run re-sending
+    the same messages records nothing twice, and the model is handed the ids the graph holds,
+    each result after its call."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    turns = 3
+    replies = []
+    for k in range(turns):
+        replies.append(AIMessage(content="", tool_calls=[{"id": "call_0", "name": "read_log",
+                                                          "args": {"name": f"run{k}"}, "type": "tool_call"}]))
+        replies.append(AIMessage(content=f"done {k}"))
+    model = ScriptedChat(messages=iter(replies))
+    model.seen = []
+    memory = CtxmemMiddleware("masking-200k", store="memory://", session_id="dup", context_window=7000)
+    agent = create_agent(model, tools=[read_log], middleware=[memory], checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t"}}
+    for k in range(turns):
+        state = agent.invoke({"messages": [HumanMessage(f"question {k}")]}, config)
+    assert state["messages"][-1].content == f"done {turns - 1}"
+    session = memory.session("dup")
+    recorded = session.messages()
+    assert len(recorded) == len(from_langchain(state["messages"])[1]) == 4 * turns  # nothing recorded twice
+    calls = [u.id for m in recorded for u in m.tool_uses]
+    assert calls == ["call_0", "call_0_2", "call_0_3"]
+    for prev, m in itertools.pairwise(recorded):  # each result right after its call
+        assert [r.tool_use_id for r in m.tool_results] == [u.id for u in prev.tool_uses][: len(m.tool_results)]
+    results = [r for m in recorded for r in m.tool_results]
+    assert [r.text.rsplit(" ", 1)[-1] for r in results] == [f"SECRET-run{k}" for k in range(turns)]
+    # the model got the graph's ids, every result right after the call it answers
+    last = model.seen[-1]
+    assert [c["id"] for m in last if isinstance(m, AIMessage) for c in m.tool_calls] == ["call_0"] * turns
+    for k, m in enumerate(last):
+        if isinstance(m, ToolMessage):
+            assert isinstance(last[k - 1], AIMessage) and m.tool_call_id == last[k - 1].tool_calls[0]["id"]
+    assert "SECRET-run2" in str([m for m in last if isinstance(m, ToolMessage)][-1].content)
+    # the whole list converted and compared again (new objects) maps to the same session: no rewind
+    before = session.messages_with_ids()
+    memory._seen.clear()
+    memory.record([m.model_copy() for m in state["messages"]], "dup")
+    assert memory.session("dup").messages_with_ids() == before
+
+
+def test_responses_api_function_call_parts_are_the_tool_calls_they_repeat() -> None:
+    """ChatOpenAI on the Responses API puts each call in the AIMessage's content as a
+    function_call part too: it was refused as a part with no ctxmem equivalent."""
+    ai = AIMessage(content=[{"type": "function_call", "call_id": "call_1", "name": "read_log",
+                             "arguments": '{"name": "build"}', "id": "fc_1"}],
+                   tool_calls=[{"id": "call_1", "name": "read_log", "args": {"name": "build"}, "type": "tool_call"}])
+    _, msgs = from_langchain([HumanMessage("why?"), ai, ToolMessage("ok", tool_call_id="call_1")])
+    assert msgs[1].content == (ToolUseBlock("call_1", "read_log", {"name": "build"}),)
+    with pytest.raises(InputError, match="reasoning"):  # still refused: no ctxmem equivalent
+        from_langchain([AIMessage(content=[{"type": "reasoning", "id": "rs_1", "summary": []}])])
+    pytest.importorskip("langchain_openai")
+    from langchain_openai import ChatOpenAI
+
+    from ctxmem.clients.loopback import LoopbackServer
+
+    def policy(request: Any) -> Message:
+        if request.messages[-1].tool_results:
+            return Message.assistant(TextBlock("Shared memory limit."))
+        return Message.assistant(ToolUseBlock("call_1", "read_log", {"name": "build"}))
+
+    with LoopbackServer(policy=policy) as server:
+        chat = ChatOpenAI(model="gpt-4.1", base_url=server.openai_base_url, api_key="k", use_responses_api=True)
+        memory = CtxmemMiddleware("masking-200k", store="memory://", session_id="resp")
+        state = create_agent(chat, tools=[read_log], middleware=[memory]).invoke(
+            {"messages": [HumanMessage("Why did the build fail?")]})
+        assert not server.rejected
+    assert "Shared memory limit." in str(state["messages"][-1].content)
+    assert [u.id for m in memory.session("resp").messages() for u in m.tool_uses] == ["call_1"]
+
+
+def test_react_hook_counts_the_agents_tools_and_prompt_and_the_recall_tool_is_bound() -> None:
+    """pre_model_hook built without the agent's tools and prompt: the request the model got
+    was over the preset's budget, and its placeholders named a recall tool never bound."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from langgraph.prebuilt import create_react_agent
+    from ctxmem.integrations.langchain import _tool_specs
+    from ctxmem.messages import tool_to_anthropic
+    from ctxmem.tokens import count_request
+
+    class Binding(ScriptedChat):
+        bound: list[list[str]] = Field(default_factory=list)
+
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+            self.bound.append([t.name for t in tools])
+            return self
+
+    @tool("read_log")
+    def read_big(name: str) -> str:
+        """Read a build log."""
+        return "\n".join(f"line {i} of {name}" for i in range(400)) + f"\nSECRET-{name}"
+
+    read_big.description = "Read a build log. " + "Details about log formats. " * 300  # a big schema
+    prompt = "You fix builds. " * 300
+    turns = 5
+    model = Binding(messages=iter(script(turns)))
+    model.seen, model.bound = [], []
+    memory = CtxmemMiddleware("masking-200k", store="memory://", session_id="react", context_window=9000)
+    tools = [read_big, *memory.tools]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        agent = create_react_agent(model, tools, prompt=prompt, pre_model_hook=memory.react_hook(tools, prompt=prompt))
+    state: dict[str, Any] = {"messages": []}
+    for k in range(turns):
+        state = agent.invoke({"messages": [*state["messages"], HumanMessage(f"q{k}")]})
+    assert model.bound[-1] == ["read_log", "recall"]  # the tool the placeholders name is offered
+    schemas = [tool_to_anthropic(t) for t in _tool_specs(tools)]
+    tok = get_tokenizer("o200k_base")
+    available = memory.last_report.available
+    for sent in model.seen:
+        assert isinstance(sent[0], SystemMessage) and sent[0].content == prompt  # the prompt once, first
+        assert sum(isinstance(m, SystemMessage) for m in sent) == 1
+        system, msgs = from_langchain(sent)
+        assert count_request(msgs, tok, system=system, tools=schemas).total <= available
+    assert sum("recall tool" in str(m.content) for m in model.seen[-1]) > 0  # it did mask
+    assert "SECRET-run4" in str([m for m in model.seen[-1] if isinstance(m, ToolMessage)][-1].content)
+    assert memory.last_report.tokens_out <= available

@@ -9,21 +9,34 @@ a durable session, and the model sees what the preset builds within its budget::
     memory = CtxmemMiddleware("masking-200k", store="agent.db", session_id="run-7")
     agent = create_agent(model, tools=tools, middleware=[memory])
 
-    # LangGraph's prebuilt agent, where trim_messages went:
-    agent = create_react_agent(model, tools, pre_model_hook=memory.pre_model_hook)
+    # LangGraph's prebuilt agent, where trim_messages went: bind the recall tool too, and
+    # give the hook the agent's tools and prompt so that they are counted in the budget
+    tools = [*tools, *memory.tools]
+    agent = create_react_agent(model, tools, prompt=prompt,
+                               pre_model_hook=memory.react_hook(tools, prompt=prompt))
 
 **Middleware** (``wrap_model_call``/``awrap_model_call``): before each model call, the
 request's messages are converted (:func:`from_langchain`) and whatever is new is recorded
 into the session; the preset builds the context over the session (system prompt and tool
 schemas counted in the budget), and the model is called with that context
 (:func:`to_langchain`) — the graph state is never edited. ``after_agent`` records the
-final answer. **pre_model_hook** does the same for ``create_react_agent``, returning
-``{"llm_input_messages": ...}`` (the state is untouched, as with ``trim_messages``).
+final answer. **react_hook** (``memory.react_hook(tools, prompt=prompt)``) does the same
+for ``create_react_agent`` as its ``pre_model_hook``, returning ``{"llm_input_messages":
+...}`` (the state is untouched, as with ``trim_messages``): a hook cannot see the agent's
+tools and prompt, so it is given them, to count them in the budget; the agent puts the
+prompt first itself. (``memory.pre_model_hook`` counts neither: only for an agent without
+a prompt whose tool schemas are small.)
 
 **Recall.** With a preset whose placeholders point at a ``recall`` handle (masking, the
 pipeline), the middleware registers a ``recall`` tool with the agent (``middleware.tools``):
 the model gets the original output from the session's log, a line range or the lines
-matching a pattern.
+matching a pattern. With ``create_react_agent``, bind it yourself: ``tools=[*tools,
+*memory.tools]`` (and the same list to ``react_hook``).
+
+**Reused tool-call ids.** A server that numbers its calls ``call_0`` every turn reuses ids
+the session already holds: as :class:`ctxmem.Agent` does, the session stores such a call
+under a fresh id (``call_0_2``) and its result with it; the model is handed the ids the
+graph holds.
 
 **Session per thread.** With ``session_id=None`` the session is the LangGraph
 ``thread_id`` of the run (``config={"configurable": {"thread_id": ...}}``), else
@@ -32,7 +45,9 @@ matching a pattern.
 later events stay stored — and recording continues from there.
 
 **Conversion.** ``HumanMessage`` ↔ user text; ``AIMessage`` ↔ assistant text, ``tool_calls``
-↔ ``tool_use`` blocks, Anthropic-style ``thinking`` content parts ↔ thinking blocks;
+↔ ``tool_use`` blocks (content parts repeating the calls — ``tool_use``, ``tool_call``, the
+Responses API's ``function_call`` — are skipped; its ``reasoning`` parts are refused),
+Anthropic-style ``thinking`` content parts ↔ thinking blocks;
 ``ToolMessage`` ↔ ``tool_result`` (``status="error"`` ↔ ``is_error``); ``SystemMessage``
 ↔ the system prompt. Tool messages and the human text after them form one user message
 (results first). ``from_langchain(to_langchain(messages, system)) == (system, messages)``.
@@ -98,8 +113,8 @@ def _texts(content: Any, where: str, i: int) -> list[ContentBlock]:
             out.append(ThinkingBlock(str(part.get("thinking", "")), str(part.get("signature") or "")))
         elif isinstance(part, dict) and part.get("type") == "redacted_thinking":
             out.append(RedactedThinkingBlock(str(part.get("data", ""))))
-        elif isinstance(part, dict) and part.get("type") in ("tool_use", "tool_call"):
-            continue  # the same calls are in AIMessage.tool_calls
+        elif isinstance(part, dict) and part.get("type") in ("tool_use", "tool_call", "function_call"):
+            continue  # the same calls are in AIMessage.tool_calls (function_call: the Responses API's)
         else:
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
             raise InputError(f"message {i}: {where} content part {kind!r} has no ctxmem equivalent (text only)",
@@ -281,12 +296,99 @@ def _tool_specs(tools: Sequence[Any]) -> tuple[ToolSpec, ...]:
 # --------------------------------------------------------------------------- middleware
 
 
+class _CallIds:
+    """The graph's tool-call ids → the session's. A server that numbers its calls ``call_0``
+    every turn reuses ids the session already holds (it would refuse them): a reused id gets
+    a fresh one, ``call_0_2``, as :class:`ctxmem.Agent` does, and a tool result takes the id
+    of the call it answers (the same id among the last assistant message's calls, in order,
+    else the latest call with it). The renaming depends only on the messages, in order:
+    converting the same list again gives the same session messages. ``back`` maps each
+    renamed id to the graph's, so the model is handed the ids the graph holds."""
+
+    def __init__(self) -> None:
+        self.taken: set[str] = set()  # the session ids of every call so far
+        self.open: dict[str, list[str]] = {}  # graph id -> the last assistant message's calls not yet answered
+        self.last: dict[str, str] = {}  # graph id -> its latest call's session id, where it was renamed
+        self.back: dict[str, str] = {}  # session id -> graph id, renamed calls only
+        #: id(LangChain message) -> (it, its copy with the graph's ids), see :meth:`restore`
+        self.restored: dict[int, tuple[BaseMessage, BaseMessage]] = {}
+
+    def apply(self, messages: list[Message]) -> list[Message]:
+        """``messages`` (the next ones of the graph's list) with the session's ids."""
+        out: list[Message] = []
+        for m in messages:
+            blocks: list[ContentBlock] | None = None
+            if m.role == "assistant":
+                self.open = {}
+                for k, b in enumerate(m.content):
+                    if not isinstance(b, ToolUseBlock):
+                        continue
+                    uid, n = b.id, 1
+                    while uid in self.taken:
+                        n += 1
+                        uid = f"{b.id}_{n}"
+                    self.taken.add(uid)
+                    self.open.setdefault(b.id, []).append(uid)
+                    if uid != b.id:
+                        self.last[b.id] = uid
+                        self.back[uid] = b.id
+                        blocks = blocks if blocks is not None else list(m.content)
+                        blocks[k] = ToolUseBlock(uid, b.name, b.input)
+            else:
+                for k, b in enumerate(m.content):
+                    if not isinstance(b, ToolResultBlock):
+                        continue
+                    pending = self.open.get(b.tool_use_id)
+                    uid = pending.pop(0) if pending else self.last.get(b.tool_use_id, b.tool_use_id)
+                    if uid != b.tool_use_id:
+                        blocks = blocks if blocks is not None else list(m.content)
+                        blocks[k] = ToolResultBlock(uid, b.content, b.is_error)
+            out.append(m if blocks is None else Message(m.role, tuple(blocks)))
+        return out
+
+    def restore(self, messages: list[BaseMessage]) -> list[BaseMessage]:
+        """A context's LangChain messages with the graph's ids where the session renamed them."""
+        back = self.back
+        if not back:
+            return messages
+        cache = self.restored
+        out = []
+        for m in messages:
+            hit = cache.get(id(m))
+            if hit is not None and hit[0] is m:
+                out.append(hit[1])
+                continue
+            new = m
+            if isinstance(m, AIMessage) and any(c["id"] in back for c in m.tool_calls):
+                new = AIMessage(content=m.content, tool_calls=[
+                    {**c, "id": back.get(str(c["id"]), c["id"])} for c in m.tool_calls])
+            elif isinstance(m, ToolMessage) and m.tool_call_id in back:
+                new = ToolMessage(content=m.content, tool_call_id=back[m.tool_call_id], name=m.name,
+                                  status=m.status)
+            if new is not m:
+                cache[id(m)] = (m, new)
+            out.append(new)
+        if len(cache) > 2 * len(messages) + 64:  # drop copies of messages long gone
+            live = {id(m) for m in messages}
+            self.restored = {k: v for k, v in cache.items() if k in live}
+        return out
+
+
 def _equal(a: Any, b: Any) -> bool:
     """The same message type with every field equal (a field that cannot be compared: not equal)."""
     try:
         return type(a) is type(b) and bool(a.__dict__ == b.__dict__)
     except Exception:  # a value whose == raises or is not a truth value (an array in a kwarg)
         return False
+
+
+def _prompt_text(prompt: str | SystemMessage | None) -> str | None:
+    """The text of a system prompt given as a string or a SystemMessage."""
+    if prompt is None or isinstance(prompt, str):
+        return prompt or None
+    if isinstance(prompt, SystemMessage):
+        return from_langchain([prompt])[0] or None
+    raise InputError(f"prompt: expected a string or a SystemMessage, got {type(prompt).__name__}", field="prompt")
 
 
 def _leading_systems(messages: Sequence[Any]) -> int:
@@ -336,6 +438,8 @@ class CtxmemMiddleware(AgentMiddleware):
         self._sessions: dict[str, Session] = {}
         self._seen: dict[str, tuple[list[Any], str | None]] = {}
         self._out_memo: dict[str, ConversionMemo] = {}
+        # per session: the graph's tool-call ids → the session's (a server reusing call ids)
+        self._ids: dict[str, _CallIds] = {}
         # record → build is one step: concurrent runs (agent.batch, threads) on one session
         # would otherwise build from each other's half-recorded conversations
         self._lock = threading.RLock()
@@ -378,7 +482,7 @@ class CtxmemMiddleware(AgentMiddleware):
         return found
 
     def _forget(self, sid: str) -> None:
-        for d in (self._sessions, self._seen, self._out_memo, self._builders, self._recorded):
+        for d in (self._sessions, self._seen, self._out_memo, self._builders, self._recorded, self._ids):
             d.pop(sid, None)
 
     def record(self, messages: Sequence[Any], session_id: str | None = None) -> tuple[Session, str | None]:
@@ -394,6 +498,9 @@ class CtxmemMiddleware(AgentMiddleware):
             return session, system
         system, msgs = from_langchain(messages)
         self._seen.pop(session.id, None)
+        ids = _CallIds()  # the renaming follows the list: the whole list gives the whole map
+        msgs = ids.apply(msgs)
+        self._ids[session.id] = ids
         done = self._recorded.get(session.id)
         if done is None:
             done = self._recorded[session.id] = session.messages()
@@ -445,30 +552,46 @@ class CtxmemMiddleware(AgentMiddleware):
             if new and done and new[0].role == "user" and done[-1].role == "user":
                 return False, None
             if new:
-                session.record_many(new)
+                ids = self._ids.get(session.id)
+                if ids is None:
+                    return False, None
+                new = ids.apply(new)
+                try:
+                    session.record_many(new)
+                except BaseException:
+                    self._seen.pop(session.id, None)  # the id map went ahead: the next call redoes it all
+                    raise
                 done.extend(new)
             self._seen[session.id] = (body, inner)
         # the system prompt as a whole conversion joins it: the leading ones, then any inside
         parts = [t for t in (from_langchain(messages[:lead])[0] if lead else None, inner) if t is not None]
         return True, "\n\n".join(parts) if parts else None
 
-    def context(self, messages: Sequence[Any], *, tools: Sequence[Any] = (),
-                session_id: str | None = None) -> list[BaseMessage]:
-        """Record ``messages`` and return the preset's context for the next model call."""
-        with self._lock:
-            return self._context(messages, tools, session_id)
+    def context(self, messages: Sequence[Any], *, tools: Sequence[Any] = (), session_id: str | None = None,
+                prompt: str | SystemMessage | None = None) -> list[BaseMessage]:
+        """Record ``messages`` and return the preset's context for the next model call.
 
-    def _context(self, messages: Sequence[Any], tools: Sequence[Any], session_id: str | None) -> list[BaseMessage]:
+        ``tools``: the tools bound to the model, counted in the budget. ``prompt``: a system
+        prompt the caller puts before the returned messages itself (``create_react_agent``'s
+        ``prompt``): counted in the budget, not returned."""
+        with self._lock:
+            return self._context(messages, tools, session_id, _prompt_text(prompt))
+
+    def _context(self, messages: Sequence[Any], tools: Sequence[Any], session_id: str | None,
+                 prompt: str | None = None) -> list[BaseMessage]:
         session, system = self.record(messages, session_id)
         builder = self._builders.get(session.id)
         if builder is None:
             builder = self._builders[session.id] = LoopBuilder(
                 self.preset, context_window=self.context_window, record=self.record_compactions)
         builder.tools = _tool_specs(tools)
-        lb = builder.build_session(session, system=system)
+        counted = "\n\n".join(t for t in (prompt, system) if t) if prompt else system
+        lb = builder.build_session(session, system=counted)
         self.last_report = lb.built.report
         # the system prompt leads (a SystemMessage in the graph state was counted, then dropped)
-        return to_langchain(lb.built.messages, system, memo=self._out_memo.setdefault(session.id, ConversionMemo()))
+        out = to_langchain(lb.built.messages, system, memo=self._out_memo.setdefault(session.id, ConversionMemo()))
+        ids = self._ids.get(session.id)
+        return ids.restore(out) if ids is not None else out
 
     # ------------------------------------------------------------------ LangChain v1 hooks
 
@@ -501,8 +624,26 @@ class CtxmemMiddleware(AgentMiddleware):
 
     # ------------------------------------------------------------------ LangGraph prebuilt
 
+    def react_hook(self, tools: Sequence[Any] = (),
+                   prompt: str | SystemMessage | None = None) -> Callable[[Any], dict[str, Any]]:
+        """A ``pre_model_hook`` for ``create_react_agent(model, tools, prompt=prompt, ...)`` that
+        counts the agent's tools and system prompt in the budget: give it the same ``tools``
+        and ``prompt`` as the agent. Bind ``[*your_tools, *middleware.tools]``: with a masking
+        preset the placeholders name the ``recall`` tool in :attr:`tools`. The model is handed
+        the context without ``prompt``, which the agent puts first itself."""
+        tools = list(tools)
+        text = _prompt_text(prompt)
+
+        def pre_model_hook(state: Any) -> dict[str, Any]:
+            messages = state["messages"] if isinstance(state, dict) else state.messages
+            with self._lock:
+                return {"llm_input_messages": self._context(messages, tools, None, text)}
+
+        return pre_model_hook
+
     def pre_model_hook(self, state: Any) -> dict[str, Any]:
-        """``create_react_agent(..., pre_model_hook=middleware.pre_model_hook)``."""
+        """``create_react_agent(..., pre_model_hook=middleware.pre_model_hook)`` for an agent
+        with no system prompt whose tools are not counted; see :meth:`react_hook`."""
         messages = state["messages"] if isinstance(state, dict) else state.messages
         return {"llm_input_messages": self.context(messages)}
 
