@@ -503,3 +503,129 @@ def test_an_output_is_stored_with_the_name_of_the_call_it_answers_however_far_ba
              if isinstance(se.event, ToolResultEvent)]
     assert names[:2] == [("c0", "tool0"), ("c1", "tool1")]
     assert names[-3:] == [("old", "build"), ("c3", "renamed"), ("nowhere", None)]
+
+
+# ----------------------------------------------------------------- paired item types (shell, computer, …)
+
+
+def _paired_turn(i: int, out_lines: int) -> list[dict[str, Any]]:
+    """A turn of the item types the SDK pairs by call_id beyond function calls, each output large."""
+    log = "".join(f"cc -O2 src/file{i}_{j}.c -o obj/file{j}.o\n" for j in range(out_lines))
+    shot = "data:image/png;base64," + "".join(f"iVBOR{i:03d}{j:06d}" for j in range(out_lines * 3))
+    return [
+        {"role": "user", "content": f"run the build, step {i}"},
+        {"type": "reasoning", "id": f"rs_{i}", "summary": [{"type": "summary_text", "text": "build it"}]},
+        {"type": "shell_call", "id": f"sh_{i}", "call_id": f"shell_{i}", "status": "completed",
+         "action": {"commands": ["make"], "timeout_ms": 1000, "max_output_length": 100000}},
+        {"type": "computer_call", "id": f"cu_{i}", "call_id": f"comp_{i}", "status": "completed",
+         "action": {"type": "screenshot"}, "pending_safety_checks": []},
+        {"type": "local_shell_call", "id": f"ls_{i}", "call_id": f"local_{i}", "status": "completed",
+         "action": {"type": "exec", "command": ["ls"], "env": {}}},
+        {"type": "apply_patch_call", "id": f"ap_{i}", "call_id": f"patch_{i}", "status": "completed",
+         "operation": {"type": "update_file", "path": "a.c", "diff": "@@ -1 +1 @@\n-a\n+b\n"}},
+        {"type": "shell_call_output", "call_id": f"shell_{i}", "max_output_length": 100000,
+         "output": [{"stdout": log, "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}]},
+        {"type": "computer_call_output", "call_id": f"comp_{i}",
+         "output": {"type": "computer_screenshot", "image_url": shot}},
+        {"type": "local_shell_call_output", "call_id": f"local_{i}", "output": log},
+        {"type": "apply_patch_call_output", "call_id": f"patch_{i}", "status": "completed", "output": log},
+        {"type": "mcp_approval_request", "id": f"mcpr_{i}", "server_label": "fs", "name": "rm", "arguments": "{}"},
+        {"type": "message", "id": f"msg_{i}", "role": "assistant", "status": "completed",
+         "content": [{"type": "output_text", "text": f"build {i} ok", "annotations": []}]},
+    ]
+
+
+def _assert_every_call_answered_after_it(items: list[dict[str, Any]]) -> None:
+    calls = {i["call_id"]: k for k, i in enumerate(items) if "call_id" in i and not i["type"].endswith("_output")}
+    outs = {i["call_id"]: k for k, i in enumerate(items) if "call_id" in i and i["type"].endswith("_output")}
+    assert set(calls) == set(outs), sorted(set(calls) ^ set(outs))
+    assert all(calls[c] < outs[c] for c in calls)
+
+
+def test_shell_computer_and_other_paired_items_are_counted_by_a_window_budget() -> None:
+    """Items of types ctxmem had no block for (shell_call_output, computer_call_output,
+    local_shell_call_output, apply_patch_call*, mcp_approval_request) made no content events,
+    yet get_items handed them back verbatim: window-32k reported 117 tokens out of 30,720
+    while the items it returned were 160K tokens of JSON. Now each is counted (a call and
+    its output as a tool call and result), so a recount of what get_items returns fits."""
+    from ctxmem.integrations.responses import item_type
+    from ctxmem.tokens import get_tokenizer
+
+    s = CtxmemSession("paired-window", store="memory://", preset="window-32k")
+    turns = [_paired_turn(i, 150) for i in range(8)]  # ~13K tokens of JSON a turn
+    for turn in turns:
+        run(s.add_items(turn))
+    got = run(s.get_items())
+    report = s.last_report
+    sent = sum(get_tokenizer("o200k_base").count(json.dumps(item)) for item in got)  # independent recount
+    assert report.tokens_out <= report.available and sent <= report.available, (sent, report)
+    assert report.dropped and sent > report.available // 3  # the budget bites, and what fits is sent
+    # the latest turns come back verbatim (their user text is carried by the pinned first message)
+    assert got[-len(turns[-1]) + 1:] == turns[-1][1:]
+    assert {"shell_call_output", "computer_call_output"} <= {item_type(i) for i in got}
+    _assert_every_call_answered_after_it(got)
+    # stored as tool calls named by their type and results holding the output's JSON, its
+    # texts after it, raw (so a reducer and the recall tool see their lines)
+    msgs = s.session.messages()
+    assert [b.name for b in msgs[1].tool_uses] == ["shell_call", "computer_call", "local_shell_call",
+                                                   "apply_patch_call"]
+    head, _, stdout = msgs[2].tool_results[0].text.partition("\n")
+    assert json.loads(head)["output"][0]["stdout"] == "" and stdout == turns[0][6]["output"][0]["stdout"]
+    assert json.loads(msgs[2].tool_results[1].text) == {k: v for k, v in turns[0][7].items() if k != "id"}
+    from ctxmem.errors import InputError
+
+    with pytest.raises(InputError, match="item 0 is not JSON-serializable"):  # was: a bare TypeError
+        run(s.add_items([{"type": "shell_call_output", "call_id": "b", "output": [{"stdout": b"raw"}]}]))
+
+
+def test_masking_a_turn_keeps_each_paired_call_with_its_output() -> None:
+    """Masking a function_call_output rewrote its message from its blocks, and the
+    shell_call_output items stored beside it (no block of their own) were dropped while
+    their calls stayed: the Responses API refuses such input. A masked paired output now
+    stays its type with the placeholder as its text (shell stdout, local shell / apply_patch
+    output); one whose type holds no text (a screenshot) is left out with its call."""
+    from agents.tool_context import ToolContext
+
+    from ctxmem.tokens import get_tokenizer
+
+    s = CtxmemSession("paired-mask", store="memory://", preset="masking-200k", context_window=20000)
+    for i in range(30):
+        run(s.add_items([
+            {"role": "user", "content": f"step {i}"},
+            {"type": "function_call", "id": f"fc_{i}", "call_id": f"call_{i}", "name": "read_log",
+             "arguments": "{\"name\": \"b\"}", "status": "completed"},
+            {"type": "shell_call", "id": f"sh_{i}", "call_id": f"shell_{i}", "status": "completed",
+             "action": {"commands": ["make"], "timeout_ms": 1000, "max_output_length": 1000}},
+            {"type": "function_call_output", "call_id": f"call_{i}", "output": "log line\n" * 300},
+            {"type": "shell_call_output", "call_id": f"shell_{i}", "max_output_length": 1000,
+             "output": [{"stdout": "ok", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}]},
+            {"type": "message", "id": f"msg_{i}", "role": "assistant", "status": "completed",
+             "content": [{"type": "output_text", "text": f"done {i}", "annotations": []}]},
+        ]))
+    got = run(s.get_items())
+    assert s.last_report.masked
+    _assert_every_call_answered_after_it(got)
+    assert sum(i.get("type") == "shell_call_output" for i in got) == 30
+
+    m = CtxmemSession("paired-mask-big", store="memory://", preset="masking-200k", context_window=40000)
+    turns = [_paired_turn(i, 40) for i in range(16)]
+    for turn in turns:
+        run(m.add_items(turn))
+    got = run(m.get_items())
+    report = m.last_report
+    assert report.masked
+    _assert_every_call_answered_after_it(got)
+    sent = sum(get_tokenizer("o200k_base").count(json.dumps(item)) for item in got)
+    assert sent <= report.available, (sent, report)
+    masked = [i for i in got if i.get("type") == "shell_call_output" and "[masked shell_call" in i["output"][0]["stdout"]]
+    assert masked and masked[0]["output"][0]["outcome"] == {"type": "exit", "exit_code": 0}
+    for kind in ("local_shell_call_output", "apply_patch_call_output"):
+        assert any(i.get("type") == kind and i["output"].startswith(f"[masked {kind[:-7]}") for i in got), kind
+    # a masked screenshot has no text form: its call went with it; the latest turn is whole
+    assert sum(i.get("type") == "computer_call" for i in got) < len(turns)
+    assert got[-len(turns[-1]):] == turns[-1]
+    # the placeholder's handle recalls the original output from the session log
+    handle = masked[0]["call_id"]
+    ctx = ToolContext(context=None, tool_name="recall", tool_call_id="x", tool_arguments="{}")
+    args = json.dumps({"handle": handle, "grep": f"file{handle.split('_')[1]}_7\\.c"})
+    assert str(run(m.recall_tool().on_invoke_tool(ctx, args))).endswith(f"file{handle.split('_')[1]}_7.c -o obj/file7.o")

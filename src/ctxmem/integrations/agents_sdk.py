@@ -18,6 +18,15 @@ content events it maps to (:mod:`ctxmem.integrations.responses`: a ``function_ca
 tool call, a ``function_call_output`` a tool result, …), so the session can be exported,
 searched, recalled and compacted like any other; *and* as a ``note`` event (tag
 ``responses_item``) holding the item's exact JSON and how many content events it produced.
+Item types the SDK pairs by ``call_id`` beyond function and custom tool calls
+(``shell_call`` / ``shell_call_output``, ``computer_call``, ``local_shell_call``,
+``apply_patch_call``, ``tool_search_call`` / ``tool_search_output``, ``program`` /
+``program_output``, any other item with a ``call_id``) are a tool call named by the item type
+(input: the item, less its ``id``) and a tool result holding the output item's JSON (its
+texts — shell stdout/stderr, an output or result string — after it, raw), so a strategy
+counts, masks and pairs them like any tool call; any other item ctxmem has no block for
+(hosted calls, MCP approvals, item references, …) is assistant text of its JSON. Every item
+a preset hands back is thus counted by its budget.
 All events of one ``add_items`` call are appended in one transaction. ``get_items`` returns
 the stored items exactly as added (ids, statuses, annotations, reasoning
 ``encrypted_content``, item types ctxmem has no block for).
@@ -31,7 +40,11 @@ limit returns what the preset builds within its budget (``context_window=`` over
 preset's window; leave room there for the agent's instructions and tools, which the
 session does not see), as valid SDK input: every message the strategy kept unchanged comes
 back as its original items, the rest (masked tool outputs, summaries) converted with
-:func:`~ctxmem.integrations.responses.to_responses`; system/developer items lead. A history
+:func:`~ctxmem.integrations.responses.to_responses`; system/developer items lead. A
+masked output of a paired item type stays that type, the placeholder in its text field
+(``shell_call_output`` stdout, ``local_shell_call_output`` / ``apply_patch_call_output``
+output, ``program_output`` result); one whose type holds no text (a ``computer_call_output``
+screenshot, a ``tool_search_output``) is left out together with its call. A history
 that ends with the previous run's final assistant reply — what the SDK has when it calls
 ``get_items`` before appending the new input — is built as the preset's context ending
 with that reply, for the input that follows (``expect_input``,
@@ -86,7 +99,14 @@ from ctxmem.integrations._common import (
     recall_function,
     resolve_preset,
 )
-from ctxmem.integrations.responses import custom_call_ids, item_blocks, item_type, to_responses
+from ctxmem.integrations.responses import (
+    HOSTED_CALLS,
+    MAPPED_TYPES,
+    custom_call_ids,
+    item_blocks,
+    item_type,
+    to_responses,
+)
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
 from ctxmem.session import Session
 from ctxmem.store.base import SessionStore
@@ -184,6 +204,8 @@ class _View:
     custom_n: int = 0
     #: message index (-1: the system items) -> (notes covered, their items' JSON): see _items_json
     segments: dict[int, tuple[int, bytes | None]] = field(default_factory=dict)
+    #: call_id -> the stored output item of a paired item type (_paired_call_id) answering it
+    paired_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def custom_ids(self) -> set[str]:
         """``custom_call_ids`` of every message read, over only the ones new since the last call."""
@@ -194,9 +216,90 @@ class _View:
         return self.custom | custom_call_ids(self.messages[max(closed, 0) :])
 
 
+def _paired_call_id(item: Any) -> str | None:
+    """The ``call_id`` of an item the SDK pairs (a call, or the output item answering it) that
+    :func:`item_blocks` does not map (``shell_call``, ``computer_call_output``, …); else None."""
+    if not isinstance(item, dict):
+        return None
+    kind = item_type(item)
+    call_id = item.get("call_id")
+    if kind in MAPPED_TYPES or kind in HOSTED_CALLS or not isinstance(call_id, str) or not call_id:
+        return None
+    return call_id
+
+
+def _is_output(item: dict[str, Any]) -> bool:
+    return item_type(item).endswith("_output")
+
+
+#: output item types holding one text, by its field (a shell_call_output holds stdout/stderr chunks)
+_TEXT_FIELD = {"local_shell_call_output": "output", "apply_patch_call_output": "output", "program_output": "result"}
+
+
+def _item_text(item: dict[str, Any]) -> str:
+    """An item as counted text: its JSON (less its ``id``: an opaque handle, not content);
+    the texts of an output item (shell stdout/stderr, an output or result string) follow
+    it raw, as a ``function_call_output``'s text is counted, so a masking reducer and the
+    recall tool see its lines."""
+    rest = {k: v for k, v in item.items() if k != "id"}
+    texts: list[str] = []
+    kind = item_type(item)
+    if kind == "shell_call_output" and isinstance(rest.get("output"), list):
+        chunks: list[Any] = []
+        for chunk in rest["output"]:
+            if isinstance(chunk, dict):
+                chunk = dict(chunk)
+                for part in ("stdout", "stderr"):
+                    if isinstance(chunk.get(part), str) and chunk[part]:
+                        texts.append(chunk[part])
+                        chunk[part] = ""
+            chunks.append(chunk)
+        rest["output"] = chunks
+    elif (key := _TEXT_FIELD.get(kind)) is not None and isinstance(rest.get(key), str) and rest[key]:
+        texts.append(rest[key])
+        rest[key] = ""
+    return "\n".join([json.dumps(rest, ensure_ascii=False, sort_keys=True), *texts])
+
+
+def _paired_blocks(item: dict[str, Any], call_id: str) -> tuple[str, tuple[Any, ...]]:
+    """A paired item as a tool call (named by its type; input: the item less its id) or,
+    an output item, as the tool result holding its text (:func:`_item_text`)."""
+    if _is_output(item):
+        return "user", (ToolResultBlock(call_id, _item_text(item)),)
+    return "assistant", (ToolUseBlock(call_id, item_type(item), {k: v for k, v in item.items() if k != "id"}),)
+
+
+def _shortened(item: dict[str, Any], text: str) -> dict[str, Any] | None:
+    """A paired output item whose output a strategy rewrote (masked, shortened) to ``text``:
+    the same item with ``text`` in its type's text field; None for a type that holds no
+    text (a screenshot, a tool list), whose call and output are then left out together."""
+    kind = item_type(item)
+    out = dict(item)
+    if kind == "shell_call_output":
+        chunks = item.get("output")
+        first = chunks[0] if isinstance(chunks, list) and chunks and isinstance(chunks[0], dict) else {}
+        outcome = first.get("outcome") or {"type": "exit", "exit_code": 0}
+        out["output"] = [{"stdout": text, "stderr": "", "outcome": outcome}]
+    elif kind in _TEXT_FIELD:
+        out[_TEXT_FIELD[kind]] = text
+    else:
+        return None
+    return out
+
+
 def _content_events(item: Any, index: int, tool_names: dict[str, str]) -> list[ContentEvent]:
-    role, blocks = item_blocks(item, index, strict=False, hosted_as_text=True)
-    if role is None or role == "system":
+    call_id = _paired_call_id(item)
+    role: str | None
+    blocks: tuple[Any, ...]
+    if call_id is not None:
+        role, blocks = _paired_blocks(item, call_id)
+    else:
+        role, blocks = item_blocks(item, index, strict=False, hosted_as_text=True)
+        if role is None:
+            # an item type ctxmem has no block for (an MCP approval, an item reference, …): it
+            # is handed back, so it is counted, as the JSON the model reads back (HOSTED_CALLS)
+            role, blocks = "assistant", (TextBlock(json.dumps(item, ensure_ascii=False, sort_keys=True)),)
+    if role == "system":
         return []
     out: list[ContentEvent] = []
     for b in blocks:
@@ -245,8 +348,9 @@ class CtxmemSession:
         self._view: _View | None = None
         #: (History uid, messages mapped, {id(message): position}): see _message_index
         self._index: tuple[int, int, dict[int, int]] | None = None
-        #: id(message) -> (the message, its custom call ids, its items as JSON): see _converted
-        self._converted_memo: dict[int, tuple[Message, tuple[str, ...], bytes]] = {}
+        #: id(message) -> (the message, its custom and paired call ids, its items as JSON, the
+        #: paired calls left out): see _converted
+        self._converted_memo: dict[int, tuple[Message, tuple[str, ...], tuple[str, ...], bytes, tuple[str, ...]]] = {}
         self.last_report: Any = None
 
     # ------------------------------------------------------------------ protocol
@@ -387,9 +491,11 @@ class CtxmemSession:
         tool_names = self._tool_names(plain)
         events: list[Event] = []
         for i, item in enumerate(plain):
-            content = _content_events(item, i, tool_names)
             try:
+                content = _content_events(item, i, tool_names)  # an item's JSON may be counted text
                 text = json.dumps({"item": item, "events": len(content)}, ensure_ascii=False)
+            except InputError:
+                raise
             except (TypeError, ValueError) as exc:
                 raise InputError(f"item {i} is not JSON-serializable: {exc}", field="items") from None
             events.extend(content)
@@ -476,6 +582,9 @@ class CtxmemSession:
                 continue
             if n:
                 v.current = v.msg_of_event[events[j - n].id]
+                call_id = _paired_call_id(item)
+                if call_id is not None and _is_output(item):
+                    v.paired_outputs[call_id] = item
             v.by_message.setdefault(v.current, []).append(se)
         if grew:
             v.messages[-1] = Message(v.role, tuple(v.blocks))  # type: ignore[arg-type]
@@ -505,6 +614,7 @@ class CtxmemSession:
         # (read by json: a NaN, an integer past 64 bits) is read as before, in its place.
         out: list[Any] = []
         run: list[bytes] = []
+        left_out: set[str] = set()  # paired calls whose rewritten output has no form of its type
 
         def add(part: bytes | list[Any]) -> None:
             if isinstance(part, bytes):
@@ -523,10 +633,15 @@ class CtxmemSession:
                 if k is not None and history[k] is m and k in by_message:
                     add(_items_json(by_message[k], v.segments, k))
                 else:
-                    add(self._converted(m, custom))
+                    part, dropped = self._converted(m, custom, v.paired_outputs)
+                    add(part)
+                    left_out.update(dropped)
             if pending is not None:
                 add(_items_json(by_message.get(pending, []), v.segments, pending))
             add([])
+        if left_out:  # their outputs were left out: so are the calls (a call is never unanswered)
+            out = [i for i in out if not (isinstance(i, dict) and i.get("call_id") in left_out
+                                          and _paired_call_id(i) is not None and not _is_output(i))]
         return out
 
     def _message_index(self, history: Any) -> dict[int, int]:
@@ -543,23 +658,50 @@ class CtxmemSession:
         self._index = (history.uid, len(msgs), index)
         return index
 
-    def _converted(self, m: Message, custom: set[str]) -> bytes | list[Any]:
+    def _converted(
+        self, m: Message, custom: set[str], paired: dict[str, dict[str, Any]]
+    ) -> tuple[bytes | list[Any], tuple[str, ...]]:
         """``to_responses([m])`` for a message the strategy wrote (a masked output, a
         summary), as the items' JSON (comma-separated, no brackets): converted once while
         the strategy hands back the same object. The items themselves where they have no
-        exact JSON form."""
-        mine = tuple(b.tool_use_id for b in m.content if isinstance(b, ToolResultBlock) and b.tool_use_id in custom)
+        exact JSON form. A result answering a paired call (``paired``: call_id → its stored
+        output item) is that output item: as stored when its text is unchanged, else with
+        the new text in the type's text field (:func:`_shortened`); where the type holds no
+        text the output is left out and its call_id returned, for the caller to leave the
+        call out too."""
+        results = [b for b in m.content if isinstance(b, ToolResultBlock)]
+        mine = tuple(b.tool_use_id for b in results if b.tool_use_id in custom)
+        theirs = tuple(b.tool_use_id for b in results if b.tool_use_id in paired)
         hit = self._converted_memo.get(id(m))
-        if hit is not None and hit[0] is m and hit[1] == mine:
-            return hit[2]
+        if hit is not None and hit[0] is m and hit[1] == mine and hit[2] == theirs:
+            return hit[3], hit[4]
         items = to_responses([m], custom_calls=mine)
+        dropped: list[str] = []
+        if theirs:
+            by_id = {b.tool_use_id: b for b in results}
+            kept: list[dict[str, Any]] = []
+            for item in items:
+                call_id = item.get("call_id")
+                stored = paired.get(call_id) if isinstance(call_id, str) else None
+                if stored is None or not isinstance(call_id, str) or item["type"] != "function_call_output":
+                    kept.append(item)
+                    continue
+                text = by_id[call_id].text
+                fresh = json.loads(json.dumps(stored))  # a copy: the stored item is cached
+                new = fresh if text == _item_text(stored) else _shortened(fresh, text)
+                if new is None:
+                    dropped.append(call_id)
+                else:
+                    kept.append(new)
+            items = kept
         data = _exact_json(items)
         if data is None:
-            return items
+            return items, tuple(dropped)
         if len(self._converted_memo) >= _CONVERTED_KEPT:
             self._converted_memo.clear()
-        self._converted_memo[id(m)] = (m, mine, data)  # holding m: its id() is not reused while kept
-        return data
+        # holding m: its id() is not reused while kept
+        self._converted_memo[id(m)] = (m, mine, theirs, data, tuple(dropped))
+        return data, tuple(dropped)
 
 
 __all__ = ["CtxmemSession"]
