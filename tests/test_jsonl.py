@@ -74,6 +74,26 @@ _GOOD = [
 ]
 
 
+#: (id, extra fields of an assistant line, the field named, a phrase of the error)
+_MALFORMED_OPENAI_ASSISTANT: list[tuple[str, dict[str, Any], str, str]] = [
+    ("reasoning-parts-and-signatures-differ", {"reasoning_content": "ab", "reasoning_parts": ["a", "b"],
+     "reasoning_signature": ["s"]}, "reasoning_signature", "1 signature for 2 reasoning_parts"),
+    ("reasoning-part-not-a-string", {"reasoning_content": "ab", "reasoning_parts": ["a", 2],
+     "reasoning_signature": ["s", "t"]}, "reasoning_parts[1]", "must be a string"),
+    ("reasoning-not-a-string", {"reasoning_content": 5}, "reasoning_content", "must be a string"),
+    ("signature-not-a-string", {"reasoning_content": "r", "reasoning_signature": 5},
+     "reasoning_signature", "must be a string"),
+    ("signature-false", {"reasoning_content": "r", "reasoning_signature": False},
+     "reasoning_signature", "must be a string"),
+    ("signature-list-without-parts", {"reasoning_content": "r", "reasoning_signature": ["s"]},
+     "reasoning_signature", "needs 'reasoning_parts'"),
+    ("redacted-reasoning-int", {"redacted_reasoning": 5}, "redacted_reasoning", "must be a list of strings"),
+    ("redacted-reasoning-string", {"redacted_reasoning": "abc"}, "redacted_reasoning",
+     "must be a list of strings"),
+    ("redacted-reasoning-item-int", {"redacted_reasoning": [5]}, "redacted_reasoning[0]", "must be a string"),
+]
+
+
 def _bad_cases() -> list[Any]:
     good = _jsonl(_GOOD)
     lines = good.split(b"\n")
@@ -143,6 +163,29 @@ def _bad_cases() -> list[Any]:
                      id="openai-10000-deep-arguments"),
         pytest.param(json.dumps({"role": "user", "content": "q\ud800"}).encode() + b"\n", "openai", InputError, 1, "content",
                      "lone surrogate", id="openai-surrogate-in-content"),
+        # an integer past Python's 4300-digit limit for int(str): the line (and field), never a traceback
+        pytest.param(good + _call_line(b'{"n": ' + b"9" * 5000 + b"}"), "anthropic", InputError, 4, None,
+                     "write the number as a string", id="5000-digit-integer"),
+        pytest.param(_jsonl([{"role": "user", "content": "q"}]) + b'{"role": "assistant", "content": "x", "n": '
+                     + b"9" * 5000 + b"}\n", "openai", InputError, 2, None, "write the number as a string",
+                     id="openai-5000-digit-integer"),
+        pytest.param(_jsonl([{"role": "user", "content": "q"}]) + _openai_call(b'{\\"n\\": ' + b"9" * 5000 + b"}"),
+                     "openai", InputError, 2, "tool_calls[0].function.arguments", "write the number as a string",
+                     id="openai-5000-digit-integer-in-arguments"),
+        # malformed OpenAI fields: refused with the field, never a traceback nor a silent rewrite
+        *(pytest.param(_jsonl([{"role": "user", "content": "q"}, {"role": "assistant", "content": "x", **extra}]),
+                       "openai", InputError, 2, field, needle, id=f"openai-{name}")
+          for name, extra, field, needle in _MALFORMED_OPENAI_ASSISTANT),
+        *(pytest.param(_jsonl([{"role": "user", "content": "q"}, {"role": "assistant", "content": None, "tool_calls": [
+                           {"id": "c1", "type": "function", "function": {"name": name, "arguments": "{}"}}]}]),
+                       "openai", InputError, 2, "tool_calls[0].function.name", needle, id=f"openai-tool-name-{needle}")
+          for name, needle in [(None, "null"), ({"a": 1}, "an object"), (5, "a number")]),
+        *(pytest.param(_jsonl([{"role": "user", "content": "q"}, {"role": "assistant", "content": None, "tool_calls": [
+                           {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                               {"role": "tool", "tool_call_id": "c1", "content": "x", "is_error": value}]),
+                       "openai", InputError, 3, "is_error", "'is_error' must be true or false",
+                       id=f"openai-is-error-{value}")
+          for value in ["false", "yes", 1, None]),
     ]
 
 
@@ -508,9 +551,10 @@ def test_the_deepest_storable_input_imports_both_ways_and_round_trips(tmp_path: 
 @pytest.mark.parametrize(("data", "fmt", "exc_type", "line", "field", "needle"), _bad_cases())
 def test_bulk_path_declines_every_bad_case(data: bytes, fmt: str, exc_type: type, line: int, field: str | None,
                                            needle: str) -> None:
-    from ctxmem.jsonl import _encode_fast
+    from ctxmem.jsonl import _encode_fast, _encode_fast_openai
 
-    assert _encode_fast(data) is None  # the validating path reports the error
+    encode = _encode_fast_openai if fmt == "openai" else _encode_fast
+    assert encode(data) is None  # the validating path reports the error
 
 
 def test_an_openai_refusal_is_kept_as_the_assistants_text(tmp_path: Path) -> None:

@@ -321,3 +321,22 @@ def test_tool_spec_round_trips() -> None:
     assert exc.value.field == "input_schema"
 
 
+
+
+def test_from_openai_refuses_malformed_fields_naming_them_and_keeps_valid_reasoning() -> None:
+    """Called directly (not through a JSONL import): an InputError naming the field, never
+    a traceback or a silent rewrite; the reasoning shapes ``message_to_openai`` writes still read."""
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"n": ' + "9" * 5000 + "}"}}
+    with pytest.raises(InputError) as exc:
+        from_openai([{"role": "assistant", "content": None, "tool_calls": [call]}])
+    assert exc.value.field == "tool_calls.function.arguments" and "not valid JSON" in str(exc.value)
+    with pytest.raises(InputError) as exc:
+        from_openai([{"role": "assistant", "content": "x", "reasoning_content": "ab", "reasoning_parts": ["a", "b"],
+                      "reasoning_signature": ["s"]}])
+    assert exc.value.field == "reasoning_signature"
+    two = Message("assistant", (ThinkingBlock("a", "s1"), ThinkingBlock("b", "s2"), RedactedThinkingBlock("r"),
+                                TextBlock("x")))
+    assert from_openai(to_openai([two], extensions=True))[1] == [two]
+    one = from_openai([{"role": "assistant", "content": "x", "reasoning_content": "r", "reasoning_signature": None,
+                        "reasoning_parts": ["r"], "redacted_reasoning": []}])[1]
+    assert one == [Message("assistant", (ThinkingBlock("r", ""), TextBlock("x")))]

@@ -109,8 +109,21 @@ def _parse_line(raw: bytes, lineno: int, source: str, max_depth: int) -> Any:
         raise InputError(f"malformed JSON at column {exc.colno}: {exc.msg}", source=source, line=lineno) from None
     except RecursionError:  # nesting deep enough to exhaust the parser's stack
         _refuse_depth(text, source, lineno, max_depth)
+    except ValueError as exc:  # an integer past Python's digit limit for int(str)
+        raise InputError(_unreadable_number(exc), source=source, line=lineno) from None
     _refuse_problem(json_problem(obj, max_depth=sys.maxsize), source, lineno)
     return obj
+
+
+def _unreadable_number(exc: ValueError) -> str:
+    """The reason for a ValueError of ``json.loads`` other than JSONDecodeError: an integer
+    longer than ``sys.get_int_max_str_digits()`` digits (Python refuses to convert it)."""
+    if "integer string conversion" in str(exc):
+        return (
+            f"an integer longer than {sys.get_int_max_str_digits()} digits cannot be read; "
+            'fix: write the number as a string (e.g. "12345...")'
+        )
+    return f"the JSON cannot be read: {exc}"
 
 
 def _refuse_depth(text: str, source: str, lineno: int, max_depth: int, prefix: str = "") -> None:
@@ -153,11 +166,16 @@ def _check_openai_arguments(obj: Any, source: str, lineno: int) -> None:
                 _refuse_depth(args, source, lineno, MAX_DEPTH, prefix)
             except json.JSONDecodeError:
                 continue  # from_openai reports it
+            except ValueError as exc:  # an integer past Python's digit limit
+                raise InputError(_unreadable_number(exc), source=source, line=lineno, field=prefix) from None
         if isinstance(args, dict | list):
             _refuse_problem(json_problem(args), source, lineno, prefix)
 
 
-def _nothing_to_import(data: bytes, system: str | None, source: str) -> InputError:
+def nothing_to_import(data: bytes, system: str | None, source: str) -> InputError:
+    """The error for a transcript with no message (``data`` as read, BOM and all): what it
+    holds instead (nothing, blank lines, a system prompt only), and that nothing was imported."""
+    data = data.removeprefix(_UTF8_BOM)
     if not data:
         what = "the file is empty"
     elif not data.strip():
@@ -503,8 +521,8 @@ def _encode_fast_openai(data: bytes) -> _Bulk | None:
                 if pending:
                     encode("user", pending)
                     pending = []
-                if obj.get("reasoning_content") is not None or obj.get("redacted_reasoning") or obj.get("refusal"):
-                    return None
+                if any(obj.get(k) is not None for k in ("reasoning_content", "redacted_reasoning", "refusal")):
+                    return None  # the validating path reads (or refuses) them
                 content = obj.get("content")
                 blocks = [] if content is None else _openai_text_parts(content)
                 calls = obj.get("tool_calls") or []
@@ -557,7 +575,7 @@ def import_jsonl(
         else:
             system, empty = fast[0], not fast[1]
         if empty:
-            raise _nothing_to_import(data, system, source)
+            raise nothing_to_import(data, system, source)
         meta = dict(metadata or {})
         meta.setdefault("source", _display_name(source))
         if system is not None:

@@ -411,6 +411,80 @@ def _openai_content_blocks(raw: Any, where: str) -> tuple[TextBlock, ...]:
     raise InputError(f"{where} 'content' must be a string, a list of parts or null", field="content")
 
 
+def _json_kind(value: Any) -> str:
+    """A JSON value's kind as a person reads it in an error (``null``, ``a number``, ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+def _openai_reasoning(obj: Mapping[str, Any]) -> list[ContentBlock]:
+    """An assistant message's reasoning fields (ctxmem's extensions, as
+    :func:`message_to_openai` writes them) as thinking blocks: ``reasoning_content`` (a
+    string) with ``reasoning_signature`` (a string), or, for several blocks,
+    ``reasoning_parts`` and ``reasoning_signature`` as lists of strings of one length; and
+    ``redacted_reasoning``, a list of strings. Any other shape is refused, naming the field
+    (nothing is dropped or rewritten)."""
+    blocks: list[ContentBlock] = []
+    content = obj.get("reasoning_content")
+    if content is not None:
+        if not isinstance(content, str):
+            raise InputError(f"'reasoning_content' must be a string, got {_json_kind(content)}",
+                             field="reasoning_content")
+        sig = obj.get("reasoning_signature")
+        parts = obj.get("reasoning_parts")
+        if isinstance(parts, list) and isinstance(sig, list) and sig:
+            if len(parts) != len(sig):
+                raise InputError(
+                    f"'reasoning_signature' has {len(sig)} signature{'s' if len(sig) != 1 else ''} for "
+                    f"{len(parts)} reasoning_parts; fix: give one signature per part",
+                    field="reasoning_signature",
+                )
+            for j, (p, s) in enumerate(zip(parts, sig, strict=True)):
+                if not isinstance(p, str):
+                    raise InputError(f"each reasoning part must be a string, got {_json_kind(p)}",
+                                     field=f"reasoning_parts[{j}]")
+                if not isinstance(s, str):
+                    raise InputError(f"each reasoning signature must be a string, got {_json_kind(s)}",
+                                     field=f"reasoning_signature[{j}]")
+                blocks.append(ThinkingBlock(p, s))
+        else:
+            if sig is None or sig == []:
+                sig = ""
+            if not isinstance(sig, str):
+                raise InputError(
+                    f"'reasoning_signature' must be a string, got {_json_kind(sig)}"
+                    + ("; a list of signatures needs 'reasoning_parts', a list of the same length"
+                       if isinstance(sig, list) else ""),
+                    field="reasoning_signature",
+                )
+            blocks.append(ThinkingBlock(content, sig))
+    redacted = obj.get("redacted_reasoning")
+    if redacted is not None:
+        if not isinstance(redacted, list | tuple):
+            raise InputError(
+                f"'redacted_reasoning' must be a list of strings, got {_json_kind(redacted)}; "
+                'fix: wrap a single value in a list (["..."])',
+                field="redacted_reasoning",
+            )
+        for j, d in enumerate(redacted):
+            if not isinstance(d, str):
+                raise InputError(f"each redacted_reasoning item must be a string, got {_json_kind(d)}",
+                                 field=f"redacted_reasoning[{j}]")
+            blocks.append(RedactedThinkingBlock(d))
+    return blocks
+
+
 def from_openai(messages: Iterable[Any]) -> tuple[str | None, list[Message]]:
     """Chat-completions ``messages`` → (system prompt, Messages).
 
@@ -440,21 +514,16 @@ def from_openai(messages: Iterable[Any]) -> tuple[str | None, list[Message]]:
             call_id = obj.get("tool_call_id")
             if not isinstance(call_id, str):
                 raise InputError("a tool message needs a string 'tool_call_id'", field="tool_call_id")
-            pending_user.append(ToolResultBlock(call_id, content, bool(obj.get("is_error", False))))
+            is_error = obj.get("is_error", False)
+            if not isinstance(is_error, bool):
+                raise InputError("'is_error' must be true or false", field="is_error")
+            pending_user.append(ToolResultBlock(call_id, content, is_error))
         elif role == "user":
             pending_user.extend(_openai_content_blocks(obj.get("content"), "user"))
             flush_user()
         elif role == "assistant":
             flush_user()
-            blocks: list[ContentBlock] = []
-            if "reasoning_content" in obj and obj["reasoning_content"] is not None:
-                sig = obj.get("reasoning_signature") or ""
-                parts = obj.get("reasoning_parts")
-                if isinstance(parts, list) and isinstance(sig, list):
-                    blocks.extend(ThinkingBlock(p, s) for p, s in zip(parts, sig, strict=True))
-                else:
-                    blocks.append(ThinkingBlock(obj["reasoning_content"], sig if isinstance(sig, str) else ""))
-            blocks.extend(RedactedThinkingBlock(d) for d in obj.get("redacted_reasoning") or ())
+            blocks: list[ContentBlock] = list(_openai_reasoning(obj))
             blocks.extend(_openai_content_blocks(obj.get("content"), "assistant"))
             refusal = obj.get("refusal")
             if refusal is not None:
@@ -464,21 +533,28 @@ def from_openai(messages: Iterable[Any]) -> tuple[str | None, list[Message]]:
                     raise InputError("'refusal' must be a string", field="refusal")
                 if refusal:
                     blocks.append(TextBlock(refusal))
-            for call in obj.get("tool_calls") or ():
+            for k, call in enumerate(obj.get("tool_calls") or ()):
                 fn = call.get("function") if isinstance(call, Mapping) else None
                 if not isinstance(fn, Mapping) or not isinstance(call.get("id"), str):
                     raise InputError("each tool call needs an 'id' and a 'function'", field="tool_calls")
                 args = fn.get("arguments") or "{}"
                 try:
                     parsed = json.loads(args) if isinstance(args, str) else args
-                except json.JSONDecodeError as exc:
+                except ValueError as exc:  # JSONDecodeError, or an integer past Python's digit limit
                     raise InputError(
-                        f"tool call {call['id']!r} has arguments that are not valid JSON: {exc.msg}",
+                        f"tool call {call['id']!r} has arguments that are not valid JSON: "
+                        f"{exc.msg if isinstance(exc, json.JSONDecodeError) else exc}",
                         field="tool_calls.function.arguments",
                     ) from None
                 if not isinstance(parsed, dict):
                     raise InputError("tool call arguments must be a JSON object", field="tool_calls.function.arguments")
-                blocks.append(ToolUseBlock(call["id"], str(fn.get("name", "")), parsed))
+                name = fn.get("name", "")
+                if not isinstance(name, str):
+                    raise InputError(
+                        f"the tool name must be a string, got {_json_kind(name)}; fix: give the function's name",
+                        field=f"tool_calls[{k}].function.name",
+                    )
+                blocks.append(ToolUseBlock(call["id"], name, parsed))
             out.append(Message("assistant", tuple(blocks)))
         else:
             raise InputError(

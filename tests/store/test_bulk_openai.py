@@ -132,6 +132,18 @@ _DECLINED = [
         {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
         {"id": "a", "type": "function", "function": {"name": "g", "arguments": "{}"}}]}], id="reused-id"),
     pytest.param([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}], id="image-part"),
+    # falsy but malformed fields: the validating path refuses them, so the bulk path must not take them
+    pytest.param([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "redacted_reasoning": ""}],
+                 id="redacted-reasoning-empty-string"),
+    pytest.param([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "redacted_reasoning": 0}],
+                 id="redacted-reasoning-zero"),
+    pytest.param([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "refusal": 0}],
+                 id="refusal-zero"),
+    pytest.param([{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [
+        {"id": "a", "type": "function", "function": {"name": None, "arguments": "{}"}}]}], id="tool-name-null"),
+    pytest.param([{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [
+        {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "a", "content": "r", "is_error": "false"}], id="is-error-string"),
 ]
 
 
@@ -181,7 +193,7 @@ _LINE = st.one_of(
     st.fixed_dictionaries({"role": st.just("assistant"), "content": _CONTENT},
                           optional={"tool_calls": st.one_of(st.none(), st.lists(_CALL, max_size=2))}),
     st.fixed_dictionaries({"role": st.just("tool"), "tool_call_id": st.sampled_from(_IDS), "content": _CONTENT},
-                          optional={"is_error": st.sampled_from([True, False, 1])}),
+                          optional={"is_error": st.sampled_from([True, False, 1, "false", None])}),
 )
 
 

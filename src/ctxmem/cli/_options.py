@@ -112,3 +112,25 @@ def window_option(*, default: int | None = None, help: str = "The model's contex
 
 __all__ = ["TOKENS", "TOKEN_LIST", "TokenCount", "TokenCountList", "model_option", "preset_option", "split_multi",
            "window_option"]
+
+
+def utf8_text(field: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback refusing text that cannot be stored or searched: an argument
+    holding bytes that are not UTF-8 reaches Python as lone surrogates (``$'\\xff'``), which
+    the store cannot encode. The error names ``field`` and reads as the one
+    :func:`ctxmem.session.check_session_fields` gives for ``import --title``. Use it on text
+    options (titles, queries, session ids), never on file paths (a file name need not be
+    UTF-8)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        from ctxmem.errors import InputError
+        from ctxmem.events import surrogate_at
+
+        for v in value if isinstance(value, tuple | list) else (value,):
+            at = surrogate_at(v) if isinstance(v, str) else -1
+            if at >= 0:
+                raise InputError(f"holds a lone surrogate at character {at} (a byte that is not UTF-8); "
+                                 "fix: remove it or pass the text as UTF-8", field=field)
+        return value
+
+    return check

@@ -15,7 +15,7 @@ from ctxmem.cli._common import (
     open_existing_store,
     resolve_session_id,
 )
-from ctxmem.cli._options import TOKENS
+from ctxmem.cli._options import TOKENS, utf8_text
 from ctxmem.config import load_preset
 from ctxmem.context.probe import probe_status
 from ctxmem.messages import to_anthropic
@@ -28,7 +28,7 @@ def context() -> None:
 
 
 @context.command("build")
-@click.option("--session", "session_id", required=True,
+@click.option("--session", "session_id", required=True, callback=utf8_text("session"),
               help="Session: an id, a unique prefix of one, or latest (ctxmem sessions list).")
 @click.option("--preset", required=True, help="Preset name or path to a .toml file (ctxmem strategies list).")
 @click.option("--window", "--budget", "budget", type=TOKENS, default=None,

@@ -29,7 +29,14 @@ from typing import Any
 import click
 
 from ctxmem.cli._common import CtxmemGroup, echo_json, json_option, table
-from ctxmem.cli._options import TOKEN_LIST, TOKENS, model_option, preset_option, split_multi
+from ctxmem.cli._options import (
+    TOKEN_LIST,
+    TOKENS,
+    model_option,
+    preset_option,
+    split_multi,
+    utf8_text,
+)
 from ctxmem.errors import ConfigError
 
 
@@ -49,9 +56,13 @@ def _seeds(text: str) -> list[int]:
     for part in _csv(text):
         a, sep, b = part.partition("-")
         try:
-            out.extend(range(int(a), int(b) + 1) if sep else [int(a)])
+            lo, hi = int(a), int(b) if sep else int(a)
         except ValueError:
             raise ConfigError(f"bad seeds {text!r}: use 0,1,2 or 0-9", field="seeds") from None
+        if hi < lo:  # a reversed range would run no cell at all
+            raise ConfigError(f"bad seeds {text!r}: the range {part!r} runs backwards (no seed in it); "
+                              f"write it low-high, e.g. {hi}-{lo}", field="seeds")
+        out.extend(range(lo, hi + 1))
     return out
 
 
@@ -266,7 +277,8 @@ def niah_cmd(models: tuple[str, ...], sources: tuple[str, ...], lengths: list[in
 
 
 @eval_group.command("session-needles")
-@click.option("--session", "session_id", default=None, help="A recorded session id (in --sessions-db).")
+@click.option("--session", "session_id", default=None, callback=utf8_text("session"),
+              help="A recorded session id (in --sessions-db).")
 @click.option("--db", "sessions_db", default=None, type=click.Path(dir_okay=False),
               help="Session store holding --session (default: $CTXMEM_DB or ~/.local/share/ctxmem/sessions.db).")
 @click.option("--jsonl", default=None, type=click.Path(dir_okay=False, exists=True), help="A JSONL transcript.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from ctxmem.cli._common import (
     resolve_session_id,
     table,
 )
+from ctxmem.cli._options import utf8_text
 from ctxmem.errors import EventNotFoundError
 from ctxmem.events import MessageEvent, ToolCallEvent, ToolResultEvent, messages_from_events
 from ctxmem.jsonl import FORMATS, export_lines, import_file
@@ -66,7 +68,7 @@ def _cpu_seconds() -> float:
     show_default=True,
     help="Tokenizer to count with on import (repeatable): o200k_base, cl100k_base, heuristic, hf:PATH…",
 )
-@click.option("--title", default=None, help="A title for the session.")
+@click.option("--title", default=None, callback=utf8_text("title"), help="A title for the session.")
 @db_option
 @json_option
 def import_cmd(file: str, fmt: str, tokenizers: tuple[str, ...], title: str | None, db_path: str, as_json: bool) -> None:
@@ -79,6 +81,10 @@ def import_cmd(file: str, fmt: str, tokenizers: tuple[str, ...], title: str | No
     system prompt only) prints "no messages to import" and exits 1: nothing is created.
     A UTF-8 byte-order mark is accepted.
     """
+    tokenizers = tuple(dict.fromkeys(tokenizers))  # a repeated --tokenizer counts once (order kept)
+    # The id is chosen here (as the store would: a uuid4 hex) so that an interrupt can tell
+    # whether the one transaction committed before it landed.
+    new_id = uuid.uuid4().hex
     with open_db(db_path) as store:
         # Loading an encoding (0.3-0.7 s of CPU) is start-up, reported on its own;
         # import_seconds is the import itself, what the counting floor compares to.
@@ -88,8 +94,12 @@ def import_cmd(file: str, fmt: str, tokenizers: tuple[str, ...], title: str | No
         loaded = time.perf_counter() - t0
         t0, c0 = time.perf_counter(), _cpu_seconds()
         try:
-            session = import_file(store, file, fmt=fmt, title=title, tokenizers=tokenizers)
+            session = import_file(store, file, fmt=fmt, title=title, tokenizers=tokenizers, session_id=new_id)
         except KeyboardInterrupt:
+            if _session_exists(store, new_id):  # Ctrl-C landed after the COMMIT: the session is there
+                click.echo(f"interrupted, but the import had committed: imported as session {new_id} "
+                           f"(ctxmem sessions show {new_id} prints it)", err=True)
+                sys.exit(0)
             click.echo("interrupted: nothing was imported (the import is one transaction)", err=True)
             sys.exit(130)
         elapsed, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
@@ -112,6 +122,17 @@ def import_cmd(file: str, fmt: str, tokenizers: tuple[str, ...], title: str | No
             f"{summary['id']} in {elapsed:.2f}s"
             + (f"; {tok['content']} content + {tok['overhead']} overhead tokens ({tok['tokenizer']})" if tok else "")
         )
+
+
+def _session_exists(store: Any, session_id: str) -> bool:
+    """Whether ``session_id`` is in the store (after an interrupt: did the import commit?)."""
+    from ctxmem.errors import SessionNotFoundError
+
+    try:
+        store.get_session(session_id)
+    except SessionNotFoundError:
+        return False
+    return True
 
 
 @sessions.command("list")
@@ -193,7 +214,7 @@ def _summary(session: Session, tokenizer: str | None) -> dict[str, Any]:
 
 
 @sessions.command("show")
-@click.argument("session_id")
+@click.argument("session_id", callback=utf8_text("session"))
 @click.option("--tokenizer", default=None, help="Count tokens with this tokenizer (default: the session's first).")
 @click.option("--transcript", is_flag=True, help="Print the conversation itself, message by message.")
 @click.option("--width", type=click.IntRange(min=0), default=400, show_default=True,
@@ -265,7 +286,7 @@ def _transcript_message(index: int, m: Any, width: int) -> str:
 
 
 @sessions.command("export")
-@click.argument("session_id")
+@click.argument("session_id", callback=utf8_text("session"))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="anthropic", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, help="File (default stdout).")
 @db_option
@@ -283,8 +304,8 @@ def export_cmd(session_id: str, fmt: str, output: str | None, db_path: str) -> N
 
 
 @sessions.command("search")
-@click.argument("query")
-@click.option("--session", "session_id", default=None,
+@click.argument("query", callback=utf8_text("query"))
+@click.option("--session", "session_id", default=None, callback=utf8_text("session"),
               help="Only this session's current chain (an id, a unique prefix, or latest).")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--fts", "raw", is_flag=True, help="QUERY is raw FTS5 syntax (AND, OR, NEAR, prefix*, \"phrases\").")
@@ -339,7 +360,7 @@ def _event_row(se: Any) -> dict[str, Any]:
 
 
 @sessions.command("events")
-@click.argument("session_id")
+@click.argument("session_id", callback=utf8_text("session"))
 @click.option("--last", "last", type=click.IntRange(0, None), default=20, show_default=True,
               help="Show the last N events of the current chain (0: all).")
 @db_option
@@ -377,10 +398,11 @@ def _branch_summary(store: SQLiteStore, info: Any) -> dict[str, Any]:
 
 
 @sessions.command("fork")
-@click.argument("session_id")
+@click.argument("session_id", callback=utf8_text("session"))
 @click.option("--at", "at_event", type=int, required=True,
               help="An event id of the session's current chain (see: ctxmem sessions events ID).")
-@click.option("--title", default=None, help="Title of the new session (default: the parent's).")
+@click.option("--title", default=None, callback=utf8_text("title"),
+              help="Title of the new session (default: the parent's).")
 @db_option
 @json_option
 def fork_cmd(session_id: str, at_event: int, title: str | None, db_path: str, as_json: bool) -> None:
@@ -403,7 +425,7 @@ def fork_cmd(session_id: str, at_event: int, title: str | None, db_path: str, as
 
 
 @sessions.command("rewind")
-@click.argument("session_id")
+@click.argument("session_id", callback=utf8_text("session"))
 @click.option("--to", "to_event", type=int, required=True,
               help="An event id of the session's current chain: it becomes the head.")
 @db_option
@@ -432,13 +454,16 @@ def rewind_cmd(session_id: str, to_event: int, db_path: str, as_json: bool) -> N
 
 @contextmanager
 def _event_hint(session_id: str) -> Iterator[None]:
-    """An unknown event id: say where the ids are listed (one line, exit 1)."""
+    """An unknown event id: the error says where the ids are listed. Raised (not printed
+    here), so the group prints it as every error: one line, exit 1, and with ``--json``
+    an ``{"error": ...}`` object on stdout."""
     try:
         yield
     except EventNotFoundError as exc:
-        click.echo(f"error: no event {exc.event_id} in the current chain of session {session_id!r}; list its "
-                   f"event ids with: ctxmem sessions events {session_id} --last 0", err=True)
-        sys.exit(1)
+        hinted = EventNotFoundError(exc.event_id, exc.session_id)
+        hinted.args = (f"no event {exc.event_id} in the current chain of session {session_id!r}; list its "
+                       f"event ids with: ctxmem sessions events {session_id} --last 0",)
+        raise hinted from None
 
 
 def _pending_note(out: dict[str, Any]) -> str:

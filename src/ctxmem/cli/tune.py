@@ -16,7 +16,14 @@ from typing import Any
 import click
 
 from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option, open_db, table
-from ctxmem.cli._options import TOKEN_LIST, TOKENS, preset_option, split_multi, window_option
+from ctxmem.cli._options import (
+    TOKEN_LIST,
+    TOKENS,
+    preset_option,
+    split_multi,
+    utf8_text,
+    window_option,
+)
 from ctxmem.errors import InputError
 
 
@@ -26,7 +33,8 @@ def tune() -> None:
 
 
 @tune.command("cost")
-@click.option("--session", "session_id", default=None, help="Session id to replay (ctxmem sessions list).")
+@click.option("--session", "session_id", default=None, callback=utf8_text("session"),
+              help="Session id to replay (ctxmem sessions list).")
 @click.option("--synthetic", "synthetic_turns", type=click.IntRange(1, 100_000), default=None,
               help="Replay a synthetic kernel session of this many turns instead (1200 ≈ 1M tokens).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the synthetic session.")

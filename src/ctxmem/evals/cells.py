@@ -298,12 +298,16 @@ def _agent_messages(spec: str, turns: int) -> list[Message]:
             return list(Session.open(store, sid).messages())
     from pathlib import Path
 
-    from ctxmem.jsonl import parse_jsonl
+    from ctxmem.jsonl import nothing_to_import, parse_jsonl
 
     path = Path(ref).expanduser()
     if not path.is_file():
         raise InputError(f"no session transcript {path} (expected a JSONL file or DB#SESSION_ID)", field="source")
-    return list(parse_jsonl(path.read_bytes(), source=str(path))[1])
+    data = path.read_bytes()
+    system, messages = parse_jsonl(data, source=str(path))
+    if not messages:  # an empty transcript: refused as `sessions import` refuses it, not a failure per cell
+        raise nothing_to_import(data, system, str(path))
+    return list(messages)
 
 
 def _agent_base(spec: str, tok: Tokenizer, tokens: int) -> tuple[list[Message], list[int], list[int]]:

@@ -292,9 +292,17 @@ def layout_from_config(config: Mapping[str, Any] | str | Path, *, source: str | 
         if not path.is_file():
             raise ConfigError("no such config file", source=str(path))
         try:
-            cfg = json.loads(path.read_text(encoding="utf-8"))
+            cfg = json.loads(path.read_text(encoding="utf-8-sig"))  # a UTF-8 byte-order mark is skipped
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text (invalid byte at position {exc.start}); re-encode the file as UTF-8 "
+                              "(a config.json is UTF-8 JSON)", source=str(path)) from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"not valid JSON: {exc}", source=str(path)) from None
+        except ValueError as exc:  # an integer past Python's digit limit for int(str)
+            raise ConfigError(f"not readable JSON: {exc}; fix: write the number as a string", source=str(path)) from None
+        except RecursionError:
+            raise ConfigError("not readable JSON: nested too deeply; a config.json is a flat object",
+                              source=str(path)) from None
     else:
         cfg = dict(config)
     src = source or "<config>"
