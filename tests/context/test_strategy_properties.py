@@ -71,7 +71,9 @@ TOOLS = (
 )
 RESERVE = 64
 #: a recall handle as contexts show it: in a masked placeholder or a retrieved line
-HANDLE = re.compile(r"handle [A-Za-z0-9_\-]+(?: \(recall it|\])")
+#: a recall handle a context shows: a masked placeholder's, a retrieved line's, or a line of
+#: a facts section (``- [ev 5 · read_log · recall c1] ...``)
+HANDLE = re.compile(r"handle [A-Za-z0-9_\-]+(?: \(recall it|\])|· recall [A-Za-z0-9_\-]+\]")
 THRESHOLD = 0.9
 
 # Strategies that need extra constructor arguments (an LLM client) are exercised by their own tests.
@@ -83,7 +85,11 @@ PARAM_SETS: dict[str, list[dict[str, Any]]] = {
         {"mode": "turns", "keep_last": 1, "reducer": "first_error"},
         {"reversible": False, "tools": {"compile": {"mask": "never"}, "check": {"mask": "always"}}},
     ],
-    "summarization": [{}, {"chunk_tokens": 64, "chunk_summary_tokens": 24, "summary_tokens": 64, "fanout": 2}],
+    "summarization": [
+        {}, {"chunk_tokens": 64, "chunk_summary_tokens": 24, "summary_tokens": 64, "fanout": 2},
+        # a facts section: its lines name recall handles, so the recall tool is offered
+        {"chunk_tokens": 64, "chunk_summary_tokens": 24, "summary_tokens": 64, "facts_tokens": 400},
+    ],
     "pipeline": [
         {},
         {"core": "summarization", "core_params": {"chunk_tokens": 64, "chunk_summary_tokens": 24, "summary_tokens": 64}},
@@ -181,7 +187,9 @@ def inherent_extras(name: str, params: dict[str, Any]) -> tuple[tuple[ToolSpec, 
     pipeline's restated facts (counted by the caller, which knows the facts)."""
     core, core_params = (params.get("core", "masking"), params.get("core_params", {})) if name == "pipeline" else (name, params)
     retrieves = name == "pipeline" and params.get("retrieval_tokens", 1200) > 0  # retrieved lines name handles
-    tools = (RECALL_TOOL,) if retrieves or (core == "masking" and core_params.get("reversible", True)) else ()
+    masks = core == "masking" and core_params.get("reversible", True)
+    facts = name == "summarization" and params.get("reversible", True) and params.get("facts_tokens", 0) > 0
+    tools = (RECALL_TOOL,) if retrieves or masks or facts else ()
     restates = int(name == "pipeline" and params.get("restate_facts", True))
     return tools, restates
 

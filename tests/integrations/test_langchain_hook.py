@@ -211,6 +211,8 @@ def test_a_masking_preset_registers_the_recall_tool_its_placeholders_name() -> N
     memory = CtxmemMiddleware("masking-200k", store="memory://", session_id="rc", context_window=7000)
     assert [t.name for t in memory.tools] == ["recall"]
     assert CtxmemMiddleware("window-32k", store="memory://").tools == []
+    # summarize-128k's facts section names "recall <handle>" on each line: it offered none
+    assert [t.name for t in CtxmemMiddleware("summarize-128k", store="memory://").tools] == ["recall"]
     model = ScriptedChat(messages=iter([
         *script(6)[:-1],
         AIMessage("", tool_calls=[{"id": "rc1", "name": "recall", "args": {"handle": "call_0", "grep": "SECRET"}}]),

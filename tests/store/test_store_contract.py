@@ -362,6 +362,17 @@ def test_search_rejects_an_empty_or_bad_query(store: Any) -> None:
         store.search("")
 
 
+def test_search_in_an_unknown_session_blames_the_session_not_the_query(store: Any) -> None:
+    """SQLite reported it as 'bad search query ...' with the FTS5 syntax hint."""
+    s = Session.create(store)
+    s.record(Message.user("go"))
+    s.record(Message.assistant(ToolUseBlock("m", "read_log", {})))
+    s.record_tool_result("m", "shared memory limit exceeded")
+    with pytest.raises(SessionNotFoundError) as caught:
+        store.search("shared", session_id="no-such-session")
+    assert "no-such-session" in str(caught.value) and "FTS5" not in str(caught.value)
+
+
 # --------------------------------------------------------------------------- calibration
 
 

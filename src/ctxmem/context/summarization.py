@@ -68,7 +68,7 @@ from ctxmem.context.derived import DAMAGED, derived_store, pack, store_derived, 
 from ctxmem.context.facts import Fact, cap_facts
 from ctxmem.context.history import History
 from ctxmem.context.invariants import SafeCuts
-from ctxmem.context.masking import Masking, MaskingConfig
+from ctxmem.context.masking import RECALL_TOOL, Masking, MaskingConfig
 from ctxmem.context.memory import Carried, Carry, Settled, split_sections
 from ctxmem.context.profile import FactProfile, get_profile
 from ctxmem.context.salience import SalienceIndex
@@ -82,8 +82,8 @@ from ctxmem.context.summarize import (
     clip_to_tokens,
 )
 from ctxmem.errors import ConfigError, ContextOverflowError
-from ctxmem.messages import Message, TextBlock
-from ctxmem.tokens import Tokenizer
+from ctxmem.messages import Message, TextBlock, tool_to_anthropic
+from ctxmem.tokens import Tokenizer, count_tools
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
 
 #: tokens kept for the summary block's header line
@@ -126,6 +126,9 @@ class SummarizationConfig(StrategyConfig):
         0, ge=0, le=200_000, description="Cap of the facts section (salient lines of summarized outputs); 0: none."
     )
     facts_fraction: float = Field(0.1, gt=0, le=0.5, description="The facts section's cap as a fraction of the budget.")
+    reversible: bool = Field(
+        True, description="With a facts section: offer the recall tool its lines' recall handles name."
+    )
     salient_facts: int = Field(
         8, ge=0, le=200, description="Salient lines per summarized chunk the fidelity guard checks and re-pins."
     )
@@ -715,7 +718,8 @@ class Summarization:
         facts_cost = _cached_count(
             tok, ("pinned-facts", tuple(facts)), lambda: sum(tok.count(t) + DEFAULT_OVERHEAD.per_block for t in facts)
         ) if (p and facts) else 0
-        base = fixed + h.tokens(0, p) + facts_cost
+        recall_cost = self._recall_cost(request)
+        base = fixed + recall_cost + h.tokens(0, p) + facts_cost
         avail = request.budget.available
         if base > avail:
             raise ContextOverflowError(base, avail, hint="the pinned content alone exceeds the budget.")
@@ -770,6 +774,7 @@ class Summarization:
         texts = (*(facts if p else ()), *carried.texts, *((block.text,) if block else ()))
         pl = self._place(request, s, texts)
         out = Output()
+        out.add_extra("recall_tool", recall_cost)
         summary_cost = self._summary_cost(block, tok) if block else 0
         if p:
             out.add("pinned", pl.msgs, pl.counts)
@@ -796,10 +801,25 @@ class Summarization:
             dropped=() if block else range(p, s),
             breakpoints=(p - 1 if p else 0, len(out.messages) - 1),
             notes=notes,
+            # offered on every build, facts or not: a tool list that changed when the first
+            # facts appear would invalidate the provider's cache of everything after it
+            extra_tools=(RECALL_TOOL,) if recall_cost else (),
         )
         if block is not None and request.session is not None and request.record:
             self._record(request, block, built)
         return built
+
+    def _recall_cost(self, request: BuildRequest) -> int:
+        """Tokens of the recall tool's definition when this strategy offers it: it has a facts
+        section, whose lines name ``recall <handle>`` (the masking strategy's tool, budgeted
+        up front as masking does), and the caller does not offer one already."""
+        cfg = self.config
+        if not (cfg.reversible and cfg.facts_tokens) or any(t.name == RECALL_TOOL.name for t in request.tools):
+            return 0
+        tok = request.tokenizer
+        return _cached_count(
+            tok, ("recall-tool", RECALL_TOOL.name), lambda: count_tools([tool_to_anthropic(RECALL_TOOL)], tok).total
+        )
 
     def _notes(self, block: SummaryBlock) -> list[str]:
         cached = self._notes_of

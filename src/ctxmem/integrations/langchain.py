@@ -404,6 +404,8 @@ def _offers_recall(preset: Preset) -> bool:
     params = preset.model.params
     if preset.type == "masking":
         return bool(params.get("reversible", True))
+    if preset.type == "summarization":  # its facts section's lines name recall handles
+        return bool(params.get("reversible", True)) and bool(params.get("facts_tokens", 0))
     if preset.type == "pipeline":
         core = params.get("core_params") or {}
         return (params.get("core", "masking") == "masking" and bool(core.get("reversible", True))) or (

@@ -25,9 +25,13 @@ Tools:
                    ``insert``, ``delete``, ``rename``) over ``/memories`` of one session
 =================  =========================================================================
 
-**Read-only by default.** Without ``--allow-writes`` the store is never written (searches
-embed into a throwaway in-memory cache, builds are dry runs) and ``memory`` allows only
-``view``. With it, ``memory`` edits files and ``build_context`` records compactions.
+**Read-only by default.** Without ``--allow-writes`` no session, event or memory file is
+written (searches embed into a throwaway in-memory cache, builds are dry runs) and
+``memory`` allows only ``view``. With it, ``memory`` edits files and ``build_context``
+records compactions. One derived write remains: ``build_context`` over a session that was
+never counted in the preset's tokenizer stores those counts once (the store's count cache,
+what any reader of the session adds; sessions recorded or imported with that tokenizer,
+``--tokenizer o200k_base``, need none).
 
 **Memory files cannot escape.** Each session's memory directory is
 ``<memory-dir>/<session id>/`` (default ``<db stem>-memories`` beside a SQLite database;

@@ -1135,6 +1135,8 @@ class SQLiteStore:
 
         try:
             return self._retry(run)
+        except SessionNotFoundError:
+            raise  # the session_id is wrong, not the query (its message says how to list them)
         except StoreError as exc:
             detail = str(exc).removeprefix(f"{self.path}: ").removeprefix("fts5: ")
             raise InputError(
