@@ -629,3 +629,36 @@ def test_masking_a_turn_keeps_each_paired_call_with_its_output() -> None:
     ctx = ToolContext(context=None, tool_name="recall", tool_call_id="x", tool_arguments="{}")
     args = json.dumps({"handle": handle, "grep": f"file{handle.split('_')[1]}_7\\.c"})
     assert str(run(m.recall_tool().on_invoke_tool(ctx, args))).endswith(f"file{handle.split('_')[1]}_7.c -o obj/file7.o")
+
+
+def test_a_screenshot_left_out_with_its_call_takes_the_reasoning_before_the_call_too() -> None:
+    """A masked computer_call_output has no text form, so it is left out with its call; the
+    reasoning item right before that call stayed, and the Responses API refuses a reasoning
+    item without the item that followed it."""
+    s = CtxmemSession("shots", store="memory://", preset="masking-200k", context_window=30000)
+    for i in range(12):
+        shot = "data:image/png;base64," + "".join(f"iVBOR{i:03d}{j:06d}" for j in range(40))
+        log = "".join(f"cc -O2 src/file{i}_{j}.c -o obj/file{j}.o\n" for j in range(120))
+        run(s.add_items([
+            {"role": "user", "content": f"look at the screen, step {i}"},
+            {"type": "reasoning", "id": f"rs_{i}", "summary": [{"type": "summary_text", "text": "look"}]},
+            {"type": "computer_call", "id": f"cu_{i}", "call_id": f"comp_{i}", "status": "completed",
+             "action": {"type": "screenshot"}, "pending_safety_checks": []},
+            {"type": "function_call", "id": f"fc_{i}", "call_id": f"call_{i}", "name": "read_log",
+             "arguments": "{}", "status": "completed"},
+            {"type": "computer_call_output", "call_id": f"comp_{i}",
+             "output": {"type": "computer_screenshot", "image_url": shot}},
+            {"type": "function_call_output", "call_id": f"call_{i}", "output": log},
+            {"type": "message", "id": f"msg_{i}", "role": "assistant", "status": "completed",
+             "content": [{"type": "output_text", "text": f"saw {i}", "annotations": []}]},
+        ]))
+    got = run(s.get_items())
+    assert s.last_report.masked
+    calls = [i for i in got if i.get("type") == "computer_call"]
+    assert 0 < len(calls) < 12  # some screenshots were left out with their calls
+    _assert_every_call_answered_after_it(got)
+    for k, item in enumerate(got):
+        if item.get("type") == "reasoning":
+            assert k + 1 < len(got) and got[k + 1].get("type") == "computer_call", (k, got[k + 1:k + 2])
+    assert sum(i.get("type") == "reasoning" for i in got) == len(calls)
+    assert sum(i.get("type") == "function_call" for i in got) > len(calls)  # the masked turns stay

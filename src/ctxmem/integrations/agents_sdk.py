@@ -640,8 +640,17 @@ class CtxmemSession:
                 add(_items_json(by_message.get(pending, []), v.segments, pending))
             add([])
         if left_out:  # their outputs were left out: so are the calls (a call is never unanswered)
-            out = [i for i in out if not (isinstance(i, dict) and i.get("call_id") in left_out
-                                          and _paired_call_id(i) is not None and not _is_output(i))]
+            kept: list[Any] = []
+            for i in out:
+                if isinstance(i, dict) and i.get("call_id") in left_out and _paired_call_id(i) is not None \
+                        and not _is_output(i):
+                    # and the reasoning items right before the call: the Responses API refuses a
+                    # reasoning item without the item that followed it
+                    while kept and isinstance(kept[-1], dict) and item_type(kept[-1]) == "reasoning":
+                        kept.pop()
+                    continue
+                kept.append(i)
+            out = kept
         return out
 
     def _message_index(self, history: Any) -> dict[int, int]:
