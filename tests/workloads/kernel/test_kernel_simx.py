@@ -197,6 +197,21 @@ def test_every_rung_passes_the_screen(rung: str) -> None:
      "matching attribute 'gi_frame' is refused"),
     ("import typing\ntyping.get_type_hints(f)\n", "typing.get_type_hints is refused"),
     ("from typing import get_type_hints\n", "from typing import get_type_hints is refused"),
+    # a module bound to another name escapes every chain check: T.sys, then getattr by string
+    ("import torch\nT = torch\nS = T.sys\n", "the module 'torch' may only be used as torch.<name>"),
+    ("import torch\ndef f(t=torch):\n    return t\n", "the module 'torch' may only be used as torch.<name>"),
+    ("import torch\nx = [torch][0]\n", "the module 'torch' may only be used as torch.<name>"),
+    ("import torch\nif (t := torch):\n    pass\n", "the module 'torch' may only be used as torch.<name>"),
+    ("import typing\nty = typing\n", "the module 'typing' may only be used as typing.<name>"),
+    ("x = a.b.sys.modules\n", "attribute 'sys' is refused"),
+    ("g = m.builtins.getattr\n", "attribute 'builtins' is refused"),
+    ("from triton import language\nlanguage.core.x\n", "triton.language.core is refused"),
+    ("import triton.language as tl\ny = tl.math.exp(x)\n", "triton.language.math is refused"),
+    ("from triton.language import core\n", "from triton.language import core is refused"),
+    ("import torch\nd = torch.cuda\n", "torch.cuda is refused"),
+    ("import torch\np = torch.cuda.get_device_properties.x\n", "torch.cuda.get_device_properties.x is refused"),
+    ("import torch\nm = torch.Tensor.mro\n", "'mro' is refused"),
+    ("import torch\nm = torch.float32.is_floating_point\n", "torch.float32.is_floating_point is refused"),
 ])
 def test_screen_refuses_routes_to_the_harness_and_torch_attention(snippet: str, needle: str) -> None:
     found = [r.text() for r in screen_source(snippet)]

@@ -50,3 +50,20 @@ def test_recall_by_distance_buckets() -> None:
     assert bucket(100) == "<8k" and bucket(50_000) == "32k-128k"
     assert r["<8k"]["recall"] == 1.0 and r["32k-128k"] == {"probes": 2, "recall": 0.5, "verbatim": 0.0,
                                                            "answered": 0.5}
+
+
+def test_a_failed_verdict_is_read_from_its_line_not_from_any_text() -> None:
+    """best_seen skipped any benchmark whose output held "FAILED" anywhere: benchmarking a
+    copy named FAILED.py hid the best result and erased the run's regret."""
+    named = BENCH.replace("kernel.py", "FAILED.py")
+    s = score_run([_c(1, "benchmark", named)], [], [], {"speedup": 1.0, "heldout_passed": True})
+    assert s["best_seen"] == 2.16 and s["regret"] == round((2.16 - 1.0) / 2.16, 4)
+    failed = BENCH.replace("eval#1 PASSED (this source and config, dev suite)",
+                           "eval#1 FAILED — these are timings of an incorrect kernel")
+    s = score_run([_c(1, "benchmark", failed)], [], [], {"speedup": 1.0, "heldout_passed": True})
+    assert s["best_seen"] == 0.0
+    # a check is failed by its verdict line, not by a file name
+    passed = "eval#2 · correctness · FAILED.py\nPASSED 6/6 cases · max_abs_err 1e-3"
+    calls = [_c(1, "check", NAN), _c(2, "edit_file", "edited", note="Root cause of eval#2: stale_max — x"),
+             _c(3, "check", passed)]
+    assert waste(calls)["reintroduced_bug"] == 0

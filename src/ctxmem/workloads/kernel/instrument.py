@@ -134,6 +134,8 @@ TYPING_ALLOWED = frozenset({
     "Iterable", "Iterator", "Literal", "Final", "TYPE_CHECKING", "cast", "Generator",
 })
 TL_REFUSED = frozenset({"core", "semantic", "runtime", "standard"})
+# triton.language's submodules: a module value is a way out (its own imports hang off it)
+TL_MODULES = frozenset({"core", "extra", "math", "random", "semantic", "standard", "target_info", "runtime"})
 TORCH_ALLOWED = frozenset({
     "empty", "empty_like", "zeros", "zeros_like", "full", "full_like", "ones", "ones_like",
     "arange", "tensor", "as_tensor", "cumsum", "repeat_interleave", "argsort", "sort", "cat",
@@ -190,6 +192,43 @@ def _attr_chain(node: ast.expr) -> list[str] | None:
     return None
 
 
+def _module_chain_problem(path: list[str]) -> str | None:
+    """Why a whole attribute chain from a module (``torch.empty``, ``tl.load``, as module
+    path plus attributes) is refused, or None: it must end at an allowed function, class or
+    constant, never at a module or past one."""
+    top, rest = path[0], path[1:]
+    name = ".".join(path)
+    if not rest:
+        return f"the module {name} may only be used as {name}.<name>"
+    if top == "torch":
+        if rest[0] == "cuda":
+            if len(rest) == 2 and rest[1] in TORCH_CUDA_ALLOWED:
+                return None
+            return f"{name} is refused (allowed: torch.cuda." + ", torch.cuda.".join(sorted(TORCH_CUDA_ALLOWED)) + ")"
+        if rest[0] not in TORCH_ALLOWED:
+            return (f"torch.{rest[0]} is refused: the launch wrapper may only allocate and do index "
+                    "arithmetic on the lengths (allowed: " + ", ".join(sorted(TORCH_ALLOWED - {"cuda"})) + ")")
+        return None if len(rest) == 1 else f"{name} is refused: torch.{rest[0]} is used as it is"
+    if top == "triton":
+        if rest[0] == "language":
+            if len(rest) < 2:
+                return "triton.language may only be used as triton.language.<name> (or imported as tl)"
+            if rest[1] in TL_MODULES:
+                return f"triton.language.{rest[1]} is refused (a module; use tl.<function>)"
+            return None if len(rest) == 2 else f"{name} is refused: tl.{rest[1]} is used as it is"
+        if rest[0] not in TRITON_ALLOWED:
+            return (f"triton.{rest[0]} is refused (allowed: triton.jit, triton.cdiv, "
+                    "triton.next_power_of_2, triton.language)")
+        return None if len(rest) == 1 else f"{name} is refused: triton.{rest[0]} is used as it is"
+    if top == "typing":
+        if rest[0] not in TYPING_ALLOWED:
+            return f"typing.{rest[0]} is refused (allowed: " + ", ".join(sorted(TYPING_ALLOWED)) + ")"
+        return None if len(rest) == 1 else f"{name} is refused: typing.{rest[0]} is used as it is"
+    if top == "math":
+        return None if len(rest) == 1 else f"{name} is refused: math.{rest[0]} is used as it is"
+    return f"{name} is refused"
+
+
 def screen_source(source: str) -> list[Refusal]:
     """Static refusals of a candidate source (see the module docstring, point 1)."""
     try:
@@ -197,12 +236,17 @@ def screen_source(source: str) -> list[Refusal]:
     except SyntaxError:
         return []  # the compile step reports syntax errors itself
     out: list[Refusal] = []
-    aliases = {"torch": "torch", "triton": "triton", "math": "math"}
+    # local names bound to a module: the screened imports' names, and the modules' own names
+    # whether imported or not
+    aliases = {"torch": "torch", "triton": "triton", "math": "math", "typing": "typing"}
+    parents: dict[ast.AST, ast.AST] = {}
 
     def refuse(node: ast.AST, msg: str) -> None:
         out.append(Refusal(getattr(node, "lineno", 0), msg))
 
     for node in ast.walk(tree):
+        for child in ast.iter_child_nodes(node):
+            parents[child] = node
         if isinstance(node, ast.Import):
             for a in node.names:
                 if a.name not in ALLOWED_IMPORTS:
@@ -219,42 +263,50 @@ def screen_source(source: str) -> list[Refusal]:
                     allowed = {"torch": TORCH_ALLOWED, "triton": TRITON_ALLOWED, "typing": TYPING_ALLOWED}[mod]
                     if a.name not in allowed:
                         refuse(node, f"from {mod} import {a.name} is refused")
-        elif isinstance(node, ast.Name) and node.id in REFUSED_NAMES:
+                    elif (mod, a.name) in (("torch", "cuda"), ("triton", "language")):
+                        aliases[a.asname or a.name] = f"{mod}.{a.name}"
+            elif mod == "triton.language":
+                for a in node.names:
+                    if a.name in TL_MODULES or a.name == "*":
+                        refuse(node, f"from triton.language import {a.name} is refused")
+
+    def module_path(chain: list[str]) -> list[str] | None:
+        root = aliases.get(chain[0])
+        return None if root is None else [*root.split("."), *chain[1:]]
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in REFUSED_NAMES:
             refuse(node, f"{node.id!r} is refused in a kernel (it could reach the harness)")
+        elif isinstance(node, ast.Name) and node.id in aliases:
+            # a module only ever as the root of a screened chain (``torch.empty``): bound to
+            # another name, passed, stored or put in a list it would be a module no chain
+            # check sees (``T = torch; T.sys``)
+            parent = parents.get(node)
+            if not (isinstance(parent, ast.Attribute) and parent.value is node):
+                refuse(node, f"the module {node.id!r} may only be used as {node.id}.<name> "
+                       "(not bound to another name, passed or stored)")
         elif isinstance(node, ast.Attribute):
             if node.attr.startswith("_"):
                 refuse(node, f"attribute {node.attr!r} is refused: private and dunder "
                        "attributes are off limits in a kernel")
-                continue
-            if node.attr in REFUSED_ATTRS:
+            elif node.attr in REFUSED_ATTRS:
                 refuse(node, f"attribute {node.attr!r} is refused: frames, code objects, cells and "
                        "tracebacks would reach the harness that runs the kernel")
-                continue
-            if node.attr in REFUSED_METHODS:
+            elif node.attr in REFUSED_NAMES:
+                refuse(node, f"attribute {node.attr!r} is refused in a kernel (it could reach the harness)")
+            elif node.attr in REFUSED_METHODS:
                 refuse(node, f".{node.attr} is refused: the kernel must be computed by "
                        "Triton kernels, not torch")
-                continue
+            parent = parents.get(node)
+            if isinstance(parent, ast.Attribute) and parent.value is node:
+                continue  # not the whole chain: checked where it ends
             chain = _attr_chain(node)
-            if chain is None or len(chain) < 2:
+            path = module_path(chain) if chain is not None else None
+            if path is None:
                 continue
-            root = aliases.get(chain[0])
-            if root == "torch":
-                if chain[1] not in TORCH_ALLOWED:
-                    refuse(node, f"torch.{chain[1]} is refused: the launch wrapper may only "
-                           "allocate and do index arithmetic on the lengths (allowed: "
-                           + ", ".join(sorted(TORCH_ALLOWED)) + ")")
-                elif chain[1] == "cuda" and len(chain) > 2 and chain[2] not in TORCH_CUDA_ALLOWED:
-                    refuse(node, f"torch.cuda.{chain[2]} is refused")
-            elif root == "triton":
-                if chain[1] not in TRITON_ALLOWED:
-                    refuse(node, f"triton.{chain[1]} is refused (allowed: triton.jit, "
-                           "triton.cdiv, triton.next_power_of_2, triton.language)")
-                elif chain[1] == "language" and len(chain) > 2 and chain[2] in TL_REFUSED:
-                    refuse(node, f"triton.language.{chain[2]} is refused")
-            elif root == "triton.language" and chain[1] in TL_REFUSED:
-                refuse(node, f"tl.{chain[1]} is refused")
-            elif root == "typing" and chain[1] not in TYPING_ALLOWED:
-                refuse(node, f"typing.{chain[1]} is refused (allowed: " + ", ".join(sorted(TYPING_ALLOWED)) + ")")
+            problem = _module_chain_problem(path)
+            if problem:
+                refuse(node, problem)
         elif isinstance(node, ast.MatchClass):
             # ``case Generator(gi_frame=f)`` reads an attribute with no Attribute node
             for name in node.kwd_attrs:

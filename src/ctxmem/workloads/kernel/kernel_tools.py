@@ -121,7 +121,12 @@ DeviceMode = Literal["simx", "gpu", "auto"]
 MAX_AUTOTUNE_CONFIGS = 256
 DEFAULT_PROFILE_SHAPE = "mixed_extend"
 
-_PATH = {"type": "string", "description": f"Kernel file relative to the workspace (default {KERNEL_FILE})."}
+#: a kernel file name the evaluation tools take: letters, digits, ``_ . -`` and ``/``. Their
+#: output names the file in headers the run's scores are read from, so a name such as
+#: ``FAILED.py`` or ``k.py (sha 0badc0de) · BLOCK_M=32`` could forge what they parse
+KERNEL_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
+_PATH = {"type": "string", "pattern": KERNEL_PATH.pattern,
+         "description": f"Kernel file relative to the workspace (default {KERNEL_FILE}); letters, digits, _ . - /."}
 _CONFIG = {
     "type": "object",
     "description": "Launch config overrides, e.g. {\"BLOCK_M\": 64, \"num_stages\": 2}. Defaults: "
@@ -278,6 +283,10 @@ class KernelTools:
             return f"error: unknown tool {name!r}; known tools: {known}", True
         try:
             validate_arguments(schema, arguments)
+            path = arguments.get("path")
+            if isinstance(path, str) and not KERNEL_PATH.fullmatch(path):
+                raise ToolArgumentError(f"path {path[:80]!r}: a kernel file name holds only letters, digits, "
+                                        "'_', '.', '-' and '/' (rename the file with the file tools)")
             return self._handlers[name](**arguments), False
         except ToolFailure as exc:
             return str(exc), True

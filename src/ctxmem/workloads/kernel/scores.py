@@ -34,6 +34,11 @@ DISTANCE_BUCKETS: tuple[tuple[str, int], ...] = (
     ("<8k", 8_000), ("8k-32k", 32_000), ("32k-128k", 128_000), ("128k-512k", 512_000), (">=512k", 1 << 62),
 )
 _ROOT = re.compile(r"Root cause(?: of eval#\d+)?: ([a-z_]+)")
+# The verdict lines the tools print, matched as lines: a bare "FAILED" anywhere in an output
+# could come from text the agent chose (a file name, a printed message) and hide a benchmark
+# from best_seen.
+_CHECK_FAILED = re.compile(r"^FAILED \d+/\d+ cases", re.M)
+_BENCH_FAILED = re.compile(r"^correctness: eval#\d+ FAILED", re.M)
 _OOR_ROW = re.compile(r"^\s*\d+\s+(?:\w+=\d+ )+\s*out of resource", re.M)
 
 
@@ -74,7 +79,7 @@ def waste(calls: Sequence[CallRecord]) -> dict[str, Any]:
             if seen.smem_limit is not None and hits:
                 reasons.add("over_known_limit")
                 violations += hits
-            failed = (c.tool == "check" and "FAILED" in c.output) or (c.tool == "compile" and c.is_error
+            failed = (c.tool == "check" and _CHECK_FAILED.search(c.output) is not None) or (c.tool == "compile" and c.is_error
                                                                        and "out of resource" not in c.output)
             if failed:
                 cause = _next_diagnosis(calls, i)
@@ -118,7 +123,7 @@ def score_run(calls: Sequence[CallRecord], probes: Sequence[ProbeResult], builds
     final = float(submission["speedup"]) if submission else 0.0
     best_seen = 0.0
     for c in calls:
-        if c.tool == "benchmark" and not c.is_error and "FAILED" not in c.output:
+        if c.tool == "benchmark" and not c.is_error and _BENCH_FAILED.search(c.output) is None:
             m = re.search(r"geomean speedup (\d+\.\d+)x", c.output)
             if m:
                 best_seen = max(best_seen, float(m.group(1)))
