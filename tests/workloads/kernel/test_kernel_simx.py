@@ -160,6 +160,19 @@ def test_floors_refuse_a_kernel_that_skips_the_work() -> None:
     assert len(problems) == 3 and all(p.startswith("long_context:") for p in problems)
 
 
+def test_a_launch_with_stages_or_warps_the_device_does_not_take_is_refused() -> None:
+    """num_stages=-1 in a launch wrapper was priced as given: a 128x128 tile then fit the
+    shared memory it overflows at any real stage count."""
+    shape = BENCH_SHAPES[4]
+    floors = work_floors(shape.case_dict())
+    work = {"programs": 1, "flops": int(floors["dot_flops"]), "ld": int(floors["load_bytes"]),
+            "st": int(floors["store_bytes"])}
+    assert check_floors(shape, {"launches": [_launch(**work)], "torch": []}) == []  # type: ignore[arg-type]
+    for bad in ({"stages": -1}, {"stages": 0}, {"warps": 64}, {"warps": 3}):
+        problems = check_floors(shape, {"launches": [_launch(**work, **bad)], "torch": []})  # type: ignore[arg-type]
+        assert len(problems) == 1 and "SIMX-1 takes num_" in problems[0], problems
+
+
 def test_price_shape_sums_launches() -> None:
     sim = Simx(0)
     # Launches that store nothing into out: no sample correction, so the sum is exact.

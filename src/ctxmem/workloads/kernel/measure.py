@@ -32,7 +32,13 @@ from typing import Any
 
 from ctxmem.errors import InputError
 from ctxmem.workloads.kernel import instrument
-from ctxmem.workloads.kernel.simx import BENCH_SHAPES, BenchShape, code_of
+from ctxmem.workloads.kernel.simx import (
+    BENCH_SHAPES,
+    CONFIG_SPACE,
+    DEVICE_NAME,
+    BenchShape,
+    code_of,
+)
 from ctxmem.workloads.kernel.workspace import Workspace, asset_path
 
 MEASURE_VERSION = "m5"  # m5: stratified (Owen-scrambled), adaptive program sampling
@@ -75,8 +81,18 @@ def check_floors(shape: BenchShape, measured: Mapping[str, Any]) -> list[str]:
     what = {"store_bytes": "bytes stored by one launch (out must be written)",
             "dot_flops": "tl.dot FLOPs (the causal attention's)",
             "load_bytes": "bytes loaded (Q and every visible K/V row)"}
-    return [f"{shape.name}: {got[k]:.3g} {what[k]}, under the least a correct kernel does "
-            f"({floors[k]:.3g})" for k in floors if got[k] < FLOOR_SLACK * floors[k]]
+    problems = [f"{shape.name}: {got[k]:.3g} {what[k]}, under the least a correct kernel does "
+                f"({floors[k]:.3g})" for k in floors if got[k] < FLOOR_SLACK * floors[k]]
+    # A launch's num_warps/num_stages are the wrapper's to choose, and the device model prices
+    # them: a value the device does not take (num_stages=-1 once let a 128x128 tile skip the
+    # shared-memory limit) is refused, as the launch config's own keys are.
+    for launch in measured["launches"]:
+        for key in ("num_warps", "num_stages"):
+            value = launch.get(key)
+            if value not in CONFIG_SPACE[key]:
+                allowed = ", ".join(map(str, CONFIG_SPACE[key]))
+                problems.append(f"{shape.name}: a launch with {key}={value!r}; {DEVICE_NAME} takes {key} in {{{allowed}}}")
+    return problems
 
 
 class Measurer:
