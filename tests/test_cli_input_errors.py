@@ -177,3 +177,63 @@ def test_seed_ranges_still_expand() -> None:
     from ctxmem.cli.evals import _seeds
 
     assert _seeds("0-2,5") == [0, 1, 2, 5] and _seeds("3") == [3] and _seeds("2-2") == [2]
+
+
+# ------------------------------------------------------------------ another program's database
+
+@pytest.mark.parametrize("args", [
+    ["sessions", "list", "--db"],
+    ["sessions", "show", "latest", "--db"],
+    ["sessions", "import", "--db"],
+    ["eval", "show", "--results"],
+], ids=["sessions-list", "sessions-show", "sessions-import", "eval-show"])
+def test_a_database_that_is_not_ctxmems_is_refused_untouched(tmp_path: Path, args: list[str]) -> None:
+    import sqlite3
+
+    theirs = tmp_path / "theirs.db"
+    conn = sqlite3.connect(theirs)
+    conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO customers VALUES (1, 'a')")
+    conn.commit()
+    conn.close()
+    before = theirs.read_bytes()
+    if args[1] == "import":
+        src = tmp_path / "a.jsonl"
+        src.write_text("".join(json.dumps(o) + "\n" for o in _LINES), encoding="utf-8")
+        args = [*args[:2], str(src), *args[2:]]
+    _one_line(run(*args, str(theirs)), str(theirs), "(customers)", "not a ctxmem", "left untouched")
+    assert theirs.read_bytes() == before
+
+
+# ------------------------------------------------------------------ --session: latest and id prefixes everywhere
+
+def test_tune_cost_takes_latest_and_a_prefix_and_never_creates_a_store(tmp_path: Path, db: str) -> None:
+    with SQLiteStore(db) as store:
+        sid = store.list_sessions()[0].id
+    for given in ("latest", sid[:6]):
+        r = run("tune", "cost", "--session", given, "--preset", "window-32k", "--db", db)
+        assert r.exit_code == 0, r.output
+        assert f"session {sid}" in r.output
+    new = tmp_path / "new.db"
+    _one_line(run("tune", "cost", "--session", "abc", "--preset", "window-32k", "--db", str(new)),
+              "no session store at", str(new))
+    assert not new.exists()
+
+
+def test_eval_session_needles_takes_latest_and_a_prefix(tmp_path: Path, db: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctxmem.cli.evals as evals_cli
+
+    with SQLiteStore(db) as store:
+        sid = store.list_sessions()[0].id
+    asked: list[list[str]] = []
+    monkeypatch.setattr(evals_cli, "_execute", lambda **kw: asked.append(kw["sources"]))
+    for given in ("latest", sid[:6]):
+        r = run("eval", "session-needles", "--session", given, "--db", db, "--out", str(tmp_path / "sn"),
+                "--no-progress")
+        assert r.exit_code == 0, r.output
+    assert asked == [[f"agent:{db}#{sid}"]] * 2
+    new = tmp_path / "new.db"
+    _one_line(run("eval", "session-needles", "--session", "latest", "--db", str(new), "--out", str(tmp_path / "sn"),
+                  "--no-progress"), "no session store at", str(new))
+    assert not new.exists()

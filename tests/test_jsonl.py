@@ -186,7 +186,32 @@ def _bad_cases() -> list[Any]:
                        "openai", InputError, 3, "is_error", "'is_error' must be true or false",
                        id=f"openai-is-error-{value}")
           for value in ["false", "yes", 1, None]),
+        # tool lines merge into one message: an error about one result names that result's line
+        pytest.param(_jsonl([*_OPENAI_CALLS, {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+                                             {"role": "tool", "tool_call_id": "zz", "content": "bad"}]),
+                     "openai", InvalidConversationError, 4, "tool_use_id", "'zz'", id="openai-orphan-second-tool-line"),
+        pytest.param(b"\n\n" + _jsonl([*_OPENAI_CALLS, {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+                                                     {"role": "tool", "tool_call_id": "c9", "content": "bad"}]),
+                     "openai", InvalidConversationError, 6, "tool_use_id", "'c9'",
+                     id="openai-orphan-after-blank-lines"),
+        pytest.param(_jsonl([*_OPENAI_CALLS, {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+                                             {"role": "tool", "tool_call_id": "c1", "content": "again"}]),
+                     "openai", InvalidConversationError, 4, "tool_use_id", "already has a result",
+                     id="openai-second-result-on-the-next-tool-line"),
+        pytest.param(_jsonl([{"role": "user", "content": "q"}, {"role": "assistant", "content": None, "tool_calls": [
+                                 {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                                 {"id": "c2", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                             {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+                             {"role": "user", "content": "too soon"}]),
+                     "openai", InvalidConversationError, 4, "content[1]", "'c2'", id="openai-text-before-a-result"),
     ]
+
+
+_OPENAI_CALLS: list[Any] = [
+    {"role": "user", "content": "hi"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+]
 
 
 def _call_line(input_json: bytes, call_id: bytes = b"t2") -> bytes:

@@ -201,6 +201,7 @@ def parse_jsonl(
     system: str | None = None
     messages: list[Message] = []
     lines: list[int] = []  # source line of each message, for error messages
+    block_lines: list[list[int]] | None = None  # OpenAI: the lines of merged messages' blocks
     if fmt == "anthropic":
         for lineno, obj in _lines(data, source):
             if isinstance(obj, dict) and set(obj) == {"system"}:
@@ -239,8 +240,8 @@ def parse_jsonl(
             except InputError as exc:
                 raise InputError(exc.reason, source=source, line=lineno, field=exc.field) from None
         system, messages = from_openai(objs)
-        lines = _openai_message_lines(objs, starts)
-    _validate(messages, lines, source)
+        lines, block_lines = _openai_message_lines(objs, starts)
+    _validate(messages, lines, source, block_lines)
     _check_content(messages, lines, source, fmt)
     return system, messages
 
@@ -258,43 +259,58 @@ def _check_content(messages: Sequence[Message], lines: Sequence[int], source: st
                              field=exc.field) from None
 
 
-def _openai_message_lines(objs: Sequence[Any], starts: Sequence[int]) -> list[int]:
-    # Mirror from_openai's grouping: tool lines + the following user line form one message.
+def _openai_message_lines(objs: Sequence[Any], starts: Sequence[int]) -> tuple[list[int], list[list[int]]]:
+    """The source line of each message from_openai makes, and the lines of its blocks where
+    they are not all on that line. Mirrors its grouping: tool lines + the following user
+    line form one message, whose blocks are the results (one per tool line, in order) then
+    the user line's content; the message's line is its first line, its block lines the tool
+    lines then the user line (see :func:`_block_line`)."""
     out: list[int] = []
-    pending: int | None = None
+    blocks: list[list[int]] = []
+    pending: list[int] = []
     for obj, lineno in zip(objs, starts, strict=True):
         role = obj.get("role")
         if role == "tool":
-            pending = pending or lineno
+            pending.append(lineno)
         elif role == "user":
-            out.append(pending or lineno)
-            pending = None
+            out.append(pending[0] if pending else lineno)
+            blocks.append([*pending, lineno] if pending else [])
+            pending = []
         elif role == "assistant":
-            if pending is not None:
-                out.append(pending)
-                pending = None
+            if pending:
+                out.append(pending[0])
+                blocks.append(pending)
+                pending = []
             out.append(lineno)
-    if pending is not None:
-        out.append(pending)
-    return out
+            blocks.append([])
+    if pending:
+        out.append(pending[0])
+        blocks.append(pending)
+    return out, blocks
 
 
-def _validate(messages: Sequence[Message], lines: Sequence[int], source: str) -> None:
-    """Orphan results are errors; a final unanswered tool_use is allowed (an interrupted session)."""
+def _validate(messages: Sequence[Message], lines: Sequence[int], source: str,
+              block_lines: Sequence[Sequence[int]] | None = None) -> None:
+    """Orphan results are errors; a final unanswered tool_use is allowed (an interrupted session).
+
+    ``block_lines[i]``, where given, holds the lines the blocks of message ``i`` came from
+    when they are not all on the message's line (an OpenAI file's tool lines and user line,
+    merged into one message; see :func:`_block_line`): an error about a block names its line."""
     prev_uses: dict[str, None] = {}  # the last assistant message's calls, in order
     seen: set[str] = set()
     answered: set[str] = set()
     for i, m in enumerate(messages):
         # One pass over the blocks (the tool_uses/tool_results properties build a tuple each).
         uses: list[ToolUseBlock] = []
-        results: list[ToolResultBlock] = []
-        for b in m.content:
+        results: list[tuple[int, ToolResultBlock]] = []
+        for j, b in enumerate(m.content):
             if isinstance(b, ToolUseBlock):
                 uses.append(b)
             elif isinstance(b, ToolResultBlock):
-                results.append(b)
+                results.append((j, b))
         line = lines[i] if i < len(lines) else None
-        misplaced = uses if m.role == "user" else results
+        own = block_lines[i] if block_lines is not None and i < len(block_lines) else ()
+        misplaced = uses if m.role == "user" else [r for _, r in results]
         if misplaced:
             raise InvalidConversationError(
                 f"a {misplaced[0].type} block cannot appear in {'an' if m.role == 'assistant' else 'a'} {m.role} message",
@@ -304,14 +320,14 @@ def _validate(messages: Sequence[Message], lines: Sequence[int], source: str) ->
             )
         waiting = [u for u in prev_uses if u not in answered]
         if waiting:
-            _check_results_open(m, waiting, source, line)
-        for r in results:
+            _check_results_open(m, waiting, source, line, own)
+        for j, r in results:
             if r.tool_use_id not in prev_uses:
                 raise InvalidConversationError(
                     f"tool_result for {r.tool_use_id!r} has no matching tool_use in the preceding assistant "
                     "message; fix the tool_use_id or drop the result",
                     source=source,
-                    line=line,
+                    line=_block_line(own, j, line),
                     field="tool_use_id",
                 )
             if r.tool_use_id in answered:
@@ -319,7 +335,7 @@ def _validate(messages: Sequence[Message], lines: Sequence[int], source: str) ->
                     f"tool_use {r.tool_use_id!r} already has a result; a tool call is answered once "
                     "(drop the second result)",
                     source=source,
-                    line=line,
+                    line=_block_line(own, j, line),
                     field="tool_use_id",
                 )
             answered.add(r.tool_use_id)
@@ -335,9 +351,18 @@ def _validate(messages: Sequence[Message], lines: Sequence[int], source: str) ->
             prev_uses = {}
 
 
-def _check_results_open(m: Message, waiting: list[str], source: str, line: int | None) -> None:
+def _block_line(own: Sequence[int], j: int, line: int | None) -> int | None:
+    """The source line of block ``j`` of a message on ``line`` whose blocks came from the
+    lines ``own``: block ``j`` from ``own[j]``, every block past the last from the last
+    (a user line's content after its tool lines' results); all from ``line`` when empty."""
+    return own[min(j, len(own) - 1)] if own else line
+
+
+def _check_results_open(m: Message, waiting: list[str], source: str, line: int | None,
+                        own: Sequence[int] = ()) -> None:
     """Only results may follow tool calls until each has one: an assistant message, or a
-    block before the last waiting result, is refused (a provider would)."""
+    block before the last waiting result, is refused (a provider would). ``own``: the lines
+    of the message's blocks, where they are not all its ``line`` (see :func:`_block_line`)."""
     left = set(waiting)
     answers = m.role == "user" and any(isinstance(b, ToolResultBlock) and b.tool_use_id in left for b in m.content)
     for j, b in enumerate(m.content if answers else ()):
@@ -349,7 +374,7 @@ def _check_results_open(m: Message, waiting: list[str], source: str, line: int |
         raise InvalidConversationError(
             f"content[{j}] comes before the result of tool call {sorted(left)[0]!r}: the message after tool calls "
             "opens with their tool_result blocks; move the other content after them",
-            source=source, line=line, field=f"content[{j}]",
+            source=source, line=_block_line(own, j, line), field=f"content[{j}]",
         )
     if not answers:
         shown = ", ".join(repr(u) for u in waiting[:5])

@@ -34,6 +34,8 @@ def test_new_files_get_8k_pages_and_old_files_keep_theirs(tmp_path: Path) -> Non
     conn = sqlite3.connect(old)
     conn.execute("PRAGMA page_size = 4096")
     conn.execute("PRAGMA journal_mode = WAL")
+    # an old ctxmem store (its migration log, nothing applied yet) with a table a user added
+    conn.execute("CREATE TABLE _ctxmem_migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
     conn.execute("CREATE TABLE unrelated (x)")
     conn.close()
     with SQLiteStore(old) as s:
@@ -461,3 +463,45 @@ def test_a_history_read_straight_into_messages_is_the_one_read_event_by_event(tm
     session.rewind(fast.event_ids[7][-1])
     assert store.chain_messages(session.id, "o200k_base") is None
     both(session)
+
+
+def _their_database(path: Path, table: str) -> bytes:
+    """A SQLite file of another program (one table of its own, a row in it): its bytes."""
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute(f"INSERT INTO {table} VALUES (1, 'theirs')")
+    conn.commit()
+    conn.close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("table", ["customers", "sessions"])
+def test_another_programs_database_is_refused_and_left_untouched(tmp_path: Path, table: str) -> None:
+    from ctxmem.evals.store import ResultStore
+
+    path = tmp_path / "theirs.db"
+    before = _their_database(path, table)
+    for opener, what in [(SQLiteStore, "ctxmem session store"), (ResultStore, "ctxmem results store")]:
+        with pytest.raises(StoreError) as exc:
+            opener(path)
+        msg = str(exc.value)
+        assert "\n" not in msg and str(path) in msg and f"({table})" in msg, msg
+        assert f"not a {what}" in msg and "left untouched" in msg and "name a new file" in msg, msg
+        assert path.read_bytes() == before  # not a table, not even the journal mode
+        assert [p.name for p in tmp_path.iterdir()] == ["theirs.db"]
+
+
+def test_an_empty_file_and_a_results_store_still_become_session_stores(tmp_path: Path) -> None:
+    from ctxmem.evals.store import ResultStore
+
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    shared = tmp_path / "shared.db"
+    ResultStore(shared).close()  # ctxmem's own file: the session store may share it
+    for path in (empty, shared):
+        with SQLiteStore(path) as s:
+            Session.create(s, session_id="k").record(Message.user("kept"))
+        with SQLiteStore(path) as s:
+            assert Session.open(s, "k").messages() == [Message.user("kept")]
+    with ResultStore(shared) as results:  # and the results store a session store's file
+        assert results.statuses() == {}

@@ -84,8 +84,13 @@ def test_errors_are_one_line(args: list[str], message: str) -> None:
 
 
 def test_missing_session(tmp_path: Path) -> None:
-    code, _, err = run("tune", "cost", "--session", "nope", "--db", str(tmp_path / "s.db"), "--presets", "dump-1m")
+    db = tmp_path / "s.db"
+    SQLiteStore(db).close()  # a store without that session (a path with no store: see below)
+    code, _, err = run("tune", "cost", "--session", "nope", "--db", str(db), "--presets", "dump-1m")
     assert code == 1 and "no session 'nope'" in err
+    missing = tmp_path / "none.db"  # a replay only reads: it never creates a store
+    code, _, err = run("tune", "cost", "--session", "nope", "--db", str(missing), "--presets", "dump-1m")
+    assert code == 1 and f"no session store at {missing}" in err and not missing.exists()
 
 
 def test_sweep_cli(tmp_path: Path) -> None:

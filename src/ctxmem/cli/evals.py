@@ -313,9 +313,12 @@ def session_needles_cmd(session_id: str | None, sessions_db: str | None, jsonl: 
     models = tuple(split_multi(models))
     default_lengths = [8_000, 16_000, 32_000, 64_000]
     if session_id:
-        from ctxmem.cli._common import default_db
+        from ctxmem.cli._common import default_db, open_existing_store, resolve_session_id
 
-        source = f"agent:{sessions_db or default_db()}#{session_id}"
+        db_path = sessions_db or default_db()
+        with open_existing_store(db_path) as store:  # `latest` and id prefixes, as every --session
+            session_id = resolve_session_id(store, session_id)
+        source = f"agent:{db_path}#{session_id}"
     elif jsonl:
         source = f"agent:{jsonl}"
     elif workload:

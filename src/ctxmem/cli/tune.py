@@ -15,7 +15,15 @@ from typing import Any
 
 import click
 
-from ctxmem.cli._common import CtxmemGroup, db_option, echo_json, json_option, open_db, table
+from ctxmem.cli._common import (
+    CtxmemGroup,
+    db_option,
+    echo_json,
+    json_option,
+    open_existing_store,
+    resolve_session_id,
+    table,
+)
 from ctxmem.cli._options import (
     TOKEN_LIST,
     TOKENS,
@@ -86,8 +94,8 @@ def cost_cmd(
     names = split_multi(presets)
     if session_id is not None:
         from ctxmem.session import Session
-        with open_db(db_path) as store:
-            recording = recording_from_session(Session.open(store, session_id))
+        with open_existing_store(db_path) as store:  # a replay only reads: it never creates a store
+            recording = recording_from_session(Session.open(store, resolve_session_id(store, session_id)))
     else:
         from ctxmem.samples import synthetic_session
 

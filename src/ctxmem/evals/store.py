@@ -133,6 +133,8 @@ class ResultStore:
         max_attempts: int = 40,
         lease_s: float = DEFAULT_LEASE_S,
     ):
+        from ctxmem.store.migrations import foreign_tables, not_ours_message
+
         self.path = str(path)
         self.lease_s = lease_s
         if self.path != ":memory:":
@@ -143,10 +145,16 @@ class ResultStore:
             self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                         timeout=busy_timeout_ms / 1000)
             self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            self.conn.execute("PRAGMA synchronous = NORMAL")
+            # before anything writes: another program's database is refused untouched
+            foreign = foreign_tables(self.conn)
+            if not foreign:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                self.conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open results store {self.path}: {exc}") from exc
+        if foreign:
+            self.conn.close()
+            raise StoreError(not_ours_message(self.path, foreign, "ctxmem results store"))
         self._write(self._migrate)
 
     # ------------------------------------------------------------------ plumbing

@@ -227,6 +227,32 @@ def _script(conn: sqlite3.Connection, sql: str) -> None:
         raise RuntimeError(f"incomplete SQL statement in migration: {buf!r}")
 
 
+#: the tables that mark a SQLite file as ctxmem's own: the session store's migration log and
+#: the evaluation results store's (:mod:`ctxmem.evals.store`), which may share a file with it
+OWN_MARKERS = ("_ctxmem_migrations", "eval_migrations")
+
+
+def foreign_tables(conn: sqlite3.Connection) -> list[str]:
+    """The tables (and views) of a SQLite file that belongs to something else: it has some, and
+    none of ctxmem's migration logs. Empty for a new or empty file and for ctxmem's own file
+    (a table a user added beside ctxmem's is theirs to keep). Reads only: a file that is not
+    ours must not be written to at all, not even its journal mode."""
+    names = [r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+        "ORDER BY name"
+    )]
+    if not names or any(marker in names for marker in OWN_MARKERS):
+        return []
+    return names
+
+
+def not_ours_message(path: str, tables: list[str], what: str) -> str:
+    """One line saying that ``path`` is another program's SQLite database, left untouched."""
+    shown = ", ".join(tables[:5]) + (f", … ({len(tables)} in all)" if len(tables) > 5 else "")
+    return (f"{path} is a SQLite database with other tables ({shown}) and is not a {what}; it was left untouched: "
+            f"name a new file (or an existing {what}) instead")
+
+
 def applied(conn: sqlite3.Connection) -> set[str]:
     conn.execute("CREATE TABLE IF NOT EXISTS _ctxmem_migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
     return {r[0] for r in conn.execute("SELECT name FROM _ctxmem_migrations")}

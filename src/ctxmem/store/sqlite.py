@@ -75,7 +75,7 @@ from ctxmem.store.codec import (
     gc_paused,
 )
 from ctxmem.store.counting import cheaper_to_count, event_overhead
-from ctxmem.store.migrations import MIGRATIONS, migrate
+from ctxmem.store.migrations import MIGRATIONS, foreign_tables, migrate, not_ours_message
 from ctxmem.tokens import Tokenizer, get_tokenizer, tokenizer_id
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
 
@@ -156,9 +156,17 @@ class SQLiteStore:
         # CPU 221 -> 212 ms and wall 233 -> 213 ms, single appends 128 -> 140 µs (medians of 9).
         self.conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         try:
-            self._retry(lambda: self._pragma_wal())
+            # before anything writes (WAL mode rewrites the header): another program's database
+            # is refused untouched, not filled with ctxmem's tables
+            foreign = self._retry(lambda: foreign_tables(self.conn))
+            if not foreign:
+                self._retry(lambda: self._pragma_wal())
         except StoreError as exc:
+            self.conn.close()
             raise self._explain_open_failure(exc) from None
+        if foreign:
+            self.conn.close()
+            raise StoreError(not_ours_message(self.path, foreign, "ctxmem session store"))
         self.conn.execute(f"PRAGMA synchronous = {synchronous}")
         self.conn.execute("PRAGMA foreign_keys = OFF")  # integrity is enforced by the write path
         self._db: Any = None
