@@ -244,3 +244,19 @@ def test_dry_run_does_not_price_cells_that_will_be_refused(tmp_path: Path, monke
     assert len(both["will_refuse"]) == 2 and both["pending"] == 4
     assert both["estimate"]["prompt_tokens"] == small["estimate"]["prompt_tokens"] > 0
     assert both["estimate"]["dollars"] == small["estimate"]["dollars"] > 0
+
+
+def test_show_and_report_never_create_or_convert_a_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctxmem.store import SQLiteStore
+
+    monkeypatch.chdir(tmp_path)
+    for cmd in (["show"], ["report", "--out", str(tmp_path / "rep")]):
+        res = CliRunner().invoke(eval_group, [*cmd, "--results", "sqlite:///typo.db"])
+        assert res.exit_code == 1 and "no results database sqlite:///typo.db" in res.output, res.output
+        assert not (tmp_path / "typo.db").exists()
+    sessions = tmp_path / "sessions.db"
+    SQLiteStore(sessions).close()
+    before = sessions.read_bytes()
+    res = CliRunner().invoke(eval_group, ["show", "--results", str(sessions)])
+    assert res.exit_code == 1 and "is a ctxmem session store" in res.output and "not a ctxmem results store" in res.output
+    assert sessions.read_bytes() == before

@@ -85,3 +85,14 @@ def test_minilm_reader_bridges_some_nonliteral_needles() -> None:
         lex += score_needles(built.needles, lexical.answer(built.messages)).correct
         emb += score_needles(built.needles, dense.answer(built.messages)).correct
     assert lex == 0 and emb >= 1
+
+
+def test_embedding_reader_id_is_stable_from_construction() -> None:
+    """The reader's id keys the response cache: it must not change on the first answer."""
+    reader = get_reader("extractive-embedding")
+    before = reader.model
+    assert before.startswith("extractive-embedding:")
+    built = build_cell(Cell("prose", 2_000, 0.3, "literal", seed=1))
+    reader.answer(built.messages)
+    assert reader.model == before
+    assert get_reader("extractive").model == "extractive-lexical"

@@ -193,3 +193,79 @@ def test_refused_cells_are_recorded_and_not_retried(tmp_path: Path) -> None:
         assert row["label"] == "refused" and "32768" in row["error"] and row["info"]["available"] == 32_768
         s2 = run_sync(cells, {"extractive": ExtractiveReader()}, store)
         assert s2.skipped == 2
+
+
+def test_cached_prompt_tokens_bill_at_the_cache_read_price(tmp_path: Path) -> None:
+    """A reader's usage is billed as `tune cost` bills a request: cache reads at the cache price."""
+    from ctxmem.cli.evals import _prices
+    from ctxmem.tune.prices import load_prices
+
+    cells = _cells(models=["openai:gpt-4.1"], window=200_000, lengths=[1_000], depths=[0.5], seeds=[0])
+
+    def answer(req: ModelRequest) -> Response:
+        text = ExtractiveReader().answer(req.messages)
+        return Response((TextBlock(text),), "end_turn", Usage(100, 10, cache_read_tokens=900), model="gpt-4.1")
+
+    client = FunctionClient(answer, model="gpt-4.1")
+    p = load_prices(user=False).get("gpt-4.1").model
+    assert p.cache_read is not None and p.cache_read < p.input
+    with ResultStore(tmp_path / "r.db") as store:
+        s = run_sync(cells, {"openai:gpt-4.1": client}, store)
+        (row,) = store.rows()
+    right = (100 * p.input + 900 * p.cache_read + 10 * p.output) / 1e6
+    assert row["cost"] == pytest.approx(right) and s.dollars == pytest.approx(right)
+    # --price takes cache prices too (cached tokens at the input price when not given)
+    given = _prices(("m=2,8,0.5", "n=2,8"))
+    usage = Usage(100, 10, cache_read_tokens=900, cache_write_tokens=50)
+    assert given["m"].dollars(usage) == pytest.approx((100 * 2 + 900 * 0.5 + 50 * 2 + 10 * 8) / 1e6)
+    assert given["n"].dollars(usage) == pytest.approx((1050 * 2 + 10 * 8) / 1e6)
+    assert _prices(("w=3,15,0.3,3.75",))["w"].dollars(usage) == pytest.approx(
+        (100 * 3 + 900 * 0.3 + 50 * 3.75 + 10 * 15) / 1e6)
+    with pytest.raises(ConfigError, match="CACHE_READ"):
+        _prices(("m=1,2,3,4,5",))
+
+
+def _judge(usage: Usage, model: str = "claude-opus-4-1") -> Any:
+    from ctxmem.evals.scoring import LLMJudge
+
+    def verdict(req: ModelRequest) -> Response:
+        return Response((TextBlock("CORRECT"),), "end_turn", usage, model=model)
+
+    return LLMJudge(FunctionClient(verdict, model=model))
+
+
+def test_the_judge_is_priced_in_rows_summary_and_budget(tmp_path: Path) -> None:
+    from ctxmem.tune.prices import load_prices
+
+    opus = load_prices(user=False).get("claude-opus-4-1").model
+    cells = _cells(lengths=[1_000], depths=[0.0, 0.25, 0.5, 0.75, 1.0], seeds=[0])
+    with ResultStore(tmp_path / "r.db") as store:
+        # no cap: every cell judged, its dollars in the row (the offline reader costs 0) and the summary
+        judge = _judge(Usage(1_000, 1))
+        s = run_sync(cells, {"extractive": ExtractiveReader()}, store, judge=judge)
+        one = (1_000 * opus.input + 1 * opus.output) / 1e6
+        rows = store.rows()
+        assert s.done == 5 and all(r["judge"] == 1 for r in rows)
+        assert [r["cost"] for r in rows] == pytest.approx([one] * 5) and s.dollars == pytest.approx(5 * one)
+        assert rows[0]["info"]["judge"]["model"] == "claude-opus-4-1"
+        assert rows[0]["info"]["judge"]["usage"]["input_tokens"] == 1_000
+        assert s.estimate["dollars"] > 0  # the judge's requests are in the estimate
+    with ResultStore(tmp_path / "capped.db") as store:
+        # a judge that spends $3 a call stops a $0.01 cap: at most the reservations that fit ran
+        big = _judge(Usage(200_000, 1))
+        s = run_sync(cells, {"extractive": ExtractiveReader()}, store, judge=big, budget_usd=0.01, concurrency=1)
+        assert s.stopped_by_budget and s.done == 1 and s.not_started == 4
+        assert s.dollars == pytest.approx((200_000 * opus.input + opus.output) / 1e6)
+
+
+def test_an_unpriced_judge_is_refused_up_front_under_a_cap(tmp_path: Path) -> None:
+    cells = _cells(lengths=[1_000], depths=[0.5], seeds=[0])
+    judge = _judge(Usage(10, 1), model="no-such-judge-model")
+    with ResultStore(tmp_path / "r.db") as store:
+        with pytest.raises(ConfigError, match=r"no price for no-such-judge-model \(the judge\)"):
+            run_sync(cells, {"extractive": ExtractiveReader()}, store, judge=judge, budget_usd=1.0)
+        assert store.rows() == [] and not judge.client.requests
+        # priced by prices=, it runs
+        s = run_sync(cells, {"extractive": ExtractiveReader()}, store, judge=judge, budget_usd=1.0,
+                     prices={"no-such-judge-model": ModelPrice(1.0, 1.0)})
+        assert s.done == 1 and s.dollars == pytest.approx(11 / 1e6)

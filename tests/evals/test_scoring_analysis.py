@@ -127,3 +127,50 @@ def test_effective_lengths_from_rows_excludes_controls() -> None:
     assert e["ruler"]["point"] == 8_000 and e["nolima"]["point"] == 8_000
     assert e["lengths"] == [1_000, 8_000, 32_000]
     assert not math.isnan(e["nolima"]["base_score"])
+
+
+def test_a_two_part_natural_answer_is_right_when_every_part_appears() -> None:
+    from ctxmem.evals.needles import Insert, NeedleSet
+    from ctxmem.evals.scoring import score_needles
+
+    line = "tolerance: fp16 atol=2e-03 rtol=1e-02 · fp32 atol=1e-04 rtol=1e-04"
+    joined = NeedleSet("natural", "What are the fp16 tolerances (atol/rtol)?", ("2e-03/1e-02",),
+                       (Insert(line, 0.5),), "contains")  # as the Workload protocol's answer joins them
+    parted = NeedleSet(joined.family, joined.question, joined.answers, joined.inserts, "contains",
+                       parts=("2e-03", "1e-02"))
+    for ns in (joined, parted):
+        for right in ("atol=2e-03, rtol=1e-02", "The fp16 tolerances are atol 2e-03 and rtol 1e-02.", "2e-03/1e-02"):
+            assert score_needles(ns, right).correct, right
+        for wrong in ("atol=2e-03", "atol=1e-04, rtol=1e-04", "NOT FOUND", ""):
+            assert not score_needles(ns, wrong).correct, wrong
+    # a one-part answer is unchanged, and a literal needle's answer is never split
+    lit = NeedleSet("literal", "Q?", ("x7/y9",), (), "contains")
+    assert not score_needles(lit, "y9 and x7").correct
+
+
+def test_an_empty_reply_is_not_an_abstention() -> None:
+    from ctxmem.evals.needles import make_needles
+    from ctxmem.evals.scoring import abstained, score_needles
+
+    absent = make_needles("absent", 0.5, 0)
+    assert score_needles(absent, "NOT FOUND").correct
+    for empty in ("", "   \n"):
+        assert not abstained(empty) and not score_needles(absent, empty).correct
+
+
+def test_effective_lengths_exclude_the_readers_blind_families() -> None:
+    rows = []
+    for length in (1_000, 2_000, 4_000):
+        for _ in range(6):
+            rows.append({"status": "done", "model": "extractive", "preset": "none", "needle": "literal",
+                         "length": length, "score": 1.0})
+            # the lexical reader cannot answer non-literal needles by design: not forgetting
+            rows.append({"status": "done", "model": "extractive", "preset": "none", "needle": "nonliteral",
+                         "length": length, "score": 0.0})
+            # a model reader's non-literal misses do count
+            rows.append({"status": "done", "model": "openai:m", "preset": "none", "needle": "nonliteral",
+                         "length": length, "score": 1.0 if length < 4_000 else 0.0})
+    by_model = {e["model"]: e for e in effective_lengths(rows, n_boot=20)}
+    assert by_model["extractive"]["ruler"]["point"] == 4_000
+    assert by_model["extractive"]["accuracy_by_length"] == {"1000": 1.0, "2000": 1.0, "4000": 1.0}
+    assert by_model["openai:m"]["ruler"]["point"] == 2_000

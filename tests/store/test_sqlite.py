@@ -491,17 +491,36 @@ def test_another_programs_database_is_refused_and_left_untouched(tmp_path: Path,
         assert [p.name for p in tmp_path.iterdir()] == ["theirs.db"]
 
 
-def test_an_empty_file_and_a_results_store_still_become_session_stores(tmp_path: Path) -> None:
+def test_an_empty_file_becomes_a_session_store_and_the_other_ctxmem_store_is_refused(tmp_path: Path) -> None:
     from ctxmem.evals.store import ResultStore
 
     empty = tmp_path / "empty.db"
     empty.touch()
-    shared = tmp_path / "shared.db"
-    ResultStore(shared).close()  # ctxmem's own file: the session store may share it
-    for path in (empty, shared):
-        with SQLiteStore(path) as s:
-            Session.create(s, session_id="k").record(Message.user("kept"))
-        with SQLiteStore(path) as s:
-            assert Session.open(s, "k").messages() == [Message.user("kept")]
-    with ResultStore(shared) as results:  # and the results store a session store's file
-        assert results.statuses() == {}
+    with SQLiteStore(empty) as s:
+        Session.create(s, session_id="k").record(Message.user("kept"))
+    with SQLiteStore(empty) as s:
+        assert Session.open(s, "k").messages() == [Message.user("kept")]
+    # a results database is not a session store (nor the reverse): refused, nothing written
+    results = tmp_path / "results.db"
+    ResultStore(results).close()
+    sessions = tmp_path / "sessions.db"
+    SQLiteStore(sessions).close()
+    for path, opener, other, what in [(results, SQLiteStore, "ctxmem results store", "ctxmem session store"),
+                                      (sessions, ResultStore, "ctxmem session store", "ctxmem results store")]:
+        before = path.read_bytes()
+        with pytest.raises(StoreError) as exc:
+            opener(path)
+        msg = str(exc.value)
+        assert "\n" not in msg and f"is a {other}" in msg and f"not a {what}" in msg and "left untouched" in msg
+        assert path.read_bytes() == before
+    # a file that already holds both (written by an earlier ctxmem) stays usable by both
+    both = tmp_path / "both.db"
+    ResultStore(both).close()
+    conn = sqlite3.connect(both)
+    conn.execute("CREATE TABLE _ctxmem_migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    conn.commit()
+    conn.close()
+    with SQLiteStore(both) as s:
+        Session.create(s, session_id="k").record(Message.user("kept"))
+    with ResultStore(both) as r:
+        assert r.statuses() == {}

@@ -152,3 +152,24 @@ def test_prices_cli() -> None:
     code, out, _ = run("tune", "prices", "--json")
     models = {m["name"]: m for m in json.loads(out)["models"]}
     assert models["qwen3.6-max"]["input"] == 1.3 and models["qwen3.6-max"]["source"]
+
+
+def test_an_os_error_under_json_is_json_on_stdout(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, out, err = run("tune", "sweep", "--workload", "synthetic", "--set", "turns=8", "--budgets", "8k",
+                         "--presets", "window-32k", "--out", str(blocker / "sweep"), "--no-plot", "--json")
+    assert code == 1 and "error: " in err and "Traceback" not in err
+    data = json.loads(out)
+    assert data["error"]["type"] in ("NotADirectoryError", "FileExistsError") and str(blocker) in data["error"]["message"]
+
+
+def test_cost_refuses_an_eval_results_database_untouched(tmp_path: Path) -> None:
+    from ctxmem.evals.store import ResultStore
+
+    db = tmp_path / "results.db"
+    ResultStore(db).close()
+    before = db.read_bytes()
+    code, _, err = run("tune", "cost", "--session", "latest", "--db", str(db), "--presets", "dump-1m")
+    assert code == 1 and "is a ctxmem results store" in err and "not a ctxmem session store" in err
+    assert err.count("\n") == 1 and db.read_bytes() == before

@@ -36,6 +36,7 @@ class WordTokenizer:
 
 
 WORDS = WordTokenizer()
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _words(n: int, tag: str) -> str:
@@ -265,3 +266,30 @@ def test_side_by_side_with_pipeline_ordering_and_crossover() -> None:
     # tokens: the gap grows with length (quadratic vs linear)
     assert long["cached"].tokens_sent / long["pipeline"].tokens_sent > 2 * (
         short["cached"].tokens_sent / short["pipeline"].tokens_sent)
+
+
+def test_summarizer_calls_are_billed_only_for_an_llm_summarizer(tmp_path: Path) -> None:
+    from ctxmem.clients import FunctionClient
+    from ctxmem.tune.replay import summarizer_kind
+
+    msgs = synthetic_session(60, seed=0)
+    price = load_prices(user=False).get("claude-sonnet-4-5")
+    # summarize-128k summarizes extractively: compactions, but no model call to bill
+    r = replay_cost(msgs, "summarize-128k", price, budget=4000, pace_s=30)
+    assert r.compactions > 0
+    assert r.summarizer == "extractive" and r.summarizer_calls == 0
+    assert all(t.summarizer_dollars == 0 for t in r.turns)
+    assert r.summary()["summarizer"] == "extractive" and any("extractive" in n for n in r.notes)
+    # the same preset with summarizer = "llm": each summarizing compaction is a billed request
+    path = tmp_path / "llm-sum.toml"
+    path.write_text((REPO / "strategies" / "summarize-128k.toml").read_text()
+                    .replace('summarizer = "extractive"', 'summarizer = "llm"'))
+    preset = load_preset(str(path))
+    client = FunctionClient(lambda req: "Summary: the agent edited files and ran the tests.", model="haiku")
+    strategy = preset.strategy(client=client)
+    llm = replay_cost(msgs, strategy, price, budget=preset.budget(4000), pace_s=30)
+    assert llm.summarizer == "llm" and llm.summarizer_calls > 0 and client.requests
+    assert sum(t.summarizer_dollars for t in llm.turns) > 0
+    # a strategy without a summarizer has none
+    assert summarizer_kind(load_preset("window-32k").strategy()) is None
+    assert replay_cost(msgs, "window-32k", price, budget=4000, pace_s=30).summarizer is None

@@ -177,3 +177,59 @@ def test_import_ctxmem_tune_loads_neither_numpy_nor_matplotlib() -> None:
             "print(sorted(m for m in ('numpy', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_preset_given_as_a_path_wins_and_is_written_under_its_name(tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parents[2] / "strategies" / "window-32k.toml"
+    (tmp_path / "presets").mkdir()
+    mine = tmp_path / "presets" / "mywin.toml"
+    mine.write_text(src.read_text())
+    price = load_prices(user=False).get("claude-sonnet-4-5")
+    out = tmp_path / "out"
+    result = sweep_to_dir("synthetic", [str(mine)], [8_000], price, out, objective="max-recall",
+                          settings={"turns": 12}, plot=False)
+    assert result.preset_path == str(out / "tuned-synthetic-mywin-8k.toml")
+    assert load_preset(result.preset_path).budget().context_window == 8_000
+    assert json.loads((out / "sweep.json").read_text())["preset_path"] == result.preset_path
+
+
+def test_sweep_json_is_written_before_the_optional_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctxmem.tune.sweep as sweep_mod
+
+    def broken(*a: object, **k: object) -> Path:
+        raise OSError(28, "No space left on device", str(tmp_path / "out" / "pareto.png"))
+
+    monkeypatch.setattr(sweep_mod, "plot_pareto", broken)
+    price = load_prices(user=False).get("claude-sonnet-4-5")
+    with pytest.raises(OSError):
+        sweep_to_dir("synthetic", ["window-32k"], [8_000], price, tmp_path / "out", objective="max-recall",
+                     settings={"turns": 12})
+    data = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert len(data["cells"]) == 1 and data["objective"] == "max-recall"
+
+
+def test_pareto_labels_follow_the_score_and_the_caching_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib.axes
+
+    labels: dict[str, str] = {}
+    orig_x, orig_y = matplotlib.axes.Axes.set_xlabel, matplotlib.axes.Axes.set_ylabel
+
+    def set_x(self: object, text: str, *a: object, **k: object) -> object:
+        labels["x"] = text
+        return orig_x(self, text, *a, **k)  # type: ignore[arg-type]
+
+    def set_y(self: object, text: str, *a: object, **k: object) -> object:
+        labels["y"] = text
+        return orig_y(self, text, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel", set_x)
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel", set_y)
+    price = load_prices(user=False).get("claude-sonnet-4-5")
+    r = sweep_to_dir("synthetic", ["window-32k"], [8_000], price, tmp_path / "off", settings={"turns": 12},
+                     caching=False)
+    assert not r.caching and r.score_label == "needle recall"
+    assert labels == {"x": "dollars per session (claude-sonnet-4-5, no prompt caching)", "y": "needle recall"}
+    r = sweep_to_dir("synthetic", ["window-32k"], [8_000], price, tmp_path / "on", settings={"turns": 12})
+    assert r.caching and labels["x"] == "dollars per session (claude-sonnet-4-5, prompt caching)"
+    assert json.loads((tmp_path / "on" / "sweep.json").read_text())["score"] == "needle recall"

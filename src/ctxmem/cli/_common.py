@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -61,7 +62,7 @@ class CtxmemGroup(click.Group):
                 raise
             click.echo(f"error: {exc}", err=True)
             if wants_json:  # a script reading --json output gets the error as JSON on stdout too
-                click.echo(json.dumps({"error": error_json(exc)}, ensure_ascii=False))
+                _echo_json_error(error_json(exc))
             sys.exit(1)
         except BrokenPipeError:
             # the reader went away (`ctxmem sessions show ... | head -1`): not an error of ours
@@ -71,8 +72,20 @@ class CtxmemGroup(click.Group):
             # a folder that cannot be made, an output file that cannot be written, a full disk
             if os.environ.get("CTXMEM_DEBUG"):
                 raise
-            click.echo(f"error: {os_error_line(exc)}", err=True)
+            line = os_error_line(exc)
+            click.echo(f"error: {line}", err=True)
+            if wants_json:  # as for ctxmem errors: a script reading --json gets the error as JSON
+                err: dict[str, Any] = {"type": type(exc).__name__, "message": line}
+                if exc.filename is not None:
+                    err["source"] = str(exc.filename)
+                _echo_json_error(err)
             sys.exit(1)
+
+
+def _echo_json_error(err: dict[str, Any]) -> None:
+    # stdout itself may be what failed (a closed pipe, a full disk): stderr has said it
+    with contextlib.suppress(OSError):
+        click.echo(json.dumps({"error": err}, ensure_ascii=False))
 
 
 def error_json(exc: CtxmemError) -> dict[str, Any]:

@@ -73,11 +73,15 @@ def _prices(items: tuple[str, ...]) -> dict[str, Any]:
     for item in items:
         name, _, rest = item.partition("=")
         try:
-            inp, out_ = (float(x) for x in rest.split(","))
+            values = [float(x) for x in rest.split(",")]
+            if not name or not 2 <= len(values) <= 4 or any(v < 0 for v in values):
+                raise ValueError
         except ValueError:
-            raise ConfigError(f"bad price {item!r}: use MODEL=INPUT,OUTPUT in $ per million tokens",
-                              field="price") from None
-        out[name] = ModelPrice(inp, out_)
+            raise ConfigError(f"bad price {item!r}: use MODEL=INPUT,OUTPUT[,CACHE_READ[,CACHE_WRITE]] in $ per "
+                              "million tokens", field="price") from None
+        inp, out_, *cache = values
+        # cached prompt tokens bill at the cache prices given, else at the input price
+        out[name] = ModelPrice(inp, out_, cache[0] if cache else None, cache[1] if len(cache) > 1 else None)
     return out
 
 
@@ -121,7 +125,8 @@ def _common_run_options(fn: Any) -> Any:
         click.option("--max-cost", "max_cost", type=click.FloatRange(min=0), default=None,
                      help="Stop before spending more dollars."),
         click.option("--price", "price_items", multiple=True,
-                     help="MODEL=INPUT,OUTPUT dollars per million tokens (overrides ctxmem's price table)."),
+                     help="MODEL=INPUT,OUTPUT[,CACHE_READ[,CACHE_WRITE]] dollars per million tokens (overrides "
+                          "ctxmem's price table; cached prompt tokens bill at the input price unless given)."),
         click.option("--judge", default=None, help="Also grade answers with this model (client spec)."),
         click.option("--dry-run", is_flag=True, help="Print the plan and cost estimate, run nothing."),
         click.option("--progress/--no-progress", default=True, help="Progress bar on stderr."),
@@ -140,7 +145,7 @@ def _execute(
 ) -> None:
     from ctxmem.evals.grid import expand, parse_depths
     from ctxmem.evals.readers import get_reader
-    from ctxmem.evals.runner import plan, run_sync
+    from ctxmem.evals.runner import judge_model, plan, run_sync
     from ctxmem.evals.scoring import LLMJudge
     from ctxmem.evals.store import open_results
     from ctxmem.tokens import get_tokenizer
@@ -155,8 +160,10 @@ def _execute(
     _preflight([*models, *([judge] if judge else [])])  # a bad reader fails here, before any cell is priced
     grid = {"sources": sources, "lengths": ",".join(str(n) for n in lengths), "depths": depths, "needles": needles, "presets": presets,
             "models": models, "seeds": seeds, "tokenizer": tokenizer, "window": window}
+    judge_obj = LLMJudge(get_reader(judge)) if judge else None
+    judge_name = judge_model(judge_obj)
     with open_results(db) as store:
-        pending, skipped, est = plan(cells, store, prices)
+        pending, skipped, est = plan(cells, store, prices, judge=judge_name)
         will: list[Any] = []
         if dry_run:
             from ctxmem.evals.runner import estimate
@@ -164,7 +171,8 @@ def _execute(
 
             will = find_refusals(pending)
             refused_ids = {id(c) for c, _ in will}
-            est = estimate([c for _, c, _ in pending if id(c) not in refused_ids], prices)  # refused cells cost nothing
+            est = estimate([c for _, c, _ in pending if id(c) not in refused_ids], prices,  # refused cells cost nothing
+                           judge=judge_name)
         if not as_json or dry_run:
             msg = (f"{len(cells)} cells: {skipped} already finished, {len(pending)} to run; estimated "
                    f"{est.prompt_tokens:,} prompt + {est.output_tokens:,} output tokens, ${est.dollars:.4f}"
@@ -183,7 +191,6 @@ def _execute(
                     click.echo(f"  will refuse {c.source} {c.length} depth={c.depth} {c.needle} {c.preset}: {why}")
             return
         bar = _Bar(progress and sys.stderr.isatty())
-        judge_obj = LLMJudge(get_reader(judge)) if judge else None
         summary = run_sync(cells, get_reader, store, concurrency=concurrency, rate=rate, budget_usd=max_cost,
                            prices=prices, judge=judge_obj, progress=bar, grid=grid)
         out: dict[str, Any] = {"db": db, **summary.to_json()}
@@ -398,7 +405,7 @@ def report_cmd(directory: str | None, db: str | None, out_dir: str | None, n_boo
         if directory is None:
             raise click.UsageError("give DIRECTORY (holding results.db) or --results FILE")
         db = str(Path(directory) / "results.db")
-    if "://" not in db and not Path(db).is_file():
+    if not _results_exist(db):
         raise ConfigError(f"no results database {db}; pass --results FILE", field="results")
     out = out_dir or directory
     if out is None:
@@ -421,7 +428,7 @@ def show_cmd(directory: str | None, db: str | None, by: str, n_boot: int, as_jso
     from ctxmem.evals.store import open_results
 
     path = db or (str(Path(directory) / "results.db") if directory else default_eval_db())
-    if "://" not in path and not Path(path).is_file():
+    if not _results_exist(path):
         raise ConfigError(f"no results database {path}", field="results")
     keys = _csv(by)
     with open_results(path) as store:
@@ -469,6 +476,17 @@ def bench_cmd(length: int, tokenizer: str, source: str, as_json: bool) -> None:
                f"({r['speedup']}x, {r['naive_encodes']} full encodes per naive cell); claimed {r['claimed_tokens']:,} "
                f"tokens, re-encoded {r['real_tokens']:,} (naive: {r['naive_claimed_tokens']:,} / "
                f"{r['naive_real_tokens']:,})")
+
+
+def _results_exist(db: str) -> bool:
+    """Whether a results database a read-only command names is there: a file path or a
+    ``sqlite:`` URL must name an existing file (a read never creates one); a server URL
+    (``postgresql://``) is checked by connecting."""
+    if db.startswith("sqlite:"):
+        rest = db.split(":", 1)[1]
+        path = rest[3:] if rest.startswith("///") else rest[2:] if rest.startswith("//") else rest
+        return path in ("", ":memory:") or Path(path).is_file()
+    return "://" in db or Path(db).is_file()
 
 
 def _ci(d: dict[str, Any]) -> str:

@@ -185,11 +185,15 @@ def effective_lengths(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Both effective lengths with bootstrap intervals, per group (controls excluded)."""
+    """Both effective lengths with bootstrap intervals, per group (controls excluded, and the
+    needle families the reader cannot answer by design: a blind reader's misses are not
+    forgetting, :func:`ctxmem.evals.readers.blind_families`)."""
     from ctxmem.evals.needles import CONTROLS
+    from ctxmem.evals.readers import blind_families
 
     out = []
-    rows = [r for r in scored(rows) if r.get("needle") not in CONTROLS]
+    rows = [r for r in scored(rows) if r.get("needle") not in CONTROLS
+            and r.get("needle") not in blind_families(str(r.get("model") or ""))]
     for k, rs in sorted(group(rows, by).items(), key=lambda kv: _sort_key(kv[0])):
         per_len: dict[int, list[float]] = defaultdict(list)
         for r in rs:

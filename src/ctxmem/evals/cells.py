@@ -472,6 +472,7 @@ def _natural_cell(cell: Cell, tok: Tokenizer) -> BuiltCell:
     calls = _tool_calls(prefix)
     names = {b.id: b.name for m in prefix for b in m.content if isinstance(b, ToolUseBlock)}
     first: dict[str, tuple[int, str, str]] = {}  # spec → (call index, evidence line, truth)
+    parts: dict[str, tuple[str, ...]] = {}  # spec → the truth's values (the pattern's groups)
     repeats: dict[str, int] = {}
     for ci, (mi, bi) in enumerate(calls):
         b = prefix[mi].content[bi]
@@ -488,6 +489,7 @@ def _natural_cell(cell: Cell, tok: Tokenizer) -> BuiltCell:
             start = b.text.rfind("\n", 0, m.start()) + 1
             end = b.text.find("\n", m.end())
             first[spec.name] = (ci, b.text[start: end if end >= 0 else len(b.text)].strip(), spec.answer(m))
+            parts[spec.name] = tuple(g for g in m.groups() if g is not None)
     if not first:
         raise NeedleUnplaceableError(
             f"no natural needle (a workload's fact) in the tool results of the first {cell.length} tokens of "
@@ -498,7 +500,8 @@ def _natural_cell(cell: Cell, tok: Tokenizer) -> BuiltCell:
     spec = next(s for s in specs if s.name == name)
     mi = calls[ci][0]
     achieved = round(ci / max(1, len(calls) - 1), 6)
-    needles = NeedleSet("natural", spec.question, (truth,), (Insert(evidence, achieved, "needle"),), "contains")
+    needles = NeedleSet("natural", spec.question, (truth,), (Insert(evidence, achieved, "needle"),), "contains",
+                        parts=parts[name] if len(parts[name]) > 1 else ())
     tail, tail_counts = tails[name]
     placed = [{"role": "needle", "fact": name, "requested_depth": cell.depth, "tool_call": ci, "calls": len(calls),
                "message": mi, "depth": achieved, "repeats_later": repeats.get(name, 0)}]

@@ -129,6 +129,9 @@ class NeedleSet:
     wrong: tuple[str, ...] = ()  # distractor values a correct answer must not contain
     with_context: bool = True
     multi: bool = False  # the question asks for every value
+    #: a fact of several values (a natural needle's groups, which ``answers`` joins with "/"):
+    #: a ``contains`` answer is also right when every part appears, in any wording
+    parts: tuple[str, ...] = ()
 
     @property
     def needles(self) -> tuple[Insert, ...]:
@@ -143,6 +146,7 @@ class NeedleSet:
             "scorer": self.scorer,
             "inserts": [{"text": i.text, "depth": i.depth, "role": i.role} for i in self.inserts],
             "with_context": self.with_context,
+            **({"parts": list(self.parts)} if self.parts else {}),
         }
 
 

@@ -135,6 +135,12 @@ class ExtractiveReader(BaseClient):
         self.min_coverage = min_coverage
         self.min_similarity = min_similarity
         self.multi_ratio = multi_ratio
+        if embedder is None and mode == "embedding":
+            # chosen now (building one loads no model), so the reader's id — the response
+            # cache's key — is the same for its first answer and its last
+            from ctxmem.retrieval import CachedEmbedder, MemoryEmbeddingCache, get_embedder
+
+            embedder = CachedEmbedder(get_embedder("auto"), MemoryEmbeddingCache())
         self._embedder = embedder
         self.model = f"extractive-{mode}" if embedder is None else f"extractive-{mode}:{embedder.id}"
 
@@ -158,11 +164,10 @@ class ExtractiveReader(BaseClient):
         return [sum(idf[t] for t in h) / total for h in hits]
 
     def embedder(self) -> Any:
-        if self._embedder is None:
+        if self._embedder is None:  # a lexical reader asked for one: its id stays lexical
             from ctxmem.retrieval import CachedEmbedder, MemoryEmbeddingCache, get_embedder
 
             self._embedder = CachedEmbedder(get_embedder("auto"), MemoryEmbeddingCache())
-            self.model = f"extractive-{self.mode}:{self._embedder.id}"
         return self._embedder
 
     def _embedding(self, question: str, sentences: Sequence[str]) -> list[float]:

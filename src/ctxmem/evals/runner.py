@@ -19,11 +19,13 @@
 5. the **budget cap**: before a request is sent, its estimated cost is reserved against
    ``budget_usd``; if the reservation would pass the cap, nothing more is started and the
    run ends with ``stopped_by_budget``. Actual costs (from the response's ``Usage``)
-   replace the estimates as answers arrive. A cap with an unpriced model is refused up
-   front: it could not be enforced.
+   replace the estimates as answers arrive. The LLM judge (``judge=``) is a request too:
+   its estimate is reserved with the reader's, its actual cost settled when it answers and
+   added to the cell's ``cost`` (``info["judge"]`` keeps its model, usage and dollars). A
+   cap with an unpriced reader or judge is refused up front: it could not be enforced.
 6. each finished cell is written at once (a killed run keeps its finished cells); its
    row carries the answer, score, rule scores, optional judge verdict, survival, fate,
-   label, tokens, usage and cost.
+   label, tokens, usage and cost (the reader's and the judge's dollars).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ctxmem.clients.base import Usage
 from ctxmem.errors import ConfigError, CtxmemError
@@ -46,6 +48,9 @@ from ctxmem.evals.scoring import LLMJudge, score_needles
 from ctxmem.evals.store import ResultStore
 from ctxmem.messages import canonical_json, to_anthropic
 
+if TYPE_CHECKING:
+    from ctxmem.tune.prices import Price, Rates
+
 Progress = Callable[[int, int, str], None]
 """``progress(done, total, status)`` after each finished cell."""
 
@@ -54,13 +59,35 @@ OFFLINE_PREFIXES = ("extractive", "scripted", "function")
 
 @dataclass(frozen=True)
 class ModelPrice:
-    """Dollars per million tokens (a simple table; :mod:`ctxmem.tune.prices` is the full model)."""
+    """Dollars per million tokens of one reader (or judge).
+
+    A request is billed like ``ctxmem tune cost`` bills it (:class:`ctxmem.tune.prices.Rates`):
+    uncached input at ``input``, cache reads at ``cache_read``, cache writes at
+    ``cache_write`` (either one ``None``: the input price), output at ``output``. ``table``
+    is the :mod:`ctxmem.tune.prices` entry the price came from, when it did: its rates (the
+    long-context tier included) then apply.
+    """
 
     input: float
     output: float
+    cache_read: float | None = None
+    cache_write: float | None = None
+    table: Price | None = None
+
+    def rates(self, prompt_tokens: int) -> Rates:
+        """The rates for a request of ``prompt_tokens`` (all of the prompt, cached or not)."""
+        from ctxmem.tune.prices import Rates
+
+        if self.table is not None:
+            return self.table.rates(prompt_tokens)
+        return Rates(input=self.input, output=self.output,
+                     cache_write=self.input if self.cache_write is None else self.cache_write,
+                     cache_read=self.input if self.cache_read is None else self.cache_read)
 
     def dollars(self, usage: Usage) -> float:
-        return (usage.prompt_tokens * self.input + usage.output_tokens * self.output) / 1e6
+        return self.rates(usage.prompt_tokens).dollars(
+            uncached=usage.input_tokens, written=usage.cache_write_tokens, read=usage.cache_read_tokens,
+            output=usage.output_tokens)
 
 
 def price_for(model: str, prices: Mapping[str, ModelPrice] | None = None) -> ModelPrice | None:
@@ -77,8 +104,9 @@ def price_for(model: str, prices: Mapping[str, ModelPrice] | None = None) -> Mod
 
         table = load_prices(user=True)
         if name in table:
-            p = table.get(name).model
-            return ModelPrice(p.input, p.output)
+            entry = table.get(name)
+            p = entry.model
+            return ModelPrice(p.input, p.output, p.cache_read, p.cache_write, table=entry)
     except (ImportError, CtxmemError):
         pass
     return None
@@ -106,11 +134,31 @@ def _prompt_estimate(cell: Cell) -> int:
     return n if cell.needle != "nocontext" else 64
 
 
-def estimate(cells: Sequence[Cell], prices: Mapping[str, ModelPrice] | None = None) -> Estimate:
-    """What the cells would cost (see the module docstring)."""
+#: the judge prompt's fixed part (instructions and labels) in tokens, rounded up
+JUDGE_PROMPT_TOKENS = 160
+
+
+def judge_usage_estimate(cell: Cell, judge_max_tokens: int = 8) -> Usage:
+    """What one judge request for ``cell`` is reserved as: the prompt, the question and
+    answers (a few dozen tokens) and the reader's answer at its ``max_tokens``; a verdict out."""
+    return Usage(JUDGE_PROMPT_TOKENS + 64 + cell.max_tokens, judge_max_tokens)
+
+
+def estimate(
+    cells: Sequence[Cell],
+    prices: Mapping[str, ModelPrice] | None = None,
+    *,
+    judge: str | None = None,
+    judge_max_tokens: int = 8,
+) -> Estimate:
+    """What the cells would cost (see the module docstring); ``judge``: the judge model's
+    name, whose request per cell is counted too."""
     prompt = output = 0
     dollars = 0.0
     unpriced: set[str] = set()
+    jp = price_for(judge, prices) if judge is not None else None
+    if judge is not None and jp is None and cells:
+        unpriced.add(judge)
     for c in cells:
         p_tok = _prompt_estimate(c)
         prompt += p_tok
@@ -120,20 +168,35 @@ def estimate(cells: Sequence[Cell], prices: Mapping[str, ModelPrice] | None = No
             unpriced.add(c.model)
         else:
             dollars += p.dollars(Usage(p_tok, c.max_tokens))
+        if judge is not None:
+            ju = judge_usage_estimate(c, judge_max_tokens)
+            prompt += ju.prompt_tokens
+            output += ju.output_tokens
+            if jp is not None:
+                dollars += jp.dollars(ju)
     return Estimate(len(cells), prompt, output, dollars, sorted(unpriced))
 
 
+def judge_model(judge: LLMJudge | None) -> str | None:
+    """The model name a judge is priced by (its client's ``model``), None without a judge."""
+    if judge is None:
+        return None
+    return str(getattr(judge.client, "model", None) or judge.id.removeprefix("judge:"))
+
+
 def plan(
-    cells: Sequence[Cell], store: ResultStore, prices: Mapping[str, ModelPrice] | None = None
+    cells: Sequence[Cell], store: ResultStore, prices: Mapping[str, ModelPrice] | None = None,
+    *, judge: str | None = None,
 ) -> tuple[list[tuple[str, Cell, dict[str, Any]]], int, Estimate]:
-    """(pending cells with keys and resolved configs, cells already finished, cost estimate)."""
+    """(pending cells with keys and resolved configs, cells already finished, cost estimate;
+    ``judge``: the judge model's name, priced too)."""
     resolved: dict[str, tuple[Cell, dict[str, Any]]] = {}
     for c in cells:
         r = resolve(c)
         resolved.setdefault(cell_key(r), (c, r))
     statuses = store.statuses(list(resolved))
     pending = [(k, c, r) for k, (c, r) in resolved.items() if statuses.get(k) not in ("done", "refused")]
-    return pending, len(resolved) - len(pending), estimate([c for _, c, _ in pending], prices)
+    return pending, len(resolved) - len(pending), estimate([c for _, c, _ in pending], prices, judge=judge)
 
 
 def refusals(pending: Sequence[tuple[str, Cell, dict[str, Any]]]) -> list[tuple[Cell, str]]:
@@ -229,15 +292,23 @@ async def run(
     """Run every cell not already finished in ``store`` (see the module docstring)."""
     if concurrency < 1:
         raise ConfigError("must be at least 1", field="concurrency")
-    pending, skipped, est = await asyncio.to_thread(plan, cells, store, prices)
+    jmodel = judge_model(judge)
+    jmax = int(getattr(judge, "max_tokens", 8) or 8)
+    pending, skipped, est = await asyncio.to_thread(lambda: plan(cells, store, prices, judge=jmodel))
     run_id = uuid.uuid4().hex
     summary = RunSummary(run_id, len(pending) + skipped, skipped=skipped, estimate=est.to_json())
-    if budget_usd is not None and est.unpriced:
+    jprice = price_for(jmodel, prices) if jmodel is not None else None
+    unpriced = list(est.unpriced)
+    if jmodel is not None and jprice is None and jmodel not in unpriced:
+        unpriced.append(jmodel)  # the judge is refused up front even when no cell is pending
+    if budget_usd is not None and unpriced:
+        what = ", ".join(f"{m} (the judge)" if m == jmodel else m for m in unpriced)
         raise ConfigError(
-            f"no price for {', '.join(est.unpriced)}: a budget cap cannot be enforced. "
+            f"no price for {what}: a budget cap cannot be enforced. "
             "Add the model to the price table (ctxmem.tune.prices) or pass prices=",
             field="budget",
         )
+    judging = _Judging(judge, jmodel, jprice, jmax) if judge is not None and jmodel is not None else None
     await asyncio.to_thread(store.start_run, run_id, dict(grid or {"cells": summary.total}))
     sem = asyncio.Semaphore(concurrency)
     limiter = RateLimiter(rate)
@@ -268,7 +339,7 @@ async def run(
                 "tokenizer": cell.tokenizer, "cell": cell.to_json(), "resolved": res}
         status = "error"
         try:
-            row = await _evaluate(cell, base, reader_for, store, sem, limiter, budget, prices, judge)
+            row = await _evaluate(cell, base, reader_for, store, sem, limiter, budget, prices, judging)
             if row is None:
                 summary.not_started += 1
                 return
@@ -292,7 +363,7 @@ async def run(
             summary.refused += 1
         else:
             summary.errors += 1
-        summary.dollars += float(row.get("cost") or 0.0)
+        summary.dollars += float(row.get("cost") or 0.0)  # the reader's and the judge's
         finished += 1
         if progress is not None:
             progress(finished, len(pending), status)
@@ -326,6 +397,16 @@ async def run(
     return summary
 
 
+@dataclass(frozen=True)
+class _Judging:
+    """The run's judge with its model name and price (None: unpriced)."""
+
+    judge: LLMJudge
+    model: str
+    price: ModelPrice | None
+    max_tokens: int
+
+
 async def _evaluate(
     cell: Cell,
     base: dict[str, Any],
@@ -335,7 +416,7 @@ async def _evaluate(
     limiter: RateLimiter,
     budget: _Budget,
     prices: Mapping[str, ModelPrice] | None,
-    judge: LLMJudge | None,
+    judging: _Judging | None,
 ) -> dict[str, Any] | None:
     built = await asyncio.to_thread(build_cell, cell)
     reader = reader_for(cell.model)
@@ -344,13 +425,19 @@ async def _evaluate(
     hit = await asyncio.to_thread(store.cached_response, model_id, rh)
     price = price_for(cell.model, prices)
     cached = hit is not None
+    # The judge's request is reserved with the reader's: a cell is never answered and then
+    # left unjudged because the cap ran out in between.
+    j_reserve = (judging.price.dollars(judge_usage_estimate(cell, judging.max_tokens))
+                 if judging is not None and judging.price is not None else 0.0)
     if hit is not None:
         text, usage_d = hit
         usage = Usage(**usage_d)
         cost = 0.0  # already paid when it was cached
+        if judging is not None and not budget.reserve(j_reserve):
+            return None
     else:
         reserve = price.dollars(Usage(built.request_tokens, cell.max_tokens)) if price else 0.0
-        if not budget.reserve(reserve):
+        if not budget.reserve(reserve + j_reserve):
             return None
         try:
             async with sem:
@@ -358,7 +445,7 @@ async def _evaluate(
                 resp = await reader.request(built.messages, system=built.system, max_tokens=cell.max_tokens,
                                             temperature=0.0)
         except BaseException:
-            budget.settle(reserve, 0.0)
+            budget.settle(reserve + j_reserve, 0.0)
             raise
         text, usage = resp.text, resp.usage
         cost = price.dollars(usage) if price else 0.0
@@ -366,9 +453,26 @@ async def _evaluate(
         await asyncio.to_thread(store.cache_response, model_id, rh, text, usage.to_dict())
     s = score_needles(built.needles, text)
     verdict: int | None = None
-    if judge is not None:
-        ok, _judge_usage = await judge.judge(built.needles.question, built.needles.answers, text)
+    judge_info: dict[str, Any] | None = None
+    judge_cost: float | None = None
+    if judging is not None:
+        try:
+            async with sem:
+                await limiter.wait()
+                ok, j_usage = await judging.judge.judge(built.needles.question, built.needles.answers, text)
+        except BaseException:
+            budget.settle(j_reserve, 0.0)
+            raise
+        j_usage = j_usage if isinstance(j_usage, Usage) else Usage()
+        judge_cost = judging.price.dollars(j_usage) if judging.price is not None else None
+        budget.settle(j_reserve, judge_cost or 0.0)
         verdict = int(ok)
+        judge_info = {"model": judging.model, "usage": j_usage.to_dict(),
+                      "cost": None if judge_cost is None else round(judge_cost, 9)}
+    # the cell's dollars: the reader's and the judge's (NULL only when neither is priced)
+    total: float | None = None
+    if price is not None or judge_cost is not None:
+        total = (cost if price is not None else 0.0) + (judge_cost or 0.0)
     return {
         **base,
         "status": "done",
@@ -381,9 +485,10 @@ async def _evaluate(
                        reader_blind=cell.needle in blind_families(cell.model)),
         "rules": {**s.rules, "chose_distractor": s.chose_distractor},
         "judge": verdict,
-        "info": {**built.info(), "answers": list(built.needles.answers), "question": built.needles.question},
+        "info": {**built.info(), "answers": list(built.needles.answers), "question": built.needles.question,
+                 **({"judge": judge_info} if judge_info is not None else {})},
         "usage": usage.to_dict(),
-        "cost": cost if price is not None else None,
+        "cost": total,
         "cached": int(cached),
     }
 

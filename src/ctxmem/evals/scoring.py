@@ -6,6 +6,8 @@ Rule scorers take a response and the expected answers and return a score in [0, 
 * :func:`normalized` — equal after :func:`normalize` (case, punctuation, whitespace,
   articles folded away).
 * :func:`contains` — some normalized answer occurs in the normalized response.
+* :func:`all_parts` — every part of a several-value answer occurs (a natural needle's
+  ``atol/rtol`` is right as "atol=2e-03, rtol=1e-02").
 * :func:`regex` — a pattern matches the response.
 * :func:`set_f1` — F1 between the set of predicted items and the set of answers.
 
@@ -77,7 +79,25 @@ def set_f1(response: str, answers: Sequence[str]) -> float:
 
 
 def abstained(response: str) -> bool:
-    return normalize(NOT_FOUND) in normalize(response) or not response.strip()
+    """The response says the information is not there. An empty reply (a model that hit
+    ``max_tokens`` or returned no text) says nothing: not an abstention, as the judge
+    prompt grades it."""
+    return normalize(NOT_FOUND) in normalize(response)
+
+
+def answer_parts(needles: NeedleSet) -> tuple[str, ...]:
+    """The values a several-part answer is made of: ``needles.parts``, or for a natural
+    needle whose answer joins them with "/" (the Workload protocol's answer), the split."""
+    if needles.parts:
+        return needles.parts
+    if needles.family == "natural" and len(needles.answers) == 1 and "/" in needles.answers[0]:
+        return tuple(p for p in needles.answers[0].split("/") if p.strip())
+    return ()
+
+
+def all_parts(response: str, parts: Sequence[str]) -> float:
+    """1 when every part occurs in the normalized response (each as :func:`contains`)."""
+    return float(bool(parts) and all(contains(response, [p]) for p in parts))
 
 
 @dataclass(frozen=True)
@@ -98,6 +118,9 @@ def score_needles(needles: NeedleSet, response: str) -> Score:
         "set_f1": set_f1(response, answers) if answers else 0.0,
         "abstain": float(abstained(response)),
     }
+    parts = answer_parts(needles)
+    if parts:
+        rules["all_parts"] = all_parts(response, parts)
     wrong = contains(response, needles.wrong) > 0 if needles.wrong else False
     if needles.scorer == "abstain":
         s = rules["abstain"] if not extract_values(response) else 0.0
@@ -105,7 +128,7 @@ def score_needles(needles: NeedleSet, response: str) -> Score:
     if needles.scorer == "set_f1":
         s = rules["set_f1"]
         return Score(s, s == 1.0, rules, wrong)
-    s = rules["contains"] if not wrong else 0.0
+    s = max(rules["contains"], rules.get("all_parts", 0.0)) if not wrong else 0.0
     return Score(s, s == 1.0, rules, wrong)
 
 

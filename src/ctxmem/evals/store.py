@@ -133,7 +133,7 @@ class ResultStore:
         max_attempts: int = 40,
         lease_s: float = DEFAULT_LEASE_S,
     ):
-        from ctxmem.store.migrations import foreign_tables, not_ours_message
+        from ctxmem.store.migrations import RESULTS_MARKER, foreign_tables, not_ours_message
 
         self.path = str(path)
         self.lease_s = lease_s
@@ -146,7 +146,7 @@ class ResultStore:
                                         timeout=busy_timeout_ms / 1000)
             self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             # before anything writes: another program's database is refused untouched
-            foreign = foreign_tables(self.conn)
+            foreign = foreign_tables(self.conn, own=RESULTS_MARKER)  # a session store is not ours either
             if not foreign:
                 self.conn.execute("PRAGMA journal_mode = WAL")
                 self.conn.execute("PRAGMA synchronous = NORMAL")

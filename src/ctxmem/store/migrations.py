@@ -227,29 +227,38 @@ def _script(conn: sqlite3.Connection, sql: str) -> None:
         raise RuntimeError(f"incomplete SQL statement in migration: {buf!r}")
 
 
-#: the tables that mark a SQLite file as ctxmem's own: the session store's migration log and
-#: the evaluation results store's (:mod:`ctxmem.evals.store`), which may share a file with it
-OWN_MARKERS = ("_ctxmem_migrations", "eval_migrations")
+#: the table that marks a SQLite file as a ctxmem store: each store's own migration log
+SESSION_MARKER = "_ctxmem_migrations"
+#: the evaluation results store's (:mod:`ctxmem.evals.store`)
+RESULTS_MARKER = "eval_migrations"
+OWN_MARKERS = (SESSION_MARKER, RESULTS_MARKER)
+_KINDS = {SESSION_MARKER: "ctxmem session store", RESULTS_MARKER: "ctxmem results store"}
 
 
-def foreign_tables(conn: sqlite3.Connection) -> list[str]:
-    """The tables (and views) of a SQLite file that belongs to something else: it has some, and
-    none of ctxmem's migration logs. Empty for a new or empty file and for ctxmem's own file
-    (a table a user added beside ctxmem's is theirs to keep). Reads only: a file that is not
-    ours must not be written to at all, not even its journal mode."""
+def foreign_tables(conn: sqlite3.Connection, own: str = SESSION_MARKER) -> list[str]:
+    """The tables (and views) of a SQLite file that is not the store whose migration log is
+    ``own`` (:data:`SESSION_MARKER` or :data:`RESULTS_MARKER`): it has some, and not that log.
+    Empty for a new or empty file and for the store's own file (a table a user added beside
+    it is theirs to keep). The other ctxmem store's file counts as foreign: a session store
+    opened on a results database (or the reverse) must not add its schema to it. Reads
+    only: a file that is not ours must not be written to at all, not even its journal mode."""
     names = [r[0] for r in conn.execute(
         "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
         "ORDER BY name"
     )]
-    if not names or any(marker in names for marker in OWN_MARKERS):
+    if not names or own in names:
         return []
     return names
 
 
 def not_ours_message(path: str, tables: list[str], what: str) -> str:
-    """One line saying that ``path`` is another program's SQLite database, left untouched."""
+    """One line saying that ``path`` is another program's SQLite database (or the other kind
+    of ctxmem store), left untouched."""
     shown = ", ".join(tables[:5]) + (f", … ({len(tables)} in all)" if len(tables) > 5 else "")
-    return (f"{path} is a SQLite database with other tables ({shown}) and is not a {what}; it was left untouched: "
+    other = next((_KINDS[m] for m in OWN_MARKERS if m in tables and _KINDS[m] != what), None)
+    kind = (f"is a {other} (tables {shown}) and is not a {what}" if other
+            else f"is a SQLite database with other tables ({shown}) and is not a {what}")
+    return (f"{path} {kind}; it was left untouched: "
             f"name a new file (or an existing {what}) instead")
 
 

@@ -75,7 +75,13 @@ from ctxmem.store.codec import (
     gc_paused,
 )
 from ctxmem.store.counting import cheaper_to_count, event_overhead
-from ctxmem.store.migrations import MIGRATIONS, foreign_tables, migrate, not_ours_message
+from ctxmem.store.migrations import (
+    MIGRATIONS,
+    SESSION_MARKER,
+    foreign_tables,
+    migrate,
+    not_ours_message,
+)
 from ctxmem.tokens import Tokenizer, get_tokenizer, tokenizer_id
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
 
@@ -158,7 +164,7 @@ class SQLiteStore:
         try:
             # before anything writes (WAL mode rewrites the header): another program's database
             # is refused untouched, not filled with ctxmem's tables
-            foreign = self._retry(lambda: foreign_tables(self.conn))
+            foreign = self._retry(lambda: foreign_tables(self.conn, own=SESSION_MARKER))  # a results db too
             if not foreign:
                 self._retry(lambda: self._pragma_wal())
         except StoreError as exc:

@@ -38,9 +38,14 @@ asked, or when the recording carries no usable timestamps (a bulk import records
 event at the same instant; the report says which was used). A gap longer than the TTL is
 a miss.
 
-**Summarizer calls**: a strategy that reports ``summarizer_calls`` (or, failing that, whose
-``report.summarized`` grows) pays one extra request per call: the newly summarized
-messages in, the ``summary`` section out, priced with ``summarizer_price``.
+**Summarizer calls** are billed only for a strategy whose summarizer calls a model
+(:func:`summarizer_kind`: ``summarizer = "llm"`` in its config, the pipeline's core's
+included, or an injected summarizer that is not the extractive one); an extractive
+summarizer (``summarizer = "extractive"``) costs nothing. Such a strategy pays one extra
+request per call it reports (``summarizer_calls``, or, failing that, one whenever
+``report.summarized`` grows): the newly summarized messages in, the ``summary`` section
+out, priced with ``summarizer_price``. A strategy with no summarizer is billed only the
+calls its report states. The report says which summarizer it was (``summarizer``).
 
 **Output tokens** are the content tokens of the recorded assistant message, identical for
 every strategy (the replay changes what the model sees, not what it said).
@@ -153,6 +158,8 @@ class CostReport:
     turns: list[TurnCost] = field(default_factory=list)
     overflow: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: the strategy's summarizer: ``llm`` (billed), ``extractive`` (no model call), None: none
+    summarizer: str | None = None
 
     # -- totals ---------------------------------------------------------------------
 
@@ -250,6 +257,7 @@ class CostReport:
             "hit_ratio": round(self.hit_ratio, 4),
             "peak_context": self.peak_context,
             "compactions": self.compactions,
+            "summarizer": self.summarizer,
             "summarizer_calls": self.summarizer_calls,
             "dollars": round(self.dollars, 6),
             "build_ms_median": round(self.build_ms_median, 4),
@@ -330,6 +338,32 @@ def _resolve(
     return ContextBuilder(strategy, budget, tk.name, 1 if pinned is None else pinned, name=name), tk, name
 
 
+def summarizer_kind(strategy: Any) -> str | None:
+    """``"llm"`` when ``strategy`` summarizes with a model call, ``"extractive"`` when it
+    summarizes without one, None when it has no summarizer.
+
+    Read from the strategy's config (``summarizer = "extractive" | "llm"``; a pipeline's
+    ``core``, a wrapper's ``inner``, looked through) and the summarizer object it holds: an
+    injected summarizer other than the extractive one counts as a model call.
+    """
+    from ctxmem.context.summarize import ExtractiveSummarizer, LLMSummarizer
+
+    seen: set[int] = set()
+    s = strategy
+    while s is not None and id(s) not in seen:
+        seen.add(id(s))
+        obj = getattr(s, "summarizer", None)
+        if isinstance(obj, ExtractiveSummarizer):
+            return "extractive"
+        if isinstance(obj, LLMSummarizer) or (obj is not None and hasattr(obj, "summarize")):
+            return "llm"  # the LLM summarizer, or a custom one: assumed to call a model
+        kind = getattr(getattr(s, "config", None), "summarizer", None)
+        if kind in ("llm", "extractive"):
+            return str(kind)
+        s = getattr(s, "core", None) or getattr(s, "inner", None)
+    return None
+
+
 def replay_cost(
     recording: Recording | Sequence[Message],
     strategy: Any,
@@ -383,6 +417,7 @@ def replay_cost(
     out_counts = count_messages([m for m in msgs if m.role == "assistant"], tok)
     out_iter = iter(out_counts)
 
+    s_kind = summarizer_kind(strat)
     report = CostReport(
         label=label or (preset_name + ("" if caching else " (no cache)")),
         preset=preset_name,
@@ -394,6 +429,7 @@ def replay_cost(
         ttl_s=ttl_s,
         time_source=time_source,
         notes=notes,
+        summarizer=s_kind,
     )
     history = History(tok)
     counter = _Counts(history)
@@ -467,7 +503,7 @@ def replay_cost(
         rates = price.rates(total, ttl=ttl, batch=batch)
         dollars = rates.dollars(uncached=uncached, written=write, read=read, output=out_tokens)
         # Summarizer calls the strategy reports (or that its summarized set implies).
-        s_calls, s_dollars = _summarizer(r, history, prev_summarized, summarizer_price or price, batch)
+        s_calls, s_dollars = _summarizer(r, history, prev_summarized, summarizer_price or price, batch, s_kind)
         prev_summarized = len(r.summarized)
         dollars += s_dollars
         cum_dollars += dollars
@@ -486,13 +522,24 @@ def replay_cost(
         marks = [head_tokens + cum[b + 1] for b in built.cache_breakpoints if 0 <= b < len(counts)]
         prev_stable = max(marks) if marks else total
         turn += 1
+    if s_kind == "extractive":
+        notes.append("summarizer: extractive (no model call): no summarizer requests billed")
+    elif s_kind == "llm":
+        notes.append(f"summarizer: llm: {report.summarizer_calls} summarizer request(s) billed at "
+                     f"{(summarizer_price or price).name} prices")
     return report
 
 
-def _summarizer(report: Any, history: History, prev_count: int, price: Price, batch: bool) -> tuple[int, float]:
+def _summarizer(
+    report: Any, history: History, prev_count: int, price: Price, batch: bool, kind: str | None = "llm"
+) -> tuple[int, float]:
+    if kind == "extractive":
+        return 0, 0.0  # an extractive summarizer makes no model call
     calls = getattr(report, "summarizer_calls", None)
     summarized = list(report.summarized)
     if calls is None:
+        if kind is None:
+            return 0, 0.0  # no summarizer: nothing implies a model call
         calls = 1 if len(summarized) > prev_count else 0
     if not calls:
         return 0, 0.0
@@ -531,4 +578,5 @@ __all__ = [
     "compare",
     "recording_from_session",
     "replay_cost",
+    "summarizer_kind",
 ]

@@ -112,6 +112,10 @@ class SweepResult:
     plot_path: str | None = None
     #: why no cell met the objective (the results are written all the same)
     unmet: str | None = None
+    #: whether the cells were billed with prompt caching (the model has a cache and it was on)
+    caching: bool = True
+    #: what the score is, in words (the workload's own definition)
+    score_label: str = "score"
 
     def front(self) -> list[Cell]:
         return pareto_front(self.cells)
@@ -129,6 +133,8 @@ class SweepResult:
             "preset_path": self.preset_path,
             "plot_path": self.plot_path,
             "objective_unmet": self.unmet,
+            "caching": self.caching,
+            "score": self.score_label,
         }
 
 
@@ -207,7 +213,25 @@ def run_sweep(
                 progress(cell)
     session: dict[str, Any] = {"workload": wl.name, "settings": wl.config.model_dump(mode="json"), "seed": seed,
                                "mode": "context"}
-    return SweepResult(wl.name, price.name, cells, session)
+    caching = bool(replay_kwargs.get("caching", True)) and price.caches
+    return SweepResult(wl.name, price.name, cells, session, caching=caching, score_label=score_label(wl))
+
+
+#: the score of the workloads ctxmem ships, in words (a plugin may declare ``score_label``)
+_SCORE_LABELS = {
+    "synthetic": "needle recall",
+    "kernel": "recall × (1 − regret) × (1 − waste)",
+}
+
+
+def score_label(workload: Workload | str) -> str:
+    """What a workload's sweep score is: its ``score_label`` attribute when it declares one,
+    else the definition of a shipped workload, else "score (NAME's own, 0–1)"."""
+    declared = None if isinstance(workload, str) else getattr(workload, "score_label", None)
+    if isinstance(declared, str) and declared:
+        return declared
+    name = workload if isinstance(workload, str) else str(getattr(workload, "name", "workload"))
+    return _SCORE_LABELS.get(name, f"score ({name}'s own, 0–1)")
 
 
 # ----------------------------------------------------------------------------- Pareto, objectives
@@ -337,7 +361,8 @@ def write_preset(cell: Cell, out_dir: str | Path, *, workload: str, objective: s
     """Write the recommended cell as a preset TOML and validate it with ``load_preset``."""
     base = load_preset(cell.preset)
     budget = base.budget(cell.budget)
-    name = f"tuned-{workload}-{cell.preset}-{token_label(cell.budget)}"
+    # the preset's name (a file's stem), not what was typed: a path would name a folder here
+    name = f"tuned-{workload}-{base.name}-{token_label(cell.budget)}"
     doc: dict[str, Any] = {
         "description": (
             f"{base.description} — tuned: {cell.preset} at {token_label(cell.budget)} for {objective} on the "
@@ -394,8 +419,9 @@ def plot_pareto(result: SweepResult, path: str | Path) -> Path:
     dollars = [c.dollars for c in cells if c.dollars > 0]
     if dollars and max(dollars) / min(dollars) > 20:
         ax.set_xscale("log")
-    ax.set_xlabel(f"dollars per session ({result.model}, prompt caching)")
-    ax.set_ylabel("recall" if result.workload == "needles" else "recall × (1 − regret) × (1 − waste)")
+    ax.set_xlabel(f"dollars per session ({result.model}, "
+                  f"{'prompt caching' if result.caching else 'no prompt caching'})")
+    ax.set_ylabel(result.score_label)
     ax.set_title(f"ctxmem tune sweep: {result.workload} — presets × budgets"
                  + (f" (objective {result.objective})" if result.objective else ""))
     ax.grid(alpha=0.3)
@@ -431,6 +457,10 @@ def sweep_to_dir(
     out.mkdir(parents=True, exist_ok=True)
     if obj is not None:
         result.objective = obj.text
+    # The cells first: a failure writing the preset or the plot must not lose the sweep.
+    _write_json(result, out)
+    if obj is not None:
+        result.objective = obj.text
         try:
             result.recommendation = recommend(result.cells, obj)
         except ConfigError as exc:
@@ -440,8 +470,12 @@ def sweep_to_dir(
                                                   objective=obj.text, model=price.name))
     if plot:
         result.plot_path = str(plot_pareto(result, out / "pareto.png"))
-    (out / "sweep.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
+    _write_json(result, out)  # again, with the recommendation and the plot
     return result
+
+
+def _write_json(result: SweepResult, out: Path) -> None:
+    (out / "sweep.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
 
 
 __all__ = [
@@ -455,6 +489,7 @@ __all__ = [
     "recommend",
     "run_sweep",
     "run_workload_cell",
+    "score_label",
     "sweep_to_dir",
     "to_toml",
     "token_label",
