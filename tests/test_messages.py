@@ -22,6 +22,7 @@ from ctxmem.messages import (
     from_anthropic,
     from_openai,
     message_texts,
+    reply_from_openai,
     to_anthropic,
     to_openai,
     tool_from_anthropic,
@@ -340,3 +341,41 @@ def test_from_openai_refuses_malformed_fields_naming_them_and_keeps_valid_reason
     one = from_openai([{"role": "assistant", "content": "x", "reasoning_content": "r", "reasoning_signature": None,
                         "reasoning_parts": ["r"], "redacted_reasoning": []}])[1]
     assert one == [Message("assistant", (ThinkingBlock("r", ""), TextBlock("x")))]
+
+
+def test_a_live_reply_keeps_a_call_with_unparseable_arguments_an_import_refuses_it() -> None:
+    """Truncated JSON arguments from a local model raised MalformedResponseError: the paid
+    reply was lost and the model never told. An import still refuses them."""
+    wire = {"role": "assistant", "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "rd", "arguments": '{"path": "a'}},
+                           {"id": "c2", "type": "function", "function": {"name": "rd", "arguments": "[1]"}},
+                           {"id": "c3", "type": "function", "function": {"name": "rd", "arguments": '{"p": 1}'}}]}
+    m = reply_from_openai(wire)
+    assert [u.input for u in m.tool_uses] == [{"_unparsed_arguments": '{"path": "a'}, {"_unparsed_arguments": "[1]"},
+                                              {"p": 1}]
+    with pytest.raises(InputError, match="not valid JSON"):
+        from_openai([wire])
+    with pytest.raises(InputError, match="must be a JSON object"):
+        from_openai([{**wire, "tool_calls": wire["tool_calls"][1:]}])
+
+
+def test_a_live_reply_makes_no_empty_text_block_an_import_keeps_it() -> None:
+    wire = {"role": "assistant", "content": "",
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "rd", "arguments": "{}"}}]}
+    assert [b.type for b in reply_from_openai(wire).content] == ["tool_use"]
+    assert reply_from_openai({"role": "assistant", "content": [{"type": "text", "text": ""}]}).content == ()
+    assert from_openai([wire])[1][0].content[0] == TextBlock("")  # the import is unchanged
+
+
+def test_an_assistant_message_of_only_thinking_is_sent_with_empty_content() -> None:
+    """It was sent as {"role": "assistant", "content": null} with no tool_calls, which the
+    Chat Completions API does not allow."""
+    msgs = [Message.user("go"), Message.assistant(ThinkingBlock("hmm", "")), Message.user("go on")]
+    assert to_openai(msgs)[1] == {"role": "assistant", "content": ""}
+    assert to_openai([Message.user("go"), Message("assistant", ())])[1] == {"role": "assistant", "content": ""}
+    # with tool calls content stays null; ctxmem's own format (extensions: JSONL export) is unchanged
+    calls = to_openai([Message.assistant(ToolUseBlock("c1", "rd", {}))])[0]
+    assert calls["content"] is None and calls["tool_calls"]
+    exported = to_openai(msgs, extensions=True)[1]
+    assert exported["content"] is None and exported["reasoning_content"] == "hmm"
+    assert from_openai([to_openai(msgs, extensions=True)[1]])[1][0] == msgs[1]

@@ -30,8 +30,14 @@ Every step is recorded before the next begins, so the session is always a faithf
    against the history and the session.
 3. **Request**; record the assistant message and a ``model_call`` event (usage, stop reason,
    latency, our estimate of the prompt) in one transaction.
-4. **Run** each requested tool and record its result as soon as it finishes. A tool that
-   raises, or an unknown tool name, gives an ``is_error`` result: the model sees the error.
+4. **Run** each requested tool, one after another, and record its result as soon as it
+   finishes. A sync tool runs in a worker thread (it may call sync ctxmem code, a
+   sub-agent's ``run_sync``); an ``async def`` tool runs on the loop. A tool that raises
+   (``SystemExit`` included: argparse), an unknown tool name, or a call whose arguments were
+   not valid JSON (kept as ``{"_unparsed_arguments": raw}``) gives an ``is_error`` result:
+   the model sees the error. The History the context is built from is checked against the
+   session's head each turn and reloaded when anything but this agent changed the chain (a
+   message recorded through the Session API, a rewind, another writer).
 5. **Stop** on any stop reason but ``tool_use``/``pause_turn`` (``end_turn``, ``max_tokens``,
    ``refusal``…), after ``max_turns`` requests, or before a request once ``max_total_tokens``
    or ``max_cost`` (dollars: needs a priced model or ``cost_fn``) is reached. Budgets are
@@ -77,7 +83,8 @@ messages and session events, a compaction or provider-refusal event) and the mod
 usage, with the build and GenAI ``chat`` spans as its children
 (:class:`ctxmem.integrations.otel.AgentTelemetry`). ``opentelemetry`` is imported only then.
 
-**Resume.** A new Agent on an existing session first accounts for tool calls that never
+**Resume.** A new Agent on an existing session (or a run after Ctrl-C stopped one:
+``run_sync`` cancels the run before re-raising) first accounts for tool calls that never
 got a result (a crash between the call and its result): with ``on_resume="rerun"`` known
 tools are run again; otherwise (or for unknown tools) an ``is_error`` result says the call
 was interrupted. A ``note`` event records what was done. Nothing is silently dropped.
@@ -116,7 +123,7 @@ from ctxmem.errors import (
     InvalidConversationError,
     TokenizerError,
 )
-from ctxmem.events import CompactionEvent, ModelCallEvent, NoteEvent, events_from_message
+from ctxmem.events import CompactionEvent, ModelCallEvent, NoteEvent, events_from_message, role_of
 from ctxmem.messages import (
     Message,
     TextBlock,
@@ -142,8 +149,9 @@ ToolFn = Callable[[dict[str, Any]], Any]
 class Tool:
     """A tool the agent can run: ``fn(input) -> output`` (sync or async).
 
-    The output is sent as text: a string as is, anything else as JSON. An exception becomes
-    an ``is_error`` result carrying its type and message.
+    The output is sent as text: a string as is, anything else as JSON. An exception (or
+    ``SystemExit``) becomes an ``is_error`` result carrying its type and message. A sync
+    ``fn`` runs in a worker thread, an ``async def`` one on the event loop.
     """
 
     name: str
@@ -320,6 +328,7 @@ class Agent:
         self._active: ContextStrategy = self.strategy
         self._fallback_input: int | None = None  # our tokens, set when the provider refused
         self._history: History | None = None
+        self._seen_head: int | None = None  # the session's head when the History was last in step with it
         self._unsynced: list[tuple[Message, list[int]]] = []
         # a tuple, the same object every turn: the request keeps it, and its token count is cached by identity
         self._specs = tuple(t.spec for t in self.tools.values())
@@ -460,14 +469,48 @@ class Agent:
         return response, time.monotonic() - start
 
     def _sync_history(self) -> History:
-        """The session's history, extended with what this agent recorded since the last turn."""
+        """The session's history, extended with what this agent recorded since the last turn;
+        loaded again from the session when its chain holds anything else (a message recorded
+        through another handle or the Session API, a rewind, another writer)."""
+        if self._history is not None and not self._chain_is_ours():
+            self._history = None
         if self._history is None:
-            self._history = History.from_session(self.session, self.tokenizer_name)
+            self._history, self._seen_head, _ = History._load(self.session, self.tokenizer_name)
             self._unsynced = []
         elif self._unsynced:
             self._history.extend([m for m, _ in self._unsynced], event_ids=[ids for _, ids in self._unsynced])
             self._unsynced = []
         return self._history
+
+    def _chain_is_ours(self) -> bool:
+        """Whether the session's chain is the one the History was loaded from plus the
+        messages this agent recorded since (``_unsynced``), and nothing else: events without a
+        role (model calls, notes, compactions) do not change the conversation. One read of
+        the head and the events after the one seen (``chain_since``, where the store has it);
+        the head seen moves on when the answer is yes."""
+        seen = self._seen_head  # None: the History was loaded from an empty session
+        store = self.session.store
+        since = getattr(store, "chain_since", None)
+        if since is not None and seen is not None:
+            got = since(self.session.id, seen, self.tokenizer_name, _CATCH_UP)
+            if got is None:  # a rewind, a fork, or a long way behind
+                return False
+            head, new = got[0], got[1]
+        else:
+            head = self.session.info.head_event_id
+            new = []
+            eid = head
+            while eid is not None and eid != seen and len(new) <= _CATCH_UP:
+                se = store.event(eid)
+                new.append(se)
+                eid = se.parent_id
+            if eid != seen:
+                return False
+        mine = {i for _, ids in self._unsynced for i in ids}
+        if {se.id for se in new if role_of(se.event) is not None} != mine:
+            return False
+        self._seen_head = head
+        return True
 
     def _budget(self, input_tokens: int | None = None) -> Budget:
         """The strategy's budget in our tokenizer's units.
@@ -600,13 +643,17 @@ class Agent:
 
     def _storable(self, message: Message) -> Message:
         """The reply as the session can store it: a tool_use id the session already holds
-        (servers that number calls ``call_0`` every turn) gets a fresh one, and lone
-        surrogates (undecodable bytes some servers pass through) become U+FFFD. Anything
+        (servers that number calls ``call_0`` every turn) gets a fresh one, lone
+        surrogates (undecodable bytes some servers pass through) become U+FFFD, and empty
+        text blocks are left out (a reply of nothing else is then empty). Anything
         else it cannot store is refused by the session, naming the field."""
         changed = False
         blocks: list[Any] = []
         taken: set[str] = set()
         for b in message.content:
+            if isinstance(b, TextBlock) and not b.text:
+                changed = True  # an empty text block (beside a tool call): nothing to keep, and refused by some APIs
+                continue
             new = _scrub_block(b)
             if isinstance(new, ToolUseBlock):
                 uid, n = new.id, 1
@@ -640,19 +687,26 @@ class Agent:
             fn = self._context_tool(use.name)
         start = time.monotonic()
         is_error = False
-        if fn is None:
+        unparsed = _unparsed_arguments(use)
+        if unparsed is not None:
+            shown = unparsed if len(unparsed) <= 200 else unparsed[:200] + "..."
+            output = (
+                f"the arguments of this {use.name} call were not valid JSON ({shown!r}), so the tool was not run; "
+                "call it again with its arguments as one JSON object"
+            )
+            is_error = True
+        elif fn is None:
             known = ", ".join(sorted({*self.tools, *self.context_tools})) or "(none)"
             output = f"unknown tool {use.name!r}; available tools: {known}"
             is_error = True
         else:
             try:
-                result = fn(dict(use.input))
-                if inspect.isawaitable(result):
-                    result = await result
+                result = await _call_tool(fn, dict(use.input))
                 output = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
+                # SystemExit too: a tool wrapping a CLI (argparse, sys.exit) must not end the agent
                 output = f"{use.name} failed: {type(exc).__name__}: {exc}"
                 is_error = True
         output = _scrub_text(output)  # a file name or a process's output in undecodable bytes
@@ -830,6 +884,32 @@ def _resolve_builder(
         name=getattr(strategy, "name", "custom"),
     )
 
+
+async def _call_tool(fn: ToolFn, arguments: dict[str, Any]) -> Any:
+    """``fn(arguments)``, awaited when it returns an awaitable. A sync function runs in a
+    worker thread, off the event loop: a slow tool does not stall the loop, and a tool that
+    itself calls sync ctxmem code (a sub-agent's ``run_sync``) does not wait on the loop it
+    blocks. An ``async def`` (or an object with one as ``__call__``) runs on the loop."""
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__):
+        result = fn(arguments)
+    else:
+        result = await asyncio.to_thread(fn, arguments)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _unparsed_arguments(use: ToolUseBlock) -> str | None:
+    """The raw text of a call whose arguments were not valid JSON (recorded as
+    ``{"_unparsed_arguments": text}``), else ``None``."""
+    inp = use.input
+    if len(inp) == 1 and isinstance(raw := inp.get("_unparsed_arguments"), str):
+        return raw
+    return None
+
+
+#: the most events a turn reads to catch up with the session before loading it whole
+_CATCH_UP = 512
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

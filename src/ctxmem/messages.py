@@ -354,6 +354,10 @@ def message_to_openai(message: Message, *, extensions: bool = False) -> list[dic
         ]
         if calls:
             out["tool_calls"] = calls
+        elif out["content"] is None and not extensions:
+            # no text and no calls (a reply that was all thinking, cut at max_tokens): the API
+            # needs content then, and an empty turn keeps user and assistant alternating
+            out["content"] = ""
         if extensions:
             thinking = [b for b in message.content if isinstance(b, ThinkingBlock)]
             if thinking:
@@ -485,6 +489,74 @@ def _openai_reasoning(obj: Mapping[str, Any]) -> list[ContentBlock]:
     return blocks
 
 
+def _assistant_from_openai(obj: Mapping[str, Any], *, reply: bool) -> Message:
+    """One chat-completions assistant message → a Message.
+
+    ``reply=False`` (an import, a request read back): exactly as written; arguments that are
+    not a JSON object are refused. ``reply=True`` (a model's live answer, already paid for):
+    empty text is not kept as a block, and a call whose arguments are not a JSON object is
+    kept as ``{"_unparsed_arguments": raw}``, for the caller to answer with an error result.
+    """
+    blocks: list[ContentBlock] = list(_openai_reasoning(obj))
+    texts = _openai_content_blocks(obj.get("content"), "assistant")
+    blocks.extend(b for b in texts if b.text or not reply)
+    refusal = obj.get("refusal")
+    if refusal is not None:
+        # what the model said when it declined (content is null then): kept as its text,
+        # as the Responses API's refusal parts are, not dropped
+        if not isinstance(refusal, str):
+            raise InputError("'refusal' must be a string", field="refusal")
+        if refusal:
+            blocks.append(TextBlock(refusal))
+    for k, call in enumerate(obj.get("tool_calls") or ()):
+        fn = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(fn, Mapping) or not isinstance(call.get("id"), str):
+            raise InputError("each tool call needs an 'id' and a 'function'", field="tool_calls")
+        args = fn.get("arguments") or "{}"
+        parsed: Any
+        try:
+            parsed = json.loads(args) if isinstance(args, str) else args
+        except ValueError as exc:  # JSONDecodeError, or an integer past Python's digit limit
+            if not (reply and isinstance(args, str)):
+                raise InputError(
+                    f"tool call {call['id']!r} has arguments that are not valid JSON: "
+                    f"{exc.msg if isinstance(exc, json.JSONDecodeError) else exc}",
+                    field="tool_calls.function.arguments",
+                ) from None
+            parsed = None
+        if not isinstance(parsed, dict):
+            if not (reply and isinstance(args, str)):
+                raise InputError("tool call arguments must be a JSON object", field="tool_calls.function.arguments")
+            parsed = {"_unparsed_arguments": args}  # answered with an error result by the agent
+        name = fn.get("name", "")
+        if not isinstance(name, str):
+            raise InputError(
+                f"the tool name must be a string, got {_json_kind(name)}; fix: give the function's name",
+                field=f"tool_calls[{k}].function.name",
+            )
+        blocks.append(ToolUseBlock(call["id"], name, parsed))
+    return Message("assistant", tuple(blocks))
+
+
+def reply_from_openai(obj: Any) -> Message:
+    """A model's live chat-completions answer (``choices[0].message``, a dict or an SDK
+    object) → an assistant Message.
+
+    Read as :func:`from_openai` reads an assistant message, but lenient where the reply is
+    already paid for: an empty ``content`` ("" from vLLM and llama.cpp beside tool calls)
+    makes no text block, and a tool call whose arguments are not a JSON object (truncated
+    JSON from a local model) is kept with ``{"_unparsed_arguments": raw}`` as its input, so
+    the reply and its usage can be recorded and the call answered with an error result.
+
+    Raises:
+        InputError: anything else malformed (a call without an id, a bad reasoning field).
+    """
+    obj = _plain(obj)
+    if not isinstance(obj, Mapping):
+        raise InputError(f"a reply message must be a JSON object, got {type(obj).__name__}")
+    return _assistant_from_openai(obj, reply=True)
+
+
 def from_openai(messages: Iterable[Any]) -> tuple[str | None, list[Message]]:
     """Chat-completions ``messages`` → (system prompt, Messages).
 
@@ -523,39 +595,7 @@ def from_openai(messages: Iterable[Any]) -> tuple[str | None, list[Message]]:
             flush_user()
         elif role == "assistant":
             flush_user()
-            blocks: list[ContentBlock] = list(_openai_reasoning(obj))
-            blocks.extend(_openai_content_blocks(obj.get("content"), "assistant"))
-            refusal = obj.get("refusal")
-            if refusal is not None:
-                # what the model said when it declined (content is null then): kept as its text,
-                # as the Responses API's refusal parts are, not dropped
-                if not isinstance(refusal, str):
-                    raise InputError("'refusal' must be a string", field="refusal")
-                if refusal:
-                    blocks.append(TextBlock(refusal))
-            for k, call in enumerate(obj.get("tool_calls") or ()):
-                fn = call.get("function") if isinstance(call, Mapping) else None
-                if not isinstance(fn, Mapping) or not isinstance(call.get("id"), str):
-                    raise InputError("each tool call needs an 'id' and a 'function'", field="tool_calls")
-                args = fn.get("arguments") or "{}"
-                try:
-                    parsed = json.loads(args) if isinstance(args, str) else args
-                except ValueError as exc:  # JSONDecodeError, or an integer past Python's digit limit
-                    raise InputError(
-                        f"tool call {call['id']!r} has arguments that are not valid JSON: "
-                        f"{exc.msg if isinstance(exc, json.JSONDecodeError) else exc}",
-                        field="tool_calls.function.arguments",
-                    ) from None
-                if not isinstance(parsed, dict):
-                    raise InputError("tool call arguments must be a JSON object", field="tool_calls.function.arguments")
-                name = fn.get("name", "")
-                if not isinstance(name, str):
-                    raise InputError(
-                        f"the tool name must be a string, got {_json_kind(name)}; fix: give the function's name",
-                        field=f"tool_calls[{k}].function.name",
-                    )
-                blocks.append(ToolUseBlock(call["id"], name, parsed))
-            out.append(Message("assistant", tuple(blocks)))
+            out.append(_assistant_from_openai(obj, reply=False))
         else:
             raise InputError(
                 f"unknown role {role!r}; expected system, developer, user, assistant or tool", field="role"

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ctxmem.clients import ModelRequest, Response, Usage
-from ctxmem.clients.anthropic import AnthropicClient, build_params
+from ctxmem.clients.anthropic import EMPTY_TEXT, AnthropicClient, build_params, request_messages
 from ctxmem.clients.base import (
     CacheBreakpoints,
     MalformedResponseError,
@@ -245,3 +245,24 @@ def test_sync_and_async_calls_share_a_client() -> None:
         assert len(asyncio.run(two())) == 2
         assert client.request_sync([Message.user("x")], max_tokens=5).text
         assert asyncio.run(two())
+
+
+def test_blank_text_blocks_of_the_history_are_not_sent() -> None:
+    """An OpenAI-compatible server's content "" was recorded as TextBlock(""), and the
+    Messages API refuses it ("text content blocks must be non-empty")."""
+    msgs = [
+        Message.user("go"),
+        Message.assistant(TextBlock(""), ToolUseBlock("c1", "rd", {})),
+        Message("user", (ToolResultBlock("c1", (TextBlock("out"), TextBlock(" "))),)),
+        Message.assistant(TextBlock("\n")),
+        Message("user", (ToolResultBlock("c9", (TextBlock(""),)), TextBlock("next"))),
+    ]
+    wire = request_messages(msgs)
+    assert wire[1] == {"role": "assistant", "content": [{"type": "tool_use", "id": "c1", "name": "rd", "input": {}}]}
+    assert wire[2]["content"][0]["content"] == [{"type": "text", "text": "out"}]
+    assert wire[3] == {"role": "assistant", "content": [{"type": "text", "text": EMPTY_TEXT}]}  # never empty
+    assert wire[4]["content"][0]["content"] == "" and wire[4]["content"][1] == {"type": "text", "text": "next"}
+    assert len(wire) == len(msgs)  # no message dropped: breakpoint indices still hold
+    p = build_params("m", msgs, system=None, tools=None, max_tokens=5, temperature=None,
+                     cache_breakpoints=CacheBreakpoints(messages=(1,)), thinking=None)
+    assert p["messages"][1]["content"][0]["cache_control"] == {"type": "ephemeral"}

@@ -3,7 +3,8 @@
 Works with Claude and with any server speaking the Messages protocol (set ``base_url``).
 The SDK is imported when the client is constructed, never at ``import ctxmem``.
 
-* Messages go through :func:`ctxmem.messages.to_anthropic`; replies come back through
+* Messages go through :func:`request_messages` (:func:`ctxmem.messages.to_anthropic`, less
+  the blank text blocks the API refuses); replies come back through
   :func:`ctxmem.messages.block_from_anthropic`, so thinking blocks (with their signatures)
   and redacted thinking survive unchanged and can be sent back.
 * ``cache_breakpoints`` put ``cache_control: {"type": "ephemeral"}`` on the system prompt,
@@ -50,9 +51,11 @@ from ctxmem.errors import (
 from ctxmem.messages import (
     ContentBlock,
     Message,
+    TextBlock,
+    ToolResultBlock,
     ToolSpec,
     block_from_anthropic,
-    to_anthropic,
+    block_to_anthropic,
     tool_to_anthropic,
 )
 
@@ -67,6 +70,35 @@ def _import_sdk() -> Any:
     except ImportError:
         raise MissingDependencyError("anthropic", "anthropic", "The Anthropic client") from None
     return anthropic
+
+
+#: what a message that held only blank text is sent as (the API refuses blank text and empty content)
+EMPTY_TEXT = "(empty)"
+
+
+def _blank(b: ContentBlock) -> bool:
+    return isinstance(b, TextBlock) and not b.text.strip()
+
+
+def request_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The ``messages`` of a request: :func:`~ctxmem.messages.to_anthropic` of the history,
+    less the text blocks the API refuses (``""`` or whitespace, which other providers'
+    replies leave beside tool calls), at the top level and inside tool results. Messages are
+    never dropped (cache breakpoint indices and role alternation stay as they are): one that
+    held only blank text is sent as one :data:`EMPTY_TEXT` block, and a tool result with only
+    blank text parts as an empty string."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        blocks: list[dict[str, Any]] = []
+        for b in m.content:
+            if _blank(b):
+                continue
+            if isinstance(b, ToolResultBlock) and not isinstance(b.content, str) and any(map(_blank, b.content)):
+                kept = tuple(t for t in b.content if not _blank(t))
+                b = ToolResultBlock(b.tool_use_id, kept or "", b.is_error)
+            blocks.append(block_to_anthropic(b))
+        out.append({"role": m.role, "content": blocks or [{"type": "text", "text": EMPTY_TEXT}]})
+    return out
 
 
 def build_params(
@@ -86,7 +118,7 @@ def build_params(
     if bp is not None and bp.ttl is not None:
         control["ttl"] = bp.ttl
     used = 0
-    params: dict[str, Any] = {"model": model, "messages": to_anthropic(messages)}
+    params: dict[str, Any] = {"model": model, "messages": request_messages(messages)}
     if max_tokens is not None:
         params["max_tokens"] = max_tokens
     if system:

@@ -23,6 +23,7 @@ Retries (429, 5xx, overloaded, dropped connections, timeouts) are the client's j
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import random
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -206,18 +207,41 @@ class TokenCountingClient(ModelClient, Protocol):
 
 
 _sync_loop: asyncio.AbstractEventLoop | None = None
+_sync_thread: threading.Thread | None = None
 _sync_lock = threading.Lock()
+
+#: how long an interrupted :func:`run_sync` waits for its cancelled coroutine to stop
+CANCEL_WAIT_S = 5.0
+#: how often a waiting :func:`run_sync` checks that the loop's thread is still alive
+_POLL_S = 1.0
 
 
 def _background_loop() -> asyncio.AbstractEventLoop:
-    global _sync_loop
+    """The shared loop, started (again) when there is none, it was closed, or its thread died
+    (an exception that escaped ``run_forever``): a dead loop would leave every later call
+    waiting forever."""
+    global _sync_loop, _sync_thread
     with _sync_lock:
-        if _sync_loop is None or _sync_loop.is_closed():
+        if (
+            _sync_loop is None
+            or _sync_loop.is_closed()
+            or _sync_thread is None
+            or not _sync_thread.is_alive()
+        ):
             loop = asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="ctxmem-sync-loop", daemon=True)
             thread.start()
-            _sync_loop = loop
+            _sync_loop, _sync_thread = loop, thread
         return _sync_loop
+
+
+@dataclass(frozen=True, slots=True)
+class _Escaped:
+    """A ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``,
+    ``SystemExit``) raised by the coroutine, carried out as a value: raised inside a task it
+    would escape ``run_forever`` and kill the shared loop's thread."""
+
+    exc: BaseException
 
 
 def run_sync(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -227,9 +251,72 @@ def run_sync(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
     connection pools are bound to the loop they were opened on, so one loop lets
     successive sync calls reuse connections (``asyncio.run`` per call would strand them),
     and calling from inside a running loop (a notebook) cannot deadlock it.
+
+    An interruption while waiting (``KeyboardInterrupt`` from Ctrl-C, or any other
+    ``BaseException``) cancels the coroutine, waits up to :data:`CANCEL_WAIT_S` seconds for
+    the cancellation to land (so nothing of it runs on after the caller sees the error),
+    and is re-raised. A ``KeyboardInterrupt`` or ``SystemExit`` raised by the coroutine
+    itself is re-raised here, in the caller, and the shared loop keeps running.
+
+    Raises:
+        RuntimeError: called from the shared loop's own thread (it would wait for itself):
+            ``await`` the coroutine there instead.
     """
-    future = asyncio.run_coroutine_threadsafe(coro_fn(), _background_loop())
-    return future.result()
+    loop = _background_loop()
+    thread = _sync_thread
+    if threading.current_thread() is thread:
+        raise RuntimeError(
+            "run_sync was called from ctxmem's event-loop thread (from async code, or a callback it runs), "
+            "where it would wait for itself; await the coroutine instead"
+        )
+    ended = threading.Event()
+    outcome: concurrent.futures.Future[T | _Escaped] = concurrent.futures.Future()
+    tasks: list[asyncio.Task[T | _Escaped]] = []
+
+    async def guarded() -> T | _Escaped:
+        try:
+            return await coro_fn()
+        except (KeyboardInterrupt, SystemExit) as exc:
+            return _Escaped(exc)
+
+    def settle(task: asyncio.Task[T | _Escaped]) -> None:
+        if task.cancelled():
+            outcome.cancel()
+        elif (exc := task.exception()) is not None:
+            outcome.set_exception(exc)
+        else:
+            outcome.set_result(task.result())
+        ended.set()  # the coroutine has stopped: finished, failed or cancelled
+
+    def start() -> None:
+        task = loop.create_task(guarded())
+        tasks.append(task)
+        task.add_done_callback(settle)
+
+    # scheduled from this thread in order: start() always runs before a cancel below
+    loop.call_soon_threadsafe(start)
+    try:
+        while not outcome.done():
+            try:
+                outcome.result(timeout=_POLL_S)
+            except TimeoutError:
+                if not outcome.done() and thread is not None and not thread.is_alive():
+                    raise RuntimeError(
+                        "ctxmem's event-loop thread stopped while this call was waiting; "
+                        "the call's outcome is unknown"
+                    ) from None
+            except BaseException:
+                if not outcome.done():  # an interruption of the wait, not the coroutine's error
+                    raise
+        result = outcome.result()  # the coroutine's value, or its exception raised
+    except BaseException:
+        if not outcome.done() and (thread is None or thread.is_alive()):
+            loop.call_soon_threadsafe(lambda: tasks[0].cancel() if tasks else None)
+            ended.wait(CANCEL_WAIT_S)
+        raise
+    if isinstance(result, _Escaped):
+        raise result.exc
+    return result
 
 
 def request_sync(

@@ -6,8 +6,10 @@ client is constructed, never at ``import ctxmem``.
 
 * Messages go through :func:`ctxmem.messages.to_openai` (thinking is not sent back: chat
   completions has no field for it; an error tool result is sent as its text). Replies come
-  back through :func:`ctxmem.messages.from_openai`; a ``reasoning_content`` field (vLLM,
-  DeepSeek, Qwen servers) becomes a :class:`~ctxmem.messages.ThinkingBlock`.
+  back through :func:`ctxmem.messages.reply_from_openai`: empty text makes no block, a tool
+  call whose arguments are not JSON is kept (``_unparsed_arguments``) so the agent answers
+  it with an error, and a ``reasoning_content`` field (vLLM, DeepSeek, Qwen servers) becomes
+  a :class:`~ctxmem.messages.ThinkingBlock`.
 * Usage: ``prompt_tokens`` includes ``prompt_tokens_details.cached_tokens``; ctxmem's
   :class:`~ctxmem.clients.base.Usage` counts them apart (``input_tokens = prompt_tokens -
   cached_tokens``, ``cache_read_tokens = cached_tokens``). These APIs cache automatically
@@ -52,7 +54,7 @@ from ctxmem.errors import (
     ProviderError,
     RateLimitError,
 )
-from ctxmem.messages import Message, ToolSpec, from_openai, to_openai, tool_to_openai
+from ctxmem.messages import Message, ToolSpec, reply_from_openai, to_openai, tool_to_openai
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 PROVIDER = "openai"
@@ -229,10 +231,11 @@ class OpenAICompatClient(BaseClient):
         wire = message.model_dump(mode="json") if hasattr(message, "model_dump") else dict(message)
         wire["role"] = "assistant"
         try:
-            _, parsed = from_openai([wire])
+            # lenient where the reply is paid for: no empty text block, and a call with
+            # unparseable arguments kept (``_unparsed_arguments``) for an error result
+            content = reply_from_openai(wire).content
         except CtxmemError as exc:
             raise MalformedResponseError(self._redact(f"malformed {where}: {exc}"), provider=PROVIDER) from None
-        content = parsed[0].content if parsed else ()
         finish = getattr(choice, "finish_reason", None) or "stop"
         stop = FINISH_REASONS.get(finish, finish)
         if any(b.type == "tool_use" for b in content):
