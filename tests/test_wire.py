@@ -151,6 +151,14 @@ def test_sdk_objects_convert_as_they_come() -> None:
     assert msgs[0].tool_uses == r2.tool_uses
     with pytest.raises(InputError, match="expected an Anthropic Message"):
         wire.response_from_sdk(42)
+    # a paid-for reply whose tool arguments were cut off (a local model at max_tokens) is
+    # kept, as the Agent's own client keeps it, to be answered with an error result
+    cut = {"choices": [{"finish_reason": "length", "message": {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "t2", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a.t'}}]}}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 5}}
+    r3 = wire.response_from_sdk(cut)
+    assert r3.content == (ToolUseBlock("t2", "read_file", {"_unparsed_arguments": '{"path": "a.t'}),)
+    assert r3.usage.output_tokens == 5
 
 
 # --------------------------------------------------------------------------- incremental across calls

@@ -67,7 +67,7 @@ from ctxmem.messages import (
     ToolSpec,
     ToolUseBlock,
     block_from_anthropic,
-    from_openai,
+    reply_from_openai,
     to_openai,
     tool_from_anthropic,
     tool_from_openai,
@@ -250,9 +250,9 @@ def response_from_sdk(raw: Any) -> Response:
         choices = data["choices"]
         if not choices or not isinstance(choices[0], Mapping) or "message" not in choices[0]:
             raise InputError("a chat completion needs choices[0].message", field="choices")
-        wire = {**choices[0]["message"], "role": "assistant"}
-        _, parsed = from_openai([wire])
-        content = parsed[0].content if parsed else ()
+        # read as the Agent's client reads a live reply: a paid-for answer with truncated tool
+        # arguments is kept (``{"_unparsed_arguments": raw}``) to be answered with an error
+        content = reply_from_openai({**choices[0]["message"], "role": "assistant"}).content
         finish = str(choices[0].get("finish_reason") or "stop")
         stop = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
                 "content_filter": "refusal"}.get(finish, finish)
