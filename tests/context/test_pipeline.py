@@ -326,3 +326,36 @@ def test_the_tool_lists_count_follows_the_tools_whatever_tuple_carries_them(sess
         built = strategy.build(request)
         offered = [tool_to_anthropic(t) for t in (*tools, RECALL_TOOL)]  # the pipeline budgets its recall tool too
         assert built.report.sections["system_and_tools"] == DEFAULT_OVERHEAD.per_request + count_tools(offered, o200k).total
+
+
+@pytest.mark.parametrize("core", ["window", "masking"])
+def test_after_the_final_answer_the_next_input_gets_the_whole_pipeline(
+    core: str, session: list[Message], o200k: Any
+) -> None:
+    """With expect_input and a history ending with the model's final answer, the pipeline
+    returned its bare core: strategy 'masking' under the pipeline's shrunk inner budget (190,398
+    of 192,000), no ledger, no retrieval, no restated facts."""
+    from ctxmem.messages import tool_to_anthropic
+    from ctxmem.tokens import count_request
+
+    answered = [*session, Message.assistant("The quota is 101376 bytes; done.")]
+    for window in (8_000, 60_000):
+        budget = Budget(window, 200, 0.9)
+        params = {"core": core, "ledger_tokens": 400, "retrieval_tokens": 1200, "tail_fraction": 0.2}
+        out = _build(params, answered, o200k, budget, expect_input=True)
+        r = out.report
+        assert r.strategy == "pipeline" and r.available == budget.available
+        assert {"ledger", "facts_restated"} <= set(r.sections)
+        msgs = list(out.messages)
+        assert msgs[-1] == answered[-1]  # the answer stays last, verbatim; the next input follows it
+        carrier = msgs[-2]
+        assert carrier.role == "user"
+        texts = [b.text for b in carrier.content if isinstance(b, TextBlock)]
+        assert texts[-1] == "Keep in mind: " + " · ".join(PINNED_FACTS)
+        assert any(t.startswith(LEDGER_HEAD) for t in texts)
+        # what is sent next: this context plus the user's input, valid and within the budget
+        check_output([*msgs, Message.user("thanks, now tune BLOCK_N")])
+        tools = [tool_to_anthropic(t) for t in (*out.tools, *out.extra_tools)]
+        assert r.tokens_out == count_request(msgs, o200k, system=out.system, tools=tools).total <= budget.available
+        # cache breakpoints stop before the rewritten message
+        assert all(b < len(msgs) - 2 for b in out.cache_breakpoints)

@@ -80,6 +80,9 @@ def test_task_parameters_read_like_the_cli_and_fail_once_when_wrong() -> None:
 
     task = niah(window="128k", lengths="1k", depths="0.5")  # type: ignore[arg-type]
     assert len(task.dataset) == 1
+    # the reply limit the cells were sized for reaches the model call (it was left unset)
+    assert task.config.max_tokens == 64
+    assert niah(lengths="1k", depths="0.5", max_tokens=32).config.max_tokens == 32
     with pytest.raises(UnknownNameError, match="unknown preset 'nope'"):
         niah(preset="nope")
     for kwargs, field in (({"seeds": 0}, "seeds"), ({"window": "big"}, "window"), ({"max_tokens": 0}, "max_tokens")):

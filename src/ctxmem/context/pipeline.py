@@ -385,8 +385,13 @@ class Pipeline:
             ledger_cap = retrieval_cap = 0
             core, _ = self._core_build(request, facts_tokens, 0, 0)
         msgs = list(core.messages)
-        if not msgs or msgs[-1].role != "user":
-            return core  # the core found nothing to append to (cannot happen for valid histories)
+        # The tail goes on the last user message: the last message, or, when the caller will
+        # append the next input (``expect_input``) after the model's final answer, the user
+        # message before that answer (the core ended with it; returning the bare core there
+        # built the flagship preset as plain masking under the pipeline's shrunk budget).
+        at = next((i for i in range(len(msgs) - 1, -1, -1) if msgs[i].role == "user"), -1)
+        if at < 0:
+            return core  # no user message to carry the tail (cannot happen for valid histories)
         ledger = self._ledger_text(request.history, ledger_cap, request)
         retrieved, retrieved_ids = self._retrieved_text(request, core, retrieval_cap)
         tail = [t for t in (ledger, retrieved, facts_text) if t]
@@ -398,8 +403,8 @@ class Pipeline:
                 sections[name] = n
                 added += n
         if tail:
-            last = msgs[-1]
-            msgs[-1] = Message(last.role, last.content + tuple(TextBlock(t) for t in tail))
+            carrier = msgs[at]
+            msgs[at] = Message(carrier.role, carrier.content + tuple(TextBlock(t) for t in tail))
         report = dataclasses.replace(
             core.report,
             strategy=self.name,
@@ -411,12 +416,11 @@ class Pipeline:
             notes=(*core.report.notes, f"core: {cfg.core}"),
         )
         breakpoints = core.cache_breakpoints
-        if tail and len(msgs) >= 2:
-            # The last message carries this turn's tail and will be rewritten next turn: a
-            # cache breakpoint on it would never be read. Put it on the message before, the
-            # end of what the next request shares with this one.
-            end = len(msgs) - 1
-            breakpoints = tuple(sorted({b if b != end else end - 1 for b in breakpoints} | {end - 1}))[-3:]
+        if tail and at >= 1:
+            # The message carrying this turn's tail will be rewritten next turn: a cache
+            # breakpoint on it (or after it) would never be read. Put it on the message before,
+            # the end of what the next request shares with this one.
+            breakpoints = tuple(sorted({b if b < at else at - 1 for b in breakpoints} | {at - 1}))[-3:]
         return dataclasses.replace(core, messages=msgs, report=report, cache_breakpoints=breakpoints)
 
 

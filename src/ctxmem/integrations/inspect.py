@@ -47,6 +47,7 @@ from inspect_ai.model import (
     ChatMessageTool,
     ChatMessageUser,
     ContentText,
+    GenerateConfig,
 )
 from inspect_ai.scorer import (
     CORRECT,
@@ -249,11 +250,11 @@ def _task(source: str, lengths: Any, depths: Any, needle: str, preset: str, seed
         from ctxmem.config import load_preset
 
         load_preset(preset)  # an unknown preset fails here, once, not in every sample's solver
+    reply = _whole(max_tokens, "max_tokens", tokens=True)
     cells = expand(
         sources=[source], lengths=parse_lengths(_axis(lengths)), depths=parse_depths(_axis(depths)),
         needles=[needle], presets=["none"], models=["inspect"], seeds=range(_whole(seeds, "seeds")),
-        tokenizer=tokenizer, window=_whole(window, "window", tokens=True),
-        max_tokens=_whole(max_tokens, "max_tokens", tokens=True),
+        tokenizer=tokenizer, window=_whole(window, "window", tokens=True), max_tokens=reply,
     )
     cells = [replace(c, preset="none") for c in cells]
     # Inspect counts tokens with tiktoken's o200k_base (its mockllm reports usage that way),
@@ -264,6 +265,9 @@ def _task(source: str, lengths: Any, depths: Any, needle: str, preset: str, seed
         dataset=_samples(cells, preset),
         solver=[ctxmem_context(preset), generate()],
         scorer=needle_scorer(),
+        # the reply limit each cell was sized for (its request + max_tokens fits the window):
+        # without it the model answered at the provider's own default limit
+        config=GenerateConfig(max_tokens=reply),
         metadata={"ctxmem_preset": preset, "source": source},
     )
 
