@@ -144,6 +144,17 @@ RECALL_TOOL = ToolSpec(
 )
 
 
+def recall_tool_cost(request: BuildRequest) -> int:
+    """Tokens of :data:`RECALL_TOOL`'s definition for a strategy that offers it with this
+    request (0 when the caller offers a recall tool already), counted once per tokenizer."""
+    if any(t.name == RECALL_TOOL.name for t in request.tools):
+        return 0
+    tok = request.tokenizer
+    return _cached_count(
+        tok, ("recall-tool", RECALL_TOOL.name), lambda: count_tools([tool_to_anthropic(RECALL_TOOL)], tok).total
+    )
+
+
 @dataclass
 class RecallTool:
     """Runs ``recall``: the exact original output of a masked tool call, from the history
@@ -547,12 +558,7 @@ class Masking:
 
     def _recall_cost(self, request: BuildRequest) -> int:
         """Tokens of the recall tool's definition when this build may add it (budgeted up front)."""
-        if not self.config.reversible or any(t.name == RECALL_TOOL.name for t in request.tools):
-            return 0
-        tok = request.tokenizer
-        return _cached_count(
-            tok, ("recall-tool", RECALL_TOOL.name), lambda: count_tools([tool_to_anthropic(RECALL_TOOL)], tok).total
-        )
+        return recall_tool_cost(request) if self.config.reversible else 0
 
     def _truncate(self, request: BuildRequest, st: _MaskState, b: int, base: int, limit: int) -> int:
         """Drop the oldest messages at a safe cut (see suffix_start), measured on the planned sizes."""

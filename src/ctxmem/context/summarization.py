@@ -68,7 +68,7 @@ from ctxmem.context.derived import DAMAGED, derived_store, pack, store_derived, 
 from ctxmem.context.facts import Fact, cap_facts
 from ctxmem.context.history import History
 from ctxmem.context.invariants import SafeCuts
-from ctxmem.context.masking import RECALL_TOOL, Masking, MaskingConfig
+from ctxmem.context.masking import RECALL_TOOL, Masking, MaskingConfig, recall_tool_cost
 from ctxmem.context.memory import Carried, Carry, Settled, split_sections
 from ctxmem.context.profile import FactProfile, get_profile
 from ctxmem.context.salience import SalienceIndex
@@ -82,8 +82,8 @@ from ctxmem.context.summarize import (
     clip_to_tokens,
 )
 from ctxmem.errors import ConfigError, ContextOverflowError
-from ctxmem.messages import Message, TextBlock, tool_to_anthropic
-from ctxmem.tokens import Tokenizer, count_tools
+from ctxmem.messages import Message, TextBlock
+from ctxmem.tokens import Tokenizer
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
 
 #: tokens kept for the summary block's header line
@@ -814,12 +814,7 @@ class Summarization:
         section, whose lines name ``recall <handle>`` (the masking strategy's tool, budgeted
         up front as masking does), and the caller does not offer one already."""
         cfg = self.config
-        if not (cfg.reversible and cfg.facts_tokens) or any(t.name == RECALL_TOOL.name for t in request.tools):
-            return 0
-        tok = request.tokenizer
-        return _cached_count(
-            tok, ("recall-tool", RECALL_TOOL.name), lambda: count_tools([tool_to_anthropic(RECALL_TOOL)], tok).total
-        )
+        return recall_tool_cost(request) if cfg.reversible and cfg.facts_tokens else 0
 
     def _notes(self, block: SummaryBlock) -> list[str]:
         cached = self._notes_of
