@@ -95,3 +95,37 @@ def test_two_cli_workers_share_a_grid_through_a_results_url(url: str) -> None:
                            capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["status"] == {"done": CELLS}
+
+
+def test_session_needles_reads_a_session_from_a_postgresql_store(url: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`eval session-needles --store postgresql://… --session latest`: the session is read
+    from the server (it was looked up there, then opened as a SQLite file named after the URL)."""
+    from click.testing import CliRunner
+
+    import ctxmem.cli.evals as evals_cli
+    from ctxmem.cli import cli
+    from ctxmem.evals.cells import _agent_messages
+    from ctxmem.evals.sources import SessionTextSource
+    from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
+    from ctxmem.session import Session
+    from ctxmem.store import open_store
+
+    msgs = [Message("user", (TextBlock("fix the kernel"),)),
+            Message("assistant", (ToolUseBlock("t1", "run", {"cmd": "make"}),)),
+            Message("user", (ToolResultBlock("t1", "error: shared memory 232448 > 101376"),))]
+    with open_store(url) as store:
+        s = Session.create(store, tokenizers=["o200k_base"])
+        for m in msgs:
+            s.record(m)
+        sid = s.id
+    monkeypatch.chdir(tmp_path)
+    asked: list[list[str]] = []
+    monkeypatch.setattr(evals_cli, "_execute", lambda **kw: asked.append(kw["sources"]))
+    r = CliRunner().invoke(cli, ["eval", "session-needles", "--session", "latest", "--store", url,
+                                 "--out", str(tmp_path / "sn"), "--no-progress"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert asked == [[f"agent:{url}#{sid}"]]
+    assert _agent_messages(asked[0][0], 0) == msgs  # what the grid's cells read
+    assert SessionTextSource(f"{url}#{sid}")._messages() == msgs
+    assert list(tmp_path.iterdir()) == []  # no SQLite file named after the URL

@@ -34,3 +34,25 @@ def test_an_unknown_scheme_says_what_is_known() -> None:
     with pytest.raises(UnknownNameError) as exc:
         open_store("postgresq://u@h/db")
     assert "postgresql" in str(exc.value)
+
+
+def test_a_scheme_is_read_in_any_case(tmp_path: Path) -> None:
+    assert isinstance(open_store("MEMORY:"), MemoryStore)
+    with open_store(f"SQLite:///{tmp_path}/upper.db") as s:
+        assert isinstance(s, SQLiteStore) and s.path == f"{tmp_path}/upper.db"
+
+
+def test_open_existing_reads_and_never_creates(tmp_path: Path) -> None:
+    from ctxmem.errors import InputError
+    from ctxmem.store import open_existing
+
+    for given in (str(tmp_path / "none.db"), f"sqlite:///{tmp_path}/none.db"):
+        with pytest.raises(InputError, match="no session store at"):
+            open_existing(given)
+    assert list(tmp_path.iterdir()) == []  # a read made no file
+    with open_store(tmp_path / "there.db") as s:
+        s.create_session()
+    with open_existing(f"sqlite:///{tmp_path}/there.db") as s:
+        assert isinstance(s, SQLiteStore) and len(s.list_sessions()) == 1
+    assert isinstance(open_existing("memory:"), MemoryStore)
+    assert open_existing("sqlite://").path == ":memory:"

@@ -196,20 +196,9 @@ def open_existing_store(db_path: str) -> Any:
     """The store at ``db_path`` for a command that only reads it: a path that holds no
     store is an error naming it (a read never creates a directory or a database file).
     URLs (``postgresql://…``) open through :func:`ctxmem.store.open_store`."""
-    from ctxmem.errors import InputError
-    from ctxmem.store import SQLiteStore, open_store, sqlite_url_path
+    from ctxmem.store import open_existing
 
-    path = db_path
-    if db_path.startswith("sqlite:"):
-        path = sqlite_url_path(db_path)  # a sqlite URL is a file too: a read must not create it
-        if path == ":memory:":
-            return open_store(db_path)
-    elif "://" in db_path or db_path.startswith("memory:"):
-        return open_store(db_path)
-    if not Path(path).is_file():
-        raise InputError(f"no session store at {db_path}: nothing has been recorded there yet (`ctxmem sessions "
-                         f"import FILE --db {db_path}` or any recording command creates it)", field="db")
-    return SQLiteStore(path)
+    return open_existing(db_path)
 
 
 def resolve_session_id(store: Any, text: str) -> str:

@@ -193,7 +193,9 @@ def _execute(
         bar = _Bar(progress and sys.stderr.isatty())
         summary = run_sync(cells, get_reader, store, concurrency=concurrency, rate=rate, budget_usd=max_cost,
                            prices=prices, judge=judge_obj, progress=bar, grid=grid)
-        out: dict[str, Any] = {"db": db, **summary.to_json()}
+        from ctxmem.store.postgres import redact
+
+        out: dict[str, Any] = {"db": redact(str(db)), **summary.to_json()}
         refusals = [r["error"] for r in store.rows(status="refused") if r["run_id"] == summary.run_id]
         out["refusals"] = refusals
         if report:
@@ -286,8 +288,9 @@ def niah_cmd(models: tuple[str, ...], sources: tuple[str, ...], lengths: list[in
 @eval_group.command("session-needles")
 @click.option("--session", "session_id", default=None, callback=utf8_text("session"),
               help="A recorded session id (in --sessions-db).")
-@click.option("--db", "sessions_db", default=None, type=click.Path(dir_okay=False),
-              help="Session store holding --session (default: $CTXMEM_DB or ~/.local/share/ctxmem/sessions.db).")
+@click.option("--store", "--db", "sessions_db", default=None, type=click.Path(dir_okay=False),
+              help="Session store holding --session: a URL (postgresql://user@host/db, sqlite:///file.db) or a "
+                   "SQLite file path (--db) [default: $CTXMEM_STORE, $CTXMEM_DB or ~/.local/share/ctxmem/sessions.db].")
 @click.option("--jsonl", default=None, type=click.Path(dir_okay=False, exists=True), help="A JSONL transcript.")
 @click.option("--workload", default=None,
               help="Record a session of this registered workload (kernel, synthetic or a plugin; `ctxmem workload "
@@ -441,10 +444,14 @@ def show_cmd(directory: str | None, db: str | None, by: str, n_boot: int, as_jso
     eff = effective_lengths(rows, n_boot=n_boot)
     problems = [{"status": r["status"], "cell": r["cell"], "error": r["error"]} for r in rows if r["status"] != "done"]
     if as_json:
-        echo_json({"db": path, "status": counts, "groups": groups, "effective_length": eff,
+        from ctxmem.store.postgres import redact
+
+        echo_json({"db": redact(str(path)), "status": counts, "groups": groups, "effective_length": eff,
                    "problems": problems, "runs": runs})
         return
-    click.echo(f"{path}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    from ctxmem.store.postgres import redact
+
+    click.echo(f"{redact(str(path))}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     click.echo(table([[*(g[k] for k in keys), g["n"], f"{g['accuracy']:.3f}", f"[{g['low']:.2f}, {g['high']:.2f}]",
                        " ".join(f"{k}={v}" for k, v in sorted(g["labels"].items()))] for g in groups],
                      [*keys, "n", "accuracy", "wilson95", "labels"]))

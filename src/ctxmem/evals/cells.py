@@ -291,10 +291,10 @@ def _agent_messages(spec: str, turns: int) -> list[Message]:
     ref = spec.partition(":")[2]
     if "#" in ref:
         from ctxmem.session import Session
-        from ctxmem.store import SQLiteStore
+        from ctxmem.store import open_existing
 
         db, _, sid = ref.partition("#")
-        with SQLiteStore(db) as store:
+        with open_existing(db) as store:
             return list(Session.open(store, sid).messages())
     from pathlib import Path
 
@@ -439,10 +439,10 @@ def _natural_specs(spec: str) -> list[Any]:
     ref = spec.partition(":")[2]
     if "#" in ref:
         from ctxmem.session import Session
-        from ctxmem.store import SQLiteStore
+        from ctxmem.store import open_existing
 
         db, _, sid = ref.partition("#")
-        with SQLiteStore(db) as store:
+        with open_existing(db) as store:
             recorded = Session.open(store, sid).info.metadata.get("workload")
         if isinstance(recorded, str) and recorded in WORKLOADS:
             names = [recorded]

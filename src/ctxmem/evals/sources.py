@@ -315,10 +315,10 @@ class SessionTextSource:
     def _messages(self) -> list[object]:
         if "#" in self.ref:
             from ctxmem.session import Session
-            from ctxmem.store import SQLiteStore
+            from ctxmem.store import open_existing
 
             db, _, sid = self.ref.partition("#")
-            with SQLiteStore(db) as store:
+            with open_existing(db) as store:
                 return list(Session.open(store, sid).messages())
         from ctxmem.jsonl import parse_jsonl
 

@@ -44,16 +44,34 @@ DEFAULT_LEASE_S = 120.0  # a claim's lease; a live worker renews it every third 
 
 def open_results(url: str | Path, *, lease_s: float = DEFAULT_LEASE_S) -> Any:
     """The results store ``url`` names: a ``postgresql://`` URL (shared by many hosts,
-    needs ``ctxmem[postgres]``), ``sqlite:///path`` or a bare path."""
+    needs ``ctxmem[postgres]``), ``sqlite:///path``, ``memory:`` or a bare path.
+
+    Any other scheme is an :class:`~ctxmem.errors.InputError`: a mistyped URL
+    (``postgresql+psycopg://…``, ``mysql://…``) must not become a local SQLite file named
+    after it, where each host's workers would run the whole grid on their own."""
+    from ctxmem.errors import InputError
+    from ctxmem.store import sqlite_url_path, store_scheme
+
     text = str(url)
-    if text.startswith(("postgresql://", "postgres://")):
+    scheme = store_scheme(text)
+    if scheme in ("postgresql", "postgres"):
         from ctxmem.evals.pg_store import PgResultStore
 
-        return PgResultStore(text, lease_s=lease_s)
-    if text.startswith("sqlite:"):
-        rest = text.split(":", 1)[1]
-        text = rest[3:] if rest.startswith("///") else rest[2:] if rest.startswith("//") else rest
+        return PgResultStore(scheme + text[len(scheme):], lease_s=lease_s)
+    if scheme == "memory":
+        return ResultStore(":memory:", lease_s=lease_s)
+    if scheme != "sqlite":
+        from ctxmem.store.postgres import redact
+
+        raise InputError(
+            f"results store {redact(text)}: unknown scheme {scheme!r}; give a file path, sqlite:///path/to/results.db, "
+            "memory: or postgresql://user@host/db (a file whose name holds a colon: write it as ./name)",
+            field="results",
+        )
+    if text[:7].lower().startswith("sqlite:"):
+        text = sqlite_url_path("sqlite:" + text[7:])
     return ResultStore(text or ":memory:", lease_s=lease_s)
+
 
 MIGRATIONS: list[tuple[str, str]] = [
     (

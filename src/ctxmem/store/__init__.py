@@ -90,10 +90,29 @@ def open_store(url: str | os.PathLike[str], **options: Any) -> Any:
     """
     text = str(url)
     scheme = store_scheme(text)
-    if scheme == "sqlite" and not text.startswith("sqlite:"):
+    if scheme == "sqlite" and not text[:7].lower().startswith("sqlite:"):
         return SQLiteStore(text, **options)  # a bare path
     opener = STORES.get(scheme)
-    return opener(str(url), **options)
+    return opener(scheme + text[len(scheme):], **options)  # POSTGRESQL://… as postgresql://…
+
+
+def open_existing(url: str | os.PathLike[str], **options: Any) -> Any:
+    """:func:`open_store` for a reader: a SQLite path (or ``sqlite:`` URL) that holds no file
+    is an :class:`~ctxmem.errors.InputError` naming it, instead of a new empty database
+    created there (a read never creates a file); other URLs open as :func:`open_store` does."""
+    text = str(url)
+    scheme = store_scheme(text)
+    path = text
+    if scheme == "sqlite" and text[:7].lower().startswith("sqlite:"):
+        path = sqlite_url_path("sqlite:" + text[7:])
+        if path == ":memory:":
+            return open_store(text, **options)
+    elif scheme != "sqlite":
+        return open_store(text, **options)
+    if not os.path.isfile(path):
+        raise InputError(f"no session store at {text}: nothing has been recorded there yet (`ctxmem sessions "
+                         f"import FILE --db {text}` or any recording command creates it)", field="db")
+    return SQLiteStore(path, **options)
 
 
 __all__ = [
@@ -108,6 +127,7 @@ __all__ = [
     "SessionStore",
     "TokenTotals",
     "content_hash",
+    "open_existing",
     "open_store",
     "sqlite_url_path",
     "store_scheme",
