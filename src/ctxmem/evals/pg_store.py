@@ -12,7 +12,11 @@ one); open either with :func:`ctxmem.evals.store.open_results`. What the server 
   leaves its claims to lapse; any other worker then claims and runs those cells.
 
 Every transaction is retried on a class-40 error (deadlock); nothing here uses
-SERIALIZABLE, so "could not serialize" never reaches the caller.
+SERIALIZABLE, so "could not serialize" never reaches the caller. A connection lost (the
+server restarted, an idle connection cut) is reopened and the operation run once more:
+always when it failed before its commit was sent (the server rolled it back), and after
+that only for the operations safe to repeat (all but :meth:`put`, which counts attempts,
+and :meth:`start_run`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from ctxmem.store.postgres import redact
 T = TypeVar("T")
 
 _NOW = "extract(epoch from clock_timestamp())"
+CONNECT_TIMEOUT_S = 10  # one connection attempt; and how long a lost connection is retried
 _LOCK = 0x637478_6576  # advisory lock held while migrating
 
 MIGRATIONS: list[tuple[str, str]] = [
@@ -102,24 +107,52 @@ class PgResultStore:
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         try:
-            self.conn = psycopg.connect(url, connect_timeout=10)
+            self.conn = psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S)
         except psycopg.Error as exc:
             raise StoreError(f"cannot open results store {self.path}: {str(exc).strip().splitlines()[0]}") from None
         self._lock = threading.RLock()
         self._write(self._migrate)
 
-    def _write(self, fn: Callable[[Any], T]) -> T:
+    def _write(self, fn: Callable[[Any], T], *, repeatable: bool = True) -> T:
+        """Run ``fn(conn)`` in one transaction, retried on a class-40 error; on a lost
+        connection, reconnect and run it once more unless it may have committed and is
+        not ``repeatable``."""
         psycopg = self._psycopg
+        reconnected = False
         for attempt in range(self.max_attempts):
             with self._lock:
+                sent_commit = False
                 try:
                     with self.conn.transaction():
-                        return fn(self.conn)
+                        result = fn(self.conn)
+                        sent_commit = True  # the commit is sent as the block exits
+                    return result
                 except psycopg.errors.TransactionRollback:
                     time.sleep(min(0.5, 0.01 * 2**attempt) * random.uniform(0.5, 1.5))
                 except psycopg.Error as exc:
+                    if self.conn.closed and not reconnected and (repeatable or not sent_commit):
+                        self._reconnect(exc)
+                        reconnected = True
+                        continue
                     raise StoreError(f"results store {self.path}: {str(exc).strip().splitlines()[0]}") from None
         raise StoreBusyError(self.path, self.max_attempts)
+
+    def _reconnect(self, lost: Exception) -> None:
+        """Replace the lost connection, trying for up to ``CONNECT_TIMEOUT_S`` (a restarting
+        server refuses connections for a moment)."""
+        psycopg = self._psycopg
+        self.conn.close()
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while True:
+            try:
+                self.conn = psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S)
+                return
+            except psycopg.Error as exc:
+                if time.monotonic() >= deadline:
+                    raise StoreError(f"results store {self.path}: the connection was lost "
+                                     f"({str(lost).strip().splitlines()[0]}) and reconnecting failed: "
+                                     f"{str(exc).strip().splitlines()[0]}") from None
+                time.sleep(0.25)
 
     @staticmethod
     def _migrate(conn: Any) -> None:
@@ -168,7 +201,7 @@ class PgResultStore:
                 [values[c] for c in cols],
             )
 
-        self._write(write)
+        self._write(write, repeatable=False)  # run twice, it would count two attempts
 
     def rows(self, *, status: str | Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Result rows as dicts with JSON columns decoded."""
@@ -254,7 +287,7 @@ class PgResultStore:
         self._write(lambda c: c.execute(
             "INSERT INTO eval_runs (id, started_at, grid) VALUES (%s, %s, %s)",
             (run_id, time.time(), json.dumps(grid, default=str)),
-        ))
+        ), repeatable=False)  # run twice, the id would be taken by the first
 
     def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
         self._write(lambda c: c.execute(

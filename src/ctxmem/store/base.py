@@ -20,7 +20,7 @@ use them asks ``isinstance(store, FullTextSearch)`` instead of naming a backend 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
@@ -141,10 +141,16 @@ class AppendCheck:
             return not any(t is not None for _, _, t in delta)
         return not any(t is not None and t in self.tool_use_ids for _, _, t in delta)
 
-    def enforce_sql(self, conn: Any, session_id: str, head: int | None, param: str) -> None:
+    def enforce_sql(
+        self, conn: Any, session_id: str, head: int | None, param: str,
+        unescape: Callable[[str], str] | None = None,
+    ) -> None:
         """Raise ``HeadMovedError`` unless the check holds at ``head``, reading the delta
         through ``conn`` (a DB-API connection inside the write transaction; ``param`` is its
-        placeholder, ``?`` or ``%s``). Shared by the SQL stores."""
+        placeholder, ``?`` or ``%s``). Shared by the SQL stores. ``unescape``: the store keeps
+        some tool ids encoded, in rows whose ``escaped`` column is set (PostgreSQL cannot hold
+        NUL); the delta's ids are decoded with it, so the check compares them with the raw ids
+        it holds."""
         from ctxmem.errors import HeadMovedError
 
         if head == self.head:
@@ -155,20 +161,24 @@ class AppendCheck:
             if self.head is not None:
                 row = conn.execute(f"SELECT depth FROM events WHERE id = {param}", (self.head,)).fetchone()
                 depth = row[0] if row else 0
-            delta = conn.execute(DELTA_SQL.format(head=param, depth=param), (head, depth, depth)).fetchall()
+            rows = conn.execute(
+                DELTA_SQL.format(head=param, depth=param, escaped="escaped" if unescape else "0"), (head, depth, depth)
+            ).fetchall()
+            delta = [(i, p, unescape(t) if esc and unescape and t is not None else t) for i, p, t, esc in rows]
         if not self.holds(head, delta):
             raise HeadMovedError(session_id, self.head, head)
 
 
 #: the chain from event ``:head`` down through the events deeper than ``:depth`` (the
-#: checked head's depth), newest first: what :meth:`AppendCheck.holds` reads. Bounded by
-#: what was appended since the check, not by the session's length.
+#: checked head's depth), newest first: what :meth:`AppendCheck.holds` reads, with each
+#: row's ``{escaped}`` flag (a column, or ``0`` where the store never encodes ids). Bounded
+#: by what was appended since the check, not by the session's length.
 DELTA_SQL = (
-    "WITH RECURSIVE c(id, parent_id, depth, tuid) AS ("
-    "SELECT id, parent_id, depth, tool_use_id FROM events WHERE id = {head} "
-    "UNION ALL SELECT e.id, e.parent_id, e.depth, e.tool_use_id FROM events e JOIN c ON e.id = c.parent_id "
+    "WITH RECURSIVE c(id, parent_id, depth, tuid, esc) AS ("
+    "SELECT id, parent_id, depth, tool_use_id, {escaped} FROM events WHERE id = {head} "
+    "UNION ALL SELECT e.id, e.parent_id, e.depth, e.tool_use_id, {escaped} FROM events e JOIN c ON e.id = c.parent_id "
     "WHERE e.depth > {depth}) "
-    "SELECT id, parent_id, tuid FROM c WHERE depth > {depth} ORDER BY depth DESC"
+    "SELECT id, parent_id, tuid, esc FROM c WHERE depth > {depth} ORDER BY depth DESC"
 )
 
 

@@ -4,7 +4,8 @@ Same rules as :mod:`ctxmem.store.migrations` (the SQLite store's): each migratio
 unique name, runs once, in order, in the transaction that records it in
 ``_ctxmem_migrations``; never edit or reorder one that has shipped, add a new one. Every
 column has a comment. Migrations run under ``pg_advisory_xact_lock``, so several
-processes opening a fresh database at once apply each migration exactly once.
+processes opening a fresh database at once apply each migration exactly once; opening an
+up-to-date database takes no lock and writes nothing.
 
 The tables mirror the SQLite store's (the same codec writes the same columns), with the
 PostgreSQL types: ``BIGINT`` ids from sequences, ``DOUBLE PRECISION`` epoch seconds, and a
@@ -121,9 +122,21 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 
+def pending(conn: Any) -> list[str]:
+    """The names of the migrations not yet applied, read without writing anything."""
+    if conn.execute("SELECT to_regclass('_ctxmem_migrations')").fetchone()[0] is None:
+        return [name for name, _ in MIGRATIONS]
+    done = {r[0] for r in conn.execute("SELECT name FROM _ctxmem_migrations")}
+    return [name for name, _ in MIGRATIONS if name not in done]
+
+
 def migrate(conn: Any) -> list[str]:
     """Apply the pending migrations on a psycopg connection (autocommit off); returns their
-    names. Safe to call from many processes at once."""
+    names. Safe to call from many processes at once. An up-to-date schema is only read
+    (no lock, no DDL), so a role with SELECT alone, or a read-only standby, can open it."""
+    with conn.transaction():
+        if not pending(conn):
+            return []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         conn.execute(
@@ -131,10 +144,10 @@ def migrate(conn: Any) -> list[str]:
             "name TEXT PRIMARY KEY, "  # migration name
             "applied_at DOUBLE PRECISION NOT NULL)"  # unix seconds
         )
-        done = {r[0] for r in conn.execute("SELECT name FROM _ctxmem_migrations")}
+        todo = set(pending(conn))  # again, under the lock: another process may have applied them
         applied = []
         for name, sql in MIGRATIONS:
-            if name in done:
+            if name not in todo:
                 continue
             conn.execute(sql)
             conn.execute("INSERT INTO _ctxmem_migrations (name, applied_at) VALUES (%s, extract(epoch from now()))",

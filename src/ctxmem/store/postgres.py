@@ -18,13 +18,21 @@ Design:
   writes; the only transaction-rollback error left is a deadlock between two batches that
   share new blobs, which sorted inserts make rare, and any class-40 error is retried with
   backoff (:class:`~ctxmem.errors.StoreBusyError` only after every retry).
+* **No wait without an end.** Each connection sets ``lock_timeout`` (``busy_timeout_ms``,
+  like the SQLite store's): a writer that waited that long for a session's row lock
+  retries, ``lock_attempts`` times, then raises ``StoreBusyError``. And
+  ``idle_in_transaction_session_timeout``: the server ends the session of a writer frozen
+  inside its transaction (a stopped process, a suspended VM), which frees its locks. Opening
+  the pool, or taking a connection from it, waits ``connect_timeout`` at most and fails as
+  one ``StoreError`` line (the pool's own per-attempt warnings are silenced, see
+  :func:`_quiet_pool_log`).
 * **Expensive work outside the transaction.** Encoding, hashing and tokenizing happen
   before the connection is taken; inside there are only inserts.
 * **Content-addressed blobs** (``INSERT … ON CONFLICT (hash) DO NOTHING``): a tool output
   stored by two hosts at once is stored once. Tool outputs carry a ``tsvector`` ('simple'
   configuration: no stemming, no stop words, like FTS5's unicode61) with a GIN index; the
-  first :data:`FTS_CHARS` characters of an output are indexed (a ``tsvector`` is capped at
-  1 MB). Queries use ``websearch_to_tsquery``: bare words are ANDed, "quoted phrases"
+  first :data:`FTS_BYTES` bytes (UTF-8) of an output are indexed (a ``tsvector``'s lexemes
+  are capped at 1 MB). Queries use ``websearch_to_tsquery``: bare words are ANDed, "quoted phrases"
   match as phrases, as in FTS5.
 * **Counts** are memoized per (blob hash, tokenizer id) and each event keeps its chain's
   running totals per tokenizer, so ``totals`` is one indexed read.
@@ -38,6 +46,7 @@ Each process opens its own store (the pool's connections are not fork-safe).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import threading
@@ -73,7 +82,11 @@ from ctxmem.tokens import Tokenizer, get_tokenizer, tokenizer_id
 
 T = TypeVar("T")
 
-FTS_CHARS = 300_000  # characters of one tool output that full-text search indexes
+# UTF-8 bytes of one tool output that full-text search indexes. A tsvector's lexemes and
+# positions may not pass 1 MB, and they can outweigh the text: measured on PostgreSQL 15,
+# up to 2.95 bytes per byte of text (hyphenated words, each indexed whole and in parts), so
+# 300 KB stays under the cap (a cap in characters did not: 300k 4-byte characters failed).
+FTS_BYTES = 300_000
 
 # The chain from %(head)s back through parent pointers, stopping below %(lo)s. The step is a
 # LATERAL primary-key lookup: a plain join lets the planner pick a hash join that scans the
@@ -87,6 +100,9 @@ _EVENT_COLS = (
     "e.id, e.session_id, e.parent_id, e.kind, e.role, e.starts_message, e.tool_use_id, "
     "e.tool_name, e.is_error, e.fmt, b.text, e.meta, e.created_at, e.escaped, b.escaped"
 )
+# Characters of an escaped tool output (one holding NUL) that a search hit reads whole to
+# cut its snippet; larger ones get no snippet (their stored form cannot be cut on the server).
+_SNIPPET_ESCAPED_CHARS = 1_000_000
 _SESSION_COLS = "id, created_at, title, metadata, tokenizers, head_event_id, parent_session_id, fork_event_id"
 
 
@@ -110,8 +126,21 @@ def _unesc(s: str | None, escaped: bool) -> str | None:
 
 
 def redact(url: str) -> str:
-    """The URL without its password (for messages and logs)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """The URL or conninfo string without its password (for messages and logs): the one in
+    ``user:password@``, a ``?password=`` / ``&password=`` parameter, a ``password=`` key."""
+    url = re.sub(r"(://[^:/@?#]*):[^/?#]*@", r"\1:***@", url)  # the password may hold '@'
+    url = re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
+    return re.sub(r"(^|\s)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", r"\1\2***", url)
+
+
+def _quiet_pool_log() -> None:
+    """Silence psycopg_pool's warnings unless the program set that logger's level itself.
+    The pool retries a failed connection in the background and logs every attempt (a
+    two-line warning each second or so while a server is down); the store reports the
+    failure once, as its own one-line error."""
+    log = logging.getLogger("psycopg.pool")
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.ERROR)
 
 
 def _decode(rows: Sequence[Sequence[Any]]) -> list[StoredEvent]:
@@ -132,10 +161,25 @@ class PostgresStore:
     ``url`` is a libpq URL (``postgresql://user:pass@host:port/db``; ``?options=-csearch_path%3Dname``
     selects a schema). The schema is created or migrated on open. ``pool_size`` is the
     number of connections this handle holds (a store is used from one thread at a time
-    in most programs; raise it for a threaded server).
+    in most programs; raise it for a threaded server). ``connect_timeout`` (seconds) bounds
+    each connection attempt, the wait for the pool to fill and the wait for a free
+    connection. ``busy_timeout_ms`` is how long one attempt waits for a lock another
+    writer holds (``lock_timeout``); after ``lock_attempts`` such waits the write raises
+    ``StoreBusyError``. ``idle_timeout_ms`` is the server's
+    ``idle_in_transaction_session_timeout`` for these connections.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 2, max_attempts: int = 40, connect_timeout: float = 10):
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 2,
+        max_attempts: int = 40,
+        connect_timeout: float = 10,
+        busy_timeout_ms: int = 5000,
+        lock_attempts: int = 6,
+        idle_timeout_ms: int = 60_000,
+    ):
         try:
             import psycopg
             import psycopg_pool
@@ -143,20 +187,41 @@ class PostgresStore:
             raise MissingDependencyError("psycopg", "postgres", "the PostgreSQL store") from exc
         self.url = url
         self.max_attempts = max_attempts
+        self.lock_attempts = lock_attempts
         self._errors = psycopg.errors
         self._psycopg = psycopg
+        self._pool_timeout = psycopg_pool.PoolTimeout
+        timeout = max(1, int(connect_timeout))
         try:
-            with psycopg.connect(url, connect_timeout=int(connect_timeout)) as conn:
+            with psycopg.connect(url, connect_timeout=timeout) as conn:
                 migrate(conn)
         except psycopg.Error as exc:
             raise StoreError(f"cannot open PostgreSQL store {redact(url)}: {_one_line(exc)}") from None
+        settings = (f"{int(busy_timeout_ms)}ms", f"{int(idle_timeout_ms)}ms")
+
+        def configure(conn: Any) -> None:
+            conn.execute("SELECT set_config('lock_timeout', %s, false), "
+                         "set_config('idle_in_transaction_session_timeout', %s, false)", settings)
+            conn.commit()
+
+        _quiet_pool_log()
         self.pool = psycopg_pool.ConnectionPool(
-            url, min_size=pool_size, max_size=pool_size, open=True, timeout=60, name="ctxmem",
-            kwargs={"connect_timeout": int(connect_timeout)},
+            url, min_size=pool_size, max_size=pool_size, open=False, timeout=timeout, name="ctxmem",
+            kwargs={"connect_timeout": timeout}, configure=configure,
         )
         # A fixed size, filled now: the pool never grows from a background thread later
         # (its connection jitter draws from the global random module mid-run).
-        self.pool.wait(timeout=60)
+        try:
+            self.pool.open(wait=True, timeout=timeout)
+        except psycopg.Error:  # PoolTimeout: the pool closed itself
+            self.pool.close()
+            stats = self.pool.get_stats()
+            opened = stats.get("connections_num", 0) - stats.get("connections_errors", 0)
+            raise StoreError(
+                f"cannot open PostgreSQL store {redact(url)}: {max(0, opened)} of its {pool_size} connections "
+                f"(pool_size) opened within {timeout} s; the server refuses more (max_connections, or the "
+                "role's CONNECTION LIMIT) or is unreachable: lower pool_size, raise the limit or connect_timeout"
+            ) from None
         self._tokenizers: dict[str, Tokenizer] = {}
         self._tok_lock = threading.Lock()
         self._session_toks: dict[str, tuple[str, ...]] = {}
@@ -168,18 +233,30 @@ class PostgresStore:
         serialization failure (class 40); other database errors become ``StoreError``."""
         psycopg = self._psycopg
         delay = 0.002
+        lock_waits = 0
         for attempt in range(1, self.max_attempts + 1):
             try:
                 with self.pool.connection() as conn, conn.transaction():
                     return fn(conn)
+            except psycopg.errors.LockNotAvailable:
+                # lock_timeout: another transaction held a lock we need (a session's row
+                # lock, a blob being inserted) for busy_timeout_ms; its writer may be frozen
+                lock_waits += 1
+                if lock_waits >= self.lock_attempts:
+                    raise StoreBusyError(redact(self.url), attempt) from None
             except psycopg.errors.TransactionRollback:
                 if attempt == self.max_attempts:
                     raise StoreBusyError(redact(self.url), attempt) from None
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.25)
+            except self._pool_timeout:
+                raise StoreError(
+                    f"{redact(self.url)}: no connection within {self.pool.timeout:g} s: the server is unreachable, "
+                    "or more threads use this store at once than its pool_size"
+                ) from None
             except psycopg.Error as exc:
                 raise StoreError(f"{redact(self.url)}: {type(exc).__name__}: {_one_line(exc)}") from None
-        raise StoreBusyError(redact(self.url), self.max_attempts)  # pragma: no cover
+        raise StoreBusyError(redact(self.url), self.max_attempts)
 
     def _read(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         return self._run(lambda conn: conn.execute(sql, params).fetchall())
@@ -344,7 +421,7 @@ class PostgresStore:
                 raise SessionNotFoundError(session_id)
             head, tail_role = row
             if check is not None:  # under the row lock: nothing written yet
-                check.enforce_sql(conn, session_id, head, "%s")
+                check.enforce_sql(conn, session_id, head, "%s", unescape=json.loads)
             depth, cum = 0, {}
             if head is not None:
                 trow = conn.execute(
@@ -425,9 +502,12 @@ class PostgresStore:
                 bad = _bad_text(e.blob)
                 fts = None
                 if e.is_tool_output:
-                    fts = e.texts[0][:FTS_CHARS]
+                    fts = e.texts[0][:FTS_BYTES]  # no more bytes than characters
                     if _bad_text(fts):
                         fts = fts.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
+                    data = fts.encode("utf-8")
+                    if len(data) > FTS_BYTES:  # the prefix, less a character cut in two
+                        fts = data[:FTS_BYTES].decode("utf-8", "ignore")
                 rows.append((h, len(e.blob), _esc(e.blob, bad), bad, fts))
             with conn.cursor() as cur:
                 cur.executemany(
@@ -698,15 +778,22 @@ class PostgresStore:
             if hits and snippets:
                 # Around the first occurrence of the query's first word, cut on the server
                 # (ts_headline re-parses whole outputs: ~30 ms a query on large logs).
+                # An escaped output (it holds NUL) is cut here once decoded, when not too large.
                 word = re.findall(r"\w+", query)[0]
                 rows = conn.execute(
-                    "SELECT id, CASE WHEN p > 0 THEN substr(text, greatest(1, p - 60), 180) ELSE left(text, 180) END "
-                    "FROM (SELECT id, text, strpos(lower(text), lower(%(w)s)) AS p FROM blobs "
-                    "WHERE id = ANY(%(ids)s) AND NOT escaped) s",
-                    {"w": word, "ids": sorted({h[5] for h in hits})},
+                    "SELECT id, CASE WHEN escaped THEN text WHEN p > 0 THEN substr(text, greatest(1, p - 60), 180) "
+                    "ELSE left(text, 180) END, escaped "
+                    "FROM (SELECT id, text, escaped, CASE WHEN escaped THEN 0 ELSE strpos(lower(text), lower(%(w)s)) "
+                    "END AS p FROM blobs WHERE id = ANY(%(ids)s) AND (NOT escaped OR size <= %(most)s)) s",
+                    {"w": word, "ids": sorted({h[5] for h in hits}), "most": _SNIPPET_ESCAPED_CHARS},
                 ).fetchall()
                 mark = re.compile(re.escape(word), re.IGNORECASE)
-                texts = {bid: mark.sub(lambda m: f"[{m.group(0)}]", " ".join(text.split())) for bid, text in rows}
+                for bid, text, esc in rows:
+                    if esc:
+                        text = json.loads(text)
+                        start = max(0, text.lower().find(word.lower()) - 60)  # as the server cuts
+                        text = text[start:start + 180]
+                    texts[bid] = mark.sub(lambda m: f"[{m.group(0)}]", " ".join(text.split()))
             return [SearchHit(eid, sid, _unesc(tuid, esc), _unesc(tname, esc), texts.get(bid, ""), float(score))
                     for eid, sid, tuid, tname, esc, bid, score in hits]
 
