@@ -5,8 +5,11 @@ Every extension point (tokenizers, strategies, clients, …) has one entry-point
 ``pyproject.toml`` in the same groups as third-party plugins, and are also listed here as
 a fallback so a source checkout without installed metadata still works. Discovery is lazy
 (nothing is imported until a name is looked up), cached, and duplicate-checked: two
-distributions registering the same name is an error, not a silent override. Unknown names
-raise :class:`~ctxmem.errors.UnknownNameError` with a "did you mean".
+distributions registering the same name is an error, not a silent override — raised when
+that name is looked up, so one broken plugin leaves every other name usable. A plugin that
+fails to import is a :class:`~ctxmem.errors.ConfigError` naming the name, the distribution
+and its reference, not a traceback. Unknown names raise
+:class:`~ctxmem.errors.UnknownNameError` with a "did you mean".
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class Registry:
         self._builtins = dict(builtins)
         self._refs: dict[str, tuple[str, str]] | None = None  # name -> (ref, source)
         self._loaded: dict[str, Any] = {}
+        #: names two distributions register: the error their lookup raises
+        self._conflicts: dict[str, str] = {}
 
     def _discover(self) -> dict[str, tuple[str, str]]:
         if self._refs is None:
@@ -46,10 +51,11 @@ class Registry:
                     known_ref, source = refs[ep.name]
                     if known_ref == ep.value or dist == "ctxmem":
                         continue  # ctxmem's own entry point (maybe stale metadata): built-in wins
-                    raise ConfigError(
+                    self._conflicts[ep.name] = (
                         f"{self.kind} {ep.name!r} is registered twice: by {source} ({known_ref}) "
                         f"and by {dist} ({ep.value}). Uninstall one of them."
                     )
+                    continue
                 refs[ep.name] = (ep.value, dist)
             self._refs = refs
         return self._refs
@@ -63,19 +69,28 @@ class Registry:
     def get(self, name: str) -> Any:
         if name in self._loaded:
             return self._loaded[name]
-        refs = self._discover()
-        if name not in refs:
-            raise UnknownNameError(self.kind, name, refs)
-        obj = _load_ref(refs[name][0])
+        ref, source = self._ref(name)
+        try:
+            obj = _load_ref(ref)
+        except Exception as exc:  # a plugin's import error, or a reference to nothing
+            raise ConfigError(
+                f"{self.kind} {name!r} (registered by {source} as {ref}) could not be loaded: "
+                f"{type(exc).__name__}: {' '.join(str(exc).split())}. Reinstall or uninstall {source}."
+            ) from None
         self._loaded[name] = obj
         return obj
 
-    def source(self, name: str) -> str:
-        """Who registered ``name``: ``ctxmem`` (built-in), a distribution's name, or ``runtime``."""
+    def _ref(self, name: str) -> tuple[str, str]:
         refs = self._discover()
+        if name in self._conflicts and refs.get(name, ("", ""))[1] != "runtime":
+            raise ConfigError(self._conflicts[name])
         if name not in refs:
             raise UnknownNameError(self.kind, name, refs)
-        return refs[name][1]
+        return refs[name]
+
+    def source(self, name: str) -> str:
+        """Who registered ``name``: ``ctxmem`` (built-in), a distribution's name, or ``runtime``."""
+        return self._ref(name)[1]
 
     def register(self, name: str, ref: str) -> None:
         """Register an object reference (``module:attr``) at run time (tests, notebooks)."""

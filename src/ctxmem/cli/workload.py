@@ -36,9 +36,15 @@ def workload() -> None:
 @json_option
 def list_cmd(as_json: bool) -> None:
     """Every registered workload: name, settings, modes, score columns, who registered it."""
+    from ctxmem.errors import CtxmemError
     from ctxmem.workloads import WORKLOADS, describe
 
-    data = [describe(name) for name in WORKLOADS.names()]
+    data = []
+    for name in WORKLOADS.names():
+        try:
+            data.append(describe(name))
+        except CtxmemError as exc:  # one broken plugin: said on stderr, the others still listed
+            click.echo(f"warning: {exc}", err=True)
     if as_json:
         echo_json(data)
         return

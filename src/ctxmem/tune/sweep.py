@@ -208,6 +208,9 @@ def run_sweep(
                 cell = run_workload_cell(wl, p, b, price, seed=seed, **replay_kwargs)
             except CtxmemError as exc:  # e.g. a budget smaller than the preset's reserve allows
                 cell = Cell(p, b, None, 0.0, 0, 0, 0.0, 0.0, 0, error=str(exc))
+            except Exception as exc:  # a workload's own bug: this cell fails, the cells done are kept
+                cell = Cell(p, b, None, 0.0, 0, 0, 0.0, 0.0, 0,
+                            error=f"the workload raised {type(exc).__name__}: {' '.join(str(exc).split())}")
             cells.append(cell)
             if progress is not None:
                 progress(cell)

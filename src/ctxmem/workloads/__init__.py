@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ctxmem.errors import ConfigError
 from ctxmem.registry import Registry
@@ -50,10 +50,33 @@ def parse_settings(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
+#: what ctxmem reads of a workload class (the protocol, :class:`Workload`)
+PROTOCOL_MEMBERS = ("Config", "description", "modes", "score_columns", "system_prompt", "tools", "check", "run",
+                    "needles", "fact_profile")
+
+
+def workload_class(name: str) -> Any:
+    """The class registered as ``name``, checked against the protocol: a plugin that is not
+    a class or lacks a member is a :class:`~ctxmem.errors.ConfigError` naming the plugin and
+    what it lacks (not an ``AttributeError`` halfway through a sweep)."""
+    cls = WORKLOADS.get(name)
+    where = f"workload {name!r} (from {WORKLOADS.source(name)})"
+    if not isinstance(cls, type):
+        raise ConfigError(f"{where} is registered as a {type(cls).__name__} object: its entry point must name the "
+                          "workload class (ctxmem calls it with the settings)")
+    missing = [m for m in PROTOCOL_MEMBERS if not hasattr(cls, m)]
+    if missing:
+        raise ConfigError(f"{where} lacks {', '.join(missing)} of the Workload protocol (ctxmem.workloads.Workload)")
+    config_cls = getattr(cls, "Config", None)
+    if not (isinstance(config_cls, type) and issubclass(config_cls, BaseModel)):
+        raise ConfigError(f"{where}: its Config must be a pydantic model of the settings")
+    return cls
+
+
 def get_workload(name: str, settings: Mapping[str, Any] | None = None) -> Workload:
     """The workload registered as ``name``, configured from ``settings`` (validated by its
     ``Config``; a bad key or value raises :class:`~ctxmem.errors.ConfigError` naming it)."""
-    cls = WORKLOADS.get(name)
+    cls = workload_class(name)
     try:
         config = cls.Config(**dict(settings or {}))
     except ValidationError as exc:
@@ -62,13 +85,16 @@ def get_workload(name: str, settings: Mapping[str, Any] | None = None) -> Worklo
         allowed = ", ".join(sorted(cls.Config.model_fields))
         raise ConfigError(f"{err['msg']} (workload {name!r} settings: {allowed})", field=loc) from None
     workload: Workload = cls(config)
+    if not isinstance(getattr(workload, "config", None), BaseModel):
+        raise ConfigError(f"workload {name!r} (from {WORKLOADS.source(name)}) must keep its settings as self.config "
+                          "(the Config instance it is constructed with)")
     return workload
 
 
 def describe(name: str) -> dict[str, Any]:
     """What ``workload list --json`` prints for one workload: name, description, settings
     (with types, defaults and descriptions), modes and score columns."""
-    cls = WORKLOADS.get(name)
+    cls = workload_class(name)
     settings = {
         key: {"type": getattr(f.annotation, "__name__", str(f.annotation)),
               "default": None if f.is_required() else f.default, "description": f.description or ""}
@@ -80,6 +106,7 @@ def describe(name: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "PROTOCOL_MEMBERS",
     "WORKLOADS",
     "NaturalNeedle",
     "Progress",
@@ -88,4 +115,5 @@ __all__ = [
     "describe",
     "get_workload",
     "parse_settings",
+    "workload_class",
 ]

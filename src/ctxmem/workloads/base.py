@@ -8,13 +8,19 @@ name through the ``ctxmem.workloads`` entry-point group, exactly as strategies a
 Nothing in ``context``, ``store``, ``tokens``, ``retrieval``, ``evals``, ``tune``,
 ``clients`` or ``agent`` imports a concrete workload (``tests/test_layering.py`` pins it).
 
-A workload class has:
+A workload class (the class itself is what its entry point names) has:
 
 ``name``, ``description``
     Its registry name and one line for ``workload list``.
 ``Config``
     A frozen pydantic model (``extra="forbid"``) of its settings; ``workload run NAME
     --set key=value`` fills it, and a bad key or value names the field.
+``__init__(self, config)`` and ``self.config``
+    ctxmem constructs the workload with its ``Config`` instance and reads the settings back
+    from ``self.config`` (a sweep records them with each cell).
+``check()``
+    Raise a :class:`~ctxmem.errors.CtxmemError` (e.g. ``MissingDependencyError``) when
+    something the run needs is missing, before anything is recorded; return otherwise.
 ``system_prompt()``, ``tools()``
     What its agent is told and offered (:class:`~ctxmem.messages.ToolSpec`), so a replay
     prices the same request the agent sent.
@@ -34,6 +40,10 @@ A workload class has:
 ``fact_profile()``
     The vocabulary of facts that matter in this workload (limits, results, identifiers),
     for the ledger and the fidelity guard; ``None`` means the generic default.
+
+A class that is not a class, or lacks one of these, is refused with an error naming the
+plugin and the member (``ctxmem.workloads.PROTOCOL_MEMBERS``); ``workload list`` warns about
+a broken plugin on stderr and lists the others.
 
 :class:`WorkloadRun.score` is the one number a sweep puts on its Pareto front: in [0, 1],
 higher is better, ``None`` when the run could not be scored.
