@@ -169,3 +169,36 @@ def test_a_cell_whose_workload_raises_fails_alone(plugins: dict[str, str]) -> No
     by_budget = {c.budget: c for c in result.cells}
     assert by_budget[32_000].error is None and by_budget[32_000].score == 1.0
     assert "RuntimeError: the plugin blew up" in (by_budget[8_000].error or "")
+
+
+class Stamped(Tiny):
+    """Tiny, its session created with the workload's registry name in the metadata."""
+
+    def run(self, store: Any, *, preset: str | None = None, window: int | None = None, seed: int = 0,
+            mode: str | None = None, progress: Any = None) -> WorkloadRun:
+        got = super().run(store, preset=preset, window=window, seed=seed, mode=mode, progress=progress)
+        msgs = list(Session.open(store, got.session_id).messages())
+        s = Session.create(store, messages=msgs, tokenizers=["o200k_base"], metadata={"workload": "stamped"})
+        return WorkloadRun("stamped", s.id, got.mode, preset, seed, got.scores, got.score,
+                           history_tokens=got.history_tokens)
+
+
+def test_session_needles_refuses_a_run_it_could_not_find_again(plugins: dict[str, str], tmp_path: Any,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``metadata={"workload": name}`` the cells would ask about every workload's
+    needles (another plugin's facts, scored as this one's) and every rerun would record anew."""
+    import ctxmem.cli.evals as evals_cli
+
+    WORKLOADS.register("stamped", f"{__name__}:Stamped")
+    plugins["stamped"] = ""
+    asked: list[list[str]] = []
+    monkeypatch.setattr(evals_cli, "_execute", lambda **kw: asked.append(kw["sources"]))
+    r = CliRunner().invoke(cli, ["eval", "session-needles", "--workload", "ok_tiny", "--out", str(tmp_path / "a"),
+                                 "--no-progress"])
+    assert r.exit_code != 0 and asked == []
+    assert "metadata={'workload': 'ok_tiny'}" in r.output and "Traceback" not in r.output
+    for _ in range(2):  # the second run finds the first's session: nothing recorded again
+        r = CliRunner().invoke(cli, ["eval", "session-needles", "--workload", "stamped", "--out", str(tmp_path / "b"),
+                                     "--no-progress"], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+    assert len(asked) == 2 and asked[0] == asked[1]

@@ -387,6 +387,14 @@ def _workload_session(out_dir: Path, name: str, wl: Any, seed: int, settings: di
         run = wl.run(store, seed=seed, progress=bar)
         if progress:
             sys.stderr.write("\n")
+        recorded = Session.open(store, run.session_id).info.metadata.get("workload")
+        if recorded != name:
+            # without it the cells would ask about every registered workload's needles, and a
+            # rerun would record again instead of resuming
+            raise ConfigError(
+                f"workload {name!r} recorded session {run.session_id} with metadata workload={recorded!r}: its run() "
+                f"must create the session with metadata={{'workload': {name!r}}} (its registry name), which is how "
+                "eval session-needles finds its needles and resumes", field="workload")
         click.echo(f"  {run.history_tokens:,} tokens (session {run.session_id})", err=True)
         return f"agent:{db}#{run.session_id}", run.history_tokens
 

@@ -25,7 +25,9 @@ A workload class (the class itself is what its entry point names) has:
     What its agent is told and offered (:class:`~ctxmem.messages.ToolSpec`), so a replay
     prices the same request the agent sent.
 ``run(store, *, preset, window, seed, mode, progress)`` → :class:`WorkloadRun`
-    Record one session into ``store`` and score it. ``mode`` is the workload's own word
+    Record one session into ``store`` and score it. Create it with
+    ``metadata={"workload": <registry name>}``: that is how ``eval session-needles`` knows
+    which workload's :meth:`needles` to ask about, and finds the run again to resume. ``mode`` is the workload's own word
     for how the agent remembers (``None``: its default recording mode, the one ``eval
     session-needles`` records once); ``"context"`` means "decide only from what
     ``preset`` builds at ``window``" — the mode ``tune sweep`` runs, so a strategy that
