@@ -10,36 +10,63 @@ What is carried from a user text message (tool results are not user words):
 * every sentence with an instruction cue — never / always / don't / do not / must /
   should / only / avoid / make sure / ensure / from now on / going forward / stop /
   instead / prefer / remember / keep / use / report / please / no longer / at most / at
-  least / limit — verbatim (clipped at :data:`MAX_INSTRUCTION_CHARS`);
+  least / limit / under no circumstances / hard rule / rule: / stay away from / stick to /
+  let's / I want / I'd like / refrain / … (see ``_CUE``) — verbatim (clipped at
+  :data:`MAX_INSTRUCTION_CHARS`);
 * a short message (≤ :data:`SHORT_WORDS` words) whole, whether or not it has a cue: a
   short user turn is nearly always a steer;
 * nothing from a message of bare acknowledgements ("ok", "continue", "thanks").
 
+How a span's instructions become a section (:meth:`InstructionIndex.section`):
+
+* the same words said twice (a repeated reminder) are carried once, at their latest;
+* a **template** — more than :data:`MAX_VARIANTS` different texts of one shape once
+  numbers and quoted values are blanked (:func:`~ctxmem.context.salience.shape`), such as
+  a harness status line posted every turn — is carried by its latest instance only. A
+  user who words one rule a few ways with different numbers keeps every wording;
+* with a token ``cap`` (only when the whole section does not fit, see
+  :meth:`ctxmem.context.memory.Carry.settle`) the entries are ranked — instruction-cue
+  bearing first, then the most recent — and the lowest ranked are left out. The section
+  says how many messages were merged or left out, and so does the build report: nothing
+  is left out silently.
+
+The section depends only on the span (and the cap), so the same history gives the same
+section, and between moves of a strategy's boundary it is byte-identical (prompt-cache
+stability).
+
 :class:`InstructionIndex` reads each message once (append-only); :meth:`section` renders
 the instructions of a span. Strategies place the section on the pinned prefix, so it
-changes only when their boundary moves (prompt-cache stability) and reserve its tokens
-before choosing that boundary. When even the section does not fit next to the pinned
-content, the strategy raises :class:`~ctxmem.errors.ContextOverflowError` rather than
-drop an instruction silently.
+changes only when their boundary moves and reserve its tokens before choosing that
+boundary. When even a capped section does not fit next to the pinned content, the
+strategy builds without it and its report says so.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from ctxmem.context.history import History
+from ctxmem.context.salience import shape
 from ctxmem.messages import Message, TextBlock
 from ctxmem.tokens import Tokenizer
 
 INSTRUCTIONS_HEADER = "Standing instructions from the user (earlier messages no longer shown; verbatim):"
 MAX_INSTRUCTION_CHARS = 400
 SHORT_WORDS = 40
+#: a shape said in more than this many different texts is a template (a status line)
+MAX_VARIANTS = 3
 
 _CUE = re.compile(
-    r"\b(never|always|don'?t|do not|must|mustn'?t|should|shouldn'?t|only|avoid|make sure|ensure|from now on|"
+    r"\b(never|always|don['’]?t|do not|must|mustn['’]?t|should|shouldn['’]?t|only|avoid|make sure|ensure|from now on|"
     r"going forward|stop|instead|prefer|remember|keep|use|report|please|no longer|at most|at least|limit\w*|"
-    r"forbid\w*|require\w*|need to|needs to|skip|exclude|include|ignore)\b",
+    r"forbid\w*|require\w*|need to|needs to|skip|exclude|include|ignore|"
+    # wordings of a rule without the words above (generic English, not one session's)
+    r"under no circumstances?|in no case|no matter what|hard rule|rule is|rules?:|"
+    r"stay away from|steer clear of|stick (?:to|with)|let['’]?s|let us|i want|i['’]?d like|i would like|i need|"
+    r"we need|refrain|not allowed|off[- ]limits|do(?:n['’]?t| not) ever|under any circumstances?|"
+    r"from here on|henceforth|in future|in the future|be sure|be careful|whatever you do)(?!\w)",
     re.I,
 )
 _ACK = re.compile(
@@ -55,10 +82,28 @@ class Instruction:
     text: str
     message_index: int
     event_id: int | None
+    #: it has an instruction cue (a bare short message has none): ranked first under a cap
+    cued: bool = False
+    #: the text with numbers and quoted values blanked: what a template's instances share
+    shape: str = ""
 
     def render(self) -> str:
         where = f"message {self.message_index}" + (f", event {self.event_id}" if self.event_id is not None else "")
         return f"- [{where}] {self.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class InstructionSection:
+    """The standing-instructions section of one span (see the module docstring)."""
+
+    #: the rendered section ("" when nothing is carried)
+    text: str = ""
+    #: instructions carried
+    count: int = 0
+    #: instructions merged into a later instance of their template (a repeated status line)
+    merged: int = 0
+    #: instructions left out for lack of room (lowest ranked first), never silently
+    omitted: int = 0
 
 
 def _clip(text: str) -> str:
@@ -89,41 +134,99 @@ class InstructionIndex:
     _uid: int | None = None
     _seen: int = 0
     items: list[Instruction] = field(default_factory=list)
-    _cache: dict[tuple[int, int, str], tuple[str, int]] = field(default_factory=dict)
+    _cache: dict[tuple[int, int, str, int | None], InstructionSection] = field(default_factory=dict)
+    #: tokens of each rendered line, by tokenizer (a capped section is chosen line by line)
+    _line_tokens: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def update(self, history: History) -> None:
         if self._uid != history.uid or self._seen > len(history):
-            self._uid, self._seen, self.items, self._cache = history.uid, 0, [], {}
+            self._uid, self._seen, self.items, self._cache, self._line_tokens = history.uid, 0, [], {}, {}
         for i in range(self._seen, len(history)):
             if history.flags[i].role == "user":
                 ids = history.event_ids[i]
                 for t in instructions_of(history.messages[i]):
-                    self.items.append(Instruction(t, i, ids[0] if ids else None))
+                    self.items.append(Instruction(t, i, ids[0] if ids else None, _CUE.search(t) is not None, shape(t)))
         self._seen = len(history)
 
     def between(self, start: int, stop: int) -> list[Instruction]:
-        return [x for x in self.items if start <= x.message_index < stop]
+        lo = bisect_left(self.items, start, key=lambda x: x.message_index)
+        hi = bisect_left(self.items, stop, key=lambda x: x.message_index)
+        return self.items[lo:hi]
 
-    def section(self, start: int, stop: int, tokenizer: Tokenizer) -> tuple[str, int]:
-        """(text, number of instructions) of messages[start:stop]; "" when there are none.
+    def section(self, start: int, stop: int, tokenizer: Tokenizer, cap: int | None = None) -> InstructionSection:
+        """The section of messages[start:stop] (empty when there are none).
 
-        Never capped: a strategy reserves what this costs, or refuses the budget.
+        Uncapped, every distinct instruction is carried (templates by their latest
+        instance); with ``cap`` (tokens) the lowest ranked are left out to fit it.
         """
-        key = (start, stop, tokenizer.id)
+        key = (start, stop, tokenizer.id, cap)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        items = self.between(start, stop)
-        # The same words said twice (a repeated reminder) are carried once, at their latest.
-        latest: dict[str, Instruction] = {}
-        for x in items:
-            latest[" ".join(x.text.lower().split())] = x
-        chosen = sorted(latest.values(), key=lambda x: x.message_index)
-        text = "\n".join([INSTRUCTIONS_HEADER, *(x.render() for x in chosen)]) if chosen else ""
+        kept, merged = _distinct(self.between(start, stop))
+        omitted = 0
+        if cap is not None:
+            kept, omitted = self._fit(kept, tokenizer, cap)
+        text = "\n".join([INSTRUCTIONS_HEADER, *(x.render() for x in kept)]) if kept else ""
+        if text and (merged or omitted):
+            text += "\n" + _left_out_line(merged, omitted)
+        out = InstructionSection(text, len(kept), merged, omitted)
         if len(self._cache) > 64:
             self._cache.clear()
-        self._cache[key] = (text, len(chosen))
-        return text, len(chosen)
+        self._cache[key] = out
+        return out
+
+    def _fit(self, items: list[Instruction], tokenizer: Tokenizer, cap: int) -> tuple[list[Instruction], int]:
+        """The highest ranked of ``items`` (cue-bearing first, then the most recent) whose
+        lines fit ``cap`` tokens next to the header, in message order; and how many are left out."""
+        # the header and the left-out line (a bound: its numbers have at most 7 digits)
+        room = cap - tokenizer.count(INSTRUCTIONS_HEADER) - tokenizer.count(_left_out_line(9_999_999, 9_999_999)) - 1
+        chosen: list[Instruction] = []
+        for x in sorted(items, key=lambda x: (not x.cued, -x.message_index)):
+            line = x.render()
+            k = (tokenizer.id, line)
+            n = self._line_tokens.get(k)
+            if n is None:
+                n = self._line_tokens[k] = tokenizer.count(line) + 1  # and its newline
+            if n <= room:
+                chosen.append(x)
+                room -= n
+        chosen.sort(key=lambda x: x.message_index)
+        return chosen, len(items) - len(chosen)
 
 
-__all__ = ["INSTRUCTIONS_HEADER", "Instruction", "InstructionIndex", "instructions_of"]
+def _distinct(items: list[Instruction]) -> tuple[list[Instruction], int]:
+    """The instructions to carry, in message order, and how many templates merged away.
+
+    The same words said twice are carried once, at their latest (a repeated reminder: not
+    counted as merged). A shape with more than :data:`MAX_VARIANTS` different texts is a
+    template (a status line posted every turn): only its latest instance is carried.
+    """
+    latest: dict[str, Instruction] = {}
+    for x in items:
+        latest[" ".join(x.text.lower().split())] = x
+    by_shape: dict[str, list[Instruction]] = {}
+    for x in latest.values():
+        by_shape.setdefault(x.shape or shape(x.text), []).append(x)
+    kept: list[Instruction] = []
+    merged = 0
+    for group in by_shape.values():
+        if len(group) > MAX_VARIANTS:
+            merged += len(group) - 1
+            kept.append(max(group, key=lambda x: x.message_index))
+        else:
+            kept.extend(group)
+    kept.sort(key=lambda x: x.message_index)
+    return kept, merged
+
+
+def _left_out_line(merged: int, omitted: int) -> str:
+    parts = []
+    if merged:
+        parts.append(f"{merged} earlier instances of repeated status-like messages")
+    if omitted:
+        parts.append(f"{omitted} lower-ranked instructions, for lack of room")
+    return "- (not shown: " + "; ".join(parts) + ")"
+
+
+__all__ = ["INSTRUCTIONS_HEADER", "MAX_VARIANTS", "Instruction", "InstructionIndex", "InstructionSection", "instructions_of"]

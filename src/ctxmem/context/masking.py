@@ -512,7 +512,8 @@ class Masking:
         carried = self._carry.carried(request, settled)
         if carried.texts:
             pinned_msgs, pinned_counts = self._pinned_carry.get(request, (*request.pinned_facts, *carried.texts))
-            notes.extend(carried.notes())
+        # whether or not anything was carried: what could not be carried is reported too
+        notes.extend(carried.notes())
         region_msgs, region_counts, masked_idx = self._region(st, s, b, k) if s < k else ([], [], [])
         tail_start = max(k, s)  # the cut may reach into the protected tail
         out = Output()

@@ -6,7 +6,7 @@ boundary of a build — messages before ``stop`` are dropped, masked or summariz
 returns the texts to append to the pinned prefix:
 
 1. the **standing instructions** of the user messages before ``stop``
-   (:mod:`ctxmem.context.instructions`), never capped; and
+   (:mod:`ctxmem.context.instructions`), whole whenever they fit; and
 2. the **facts** section: the most salient lines of the tool outputs before ``stop``
    (:mod:`ctxmem.context.salience`) within ``facts_tokens`` (at most ``facts_fraction`` of
    the available budget).
@@ -16,6 +16,12 @@ pinned prefix keeps its prompt cache. Strategies reserve their cost before choos
 boundary with :meth:`Carry.settle`: a boundary that moves further drops more user
 messages, so the reservation is re-checked until it stops growing (user messages are
 few, so this converges in one or two rounds).
+
+When the sections do not fit next to the content a strategy must keep, they degrade in
+steps rather than all at once: the facts go first, then the instructions section is
+capped at a shrinking share of the budget (:data:`INSTRUCTION_CAPS`; the lowest-ranked
+instructions are left out, see :meth:`InstructionIndex.section`), and only when even the
+smallest cap fails is nothing carried. Every step down is a report note.
 """
 
 from __future__ import annotations
@@ -26,11 +32,16 @@ from typing import Any
 
 from ctxmem.context.base import BuildRequest
 from ctxmem.context.derived import PrefixSnapshots
-from ctxmem.context.instructions import InstructionIndex
+from ctxmem.context.instructions import InstructionIndex, InstructionSection
 from ctxmem.context.profile import FactProfile, get_profile
 from ctxmem.context.salience import SalienceIndex, SalientFact
 from ctxmem.store.codec import gc_paused
 from ctxmem.tokens.counting import DEFAULT_OVERHEAD
+
+#: shares of the available budget the instructions section is capped at, in turn, when the
+#: whole section does not fit (a share of the budget, not of the section: the cap and so
+#: the section stay the same from turn to turn while the boundary holds)
+INSTRUCTION_CAPS = (0.25, 0.1, 0.04, 0.01)
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,10 @@ class Carried:
     facts: tuple[SalientFact, ...] = ()
     #: what the budget could not hold ("" when everything was carried)
     dropped: str = ""
+    #: instructions carried by a later instance of their template (a repeated status line)
+    instructions_merged: int = 0
+    #: instructions left out to fit the budget (the lowest ranked)
+    instructions_omitted: int = 0
 
     @property
     def tokens(self) -> int:
@@ -53,6 +68,16 @@ class Carried:
         out = []
         if self.instructions:
             out.append(f"carried {self.instructions} standing user instructions ({self.instructions_tokens} tokens)")
+        if self.instructions_merged:
+            out.append(
+                f"merged {self.instructions_merged} earlier instances of repeated status-like user messages into their latest"
+            )
+        if self.instructions_omitted:
+            out.append(
+                f"the budget cannot hold the standing instructions of the left-out messages in full: left out "
+                f"{self.instructions_omitted} of {self.instructions_omitted + self.instructions} "
+                "(lowest ranked: without an instruction cue, then the oldest)"
+            )
         if self.facts:
             out.append(f"kept {len(self.facts)} salient facts from left-out tool outputs ({self.facts_tokens} tokens)")
         if self.dropped:
@@ -146,47 +171,59 @@ class Carry:
         restored (:func:`~ctxmem.context.derived.snapshot_due`: O(1) amortized per message)."""
         self._snapshots.save_if_due(request, si._seen, si.to_state)
 
-    def instructions_cost(self, request: BuildRequest, stop: int) -> int:
-        """Tokens of the instructions section for messages[pinned:stop] (0 when none)."""
+    def _section(self, request: BuildRequest, stop: int, cap: int | None) -> InstructionSection:
         ii, _ = self._index(request)
         p = request.pinned_count
         if ii is None or stop <= p:
-            return 0
-        text, n = ii.section(p, stop, request.tokenizer)
-        return self._count(request, text) + DEFAULT_OVERHEAD.per_block if n else 0
+            return InstructionSection()
+        return ii.section(p, stop, request.tokenizer, cap)
 
-    def reserve(self, request: BuildRequest, instr_stop: int, facts_stop: int, *, facts: bool = True) -> int:
-        """What to hold back for the carried sections at these boundaries (facts at their cap)."""
+    def instructions_cost(self, request: BuildRequest, stop: int, cap: int | None = None) -> int:
+        """Tokens of the instructions section for messages[pinned:stop] (0 when none),
+        capped at ``cap`` tokens when given."""
+        sec = self._section(request, stop, cap)
+        return self._count(request, sec.text) + DEFAULT_OVERHEAD.per_block if sec.count else 0
+
+    def reserve(
+        self, request: BuildRequest, instr_stop: int, facts_stop: int, *, facts: bool = True, cap: int | None = None
+    ) -> int:
+        """What to hold back for the carried sections at these boundaries (facts at their
+        cap, instructions at ``cap`` tokens when given)."""
         if request.pinned_count == 0:
             return 0
-        cap = self.facts_cap(request) + DEFAULT_OVERHEAD.per_block if facts and self.facts_tokens > 0 else 0
-        return self.instructions_cost(request, instr_stop) + (cap if facts_stop > request.pinned_count else 0)
+        fcap = self.facts_cap(request) + DEFAULT_OVERHEAD.per_block if facts and self.facts_tokens > 0 else 0
+        return self.instructions_cost(request, instr_stop, cap) + (fcap if facts_stop > request.pinned_count else 0)
 
     def settle(self, request: BuildRequest, plan: Callable[[int], tuple[int, int]]) -> Settled:
         """Run ``plan(extra) -> (instr_stop, facts_stop)`` until the reservation covers its
         own boundaries.
 
         When the carried sections cannot fit next to the content a strategy must keep (the
-        pinned prefix and the last tool loop), the facts go first, then the instructions,
-        and the result says so (a report note, never a silent loss): the strategy still
-        builds whenever its minimal request fits.
+        pinned prefix and the last tool loop), the facts go first, then the instructions
+        are capped at shrinking shares of the budget (:data:`INSTRUCTION_CAPS`), then
+        nothing is carried, and the result says so (a report note, never a silent loss):
+        the strategy still builds whenever its minimal request fits.
         """
         from ctxmem.errors import ContextOverflowError
 
         stops = plan(0)
         if not self.enabled or request.pinned_count == 0:
             return Settled(*stops, 0, "none")
-        for level, facts in (("full", True), ("instructions", False)):
+        levels: list[tuple[str, bool, int | None]] = [("full", True, None), ("instructions", False, None)]
+        if self.instructions:
+            avail = request.budget.available
+            levels += [("partial", False, int(avail * share)) for share in INSTRUCTION_CAPS]
+        for level, facts, cap in levels:
             extra = 0
             at = stops
             try:
                 for _ in range(6):
-                    need = self.reserve(request, *at, facts=facts)
+                    need = self.reserve(request, *at, facts=facts, cap=cap)
                     if need <= extra:
                         break
                     extra = need
                     at = plan(extra)
-                return Settled(*at, extra, level)
+                return Settled(*at, extra, level, cap)
             except ContextOverflowError:
                 continue
         return Settled(*stops, 0, "none")
@@ -203,13 +240,14 @@ class Carry:
         ii, si = self._index(request)
         tok = request.tokenizer
         texts: list[str] = []
-        itok = n_instr = ftok = 0
+        itok = ftok = 0
+        sec = InstructionSection()
         facts: tuple[SalientFact, ...] = ()
         if ii is not None and instr_stop > p:
-            text, n_instr = ii.section(p, instr_stop, tok)
-            if text:
-                texts.append(text)
-                itok = self._count(request, text) + DEFAULT_OVERHEAD.per_block
+            sec = ii.section(p, instr_stop, tok, settled.instr_cap)
+            if sec.text:
+                texts.append(sec.text)
+                itok = self._count(request, sec.text) + DEFAULT_OVERHEAD.per_block
         if si is not None and facts_stop > p and settled.level == "full":
             text, facts = si.section(p, facts_stop, tok, self.facts_cap(request))
             self._save(request, si)
@@ -217,7 +255,7 @@ class Carry:
                 texts.append(text)
                 ftok = self._count(request, text) + DEFAULT_OVERHEAD.per_block
         dropped = "facts" if settled.level != "full" and self.facts_tokens > 0 and facts_stop > p else ""
-        return Carried(tuple(texts), itok, n_instr, ftok, facts, dropped)
+        return Carried(tuple(texts), itok, sec.count, ftok, facts, dropped, sec.merged, sec.omitted)
 
 
 @dataclass(frozen=True)
@@ -227,8 +265,10 @@ class Settled:
     instr_stop: int
     facts_stop: int
     extra: int
-    #: "full" (instructions and facts), "instructions" (no room for facts), "none"
+    #: "full" (instructions and facts), "instructions" (no room for facts), "partial" (no
+    #: facts, the instructions capped at ``instr_cap`` tokens), "none"
     level: str
+    instr_cap: int | None = None
 
 
 def split_sections(sections: dict[str, int], carried: Carried, into: str = "pinned") -> None:
@@ -241,4 +281,4 @@ def split_sections(sections: dict[str, int], carried: Carried, into: str = "pinn
         sections["facts"] = carried.facts_tokens
 
 
-__all__ = ["Carried", "Carry", "Settled", "split_sections"]
+__all__ = ["INSTRUCTION_CAPS", "Carried", "Carry", "Settled", "split_sections"]
