@@ -240,3 +240,42 @@ def test_a_body_reuses_its_lines_cues_and_words_only_where_they_are_its_own(line
     hinted = S._body_features(f.body, f)
     S._BODIES.pop(f.body, None)
     assert hinted == S._body_features(f.body)
+
+
+def test_search_hits_share_one_lead_however_their_text_varies() -> None:
+    from ctxmem.context.salience import LOCATION, lead
+
+    for hit in ("src/kernel/attn_bwd.py:135: head unroll batch pass", "attn.py:12:4: error: too many registers",
+                "src/x.py-12- a context line", "  lib/a.py:7: x = 1"):
+        sh = shape(hit)
+        assert sh.startswith(LOCATION + " ") and lead(sh) == LOCATION, (hit, sh)
+    assert lead(shape("Root cause: the tile is 232448 bytes")) == "root cause:"
+    for plain in ("see https://x.org/a:80: no", "ERROR 12:30:45 worker died", "a/b.py:12:foo"):
+        assert not shape(plain).startswith(LOCATION), plain
+
+
+def test_a_plain_fact_outranks_a_thousand_varied_search_hits(o200k: Any) -> None:
+    """Each grep hit's text differs (so its shape and stem are one of a kind), but a search
+    output is routine: the hits share one lead, and a one-off fact without any cue word
+    ranks above all of them."""
+    import random
+
+    rng = random.Random(3)
+    words = ["head", "unroll", "batch", "pass", "page", "prefetch", "transpose", "omega", "guard", "fence", "lane",
+             "fuse", "tile", "warp", "stride", "mask", "scale", "block", "vector", "queue"]
+    msgs = [Message.user("Speed up the attention kernel.")]
+    for k in range(40):
+        hits = "\n".join(f"src/{rng.choice(['kernel', 'utils', 'ops'])}/{rng.choice(words)}_{rng.choice(words)}.py:"
+                         f"{rng.randrange(1, 900)}: " + " ".join(rng.sample(words, 7)) for _ in range(30))
+        msgs += [Message("assistant", (ToolUseBlock(f"g{k}", "grep", {"q": rng.choice(words)}),)),
+                 Message("user", (ToolResultBlock(f"g{k}", hits),))]
+        if k == 20:
+            msgs += [Message("assistant", (ToolUseBlock("note", "bash", {"cmd": "cat NOTES"}),)),
+                     Message("user", (ToolResultBlock(
+                         "note", "FYI the timing harness counts the first 4 warmup iterations in the mean, so short "
+                                 "runs look slow"),))]
+    h = History.from_messages(msgs, "o200k_base")
+    idx = SalienceIndex()
+    idx.update(h)
+    ranked = [f.text for f in idx.facts(1, len(h), limit=20)]
+    assert ranked and "warmup iterations" in ranked[0], ranked[:3]

@@ -119,15 +119,30 @@ _SYMBOLS = re.compile(r"[()\[\]{}=+*/<>;,&|%]")
 _COMMENT = re.compile(r"^\s*(?:#+|//+|--)\s+")
 
 
+#: a search tool's hit: ``path:line:`` (or ``path:line:col:``, ``path-line-`` context) before the text
+_LOCATION = re.compile(r"(?:[\w.~-]*/[\w./~-]+?|[\w-]+\.\w{1,8})(?::\d+(?::\d+)?:|[:-]\d+-)(?=\s|$)")
+#: what a location prefix becomes in a shape: every hit of a search output shares it
+LOCATION = "@loc"
+
+
 def shape(line: str) -> str:
     """The line with numbers, hashes and quoted values blanked, lower-cased: what routine
-    output repeats."""
-    return " ".join(_SHAPE_SUB.sub("#", line.lower()).split())
+    output repeats. A leading ``path:line:`` (a grep or compiler hit) becomes
+    :data:`LOCATION`, so the hits of a search share their :func:`lead`."""
+    low = line.lower()
+    m = _LOCATION.match(low.lstrip())
+    if m is not None:
+        low = LOCATION + " " + low.lstrip()[m.end():]
+    return " ".join(_SHAPE_SUB.sub("#", low).split())
 
 
 def lead(shaped: str, n: int = 2) -> str:
-    """The first ``n`` words of a shape: a log's template (``warning: …``, ``INFO worker …``)."""
+    """The first ``n`` words of a shape: a log's template (``warning: …``, ``INFO worker …``).
+    Every search hit (:data:`LOCATION` first) has the lead :data:`LOCATION`: a thousand grep
+    hits are one routine template, however their text varies, not a thousand rare lines."""
     words = shaped.split(None, n)
+    if n <= 2 and words and words[0] == LOCATION:
+        return LOCATION
     return " ".join(words[:n])
 
 
@@ -594,7 +609,7 @@ class SalienceIndex:
     # exactly as the one that wrote it would have: tests/context/test_derived_state.py.
 
     #: bump when the state's layout or a score definition changes: older snapshots are ignored
-    STATE_VERSION: ClassVar[int] = 3
+    STATE_VERSION: ClassVar[int] = 4
 
     def state_kind(self) -> str:
         """What a snapshot of this index is valid for: the layout and the profile's cue words."""
