@@ -41,7 +41,12 @@ A workload class (the class itself is what its entry point names) has:
     ``(header, key)`` pairs of :attr:`WorkloadRun.scores` for a results table.
 ``fact_profile()``
     The vocabulary of facts that matter in this workload (limits, results, identifiers),
-    for the ledger and the fidelity guard; ``None`` means the generic default.
+    for the ledger and the fidelity guard: a :class:`~ctxmem.context.profile.FactProfile`
+    registered by name in the ``ctxmem.fact_profiles`` entry-point group, or ``None`` for
+    the generic default. It is descriptive: ctxmem hands ``run`` a preset *name*, and
+    ``run`` applies the profile itself, as the kernel workload does with
+    ``load_preset(preset).with_fact_profile("kernel")`` (a preset file that names its own
+    profile keeps it).
 
 A class that is not a class, or lacks one of these, is refused with an error naming the
 plugin and the member (``ctxmem.workloads.PROTOCOL_MEMBERS``); ``workload list`` warns about
@@ -154,7 +159,8 @@ class Workload(Protocol):
         ...
 
     def fact_profile(self) -> Any | None:
-        """The facts that matter in this workload, for the ledger and fidelity guard."""
+        """The facts that matter in this workload, for the ledger and fidelity guard (its
+        ``run`` applies them to the preset it is given; see the module docstring)."""
         ...
 
 
