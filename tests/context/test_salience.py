@@ -279,3 +279,28 @@ def test_a_plain_fact_outranks_a_thousand_varied_search_hits(o200k: Any) -> None
     idx.update(h)
     ranked = [f.text for f in idx.facts(1, len(h), limit=20)]
     assert ranked and "warmup iterations" in ranked[0], ranked[:3]
+
+
+def test_a_value_stated_again_later_is_shown_as_it_now_stands(o200k: Any) -> None:
+    """The old limit earned references (the agent quoted it), the revised one none yet: the
+    shape ranks by its best instance but shows its latest, never the superseded value."""
+    from ctxmem.messages import TextBlock
+
+    def out(k: int, text: str) -> list[Message]:
+        return [Message("assistant", (ToolUseBlock(f"t{k}", "bash", {"cmd": f"probe {k}"}),)),
+                Message("user", (ToolResultBlock(f"t{k}", text),))]
+
+    msgs = [Message.user("Tune the kernel for this board.")]
+    msgs += out(0, "device query: max shared memory per block on this board is 101376 bytes (sm_90a)")
+    for k in range(1, 4):  # the agent quotes the old value: references raise that instance's score
+        msgs += [Message("assistant", (TextBlock(f"Keeping the tile under 101376 bytes (attempt {k})."),
+                                       ToolUseBlock(f"r{k}", "bash", {"cmd": f"build {k}"}))),
+                 Message("user", (ToolResultBlock(f"r{k}", f"build {k} ok"),))]
+    msgs += out(9, "device query: max shared memory per block on this board is 232448 bytes (sm_90a)")
+    msgs += out(10, "done")
+    h = History.from_messages(msgs, "o200k_base")
+    idx = SalienceIndex()
+    idx.update(h)
+    texts = [f.text for f in idx.facts(1, len(h))]
+    assert any("232448" in t for t in texts), texts
+    assert not any("101376 bytes (sm_90a)" in t for t in texts), texts

@@ -112,15 +112,18 @@ def _ref_facts(index: SalienceIndex, start: int, stop: int, limit: int = 200) ->
     """facts() written plainly: score every candidate with _score, best per shape, then rank."""
     index._catch_up()
     best: dict[str, tuple[float, Any]] = {}
+    latest: dict[str, Any] = {}  # the shape's last passing candidate: the one shown
     for c in index._cands:
         if start <= c.message_index < stop:
             sc = index._score(c)
-            if sc >= sal.MIN_SCORE and (c.shape not in best or sc >= best[c.shape][0]):
-                best[c.shape] = (sc, c)
-    ranked = sorted(best.values(), key=lambda p: (-p[0], p[1].message_index))
+            if sc >= sal.MIN_SCORE:
+                latest[c.shape] = c
+                if c.shape not in best or sc >= best[c.shape][0]:
+                    best[c.shape] = (sc, c)
+    ranked = sorted(((sc, latest[c.shape], c.message_index) for sc, c in best.values()), key=lambda p: (-p[0], p[2]))
     out: list[tuple[Any, ...]] = []
     seen: set[str] = set()
-    for sc, c in ranked:
+    for sc, c, _ in ranked:
         key = " ".join(c.text.lower().split())
         if key not in seen:
             seen.add(key)

@@ -464,10 +464,13 @@ _RARE_WORD = 2
 class _Top:
     """The best candidate of each shape over candidates [lo, hi), ranked.
 
-    ``ranked`` holds one entry per shape, ``(-score, message_index, first, k)``: ``first``
-    is the shape's first candidate in the span that passes ``MIN_SCORE`` (the order a plain
-    pass meets the shapes in, which breaks ties) and ``k`` its best candidate (the last of
-    equal scores). Kept sorted with bisection, so a turn that touched a few shapes costs
+    ``ranked`` holds one entry per shape, ``(-score, message_index, first, k)``: the score
+    and message index of the shape's best candidate (the last of equal scores), ``first``
+    its first candidate in the span that passes ``MIN_SCORE`` (the order a plain pass meets
+    the shapes in, which breaks ties) and ``k`` its **latest** candidate that passes, the one
+    shown: a value stated again later (a revised limit, a newer commit) is shown as it now
+    stands, ranked as high as the shape's best instance (an older one may have earned its
+    score from later references to the old value). Kept sorted with bisection, so a turn that touched a few shapes costs
     O(shapes touched · log shapes) and a C memmove, not a re-sort of the span.
     """
 
@@ -492,6 +495,8 @@ class _Top:
                     best[c.shape] = (-s, c.message_index, k, k)
                 elif s >= -old[0]:
                     best[c.shape] = (-s, c.message_index, old[2], k)
+                else:  # ranked by its best instance, shown by its latest (a revised value)
+                    best[c.shape] = (old[0], old[1], old[2], k)
             self.ranked = sorted(best.values())
             return
         shapes = {cands[k].shape for k in changed if lo <= k < self.hi}
@@ -511,6 +516,8 @@ class _Top:
                     entry = (-s, cands[k].message_index, k, k)
                 elif s >= -entry[0]:
                     entry = (-s, cands[k].message_index, entry[2], k)
+                else:
+                    entry = (entry[0], entry[1], entry[2], k)
             old = best.get(sh)
             if old == entry:
                 continue
