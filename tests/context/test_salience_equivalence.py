@@ -17,7 +17,16 @@ import ctxmem.context.salience as sal
 from ctxmem.context import History
 from ctxmem.context.facts import _PATH
 from ctxmem.context.profile import FactProfile
-from ctxmem.context.salience import SalienceIndex, anchors, is_code, is_table_row, lead, shape, tail
+from ctxmem.context.salience import (
+    SalienceIndex,
+    anchors,
+    is_code,
+    is_table_row,
+    lead,
+    output_lines,
+    shape,
+    tail,
+)
 from ctxmem.evals.retention import generate
 from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
 from ctxmem.samples import synthetic_session
@@ -57,7 +66,7 @@ class _Reference(SalienceIndex):
     def _read_output(self, i: int, eid: int | None, b: ToolResultBlock) -> None:
         tool = self._names.get(b.tool_use_id, "tool")
         prev = ""
-        for ln in b.text.splitlines():
+        for ln in output_lines(b.text):
             text = ln.strip()
             if not text:
                 prev = ""

@@ -48,6 +48,7 @@ needs is built lazily, on the first incremental call, so a cold build ranks in o
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from bisect import bisect_left, insort
@@ -73,7 +74,7 @@ ROUTINE = 8
 
 # ----------------------------------------------------------------------------- features
 
-_SHAPE_BODY = r"0x[0-9a-f]+|\b(?=[0-9a-f]*\d)[0-9a-f]{6,40}\b|\d+(?:[.,:]\d+)*(?:e[-+]?\d+)?|'[^']*'|\"[^\"]*\""
+_SHAPE_BODY = r"0x[0-9a-f]+|\b(?=[0-9a-f]*\d)[0-9a-f]{6,40}\b|\d+(?:[.,:]\d+)*(?:e[-+]?\d+)?|'[^'\s]*'|\"[^\"\s]*\""
 #: every alternative starts with a digit, a-f or a quote: the lookahead lets the engine skip the
 #: other characters (~35% faster on tool output; a hypothesis test holds it to _SHAPE_BODY)
 _SHAPE_SUB = re.compile(rf"(?=[\da-f'\"])(?:{_SHAPE_BODY})")
@@ -151,6 +152,42 @@ def tail(shaped: str, n: int = 4) -> str:
     (``… near the register limit in loop at line #``)."""
     words = shaped.rsplit(None, n)
     return "\x00" + " ".join(words[-n:])
+
+
+def _leaves(value: Any, path: str, out: list[str], most: int) -> None:
+    if len(out) >= most:
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _leaves(v, f"{path}.{k}" if path else str(k), out, most)
+    elif isinstance(value, list):
+        for k, v in enumerate(value):
+            _leaves(v, f"{path}[{k}]", out, most)
+    else:
+        out.append(f"{json.dumps(path, ensure_ascii=False)}: {json.dumps(value, ensure_ascii=False)}")
+
+
+def output_lines(text: str, most: int = 2000) -> list[str]:
+    """The lines of a tool output as salience reads them: its lines, except that a line
+    holding a whole JSON object or array too long to show as one fact (a one-line API
+    response) is read as its leaves, ``"path.to.key": value`` each (at most ``most``), so a
+    field in the middle of it can be a fact on its own."""
+    lines = text.splitlines()
+    if not any(len(ln) > MAX_FACT_CHARS and ln.lstrip()[:1] in ("{", "[") for ln in lines):
+        return lines
+    out: list[str] = []
+    for ln in lines:
+        if len(ln) > MAX_FACT_CHARS and ln.lstrip()[:1] in ("{", "["):
+            try:
+                value = json.loads(ln)
+            except ValueError:
+                out.append(ln)
+                continue
+            if isinstance(value, dict | list):
+                _leaves(value, "", out, len(out) + most)
+                continue
+        out.append(ln)
+    return out
 
 
 def is_code(line: str) -> bool:
@@ -703,7 +740,7 @@ class SalienceIndex:
         word_df, cue_df = self._word_df, self._cue_df
         track = bool(self._sc)  # nothing scored yet: nothing to rescore
         prev = ""
-        for ln in b.text.splitlines():
+        for ln in output_lines(b.text):
             f = _LINES.get(ln)
             if f is None:
                 f = _line_features(ln)
