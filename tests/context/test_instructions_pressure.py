@@ -144,3 +144,28 @@ def test_rules_worded_without_the_common_cue_words_are_carried_from_long_message
     got = instructions_of(Message.user(f"{PAD} {rule}"))
     assert rule in got
     assert not any(g.startswith("The last sweep") for g in got)  # the chatter around it is not
+
+
+_PAD_EN = ("Quick status check: the numbers you posted for the last sweep look plausible but the variance between "
+           "runs is large, so rerun the top three configs twice each before drawing conclusions about the decode path.")
+_PAD_DE = ("Kurzer Statusabgleich: die Zahlen vom letzten Sweep sehen plausibel aus, aber die Streuung zwischen den "
+           "Läufen ist groß, also die besten drei Konfigurationen je zweimal wiederholen, bevor wir Schlüsse ziehen.")
+_PAD_ZH = "简单同步一下：上一轮扫描的数字看起来合理，但是每次运行之间的波动很大，所以请把前三个配置各重跑两次再下结论。" * 8
+_PAD_JA = "前回のスイープの数値は妥当に見えますが、実行ごとのばらつきが大きいので、上位三つの設定をそれぞれ二回ずつ再実行してください。" * 8
+
+
+@pytest.mark.parametrize("text", [
+    _PAD_DE + " Auf diesen Boards niemals mit num_warps=8 starten, der Simulator hängt sich auf.",
+    _PAD_EN.replace("Quick", "Petit") + " Ne lance jamais avec num_warps=8 sur ces cartes, le simulateur se bloque.",
+    _PAD_EN + " Nunca lances con num_warps=8 en estas placas, el simulador se cuelga.",
+    _PAD_ZH + "最后，这些板子上绝对不要用 num_warps=8 启动，模拟器会死锁。",
+    _PAD_JA + "なお、このボードでは num_warps=8 で絶対に起動しないでください。",
+    _PAD_EN + " Ab jetzt die Zeiten in Mikrosekunden melden.",
+])
+def test_a_rule_in_another_language_is_carried_from_a_long_message(text: str) -> None:
+    """A long message (a Chinese or Japanese one has few spaces but many characters) yields
+    its rule sentence: the cue in that language, or the concrete setting it names; the
+    padding around it is not carried."""
+    got = instructions_of(Message.user(text))
+    assert any("num_warps=8" in g or "Mikrosekunden" in g for g in got), got
+    assert len(got) == 1 and len(got[0]) < 120, got

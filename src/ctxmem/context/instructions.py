@@ -13,8 +13,12 @@ What is carried from a user text message (tool results are not user words):
   least / limit / under no circumstances / hard rule / rule: / stay away from / stick to /
   let's / I want / I'd like / refrain / … (see ``_CUE``) — verbatim (clipped at
   :data:`MAX_INSTRUCTION_CHARS`);
-* a short message (≤ :data:`SHORT_WORDS` words) whole, whether or not it has a cue: a
-  short user turn is nearly always a steer;
+* the same cues in a few other languages (German, French, Spanish, Italian, Portuguese,
+  Russian, Chinese, Japanese, Korean: ``_CUE_INTL``), and any sentence naming a concrete
+  setting (``num_warps=8``, ``--fast-math``) whatever its language; sentences end at
+  ``.!?;`` and at ``。！？；``;
+* a short message (≤ :data:`SHORT_WORDS` words and ≤ :data:`MAX_INSTRUCTION_CHARS`
+  characters) whole, whether or not it has a cue: a short user turn is nearly always a steer;
 * nothing from a message of bare acknowledgements ("ok", "continue", "thanks").
 
 How a span's instructions become a section (:meth:`InstructionIndex.section`):
@@ -72,7 +76,22 @@ _CUE = re.compile(
 _ACK = re.compile(
     r"^\W*(?:(?:ok(?:ay)?|yes|no|thanks?(?: you)?|continue|go|go on|go ahead|proceed|sure|great|good|done|next)\W*)+$", re.I
 )
-_SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+")
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])|\n+")
+#: the same cues in other languages a user may write in (a rule is a rule whatever its language)
+_CUE_INTL = re.compile(
+    r"(?<!\w)(niemals|nie wieder|immer|keinesfalls|auf keinen fall|unbedingt|ab jetzt|künftig|muss|müssen|"
+    r"jamais|toujours|surtout pas|il faut|désormais|à partir de maintenant|ne (?:\w+ )?(?:pas|jamais)|"
+    r"nunca|siempre|jamás|de ahora en adelante|a partir de ahora|hay que|no (?:\w+ )?nunca|"
+    r"sempre|d'ora in poi|"
+    r"nunca|sempre|a partir de agora|"
+    r"никогда|всегда|обязательно|отныне)(?!\w)"
+    r"|绝不|绝对不|不要|不准|禁止|必须|务必|一定要|以后|今后|从现在起|"
+    r"決して|絶対に|しないで|してはいけない|必ず|今後|これから|"
+    r"절대|반드시|앞으로|하지 마",
+    re.I,
+)
+#: a concrete setting (``num_warps=8``, ``--fast-math``, ``BLOCK_M: 64``): worth carrying from any sentence
+_SETTING = re.compile(r"\b[A-Za-z_][\w.-]*\s?=\s?[\w.+-]+|(?<!\w)--?[a-z][\w-]{2,}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +137,12 @@ def instructions_of(message: Message) -> list[str]:
     text = "\n".join(b.text for b in message.content if isinstance(b, TextBlock)).strip()
     if not text or _ACK.match(text):
         return []
-    if len(text.split()) <= SHORT_WORDS:
+    # short in words and in characters (a Chinese or Japanese message has few spaces)
+    if len(text.split()) <= SHORT_WORDS and len(text) <= MAX_INSTRUCTION_CHARS:
         return [_clip(text)]
     out = []
     for sentence in _SENTENCE.split(text):
-        if sentence.strip() and _CUE.search(sentence):
+        if sentence.strip() and (_CUE.search(sentence) or _CUE_INTL.search(sentence) or _SETTING.search(sentence)):
             out.append(_clip(sentence))
     return out
 
