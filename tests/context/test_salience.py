@@ -328,3 +328,13 @@ def test_a_fact_in_a_json_field_is_found_one_line_or_pretty_printed(indent: int 
     idx.update(h)
     ranked = [f.render() for f in idx.facts(1, len(h), limit=5)]  # as shown: clipped at MAX_FACT_CHARS
     assert ranked and "warmup iterations" in ranked[0], ranked
+
+
+def test_a_chinese_sentence_is_not_scored_as_a_bare_label() -> None:
+    from ctxmem.context.salience import static_score, word_count
+
+    fact = "根本原因：共享内存每个块最多 101376 字节，超过后内核启动失败。"
+    assert word_count(fact) >= 7 and word_count("ok then") == 2
+    assert word_count("root cause: the tile overflows shared memory") == 7
+    assert static_score(fact) > static_score(fact.replace("，", " ").split()[0])  # the sentence, not its first label
+    assert static_score(fact) >= static_score("根本原因") + 1.0  # the length term: +0.4, not -1.0

@@ -44,7 +44,7 @@ def _ref_static(line: str, cues: Any) -> float:
     s += min(2, len({m.group(0).lower() for m in sal._CUE_WEAK.finditer(line)})) * 0.5
     if cues is not None and cues.search(line):
         s += 1.0
-    words = len(line.split())
+    words = sal.word_count(line)
     if words < 4:
         s -= 1.0
     elif words >= 7:

@@ -190,6 +190,18 @@ def output_lines(text: str, most: int = 2000) -> list[str]:
     return out
 
 
+#: a Chinese, Japanese or Korean character: about half a word of meaning (they are not
+#: separated by spaces, so a whole sentence would otherwise count as one "word")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+
+def word_count(text: str) -> int:
+    """Words of a line for the length term: whitespace-separated, plus one per two CJK
+    characters (ASCII text: its split alone)."""
+    n = len(text.split())
+    return n if text.isascii() else n + len(_CJK.findall(text)) // 2
+
+
 def is_code(line: str) -> bool:
     """Source code, not prose: a statement opener, an indented assignment, or dense operators."""
     if _COMMENT.match(line):
@@ -257,7 +269,7 @@ def _static_parts(line: str) -> tuple[float, float]:
     else:
         weak = len(set(m.group(0).lower() for m in _CUE_WEAK.finditer(line)))
     s += min(2, weak) * 0.5
-    words = len(line.split())
+    words = word_count(line)
     return s, (-1.0 if words < 4 else 0.4 if words >= 7 else 0.0)  # a sentence states something; a bare label rarely does
 
 
@@ -366,7 +378,7 @@ def _body_features(
         weak = len(set(m.group(0).lower() for m in _CUE_WEAK.finditer(body)))
         cues = tuple(sorted({m.group(0).lower() for m in _CUE_STRONG.finditer(body)}))
     s += min(2, weak) * 0.5
-    n = len(body.split())
+    n = word_count(body)
     length = -1.0 if n < 4 else 0.4 if n >= 7 else 0.0
     marks = [p.rstrip(".") for p in paths] + shas + [t for t in bigints if len(t) >= 5]
     marks += [t for t in idents if any(ch.isdigit() for ch in t) or ("_" in t and len(t) >= 8)]
