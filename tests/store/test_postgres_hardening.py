@@ -95,15 +95,20 @@ def test_the_server_ends_a_writer_idle_inside_its_transaction(pg_url: str) -> No
             Session.open(other, sid).record(Message.user("after"))
 
 
+def _role_of_one_connection(pg_url: str, password: str | None = None) -> tuple[str, str]:
+    """A new login role allowed one connection (``CONNECTION LIMIT 1``), and ``pg_url`` as it."""
+    role = "lim_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(pg_server.shared().url, autocommit=True) as admin:
+        secret = f"PASSWORD '{password}' " if password else ""
+        admin.execute(f"CREATE ROLE {role} LOGIN {secret}CONNECTION LIMIT 1")
+        admin.execute(f"GRANT postgres TO {role}")
+    return role, pg_url.replace("postgres@", f"{role}:{password}@" if password else f"{role}@", 1)
+
+
 def test_a_pool_that_cannot_fill_is_one_line_within_the_connect_timeout(
     pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = pg_server.shared()
-    role = "lim_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(server.url, autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw' CONNECTION LIMIT 1")
-        admin.execute(f"GRANT postgres TO {role}")
-    url = pg_url.replace("postgres@", f"{role}:pw@", 1)
+    role, url = _role_of_one_connection(pg_url, "pw")
     t0 = time.monotonic()
     with pytest.raises(StoreError) as exc:
         PostgresStore(url, pool_size=2, connect_timeout=2)
@@ -115,12 +120,7 @@ def test_a_pool_that_cannot_fill_is_one_line_within_the_connect_timeout(
 
 
 def test_a_pool_that_cannot_fill_prints_nothing_in_a_fresh_process(pg_url: str) -> None:
-    server = pg_server.shared()
-    role = "lim_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(server.url, autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
-        admin.execute(f"GRANT postgres TO {role}")
-    url = pg_url.replace("postgres@", f"{role}@", 1)
+    _, url = _role_of_one_connection(pg_url)
     code = (
         "import sys\nfrom ctxmem.errors import StoreError\nfrom ctxmem.store import PostgresStore\n"
         "try:\n    PostgresStore(sys.argv[1], pool_size=2, connect_timeout=2)\n"
