@@ -15,6 +15,7 @@ from ctxmem.context import BuildRequest, History, check_output
 from ctxmem.context.masking import Masking, MaskingConfig
 from ctxmem.context.salience import (
     FACTS_SECTION_HEADER,
+    STATEMENT,
     SalienceIndex,
     is_code,
     is_table_row,
@@ -81,7 +82,13 @@ def test_the_section_fits_its_cap_names_its_sources_and_is_stable(o200k: Any) ->
         if facts:
             assert text.startswith(FACTS_SECTION_HEADER)
     text, facts = index.section(1, len(h), o200k, 1500)
+    assert any(f.handle for f in facts)
     for f in facts:  # each line: its event (or message), its tool and the handle recall takes
+        if not f.handle:  # a sentence the assistant wrote: no output to recall, the text is in its message
+            assert f.tool == STATEMENT and f"· {STATEMENT}] {f.text}" in text
+            m = h.messages[f.message_index]
+            assert m.role == "assistant" and any(f.text in getattr(b, "text", "") for b in m.content)
+            continue
         assert f"recall {f.handle}] " in text and h.tool_result(f.handle) is not None
         assert f.text in h.tool_result(f.handle)[1].text.replace("\n", " ")  # type: ignore[index]
     assert index.section(1, len(h), o200k, 1500) == (text, facts)

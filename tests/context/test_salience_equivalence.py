@@ -23,7 +23,6 @@ from ctxmem.context.salience import (
     is_code,
     is_table_row,
     lead,
-    output_lines,
     shape,
     tail,
 )
@@ -63,10 +62,9 @@ def _ref_anchors(line: str) -> list[str]:
 class _Reference(SalienceIndex):
     """The plain reader: every line through every pattern, nothing memoized."""
 
-    def _read_output(self, i: int, eid: int | None, b: ToolResultBlock) -> None:
-        tool = self._names.get(b.tool_use_id, "tool")
+    def _read_lines(self, i: int, eid: int | None, lines: Any, handle: str, tool: str) -> None:
         prev = ""
-        for ln in output_lines(b.text):
+        for ln in lines:
             text = ln.strip()
             if not text:
                 prev = ""
@@ -98,7 +96,8 @@ class _Reference(SalienceIndex):
                 continue
             k = len(self._cands)
             self._cands.append(
-                sal._Cand(body, sh, ld, st, tl, i, eid, b.tool_use_id, tool, score - 1.6 * min(2, len(cues)), cues=cues, words=words)
+                sal._Cand(body, sh, ld, st, tl, i, eid, handle, tool,
+                          score - 1.6 * min(2, len(cues)) - (0.0 if handle else sal.STATEMENT_PRIOR), cues=cues, words=words)
             )
             for a in set(_ref_anchors(body)):
                 self._by_anchor.setdefault(a, []).append(k)

@@ -2,7 +2,9 @@
 
 A strategy that masks, summarizes or drops old tool outputs keeps a short **facts**
 section instead: the lines of those outputs most likely to be needed again, verbatim,
-each with its source event id and a recall handle (the tool call's id). This module
+each with its source event id and a recall handle (the tool call's id). What the agent
+states in its own text (a finding, a conclusion: "the NaNs come from …") is read the same
+way, a sentence per line, and can be kept as a fact too (marked ``assistant``, no handle). This module
 scores the lines; :class:`SalienceIndex` keeps the scores incrementally (each appended
 message is read once) and :meth:`SalienceIndex.section` renders the best lines of a
 history span within an exact token cap.
@@ -188,6 +190,24 @@ def output_lines(text: str, most: int = 2000) -> list[str]:
                 continue
         out.append(ln)
     return out
+
+
+#: the ``tool`` of a fact the assistant stated in its own text (it has no recall handle)
+STATEMENT = "assistant"
+#: what a sentence of the assistant's own text starts behind a tool-output line with the
+#: same evidence: most of an agent's text narrates its next step ("Let me check the
+#: compile log for register usage."), which is rare in shape but says nothing durable, so
+#: a statement needs specificity, a cue or rare words on top of its rarity to be kept
+STATEMENT_PRIOR = 1.0
+#: where an assistant's text is cut into statements: after a sentence's end and a space
+#: (or a CJK full stop), and at line breaks
+_STATEMENT_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+
+
+def statement_lines(text: str) -> list[str]:
+    """An assistant text as salience reads it: its lines, each cut into sentences (a
+    finding is often one sentence of a paragraph)."""
+    return [s for ln in text.splitlines() for s in _STATEMENT_END.split(ln)]
 
 
 #: a Chinese, Japanese or Korean character: about half a word of meaning (they are not
@@ -486,13 +506,16 @@ class SalientFact:
     score: float
     message_index: int
     event_id: int | None
-    #: the tool call id whose output holds the line (what ``recall`` takes)
+    #: the tool call id whose output holds the line (what ``recall`` takes); empty for a
+    #: sentence the assistant wrote (``tool`` is then :data:`STATEMENT`)
     handle: str
     tool: str
 
     def render(self) -> str:
         where = f"ev {self.event_id}" if self.event_id is not None else f"msg {self.message_index}"
         text = self.text if len(self.text) <= MAX_FACT_CHARS else self.text[: MAX_FACT_CHARS - 1].rstrip() + "…"
+        if not self.handle:
+            return f"- [{where} · {self.tool}] {text}"
         return f"- [{where} · {self.tool} · recall {self.handle}] {text}"
 
 
@@ -665,7 +688,7 @@ class SalienceIndex:
     # exactly as the one that wrote it would have: tests/context/test_derived_state.py.
 
     #: bump when the state's layout or a score definition changes: older snapshots are ignored
-    STATE_VERSION: ClassVar[int] = 4
+    STATE_VERSION: ClassVar[int] = 5
 
     def state_kind(self) -> str:
         """What a snapshot of this index is valid for: the layout and the profile's cue words."""
@@ -741,18 +764,27 @@ class SalienceIndex:
                 self._read_output(i, eid, b)
             elif isinstance(b, TextBlock):
                 mentions.append(b.text)
+                if msg.role == "assistant":
+                    # what the agent itself states (a finding, a conclusion) is read like a
+                    # tool output's lines, a sentence each: it can be a fact as well
+                    eid = ids[where[j]] if where[j] < len(ids) else None
+                    self._read_lines(i, eid, statement_lines(b.text), "", STATEMENT)
             elif isinstance(b, ToolUseBlock):
                 self._names[b.id] = b.name
                 mentions.append(" ".join(str(v) for v in b.input.values()))
         self._references(i, "\n".join(mentions))
 
     def _read_output(self, i: int, eid: int | None, b: ToolResultBlock) -> None:
-        tool = self._names.get(b.tool_use_id, "tool")
+        self._read_lines(i, eid, output_lines(b.text), b.tool_use_id, self._names.get(b.tool_use_id, "tool"))
+
+    def _read_lines(self, i: int, eid: int | None, lines: Sequence[str], handle: str, tool: str) -> None:
+        """Count and score ``lines`` of message ``i`` (a tool output's, or an assistant
+        text's sentences: ``handle`` empty, ``tool`` :data:`STATEMENT`)."""
         shapes, leads, stems = self._shapes, self._leads, self._stems
         word_df, cue_df = self._word_df, self._cue_df
         track = bool(self._sc)  # nothing scored yet: nothing to rescore
         prev = ""
-        for ln in output_lines(b.text):
+        for ln in lines:
             f = _LINES.get(ln)
             if f is None:
                 f = _line_features(ln)
@@ -794,8 +826,9 @@ class SalienceIndex:
             score = static + bonus
             if score < 0.0:
                 continue
+            static = score - bonus if handle else score - bonus - STATEMENT_PRIOR
             k = len(self._cands)
-            self._cands.append(_Cand(body, sh, ld, st, tl, i, eid, b.tool_use_id, tool, score - bonus, cues=cues, words=words))
+            self._cands.append(_Cand(body, sh, ld, st, tl, i, eid, handle, tool, static, cues=cues, words=words))
             for a in marks:
                 self._by_anchor.setdefault(a, []).append(k)
 

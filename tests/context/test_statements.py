@@ -1,0 +1,119 @@
+"""What the agent states in its own text can be a fact too: a finding written in an
+assistant message ("the NaNs come from …") survives compaction like a tool-output line,
+and routine narration ("Let me check the compile log …") does not crowd the facts section."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+
+from ctxmem.config import available_presets, load_preset
+from ctxmem.context import History
+from ctxmem.context.salience import STATEMENT, STATEMENT_PRIOR, SalienceIndex, statement_lines
+from ctxmem.evals.retention import RetentionSession, compacting, evaluate, generate
+from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
+
+
+def _stated_by_the_agent(s: RetentionSession) -> RetentionSession:
+    """``s`` with each tool-output fact taken out of its output and written instead by the
+    assistant, as one sentence of its next message (after its own first sentence)."""
+    msgs = list(s.messages)
+    for f in s.facts:
+        if f.kind.startswith("instruction"):
+            continue
+        i = f.message_index
+        msgs[i] = Message(msgs[i].role, tuple(
+            ToolResultBlock(b.tool_use_id, "\n".join(x for x in b.text.split("\n") if x != f.text), b.is_error)
+            if isinstance(b, ToolResultBlock) else b
+            for b in msgs[i].content
+        ))
+        a = msgs[i + 1]
+        assert a.role == "assistant" and isinstance(a.content[0], TextBlock)
+        said = f"{a.content[0].text} {f.text[:1].upper()}{f.text[1:]}."
+        msgs[i + 1] = Message("assistant", (TextBlock(said), *a.content[1:]))
+    out = dataclasses.replace(s, messages=msgs)
+    for f in s.facts:  # the facts are now nowhere but in the assistant's text (or the user's)
+        where = {m.role for m in msgs if any(f.text[1:] in getattr(b, "text", "") for b in m.content)}
+        assert where == ({"user"} if f.kind.startswith("instruction") else {"assistant"})
+    return out
+
+
+@pytest.mark.parametrize("domain", ["logs", "data"])
+def test_a_finding_the_agent_states_survives_compaction_in_every_preset_that_carries_facts(domain: str) -> None:
+    s = _stated_by_the_agent(generate(domain, "val", seed=3, turns=300))
+    h = History.from_messages(s.messages, "o200k_base")
+    # every compacting preset but the plain windows (which carry the user's instructions only)
+    presets = [p for p in (load_preset(n) for n in sorted(available_presets()))
+               if compacting(p) and not p.name.startswith(("window-", "dump-"))]
+    assert {p.name for p in presets} >= {"masking-200k", "masking-turns-128k", "pipeline-200k", "summarize-128k"}
+    for preset in presets:
+        strategy = preset.strategy()
+        for budget in (16_000, 30_000):
+            row = evaluate(s, preset, budget, h, strategy)
+            assert row.valid and row.within_budget, (preset.name, budget, row.error)
+            lost = [k for k, kept in row.kept.items() if not kept]
+            assert row.n_kept >= 11, (preset.name, budget, lost)  # before: the two user instructions only
+
+
+_OPENERS = ["Let me", "Now I'll", "Next I will", "I should", "Time to", "I'm going to", "First I'll", "Then I'll",
+            "I want to", "Going to"]
+_STEPS = ["check", "open", "read", "inspect", "look at", "re-run", "grep", "diff", "profile", "scan"]
+_THINGS = ["the compile log", "the kernel source", "the benchmark table", "the failing test", "the launch config",
+           "the profiler report", "the git log", "the register limit", "the harness script", "the error trace"]
+_WHY = ["to find the root cause", "for anything unusual", "before the next change", "to confirm the fix",
+        "and compare with the baseline", "to narrow the regression down", "once more", "because it must pass"]
+
+
+def test_routine_narration_is_not_kept_and_a_finding_among_it_is() -> None:
+    # ~300 narration sentences, worded many ways (an LLM agent's "what I do next") and full
+    # of cue words (root cause, limit, regression, must): nothing in them a later turn needs
+    rng = random.Random(5)
+    finding = "The mismatch comes from the epilogue writing rows past seq_len_k = 4093 when BLOCK_N is 128."
+    msgs = [Message.user("Find why the kernel fails the correctness check.")]
+    for i in range(300):
+        said = f"{rng.choice(_OPENERS)} {rng.choice(_STEPS)} {rng.choice(_THINGS)} {rng.choice(_WHY)}."
+        if i == 40:
+            said = f"{said} {finding}"
+        msgs.append(Message("assistant", (TextBlock(said), ToolUseBlock(f"t{i}", "run", {"cmd": "check", "n": i}))))
+        msgs.append(Message("user", (ToolResultBlock(f"t{i}", f"case {i}: ok\nall cases ran in {100 + i} ms"),)))
+    h = History.from_messages(msgs, "o200k_base")
+    index = SalienceIndex()
+    index.update(h)
+    facts = index.facts(1, len(h))
+    stated = [f for f in facts if f.tool == STATEMENT]
+    assert [f.text for f in stated] == [finding]  # none of the narration
+    assert stated[0].handle == "" and stated[0].render().startswith(f"- [msg 81 · {STATEMENT}] The mismatch")
+
+
+def test_statement_lines_are_the_sentences_of_each_line() -> None:
+    text = "Checked it. The limit is 48 KB per block!\nNext: retile?  Done\n结论：缓存不够。下一步"
+    assert statement_lines(text) == [
+        "Checked it.", "The limit is 48 KB per block!", "Next: retile?", "Done", "结论：缓存不够。", "下一步",
+    ]
+    assert statement_lines("version 1.2.3 and e.g.x stay whole") == ["version 1.2.3 and e.g.x stay whole"]
+
+
+def test_a_statement_starts_behind_the_same_line_in_a_tool_output() -> None:
+    line = "The epilogue writes rows past seq_len_k = 4093 when BLOCK_N is 128, so the last tile overflows."
+
+    def session(said_by_agent: bool) -> History:
+        msgs = [Message.user("Find the bug.")]
+        for i in range(30):
+            out = f"case {i}: ok\nran in {100 + i} ms"
+            text = f"Step {i} done."
+            if i == 5:
+                text, out = (f"{text} {line}", out) if said_by_agent else (text, f"{out}\n{line}")
+            msgs.append(Message("assistant", (TextBlock(text), ToolUseBlock(f"t{i}", "run", {"n": i}))))
+            msgs.append(Message("user", (ToolResultBlock(f"t{i}", out),)))
+        return History.from_messages(msgs, "o200k_base")
+
+    scores = {}
+    for said in (True, False):
+        index = SalienceIndex()
+        index.update(session(said))
+        (fact,) = [f for f in index.facts(1, 62) if f.text == line]
+        scores[said] = fact.score
+        assert (fact.tool, fact.handle) == ((STATEMENT, "") if said else ("run", "t5"))
+    assert scores[True] == pytest.approx(scores[False] - STATEMENT_PRIOR)
