@@ -62,9 +62,10 @@ def _ref_anchors(line: str) -> list[str]:
 class _Reference(SalienceIndex):
     """The plain reader: every line through every pattern, nothing memoized."""
 
-    def _read_lines(self, i: int, eid: int | None, lines: Any, handle: str, tool: str) -> None:
+    def _read_lines(self, i: int, eid: int | None, lines: Any, handle: str, tool: str, prior: Any = 0.0) -> None:
         prev = ""
-        for ln in lines:
+        priors = [prior] * len(lines) if isinstance(prior, float) else list(prior)
+        for ln, pr in zip(lines, priors, strict=True):
             text = ln.strip()
             if not text:
                 prev = ""
@@ -97,7 +98,7 @@ class _Reference(SalienceIndex):
             k = len(self._cands)
             self._cands.append(
                 sal._Cand(body, sh, ld, st, tl, i, eid, handle, tool,
-                          score - 1.6 * min(2, len(cues)) - (0.0 if handle else sal.STATEMENT_PRIOR), cues=cues, words=words)
+                          score - 1.6 * min(2, len(cues)) - pr, cues=cues, words=words)
             )
             for a in set(_ref_anchors(body)):
                 self._by_anchor.setdefault(a, []).append(k)
@@ -159,8 +160,15 @@ def _odd_session(n: int = 40) -> list[Message]:
     for i in range(n):
         call = f"call_{i}"
         lines = [_ODD[(i + k) % len(_ODD)].replace("17", str(i)) for k in range(5)]
-        out.append(Message("assistant", (ToolUseBlock(call, "run", {"cmd": f"check node-{i} 4e8a91c0"}),)))
-        out.append(Message("user", (ToolResultBlock(call, "\n".join(lines)),)))
+        said = (f"Checked node-{i}. The runner muſt stay under 4 GiB because commit 4e8a91c0 doubled the batch. "
+                "Next I'll look at the locale.")  # the assistant's sentences are read too (prior applied)
+        out.append(Message("assistant", (TextBlock(said), ToolUseBlock(call, "run", {"cmd": f"check node-{i} 4e8a91c0"}))))
+        user: list[Any] = [ToolResultBlock(call, "\n".join(lines))]
+        if i % 5 == 2:  # a long user message: a paragraph (sentences, prior) and a pasted block (lines, none)
+            pasted = "\n".join(_ODD[(i + k) % len(_ODD)] for k in range(4))
+            user.append(TextBlock(" ".join(["I looked at the runner on my side too and it seems to be the same."] * 4)
+                                  + f" Never raise the batch above 4096 rows.\n{pasted}"))
+        out.append(Message("user", tuple(user)))
     return out
 
 

@@ -1,19 +1,28 @@
-"""What the agent states in its own text can be a fact too: a finding written in an
-assistant message ("the NaNs come from …") survives compaction like a tool-output line,
-and routine narration ("Let me check the compile log …") does not crowd the facts section."""
+"""What the agent states in its own text, and what the user pastes into theirs, can be a
+fact too: a finding written in an assistant message ("the NaNs come from …") or an error a
+user pastes from their terminal survives compaction like a tool-output line; routine
+narration ("Let me check the compile log …") does not crowd the facts section, and what the
+standing instructions carry is not repeated as a fact."""
 
 from __future__ import annotations
 
 import dataclasses
 import random
+from typing import Any
 
 import pytest
 
 from ctxmem.config import available_presets, load_preset
-from ctxmem.context import History
-from ctxmem.context.salience import STATEMENT, STATEMENT_PRIOR, SalienceIndex, statement_lines
+from ctxmem.context import BuildRequest, History
+from ctxmem.context.salience import (
+    STATEMENT,
+    STATEMENT_PRIOR,
+    USER_TEXT,
+    SalienceIndex,
+    statement_lines,
+)
 from ctxmem.evals.retention import RetentionSession, compacting, evaluate, generate
-from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
+from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock, message_texts
 
 
 def _stated_by_the_agent(s: RetentionSession) -> RetentionSession:
@@ -55,6 +64,63 @@ def test_a_finding_the_agent_states_survives_compaction_in_every_preset_that_car
             assert row.valid and row.within_budget, (preset.name, budget, row.error)
             lost = [k for k, kept in row.kept.items() if not kept]
             assert row.n_kept >= 11, (preset.name, budget, lost)  # before: the two user instructions only
+
+
+def _pasted_by_the_user(s: RetentionSession) -> RetentionSession:
+    """``s`` with each output that holds a tool-output fact replaced by a one-line notice and
+    pasted instead by the user, whole, into the same message ("here is what it printed")."""
+    msgs = list(s.messages)
+    for f in s.facts:
+        if f.kind.startswith("instruction"):
+            continue
+        i = f.message_index
+        blocks: list[Any] = []
+        for b in msgs[i].content:
+            if isinstance(b, ToolResultBlock) and f.text in b.text:
+                blocks.append(ToolResultBlock(b.tool_use_id, "done (output sent to the user's terminal)", b.is_error))
+                blocks.append(TextBlock(f"Here is what that printed on my terminal:\n{b.text}"))
+            else:
+                blocks.append(b)
+        msgs[i] = Message("user", tuple(blocks))
+    return dataclasses.replace(s, messages=msgs)
+
+
+@pytest.mark.parametrize("domain", ["logs", "data"])
+def test_a_fact_the_user_pastes_survives_compaction_in_every_preset_that_carries_facts(domain: str) -> None:
+    s = _pasted_by_the_user(generate(domain, "val", seed=3, turns=300))
+    assert not any(f.text in b.text for f in s.facts[:10] for m in s.messages for b in m.content
+                   if isinstance(b, ToolResultBlock))
+    h = History.from_messages(s.messages, "o200k_base")
+    presets = [p for p in (load_preset(n) for n in sorted(available_presets()))
+               if compacting(p) and not p.name.startswith(("window-", "dump-"))]
+    for preset in presets:
+        strategy = preset.strategy()
+        for budget in (16_000, 30_000):
+            row = evaluate(s, preset, budget, h, strategy)
+            assert row.valid and row.within_budget, (preset.name, budget, row.error)
+            lost = [k for k, kept in row.kept.items() if not kept]
+            assert row.n_kept >= 11, (preset.name, budget, lost)
+
+
+def test_what_the_standing_instructions_carry_is_not_repeated_as_a_fact() -> None:
+    rule = "Never launch with num_warps=8 on these boards, the scheduler drops the second wave."
+    error = "RuntimeError: CUDA error: an illegal memory access was encountered at attn_fwd.py:212 (tile 7)"
+    pasted = "\n".join([f"step {k}: loss {k * 0.37:.2f} in {90 + k} ms" for k in range(30)] + [error])
+    msgs = [Message.user("Make the attention kernel faster."),
+            Message.user(f"I ran it myself first. {rule} Here is the end of my log:\n{pasted}")]
+    for i in range(120):
+        msgs.append(Message("assistant", (TextBlock(f"Round {i}."), ToolUseBlock(f"t{i}", "bench", {"n": i}))))
+        msgs.append(Message("user", (ToolResultBlock(f"t{i}", f"case {i}: ok\nran in {100 + i} ms"),)))
+    h = History.from_messages(msgs, "o200k_base")
+    index = SalienceIndex()
+    index.update(h)
+    facts = [f for f in index.facts(1, len(h)) if f.tool == USER_TEXT]
+    assert [f.text for f in facts] == [error]  # the rule is the instructions section's, not a fact
+    preset = load_preset("masking-200k")
+    built = preset.strategy().build(BuildRequest(h, preset.budget(8_000), pinned=preset.model.pinned, record=False))
+    shown = "\n".join(t for m in built.messages for t in message_texts(m))
+    assert built.report.sections.get("instructions", 0) > 0 and built.report.sections.get("facts", 0) > 0
+    assert shown.count("num_warps=8") == 1 and shown.count("illegal memory access") == 1
 
 
 _OPENERS = ["Let me", "Now I'll", "Next I will", "I should", "Time to", "I'm going to", "First I'll", "Then I'll",

@@ -4,7 +4,9 @@ A strategy that masks, summarizes or drops old tool outputs keeps a short **fact
 section instead: the lines of those outputs most likely to be needed again, verbatim,
 each with its source event id and a recall handle (the tool call's id). What the agent
 states in its own text (a finding, a conclusion: "the NaNs come from …") is read the same
-way, a sentence per line, and can be kept as a fact too (marked ``assistant``, no handle). This module
+way, a sentence per line, and can be kept as a fact too (marked ``assistant``, no handle);
+so is what a user pastes or reports in a long message (marked ``user``), except what the
+standing instructions carry already. This module
 scores the lines; :class:`SalienceIndex` keeps the scores incrementally (each appended
 message is read once) and :meth:`SalienceIndex.section` renders the best lines of a
 history span within an exact token cap.
@@ -57,6 +59,7 @@ from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, ClassVar, NamedTuple
 
 from ctxmem.context.facts import _PATH
@@ -194,10 +197,28 @@ def output_lines(text: str, most: int = 2000) -> list[str]:
 
 #: the ``tool`` of a fact the assistant stated in its own text (it has no recall handle)
 STATEMENT = "assistant"
-#: what a sentence of the assistant's own text starts behind a tool-output line with the
-#: same evidence: most of an agent's text narrates its next step ("Let me check the
-#: compile log for register usage."), which is rare in shape but says nothing durable, so
-#: a statement needs specificity, a cue or rare words on top of its rarity to be kept
+#: the ``tool`` of a fact from a user's text (a pasted error, a measurement they report)
+USER_TEXT = "user"
+#: what :func:`_instructed` says of a user message the standing instructions carry whole
+_WHOLE: frozenset[str] = frozenset({"\x00whole"})
+
+
+def _instructed(msg: Message) -> frozenset[str]:
+    """What the standing instructions carry of user message ``msg``: :data:`_WHOLE`, or its
+    carried sentences (whitespace-normalized), which the facts then leave out."""
+    from ctxmem.context.instructions import MAX_INSTRUCTION_CHARS, SHORT_WORDS, instructions_of
+
+    text = "\n".join(b.text for b in msg.content if isinstance(b, TextBlock)).strip()
+    if len(text.split()) <= SHORT_WORDS and len(text) <= MAX_INSTRUCTION_CHARS:
+        return _WHOLE
+    return frozenset(" ".join(t.split()) for t in instructions_of(msg))
+
+
+#: what a sentence of the assistant's or the user's own text starts behind a tool-output
+#: line with the same evidence: most of an agent's text narrates its next step ("Let me
+#: check the compile log for register usage.") and a user's long message holds asides ("I
+#: ran it myself first."), rare in shape but saying nothing durable, so a sentence of
+#: conversation needs specificity, a cue or rare words on top of its rarity to be kept
 STATEMENT_PRIOR = 1.0
 #: where an assistant's text is cut into statements: after a sentence's end and a space
 #: (or a CJK full stop), and at line breaks
@@ -208,6 +229,20 @@ def statement_lines(text: str) -> list[str]:
     """An assistant text as salience reads it: its lines, each cut into sentences (a
     finding is often one sentence of a paragraph)."""
     return [s for ln in text.splitlines() for s in _STATEMENT_END.split(ln)]
+
+
+def user_lines(text: str) -> list[tuple[str, float]]:
+    """A user's text as salience reads it, each piece with the prior taken off its score: a
+    line holding several sentences (or a text of one line) is conversation, its sentences
+    read one by one behind a tool-output line (:data:`STATEMENT_PRIOR`); the lines of a
+    block the user pasted (a log, an error, a table) are read as a tool output's."""
+    lines = text.splitlines()
+    out: list[tuple[str, float]] = []
+    for ln in lines:
+        parts = _STATEMENT_END.split(ln)
+        pr = STATEMENT_PRIOR if len(parts) > 1 or len(lines) == 1 else 0.0
+        out.extend((x, pr) for x in parts)
+    return out
 
 
 #: a Chinese, Japanese or Korean character: about half a word of meaning (they are not
@@ -507,7 +542,8 @@ class SalientFact:
     message_index: int
     event_id: int | None
     #: the tool call id whose output holds the line (what ``recall`` takes); empty for a
-    #: sentence the assistant wrote (``tool`` is then :data:`STATEMENT`)
+    #: sentence of the assistant's or the user's text (``tool`` is then :data:`STATEMENT`
+    #: or :data:`USER_TEXT`)
     handle: str
     tool: str
 
@@ -758,17 +794,27 @@ class SalienceIndex:
     def _read(self, msg: Message, i: int, ids: Sequence[int]) -> None:
         mentions: list[str] = []
         where = block_events(msg)
+        told: frozenset[str] | None = None  # what the standing instructions carry of a user message
         for j, b in enumerate(msg.content):
             if isinstance(b, ToolResultBlock):
                 eid = ids[where[j]] if where[j] < len(ids) else None
                 self._read_output(i, eid, b)
             elif isinstance(b, TextBlock):
                 mentions.append(b.text)
+                eid = ids[where[j]] if where[j] < len(ids) else None
                 if msg.role == "assistant":
                     # what the agent itself states (a finding, a conclusion) is read like a
                     # tool output's lines, a sentence each: it can be a fact as well
-                    eid = ids[where[j]] if where[j] < len(ids) else None
-                    self._read_lines(i, eid, statement_lines(b.text), "", STATEMENT)
+                    self._read_lines(i, eid, statement_lines(b.text), "", STATEMENT, STATEMENT_PRIOR)
+                    continue
+                # what the user pastes or tells (an error from their terminal, a measurement):
+                # its lines and sentences, but not what the standing instructions carry
+                # already (a short message whole, a long one's rule-like sentences)
+                if told is None:
+                    told = _instructed(msg)
+                if told is not _WHOLE:
+                    kept = [(x, pr) for x, pr in user_lines(b.text) if " ".join(x.split()) not in told]
+                    self._read_lines(i, eid, [x for x, _ in kept], "", USER_TEXT, [pr for _, pr in kept])
             elif isinstance(b, ToolUseBlock):
                 self._names[b.id] = b.name
                 mentions.append(" ".join(str(v) for v in b.input.values()))
@@ -777,14 +823,19 @@ class SalienceIndex:
     def _read_output(self, i: int, eid: int | None, b: ToolResultBlock) -> None:
         self._read_lines(i, eid, output_lines(b.text), b.tool_use_id, self._names.get(b.tool_use_id, "tool"))
 
-    def _read_lines(self, i: int, eid: int | None, lines: Sequence[str], handle: str, tool: str) -> None:
-        """Count and score ``lines`` of message ``i`` (a tool output's, or an assistant
-        text's sentences: ``handle`` empty, ``tool`` :data:`STATEMENT`)."""
+    def _read_lines(
+        self, i: int, eid: int | None, lines: Sequence[str], handle: str, tool: str,
+        prior: float | Sequence[float] = 0.0,
+    ) -> None:
+        """Count and score ``lines`` of message ``i``: a tool output's, or the sentences of an
+        assistant's or a user's text (``handle`` empty, ``tool`` :data:`STATEMENT` or
+        :data:`USER_TEXT`); ``prior`` (one for all lines, or one per line) is taken off each
+        candidate's score."""
         shapes, leads, stems = self._shapes, self._leads, self._stems
         word_df, cue_df = self._word_df, self._cue_df
         track = bool(self._sc)  # nothing scored yet: nothing to rescore
         prev = ""
-        for ln in lines:
+        for ln, pr in zip(lines, repeat(prior) if isinstance(prior, float) else prior, strict=False):
             f = _LINES.get(ln)
             if f is None:
                 f = _line_features(ln)
@@ -826,7 +877,7 @@ class SalienceIndex:
             score = static + bonus
             if score < 0.0:
                 continue
-            static = score - bonus if handle else score - bonus - STATEMENT_PRIOR
+            static = score - bonus - pr if pr else score - bonus
             k = len(self._cands)
             self._cands.append(_Cand(body, sh, ld, st, tl, i, eid, handle, tool, static, cues=cues, words=words))
             for a in marks:
@@ -1056,4 +1107,4 @@ class SalienceIndex:
         return text, chosen
 
 
-__all__ = ["FACTS_SECTION_HEADER", "SalienceIndex", "SalientFact", "anchors", "block_events", "is_code", "shape", "static_score"]
+__all__ = ["FACTS_SECTION_HEADER", "STATEMENT", "USER_TEXT", "SalienceIndex", "SalientFact", "anchors", "block_events", "is_code", "shape", "static_score"]
