@@ -69,7 +69,7 @@ from ctxmem.messages import Message, TextBlock, ToolResultBlock, ToolUseBlock
 from ctxmem.store.codec import GC_BATCH, gc_paused, gc_paused_over
 from ctxmem.tokens import Tokenizer
 
-FACTS_SECTION_HEADER = "Facts from earlier tool outputs no longer shown (verbatim; source event, recall handle):"
+FACTS_SECTION_HEADER = "Facts from earlier tool outputs and messages no longer shown (verbatim; source event, recall handle):"
 #: a fact line longer than this is clipped (with an ellipsis) in the section
 MAX_FACT_CHARS = 320
 #: candidates scoring below this are never shown, whatever room is left
@@ -835,7 +835,7 @@ class SalienceIndex:
         word_df, cue_df = self._word_df, self._cue_df
         track = bool(self._sc)  # nothing scored yet: nothing to rescore
         prev = ""
-        for ln, pr in zip(lines, repeat(prior) if isinstance(prior, float) else prior, strict=False):
+        for ln, pr in zip(lines, repeat(prior) if isinstance(prior, int | float) else prior, strict=False):
             f = _LINES.get(ln)
             if f is None:
                 f = _line_features(ln)
