@@ -83,7 +83,7 @@ class _Reference(SalienceIndex):
             low = text.lower()
             self._word_df.update(set(sal._CONTENT_WORD.findall(low)))
             self._cue_df.update({m.group(0).lower() for m in sal._CUE_STRONG.finditer(low)})
-            if self._stems[st] > sal.ROUTINE or self._stems[tl] > sal.ROUTINE:
+            if self._stems[st] > sal.ROUTINE or self._stems[tl] > sal.ROUTINE or pr == math.inf:
                 prev = label
                 continue
             body = sal._COMMENT.sub("", text)

@@ -15,10 +15,12 @@ import pytest
 from ctxmem.config import available_presets, load_preset
 from ctxmem.context import BuildRequest, History
 from ctxmem.context.salience import (
+    COUNT_ONLY,
     STATEMENT,
     STATEMENT_PRIOR,
     USER_TEXT,
     SalienceIndex,
+    assistant_lines,
     statement_lines,
 )
 from ctxmem.evals.retention import RetentionSession, compacting, evaluate, generate
@@ -183,3 +185,35 @@ def test_a_statement_starts_behind_the_same_line_in_a_tool_output() -> None:
         scores[said] = fact.score
         assert (fact.tool, fact.handle) == ((STATEMENT, "") if said else ("run", "t5"))
     assert scores[True] == pytest.approx(scores[False] - STATEMENT_PRIOR)
+
+
+def test_announced_next_steps_are_not_statements_and_findings_and_rules_are() -> None:
+    narration = ["Let me look at src/attn/kernel_v3.py:212 to see how the tail tile is masked.",
+                 "Now I'll try BLOCK_N=128 with num_stages=3.", "Next, I will edit tile_mask_kq (commit 4e8a91c0).",
+                 "OK, let's rerun the benchmark.", "I'm going to profile load_kv_abcd once more.", "Time to revert."]
+    kept = ["I found that the limit is 48 KB per block.", "The NaNs come from mask_rows in src/attn/kernel.py.",
+            "I'll keep fp32 accumulators from now on.", "We need to cap batches at 4096 rows.", "Letting it run longer changed nothing."]
+    assert assistant_lines(" ".join(narration)) == [(x, COUNT_ONLY) for x in narration]  # counted, never kept
+    assert assistant_lines(" ".join(kept)) == [(x, STATEMENT_PRIOR) for x in kept]
+
+
+def test_narration_naming_new_paths_and_ids_every_turn_does_not_crowd_out_a_plain_fact() -> None:
+    # each announced step names a new file, function and commit, so no two look alike once
+    # numbers are blanked: scored as lines, they would outrank a plain-worded fact
+    rng = random.Random(9)
+    words = ["attn", "kern", "tile", "mask", "load", "store", "scale", "prefix", "bench", "tune", "warp", "grid"]
+    fact = "Heads-up: the benchmark harness silently clamps batch sizes above 49 to 49, so larger-batch numbers are duplicates"
+    msgs = [Message.user("Make the attention kernel faster.")]
+    for i in range(400):
+        path = f"src/{rng.choice(words)}/{rng.choice(words)}_{rng.choice(words)}_{rng.randint(1, 99)}.py"
+        fn = f"{rng.choice(words)}_{rng.choice(words)}_{''.join(rng.choice('abcdefghij') for _ in range(4))}"
+        said = (f"Next I will edit {path} to move the scale multiply out of the inner loop of {fn} "
+                f"(commit {rng.getrandbits(32):08x}).")
+        out = [f"case {k}: ok in {rng.randint(90, 200)} ms" for k in range(5)] + ([fact] if i == 50 else [])
+        msgs.append(Message("assistant", (TextBlock(said), ToolUseBlock(f"t{i}", "bench", {"n": i}))))
+        msgs.append(Message("user", (ToolResultBlock(f"t{i}", "\n".join(out)),)))
+    h = History.from_messages(msgs, "o200k_base")
+    index = SalienceIndex()
+    index.update(h)
+    top = index.facts(1, len(h), limit=5)
+    assert fact in [f.text for f in top] and not any(f.tool == STATEMENT for f in top)

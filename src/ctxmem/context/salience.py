@@ -225,10 +225,32 @@ STATEMENT_PRIOR = 1.0
 _STATEMENT_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
 
 
+#: a sentence that announces what the agent does next ("Let me open …", "Now I'll try …",
+#: "Next, I will …"): narration of an action, not a finding, whatever paths and ids it
+#: names (unless it sets a rule: "I'll keep fp32 accumulators from now on")
+_NARRATION = re.compile(
+    r"^\W*(?:(?:now|ok(?:ay)?|alright|so|next|first|then|great|good|right)\b[\s,:—-]*)*"
+    r"(?:let(?:['’]s| me| us)|i(?:['’]ll| will| am going to|['’]m going to|['’]m gonna| want to|['’]d like to)|"
+    r"time to|going to)\b(?!.*\b(?:from now on|from here on|going forward|always|never)\b)",
+    re.I,
+)
+
+
+#: the prior of a sentence that is counted (its shape, lead and words make others routine)
+#: but never a candidate: an announced next step
+COUNT_ONLY = math.inf
+
+
 def statement_lines(text: str) -> list[str]:
     """An assistant text as salience reads it: its lines, each cut into sentences (a
     finding is often one sentence of a paragraph)."""
     return [s for ln in text.splitlines() for s in _STATEMENT_END.split(ln)]
+
+
+def assistant_lines(text: str) -> list[tuple[str, float]]:
+    """The sentences of an assistant text with their priors: :data:`STATEMENT_PRIOR`, or
+    :data:`COUNT_ONLY` for one that announces the agent's next step (:data:`_NARRATION`)."""
+    return [(x, COUNT_ONLY if _NARRATION.match(x) else STATEMENT_PRIOR) for x in statement_lines(text)]
 
 
 def user_lines(text: str) -> list[tuple[str, float]]:
@@ -805,7 +827,8 @@ class SalienceIndex:
                 if msg.role == "assistant":
                     # what the agent itself states (a finding, a conclusion) is read like a
                     # tool output's lines, a sentence each: it can be a fact as well
-                    self._read_lines(i, eid, statement_lines(b.text), "", STATEMENT, STATEMENT_PRIOR)
+                    said = assistant_lines(b.text)
+                    self._read_lines(i, eid, [x for x, _ in said], "", STATEMENT, [pr for _, pr in said])
                     continue
                 # what the user pastes or tells (an error from their terminal, a measurement):
                 # its lines and sentences, but not what the standing instructions carry
@@ -855,8 +878,9 @@ class SalienceIndex:
                 cue_df[w] += 1
             if track:
                 self._touch(sh, ld, st, tl, f[6], f[7])
-            if stems[st] > ROUTINE or stems[tl] > ROUTINE:
-                # routine: its first or last words were seen often already, and only get more common
+            if stems[st] > ROUTINE or stems[tl] > ROUTINE or pr == COUNT_ONLY:
+                # routine: its first or last words were seen often already, and only get more
+                # common (or an announced next step: counted, never kept)
                 prev = text if colon else ""
                 continue
             body = f[8]
