@@ -62,10 +62,9 @@ def _ref_anchors(line: str) -> list[str]:
 class _Reference(SalienceIndex):
     """The plain reader: every line through every pattern, nothing memoized."""
 
-    def _read_lines(self, i: int, eid: int | None, lines: Any, handle: str, tool: str, prior: Any = 0.0) -> None:
+    def _read_lines(self, i: int, eid: int | None, lines: Any, handle: str, tool: str, priors: Any = None) -> None:
         prev = ""
-        priors = [prior] * len(lines) if isinstance(prior, float) else list(prior)
-        for ln, pr in zip(lines, priors, strict=True):
+        for ln, pr in zip(lines, [0.0] * len(lines) if priors is None else priors, strict=True):
             text = ln.strip()
             if not text:
                 prev = ""

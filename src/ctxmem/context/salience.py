@@ -827,8 +827,7 @@ class SalienceIndex:
                 if msg.role == "assistant":
                     # what the agent itself states (a finding, a conclusion) is read like a
                     # tool output's lines, a sentence each: it can be a fact as well
-                    said = assistant_lines(b.text)
-                    self._read_lines(i, eid, [x for x, _ in said], "", STATEMENT, [pr for _, pr in said])
+                    self._read_said(i, eid, assistant_lines(b.text), STATEMENT)
                     continue
                 # what the user pastes or tells (an error from their terminal, a measurement):
                 # its lines and sentences, but not what the standing instructions carry
@@ -836,8 +835,8 @@ class SalienceIndex:
                 if told is None:
                     told = _instructed(msg)
                 if told is not _WHOLE:
-                    kept = [(x, pr) for x, pr in user_lines(b.text) if " ".join(x.split()) not in told]
-                    self._read_lines(i, eid, [x for x, _ in kept], "", USER_TEXT, [pr for _, pr in kept])
+                    said = [(x, pr) for x, pr in user_lines(b.text) if " ".join(x.split()) not in told]
+                    self._read_said(i, eid, said, USER_TEXT)
             elif isinstance(b, ToolUseBlock):
                 self._names[b.id] = b.name
                 mentions.append(" ".join(str(v) for v in b.input.values()))
@@ -846,19 +845,23 @@ class SalienceIndex:
     def _read_output(self, i: int, eid: int | None, b: ToolResultBlock) -> None:
         self._read_lines(i, eid, output_lines(b.text), b.tool_use_id, self._names.get(b.tool_use_id, "tool"))
 
+    def _read_said(self, i: int, eid: int | None, said: Sequence[tuple[str, float]], tool: str) -> None:
+        """Read the sentences of an assistant's or a user's text, each with its prior."""
+        self._read_lines(i, eid, [x for x, _ in said], "", tool, [pr for _, pr in said])
+
     def _read_lines(
         self, i: int, eid: int | None, lines: Sequence[str], handle: str, tool: str,
-        prior: float | Sequence[float] = 0.0,
+        priors: Sequence[float] | None = None,
     ) -> None:
         """Count and score ``lines`` of message ``i``: a tool output's, or the sentences of an
         assistant's or a user's text (``handle`` empty, ``tool`` :data:`STATEMENT` or
-        :data:`USER_TEXT`); ``prior`` (one for all lines, or one per line) is taken off each
-        candidate's score."""
+        :data:`USER_TEXT`); ``priors`` (one per line; none for a tool output) are taken off
+        the candidates' scores."""
         shapes, leads, stems = self._shapes, self._leads, self._stems
         word_df, cue_df = self._word_df, self._cue_df
         track = bool(self._sc)  # nothing scored yet: nothing to rescore
         prev = ""
-        for ln, pr in zip(lines, repeat(prior) if isinstance(prior, int | float) else prior, strict=False):
+        for ln, pr in zip(lines, repeat(0.0) if priors is None else priors, strict=False):
             f = _LINES.get(ln)
             if f is None:
                 f = _line_features(ln)
