@@ -129,15 +129,25 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_INSTRUCTION_CHARS else text[: MAX_INSTRUCTION_CHARS - 1].rstrip() + "…"
 
 
+def message_text(message: Message) -> str:
+    """A message's text blocks joined by newlines, stripped: what its instructions are read from."""
+    return "\n".join(b.text for b in message.content if isinstance(b, TextBlock)).strip()
+
+
+def carried_whole(text: str) -> bool:
+    """Whether a user text is short enough to be carried whole: short in words and in
+    characters (a Chinese or Japanese message has few spaces)."""
+    return len(text.split()) <= SHORT_WORDS and len(text) <= MAX_INSTRUCTION_CHARS
+
+
 def instructions_of(message: Message) -> list[str]:
     """The instructions a user message carries (see the module docstring), verbatim."""
     if message.role != "user":
         return []
-    text = "\n".join(b.text for b in message.content if isinstance(b, TextBlock)).strip()
+    text = message_text(message)
     if not text or _ACK.match(text):
         return []
-    # short in words and in characters (a Chinese or Japanese message has few spaces)
-    if len(text.split()) <= SHORT_WORDS and len(text) <= MAX_INSTRUCTION_CHARS:
+    if carried_whole(text):
         return [_clip(text)]
     out = []
     for sentence in _SENTENCE.split(text):

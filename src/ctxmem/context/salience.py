@@ -206,10 +206,9 @@ _WHOLE: frozenset[str] = frozenset({"\x00whole"})
 def _instructed(msg: Message) -> frozenset[str]:
     """What the standing instructions carry of user message ``msg``: :data:`_WHOLE`, or its
     carried sentences (whitespace-normalized), which the facts then leave out."""
-    from ctxmem.context.instructions import MAX_INSTRUCTION_CHARS, SHORT_WORDS, instructions_of
+    from ctxmem.context.instructions import carried_whole, instructions_of, message_text
 
-    text = "\n".join(b.text for b in msg.content if isinstance(b, TextBlock)).strip()
-    if len(text.split()) <= SHORT_WORDS and len(text) <= MAX_INSTRUCTION_CHARS:
+    if carried_whole(message_text(msg)):
         return _WHOLE
     return frozenset(" ".join(t.split()) for t in instructions_of(msg))
 
