@@ -903,7 +903,7 @@ class SalienceIndex:
             score = static + bonus
             if score < 0.0:
                 continue
-            static = score - bonus - pr if pr else score - bonus
+            static = score - bonus - pr  # pr 0.0 for a tool output: x - 0.0 is x, bit for bit
             k = len(self._cands)
             self._cands.append(_Cand(body, sh, ld, st, tl, i, eid, handle, tool, static, cues=cues, words=words))
             for a in marks:
